@@ -1,0 +1,3 @@
+from edgetool.cli import main
+
+main()

@@ -1,0 +1,80 @@
+"""The ``edgetool`` command.
+
+The root sits at the bottom layer: it imports no torch and loads every subcommand lazily
+by name, so device-side commands work on a Jetson without the workstation extras.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from edgetool import __version__
+
+# command name -> (module, attribute, one-line help shown without importing the module)
+COMMANDS = {
+    "demo": ("edgetool.toolchain.cli", "demo", "Train, export and run Super-Sub on the shipped sample (offline)."),
+    "train": ("edgetool.toolchain.cli", "train", "Train every network of a Super-Sub run (resumable)."),
+    "export": ("edgetool.export.cli", "export", "Write a bundle (base.onnx + int8 deltas) from a training run."),
+    "classify": ("edgetool.runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
+    "inspect": ("edgetool.runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or str(exc)
+            extra = "train" if module.startswith(("edgetool.toolchain", "edgetool.export")) else "cpu"
+            return _missing_command(name, missing, extra)
+        return getattr(mod, attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(n, COMMANDS[n][2]) for n in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _missing_command(name, module, extra):
+    @click.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def cmd():
+        from edgetool.runtime.errors import MissingDependencyError
+
+        raise MissingDependencyError(module, extra)
+
+    return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgetool")
+def cli():
+    """Two-stage Super-Sub image classifiers, from the workstation to NVIDIA Jetson."""
+
+
+def main(argv=None):
+    from edgetool.runtime.errors import EdgetoolError
+
+    try:
+        cli.main(args=argv, prog_name="edgetool", standalone_mode=False)
+    except EdgetoolError as exc:
+        click.echo("error: {}".format(exc), err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(0)

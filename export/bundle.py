@@ -1,0 +1,138 @@
+"""Bundle writer: base.onnx, one packed delta per subclass network, manifest with sha256s."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from edgetool import __version__
+from edgetool.runtime import codecs
+from edgetool.runtime.bundle import MANIFEST, SCHEMA
+from edgetool.runtime.errors import UsageError
+from edgetool.runtime.weights import PackedLayout, TensorSpec, sha256_bytes
+
+from .onnx_export import from_qatnet
+
+
+def slug(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return s or "superclass"
+
+
+def refit_layout(net) -> PackedLayout:
+    """The packed layout of a QATNet's refittable tensors, in op order."""
+    scales = net.weight_scales()
+    codes = net.int8_codes()
+    biases = net.biases()
+    specs = []
+    for op in net.ops:
+        if op["op"] in ("conv", "fc"):
+            w, b = op["name"] + ".weight", op["name"] + ".bias"
+            specs.append(TensorSpec(w, "weight", "int8", codes[w].shape, scale=scales[w].tolist(), axis=0))
+            specs.append(TensorSpec(b, "bias", "float32", biases[b].shape))
+    return PackedLayout.build(specs)
+
+
+def packed(layout: PackedLayout, net) -> np.ndarray:
+    arrays = dict(net.int8_codes())
+    arrays.update(net.biases())
+    return layout.pack(arrays)
+
+
+def check_frozen_scales(base, sub, name: str) -> None:
+    bs, ss = base.weight_scales(), sub.weight_scales()
+    for k in bs:
+        if not np.array_equal(bs[k], ss[k]):
+            raise UsageError("subclass network {!r}: weight scales of {} differ from the base; "
+                             "deltas need the superclass network's frozen scales".format(name, k))
+    if base.act_scales() != sub.act_scales():
+        raise UsageError("subclass network {!r}: activation scales differ from the base".format(name))
+
+
+def write_bundle(out_dir: str, base_net, sub_nets: Sequence, hierarchy, input_spec: dict, codec: str = "7z",
+                 samples: Optional[np.ndarray] = None, extra: Optional[dict] = None, overwrite: bool = True) -> dict:
+    """Write a bundle directory and return its manifest."""
+    codecs.check_codec(codec)
+    if len(sub_nets) != hierarchy.n_super:
+        raise UsageError("{} subclass networks for {} superclasses".format(len(sub_nets), hierarchy.n_super))
+    if os.path.exists(out_dir):
+        if not overwrite:
+            raise UsageError("{}: exists".format(out_dir))
+        if os.path.isfile(os.path.join(out_dir, MANIFEST)) or not os.listdir(out_dir):
+            shutil.rmtree(out_dir)
+        else:
+            raise UsageError("{}: exists and is not a bundle; refusing to overwrite".format(out_dir))
+    os.makedirs(os.path.join(out_dir, "deltas"))
+    head = hierarchy.head_width
+    shape = input_spec["shape"]
+
+    base_model = from_qatnet(base_net, shape, head, refit_inputs=True)
+    base_bytes = base_model.SerializeToString()
+    with open(os.path.join(out_dir, "base.onnx"), "wb") as f:
+        f.write(base_bytes)
+    layout = refit_layout(base_net)
+    base_buf = packed(layout, base_net)
+
+    deltas = []
+    for k, (name, net) in enumerate(zip(hierarchy.superclasses, sub_nets)):
+        check_frozen_scales(base_net, net, name)
+        d = layout.make_delta(base_buf, packed(layout, net))
+        raw = d.tobytes()
+        data = codecs.encode(codec, raw)
+        rel = "deltas/{}.{}".format(slug(name), codecs.EXTENSIONS[codec])
+        with open(os.path.join(out_dir, rel), "wb") as f:
+            f.write(data)
+        deltas.append({"superclass": name, "index": k, "file": rel, "codec": codec, "raw_size": len(raw),
+                       "stored_size": len(data), "sha256": sha256_bytes(data), "raw_sha256": sha256_bytes(raw),
+                       "changed_int8": int(np.count_nonzero(d[:layout.int8_nbytes]))})
+
+    manifest = {
+        "schema": SCHEMA,
+        "toolchain_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "hierarchy": hierarchy.to_dict(),
+        "head_width": head,
+        "input": dict(input_spec),
+        "output": {"name": "logits", "shape": ["N", head]},
+        "quantization": {"weights": "int8 per-channel symmetric, axis 0, codes [-127,127], zero-point 0",
+                         "activations": "int8 per-tensor symmetric, codes [-128,127], zero-point 0",
+                         "activation_scales": base_net.act_scales()},
+        "base": {"file": "base.onnx", "size": len(base_bytes), "sha256": sha256_bytes(base_bytes),
+                 "opset": 13, "int8_weight_bytes": int(sum(t.nbytes for t in layout.tensors if t.dtype == "int8"))},
+        "refit": layout.to_dict(),
+        "deltas": deltas,
+        "engines": [],
+    }
+    if samples is not None:
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(samples, dtype=np.float32), allow_pickle=False)
+        data = buf.getvalue()
+        with open(os.path.join(out_dir, "samples.npy"), "wb") as f:
+            f.write(data)
+        manifest["samples"] = {"file": "samples.npy", "size": len(data), "sha256": sha256_bytes(data),
+                               "shape": list(samples.shape)}
+    if extra:
+        manifest.update(extra)
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def write_manifest(out_dir: str, manifest: dict) -> None:
+    tmp = os.path.join(out_dir, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, MANIFEST))
+
+
+def archive(bundle_dir: str, path: str) -> str:
+    """One .tar.gz of the bundle directory (what ``edgetool deploy`` ships)."""
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(bundle_dir, arcname=os.path.basename(os.path.normpath(bundle_dir)))
+    return path

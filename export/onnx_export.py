@@ -1,0 +1,119 @@
+"""Emit the folded op list as a Q/DQ int8 ONNX model (TensorRT explicit quantization).
+
+* opset 13, IR version 8 (readable by TensorRT 8.5+ and ONNX Runtime);
+* weights: int8 initializers (codes in [-127, 127]) -> DequantizeLinear(axis=0) with a
+  per-output-channel float scale and an all-zero int8 zero-point;
+* activations: QuantizeLinear -> DequantizeLinear, per-tensor scalar scale, zero-point 0,
+  on the input of every Conv and Gemm;
+* biases: float32 initializers.
+
+The refittable initializers (every ``*.weight`` and ``*.bias``) are listed among the graph
+inputs too, as ONNX "overridable initializers": ONNX Runtime then lets the runtime bind
+them once and update them in place; TensorRT parses them as weights.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 13
+IR_VERSION = 8
+
+
+def build_model(ops: List[dict], codes: Dict[str, np.ndarray], biases: Dict[str, np.ndarray],
+                wscales: Dict[str, np.ndarray], ascales: Dict[str, float], input_shape: Sequence[int],
+                head: int, refit_inputs: bool = True, name: str = "edgetool") -> onnx.ModelProto:
+    nodes = []
+    inits = []
+    dq_of = {}
+
+    def act_dq(t: str) -> str:
+        if t in dq_of:
+            return dq_of[t]
+        s, z = t + ".act_scale", t + ".act_zp"
+        inits.append(numpy_helper.from_array(np.asarray(ascales[t], dtype=np.float32), s))
+        inits.append(numpy_helper.from_array(np.asarray(0, dtype=np.int8), z))
+        nodes.append(helper.make_node("QuantizeLinear", [t, s, z], [t + ".q"], name=t + ".quant"))
+        nodes.append(helper.make_node("DequantizeLinear", [t + ".q", s, z], [t + ".dq"], name=t + ".dequant"))
+        dq_of[t] = t + ".dq"
+        return dq_of[t]
+
+    def weight_dq(layer: str) -> str:
+        w = layer + ".weight"
+        q = np.ascontiguousarray(codes[w], dtype=np.int8)
+        sc = np.ascontiguousarray(wscales[w], dtype=np.float32)
+        inits.append(numpy_helper.from_array(q, w))
+        inits.append(numpy_helper.from_array(sc, w + "_scale"))
+        inits.append(numpy_helper.from_array(np.zeros(q.shape[0], dtype=np.int8), w + "_zp"))
+        nodes.append(helper.make_node("DequantizeLinear", [w, w + "_scale", w + "_zp"], [w + ".dq"], axis=0,
+                                      name=w + ".dequant"))
+        b = layer + ".bias"
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(biases[b], dtype=np.float32), b))
+        return w + ".dq"
+
+    for op in ops:
+        kind = op["op"]
+        if kind == "conv":
+            x = act_dq(op["x"])
+            w = weight_dq(op["name"])
+            k = op["k"]
+            out = op["y"] + ".pre" if op["relu"] else op["y"]
+            nodes.append(helper.make_node("Conv", [x, w, op["name"] + ".bias"], [out], name=op["name"],
+                                          kernel_shape=[k, k], strides=[op["stride"]] * 2, pads=[op["pad"]] * 4))
+            if op["relu"]:
+                nodes.append(helper.make_node("Relu", [out], [op["y"]], name=op["name"] + ".relu"))
+        elif kind == "maxpool":
+            nodes.append(helper.make_node("MaxPool", [op["x"]], [op["y"]], kernel_shape=[op["k"]] * 2,
+                                          strides=[op["stride"]] * 2, pads=[op["pad"]] * 4, name=op["y"] + ".maxpool"))
+        elif kind == "add":
+            out = op["y"] + ".pre" if op["relu"] else op["y"]
+            nodes.append(helper.make_node("Add", [op["a"], op["b"]], [out], name=op["y"] + ".add"))
+            if op["relu"]:
+                nodes.append(helper.make_node("Relu", [out], [op["y"]], name=op["y"] + ".relu"))
+        elif kind == "gap":
+            nodes.append(helper.make_node("GlobalAveragePool", [op["x"]], [op["y"] + ".pool"], name=op["y"] + ".gap"))
+            nodes.append(helper.make_node("Flatten", [op["y"] + ".pool"], [op["y"]], axis=1, name=op["y"] + ".flatten"))
+        elif kind == "fc":
+            x = act_dq(op["x"])
+            w = weight_dq(op["name"])
+            nodes.append(helper.make_node("Gemm", [x, w, op["name"] + ".bias"], [op["y"]], transB=1, name=op["name"]))
+        else:
+            raise ValueError("unknown op {}".format(kind))
+
+    c, h, w = input_shape
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, h, w])]
+    if refit_inputs:
+        for t in inits:
+            if t.name.endswith((".weight", ".bias")):
+                inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", head])]
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+                              producer_name="edgetool")
+    onnx.checker.check_model(model)
+    return model
+
+
+def refit_tensor_names(model: onnx.ModelProto) -> List[str]:
+    return [t.name for t in model.graph.initializer if t.name.endswith((".weight", ".bias"))]
+
+
+def strip_refit_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose refittable initializers are no longer graph inputs (plain constants)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {t.name for t in m.graph.initializer}
+    keep = [i for i in m.graph.input if i.name not in inits]
+    del m.graph.input[:]
+    m.graph.input.extend(keep)
+    return m
+
+
+def from_qatnet(net, input_shape, head, refit_inputs=True, codes=None, biases=None) -> onnx.ModelProto:
+    """ONNX model of a :class:`~edgetool.toolchain.qat.QATNet` (optionally other codes/biases)."""
+    return build_model(net.ops, codes if codes is not None else net.int8_codes(),
+                       biases if biases is not None else net.biases(), net.weight_scales(), net.act_scales(),
+                       input_shape, head, refit_inputs)

@@ -1,0 +1,115 @@
+"""The backend interface shared by ONNX Runtime and TensorRT.
+
+A backend loads a bundle, runs batches, switches to the base network or to subclass
+network *i*, and reports its own timings and memory.  A switch is transactional: the
+delta is read, verified and decoded before any weight is touched, so a failed switch
+leaves the previous weights serving.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..errors import BundleError, CodecError, SwitchError
+
+BASE = -1  # switch target for the superclass (base) network
+
+
+class Timings:
+    """Per-phase wall-clock samples in milliseconds."""
+
+    def __init__(self):
+        self.samples: Dict[str, List[float]] = {}
+
+    def add(self, phase: str, ms: float) -> None:
+        self.samples.setdefault(phase, []).append(ms)
+
+    def clear(self) -> None:
+        self.samples.clear()
+
+    def summary(self) -> Dict[str, dict]:
+        return {k: summarize(v) for k, v in self.samples.items()}
+
+
+def summarize(values) -> dict:
+    """trtexec-style statistics of a list of milliseconds."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {"count": 0}
+    return {"count": int(a.size), "mean": float(a.mean()), "median": float(np.median(a)),
+            "min": float(a.min()), "max": float(a.max()),
+            "p90": float(np.percentile(a, 90)), "p95": float(np.percentile(a, 95)),
+            "p99": float(np.percentile(a, 99))}
+
+
+class Backend:
+    name = "base"
+
+    def __init__(self, bundle):
+        self.bundle = bundle
+        self.layout = bundle.layout
+        self.current: int = BASE
+        self.timings = Timings()
+        self.switch_count = 0
+
+    # -- to implement ---------------------------------------------------------------------
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _apply(self, delta: Optional[np.ndarray]) -> None:
+        """Make the weights base (+ delta); must not fail once called with a valid delta."""
+        raise NotImplementedError
+
+    def memory(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+    # -- shared ------------------------------------------------------------------------------
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        t0 = time.perf_counter()
+        out = self._infer(batch)
+        self.timings.add("infer", (time.perf_counter() - t0) * 1e3)
+        return out
+
+    def switch(self, target: int, force: bool = False) -> bool:
+        """Serve the base network (``BASE``) or subclass network *target*.
+
+        Returns False when *target* already serves (no work done) unless *force*.
+        """
+        target = int(target)
+        if target == self.current and not force:
+            return False
+        t0 = time.perf_counter()
+        if target == BASE:
+            delta = None
+        else:
+            try:
+                delta = self.bundle.read_delta(target)
+            except (BundleError, CodecError) as exc:
+                raise SwitchError("switch to subclass {} failed, still serving {}: {}".format(
+                    target, self.describe(self.current), exc)) from None
+        t1 = time.perf_counter()
+        self._apply(delta)
+        t2 = time.perf_counter()
+        self.current = target
+        self.switch_count += 1
+        self.timings.add("decode", (t1 - t0) * 1e3)
+        self.timings.add("apply", (t2 - t1) * 1e3)
+        self.timings.add("switch", (t2 - t0) * 1e3)
+        return True
+
+    def describe(self, target: int) -> str:
+        if target == BASE:
+            return "the base network"
+        return "subclass network {} ({})".format(target, self.bundle.superclasses[target].name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

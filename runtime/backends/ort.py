@@ -1,0 +1,122 @@
+"""ONNX Runtime backend: the CPU fallback, and CUDA/TensorRT execution providers where present.
+
+The refit analogue: ``base.onnx`` lists every refittable initializer among its graph
+inputs too ("overridable initializers").  One session is built once; each refittable
+tensor is bound once through IOBinding to a view of one packed host buffer.  A switch
+writes ``base + delta`` into that buffer in place, so no session is ever rebuilt.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+import numpy as np
+
+from ..errors import BackendError, BundleError, require
+from ..onnx_weights import read_initializers
+from .base import Backend
+
+
+def session_options(ort, threads: int = 0):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # overridable initializers trigger a warning per tensor otherwise
+    if threads:
+        so.intra_op_num_threads = threads
+    return so
+
+
+def pick_providers(ort, requested: Optional[List[str]] = None) -> List[str]:
+    available = ort.get_available_providers()
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise BackendError("onnxruntime providers not available: {} (available: {})".format(
+                ", ".join(missing), ", ".join(available)))
+        return list(requested)
+    order = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return [p for p in order if p in available] or available
+
+
+class OrtBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, bundle, providers: Optional[List[str]] = None, threads: int = 0):
+        super().__init__(bundle)
+        ort = require("onnxruntime", "cpu")
+        self.ort = ort
+        model = bundle.base_onnx()
+        try:
+            base = read_initializers(model, [t.name for t in self.layout.tensors])
+            self.base = self.layout.pack(base)
+        except (ValueError, KeyError) as exc:
+            raise BundleError(bundle._display(bundle.manifest["base"]["file"]),
+                              "refit tensors do not match the manifest ({})".format(exc)) from None
+        self.providers = pick_providers(ort, providers)
+        try:
+            self.session = ort.InferenceSession(model, sess_options=session_options(ort, threads),
+                                                providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BackendError("onnxruntime cannot load {}: {}".format(
+                bundle._display(bundle.manifest["base"]["file"]), exc)) from None
+        overridable = {i.name for i in self.session.get_overridable_initializers()}
+        missing = [t.name for t in self.layout.tensors if t.name not in overridable]
+        if missing:
+            raise BundleError(bundle._display(bundle.manifest["base"]["file"]),
+                              "refit tensors are not overridable graph inputs: {}".format(", ".join(missing[:5])))
+        self.input_name = self.session.get_inputs()[0].name
+        self.weights = self.base.copy()  # the packed buffer the session reads
+        self.views = self.layout.views(self.weights)
+        self.binding = self.session.io_binding()
+        self.ortvalues = {}
+        self.shared = True
+        for name, view in self.views.items():
+            ov = ort.OrtValue.ortvalue_from_numpy(view)
+            if ov.data_ptr() != view.ctypes.data:
+                self.shared = False
+            self.ortvalues[name] = ov
+            self.binding.bind_ortvalue_input(name, ov)
+        self.binding.bind_output(bundle.output_name)
+
+    def _apply(self, delta):
+        if delta is None:
+            np.copyto(self.weights, self.base)
+        else:
+            self.layout.apply_delta(self.base, delta, out=self.weights)
+        if not self.shared:  # device-resident OrtValues: copy into them
+            for name, ov in self.ortvalues.items():
+                ov.update_inplace(self.views[name])
+
+    def _infer(self, batch):
+        shape = self.bundle.input["shape"]
+        if batch.ndim != 4 or list(batch.shape[1:]) != list(shape):
+            raise BackendError("input batch has shape {}, the bundle expects (N, {})".format(
+                tuple(batch.shape), ", ".join(str(d) for d in shape)))
+        self.binding.bind_cpu_input(self.input_name, batch)
+        self.binding.bind_output(self.bundle.output_name)  # fresh output: the batch size varies
+        self.session.run_with_iobinding(self.binding)
+        return self.binding.copy_outputs_to_cpu()[0]
+
+    def memory(self):
+        out = {"packed_weights_bytes": int(self.weights.nbytes), "base_copy_bytes": int(self.base.nbytes)}
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        out["process_rss_bytes"] = int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return out
+
+
+def plain_session(model_bytes: bytes, providers=None, threads: int = 0):
+    """A standalone session on a model whose weights are plain initializers (the cold-load baseline)."""
+    ort = require("onnxruntime", "cpu")
+    return ort.InferenceSession(model_bytes, sess_options=session_options(ort, threads),
+                                providers=pick_providers(ort, providers))
+
+
+def env_threads() -> int:
+    try:
+        return int(os.environ.get("EDGETOOL_ORT_THREADS", "0"))
+    except ValueError:
+        return 0

@@ -1,0 +1,152 @@
+"""The two-stage Super-Sub classifier on one refittable backend.
+
+Routing policies (all measured by the profiler, none assumed):
+
+* ``per-image``  - the paper's: for each image, base network, then its subclass network;
+* ``batched``    - superclass-batched: one base pass over the batch, then one switch per
+  predicted superclass for the images routed to it;
+* ``sticky``     - for video: the subclass network of the last routed frame stays loaded
+  and classifies the next frames alone while its confidence stays >= ``gate``; the base
+  network re-routes every ``interval`` frames or when the confidence drops;
+* ``topk``       - confidence-gated: when the superclass confidence is below a gate, the
+  top-k superclasses are each tried and the best p_super x p_sub wins.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from .errors import UsageError
+from .backends.base import BASE
+
+POLICIES = ("per-image", "batched", "sticky", "topk")
+
+
+def masked_softmax(logits: np.ndarray, n_valid: int) -> np.ndarray:
+    """Softmax over the first *n_valid* logits of each row (the rest of the head is masked)."""
+    z = logits[..., :n_valid].astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+class Prediction:
+    __slots__ = ("superclass", "superclass_name", "subclass", "label", "p_super", "p_sub")
+
+    def __init__(self, superclass, superclass_name, subclass, label, p_super, p_sub):
+        self.superclass = superclass
+        self.superclass_name = superclass_name
+        self.subclass = subclass
+        self.label = label
+        self.p_super = float(p_super)
+        self.p_sub = float(p_sub)
+
+    @property
+    def confidence(self) -> float:
+        return self.p_super * self.p_sub
+
+    def to_dict(self) -> dict:
+        return {"superclass": self.superclass_name, "label": self.label, "confidence": self.confidence,
+                "p_super": self.p_super, "p_sub": self.p_sub,
+                "superclass_index": self.superclass, "subclass_index": self.subclass}
+
+    def __repr__(self):
+        return "Prediction({}/{}, {:.3f})".format(self.superclass_name, self.label, self.confidence)
+
+
+class SuperSubClassifier:
+    def __init__(self, backend, policy: str = "batched", gate: float = 0.6, k: int = 2, interval: int = 15):
+        if policy not in POLICIES:
+            raise UsageError("unknown policy {!r}; choose one of {}".format(policy, ", ".join(POLICIES)))
+        self.backend = backend
+        self.bundle = backend.bundle
+        self.policy = policy
+        self.gate = float(gate)
+        self.k = int(k)
+        self.interval = int(interval)
+        self.reset()
+        self.n_super = self.bundle.num_superclasses
+
+    # -- stages ----------------------------------------------------------------------------
+    def superclass_probs(self, batch: np.ndarray) -> np.ndarray:
+        self.backend.switch(BASE)
+        return masked_softmax(self.backend.infer(batch), self.n_super)
+
+    def subclass_probs(self, batch: np.ndarray, k: int) -> np.ndarray:
+        self.backend.switch(k)
+        return masked_softmax(self.backend.infer(batch), len(self.bundle.superclasses[k].subclasses))
+
+    def _pred(self, k: int, p_super: float, p_sub: np.ndarray) -> Prediction:
+        s = self.bundle.superclasses[k]
+        j = int(np.argmax(p_sub))
+        return Prediction(k, s.name, j, s.subclasses[j], p_super, p_sub[j])
+
+    # -- policies --------------------------------------------------------------------------
+    def classify(self, batch: np.ndarray) -> List[Prediction]:
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim != 4:
+            raise UsageError("expected a batch of shape (N, C, H, W), got {}".format(batch.shape))
+        if self.policy == "batched":
+            return self._batched(batch)
+        if self.policy == "topk":
+            return [self._topk(batch[i:i + 1]) for i in range(len(batch))]
+        out = []
+        for i in range(len(batch)):
+            x = batch[i:i + 1]
+            if self.policy == "sticky":
+                out.append(self._sticky(x))
+                continue
+            ps = self.superclass_probs(x)[0]
+            k = int(np.argmax(ps))
+            out.append(self._pred(k, ps[k], self.subclass_probs(x, k)[0]))
+        return out
+
+    def reset(self) -> None:
+        """Forget the sticky state (call at a scene cut or a new stream)."""
+        self._sticky_k = None
+        self._sticky_p = 0.0
+        self._since = 0
+
+    def _sticky(self, x: np.ndarray) -> Prediction:
+        k = getattr(self, "_sticky_k", None)
+        if k is not None and self._since < self.interval:
+            p_sub = self.subclass_probs(x, k)[0]
+            if float(p_sub.max()) >= self.gate:
+                self._since += 1
+                return self._pred(k, self._sticky_p, p_sub)
+        ps = self.superclass_probs(x)[0]
+        k = int(np.argmax(ps))
+        self._sticky_k, self._sticky_p, self._since = k, float(ps[k]), 0
+        return self._pred(k, ps[k], self.subclass_probs(x, k)[0])
+
+    def _batched(self, batch: np.ndarray) -> List[Prediction]:
+        ps = self.superclass_probs(batch)
+        ks = ps.argmax(axis=1)
+        out: List[Optional[Prediction]] = [None] * len(batch)
+        # Serve the group of the currently loaded subclass first, if any, to save a switch.
+        order = sorted(set(int(k) for k in ks))
+        for k in order:
+            idx = np.nonzero(ks == k)[0]
+            probs = self.subclass_probs(batch[idx], k)
+            for n, i in enumerate(idx):
+                out[i] = self._pred(k, ps[i, k], probs[n])
+        return out  # type: ignore[return-value]
+
+    def _topk(self, x: np.ndarray) -> Prediction:
+        ps = self.superclass_probs(x)[0]
+        order = np.argsort(-ps)
+        cands = [int(order[0])]
+        if ps[order[0]] < self.gate:
+            cands = [int(k) for k in order[:self.k]]
+        best = None
+        for k in cands:
+            p = self._pred(k, ps[k], self.subclass_probs(x, k)[0])
+            if best is None or p.confidence > best.confidence:
+                best = p
+        return best
+
+
+def flat_labels(bundle) -> List[str]:
+    """All fine labels in hierarchy order (superclass-major)."""
+    return [c for s in bundle.superclasses for c in s.subclasses]

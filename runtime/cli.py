@@ -1,0 +1,91 @@
+"""Device-side commands (no torch): classify, inspect."""
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from .errors import UsageError
+
+
+def open_bundle(path):
+    from .bundle import Bundle
+
+    return Bundle.open(path)
+
+
+def make_backend(bundle, backend: str, **kw):
+    from .backends import load_backend
+
+    return load_backend(backend, bundle, **kw)
+
+
+def expand_images(paths):
+
+    out = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, _, files in os.walk(p):
+                out.extend(os.path.join(root, f) for f in sorted(files)
+                           if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".npy", ".webp")))
+        elif os.path.isfile(p):
+            out.append(p)
+        else:
+            raise UsageError("{}: no such image or folder".format(p))
+    if not out:
+        raise UsageError("no images given")
+    return out
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "tensorrt"]))
+@click.option("--policy", default="batched", show_default=True,
+              type=click.Choice(["per-image", "batched", "sticky", "topk"]), help="Routing policy.")
+@click.option("--batch", default=32, show_default=True, help="Images per batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
+def classify(bundle, images, backend, policy, batch, as_json):
+    """Classify IMAGES (files or folders) with BUNDLE: superclass, fine class, confidence."""
+    from .classifier import SuperSubClassifier
+    from .preprocess import load_images
+
+    b = open_bundle(bundle)
+    files = expand_images(images)
+    if batch < 1:
+        raise UsageError("--batch must be >= 1")
+    with make_backend(b, backend) as be:
+        clf = SuperSubClassifier(be, policy=policy)
+        if not as_json:
+            click.echo("{:<40} {:<14} {:<18} {:>10}".format("image", "superclass", "class", "confidence"))
+        for i in range(0, len(files), batch):
+            chunk = files[i:i + batch]
+            preds = clf.classify(load_images(chunk, b.input))
+            for f, p in zip(chunk, preds):
+                if as_json:
+                    d = p.to_dict()
+                    d["image"] = f
+                    click.echo(json.dumps(d))
+                else:
+                    name = f if len(f) <= 40 else "..." + f[-37:]
+                    click.echo("{:<40} {:<14} {:<18} {:>10.3f}".format(name, p.superclass_name, p.label, p.confidence))
+
+
+@click.command("inspect")
+@click.argument("bundle", type=click.Path())
+def inspect_cmd(bundle):
+    """Verify every file of BUNDLE against its manifest and summarise it."""
+    b = open_bundle(bundle)
+    m = b.manifest
+    sizes = b.stored_bytes()
+    click.echo("bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], m["toolchain_version"]))
+    click.echo("input       {} {} {}".format(m["input"]["layout"], m["input"]["shape"], m["input"]["color"]))
+    click.echo("head width  {}".format(b.head_width))
+    click.echo("refit       {} tensors, {} bytes packed".format(len(b.layout.tensors), b.layout.total_nbytes))
+    click.echo("base.onnx   {} bytes".format(sizes["base"]))
+    for d in b.deltas:
+        s = b.superclasses[d["index"]]
+        click.echo("delta       {:<12} {:>3} classes  {:<5} {:>9} bytes (raw {})".format(
+            s.name, len(s.subclasses), d["codec"], d["stored_size"], d["raw_size"]))
+    click.echo("all files verified (sha256)")

@@ -1,0 +1,96 @@
+"""Read initializers straight from ONNX protobuf bytes, without the ``onnx`` package.
+
+The device side needs the base network's int8 codes and biases (to add deltas to), but
+JetPack images do not always carry ``onnx``.  This is a tiny protobuf wire-format reader
+for the fields edgetool's exporter writes: ModelProto.graph (7) -> GraphProto.initializer
+(5) -> TensorProto {dims (1), data_type (2), name (8), raw_data (9)}.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional, Tuple
+
+import numpy as np
+
+# onnx.TensorProto.DataType values
+_ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 10: np.float16}
+
+
+def _varint(buf: memoryview, pos: int) -> Tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: memoryview):
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value = buf[pos:pos + 8]
+            pos += 8
+        elif wire == 2:
+            n, pos = _varint(buf, pos)
+            value = buf[pos:pos + n]
+            pos += n
+        elif wire == 5:
+            value = buf[pos:pos + 4]
+            pos += 4
+        else:
+            raise ValueError("unsupported protobuf wire type {}".format(wire))
+        if pos > end:
+            raise ValueError("truncated protobuf message")
+        yield field, wire, value
+
+
+def _tensor(buf: memoryview):
+    dims = []
+    dtype = None
+    name = ""
+    raw = None
+    for field, wire, value in _fields(buf):
+        if field == 1:
+            if wire == 2:  # packed
+                p = 0
+                while p < len(value):
+                    d, p = _varint(value, p)
+                    dims.append(d)
+            else:
+                dims.append(value)
+        elif field == 2:
+            dtype = value
+        elif field == 8:
+            name = bytes(value).decode("utf-8")
+        elif field == 9:
+            raw = value
+    return name, dims, dtype, raw
+
+
+def read_initializers(model_bytes: bytes, names: Optional[Iterable[str]] = None) -> Dict[str, np.ndarray]:
+    """Return {name: array} for the initializers stored as raw_data (optionally only *names*)."""
+    wanted = None if names is None else set(names)
+    out = {}
+    view = memoryview(model_bytes)
+    for field, wire, graph in _fields(view):
+        if field != 7 or wire != 2:
+            continue
+        for gfield, gwire, tensor in _fields(graph):
+            if gfield != 5 or gwire != 2:
+                continue
+            name, dims, dtype, raw = _tensor(tensor)
+            if wanted is not None and name not in wanted:
+                continue
+            if raw is None or dtype not in _ONNX_DTYPES:
+                raise ValueError("initializer {!r} is not stored as raw_data of a supported type".format(name))
+            arr = np.frombuffer(bytes(raw), dtype=np.dtype(_ONNX_DTYPES[dtype]).newbyteorder("<"))
+            out[name] = arr.astype(_ONNX_DTYPES[dtype]).reshape(dims)
+    return out

@@ -1,0 +1,159 @@
+"""Datasets: IDX (MNIST format) files, ImageFolder trees, and the shipped Fashion-MNIST sample.
+
+Every loader returns an :class:`ArrayDataset`: uint8 images (N, H, W, C), int64 fine
+labels, and the class names.  Training code turns it into normalised float tensors.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from edgetool.runtime.errors import UsageError
+
+SAMPLE_DIR = os.path.join(os.path.dirname(__file__), "sample")
+
+
+@dataclass
+class ArrayDataset:
+    images: np.ndarray  # uint8 (N, H, W, C)
+    labels: np.ndarray  # int64 (N,)
+    classes: List[str]
+    name: str = ""
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, idx) -> "ArrayDataset":
+        return ArrayDataset(self.images[idx], self.labels[idx], self.classes, self.name, self.mean, self.std)
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[3])
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    def stats(self):
+        """Per-channel mean/std in [0, 1] units (cached; computed on this split)."""
+        if self.mean is None:
+            x = self.images.reshape(-1, self.channels).astype(np.float64) / 255.0
+            self.mean = [float(v) for v in x.mean(0)]
+            self.std = [float(v) for v in x.std(0)]
+        return self.mean, self.std
+
+
+def _open(path):
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): magic 0x0000 08 <ndim>, big-endian dims, uint8 data."""
+    if not os.path.isfile(path):
+        raise UsageError("{}: no such IDX file".format(path))
+    with _open(path) as f:
+        head = f.read(4)
+        if len(head) != 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+            raise UsageError("{}: not a uint8 IDX file (bad magic)".format(path))
+        ndim = head[3]
+        dims = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
+        data = np.frombuffer(f.read(), dtype=np.uint8)
+    n = int(np.prod(dims))
+    if data.size != n:
+        raise UsageError("{}: truncated IDX file ({} of {} values)".format(path, data.size, n))
+    return data.reshape(dims)
+
+
+def write_idx(path: str, array: np.ndarray) -> None:
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    payload = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape) + array.tobytes()
+    if path.endswith(".gz"):
+        payload = gzip.compress(payload, compresslevel=9, mtime=0)
+    with open(path, "wb") as f:
+        f.write(payload)
+
+
+def load_idx(images_path: str, labels_path: str, classes: Sequence[str], name="") -> ArrayDataset:
+    images = read_idx(images_path)
+    labels = read_idx(labels_path).astype(np.int64)
+    if images.ndim == 3:
+        images = images[..., None]
+    if len(images) != len(labels):
+        raise UsageError("{}: {} images but {} labels in {}".format(images_path, len(images), len(labels), labels_path))
+    return ArrayDataset(images, labels, list(classes), name)
+
+
+def load_idx_dir(root: str, split: str, classes: Sequence[str], name="") -> ArrayDataset:
+    """A folder in the (Fashion-)MNIST layout: train-images-idx3-ubyte(.gz), t10k-..."""
+    prefix = "train" if split == "train" else "t10k"
+    for suffix in (".gz", ""):
+        img = os.path.join(root, "{}-images-idx3-ubyte{}".format(prefix, suffix))
+        lab = os.path.join(root, "{}-labels-idx1-ubyte{}".format(prefix, suffix))
+        if os.path.isfile(img) and os.path.isfile(lab):
+            return load_idx(img, lab, classes, name)
+    raise UsageError("{}: no {}-images-idx3-ubyte[.gz] / {}-labels-idx1-ubyte[.gz] pair".format(root, prefix, prefix))
+
+
+IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def load_image_folder(root: str, size: int, channels: int = 3, classes: Optional[Sequence[str]] = None,
+                      name="", limit_per_class: Optional[int] = None) -> ArrayDataset:
+    """An ImageFolder tree ``root/<class>/<image>``, resized to size x size."""
+    from PIL import Image
+
+    if not os.path.isdir(root):
+        raise UsageError("{}: no such image folder".format(root))
+    found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    classes = list(classes) if classes else found
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise UsageError("{}: class folders missing: {}".format(root, ", ".join(missing)))
+    images, labels = [], []
+    mode = "L" if channels == 1 else "RGB"
+    for ci, c in enumerate(classes):
+        files = sorted(f for f in os.listdir(os.path.join(root, c)) if f.lower().endswith(IMG_EXT))
+        if limit_per_class:
+            files = files[:limit_per_class]
+        for f in files:
+            with Image.open(os.path.join(root, c, f)) as im:
+                im = im.convert(mode).resize((size, size), Image.BILINEAR)
+                a = np.asarray(im, dtype=np.uint8)
+            images.append(a[..., None] if a.ndim == 2 else a)
+            labels.append(ci)
+    if not images:
+        raise UsageError("{}: no images found".format(root))
+    return ArrayDataset(np.stack(images), np.asarray(labels, dtype=np.int64), classes, name)
+
+
+def sample_hierarchy_path() -> str:
+    return os.path.join(SAMPLE_DIR, "hierarchy.json")
+
+
+def load_sample(split: str) -> ArrayDataset:
+    """The shipped Fashion-MNIST sample (see toolchain/sample/README.md)."""
+    with open(sample_hierarchy_path()) as f:
+        h = json.load(f)
+    classes = [h["label_index"][str(i)] for i in range(len(h["label_index"]))]
+    return load_idx_dir(SAMPLE_DIR, split, classes, name="fashion-mnist-sample")
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0):
+    """Indices (a, b) with ~fraction of every class in b."""
+    rng = np.random.default_rng(seed)
+    a, b = [], []
+    for c in np.unique(labels):
+        idx = np.nonzero(labels == c)[0]
+        rng.shuffle(idx)
+        n = int(round(len(idx) * fraction))
+        b.extend(idx[:n])
+        a.extend(idx[n:])
+    return np.sort(np.asarray(a)), np.sort(np.asarray(b))

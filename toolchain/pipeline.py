@@ -1,0 +1,299 @@
+"""The Super-Sub training pipeline: every network of the paper, as resumable stages.
+
+A *run directory* holds everything the export needs::
+
+    config.json  hierarchy.json  data.json
+    flat.pt  super.pt  vanilla/<superclass>.pt  super_qat.pt  qat/<superclass>.pt
+    metrics.json
+
+Each stage is skipped when its checkpoint exists, so an interrupted run resumes where it
+stopped.  Checkpoints are plain tensors and lists, loadable with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from edgetool.runtime.errors import UsageError
+
+from . import data as D
+from . import hierarchy as H
+from . import models as M
+from . import qat as Q
+from . import train as T
+
+
+@dataclass
+class TrainConfig:
+    data: str = "sample"  # "sample", an IDX folder, or an ImageFolder root with train/ and test/
+    hierarchy: Optional[str] = None  # JSON file; the sample ships its own
+    arch: str = "resnet8"
+    width_mult: float = 1.0
+    image_size: Optional[int] = None  # resize for ImageFolder data
+    epochs: int = 6  # flat and superclass networks
+    ft_epochs: int = 5  # vanilla subclass fine-tunes
+    qat_epochs: int = 1  # QAT of the superclass network
+    qat_ft_epochs: int = 5  # QAT fine-tunes of the subclass networks
+    lr: float = 3e-3
+    ft_lr: float = 1e-3
+    qat_lr: float = 5e-4
+    batch: int = 128
+    seed: int = 0
+    flip: bool = True
+    pad: int = 0
+    calib_batches: int = 8
+    limit_train: int = 0  # keep at most this many training images (0 = all)
+    limit_test: int = 0
+    delta_l1: float = 0.0  # L1 pull of QAT fine-tunes toward the base weights (smaller deltas)
+
+    def save(self, path):
+        with open(path, "w") as f:
+            json.dump(asdict(self), f, indent=1)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            d = json.load(f)
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def load_data(cfg: TrainConfig):
+    """(train, test, hierarchy) for the configured data source."""
+    if cfg.data == "sample":
+        train, test = D.load_sample("train"), D.load_sample("test")
+        hpath = cfg.hierarchy or D.sample_hierarchy_path()
+    else:
+        root = cfg.data
+        if not os.path.isdir(root):
+            raise UsageError("{}: no such data folder".format(root))
+        hpath = cfg.hierarchy or os.path.join(root, "hierarchy.json")
+        if not os.path.isfile(hpath):
+            raise UsageError("no hierarchy: pass --hierarchy FILE or put hierarchy.json in {}".format(root))
+        with open(hpath) as f:
+            hd = json.load(f)
+        names = hd.get("label_index")
+        classes = [names[str(i)] for i in range(len(names))] if names else hd.get("fine_label_names")
+        if any(f.startswith("train-images-idx3-ubyte") for f in os.listdir(root)):
+            if not classes:
+                raise UsageError("{}: IDX data needs label_index in the hierarchy file".format(hpath))
+            train, test = D.load_idx_dir(root, "train", classes), D.load_idx_dir(root, "test", classes)
+        elif os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test")):
+            size = cfg.image_size or 32
+            train = D.load_image_folder(os.path.join(root, "train"), size, 3, classes)
+            test = D.load_image_folder(os.path.join(root, "test"), size, 3, train.classes)
+        else:
+            raise UsageError("{}: neither IDX files nor train/ and test/ image folders".format(root))
+    hier = H.load(hpath)
+    if cfg.limit_train:
+        _, keep = D.stratified_split(train.labels, min(1.0, cfg.limit_train / len(train)), cfg.seed)
+        train = train.subset(keep)
+    if cfg.limit_test:
+        _, keep = D.stratified_split(test.labels, min(1.0, cfg.limit_test / len(test)), cfg.seed)
+        test = test.subset(keep)
+    return train, test, hier
+
+
+def _save(obj, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def float_state(model: M.ResNet) -> dict:
+    return {"config": model.config, "state_dict": model.state_dict()}
+
+
+def float_from_state(state) -> M.ResNet:
+    m = M.from_config(state["config"])
+    m.load_state_dict(state["state_dict"])
+    m.eval()
+    return m
+
+
+class Run:
+    """A training run directory and its tensors."""
+
+    def __init__(self, path: str, cfg: Optional[TrainConfig] = None, progress: bool = True,
+                 log: Callable[[str], None] = print):
+        self.path = path
+        self.progress = progress
+        self.log = log
+        os.makedirs(path, exist_ok=True)
+        cpath = os.path.join(path, "config.json")
+        if cfg is None:
+            if not os.path.isfile(cpath):
+                raise UsageError("{}: not a training run (no config.json)".format(path))
+            cfg = TrainConfig.load(cpath)
+        else:
+            cfg.save(cpath)
+        self.cfg = cfg
+        T.set_threads()
+        torch.manual_seed(cfg.seed)
+        self.train, self.test, self.hier = load_data(cfg)
+        self.hier.save(os.path.join(path, "hierarchy.json"))
+        self.mean, self.std = self.train.stats()
+        self.sup_of, self.loc_of = self.hier.mapping(self.train.classes)
+        self.xtr = T.to_tensor(self.train, self.mean, self.std)
+        self.xte = T.to_tensor(self.test, self.mean, self.std)
+        self.ytr = torch.from_numpy(self.train.labels)
+        self.yte = torch.from_numpy(self.test.labels)
+        self.input_spec = {"name": "input", "shape": [self.train.channels, self.train.size, self.train.size],
+                           "layout": "NCHW", "dtype": "float32", "scale": 1.0 / 255.0, "mean": self.mean,
+                           "std": self.std, "color": "gray" if self.train.channels == 1 else "rgb",
+                           "classes": self.train.classes}
+        with open(os.path.join(path, "data.json"), "w") as f:
+            json.dump(self.input_spec, f, indent=1)
+        self.aug = {"flip": cfg.flip, "pad": cfg.pad}
+        self.timing: Dict[str, float] = {}
+
+    # -- helpers --------------------------------------------------------------------------
+    def p(self, *parts) -> str:
+        return os.path.join(self.path, *parts)
+
+    def sub_mask(self, k: int, split="train"):
+        y = self.ytr if split == "train" else self.yte
+        return torch.from_numpy(self.sup_of)[y] == k
+
+    def new_model(self, head: int) -> M.ResNet:
+        return M.build(self.cfg.arch, self.train.channels, head, self.cfg.width_mult)
+
+    def _stage(self, name: str, path: str, make: Callable[[], object]):
+        if os.path.isfile(path):
+            return _load(path)
+        t0 = time.perf_counter()
+        state = make()
+        _save(state, path)
+        self.timing[name] = time.perf_counter() - t0
+        return state
+
+    # -- stages ---------------------------------------------------------------------------
+    def flat(self) -> M.ResNet:
+        def make():
+            m = self.new_model(len(self.train.classes))
+            T.fit(m, self.xtr, self.ytr, self.cfg.epochs, self.cfg.lr, self.cfg.batch, seed=self.cfg.seed,
+                  desc="flat network", aug=self.aug, progress=self.progress)
+            return float_state(m)
+
+        return float_from_state(self._stage("flat", self.p("flat.pt"), make))
+
+    def superclass(self) -> M.ResNet:
+        def make():
+            m = self.new_model(self.hier.head_width)
+            ys = torch.from_numpy(self.sup_of)[self.ytr]
+            T.fit(m, self.xtr, ys, self.cfg.epochs, self.cfg.lr, self.cfg.batch, n_valid=self.hier.n_super,
+                  seed=self.cfg.seed, desc="superclass network", aug=self.aug, progress=self.progress)
+            return float_state(m)
+
+        return float_from_state(self._stage("superclass", self.p("super.pt"), make))
+
+    def vanilla(self, k: int, init: str = "finetune") -> M.ResNet:
+        """Vanilla fp32 subclass network k: fine-tuned from the superclass network, or from scratch."""
+        name = self.hier.superclasses[k]
+
+        def make():
+            if init == "scratch":
+                m = self.new_model(self.hier.head_width)
+                epochs, lr = self.cfg.epochs, self.cfg.lr
+            else:
+                m = copy.deepcopy(self.superclass())
+                epochs, lr = self.cfg.ft_epochs, self.cfg.ft_lr
+            mask = self.sub_mask(k)
+            T.fit(m, self.xtr[mask], torch.from_numpy(self.loc_of)[self.ytr[mask]], epochs, lr, self.cfg.batch,
+                  n_valid=len(self.hier.subclasses[k]), seed=self.cfg.seed + k + 1,
+                  desc="vanilla subclass [{}]".format(name), aug=self.aug, progress=self.progress)
+            return float_state(m)
+
+        sub = "vanilla" if init == "finetune" else "scratch"
+        return float_from_state(self._stage("vanilla:" + name, self.p(sub, "{}.pt".format(k)), make))
+
+    def super_qat(self) -> Q.QATNet:
+        def make():
+            m = self.superclass()
+            g = torch.Generator().manual_seed(self.cfg.seed)
+            perm = torch.randperm(len(self.ytr), generator=g)
+            calib = [self.xtr[perm[i * self.cfg.batch:(i + 1) * self.cfg.batch]] for i in range(self.cfg.calib_batches)]
+            net = Q.from_float(m, calib)
+            ys = torch.from_numpy(self.sup_of)[self.ytr]
+            if self.cfg.qat_epochs:
+                T.fit(net, self.xtr, ys, self.cfg.qat_epochs, self.cfg.qat_lr, self.cfg.batch,
+                      n_valid=self.hier.n_super, weight_decay=0.0, seed=self.cfg.seed,
+                      desc="QAT superclass network", aug=self.aug, progress=self.progress)
+            return net.state()
+
+        return Q.QATNet.from_state(self._stage("super_qat", self.p("super_qat.pt"), make))
+
+    def sub_qat(self, k: int) -> Q.QATNet:
+        """QAT fine-tune of subclass network k from the QAT superclass network, scales frozen."""
+        name = self.hier.superclasses[k]
+
+        def make():
+            base = self.super_qat()
+            net = copy.deepcopy(base)
+            net.freeze_scales()
+            mask = self.sub_mask(k)
+            anchor = None
+            if self.cfg.delta_l1 > 0:
+                anchor = {n: p.detach().clone() for n, p in base.named_parameters()}
+            T.fit(net, self.xtr[mask], torch.from_numpy(self.loc_of)[self.ytr[mask]], self.cfg.qat_ft_epochs,
+                  self.cfg.qat_lr, self.cfg.batch, n_valid=len(self.hier.subclasses[k]), weight_decay=0.0,
+                  seed=self.cfg.seed + k + 1, desc="QAT subclass [{}]".format(name), aug=self.aug,
+                  progress=self.progress, anchor=anchor, l1=self.cfg.delta_l1)
+            return net.state()
+
+        return Q.QATNet.from_state(self._stage("qat:" + name, self.p("qat", "{}.pt".format(k)), make))
+
+    def train_all(self, with_flat=True, with_vanilla=True) -> None:
+        if with_flat:
+            self.flat()
+        self.superclass()
+        if with_vanilla:
+            for k in range(self.hier.n_super):
+                self.vanilla(k)
+        self.super_qat()
+        for k in range(self.hier.n_super):
+            self.sub_qat(k)
+
+    # -- evaluation in torch -------------------------------------------------------------------
+    def eval_flat(self) -> float:
+        pred = T.predict_logits(self.flat(), self.xte).argmax(1)
+        return T.accuracy(pred.numpy(), self.yte.numpy())
+
+    def eval_supersub(self, super_net, sub_nets, oracle=False) -> dict:
+        """Two-stage accuracy in torch; with *oracle*, the true superclass routes."""
+        true_k = self.sup_of[self.yte.numpy()]
+        true_j = self.loc_of[self.yte.numpy()]
+        if oracle:
+            ks = true_k
+        else:
+            ks = T.predict_logits(super_net, self.xte, self.hier.n_super).argmax(1).numpy()
+        correct = np.zeros(len(ks), dtype=bool)
+        for k in range(self.hier.n_super):
+            idx = np.nonzero(ks == k)[0]
+            if len(idx) == 0:
+                continue
+            j = T.predict_logits(sub_nets[k], self.xte[idx], len(self.hier.subclasses[k])).argmax(1).numpy()
+            correct[idx] = (true_k[idx] == k) & (true_j[idx] == j)
+        return {"accuracy": float(correct.mean()), "superclass_accuracy": float((ks == true_k).mean())}
+
+    def samples(self, n: int = 8) -> np.ndarray:
+        return T.preprocess_numpy(self.test.images[:n], self.mean, self.std)
+
+    def export(self, out_dir: str, codec: str = "7z") -> dict:
+        from edgetool.export.bundle import write_bundle
+
+        base = self.super_qat()
+        subs = [self.sub_qat(k) for k in range(self.hier.n_super)]
+        return write_bundle(out_dir, base, subs, self.hier, self.input_spec, codec=codec, samples=self.samples())

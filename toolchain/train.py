@@ -1,0 +1,114 @@
+"""Training loops: float networks (flat, superclass, vanilla subclass) and QAT fine-tunes."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import ArrayDataset
+
+
+def set_threads() -> None:
+    n = int(os.environ.get("EDGETOOL_THREADS", "0")) or (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+
+
+def to_tensor(ds: ArrayDataset, mean, std) -> torch.Tensor:
+    """uint8 NHWC -> normalised float32 NCHW."""
+    x = torch.from_numpy(ds.images).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+    return ((x - m) / s).contiguous()
+
+
+def preprocess_numpy(images: np.ndarray, mean, std) -> np.ndarray:
+    """Same as :func:`to_tensor` in numpy (used for bundle samples and runtime evaluation)."""
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return np.ascontiguousarray((x - m) / s, dtype=np.float32)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, flip=True, pad=0) -> torch.Tensor:
+    if flip:
+        m = torch.rand(x.shape[0], generator=gen) < 0.5
+        x = torch.where(m.reshape(-1, 1, 1, 1), x.flip(3), x)
+    if pad:
+        h, w = x.shape[2:]
+        xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        i, j = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+        x = xp[:, :, i:i + h, j:j + w]
+    return x
+
+
+def fit(model, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch: int = 128,
+        n_valid: Optional[int] = None, weight_decay: float = 5e-4, seed: int = 0, desc: str = "train",
+        aug: Optional[dict] = None, progress: bool = True, anchor: Optional[dict] = None, l1: float = 0.0,
+        start_epoch: int = 0, on_epoch=None) -> dict:
+    """Train with AdamW and a cosine schedule; *n_valid* masks head logits beyond the first n.
+
+    *anchor* (name -> tensor) with *l1* > 0 adds an L1 pull of the parameters toward the
+    anchor (used to shrink subclass deltas).  *on_epoch(epoch)* is called after each epoch
+    (checkpointing).
+    """
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(y) / batch))
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    for _ in range(start_epoch * steps_per_epoch):
+        sched.step()
+    aug = aug or {}
+    history = {"loss": []}
+    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, disable=not progress, leave=False,
+               unit="step", dynamic_ncols=True)
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        g = torch.Generator().manual_seed(seed * 1000 + epoch)
+        perm = torch.randperm(len(y), generator=g)
+        running = 0.0
+        for b in range(steps_per_epoch):
+            idx = perm[b * batch:(b + 1) * batch]
+            xb = augment(x[idx], gen, **aug) if aug else x[idx]
+            out = model(xb)
+            if n_valid is not None:
+                out = out[:, :n_valid]
+            loss = F.cross_entropy(out, y[idx])
+            if anchor is not None and l1 > 0:
+                reg = sum((p - anchor[n]).abs().sum() for n, p in model.named_parameters() if n in anchor)
+                loss = loss + l1 * reg
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item()
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss="{:.3f}".format(float(loss)))
+        history["loss"].append(running / steps_per_epoch)
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
+    bar.close()
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict_logits(model, x: torch.Tensor, n_valid: Optional[int] = None, batch: int = 512) -> torch.Tensor:
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch):
+        o = model(x[i:i + batch])
+        outs.append(o[:, :n_valid] if n_valid is not None else o)
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def accuracy(pred, y) -> float:
+    pred = np.asarray(pred)
+    y = np.asarray(y)
+    return float((pred == y).mean()) if len(y) else float("nan")
