@@ -19,6 +19,8 @@ COMMANDS = {
     "export": ("edgetool.export.cli", "export", "Write a bundle (base.onnx + int8 deltas) from a training run."),
     "classify": ("edgetool.runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
     "inspect": ("edgetool.runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
+    "doctor": ("edgetool.runtime.cli", "doctor", "Check this device: GPU, CUDA kernel, TensorRT vs ONNX Runtime."),
+    "engine": ("edgetool.export.engine_cli", "engine", "Build the TensorRT engine of a bundle on this device."),
 }
 
 
@@ -34,7 +36,7 @@ class LazyGroup(click.Group):
             mod = importlib.import_module(module)
         except ImportError as exc:
             missing = getattr(exc, "name", None) or str(exc)
-            extra = "train" if module.startswith(("edgetool.toolchain", "edgetool.export")) else "cpu"
+            extra = "train" if module.startswith("edgetool.toolchain") else ("jetson" if module.endswith("engine_cli") else "cpu")
             return _missing_command(name, missing, extra)
         return getattr(mod, attr)
 

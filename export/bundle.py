@@ -30,19 +30,21 @@ def refit_layout(net) -> PackedLayout:
     """The packed layout of a QATNet's refittable tensors, in op order."""
     scales = net.weight_scales()
     codes = net.int8_codes()
-    biases = net.biases()
+    floats = net.float_tensors()
     specs = []
     for op in net.ops:
         if op["op"] in ("conv", "fc"):
-            w, b = op["name"] + ".weight", op["name"] + ".bias"
+            w = op["name"] + ".weight"
             specs.append(TensorSpec(w, "weight", "int8", codes[w].shape, scale=scales[w].tolist(), axis=0))
-            specs.append(TensorSpec(b, "bias", "float32", biases[b].shape))
+            for suffix, kind in ((".scale", "scale"), (".bias", "bias")):
+                if op["name"] + suffix in floats:
+                    specs.append(TensorSpec(op["name"] + suffix, kind, "float32", floats[op["name"] + suffix].shape))
     return PackedLayout.build(specs)
 
 
 def packed(layout: PackedLayout, net) -> np.ndarray:
     arrays = dict(net.int8_codes())
-    arrays.update(net.biases())
+    arrays.update(net.float_tensors())
     return layout.pack(arrays)
 
 
@@ -136,3 +138,17 @@ def archive(bundle_dir: str, path: str) -> str:
     with tarfile.open(path, "w:gz") as tar:
         tar.add(bundle_dir, arcname=os.path.basename(os.path.normpath(bundle_dir)))
     return path
+
+
+def add_engine(bundle_dir: str, plan: bytes, meta: dict) -> dict:
+    """Save a device-built engine into the bundle and list it in the manifest (replacing one of the same precision)."""
+    with open(os.path.join(bundle_dir, MANIFEST)) as f:
+        manifest = json.load(f)
+    os.makedirs(os.path.join(bundle_dir, "engines"), exist_ok=True)
+    rel = "engines/{}-{}.plan".format(slug(meta.get("device_profile", "device")), meta.get("precision", "int8"))
+    with open(os.path.join(bundle_dir, rel), "wb") as f:
+        f.write(plan)
+    entry = dict(meta, file=rel, size=len(plan), sha256=sha256_bytes(plan))
+    manifest["engines"] = [e for e in manifest.get("engines", []) if e.get("file") != rel] + [entry]
+    write_manifest(bundle_dir, manifest)
+    return entry

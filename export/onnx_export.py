@@ -5,9 +5,11 @@
   per-output-channel float scale and an all-zero int8 zero-point;
 * activations: QuantizeLinear -> DequantizeLinear, per-tensor scalar scale, zero-point 0,
   on the input of every Conv and Gemm;
-* biases: float32 initializers.
+* each conv is followed by its BatchNorm in eval form: ``Mul`` by a per-channel float32
+  ``<conv>.scale`` and ``Add`` of a per-channel float32 ``<conv>.bias`` (shape [C,1,1]);
+  the fc layer is a ``Gemm`` with a float32 ``fc.bias``.
 
-The refittable initializers (every ``*.weight`` and ``*.bias``) are listed among the graph
+The refittable initializers (every ``*.weight``, ``*.scale`` and ``*.bias``) are listed among the graph
 inputs too, as ONNX "overridable initializers": ONNX Runtime then lets the runtime bind
 them once and update them in place; TensorRT parses them as weights.
 """
@@ -23,7 +25,10 @@ OPSET = 13
 IR_VERSION = 8
 
 
-def build_model(ops: List[dict], codes: Dict[str, np.ndarray], biases: Dict[str, np.ndarray],
+REFIT_SUFFIXES = (".weight", ".scale", ".bias")
+
+
+def build_model(ops: List[dict], codes: Dict[str, np.ndarray], floats: Dict[str, np.ndarray],
                 wscales: Dict[str, np.ndarray], ascales: Dict[str, float], input_shape: Sequence[int],
                 head: int, refit_inputs: bool = True, name: str = "edgetool") -> onnx.ModelProto:
     nodes = []
@@ -50,9 +55,11 @@ def build_model(ops: List[dict], codes: Dict[str, np.ndarray], biases: Dict[str,
         inits.append(numpy_helper.from_array(np.zeros(q.shape[0], dtype=np.int8), w + "_zp"))
         nodes.append(helper.make_node("DequantizeLinear", [w, w + "_scale", w + "_zp"], [w + ".dq"], axis=0,
                                       name=w + ".dequant"))
-        b = layer + ".bias"
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(biases[b], dtype=np.float32), b))
         return w + ".dq"
+
+    def float_init(name: str) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(floats[name], dtype=np.float32), name))
+        return name
 
     for op in ops:
         kind = op["op"]
@@ -61,8 +68,12 @@ def build_model(ops: List[dict], codes: Dict[str, np.ndarray], biases: Dict[str,
             w = weight_dq(op["name"])
             k = op["k"]
             out = op["y"] + ".pre" if op["relu"] else op["y"]
-            nodes.append(helper.make_node("Conv", [x, w, op["name"] + ".bias"], [out], name=op["name"],
+            n = op["name"]
+            nodes.append(helper.make_node("Conv", [x, w], [n + ".conv"], name=n,
                                           kernel_shape=[k, k], strides=[op["stride"]] * 2, pads=[op["pad"]] * 4))
+            nodes.append(helper.make_node("Mul", [n + ".conv", float_init(n + ".scale")], [n + ".scaled"],
+                                          name=n + ".bn_scale"))
+            nodes.append(helper.make_node("Add", [n + ".scaled", float_init(n + ".bias")], [out], name=n + ".bn_bias"))
             if op["relu"]:
                 nodes.append(helper.make_node("Relu", [out], [op["y"]], name=op["name"] + ".relu"))
         elif kind == "maxpool":
@@ -79,7 +90,8 @@ def build_model(ops: List[dict], codes: Dict[str, np.ndarray], biases: Dict[str,
         elif kind == "fc":
             x = act_dq(op["x"])
             w = weight_dq(op["name"])
-            nodes.append(helper.make_node("Gemm", [x, w, op["name"] + ".bias"], [op["y"]], transB=1, name=op["name"]))
+            nodes.append(helper.make_node("Gemm", [x, w, float_init(op["name"] + ".bias")], [op["y"]], transB=1,
+                                          name=op["name"]))
         else:
             raise ValueError("unknown op {}".format(kind))
 
@@ -87,7 +99,7 @@ def build_model(ops: List[dict], codes: Dict[str, np.ndarray], biases: Dict[str,
     inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, h, w])]
     if refit_inputs:
         for t in inits:
-            if t.name.endswith((".weight", ".bias")):
+            if t.name.endswith(REFIT_SUFFIXES):
                 inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", head])]
     graph = helper.make_graph(nodes, name, inputs, outputs, initializer=inits)
@@ -98,7 +110,7 @@ def build_model(ops: List[dict], codes: Dict[str, np.ndarray], biases: Dict[str,
 
 
 def refit_tensor_names(model: onnx.ModelProto) -> List[str]:
-    return [t.name for t in model.graph.initializer if t.name.endswith((".weight", ".bias"))]
+    return [t.name for t in model.graph.initializer if t.name.endswith(REFIT_SUFFIXES)]
 
 
 def strip_refit_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -112,8 +124,8 @@ def strip_refit_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def from_qatnet(net, input_shape, head, refit_inputs=True, codes=None, biases=None) -> onnx.ModelProto:
-    """ONNX model of a :class:`~edgetool.toolchain.qat.QATNet` (optionally other codes/biases)."""
+def from_qatnet(net, input_shape, head, refit_inputs=True, codes=None, floats=None) -> onnx.ModelProto:
+    """ONNX model of a :class:`~edgetool.toolchain.qat.QATNet` (optionally other codes/floats)."""
     return build_model(net.ops, codes if codes is not None else net.int8_codes(),
-                       biases if biases is not None else net.biases(), net.weight_scales(), net.act_scales(),
+                       floats if floats is not None else net.float_tensors(), net.weight_scales(), net.act_scales(),
                        input_shape, head, refit_inputs)

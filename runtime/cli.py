@@ -89,3 +89,33 @@ def inspect_cmd(bundle):
         click.echo("delta       {:<12} {:>3} classes  {:<5} {:>9} bytes (raw {})".format(
             s.name, len(s.subclasses), d["codec"], d["stored_size"], d["raw_size"]))
     click.echo("all files verified (sha256)")
+
+
+@click.command()
+@click.argument("bundle", required=False, type=click.Path())
+@click.option("--refits", default=20, show_default=True, help="Refits to time (trtexec --timeRefit style).")
+@click.option("--engine-mode", default="one-engine", show_default=True, type=click.Choice(["one-engine", "two-engine"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(bundle, refits, engine_mode, as_json):
+    """Check this device: platform, GPU, CUDA kernel, and (with BUNDLE) TensorRT vs ONNX Runtime.
+
+    Prints PASS / FAIL / SKIP per check; exits non-zero if any check fails.
+    """
+    from . import doctor as D
+    from .errors import EdgetoolError
+
+    def emit(c):
+        if not as_json:
+            click.echo("[{:<4}] {:<24} {}".format(c.status, c.name, c.detail))
+
+    checks = D.run(bundle, refits=refits, emit=emit, engine_mode=engine_mode)
+    if as_json:
+        click.echo(json.dumps([c.to_dict() for c in checks], indent=1))
+    failed = [c.name for c in checks if c.status == D.FAIL]
+    skipped = [c.name for c in checks if c.status == D.SKIP]
+    if not as_json:
+        click.echo("{} passed, {} failed, {} skipped{}".format(
+            sum(c.status == D.PASS for c in checks), len(failed), len(skipped),
+            " (could not run here: {})".format(", ".join(skipped)) if skipped else ""))
+    if failed:
+        raise EdgetoolError("doctor: {} check(s) failed: {}".format(len(failed), ", ".join(failed)))

@@ -94,3 +94,82 @@ def read_initializers(model_bytes: bytes, names: Optional[Iterable[str]] = None)
             arr = np.frombuffer(bytes(raw), dtype=np.dtype(_ONNX_DTYPES[dtype]).newbyteorder("<"))
             out[name] = arr.astype(_ONNX_DTYPES[dtype]).reshape(dims)
     return out
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _raw_fields(buf: memoryview):
+    """(field, wire, start, end) spans of each top-level field of a message."""
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        start = pos
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            n, pos = _varint(buf, pos)
+            pos += n
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError("unsupported protobuf wire type {}".format(wire))
+        yield field, wire, start, pos
+
+
+def _payload(buf: memoryview, start: int) -> memoryview:
+    _, pos = _varint(buf, start)
+    n, pos = _varint(buf, pos)
+    return buf[pos:pos + n]
+
+
+def _value_info_name(vi: memoryview) -> str:
+    for field, wire, value in _fields(vi):
+        if field == 1 and wire == 2:
+            return bytes(value).decode("utf-8")
+    return ""
+
+
+def strip_initializer_inputs(model_bytes: bytes) -> bytes:
+    """The model with every graph input that is also an initializer removed from graph.input.
+
+    edgetool lists refittable initializers as graph inputs so ONNX Runtime can bind them;
+    TensorRT should see them as plain weights.  Works on the serialized bytes, so the
+    device needs no ``onnx`` package.
+    """
+    view = memoryview(model_bytes)
+    out = bytearray()
+    for field, wire, start, end in _raw_fields(view):
+        if field != 7 or wire != 2:
+            out += view[start:end]
+            continue
+        graph = _payload(view, start)
+        inits = set()
+        for gfield, gwire, tensor in _fields(graph):
+            if gfield == 5 and gwire == 2:
+                inits.add(_tensor(tensor)[0])
+        new_graph = bytearray()
+        for gfield, gwire, gstart, gend in _raw_fields(graph):
+            if gfield == 11 and gwire == 2 and _value_info_name(_payload(graph, gstart)) in inits:
+                continue
+            new_graph += graph[gstart:gend]
+        out += _encode_varint((7 << 3) | 2) + _encode_varint(len(new_graph)) + new_graph
+    return bytes(out)
+
+
+def initializer_meta(model_bytes: bytes) -> Dict[str, Tuple[str, Tuple[int, ...]]]:
+    """{name: (numpy dtype name, shape)} of every raw_data initializer."""
+    return {name: (str(a.dtype), tuple(a.shape)) for name, a in read_initializers(model_bytes).items()}

@@ -3,13 +3,14 @@
 Every network in a bundle shares one set of refittable tensors (conv/linear weights as
 int8 codes, biases as float32).  They are laid out in one *packed buffer*:
 
-* the int8 region first: every weight tensor at a 256-byte aligned offset;
-* then the float32 region: every bias tensor at a 256-byte aligned offset.
+* the int8 region first: every weight tensor (int8 codes) at a 256-byte aligned offset;
+* then the float32 region: every per-channel float tensor (conv ``.scale`` and ``.bias``,
+  the deployed BatchNorm; fc ``.bias``) at a 256-byte aligned offset.
 
 The same layout serves four purposes, so that the CPU tests cover what the GPU runs:
 
 * a delta file decodes to exactly one packed buffer (uint8 ``(q_sub - q_super) mod 256``
-  in the int8 region, float32 ``b_sub - b_super`` in the float region, zero padding);
+  in the int8 region, float32 ``f_sub - f_super`` in the float region, zero padding);
 * the TensorRT backend keeps one device allocation in this layout and registers each
   tensor's pointer (``base + offset``) with the refitter once;
 * the CUDA kernel adds a whole packed delta in one launch (bytes wrap, floats add);
@@ -40,7 +41,7 @@ class TensorSpec:
     def __init__(self, name, kind, dtype, shape, offset=0, scale=None, axis=0):
         if dtype not in DTYPES:
             raise ValueError("unsupported refit dtype {!r}".format(dtype))
-        if kind not in ("weight", "bias"):
+        if kind not in ("weight", "scale", "bias"):
             raise ValueError("unknown tensor kind {!r}".format(kind))
         self.name = str(name)
         self.kind = kind

@@ -29,10 +29,11 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "7z") -> dict:
 
     t0 = time.perf_counter()
     os.makedirs(out, exist_ok=True)
-    click.echo("edgetool demo: Super-Sub on {} ({} superclasses), output in {}".format(
-        "the shipped Fashion-MNIST sample" if cfg.data == "sample" else cfg.data, "...", out), err=True)
     run = Run(os.path.join(out, "run"), cfg)
     hier = run.hier
+    click.echo("edgetool demo: Super-Sub on {} ({} superclasses: {}), output in {}".format(
+        "the shipped Fashion-MNIST sample" if cfg.data == "sample" else cfg.data, hier.n_super,
+        ", ".join(hier.superclasses), out), err=True)
     N = hier.n_super
     steps = ["flat network", "superclass network"] + ["vanilla subclass [{}]".format(s) for s in hier.superclasses] + \
             ["QAT superclass network"] + ["QAT subclass [{}]".format(s) for s in hier.superclasses]
@@ -50,7 +51,7 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "7z") -> dict:
     for k, s in enumerate(hier.superclasses):
         stage("fine-tuning vanilla fp32 subclass network [{}]".format(s))
         vanilla.append(run.vanilla(k))
-    stage("QAT of the superclass network (BN folded, per-channel int8)")
+    stage("QAT of the superclass network (per-channel int8 weights, int8 activations)")
     run.super_qat()
     for k, s in enumerate(hier.superclasses):
         stage("QAT fine-tune of subclass network [{}] (scales frozen)".format(s))

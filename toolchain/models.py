@@ -1,13 +1,15 @@
 """One configurable ResNet-style family, and its folded op list (the "IR").
 
-``ResNet`` is the float training network (conv + BatchNorm).  ``ResNet.to_ir()`` folds
-every BatchNorm into its convolution and returns a flat op list plus float weights.  The
-op list is executed by :class:`edgetool.toolchain.qat.QATNet` during QAT and emitted op by
-op by the ONNX exporter, so training and deployment run the very same graph.
+``ResNet`` is the float training network (conv + BatchNorm).  ``ResNet.to_ir()`` returns a
+flat op list plus the raw conv weights and BatchNorm states.  The op list is executed by
+:class:`edgetool.toolchain.qat.QATNet` during QAT and emitted op by op by the ONNX
+exporter, so training and deployment run the very same graph.
 
 IR ops (dicts):
 
-* ``conv``: name, x, y, k, stride, pad, relu           weights ``<name>.weight/.bias``
+* ``conv``: name, x, y, k, stride, pad, relu           tensors ``<name>.weight`` and the
+  BatchNorm ``<name>.bn.{weight,bias,running_mean,running_var}`` (deployed as a per-channel
+  float ``<name>.scale`` and ``<name>.bias``)
 * ``maxpool``: x, y, k, stride, pad
 * ``add``: a, b, y, relu
 * ``gap``: x, y (global average pool + flatten)
@@ -129,7 +131,7 @@ class ResNet(nn.Module):
 
     @torch.no_grad()
     def to_ir(self) -> Tuple[List[dict], Dict[str, torch.Tensor]]:
-        """Fold BN and return (ops, float weights); eval-mode semantics."""
+        """Return (ops, tensors): raw conv weights, BatchNorm states, fc weight and bias."""
         ops: List[dict] = []
         weights: Dict[str, torch.Tensor] = {}
         counter = [0]
@@ -140,9 +142,12 @@ class ResNet(nn.Module):
 
         def conv(name, m: ConvBN, x):
             y = tname()
-            w, b = m.folded()
-            weights[name + ".weight"], weights[name + ".bias"] = w, b
-            ops.append(dict(op="conv", name=name, x=x, y=y, k=m.k, stride=m.stride, pad=m.pad, relu=m.relu))
+            weights[name + ".weight"] = m.conv.weight.detach().clone()
+            bn = m.bn
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                weights["{}.bn.{}".format(name, key)] = getattr(bn, key).detach().clone()
+            ops.append(dict(op="conv", name=name, x=x, y=y, k=m.k, stride=m.stride, pad=m.pad, relu=m.relu,
+                            eps=bn.eps))
             return y
 
         x = conv("stem", self.stem, "input")

@@ -37,13 +37,13 @@ class TrainConfig:
     arch: str = "resnet8"
     width_mult: float = 1.0
     image_size: Optional[int] = None  # resize for ImageFolder data
-    epochs: int = 6  # flat and superclass networks
-    ft_epochs: int = 5  # vanilla subclass fine-tunes
-    qat_epochs: int = 1  # QAT of the superclass network
-    qat_ft_epochs: int = 5  # QAT fine-tunes of the subclass networks
+    epochs: int = 8  # flat and superclass networks
+    ft_epochs: int = 15  # vanilla subclass fine-tunes (each sees ~1/N of the data)
+    qat_epochs: int = 2  # QAT of the superclass network
+    qat_ft_epochs: int = 15  # QAT fine-tunes of the subclass networks
     lr: float = 3e-3
-    ft_lr: float = 1e-3
-    qat_lr: float = 5e-4
+    ft_lr: float = 3e-3
+    qat_lr: float = 1e-3
     batch: int = 128
     seed: int = 0
     flip: bool = True
@@ -228,7 +228,7 @@ class Run:
             net = Q.from_float(m, calib)
             ys = torch.from_numpy(self.sup_of)[self.ytr]
             if self.cfg.qat_epochs:
-                T.fit(net, self.xtr, ys, self.cfg.qat_epochs, self.cfg.qat_lr, self.cfg.batch,
+                T.fit(net, self.xtr, ys, self.cfg.qat_epochs, self.cfg.qat_lr / 2, self.cfg.batch,
                       n_valid=self.hier.n_super, weight_decay=0.0, seed=self.cfg.seed,
                       desc="QAT superclass network", aug=self.aug, progress=self.progress)
             return net.state()
@@ -242,7 +242,6 @@ class Run:
         def make():
             base = self.super_qat()
             net = copy.deepcopy(base)
-            net.freeze_scales()
             mask = self.sub_mask(k)
             anchor = None
             if self.cfg.delta_l1 > 0:

@@ -4,14 +4,15 @@ TensorRT's explicit-quantization rules, exactly:
 
 * weights: per output channel (axis 0), symmetric, zero-point 0, codes in [-127, 127];
 * activations: per tensor, symmetric, zero-point 0, codes in [-128, 127], on the input of
-  every conv and fc (one Q/DQ pair per tensor, shared by its consumers);
-* biases stay float32; BatchNorm is folded before QAT starts.
+  every conv and fc (one Q/DQ pair per tensor, shared by its consumers).
 
-:class:`QATNet` runs the folded op list of :mod:`edgetool.toolchain.models`.  Its scales
-are buffers: computed once for the superclass network (weights: max |w| per channel;
-activations: max |x| over calibration batches) and then **frozen** for every subclass
-fine-tune, so ``q = round(w / s)`` of all networks share one grid and deltas are exact
-in the int8 code domain.
+:class:`QATNet` runs the op list of :mod:`edgetool.toolchain.models`.  Each conv is an int8
+convolution followed by its BatchNorm; BatchNorm trains in batch-statistics mode during
+QAT and is deployed as a per-channel float affine (``scale = gamma / sqrt(var + eps)``,
+``bias = beta - mean * scale``) after the int8 convolution.  The quantization scales are
+buffers: computed once for the superclass network (weights: max |w| per output channel;
+activations: max |x| over calibration batches) and **frozen** for every subclass
+fine-tune, so all networks share one int8 grid and deltas are exact in the code domain.
 """
 from __future__ import annotations
 
@@ -32,17 +33,28 @@ def _key(name: str) -> str:
 
 
 class QATNet(nn.Module):
-    def __init__(self, ops: List[dict], weights: Dict[str, torch.Tensor], config: dict):
+    def __init__(self, ops: List[dict], tensors: Dict[str, torch.Tensor], config: dict):
         super().__init__()
         self.ops = copy.deepcopy(ops)
         self.config = dict(config)
-        self.names = list(weights.keys())
-        self.params = nn.ParameterDict({_key(n): nn.Parameter(w.clone().float()) for n, w in weights.items()})
-        # Per-channel weight scales, one per weight tensor.
-        for n in self.names:
-            if n.endswith(".weight"):
-                self.register_buffer("ws_" + _key(n), torch.ones(weights[n].shape[0]))
-        # Per-tensor activation scales, one per tensor consumed by a conv/fc.
+        self.layers = [op["name"] for op in self.ops if op["op"] in ("conv", "fc")]
+        self.params = nn.ParameterDict()
+        self.bns = nn.ModuleDict()
+        for op in self.ops:
+            if op["op"] == "conv":
+                w = tensors[op["name"] + ".weight"]
+                self.params[_key(op["name"] + ".weight")] = nn.Parameter(w.clone().float())
+                bn = nn.BatchNorm2d(w.shape[0], eps=op.get("eps", 1e-5))
+                with torch.no_grad():
+                    for k in ("weight", "bias", "running_mean", "running_var"):
+                        getattr(bn, k).copy_(tensors["{}.bn.{}".format(op["name"], k)])
+                self.bns[_key(op["name"])] = bn
+            elif op["op"] == "fc":
+                for k in ("weight", "bias"):
+                    t = tensors["{}.{}".format(op["name"], k)]
+                    self.params[_key("{}.{}".format(op["name"], k))] = nn.Parameter(t.clone().float())
+        for name in self.layers:
+            self.register_buffer("ws_" + _key(name), torch.ones(self.weight(name + ".weight").shape[0]))
         self.act_tensors = []
         for op in self.ops:
             if op["op"] in ("conv", "fc") and op["x"] not in self.act_tensors:
@@ -56,41 +68,42 @@ class QATNet(nn.Module):
     def weight(self, name):
         return self.params[_key(name)]
 
-    def wscale(self, name):
-        return getattr(self, "ws_" + _key(name))
+    def wscale(self, layer):
+        return getattr(self, "ws_" + _key(layer))
 
     def ascale(self, tensor):
         return getattr(self, "as_" + tensor)
 
     @torch.no_grad()
     def init_weight_scales(self) -> None:
-        for n in self.names:
-            if n.endswith(".weight"):
-                w = self.weight(n)
-                amax = w.abs().reshape(w.shape[0], -1).amax(1).clamp_min(1e-8)
-                self.wscale(n).copy_(amax / W_QMAX)
+        for layer in self.layers:
+            w = self.weight(layer + ".weight")
+            amax = w.abs().reshape(w.shape[0], -1).amax(1).clamp_min(1e-8)
+            self.wscale(layer).copy_(amax / W_QMAX)
 
     @torch.no_grad()
     def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
-        """Set activation scales to max |x| / 127 over *batches* (weights fake-quantized)."""
+        """Set activation scales to max |x| / 127 over *batches* (eval mode, weights fake-quantized)."""
         self._calib = {t: 0.0 for t in self.act_tensors}
-        was_q = self.quantize
+        was_q, was_train = self.quantize, self.training
         self.quantize = True
+        self.eval()
         try:
             for x in batches:
                 self.forward(x)
         finally:
             calib, self._calib = self._calib, None
             self.quantize = was_q
+            self.train(was_train)
         for t, amax in calib.items():
             self.ascale(t).fill_(max(amax, 1e-8) / A_QMAX)
 
     # -- forward ----------------------------------------------------------------------------
-    def _fq_w(self, name):
-        w = self.weight(name)
+    def _fq_w(self, layer):
+        w = self.weight(layer + ".weight")
         if not self.quantize:
             return w
-        s = self.wscale(name)
+        s = self.wscale(layer)
         return torch.fake_quantize_per_channel_affine(w, s, torch.zeros_like(s, dtype=torch.int32), 0, W_QMIN, W_QMAX)
 
     def _fq_a(self, x, tensor):
@@ -107,8 +120,8 @@ class QATNet(nn.Module):
             kind = op["op"]
             if kind == "conv":
                 xin = self._fq_a(env[op["x"]], op["x"])
-                y = F.conv2d(xin, self._fq_w(op["name"] + ".weight"), self.weight(op["name"] + ".bias"),
-                             op["stride"], op["pad"])
+                y = F.conv2d(xin, self._fq_w(op["name"]), None, op["stride"], op["pad"])
+                y = self.bns[_key(op["name"])](y)
                 env[op["y"]] = F.relu(y) if op["relu"] else y
             elif kind == "maxpool":
                 env[op["y"]] = F.max_pool2d(env[op["x"]], op["k"], op["stride"], op["pad"])
@@ -119,17 +132,12 @@ class QATNet(nn.Module):
                 env[op["y"]] = torch.flatten(F.adaptive_avg_pool2d(env[op["x"]], 1), 1)
             elif kind == "fc":
                 xin = self._fq_a(env[op["x"]], op["x"])
-                env[op["y"]] = F.linear(xin, self._fq_w(op["name"] + ".weight"), self.weight(op["name"] + ".bias"))
+                env[op["y"]] = F.linear(xin, self._fq_w(op["name"]), self.weight(op["name"] + ".bias"))
             else:
                 raise ValueError("unknown op {}".format(kind))
         return env["logits"]
 
-    # -- freezing ---------------------------------------------------------------------------
-    def freeze_scales(self) -> None:
-        for name, buf in self.named_buffers():
-            buf.requires_grad_(False)
-
-    # -- int8 export --------------------------------------------------------------------------
+    # -- deployment tensors ---------------------------------------------------------------------
     @torch.no_grad()
     def int8_codes(self) -> Dict[str, np.ndarray]:
         """The int8 codes this network computes with: clamp(nearbyint(w * (1/s)), -127, 127).
@@ -138,40 +146,61 @@ class QATNet(nn.Module):
         reciprocal, round half to even), so the codes are exactly those QAT trained.
         """
         out = {}
-        for n in self.names:
-            if n.endswith(".weight"):
-                w = self.weight(n).detach().float()
-                inv = (1.0 / self.wscale(n).float()).reshape([-1] + [1] * (w.dim() - 1))
-                q = torch.clamp(torch.round(w * inv), W_QMIN, W_QMAX)
-                out[n] = q.to(torch.int8).cpu().numpy()
+        for layer in self.layers:
+            w = self.weight(layer + ".weight").detach().float()
+            inv = (1.0 / self.wscale(layer).float()).reshape([-1] + [1] * (w.dim() - 1))
+            q = torch.clamp(torch.round(w * inv), W_QMIN, W_QMAX)
+            out[layer + ".weight"] = q.to(torch.int8).cpu().numpy()
         return out
 
-    def biases(self) -> Dict[str, np.ndarray]:
-        return {n: self.weight(n).detach().float().cpu().numpy().copy() for n in self.names if n.endswith(".bias")}
+    @torch.no_grad()
+    def float_tensors(self) -> Dict[str, np.ndarray]:
+        """Per-channel float tensors: conv ``.scale``/``.bias`` ([C,1,1], BN in eval form), fc ``.bias``."""
+        out = {}
+        for op in self.ops:
+            if op["op"] == "conv":
+                bn = self.bns[_key(op["name"])]
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                bias = bn.bias - bn.running_mean * scale
+                out[op["name"] + ".scale"] = scale.float().reshape(-1, 1, 1).cpu().numpy().copy()
+                out[op["name"] + ".bias"] = bias.float().reshape(-1, 1, 1).cpu().numpy().copy()
+            elif op["op"] == "fc":
+                out[op["name"] + ".bias"] = self.weight(op["name"] + ".bias").detach().float().cpu().numpy().copy()
+        return out
 
     def weight_scales(self) -> Dict[str, np.ndarray]:
-        return {n: self.wscale(n).detach().float().cpu().numpy().copy() for n in self.names if n.endswith(".weight")}
+        return {layer + ".weight": self.wscale(layer).detach().float().cpu().numpy().copy() for layer in self.layers}
 
     def act_scales(self) -> Dict[str, float]:
         return {t: float(self.ascale(t)) for t in self.act_tensors}
 
     def state(self) -> dict:
-        return {"ops": self.ops, "config": self.config, "names": self.names, "state_dict": self.state_dict()}
+        return {"ops": self.ops, "config": self.config, "state_dict": self.state_dict()}
 
     @classmethod
     def from_state(cls, state: dict) -> "QATNet":
-        weights = {n: state["state_dict"]["params." + _key(n)] for n in state["names"]}
-        net = cls(state["ops"], weights, state["config"])
-        net.load_state_dict(state["state_dict"])
+        sd = state["state_dict"]
+        tensors = {}
+        for op in state["ops"]:
+            if op["op"] == "conv":
+                tensors[op["name"] + ".weight"] = sd["params." + _key(op["name"] + ".weight")]
+                for k in ("weight", "bias", "running_mean", "running_var"):
+                    tensors["{}.bn.{}".format(op["name"], k)] = sd["bns.{}.{}".format(_key(op["name"]), k)]
+            elif op["op"] == "fc":
+                for k in ("weight", "bias"):
+                    tensors["{}.{}".format(op["name"], k)] = sd["params." + _key("{}.{}".format(op["name"], k))]
+        net = cls(state["ops"], tensors, state["config"])
+        net.load_state_dict(sd)
         net.quantize = True
+        net.eval()
         return net
 
 
 def from_float(model, calib_batches) -> QATNet:
-    """Fold BN, set frozen per-channel weight scales, calibrate activation scales."""
+    """Per-channel weight scales from the float weights, activation scales by calibration."""
     model.eval()
-    ops, weights = model.to_ir()
-    net = QATNet(ops, weights, model.config)
+    ops, tensors = model.to_ir()
+    net = QATNet(ops, tensors, model.config)
     net.init_weight_scales()
     net.calibrate(calib_batches)
     net.quantize = True

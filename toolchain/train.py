@@ -19,7 +19,7 @@ def set_threads() -> None:
 
 def to_tensor(ds: ArrayDataset, mean, std) -> torch.Tensor:
     """uint8 NHWC -> normalised float32 NCHW."""
-    x = torch.from_numpy(ds.images).permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.from_numpy(np.ascontiguousarray(ds.images).copy()).permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
     return ((x - m) / s).contiguous()
@@ -66,7 +66,7 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch: 
         sched.step()
     aug = aug or {}
     history = {"loss": []}
-    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, disable=not progress, leave=False,
+    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, disable=None if progress else True, leave=False,
                unit="step", dynamic_ncols=True)
     for epoch in range(start_epoch, epochs):
         model.train()
@@ -89,7 +89,7 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch: 
             sched.step()
             running += loss.item()
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss="{:.3f}".format(float(loss)))
+            bar.set_postfix(epoch=epoch + 1, loss="{:.3f}".format(loss.item()))
         history["loss"].append(running / steps_per_epoch)
         if on_epoch is not None:
             on_epoch(epoch + 1)

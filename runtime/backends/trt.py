@@ -1,0 +1,308 @@
+"""TensorRT backend: one int8 engine with refittable weights (TensorRT 8.5, 8.6, 10.x).
+
+Kept thin on purpose: the weight map, the packed layout and the delta math are shared,
+CPU-tested code (:mod:`..refit_map`, :mod:`..weights`, :mod:`..cuda_delta`);
+``edgetool doctor`` proves this module on the device against ONNX Runtime.
+
+* Build: ``BuilderFlag.INT8`` (+ FP16 fallback), ``REFIT`` or, on TensorRT >= 10,
+  ``REFIT_INDIVIDUAL`` with only the weights that some delta changes marked refittable;
+  one optimization profile; optional weight-stripped plan (``STRIP_PLAN``, TensorRT >= 10).
+  Devices without int8 (Nano, TX2) get an fp16 engine of the dequantized network.
+* Refit, TensorRT >= 10: every refittable tensor is registered once as device memory
+  (``TensorLocation.DEVICE``) inside the packed weights buffer of
+  :class:`~..cuda_delta.DeviceDeltaApplier`; a switch is H2D copy + one kernel launch +
+  ``refit_cuda_engine_async`` on the inference stream, weights validation off.
+* Refit, TensorRT 8.x: host weights (views of one packed host buffer) and a synchronous
+  ``refit_cuda_engine``.
+* Modes: ``one-engine`` (the paper's: refit to base, then to the subclass) and
+  ``two-engine`` (a fixed superclass engine plus one refittable subclass engine).
+"""
+from __future__ import annotations
+
+import time
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import BackendError, DeviceError, SwitchError, UsageError, require
+from ..onnx_weights import read_initializers, strip_initializer_inputs
+from ..refit_map import build_refit_map, missing_report, trt_dtype
+from .base import BASE, Backend
+
+MODES = ("one-engine", "two-engine")
+
+
+def trt_version(trt) -> tuple:
+    return tuple(int(p) for p in trt.__version__.split(".")[:2])
+
+
+def _logger(trt):
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def dequantized_model(model_bytes: bytes) -> bytes:
+    """The fp16-engine variant: weight DQ folded into float initializers, activation Q/DQ removed."""
+    onnx = require("onnx", "jetson")
+    from onnx import numpy_helper
+
+    m = onnx.load_from_string(model_bytes)
+    g = m.graph
+    inits = {t.name: t for t in g.initializer}
+    rename = {}
+    keep = []
+    new_inits = []
+    for n in g.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+            q = numpy_helper.to_array(inits[n.input[0]]).astype(np.float32)
+            s = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+            shape = [1] * q.ndim
+            if s.ndim:
+                shape[axis] = -1
+            new_inits.append(numpy_helper.from_array(q * s.reshape(shape), n.input[0] + ".fp"))
+            rename[n.output[0]] = n.input[0] + ".fp"
+        elif n.op_type == "QuantizeLinear":
+            rename[n.output[0]] = n.input[0]
+        elif n.op_type == "DequantizeLinear":
+            rename[n.output[0]] = rename.get(n.input[0], n.input[0])
+        else:
+            keep.append(n)
+    for n in keep:
+        for i, name in enumerate(n.input):
+            while name in rename:
+                name = rename[name]
+            n.input[i] = name
+    del g.node[:]
+    g.node.extend(keep)
+    used = {i for n in keep for i in n.input}
+    survivors = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(survivors + [t for t in new_inits if t.name in used])
+    inputs = [i for i in g.input if i.name not in inits]
+    del g.input[:]
+    g.input.extend(inputs)
+    return m.SerializeToString()
+
+
+def build_engine(model_bytes: bytes, input_name: str, input_shape: Sequence[int], precision: str = "int8",
+                 workspace_mb: int = 1024, max_batch: int = 32, opt_batch: int = 1,
+                 refit_only: Optional[Sequence[str]] = None, strip_weights: bool = False) -> bytes:
+    """Build a serialized engine (plan) on this device.  *refit_only*: REFIT_INDIVIDUAL names."""
+    trt = require("tensorrt", "jetson")
+    if precision not in ("int8", "fp16"):
+        raise UsageError("precision must be int8 or fp16, got {!r}".format(precision))
+    version = trt_version(trt)
+    logger = _logger(trt)
+    builder = trt.Builder(logger)
+    if precision == "int8" and hasattr(builder, "platform_has_fast_int8") and not builder.platform_has_fast_int8:
+        raise DeviceError("this GPU has no fast int8; build with a profile whose precision is fp16 (e.g. nano)")
+    flags = 0 if version >= (10, 0) else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    model = strip_initializer_inputs(model_bytes)
+    if precision == "fp16":
+        model = dequantized_model(model)
+    if not parser.parse(model):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError("TensorRT cannot parse base.onnx: {}".format(errors))
+    config = builder.create_builder_config()
+    if hasattr(config, "set_memory_pool_limit"):
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    else:  # TensorRT < 8.4
+        config.max_workspace_size = int(workspace_mb) << 20
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+    config.set_flag(trt.BuilderFlag.FP16)
+    if refit_only is not None and hasattr(trt.BuilderFlag, "REFIT_INDIVIDUAL"):
+        config.set_flag(trt.BuilderFlag.REFIT_INDIVIDUAL)
+        for name in refit_only:
+            target = name + ".fp" if precision == "fp16" and name.endswith(".weight") else name
+            if not network.mark_weights_refittable(target):
+                raise BackendError("TensorRT cannot mark {!r} refittable".format(target))
+    else:
+        config.set_flag(trt.BuilderFlag.REFIT)
+    if strip_weights:
+        if not hasattr(trt.BuilderFlag, "STRIP_PLAN"):
+            raise DeviceError("weight-stripped plans need TensorRT >= 10 (this is {})".format(trt.__version__))
+        config.set_flag(trt.BuilderFlag.STRIP_PLAN)
+    c, h, w = input_shape
+    profile = builder.create_optimization_profile()
+    profile.set_shape(input_name, (1, c, h, w), (max(1, min(opt_batch, max_batch)), c, h, w), (max_batch, c, h, w))
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise BackendError("TensorRT failed to build the engine (see the TensorRT log above)")
+    return bytes(plan)
+
+
+class _Engine:
+    """One deserialized engine + context + I/O buffers (tensor-name API, TensorRT >= 8.5)."""
+
+    def __init__(self, trt, cuda, plan: bytes, stream, input_name, output_name, input_shape, head, max_batch):
+        self.trt, self.cuda = trt, cuda
+        self.runtime = trt.Runtime(_logger(trt))
+        self.engine = self.runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise BackendError("cannot deserialize the TensorRT engine (built by another TensorRT version or GPU?)")
+        self.context = self.engine.create_execution_context()
+        self.stream = stream
+        self.input_name, self.output_name = input_name, output_name
+        self.input_shape, self.head, self.max_batch = tuple(input_shape), head, max_batch
+        nin = int(np.prod(input_shape)) * max_batch * 4
+        self.d_in = cuda.mem_alloc(nin)
+        self.d_out = cuda.mem_alloc(head * max_batch * 4)
+        self.context.set_tensor_address(input_name, int(self.d_in))
+        self.context.set_tensor_address(output_name, int(self.d_out))
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        n = batch.shape[0]
+        if n > self.max_batch:
+            raise BackendError("batch {} exceeds the engine's max batch {}".format(n, self.max_batch))
+        self.context.set_input_shape(self.input_name, (n,) + self.input_shape)
+        out = np.empty((n, self.head), dtype=np.float32)
+        self.cuda.memcpy_htod_async(self.d_in, batch, self.stream)
+        if not self.context.execute_async_v3(self.stream.handle):
+            raise BackendError("TensorRT execution failed")
+        self.cuda.memcpy_dtoh_async(out, self.d_out, self.stream)
+        self.stream.synchronize()
+        return out
+
+
+class TrtBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, bundle, plan: Optional[bytes] = None, precision: Optional[str] = None,
+                 mode: str = "one-engine", max_batch: int = 32, workspace_mb: int = 1024):
+        super().__init__(bundle)
+        if mode not in MODES:
+            raise UsageError("unknown engine mode {!r}; choose one of {}".format(mode, ", ".join(MODES)))
+        trt = require("tensorrt", "jetson")
+        cuda = require("pycuda.driver", "jetson")
+        require("pycuda.autoinit", "jetson")
+        self.trt, self.cuda, self.mode = trt, cuda, mode
+        self.version = trt_version(trt)
+        model = bundle.base_onnx()
+        self.refit_map = build_refit_map(self.layout, model, source=bundle._display("base.onnx"))
+        base = read_initializers(model, [t.name for t in self.layout.tensors])
+        self.base = self.layout.pack(base)
+        entry = self._engine_entry(precision)
+        if plan is None and entry is not None:
+            plan = bundle.read_file(entry)
+            precision = entry.get("precision", precision)
+        self.precision = precision or "int8"
+        if plan is None:
+            plan = build_engine(model, bundle.input["name"], bundle.input["shape"], self.precision,
+                                workspace_mb=workspace_mb, max_batch=max_batch)
+        self.max_batch = max_batch if entry is None else int(entry.get("max_batch", max_batch))
+        self.stream = cuda.Stream()
+        args = (trt, cuda, plan, self.stream, bundle.input["name"], bundle.output_name, bundle.input["shape"],
+                bundle.head_width, self.max_batch)
+        self.sub = _Engine(*args)  # the refittable engine
+        self.fixed = _Engine(*args) if mode == "two-engine" else None  # never refitted: the base
+        self.sub_loaded = BASE
+        self._setup_refitter()
+
+    def _engine_entry(self, precision):
+        for e in self.bundle.manifest.get("engines", []):
+            if precision is None or e.get("precision") == precision:
+                return e
+        return None
+
+    # -- refit --------------------------------------------------------------------------------
+    def _setup_refitter(self):
+        trt = self.trt
+        self.refitter = trt.Refitter(self.sub.engine, _logger(trt))
+        if hasattr(self.refitter, "weights_validation"):
+            self.refitter.weights_validation = False
+        refittable = set(self.refitter.get_all_weights())
+        fp16 = self.precision == "fp16"
+        names = {e.name: (e.name + ".fp" if fp16 and e.name.endswith(".weight") else e.name) for e in self.refit_map}
+        self.entries = [e for e in self.refit_map if names[e.name] in refittable]
+        self.trt_names = names
+        self.device_weights = self.version >= (10, 0) and not fp16
+        if self.device_weights:
+            from ..cuda_delta import DeviceDeltaApplier
+
+            self.applier = DeviceDeltaApplier(self.layout, self.base, stream=self.stream)
+            for e in self.entries:
+                w = trt.Weights(trt_dtype(trt, e.dtype), self.applier.pointer(e.name), e.count)
+                if not self.refitter.set_named_weights(e.name, w, trt.TensorLocation.DEVICE):
+                    raise BackendError("TensorRT rejected device weights for {!r}".format(e.name))
+        else:
+            self.host = self.base.copy()
+            self.host_views = self.layout.views(self.host)
+            self.host_float = self.layout.dequantize(self.host) if fp16 else None
+            self._set_host_weights()
+        missing = list(self.refitter.get_missing_weights())
+        if missing:
+            raise BackendError(missing_report(missing, list(names.values())))
+
+    def _set_host_weights(self):
+        trt = self.trt
+        src = self.host_float if self.host_float is not None else self.host_views
+        for e in self.entries:
+            arr = np.ascontiguousarray(src[e.name])
+            if self.host_float is not None:
+                self.host_float[e.name] = arr
+            if not self.refitter.set_named_weights(self.trt_names[e.name], trt.Weights(arr)):
+                raise BackendError("TensorRT rejected host weights for {!r}".format(e.name))
+
+    def _refit(self) -> None:
+        if self.device_weights and hasattr(self.refitter, "refit_cuda_engine_async"):
+            ok = self.refitter.refit_cuda_engine_async(self.stream.handle)
+        else:
+            ok = self.refitter.refit_cuda_engine()
+        if not ok:
+            raise SwitchError("TensorRT refit failed")
+
+    def switch(self, target: int, force: bool = False) -> bool:
+        if self.mode == "two-engine":
+            # The base lives in its own engine: switching to it (or back to the subclass
+            # already loaded) moves no weights.
+            target = int(target)
+            if target == BASE or target == self.sub_loaded:
+                changed = target != self.current
+                self.current = target
+                return changed
+        changed = super().switch(target, force)
+        self.sub_loaded = self.current
+        return changed
+
+    def _apply(self, delta) -> None:
+        t0 = time.perf_counter()
+        if self.device_weights:
+            self.applier.apply(delta)
+        else:
+            if delta is None:
+                np.copyto(self.host, self.base)
+            else:
+                self.layout.apply_delta(self.base, delta, out=self.host)
+            if self.host_float is not None:
+                for name, v in self.layout.dequantize(self.host).items():
+                    np.copyto(self.host_float[name], v)
+            if self.version < (10, 0):
+                self._set_host_weights()
+        t1 = time.perf_counter()
+        self._refit()
+        if self.device_weights:
+            self.stream.synchronize()
+        self.timings.add("refit", (time.perf_counter() - t1) * 1e3)
+        self.timings.add("h2d_kernel", (t1 - t0) * 1e3)
+
+    def _infer(self, batch):
+        engine = self.fixed if (self.fixed is not None and self.current == BASE) else self.sub
+        return engine.infer(batch)
+
+    def memory(self):
+        free, total = self.cuda.mem_get_info()
+        out = {"gpu_free_bytes": int(free), "gpu_total_bytes": int(total),
+               "engine_device_memory_bytes": int(getattr(self.sub.engine, "device_memory_size", 0)),
+               "packed_weights_bytes": int(self.layout.total_nbytes)}
+        if self.fixed is not None:
+            out["engines"] = 2
+        return out
+
+    def close(self):
+        if getattr(self, "applier", None) is not None:
+            self.applier.free()
+            self.applier = None

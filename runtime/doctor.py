@@ -1,0 +1,228 @@
+"""``edgetool doctor``: prove the device path on this machine, check by check.
+
+Each check prints PASS, FAIL or SKIP (with the reason).  Without a GPU, TensorRT or
+pycuda, the GPU checks are skipped and say why; everything that can run still runs.
+The exit status is non-zero when any check fails.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from typing import Callable, List, Optional
+
+import numpy as np
+
+PASS, FAIL, SKIP, INFO = "PASS", "FAIL", "SKIP", "INFO"
+
+
+class Check:
+    def __init__(self, name: str, status: str, detail: str = ""):
+        self.name, self.status, self.detail = name, status, detail
+
+    def to_dict(self):
+        return {"check": self.name, "status": self.status, "detail": self.detail}
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def platform_info() -> dict:
+    info = {"machine": platform.machine(), "python": platform.python_version(), "os": platform.platform()}
+    l4t = _read("/etc/nv_tegra_release")
+    if l4t:
+        info["l4t"] = l4t.splitlines()[0]
+    model = _read("/proc/device-tree/model")
+    if model:
+        info["device"] = model.strip("\x00")
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode == 0 and out.stdout:
+            info["jetpack"] = out.stdout
+    except (OSError, subprocess.SubprocessError):
+        pass
+    mem = _read("/proc/meminfo")
+    if mem:
+        for line in mem.splitlines():
+            if line.startswith("MemAvailable:"):
+                info["host_mem_available_mib"] = int(line.split()[1]) // 1024
+    for mod, key in (("tensorrt", "tensorrt"), ("onnxruntime", "onnxruntime"), ("pycuda", "pycuda"), ("numpy", "numpy")):
+        try:
+            m = __import__(mod)
+            info[key] = getattr(m, "__version__", getattr(m, "VERSION_TEXT", "?"))
+        except Exception as exc:  # a broken install is information too
+            info[key] = "not installed" if isinstance(exc, ImportError) else "broken ({})".format(exc)
+    try:
+        import onnxruntime as ort
+
+        info["onnxruntime_providers"] = ort.get_available_providers()
+    except ImportError:
+        pass
+    info["gpu"] = gpu_info()
+    return info
+
+
+def gpu_info() -> dict:
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        if cuda.Device.count() == 0:
+            return {"available": False, "reason": "no CUDA device"}
+        dev = cuda.Device(0)
+        ctx = dev.make_context()
+        try:
+            free, total = cuda.mem_get_info()
+        finally:
+            ctx.pop()
+        return {"available": True, "name": dev.name(), "compute_capability": "{}.{}".format(*dev.compute_capability()),
+                "cuda_driver": cuda.get_driver_version(), "free_mib": free // 2 ** 20, "total_mib": total // 2 ** 20}
+    except ImportError:
+        return {"available": False, "reason": "pycuda is not installed (pip install 'edgetool[jetson]')"}
+    except Exception as exc:  # cuInit fails without a driver or device
+        return {"available": False, "reason": "CUDA unavailable: {}".format(str(exc).splitlines()[0])}
+
+
+def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05, emit: Callable[[Check], None] = None,
+        engine_mode: str = "one-engine") -> List[Check]:
+    checks: List[Check] = []
+
+    def add(name, status, detail=""):
+        c = Check(name, status, detail)
+        checks.append(c)
+        if emit:
+            emit(c)
+        return c
+
+    info = platform_info()
+    gpu = info["gpu"]
+    add("platform", INFO, "{} / Python {} / L4T {} / JetPack {}".format(
+        info.get("device", info["machine"]), info["python"], info.get("l4t", "n/a"), info.get("jetpack", "n/a")))
+    add("packages", INFO, "TensorRT {} / onnxruntime {} {} / pycuda {} / numpy {}".format(
+        info["tensorrt"], info["onnxruntime"], info.get("onnxruntime_providers", ""), info["pycuda"], info["numpy"]))
+    if gpu.get("available"):
+        add("gpu", PASS, "{} (sm {}), driver {}, {} / {} MiB free".format(
+            gpu["name"], gpu["compute_capability"], gpu["cuda_driver"], gpu["free_mib"], gpu["total_mib"]))
+    else:
+        add("gpu", SKIP, gpu.get("reason", "no GPU"))
+    add("memory", INFO, "host: {} MiB available".format(info.get("host_mem_available_mib", "?")))
+
+    kernel_check(add, gpu)
+    if bundle_path is None:
+        add("bundle", SKIP, "no bundle given (edgetool doctor BUNDLE checks a bundle end to end)")
+        return checks
+
+    from .bundle import Bundle
+    from .errors import EdgetoolError
+
+    try:
+        bundle = Bundle.open(bundle_path)
+    except EdgetoolError as exc:
+        add("bundle", FAIL, str(exc))
+        return checks
+    add("bundle", PASS, "{} files verified (sha256), {} subclass networks".format(len(bundle.files()), bundle.num_superclasses))
+    samples = bundle.samples()
+    if samples is None:
+        add("samples", FAIL, "bundle has no samples.npy to compare backends on")
+        return checks
+
+    reference = ort_reference(add, bundle, samples)
+    trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode)
+    return checks
+
+
+def kernel_check(add, gpu):
+    if not gpu.get("available"):
+        add("cuda kernel", SKIP, "no GPU: the delta kernel cannot run here")
+        return
+    try:
+        import pycuda.autoinit  # noqa: F401
+
+        from .cuda_delta import compile_module
+        from .kernel_check import check_kernel
+
+        mod = compile_module()
+        res = check_kernel(mod)
+        status = PASS if res["exact"] else FAIL
+        add("cuda kernel", status, "bit-exact vs numpy on {} random bytes incl. wrap-around; {:.1f} GB/s".format(
+            res["nbytes"], res["gbps"]))
+    except Exception as exc:
+        add("cuda kernel", FAIL, "{}: {}".format(type(exc).__name__, exc))
+
+
+def ort_reference(add, bundle, samples):
+    from .backends.base import BASE
+    from .errors import EdgetoolError
+
+    try:
+        from .backends.ort import OrtBackend
+
+        ref = {}
+        with OrtBackend(bundle) as be:
+            for target in [BASE] + list(range(bundle.num_superclasses)):
+                be.switch(target)
+                ref[target] = be.infer(samples)
+        add("onnxruntime", PASS, "base + {} subclass networks run on {} samples ({})".format(
+            bundle.num_superclasses, len(samples), ", ".join(be.providers)))
+        return ref
+    except EdgetoolError as exc:
+        add("onnxruntime", FAIL, str(exc))
+        return None
+
+
+def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode):
+    from .backends.base import BASE, summarize
+
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        add("tensorrt engine", SKIP, "TensorRT is not installed (it ships with JetPack)")
+        add("tensorrt vs onnxruntime", SKIP, "needs TensorRT")
+        add("refit timing", SKIP, "needs TensorRT")
+        return
+    if not gpu.get("available"):
+        add("tensorrt engine", SKIP, "no GPU")
+        return
+    from .backends.trt import TrtBackend
+
+    try:
+        t0 = time.perf_counter()
+        be = TrtBackend(bundle, mode=engine_mode)
+        add("tensorrt engine", PASS, "{} engine ready in {:.1f} s ({} refittable tensors, {} weights)".format(
+            be.precision, time.perf_counter() - t0, len(be.entries), "device" if be.device_weights else "host"))
+    except Exception as exc:
+        add("tensorrt engine", FAIL, "{}: {}".format(type(exc).__name__, exc))
+        return
+    with be:
+        worst = 0.0
+        agree = True
+        for target in [BASE] + list(range(bundle.num_superclasses)):
+            be.switch(target)
+            out = be.infer(samples)
+            if reference is None:
+                continue
+            ref = reference[target]
+            n = bundle.num_superclasses if target == BASE else len(bundle.superclasses[target].subclasses)
+            rel = float(np.abs(out[:, :n] - ref[:, :n]).max() / max(1e-6, np.abs(ref[:, :n]).max()))
+            worst = max(worst, rel)
+            agree &= bool((out[:, :n].argmax(1) == ref[:, :n].argmax(1)).all())
+        if reference is not None:
+            ok = agree and worst <= atol_rel
+            add("tensorrt vs onnxruntime", PASS if ok else FAIL,
+                "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range (limit {:.0%})".format(
+                    "agrees" if agree else "DISAGREES", worst, atol_rel))
+        be.timings.clear()
+        for i in range(refits):
+            be.switch(i % bundle.num_superclasses, force=True)
+        s = summarize(be.timings.samples.get("refit", []))
+        sw = summarize(be.timings.samples.get("switch", []))
+        add("refit timing", PASS, "refit: mean {:.3f} ms, median {:.3f} ms, p90 {:.3f} ms, p99 {:.3f} ms; whole switch "
+            "(decode + H2D + kernel + refit) median {:.3f} ms over {} switches".format(
+                s["mean"], s["median"], s["p90"], s["p99"], sw["median"], sw["count"]))

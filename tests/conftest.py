@@ -1,0 +1,65 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+
+
+def run_cli(*args, env=None, input=None, timeout=600):
+    """Run the edgetool console entry point in a subprocess; return CompletedProcess."""
+    cmd = [sys.executable, "-m", "edgetool"] + [str(a) for a in args]
+    e = dict(os.environ)
+    e.setdefault("EDGETOOL_THREADS", "2")
+    if env:
+        e.update(env)
+    return subprocess.run(cmd, capture_output=True, text=True, env=e, input=input, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny but complete training run on the shipped sample (every network, a few seconds)."""
+    pytest.importorskip("torch")
+    from edgetool.toolchain.pipeline import Run, TrainConfig
+
+    cfg = TrainConfig(epochs=2, ft_epochs=1, qat_epochs=1, qat_ft_epochs=2, limit_train=1200, limit_test=300,
+                      batch=64, seed=1)
+    path = tmp_path_factory.mktemp("run")
+    run = Run(str(path), cfg, progress=False)
+    run.train_all()
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("bundle") / "bundle")
+    tiny_run.export(out, codec="7z")
+    return out
+
+
+@pytest.fixture()
+def bundle_copy(tiny_bundle, tmp_path):
+    import shutil
+
+    dst = str(tmp_path / "bundle")
+    shutil.copytree(tiny_bundle, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def sample_pngs(tmp_path_factory):
+    from PIL import Image
+
+    from edgetool.toolchain.data import load_sample
+
+    test = load_sample("test")
+    d = tmp_path_factory.mktemp("images")
+    paths = []
+    for i in range(6):
+        p = d / "img{}_{}.png".format(i, test.classes[test.labels[i]].replace("/", "-").replace(" ", "_"))
+        Image.fromarray(test.images[i, :, :, 0], "L").save(p)
+        paths.append(str(p))
+    return paths
