@@ -46,7 +46,7 @@ def ensure_bundle(path):
     run = Run(os.path.join(out, "run"), TrainConfig(), progress=False)
     run.train_all()
     bundle = os.path.join(out, "bundle")
-    run.export(bundle, "7z")
+    run.export(bundle, "zstd")
     return bundle
 
 

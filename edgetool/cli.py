@@ -35,7 +35,7 @@ class LazyGroup(click.Group):
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:
-            missing = getattr(exc, "name", None) or str(exc)
+            missing = getattr(exc, "module", None) or getattr(exc, "name", None) or str(exc)
             extra = "train" if module.startswith("edgetool.toolchain") else ("jetson" if module.endswith("engine_cli") else "cpu")
             return _missing_command(name, missing, extra)
         return getattr(mod, attr)
@@ -70,6 +70,14 @@ def main(argv=None):
     except EdgetoolError as exc:
         click.echo("error: {}".format(exc), err=True)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        extra = {"torch": "train", "torchvision": "train", "onnx": "train", "tqdm": "train", "matplotlib": "train",
+                 "onnxruntime": "cpu", "tensorrt": "jetson", "pycuda": "jetson"}.get(top)
+        if extra is None:
+            raise
+        click.echo("error: {} is not installed; install it with: pip install 'edgetool[{}]'".format(top, extra), err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

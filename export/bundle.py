@@ -58,7 +58,7 @@ def check_frozen_scales(base, sub, name: str) -> None:
         raise UsageError("subclass network {!r}: activation scales differ from the base".format(name))
 
 
-def write_bundle(out_dir: str, base_net, sub_nets: Sequence, hierarchy, input_spec: dict, codec: str = "7z",
+def write_bundle(out_dir: str, base_net, sub_nets: Sequence, hierarchy, input_spec: dict, codec: str = "zstd",
                  samples: Optional[np.ndarray] = None, extra: Optional[dict] = None, overwrite: bool = True) -> dict:
     """Write a bundle directory and return its manifest."""
     codecs.check_codec(codec)

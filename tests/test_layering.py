@@ -14,7 +14,7 @@ import sys
 class _BlockTorch:
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in ('torch', 'torchvision'):
-            raise ImportError('torch is blocked in this test: ' + name)
+            raise ModuleNotFoundError('torch is blocked in this test: ' + name, name=name)
         return None
 sys.meta_path.insert(0, _BlockTorch())
 """

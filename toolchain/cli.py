@@ -8,7 +8,9 @@ import time
 
 import click
 
-from edgetool.runtime.errors import UsageError
+from edgetool.runtime.errors import UsageError, require
+
+require("torch", "train")  # fail at command lookup, so the CLI names the extra to install
 
 DEFAULT_OUT = "edgetool-out"
 
@@ -28,6 +30,8 @@ def config_options(f):
         click.option("--seed", default=None, type=int, help="Random seed."),
         click.option("--limit-train", default=None, type=int, help="Use at most this many training images."),
         click.option("--limit-test", default=None, type=int, help="Use at most this many test images."),
+        click.option("--delta-l1", default=None, type=float,
+                     help="L1 pull of the QAT subclass fine-tunes toward the base weights (smaller deltas)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -81,7 +85,8 @@ def machine_name() -> str:
 
 @click.command()
 @click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(), help="Output folder.")
-@click.option("--codec", default="7z", show_default=True, type=click.Choice(["7z", "zstd"]), help="Delta codec.")
+@click.option("--codec", default="zstd", show_default=True, type=click.Choice(["zstd", "7z"]),
+              help="Delta codec (zstd: decodes ~50x faster for ~5% more bytes; see benchmarks/results/switch_latency.json).")
 @click.option("--fresh", is_flag=True, help="Retrain even if the output folder holds a finished run.")
 @config_options
 def demo(out, codec, fresh, config_file, **flags):

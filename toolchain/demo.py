@@ -24,7 +24,7 @@ def fp32_bytes(model) -> int:
     return int(sum(p.numel() * 4 for p in model.state_dict().values() if p.dtype.is_floating_point))
 
 
-def run_demo(out: str, cfg: TrainConfig, codec: str = "7z") -> dict:
+def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
     from .cli import machine_name
 
     t0 = time.perf_counter()
@@ -89,6 +89,7 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "7z") -> dict:
         "runtime": rt,
         "bundle": os.path.abspath(bundle_dir),
         "wall_seconds": time.perf_counter() - t0,
+        "train_seconds": run.train_seconds(),
     }
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -118,7 +119,8 @@ def print_table(r: dict, N: int) -> None:
     sw = r["switch_latency_ms"]
     click.echo("switch latency (decode + apply, ONNX Runtime CPU, {} switches): median {:.3f} ms, p90 {:.3f} ms".format(
         sw.get("count", 0), sw.get("median", float("nan")), sw.get("p90", float("nan"))))
-    click.echo("machine: {}; {} test images; {:.0f} s".format(r["machine"], r["test_images"], r["wall_seconds"]))
+    click.echo("machine: {}; {} test images; this run {:.0f} s (training {:.0f} s in all)".format(
+        r["machine"], r["test_images"], r["wall_seconds"], sum(r["train_seconds"].values())))
     click.echo("")
     click.echo("bundle:  {}".format(r["bundle"]))
     click.echo("results: {}".format(os.path.join(os.path.dirname(r["bundle"]), "results.json")))

@@ -177,7 +177,23 @@ class Run:
         state = make()
         _save(state, path)
         self.timing[name] = time.perf_counter() - t0
+        tpath = self.p("timing.json")
+        saved = {}
+        if os.path.isfile(tpath):
+            with open(tpath) as f:
+                saved = json.load(f)
+        saved[name] = self.timing[name]
+        with open(tpath, "w") as f:
+            json.dump(saved, f, indent=1)
         return state
+
+    def train_seconds(self) -> Dict[str, float]:
+        """Seconds each stage took when it was trained (kept across resumed runs)."""
+        tpath = self.p("timing.json")
+        if not os.path.isfile(tpath):
+            return {}
+        with open(tpath) as f:
+            return json.load(f)
 
     # -- stages ---------------------------------------------------------------------------
     def flat(self) -> M.ResNet:
@@ -290,7 +306,7 @@ class Run:
     def samples(self, n: int = 8) -> np.ndarray:
         return T.preprocess_numpy(self.test.images[:n], self.mean, self.std)
 
-    def export(self, out_dir: str, codec: str = "7z") -> dict:
+    def export(self, out_dir: str, codec: str = "zstd") -> dict:
         from edgetool.export.bundle import write_bundle
 
         base = self.super_qat()

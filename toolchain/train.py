@@ -48,8 +48,8 @@ def augment(x: torch.Tensor, gen: torch.Generator, flip=True, pad=0) -> torch.Te
 def fit(model, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch: int = 128,
         n_valid: Optional[int] = None, weight_decay: float = 5e-4, seed: int = 0, desc: str = "train",
         aug: Optional[dict] = None, progress: bool = True, anchor: Optional[dict] = None, l1: float = 0.0,
-        start_epoch: int = 0, on_epoch=None) -> dict:
-    """Train with AdamW and a cosine schedule; *n_valid* masks head logits beyond the first n.
+        start_epoch: int = 0, on_epoch=None, optimizer: str = "adamw") -> dict:
+    """Train with AdamW (or SGD with momentum) and a cosine schedule; *n_valid* masks head logits beyond the first n.
 
     *anchor* (name -> tensor) with *l1* > 0 adds an L1 pull of the parameters toward the
     anchor (used to shrink subclass deltas).  *on_epoch(epoch)* is called after each epoch
@@ -58,7 +58,11 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch: 
     from tqdm.auto import tqdm
 
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, math.ceil(len(y) / batch))
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))

@@ -1,0 +1,120 @@
+#!/usr/bin/env python
+"""BatchNorm folded into the int8 weights vs kept as a per-channel float scale/bias.
+
+For one superclass (default: tops, the hardest of the shipped sample), QAT fine-tunes of
+the subclass network start from the same QAT superclass network with the same frozen
+scales, and are compared on accuracy (its own test images, true superclass given) and
+delta size (zstd and 7z, as a fraction of one int8 network):
+
+* ``folded``   - BN folded into the conv weights and a float bias, no batch statistics;
+* ``bn-adam``  - BN kept as per-channel float scale/bias, batch statistics while training;
+* ``bn-sgd``   - same, SGD with momentum;
+* ``vanilla``  - the fp32 fine-tune (no quantization), for reference.
+
+Usage: python benchmarks/bn_folding.py [--superclass tops] [--epochs 15]
+"""
+import argparse
+import copy
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class FoldedBias(nn.Module):
+    """A folded BatchNorm: only a learnable per-channel bias remains (no batch statistics)."""
+
+    def __init__(self, bias):
+        super().__init__()
+        self.bias = nn.Parameter(bias.clone())
+
+    def forward(self, x):
+        return x + self.bias.reshape(1, -1, 1, 1)
+
+
+def fold(net):
+    """A copy of a QATNet with every BN folded into its conv weight (fresh frozen weight scales)."""
+    from edgetool.toolchain.qat import _key
+
+    f = copy.deepcopy(net)
+    with torch.no_grad():
+        for layer in f.layers:
+            key = _key(layer)
+            if key not in f.bns:
+                continue
+            bn = f.bns[key]
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            f.weight(layer + ".weight").mul_(scale.reshape(-1, 1, 1, 1))
+            f.bns[key] = FoldedBias(bn.bias - bn.running_mean * scale)
+    f.init_weight_scales()
+    return f
+
+
+def delta_size(base, sub):
+    from edgetool.runtime import codecs
+
+    bc, sc = base.int8_codes(), sub.int8_codes()
+    d = np.concatenate([((sc[k].astype(np.int16) - bc[k]) % 256).astype(np.uint8).ravel() for k in bc]).tobytes()
+    n = sum(v.size for v in bc.values())
+    return {"zstd": len(codecs.encode("zstd", d)) / n, "7z": len(codecs.encode("7z", d)) / n,
+            "changed_codes": float(np.frombuffer(d, np.uint8).astype(bool).mean())}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--superclass", default="tops")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--run", default="edgetool-out/run", help="training run with the superclass networks (trained if absent)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "bn_folding.json"))
+    args = ap.parse_args()
+
+    from edgetool.toolchain import train as T
+    from edgetool.toolchain.cli import machine_name
+    from edgetool.toolchain.pipeline import Run, TrainConfig
+
+    cfg_path = os.path.join(args.run, "config.json")
+    run = Run(args.run, None if os.path.isfile(cfg_path) else TrainConfig(), progress=False)
+    k = run.hier.superclasses.index(args.superclass)
+    n = len(run.hier.subclasses[k])
+    mask = run.sub_mask(k)
+    xs, ys = run.xtr[mask], torch.from_numpy(run.loc_of)[run.ytr[mask]]
+    y = run.yte.numpy()
+    idx = np.nonzero(run.sup_of[y] == k)[0]
+    yt = run.loc_of[y[idx]]
+    base = run.super_qat()
+
+    def acc(m):
+        return float((T.predict_logits(m, run.xte[idx], n).argmax(1).numpy() == yt).mean())
+
+    rows = {}
+    recipes = [("folded", "adamw", 1e-3), ("bn-adam", "adamw", 1e-3), ("bn-sgd", "sgd", 1e-2), ("vanilla", "adamw", 3e-3)]
+    for name, opt, lr in recipes:
+        t0 = time.perf_counter()
+        if name == "vanilla":
+            m = copy.deepcopy(run.superclass())
+            start = None
+        else:
+            start = fold(base) if name == "folded" else base
+            m = copy.deepcopy(start)
+        T.fit(m, xs, ys, args.epochs, lr, run.cfg.batch, n_valid=n, weight_decay=0.0, seed=1, aug=run.aug,
+              progress=False, optimizer=opt)
+        row = {"optimizer": opt, "lr": lr, "accuracy": acc(m), "seconds": time.perf_counter() - t0}
+        if start is not None:
+            row["delta"] = delta_size(start, m)
+        rows[name] = row
+        print(name, json.dumps(row))
+    result = {"benchmark": "bn_folding", "machine": machine_name(), "superclass": args.superclass,
+              "epochs": args.epochs, "test_images": int(len(idx)), "recipes": rows}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()

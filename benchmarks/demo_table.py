@@ -1,0 +1,30 @@
+#!/usr/bin/env python
+"""Reproduce the README's demo table: `edgetool demo` on the shipped sample, results to JSON.
+
+Usage: python benchmarks/demo_table.py [--out edgetool-out]   (resumes a finished run)
+"""
+import argparse
+import json
+import os
+import shutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="edgetool-out")
+    ap.add_argument("--result", default=os.path.join(HERE, "results", "demo_fashion_mnist_sample.json"))
+    args = ap.parse_args()
+    from edgetool.toolchain.demo import run_demo
+    from edgetool.toolchain.pipeline import TrainConfig
+
+    results = run_demo(args.out, TrainConfig())
+    os.makedirs(os.path.dirname(args.result), exist_ok=True)
+    with open(args.result, "w") as f:
+        json.dump(results, f, indent=1)
+    print("wrote", args.result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""The TensorRT/CUDA path: CPU-testable logic always runs; GPU and TensorRT tests skip with a reason."""
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import helper, numpy_helper  # noqa: E402
+
+from edgetool.export.trt_rules import check  # noqa: E402
+from edgetool.runtime.bundle import Bundle  # noqa: E402
+from edgetool.runtime.cuda_delta import KERNEL_PATH, VEC, launch_geometry, reference_apply  # noqa: E402
+from edgetool.runtime.errors import BundleError  # noqa: E402
+from edgetool.runtime.onnx_weights import read_initializers, strip_initializer_inputs  # noqa: E402
+from edgetool.runtime.refit_map import build_refit_map  # noqa: E402
+from edgetool.runtime.weights import ALIGN, PackedLayout  # noqa: E402
+
+
+# -- weight map -----------------------------------------------------------------------------
+def test_refit_map_matches_onnx_initializers(tiny_bundle):
+    b = Bundle.open(tiny_bundle)
+    model_bytes = b.base_onnx()
+    model = onnx.load_from_string(model_bytes)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    entries = build_refit_map(b.layout, model_bytes)
+    assert [e.name for e in entries] == [t.name for t in b.layout.tensors]
+    conv_gemm = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert len([e for e in entries if e.dtype == "int8"]) == len(conv_gemm)
+    for e in entries:
+        a = inits[e.name]
+        assert a.shape == e.shape and a.size == e.count
+        assert str(a.dtype) == e.dtype
+        assert e.offset % ALIGN == 0
+    # every Conv/Gemm weight is an int8 refit tensor reached through DequantizeLinear
+    dq = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    for n in conv_gemm:
+        assert dq[n.input[1]] in {e.name for e in entries}
+    # the protobuf reader agrees with onnx
+    for name, a in read_initializers(model_bytes).items():
+        np.testing.assert_array_equal(a, inits[name])
+
+
+def test_refit_map_rejects_mismatch(tiny_bundle):
+    b = Bundle.open(tiny_bundle)
+    d = b.layout.to_dict()
+    d["tensors"][0]["name"] = "not.there.weight"
+    with pytest.raises(BundleError, match="not an initializer"):
+        build_refit_map(PackedLayout.from_dict(d), b.base_onnx())
+    d = b.layout.to_dict()
+    t = d["tensors"][-1]
+    t["shape"] = [t["shape"][0] * 2] + t["shape"][1:]
+    t["nbytes"] *= 2
+    d["total_nbytes"] += 4096
+    with pytest.raises(BundleError, match="shape"):
+        build_refit_map(PackedLayout.from_dict(d), b.base_onnx())
+
+
+def test_strip_initializer_inputs_matches_onnx(tiny_bundle):
+    from edgetool.export.onnx_export import strip_refit_inputs
+
+    raw = open(os.path.join(tiny_bundle, "base.onnx"), "rb").read()
+    ours = onnx.load_from_string(strip_initializer_inputs(raw))
+    ref = strip_refit_inputs(onnx.load_from_string(raw))
+    onnx.checker.check_model(ours)
+    assert [i.name for i in ours.graph.input] == [i.name for i in ref.graph.input] == ["input"]
+    assert ours.graph.initializer == ref.graph.initializer and ours.graph.node == ref.graph.node
+
+
+# -- packed layout for the kernel ----------------------------------------------------------------
+def test_packed_layout_fits_the_kernel(tiny_bundle):
+    b = Bundle.open(tiny_bundle)
+    lay = b.layout
+    assert lay.int8_nbytes % VEC == 0 and lay.total_nbytes % VEC == 0
+    n_vec, blocks = launch_geometry(lay.total_nbytes)
+    assert n_vec * VEC == lay.total_nbytes and blocks >= 1
+    base = lay.pack(read_initializers(b.base_onnx(), [t.name for t in lay.tensors]))
+    for k in range(b.num_superclasses):
+        d = b.read_delta(k)
+        np.testing.assert_array_equal(reference_apply(base, d, lay.int8_nbytes), lay.apply_delta(base, d))
+    with pytest.raises(ValueError):
+        launch_geometry(lay.total_nbytes + 4)
+
+
+def test_kernel_source_is_packaged():
+    src = open(KERNEL_PATH).read()
+    assert "edgetool_delta_apply" in src and "__vadd4" in src
+
+
+@pytest.mark.parametrize("arch", ["sm_87", "sm_110"])
+def test_kernel_compiles_with_nvcc(arch, tmp_path):
+    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+    if nvcc is None:
+        if os.environ.get("EDGETOOL_REQUIRE_NVCC"):
+            pytest.fail("nvcc not found but EDGETOOL_REQUIRE_NVCC is set")
+        pytest.skip("nvcc not found")
+    for kind in ("ptx", "cubin"):
+        out = tmp_path / "delta_add.{}".format(kind)
+        proc = subprocess.run([nvcc, "-arch=" + arch, "-" + kind, "-O3", KERNEL_PATH, "-o", str(out)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert out.stat().st_size > 0
+    assert "edgetool_delta_apply" in (tmp_path / "delta_add.ptx").read_text()
+
+
+# -- ONNX rule check -------------------------------------------------------------------------------
+def _load(tiny_bundle):
+    return onnx.load(os.path.join(tiny_bundle, "base.onnx"))
+
+
+def _init(m, name):
+    return next(t for t in m.graph.initializer if t.name == name)
+
+
+def _set(m, name, array):
+    _init(m, name).CopyFrom(numpy_helper.from_array(array, name))
+
+
+def test_rule_check_passes_good_model(tiny_bundle):
+    assert check(_load(tiny_bundle)) == []
+
+
+def _bad_opset(m):
+    m.opset_import[0].version = 12
+    return "opset 12"
+
+
+def _bad_zero_point(m):
+    _set(m, "input.act_zp", np.asarray(3, np.int8))
+    return "zero-point is not 0"
+
+
+def _bad_zp_dtype(m):
+    _set(m, "input.act_zp", np.asarray(0, np.uint8))
+    return "zero-point dtype uint8"
+
+
+def _bad_axis(m):
+    n = next(n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == "stem.weight")
+    for a in n.attribute:
+        if a.name == "axis":
+            a.i = 1
+    return "axis 0"
+
+
+def _bad_scale_count(m):
+    s = numpy_helper.to_array(_init(m, "stem.weight_scale"))
+    _set(m, "stem.weight_scale", np.concatenate([s, s[:1]]))
+    return "weight scales for"
+
+
+def _bad_act_scale(m):
+    _set(m, "input.act_scale", np.asarray([0.1, 0.2], np.float32))
+    return "per-tensor"
+
+
+def _bad_negative_scale(m):
+    _set(m, "input.act_scale", np.asarray(-0.1, np.float32))
+    return "> 0"
+
+
+def _bad_minus_128(m):
+    w = numpy_helper.to_array(_init(m, "stem.weight")).copy()
+    w.flat[0] = -128
+    _set(m, "stem.weight", w)
+    return "-128"
+
+
+def _bad_bn(m):
+    c = numpy_helper.to_array(_init(m, "stem.scale")).shape[0]
+    for nm, v in (("bn.s", 1.0), ("bn.b", 0.0), ("bn.m", 0.0), ("bn.v", 1.0)):
+        m.graph.initializer.append(numpy_helper.from_array(np.full(c, v, np.float32), nm))
+    conv = next(n for n in m.graph.node if n.op_type == "Conv")
+    bn = helper.make_node("BatchNormalization", [conv.output[0], "bn.s", "bn.b", "bn.m", "bn.v"], ["bn.out"], name="bn")
+    m.graph.node.append(bn)
+    return "BatchNormalization"
+
+
+def _bad_qlinearconv(m):
+    m.graph.node.append(helper.make_node("QLinearConv", ["a", "b", "c", "d", "e", "f", "g", "h"], ["q"], name="qconv"))
+    return "QLinearConv"
+
+
+def _bad_float_weight(m):
+    gemm = next(n for n in m.graph.node if n.op_type == "Gemm")
+    w = numpy_helper.to_array(_init(m, "fc.weight")).astype(np.float32)
+    m.graph.initializer.append(numpy_helper.from_array(w, "fc.weight_float"))
+    gemm.input[1] = "fc.weight_float"
+    return "not quantized"
+
+
+@pytest.mark.parametrize("damage", [_bad_opset, _bad_zero_point, _bad_zp_dtype, _bad_axis, _bad_scale_count,
+                                    _bad_act_scale, _bad_negative_scale, _bad_minus_128, _bad_bn, _bad_qlinearconv,
+                                    _bad_float_weight], ids=lambda f: f.__name__[5:])
+def test_rule_check_rejects_each_bad_variant(tiny_bundle, damage):
+    m = _load(tiny_bundle)
+    expect = damage(m)
+    problems = check(m)
+    assert any(expect in p for p in problems), problems
+
+
+# -- fp16 engines for devices without int8 ----------------------------------------------------------
+def test_dequantized_fp16_variant_matches_qdq_model(tiny_bundle):
+    from edgetool.runtime.backends.trt import dequantized_model
+
+    b = Bundle.open(tiny_bundle)
+    x = b.samples()
+    fp = onnx.load_from_string(dequantized_model(b.base_onnx()))
+    onnx.checker.check_model(fp)
+    ops = {n.op_type for n in fp.graph.node}
+    assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops
+    assert [i.name for i in fp.graph.input] == ["input"]
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    a = ort.InferenceSession(fp.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    q = ort.InferenceSession(b.base_onnx(), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    n = b.num_superclasses
+    np.testing.assert_array_equal(a[:, :n].argmax(1), q[:, :n].argmax(1))
+    assert np.abs(a - q).max() < 0.1 * np.abs(q).max()  # only activation rounding differs
+
+
+# -- device profiles and CLI ---------------------------------------------------------------------------
+def test_device_profiles():
+    from edgetool import device_profiles
+    from edgetool.runtime.errors import UsageError
+
+    assert {"orin-nano", "orin-agx", "nano", "tx2", "thor"} <= set(device_profiles.names())
+    for name in device_profiles.names():
+        p = device_profiles.load(name)
+        assert p["precision"] == ("int8" if p["int8"] else "fp16")
+    assert device_profiles.load("nano")["precision"] == "fp16"
+    with pytest.raises(UsageError, match="unknown device profile"):
+        device_profiles.load("jetson-9000")
+
+
+def test_doctor_without_gpu_reports_skips(tiny_bundle):
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        has_gpu = cuda.Device.count() > 0
+    except Exception:
+        has_gpu = False
+    if has_gpu:
+        pytest.skip("this machine has a GPU; the no-GPU report is checked elsewhere")
+    proc = run_cli("doctor", tiny_bundle)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(l.startswith("[PASS] bundle") for l in lines)
+    assert any(l.startswith("[PASS] onnxruntime") for l in lines)
+    assert any(l.startswith("[SKIP] cuda kernel") and "no GPU" in l for l in lines)
+    assert any(l.startswith("[SKIP] tensorrt") for l in lines)
+    assert "could not run here:" in lines[-1]
+    js = run_cli("doctor", tiny_bundle, "--json")
+    statuses = {c["check"]: c["status"] for c in json.loads(js.stdout)}
+    assert statuses["onnxruntime"] == "PASS" and statuses["cuda kernel"] == "SKIP"
+
+
+def test_doctor_fails_on_corrupt_bundle(bundle_copy):
+    with open(os.path.join(bundle_copy, "base.onnx"), "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    proc = run_cli("doctor", bundle_copy)
+    assert proc.returncode != 0
+    assert any(l.startswith("[FAIL] bundle") and "base.onnx" in l for l in proc.stdout.splitlines())
+    assert proc.stderr.strip().splitlines() == ["error: doctor: 1 check(s) failed: bundle"]
+
+
+def test_engine_build_without_tensorrt(tiny_bundle):
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    proc = run_cli("engine", "build", tiny_bundle, "--device-profile", "orin-nano")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == ["error: tensorrt is not installed; install it with: pip install 'edgetool[jetson]'"]
+    proc = run_cli("engine", "build", tiny_bundle, "--device-profile", "nope")
+    assert "unknown device profile" in proc.stderr
+
+
+# -- GPU and TensorRT (skip with a reason where absent) ------------------------------------------------
+def _gpu_or_skip():
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        if cuda.Device.count() == 0:
+            pytest.skip("no CUDA device")
+    except ImportError:
+        pytest.skip("pycuda is not installed (pip install 'edgetool[gpu]')")
+    except Exception as exc:
+        pytest.skip("CUDA unavailable: {}".format(exc))
+
+
+@pytest.mark.gpu
+def test_kernel_bit_exact_on_gpu():
+    _gpu_or_skip()
+    import pycuda.autoinit  # noqa: F401
+
+    from edgetool.runtime.cuda_delta import compile_module
+    from edgetool.runtime.kernel_check import check_kernel
+
+    mod = compile_module()
+    for nbytes, int8_nbytes in ((1 << 12, 1 << 11), (1 << 20, 3 << 18), ((1 << 22) + 256, 1 << 21)):
+        res = check_kernel(mod, nbytes=nbytes, int8_nbytes=int8_nbytes, repeats=2)
+        assert res["exact"], (nbytes, int8_nbytes)
+
+
+@pytest.mark.gpu
+def test_device_applier_matches_numpy_on_real_bundle(tiny_bundle):
+    _gpu_or_skip()
+    import pycuda.autoinit  # noqa: F401
+
+    from edgetool.runtime.cuda_delta import DeviceDeltaApplier
+
+    b = Bundle.open(tiny_bundle)
+    base = b.layout.pack(read_initializers(b.base_onnx(), [t.name for t in b.layout.tensors]))
+    app = DeviceDeltaApplier(b.layout, base)
+    try:
+        for k in range(b.num_superclasses):
+            d = b.read_delta(k)
+            app.apply(d)
+            np.testing.assert_array_equal(app.download(), b.layout.apply_delta(base, d))
+        app.apply(None)
+        np.testing.assert_array_equal(app.download(), base)
+    finally:
+        app.free()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("mode", ["one-engine", "two-engine"])
+def test_tensorrt_matches_onnxruntime(tiny_bundle, mode):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (it ships with JetPack)")
+    _gpu_or_skip()
+    from edgetool.runtime.backends.base import BASE
+    from edgetool.runtime.backends.ort import OrtBackend
+    from edgetool.runtime.backends.trt import TrtBackend
+
+    b = Bundle.open(tiny_bundle)
+    x = b.samples()
+    with OrtBackend(b) as ref, TrtBackend(b, mode=mode) as trt:
+        for target in [BASE, 0, BASE, 1, 2, 0, BASE]:
+            ref.switch(target)
+            trt.switch(target)
+            r, t = ref.infer(x), trt.infer(x)
+            n = b.num_superclasses if target == BASE else len(b.superclasses[target].subclasses)
+            np.testing.assert_array_equal(r[:, :n].argmax(1), t[:, :n].argmax(1))
+            assert np.abs(r - t)[:, :n].max() < 0.05 * np.abs(r[:, :n]).max()
