@@ -14,8 +14,10 @@ from edgetool import __version__
 
 # command name -> (module, attribute, one-line help shown without importing the module)
 COMMANDS = {
+    "data": ("edgetool.toolchain.data_cli", "data", "Download datasets (CIFAR-10/100 official archives, checksum-verified)."),
     "demo": ("edgetool.toolchain.cli", "demo", "Train, export and run Super-Sub on the shipped sample (offline)."),
     "train": ("edgetool.toolchain.cli", "train", "Train every network of a Super-Sub run (resumable)."),
+    "evaluate": ("edgetool.toolchain.cli", "evaluate", "Report bounds, vanilla vs efficient accuracy, deltas and storage."),
     "export": ("edgetool.export.cli", "export", "Write a bundle (base.onnx + int8 deltas) from a training run."),
     "classify": ("edgetool.runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
     "inspect": ("edgetool.runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),

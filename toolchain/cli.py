@@ -32,6 +32,8 @@ def config_options(f):
         click.option("--limit-test", default=None, type=int, help="Use at most this many test images."),
         click.option("--delta-l1", default=None, type=float,
                      help="L1 pull of the QAT subclass fine-tunes toward the base weights (smaller deltas)."),
+        click.option("--delta-topk", default=None, type=float,
+                     help="Keep only this fraction of changed int8 codes per subclass (top-k sparse diff), then re-fine-tune."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -52,22 +54,50 @@ def make_config(config_file=None, **flags):
     return cfg
 
 
+MODES = ("flat", "superclass", "oracle", "vanilla", "finetune", "qat")
+
+
 @click.command()
 @click.argument("run_dir", type=click.Path())
 @config_options
-@click.option("--no-flat", is_flag=True, help="Skip the flat lower-bound network.")
-@click.option("--no-vanilla", is_flag=True, help="Skip the vanilla fp32 subclass networks.")
-def train(run_dir, no_flat, no_vanilla, config_file, **flags):
-    """Train every network of a Super-Sub run into RUN_DIR (resumes where it stopped)."""
+@click.option("--modes", default="flat,superclass,oracle,finetune,qat", show_default=True,
+              help="Comma-separated networks to train: flat (lower bound); superclass; oracle / vanilla "
+                   "(subclass networks trained on their superclass only, from scratch or --pretrained: the upper "
+                   "bound); finetune (subclass networks fine-tuned from the superclass network); qat (QAT "
+                   "superclass network and QAT fine-tuned subclass networks).")
+@click.option("--pretrained", default=None, type=click.Path(), help="torchvision ResNet state_dict to start float networks from.")
+def train(run_dir, modes, pretrained, config_file, **flags):
+    """Train the networks of a Super-Sub run into RUN_DIR (resumes where it stopped).
+
+    Works under torchrun for several processes (DDP, gloo on CPU or nccl on GPUs).
+    """
     from .pipeline import Run
 
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    bad = [m for m in chosen if m not in MODES]
+    if bad or not chosen:
+        raise UsageError("unknown mode(s) {}; choose from {}".format(", ".join(bad) or "(none)", ", ".join(MODES)))
     cfg_path = os.path.join(run_dir, "config.json")
-    if os.path.isfile(cfg_path) and config_file is None and all(v is None for v in flags.values()):
+    if os.path.isfile(cfg_path) and config_file is None and all(v is None for v in flags.values()) and not pretrained:
         config_file = cfg_path
-    cfg = make_config(config_file, **flags)
+    cfg = make_config(config_file, pretrained=pretrained, **flags)
     run = Run(run_dir, cfg)
-    run.train_all(with_flat=not no_flat, with_vanilla=not no_vanilla)
-    click.echo("trained: {}".format(run_dir))
+    N = run.hier.n_super
+    if "flat" in chosen:
+        run.flat()
+    if "superclass" in chosen:
+        run.superclass()
+    if "oracle" in chosen or "vanilla" in chosen:
+        for k in range(N):
+            run.vanilla(k, init="scratch")
+    if "finetune" in chosen:
+        for k in range(N):
+            run.vanilla(k)
+    if "qat" in chosen:
+        run.super_qat()
+        for k in range(N):
+            run.sub_qat(k)
+    click.echo("trained ({}): {}".format(", ".join(chosen), run_dir))
 
 
 def machine_name() -> str:
@@ -106,3 +136,25 @@ def demo(out, codec, fresh, config_file, **flags):
     if cfg.data is None:
         cfg.data = "sample"
     run_demo(out, cfg, codec)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--bundle", default=None, type=click.Path(), help="Measure the efficient Super-Sub through the runtime on this bundle.")
+@click.option("--out", default=None, type=click.Path(), help="Report folder (default: RUN_DIR/report).")
+@click.option("--upper", default="auto", show_default=True, type=click.Choice(["auto", "scratch", "finetune"]),
+              help="Networks of the upper bound: from-scratch subclass networks (paper) or fine-tuned ones.")
+def evaluate(run_dir, bundle, out, upper):
+    """Report (Markdown, HTML, JSON, PNG plots): bounds, vanilla vs efficient, deltas, storage."""
+    from .evaluate import evaluate as run_eval
+    from .pipeline import Run
+
+    if not os.path.isfile(os.path.join(run_dir, "config.json")):
+        raise UsageError("{}: not a training run (no config.json); run `edgetool train` first".format(run_dir))
+    run = Run(run_dir, progress=True)
+    out = out or os.path.join(run_dir, "report")
+    rep = run_eval(run, bundle, out, upper)
+    a, h = rep["accuracy"], rep["headline"]
+    click.echo("lower {:.2%}  upper {:.2%}  vanilla {:.2%} (gap closed {:.0%})  efficient {:.2%} (gap closed {:.0%})".format(
+        a["lower"], a["upper"], a["vanilla"], h["gap_closed_vanilla"], a["efficient"], h["gap_closed_efficient"]))
+    click.echo("report: {}".format(os.path.join(out, "report.html")))

@@ -32,7 +32,8 @@ from . import train as T
 
 @dataclass
 class TrainConfig:
-    data: str = "sample"  # "sample", an IDX folder, or an ImageFolder root with train/ and test/
+    data: str = "sample"  # "sample", an IDX folder, an ImageFolder root with train/ and test/, or a CIFAR python archive
+    pretrained: Optional[str] = None  # torchvision ResNet state_dict (.pth) to start every float network from
     hierarchy: Optional[str] = None  # JSON file; the sample ships its own
     arch: str = "resnet8"
     width_mult: float = 1.0
@@ -52,6 +53,8 @@ class TrainConfig:
     limit_train: int = 0  # keep at most this many training images (0 = all)
     limit_test: int = 0
     delta_l1: float = 0.0  # L1 pull of QAT fine-tunes toward the base weights (smaller deltas)
+    delta_topk: float = 0.0  # keep only this fraction of changed int8 codes (top-k sparse diff; 0 = off)
+    delta_topk_epochs: int = 3  # re-fine-tune epochs after sparsifying
 
     def save(self, path):
         with open(path, "w") as f:
@@ -70,6 +73,19 @@ def load_data(cfg: TrainConfig):
     if cfg.data == "sample":
         train, test = D.load_sample("train"), D.load_sample("test")
         hpath = cfg.hierarchy or D.sample_hierarchy_path()
+    elif cfg.data.startswith(("cifar10:", "cifar100:")) or (
+            os.path.exists(cfg.data) and _cifar_archive(cfg.data) is not None):
+        from . import cifar
+
+        path = cfg.data.split(":", 1)[1] if ":" in cfg.data.split(os.sep)[0] else cfg.data
+        archive = _cifar_archive(path)
+        if archive is None:
+            raise UsageError("{}: no CIFAR python archive here; run `edgetool data download cifar10 --dir {}`".format(path, path))
+        train, hier_d = cifar.load_archive(archive, "train")
+        test, _ = cifar.load_archive(archive, "test")
+        hpath = None
+        if cfg.hierarchy:
+            hier_d = H.load(cfg.hierarchy)
     else:
         root = cfg.data
         if not os.path.isdir(root):
@@ -91,7 +107,7 @@ def load_data(cfg: TrainConfig):
             test = D.load_image_folder(os.path.join(root, "test"), size, 3, train.classes)
         else:
             raise UsageError("{}: neither IDX files nor train/ and test/ image folders".format(root))
-    hier = H.load(hpath)
+    hier = H.load(hpath) if hpath else hier_d
     if cfg.limit_train:
         _, keep = D.stratified_split(train.labels, min(1.0, cfg.limit_train / len(train)), cfg.seed)
         train = train.subset(keep)
@@ -99,6 +115,12 @@ def load_data(cfg: TrainConfig):
         _, keep = D.stratified_split(test.labels, min(1.0, cfg.limit_test / len(test)), cfg.seed)
         test = test.subset(keep)
     return train, test, hier
+
+
+def _cifar_archive(path):
+    from .cifar import find_archive
+
+    return find_archive(path)
 
 
 def _save(obj, path):
@@ -168,7 +190,15 @@ class Run:
         return torch.from_numpy(self.sup_of)[y] == k
 
     def new_model(self, head: int) -> M.ResNet:
-        return M.build(self.cfg.arch, self.train.channels, head, self.cfg.width_mult)
+        m = M.build(self.cfg.arch, self.train.channels, head, self.cfg.width_mult)
+        if self.cfg.pretrained:
+            if not os.path.isfile(self.cfg.pretrained):
+                raise UsageError("{}: no such pretrained checkpoint".format(self.cfg.pretrained))
+            state = torch.load(self.cfg.pretrained, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+            M.load_torchvision_weights(m, state)
+        return m
 
     def _stage(self, name: str, path: str, make: Callable[[], object]):
         if os.path.isfile(path):
@@ -241,6 +271,7 @@ class Run:
             g = torch.Generator().manual_seed(self.cfg.seed)
             perm = torch.randperm(len(self.ytr), generator=g)
             calib = [self.xtr[perm[i * self.cfg.batch:(i + 1) * self.cfg.batch]] for i in range(self.cfg.calib_batches)]
+            calib = [c for c in calib if len(c)]
             net = Q.from_float(m, calib)
             ys = torch.from_numpy(self.sup_of)[self.ytr]
             if self.cfg.qat_epochs:
@@ -266,6 +297,15 @@ class Run:
                   self.cfg.qat_lr, self.cfg.batch, n_valid=len(self.hier.subclasses[k]), weight_decay=0.0,
                   seed=self.cfg.seed + k + 1, desc="QAT subclass [{}]".format(name), aug=self.aug,
                   progress=self.progress, anchor=anchor, l1=self.cfg.delta_l1)
+            if 0 < self.cfg.delta_topk < 1:
+                masks = Q.sparsify_to_base(net, base, self.cfg.delta_topk)
+                hooks = Q.mask_gradients(net, masks)
+                T.fit(net, self.xtr[mask], torch.from_numpy(self.loc_of)[self.ytr[mask]], self.cfg.delta_topk_epochs,
+                      self.cfg.qat_lr / 2, self.cfg.batch, n_valid=len(self.hier.subclasses[k]), weight_decay=0.0,
+                      seed=self.cfg.seed + k + 101, desc="sparse re-fine-tune [{}]".format(name), aug=self.aug,
+                      progress=self.progress)
+                for h in hooks:
+                    h.remove()
             return net.state()
 
         return Q.QATNet.from_state(self._stage("qat:" + name, self.p("qat", "{}.pt".format(k)), make))

@@ -205,3 +205,38 @@ def from_float(model, calib_batches) -> QATNet:
     net.calibrate(calib_batches)
     net.quantize = True
     return net
+
+
+@torch.no_grad()
+def sparsify_to_base(net: QATNet, base: QATNet, fraction: float) -> Dict[str, torch.Tensor]:
+    """Top-k sparse diff: keep the *fraction* of int8 codes that moved most from *base*.
+
+    Every other weight is reset to the base weight (so its code equals the base code
+    exactly).  Returns {layer weight name: bool mask of the kept weights}; a re-fine-tune
+    with gradients masked by it keeps the delta that sparse.
+    """
+    nc, bc = net.int8_codes(), base.int8_codes()
+    steps = {n: np.abs(nc[n].astype(np.int16) - bc[n]) for n in nc}
+    allsteps = np.concatenate([s.ravel() for s in steps.values()])
+    k = int(round(fraction * allsteps.size))
+    if k <= 0:
+        thresh = np.inf
+    else:
+        thresh = np.partition(allsteps, allsteps.size - k)[allsteps.size - k]
+        thresh = max(int(thresh), 1)
+    masks = {}
+    for n, s in steps.items():
+        keep = torch.from_numpy(s >= thresh)
+        w, bw = net.weight(n), base.weight(n)
+        w.copy_(torch.where(keep, w, bw))
+        masks[n] = keep
+    return masks
+
+
+def mask_gradients(net: QATNet, masks: Dict[str, torch.Tensor]) -> list:
+    """Zero the gradients of the weights outside *masks*; returns the hook handles."""
+    handles = []
+    for n, m in masks.items():
+        fm = m.float()
+        handles.append(net.weight(n).register_hook(lambda g, fm=fm: g * fm))
+    return handles

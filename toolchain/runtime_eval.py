@@ -34,3 +34,17 @@ def evaluate_bundle(bundle_dir: str, x: np.ndarray, true_super: np.ndarray, true
     return {"accuracy": acc, "superclass_accuracy": sup_acc, "switches_batched": batched_switches,
             "per_image": {"images": n, "switch_ms": timings.get("switch", {}), "decode_ms": timings.get("decode", {}),
                           "apply_ms": timings.get("apply", {}), "infer_ms": timings.get("infer", {})}}
+
+
+def evaluate_bundle_predictions(bundle_dir: str, x: np.ndarray, batch: int = 256):
+    """(superclass, subclass) predictions of the runtime for every image (batched policy)."""
+    bundle = Bundle.open(bundle_dir)
+    ks, js = [], []
+    with OrtBackend(bundle) as be:
+        clf = SuperSubClassifier(be, policy="batched")
+        for i in range(0, len(x), batch):
+            for p in clf.classify(x[i:i + batch]):
+                ks.append(p.superclass)
+                js.append(p.subclass)
+    bundle.close()
+    return np.asarray(ks), np.asarray(js)

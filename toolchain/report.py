@@ -1,0 +1,41 @@
+"""Pure report arithmetic (no torch): confusion matrices, per-superclass accuracy, gap closed."""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+
+def confusion_matrix(true: Sequence[int], pred: Sequence[int], n: int) -> np.ndarray:
+    """Counts: rows = actual class, columns = predicted class."""
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)), 1)
+    return m
+
+
+def row_percent(m: np.ndarray) -> np.ndarray:
+    rows = m.sum(axis=1, keepdims=True).astype(np.float64)
+    return np.divide(100.0 * m, rows, out=np.zeros(m.shape, dtype=np.float64), where=rows > 0)
+
+
+def per_group_accuracy(correct: Sequence[bool], group: Sequence[int], n: int) -> List[float]:
+    correct = np.asarray(correct, dtype=bool)
+    group = np.asarray(group)
+    return [float(correct[group == k].mean()) if np.any(group == k) else float("nan") for k in range(n)]
+
+
+def gap_closed(supersub: float, lower: float, upper: float) -> float:
+    """(Super-Sub - lower) / (upper - lower); nan when the bounds coincide."""
+    if upper == lower:
+        return float("nan")
+    return (supersub - lower) / (upper - lower)
+
+
+def headline(acc: Dict[str, float]) -> Dict[str, float]:
+    return {"gap_closed_vanilla": gap_closed(acc["vanilla"], acc["lower"], acc["upper"]),
+            "gap_closed_efficient": gap_closed(acc["efficient"], acc["lower"], acc["upper"])}
+
+
+def signed_int8(delta_u8: np.ndarray) -> np.ndarray:
+    """uint8 delta codes as the signed step they encode (-128..127)."""
+    return delta_u8.view(np.int8)
