@@ -97,7 +97,10 @@ def train(run_dir, modes, pretrained, config_file, **flags):
         run.super_qat()
         for k in range(N):
             run.sub_qat(k)
-    click.echo("trained ({}): {}".format(", ".join(chosen), run_dir))
+    from .train import is_main
+
+    if is_main():
+        click.echo("trained ({}): {}".format(", ".join(chosen), run_dir))
 
 
 def machine_name() -> str:

@@ -154,18 +154,20 @@ class Run:
         self.progress = progress
         self.log = log
         os.makedirs(path, exist_ok=True)
+        T.init_distributed()
         cpath = os.path.join(path, "config.json")
         if cfg is None:
             if not os.path.isfile(cpath):
                 raise UsageError("{}: not a training run (no config.json)".format(path))
             cfg = TrainConfig.load(cpath)
-        else:
+        elif T.is_main():
             cfg.save(cpath)
         self.cfg = cfg
         T.set_threads()
         torch.manual_seed(cfg.seed)
         self.train, self.test, self.hier = load_data(cfg)
-        self.hier.save(os.path.join(path, "hierarchy.json"))
+        if T.is_main():
+            self.hier.save(os.path.join(path, "hierarchy.json"))
         self.mean, self.std = self.train.stats()
         self.sup_of, self.loc_of = self.hier.mapping(self.train.classes)
         self.xtr = T.to_tensor(self.train, self.mean, self.std)
@@ -176,12 +178,17 @@ class Run:
                            "layout": "NCHW", "dtype": "float32", "scale": 1.0 / 255.0, "mean": self.mean,
                            "std": self.std, "color": "gray" if self.train.channels == 1 else "rgb",
                            "classes": self.train.classes}
-        with open(os.path.join(path, "data.json"), "w") as f:
-            json.dump(self.input_spec, f, indent=1)
+        if T.is_main():
+            with open(os.path.join(path, "data.json"), "w") as f:
+                json.dump(self.input_spec, f, indent=1)
         self.aug = {"flip": cfg.flip, "pad": cfg.pad}
         self.timing: Dict[str, float] = {}
 
     # -- helpers --------------------------------------------------------------------------
+    def ck(self) -> Optional[str]:
+        """Epoch checkpoint of the stage being trained (resume an interrupted stage)."""
+        return getattr(self, "_ckpt", None)
+
     def p(self, *parts) -> str:
         return os.path.join(self.path, *parts)
 
@@ -204,11 +211,21 @@ class Run:
         if os.path.isfile(path):
             return _load(path)
         t0 = time.perf_counter()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._ckpt = path + ".partial"
         state = make()
-        _save(state, path)
+        if T.is_main():
+            _save(state, path)
+            if os.path.isfile(self._ckpt):
+                os.remove(self._ckpt)
+        T.barrier()
+        if not T.is_main():
+            return state
         self.timing[name] = time.perf_counter() - t0
         tpath = self.p("timing.json")
         saved = {}
+        if not T.is_main():
+            return state
         if os.path.isfile(tpath):
             with open(tpath) as f:
                 saved = json.load(f)
@@ -230,7 +247,7 @@ class Run:
         def make():
             m = self.new_model(len(self.train.classes))
             T.fit(m, self.xtr, self.ytr, self.cfg.epochs, self.cfg.lr, self.cfg.batch, seed=self.cfg.seed,
-                  desc="flat network", aug=self.aug, progress=self.progress)
+                  desc="flat network", aug=self.aug, progress=self.progress, checkpoint=self.ck())
             return float_state(m)
 
         return float_from_state(self._stage("flat", self.p("flat.pt"), make))
@@ -240,7 +257,8 @@ class Run:
             m = self.new_model(self.hier.head_width)
             ys = torch.from_numpy(self.sup_of)[self.ytr]
             T.fit(m, self.xtr, ys, self.cfg.epochs, self.cfg.lr, self.cfg.batch, n_valid=self.hier.n_super,
-                  seed=self.cfg.seed, desc="superclass network", aug=self.aug, progress=self.progress)
+                  seed=self.cfg.seed, desc="superclass network", aug=self.aug, progress=self.progress,
+                  checkpoint=self.ck())
             return float_state(m)
 
         return float_from_state(self._stage("superclass", self.p("super.pt"), make))
@@ -259,7 +277,8 @@ class Run:
             mask = self.sub_mask(k)
             T.fit(m, self.xtr[mask], torch.from_numpy(self.loc_of)[self.ytr[mask]], epochs, lr, self.cfg.batch,
                   n_valid=len(self.hier.subclasses[k]), seed=self.cfg.seed + k + 1,
-                  desc="vanilla subclass [{}]".format(name), aug=self.aug, progress=self.progress)
+                  desc="vanilla subclass [{}]".format(name), aug=self.aug, progress=self.progress,
+                  checkpoint=self.ck())
             return float_state(m)
 
         sub = "vanilla" if init == "finetune" else "scratch"
@@ -277,7 +296,7 @@ class Run:
             if self.cfg.qat_epochs:
                 T.fit(net, self.xtr, ys, self.cfg.qat_epochs, self.cfg.qat_lr / 2, self.cfg.batch,
                       n_valid=self.hier.n_super, weight_decay=0.0, seed=self.cfg.seed,
-                      desc="QAT superclass network", aug=self.aug, progress=self.progress)
+                      desc="QAT superclass network", aug=self.aug, progress=self.progress, checkpoint=self.ck())
             return net.state()
 
         return Q.QATNet.from_state(self._stage("super_qat", self.p("super_qat.pt"), make))
@@ -296,7 +315,7 @@ class Run:
             T.fit(net, self.xtr[mask], torch.from_numpy(self.loc_of)[self.ytr[mask]], self.cfg.qat_ft_epochs,
                   self.cfg.qat_lr, self.cfg.batch, n_valid=len(self.hier.subclasses[k]), weight_decay=0.0,
                   seed=self.cfg.seed + k + 1, desc="QAT subclass [{}]".format(name), aug=self.aug,
-                  progress=self.progress, anchor=anchor, l1=self.cfg.delta_l1)
+                  progress=self.progress, anchor=anchor, l1=self.cfg.delta_l1, checkpoint=self.ck())
             if 0 < self.cfg.delta_topk < 1:
                 masks = Q.sparsify_to_base(net, base, self.cfg.delta_topk)
                 hooks = Q.mask_gradients(net, masks)

@@ -12,6 +12,36 @@ import torch.nn.functional as F
 from .data import ArrayDataset
 
 
+def dist_info():
+    """(rank, world size); (0, 1) outside torchrun."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> bool:
+    """Join the torchrun process group (gloo on CPU, nccl on GPUs) when WORLD_SIZE > 1."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_available() and dist.is_initialized()
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def is_main() -> bool:
+    return dist_info()[0] == 0
+
+
 def set_threads() -> None:
     n = int(os.environ.get("EDGETOOL_THREADS", "0")) or (os.cpu_count() or 1)
     torch.set_num_threads(n)
@@ -48,12 +78,15 @@ def augment(x: torch.Tensor, gen: torch.Generator, flip=True, pad=0) -> torch.Te
 def fit(model, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch: int = 128,
         n_valid: Optional[int] = None, weight_decay: float = 5e-4, seed: int = 0, desc: str = "train",
         aug: Optional[dict] = None, progress: bool = True, anchor: Optional[dict] = None, l1: float = 0.0,
-        start_epoch: int = 0, on_epoch=None, optimizer: str = "adamw") -> dict:
+        start_epoch: int = 0, on_epoch=None, optimizer: str = "adamw", checkpoint: Optional[str] = None) -> dict:
     """Train with AdamW (or SGD with momentum) and a cosine schedule; *n_valid* masks head logits beyond the first n.
 
     *anchor* (name -> tensor) with *l1* > 0 adds an L1 pull of the parameters toward the
     anchor (used to shrink subclass deltas).  *on_epoch(epoch)* is called after each epoch
-    (checkpointing).
+    (checkpointing).  With *checkpoint*, the model, optimizer and schedule are saved after
+    every epoch and an interrupted fit resumes from the last finished epoch.  Under
+    torchrun, the model is wrapped in DistributedDataParallel and each process trains on
+    its shard of every epoch's permutation.
     """
     from tqdm.auto import tqdm
 
@@ -66,21 +99,36 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch: 
     steps_per_epoch = max(1, math.ceil(len(y) / batch))
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    if checkpoint and os.path.isfile(checkpoint):
+        ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch = int(ck["epoch"])
     for _ in range(start_epoch * steps_per_epoch):
         sched.step()
+    rank, world = dist_info()
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model)
+        steps_per_epoch = max(1, (len(y) // world) // batch)
     aug = aug or {}
     history = {"loss": []}
-    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc, disable=None if progress else True, leave=False,
+    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc,
+               disable=None if (progress and rank == 0) else True, leave=False,
                unit="step", dynamic_ncols=True)
     for epoch in range(start_epoch, epochs):
         model.train()
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
         perm = torch.randperm(len(y), generator=g)
+        if world > 1:  # equal shards, so every process runs the same number of steps
+            perm = perm[: (len(y) // world) * world][rank::world]
         running = 0.0
         for b in range(steps_per_epoch):
             idx = perm[b * batch:(b + 1) * batch]
             xb = augment(x[idx], gen, **aug) if aug else x[idx]
-            out = model(xb)
+            out = net(xb)
             if n_valid is not None:
                 out = out[:, :n_valid]
             loss = F.cross_entropy(out, y[idx])
@@ -95,6 +143,10 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch: 
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss="{:.3f}".format(loss.item()))
         history["loss"].append(running / steps_per_epoch)
+        if checkpoint and rank == 0:
+            tmp = checkpoint + ".tmp"
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1}, tmp)
+            os.replace(tmp, checkpoint)
         if on_epoch is not None:
             on_epoch(epoch + 1)
     bar.close()
