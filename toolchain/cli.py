@@ -27,6 +27,8 @@ def config_options(f):
         click.option("--qat-epochs", default=None, type=int, help="QAT epochs of the superclass network."),
         click.option("--qat-ft-epochs", default=None, type=int, help="QAT epochs of each subclass fine-tune."),
         click.option("--batch", default=None, type=int, help="Batch size."),
+        click.option("--image-size", default=None, type=int, help="Resize ImageFolder images to this size."),
+        click.option("--pad", default=None, type=int, help="Random-crop padding for augmentation (4 for CIFAR)."),
         click.option("--seed", default=None, type=int, help="Random seed."),
         click.option("--limit-train", default=None, type=int, help="Use at most this many training images."),
         click.option("--limit-test", default=None, type=int, help="Use at most this many test images."),
