@@ -17,6 +17,7 @@ import argparse
 import copy
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -24,6 +25,8 @@ import torch
 import torch.nn as nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import write_result  # noqa: E402
 
 
 class FoldedBias(nn.Module):
@@ -110,10 +113,7 @@ def main():
         print(name, json.dumps(row))
     result = {"benchmark": "bn_folding", "machine": machine_name(), "superclass": args.superclass,
               "epochs": args.epochs, "test_images": int(len(idx)), "recipes": rows}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print("wrote", args.out)
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ Usage: python benchmarks/demo_table.py [--out edgetool-out]   (resumes a finishe
 import argparse
 import json
 import os
+import sys
 import shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import write_result  # noqa: E402
 
 
 def main():
@@ -20,10 +23,7 @@ def main():
     from edgetool.toolchain.pipeline import TrainConfig
 
     results = run_demo(args.out, TrainConfig())
-    os.makedirs(os.path.dirname(args.result), exist_ok=True)
-    with open(args.result, "w") as f:
-        json.dump(results, f, indent=1)
-    print("wrote", args.result)
+    write_result(args.result, results)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,12 @@ Usage: python benchmarks/kernel_bandwidth.py [--sizes-mib 1 4 16 64 256]
 import argparse
 import json
 import os
+import sys
 import platform
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import write_result  # noqa: E402
 
 
 def main():
@@ -38,10 +41,7 @@ def main():
     result = {"benchmark": "kernel_bandwidth", "gpu": dev.name(),
               "compute_capability": "{}.{}".format(*dev.compute_capability()),
               "cuda_driver": cuda.get_driver_version(), "host": platform.node(), "rows": rows}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print("wrote", args.out)
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

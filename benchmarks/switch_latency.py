@@ -29,6 +29,8 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import write_result  # noqa: E402
 
 
 def machine() -> str:
@@ -197,9 +199,7 @@ def main(argv=None):
             str(k): infer_inputs[k]["median"] / infer_plain[k]["median"] for k in infer_inputs},
         "codecs": codec_rows,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    write_result(args.out, result)
     print("switch (decode+apply) median {:.3f} ms | cold load median {:.3f} ms | ratio {:.1f}x".format(
         result["switch_to_subclass_ms"]["median"], result["cold_load_ms"]["median"],
         result["ratio_cold_over_switch_median"]))
@@ -208,7 +208,6 @@ def main(argv=None):
             name, row["stored_bytes_per_delta"], row["x_per_subclass"], row["decode_ms"]["median"]))
     print("infer overhead of weights-as-inputs (median ratio): " + ", ".join(
         "batch {}: {:.2f}x".format(k, v) for k, v in result["infer_overhead_weights_as_inputs_median"].items()))
-    print("wrote", args.out)
     return result
 
 

@@ -197,3 +197,19 @@ def test_cli_export_and_archive(tiny_run, tmp_path):
     assert b.deltas[0]["file"].endswith(".zst")
     assert b.read_delta(0).size == b.layout.total_nbytes
     _one_error_line(run_cli("export", tmp_path / "norun", "--out", tmp_path / "x"), "norun")
+
+
+def test_sticky_policy_on_a_video_like_stream(tiny_bundle):
+    from edgetool.runtime.classifier import SuperSubClassifier
+
+    b = Bundle.open(tiny_bundle)
+    x = b.samples()
+    frames = np.repeat(x[:2], 10, axis=0)  # two "scenes" of 10 identical frames
+    with OrtBackend(b) as be:
+        per_image = SuperSubClassifier(be, policy="per-image").classify(frames)
+        n_per_image = be.switch_count
+        be.switch_count = 0
+        sticky = SuperSubClassifier(be, policy="sticky", gate=0.0, interval=5).classify(frames)
+        n_sticky = be.switch_count
+    assert [(p.superclass, p.subclass) for p in sticky] == [(p.superclass, p.subclass) for p in per_image]
+    assert n_sticky <= 8 < n_per_image  # re-routes at frames 0, 5, 10, 15 only
