@@ -117,7 +117,7 @@ class SuperSubClassifier:
                 return self._pred(k, self._sticky_p, p_sub)
         ps = self.superclass_probs(x)[0]
         k = int(np.argmax(ps))
-        self._sticky_k, self._sticky_p, self._since = k, float(ps[k]), 0
+        self._sticky_k, self._sticky_p, self._since = k, float(ps[k]), 1  # frames served since routing
         return self._pred(k, ps[k], self.subclass_probs(x, k)[0])
 
     def _batched(self, batch: np.ndarray) -> List[Prediction]:
