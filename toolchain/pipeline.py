@@ -282,7 +282,7 @@ class Run:
             return float_state(m)
 
         sub = "vanilla" if init == "finetune" else "scratch"
-        return float_from_state(self._stage("vanilla:" + name, self.p(sub, "{}.pt".format(k)), make))
+        return float_from_state(self._stage("{}:{}".format(sub, name), self.p(sub, "{}.pt".format(k)), make))
 
     def super_qat(self) -> Q.QATNet:
         def make():
