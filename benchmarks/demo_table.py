@@ -4,10 +4,8 @@
 Usage: python benchmarks/demo_table.py [--out edgetool-out]   (resumes a finished run)
 """
 import argparse
-import json
 import os
 import sys
-import shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)

@@ -8,7 +8,6 @@ write weights.
 Usage: python benchmarks/kernel_bandwidth.py [--sizes-mib 1 4 16 64 256]
 """
 import argparse
-import json
 import os
 import sys
 import platform

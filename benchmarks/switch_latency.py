@@ -17,7 +17,6 @@ Without --bundle it trains the demo's networks (resumable) into edgetool-out/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -98,7 +97,7 @@ def main(argv=None):
 
     from edgetool.runtime import codecs
     from edgetool.runtime.backends.base import BASE
-    from edgetool.runtime.backends.ort import OrtBackend, plain_session
+    from edgetool.runtime.backends.ort import OrtBackend
     from edgetool.runtime.bundle import Bundle
 
     bundle_dir = ensure_bundle(args.bundle)

@@ -8,7 +8,7 @@ import re
 import shutil
 import tarfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 

@@ -15,7 +15,7 @@ them once and update them in place; TensorRT parses them as weights.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import onnx
@@ -108,9 +108,6 @@ def build_model(ops: List[dict], codes: Dict[str, np.ndarray], floats: Dict[str,
     onnx.checker.check_model(model)
     return model
 
-
-def refit_tensor_names(model: onnx.ModelProto) -> List[str]:
-    return [t.name for t in model.graph.initializer if t.name.endswith(REFIT_SUFFIXES)]
 
 
 def strip_refit_inputs(model: onnx.ModelProto) -> onnx.ModelProto:

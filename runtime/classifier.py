@@ -13,7 +13,7 @@ Routing policies (all measured by the profiler, none assumed):
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 
@@ -145,8 +145,3 @@ class SuperSubClassifier:
             if best is None or p.confidence > best.confidence:
                 best = p
         return best
-
-
-def flat_labels(bundle) -> List[str]:
-    """All fine labels in hierarchy order (superclass-major)."""
-    return [c for s in bundle.superclasses for c in s.subclasses]

@@ -6,7 +6,6 @@ The exit status is non-zero when any check fails.
 """
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import time

@@ -1,7 +1,6 @@
 """Bit-exactness and bandwidth of the CUDA delta kernel against numpy (needs a GPU)."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 

@@ -168,8 +168,3 @@ def strip_initializer_inputs(model_bytes: bytes) -> bytes:
             new_graph += graph[gstart:gend]
         out += _encode_varint((7 << 3) | 2) + _encode_varint(len(new_graph)) + new_graph
     return bytes(out)
-
-
-def initializer_meta(model_bytes: bytes) -> Dict[str, Tuple[str, Tuple[int, ...]]]:
-    """{name: (numpy dtype name, shape)} of every raw_data initializer."""
-    return {name: (str(a.dtype), tuple(a.shape)) for name, a in read_initializers(model_bytes).items()}

@@ -7,7 +7,7 @@ byte offset inside the packed device buffer.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 

@@ -23,7 +23,6 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .errors import BundleError
 
 ALIGN = 256
 DTYPES = {"int8": np.int8, "float32": np.float32}
@@ -215,9 +214,3 @@ class PackedLayout:
 
 def sha256_bytes(data) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def check_packed(layout: PackedLayout, buf: np.ndarray, path) -> None:
-    if buf.size != layout.total_nbytes:
-        raise BundleError(path, "decoded delta has {} bytes, the manifest's layout needs {}".format(
-            buf.size, layout.total_nbytes))

@@ -1,10 +1,8 @@
 """Workstation commands: train, demo (import torch lazily through the toolchain)."""
 from __future__ import annotations
 
-import json
 import os
 import platform
-import time
 
 import click
 

@@ -6,7 +6,6 @@ import os
 import time
 
 import click
-import numpy as np
 
 from .pipeline import Run, TrainConfig
 from .runtime_eval import evaluate_bundle

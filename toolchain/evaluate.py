@@ -10,10 +10,9 @@ from __future__ import annotations
 import html
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
-import torch
 
 from edgetool.runtime import codecs
 

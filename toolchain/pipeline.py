@@ -15,8 +15,8 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgetool.runtime.backends.base import summarize
 from edgetool.runtime.backends.ort import OrtBackend
 from edgetool.runtime.bundle import Bundle
 from edgetool.runtime.classifier import SuperSubClassifier

@@ -7,7 +7,6 @@ writes ``base + delta`` into that buffer in place, so no session is ever rebuilt
 """
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 import numpy as np
@@ -113,10 +112,3 @@ def plain_session(model_bytes: bytes, providers=None, threads: int = 0):
     ort = require("onnxruntime", "cpu")
     return ort.InferenceSession(model_bytes, sess_options=session_options(ort, threads),
                                 providers=pick_providers(ort, providers))
-
-
-def env_threads() -> int:
-    try:
-        return int(os.environ.get("EDGETOOL_ORT_THREADS", "0"))
-    except ValueError:
-        return 0

@@ -20,7 +20,7 @@ CPU-tested code (:mod:`..refit_map`, :mod:`..weights`, :mod:`..cuda_delta`);
 from __future__ import annotations
 
 import time
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
