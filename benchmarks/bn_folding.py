@@ -61,9 +61,10 @@ def fold(net):
 def delta_size(base, sub):
     from edgetool.runtime import codecs
 
-    bc, sc = base.int8_codes(), sub.int8_codes()
-    d = np.concatenate([((sc[k].astype(np.int16) - bc[k]) % 256).astype(np.uint8).ravel() for k in bc]).tobytes()
-    n = sum(v.size for v in bc.values())
+    from edgetool.toolchain.qat import code_delta
+
+    delta = code_delta(base, sub)
+    d, n = delta.tobytes(), delta.size
     return {"zstd": len(codecs.encode("zstd", d)) / n, "7z": len(codecs.encode("7z", d)) / n,
             "changed_codes": float(np.frombuffer(d, np.uint8).astype(bool).mean())}
 

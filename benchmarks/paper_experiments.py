@@ -110,6 +110,7 @@ def main():
     base = run.super_qat()
     route = T.predict_logits(base, run.xte, run.hier.n_super).argmax(1).numpy()
     from edgetool.runtime import codecs
+    from edgetool.toolchain.qat import code_delta
 
     def point(r, topk):
         ok = np.zeros(len(y), dtype=bool)
@@ -121,8 +122,7 @@ def main():
             idx = np.nonzero(route == k)[0]
             j = T.predict_logits(net, r.xte[idx], len(r.hier.subclasses[k])).argmax(1).numpy()
             ok[idx] = (true_k[idx] == k) & (true_j[idx] == j)
-            sc = net.int8_codes()
-            d = np.concatenate([((sc[n].astype(np.int16) - bc[n]) % 256).astype(np.uint8).ravel() for n in bc]).tobytes()
+            d = code_delta(base, net).tobytes()
             fl = net.float_tensors()
             bf = base.float_tensors()
             fd = np.concatenate([(fl[n] - bf[n]).ravel() for n in fl]).astype(np.float32).tobytes()

@@ -50,6 +50,7 @@ class Bundle:
         self.archive = archive
         self.manifest = manifest
         self._tmp = None
+        self._base = None  # base.onnx bytes, kept once verified (every backend needs them)
         try:
             self.layout = PackedLayout.from_dict(manifest["refit"])
             self.superclasses = [Superclass(i, s["name"], s["subclasses"])
@@ -140,10 +141,14 @@ class Bundle:
 
     def verify(self) -> None:
         for entry in self.files():
-            self.read_file(entry)
+            data = self.read_file(entry)
+            if entry is self.manifest["base"]:
+                self._base = data
 
     def base_onnx(self) -> bytes:
-        return self.read_file(self.manifest["base"])
+        if self._base is None:
+            self._base = self.read_file(self.manifest["base"])
+        return self._base
 
     def delta_entry(self, index: int) -> dict:
         if not 0 <= index < len(self.deltas):

@@ -7,7 +7,7 @@ byte offset inside the packed device buffer.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -27,14 +27,16 @@ class RefitEntry:
         return "RefitEntry({!r}, {}, {}, @{})".format(self.name, self.dtype, self.shape, self.offset)
 
 
-def build_refit_map(layout: PackedLayout, model_bytes: bytes, only: Optional[Sequence[str]] = None,
-                    source: str = "base.onnx") -> List[RefitEntry]:
+def build_refit_map(layout: PackedLayout, model: Union[bytes, Mapping[str, np.ndarray]],
+                    only: Optional[Sequence[str]] = None, source: str = "base.onnx") -> List[RefitEntry]:
     """Check the layout against the model's initializers and return the refit entries.
+
+    *model* is the serialized ONNX model or its already-read initializers.
 
     Raises :class:`BundleError` naming *source* when a tensor is missing from the model or
     its dtype or shape disagrees with the manifest.
     """
-    inits = read_initializers(model_bytes)
+    inits = read_initializers(model) if isinstance(model, (bytes, bytearray)) else model
     entries = []
     wanted = None if only is None else set(only)
     for t in layout.tensors:

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgetool.runtime import codecs
 
+from . import qat as Q
 from . import report as R
 from . import train as T
 from .pipeline import Run
@@ -101,8 +102,7 @@ def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str, upper: str = "au
     hist_edges = np.arange(-128, 129)
     deltas, compression = {}, {}
     for k, name in enumerate(hier.superclasses):
-        sc = qat[k].int8_codes()
-        d = np.concatenate([((sc[n].astype(np.int16) - base_codes[n]) % 256).astype(np.uint8).ravel() for n in base_codes])
+        d = Q.code_delta(base_qat, qat[k])
         signed = R.signed_int8(d)
         counts, _ = np.histogram(signed, bins=hist_edges)
         deltas[name] = {"histogram": counts.tolist(), "changed_fraction": float((d != 0).mean()),

@@ -207,6 +207,16 @@ def from_float(model, calib_batches) -> QATNet:
     return net
 
 
+def code_delta(base: QATNet, sub: QATNet) -> np.ndarray:
+    """uint8 ``(q_sub - q_base) mod 256`` of every int8 weight, concatenated in layer order.
+
+    The same wrap-around as the bundle's packed deltas (uint8 subtraction), without the
+    layout's alignment padding; used to measure delta sizes and histograms.
+    """
+    bc, sc = base.int8_codes(), sub.int8_codes()
+    return np.concatenate([np.subtract(sc[n].view(np.uint8), bc[n].view(np.uint8)).ravel() for n in bc])
+
+
 @torch.no_grad()
 def sparsify_to_base(net: QATNet, base: QATNet, fraction: float) -> Dict[str, torch.Tensor]:
     """Top-k sparse diff: keep the *fraction* of int8 codes that moved most from *base*.

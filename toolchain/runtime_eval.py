@@ -13,13 +13,7 @@ def evaluate_bundle(bundle_dir: str, x: np.ndarray, true_super: np.ndarray, true
     """Accuracy of the efficient int8 Super-Sub via the runtime, plus per-image switch latency."""
     bundle = Bundle.open(bundle_dir)
     with OrtBackend(bundle) as be:
-        clf = SuperSubClassifier(be, policy="batched")
-        ks, js = [], []
-        for i in range(0, len(x), batch):
-            for p in clf.classify(x[i:i + batch]):
-                ks.append(p.superclass)
-                js.append(p.subclass)
-        ks, js = np.asarray(ks), np.asarray(js)
+        ks, js = _predict(SuperSubClassifier(be, policy="batched"), x, batch)
         acc = float(((ks == true_super) & (js == true_local)).mean())
         sup_acc = float((ks == true_super).mean())
         batched_switches = be.switch_count
@@ -38,12 +32,13 @@ def evaluate_bundle(bundle_dir: str, x: np.ndarray, true_super: np.ndarray, true
 def evaluate_bundle_predictions(bundle_dir: str, x: np.ndarray, batch: int = 256):
     """(superclass, subclass) predictions of the runtime for every image (batched policy)."""
     bundle = Bundle.open(bundle_dir)
-    ks, js = [], []
     with OrtBackend(bundle) as be:
-        clf = SuperSubClassifier(be, policy="batched")
-        for i in range(0, len(x), batch):
-            for p in clf.classify(x[i:i + batch]):
-                ks.append(p.superclass)
-                js.append(p.subclass)
+        ks, js = _predict(SuperSubClassifier(be, policy="batched"), x, batch)
     bundle.close()
-    return np.asarray(ks), np.asarray(js)
+    return ks, js
+
+
+def _predict(clf, x: np.ndarray, batch: int):
+    """(superclass, subclass) index arrays for every image, classified *batch* at a time."""
+    preds = [p for i in range(0, len(x), batch) for p in clf.classify(x[i:i + batch])]
+    return np.asarray([p.superclass for p in preds]), np.asarray([p.subclass for p in preds])

@@ -182,9 +182,9 @@ class TrtBackend(Backend):
         self.trt, self.cuda, self.mode = trt, cuda, mode
         self.version = trt_version(trt)
         model = bundle.base_onnx()
-        self.refit_map = build_refit_map(self.layout, model, source=bundle._display("base.onnx"))
-        base = read_initializers(model, [t.name for t in self.layout.tensors])
-        self.base = self.layout.pack(base)
+        inits = read_initializers(model)
+        self.refit_map = build_refit_map(self.layout, inits, source=bundle._display("base.onnx"))
+        self.base = self.layout.pack({t.name: inits[t.name] for t in self.layout.tensors})
         entry = self._engine_entry(precision)
         if plan is None and entry is not None:
             plan = bundle.read_file(entry)
