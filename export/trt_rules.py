@@ -52,16 +52,22 @@ def check(model: onnx.ModelProto) -> List[str]:
         if np.any(~np.isfinite(scale)) or np.any(scale <= 0):
             problems.append("node {}: scale must be finite and > 0".format(name))
         axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
-        is_weight = n.op_type == "DequantizeLinear" and n.input[0] in inits
+        # A weight: int8 codes into DequantizeLinear, or float weights into QuantizeLinear and
+        # its DequantizeLinear (the form TensorRT 8.x builds from; see runtime/engine_weights.py).
+        src = n.input[0]
+        q = producers.get(src)
+        if n.op_type == "DequantizeLinear" and q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inits:
+            src = q.input[0]
+        is_weight = src in inits
         if is_weight:
-            w = numpy_helper.to_array(inits[n.input[0]])
+            w = numpy_helper.to_array(inits[src])
             if scale.ndim == 1 and scale.size > 1:
                 if axis != 0:
                     problems.append("node {}: per-channel weight scales must be on axis 0, got axis {}".format(name, axis))
                 elif scale.size != w.shape[0]:
                     problems.append("node {}: {} weight scales for {} output channels".format(name, scale.size, w.shape[0]))
             if w.dtype == np.int8 and w.size and int(w.min()) == -128:
-                problems.append("initializer {}: code -128 in symmetric weights (use [-127, 127])".format(n.input[0]))
+                problems.append("initializer {}: code -128 in symmetric weights (use [-127, 127])".format(src))
         elif scale.size != 1:
             problems.append("node {}: activation scales must be per-tensor (scalar), got {} values".format(name, scale.size))
     # Every conv/gemm weight should come through a DequantizeLinear of an int8 initializer.

@@ -194,8 +194,9 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
     try:
         t0 = time.perf_counter()
         be = TrtBackend(bundle, mode=engine_mode)
-        add("tensorrt engine", PASS, "{} engine ready in {:.1f} s ({} refittable tensors, {} weights)".format(
-            be.precision, time.perf_counter() - t0, len(be.entries), "device" if be.device_weights else "host"))
+        add("tensorrt engine", PASS, "{} engine ready in {:.1f} s ({} refittable tensors as {} {} weights{})".format(
+            be.precision, time.perf_counter() - t0, len(be.plan), be.form, "device" if be.device_weights else "host",
+            ", {} constant companion(s)".format(len(be.companions)) if be.companions else ""))
     except Exception as exc:
         add("tensorrt engine", FAIL, "{}: {}".format(type(exc).__name__, exc))
         return

@@ -204,24 +204,127 @@ def test_rule_check_rejects_each_bad_variant(tiny_bundle, damage):
     assert any(expect in p for p in problems), problems
 
 
-# -- fp16 engines for devices without int8 ----------------------------------------------------------
-def test_dequantized_fp16_variant_matches_qdq_model(tiny_bundle):
-    from edgetool.runtime.backends.trt import dequantized_model
+# -- weight forms: what the TensorRT parser and refitter get, per version and device ---------------
+def test_weight_form_by_tensorrt_version():
+    from edgetool.runtime.engine_weights import weight_form
+    from edgetool.runtime.errors import UsageError
+
+    assert weight_form((8, 5), "int8") == "qdq-float"  # JetPack 5.1
+    assert weight_form((8, 6), "int8") == "qdq-float"  # JetPack 6.0
+    assert weight_form((10, 3), "int8") == "int8"  # JetPack 6.1 / 6.2
+    assert weight_form((10, 3), "int8", "qdq-float") == "qdq-float"
+    assert weight_form((8, 5), "int8", "int8") == "int8"
+    assert weight_form((8, 5), "fp16") == weight_form((10, 3), "fp16", "int8") == "fp16"
+    for bad in ("fp16", "float"):
+        with pytest.raises(UsageError, match="int8 or qdq-float"):
+            weight_form((10, 3), "int8", bad)
+    with pytest.raises(UsageError, match="precision"):
+        weight_form((10, 3), "fp8")
+
+
+def _ort_run(model_bytes, x):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+@pytest.mark.parametrize("form", ["int8", "qdq-float", "fp16"])
+def test_engine_model_refitted_with_host_arrays_is_each_subclass_network(tiny_bundle, form):
+    """Emulate the refit on the CPU: the engine's ONNX with its refit weights replaced by
+    host_arrays(base (+ delta i)) must compute what ONNX Runtime computes for network i."""
+    from edgetool.runtime.backends.base import BASE
+    from edgetool.runtime.backends.ort import OrtBackend
+    from edgetool.runtime.engine_weights import engine_model, engine_name, host_arrays, refit_plan
 
     b = Bundle.open(tiny_bundle)
     x = b.samples()
-    fp = onnx.load_from_string(dequantized_model(b.base_onnx()))
-    onnx.checker.check_model(fp)
-    ops = {n.op_type for n in fp.graph.node}
-    assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops
-    assert [i.name for i in fp.graph.input] == ["input"]
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    a = ort.InferenceSession(fp.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    q = ort.InferenceSession(b.base_onnx(), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    n = b.num_superclasses
-    np.testing.assert_array_equal(a[:, :n].argmax(1), q[:, :n].argmax(1))
-    assert np.abs(a - q).max() < 0.1 * np.abs(q).max()  # only activation rounding differs
+    layout = b.layout
+    base = layout.pack(read_initializers(b.base_onnx(), [t.name for t in layout.tensors]))
+    em = onnx.load_from_string(engine_model(b.base_onnx(), form))
+    onnx.checker.check_model(em)
+    assert [i.name for i in em.graph.input] == ["input"]  # no initializer-inputs for TensorRT
+    inits = {t.name: numpy_helper.to_array(t) for t in em.graph.initializer}
+    ops = [n.op_type for n in em.graph.node]
+    names = [engine_name(t, form) for t in layout.tensors]
+    assert set(names) <= set(inits)
+    if form == "int8":
+        assert names == [t.name for t in layout.tensors]
+    else:
+        assert not any(t.name in inits for t in layout.tensors if t.dtype == "int8")
+        assert all(inits[n].dtype == np.float32 for n in names)
+    if form == "qdq-float":
+        assert check(em) == []  # still an explicitly quantized model TensorRT accepts
+        consumers = {i: n for n in em.graph.node for i in n.input}
+        for t in layout.tensors:
+            if t.dtype == "int8":
+                q = consumers[engine_name(t, form)]
+                assert q.op_type == "QuantizeLinear"
+                # TensorRT quantizes float weights with the Q scale: it recovers the codes exactly.
+                s = numpy_helper.to_array({i.name: i for i in em.graph.initializer}[q.input[1]])
+                codes = np.round(inits[engine_name(t, form)] / s.reshape([-1] + [1] * (len(t.shape) - 1)))
+                np.testing.assert_array_equal(codes, base[t.offset:t.offset + t.nbytes].view(np.int8).reshape(t.shape))
+    elif form == "fp16":
+        assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops
+    # The build-time weights are exactly the refit-time arrays for the base network.
+    for name, arr in host_arrays(layout, base, form).items():
+        np.testing.assert_array_equal(arr, inits[name])
+    plan = refit_plan(layout, form, names)
+    assert [n for _, n in plan] == names
+    with OrtBackend(b) as ref:
+        for target in [BASE] + list(range(b.num_superclasses)):
+            packed = base if target == BASE else layout.apply_delta(base, b.read_delta(target))
+            arrays = host_arrays(layout, packed, form)
+            for t in em.graph.initializer:
+                if t.name in arrays:
+                    t.CopyFrom(numpy_helper.from_array(arrays[t.name], t.name))
+            got = _ort_run(em.SerializeToString(), x)
+            # the engine TensorRT would build from network `target` itself
+            own = onnx.load_from_string(b.base_onnx())
+            views = layout.views(packed)
+            for t in own.graph.initializer:
+                if t.name in views:
+                    t.CopyFrom(numpy_helper.from_array(views[t.name], t.name))
+            np.testing.assert_array_equal(got, _ort_run(engine_model(own.SerializeToString(), form), x))
+            ref.switch(target)
+            want = ref.infer(x)
+            n = b.num_superclasses if target == BASE else len(b.superclasses[target].subclasses)
+            if form != "fp16":
+                assert np.abs(got - want)[:, :n].max() <= 1e-5, (form, target)
+            elif target == BASE:  # activations are no longer quantized: only their rounding differs
+                np.testing.assert_array_equal(got[:, :n].argmax(1), want[:, :n].argmax(1))
+                assert np.abs(got - want)[:, :n].max() < 0.1 * np.abs(want[:, :n]).max()
+
+
+def test_refit_plan_refuses_to_freeze_a_changing_tensor(tiny_bundle):
+    from edgetool.runtime.engine_weights import engine_name, refit_plan
+    from edgetool.runtime.errors import BackendError
+
+    b = Bundle.open(tiny_bundle)
+    layout = b.layout
+
+    def never():
+        raise AssertionError("changed tensors are only needed when the engine leaves some out")
+
+    names = [engine_name(t, "qdq-float") for t in layout.tensors]
+    assert [n for _, n in refit_plan(layout, "qdq-float", names + ["conv1.weight_scale"], never)] == names
+    changed = layout.changed_tensors(b.read_delta(k) for k in range(b.num_superclasses))
+    # REFIT_INDIVIDUAL: exactly the changed tensors are refittable
+    plan = refit_plan(layout, "int8", changed, lambda: changed)
+    assert [s.name for s, _ in plan] == changed
+    frozen = changed[len(changed) // 2]
+    with pytest.raises(BackendError, match="cannot refit 1 tensor.*" + frozen.replace(".", r"\.")):
+        refit_plan(layout, "int8", [c for c in changed if c != frozen], lambda: changed)
+    with pytest.raises(BackendError, match="cannot refit"):
+        refit_plan(layout, "int8", changed[1:], None)  # unknown changes: every tensor must be refittable
+
+
+def test_missing_weights_are_supplied_only_from_model_constants():
+    from edgetool.runtime.engine_weights import companions
+
+    inits = {"c1.weight": np.ones((2, 2), np.int8), "c1.weight_scale": np.full(2, 0.5, np.float32)}
+    supply, unknown = companions(["c1.weight_scale", "c1.weight", "Conv_7_weights"], inits, known=["c1.weight"])
+    assert list(supply) == ["c1.weight_scale"] and supply["c1.weight_scale"].flags.c_contiguous
+    assert unknown == ["c1.weight", "Conv_7_weights"]
 
 
 # -- device profiles and CLI ---------------------------------------------------------------------------
@@ -283,6 +386,8 @@ def test_engine_build_without_tensorrt(tiny_bundle):
     assert proc.stderr.strip().splitlines() == ["error: tensorrt is not installed; install it with: pip install 'edgetool[jetson]'"]
     proc = run_cli("engine", "build", tiny_bundle, "--device-profile", "nope")
     assert "unknown device profile" in proc.stderr
+    proc = run_cli("engine", "build", tiny_bundle, "--weights", "fp8")
+    assert proc.returncode == 2 and "'fp8' is not one of 'auto', 'int8', 'qdq-float'" in proc.stderr
 
 
 # -- GPU and TensorRT (skip with a reason where absent) ------------------------------------------------

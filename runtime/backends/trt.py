@@ -1,19 +1,23 @@
 """TensorRT backend: one int8 engine with refittable weights (TensorRT 8.5, 8.6, 10.x).
 
-Kept thin on purpose: the weight map, the packed layout and the delta math are shared,
-CPU-tested code (:mod:`..refit_map`, :mod:`..weights`, :mod:`..cuda_delta`);
-``edgetool doctor`` proves this module on the device against ONNX Runtime.
+Kept thin on purpose: the weight map, the packed layout, the weight forms and the delta
+math are shared, CPU-tested code (:mod:`..refit_map`, :mod:`..weights`,
+:mod:`..engine_weights`, :mod:`..cuda_delta`); ``edgetool doctor`` proves this module on
+the device against ONNX Runtime.
 
 * Build: ``BuilderFlag.INT8`` (+ FP16 fallback), ``REFIT`` or, on TensorRT >= 10,
   ``REFIT_INDIVIDUAL`` with only the weights that some delta changes marked refittable;
   one optimization profile; optional weight-stripped plan (``STRIP_PLAN``, TensorRT >= 10).
-  Devices without int8 (Nano, TX2) get an fp16 engine of the dequantized network.
+  The weights enter the engine in the form the version takes (:func:`..engine_weights.weight_form`):
+  int8 codes on TensorRT >= 10, float weights behind QuantizeLinear/DequantizeLinear on 8.x,
+  dequantized fp16 on devices without int8 (Nano, TX2).
 * Refit, TensorRT >= 10: every refittable tensor is registered once as device memory
   (``TensorLocation.DEVICE``) inside the packed weights buffer of
   :class:`~..cuda_delta.DeviceDeltaApplier`; a switch is H2D copy + one kernel launch +
   ``refit_cuda_engine_async`` on the inference stream, weights validation off.
-* Refit, TensorRT 8.x: host weights (views of one packed host buffer) and a synchronous
-  ``refit_cuda_engine``.
+* Refit, TensorRT 8.x: host weights and a synchronous ``refit_cuda_engine``.
+* Weights TensorRT asks for besides ours (``get_missing_weights``, e.g. the Q/DQ scales fused
+  into a convolution) are supplied unchanged from the model; anything else is an error.
 * Modes: ``one-engine`` (the paper's: refit to base, then to the subclass) and
   ``two-engine`` (a fixed superclass engine plus one refittable subclass engine).
 """
@@ -24,8 +28,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..engine_weights import companions, engine_model, engine_name, host_arrays, refit_plan, weight_form
 from ..errors import BackendError, DeviceError, SwitchError, UsageError, require
-from ..onnx_weights import read_initializers, strip_initializer_inputs
+from ..onnx_weights import read_initializers
 from ..refit_map import build_refit_map, missing_report, trt_dtype
 from .base import BASE, Backend
 
@@ -40,58 +45,18 @@ def _logger(trt):
     return trt.Logger(trt.Logger.WARNING)
 
 
-def dequantized_model(model_bytes: bytes) -> bytes:
-    """The fp16-engine variant: weight DQ folded into float initializers, activation Q/DQ removed."""
-    onnx = require("onnx", "jetson")
-    from onnx import numpy_helper
-
-    m = onnx.load_from_string(model_bytes)
-    g = m.graph
-    inits = {t.name: t for t in g.initializer}
-    rename = {}
-    keep = []
-    new_inits = []
-    for n in g.node:
-        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
-            q = numpy_helper.to_array(inits[n.input[0]]).astype(np.float32)
-            s = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
-            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
-            shape = [1] * q.ndim
-            if s.ndim:
-                shape[axis] = -1
-            new_inits.append(numpy_helper.from_array(q * s.reshape(shape), n.input[0] + ".fp"))
-            rename[n.output[0]] = n.input[0] + ".fp"
-        elif n.op_type == "QuantizeLinear":
-            rename[n.output[0]] = n.input[0]
-        elif n.op_type == "DequantizeLinear":
-            rename[n.output[0]] = rename.get(n.input[0], n.input[0])
-        else:
-            keep.append(n)
-    for n in keep:
-        for i, name in enumerate(n.input):
-            while name in rename:
-                name = rename[name]
-            n.input[i] = name
-    del g.node[:]
-    g.node.extend(keep)
-    used = {i for n in keep for i in n.input}
-    survivors = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(survivors + [t for t in new_inits if t.name in used])
-    inputs = [i for i in g.input if i.name not in inits]
-    del g.input[:]
-    g.input.extend(inputs)
-    return m.SerializeToString()
-
-
 def build_engine(model_bytes: bytes, input_name: str, input_shape: Sequence[int], precision: str = "int8",
                  workspace_mb: int = 1024, max_batch: int = 32, opt_batch: int = 1,
-                 refit_only: Optional[Sequence[str]] = None, strip_weights: bool = False) -> bytes:
-    """Build a serialized engine (plan) on this device.  *refit_only*: REFIT_INDIVIDUAL names."""
+                 refit_only: Optional[Sequence] = None, strip_weights: bool = False,
+                 form: Optional[str] = None) -> bytes:
+    """Build a serialized engine (plan) on this device.
+
+    *refit_only*: the packed tensors (layout specs) to mark refittable with REFIT_INDIVIDUAL;
+    *form*: the weight form (see :mod:`..engine_weights`), by default the one for this version.
+    """
     trt = require("tensorrt", "jetson")
-    if precision not in ("int8", "fp16"):
-        raise UsageError("precision must be int8 or fp16, got {!r}".format(precision))
     version = trt_version(trt)
+    form = weight_form(version, precision, form)
     logger = _logger(trt)
     builder = trt.Builder(logger)
     if precision == "int8" and hasattr(builder, "platform_has_fast_int8") and not builder.platform_has_fast_int8:
@@ -99,12 +64,10 @@ def build_engine(model_bytes: bytes, input_name: str, input_shape: Sequence[int]
     flags = 0 if version >= (10, 0) else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    model = strip_initializer_inputs(model_bytes)
-    if precision == "fp16":
-        model = dequantized_model(model)
+    model = engine_model(model_bytes, form)
     if not parser.parse(model):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BackendError("TensorRT cannot parse base.onnx: {}".format(errors))
+        raise BackendError("TensorRT cannot parse base.onnx ({} weights): {}".format(form, errors))
     config = builder.create_builder_config()
     if hasattr(config, "set_memory_pool_limit"):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
@@ -115,8 +78,8 @@ def build_engine(model_bytes: bytes, input_name: str, input_shape: Sequence[int]
     config.set_flag(trt.BuilderFlag.FP16)
     if refit_only is not None and hasattr(trt.BuilderFlag, "REFIT_INDIVIDUAL"):
         config.set_flag(trt.BuilderFlag.REFIT_INDIVIDUAL)
-        for name in refit_only:
-            target = name + ".fp" if precision == "fp16" and name.endswith(".weight") else name
+        for spec in refit_only:
+            target = engine_name(spec, form)
             if not network.mark_weights_refittable(target):
                 raise BackendError("TensorRT cannot mark {!r} refittable".format(target))
     else:
@@ -182,17 +145,20 @@ class TrtBackend(Backend):
         self.trt, self.cuda, self.mode = trt, cuda, mode
         self.version = trt_version(trt)
         model = bundle.base_onnx()
-        inits = read_initializers(model)
-        self.refit_map = build_refit_map(self.layout, inits, source=bundle._display("base.onnx"))
-        self.base = self.layout.pack({t.name: inits[t.name] for t in self.layout.tensors})
+        self.initializers = read_initializers(model)
+        self.refit_map = build_refit_map(self.layout, self.initializers, source=bundle._display("base.onnx"))
+        self.base = self.layout.pack({t.name: self.initializers[t.name] for t in self.layout.tensors})
         entry = self._engine_entry(precision)
+        form = None
         if plan is None and entry is not None:
             plan = bundle.read_file(entry)
             precision = entry.get("precision", precision)
+            form = entry.get("weights")
         self.precision = precision or "int8"
+        self.form = weight_form(self.version, self.precision, form)
         if plan is None:
             plan = build_engine(model, bundle.input["name"], bundle.input["shape"], self.precision,
-                                workspace_mb=workspace_mb, max_batch=max_batch)
+                                workspace_mb=workspace_mb, max_batch=max_batch, form=self.form)
         self.max_batch = max_batch if entry is None else int(entry.get("max_batch", max_batch))
         self.stream = cuda.Stream()
         args = (trt, cuda, plan, self.stream, bundle.input["name"], bundle.output_name, bundle.input["shape"],
@@ -210,42 +176,45 @@ class TrtBackend(Backend):
 
     # -- refit --------------------------------------------------------------------------------
     def _setup_refitter(self):
-        trt = self.trt
+        trt, layout, bundle = self.trt, self.layout, self.bundle
         self.refitter = trt.Refitter(self.sub.engine, _logger(trt))
         if hasattr(self.refitter, "weights_validation"):
             self.refitter.weights_validation = False
-        refittable = set(self.refitter.get_all_weights())
-        fp16 = self.precision == "fp16"
-        names = {e.name: (e.name + ".fp" if fp16 and e.name.endswith(".weight") else e.name) for e in self.refit_map}
-        self.entries = [e for e in self.refit_map if names[e.name] in refittable]
-        self.trt_names = names
-        self.device_weights = self.version >= (10, 0) and not fp16
+        self.plan = refit_plan(layout, self.form, self.refitter.get_all_weights(),
+                               lambda: layout.changed_tensors(bundle.read_delta(k) for k in range(bundle.num_superclasses)))
+        # TensorRT >= 10 with int8 weights: the engine reads the kernel's device buffer in place.
+        self.device_weights = self.version >= (10, 0) and self.form == "int8"
+        self.companions = {}
         if self.device_weights:
             from ..cuda_delta import DeviceDeltaApplier
 
-            self.applier = DeviceDeltaApplier(self.layout, self.base, stream=self.stream)
-            for e in self.entries:
-                w = trt.Weights(trt_dtype(trt, e.dtype), self.applier.pointer(e.name), e.count)
-                if not self.refitter.set_named_weights(e.name, w, trt.TensorLocation.DEVICE):
-                    raise BackendError("TensorRT rejected device weights for {!r}".format(e.name))
+            self.applier = DeviceDeltaApplier(layout, self.base, stream=self.stream)
+            for spec, name in self.plan:
+                w = trt.Weights(trt_dtype(trt, spec.dtype), self.applier.pointer(spec.name), spec.numel)
+                if not self.refitter.set_named_weights(name, w, trt.TensorLocation.DEVICE):
+                    raise BackendError("TensorRT rejected device weights for {!r}".format(name))
         else:
             self.host = self.base.copy()
-            self.host_views = self.layout.views(self.host)
-            self.host_float = self.layout.dequantize(self.host) if fp16 else None
+            self.host_arrays = host_arrays(layout, self.host, self.form)
             self._set_host_weights()
+        known = [engine_name(t, self.form) for t in layout.tensors]
+        self.companions, unknown = companions(list(self.refitter.get_missing_weights()), self.initializers, known)
+        if self.companions:
+            self._set_companions()
         missing = list(self.refitter.get_missing_weights())
         if missing:
-            raise BackendError(missing_report(missing, list(names.values())))
+            raise BackendError(missing_report(missing, known))
+
+    def _set_companions(self):
+        for name, arr in self.companions.items():
+            if not self.refitter.set_named_weights(name, self.trt.Weights(arr)):
+                raise BackendError("TensorRT rejected the constant weights {!r}".format(name))
 
     def _set_host_weights(self):
         trt = self.trt
-        src = self.host_float if self.host_float is not None else self.host_views
-        for e in self.entries:
-            arr = np.ascontiguousarray(src[e.name])
-            if self.host_float is not None:
-                self.host_float[e.name] = arr
-            if not self.refitter.set_named_weights(self.trt_names[e.name], trt.Weights(arr)):
-                raise BackendError("TensorRT rejected host weights for {!r}".format(e.name))
+        for _, name in self.plan:
+            if not self.refitter.set_named_weights(name, trt.Weights(self.host_arrays[name])):
+                raise BackendError("TensorRT rejected host weights for {!r}".format(name))
 
     def _refit(self) -> None:
         if self.device_weights and hasattr(self.refitter, "refit_cuda_engine_async"):
@@ -277,11 +246,12 @@ class TrtBackend(Backend):
                 np.copyto(self.host, self.base)
             else:
                 self.layout.apply_delta(self.base, delta, out=self.host)
-            if self.host_float is not None:
-                for name, v in self.layout.dequantize(self.host).items():
-                    np.copyto(self.host_float[name], v)
+            if self.form != "int8":
+                for name, v in host_arrays(self.layout, self.host, self.form).items():
+                    np.copyto(self.host_arrays[name], v)
             if self.version < (10, 0):
                 self._set_host_weights()
+                self._set_companions()
         t1 = time.perf_counter()
         self._refit()
         if self.device_weights:
