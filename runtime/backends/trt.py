@@ -1,4 +1,4 @@
-"""TensorRT backend: one int8 engine with refittable weights (TensorRT 8.5, 8.6, 10.x).
+"""TensorRT backend: one int8 engine with refittable weights (TensorRT 8.5, 8.6, 10.x; 8.2 for fp16).
 
 Kept thin on purpose: the weight map, the packed layout, the weight forms and the delta
 math are shared, CPU-tested code (:mod:`..refit_map`, :mod:`..weights`,
@@ -99,7 +99,12 @@ def build_engine(model_bytes: bytes, input_name: str, input_shape: Sequence[int]
 
 
 class _Engine:
-    """One deserialized engine + context + I/O buffers (tensor-name API, TensorRT >= 8.5)."""
+    """One deserialized engine + context + I/O buffers.
+
+    Tensor-name API (``set_tensor_address`` / ``execute_async_v3``) on TensorRT >= 8.5; the
+    binding-index API (``execute_async_v2``) on TensorRT 8.2, which JetPack 4.6 ships for
+    Jetson Nano and TX2.
+    """
 
     def __init__(self, trt, cuda, plan: bytes, stream, input_name, output_name, input_shape, head, max_batch):
         self.trt, self.cuda = trt, cuda
@@ -114,17 +119,33 @@ class _Engine:
         nin = int(np.prod(input_shape)) * max_batch * 4
         self.d_in = cuda.mem_alloc(nin)
         self.d_out = cuda.mem_alloc(head * max_batch * 4)
-        self.context.set_tensor_address(input_name, int(self.d_in))
-        self.context.set_tensor_address(output_name, int(self.d_out))
+        self.named_io = hasattr(self.context, "set_tensor_address")
+        if self.named_io:
+            self.context.set_tensor_address(input_name, int(self.d_in))
+            self.context.set_tensor_address(output_name, int(self.d_out))
+        else:
+            self.input_index = self.engine.get_binding_index(input_name)
+            output_index = self.engine.get_binding_index(output_name)
+            if self.input_index < 0 or output_index < 0 or self.engine.num_bindings != 2:
+                raise BackendError("the engine's bindings are not {!r} -> {!r}".format(input_name, output_name))
+            self.bindings = [0, 0]
+            self.bindings[self.input_index] = int(self.d_in)
+            self.bindings[output_index] = int(self.d_out)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         n = batch.shape[0]
         if n > self.max_batch:
             raise BackendError("batch {} exceeds the engine's max batch {}".format(n, self.max_batch))
-        self.context.set_input_shape(self.input_name, (n,) + self.input_shape)
+        shape = (n,) + self.input_shape
         out = np.empty((n, self.head), dtype=np.float32)
         self.cuda.memcpy_htod_async(self.d_in, batch, self.stream)
-        if not self.context.execute_async_v3(self.stream.handle):
+        if self.named_io:
+            self.context.set_input_shape(self.input_name, shape)
+            ok = self.context.execute_async_v3(self.stream.handle)
+        else:
+            self.context.set_binding_shape(self.input_index, shape)
+            ok = self.context.execute_async_v2(self.bindings, self.stream.handle)
+        if not ok:
             raise BackendError("TensorRT execution failed")
         self.cuda.memcpy_dtoh_async(out, self.d_out, self.stream)
         self.stream.synchronize()
@@ -144,6 +165,8 @@ class TrtBackend(Backend):
         require("pycuda.autoinit", "jetson")
         self.trt, self.cuda, self.mode = trt, cuda, mode
         self.version = trt_version(trt)
+        if self.version < (8, 2):
+            raise DeviceError("TensorRT {} is too old: edgetool needs TensorRT 8.2 or newer".format(trt.__version__))
         model = bundle.base_onnx()
         self.initializers = read_initializers(model)
         self.refit_map = build_refit_map(self.layout, self.initializers, source=bundle._display("base.onnx"))
