@@ -105,7 +105,14 @@ def test_kernel_compiles_with_nvcc(arch, tmp_path):
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         assert out.stat().st_size > 0
-    assert "edgetool_delta_apply" in (tmp_path / "delta_add.ptx").read_text()
+    ptx = (tmp_path / "delta_add.ptx").read_text()
+    body = ptx.split(".entry edgetool_delta_apply(")[1].split(".entry ")[0]
+    # one kernel for the whole packed buffer, 16-byte vectors only: base and delta through the
+    # read-only path, one vector store; no narrower global access anywhere in the loop
+    loads = [l for l in body.splitlines() if "ld.global" in l]
+    stores = [l for l in body.splitlines() if "st.global" in l]
+    assert len(loads) == 2 and all("ld.global.nc.v4.u32" in l for l in loads), loads
+    assert len(stores) == 1 and "st.global.v4.u32" in stores[0], stores
 
 
 # -- ONNX rule check -------------------------------------------------------------------------------
