@@ -28,7 +28,7 @@ def engine():
 def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form, check):
     """Build an engine for BUNDLE on this device and record it in the manifest."""
     from edgetool import device_profiles
-    from edgetool.runtime.backends.trt import build_engine, trt_version
+    from edgetool.runtime.backends.trt import build_engine, gpu_name, trt_version
     from edgetool.runtime.bundle import Bundle
     from edgetool.runtime.engine_weights import weight_form
     from edgetool.runtime.errors import require
@@ -55,19 +55,10 @@ def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form
 
     entry = add_engine(bundle, plan, {"precision": profile["precision"], "weights": form,
                                       "device_profile": profile["name"],
-                                      "tensorrt": trt.__version__, "device": _device_name(), "max_batch": batch,
+                                      "tensorrt": trt.__version__, "device": gpu_name(), "max_batch": batch,
                                       "refit": "individual" if changed is not None and trt_version(trt) >= (10, 0) else "all",
                                       "weight_stripped": bool(strip_weights)})
     click.echo("engine: {} ({} bytes, {} with {} weights, TensorRT {}, built in {:.1f} s)".format(
         os.path.join(bundle, entry["file"]), entry["size"], profile["precision"], form, trt.__version__,
         time.perf_counter() - t0))
 
-
-def _device_name() -> str:
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        return cuda.Device(0).name()
-    except Exception:
-        return "unknown"

@@ -1,4 +1,4 @@
-"""How the refittable weights look inside a TensorRT engine, per TensorRT version and device.
+"""How the refittable weights look inside a TensorRT engine, and which stored engine fits.
 
 The bundle stores weights one way (int8 codes feeding ``DequantizeLinear``, float32
 per-channel tensors).  The engine may need them another way, so the model handed to the
@@ -17,6 +17,9 @@ TensorRT parser and the arrays handed to the refitter both follow a *weight form
 ``fp16``
     Devices without int8 (Nano, TX2): ``W.fp = W * scale`` and no Q/DQ at all.
 
+A plan only loads into the TensorRT version and GPU that built it, so :func:`select_engine`
+picks the bundle's engine for this device or says which one to build.
+
 Everything here runs without TensorRT and is covered by the CPU tests; the TensorRT backend
 only calls it.
 """
@@ -26,7 +29,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
-from .errors import BackendError, UsageError, require
+from .errors import BackendError, DeviceError, UsageError, require
 from .onnx_weights import strip_initializer_inputs
 
 FORMS = ("int8", "qdq-float", "fp16")
@@ -171,3 +174,23 @@ def _float_weights(model_bytes: bytes, keep_qdq: bool) -> bytes:
     del g.input[:]
     g.input.extend(inputs)
     return m.SerializeToString()
+
+
+def select_engine(entries: Sequence[Mapping], tensorrt: str, device: str, precision: Optional[str] = None,
+                  bundle: str = "BUNDLE") -> Optional[Mapping]:
+    """The stored engine built by TensorRT *tensorrt* on GPU *device* (of *precision*, if given).
+
+    ``None`` when the bundle has no engine of that precision: the caller builds one. When it
+    has engines but none from this TensorRT and GPU, loading one would fail inside
+    TensorRT, so this raises one line that lists them and names the command to run.
+    """
+    candidates = [e for e in entries if precision is None or e.get("precision") == precision]
+    if not candidates:
+        return None
+    for e in candidates:
+        if e.get("tensorrt") == tensorrt and e.get("device") == device:
+            return e
+    have = ", ".join("{} ({}, TensorRT {})".format(e.get("file"), e.get("device", "?"), e.get("tensorrt", "?"))
+                     for e in candidates)
+    raise DeviceError("no engine in the bundle was built on this {} with TensorRT {} (it has: {}); run: "
+                      "edgetool engine build {}".format(device, tensorrt, have, bundle))

@@ -325,6 +325,23 @@ def test_refit_plan_refuses_to_freeze_a_changing_tensor(tiny_bundle):
         refit_plan(layout, "int8", changed[1:], None)  # unknown changes: every tensor must be refittable
 
 
+def test_select_engine_for_this_tensorrt_and_gpu():
+    from edgetool.runtime.engine_weights import select_engine
+    from edgetool.runtime.errors import DeviceError
+
+    orin = {"file": "engines/orin-nano-int8.plan", "precision": "int8", "tensorrt": "10.3.0", "device": "Orin"}
+    nano = {"file": "engines/nano-fp16.plan", "precision": "fp16", "tensorrt": "8.2.1", "device": "NVIDIA Tegra X1"}
+    assert select_engine([], "10.3.0", "Orin") is None
+    assert select_engine([nano, orin], "10.3.0", "Orin") is orin
+    assert select_engine([nano, orin], "8.2.1", "NVIDIA Tegra X1", "fp16") is nano
+    assert select_engine([orin], "10.3.0", "Orin", "fp16") is None  # none of that precision: build one
+    with pytest.raises(DeviceError) as e:
+        select_engine([orin], "8.6.2", "Orin", bundle="b/")
+    msg = str(e.value)
+    assert "TensorRT 8.6.2" in msg and "engines/orin-nano-int8.plan (Orin, TensorRT 10.3.0)" in msg
+    assert msg.endswith("run: edgetool engine build b/") and "\n" not in msg
+
+
 def test_missing_weights_are_supplied_only_from_model_constants():
     from edgetool.runtime.engine_weights import companions
 

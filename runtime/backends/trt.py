@@ -28,7 +28,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..engine_weights import companions, engine_model, engine_name, host_arrays, refit_plan, weight_form
+from ..engine_weights import (companions, engine_model, engine_name, host_arrays, refit_plan, select_engine,
+                              weight_form)
 from ..errors import BackendError, DeviceError, SwitchError, UsageError, require
 from ..onnx_weights import read_initializers
 from ..refit_map import build_refit_map, missing_report, trt_dtype
@@ -39,6 +40,17 @@ MODES = ("one-engine", "two-engine")
 
 def trt_version(trt) -> tuple:
     return tuple(int(p) for p in trt.__version__.split(".")[:2])
+
+
+def gpu_name() -> str:
+    """The CUDA device name an engine is recorded with (``unknown`` without pycuda or a GPU)."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        return cuda.Device(0).name()
+    except Exception:
+        return "unknown"
 
 
 def _logger(trt):
@@ -171,7 +183,7 @@ class TrtBackend(Backend):
         self.initializers = read_initializers(model)
         self.refit_map = build_refit_map(self.layout, self.initializers, source=bundle._display("base.onnx"))
         self.base = self.layout.pack({t.name: self.initializers[t.name] for t in self.layout.tensors})
-        entry = self._engine_entry(precision)
+        entry = self._engine_entry(precision) if plan is None else None
         form = None
         if plan is None and entry is not None:
             plan = bundle.read_file(entry)
@@ -192,10 +204,8 @@ class TrtBackend(Backend):
         self._setup_refitter()
 
     def _engine_entry(self, precision):
-        for e in self.bundle.manifest.get("engines", []):
-            if precision is None or e.get("precision") == precision:
-                return e
-        return None
+        return select_engine(self.bundle.manifest.get("engines", []), self.trt.__version__, gpu_name(),
+                             precision, self.bundle.archive or self.bundle.root)
 
     # -- refit --------------------------------------------------------------------------------
     def _setup_refitter(self):
