@@ -133,8 +133,51 @@ def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05, em
         return checks
 
     reference = ort_reference(add, bundle, samples)
+    weight_form_checks(add, bundle, samples, reference)
     trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode)
     return checks
+
+
+def weight_form_checks(add, bundle, samples, reference):
+    """The refit arrays of each weight form reproduce every network, in ONNX Runtime, without TensorRT."""
+    from .backends.base import BASE
+    from .engine_weights import FORMS, emulate_refit, weight_form
+
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        add("weight forms", SKIP, "onnx is not installed (pip install 'edgetool[jetson]')")
+        return
+    try:
+        import tensorrt
+
+        from edgetool import device_profiles
+
+        from .backends.trt import trt_version
+
+        name = device_profiles.detect()
+        precision = device_profiles.load(name)["precision"] if name else "int8"
+        forms = [weight_form(trt_version(tensorrt), precision)]
+    except ImportError:
+        forms = list(FORMS)
+    for form in forms:
+        try:
+            emulated = emulate_refit(bundle, form, samples)
+        except Exception as exc:
+            add("weight form " + form, FAIL, "{}: {}".format(type(exc).__name__, exc))
+            continue
+        same = all(np.array_equal(got, own) for got, own in emulated.values())
+        detail = "engine model + refit arrays {} each network's own engine model (base + {} subclasses)".format(
+            "equal" if same else "DIFFER FROM", bundle.num_superclasses)
+        ok = same
+        if form != "fp16" and reference is not None:
+            worst = 0.0
+            for target, (got, _) in emulated.items():
+                n = bundle.num_superclasses if target == BASE else len(bundle.superclasses[target].subclasses)
+                worst = max(worst, float(np.abs(got[:, :n] - reference[target][:, :n]).max()))
+            ok = ok and worst <= 1e-5
+            detail += "; max |diff| to ONNX Runtime {:.1e}".format(worst)
+        add("weight form " + form, PASS if ok else FAIL, detail)
 
 
 def kernel_check(add, gpu):
