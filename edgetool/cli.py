@@ -22,7 +22,7 @@ COMMANDS = {
     "classify": ("edgetool.runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
     "inspect": ("edgetool.runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
     "doctor": ("edgetool.runtime.cli", "doctor", "Check this device: GPU, CUDA kernel, TensorRT vs ONNX Runtime."),
-    "engine": ("edgetool.export.engine_cli", "engine", "Build the TensorRT engine of a bundle on this device."),
+    "engine": ("edgetool.export.engine_cli", "engine", "TensorRT engine of a bundle: build it here, or write its model for trtexec/polygraphy."),
 }
 
 

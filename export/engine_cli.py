@@ -1,8 +1,16 @@
-"""``edgetool engine build``: build the TensorRT engine on the device and save it in the bundle."""
+"""``edgetool engine build`` / ``engine onnx``: the TensorRT engine of a bundle.
+
+``build`` builds the engine on the device and saves it in the bundle.  ``onnx`` writes the
+exact model ``build`` hands to the TensorRT parser, with the matching ``trtexec`` and
+``polygraphy`` command lines, so the engine can be reproduced and cross-checked with
+NVIDIA's own tools.
+"""
 from __future__ import annotations
 
 import os
+import shlex
 import time
+from typing import List, Sequence
 
 import click
 
@@ -62,3 +70,79 @@ def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form
         os.path.join(bundle, entry["file"]), entry["size"], profile["precision"], form, trt.__version__,
         time.perf_counter() - t0))
 
+
+
+def _dims(shape: Sequence[int], sep: str) -> str:
+    return sep.join(str(int(d)) for d in shape)
+
+
+def trtexec_args(onnx_path: str, input_name: str, input_shape: Sequence[int], precision: str, max_batch: int,
+                 workspace_mb: int, opt_batch: int = 1, strip_weights: bool = False) -> List[str]:
+    """The trtexec command that builds the same refittable engine as ``engine build --refit-all``."""
+    c, h, w = input_shape
+    shapes = {k: "{}:{}".format(input_name, _dims((b, c, h, w), "x"))
+              for k, b in (("min", 1), ("opt", max(1, min(opt_batch, max_batch))), ("max", max_batch))}
+    args = ["trtexec", "--onnx=" + onnx_path, "--saveEngine=" + os.path.splitext(onnx_path)[0] + ".plan",
+            "--minShapes=" + shapes["min"], "--optShapes=" + shapes["opt"], "--maxShapes=" + shapes["max"],
+            "--memPoolSize=workspace:{}".format(int(workspace_mb))]
+    args += (["--int8", "--fp16"] if precision == "int8" else ["--fp16"]) + ["--refit"]
+    if strip_weights:
+        args.append("--stripWeights")
+    return args
+
+
+def polygraphy_args(onnx_path: str, input_name: str, input_shape: Sequence[int], precision: str,
+                    max_batch: int) -> List[str]:
+    """polygraphy: run the model in TensorRT and ONNX Runtime and compare the outputs."""
+    c, h, w = input_shape
+    one = "{}:[{}]".format(input_name, _dims((1, c, h, w), ","))
+    args = ["polygraphy", "run", onnx_path, "--onnxrt", "--trt"]
+    args += (["--int8", "--fp16"] if precision == "int8" else ["--fp16"])
+    args += ["--input-shapes", one, "--trt-min-shapes", one, "--trt-opt-shapes", one,
+             "--trt-max-shapes", "{}:[{}]".format(input_name, _dims((max_batch, c, h, w), ","))]
+    return args
+
+
+@engine.command("onnx")
+@click.argument("bundle", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--device-profile", "profile_name", default=None,
+              help="Device profile name or JSON file (default: detected Jetson, else desktop-gpu).")
+@click.option("--weights", "form", type=click.Choice(["auto", "int8", "qdq-float", "fp16"]), default="auto",
+              show_default=True, help="Weight form; auto: the one engine build uses with this machine's TensorRT.")
+def onnx_cmd(bundle, out, profile_name, form):
+    """Write the model engine build gives TensorRT, and the trtexec/polygraphy commands for it."""
+    from edgetool import device_profiles
+    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.engine_weights import engine_model, weight_form
+    from edgetool.runtime.errors import UsageError
+
+    b = Bundle.open(bundle)
+    profile = device_profiles.load(profile_name or device_profiles.detect() or "desktop-gpu")
+    precision = profile["precision"]
+    if form == "fp16" and precision == "int8":
+        precision = "fp16"
+    if form in ("auto", "fp16"):
+        try:
+            import tensorrt as trt
+
+            from edgetool.runtime.backends.trt import trt_version
+
+            form = weight_form(trt_version(trt), precision)
+        except ImportError:
+            if form == "auto" and precision == "int8":
+                raise UsageError("TensorRT is not installed here, so --weights auto cannot tell the form: choose "
+                                 "--weights int8 (TensorRT >= 10), qdq-float (TensorRT 8.5/8.6) or fp16") from None
+            form = "fp16"
+    elif precision == "fp16":
+        raise UsageError("profile {} builds fp16 engines: use --weights fp16 (or auto)".format(profile["name"]))
+    model = engine_model(b.base_onnx(), form)
+    with open(out, "wb") as f:
+        f.write(model)
+    shape = b.input["shape"]
+    click.echo("wrote {} ({} bytes, {} weights, input {} {})".format(out, len(model), form, b.input["name"],
+                                                                    ["N"] + list(shape)))
+    click.echo("trtexec:    " + " ".join(shlex.quote(a) for a in trtexec_args(
+        out, b.input["name"], shape, precision, profile["max_batch"], profile["workspace_mb"])))
+    click.echo("polygraphy: " + " ".join(shlex.quote(a) for a in polygraphy_args(
+        out, b.input["name"], shape, precision, profile["max_batch"])))
