@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -437,6 +438,23 @@ def test_engine_onnx_writes_the_parser_model_and_nvidia_tool_commands(tiny_bundl
             "(TensorRT >= 10), qdq-float (TensorRT 8.5/8.6) or fp16"]
     proc = run_cli("engine", "onnx", tiny_bundle, str(out), "--weights", "int8", "--device-profile", "nano")
     assert proc.returncode != 0 and "use --weights fp16" in proc.stderr
+
+
+def test_kernel_benchmark_without_gpu_says_so_and_writes_nothing(tmp_path):
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        if cuda.Device.count():
+            pytest.skip("this machine has a GPU: the benchmark runs for real there")
+    except Exception:
+        pass
+    out = tmp_path / "k.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "kernel_bandwidth.py"), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and not out.exists()
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("error: kernel_bandwidth needs pycuda and an NVIDIA GPU")
 
 
 # -- GPU and TensorRT (skip with a reason where absent) ------------------------------------------------
