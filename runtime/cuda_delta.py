@@ -5,7 +5,7 @@
 * ``base``    - the base network's packed refit tensors (uploaded once);
 * ``delta``   - staging for one decoded delta (host-to-device copy from pinned memory);
 * ``weights`` - what the engine reads: every tensor's pointer (``weights + offset``) is
-  registered with the TensorRT refitter once.
+  what the TensorRT refitter is given; the buffer never moves.
 
 A switch is one async H2D copy and one kernel launch on the inference stream; switching
 back to the base network is a device-to-device copy.  Nothing is written to ``weights``

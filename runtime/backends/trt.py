@@ -11,10 +11,10 @@ the device against ONNX Runtime.
   The weights enter the engine in the form the version takes (:func:`..engine_weights.weight_form`):
   int8 codes on TensorRT >= 10, float weights behind QuantizeLinear/DequantizeLinear on 8.x,
   dequantized fp16 on devices without int8 (Nano, TX2).
-* Refit, TensorRT >= 10: every refittable tensor is registered once as device memory
-  (``TensorLocation.DEVICE``) inside the packed weights buffer of
-  :class:`~..cuda_delta.DeviceDeltaApplier`; a switch is H2D copy + one kernel launch +
-  ``refit_cuda_engine_async`` on the inference stream, weights validation off.
+* Refit, TensorRT >= 10: every refittable tensor lives in the persistent packed weights
+  buffer of :class:`~..cuda_delta.DeviceDeltaApplier` and is given to the refitter as device
+  memory (``TensorLocation.DEVICE``, pointers only); a switch is H2D copy + one kernel launch
+  + ``refit_cuda_engine_async`` on the inference stream, weights validation off.
 * Refit, TensorRT 8.x: host weights and a synchronous ``refit_cuda_engine``.
 * Weights TensorRT asks for besides ours (``get_missing_weights``, e.g. the Q/DQ scales fused
   into a convolution) are supplied unchanged from the model; anything else is an error.
@@ -222,10 +222,10 @@ class TrtBackend(Backend):
             from ..cuda_delta import DeviceDeltaApplier
 
             self.applier = DeviceDeltaApplier(layout, self.base, stream=self.stream)
-            for spec, name in self.plan:
-                w = trt.Weights(trt_dtype(trt, spec.dtype), self.applier.pointer(spec.name), spec.numel)
-                if not self.refitter.set_named_weights(name, w, trt.TensorLocation.DEVICE):
-                    raise BackendError("TensorRT rejected device weights for {!r}".format(name))
+            # One persistent device buffer; each Weights points into it for good.
+            self.device_entries = [(name, trt.Weights(trt_dtype(trt, spec.dtype), self.applier.pointer(spec.name),
+                                                      spec.numel)) for spec, name in self.plan]
+            self._set_device_weights()
         else:
             self.host = self.base.copy()
             self.host_arrays = host_arrays(layout, self.host, self.form)
@@ -237,6 +237,13 @@ class TrtBackend(Backend):
         missing = list(self.refitter.get_missing_weights())
         if missing:
             raise BackendError(missing_report(missing, known))
+
+    def _set_device_weights(self):
+        # Pointer registration only, no copy.  Like trtexec --timeRefit, the weights are handed
+        # to the refitter again before every refit rather than assumed to outlive one.
+        for name, w in self.device_entries:
+            if not self.refitter.set_named_weights(name, w, self.trt.TensorLocation.DEVICE):
+                raise BackendError("TensorRT rejected device weights for {!r}".format(name))
 
     def _set_companions(self):
         for name, arr in self.companions.items():
@@ -282,10 +289,12 @@ class TrtBackend(Backend):
             if self.form != "int8":
                 for name, v in host_arrays(self.layout, self.host, self.form).items():
                     np.copyto(self.host_arrays[name], v)
-            if self.version < (10, 0):
-                self._set_host_weights()
-                self._set_companions()
         t1 = time.perf_counter()
+        if self.device_weights:
+            self._set_device_weights()
+        else:
+            self._set_host_weights()
+        self._set_companions()
         self._refit()
         if self.device_weights:
             self.stream.synchronize()
