@@ -119,23 +119,20 @@ def onnx_cmd(bundle, out, profile_name, form):
 
     b = Bundle.open(bundle)
     profile = device_profiles.load(profile_name or device_profiles.detect() or "desktop-gpu")
-    precision = profile["precision"]
-    if form == "fp16" and precision == "int8":
-        precision = "fp16"
-    if form in ("auto", "fp16"):
+    precision = "fp16" if form == "fp16" else profile["precision"]
+    if precision == "fp16":
+        if form not in ("auto", "fp16"):
+            raise UsageError("profile {} builds fp16 engines: use --weights fp16 (or auto)".format(profile["name"]))
+        form = "fp16"
+    elif form == "auto":
         try:
             import tensorrt as trt
-
-            from edgetool.runtime.backends.trt import trt_version
-
-            form = weight_form(trt_version(trt), precision)
         except ImportError:
-            if form == "auto" and precision == "int8":
-                raise UsageError("TensorRT is not installed here, so --weights auto cannot tell the form: choose "
-                                 "--weights int8 (TensorRT >= 10), qdq-float (TensorRT 8.5/8.6) or fp16") from None
-            form = "fp16"
-    elif precision == "fp16":
-        raise UsageError("profile {} builds fp16 engines: use --weights fp16 (or auto)".format(profile["name"]))
+            raise UsageError("TensorRT is not installed here, so --weights auto cannot tell the form: choose "
+                             "--weights int8 (TensorRT >= 10), qdq-float (TensorRT 8.5/8.6) or fp16") from None
+        from edgetool.runtime.backends.trt import trt_version
+
+        form = weight_form(trt_version(trt), precision)
     model = engine_model(b.base_onnx(), form)
     with open(out, "wb") as f:
         f.write(model)

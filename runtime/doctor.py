@@ -150,7 +150,9 @@ def weight_form_checks(add, bundle, samples, reference):
         return
     try:
         import tensorrt
-
+    except ImportError:
+        forms = list(FORMS)  # no TensorRT here: prove every form
+    else:
         from edgetool import device_profiles
 
         from .backends.trt import trt_version
@@ -158,8 +160,6 @@ def weight_form_checks(add, bundle, samples, reference):
         name = device_profiles.detect()
         precision = device_profiles.load(name)["precision"] if name else "int8"
         forms = [weight_form(trt_version(tensorrt), precision)]
-    except ImportError:
-        forms = list(FORMS)
     for form in forms:
         try:
             emulated = emulate_refit(bundle, form, samples)

@@ -54,10 +54,6 @@ def engine_name(spec, form: str) -> str:
     return spec.name + FLOAT_SUFFIX if form != "int8" and spec.dtype == "int8" else spec.name
 
 
-def engine_dtype(spec, form: str) -> str:
-    return "float32" if form != "int8" else spec.dtype
-
-
 def engine_model(model_bytes: bytes, form: str) -> bytes:
     """The ONNX model handed to the TensorRT parser for *form*."""
     model = strip_initializer_inputs(model_bytes)
@@ -75,7 +71,7 @@ def host_arrays(layout, packed: np.ndarray, form: str) -> Dict[str, np.ndarray]:
     for the same codes (same float32 product, same scale values).
     """
     if form == "int8":
-        return dict(layout.views(packed))
+        return layout.views(packed)
     deq = layout.dequantize(packed)
     return {engine_name(t, form): np.ascontiguousarray(deq[t.name], dtype=np.float32) for t in layout.tensors}
 

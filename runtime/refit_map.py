@@ -7,7 +7,7 @@ byte offset inside the packed device buffer.
 """
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class RefitEntry:
 
 
 def build_refit_map(layout: PackedLayout, model: Union[bytes, Mapping[str, np.ndarray]],
-                    only: Optional[Sequence[str]] = None, source: str = "base.onnx") -> List[RefitEntry]:
+                    source: str = "base.onnx") -> List[RefitEntry]:
     """Check the layout against the model's initializers and return the refit entries.
 
     *model* is the serialized ONNX model or its already-read initializers.
@@ -38,10 +38,7 @@ def build_refit_map(layout: PackedLayout, model: Union[bytes, Mapping[str, np.nd
     """
     inits = read_initializers(model) if isinstance(model, (bytes, bytearray)) else model
     entries = []
-    wanted = None if only is None else set(only)
     for t in layout.tensors:
-        if wanted is not None and t.name not in wanted:
-            continue
         if t.name not in inits:
             raise BundleError(source, "refit tensor {!r} is not an initializer of the model".format(t.name))
         a = inits[t.name]

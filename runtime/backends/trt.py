@@ -181,7 +181,7 @@ class TrtBackend(Backend):
             raise DeviceError("TensorRT {} is too old: edgetool needs TensorRT 8.2 or newer".format(trt.__version__))
         model = bundle.base_onnx()
         self.initializers = read_initializers(model)
-        self.refit_map = build_refit_map(self.layout, self.initializers, source=bundle._display("base.onnx"))
+        build_refit_map(self.layout, self.initializers, source=bundle._display("base.onnx"))  # names, dtypes, shapes
         self.base = self.layout.pack({t.name: self.initializers[t.name] for t in self.layout.tensors})
         entry = self._engine_entry(precision) if plan is None else None
         form = None
@@ -286,9 +286,9 @@ class TrtBackend(Backend):
                 np.copyto(self.host, self.base)
             else:
                 self.layout.apply_delta(self.base, delta, out=self.host)
-            if self.form != "int8":
-                for name, v in host_arrays(self.layout, self.host, self.form).items():
-                    np.copyto(self.host_arrays[name], v)
+            # int8: views of self.host; float forms: fresh dequantized arrays, kept alive here
+            # until the refit below has read them.
+            self.host_arrays = host_arrays(self.layout, self.host, self.form)
         t1 = time.perf_counter()
         if self.device_weights:
             self._set_device_weights()
