@@ -9,5 +9,5 @@ def write_result(path, result):
     """Write one benchmark's JSON result (folders made as needed) and say where."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump(result, f, indent=1, allow_nan=False)
     print("wrote", path)

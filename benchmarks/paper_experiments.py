@@ -1,25 +1,34 @@
 #!/usr/bin/env python
-"""The paper's experiments on real data, as edgetool runs them.
+"""The paper's experiments on real data, as edgetool runs them, over several seeds.
 
-For one dataset: trains the flat lower bound, the superclass network, from-scratch subclass
-networks (the oracle upper bound), fine-tuned (vanilla) and QAT fine-tuned (efficient)
-subclass networks; exports the bundle; writes the evaluation report (Markdown, HTML, JSON,
-plots) measuring the efficient Super-Sub through the runtime; then sweeps the delta budget
-(top-k sparse diff) and plots storage (1 + xN) against accuracy.
+For one dataset and each seed: trains the flat network (lower bound), the superclass (base)
+network from the flat trunk, vanilla fp32 subclass fine-tunes, the QAT base, and QAT
+subclass fine-tunes at every delta budget of the sweep (sharing the other networks); exports
+a bundle per budget and measures the efficient int8 Super-Sub through the runtime (ONNX
+Runtime). Every figure uses the definitions of ``edgetool.toolchain.bounds`` (README, "How
+results are measured").
+
+Writes to benchmarks/results/<dataset>/:
+  seeds/seed<N>.json   one seed: every budget's measurements (written as each finishes)
+  summary.json         per seed and mean +- standard error; the Pareto curve over the budget
+  pareto.png           accuracy against x, with the bounds
+  report.*             the full evaluation report of seed 0 at the default budget
 
 Usage:
-  python benchmarks/paper_experiments.py --dataset fashion-mnist [--train-per-class 2000]
-  python benchmarks/paper_experiments.py --dataset cifar10 [--train-per-class 1000]
+  python benchmarks/paper_experiments.py --dataset fashion-mnist --seeds 0 1 2
+  python benchmarks/paper_experiments.py --dataset cifar10 --seeds 0 1 2
+  python benchmarks/paper_experiments.py --dataset cifar10 --aggregate   # summary from the seed files
 
-Data comes from ../shared/datasets (see its READMEs).  Results go to
-benchmarks/results/<dataset>/ (summary.json, report.*, *.png); the training run goes to
---work (default edgetool-out/bench-<dataset>), resumable.
+Data comes from ../shared/datasets (see its READMEs). Training runs go to --work (default
+edgetool-out/bench-<dataset>) and resume where they stopped.
 """
 import argparse
 import copy
 import json
+import math
 import os
 import shutil
+import sys
 import tarfile
 import time
 
@@ -28,6 +37,12 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "datasets")
+sys.path.insert(0, HERE)
+
+from common import write_result  # noqa: E402
+
+SWEEP = ["0", "0.05", "0.2", "patch", "0.1", "0.4"]  # delta budgets, in the order they are run
+SHARED_STAGES = ("flat.pt", "super.pt", "super_qat.pt", "timing.json")
 
 
 def dataset_dir(name, work):
@@ -40,34 +55,174 @@ def dataset_dir(name, work):
         if not os.path.isdir(os.path.join(root, "test")):
             os.makedirs(dest, exist_ok=True)
             with tarfile.open(os.path.join(src, "CIFAR-10-images.tar.gz")) as tar:
-                tar.extractall(dest)
+                tar.extractall(dest, filter="data")
         return root, os.path.join(src, "hierarchy.json")
     raise SystemExit("unknown dataset {}".format(name))
 
 
-def pareto_plot(points, acc, path, title):
+def mean_se(values):
+    """{"mean", "se", "n"}: the standard error is the sample standard deviation / sqrt(n) (null for n < 2)."""
+    v = [float(x) for x in values if x is not None]
+    if not v:
+        return {"mean": None, "se": None, "n": 0}
+    se = float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
+    return {"mean": float(np.mean(v)), "se": se, "n": len(v)}
+
+
+def run_point(args, seed, b, first, out):
+    """Train (or resume) seed *seed* at delta budget *b* and record its measurements; every budget
+    shares the networks of budget *first* but the QAT subclass networks."""
+    from edgetool.toolchain import bounds as B
+    from edgetool.toolchain.evaluate import evaluate
+    from edgetool.toolchain.pipeline import Run, TrainConfig
+
+    work = args.work or os.path.join("edgetool-out", "bench-" + args.dataset)
+    data, hier = dataset_dir(args.dataset, work)
+    cfg = TrainConfig(data=data, hierarchy=hier, arch=args.arch, epochs=args.epochs, seed=seed,
+                      limit_train=args.train_per_class * 10, pad=4 if args.dataset == "cifar10" else 0)
+    seed_file = os.path.join(out, "seeds", "seed{}.json".format(seed))
+    record = {"seed": seed, "budgets": {}}
+    if os.path.isfile(seed_file):
+        with open(seed_file) as f:
+            record = json.load(f)
+    if b in record["budgets"]:
+        return
+    shared = os.path.join(work, "seed{}".format(seed), "budget-{}".format(first))
+    path = os.path.join(work, "seed{}".format(seed), "budget-{}".format(b))
+    if b != first and not os.path.isfile(os.path.join(path, "flat.pt")):
+        Run(shared, copy.deepcopy(cfg), progress=args.progress).train_all(with_qat_subclasses=False)
+        os.makedirs(path, exist_ok=True)
+        for name in SHARED_STAGES:
+            if os.path.isfile(os.path.join(shared, name)):
+                shutil.copy(os.path.join(shared, name), os.path.join(path, name))
+        shutil.copytree(os.path.join(shared, "vanilla"), os.path.join(path, "vanilla"), dirs_exist_ok=True)
+    c = copy.deepcopy(cfg)
+    c.delta_budget = b
+    t0 = time.perf_counter()
+    run = Run(path, c, progress=args.progress)
+    run.train_all()
+    bundle = os.path.join(path, "bundle")
+    manifest = run.export(bundle)
+    if b == args.report_budget and seed == args.report_seed:
+        rep = evaluate(run, bundle, out)
+        m = {k: rep[k] for k in ("accuracy", "routing", "gap_closed", "x", "efficient_measured_with",
+                                 "base_init", "delta_budget")}
+    else:
+        m = B.summary(B.measure(run, bundle, manifest))
+    m["seconds"] = time.perf_counter() - t0
+    m["train_seconds"] = run.train_seconds()
+    m["train_images"], m["test_images"] = int(len(run.ytr)), int(len(run.yte))
+    m["superclasses"] = run.hier.superclasses
+    m["changed_codes"] = [d["changed_int8"] / manifest["base"]["int8_weight_bytes"] for d in manifest["deltas"]]
+    record["budgets"][b] = m
+    record["config"] = dict(cfg.__dict__, delta_budget=None)
+    write_result(seed_file, record)
+    a = m["accuracy"]
+    print("seed {} budget {}: flat {:.2%} control {:.2%} upper {:.2%} vanilla {:.2%} efficient {:.2%} x {:.3f} "
+          "routing base {:.2%} flat {:.2%} ({:.0f} s)".format(
+              seed, b, a["lower"], a["control"], a["upper"], a["vanilla"], a["efficient"], m["x"]["mean"],
+              m["routing"]["base_int8"], m["routing"]["flat"], m["seconds"]), flush=True)
+
+
+def aggregate(dataset, out, default_budget, machine):
+    seeds = []
+    folder = os.path.join(out, "seeds")
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.endswith(".json"):
+            with open(os.path.join(folder, name)) as f:
+                seeds.append(json.load(f))
+    seeds = [s for s in seeds if default_budget in s["budgets"]]
+    if not seeds:
+        raise SystemExit("no seed results with the default budget {} in {}".format(default_budget, folder))
+    keys = ("lower", "upper", "control", "vanilla", "efficient")
+    per_seed = []
+    for s in seeds:
+        m = s["budgets"][default_budget]
+        per_seed.append({"seed": s["seed"], "accuracy": {k: m["accuracy"][k] for k in keys}, "routing": m["routing"],
+                         "x_per_superclass": m["x"]["per_superclass"], "x": m["x"]["mean"],
+                         "gap_closed": m["gap_closed"]})
+    mean = {"accuracy": {k: mean_se([p["accuracy"][k] for p in per_seed]) for k in keys},
+            "routing": {k: mean_se([p["routing"][k] for p in per_seed]) for k in ("base_fp32", "base_int8", "flat")},
+            "x": mean_se([p["x"] for p in per_seed]),
+            "x_per_superclass": {n: mean_se([p["x_per_superclass"][n] for p in per_seed])
+                                 for n in per_seed[0]["x_per_superclass"]},
+            "gap_closed": {k: mean_se([p["gap_closed"][k]["value"] for p in per_seed]) for k in ("vanilla", "efficient")},
+            "efficient_minus_vanilla": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["vanilla"] for p in per_seed]),
+            "efficient_minus_lower": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["lower"] for p in per_seed])}
+    for k in ("vanilla", "efficient"):
+        if mean["gap_closed"][k]["mean"] is None:
+            mean["gap_closed"][k]["reason"] = "the bounds tie in every seed"
+    budgets = []
+    all_budgets = sorted({b for s in seeds for b in s["budgets"]}, key=_budget_order)
+    for b in all_budgets:
+        rows = [s["budgets"][b] for s in seeds if b in s["budgets"]]
+        diffs = [r["accuracy"]["efficient"] - r["accuracy"]["vanilla"] for r in rows]
+        budgets.append({"budget": b, "seeds": len(rows), "efficient": mean_se([r["accuracy"]["efficient"] for r in rows]),
+                        "x": mean_se([r["x"]["mean"] for r in rows]),
+                        "efficient_minus_vanilla": mean_se(diffs),
+                        "changed_codes": mean_se([float(np.mean(r["changed_codes"])) for r in rows])})
+    within = [p for p in budgets if p["efficient_minus_vanilla"]["mean"] >= -0.01]
+    smallest = min(within, key=lambda p: p["x"]["mean"]) if within else None
+    d = mean["efficient_minus_vanilla"]["mean"]
+    targets = {
+        "default_within_0.3_points_of_vanilla": {"met": bool(d >= -0.003), "difference": d},
+        "default_above_flat": {"met": bool(mean["efficient_minus_lower"]["mean"] > 0),
+                               "difference": mean["efficient_minus_lower"]["mean"]},
+        "smallest_x_within_1_point_of_vanilla": None if smallest is None else
+        {"budget": smallest["budget"], "x": smallest["x"]["mean"],
+         "efficient_minus_vanilla": smallest["efficient_minus_vanilla"]["mean"]},
+        "x_le_0.4_within_1_point": {"met": any(p["x"]["mean"] <= 0.4 for p in within)},
+    }
+    first = seeds[0]["budgets"][default_budget]
+    summary = {"benchmark": "paper_experiments", "dataset": dataset, "machine": machine,
+               "definitions": "README 'How results are measured'; x = stored delta bytes / stored bytes of base.onnx",
+               "default_budget": default_budget, "seeds": [s["seed"] for s in seeds],
+               "train_images": first["train_images"], "test_images": first["test_images"],
+               "superclasses": first["superclasses"], "config": seeds[0].get("config"),
+               "base_init": first["base_init"], "per_seed": per_seed, "mean": mean, "pareto": budgets,
+               "targets": targets}
+    write_result(os.path.join(out, "summary.json"), summary)
+    pareto_plot(summary, os.path.join(out, "pareto.png"))
+    return summary
+
+
+def _budget_order(b):
+    if b == "patch":
+        return 1e9
+    return float(b)
+
+
+def pareto_plot(summary, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [p["x_zstd"] for p in points]
-    ys = [100 * p["efficient"] for p in points]
-    ax.plot(xs, ys, "o-", color="#ff7f0e", label="efficient int8 Super-Sub (top-k sparse diff)")
-    for p in points:
-        ax.annotate("k={:g}".format(p["topk"]) if p["topk"] else "dense", (p["x_zstd"], 100 * p["efficient"]),
-                    textcoords="offset points", xytext=(4, 4), fontsize=8)
-    lo, up = 100 * acc["lower"], 100 * acc["upper"]
-    ax.axhline(lo, color="#d62728", ls="--", lw=1, label="lower bound (flat)")
-    ax.axhline(up, color="#2ca02c", ls="--", lw=1, label="upper bound (oracle)")
-    ax.axhline(lo + 0.85 * (up - lo), color="gray", ls=":", lw=1, label="85% of the gap")
-    ax.axvline(0.1, color="black", ls=":", lw=1, label="x = 0.1 target")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    pts = summary["pareto"]
+    xs = [p["x"]["mean"] for p in pts]
+    ys = [100 * p["efficient"]["mean"] for p in pts]
+    es = [100 * (p["efficient"]["se"] or 0) for p in pts]
+    ax.errorbar(xs, ys, yerr=es, fmt="o-", color="#ff7f0e", capsize=3, label="efficient int8 Super-Sub (mean +- SE)")
+    for p, x, y in zip(pts, xs, ys):
+        label = "tau={}".format(p["budget"]) if p["budget"] != "patch" else "BN/head patch"
+        if p["budget"] == summary["default_budget"]:
+            label += " (default)"
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    acc = summary["mean"]["accuracy"]
+    for key, label, color, ls in (("lower", "lower bound (flat)", "#d62728", "--"),
+                                  ("control", "control (flat, true superclass)", "#9467bd", ":"),
+                                  ("vanilla", "vanilla fp32 Super-Sub", "#1f77b4", "-"),
+                                  ("upper", "upper bound (true superclass)", "#2ca02c", "--")):
+        ax.axhline(100 * acc[key]["mean"], color=color, ls=ls, lw=1, label=label)
+    ax.axhspan(100 * acc["vanilla"]["mean"] - 1, 100 * acc["vanilla"]["mean"], color="#1f77b4", alpha=0.08,
+               label="within 1 point of vanilla")
     ax.axvline(0.2, color="gray", ls="-.", lw=1, label="x = 0.2 (paper)")
-    ax.set_xlabel("storage per subclass network x (bundle = 1 + xN networks, zstd)")
+    ax.set_xlabel("x = stored delta / stored int8 network (bundle = 1 + xN networks)")
     ax.set_ylabel("accuracy [%]")
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Delta budget: {} ({} seeds, {} test images)".format(summary["dataset"], len(summary["seeds"]),
+                                                                       summary["test_images"]))
+    ax.legend(fontsize=6.5, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -76,92 +231,33 @@ def pareto_plot(points, acc, path, title):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True, choices=["fashion-mnist", "cifar10"])
-    ap.add_argument("--train-per-class", type=int, default=2000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--sweep", nargs="+", default=SWEEP, help="delta budgets (every seed runs each, in this order)")
+    ap.add_argument("--default", default=None, help="the budget the headline figures use (default: TrainConfig's)")
+    ap.add_argument("--train-per-class", type=int, default=1000)
     ap.add_argument("--arch", default="resnet8")
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--topk", type=float, nargs="*", default=[0.3, 0.15])
+    ap.add_argument("--report-seed", type=int, default=0)
+    ap.add_argument("--report-budget", default=None, help="budget of the full report (default: --default)")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--out", default=None, help="results folder (default: benchmarks/results/<dataset>)")
+    ap.add_argument("--aggregate", action="store_true", help="only rebuild summary.json and pareto.png")
+    ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
 
     from edgetool.toolchain.cli import machine_name
-    from edgetool.toolchain.evaluate import evaluate
-    from edgetool.toolchain.pipeline import Run, TrainConfig
-    from edgetool.toolchain import train as T
+    from edgetool.toolchain.pipeline import TrainConfig
 
-    t_start = time.perf_counter()
-    work = args.work or os.path.join("edgetool-out", "bench-" + args.dataset)
-    data, hier = dataset_dir(args.dataset, work)
-    n_classes = 10
-    cfg = TrainConfig(data=data, hierarchy=hier, arch=args.arch, epochs=args.epochs,
-                      limit_train=args.train_per_class * n_classes, pad=4 if args.dataset == "cifar10" else 0)
-    out = os.path.join(HERE, "results", args.dataset)
-    os.makedirs(out, exist_ok=True)
-    run = Run(os.path.join(work, "run"), cfg)
-    run.train_all()
-    for k in range(run.hier.n_super):
-        run.vanilla(k, init="scratch")
-    bundle = os.path.join(work, "bundle")
-    run.export(bundle)
-    rep = evaluate(run, bundle, out, upper="scratch")
-
-    # delta budget: top-k sparse diff sweep (each point a run sharing the superclass networks)
-    y = run.yte.numpy()
-    true_k, true_j = run.sup_of[y], run.loc_of[y]
-    base = run.super_qat()
-    route = T.predict_logits(base, run.xte, run.hier.n_super).argmax(1).numpy()
-    from edgetool.runtime import codecs
-    from edgetool.toolchain.qat import code_delta
-
-    def point(r, topk):
-        ok = np.zeros(len(y), dtype=bool)
-        xs, xs7 = [], []
-        bc = base.int8_codes()
-        nbytes = sum(v.size for v in bc.values())
-        for k in range(r.hier.n_super):
-            net = r.sub_qat(k)
-            idx = np.nonzero(route == k)[0]
-            j = T.predict_logits(net, r.xte[idx], len(r.hier.subclasses[k])).argmax(1).numpy()
-            ok[idx] = (true_k[idx] == k) & (true_j[idx] == j)
-            d = code_delta(base, net).tobytes()
-            fl = net.float_tensors()
-            bf = base.float_tensors()
-            fd = np.concatenate([(fl[n] - bf[n]).ravel() for n in fl]).astype(np.float32).tobytes()
-            xs.append(len(codecs.encode("zstd", d + fd)) / nbytes)
-            xs7.append(len(codecs.encode("7z", d + fd)) / nbytes)
-        return {"topk": topk, "efficient": float(ok.mean()), "x_zstd": float(np.mean(xs)), "x_7z": float(np.mean(xs7))}
-
-    points = [point(run, 0.0)]
-    for f in args.topk:
-        pdir = os.path.join(work, "topk-{:g}".format(f))
-        os.makedirs(pdir, exist_ok=True)
-        for name in ("super.pt", "super_qat.pt", "flat.pt"):
-            if not os.path.exists(os.path.join(pdir, name)):
-                shutil.copy(os.path.join(run.path, name), os.path.join(pdir, name))
-        c = copy.deepcopy(cfg)
-        c.delta_topk = f
-        r = Run(pdir, c)
-        points.append(point(r, f))
-        print("delta budget", points[-1], flush=True)
-    acc = rep["accuracy"]
-    lo, up = acc["lower"], acc["upper"]
-    for p in points:
-        p["gap_closed"] = (p["efficient"] - lo) / (up - lo) if up != lo else float("nan")
-    target = [p for p in points if p["x_zstd"] <= 0.1 and p["gap_closed"] >= 0.85]
-    pareto_plot(points, acc, os.path.join(out, "pareto.png"), "Delta budget: {} ({})".format(args.dataset, args.arch))
-
-    summary = {
-        "benchmark": "paper_experiments", "dataset": args.dataset, "machine": machine_name(), "arch": args.arch,
-        "train_images": int(len(run.ytr)), "test_images": int(len(y)), "superclasses": run.hier.superclasses,
-        "accuracy": acc, "gap_closed": rep["headline"],
-        "storage_per_subclass_network": rep["storage_per_subclass_network"],
-        "delta_budget": points,
-        "target_x_le_0.1_and_gap_closed_ge_85pct": {"reached": bool(target), "points": target},
-        "seconds": time.perf_counter() - t_start,
-        "train_seconds": run.train_seconds(),
-    }
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    print(json.dumps({k: summary[k] for k in ("accuracy", "gap_closed", "storage_per_subclass_network")}, indent=1))
+    default = args.default or TrainConfig().delta_budget
+    args.report_budget = args.report_budget or default
+    out = args.out or os.path.join(HERE, "results", args.dataset)
+    os.makedirs(os.path.join(out, "seeds"), exist_ok=True)
+    if not args.aggregate:
+        for b in args.sweep:  # every seed at one budget before the next budget
+            for seed in args.seeds:
+                run_point(args, seed, b, args.sweep[0], out)
+    s = aggregate(args.dataset, out, default, machine_name())
+    print(json.dumps({"mean": s["mean"]["accuracy"], "x": s["mean"]["x"], "targets": s["targets"]}, indent=1))
     print("wrote", out)
 
 

@@ -25,7 +25,7 @@ def tiny_run(tmp_path_factory):
     pytest.importorskip("torch")
     from edgetool.toolchain.pipeline import Run, TrainConfig
 
-    cfg = TrainConfig(epochs=2, ft_epochs=1, qat_epochs=1, qat_ft_epochs=2, limit_train=1200, limit_test=300,
+    cfg = TrainConfig(epochs=2, base_epochs=1, ft_epochs=2, qat_epochs=1, limit_train=1200, limit_test=300,
                       batch=64, seed=1)
     path = tmp_path_factory.mktemp("run")
     run = Run(str(path), cfg, progress=False)

@@ -19,8 +19,8 @@ def test_confusion_matrix_by_hand():
     np.testing.assert_allclose(pct[2], [25, 0, 75])
     acc = R.per_group_accuracy([1, 0, 1, 1, 1, 1, 0, 1, 1], true, 3)
     np.testing.assert_allclose(acc, [2 / 3, 1.0, 0.75])
-    assert R.gap_closed(0.80, 0.70, 0.90) == pytest.approx(0.5)
-    assert np.isnan(R.gap_closed(0.8, 0.7, 0.7))
+    assert R.gap_closed(0.80, 0.70, 0.90)["value"] == pytest.approx(0.5)
+    assert R.gap_closed(0.8, 0.7, 0.7)["value"] is None
     assert R.signed_int8(np.array([255, 1, 128], np.uint8)).tolist() == [-1, 1, -128]
 
 
@@ -32,7 +32,8 @@ def test_evaluate_report_numbers_and_plots(tiny_run, tiny_bundle, tmp_path):
     proc = run_cli("evaluate", tiny_run.path, "--bundle", tiny_bundle, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "gap closed" in proc.stdout
-    rep = json.load(open(out / "report.json"))
+    text = (out / "report.json").read_text()
+    rep = json.loads(text, parse_constant=lambda c: pytest.fail("non-strict JSON constant " + c))
     # confusion matrix recomputed by hand from the superclass network's predictions
     y = tiny_run.yte.numpy()
     true_k = tiny_run.sup_of[y]
@@ -46,8 +47,21 @@ def test_evaluate_report_numbers_and_plots(tiny_run, tiny_bundle, tmp_path):
         row = sum(hand[i])
         assert rep["confusion_percent"][i] == pytest.approx([round(100 * c / row, 2) for c in hand[i]])
     assert rep["superclass_accuracy"] == pytest.approx(np.trace(np.array(hand)) / len(y))
+    assert rep["routing"]["base_fp32"] == rep["superclass_accuracy"]
     a = rep["accuracy"]
-    assert rep["headline"]["gap_closed_vanilla"] == pytest.approx((a["vanilla"] - a["lower"]) / (a["upper"] - a["lower"]))
+    g = rep["gap_closed"]["vanilla"]
+    if a["upper"] > a["lower"]:
+        assert g["value"] == pytest.approx((a["vanilla"] - a["lower"]) / (a["upper"] - a["lower"]))
+    else:
+        assert g["value"] is None and g["reason"]
+    # the control: flat logits restricted to the true superclass's classes, by hand
+    flat_logits = T.predict_logits(tiny_run.flat(), tiny_run.xte).numpy()
+    ctrl = [int(np.argmax(np.where(tiny_run.sup_of == true_k[i], flat_logits[i], -np.inf))) == y[i] for i in range(len(y))]
+    assert a["control"] == pytest.approx(np.mean(ctrl))
+    # x: stored delta bytes / stored bytes of base.onnx, from the bundle's manifest
+    man = json.load(open(os.path.join(tiny_bundle, "manifest.json")))
+    for d in man["deltas"]:
+        assert rep["x"]["per_superclass"][d["superclass"]] == pytest.approx(d["stored_size"] / man["base"]["size"])
     # per-superclass lower bound by hand
     flat = T.predict_logits(tiny_run.flat(), tiny_run.xte).argmax(1).numpy()
     for k in range(n):
@@ -56,7 +70,7 @@ def test_evaluate_report_numbers_and_plots(tiny_run, tiny_bundle, tmp_path):
     for name in rep["superclasses"]:
         assert sum(rep["deltas"][name]["histogram"]) == sum(v.size for v in tiny_run.super_qat().int8_codes().values())
         c = rep["compression"][name]
-        assert 0 < c["int8_zstd_qat"] < 1.5 and 0 < c["fp16_7z_no_qat"] < 1.5
+        assert 0 < c["bundle_x"] < 1.5 and 0 < c["fp16_7z_no_qat"] < 1.5
     for f in ("report.md", "report.html", "confusion.png", "per_superclass.png", "delta_histograms.png", "compression.png"):
         assert (out / f).stat().st_size > 0
         if f.endswith(".png"):

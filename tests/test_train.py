@@ -13,15 +13,15 @@ torch = pytest.importorskip("torch")
 from edgetool.toolchain import models as M  # noqa: E402
 from edgetool.toolchain import train as T  # noqa: E402
 
-TINY = ["--limit-train", "300", "--limit-test", "100", "--epochs", "1", "--ft-epochs", "1", "--qat-epochs", "1",
-        "--qat-ft-epochs", "1", "--batch", "64"]
+TINY = ["--limit-train", "300", "--limit-test", "100", "--epochs", "1", "--base-epochs", "1", "--ft-epochs", "1",
+        "--qat-epochs", "1", "--batch", "64"]
 
 
 def test_every_mode_trains_from_the_cli(tmp_path):
     run = tmp_path / "run"
-    proc = run_cli("train", run, *TINY, "--modes", "flat,superclass,oracle,finetune,qat")
+    proc = run_cli("train", run, *TINY, "--modes", "flat,superclass,vanilla,qat")
     assert proc.returncode == 0, proc.stderr
-    for f in ["flat.pt", "super.pt", "super_qat.pt"] + ["{}/{}.pt".format(d, k) for d in ("scratch", "vanilla", "qat")
+    for f in ["flat.pt", "super.pt", "super_qat.pt"] + ["{}/{}.pt".format(d, k) for d in ("vanilla", "qat")
                                                          for k in range(3)]:
         assert (run / f).is_file(), f
         ck = torch.load(run / f, weights_only=True)  # plain tensors and lists only
@@ -43,6 +43,8 @@ def test_train_rejects_bad_input(tmp_path):
     assert proc.returncode != 0 and "no such data folder" in proc.stderr
     proc = run_cli("train", tmp_path / "r", "--arch", "resnet9000")
     assert proc.returncode != 0 and "unknown model" in proc.stderr
+    proc = run_cli("train", tmp_path / "r", "--delta-budget", "lots")
+    assert proc.returncode != 0 and "delta budget 'lots'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _data(n=256):

@@ -11,29 +11,50 @@ from edgetool.runtime.errors import UsageError, require
 require("torch", "train")  # fail at command lookup, so the CLI names the extra to install
 
 DEFAULT_OUT = "edgetool-out"
+_FIELDS = ("data", "arch", "width_mult", "epochs", "base_init", "base_epochs", "ft_epochs", "ft_lr", "qat_epochs",
+           "delta_budget", "qat_weight_grad", "batch", "image_size", "pad", "seed", "limit_train", "limit_test")
+
+
+def _default(name):
+    from dataclasses import fields
+
+    from .pipeline import TrainConfig
+
+    return {f.name: f.default for f in fields(TrainConfig)}[name]
 
 
 def config_options(f):
+    """The training flags; each defaults to the run's config.json (when resuming) or TrainConfig."""
+    def opt(flag, kind, text, **kw):
+        key = flag.lstrip("-").replace("-", "_")
+        default = _default(key) if key in _FIELDS else None
+        shown = "" if default is None else " [default: {}]".format(default)
+        return click.option(flag, default=None, type=kind, help=text + shown, **kw)
+
     opts = [
-        click.option("--data", default=None, help="'sample' (shipped), an IDX folder, or an ImageFolder root with train/ and test/."),
+        opt("--data", str, "'sample' (shipped), an IDX folder, or an ImageFolder root with train/ and test/."),
         click.option("--hierarchy", default=None, type=click.Path(), help="Hierarchy JSON file."),
         click.option("--config", "config_file", default=None, type=click.Path(), help="JSON config file; flags override it."),
-        click.option("--arch", default=None, help="Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50."),
-        click.option("--width-mult", default=None, type=float, help="Channel width multiplier."),
-        click.option("--epochs", default=None, type=int, help="Epochs of the flat and superclass networks."),
-        click.option("--ft-epochs", default=None, type=int, help="Epochs of each vanilla subclass fine-tune."),
-        click.option("--qat-epochs", default=None, type=int, help="QAT epochs of the superclass network."),
-        click.option("--qat-ft-epochs", default=None, type=int, help="QAT epochs of each subclass fine-tune."),
-        click.option("--batch", default=None, type=int, help="Batch size."),
-        click.option("--image-size", default=None, type=int, help="Resize ImageFolder images to this size."),
-        click.option("--pad", default=None, type=int, help="Random-crop padding for augmentation (4 for CIFAR)."),
-        click.option("--seed", default=None, type=int, help="Random seed."),
-        click.option("--limit-train", default=None, type=int, help="Use at most this many training images."),
-        click.option("--limit-test", default=None, type=int, help="Use at most this many test images."),
-        click.option("--delta-l1", default=None, type=float,
-                     help="L1 pull of the QAT subclass fine-tunes toward the base weights (smaller deltas)."),
-        click.option("--delta-topk", default=None, type=float,
-                     help="Keep only this fraction of changed int8 codes per subclass (top-k sparse diff), then re-fine-tune."),
+        opt("--arch", str, "Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50."),
+        opt("--width-mult", float, "Channel width multiplier."),
+        opt("--epochs", int, "Epochs of the flat network (and of the superclass network with --base-init scratch)."),
+        opt("--base-init", click.Choice(["flat", "scratch"]),
+            "Superclass (base) network: from the flat network's fine-label trunk, or from scratch (or --pretrained)."),
+        opt("--base-epochs", int, "Superclass epochs from the flat trunk."),
+        opt("--ft-epochs", int, "Epochs of every subclass fine-tune (vanilla fp32 and QAT int8 share one recipe)."),
+        opt("--ft-lr", float, "Learning rate of every subclass fine-tune."),
+        opt("--qat-epochs", int, "QAT epochs of the superclass network."),
+        opt("--delta-budget", str,
+            "Delta budget: proximal threshold tau toward the base (0 = dense; larger = fewer changed int8 codes), "
+            "or 'patch' (only BatchNorm scale/bias and the head change)."),
+        opt("--qat-weight-grad", click.Choice(["clip", "ste"]),
+            "QAT weight gradient beyond +-127 codes: none (clip) or straight through (ste)."),
+        opt("--batch", int, "Batch size."),
+        opt("--image-size", int, "Resize ImageFolder images to this size."),
+        opt("--pad", int, "Random-crop padding for augmentation (4 for CIFAR)."),
+        opt("--seed", int, "Random seed."),
+        opt("--limit-train", int, "Use at most this many training images (0 = all)."),
+        opt("--limit-test", int, "Use at most this many test images (0 = all)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -51,20 +72,26 @@ def make_config(config_file=None, **flags):
             setattr(cfg, k, v)
     if cfg.batch < 1 or cfg.epochs < 0:
         raise UsageError("--batch must be >= 1 and epochs >= 0")
+    from .qat import parse_budget
+
+    try:
+        parse_budget(cfg.delta_budget)
+    except ValueError as e:
+        raise UsageError(str(e))
     return cfg
 
 
-MODES = ("flat", "superclass", "oracle", "vanilla", "finetune", "qat")
+MODES = ("flat", "superclass", "vanilla", "qat")
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path())
 @config_options
-@click.option("--modes", default="flat,superclass,oracle,finetune,qat", show_default=True,
-              help="Comma-separated networks to train: flat (lower bound); superclass; oracle / vanilla "
-                   "(subclass networks trained on their superclass only, from scratch or --pretrained: the upper "
-                   "bound); finetune (subclass networks fine-tuned from the superclass network); qat (QAT "
-                   "superclass network and QAT fine-tuned subclass networks).")
+@click.option("--modes", default=",".join(MODES), show_default=True,
+              help="Comma-separated networks to train: flat (the lower bound, and the base's trunk); superclass (the "
+                   "base network); vanilla (fp32 subclass networks fine-tuned from the base: vanilla Super-Sub and, "
+                   "given the true superclass, the upper bound); qat (QAT base and QAT subclass networks under the "
+                   "delta budget: efficient Super-Sub).")
 @click.option("--pretrained", default=None, type=click.Path(), help="torchvision ResNet state_dict to start float networks from.")
 def train(run_dir, modes, pretrained, config_file, **flags):
     """Train the networks of a Super-Sub run into RUN_DIR (resumes where it stopped).
@@ -74,6 +101,7 @@ def train(run_dir, modes, pretrained, config_file, **flags):
     from .pipeline import Run
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    chosen = ["vanilla" if m == "finetune" else m for m in chosen]
     bad = [m for m in chosen if m not in MODES]
     if bad or not chosen:
         raise UsageError("unknown mode(s) {}; choose from {}".format(", ".join(bad) or "(none)", ", ".join(MODES)))
@@ -87,10 +115,7 @@ def train(run_dir, modes, pretrained, config_file, **flags):
         run.flat()
     if "superclass" in chosen:
         run.superclass()
-    if "oracle" in chosen or "vanilla" in chosen:
-        for k in range(N):
-            run.vanilla(k, init="scratch")
-    if "finetune" in chosen:
+    if "vanilla" in chosen:
         for k in range(N):
             run.vanilla(k)
     if "qat" in chosen:
@@ -125,8 +150,9 @@ def machine_name() -> str:
 def demo(out, codec, fresh, config_file, **flags):
     """Train, export and run Super-Sub on the shipped Fashion-MNIST sample, offline.
 
-    Prints accuracy (flat, oracle, vanilla fp32 Super-Sub, efficient int8 Super-Sub via the
-    runtime), storage, and switch latency; leaves the bundle and results.json in --out.
+    Prints accuracy (lower bound: flat; control; upper bound; vanilla fp32 Super-Sub;
+    efficient int8 Super-Sub through the runtime), where the efficient result sits between the
+    bounds, routing, storage x, and switch latency; leaves the bundle and results.json in --out.
     """
     import shutil
 
@@ -143,12 +169,11 @@ def demo(out, codec, fresh, config_file, **flags):
 
 @click.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--bundle", default=None, type=click.Path(), help="Measure the efficient Super-Sub through the runtime on this bundle.")
+@click.option("--bundle", default=None, type=click.Path(),
+              help="Measure the efficient Super-Sub through the runtime on this bundle (default: export one to a temporary folder).")
 @click.option("--out", default=None, type=click.Path(), help="Report folder (default: RUN_DIR/report).")
-@click.option("--upper", default="auto", show_default=True, type=click.Choice(["auto", "scratch", "finetune"]),
-              help="Networks of the upper bound: from-scratch subclass networks (paper) or fine-tuned ones.")
-def evaluate(run_dir, bundle, out, upper):
-    """Report (Markdown, HTML, JSON, PNG plots): bounds, vanilla vs efficient, deltas, storage."""
+def evaluate(run_dir, bundle, out):
+    """Report (Markdown, HTML, JSON, PNG plots): bounds, control, vanilla vs efficient, routing, deltas, storage x."""
     from .evaluate import evaluate as run_eval
     from .pipeline import Run
 
@@ -156,8 +181,19 @@ def evaluate(run_dir, bundle, out, upper):
         raise UsageError("{}: not a training run (no config.json); run `edgetool train` first".format(run_dir))
     run = Run(run_dir, progress=True)
     out = out or os.path.join(run_dir, "report")
-    rep = run_eval(run, bundle, out, upper)
-    a, h = rep["accuracy"], rep["headline"]
-    click.echo("lower {:.2%}  upper {:.2%}  vanilla {:.2%} (gap closed {:.0%})  efficient {:.2%} (gap closed {:.0%})".format(
-        a["lower"], a["upper"], a["vanilla"], h["gap_closed_vanilla"], a["efficient"], h["gap_closed_efficient"]))
+    rep = run_eval(run, bundle, out)
+    click.echo(summary_line(rep))
     click.echo("report: {}".format(os.path.join(out, "report.html")))
+
+
+def summary_line(rep: dict) -> str:
+    a, g = rep["accuracy"], rep["gap_closed"]
+
+    def gap(key):
+        v = g[key]["value"]
+        return "n/a: bounds tie" if v is None else "{:.0%}".format(v)
+
+    return ("lower {:.2%}  control {:.2%}  upper {:.2%}  vanilla {:.2%} (gap closed {})  "
+            "efficient {:.2%} (gap closed {}), x = {:.3f}").format(
+        a["lower"], a["control"], a["upper"], a["vanilla"], gap("vanilla"), a["efficient"], gap("efficient"),
+        rep["x"]["mean"])

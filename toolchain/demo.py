@@ -7,6 +7,7 @@ import time
 
 import click
 
+from . import bounds as B
 from .pipeline import Run, TrainConfig
 from .runtime_eval import evaluate_bundle
 
@@ -44,77 +45,90 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
 
     stage("training the flat network (lower bound)")
     flat = run.flat()
-    stage("training the superclass network")
+    stage("training the superclass (base) network from the flat network's trunk" if cfg.base_init == "flat"
+          else "training the superclass (base) network from scratch")
     sup = run.superclass()
-    vanilla = []
     for k, s in enumerate(hier.superclasses):
         stage("fine-tuning vanilla fp32 subclass network [{}]".format(s))
-        vanilla.append(run.vanilla(k))
+        run.vanilla(k)
     stage("QAT of the superclass network (per-channel int8 weights, int8 activations)")
     run.super_qat()
     for k, s in enumerate(hier.superclasses):
-        stage("QAT fine-tune of subclass network [{}] (scales frozen)".format(s))
+        stage("QAT fine-tune of subclass network [{}] (scales frozen, delta budget {})".format(s, cfg.delta_budget))
         run.sub_qat(k)
     stage("exporting the bundle ({} deltas)".format(codec))
     bundle_dir = os.path.join(out, "bundle")
     manifest = run.export(bundle_dir, codec)
-    stage("evaluating the efficient int8 Super-Sub through the runtime (ONNX Runtime)")
+    stage("measuring: bounds, control, vanilla, and the efficient int8 Super-Sub through the runtime (ONNX Runtime)")
+    m = B.measure(run, bundle_dir, manifest)
     y = run.yte.numpy()
     rt = evaluate_bundle(bundle_dir, run.xte.numpy(), run.sup_of[y], run.loc_of[y])
 
-    flat_acc = run.eval_flat()
-    oracle = run.eval_supersub(sup, vanilla, oracle=True)["accuracy"]
-    van = run.eval_supersub(sup, vanilla)
     base_size = manifest["base"]["size"]
     delta_sizes = [d["stored_size"] for d in manifest["deltas"]]
     bundle_bytes = base_size + sum(delta_sizes)
-    x = sum(delta_sizes) / N / base_size
     fp32 = fp32_bytes(sup)
-    sw = rt["per_image"]["switch_ms"]
     results = {
         "dataset": "fashion-mnist sample" if cfg.data == "sample" else cfg.data,
         "machine": machine_name(),
-        "config": cfg.__dict__,
+        "config": dict(cfg.__dict__),
         "superclasses": hier.superclasses,
         "test_images": int(len(y)),
-        "accuracy": {"flat": flat_acc, "oracle": oracle, "vanilla_fp32": van["accuracy"],
-                     "efficient_int8_runtime": rt["accuracy"]},
-        "superclass_accuracy": {"vanilla_fp32": van["superclass_accuracy"], "int8_runtime": rt["superclass_accuracy"]},
+        "accuracy": m["accuracy"],
+        "gap_closed": m["gap_closed"],
+        "routing": m["routing"],
+        "x": m["x"],
         "storage_bytes": {"bundle": bundle_bytes, "base_onnx": base_size, "deltas": delta_sizes,
                           "n_plus_1_int8": (N + 1) * base_size, "one_plus_0.2N_int8": int(round((1 + 0.2 * N) * base_size)),
                           "n_plus_1_fp32": (N + 1) * fp32, "flat_fp32": fp32_bytes(flat)},
-        "storage_networks": {"bundle": 1 + x * N, "x_per_subclass": x},
-        "switch_latency_ms": sw,
+        "switch_latency_ms": rt["per_image"]["switch_ms"],
         "runtime": rt,
         "bundle": os.path.abspath(bundle_dir),
         "wall_seconds": time.perf_counter() - t0,
         "train_seconds": run.train_seconds(),
     }
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump(results, f, indent=1, allow_nan=False)
     print_table(results, N)
     return results
+
+
+def verdict(a: dict, g: dict) -> str:
+    """Where efficient int8 Super-Sub sits between the bounds, in one plain sentence."""
+    eff, lo, up, van = a["efficient"], a["lower"], a["upper"], a["vanilla"]
+    gap = g["efficient"]["value"]
+    where = "n/a (the bounds tie)" if gap is None else "{:.0%} of the way from the lower to the upper bound".format(gap)
+    side = "above" if eff > lo else ("level with" if eff == lo else "BELOW")
+    return ("efficient int8 Super-Sub is {:+.2f} points {} the flat network (lower bound), {:+.2f} points from "
+            "vanilla fp32 Super-Sub, {}.").format(100 * (eff - lo), side, 100 * (eff - van), where)
 
 
 def print_table(r: dict, N: int) -> None:
     a = r["accuracy"]
     s = r["storage_bytes"]
+    x = r["x"]["mean"]
     rows = [
-        ("flat fp32 (lower bound)", a["flat"], fmt_bytes(s["flat_fp32"]), "1 network"),
-        ("oracle fp32 (upper bound)", a["oracle"], fmt_bytes(s["n_plus_1_fp32"]), "true superclass given"),
-        ("vanilla fp32 Super-Sub", a["vanilla_fp32"], fmt_bytes(s["n_plus_1_fp32"]), "{} networks".format(N + 1)),
-        ("efficient int8 Super-Sub", a["efficient_int8_runtime"], fmt_bytes(s["bundle"]),
-         "bundle, via runtime: 1 + {:.3f}N".format(r["storage_networks"]["x_per_subclass"])),
+        ("flat fp32 (lower bound)", a["lower"], fmt_bytes(s["flat_fp32"]), "1 network, all classes"),
+        ("control: flat, true super", a["control"], fmt_bytes(s["flat_fp32"]), "flat net told the superclass"),
+        ("upper bound (true super)", a["upper"], fmt_bytes(s["n_plus_1_fp32"]), "vanilla subclass nets told the superclass"),
+        ("vanilla fp32 Super-Sub", a["vanilla"], fmt_bytes(s["n_plus_1_fp32"]), "{} networks".format(N + 1)),
+        ("efficient int8 Super-Sub", a["efficient"], fmt_bytes(s["bundle"]),
+         "bundle via runtime: 1 + {:.3f}N networks".format(x)),
     ]
     click.echo("")
     click.echo("{:<28} {:>9}  {:>11}  {}".format("model", "accuracy", "storage", "note"))
-    click.echo("-" * 78)
+    click.echo("-" * 86)
     for name, acc, size, note in rows:
         click.echo("{:<28} {:>8.2f}%  {:>11}  {}".format(name, 100 * acc, size, note))
-    click.echo("-" * 78)
-    click.echo("storage: bundle {} vs N+1 int8 networks {} ({:.1f}x smaller) vs 1+0.2N {} (paper)".format(
-        fmt_bytes(s["bundle"]), fmt_bytes(s["n_plus_1_int8"]), s["n_plus_1_int8"] / s["bundle"],
-        fmt_bytes(s["one_plus_0.2N_int8"])))
+    click.echo("-" * 86)
+    click.echo(verdict(a, r["gap_closed"]))
+    rt = r["routing"]
+    click.echo("routing: base network int8 {:.2%} (fp32 {:.2%}); the flat network's implied superclass {:.2%}".format(
+        rt["base_int8"], rt["base_fp32"], rt["flat"]))
+    click.echo("storage: bundle {} vs N+1 int8 networks {} ({:.1f}x smaller); x = stored delta / base.onnx = {:.3f} "
+               "(paper: 0.2); delta budget {}".format(
+                   fmt_bytes(s["bundle"]), fmt_bytes(s["n_plus_1_int8"]), s["n_plus_1_int8"] / s["bundle"], x,
+                   r["config"]["delta_budget"]))
     sw = r["switch_latency_ms"]
     click.echo("switch latency (decode + apply, ONNX Runtime CPU, {} switches): median {:.3f} ms, p90 {:.3f} ms".format(
         sw.get("count", 0), sw.get("median", float("nan")), sw.get("p90", float("nan"))))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import html
 import json
 import os
+import tempfile
 from typing import Dict, Optional
 
 import numpy as np
 
 from edgetool.runtime import codecs
 
+from . import bounds as B
 from . import qat as Q
 from . import report as R
 from . import train as T
@@ -45,93 +47,74 @@ def fp16_delta_bytes(base_model, sub_model, codec="7z") -> Dict[str, int]:
     return {"stored": len(codecs.encode(codec, blob)), "network": raw}
 
 
-def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str, upper: str = "auto") -> dict:
+def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
+    """Measure *run* (and its bundle; exported to a temporary folder when none is given) and
+    write report.json / report.md / report.html and the plots into *out_dir*."""
     os.makedirs(out_dir, exist_ok=True)
+    if bundle_dir is None:
+        with tempfile.TemporaryDirectory(prefix="edgetool-eval-") as tmp:
+            return evaluate(run, run_export(run, os.path.join(tmp, "bundle")), out_dir)
+    from edgetool.runtime.bundle import Bundle
+
+    with Bundle.open(bundle_dir) as b:
+        manifest = dict(b.manifest)
+        bundle_bytes = dict(b.stored_bytes(), files=_tree_bytes(bundle_dir))
     hier = run.hier
     N = hier.n_super
     y = run.yte.numpy()
-    true_k, true_j = run.sup_of[y], run.loc_of[y]
+    true_k = run.sup_of[y]
+    m = B.measure(run, bundle_dir, manifest)
+    conf = R.confusion_matrix(true_k, m["route"], N)
+    per_super = {key: R.per_group_accuracy(ok, true_k, N) for key, ok in m["correct"].items()}
 
-    # lower bound: the flat network
-    flat_pred = T.predict_logits(run.flat(), run.xte).argmax(1).numpy()
-    lower_ok = flat_pred == y
-    # superclass routing by the superclass network
+    # deltas: int8 histograms per superclass, and the paper's fp16-without-QAT comparison
     sup = run.superclass()
-    route = T.predict_logits(sup, run.xte, N).argmax(1).numpy()
-    conf = R.confusion_matrix(true_k, route, N)
-
-    def two_stage(nets, ks):
-        ok = np.zeros(len(y), dtype=bool)
-        for k in range(N):
-            idx = np.nonzero(ks == k)[0]
-            if len(idx):
-                j = T.predict_logits(nets[k], run.xte[idx], len(hier.subclasses[k])).argmax(1).numpy()
-                ok[idx] = (true_k[idx] == k) & (true_j[idx] == j)
-        return ok
-
-    finetuned = [run.vanilla(k) for k in range(N)]
-    scratch_ready = all(os.path.isfile(run.p("scratch", "{}.pt".format(k))) for k in range(N))
-    if upper == "scratch" or (upper == "auto" and scratch_ready):
-        upper_nets, upper_kind = [run.vanilla(k, init="scratch") for k in range(N)], "scratch"
-    else:
-        upper_nets, upper_kind = finetuned, "finetune"
-    upper_ok = two_stage(upper_nets, true_k)
-    vanilla_ok = two_stage(finetuned, route)
-
-    qat = [run.sub_qat(k) for k in range(N)]
     base_qat = run.super_qat()
-    efficient_source = "torch (QAT networks)"
-    if bundle_dir is not None:
-        from .runtime_eval import evaluate_bundle_predictions
-
-        ks, js = evaluate_bundle_predictions(bundle_dir, run.xte.numpy())
-        efficient_ok = (ks == true_k) & (js == true_j)
-        efficient_source = "runtime (ONNX Runtime on the bundle)"
-    else:
-        qroute = T.predict_logits(base_qat, run.xte, N).argmax(1).numpy()
-        efficient_ok = two_stage(qat, qroute)
-
-    acc = {"lower": float(lower_ok.mean()), "upper": float(upper_ok.mean()), "vanilla": float(vanilla_ok.mean()),
-           "efficient": float(efficient_ok.mean())}
-    per_super = {name: R.per_group_accuracy(ok, true_k, N) for name, ok in
-                 (("lower", lower_ok), ("upper", upper_ok), ("vanilla", vanilla_ok), ("efficient", efficient_ok))}
-
-    # deltas: int8 histograms and compression per superclass
-    base_codes = base_qat.int8_codes()
-    int8_bytes = sum(v.size for v in base_codes.values())
-    hist_edges = np.arange(-128, 129)
     deltas, compression = {}, {}
     for k, name in enumerate(hier.superclasses):
-        d = Q.code_delta(base_qat, qat[k])
+        d = Q.code_delta(base_qat, run.sub_qat(k))
         signed = R.signed_int8(d)
-        counts, _ = np.histogram(signed, bins=hist_edges)
+        counts, _ = np.histogram(signed, bins=np.arange(-128, 129))
         deltas[name] = {"histogram": counts.tolist(), "changed_fraction": float((d != 0).mean()),
                         "max_abs": int(np.abs(signed.astype(np.int16)).max())}
-        fp16 = fp16_delta_bytes(sup, finetuned[k], "7z")
-        raw = d.tobytes()
+        fp16 = fp16_delta_bytes(sup, run.vanilla(k), "7z")
         compression[name] = {"fp16_7z_no_qat": fp16["stored"] / fp16["network"],
-                             "int8_7z_qat": len(codecs.encode("7z", raw)) / int8_bytes,
-                             "int8_zstd_qat": len(codecs.encode("zstd", raw)) / int8_bytes}
-    mean_x = {key: float(np.mean([c[key] for c in compression.values()])) for key in next(iter(compression.values()))}
-
-    rep = {
+                             "bundle_x": m["x"]["per_superclass"][name]}
+    rep = dict(B.summary(m))
+    rep.update({
         "dataset": run.cfg.data, "model": run.cfg.arch, "superclasses": hier.superclasses,
-        "test_images": int(len(y)), "upper_bound_networks": upper_kind, "efficient_measured_with": efficient_source,
-        "accuracy": acc, "headline": R.headline(acc),
-        "superclass_accuracy": float((route == true_k).mean()),
+        "test_images": int(len(y)), "codec": manifest["deltas"][0]["codec"] if manifest["deltas"] else None,
+        "bundle_bytes": bundle_bytes, "base_onnx_bytes": manifest["base"]["size"],
+        "superclass_accuracy": m["routing"]["base_fp32"],
+        "confusion_network": "superclass (base) network, fp32",
         "confusion_counts": conf.tolist(), "confusion_percent": R.row_percent(conf).round(2).tolist(),
         "per_superclass_accuracy": per_super, "deltas": deltas, "compression": compression,
-        "storage_per_subclass_network": mean_x,
-    }
-    plots = make_plots(rep, out_dir)
-    rep["plots"] = plots
+    })
+    rep["plots"] = make_plots(rep, out_dir)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(rep, f, indent=1)
+        json.dump(rep, f, indent=1, allow_nan=False)
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write(markdown(rep))
     with open(os.path.join(out_dir, "report.html"), "w") as f:
         f.write(to_html(rep))
     return rep
+
+
+def _tree_bytes(path: str) -> Optional[int]:
+    """Bytes of every file of a bundle folder (manifest and samples included); None for an archive."""
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def run_export(run: Run, out_dir: str) -> str:
+    run.export(out_dir)
+    return out_dir
+
+
+KINDS = [("lower", "lower bound (flat)", "#d62728"), ("control", "control (flat, true superclass)", "#9467bd"),
+         ("upper", "upper bound (true superclass)", "#2ca02c"), ("vanilla", "vanilla fp32 Super-Sub", "#1f77b4"),
+         ("efficient", "efficient int8 Super-Sub", "#ff7f0e")]
 
 
 def make_plots(rep: dict, out_dir: str) -> Dict[str, str]:
@@ -151,47 +134,51 @@ def make_plots(rep: dict, out_dir: str) -> Dict[str, str]:
     ax.set_yticks(range(N), names)
     ax.set_xlabel("predicted superclass")
     ax.set_ylabel("actual superclass")
-    ax.set_title("Superclass confusion [%]")
+    ax.set_title("Superclass confusion [%], base network")
     fig.tight_layout()
     files["confusion"] = _save(fig, out_dir, "confusion.png")
 
-    fig, ax = plt.subplots(figsize=(2 + 1.4 * N, 3.5))
-    kinds = [("lower", "lower bound (flat)", "#d62728"), ("upper", "upper bound (oracle)", "#2ca02c"),
-             ("vanilla", "vanilla Super-Sub", "#1f77b4"), ("efficient", "efficient int8 Super-Sub", "#ff7f0e")]
-    w = 0.2
-    for i, (key, label, color) in enumerate(kinds):
-        vals = [100 * v for v in rep["per_superclass_accuracy"][key]]
-        ax.bar(np.arange(N) + (i - 1.5) * w, vals, w, label=label, color=color)
+    fig, ax = plt.subplots(figsize=(2.5 + 1.6 * N, 3.8))
+    w = 0.8 / len(KINDS)
+    vals_all = []
+    for i, (key, label, color) in enumerate(KINDS):
+        vals = [100 * v if v is not None and v == v else 0.0 for v in rep["per_superclass_accuracy"][key]]
+        vals_all += vals
+        ax.bar(np.arange(N) + (i - (len(KINDS) - 1) / 2) * w, vals, w, label=label, color=color)
+    lo = max(0.0, min(vals_all) - 3.0)
+    ax.set_ylim(lo, min(100.0, max(vals_all) + 1.0))
     ax.set_xticks(range(N), names)
     ax.set_ylabel("accuracy [%]")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("Per-superclass accuracy")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title("Per-superclass accuracy (axis from {:.0f}%)".format(lo))
     fig.tight_layout()
     files["per_superclass"] = _save(fig, out_dir, "per_superclass.png")
 
     fig, axes = plt.subplots(1, N, figsize=(3.2 * N, 2.8), squeeze=False)
     for ax, name in zip(axes[0], names):
         h = np.asarray(rep["deltas"][name]["histogram"], dtype=np.float64)
-        ax.bar(np.arange(-128, 128), np.maximum(h, 0.5), width=1.0, color="#1f77b4")
+        steps = np.arange(-128, 128)
+        nz = h > 0
+        ax.bar(steps[nz], h[nz], width=1.0, color="#1f77b4")
         ax.set_yscale("log")
-        ax.set_xlim(-40, 40)
-        ax.set_title("{} ({:.0%} changed)".format(name, rep["deltas"][name]["changed_fraction"]), fontsize=9)
+        span = max(3, int(np.abs(steps[nz]).max()) + 1) if nz.any() else 3
+        ax.set_xlim(-span, span)
+        ax.set_title("{} ({:.1%} changed)".format(name, rep["deltas"][name]["changed_fraction"]), fontsize=9)
         ax.set_xlabel("int8 delta (code steps)")
     axes[0][0].set_ylabel("count (log)")
     fig.tight_layout()
     files["delta_histograms"] = _save(fig, out_dir, "delta_histograms.png")
 
     fig, ax = plt.subplots(figsize=(2 + 1.4 * N, 4.2))
-    ckinds = [("fp16_7z_no_qat", "fp16 delta + 7z, no QAT"), ("int8_7z_qat", "int8 delta + 7z, QAT"),
-              ("int8_zstd_qat", "int8 delta + zstd, QAT")]
-    w = 0.25
+    ckinds = [("fp16_7z_no_qat", "fp16 delta + 7z, no QAT (paper's baseline)"),
+              ("bundle_x", "int8 delta as stored in the bundle ({})".format(rep.get("codec")))]
+    w = 0.35
     for i, (key, label) in enumerate(ckinds):
-        ax.bar(np.arange(N) + (i - 1) * w, [rep["compression"][n][key] for n in names], w, label=label)
+        ax.bar(np.arange(N) + (i - 0.5) * w, [rep["compression"][n][key] for n in names], w, label=label)
     ax.axhline(0.2, color="gray", ls="--", lw=1, label="paper: 0.2")
     ax.set_xticks(range(N), names)
-    ax.set_ylabel("stored / uncompressed network")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    ax.set_ylabel("x = stored delta / one network")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1)
     ax.set_title("Storage per subclass network")
     fig.tight_layout()
     files["compression"] = _save(fig, out_dir, "compression.png")
@@ -205,40 +192,50 @@ def _save(fig, out_dir, name):
 
 
 def _pct(v):
-    return "n/a" if v != v else "{:.2f}%".format(100 * v)
+    return "n/a" if v is None or v != v else "{:.2f}%".format(100 * v)
+
+
+def _gap(g):
+    return "n/a ({})".format(g["reason"]) if g["value"] is None else "{:.0%}".format(g["value"])
 
 
 def markdown(rep: dict) -> str:
-    a, h = rep["accuracy"], rep["headline"]
+    a, g, r = rep["accuracy"], rep["gap_closed"], rep["routing"]
+    names = rep["superclasses"]
+    bb = rep["bundle_bytes"]
     lines = ["# Super-Sub evaluation: {} ({})".format(rep["dataset"], rep["model"]), "",
-             "{} test images; superclasses: {}.".format(rep["test_images"], ", ".join(rep["superclasses"])),
-             "Upper bound: {} subclass networks with the true superclass. Efficient: measured with {}.".format(
-                 rep["upper_bound_networks"], rep["efficient_measured_with"]), "",
+             "{} test images; superclasses: {}. Base network started from: {}; delta budget: {}.".format(
+                 rep["test_images"], ", ".join(names), rep["base_init"], rep["delta_budget"]),
+             "Efficient: measured with {}. Bundle: {} bytes in all (base.onnx {}, deltas {}, codec {}).".format(
+                 rep["efficient_measured_with"], bb["files"], bb["base"], bb["deltas"], rep["codec"]), "",
              "| | accuracy | gap closed |", "|---|---:|---:|",
-             "| lower bound (flat) | {} | |".format(_pct(a["lower"])),
-             "| upper bound (oracle) | {} | |".format(_pct(a["upper"])),
-             "| vanilla Super-Sub | {} | {} |".format(_pct(a["vanilla"]), _pct(h["gap_closed_vanilla"])),
-             "| efficient int8 Super-Sub | {} | {} |".format(_pct(a["efficient"]), _pct(h["gap_closed_efficient"])),
-             "", "Gap closed = (Super-Sub - lower) / (upper - lower).", "",
-             "## Superclass confusion [%] (rows: actual)", "",
-             "| | " + " | ".join(rep["superclasses"]) + " |", "|---" * (len(rep["superclasses"]) + 1) + "|"]
-    for name, row in zip(rep["superclasses"], rep["confusion_percent"]):
+             "| lower bound: flat network | {} | |".format(_pct(a["lower"])),
+             "| control: flat network, true superclass's classes only | {} | {} |".format(_pct(a["control"]), _gap(g["control"])),
+             "| upper bound: vanilla subclass networks, true superclass | {} | |".format(_pct(a["upper"])),
+             "| vanilla fp32 Super-Sub | {} | {} |".format(_pct(a["vanilla"]), _gap(g["vanilla"])),
+             "| efficient int8 Super-Sub | {} | {} |".format(_pct(a["efficient"]), _gap(g["efficient"])),
+             "", "Gap closed = (Super-Sub - lower) / (upper - lower). x = stored delta bytes / stored bytes of base.onnx: "
+                 "{:.3f} on average.".format(rep["x"]["mean"]), "",
+             "Routing (superclass accuracy): base network fp32 {}, int8 {}; the flat network's implied superclass {}.".format(
+                 _pct(r["base_fp32"]), _pct(r.get("base_int8")), _pct(r["flat"])), "",
+             "## Superclass confusion [%] of the base network (rows: actual)", "",
+             "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for name, row in zip(names, rep["confusion_percent"]):
         lines.append("| {} | {} |".format(name, " | ".join("{:.2f}".format(v) for v in row)))
     lines += ["", "![confusion]({})".format(rep["plots"]["confusion"]), "",
-              "## Per-superclass accuracy", "", "| superclass | lower | upper | vanilla | efficient |", "|---|---:|---:|---:|---:|"]
-    for k, name in enumerate(rep["superclasses"]):
+              "## Per-superclass accuracy", "",
+              "| superclass | " + " | ".join(k for k, _, _ in KINDS) + " |", "|---" + "|---:" * len(KINDS) + "|"]
+    for k, name in enumerate(names):
         p = rep["per_superclass_accuracy"]
-        lines.append("| {} | {} | {} | {} | {} |".format(name, *(_pct(p[key][k]) for key in ("lower", "upper", "vanilla", "efficient"))))
+        lines.append("| {} | {} |".format(name, " | ".join(_pct(p[key][k]) for key, _, _ in KINDS)))
     lines += ["", "![per-superclass]({})".format(rep["plots"]["per_superclass"]), "",
               "## Deltas and storage per subclass network", "",
-              "| superclass | codes changed | fp16 + 7z, no QAT | int8 + 7z, QAT | int8 + zstd, QAT |", "|---|---:|---:|---:|---:|"]
-    for name in rep["superclasses"]:
+              "| superclass | codes changed | x (bundle) | fp16 + 7z, no QAT |", "|---|---:|---:|---:|"]
+    for name in names:
         c = rep["compression"][name]
-        lines.append("| {} | {:.1%} | {:.3f} | {:.3f} | {:.3f} |".format(
-            name, rep["deltas"][name]["changed_fraction"], c["fp16_7z_no_qat"], c["int8_7z_qat"], c["int8_zstd_qat"]))
-    m = rep["storage_per_subclass_network"]
-    lines += ["| **mean** | | {:.3f} | {:.3f} | {:.3f} |".format(m["fp16_7z_no_qat"], m["int8_7z_qat"], m["int8_zstd_qat"]), "",
-              "Storage in networks: 1 + xN with x from this table (the paper reports x = 0.2).", "",
+        lines.append("| {} | {:.1%} | {:.3f} | {:.3f} |".format(
+            name, rep["deltas"][name]["changed_fraction"], c["bundle_x"], c["fp16_7z_no_qat"]))
+    lines += ["", "Storage in networks: 1 + xN (the paper reports x = 0.2).", "",
               "![delta histograms]({})".format(rep["plots"]["delta_histograms"]), "",
               "![compression]({})".format(rep["plots"]["compression"]), ""]
     return "\n".join(lines)

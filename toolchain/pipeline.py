@@ -38,13 +38,17 @@ class TrainConfig:
     arch: str = "resnet8"
     width_mult: float = 1.0
     image_size: Optional[int] = None  # resize for ImageFolder data
-    epochs: int = 8  # flat and superclass networks
-    ft_epochs: int = 15  # vanilla subclass fine-tunes (each sees ~1/N of the data)
-    qat_epochs: int = 2  # QAT of the superclass network
-    qat_ft_epochs: int = 15  # QAT fine-tunes of the subclass networks
+    epochs: int = 8  # flat network (and the superclass network with base_init="scratch")
     lr: float = 3e-3
+    base_init: str = "flat"  # superclass network starts from the flat network's trunk ("flat") or from scratch
+    base_epochs: int = 3  # superclass epochs from the flat trunk
+    ft_epochs: int = 10  # every subclass fine-tune: vanilla fp32 and QAT int8 share this recipe
     ft_lr: float = 3e-3
+    ft_weight_decay: float = 5e-4
+    qat_epochs: int = 2  # QAT of the superclass network
     qat_lr: float = 1e-3
+    qat_weight_grad: str = "clip"  # "clip": no gradient beyond +-127 codes; "ste": straight through
+    delta_budget: str = "0.05"  # proximal threshold tau toward the base (0 = dense), or "patch"
     batch: int = 128
     seed: int = 0
     flip: bool = True
@@ -52,9 +56,6 @@ class TrainConfig:
     calib_batches: int = 8
     limit_train: int = 0  # keep at most this many training images (0 = all)
     limit_test: int = 0
-    delta_l1: float = 0.0  # L1 pull of QAT fine-tunes toward the base weights (smaller deltas)
-    delta_topk: float = 0.0  # keep only this fraction of changed int8 codes (top-k sparse diff; 0 = off)
-    delta_topk_epochs: int = 3  # re-fine-tune epochs after sparsifying
 
     def save(self, path):
         with open(path, "w") as f:
@@ -212,12 +213,16 @@ class Run:
             return _load(path)
         t0 = time.perf_counter()
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._ckpt = path + ".partial"
-        state = make()
+        outer, self._ckpt = self.ck(), path + ".partial"
+        try:
+            state = make()  # may train the stages it depends on, each with its own checkpoint
+        finally:
+            self._ckpt = outer
+        ckpt = path + ".partial"
         if T.is_main():
             _save(state, path)
-            if os.path.isfile(self._ckpt):
-                os.remove(self._ckpt)
+            if os.path.isfile(ckpt):
+                os.remove(ckpt)
         T.barrier()
         if not T.is_main():
             return state
@@ -253,36 +258,56 @@ class Run:
         return float_from_state(self._stage("flat", self.p("flat.pt"), make))
 
     def superclass(self) -> M.ResNet:
+        """The base network: superclass labels, from the flat network's trunk by default."""
         def make():
-            m = self.new_model(self.hier.head_width)
             ys = torch.from_numpy(self.sup_of)[self.ytr]
-            T.fit(m, self.xtr, ys, self.cfg.epochs, self.cfg.lr, self.cfg.batch, n_valid=self.hier.n_super,
+            if self.cfg.base_init == "flat":
+                m = self.base_from_flat()
+                epochs = self.cfg.base_epochs
+            else:
+                m = self.new_model(self.hier.head_width)
+                epochs = self.cfg.epochs
+            T.fit(m, self.xtr, ys, epochs, self.cfg.lr, self.cfg.batch, n_valid=self.hier.n_super,
                   seed=self.cfg.seed, desc="superclass network", aug=self.aug, progress=self.progress,
                   checkpoint=self.ck())
             return float_state(m)
 
         return float_from_state(self._stage("superclass", self.p("super.pt"), make))
 
-    def vanilla(self, k: int, init: str = "finetune") -> M.ResNet:
-        """Vanilla fp32 subclass network k: fine-tuned from the superclass network, or from scratch."""
+    def base_from_flat(self) -> M.ResNet:
+        """The flat network's trunk under a head of width H whose superclass row k starts as
+        the mean of the flat head's rows of k's classes (rows beyond N start at zero)."""
+        flat = self.flat()
+        m = self.new_model(self.hier.head_width)
+        sd = {k: v for k, v in flat.state_dict().items() if not k.startswith("fc.")}
+        m.load_state_dict(sd, strict=False)
+        with torch.no_grad():
+            m.fc.weight.zero_()
+            m.fc.bias.zero_()
+            for k in range(self.hier.n_super):
+                rows = torch.from_numpy(np.nonzero(self.sup_of == k)[0])
+                m.fc.weight[k] = flat.fc.weight[rows].mean(0)
+                m.fc.bias[k] = flat.fc.bias[rows].mean(0)
+        return m
+
+    def _fine_tune(self, net, k: int, desc: str, after_step=None) -> None:
+        """The one subclass fine-tune recipe, shared by the vanilla and the QAT networks."""
+        mask = self.sub_mask(k)
+        T.fit(net, self.xtr[mask], torch.from_numpy(self.loc_of)[self.ytr[mask]], self.cfg.ft_epochs,
+              self.cfg.ft_lr, self.cfg.batch, n_valid=len(self.hier.subclasses[k]),
+              weight_decay=self.cfg.ft_weight_decay, seed=self.cfg.seed + k + 1, desc=desc, aug=self.aug,
+              progress=self.progress, checkpoint=self.ck(), after_step=after_step)
+
+    def vanilla(self, k: int) -> M.ResNet:
+        """Vanilla fp32 subclass network k, fine-tuned from the superclass network."""
         name = self.hier.superclasses[k]
 
         def make():
-            if init == "scratch":
-                m = self.new_model(self.hier.head_width)
-                epochs, lr = self.cfg.epochs, self.cfg.lr
-            else:
-                m = copy.deepcopy(self.superclass())
-                epochs, lr = self.cfg.ft_epochs, self.cfg.ft_lr
-            mask = self.sub_mask(k)
-            T.fit(m, self.xtr[mask], torch.from_numpy(self.loc_of)[self.ytr[mask]], epochs, lr, self.cfg.batch,
-                  n_valid=len(self.hier.subclasses[k]), seed=self.cfg.seed + k + 1,
-                  desc="vanilla subclass [{}]".format(name), aug=self.aug, progress=self.progress,
-                  checkpoint=self.ck())
+            m = copy.deepcopy(self.superclass())
+            self._fine_tune(m, k, "vanilla subclass [{}]".format(name))
             return float_state(m)
 
-        sub = "vanilla" if init == "finetune" else "scratch"
-        return float_from_state(self._stage("{}:{}".format(sub, name), self.p(sub, "{}.pt".format(k)), make))
+        return float_from_state(self._stage("vanilla:{}".format(name), self.p("vanilla", "{}.pt".format(k)), make))
 
     def super_qat(self) -> Q.QATNet:
         def make():
@@ -302,34 +327,24 @@ class Run:
         return Q.QATNet.from_state(self._stage("super_qat", self.p("super_qat.pt"), make))
 
     def sub_qat(self, k: int) -> Q.QATNet:
-        """QAT fine-tune of subclass network k from the QAT superclass network, scales frozen."""
+        """QAT fine-tune of subclass network k from the QAT superclass network, scales frozen,
+        under the delta budget (proximal step toward the base, or a BN/head patch)."""
         name = self.hier.superclasses[k]
 
         def make():
             base = self.super_qat()
             net = copy.deepcopy(base)
-            mask = self.sub_mask(k)
-            anchor = None
-            if self.cfg.delta_l1 > 0:
-                anchor = {n: p.detach().clone() for n, p in base.named_parameters()}
-            T.fit(net, self.xtr[mask], torch.from_numpy(self.loc_of)[self.ytr[mask]], self.cfg.qat_ft_epochs,
-                  self.cfg.qat_lr, self.cfg.batch, n_valid=len(self.hier.subclasses[k]), weight_decay=0.0,
-                  seed=self.cfg.seed + k + 1, desc="QAT subclass [{}]".format(name), aug=self.aug,
-                  progress=self.progress, anchor=anchor, l1=self.cfg.delta_l1, checkpoint=self.ck())
-            if 0 < self.cfg.delta_topk < 1:
-                masks = Q.sparsify_to_base(net, base, self.cfg.delta_topk)
-                hooks = Q.mask_gradients(net, masks)
-                T.fit(net, self.xtr[mask], torch.from_numpy(self.loc_of)[self.ytr[mask]], self.cfg.delta_topk_epochs,
-                      self.cfg.qat_lr / 2, self.cfg.batch, n_valid=len(self.hier.subclasses[k]), weight_decay=0.0,
-                      seed=self.cfg.seed + k + 101, desc="sparse re-fine-tune [{}]".format(name), aug=self.aug,
-                      progress=self.progress)
-                for h in hooks:
-                    h.remove()
+            net.weight_grad = self.cfg.qat_weight_grad
+            mode, tau = Q.parse_budget(self.cfg.delta_budget)
+            if mode == "patch":
+                Q.freeze_for_patch(net)
+            step = Q.ProximalStep(net, base, tau) if mode == "prox" else None
+            self._fine_tune(net, k, "QAT subclass [{}]".format(name), after_step=step)
             return net.state()
 
         return Q.QATNet.from_state(self._stage("qat:" + name, self.p("qat", "{}.pt".format(k)), make))
 
-    def train_all(self, with_flat=True, with_vanilla=True) -> None:
+    def train_all(self, with_flat=True, with_vanilla=True, with_qat_subclasses=True) -> None:
         if with_flat:
             self.flat()
         self.superclass()
@@ -337,30 +352,9 @@ class Run:
             for k in range(self.hier.n_super):
                 self.vanilla(k)
         self.super_qat()
-        for k in range(self.hier.n_super):
-            self.sub_qat(k)
-
-    # -- evaluation in torch -------------------------------------------------------------------
-    def eval_flat(self) -> float:
-        pred = T.predict_logits(self.flat(), self.xte).argmax(1)
-        return T.accuracy(pred.numpy(), self.yte.numpy())
-
-    def eval_supersub(self, super_net, sub_nets, oracle=False) -> dict:
-        """Two-stage accuracy in torch; with *oracle*, the true superclass routes."""
-        true_k = self.sup_of[self.yte.numpy()]
-        true_j = self.loc_of[self.yte.numpy()]
-        if oracle:
-            ks = true_k
-        else:
-            ks = T.predict_logits(super_net, self.xte, self.hier.n_super).argmax(1).numpy()
-        correct = np.zeros(len(ks), dtype=bool)
-        for k in range(self.hier.n_super):
-            idx = np.nonzero(ks == k)[0]
-            if len(idx) == 0:
-                continue
-            j = T.predict_logits(sub_nets[k], self.xte[idx], len(self.hier.subclasses[k])).argmax(1).numpy()
-            correct[idx] = (true_k[idx] == k) & (true_j[idx] == j)
-        return {"accuracy": float(correct.mean()), "superclass_accuracy": float((ks == true_k).mean())}
+        if with_qat_subclasses:
+            for k in range(self.hier.n_super):
+                self.sub_qat(k)
 
     def samples(self, n: int = 8) -> np.ndarray:
         return T.preprocess_numpy(self.test.images[:n], self.mean, self.std)

@@ -17,7 +17,7 @@ fine-tune, so all networks share one int8 grid and deltas are exact in the code 
 from __future__ import annotations
 
 import copy
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Tuple
 
 import numpy as np
 import torch
@@ -62,6 +62,7 @@ class QATNet(nn.Module):
         for t in self.act_tensors:
             self.register_buffer("as_" + t, torch.ones(()))
         self.quantize = False
+        self.weight_grad = "clip"  # "clip": zero gradient beyond +-127 codes (torch's default); "ste": straight through
         self._calib = None
 
     # -- scales ---------------------------------------------------------------------------
@@ -104,7 +105,10 @@ class QATNet(nn.Module):
         if not self.quantize:
             return w
         s = self.wscale(layer)
-        return torch.fake_quantize_per_channel_affine(w, s, torch.zeros_like(s, dtype=torch.int32), 0, W_QMIN, W_QMAX)
+        q = torch.fake_quantize_per_channel_affine(w, s, torch.zeros_like(s, dtype=torch.int32), 0, W_QMIN, W_QMAX)
+        if self.weight_grad == "ste" and self.training:
+            return w + (q - w).detach()  # weights beyond the grid keep a gradient and can come back
+        return q
 
     def _fq_a(self, x, tensor):
         if self._calib is not None:
@@ -217,36 +221,61 @@ def code_delta(base: QATNet, sub: QATNet) -> np.ndarray:
     return np.concatenate([np.subtract(sc[n].view(np.uint8), bc[n].view(np.uint8)).ravel() for n in bc])
 
 
-@torch.no_grad()
-def sparsify_to_base(net: QATNet, base: QATNet, fraction: float) -> Dict[str, torch.Tensor]:
-    """Top-k sparse diff: keep the *fraction* of int8 codes that moved most from *base*.
+def parse_budget(budget) -> Tuple[str, float]:
+    """The delta budget knob: ``("dense", 0)``, ``("prox", tau)`` or ``("patch", 0)``.
 
-    Every other weight is reset to the base weight (so its code equals the base code
-    exactly).  Returns {layer weight name: bool mask of the kept weights}; a re-fine-tune
-    with gradients masked by it keeps the delta that sparse.
+    ``0`` (or ``dense``) lets every weight move; a number tau > 0 is the threshold of the
+    proximal step toward the base (in units of the step's learning rate); ``patch`` trains only
+    the per-channel BatchNorm scale/bias and the classifier head (Mudrakarta et al., "K for the
+    price of 1"), the cheapest end of the same knob.
     """
-    nc, bc = net.int8_codes(), base.int8_codes()
-    steps = {n: np.abs(nc[n].astype(np.int16) - bc[n]) for n in nc}
-    allsteps = np.concatenate([s.ravel() for s in steps.values()])
-    k = int(round(fraction * allsteps.size))
-    if k <= 0:
-        thresh = np.inf
-    else:
-        thresh = np.partition(allsteps, allsteps.size - k)[allsteps.size - k]
-        thresh = max(int(thresh), 1)
-    masks = {}
-    for n, s in steps.items():
-        keep = torch.from_numpy(s >= thresh)
-        w, bw = net.weight(n), base.weight(n)
-        w.copy_(torch.where(keep, w, bw))
-        masks[n] = keep
-    return masks
+    text = str(budget).strip().lower()
+    if text in ("patch", "bn", "bn-patch"):
+        return "patch", 0.0
+    if text in ("dense", "none", ""):
+        return "dense", 0.0
+    try:
+        tau = float(text)
+    except ValueError:
+        raise ValueError("delta budget {!r}: give a number >= 0 (the proximal threshold tau) or 'patch'".format(budget))
+    if not tau >= 0 or tau == float("inf"):
+        raise ValueError("delta budget {!r}: tau must be a finite number >= 0".format(budget))
+    return ("prox", tau) if tau > 0 else ("dense", 0.0)
 
 
-def mask_gradients(net: QATNet, masks: Dict[str, torch.Tensor]) -> list:
-    """Zero the gradients of the weights outside *masks*; returns the hook handles."""
-    handles = []
-    for n, m in masks.items():
-        fm = m.float()
-        handles.append(net.weight(n).register_hook(lambda g, fm=fm: g * fm))
-    return handles
+class ProximalStep:
+    """Soft-threshold every int8 weight toward the base after each optimizer step.
+
+    ``w <- w_base + sign(d) * max(|d| - tau * lr, 0)`` with ``d = w - w_base``: the proximal
+    operator of ``tau * |w - w_base|_1`` scaled by the step's learning rate.  A weight whose
+    accumulated move stays below the threshold snaps back to the base *exactly*, so its int8
+    code equals the base code and its delta byte is 0.  Adam moves every weight by about one
+    learning rate per step whatever its gradient, so without this nearly every code changes.
+
+    Only the int8 weights (conv and fc) are thresholded: the per-channel float leftovers
+    (BatchNorm scale/bias, fc bias) change with the running statistics anyway, are a few
+    percent of the bytes, and shrinking them costs accuracy for no storage.
+    """
+
+    def __init__(self, net: "QATNet", base: "QATNet", tau: float):
+        self.tau = float(tau)
+        self.pairs = [(net.weight(n + ".weight"), base.weight(n + ".weight").detach().clone()) for n in net.layers
+                      if net.weight(n + ".weight").requires_grad]
+
+    @torch.no_grad()
+    def __call__(self, lr: float) -> None:
+        thresh = self.tau * lr
+        for p, a in self.pairs:
+            d = p - a
+            keep = d.abs() > thresh
+            p.copy_(torch.where(keep, p - thresh * d.sign(), a))
+
+
+def freeze_for_patch(net: QATNet) -> None:
+    """Patch mode: only BatchNorm (scale/bias and running statistics) and the fc head train."""
+    head = [op["name"] for op in net.ops if op["op"] == "fc"]
+    for op in net.ops:
+        if op["op"] == "conv":
+            net.weight(op["name"] + ".weight").requires_grad_(False)
+    for name in head:
+        net.weight(name + ".weight").requires_grad_(True)

@@ -24,16 +24,12 @@ def per_group_accuracy(correct: Sequence[bool], group: Sequence[int], n: int) ->
     return [float(correct[group == k].mean()) if np.any(group == k) else float("nan") for k in range(n)]
 
 
-def gap_closed(supersub: float, lower: float, upper: float) -> float:
-    """(Super-Sub - lower) / (upper - lower); nan when the bounds coincide."""
-    if upper == lower:
-        return float("nan")
-    return (supersub - lower) / (upper - lower)
-
-
-def headline(acc: Dict[str, float]) -> Dict[str, float]:
-    return {"gap_closed_vanilla": gap_closed(acc["vanilla"], acc["lower"], acc["upper"]),
-            "gap_closed_efficient": gap_closed(acc["efficient"], acc["lower"], acc["upper"])}
+def gap_closed(value: float, lower: float, upper: float) -> Dict[str, object]:
+    """(value - lower) / (upper - lower) as {"value", "reason"}: ``None`` with a reason when the bounds tie."""
+    if not upper > lower:
+        return {"value": None, "reason": "the upper bound ({:.2%}) does not exceed the lower bound ({:.2%})".format(
+            upper, lower)}
+    return {"value": (value - lower) / (upper - lower), "reason": None}
 
 
 def signed_int8(delta_u8: np.ndarray) -> np.ndarray:

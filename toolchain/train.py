@@ -77,12 +77,14 @@ def augment(x: torch.Tensor, gen: torch.Generator, flip=True, pad=0) -> torch.Te
 
 def fit(model, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch: int = 128,
         n_valid: Optional[int] = None, weight_decay: float = 5e-4, seed: int = 0, desc: str = "train",
-        aug: Optional[dict] = None, progress: bool = True, anchor: Optional[dict] = None, l1: float = 0.0,
-        start_epoch: int = 0, on_epoch=None, optimizer: str = "adamw", checkpoint: Optional[str] = None) -> dict:
+        aug: Optional[dict] = None, progress: bool = True,
+        start_epoch: int = 0, on_epoch=None, optimizer: str = "adamw", checkpoint: Optional[str] = None,
+        after_step=None) -> dict:
     """Train with AdamW (or SGD with momentum) and a cosine schedule; *n_valid* masks head logits beyond the first n.
 
-    *anchor* (name -> tensor) with *l1* > 0 adds an L1 pull of the parameters toward the
-    anchor (used to shrink subclass deltas).  *on_epoch(epoch)* is called after each epoch
+    Only parameters with ``requires_grad`` train.  *after_step(lr)* is called after every
+    optimizer step with that step's learning rate (the proximal delta budget).
+    *on_epoch(epoch)* is called after each epoch
     (checkpointing).  With *checkpoint*, the model, optimizer and schedule are saved after
     every epoch and an interrupted fit resumes from the last finished epoch.  Under
     torchrun, the model is wrapped in DistributedDataParallel and each process trains on
@@ -132,12 +134,11 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch: 
             if n_valid is not None:
                 out = out[:, :n_valid]
             loss = F.cross_entropy(out, y[idx])
-            if anchor is not None and l1 > 0:
-                reg = sum((p - anchor[n]).abs().sum() for n, p in model.named_parameters() if n in anchor)
-                loss = loss + l1 * reg
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if after_step is not None:
+                after_step(opt.param_groups[0]["lr"])
             sched.step()
             running += loss.item()
             bar.update(1)

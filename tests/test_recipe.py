@@ -1,0 +1,208 @@
+"""The training recipe: proximal delta budget, BN/head patch, base from the flat trunk, one
+fine-tune recipe for vanilla and QAT, and the bounds' definitions."""
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgetool.toolchain import bounds as B  # noqa: E402
+from edgetool.toolchain import models as M  # noqa: E402
+from edgetool.toolchain import qat as Q  # noqa: E402
+from edgetool.toolchain import train as T  # noqa: E402
+from edgetool.toolchain.pipeline import Run, TrainConfig  # noqa: E402
+
+
+def _data(seed, n=64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 28, 28, generator=g)
+    y = (x[:, 0, :14].mean((1, 2)) > 0).long() + (x[:, 0, 14:].mean((1, 2)) > 0).long()
+    return x, y
+
+
+def _qat_pair(seed=0):
+    """A briefly trained base QAT network (so its activation scales are meaningful) and a copy."""
+    torch.manual_seed(seed)
+    m = M.build("resnet8", 1, 4)
+    x, y = _data(seed)
+    T.fit(m, x, y, 2, 3e-3, 32, n_valid=3, progress=False)
+    base = Q.from_float(m, [x])
+    return base, copy.deepcopy(base)
+
+
+def test_parse_budget():
+    assert Q.parse_budget("0") == ("dense", 0.0)
+    assert Q.parse_budget("dense") == ("dense", 0.0)
+    assert Q.parse_budget("0.05") == ("prox", 0.05)
+    assert Q.parse_budget(0.2) == ("prox", 0.2)
+    assert Q.parse_budget("patch") == ("patch", 0.0)
+    for bad in ("-1", "nan", "inf", "lots", "1e400"):
+        with pytest.raises(ValueError, match="delta budget"):
+            Q.parse_budget(bad)
+
+
+def test_proximal_step_snaps_small_moves_back_exactly():
+    base, net = _qat_pair()
+    step = Q.ProximalStep(net, base, tau=0.5)
+    lr = 0.01  # threshold 0.005
+    w = net.weight("stem.weight")
+    bw = base.weight("stem.weight").detach()
+    move = torch.zeros_like(w)
+    flat = move.view(-1)
+    flat[0::3] = 0.004   # below the threshold: back to the base exactly
+    flat[1::3] = -0.02   # above: shrunk by the threshold toward the base
+    with torch.no_grad():
+        w.add_(move)
+    step(lr)
+    d = (w - bw).detach().view(-1)
+    assert torch.all(d[0::3] == 0)
+    assert torch.all(d[2::3] == 0)
+    torch.testing.assert_close(d[1::3], torch.full_like(d[1::3], -0.015), rtol=0, atol=1e-6)
+    # untouched tensors are exactly the base; BatchNorm and biases are not thresholded
+    for n, p in net.named_parameters():
+        if n != "params.stem__weight":
+            assert torch.equal(p, dict(base.named_parameters())[n]), n
+    assert len(step.pairs) == len(net.layers)
+    with torch.no_grad():
+        net.bns["stem"].weight.add_(1e-4)
+    before = net.bns["stem"].weight.detach().clone()
+    step(lr)
+    assert torch.equal(net.bns["stem"].weight.detach(), before)
+
+
+def test_prox_deltas_are_exact_zeros_and_export_as_mod_256(tmp_path):
+    """A fine-tune under the proximal step: most codes equal the base; the bundle's packed delta
+    is (q_sub - q_base) mod 256 for every int8 weight, and base + delta gives q_sub bit for bit."""
+    from edgetool.export.bundle import packed, refit_layout
+
+    base, net = _qat_pair(1)
+    x, y = _data(11)
+    net.train()
+    T.fit(net, x, y, 2, 3e-3, 32, n_valid=3, weight_decay=5e-4, progress=False,
+          after_step=Q.ProximalStep(net, base, 0.9))
+    d = Q.code_delta(base, net)
+    assert np.count_nonzero(d) > 0  # something moved
+    dense = copy.deepcopy(base)
+    dense.train()
+    T.fit(dense, x, y, 2, 3e-3, 32, n_valid=3, weight_decay=5e-4, progress=False)
+    assert np.count_nonzero(d) < 0.5 * np.count_nonzero(Q.code_delta(base, dense))  # far sparser than dense
+    layout = refit_layout(base)
+    delta = layout.make_delta(packed(layout, base), packed(layout, net))
+    bc, sc = base.int8_codes(), net.int8_codes()
+    for t in layout.tensors:
+        if t.dtype != "int8":
+            continue
+        got = delta[t.offset:t.offset + t.nbytes]
+        want = ((sc[t.name].astype(np.int16) - bc[t.name].astype(np.int16)) % 256).astype(np.uint8).ravel()
+        assert np.array_equal(got, want), t.name
+        back = (bc[t.name].view(np.uint8).ravel() + got).view(np.int8)  # uint8 wrap-around
+        assert np.array_equal(back, sc[t.name].ravel()), t.name
+
+
+def test_patch_mode_changes_only_bn_and_head():
+    base, net = _qat_pair(2)
+    Q.freeze_for_patch(net)
+    x, y = _data(12)
+    net.train()
+    T.fit(net, x, y, 1, 3e-3, 32, n_valid=3, progress=False)
+    bc, sc = base.int8_codes(), net.int8_codes()
+    for name in bc:
+        if name == "fc.weight":
+            assert not np.array_equal(bc[name], sc[name])
+        else:
+            assert np.array_equal(bc[name], sc[name]), name
+    assert any(not np.array_equal(a, b) for a, b in zip(base.float_tensors().values(), net.float_tensors().values()))
+
+
+def test_ste_weight_grad_reaches_weights_beyond_the_grid():
+    base, net = _qat_pair(3)
+    w = net.weight("stem.weight")
+    with torch.no_grad():
+        w[0, 0, 0, 0] = 10.0  # far beyond +-127 codes
+    x = torch.randn(4, 1, 28, 28)
+    net.train()
+    for mode, nonzero in (("clip", False), ("ste", True)):
+        net.weight_grad = mode
+        net.zero_grad()
+        net(x).sum().backward()
+        assert (w.grad[0, 0, 0, 0].abs() > 0).item() is nonzero, mode
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory):
+    cfg = TrainConfig(epochs=1, base_epochs=1, ft_epochs=1, qat_epochs=1, limit_train=300, limit_test=120, batch=64,
+                      seed=3, delta_budget="0.1")
+    return Run(str(tmp_path_factory.mktemp("recipe")), cfg, progress=False)
+
+
+def test_base_starts_from_the_flat_trunk(recipe_run, monkeypatch):
+    flat = recipe_run.flat()
+    base = recipe_run.base_from_flat()
+    fs, bs = flat.state_dict(), base.state_dict()
+    for k, v in fs.items():
+        if not k.startswith("fc."):
+            assert torch.equal(v, bs[k]), k
+    H, N = recipe_run.hier.head_width, recipe_run.hier.n_super
+    assert bs["fc.weight"].shape[0] == H
+    for k in range(N):
+        rows = np.nonzero(recipe_run.sup_of == k)[0]
+        torch.testing.assert_close(bs["fc.weight"][k], fs["fc.weight"][rows].mean(0))
+        torch.testing.assert_close(bs["fc.bias"][k], fs["fc.bias"][rows].mean(0))
+    assert torch.all(bs["fc.weight"][N:] == 0)
+    # the superclass stage trains from exactly that network for base_epochs
+    calls = []
+    real_fit = T.fit
+
+    def spy(model, x, y, epochs, lr, *a, **kw):
+        calls.append((copy.deepcopy(model.state_dict()), epochs, kw.get("desc")))
+        return real_fit(model, x, y, epochs, lr, *a, **kw)
+
+    monkeypatch.setattr(T, "fit", spy)
+    recipe_run.superclass()
+    sd, epochs, desc = [c for c in calls if c[2] == "superclass network"][0]
+    assert epochs == recipe_run.cfg.base_epochs
+    for k, v in sd.items():
+        assert torch.equal(v, bs[k]), k
+
+
+def test_vanilla_and_qat_fine_tunes_share_one_recipe(recipe_run, monkeypatch):
+    calls = {}
+    real_fit = T.fit
+
+    def spy(model, x, y, epochs, lr, batch=128, **kw):
+        desc = kw.get("desc", "")
+        kind = "qat" if desc.startswith("QAT subclass") else ("vanilla" if desc.startswith("vanilla") else None)
+        if kind:
+            calls[kind] = dict(x=x.clone(), y=y.clone(), epochs=epochs, lr=lr, batch=batch,
+                               **{k: v for k, v in kw.items() if k not in ("desc", "after_step", "checkpoint", "progress")})
+            calls[kind + "_step"] = kw.get("after_step")
+        return real_fit(model, x, y, epochs, lr, batch, **kw)
+
+    monkeypatch.setattr(T, "fit", spy)
+    recipe_run.vanilla(0)
+    recipe_run.sub_qat(0)
+    v, q = calls["vanilla"], calls["qat"]
+    assert torch.equal(v.pop("x"), q.pop("x")) and torch.equal(v.pop("y"), q.pop("y"))
+    assert v == q  # optimizer settings, epochs, lr, weight decay, seed, augmentation, head mask
+    assert v["weight_decay"] == recipe_run.cfg.ft_weight_decay and v["epochs"] == recipe_run.cfg.ft_epochs
+    assert calls["vanilla_step"] is None and isinstance(calls["qat_step"], Q.ProximalStep)
+    assert calls["qat_step"].tau == 0.1
+
+
+def test_bounds_definitions_by_hand():
+    sup_of = np.array([0, 0, 1, 1, 1])
+    logits = torch.tensor([[2.0, 1.0, 0.0, 0.0, 3.0],    # argmax class 4 (super 1); true class 0
+                           [0.0, 0.0, 1.0, 0.9, 0.9]])   # super 1 holds the most probability
+    true_k = np.array([0, 1])
+    assert B.restricted_to_true_superclass(logits, sup_of, true_k).tolist() == [0, 2]
+    p = torch.softmax(logits, 1).numpy()
+    want = [int(p[i, 2:].sum() > p[i, :2].sum()) for i in range(2)]
+    assert B.flat_routing(logits, sup_of, 2).tolist() == want
+    from edgetool.toolchain.report import gap_closed
+
+    assert gap_closed(0.8, 0.7, 0.9)["value"] == pytest.approx(0.5)
+    tie = gap_closed(0.8, 0.7, 0.7)
+    assert tie["value"] is None and "does not exceed" in tie["reason"]
+    manifest = {"base": {"size": 1000}, "deltas": [{"stored_size": 250}, {"stored_size": 100}]}
+    assert B.storage_x(manifest) == [0.25, 0.1]
