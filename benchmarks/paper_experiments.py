@@ -186,6 +186,37 @@ def aggregate(dataset, out, default_budget, machine):
     return summary
 
 
+def markdown_table(summary):
+    """The README's tables for one dataset, from summary.json (mean +- standard error over seeds)."""
+    def pm(v, scale=100.0, digits=2):
+        if v["mean"] is None:
+            return "n/a"
+        se = "" if v["se"] is None else " ± {:.{d}f}".format(scale * v["se"], d=digits)
+        return "{:.{d}f}{}".format(scale * v["mean"], se, d=digits)
+
+    m = summary["mean"]
+    a = m["accuracy"]
+    lines = ["| {} ({} seeds, {} test images) | accuracy [%] |".format(summary["dataset"], len(summary["seeds"]),
+                                                                      summary["test_images"]), "|---|---:|",
+             "| lower bound: flat network | {} |".format(pm(a["lower"])),
+             "| control: flat network, true superclass's classes | {} |".format(pm(a["control"])),
+             "| upper bound: vanilla subclass networks, true superclass | {} |".format(pm(a["upper"])),
+             "| vanilla fp32 Super-Sub | {} |".format(pm(a["vanilla"])),
+             "| **efficient int8 Super-Sub** (budget {}, x = {}) | **{}** |".format(
+                 summary["default_budget"], pm(m["x"], 1.0, 3), pm(a["efficient"])),
+             "| efficient − vanilla (paired) | {} |".format(pm(m["efficient_minus_vanilla"])),
+             "| efficient − flat (paired) | {} |".format(pm(m["efficient_minus_lower"])),
+             "| routing: base network int8 / fp32 / flat network's implied superclass | {} / {} / {} |".format(
+                 pm(m["routing"]["base_int8"]), pm(m["routing"]["base_fp32"]), pm(m["routing"]["flat"])),
+             "", "| delta budget | seeds | x | codes changed | efficient [%] | − vanilla [points] |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for p in summary["pareto"]:
+        lines.append("| {} | {} | {} | {} | {} | {} |".format(
+            p["budget"], p["seeds"], pm(p["x"], 1.0, 3), pm(p["changed_codes"], 100.0, 0) + "%", pm(p["efficient"]),
+            pm(p["efficient_minus_vanilla"])))
+    return "\n".join(lines)
+
+
 def _budget_order(b):
     if b == "patch":
         return 1e9
@@ -243,6 +274,7 @@ def main():
     ap.add_argument("--out", default=None, help="results folder (default: benchmarks/results/<dataset>)")
     ap.add_argument("--aggregate", action="store_true", help="only rebuild summary.json and pareto.png")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--markdown", action="store_true", help="print the README tables from summary.json")
     args = ap.parse_args()
 
     from edgetool.toolchain.cli import machine_name
@@ -257,6 +289,9 @@ def main():
             for seed in args.seeds:
                 run_point(args, seed, b, args.sweep[0], out)
     s = aggregate(args.dataset, out, default, machine_name())
+    if args.markdown:
+        print(markdown_table(s))
+        return
     print(json.dumps({"mean": s["mean"]["accuracy"], "x": s["mean"]["x"], "targets": s["targets"]}, indent=1))
     print("wrote", out)
 

@@ -276,14 +276,13 @@ class Run:
 
     def base_from_flat(self) -> M.ResNet:
         """The flat network's trunk under a head of width H whose superclass row k starts as
-        the mean of the flat head's rows of k's classes (rows beyond N start at zero)."""
+        the mean of the flat head's rows of k's classes (rows beyond N keep their fresh init:
+        the subclass networks train them)."""
         flat = self.flat()
         m = self.new_model(self.hier.head_width)
         sd = {k: v for k, v in flat.state_dict().items() if not k.startswith("fc.")}
         m.load_state_dict(sd, strict=False)
         with torch.no_grad():
-            m.fc.weight.zero_()
-            m.fc.bias.zero_()
             for k in range(self.hier.n_super):
                 rows = torch.from_numpy(np.nonzero(self.sup_of == k)[0])
                 m.fc.weight[k] = flat.fc.weight[rows].mean(0)

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 W_QMIN, W_QMAX = -127, 127
+HEAD_HEADROOM = 2.0  # the fc head's weight grid spans twice the base head's largest weight
 A_QMIN, A_QMAX = -128, 127
 
 
@@ -76,10 +77,19 @@ class QATNet(nn.Module):
         return getattr(self, "as_" + tensor)
 
     @torch.no_grad()
-    def init_weight_scales(self) -> None:
+    def init_weight_scales(self, head_headroom: float = HEAD_HEADROOM) -> None:
+        """Conv weights: max |w| / 127 per output channel.  The fc head: one scale for every row,
+        *head_headroom* x max |w| over the whole head / 127, because each subclass network
+        reuses the head's rows for its own classes: a row the base never trained (beyond N) or
+        trained for a superclass must still have room to become a subclass's class row.  A
+        per-row max would freeze such rows on a grid too fine for them, and a weight beyond
+        the grid gets no gradient."""
+        fc = {op["name"] for op in self.ops if op["op"] == "fc"}
         for layer in self.layers:
             w = self.weight(layer + ".weight")
             amax = w.abs().reshape(w.shape[0], -1).amax(1).clamp_min(1e-8)
+            if layer in fc:
+                amax = torch.full_like(amax, float(amax.max()) * head_headroom)
             self.wscale(layer).copy_(amax / W_QMAX)
 
     @torch.no_grad()
