@@ -145,7 +145,7 @@ def test_train_on_cifar_archive(tmp_path):
     pytest.importorskip("torch")
     make_cifar10_archive(str(tmp_path / "cifar-10-python.tar.gz"), n=30)
     proc = run_cli("train", tmp_path / "run", "--data", tmp_path, "--epochs", "1", "--ft-epochs", "1", "--qat-epochs", "1",
-                   "--qat-ft-epochs", "1", "--modes", "superclass,qat")
+                   "--base-init", "scratch", "--modes", "superclass,qat")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "run" / "qat" / "1.pt").is_file()
     assert not (tmp_path / "run" / "flat.pt").exists()

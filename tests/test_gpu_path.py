@@ -289,8 +289,11 @@ def test_engine_model_refitted_with_host_arrays_is_each_subclass_network(tiny_bu
             if form != "fp16":
                 assert np.abs(got - want)[:, :n].max() <= 1e-5, (form, target)
             elif target == BASE:  # activations are no longer quantized: only their rounding differs
-                np.testing.assert_array_equal(got[:, :n].argmax(1), want[:, :n].argmax(1))
-                assert np.abs(got - want)[:, :n].max() < 0.1 * np.abs(want[:, :n]).max()
+                err = np.abs(got - want)[:, :n].max()
+                assert err < 0.1 * np.abs(want[:, :n]).max()
+                top2 = np.sort(want[:, :n], 1)
+                clear = top2[:, -1] - top2[:, -2] > 2 * err  # a margin that rounding cannot flip
+                np.testing.assert_array_equal(got[clear, :n].argmax(1), want[clear, :n].argmax(1))
 
 
 def test_refit_plan_refuses_to_freeze_a_changing_tensor(tiny_bundle):
