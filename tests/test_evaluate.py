@@ -43,6 +43,7 @@ def test_evaluate_report_numbers_and_plots(tiny_run, tiny_bundle, tmp_path):
     for t, p in zip(true_k, pred_k):
         hand[t][p] += 1
     assert rep["confusion_counts"] == hand
+    assert rep["dataset"] == os.path.basename(os.path.normpath(tiny_run.cfg.data))  # no machine paths in reports
     for i in range(n):
         row = sum(hand[i])
         assert rep["confusion_percent"][i] == pytest.approx([round(100 * c / row, 2) for c in hand[i]])

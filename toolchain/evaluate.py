@@ -82,7 +82,7 @@ def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
                              "bundle_x": m["x"]["per_superclass"][name]}
     rep = dict(B.summary(m))
     rep.update({
-        "dataset": run.cfg.data, "model": run.cfg.arch, "superclasses": hier.superclasses,
+        "dataset": os.path.basename(os.path.normpath(run.cfg.data)), "model": run.cfg.arch, "superclasses": hier.superclasses,
         "test_images": int(len(y)), "codec": manifest["deltas"][0]["codec"] if manifest["deltas"] else None,
         "bundle_bytes": bundle_bytes, "base_onnx_bytes": manifest["base"]["size"],
         "superclass_accuracy": m["routing"]["base_fp32"],
