@@ -97,7 +97,7 @@ def finish(results):
 @click.option("--force", is_flag=True, help="Deploy even when the fit check says the bundle does not fit.")
 @click.option("--engine-build", is_flag=True, help="Build the TensorRT engine on each device after the switch.")
 @click.option("--doctor", is_flag=True, help="Run edgetool doctor on each device after the switch.")
-@click.option("--keep", default=3, show_default=True, help="Versions kept on each device (at least current + previous).")
+@click.option("--keep", default=3, show_default=True, help="Versions kept per device (>= 2).")
 @click.option("--bwlimit", type=float, default=None, help="Upload limit per host, KiB/s.")
 @target_options
 def deploy(bundle, profile_name, batch, force, engine_build, doctor, keep, bwlimit, **kw):

@@ -48,7 +48,8 @@ class Progress:
 
     def _write(self, text: str, final: bool) -> None:
         with self._lock:
-            self.stream.write(("\r" + text + "\x1b[K" if self.live else text) + ("\n" if final or not self.live else ""))
+            end = "\n" if final or not self.live else ""
+            self.stream.write(("\r" + text + "\x1b[K" if self.live else text) + end)
             self.stream.flush()
 
 

@@ -28,7 +28,7 @@ def check_host(host: str) -> str:
 def check_option_path(value: str, what: str) -> str:
     """A path handed to ssh inside an ``-o Key=Value`` option: ssh splits those on whitespace."""
     if any(c.isspace() or c in "\"'\\" for c in value):
-        raise UsageError("{} {!r}: ssh options cannot carry spaces or quotes; use a path without them".format(what, value))
+        raise UsageError("{} {!r}: ssh options cannot carry spaces or quotes; use another path".format(what, value))
     return value
 
 
