@@ -18,7 +18,7 @@ import shutil
 import time
 from typing import BinaryIO, Dict, Optional
 
-from ..errors import DeployError, UsageError
+from ..errors import DeployError, EdgetoolError, UsageError
 from .fsutil import Lock, atomic_json, atomic_symlink, atomic_write, read_json
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -154,7 +154,11 @@ class Target:
             staged, final = self.p("staging", version), self.p("versions", version)
             info = {"version": version, "signer": None, "files": 0}
             if os.path.isdir(staged):
-                info.update(self.verify_staged(version))
+                try:
+                    info.update(self.verify_staged(version))
+                except EdgetoolError:
+                    shutil.rmtree(staged)  # refused: drop what was received, change nothing else
+                    raise
                 if os.path.isdir(final):  # a re-run of an installed version: keep the installed copy
                     shutil.rmtree(staged)
                 else:
