@@ -221,3 +221,16 @@ def test_device_side_refuses_bad_names_and_short_uploads(tmp_path):
     assert os.listdir(tmp_path / "d" / "staging" / "v1") == []
     with pytest.raises(DeployError, match="no previous version"):
         t.rollback()
+
+
+def test_deploy_commands_work_without_torch(deploy_kit, tmp_path):
+    from test_layering import run_blocked
+
+    root = tmp_path / "d"
+    code = ("from edgetool.cli import main; import sys\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    assert 'torch' not in sys.modules; raise\n")
+    for args in (["devices"], ["target", "trust", root, deploy_kit["keys"]["good"]["public"]],
+                 ["deploy", deploy_kit["v1"], "--to", root, "--device-profile", "cpu"], ["status", "--to", root]):
+        proc = run_blocked(code, *args)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
