@@ -47,8 +47,8 @@ def tamper_one_byte(bundle_dir):
     json.loads(bytes(data).decode())
 
 
-@pytest.fixture(scope="session")
-def deploy_kit(tmp_path_factory):
+@pytest.fixture(scope="session", name="deploy_kit")
+def deploy_kit_fixture(tmp_path_factory):
     """Keys (trusted, untrusted) and signed bundles v1..v3, a v2 without samples, an oversized one."""
     pytest.importorskip("cryptography")
     from edgetool.runtime.deploy.signing import keygen, sign_bundle

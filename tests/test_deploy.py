@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import run_cli
-from deploy_fixtures import deploy_kit, snapshot, version_of  # noqa: F401  (fixture)
+from deploy_fixtures import deploy_kit_fixture, snapshot, version_of  # noqa: F401  (fixture)
 
 
 def no_traceback(proc):
@@ -125,9 +125,10 @@ def local_deploy(bundle, root, *extra):
 
 
 def status(root):
-    proc = run_cli("status", "--to", root, "--json")
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """The target's status in-process (the CLI's own output is checked once, below)."""
+    from edgetool.runtime.deploy.target import Target
+
+    return Target(str(root)).status()
 
 
 @pytest.fixture()
@@ -156,6 +157,8 @@ def test_local_deploy_status_rollback_and_keep(deploy_kit, device):
     assert status(device)["current"] == v1
     human = run_cli("status", "--to", device)
     assert "current   {}".format(v1) in human.stdout and "doctor    PASS" in human.stdout
+    as_json = json.loads(run_cli("status", "--to", device, "--json").stdout.strip().splitlines()[-1])
+    assert as_json["current"] == v1 and as_json["host"] == "local" and as_json["ok"]
     # an identical re-run sends nothing new and switches back to v2
     proc = local_deploy(deploy_kit["v2"], device)
     assert proc.returncode == 0 and "(0 bytes sent)" in proc.stdout, proc.stdout
@@ -219,6 +222,19 @@ def test_device_side_refuses_bad_names_and_short_uploads(tmp_path):
     with pytest.raises(DeployError, match="received 3 bytes"):
         t.receive("v1", "base.onnx", 10, "0" * 64, io.BytesIO(b"abc"))
     assert os.listdir(tmp_path / "d" / "staging" / "v1") == []
+    import hashlib
+
+    def framed(name, data, declared=None):
+        head = {"file": name, "size": len(data) if declared is None else declared,
+                "sha256": hashlib.sha256(data).hexdigest()}
+        return json.dumps(head).encode() + b"\n" + data
+
+    stream = io.BytesIO(framed("manifest.json", b"{}") + framed("deltas/a.zst", b"xy", declared=5))
+    with pytest.raises(DeployError, match="received 2 bytes"):  # the upload stopped inside the second file
+        t.receive_stream("v1", stream)
+    assert t.prepare("v1")["present"] == {"manifest.json": hashlib.sha256(b"{}").hexdigest()}
+    with pytest.raises(DeployError, match="malformed upload header"):
+        t.receive_stream("v1", io.BytesIO(b"not json\n"))
     with pytest.raises(DeployError, match="no previous version"):
         t.rollback()
 

@@ -66,25 +66,28 @@ def upload(transport, root: str, source: Source, progress: Progress, bwlimit_kib
     present = state.get("present", {})
     todo = [f for f in source.files if present.get(f[0]) != f[2]]
     progress.start(sum(f[1] for f in todo), len(todo))
-    for rel, size, sha in todo:
-        _send(transport, root, source, rel, size, sha, progress, bwlimit_kib)
+    if todo:
+        _send(transport, root, source, todo, progress, bwlimit_kib)
     progress.done()
     return progress.sent
 
 
-def _send(transport, root, source, rel, size, sha, progress, bwlimit_kib) -> None:
-    proc = transport.popen(["target", "receive", root, source.version, rel, "--size", str(size), "--sha256", sha])
+def _send(transport, root, source, todo, progress, bwlimit_kib) -> None:
+    """One ``target receive`` for all files: a header line per file, then its bytes."""
+    proc = transport.popen(["target", "receive", root, source.version])
     t0, sent = time.monotonic(), 0
     try:
-        with open(source.path(rel), "rb") as f:
-            for chunk in iter(lambda: f.read(CHUNK), b""):
-                proc.stdin.write(chunk)
-                sent += len(chunk)
-                progress.update(len(chunk))
-                if bwlimit_kib:
-                    ahead = sent / (bwlimit_kib * 1024.0) - (time.monotonic() - t0)
-                    if ahead > 0:
-                        time.sleep(ahead)
+        for rel, size, sha in todo:
+            proc.stdin.write((json.dumps({"file": rel, "size": size, "sha256": sha}) + "\n").encode("utf-8"))
+            with open(source.path(rel), "rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK), b""):
+                    proc.stdin.write(chunk)
+                    sent += len(chunk)
+                    progress.update(len(chunk))
+                    if bwlimit_kib:
+                        ahead = sent / (bwlimit_kib * 1024.0) - (time.monotonic() - t0)
+                        if ahead > 0:
+                            time.sleep(ahead)
         proc.stdin.close()
     except BrokenPipeError:  # the target stopped reading: its error line says why
         pass
@@ -92,8 +95,7 @@ def _send(transport, root, source, rel, size, sha, progress, bwlimit_kib) -> Non
     proc.stdout.read()
     proc.wait()
     if proc.returncode != 0:
-        raise DeployError("upload of {} failed: {}".format(rel, _last_line(err) or "exit status {}".format(
-            proc.returncode)))
+        raise DeployError("upload failed: {}".format(_last_line(err) or "exit status {}".format(proc.returncode)))
 
 
 def deploy_one(transport, root: str, source: Source, steps: Dict, keep: int = 3,

@@ -12,6 +12,7 @@ Layout of a deployment root::
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from .fsutil import Lock, atomic_json, atomic_symlink, atomic_write, read_json
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PART_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 CHUNK = 1 << 16
+MAX_FILE = 1 << 36  # 64 GiB: no bundle file comes near it
 
 
 def check_version(version: str) -> str:
@@ -117,8 +119,8 @@ class Target:
         h = hashlib.sha256()
         got = 0
         with open(part, "wb") as f:
-            while got <= size:
-                chunk = stream.read(min(CHUNK, size + 1 - got))
+            while got < size:
+                chunk = stream.read(min(CHUNK, size - got))
                 if not chunk:
                     break
                 got += len(chunk)
@@ -132,6 +134,26 @@ class Target:
                 dest, got, "" if got != size else " with a different sha256", size))
         os.replace(part, dest)
         return {"file": rel, "size": got}
+
+    def receive_stream(self, version: str, stream: BinaryIO) -> Dict:
+        """Files framed as one JSON header line ({"file", "size", "sha256"}) then SIZE bytes, until EOF.
+
+        Each file is complete (renamed into place) as soon as it has arrived, so an interrupted
+        upload keeps what it finished and a re-run sends only the rest.
+        """
+        done = []
+        while True:
+            line = stream.readline(4096)
+            if not line.strip():
+                return {"version": version, "received": done}
+            try:
+                head = json.loads(line.decode("utf-8"))
+                rel, size, sha = str(head["file"]), int(head["size"]), str(head["sha256"])
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                raise DeployError("malformed upload header {!r}".format(line[:120])) from None
+            if size < 0 or size > MAX_FILE:
+                raise DeployError("{}: size {} out of range".format(rel, size))
+            done.append(self.receive(version, rel, size, sha, stream)["file"])
 
     # -- installing ---------------------------------------------------------------------
     def verify_staged(self, version: str) -> Dict:

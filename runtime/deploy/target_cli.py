@@ -37,12 +37,9 @@ def prepare(root, version):
 @target.command()
 @click.argument("root")
 @click.argument("version")
-@click.argument("file")
-@click.option("--size", type=int, required=True)
-@click.option("--sha256", "sha", required=True)
-def receive(root, version, file, size, sha):
-    """Read FILE of VERSION from standard input (exactly --size bytes, checked against --sha256)."""
-    _emit(_target(root).receive(version, file, size, sha, sys.stdin.buffer))
+def receive(root, version):
+    """Read files of VERSION from standard input: per file a JSON header line, then its bytes."""
+    _emit(_target(root).receive_stream(version, sys.stdin.buffer))
 
 
 @target.command()
