@@ -209,6 +209,9 @@ def test_device_side_refuses_bad_names_and_short_uploads(tmp_path):
     from edgetool.runtime.deploy.target import Target
     from edgetool.runtime.errors import DeployError, UsageError
 
+    with pytest.raises(DeployError, match="nothing deployed"):
+        Target(str(tmp_path / "none")).rollback()
+    assert not (tmp_path / "none").exists()
     t = Target(str(tmp_path / "d"))
     for bad in ("../x", "a/../../b", "/etc/passwd", ".hidden", "a b"):
         with pytest.raises(UsageError):

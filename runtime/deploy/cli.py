@@ -115,17 +115,16 @@ def deploy(bundle, profile_name, batch, force, engine_build, doctor, keep, bwlim
         raise UsageError("profile {} has no GPU: --engine-build needs TensorRT on a GPU device".format(profile["name"]))
     if keep < 2 or (batch is not None and batch < 1):
         raise UsageError("--keep must be >= 2 and --batch >= 1")
-    b = Bundle.open(bundle)
-    est = fit.check(b, profile, batch, force=force)
-    click.echo("fit: {}{}".format(fit.describe(est), "" if est["fits"] else " -- DOES NOT FIT (--force)"))
-    source = Source(b)
-    click.echo("version {} ({}, {} files)".format(source.version, "signed" if source.signed else "unsigned",
-                                                 len(source.files)))
-    steps = {"engine_profile": profile["name"] if engine_build else None, "doctor": doctor}
-    live = sys.stderr.isatty() and len(targets) == 1
-    results = on_all(targets, lambda t: deploy_one(t, root, source, steps, keep, bwlimit,
-                                                   Progress(t.label, live=live)), kw["jobs"])
-    b.close()
+    with Bundle.open(bundle) as b:
+        est = fit.check(b, profile, batch, force=force)
+        click.echo("fit: {}{}".format(fit.describe(est), "" if est["fits"] else " -- DOES NOT FIT (--force)"))
+        source = Source(b)
+        click.echo("version {} ({}, {} files)".format(source.version, "signed" if source.signed else "unsigned",
+                                                     len(source.files)))
+        steps = {"engine_profile": profile["name"] if engine_build else None, "doctor": doctor}
+        live = sys.stderr.isatty() and len(targets) == 1
+        results = on_all(targets, lambda t: deploy_one(t, root, source, steps, keep, bwlimit,
+                                                       Progress(t.label, live=live)), kw["jobs"])
     finish(results)
 
 

@@ -55,7 +55,8 @@ def _last_line(text) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
+    last = lines[-1] if lines else ""
+    return last[len("error: "):] if last.startswith("error: ") else last
 
 
 def upload(transport, root: str, source: Source, progress: Progress, bwlimit_kib: Optional[float] = None) -> int:

@@ -204,7 +204,8 @@ class Target:
         return old
 
     def rollback(self, to: Optional[str] = None, reason: str = "rollback") -> Dict:
-        self.init()
+        if not os.path.isdir(self.p("versions")):
+            raise DeployError("{}: nothing deployed here".format(self.root))
         with Lock(self.p(".lock")):
             return self._rollback(to, reason)
 
