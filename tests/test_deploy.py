@@ -253,3 +253,19 @@ def test_deploy_commands_work_without_torch(deploy_kit, tmp_path):
                  ["deploy", deploy_kit["v1"], "--to", root, "--device-profile", "cpu"], ["status", "--to", root]):
         proc = run_blocked(code, *args)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_failing_engine_build_rolls_back_automatically(deploy_kit, device):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here, so engine build would not fail")
+    except ImportError:
+        pass
+    v1, v2 = version_of(deploy_kit["v1"]), version_of(deploy_kit["v2"])
+    proc = no_traceback(run_cli("deploy", deploy_kit["v2"], "--to", device, "--device-profile", "orin-nano",
+                                "--engine-build", "--doctor"))
+    assert proc.returncode != 0
+    assert "engine build failed on version {}".format(v2) in proc.stdout and "tensorrt" in proc.stdout.lower()
+    assert "rolled back to {}".format(v1) in proc.stdout
+    st = status(device)
+    assert st["current"] == v1 and "doctor" not in st["checks"]  # doctor never ran after the failed build
