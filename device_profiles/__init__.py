@@ -1,4 +1,4 @@
-"""Device profiles: one JSON file per target device (precision, workspace, batch, JetPack)."""
+"""Device profiles: one JSON file per target device (precision, workspace, batch, memory budget, JetPack)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,6 @@ from typing import Dict, List, Optional
 from edgetool.runtime.errors import UsageError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REQUIRED = ("name", "display", "int8", "fp16", "workspace_mb", "max_batch", "precision")
 
 
 def names() -> List[str]:
@@ -25,12 +24,9 @@ def load(name_or_path: str) -> Dict:
             p = json.load(f)
     except ValueError as exc:
         raise UsageError("{}: not valid JSON ({})".format(path, exc)) from None
-    missing = [k for k in REQUIRED if k not in p]
-    if missing:
-        raise UsageError("{}: device profile misses {}".format(path, ", ".join(missing)))
-    if p["precision"] == "int8" and not p["int8"]:
-        raise UsageError("{}: precision int8 on a device without int8".format(path))
-    return p
+    from edgetool.runtime.deploy.profiles import validate
+
+    return validate(p, path)
 
 
 def detect() -> Optional[str]:

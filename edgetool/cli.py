@@ -23,6 +23,12 @@ COMMANDS = {
     "inspect": ("edgetool.runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
     "doctor": ("edgetool.runtime.cli", "doctor", "Check this device: GPU, CUDA kernel, TensorRT vs ONNX Runtime."),
     "engine": ("edgetool.export.engine_cli", "engine", "TensorRT engine of a bundle: build it here, or write its model for trtexec/polygraphy."),
+    "devices": ("edgetool.runtime.deploy.cli", "devices", "List the device profiles (validated), with memory budgets."),
+    "keygen": ("edgetool.runtime.deploy.cli", "keygen", "Make an Ed25519 key pair for signing bundles."),
+    "deploy": ("edgetool.runtime.deploy.cli", "deploy", "Ship a bundle to devices over SSH: fit, verify, switch."),
+    "rollback": ("edgetool.runtime.deploy.cli", "rollback", "Switch devices back to their previous bundle version."),
+    "status": ("edgetool.runtime.deploy.cli", "status", "Bundle versions on devices: current, previous, doctor."),
+    "target": ("edgetool.runtime.deploy.target_cli", "target", "Device side of deploy: stage, install, trust."),
 }
 
 
@@ -75,7 +81,8 @@ def main(argv=None):
     except ModuleNotFoundError as exc:
         top = (exc.name or "").split(".")[0]
         extra = {"torch": "train", "torchvision": "train", "onnx": "train", "tqdm": "train", "matplotlib": "train",
-                 "onnxruntime": "cpu", "tensorrt": "jetson", "pycuda": "jetson"}.get(top)
+                 "onnxruntime": "cpu", "tensorrt": "jetson", "pycuda": "jetson",
+                 "cryptography": "deploy"}.get(top)
         if extra is None:
             raise
         click.echo("error: {} is not installed; install it with: pip install 'edgetool[{}]'".format(top, extra), err=True)

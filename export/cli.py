@@ -12,7 +12,9 @@ import click
 @click.option("--codec", default="zstd", show_default=True, type=click.Choice(["zstd", "7z"]),
               help="Delta codec (zstd: decodes ~50x faster for ~5% more bytes; see benchmarks/results/switch_latency.json).")
 @click.option("--archive", is_flag=True, help="Also write OUT.tar.gz, one file to ship.")
-def export(run_dir, out, codec, archive):
+@click.option("--sign", "sign_key", type=click.Path(dir_okay=False), default=None,
+              help="Sign the manifest with this Ed25519 private key (edgetool keygen); devices check it.")
+def export(run_dir, out, codec, archive, sign_key):
     """Write a bundle (base.onnx, int8 deltas, manifest) from the training run RUN_DIR."""
     from edgetool.runtime.errors import UsageError
     from edgetool.toolchain.pipeline import Run
@@ -20,11 +22,19 @@ def export(run_dir, out, codec, archive):
     for f in ("config.json", "super_qat.pt"):
         if not os.path.isfile(os.path.join(run_dir, f)):
             raise UsageError("{}: missing {}; run `edgetool train {}` first".format(run_dir, f, run_dir))
+    if sign_key:
+        from edgetool.runtime.deploy.signing import load_private
+
+        load_private(sign_key)  # a bad key fails before any work
     run = Run(run_dir, progress=False)
     m = run.export(out, codec)
     base = m["base"]["size"]
     total = base + sum(d["stored_size"] for d in m["deltas"])
     click.echo("bundle: {} ({} bytes: base.onnx {} + {} deltas, {})".format(out, total, base, len(m["deltas"]), codec))
+    if sign_key:
+        from edgetool.runtime.deploy.signing import sign_bundle
+
+        click.echo("signed: manifest.sig (key {})".format(sign_bundle(out, sign_key)["key_id"]))
     if archive:
         from .bundle import archive as make_archive
 

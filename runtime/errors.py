@@ -61,3 +61,11 @@ def require(module, extra):
         return importlib.import_module(module)
     except ImportError:
         raise MissingDependencyError(module, extra) from None
+
+
+class DeployError(EdgetoolError):
+    """A deploy, rollback or status step failed on a target (transfer, install, signature, fit)."""
+
+
+class SignatureError(DeployError):
+    """A bundle is unsigned, wrongly signed, or signed by a key the device does not trust."""
