@@ -78,7 +78,7 @@ def main():
     args = ap.parse_args()
 
     from edgetool.toolchain import train as T
-    from edgetool.toolchain.cli import machine_name
+    from edgetool.runtime.machine import machine_name
     from edgetool.toolchain.pipeline import Run, TrainConfig
 
     cfg_path = os.path.join(args.run, "config.json")

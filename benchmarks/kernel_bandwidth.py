@@ -43,8 +43,8 @@ def memcpy_ms(cuda, nbytes, repeats):
 
 
 def numpy_ms(nbytes, int8_nbytes, repeats):
-    from edgetool.runtime.cuda_delta import reference_apply
-    from edgetool.runtime.kernel_check import random_case
+    from edgetool.runtime.trt.delta_apply import reference_apply
+    from edgetool.runtime.trt.kernel_check import random_case
 
     base, delta = random_case(nbytes, int8_nbytes)
     reference_apply(base, delta, int8_nbytes)
@@ -73,8 +73,8 @@ def main():
         sys.exit("error: kernel_bandwidth needs pycuda and an NVIDIA GPU ({}: {})".format(
             type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "no detail"))
 
-    from edgetool.runtime.cuda_delta import compile_module
-    from edgetool.runtime.kernel_check import check_kernel
+    from edgetool.runtime.trt.delta_apply import compile_module
+    from edgetool.runtime.trt.kernel_check import check_kernel
 
     mod = compile_module()
     dev = cuda.Context.get_device()

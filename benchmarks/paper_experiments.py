@@ -277,7 +277,7 @@ def main():
     ap.add_argument("--markdown", action="store_true", help="print the README tables from summary.json")
     args = ap.parse_args()
 
-    from edgetool.toolchain.cli import machine_name
+    from edgetool.runtime.machine import machine_name
     from edgetool.toolchain.pipeline import TrainConfig
 
     default = args.default or TrainConfig().delta_budget

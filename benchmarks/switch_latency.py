@@ -33,7 +33,7 @@ from common import write_result  # noqa: E402
 
 
 def machine() -> str:
-    from edgetool.toolchain.cli import machine_name
+    from edgetool.runtime.machine import machine_name
 
     return machine_name()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shutil
 import tarfile
 import time
@@ -16,14 +15,10 @@ from edgetool import __version__
 from edgetool.runtime import codecs
 from edgetool.runtime.bundle import MANIFEST, SCHEMA
 from edgetool.runtime.errors import UsageError
+from edgetool.runtime.files import slug
 from edgetool.runtime.weights import PackedLayout, TensorSpec, sha256_bytes
 
 from .onnx_export import from_qatnet
-
-
-def slug(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
-    return s or "superclass"
 
 
 def refit_layout(net) -> PackedLayout:
@@ -134,21 +129,7 @@ def write_manifest(out_dir: str, manifest: dict) -> None:
 
 
 def archive(bundle_dir: str, path: str) -> str:
-    """One .tar.gz of the bundle directory (what ``edgetool deploy`` ships)."""
+    """One .tar.gz of the bundle directory, one file to ship."""
     with tarfile.open(path, "w:gz") as tar:
         tar.add(bundle_dir, arcname=os.path.basename(os.path.normpath(bundle_dir)))
     return path
-
-
-def add_engine(bundle_dir: str, plan: bytes, meta: dict) -> dict:
-    """Save a device-built engine into the bundle and list it in the manifest (replacing one of the same precision)."""
-    with open(os.path.join(bundle_dir, MANIFEST)) as f:
-        manifest = json.load(f)
-    os.makedirs(os.path.join(bundle_dir, "engines"), exist_ok=True)
-    rel = "engines/{}-{}.plan".format(slug(meta.get("device_profile", "device")), meta.get("precision", "int8"))
-    with open(os.path.join(bundle_dir, rel), "wb") as f:
-        f.write(plan)
-    entry = dict(meta, file=rel, size=len(plan), sha256=sha256_bytes(plan))
-    manifest["engines"] = [e for e in manifest.get("engines", []) if e.get("file") != rel] + [entry]
-    write_manifest(bundle_dir, manifest)
-    return entry

@@ -17,10 +17,9 @@ from typing import List, Optional
 
 import numpy as np
 
-from .errors import UsageError
 from .backends.base import BASE
-
-POLICIES = ("per-image", "batched", "sticky", "topk")
+from .choices import POLICIES
+from .errors import UsageError
 
 
 def masked_softmax(logits: np.ndarray, n_valid: int) -> np.ndarray:

@@ -1,13 +1,20 @@
-"""Device profiles: one JSON file per target device (precision, workspace, batch, JetPack)."""
+"""The loader of the device profiles: one JSON data file per target device, in ``edgetool.device_profiles``.
+
+The profiles themselves are data (precision, workspace, batch, JetPack); this module reads,
+validates and detects them on the device side.
+"""
 from __future__ import annotations
 
 import json
 import os
 from typing import Dict, List, Optional
 
-from edgetool.runtime.errors import UsageError
+import edgetool.device_profiles as _data
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from .errors import UsageError
+
+HERE = os.path.dirname(os.path.abspath(_data.__file__))
+DEFAULT = "desktop-gpu"
 REQUIRED = ("name", "display", "int8", "fp16", "workspace_mb", "max_batch", "precision")
 
 
@@ -31,6 +38,11 @@ def load(name_or_path: str) -> Dict:
     if p["precision"] == "int8" and not p["int8"]:
         raise UsageError("{}: precision int8 on a device without int8".format(path))
     return p
+
+
+def resolve(name_or_path: Optional[str]) -> Dict:
+    """The profile given on the command line, else the detected Jetson's, else ``desktop-gpu``."""
+    return load(name_or_path or detect() or DEFAULT)
 
 
 def detect() -> Optional[str]:

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-import platform
 
 import click
 
 from edgetool.runtime.errors import UsageError, require
+from edgetool.runtime.options import codec_option
 
 require("torch", "train")  # fail at command lookup, so the CLI names the extra to install
 
@@ -128,23 +128,9 @@ def train(run_dir, modes, pretrained, config_file, **flags):
         click.echo("trained ({}): {}".format(", ".join(chosen), run_dir))
 
 
-def machine_name() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return "{} ({} cores), {} {}".format(cpu, os.cpu_count(), platform.system(), platform.release())
-
-
 @click.command()
 @click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(), help="Output folder.")
-@click.option("--codec", default="zstd", show_default=True, type=click.Choice(["zstd", "7z"]),
-              help="Delta codec (zstd: decodes ~50x faster for ~5% more bytes; see benchmarks/results/switch_latency.json).")
+@codec_option
 @click.option("--fresh", is_flag=True, help="Retrain even if the output folder holds a finished run.")
 @config_options
 def demo(out, codec, fresh, config_file, **flags):

@@ -7,6 +7,8 @@ import time
 
 import click
 
+from edgetool.runtime.machine import machine_name
+
 from . import bounds as B
 from .pipeline import Run, TrainConfig
 from .runtime_eval import evaluate_bundle
@@ -25,8 +27,6 @@ def fp32_bytes(model) -> int:
 
 
 def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
-    from .cli import machine_name
-
     t0 = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     run = Run(os.path.join(out, "run"), cfg)

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgetool.runtime.errors import UsageError
+from ..errors import UsageError
 
 # Quantized operators TensorRT's ONNX parser does not import (it wants Q/DQ + float ops).
 REJECTED_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
@@ -53,7 +53,7 @@ def check(model: onnx.ModelProto) -> List[str]:
             problems.append("node {}: scale must be finite and > 0".format(name))
         axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
         # A weight: int8 codes into DequantizeLinear, or float weights into QuantizeLinear and
-        # its DequantizeLinear (the form TensorRT 8.x builds from; see runtime/engine_weights.py).
+        # its DequantizeLinear (the form TensorRT 8.x builds from; see runtime/trt/weight_forms.py).
         src = n.input[0]
         q = producers.get(src)
         if n.op_type == "DequantizeLinear" and q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inits:

@@ -3,17 +3,19 @@
 Shared by the TensorRT backend (GPU) and the CPU tests: every refittable tensor of the
 packed layout maps to the ONNX initializer of the same name (TensorRT's ONNX parser names
 refittable weights after their initializers), with its dtype, element count, shape and
-byte offset inside the packed device buffer.
+byte offset inside the packed device buffer.  :func:`refit_plan` says which of them a
+switch hands to the refitter, :func:`companions` which constants TensorRT also asks for.
 """
 from __future__ import annotations
 
-from typing import List, Mapping, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import BundleError
-from .onnx_weights import read_initializers
-from .weights import DTYPES, PackedLayout
+from ..errors import BackendError, BundleError
+from ..onnx_weights import read_initializers
+from ..weights import DTYPES, PackedLayout
+from .weight_forms import engine_name
 
 
 class RefitEntry:
@@ -63,3 +65,45 @@ def missing_report(missing: Sequence[str], known: Sequence[str]) -> str:
     if unknown:
         msg += " (not in the bundle's refit map: was the engine built from another model?)"
     return msg
+
+
+def refit_plan(layout, form: str, refittable: Iterable[str],
+               changed: Optional[Callable[[], Iterable[str]]] = None) -> List:
+    """The packed tensors a switch must hand to the refitter, as ``(spec, engine name)``.
+
+    *refittable* is what the engine reports (``Refitter.get_all_weights``).  *changed*
+    returns the tensors some delta of the bundle changes; it is called only when the engine
+    leaves some tensors out (``REFIT_INDIVIDUAL``), and ``None`` means every tensor may change.
+    A tensor that a delta changes but the engine cannot refit would silently keep the base
+    weights, so it is an error naming the tensors.
+    """
+    refittable = set(refittable)
+    plan = [(spec, engine_name(spec, form)) for spec in layout.tensors]
+    fixed = [(spec, name) for spec, name in plan if name not in refittable]
+    if not fixed:
+        return plan
+    wanted = None if changed is None else set(changed())
+    frozen = [name for spec, name in fixed if wanted is None or spec.name in wanted]
+    if frozen:
+        raise BackendError("the engine cannot refit {} tensor(s) the deltas change: {}{} (rebuild it with "
+                           "edgetool engine build, or --refit-all)".format(
+                               len(frozen), ", ".join(frozen[:6]), ", ..." if len(frozen) > 6 else ""))
+    return [(spec, name) for spec, name in plan if name in refittable]
+
+
+def companions(missing: Sequence[str], initializers: Mapping[str, np.ndarray], known: Iterable[str]) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    """Split ``get_missing_weights`` into constants we can supply unchanged and unknown names.
+
+    TensorRT may ask for weights fused with the ones a switch writes (for example the
+    Q/DQ scales of a quantized convolution).  They never change between networks, so the
+    model's own initializer values are the right answer.  Names the refit map already
+    covers are not companions: if TensorRT still misses them, something else is wrong.
+    """
+    known = set(known)
+    supply, unknown = {}, []
+    for name in missing:
+        if name not in known and name in initializers:
+            supply[name] = np.ascontiguousarray(initializers[name])
+        else:
+            unknown.append(name)
+    return supply, unknown

@@ -17,22 +17,19 @@ TensorRT parser and the arrays handed to the refitter both follow a *weight form
 ``fp16``
     Devices without int8 (Nano, TX2): ``W.fp = W * scale`` and no Q/DQ at all.
 
-A plan only loads into the TensorRT version and GPU that built it, so :func:`select_engine`
-picks the bundle's engine for this device or says which one to build.
-
 Everything here runs without TensorRT and is covered by the CPU tests; the TensorRT backend
 only calls it.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .errors import BackendError, DeviceError, UsageError, require
-from .onnx_weights import strip_initializer_inputs
+from ..choices import WEIGHT_FORMS as FORMS
+from ..errors import UsageError, require
+from ..onnx_weights import strip_initializer_inputs
 
-FORMS = ("int8", "qdq-float", "fp16")
 FLOAT_SUFFIX = ".fp"
 
 
@@ -74,48 +71,6 @@ def host_arrays(layout, packed: np.ndarray, form: str) -> Dict[str, np.ndarray]:
         return layout.views(packed)
     deq = layout.dequantize(packed)
     return {engine_name(t, form): np.ascontiguousarray(deq[t.name], dtype=np.float32) for t in layout.tensors}
-
-
-def refit_plan(layout, form: str, refittable: Iterable[str],
-               changed: Optional[Callable[[], Iterable[str]]] = None) -> List:
-    """The packed tensors a switch must hand to the refitter, as ``(spec, engine name)``.
-
-    *refittable* is what the engine reports (``Refitter.get_all_weights``).  *changed*
-    returns the tensors some delta of the bundle changes; it is called only when the engine
-    leaves some tensors out (``REFIT_INDIVIDUAL``), and ``None`` means every tensor may change.
-    A tensor that a delta changes but the engine cannot refit would silently keep the base
-    weights, so it is an error naming the tensors.
-    """
-    refittable = set(refittable)
-    plan = [(spec, engine_name(spec, form)) for spec in layout.tensors]
-    fixed = [(spec, name) for spec, name in plan if name not in refittable]
-    if not fixed:
-        return plan
-    wanted = None if changed is None else set(changed())
-    frozen = [name for spec, name in fixed if wanted is None or spec.name in wanted]
-    if frozen:
-        raise BackendError("the engine cannot refit {} tensor(s) the deltas change: {}{} (rebuild it with "
-                           "edgetool engine build, or --refit-all)".format(
-                               len(frozen), ", ".join(frozen[:6]), ", ..." if len(frozen) > 6 else ""))
-    return [(spec, name) for spec, name in plan if name in refittable]
-
-
-def companions(missing: Sequence[str], initializers: Mapping[str, np.ndarray], known: Iterable[str]) -> Tuple[Dict[str, np.ndarray], List[str]]:
-    """Split ``get_missing_weights`` into constants we can supply unchanged and unknown names.
-
-    TensorRT may ask for weights fused with the ones a switch writes (for example the
-    Q/DQ scales of a quantized convolution).  They never change between networks, so the
-    model's own initializer values are the right answer.  Names the refit map already
-    covers are not companions: if TensorRT still misses them, something else is wrong.
-    """
-    known = set(known)
-    supply, unknown = {}, []
-    for name in missing:
-        if name not in known and name in initializers:
-            supply[name] = np.ascontiguousarray(initializers[name])
-        else:
-            unknown.append(name)
-    return supply, unknown
 
 
 def _float_weights(model_bytes: bytes, keep_qdq: bool) -> bytes:
@@ -170,57 +125,3 @@ def _float_weights(model_bytes: bytes, keep_qdq: bool) -> bytes:
     del g.input[:]
     g.input.extend(inputs)
     return m.SerializeToString()
-
-
-def select_engine(entries: Sequence[Mapping], tensorrt: str, device: str, precision: Optional[str] = None,
-                  bundle: str = "BUNDLE") -> Optional[Mapping]:
-    """The stored engine built by TensorRT *tensorrt* on GPU *device* (of *precision*, if given).
-
-    ``None`` when the bundle has no engine of that precision: the caller builds one. When it
-    has engines but none from this TensorRT and GPU, loading one would fail inside
-    TensorRT, so this raises one line that lists them and names the command to run.
-    """
-    candidates = [e for e in entries if precision is None or e.get("precision") == precision]
-    if not candidates:
-        return None
-    for e in candidates:
-        if e.get("tensorrt") == tensorrt and e.get("device") == device:
-            return e
-    have = ", ".join("{} ({}, TensorRT {})".format(e.get("file"), e.get("device", "?"), e.get("tensorrt", "?"))
-                     for e in candidates)
-    raise DeviceError("no engine in the bundle was built on this {} with TensorRT {} (it has: {}); run: "
-                      "edgetool engine build {}".format(device, tensorrt, have, bundle))
-
-
-def emulate_refit(bundle, form: str, x: np.ndarray) -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
-    """Run the refit of *form* through ONNX Runtime on the CPU, for the base and every subclass.
-
-    For each network: the engine's model (:func:`engine_model` of the base) with the arrays
-    :func:`host_arrays` gives the refitter swapped in, and the engine's model built from that
-    network itself.  Both outputs on *x* are returned; they must be identical.  ``edgetool
-    doctor`` and the tests use this to prove the weight form without TensorRT.
-    """
-    onnx = require("onnx", "jetson")
-    from onnx import numpy_helper
-
-    from .backends.base import BASE
-    from .backends.ort import plain_session
-    from .onnx_weights import read_initializers
-
-    layout = bundle.layout
-    model = bundle.base_onnx()
-    base = layout.pack(read_initializers(model, [t.name for t in layout.tensors]))
-    refit = onnx.load_from_string(engine_model(model, form))
-    own = onnx.load_from_string(model)
-    feed = {bundle.input["name"]: x}
-    out = {}
-    for target in [BASE] + list(range(bundle.num_superclasses)):
-        packed = base if target == BASE else layout.apply_delta(base, bundle.read_delta(target))
-        for graph, arrays in ((refit.graph, host_arrays(layout, packed, form)), (own.graph, layout.views(packed))):
-            for t in graph.initializer:
-                if t.name in arrays:
-                    t.CopyFrom(numpy_helper.from_array(np.asarray(arrays[t.name]), t.name))
-        got = plain_session(refit.SerializeToString(), ["CPUExecutionProvider"]).run(None, feed)[0]
-        want = plain_session(engine_model(own.SerializeToString(), form), ["CPUExecutionProvider"]).run(None, feed)[0]
-        out[target] = (got, want)
-    return out

@@ -14,12 +14,12 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import helper, numpy_helper  # noqa: E402
 
-from edgetool.export.trt_rules import check  # noqa: E402
+from edgetool.runtime.trt.qdq_rules import check  # noqa: E402
 from edgetool.runtime.bundle import Bundle  # noqa: E402
-from edgetool.runtime.cuda_delta import KERNEL_PATH, VEC, launch_geometry, reference_apply  # noqa: E402
+from edgetool.runtime.trt.delta_apply import KERNEL_PATH, VEC, launch_geometry, reference_apply  # noqa: E402
 from edgetool.runtime.errors import BundleError  # noqa: E402
 from edgetool.runtime.onnx_weights import read_initializers, strip_initializer_inputs  # noqa: E402
-from edgetool.runtime.refit_map import build_refit_map  # noqa: E402
+from edgetool.runtime.trt.refit_map import build_refit_map  # noqa: E402
 from edgetool.runtime.weights import ALIGN, PackedLayout  # noqa: E402
 
 
@@ -214,7 +214,7 @@ def test_rule_check_rejects_each_bad_variant(tiny_bundle, damage):
 
 # -- weight forms: what the TensorRT parser and refitter get, per version and device ---------------
 def test_weight_form_by_tensorrt_version():
-    from edgetool.runtime.engine_weights import weight_form
+    from edgetool.runtime.trt.weight_forms import weight_form
     from edgetool.runtime.errors import UsageError
 
     assert weight_form((8, 5), "int8") == "qdq-float"  # JetPack 5.1
@@ -242,7 +242,9 @@ def test_engine_model_refitted_with_host_arrays_is_each_subclass_network(tiny_bu
     host_arrays(base (+ delta i)) must compute what ONNX Runtime computes for network i."""
     from edgetool.runtime.backends.base import BASE
     from edgetool.runtime.backends.ort import OrtBackend
-    from edgetool.runtime.engine_weights import emulate_refit, engine_model, engine_name, host_arrays, refit_plan
+    from edgetool.runtime.trt.emulate import emulate_refit
+    from edgetool.runtime.trt.refit_map import refit_plan
+    from edgetool.runtime.trt.weight_forms import engine_model, engine_name, host_arrays
 
     b = Bundle.open(tiny_bundle)
     x = b.samples()
@@ -297,7 +299,8 @@ def test_engine_model_refitted_with_host_arrays_is_each_subclass_network(tiny_bu
 
 
 def test_refit_plan_refuses_to_freeze_a_changing_tensor(tiny_bundle):
-    from edgetool.runtime.engine_weights import engine_name, refit_plan
+    from edgetool.runtime.trt.refit_map import refit_plan
+    from edgetool.runtime.trt.weight_forms import engine_name
     from edgetool.runtime.errors import BackendError
 
     b = Bundle.open(tiny_bundle)
@@ -320,7 +323,7 @@ def test_refit_plan_refuses_to_freeze_a_changing_tensor(tiny_bundle):
 
 
 def test_select_engine_for_this_tensorrt_and_gpu():
-    from edgetool.runtime.engine_weights import select_engine
+    from edgetool.runtime.trt.engine_store import select_engine
     from edgetool.runtime.errors import DeviceError
 
     orin = {"file": "engines/orin-nano-int8.plan", "precision": "int8", "tensorrt": "10.3.0", "device": "Orin"}
@@ -337,7 +340,7 @@ def test_select_engine_for_this_tensorrt_and_gpu():
 
 
 def test_missing_weights_are_supplied_only_from_model_constants():
-    from edgetool.runtime.engine_weights import companions
+    from edgetool.runtime.trt.refit_map import companions
 
     inits = {"c1.weight": np.ones((2, 2), np.int8), "c1.weight_scale": np.full(2, 0.5, np.float32)}
     supply, unknown = companions(["c1.weight_scale", "c1.weight", "Conv_7_weights"], inits, known=["c1.weight"])
@@ -347,7 +350,7 @@ def test_missing_weights_are_supplied_only_from_model_constants():
 
 # -- device profiles and CLI ---------------------------------------------------------------------------
 def test_device_profiles():
-    from edgetool import device_profiles
+    from edgetool.runtime import device_profiles
     from edgetool.runtime.errors import UsageError
 
     assert {"orin-nano", "orin-agx", "nano", "tx2", "thor"} <= set(device_profiles.names())
@@ -411,8 +414,8 @@ def test_engine_build_without_tensorrt(tiny_bundle):
 
 
 def test_engine_onnx_writes_the_parser_model_and_nvidia_tool_commands(tiny_bundle, tmp_path):
-    from edgetool.export.engine_cli import polygraphy_args, trtexec_args
-    from edgetool.runtime.engine_weights import engine_model
+    from edgetool.runtime.trt.cli import polygraphy_args, trtexec_args
+    from edgetool.runtime.trt.weight_forms import engine_model
 
     assert trtexec_args("m.onnx", "input", (3, 32, 32), "int8", 16, 512, strip_weights=True) == [
         "trtexec", "--onnx=m.onnx", "--saveEngine=m.plan", "--minShapes=input:1x3x32x32",
@@ -479,8 +482,8 @@ def test_kernel_bit_exact_on_gpu():
     _gpu_or_skip()
     import pycuda.autoinit  # noqa: F401
 
-    from edgetool.runtime.cuda_delta import compile_module
-    from edgetool.runtime.kernel_check import check_kernel
+    from edgetool.runtime.trt.delta_apply import compile_module
+    from edgetool.runtime.trt.kernel_check import check_kernel
 
     mod = compile_module()
     for nbytes, int8_nbytes in ((1 << 12, 1 << 11), (1 << 20, 3 << 18), ((1 << 22) + 256, 1 << 21)):
@@ -493,7 +496,7 @@ def test_device_applier_matches_numpy_on_real_bundle(tiny_bundle):
     _gpu_or_skip()
     import pycuda.autoinit  # noqa: F401
 
-    from edgetool.runtime.cuda_delta import DeviceDeltaApplier
+    from edgetool.runtime.trt.delta_apply import DeviceDeltaApplier
 
     b = Bundle.open(tiny_bundle)
     base = b.layout.pack(read_initializers(b.base_onnx(), [t.name for t in b.layout.tensors]))
@@ -516,7 +519,7 @@ def test_tensorrt_matches_onnxruntime(tiny_bundle, mode):
     _gpu_or_skip()
     from edgetool.runtime.backends.base import BASE
     from edgetool.runtime.backends.ort import OrtBackend
-    from edgetool.runtime.backends.trt import TrtBackend
+    from edgetool.runtime.trt.backend import TrtBackend
 
     b = Bundle.open(tiny_bundle)
     x = b.samples()

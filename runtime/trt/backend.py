@@ -1,0 +1,196 @@
+"""TensorRT backend: one int8 engine with refittable weights (TensorRT 8.5, 8.6, 10.x; 8.2 for fp16).
+
+Kept thin on purpose: the weight map, the packed layout, the weight forms and the delta
+math are shared, CPU-tested code (:mod:`.refit_map`, :mod:`..weights`,
+:mod:`.weight_forms`, :mod:`.delta_apply`); ``edgetool doctor`` proves this module on
+the device against ONNX Runtime.
+
+* Build: ``BuilderFlag.INT8`` (+ FP16 fallback), ``REFIT`` or, on TensorRT >= 10,
+  ``REFIT_INDIVIDUAL`` with only the weights that some delta changes marked refittable;
+  one optimization profile; optional weight-stripped plan (``STRIP_PLAN``, TensorRT >= 10).
+  The weights enter the engine in the form the version takes (:func:`.weight_forms.weight_form`):
+  int8 codes on TensorRT >= 10, float weights behind QuantizeLinear/DequantizeLinear on 8.x,
+  dequantized fp16 on devices without int8 (Nano, TX2).
+* Refit, TensorRT >= 10: every refittable tensor lives in the persistent packed weights
+  buffer of :class:`~.delta_apply.DeviceDeltaApplier` and is given to the refitter as device
+  memory (``TensorLocation.DEVICE``, pointers only); a switch is H2D copy + one kernel launch
+  + ``refit_cuda_engine_async`` on the inference stream, weights validation off.
+* Refit, TensorRT 8.x: host weights and a synchronous ``refit_cuda_engine``.
+* Weights TensorRT asks for besides ours (``get_missing_weights``, e.g. the Q/DQ scales fused
+  into a convolution) are supplied unchanged from the model; anything else is an error.
+* Modes: ``one-engine`` (the paper's: refit to base, then to the subclass) and
+  ``two-engine`` (a fixed superclass engine plus one refittable subclass engine).
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+
+from ..backends.base import BASE, Backend
+from ..choices import ENGINE_MODES as MODES
+from ..errors import BackendError, DeviceError, SwitchError, UsageError, require
+from ..machine import gpu_name
+from ..onnx_weights import read_initializers
+from .engine_store import select_engine
+from .loader import build_engine, trt_logger, trt_version
+from .refit_map import build_refit_map, companions, missing_report, refit_plan, trt_dtype
+from .runner import EngineRunner
+from .weight_forms import engine_name, host_arrays, weight_form
+
+
+class TrtBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, bundle, plan: Optional[bytes] = None, precision: Optional[str] = None,
+                 mode: str = "one-engine", max_batch: int = 32, workspace_mb: int = 1024):
+        super().__init__(bundle)
+        if mode not in MODES:
+            raise UsageError("unknown engine mode {!r}; choose one of {}".format(mode, ", ".join(MODES)))
+        trt = require("tensorrt", "jetson")
+        cuda = require("pycuda.driver", "jetson")
+        require("pycuda.autoinit", "jetson")
+        self.trt, self.cuda, self.mode = trt, cuda, mode
+        self.version = trt_version(trt)
+        if self.version < (8, 2):
+            raise DeviceError("TensorRT {} is too old: edgetool needs TensorRT 8.2 or newer".format(trt.__version__))
+        model = bundle.base_onnx()
+        self.initializers = read_initializers(model)
+        build_refit_map(self.layout, self.initializers, source=bundle._display("base.onnx"))  # names, dtypes, shapes
+        self.base = self.layout.pack({t.name: self.initializers[t.name] for t in self.layout.tensors})
+        entry = self._engine_entry(precision) if plan is None else None
+        form = None
+        if plan is None and entry is not None:
+            plan = bundle.read_file(entry)
+            precision = entry.get("precision", precision)
+            form = entry.get("weights")
+        self.precision = precision or "int8"
+        self.form = weight_form(self.version, self.precision, form)
+        if plan is None:
+            plan = build_engine(model, bundle.input["name"], bundle.input["shape"], self.precision,
+                                workspace_mb=workspace_mb, max_batch=max_batch, form=self.form)
+        self.max_batch = max_batch if entry is None else int(entry.get("max_batch", max_batch))
+        self.stream = cuda.Stream()
+        args = (trt, cuda, plan, self.stream, bundle.input["name"], bundle.output_name, bundle.input["shape"],
+                bundle.head_width, self.max_batch)
+        self.sub = EngineRunner(*args)  # the refittable engine
+        self.fixed = EngineRunner(*args) if mode == "two-engine" else None  # never refitted: the base
+        self.sub_loaded = BASE
+        self._setup_refitter()
+
+    def _engine_entry(self, precision):
+        return select_engine(self.bundle.manifest.get("engines", []), self.trt.__version__, gpu_name(),
+                             precision, self.bundle.archive or self.bundle.root)
+
+    # -- refit --------------------------------------------------------------------------------
+    def _setup_refitter(self):
+        trt, layout, bundle = self.trt, self.layout, self.bundle
+        self.refitter = trt.Refitter(self.sub.engine, trt_logger(trt))
+        if hasattr(self.refitter, "weights_validation"):
+            self.refitter.weights_validation = False
+        self.plan = refit_plan(layout, self.form, self.refitter.get_all_weights(),
+                               lambda: layout.changed_tensors(bundle.read_delta(k) for k in range(bundle.num_superclasses)))
+        # TensorRT >= 10 with int8 weights: the engine reads the kernel's device buffer in place.
+        self.device_weights = self.version >= (10, 0) and self.form == "int8"
+        self.companions = {}
+        if self.device_weights:
+            from .delta_apply import DeviceDeltaApplier
+
+            self.applier = DeviceDeltaApplier(layout, self.base, stream=self.stream)
+            # One persistent device buffer; each Weights points into it for good.
+            self.device_entries = [(name, trt.Weights(trt_dtype(trt, spec.dtype), self.applier.pointer(spec.name),
+                                                      spec.numel)) for spec, name in self.plan]
+            self._set_device_weights()
+        else:
+            self.host = self.base.copy()
+            self.host_arrays = host_arrays(layout, self.host, self.form)
+            self._set_host_weights()
+        known = [engine_name(t, self.form) for t in layout.tensors]
+        self.companions, unknown = companions(list(self.refitter.get_missing_weights()), self.initializers, known)
+        if self.companions:
+            self._set_companions()
+        missing = list(self.refitter.get_missing_weights())
+        if missing:
+            raise BackendError(missing_report(missing, known))
+
+    def _set_device_weights(self):
+        # Pointer registration only, no copy.  Like trtexec --timeRefit, the weights are handed
+        # to the refitter again before every refit rather than assumed to outlive one.
+        for name, w in self.device_entries:
+            if not self.refitter.set_named_weights(name, w, self.trt.TensorLocation.DEVICE):
+                raise BackendError("TensorRT rejected device weights for {!r}".format(name))
+
+    def _set_companions(self):
+        for name, arr in self.companions.items():
+            if not self.refitter.set_named_weights(name, self.trt.Weights(arr)):
+                raise BackendError("TensorRT rejected the constant weights {!r}".format(name))
+
+    def _set_host_weights(self):
+        trt = self.trt
+        for _, name in self.plan:
+            if not self.refitter.set_named_weights(name, trt.Weights(self.host_arrays[name])):
+                raise BackendError("TensorRT rejected host weights for {!r}".format(name))
+
+    def _refit(self) -> None:
+        if self.device_weights and hasattr(self.refitter, "refit_cuda_engine_async"):
+            ok = self.refitter.refit_cuda_engine_async(self.stream.handle)
+        else:
+            ok = self.refitter.refit_cuda_engine()
+        if not ok:
+            raise SwitchError("TensorRT refit failed")
+
+    def switch(self, target: int, force: bool = False) -> bool:
+        if self.mode == "two-engine":
+            # The base lives in its own engine: switching to it (or back to the subclass
+            # already loaded) moves no weights.
+            target = int(target)
+            if target == BASE or target == self.sub_loaded:
+                changed = target != self.current
+                self.current = target
+                return changed
+        changed = super().switch(target, force)
+        self.sub_loaded = self.current
+        return changed
+
+    def _apply(self, delta) -> None:
+        t0 = time.perf_counter()
+        if self.device_weights:
+            self.applier.apply(delta)
+        else:
+            if delta is None:
+                np.copyto(self.host, self.base)
+            else:
+                self.layout.apply_delta(self.base, delta, out=self.host)
+            # int8: views of self.host; float forms: fresh dequantized arrays, kept alive here
+            # until the refit below has read them.
+            self.host_arrays = host_arrays(self.layout, self.host, self.form)
+        t1 = time.perf_counter()
+        if self.device_weights:
+            self._set_device_weights()
+        else:
+            self._set_host_weights()
+        self._set_companions()
+        self._refit()
+        if self.device_weights:
+            self.stream.synchronize()
+        self.timings.add("refit", (time.perf_counter() - t1) * 1e3)
+        self.timings.add("h2d_kernel", (t1 - t0) * 1e3)
+
+    def _infer(self, batch):
+        engine = self.fixed if (self.fixed is not None and self.current == BASE) else self.sub
+        return engine.infer(batch)
+
+    def memory(self):
+        free, total = self.cuda.mem_get_info()
+        out = {"gpu_free_bytes": int(free), "gpu_total_bytes": int(total),
+               "engine_device_memory_bytes": int(getattr(self.sub.engine, "device_memory_size", 0)),
+               "packed_weights_bytes": int(self.layout.total_nbytes)}
+        if self.fixed is not None:
+            out["engines"] = 2
+        return out
+
+    def close(self):
+        if getattr(self, "applier", None) is not None:
+            self.applier.free()
+            self.applier = None
