@@ -82,7 +82,7 @@ def main():
     from edgetool.toolchain.pipeline import Run, TrainConfig
 
     cfg_path = os.path.join(args.run, "config.json")
-    run = Run(args.run, None if os.path.isfile(cfg_path) else TrainConfig(), progress=False)
+    run = Run.open(args.run, None if os.path.isfile(cfg_path) else TrainConfig(), progress=False)
     k = run.hier.superclasses.index(args.superclass)
     n = len(run.hier.subclasses[k])
     mask = run.sub_mask(k)
@@ -105,8 +105,8 @@ def main():
         else:
             start = fold(base) if name == "folded" else base
             m = copy.deepcopy(start)
-        T.fit(m, xs, ys, args.epochs, lr, run.cfg.batch, n_valid=n, weight_decay=0.0, seed=1, aug=run.aug,
-              progress=False, optimizer=opt)
+        recipe = T.Recipe(args.epochs, lr, run.cfg.batch, weight_decay=0.0, optimizer=opt, aug=run.aug)
+        T.fit(m, xs, ys, recipe, n_valid=n, seed=1, hooks=T.FitHooks(progress=False))
         row = {"optimizer": opt, "lr": lr, "accuracy": acc(m), "seconds": time.perf_counter() - t0}
         if start is not None:
             row["delta"] = delta_size(start, m)

@@ -90,7 +90,7 @@ def run_point(args, seed, b, first, out):
     shared = os.path.join(work, "seed{}".format(seed), "budget-{}".format(first))
     path = os.path.join(work, "seed{}".format(seed), "budget-{}".format(b))
     if b != first and not os.path.isfile(os.path.join(path, "flat.pt")):
-        Run(shared, copy.deepcopy(cfg), progress=args.progress).train_all(with_qat_subclasses=False)
+        Run.open(shared, copy.deepcopy(cfg), progress=args.progress).train_all(with_qat_subclasses=False)
         os.makedirs(path, exist_ok=True)
         for name in SHARED_STAGES:
             if os.path.isfile(os.path.join(shared, name)):
@@ -99,7 +99,7 @@ def run_point(args, seed, b, first, out):
     c = copy.deepcopy(cfg)
     c.delta_budget = b
     t0 = time.perf_counter()
-    run = Run(path, c, progress=args.progress)
+    run = Run.open(path, c, progress=args.progress)
     run.train_all()
     bundle = os.path.join(path, "bundle")
     manifest = run.export(bundle)

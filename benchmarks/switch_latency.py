@@ -44,7 +44,7 @@ def ensure_bundle(path):
     from edgetool.toolchain.pipeline import Run, TrainConfig
 
     out = "edgetool-out"
-    run = Run(os.path.join(out, "run"), TrainConfig(), progress=False)
+    run = Run.open(os.path.join(out, "run"), TrainConfig(), progress=False)
     run.train_all()
     bundle = os.path.join(out, "bundle")
     run.export(bundle, "zstd")

@@ -28,7 +28,7 @@ def tiny_run(tmp_path_factory):
     cfg = TrainConfig(epochs=2, base_epochs=1, ft_epochs=2, qat_epochs=1, limit_train=1200, limit_test=300,
                       batch=64, seed=1)
     path = tmp_path_factory.mktemp("run")
-    run = Run(str(path), cfg, progress=False)
+    run = Run.open(str(path), cfg, progress=False)
     run.train_all()
     return run
 

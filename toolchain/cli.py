@@ -109,7 +109,7 @@ def train(run_dir, modes, pretrained, config_file, **flags):
     if os.path.isfile(cfg_path) and config_file is None and all(v is None for v in flags.values()) and not pretrained:
         config_file = cfg_path
     cfg = make_config(config_file, pretrained=pretrained, **flags)
-    run = Run(run_dir, cfg)
+    run = Run.open(run_dir, cfg)
     N = run.hier.n_super
     if "flat" in chosen:
         run.flat()
@@ -165,7 +165,7 @@ def evaluate(run_dir, bundle, out):
 
     if not os.path.isfile(os.path.join(run_dir, "config.json")):
         raise UsageError("{}: not a training run (no config.json); run `edgetool train` first".format(run_dir))
-    run = Run(run_dir, progress=True)
+    run = Run.open(run_dir, progress=True)
     out = out or os.path.join(run_dir, "report")
     rep = run_eval(run, bundle, out)
     click.echo(summary_line(rep))

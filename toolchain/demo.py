@@ -29,7 +29,7 @@ def fp32_bytes(model) -> int:
 def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
     t0 = time.perf_counter()
     os.makedirs(out, exist_ok=True)
-    run = Run(os.path.join(out, "run"), cfg)
+    run = Run.open(os.path.join(out, "run"), cfg)
     hier = run.hier
     click.echo("edgetool demo: Super-Sub on {} ({} superclasses: {}), output in {}".format(
         "the shipped Fashion-MNIST sample" if cfg.data == "sample" else cfg.data, hier.n_super,

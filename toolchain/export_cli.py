@@ -22,7 +22,7 @@ def export(run_dir, out, codec, archive):
     for f in ("config.json", "super_qat.pt"):
         if not os.path.isfile(os.path.join(run_dir, f)):
             raise UsageError("{}: missing {}; run `edgetool train {}` first".format(run_dir, f, run_dir))
-    run = Run(run_dir, progress=False)
+    run = Run.open(run_dir, progress=False)
     m = run.export(out, codec)
     base = m["base"]["size"]
     total = base + sum(d["stored_size"] for d in m["deltas"])

@@ -60,7 +60,7 @@ def test_interrupted_fit_resumes_bit_for_bit(tmp_path):
     ref = M.ResNet(1, 2, (1,), (8,))
     torch.manual_seed(0)
     m = M.ResNet(1, 2, (1,), (8,))
-    T.fit(ref, x, y, 3, 1e-2, 64, progress=False)
+    T.fit(ref, x, y, T.Recipe(3, 1e-2, 64), hooks=T.FitHooks(progress=False))
 
     ck = str(tmp_path / "stage.partial")
 
@@ -69,11 +69,11 @@ def test_interrupted_fit_resumes_bit_for_bit(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        T.fit(m, x, y, 3, 1e-2, 64, progress=False, checkpoint=ck, on_epoch=stop)
+        T.fit(m, x, y, T.Recipe(3, 1e-2, 64), hooks=T.FitHooks(progress=False, checkpoint=ck, on_epoch=stop))
     assert torch.load(ck, weights_only=True)["epoch"] == 2
     torch.manual_seed(123)
     resumed = M.ResNet(1, 2, (1,), (8,))  # fresh weights: everything must come from the checkpoint
-    hist = T.fit(resumed, x, y, 3, 1e-2, 64, progress=False, checkpoint=ck)
+    hist = T.fit(resumed, x, y, T.Recipe(3, 1e-2, 64), hooks=T.FitHooks(progress=False, checkpoint=ck))
     assert len(hist["loss"]) == 1
     for (n, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), n
