@@ -73,7 +73,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--superclass", default="tops")
     ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--run", default="edgetool-out/run", help="training run with the superclass networks (trained if absent)")
+    ap.add_argument("--run", default="edgetool-out/run",
+                    help="training run with the superclass networks (trained if absent)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "bn_folding.json"))
     args = ap.parse_args()
 
@@ -96,7 +97,8 @@ def main():
         return float((T.predict_logits(m, run.xte[idx], n).argmax(1).numpy() == yt).mean())
 
     rows = {}
-    recipes = [("folded", "adamw", 1e-3), ("bn-adam", "adamw", 1e-3), ("bn-sgd", "sgd", 1e-2), ("vanilla", "adamw", 3e-3)]
+    recipes = [("folded", "adamw", 1e-3), ("bn-adam", "adamw", 1e-3), ("bn-sgd", "sgd", 1e-2),
+               ("vanilla", "adamw", 3e-3)]
     for name, opt, lr in recipes:
         t0 = time.perf_counter()
         if name == "vanilla":

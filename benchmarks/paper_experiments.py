@@ -146,8 +146,10 @@ def aggregate(dataset, out, default_budget, machine):
             "x": mean_se([p["x"] for p in per_seed]),
             "x_per_superclass": {n: mean_se([p["x_per_superclass"][n] for p in per_seed])
                                  for n in per_seed[0]["x_per_superclass"]},
-            "gap_closed": {k: mean_se([p["gap_closed"][k]["value"] for p in per_seed]) for k in ("vanilla", "efficient")},
-            "efficient_minus_vanilla": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["vanilla"] for p in per_seed]),
+            "gap_closed": {k: mean_se([p["gap_closed"][k]["value"] for p in per_seed])
+                           for k in ("vanilla", "efficient")},
+            "efficient_minus_vanilla": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["vanilla"]
+                                                for p in per_seed]),
             "efficient_minus_lower": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["lower"] for p in per_seed])}
     for k in ("vanilla", "efficient"):
         if mean["gap_closed"][k]["mean"] is None:
@@ -157,7 +159,8 @@ def aggregate(dataset, out, default_budget, machine):
     for b in all_budgets:
         rows = [s["budgets"][b] for s in seeds if b in s["budgets"]]
         diffs = [r["accuracy"]["efficient"] - r["accuracy"]["vanilla"] for r in rows]
-        budgets.append({"budget": b, "seeds": len(rows), "efficient": mean_se([r["accuracy"]["efficient"] for r in rows]),
+        budgets.append({"budget": b, "seeds": len(rows),
+                        "efficient": mean_se([r["accuracy"]["efficient"] for r in rows]),
                         "x": mean_se([r["x"]["mean"] for r in rows]),
                         "efficient_minus_vanilla": mean_se(diffs),
                         "changed_codes": mean_se([float(np.mean(r["changed_codes"])) for r in rows])})

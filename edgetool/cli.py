@@ -14,17 +14,31 @@ from edgetool import __version__
 
 # command name -> (module, attribute, one-line help shown without importing the module)
 COMMANDS = {
-    "data": ("edgetool.toolchain.data_cli", "data",
-             "Download datasets (CIFAR-10/100 official archives, checksum-verified)."),
+    "data": (
+        "edgetool.toolchain.data_cli",
+        "data",
+        "Download datasets (CIFAR-10/100 official archives, checksum-verified).",
+    ),
     "demo": ("edgetool.toolchain.cli", "demo", "Train, export and run Super-Sub on the shipped sample (offline)."),
     "train": ("edgetool.toolchain.cli", "train", "Train every network of a Super-Sub run (resumable)."),
-    "evaluate": ("edgetool.toolchain.cli", "evaluate", "Report bounds, vanilla vs efficient accuracy, deltas and storage."),
-    "export": ("edgetool.toolchain.export_cli", "export", "Write a bundle (base.onnx + int8 deltas) from a training run."),
+    "evaluate": (
+        "edgetool.toolchain.cli",
+        "evaluate",
+        "Report bounds, vanilla vs efficient accuracy, deltas and storage.",
+    ),
+    "export": (
+        "edgetool.toolchain.export_cli",
+        "export",
+        "Write a bundle (base.onnx + int8 deltas) from a training run.",
+    ),
     "classify": ("edgetool.runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
     "inspect": ("edgetool.runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
     "doctor": ("edgetool.runtime.cli", "doctor", "Check this device: GPU, CUDA kernel, TensorRT vs ONNX Runtime."),
-    "engine": ("edgetool.runtime.trt.cli", "engine",
-               "TensorRT engine of a bundle: build it here, or write its model for trtexec/polygraphy."),
+    "engine": (
+        "edgetool.runtime.trt.cli",
+        "engine",
+        "TensorRT engine of a bundle: build it here, or write its model for trtexec/polygraphy.",
+    ),
 }
 
 
@@ -84,7 +98,9 @@ def main(argv=None):
         extra = extra_for(top)
         if extra is None:
             raise
-        click.echo("error: {} is not installed; install it with: pip install 'edgetool[{}]'".format(top, extra), err=True)
+        click.echo(
+            "error: {} is not installed; install it with: pip install 'edgetool[{}]'".format(top, extra), err=True
+        )
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

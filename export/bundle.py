@@ -108,17 +108,21 @@ def write_bundle(out_dir: str, base_net, sub_nets: Sequence, hierarchy, input_sp
         "engines": [],
     }
     if samples is not None:
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(samples, dtype=np.float32), allow_pickle=False)
-        data = buf.getvalue()
-        with open(os.path.join(out_dir, "samples.npy"), "wb") as f:
-            f.write(data)
-        manifest["samples"] = {"file": "samples.npy", "size": len(data), "sha256": sha256_bytes(data),
-                               "shape": list(samples.shape)}
+        manifest["samples"] = write_samples(out_dir, samples)
     if extra:
         manifest.update(extra)
     write_manifest(out_dir, manifest)
     return manifest
+
+
+def write_samples(out_dir: str, samples: np.ndarray) -> dict:
+    """samples.npy (float32, no pickle) and its manifest entry."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(samples, dtype=np.float32), allow_pickle=False)
+    data = buf.getvalue()
+    with open(os.path.join(out_dir, "samples.npy"), "wb") as f:
+        f.write(data)
+    return {"file": "samples.npy", "size": len(data), "sha256": sha256_bytes(data), "shape": list(samples.shape)}
 
 
 def write_manifest(out_dir: str, manifest: dict) -> None:

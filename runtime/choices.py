@@ -26,8 +26,15 @@ DEFAULT_ENGINE_MODE = "one-engine"
 
 # Optional dependency (top-level module) -> the extra that installs it.
 EXTRAS = {
-    "torch": "train", "torchvision": "train", "onnx": "train", "tqdm": "train", "matplotlib": "train",
-    "onnxruntime": "cpu", "tensorrt": "jetson", "pycuda": "jetson",
+    "torch": "train",
+    "torchvision": "train",
+    "onnx": "train",
+    "tqdm": "train",
+    "matplotlib": "train",
+    "markdown": "train",
+    "onnxruntime": "cpu",
+    "tensorrt": "jetson",
+    "pycuda": "jetson",
 }
 
 

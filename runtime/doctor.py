@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -35,7 +35,8 @@ def _read(path: str) -> Optional[str]:
 
 
 def platform_info() -> dict:
-    info = {"machine": platform.machine(), "python": platform.python_version(), "os": platform.platform()}
+    info: Dict[str, Any] = {"machine": platform.machine(), "python": platform.python_version(),
+                            "os": platform.platform()}
     l4t = _read("/etc/nv_tegra_release")
     if l4t:
         info["l4t"] = l4t.splitlines()[0]
@@ -54,7 +55,12 @@ def platform_info() -> dict:
         for line in mem.splitlines():
             if line.startswith("MemAvailable:"):
                 info["host_mem_available_mib"] = int(line.split()[1]) // 1024
-    for mod, key in (("tensorrt", "tensorrt"), ("onnxruntime", "onnxruntime"), ("pycuda", "pycuda"), ("numpy", "numpy")):
+    for mod, key in (
+        ("tensorrt", "tensorrt"),
+        ("onnxruntime", "onnxruntime"),
+        ("pycuda", "pycuda"),
+        ("numpy", "numpy"),
+    ):
         try:
             m = __import__(mod)
             info[key] = getattr(m, "__version__", getattr(m, "VERSION_TEXT", "?"))
@@ -70,8 +76,8 @@ def platform_info() -> dict:
     return info
 
 
-def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05, emit: Optional[Callable[[Check], None]] = None,
-        engine_mode: str = "one-engine") -> List[Check]:
+def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05,
+        emit: Optional[Callable[[Check], None]] = None, engine_mode: str = "one-engine") -> List[Check]:
     checks: List[Check] = []
 
     def add(name, status, detail=""):
@@ -107,7 +113,8 @@ def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05, em
     except EdgetoolError as exc:
         add("bundle", FAIL, str(exc))
         return checks
-    add("bundle", PASS, "{} files verified (sha256), {} subclass networks".format(len(bundle.files()), bundle.num_superclasses))
+    add("bundle", PASS, "{} files verified (sha256), {} subclass networks".format(
+        len(bundle.files()), bundle.num_superclasses))
     samples = bundle.samples()
     if samples is None:
         add("samples", FAIL, "bundle has no samples.npy to compare backends on")
@@ -240,8 +247,8 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
         if reference is not None:
             ok = agree and worst <= atol_rel
             add("tensorrt vs onnxruntime", PASS if ok else FAIL,
-                "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range (limit {:.0%})".format(
-                    "agrees" if agree else "DISAGREES", worst, atol_rel))
+                "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range "
+                "(limit {:.0%})".format("agrees" if agree else "DISAGREES", worst, atol_rel))
         be.timings.clear()
         for i in range(refits):
             be.switch(i % bundle.num_superclasses, force=True)

@@ -49,7 +49,9 @@ class MissingDependencyError(EdgetoolError):
         if self.extra is None:
             super().__init__("{} is not installed".format(module))
         else:
-            super().__init__("{} is not installed; install it with: pip install 'edgetool[{}]'".format(module, self.extra))
+            super().__init__(
+                "{} is not installed; install it with: pip install 'edgetool[{}]'".format(module, self.extra)
+            )
 
 
 class DeviceError(EdgetoolError):

@@ -2,14 +2,13 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 
-def run_cli(*args, env=None, input=None, timeout=600):
+def _run_cli(*args, env=None, input=None, timeout=600):
     """Run the edgetool console entry point in a subprocess; return CompletedProcess."""
     cmd = [sys.executable, "-m", "edgetool"] + [str(a) for a in args]
     e = dict(os.environ)
@@ -17,6 +16,32 @@ def run_cli(*args, env=None, input=None, timeout=600):
     if env:
         e.update(env)
     return subprocess.run(cmd, capture_output=True, text=True, env=e, input=input, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """``run_cli(*args)``: the edgetool command in a subprocess (a CompletedProcess)."""
+    return _run_cli
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def cuda_device():
+    """Skips (with the reason) unless pycuda sees a CUDA device."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        if cuda.Device.count() == 0:
+            pytest.skip("no CUDA device")
+    except ImportError:
+        pytest.skip("pycuda is not installed (pip install 'edgetool[gpu]')")
+    except Exception as exc:
+        pytest.skip("CUDA unavailable: {}".format(exc))
 
 
 @pytest.fixture(scope="session")

@@ -228,7 +228,9 @@ def test_help_and_device_commands_without_torch(tiny_bundle, sample_pngs):
     # a workstation command says which extra is missing, in one line
     proc = run_blocked(code, "demo")
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines() == ["error: torch is not installed; install it with: pip install 'edgetool[train]'"]
+    assert proc.stderr.strip().splitlines() == [
+        "error: torch is not installed; install it with: pip install 'edgetool[train]'"
+    ]
 
 
 def test_runtime_api_without_torch(tiny_bundle):

@@ -17,7 +17,7 @@ Definitions (README, "How results are measured"):
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -92,10 +92,16 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
         routing["base_int8"] = float((qroute == true_k).mean())
         source = "torch (QAT networks)"
     acc = {k: float(v.mean()) for k, v in correct.items()}
-    out = {"accuracy": acc, "routing": routing, "correct": correct, "route": route,
-           "gap_closed": {k: gap_closed(acc[k], acc["lower"], acc["upper"]) for k in ("vanilla", "efficient", "control")},
-           "efficient_measured_with": source, "base_init": run.cfg.base_init,
-           "delta_budget": str(run.cfg.delta_budget)}
+    out = {
+        "accuracy": acc,
+        "routing": routing,
+        "correct": correct,
+        "route": route,
+        "gap_closed": {k: gap_closed(acc[k], acc["lower"], acc["upper"]) for k in ("vanilla", "efficient", "control")},
+        "efficient_measured_with": source,
+        "base_init": run.cfg.base_init,
+        "delta_budget": str(run.cfg.delta_budget),
+    }
     if manifest is not None:
         xs = storage_x(manifest)
         out["x"] = {"per_superclass": dict(zip(run.hier.superclasses, xs)), "mean": float(np.mean(xs)),

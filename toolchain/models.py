@@ -194,7 +194,11 @@ def load_torchvision_weights(model: ResNet, tv_state: Dict[str, torch.Tensor]) -
     for k, v in tv_state.items():
         if k.startswith("fc."):
             continue
-        nk = k.replace("conv1.weight", "stem.conv.weight").replace("bn1.", "stem.bn.") if k.startswith(("conv1", "bn1")) else k
+        nk = (
+            k.replace("conv1.weight", "stem.conv.weight").replace("bn1.", "stem.bn.")
+            if k.startswith(("conv1", "bn1"))
+            else k
+        )
         if k.startswith("layer"):
             parts = k.split(".")
             si, bi, rest = int(parts[0][5:]) - 1, parts[1], parts[2:]

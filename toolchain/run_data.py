@@ -17,7 +17,9 @@ from . import train as training
 
 @dataclass
 class TrainConfig:
-    data: str = "sample"  # "sample", an IDX folder, an ImageFolder root with train/ and test/, or a CIFAR python archive
+    data: str = (
+        "sample"  # "sample", an IDX folder, an ImageFolder root with train/ and test/, or a CIFAR python archive
+    )
     pretrained: Optional[str] = None  # torchvision ResNet state_dict (.pth) to start every float network from
     hierarchy: Optional[str] = None  # JSON file; the sample ships its own
     arch: str = "resnet8"

@@ -89,8 +89,12 @@ class TrtBackend(Backend):
         self.refitter = trt.Refitter(self.sub.engine, trt_logger(trt))
         if hasattr(self.refitter, "weights_validation"):
             self.refitter.weights_validation = False
-        self.plan = refit_plan(layout, self.form, self.refitter.get_all_weights(),
-                               lambda: layout.changed_tensors(bundle.read_delta(k) for k in range(bundle.num_superclasses)))
+        self.plan = refit_plan(
+            layout,
+            self.form,
+            self.refitter.get_all_weights(),
+            lambda: layout.changed_tensors(bundle.read_delta(k) for k in range(bundle.num_superclasses)),
+        )
         # TensorRT >= 10 with int8 weights: the engine reads the kernel's device buffer in place.
         self.device_weights = self.version >= (10, 0) and self.form == "int8"
         self.companions = {}

@@ -108,7 +108,9 @@ def polygraphy_args(onnx_path: str, input_name: str, input_shape: Sequence[int],
 @click.argument("bundle", type=click.Path())
 @click.argument("out", type=click.Path(dir_okay=False))
 @device_profile_option
-@weights_option(["int8", "qdq-float", "fp16"], "Weight form; auto: the one engine build uses with this machine's TensorRT.")
+@weights_option(
+    ["int8", "qdq-float", "fp16"], "Weight form; auto: the one engine build uses with this machine's TensorRT."
+)
 def onnx_cmd(bundle, out, profile_name, form):
     """Write the model engine build gives TensorRT, and the trtexec/polygraphy commands for it."""
     from ..bundle import Bundle

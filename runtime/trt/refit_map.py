@@ -91,7 +91,9 @@ def refit_plan(layout, form: str, refittable: Iterable[str],
     return [(spec, name) for spec, name in plan if name in refittable]
 
 
-def companions(missing: Sequence[str], initializers: Mapping[str, np.ndarray], known: Iterable[str]) -> Tuple[Dict[str, np.ndarray], List[str]]:
+def companions(
+    missing: Sequence[str], initializers: Mapping[str, np.ndarray], known: Iterable[str]
+) -> Tuple[Dict[str, np.ndarray], List[str]]:
     """Split ``get_missing_weights`` into constants we can supply unchanged and unknown names.
 
     TensorRT may ask for weights fused with the ones a switch writes (for example the

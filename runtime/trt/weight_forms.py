@@ -33,7 +33,7 @@ from ..onnx_weights import strip_initializer_inputs
 FLOAT_SUFFIX = ".fp"
 
 
-def weight_form(trt_version: Tuple[int, int], precision: str, override: Optional[str] = None) -> str:
+def weight_form(trt_version: Tuple[int, ...], precision: str, override: Optional[str] = None) -> str:
     """The weight form for an engine of *precision* built by TensorRT *trt_version*."""
     if precision == "fp16":
         return "fp16"

@@ -189,7 +189,11 @@ def test_vanilla_and_qat_fine_tunes_share_one_recipe(recipe_run, monkeypatch):
 
     def spy(model, x, y, recipe, **kw):
         hooks = kw["hooks"]
-        kind = "qat" if hooks.desc.startswith("QAT subclass") else ("vanilla" if hooks.desc.startswith("vanilla") else None)
+        kind = (
+            "qat"
+            if hooks.desc.startswith("QAT subclass")
+            else ("vanilla" if hooks.desc.startswith("vanilla") else None)
+        )
         if kind:
             calls[kind] = dict(x=x.clone(), y=y.clone(), recipe=recipe, **{k: v for k, v in kw.items() if k != "hooks"})
             calls[kind + "_step"] = hooks.after_step

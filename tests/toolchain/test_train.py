@@ -3,10 +3,7 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-
-from conftest import run_cli
 
 torch = pytest.importorskip("torch")
 
@@ -17,7 +14,7 @@ TINY = ["--limit-train", "300", "--limit-test", "100", "--epochs", "1", "--base-
         "--qat-epochs", "1", "--batch", "64"]
 
 
-def test_every_mode_trains_from_the_cli(tmp_path):
+def test_every_mode_trains_from_the_cli(run_cli, tmp_path):
     run = tmp_path / "run"
     proc = run_cli("train", run, *TINY, "--modes", "flat,superclass,vanilla,qat")
     assert proc.returncode == 0, proc.stderr
@@ -36,7 +33,7 @@ def test_every_mode_trains_from_the_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_train_rejects_bad_input(tmp_path):
+def test_train_rejects_bad_input(run_cli, tmp_path):
     proc = run_cli("train", tmp_path / "r", "--modes", "flat,bogus")
     assert proc.returncode != 0 and "unknown mode" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("train", tmp_path / "r", "--data", tmp_path / "nodata")
