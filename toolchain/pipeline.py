@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import time
 from typing import Callable, Dict, Optional
@@ -31,6 +32,7 @@ from . import train as training
 from .run_data import RunData, TrainConfig, load_data
 
 __all__ = ["Run", "RunData", "TrainConfig", "load_data"]
+log = logging.getLogger(__name__)
 
 
 def _save(obj, path):
@@ -120,7 +122,9 @@ class Run:
 
     def _stage(self, name: str, path: str, make: Callable[[], object]):
         if os.path.isfile(path):
+            log.debug("stage %s: %s (trained before)", name, path)
             return _load(path)
+        log.info("stage %s: training%s", name, " (resuming)" if os.path.isfile(path + ".partial") else "")
         t0 = time.perf_counter()
         os.makedirs(os.path.dirname(path), exist_ok=True)
         outer, self._ckpt = self.stage_checkpoint(), path + ".partial"

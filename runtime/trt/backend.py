@@ -23,6 +23,7 @@ the device against ONNX Runtime.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Optional
 
@@ -38,6 +39,8 @@ from .loader import build_engine, trt_logger, trt_version
 from .refit_map import build_refit_map, companions, missing_report, refit_plan, trt_dtype
 from .runner import EngineRunner
 from .weight_forms import engine_name, host_arrays, weight_form
+
+log = logging.getLogger(__name__)
 
 
 class TrtBackend(Backend):
@@ -62,12 +65,15 @@ class TrtBackend(Backend):
         entry = self._engine_entry(precision) if plan is None else None
         form = None
         if plan is None and entry is not None:
+            log.info("engine: %s from the bundle (TensorRT %s, %s)", entry["file"], entry.get("tensorrt"),
+                     entry.get("device"))
             plan = bundle.read_file(entry)
             precision = entry.get("precision", precision)
             form = entry.get("weights")
         self.precision = precision or "int8"
         self.form = weight_form(self.version, self.precision, form)
         if plan is None:
+            log.info("engine: none stored for this device; building one in memory")
             plan = build_engine(model, bundle.input["name"], bundle.input["shape"], self.precision,
                                 workspace_mb=workspace_mb, max_batch=max_batch, form=self.form)
         self.max_batch = max_batch if entry is None else int(entry.get("max_batch", max_batch))
