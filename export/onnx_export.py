@@ -119,17 +119,6 @@ def build_model(ops: List[dict], codes: Dict[str, np.ndarray], floats: Dict[str,
 
 
 
-def strip_refit_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose refittable initializers are no longer graph inputs (plain constants)."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inits = {t.name for t in m.graph.initializer}
-    keep = [i for i in m.graph.input if i.name not in inits]
-    del m.graph.input[:]
-    m.graph.input.extend(keep)
-    return m
-
-
 def from_qatnet(net, input_shape, head, refit_inputs=True, codes=None, floats=None) -> onnx.ModelProto:
     """ONNX model of a :class:`~edgetool.toolchain.qat.QATNet` (optionally other codes/floats)."""
     return build_model(net.ops, codes if codes is not None else net.int8_codes(),

@@ -1,4 +1,4 @@
-"""One configurable ResNet-style family, and its folded op list (the "IR").
+"""One configurable ResNet-style family, and its flat op list (the "IR").
 
 ``ResNet`` is the float training network (conv + BatchNorm).  ``ResNet.to_ir()`` returns a
 flat op list plus the raw conv weights and BatchNorm states.  The op list is executed by
