@@ -62,16 +62,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "kernel_bandwidth.json"))
     args = ap.parse_args()
-    try:
-        import pycuda.driver as cuda
+    from edgetool.runtime.machine import gpu_info
 
-        cuda.init()
-        if cuda.Device.count() == 0:
-            raise RuntimeError("no CUDA device")
-        import pycuda.autoinit  # noqa: F401
-    except Exception as exc:
-        sys.exit("error: kernel_bandwidth needs pycuda and an NVIDIA GPU ({}: {})".format(
-            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "no detail"))
+    gpu = gpu_info()
+    if not gpu["available"]:
+        sys.exit("error: kernel_bandwidth needs pycuda and an NVIDIA GPU ({})".format(gpu["reason"]))
+    import pycuda.autoinit  # noqa: F401
+    import pycuda.driver as cuda
 
     from edgetool.runtime.trt.delta_apply import compile_module
     from edgetool.runtime.trt.kernel_check import check_kernel

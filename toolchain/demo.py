@@ -9,7 +9,7 @@ import click
 
 from edgetool.runtime.machine import machine_name
 
-from . import bounds as B
+from . import bounds
 from .pipeline import Run, TrainConfig
 from .runtime_eval import evaluate_bundle
 
@@ -66,7 +66,7 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
     bundle_dir = os.path.join(out, "bundle")
     manifest = run.export(bundle_dir, codec)
     stage("measuring: bounds, control, vanilla, and the efficient int8 Super-Sub through the runtime (ONNX Runtime)")
-    m = B.measure(run, bundle_dir, manifest)
+    m = bounds.measure(run, bundle_dir, manifest)
     y = run.yte.numpy()
     rt = evaluate_bundle(bundle_dir, run.xte.numpy(), run.sup_of[y], run.loc_of[y])
 

@@ -16,9 +16,9 @@ import numpy as np
 
 from edgetool.runtime import codecs
 
-from . import bounds as B
-from . import qat as Q
-from . import report as R
+from . import bounds
+from . import qat
+from . import report
 from .pipeline import Run
 
 
@@ -61,31 +61,31 @@ def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
     N = hier.n_super
     y = run.yte.numpy()
     true_k = run.sup_of[y]
-    m = B.measure(run, bundle_dir, manifest)
-    conf = R.confusion_matrix(true_k, m["route"], N)
-    per_super = {key: R.per_group_accuracy(ok, true_k, N) for key, ok in m["correct"].items()}
+    m = bounds.measure(run, bundle_dir, manifest)
+    conf = report.confusion_matrix(true_k, m["route"], N)
+    per_super = {key: report.per_group_accuracy(ok, true_k, N) for key, ok in m["correct"].items()}
 
     # deltas: int8 histograms per superclass, and the paper's fp16-without-QAT comparison
     sup = run.superclass()
     base_qat = run.super_qat()
     deltas, compression = {}, {}
     for k, name in enumerate(hier.superclasses):
-        d = Q.code_delta(base_qat, run.sub_qat(k))
-        signed = R.signed_int8(d)
+        d = qat.code_delta(base_qat, run.sub_qat(k))
+        signed = report.signed_int8(d)
         counts, _ = np.histogram(signed, bins=np.arange(-128, 129))
         deltas[name] = {"histogram": counts.tolist(), "changed_fraction": float((d != 0).mean()),
                         "max_abs": int(np.abs(signed.astype(np.int16)).max())}
         fp16 = fp16_delta_bytes(sup, run.vanilla(k), "7z")
         compression[name] = {"fp16_7z_no_qat": fp16["stored"] / fp16["network"],
                              "bundle_x": m["x"]["per_superclass"][name]}
-    rep = dict(B.summary(m))
+    rep = dict(bounds.summary(m))
     rep.update({
         "dataset": run.cfg.data, "model": run.cfg.arch, "superclasses": hier.superclasses,
         "test_images": int(len(y)), "codec": manifest["deltas"][0]["codec"] if manifest["deltas"] else None,
         "bundle_bytes": bundle_bytes, "base_onnx_bytes": manifest["base"]["size"],
         "superclass_accuracy": m["routing"]["base_fp32"],
         "confusion_network": "superclass (base) network, fp32",
-        "confusion_counts": conf.tolist(), "confusion_percent": R.row_percent(conf).round(2).tolist(),
+        "confusion_counts": conf.tolist(), "confusion_percent": report.row_percent(conf).round(2).tolist(),
         "per_superclass_accuracy": per_super, "deltas": deltas, "compression": compression,
     })
     rep["plots"] = make_plots(rep, out_dir)

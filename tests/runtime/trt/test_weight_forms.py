@@ -39,7 +39,7 @@ def _ort_run(model_bytes, x):
 def test_engine_model_refitted_with_host_arrays_is_each_subclass_network(tiny_bundle, form):
     """Emulate the refit on the CPU: the engine's ONNX with its refit weights replaced by
     host_arrays(base (+ delta i)) must compute what ONNX Runtime computes for network i."""
-    from edgetool.runtime.backends.base import BASE
+    from edgetool.runtime.backends.base import BASE, targets
     from edgetool.runtime.backends.ort import OrtBackend
     from edgetool.runtime.trt.emulate import emulate_refit
     from edgetool.runtime.trt.refit_map import refit_plan
@@ -81,7 +81,7 @@ def test_engine_model_refitted_with_host_arrays_is_each_subclass_network(tiny_bu
     assert [n for _, n in plan] == names
     emulated = emulate_refit(b, form, x)
     with OrtBackend(b) as ref:
-        for target in [BASE] + list(range(b.num_superclasses)):
+        for target in targets(b.num_superclasses):
             got, own = emulated[target]
             np.testing.assert_array_equal(got, own)  # refit arrays == the network's own engine weights
             ref.switch(target)
