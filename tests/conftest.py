@@ -1,3 +1,5 @@
+"""Shared fixtures: run_cli (the edgetool command in a subprocess), repo_root, cuda_device, and a tiny
+trained run and its bundle. The plain run_cli and ROOT stay importable for scripts that call them."""
 import os
 import subprocess
 import sys
@@ -8,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 
-def _run_cli(*args, env=None, input=None, timeout=600):
+def run_cli(*args, env=None, input=None, timeout=600):
     """Run the edgetool console entry point in a subprocess; return CompletedProcess."""
     cmd = [sys.executable, "-m", "edgetool"] + [str(a) for a in args]
     e = dict(os.environ)
@@ -18,10 +20,10 @@ def _run_cli(*args, env=None, input=None, timeout=600):
     return subprocess.run(cmd, capture_output=True, text=True, env=e, input=input, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
-def run_cli():
+@pytest.fixture(scope="session", name="run_cli")
+def run_cli_fixture():
     """``run_cli(*args)``: the edgetool command in a subprocess (a CompletedProcess)."""
-    return _run_cli
+    return run_cli
 
 
 @pytest.fixture(scope="session")
