@@ -23,15 +23,28 @@ def trt_version(trt) -> Tuple[int, ...]:
     return tuple(int(p) for p in trt.__version__.split(".")[:2])
 
 
+_LOGGERS: dict = {}
+
+
 def trt_logger(trt):
-    """A TensorRT logger whose severity follows the edgetool logger (``-v`` / ``-q``)."""
+    """The one TensorRT logger of this process (TensorRT treats it as a singleton).
+
+    Its severity follows the edgetool logger: ``-vv`` VERBOSE, ``-v`` INFO, default WARNING,
+    ``-q`` ERROR.
+    """
     level = log.getEffectiveLevel()
-    sev = trt.Logger.Severity if hasattr(trt.Logger, "Severity") else trt.Logger
     if level <= logging.DEBUG:
-        return trt.Logger(sev.VERBOSE)
-    if level <= logging.INFO:
-        return trt.Logger(sev.INFO)
-    return trt.Logger(sev.WARNING if level <= logging.WARNING else sev.ERROR)
+        severity = trt.Logger.VERBOSE
+    elif level <= logging.INFO:
+        severity = trt.Logger.INFO
+    else:
+        severity = trt.Logger.WARNING if level <= logging.WARNING else trt.Logger.ERROR
+    logger = _LOGGERS.get(id(trt))
+    if logger is None:
+        logger = _LOGGERS[id(trt)] = trt.Logger(severity)
+    else:
+        logger.min_severity = severity
+    return logger
 
 
 def parse_network(trt, builder, logger, model_bytes: bytes, form: str):
