@@ -74,16 +74,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--superclass", default="tops")
     ap.add_argument("--epochs", type=int, default=None, help="default: the run's ft_epochs")
-    ap.add_argument("--run", default="edgetool-out/run", help="training run with the superclass networks (trained if absent)")
+    ap.add_argument("--run", default="edgetool-out/run",
+                    help="training run with the superclass networks (trained if absent)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "bn_folding.json"))
     args = ap.parse_args()
 
     from edgetool.toolchain import train as T
-    from edgetool.toolchain.cli import machine_name
+    from edgetool.runtime.machine import machine_name
     from edgetool.toolchain.pipeline import Run, TrainConfig
 
     cfg_path = os.path.join(args.run, "config.json")
-    run = Run(args.run, None if os.path.isfile(cfg_path) else TrainConfig(), progress=False)
+    run = Run.open(args.run, None if os.path.isfile(cfg_path) else TrainConfig(), progress=False)
     k = run.hier.superclasses.index(args.superclass)
     n = len(run.hier.subclasses[k])
     mask = run.sub_mask(k)
@@ -107,8 +108,8 @@ def main():
         else:
             start = fold(base) if name == "folded" else base
             m = copy.deepcopy(start)
-        T.fit(m, xs, ys, epochs, c.ft_lr, c.batch, n_valid=n, weight_decay=c.ft_weight_decay, seed=c.seed + k + 1,
-              aug=run.aug, progress=False)
+        recipe = run.recipe(epochs, c.ft_lr, c.ft_weight_decay)
+        T.fit(m, xs, ys, recipe, n_valid=n, seed=c.seed + k + 1, hooks=T.FitHooks(progress=False))
         row = {"accuracy": acc(m), "seconds": time.perf_counter() - t0}
         if start is not None:
             row["delta"] = delta_size(start, m)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shutil
 import tarfile
 import time
@@ -16,14 +15,10 @@ from edgetool import __version__
 from edgetool.runtime import codecs
 from edgetool.runtime.bundle import MANIFEST, SCHEMA
 from edgetool.runtime.errors import UsageError
+from edgetool.runtime.files import slug
 from edgetool.runtime.weights import PackedLayout, TensorSpec, sha256_bytes
 
 from .onnx_export import from_qatnet
-
-
-def slug(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
-    return s or "superclass"
 
 
 def refit_layout(net) -> PackedLayout:
@@ -113,17 +108,21 @@ def write_bundle(out_dir: str, base_net, sub_nets: Sequence, hierarchy, input_sp
         "engines": [],
     }
     if samples is not None:
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(samples, dtype=np.float32), allow_pickle=False)
-        data = buf.getvalue()
-        with open(os.path.join(out_dir, "samples.npy"), "wb") as f:
-            f.write(data)
-        manifest["samples"] = {"file": "samples.npy", "size": len(data), "sha256": sha256_bytes(data),
-                               "shape": list(samples.shape)}
+        manifest["samples"] = write_samples(out_dir, samples)
     if extra:
         manifest.update(extra)
     write_manifest(out_dir, manifest)
     return manifest
+
+
+def write_samples(out_dir: str, samples: np.ndarray) -> dict:
+    """samples.npy (float32, no pickle) and its manifest entry."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(samples, dtype=np.float32), allow_pickle=False)
+    data = buf.getvalue()
+    with open(os.path.join(out_dir, "samples.npy"), "wb") as f:
+        f.write(data)
+    return {"file": "samples.npy", "size": len(data), "sha256": sha256_bytes(data), "shape": list(samples.shape)}
 
 
 def write_manifest(out_dir: str, manifest: dict) -> None:
@@ -134,21 +133,7 @@ def write_manifest(out_dir: str, manifest: dict) -> None:
 
 
 def archive(bundle_dir: str, path: str) -> str:
-    """One .tar.gz of the bundle directory (what ``edgetool deploy`` ships)."""
+    """One .tar.gz of the bundle directory, one file to ship."""
     with tarfile.open(path, "w:gz") as tar:
         tar.add(bundle_dir, arcname=os.path.basename(os.path.normpath(bundle_dir)))
     return path
-
-
-def add_engine(bundle_dir: str, plan: bytes, meta: dict) -> dict:
-    """Save a device-built engine into the bundle and list it in the manifest (replacing one of the same precision)."""
-    with open(os.path.join(bundle_dir, MANIFEST)) as f:
-        manifest = json.load(f)
-    os.makedirs(os.path.join(bundle_dir, "engines"), exist_ok=True)
-    rel = "engines/{}-{}.plan".format(slug(meta.get("device_profile", "device")), meta.get("precision", "int8"))
-    with open(os.path.join(bundle_dir, rel), "wb") as f:
-        f.write(plan)
-    entry = dict(meta, file=rel, size=len(plan), sha256=sha256_bytes(plan))
-    manifest["engines"] = [e for e in manifest.get("engines", []) if e.get("file") != rel] + [entry]
-    write_manifest(bundle_dir, manifest)
-    return entry

@@ -49,8 +49,8 @@ class Bundle:
         self.root = root
         self.archive = archive
         self.manifest = manifest
-        self._tmp = None
-        self._base = None  # base.onnx bytes, kept once verified (every backend needs them)
+        self._tmp: Optional[tempfile.TemporaryDirectory] = None
+        self._base: Optional[bytes] = None  # base.onnx bytes, kept once verified (every backend needs them)
         try:
             self.layout = PackedLayout.from_dict(manifest["refit"])
             self.superclasses = [Superclass(i, s["name"], s["subclasses"])
@@ -60,7 +60,9 @@ class Bundle:
             self.output_name = manifest["output"]["name"]
             self.deltas = list(manifest["deltas"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(self._display(MANIFEST), "malformed manifest ({}: {})".format(type(exc).__name__, exc)) from None
+            raise BundleError(
+                self._display(MANIFEST), "malformed manifest ({}: {})".format(type(exc).__name__, exc)
+            ) from None
         if len(self.deltas) != len(self.superclasses):
             raise BundleError(self._display(MANIFEST), "{} delta entries for {} superclasses".format(
                 len(self.deltas), len(self.superclasses)))
@@ -135,8 +137,8 @@ class Bundle:
             raise BundleError(shown, "size {} bytes, manifest says {} (truncated or replaced?)".format(len(data), size))
         digest = sha256_bytes(data)
         if digest != entry["sha256"]:
-            raise BundleError(shown, "sha256 mismatch: file {}..., manifest {}... (corrupt file or edited manifest)".format(
-                digest[:12], entry["sha256"][:12]))
+            raise BundleError(shown, "sha256 mismatch: file {}..., manifest {}... (corrupt file or edited "
+                                     "manifest)".format(digest[:12], entry["sha256"][:12]))
         return data
 
     def verify(self) -> None:

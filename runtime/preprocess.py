@@ -42,7 +42,7 @@ def resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
         raise MissingDependencyError("PIL", "cpu") from None
     mode = "L" if image.shape[2] == 1 else "RGB"
     im = Image.fromarray(image[..., 0] if mode == "L" else image, mode)
-    out = np.asarray(im.resize((w, h), Image.BILINEAR), dtype=np.uint8)
+    out = np.asarray(im.resize((w, h), getattr(Image, "Resampling", Image).BILINEAR), dtype=np.uint8)
     return out[..., None] if out.ndim == 2 else out
 
 
@@ -63,9 +63,9 @@ def load_image(path: str) -> np.ndarray:
     except ImportError:
         raise MissingDependencyError("PIL", "cpu") from None
     try:
-        with Image.open(path) as im:
-            im = im.convert("L") if im.mode in ("L", "I;16", "I", "1", "P") and im.mode != "P" else im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8)
+        with Image.open(path) as opened:
+            gray = opened.mode in ("L", "I;16", "I", "1")
+            return np.asarray(opened.convert("L" if gray else "RGB"), dtype=np.uint8)
     except (OSError, ValueError) as exc:
         raise UsageError("{}: cannot read image ({})".format(path, exc)) from None
 

@@ -13,9 +13,9 @@ from ..errors import DeployError, UsageError
 @click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
 def devices(as_json):
     """List the device profiles (every one is validated)."""
-    from edgetool import device_profiles
+    from edgetool.runtime import device_profiles
 
-    from .profiles import load_dir
+    from ..device_profiles import load_dir
 
     profiles = load_dir(device_profiles.HERE)
     if as_json:
@@ -102,7 +102,7 @@ def finish(results):
 @target_options
 def deploy(bundle, profile_name, batch, force, engine_build, doctor, keep, bwlimit, **kw):
     """Ship BUNDLE to each --host (or --to DIR): stage, verify, switch atomically, roll back on failure."""
-    from edgetool import device_profiles
+    from edgetool.runtime import device_profiles
 
     from ..bundle import Bundle
     from . import fit

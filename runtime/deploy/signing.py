@@ -9,7 +9,7 @@ import base64
 import hashlib
 import json
 import os
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from ..errors import SignatureError, UsageError, require
 from .fsutil import atomic_write
@@ -121,7 +121,7 @@ def verify_bundle(bundle_dir: str, trust_dir: str, accept_unsigned: bool = False
                              "(sign it with `edgetool export --sign KEY`)".format(bundle_dir))
     sig = _read_signature(sig_path)
     keys = trusted_keys(trust_dir)
-    key = keys.get(sig.get("key_id"))
+    key: Any = keys.get(str(sig.get("key_id")))
     if key is None:
         raise SignatureError("{}: signed by key {} which this device does not trust (trusted: {})".format(
             sig_path, sig.get("key_id"), ", ".join(sorted(keys)) or "none"))

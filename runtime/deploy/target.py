@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import time
-from typing import BinaryIO, Dict, Optional
+from typing import Any, BinaryIO, Dict, List, Optional
 
 from ..errors import DeployError, EdgetoolError, UsageError
 from .fsutil import Lock, atomic_json, atomic_symlink, atomic_write, read_json
@@ -141,7 +141,7 @@ class Target:
         Each file is complete (renamed into place) as soon as it has arrived, so an interrupted
         upload keeps what it finished and a re-run sends only the rest.
         """
-        done = []
+        done: List[str] = []
         while True:
             line = stream.readline(4096)
             if not line.strip():
@@ -174,7 +174,7 @@ class Target:
         self.init()
         with Lock(self.p(".lock")):
             staged, final = self.p("staging", version), self.p("versions", version)
-            info = {"version": version, "signer": None, "files": 0}
+            info: Dict[str, Any] = {"version": version, "signer": None, "files": 0}
             if os.path.isdir(staged):
                 try:
                     info.update(self.verify_staged(version))

@@ -1,23 +1,25 @@
-"""``edgetool export``: a bundle from a training run."""
+"""``edgetool export``: a bundle from a training run (the run writes it with :mod:`edgetool.export.bundle`)."""
 from __future__ import annotations
 
 import os
 
 import click
 
+from edgetool.runtime.options import codec_option
+
 
 @click.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Bundle directory to write.")
-@click.option("--codec", default="zstd", show_default=True, type=click.Choice(["zstd", "7z"]),
-              help="Delta codec (zstd: decodes ~50x faster for ~5% more bytes; see benchmarks/results/switch_latency.json).")
+@codec_option
 @click.option("--archive", is_flag=True, help="Also write OUT.tar.gz, one file to ship.")
 @click.option("--sign", "sign_key", type=click.Path(dir_okay=False), default=None,
               help="Sign the manifest with this Ed25519 private key (edgetool keygen); devices check it.")
 def export(run_dir, out, codec, archive, sign_key):
     """Write a bundle (base.onnx, int8 deltas, manifest) from the training run RUN_DIR."""
     from edgetool.runtime.errors import UsageError
-    from edgetool.toolchain.pipeline import Run
+
+    from .pipeline import Run
 
     for f in ("config.json", "super_qat.pt"):
         if not os.path.isfile(os.path.join(run_dir, f)):
@@ -26,7 +28,7 @@ def export(run_dir, out, codec, archive, sign_key):
         from edgetool.runtime.deploy.signing import load_private
 
         load_private(sign_key)  # a bad key fails before any work
-    run = Run(run_dir, progress=False)
+    run = Run.open(run_dir, progress=False)
     m = run.export(out, codec)
     base = m["base"]["size"]
     total = base + sum(d["stored_size"] for d in m["deltas"])
@@ -36,7 +38,7 @@ def export(run_dir, out, codec, archive, sign_key):
 
         click.echo("signed: manifest.sig (key {})".format(sign_bundle(out, sign_key)["key_id"]))
     if archive:
-        from .bundle import archive as make_archive
+        from edgetool.export.bundle import archive as make_archive
 
         path = make_archive(out, os.path.normpath(out) + ".tar.gz")
         click.echo("archive: {}".format(path))

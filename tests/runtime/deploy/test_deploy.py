@@ -15,8 +15,8 @@ def no_traceback(proc):
 
 # -- profiles ------------------------------------------------------------------------------------------
 def test_every_profile_validates_and_devices_lists_them():
-    from edgetool import device_profiles
-    from edgetool.runtime.deploy.profiles import load_dir
+    from edgetool.runtime import device_profiles
+    from edgetool.runtime.device_profiles import load_dir
 
     profiles = load_dir(device_profiles.HERE)
     names = [p["name"] for p in profiles]
@@ -37,7 +37,7 @@ def test_every_profile_validates_and_devices_lists_them():
     ({"memory_budget_mb": 100}, "leaves nothing"),
 ])
 def test_bad_profiles_are_refused_with_one_line(tmp_path, change, message):
-    from edgetool import device_profiles
+    from edgetool.runtime import device_profiles
 
     p = device_profiles.load("nano")
     p.update(change)
@@ -55,7 +55,7 @@ def test_bad_profiles_are_refused_with_one_line(tmp_path, change, message):
 
 # -- fit check -----------------------------------------------------------------------------------------
 def test_fit_refuses_oversized_bundle_for_nano_and_accepts_it_for_agx_orin(deploy_kit, tmp_path):
-    from edgetool import device_profiles
+    from edgetool.runtime import device_profiles
     from edgetool.runtime.bundle import Bundle
     from edgetool.runtime.deploy import fit
 
