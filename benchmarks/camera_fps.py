@@ -9,7 +9,9 @@ classify + per-frame record, no display):
 * ``sticky``, ``per-image``, ``batched`` (``--batch 8``), ``topk`` - Super-Sub.
 
 The modes run in rotating order for ``--rounds`` rounds; each mode's FPS is the median over
-its rounds, and every ratio divides two medians of the same run.  Also recorded: network
+its rounds, and every ratio divides two medians of the same run.  Wall-clock FPS is the
+end-to-end figure; FPS in process CPU time is recorded beside it, because on a shared machine
+wall-clock time also counts the other jobs.  Also recorded: network
 switches per frame, and the share of frames whose label equals per-image routing's.
 
 The video: ``--scenes`` shipped sample images (one per class, cycled), each held for
@@ -24,6 +26,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -83,7 +86,9 @@ def run_mode(bundle, video, policy, batch, threads):
         clf = StreamClassifier(be, policy=policy)
         be.infer(np.zeros([1] + list(bundle.input["shape"]), np.float32))  # warm-up outside the timing
         be.switch_count = 0
+        cpu = time.process_time()
         s = CameraLoop(src, clf, bundle.input, json_out=rows, batch=batch, cut=SceneCut()).run()
+        s["cpu_fps"] = s["frames"] / (time.process_time() - cpu)
     return s, rows.labels
 
 
@@ -112,14 +117,19 @@ def main(argv=None):
                 assert s["frames"] == n_frames, s
                 runs[name].append(s)
                 labels[name] = lab
-                print("round {} {:<15} {:7.1f} FPS  {:5d} switches".format(r, name, s["fps"], s["switches"]), flush=True)
+                print("round {} {:<15} {:7.1f} FPS  {:7.1f} CPU-time FPS  {:5d} switches".format(
+                    r, name, s["fps"], s["cpu_fps"], s["switches"]), flush=True)
     single = statistics.median(s["fps"] for s in runs["single network"])
+    single_cpu = statistics.median(s["cpu_fps"] for s in runs["single network"])
     modes = {}
     for name, policy, batch in MODES:
         fps = [s["fps"] for s in runs[name]]
+        cpu = [s["cpu_fps"] for s in runs[name]]
         modes[name] = {
             "policy": policy, "batch": batch, "fps_rounds": fps, "fps_median": statistics.median(fps),
             "ratio_to_single_network": statistics.median(fps) / single,
+            "cpu_fps_rounds": cpu, "cpu_fps_median": statistics.median(cpu),
+            "cpu_ratio_to_single_network": statistics.median(cpu) / single_cpu,
             "switches_per_frame": runs[name][0]["switches"] / n_frames,
             "superclass_passes": runs[name][0]["superclass_passes"],
             "same_label_as_per_image": (float(np.mean([a == b for a, b in zip(labels[name], labels["per-image"])]))
@@ -135,13 +145,16 @@ def main(argv=None):
                   "codec": "MJPG"},
         "sticky_settings": runs["sticky"][0]["settings"],
         "modes": modes,
-        "target": {"sticky_ratio_at_least": 0.9, "met": modes["sticky"]["ratio_to_single_network"] >= 0.9},
+        "load_average_1min_at_end": os.getloadavg()[0],
+        "target": {"sticky_ratio_at_least": 0.9, "met": modes["sticky"]["ratio_to_single_network"] >= 0.9,
+                   "met_in_cpu_time": modes["sticky"]["cpu_ratio_to_single_network"] >= 0.9},
     }
     write_result(args.out, result)
     for name in modes:
         m = modes[name]
-        print("{:<15} {:7.1f} FPS  {:.2f}x  {:.3f} switches/frame".format(
-            name, m["fps_median"], m["ratio_to_single_network"], m["switches_per_frame"]))
+        print("{:<15} {:7.1f} FPS  {:.2f}x  (CPU time: {:7.1f} FPS  {:.2f}x)  {:.3f} switches/frame".format(
+            name, m["fps_median"], m["ratio_to_single_network"], m["cpu_fps_median"],
+            m["cpu_ratio_to_single_network"], m["switches_per_frame"]))
 
 
 if __name__ == "__main__":

@@ -64,10 +64,15 @@ def records(text):
     return frames, summary[0]
 
 
-def video_frames(path):
+def video_frames(path, first=None):
     cap = cv2.VideoCapture(path)
     n = 0
-    while cap.read()[0]:
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if n == 0 and first is not None:
+            first.append(frame)
         n += 1
     cap.release()
     return n
@@ -94,7 +99,11 @@ def test_video_sticky_vs_per_frame_routing(tiny_bundle, scenes_video, tmp_path):
     assert s_sum["frames"] == SCENES * HOLD and s_sum["dropped_frames"] == 0 and s_sum["errors"] == 0
     assert s_sum["settings"]["policy"] == "sticky" and s_sum["settings"]["interval"] == 30
     assert s_sum["scene_cuts"] == SCENES - 1 and s_sum["stopped"] == "end of stream"
-    assert video_frames(str(out_video)) == SCENES * HOLD
+    first = []
+    assert video_frames(str(out_video), first) == SCENES * HOLD
+    # the overlay: frames scaled up to >= 320 px, a dark band with white text on top
+    band = first[0][:40].astype(int)
+    assert first[0].shape[:2] == (3 * SIZE, 3 * SIZE) and band.mean() < 60 and (band > 200).mean() > 0.01
     assert sorted(os.listdir(tmp_path)) == ["out.mp4", "sticky.jsonl"]  # no temporary file left
 
     proc = run_cli("camera", tiny_bundle, scenes_video, "--headless", "--json", "--policy", "per-image")
@@ -143,6 +152,37 @@ def test_batching_and_smoothing_keep_labels(tiny_bundle, scenes_video):
     assert labels[8, 0.0] == labels[1, 0.0]
     # held scenes, a reset at each cut: smoothing changes nothing on steady frames
     assert np.mean([a == c for a, c in zip(labels[1, 0.0], labels[1, 4.0])]) >= 0.99
+
+
+def run_loop(bundle, video, **kw):
+    from edgetool.runtime.backends import load_backend
+    from edgetool.runtime.camera.loop import CameraLoop
+    from edgetool.runtime.camera.schedule import StreamClassifier
+    from edgetool.runtime.camera.sources import Options, ReconnectingSource, open_source
+
+    src = ReconnectingSource(open_source(video, Options()))
+    src.open()
+    with load_backend("onnxruntime", bundle) as be:
+        loop = CameraLoop(src, StreamClassifier(be, **kw.pop("clf")), bundle.input, json_out=Collect(), **kw)
+        return loop.run(), loop.json_out.rows
+
+
+def test_sticky_hysteresis_and_scene_cuts(tiny_bundle, scenes_video):
+    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.camera.schedule import SceneCut
+
+    b = Bundle.open(tiny_bundle)
+    ref, _ = run_loop(b, scenes_video, clf=dict(policy="per-image"), cut=SceneCut(0))
+    assert ref["superclass_changes"] > 0
+    # enter > 1: a superclass pass never moves to another superclass, and no cut resets it
+    s, rows = run_loop(b, scenes_video, clf=dict(policy="sticky", enter=2.0, leave=0.0, interval=30), cut=SceneCut(0))
+    assert s["superclass_changes"] == 0 and s["superclass_passes"] == SCENES * HOLD // 30
+    assert {r["network"] for r in rows} == {rows[0]["network"]}
+    # the same, with scene cuts: every cut takes a fresh superclass pass, so the changes come back
+    s, rows = run_loop(b, scenes_video, clf=dict(policy="sticky", enter=2.0, leave=0.0, interval=30),
+                       cut=SceneCut(0.08))
+    assert s["scene_cuts"] == SCENES - 1 and s["superclass_changes"] == ref["superclass_changes"]
+    assert [r["frame"] for r in rows if r["scene_cut"]] == [HOLD * i for i in range(1, SCENES)]
 
 
 def test_smoother_suppresses_flicker(tiny_bundle):
@@ -273,7 +313,7 @@ def test_sigterm_stops_cleanly_with_summary(tiny_bundle, scenes_video, tmp_path)
     (["rtp://10.0.0.1:5000"], "unsupported input"),
     (["/no/such/clip.mp4"], "no such video file, image or folder"),
     (["VIDEO", "out.xyz"], "unsupported output"),
-    (["VIDEO", "--leave", "2"], "--enter and --leave must be in [0, 1]"),
+    (["VIDEO", "--leave", "2"], "--leave must be in [0, 1] and --enter >= 0"),
     (["BROKEN"], "cannot open video file"),
     (["VIDEO"], "pass --headless"),
 ])
@@ -309,3 +349,15 @@ def test_camera_runs_without_torch(tiny_bundle, image_folder):
                            "--json"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert records(proc.stdout)[1]["frames"] == SCENES
+
+
+def test_missing_opencv_names_the_extra(tmp_path):
+    block = ("import sys\nclass B:\n    def find_spec(self, name, path=None, target=None):\n"
+             "        if name.split('.')[0] == 'cv2':\n"
+             "            raise ModuleNotFoundError('blocked: ' + name, name=name)\n"
+             "sys.meta_path.insert(0, B())\nfrom edgetool.cli import main\nmain(sys.argv[1:])\n")
+    proc = subprocess.run([sys.executable, "-c", block, "camera", str(tmp_path), str(tmp_path), "--headless"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: cv2 (OpenCV) is not installed; install it with: pip install 'edgetool[camera]'"]

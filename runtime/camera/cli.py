@@ -38,7 +38,7 @@ def build_outputs(output, headless, fps):
 @click.option("--policy", default="sticky", show_default=True,
               type=click.Choice(["sticky", "per-image", "batched", "topk", "superclass"]), help=POLICY_HELP)
 @click.option("--enter", default=0.6, show_default=True,
-              help="sticky: superclass confidence needed to move to a different superclass.")
+              help="sticky: superclass confidence needed to move to a different superclass (> 1: only at scene cuts).")
 @click.option("--leave", default=0.4, show_default=True,
               help="sticky: re-route when the subclass confidence falls below this.")
 @click.option("--interval", default=30, show_default=True, help="sticky: superclass pass at least every N frames.")

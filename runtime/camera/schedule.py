@@ -7,7 +7,8 @@ superclass stays loaded and classifies the next frames alone):
 
 * **enter** - a superclass pass moves to a *different* superclass only when the base network
   gives it p_super >= ``enter``; below that the loaded subclass network stays (at the start
-  and after a scene cut the top superclass is taken as is);
+  and after a scene cut the top superclass is taken as is; ``enter`` > 1 keeps the superclass
+  until a scene cut);
 * **leave** - a frame whose subclass confidence p_sub falls below ``leave`` gets a fresh
   superclass pass; this is armed once the loaded network has served a frame at or above
   ``leave``, so an unsure but unchanged scene does not re-route on every frame;
@@ -36,8 +37,8 @@ class StreamClassifier(SuperSubClassifier):
                  on_error: Optional[Callable[[str], None]] = None):
         if policy not in STREAM_POLICIES:
             raise UsageError("unknown policy {!r}; choose one of {}".format(policy, ", ".join(STREAM_POLICIES)))
-        if not (0.0 <= leave <= 1.0 and 0.0 <= enter <= 1.0):
-            raise UsageError("--enter and --leave must be in [0, 1] (got enter {}, leave {})".format(enter, leave))
+        if not (0.0 <= leave <= 1.0 and enter >= 0.0):
+            raise UsageError("--leave must be in [0, 1] and --enter >= 0 (got leave {}, enter {})".format(leave, enter))
         if interval < 1 or k < 1:
             raise UsageError("--interval and --k must be >= 1")
         super().__init__(backend, policy=policy if policy in POLICIES else "per-image", gate=gate, k=k,
