@@ -17,7 +17,7 @@ switches per frame, and the share of frames whose label equals per-image routing
 The video: ``--scenes`` shipped sample images (one per class, cycled), each held for
 ``--hold`` frames, 112x112 MJPG.
 
-Usage:  python benchmarks/camera_fps.py --bundle BUNDLE [--rounds 3] [--threads 1]
+Usage:  python benchmarks/camera_fps.py --bundle BUNDLE [--rounds 7] [--threads 1]
 """
 from __future__ import annotations
 
@@ -92,10 +92,32 @@ def run_mode(bundle, video, policy, batch, threads):
     return s, rows.labels
 
 
+def summarize(runs, labels, n_frames):
+    """Per mode: median FPS (wall and CPU time), ratios to the single network, switches, labels."""
+    single = statistics.median(s["fps"] for s in runs["single network"])
+    single_cpu = statistics.median(s["cpu_fps"] for s in runs["single network"])
+    modes = {}
+    for name, policy, batch in MODES:
+        fps = [s["fps"] for s in runs[name]]
+        cpu = [s["cpu_fps"] for s in runs[name]]
+        modes[name] = {
+            "policy": policy, "batch": batch, "fps_rounds": fps, "fps_median": statistics.median(fps),
+            "ratio_to_single_network": statistics.median(fps) / single,
+            "cpu_fps_rounds": cpu, "cpu_fps_median": statistics.median(cpu),
+            "cpu_ratio_to_single_network": statistics.median(cpu) / single_cpu,
+            "switches_per_frame": runs[name][0]["switches"] / n_frames,
+            "superclass_passes": runs[name][0]["superclass_passes"],
+            "same_label_as_per_image": (float(np.mean([a == b for a, b in zip(labels[name], labels["per-image"])]))
+                                        if name != "single network" else None),
+            "stage_median_ms": {k: v.get("median") for k, v in runs[name][0]["stages_ms"].items()},
+        }
+    return modes
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", required=True)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--scenes", type=int, default=20)
     ap.add_argument("--hold", type=int, default=60)
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
@@ -119,23 +141,7 @@ def main(argv=None):
                 labels[name] = lab
                 print("round {} {:<15} {:7.1f} FPS  {:7.1f} CPU-time FPS  {:5d} switches".format(
                     r, name, s["fps"], s["cpu_fps"], s["switches"]), flush=True)
-    single = statistics.median(s["fps"] for s in runs["single network"])
-    single_cpu = statistics.median(s["cpu_fps"] for s in runs["single network"])
-    modes = {}
-    for name, policy, batch in MODES:
-        fps = [s["fps"] for s in runs[name]]
-        cpu = [s["cpu_fps"] for s in runs[name]]
-        modes[name] = {
-            "policy": policy, "batch": batch, "fps_rounds": fps, "fps_median": statistics.median(fps),
-            "ratio_to_single_network": statistics.median(fps) / single,
-            "cpu_fps_rounds": cpu, "cpu_fps_median": statistics.median(cpu),
-            "cpu_ratio_to_single_network": statistics.median(cpu) / single_cpu,
-            "switches_per_frame": runs[name][0]["switches"] / n_frames,
-            "superclass_passes": runs[name][0]["superclass_passes"],
-            "same_label_as_per_image": (float(np.mean([a == b for a, b in zip(labels[name], labels["per-image"])]))
-                                        if name != "single network" else None),
-            "stage_median_ms": {k: v.get("median") for k, v in runs[name][0]["stages_ms"].items()},
-        }
+    modes = summarize(runs, labels, n_frames)
     result = {
         "benchmark": "camera_fps", "machine": machine_name(), "backend": "onnxruntime (CPU)",
         "threads": args.threads, "rounds": args.rounds,
