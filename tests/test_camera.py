@@ -79,7 +79,7 @@ def test_sticky_hysteresis_and_scene_cuts(tiny_bundle, scenes_video):
     from edgetool.runtime.camera.schedule import SceneCut
 
     b = Bundle.open(tiny_bundle)
-    ref, _ = run_loop(b, scenes_video, clf=dict(policy="per-image"), cut=SceneCut(0))
+    ref, _ = run_loop(b, scenes_video, clf=dict(policy="superclass"), cut=SceneCut(0))  # routing on every frame
     assert ref["superclass_changes"] > 0
     # enter > 1: a superclass pass never moves to another superclass, and no cut resets it
     s, rows = run_loop(b, scenes_video, clf=dict(policy="sticky", enter=2.0, leave=0.0, interval=30), cut=SceneCut(0))

@@ -66,31 +66,52 @@ def camera(bundle, input_uri, output, backend, headless, input_width, input_heig
     INPUT:  csi://0 | /dev/video0 | v4l2:///dev/video0 | rtsp://host:port/path | file.mp4 | image folder
     OUTPUT: display://0 (the default unless --headless) | out.mp4 / out.avi / out.mkv
     """
-    from ..cli import make_backend, open_bundle
-    from .loop import CameraLoop, summary_lines
-    from .outputs import JsonLines
-    from .schedule import SceneCut, Smoother, StreamClassifier
+    from ..cli import open_bundle
+    from .schedule import SceneCut, Smoother, check_settings
     from .sources import Options, ReconnectingSource, open_source
 
     if batch < 1 or max_frames < 0 or output_rate <= 0:
         raise UsageError("--batch must be >= 1, --max-frames >= 0 and --output-rate > 0")
     if as_json and json_out:
         raise UsageError("--json and --json-out: choose one")
+    check_settings(policy, enter, leave, interval, topk)
+    cut = SceneCut(scene_cut)
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     src = open_source(input_uri, Options(input_width, input_height, input_rate))
     source = ReconnectingSource(src, attempts=reconnect, delay=reconnect_delay, log=log)
     b = open_bundle(bundle)
-    source.open()
-    cut, kw = SceneCut(scene_cut), ({"threads": threads} if backend == "onnxruntime" and threads else {})
     smoother = Smoother(b, smoothing)
-    with make_backend(b, backend, **kw) as be:
-        clf = StreamClassifier(be, policy=policy, enter=enter, leave=leave, interval=interval, gate=gate, k=topk,
-                               on_error=lambda msg: None)
-        outputs = build_outputs(output, headless, src.fps or input_rate or output_rate)
-        jl = JsonLines(json_out) if (as_json or json_out) else None
-        loop = CameraLoop(source, clf, b.input, outputs=outputs, json_out=jl, batch=batch, cut=cut,
-                          smoother=smoother if smoother.active else None, max_frames=max_frames, log=log,
-                          status=sys.stderr.isatty() and not as_json)
+    source.open()
+    try:
+        kw = {"threads": threads} if backend == "onnxruntime" and threads else {}
+        clf_kw = dict(policy=policy, enter=enter, leave=leave, interval=interval, gate=gate, k=topk)
+        loop_kw = dict(batch=batch, cut=cut, smoother=smoother if smoother.active else None, max_frames=max_frames,
+                       log=log, status=sys.stderr.isatty() and not as_json)
+        fps = src.fps or input_rate or output_rate
+        loop, summary = run_loop(b, backend, kw, source, clf_kw, loop_kw, (output, headless, fps),
+                                 json_out if json_out else ("-" if as_json else None))
+    finally:
+        source.close()
+    from .loop import summary_lines
+
+    for line in summary_lines(summary):
+        click.echo(line, err=as_json)
+    if loop.lost is not None:
+        raise loop.lost
+
+
+def run_loop(bundle, backend, backend_kw, source, clf_kw, loop_kw, output_spec, json_path):
+    """Load the backend, open the outputs, run the loop; the JSON lines end with the summary."""
+    from ..cli import make_backend
+    from .loop import CameraLoop
+    from .outputs import JsonLines
+    from .schedule import StreamClassifier
+
+    with make_backend(bundle, backend, **backend_kw) as be:
+        clf = StreamClassifier(be, **clf_kw)
+        outputs = build_outputs(*output_spec)
+        jl = None if json_path is None else JsonLines(None if json_path == "-" else json_path)
+        loop = CameraLoop(source, clf, bundle.input, outputs=outputs, json_out=jl, **loop_kw)
         clf.on_error = loop.error
         try:
             summary = loop.run()
@@ -99,7 +120,4 @@ def camera(bundle, input_uri, output, backend, headless, input_width, input_heig
         finally:
             if jl is not None:
                 jl.close()
-    for line in summary_lines(summary):
-        click.echo(line, err=as_json)
-    if loop.lost is not None:
-        raise loop.lost
+    return loop, summary

@@ -31,16 +31,21 @@ from ..errors import SwitchError, UsageError
 STREAM_POLICIES = ("sticky", "per-image", "batched", "topk", "superclass")
 
 
+def check_settings(policy: str, enter: float, leave: float, interval: int, k: int) -> None:
+    """One error line for a stream setting out of range."""
+    if policy not in STREAM_POLICIES:
+        raise UsageError("unknown policy {!r}; choose one of {}".format(policy, ", ".join(STREAM_POLICIES)))
+    if not (0.0 <= leave <= 1.0 and enter >= 0.0):
+        raise UsageError("--leave must be in [0, 1] and --enter >= 0 (got leave {}, enter {})".format(leave, enter))
+    if interval < 1 or k < 1:
+        raise UsageError("--interval and --k must be >= 1")
+
+
 class StreamClassifier(SuperSubClassifier):
     def __init__(self, backend, policy: str = "sticky", enter: float = 0.6, leave: float = 0.4,
                  interval: int = 30, gate: float = 0.6, k: int = 2,
                  on_error: Optional[Callable[[str], None]] = None):
-        if policy not in STREAM_POLICIES:
-            raise UsageError("unknown policy {!r}; choose one of {}".format(policy, ", ".join(STREAM_POLICIES)))
-        if not (0.0 <= leave <= 1.0 and enter >= 0.0):
-            raise UsageError("--leave must be in [0, 1] and --enter >= 0 (got leave {}, enter {})".format(leave, enter))
-        if interval < 1 or k < 1:
-            raise UsageError("--interval and --k must be >= 1")
+        check_settings(policy, enter, leave, interval, k)
         super().__init__(backend, policy=policy if policy in POLICIES else "per-image", gate=gate, k=k,
                          interval=interval)
         self.stream_policy = policy
