@@ -31,6 +31,7 @@ COMMANDS = {
         "export",
         "Write a bundle (base.onnx + int8 deltas) from a training run.",
     ),
+    "camera": ("edgetool.runtime.camera.cli", "camera", "Classify camera, stream, video or image-folder frames live."),
     "classify": ("edgetool.runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
     "inspect": ("edgetool.runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
     "doctor": ("edgetool.runtime.cli", "doctor", "Check this device: GPU, CUDA kernel, TensorRT vs ONNX Runtime."),

@@ -54,6 +54,10 @@ class MissingDependencyError(EdgetoolError):
             )
 
 
+class SourceError(EdgetoolError):
+    """A camera, stream, video file or image folder cannot be opened, or was lost for good."""
+
+
 class DeviceError(EdgetoolError):
     """The device lacks what the command needs (GPU, TensorRT, int8 support, ...)."""
 

@@ -1,0 +1,226 @@
+"""The capture -> classify -> render loop, with its statistics and clean stops.
+
+SIGINT and SIGTERM end the loop after the frame in hand; the outputs are closed and the
+summary (frames, FPS, switches, dropped frames, errors) is still produced.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, List, Optional
+
+import numpy as np
+
+from ..backends.base import summarize
+from ..errors import SourceError
+from ..preprocess import normalize
+from .outputs import canvas, draw_overlay
+from .sources import CORRUPT, END, OK, require_cv2
+
+STAGES = ("capture", "preprocess", "infer", "switch", "classify", "render")
+
+
+class Stats:
+    def __init__(self):
+        self.frames = 0
+        self.dropped = 0
+        self.errors: List[str] = []
+        self.superclass_changes = 0
+        self.last_superclass: Optional[str] = None
+        self.t0: Optional[float] = None
+        self.t1: Optional[float] = None
+        self.stages = {s: [] for s in STAGES}
+        self.fps_now = 0.0
+
+    def elapsed(self) -> float:
+        if self.t0 is None:
+            return 0.0
+        return (self.t1 or time.perf_counter()) - self.t0
+
+
+class CameraLoop:
+    def __init__(self, source, clf, spec: dict, outputs=(), json_out=None, batch: int = 1, cut=None,
+                 smoother=None, max_frames: int = 0, log: Callable[[str], None] = lambda m: None, status=False):
+        self.source, self.clf, self.spec = source, clf, spec
+        self.outputs, self.json_out = list(outputs), json_out
+        self.batch, self.cut, self.smoother = max(1, int(batch)), cut, smoother
+        self.max_frames, self.log, self.status = int(max_frames), log, status
+        self.stats = Stats()
+        self.stop_reason: Optional[str] = None
+        self.lost: Optional[SourceError] = None
+        self._status_at = 0.0
+        if hasattr(source, "stopped"):
+            source.stopped = self.stopped  # a reconnect backoff ends on SIGINT/SIGTERM too
+
+    # -- control ---------------------------------------------------------------------------------
+    def _on_signal(self, signum, frame):
+        self.stop_reason = signal.Signals(signum).name
+
+    def stopped(self) -> bool:
+        return self.stop_reason is not None
+
+    def error(self, msg: str) -> None:
+        self.stats.errors.append(msg)
+        self.log("warning: " + msg)
+
+    def run(self) -> dict:
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                handlers[s] = signal.signal(s, self._on_signal)
+        try:  # the source is open already
+            while not self.stopped():
+                frames = self._capture()
+                if frames:
+                    self._process(frames)
+                if self.max_frames and self.stats.frames >= self.max_frames:
+                    self.stop_reason = self.stop_reason or "max frames"
+        except SourceError as exc:
+            self.lost = exc  # the CLI's error line; counted here, not logged twice
+            self.stop_reason = "source lost"
+            self.stats.errors.append(str(exc))
+        finally:
+            self.stats.t1 = time.perf_counter()
+            for s, h in handlers.items():
+                signal.signal(s, h)
+            self.source.close()
+            for o in self.outputs:
+                o.close()
+            if self.status:
+                sys.stderr.write("\n")
+        return self.summary()
+
+    # -- stages ----------------------------------------------------------------------------------
+    def _capture(self) -> list:
+        """Up to --batch frames: (frame, capture time, capture ms); sets the stop reason at the end."""
+        out: List[Any] = []
+        limit = self.batch
+        if self.max_frames:
+            limit = min(limit, self.max_frames - self.stats.frames)
+        while len(out) < limit and not self.stopped():
+            t = time.perf_counter()
+            if self.stats.t0 is None:
+                self.stats.t0 = t
+            status, frame = self.source.read()
+            if status == END:
+                self.stop_reason = self.stop_reason or "end of stream"
+                break
+            if status == CORRUPT:
+                self.stats.dropped += 1
+                continue
+            if status == OK:
+                out.append((frame, time.time(), (time.perf_counter() - t) * 1e3))
+        return out
+
+    def _preprocess(self, frames):
+        cv2 = require_cv2()
+        c, h, w = self.spec["shape"]
+        smalls = []
+        for frame, _, _ in frames:
+            small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+            if small.ndim == 2:
+                small = small[..., None]
+            if c == 1:
+                small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)[..., None] if small.shape[2] == 3 else small[..., :1]
+            else:
+                small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB) if small.shape[2] == 3 else np.repeat(small, 3, axis=2)
+            smalls.append(small)
+        cuts = [self.cut(s) if self.cut is not None else False for s in smalls]
+        return normalize(np.stack(smalls), self.spec), cuts
+
+    def _process(self, frames) -> None:
+        t0 = time.perf_counter()
+        x, cuts = self._preprocess(frames)
+        t1 = time.perf_counter()
+        be = self.clf.backend
+        marks = {k: len(be.timings.samples.get(k, [])) for k in ("infer", "switch")}
+        switches = be.switch_count
+        preds = self.clf.classify_stream(x, cuts)
+        t2 = time.perf_counter()
+        n = len(frames)
+        new = {k: sum(be.timings.samples.get(k, [])[marks[k]:]) / n for k in marks}
+        shared = {"preprocess": (t1 - t0) * 1e3 / n, "classify": (t2 - t1) * 1e3 / n,
+                  "infer": new["infer"], "switch": new["switch"]}
+        for (frame, stamp, cap_ms), pred, cut in zip(frames, preds, cuts):
+            self._emit(frame, stamp, dict(shared, capture=cap_ms), pred, cut, n, be.switch_count - switches)
+
+    def _emit(self, frame, stamp, ms, pred, cut, n, switches) -> None:
+        st = self.stats
+        if cut and self.smoother is not None:
+            self.smoother.reset()
+        shown = pred.to_dict()
+        shown.pop("superclass_index")
+        shown.pop("subclass_index")
+        record = {"type": "frame", "frame": st.frames, "time": stamp}
+        if self.smoother is not None and self.smoother.active:
+            record.update(self.smoother(pred))
+            record["frame_prediction"] = shown
+        else:
+            record.update(shown)
+        record["network"] = "base" if pred.label is None else "subclass:" + pred.superclass_name
+        record.update(scene_cut=bool(cut), batch=n, batch_switches=switches)
+        t = time.perf_counter()
+        now = t - (st.t0 if st.t0 is not None else t)
+        st.fps_now = (st.frames + 1) / now if now > 0 else 0.0
+        if self.outputs:
+            img = draw_overlay(canvas(frame), [
+                "{} / {}  {:.2f}".format(record["superclass"], record["label"] or "-", record["confidence"]),
+                "{:.1f} FPS  {}".format(st.fps_now, record["network"])])
+            for o in self.outputs:
+                o.write(img)
+                if getattr(o, "closed", False):
+                    self.stop_reason = self.stop_reason or "window closed"
+        ms["render"] = (time.perf_counter() - t) * 1e3
+        record["timings_ms"] = {k: round(ms[k], 4) for k in STAGES}
+        for k in STAGES:
+            st.stages[k].append(ms[k])
+        if st.last_superclass is not None and record["superclass"] != st.last_superclass:
+            st.superclass_changes += 1
+        st.last_superclass = record["superclass"]
+        st.frames += 1
+        if self.json_out is not None:
+            self.json_out.write(record)
+        self._status(record)
+
+    def _status(self, record) -> None:
+        if not self.status or time.perf_counter() - self._status_at < 1.0:
+            return
+        self._status_at = time.perf_counter()
+        sys.stderr.write("\r{} frames  {:.1f} FPS  {} / {}      ".format(
+            self.stats.frames, self.stats.fps_now, record["superclass"], record["label"] or "-"))
+        sys.stderr.flush()
+
+    # -- summary ---------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        st, clf, src = self.stats, self.clf, self.source
+        el = st.elapsed()
+        return {
+            "type": "summary", "source": src.source.describe(), "stopped": self.stop_reason or "end of stream",
+            "frames": st.frames, "elapsed_s": el, "fps": st.frames / el if el > 0 else 0.0,
+            "switches": clf.backend.switch_count, "superclass_changes": st.superclass_changes,
+            "superclass_passes": clf.routes if clf.stream_policy == "sticky" else None,
+            "scene_cuts": self.cut.cuts if self.cut is not None else 0,
+            "dropped_frames": st.dropped, "errors": len(st.errors), "error_messages": st.errors,
+            "reconnects": src.reconnects, "failed_reconnects": src.failed_attempts,
+            "failed_subclass_networks": sorted(clf.bundle.superclasses[k].name for k in clf.failed),
+            "settings": dict(clf.settings(), batch=self.batch, backend=clf.backend.name,
+                             scene_cut=self.cut.threshold if self.cut is not None else 0.0,
+                             smoothing=self.smoother.factor if self.smoother is not None else 0.0),
+            "stages_ms": {k: summarize(v) for k, v in st.stages.items()},
+        }
+
+
+def summary_lines(s: dict) -> List[str]:
+    """The summary for people, a few lines."""
+    lines = ["{} frames in {:.2f} s: {:.1f} FPS ({}; stopped: {})".format(
+        s["frames"], s["elapsed_s"], s["fps"], s["source"], s["stopped"]),
+        "switches {}  superclass changes {}  scene cuts {}  dropped frames {}  errors {}  reconnects {}".format(
+            s["switches"], s["superclass_changes"], s["scene_cuts"], s["dropped_frames"], s["errors"],
+            s["reconnects"]),
+        "policy " + " ".join("{}={}".format(k, v) for k, v in s["settings"].items())]
+    med = {k: v.get("median") for k, v in s["stages_ms"].items() if v.get("count")}
+    if med:
+        lines.append("median ms per frame: " + "  ".join("{} {:.3f}".format(k, v) for k, v in med.items()))
+    return lines

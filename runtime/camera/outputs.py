@@ -1,0 +1,142 @@
+"""Outputs of the camera loop: overlay, display window, video file, JSON lines.
+
+Files are written to a temporary sibling and renamed into place when the loop ends (also
+when it ends on an error or a signal), so a reader never sees a half-written file under
+the final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import SourceError, UsageError
+from .sources import require_cv2
+
+VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+MIN_CANVAS = 320  # small frames (e.g. 28x28) are scaled up so the overlay stays legible
+
+
+def canvas(frame: np.ndarray) -> np.ndarray:
+    """A BGR copy of *frame*, scaled up by an integer factor to at least MIN_CANVAS pixels wide."""
+    cv2 = require_cv2()
+    if frame.ndim == 2 or frame.shape[2] == 1:
+        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    elif frame.shape[2] == 4:
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    f = max(1, -(-MIN_CANVAS // frame.shape[1]))
+    if f > 1:
+        return cv2.resize(frame, (frame.shape[1] * f, frame.shape[0] * f), interpolation=cv2.INTER_NEAREST)
+    return frame.copy()
+
+
+def draw_overlay(img: np.ndarray, lines) -> np.ndarray:
+    """Draw text *lines* on a dark band at the top of *img* (in place), jetson-inference style."""
+    cv2 = require_cv2()
+    scale = max(0.45, img.shape[1] / 900.0)
+    step = int(24 * scale / 0.6)
+    cv2.rectangle(img, (0, 0), (img.shape[1], step * len(lines) + 8), (0, 0, 0), -1)
+    for n, text in enumerate(lines):
+        cv2.putText(img, text, (8, step * (n + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+def temp_sibling(path: str) -> str:
+    d, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    return os.path.join(d, ".{}.partial-{}{}".format(stem, os.getpid(), ext))
+
+
+def check_out_dir(path: str) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise UsageError("{}: no such folder for the output".format(d))
+
+
+class Display:
+    """An OpenCV window (``display://N``); q or Esc closes it and stops the loop."""
+
+    def __init__(self, name: str = "edgetool"):
+        cv2 = require_cv2()
+        gui = [ln for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith("GUI:")]
+        if gui and gui[0].split(":", 1)[1].strip().upper() == "NONE":
+            raise UsageError("this OpenCV has no GUI (opencv-python-headless); pass --headless, or install "
+                             "an OpenCV with GUI support (JetPack's python3-opencv)")
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise UsageError("no display (DISPLAY is not set); pass --headless or write to a video file")
+        self.cv2, self.name, self.closed = cv2, name, False
+
+    def write(self, img: np.ndarray) -> None:
+        self.cv2.imshow(self.name, img)
+        key = self.cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            self.closed = True
+
+    def close(self) -> None:
+        try:
+            self.cv2.destroyWindow(self.name)
+        except self.cv2.error:
+            pass
+
+
+class VideoOut:
+    """An output video file with the overlay, sized by its first frame."""
+
+    def __init__(self, path: str, fps: float):
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in VIDEO_FOURCC:
+            raise UsageError("{}: unsupported output; use display://0 or a video file ({})".format(
+                path, ", ".join(sorted(VIDEO_FOURCC))))
+        check_out_dir(path)
+        self.path, self.tmp, self.fps, self.ext = path, temp_sibling(path), float(fps), ext
+        self.writer: Any = None
+        self.size: Any = None
+        self.frames = 0
+
+    def write(self, img: np.ndarray) -> None:
+        cv2 = require_cv2()
+        if self.writer is None:
+            self.size = (img.shape[1], img.shape[0])
+            fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[self.ext])
+            self.writer = cv2.VideoWriter(self.tmp, fourcc, self.fps, self.size)
+            if not self.writer.isOpened():
+                self.writer = None
+                raise SourceError("{}: OpenCV cannot write this video format here".format(self.path))
+        if (img.shape[1], img.shape[0]) != self.size:
+            img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(img)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+            os.replace(self.tmp, str(self.path))
+
+
+class JsonLines:
+    """One JSON object per line, to stdout (``path`` None) or to a file (renamed into place at close)."""
+
+    def __init__(self, path: Optional[str] = None):
+        self.path = path
+        if path is None:
+            self.f, self.tmp = sys.stdout, None
+        else:
+            check_out_dir(path)
+            self.tmp = temp_sibling(path)
+            self.f = open(self.tmp, "w")
+
+    def write(self, record: dict) -> None:
+        self.f.write(json.dumps(record, allow_nan=False) + "\n")
+        if self.tmp is None:
+            self.f.flush()
+
+    def close(self) -> None:
+        if self.tmp is not None and not self.f.closed:
+            self.f.close()
+            os.replace(self.tmp, str(self.path))
+        elif self.tmp is None:
+            self.f.flush()
