@@ -21,6 +21,7 @@ COMMANDS = {
     "export": ("edgetool.export.cli", "export", "Write a bundle (base.onnx + int8 deltas) from a training run."),
     "classify": ("edgetool.runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
     "inspect": ("edgetool.runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
+    "profile": ("edgetool.runtime.profile.cli", "profile", "Latency and memory reports of a bundle (JSON, Markdown, HTML)."),
     "doctor": ("edgetool.runtime.cli", "doctor", "Check this device: GPU, CUDA kernel, TensorRT vs ONNX Runtime."),
     "engine": ("edgetool.export.engine_cli", "engine", "TensorRT engine of a bundle: build it here, or write its model for trtexec/polygraphy."),
 }
