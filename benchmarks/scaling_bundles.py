@@ -107,3 +107,33 @@ def build(out_dir: str, name: str, fraction: float, codec: str = "zstd", seed: i
         "arch": arch, "changed_fraction": fraction, "seed": seed}})
     os.replace(tmp, out_dir)
     return out_dir
+
+
+def transcode(src: str, dst: str, codec: str) -> str:
+    """A copy of bundle *src* with every delta re-encoded by *codec* (same networks, exactly)."""
+    import json
+    import shutil
+
+    from edgetool.export.bundle import slug, write_manifest
+    from edgetool.runtime import codecs
+    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.weights import sha256_bytes
+
+    if os.path.isfile(os.path.join(dst, "manifest.json")):
+        return dst
+    b = Bundle.open(src)
+    tmp = dst.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "deltas"))
+    for name in ("base.onnx", "samples.npy"):
+        shutil.copyfile(os.path.join(src, name), os.path.join(tmp, name))
+    manifest = json.loads(json.dumps(b.manifest))
+    for k, entry in enumerate(manifest["deltas"]):
+        data = codecs.encode(codec, b.read_delta(k).tobytes())
+        rel = "deltas/{}.{}".format(slug(entry["superclass"]), codecs.EXTENSIONS[codec])
+        with open(os.path.join(tmp, rel), "wb") as f:
+            f.write(data)
+        entry.update(file=rel, codec=codec, stored_size=len(data), sha256=sha256_bytes(data))
+    write_manifest(tmp, manifest)
+    os.replace(tmp, dst)
+    return dst

@@ -5,7 +5,9 @@ object: the process's resident set after opening the bundle (the baseline), afte
 FORM and running every network it holds, and the peak.  FORM is ``single`` (base network,
 one session), ``efficient`` (one session, every delta switched in once) or ``vanilla``
 (N+1 sessions).  A fresh process per form keeps one form's freed memory from hiding in
-another's figure.
+another's figure.  Before each reading, freed heap memory is handed back to the system
+(glibc ``malloc_trim``, where present), so the figure counts live memory for every form
+alike, not the allocator's slack.
 """
 from __future__ import annotations
 
@@ -19,6 +21,19 @@ from ..errors import BackendError
 from .system import proc_status
 
 FORMS = ("single", "efficient", "vanilla")
+
+
+def _settled() -> Dict[str, int]:
+    """proc_status() after garbage collection and glibc's malloc_trim (where present)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return proc_status()
 
 
 def _probe(form: str, bundle_path: str, threads: int) -> Dict[str, int]:
@@ -35,7 +50,7 @@ def _probe(form: str, bundle_path: str, threads: int) -> Dict[str, int]:
         x = __import__("numpy").zeros([1] + list(bundle.input["shape"]), dtype="float32")
     x = x[:1]
     bundle.base_onnx()
-    before = proc_status()
+    before = _settled()
     n = bundle.num_superclasses
     if form == "efficient":
         be = OrtBackend(bundle, threads=threads)
@@ -49,7 +64,7 @@ def _probe(form: str, bundle_path: str, threads: int) -> Dict[str, int]:
         for k in targets:
             sessions.infer(k, x)
         weights = sessions.weight_bytes()
-    after = proc_status()
+    after = _settled()
     return {"form": form, "baseline_rss_bytes": before.get("VmRSS", 0), "rss_bytes": after.get("VmRSS", 0),
             "peak_rss_bytes": after.get("VmHWM", 0),
             "resident_bytes": after.get("VmRSS", 0) - before.get("VmRSS", 0),

@@ -69,7 +69,7 @@ def run_profile(path: str, backend: str = "onnxruntime", iterations: int = 20, w
         images = stages.sample_batch(bundle, batch)
         report = {"schema": SCHEMA, "edgetool_version": __version__, "machine": machine(),
                   "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "backend": backend, "device_profile": device_profile,
+                  "backend": backend, "onnxruntime": _version("onnxruntime"), "device_profile": device_profile,
                   "settings": {"iterations": iterations, "warmup": warmup, "batch": batch, "threads": threads},
                   "bundle": summary, "storage": storage_vs_n(summary)}
         report.update(_timings(bundle, backend, images, iterations, warmup, threads, modes, policies, codecs, step))
@@ -124,6 +124,13 @@ def ratios(r: dict) -> dict:
     if "memory" in r:
         out.update({k: v for k, v in r["memory"]["ratios"].items()})
     return out
+
+
+def _version(module: str):
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
 
 
 def _div(a, b):

@@ -129,8 +129,7 @@ def to_html(r: dict, plot_format: str = "auto") -> str:
              "td:first-child{text-align:left}figure{display:inline-block;margin:0.5em}</style></head><body>",
              "<h1>edgetool profile</h1><ul>"] + ["<li>{}</li>".format(e(h)) for h in header_lines(r)] + ["</ul>"]
     for spec in plots.specs(r):
-        parts.append("<figure class='plot' id='plot-{}'>{}<figcaption>{}</figcaption></figure>".format(
-            spec["id"], plots.render(spec, fmt), e(spec["title"])))
+        parts.append("<figure class='plot' id='plot-{}'>{}</figure>".format(spec["id"], plots.render(spec, fmt)))
     for title, head, rows in tables(r):
         heads = "".join("<th>{}</th>".format(e(h)) for h in head)
         parts.append("<h2>{}</h2><table><tr>{}</tr>".format(e(title), heads))
