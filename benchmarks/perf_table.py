@@ -81,7 +81,8 @@ def scaling_lines(rows: list) -> list:
                        r["network"], r["int8_weight_bytes"] / MIB, r["changed_codes_fraction"],
                        r["delta_bytes_mean"] / MIB, sp["stored_bytes_mean"] / MIB,
                        r["switch_to_subclass_ms"]["median"], _stage(r["largest_stage"]), r["largest_stage_share"],
-                       sp["switch_to_subclass_ms"]["median"], _stage(sp["largest_stage"]), sp["largest_stage_share"],
+                       sp["switch_to_subclass_ms"]["median"], _stage(sp["largest_stage"]) + (
+                           ", stored as zstd" if sp.get("dense") else ""), sp["largest_stage_share"],
                        r["first_switch_extra_ms"], res["efficient"] / MIB, res["single"] / MIB, res["vanilla"] / MIB,
                        r["efficient_over_single"], r["vanilla_over_single"]))
     return out
