@@ -76,16 +76,20 @@ def scaling_lines(rows: list) -> list:
     for r in rows:
         res = r["resident_bytes"]
         sp = r["sparse"]
-        out.append("| {} | {:.1f} MiB | {:.0%} | {:.2f} / {:.2f} MiB | {:.2f} ms | {} ({:.0%}) | {:.2f} ms "
+        out.append("| {} | {} | {:.0%} | {} / {} | {:.2f} ms | {} ({:.0%}) | {:.2f} ms "
                    "| {} ({:.0%}) | {:.2f} ms | {:.0f} / {:.0f} / {:.0f} MiB ({:.2f}x / 1 / {:.2f}x) |".format(
-                       r["network"], r["int8_weight_bytes"] / MIB, r["changed_codes_fraction"],
-                       r["delta_bytes_mean"] / MIB, sp["stored_bytes_mean"] / MIB,
+                       r["network"], _size(r["int8_weight_bytes"]), r["changed_codes_fraction"],
+                       _size(r["delta_bytes_mean"]), _size(sp["stored_bytes_mean"]),
                        r["switch_to_subclass_ms"]["median"], _stage(r["largest_stage"]), r["largest_stage_share"],
                        sp["switch_to_subclass_ms"]["median"], _stage(sp["largest_stage"]) + (
                            ", stored as zstd" if sp.get("dense") else ""), sp["largest_stage_share"],
                        r["first_switch_extra_ms"], res["efficient"] / MIB, res["single"] / MIB, res["vanilla"] / MIB,
                        r["efficient_over_single"], r["vanilla_over_single"]))
     return out
+
+
+def _size(n: float) -> str:
+    return "{:.1f} MiB".format(n / MIB) if n >= MIB else "{:.0f} KiB".format(n / 1024)
 
 
 def _stage(name: str) -> str:
