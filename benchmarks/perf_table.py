@@ -122,4 +122,6 @@ def markdown(result: dict) -> str:
     lines += ["", "Scaling with the network and the delta density (3 subclass networks each, random weights; "
               "ResNet-8 at 32x32, ResNet-18/50 at 64x64 inputs):", ""]
     lines += scaling_lines(result["scaling"]) + [""] + targets(result["scaling"]) + [""]
+    if not result.get("complete", True):
+        lines += ["The run was stopped before every row above was measured; the missing rows have not run.", ""]
     return "\n".join(lines)

@@ -106,7 +106,8 @@ def main(argv=None) -> int:
             for pct in DENSITIES:
                 print("scaling: {} with {}% of codes changed".format(name, pct), flush=True)
                 result["scaling"].append(scaling_row(name, pct, args.work, max(5, args.iterations // 3)))
-        write_result(OUT, result)
+                write_result(OUT, dict(result, complete=False))  # what has run so far survives an interruption
+        write_result(OUT, dict(result, complete=True))
     else:
         import json
 
