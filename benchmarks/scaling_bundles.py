@@ -102,11 +102,23 @@ def build(out_dir: str, name: str, fraction: float, codec: str = "zstd", seed: i
             "mean": [0.5] * shape[0], "std": [0.25] * shape[0], "color": "rgb",
             "classes": [c for s in hier.subclasses for c in s]}
     samples = torch.randn(8, *shape).numpy()
-    tmp = out_dir.rstrip("/") + ".tmp"
+    tmp = "{}.tmp{}".format(out_dir.rstrip("/"), os.getpid())
     write_bundle(tmp, base, subs, hier, spec, codec=codec, samples=samples, extra={"synthetic": {
         "arch": arch, "changed_fraction": fraction, "seed": seed}})
-    os.replace(tmp, out_dir)
+    _publish(tmp, out_dir)
     return out_dir
+
+
+def _publish(tmp: str, out_dir: str) -> None:
+    """Rename the finished bundle into place; if another builder got there first, keep theirs."""
+    import shutil
+
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:
+        if not os.path.isfile(os.path.join(out_dir, "manifest.json")):
+            raise
+        shutil.rmtree(tmp)
 
 
 def transcode(src: str, dst: str, codec: str) -> str:
@@ -122,8 +134,7 @@ def transcode(src: str, dst: str, codec: str) -> str:
     if os.path.isfile(os.path.join(dst, "manifest.json")):
         return dst
     b = Bundle.open(src)
-    tmp = dst.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = "{}.tmp{}".format(dst.rstrip("/"), os.getpid())
     os.makedirs(os.path.join(tmp, "deltas"))
     for name in ("base.onnx", "samples.npy"):
         shutil.copyfile(os.path.join(src, name), os.path.join(tmp, name))
@@ -135,5 +146,5 @@ def transcode(src: str, dst: str, codec: str) -> str:
             f.write(data)
         entry.update(file=rel, codec=codec, stored_size=len(data), sha256=sha256_bytes(data))
     write_manifest(tmp, manifest)
-    os.replace(tmp, dst)
+    _publish(tmp, dst)
     return dst
