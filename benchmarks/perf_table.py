@@ -111,12 +111,21 @@ def targets(rows: list) -> list:
     return out
 
 
+def _load_note(result: dict) -> str:
+    loads = [x[0] for x in (result.get("load_average_at_start"), result.get("load_average_at_end")) if x]
+    if not loads:
+        return ""
+    return " Load average (1 min) {}: the figures include waiting for the CPU.".format(
+        " -> ".join("{:.1f}".format(x) for x in loads))
+
+
 def markdown(result: dict) -> str:
     d = result["demo"]
     lines = ["Measured by `python benchmarks/performance.py` on {} (ONNX Runtime {} on the CPU, one intra-op "
              "thread, beside other jobs; JSON: [`benchmarks/results/performance.json`]"
              "(benchmarks/results/performance.json), demo report: [`profile_demo/profile.md`]"
-             "(benchmarks/results/profile_demo/profile.md)).".format(result["machine"], d.get("onnxruntime", "")),
+             "(benchmarks/results/profile_demo/profile.md)).{}".format(
+                 result["machine"], d.get("onnxruntime", ""), _load_note(result)),
              "", "| measured | | against | | ratio |", "|---|---:|---|---:|---|"]
     lines += ["| {} | {} | {} | {} | **{}** |".format(*row) for row in demo_rows(d)]
     lines += ["", "Scaling with the network and the delta density (3 subclass networks each, random weights; "

@@ -100,14 +100,14 @@ def main(argv=None) -> int:
         from edgetool.runtime.profile.system import machine
 
         print("profiling the demo bundle", flush=True)
-        result = {"benchmark": "performance", "machine": machine(), "demo": demo_profile(args.bundle, args.iterations),
-                  "scaling": []}
+        result = {"benchmark": "performance", "machine": machine(), "load_average_at_start": _load(),
+                  "demo": demo_profile(args.bundle, args.iterations), "scaling": []}
         for name in args.archs.split(","):
             for pct in DENSITIES:
                 print("scaling: {} with {}% of codes changed".format(name, pct), flush=True)
                 result["scaling"].append(scaling_row(name, pct, args.work, max(5, args.iterations // 3)))
                 write_result(OUT, dict(result, complete=False))  # what has run so far survives an interruption
-        write_result(OUT, dict(result, complete=True))
+        write_result(OUT, dict(result, complete=True, load_average_at_end=_load()))
     else:
         import json
 
@@ -115,6 +115,14 @@ def main(argv=None) -> int:
             result = json.load(f)
     update_readme(perf_table.markdown(result))
     return 0
+
+
+def _load():
+    """1, 5 and 15 minute load averages: how busy the machine was besides this run."""
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
 
 
 def update_readme(table: str) -> None:
