@@ -11,7 +11,7 @@ import click
 @click.option("--out", required=True, type=click.Path(), help="Bundle directory to write.")
 @click.option("--codec", default="zstd", show_default=True, type=click.Choice(["zstd", "7z", "sparse"]),
               help="Delta codec (zstd: decodes ~50x faster than 7z for ~5% more bytes, see "
-                   "benchmarks/results/switch_latency.json; sparse: faster still when few codes change).")
+                   "benchmarks/results/switch_latency.json; sparse: decodes faster on large networks with few changed codes).")
 @click.option("--archive", is_flag=True, help="Also write OUT.tar.gz, one file to ship.")
 def export(run_dir, out, codec, archive):
     """Write a bundle (base.onnx, int8 deltas, manifest) from the training run RUN_DIR."""
