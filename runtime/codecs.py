@@ -6,7 +6,8 @@ compressed by one of these codecs:
 * ``7z``   - a normal 7-Zip archive (LZMA2) with one member, ``delta.bin`` (py7zr);
 * ``zstd`` - one Zstandard frame (zstandard);
 * ``sparse`` - positions and values of the changed bytes, zstd-compressed (see
-  :mod:`edgetool.runtime.sparse_codec`); decodes faster than zstd when few codes change;
+  :mod:`edgetool.runtime.sparse_codec`); decodes faster than zstd on large
+  networks with few changed codes;
 * ``raw``  - the packed buffer as is (for measurements).
 """
 from __future__ import annotations
