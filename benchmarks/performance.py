@@ -107,7 +107,8 @@ def main(argv=None) -> int:
                 print("scaling: {} with {}% of codes changed".format(name, pct), flush=True)
                 result["scaling"].append(scaling_row(name, pct, args.work, max(5, args.iterations // 3)))
                 write_result(OUT, dict(result, complete=False))  # what has run so far survives an interruption
-        write_result(OUT, dict(result, complete=True, load_average_at_end=_load()))
+        result.update(complete=True, load_average_at_end=_load())
+        write_result(OUT, result)
     else:
         import json
 
