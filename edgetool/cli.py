@@ -34,6 +34,7 @@ COMMANDS = {
     "camera": ("edgetool.runtime.camera.cli", "camera", "Classify camera, stream, video or image-folder frames live."),
     "classify": ("edgetool.runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
     "inspect": ("edgetool.runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
+    "profile": ("edgetool.runtime.profile.cli", "profile", "Latency and memory reports of a bundle."),
     "doctor": ("edgetool.runtime.cli", "doctor", "Check this device: GPU, CUDA kernel, TensorRT vs ONNX Runtime."),
     "engine": (
         "edgetool.runtime.trt.cli",

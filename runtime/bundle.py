@@ -18,7 +18,8 @@ import json
 import os
 import tarfile
 import tempfile
-from typing import Dict, List, Optional
+import time
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -28,6 +29,14 @@ from .weights import PackedLayout, sha256_bytes
 
 SCHEMA = "edgetool.bundle/1"
 MANIFEST = "manifest.json"
+# A file whose mtime/ctime lies this close to the moment it was hashed is not remembered as
+# verified: a write in the same timestamp tick could leave its stat unchanged (git's "racy
+# clean" problem).  2 s covers the coarsest common timestamps (FAT).
+RACY_NS = 2 * 10**9
+
+
+def _stat_key(st: os.stat_result) -> Tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class Superclass:
@@ -51,6 +60,7 @@ class Bundle:
         self.manifest = manifest
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
         self._base: Optional[bytes] = None  # base.onnx bytes, kept once verified (every backend needs them)
+        self._verified: Dict[str, tuple] = {}  # file -> stat key when its sha256 (and decode) last passed
         try:
             self.layout = PackedLayout.from_dict(manifest["refit"])
             self.superclasses = [Superclass(i, s["name"], s["subclasses"])
@@ -120,6 +130,14 @@ class Bundle:
 
     def read_file(self, entry: dict) -> bytes:
         """Read one file and check its size and sha256 against the manifest entry."""
+        return self._read(entry)[0]
+
+    def _read(self, entry: dict) -> Tuple[bytes, bool, Optional[tuple]]:
+        """(data, unchanged, mark): *unchanged* when the file is the very one verified before, so its
+        sha256 is not computed again.  The file is stat'ed on its open descriptor before and
+        after the read; any write or replacement changes its ctime, inode or size, and then
+        the data is hashed again.  A file changed on disk is never returned unchecked.  *mark*
+        is what to remember in ``_verified`` once every further check of the data passes."""
         rel = entry["file"]
         full = os.path.join(self.root, rel)
         shown = self._display(rel)
@@ -127,7 +145,9 @@ class Bundle:
             raise BundleError(shown, "file path escapes the bundle")
         try:
             with open(full, "rb") as f:
+                key = _stat_key(os.fstat(f.fileno()))
                 data = f.read()
+                same = _stat_key(os.fstat(f.fileno())) == key
         except FileNotFoundError:
             raise BundleError(shown, "missing (listed in the manifest)") from None
         except OSError as exc:
@@ -135,11 +155,15 @@ class Bundle:
         size = entry.get("stored_size", entry.get("size"))
         if size is not None and len(data) != int(size):
             raise BundleError(shown, "size {} bytes, manifest says {} (truncated or replaced?)".format(len(data), size))
+        if same and self._verified.get(rel) == (key, entry["sha256"]):
+            return data, True, None
+        self._verified.pop(rel, None)
         digest = sha256_bytes(data)
         if digest != entry["sha256"]:
             raise BundleError(shown, "sha256 mismatch: file {}..., manifest {}... (corrupt file or edited "
                                      "manifest)".format(digest[:12], entry["sha256"][:12]))
-        return data
+        settled = time.time_ns() - max(key[3], key[4]) > RACY_NS
+        return data, False, ((key, entry["sha256"]) if same and settled else None)
 
     def verify(self) -> None:
         for entry in self.files():
@@ -158,9 +182,12 @@ class Bundle:
         return self.deltas[index]
 
     def read_delta(self, index: int) -> np.ndarray:
-        """Read, verify and decode delta *index* into a packed uint8 buffer."""
+        """Read, verify and decode delta *index* into a packed uint8 buffer.
+
+        A delta file read, hashed and decoded successfully before, and unchanged on disk
+        since (same inode, size, mtime and ctime), is not hashed again."""
         entry = self.delta_entry(index)
-        data = self.read_file(entry)
+        data, unchanged, mark = self._read(entry)
         try:
             raw = codecs.decode(entry["codec"], data)
         except CodecError as exc:
@@ -168,8 +195,10 @@ class Bundle:
         if len(raw) != int(entry["raw_size"]) or len(raw) != self.layout.total_nbytes:
             raise BundleError(self._display(entry["file"]), "decodes to {} bytes, manifest says {}".format(
                 len(raw), entry["raw_size"]))
-        if "raw_sha256" in entry and sha256_bytes(raw) != entry["raw_sha256"]:
+        if not unchanged and "raw_sha256" in entry and sha256_bytes(raw) != entry["raw_sha256"]:
             raise BundleError(self._display(entry["file"]), "decoded delta fails its sha256 check")
+        if mark:
+            self._verified[entry["file"]] = mark
         return np.frombuffer(raw, dtype=np.uint8)
 
     def samples(self) -> Optional[np.ndarray]:

@@ -14,7 +14,7 @@ BACKEND_ALIASES = {"ort": "onnxruntime", "trt": "tensorrt"}
 DEFAULT_BACKEND = "onnxruntime"
 
 # Delta codecs a bundle may name (runtime/codecs.py); "raw" exists for measurements only.
-CODECS = ("zstd", "7z")
+CODECS = ("zstd", "7z", "sparse")
 DEFAULT_CODEC = "zstd"  # chosen by benchmarks/switch_latency.py: decode time is switch latency
 
 # How refittable weights enter a TensorRT engine (runtime/trt/weight_forms.py).

@@ -169,3 +169,25 @@ def strip_initializer_inputs(model_bytes: bytes) -> bytes:
             new_graph += graph[gstart:gend]
         out += _encode_varint((7 << 3) | 2) + _encode_varint(len(new_graph)) + new_graph
     return bytes(out)
+
+
+def drop_initializers(model_bytes: bytes, names: Iterable[str]) -> bytes:
+    """The model without the initializers *names*; they stay graph inputs, to be bound.
+
+    ONNX Runtime keeps its own copy of every initializer, even one that a binding overrides;
+    a backend that binds the refittable weights itself holds them once this way."""
+    drop = set(names)
+    view = memoryview(model_bytes)
+    out = bytearray()
+    for field, wire, start, end in _raw_fields(view):
+        if field != 7 or wire != 2:
+            out += view[start:end]
+            continue
+        graph = _payload(view, start)
+        new_graph = bytearray()
+        for gfield, gwire, gstart, gend in _raw_fields(graph):
+            if gfield == 5 and gwire == 2 and _tensor(_payload(graph, gstart))[0] in drop:
+                continue
+            new_graph += graph[gstart:gend]
+        out += _encode_varint((7 << 3) | 2) + _encode_varint(len(new_graph)) + new_graph
+    return bytes(out)

@@ -7,7 +7,9 @@ from . import choices
 
 codec_option = click.option(
     "--codec", default=choices.DEFAULT_CODEC, show_default=True, type=click.Choice(list(choices.CODECS)),
-    help="Delta codec (zstd: decodes ~50x faster for ~5% more bytes; see benchmarks/results/switch_latency.json).")
+    help="Delta codec (zstd: decodes ~50x faster than 7z for ~5% more bytes, see "
+    "benchmarks/results/switch_latency.json; sparse: decodes faster on large networks with few changed "
+    "codes, see benchmarks/results/performance.json).")
 
 device_profile_option = click.option(
     "--device-profile", "profile_name", default=None,

@@ -28,7 +28,7 @@ RUNTIME_RANK = {
     "backends.base": 1,
     "backends.ort": 2, "trt": 2,
     "backends": 3,
-    "classifier": 4, "doctor": 4, "cli": 4, "camera": 5, "deploy": 5,
+    "classifier": 4, "doctor": 4, "cli": 4, "camera": 5, "deploy": 5, "profile": 5,
 }
 
 BLOCK_TORCH = r"""

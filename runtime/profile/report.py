@@ -1,0 +1,149 @@
+"""Profile reports: strict JSON, Markdown, and one self-contained HTML page with plots.
+
+Every writer is atomic (a temporary sibling, then a rename).
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+from typing import Dict, List
+
+from . import plots
+
+COLUMNS = ("count", "mean", "median", "p90", "p95", "p99", "max")
+FILES = {"json": "profile.json", "md": "profile.md", "html": "profile.html"}
+
+
+def _atomic(path: str, text: str) -> None:
+    tmp = "{}.tmp{}".format(path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def to_json(report: dict) -> str:
+    return json.dumps(report, indent=1, allow_nan=False, sort_keys=False) + "\n"
+
+
+def _ms(v) -> str:
+    return "-" if v is None else ("{:.3f}".format(v) if v < 100 else "{:.1f}".format(v))
+
+
+def _mib(n) -> str:
+    return "{:.2f} MiB".format(n / 2**20)
+
+
+def _ratio(v) -> str:
+    return "-" if v is None else "{:.2f}x".format(v)
+
+
+def tables(r: dict) -> List[tuple]:
+    """(title, header, rows) of every table, shared by the Markdown and HTML writers."""
+    out = []
+    rows = []
+    for name, s in r["stages"].items():
+        if s.get("count"):
+            rows.append([name] + [str(s["count"])] + [_ms(s[c]) for c in COLUMNS[1:]])
+        else:
+            rows.append([name, "0"] + ["-"] * (len(COLUMNS) - 1))
+    out.append(("Latency per stage [ms]", ["stage"] + list(COLUMNS), rows))
+    rows = []
+    for mode, policies in r["end_to_end"].items():
+        for policy, row in policies.items():
+            s = row["per_image_ms"]
+            rows.append([mode, policy, _ms(s["mean"]), _ms(s["median"]), _ms(s["p90"]), _ms(s["p99"]),
+                         _ms(s["max"]), "{:.1f}".format(row["images_per_s"])])
+    out.append(("End to end per image [ms]", ["engine mode", "policy", "mean", "median", "p90", "p99", "max",
+                                               "images/s"], rows))
+    t = r["throughput"]
+    out.append(("Throughput at batch {}".format(r["settings"]["batch"]), ["form", "images/s"], [
+        ["two-stage (superclass-batched)", "{:.1f}".format(t["two_stage_images_per_s"])],
+        ["single base network", "{:.1f}".format(t["single_throughput_images_per_s"])]]))
+    out.append(("Codecs (first delta)", ["codec", "stored bytes", "decode median [ms]", "decode p99 [ms]"], [
+        [name, str(c["stored_bytes"]), _ms(c["decode_ms"]["median"]), _ms(c["decode_ms"]["p99"])]
+        for name, c in r["codecs"].items()]))
+    if "memory" in r:
+        out.append(_memory_table(r))
+    out.append(("Ratios", ["ratio", "value"], [[k, _ratio(v)] for k, v in r["ratios"].items()]))
+    out.append(("Estimates for other devices (not measured)", [
+        "profile", "CPU", "DRAM GB/s", "read+decode [ms]", "H2D [ms]", "add kernel [ms]", "switch w/o refit [ms]"], [
+        [p["profile"] + " (estimate)", p["cpu"], "{:.1f}".format(p["mem_gbs"]), _ms(p["read_decode_ms"]),
+         _ms(p["h2d_ms"]), _ms(p["add_kernel_ms"]), _ms(p["switch_ms_without_refit"])] for p in r["projections"]]))
+    return out
+
+
+def _memory_table(r: dict) -> tuple:
+    f = r["memory"]["forms"]
+    single = max(1, f["single"]["resident_bytes"])
+    rows = [[name, _mib(f[name]["resident_bytes"]), _mib(f[name]["peak_rss_bytes"]),
+             _mib(f[name]["weight_buffer_bytes"]), _ratio(f[name]["resident_bytes"] / single)]
+            for name in ("single", "efficient", "vanilla")]
+    return ("Memory (each form in a fresh process)", ["form", "resident", "peak RSS", "weight buffers",
+                                                       "resident / single"], rows)
+
+
+def header_lines(r: dict) -> List[str]:
+    b = r["bundle"]
+    changed = b.get("changed_codes_fraction")
+    return ["machine: {}".format(r["machine"]),
+            "backend: {} ({}), Python {}, edgetool {}".format(r["backend"], ", ".join(r.get("providers") or []),
+                                                              r["python"], r["edgetool_version"]),
+            "bundle: {} ({} superclasses, codec {}, {} on disk, base.onnx {}, refit buffer {}{})".format(
+                b["path"], b["superclasses"], b["codec"], _mib(b["bytes_on_disk"]), _mib(b["base_onnx_bytes"]),
+                _mib(b["refit_bytes"]), "" if changed is None else ", {:.0%} of codes changed".format(changed)),
+            "settings: warm-up {warmup}, {iterations} iterations, batch {batch}".format(**r["settings"]),
+            "jetson: {}".format(json.dumps(r["jetson"]))]
+
+
+def to_markdown(r: dict) -> str:
+    lines = ["# edgetool profile", ""] + ["- " + h for h in header_lines(r)] + [""]
+    for title, head, rows in tables(r):
+        lines += ["## " + title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+CHECK = """<script>
+window.addEventListener('load', function () {
+  var figs = document.querySelectorAll('figure.plot'), ok = 0;
+  figs.forEach(function (f) {
+    var img = f.querySelector('img'), svg = f.querySelector('svg');
+    var drawn = img ? (img.complete && img.naturalWidth > 0) : (svg && svg.getBoundingClientRect().width > 0);
+    f.setAttribute('data-rendered', drawn ? 'yes' : 'no');
+    if (drawn) ok++;
+  });
+  document.body.setAttribute('data-plots', figs.length);
+  document.body.setAttribute('data-plots-rendered', ok);
+});
+</script>"""
+
+
+def to_html(r: dict, plot_format: str = "auto") -> str:
+    fmt = plot_format if plot_format != "auto" else ("png" if plots.have_matplotlib() else "svg")
+    e = html.escape
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool profile</title>",
+             "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
+             "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "td:first-child{text-align:left}figure{display:inline-block;margin:0.5em}</style></head><body>",
+             "<h1>edgetool profile</h1><ul>"] + ["<li>{}</li>".format(e(h)) for h in header_lines(r)] + ["</ul>"]
+    for spec in plots.specs(r):
+        parts.append("<figure class='plot' id='plot-{}'>{}</figure>".format(spec["id"], plots.render(spec, fmt)))
+    for title, head, rows in tables(r):
+        heads = "".join("<th>{}</th>".format(e(h)) for h in head)
+        parts.append("<h2>{}</h2><table><tr>{}</tr>".format(e(title), heads))
+        parts += ["<tr>{}</tr>".format("".join("<td>{}</td>".format(e(c)) for c in row)) for row in rows]
+        parts.append("</table>")
+    parts += [CHECK, "</body></html>"]
+    return "\n".join(parts)
+
+
+def write_reports(r: dict, out_dir: str, plot_format: str = "auto") -> Dict[str, str]:
+    """Write profile.json, profile.md and profile.html into *out_dir*; return their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: os.path.join(out_dir, v) for k, v in FILES.items()}
+    _atomic(paths["json"], to_json(r))
+    _atomic(paths["md"], to_markdown(r))
+    _atomic(paths["html"], to_html(r, plot_format))
+    return paths
