@@ -14,20 +14,21 @@ raises :class:`BundleError` naming the file, and nothing is applied.
 from __future__ import annotations
 
 import io
-import json
 import os
-import tarfile
 import tempfile
 from typing import Dict, List, Optional
 
 import numpy as np
 
-from . import codecs
+from . import codecs, safeio, safetar
+from . import manifest as M
 from .errors import BundleError, CodecError, UsageError
-from .weights import PackedLayout, sha256_bytes
+from .names import FieldError
+from .onnx_weights import graph_io
+from .weights import sha256_bytes
 
-SCHEMA = "edgetool.bundle/1"
-MANIFEST = "manifest.json"
+SCHEMA = M.SCHEMA
+MANIFEST = M.MANIFEST
 
 
 class Superclass:
@@ -43,7 +44,7 @@ class Superclass:
 
 
 class Bundle:
-    """A verified, read-only view of a bundle."""
+    """A verified, read-only view of a bundle (its manifest validated by :mod:`.manifest`)."""
 
     def __init__(self, root: str, manifest: dict, archive: Optional[str] = None):
         self.root = root
@@ -52,21 +53,16 @@ class Bundle:
         self._tmp = None
         self._base = None  # base.onnx bytes, kept once verified (every backend needs them)
         try:
-            self.layout = PackedLayout.from_dict(manifest["refit"])
-            self.superclasses = [Superclass(i, s["name"], s["subclasses"])
-                                 for i, s in enumerate(manifest["hierarchy"]["superclasses"])]
-            self.head_width = int(manifest["head_width"])
-            self.input = dict(manifest["input"])
-            self.output_name = manifest["output"]["name"]
-            self.deltas = list(manifest["deltas"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(self._display(MANIFEST), "malformed manifest ({}: {})".format(type(exc).__name__, exc)) from None
-        if len(self.deltas) != len(self.superclasses):
-            raise BundleError(self._display(MANIFEST), "{} delta entries for {} superclasses".format(
-                len(self.deltas), len(self.superclasses)))
-        need = max([len(self.superclasses)] + [len(s.subclasses) for s in self.superclasses])
-        if self.head_width < need:
-            raise BundleError(self._display(MANIFEST), "head_width {} < {} classes".format(self.head_width, need))
+            self.model = M.parse(manifest)
+        except FieldError as exc:
+            raise BundleError(self._display(MANIFEST), str(exc)) from None
+        self.layout = self.model.layout
+        self.superclasses = [Superclass(i, n, s) for i, (n, s) in enumerate(self.model.superclasses)]
+        self.head_width = self.model.head_width
+        self.input = dict(manifest["input"])
+        self.output_name = self.model.output_name
+        self.deltas = list(manifest["deltas"])
+        self._entries = {f.file: f for f in self.model.files()}
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -74,30 +70,37 @@ class Bundle:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise UsageError("{}: no such bundle (expected a directory or a .tar/.tar.gz archive)".format(path))
-        archive = None
-        tmp = None
-        if os.path.isfile(path):
-            if not tarfile.is_tarfile(path):
-                raise BundleError(path, "not a bundle directory nor a tar archive of one")
-            tmp = tempfile.TemporaryDirectory(prefix="edgetool-bundle-")
-            root = _extract(path, tmp.name)
-            archive = path
-        else:
-            root = path
-        mpath = os.path.join(root, MANIFEST)
-        display = os.path.join(archive or root, MANIFEST)
-        if not os.path.isfile(mpath):
-            raise BundleError(display, "missing; {} is not a bundle".format(archive or root))
+        if not os.path.isfile(path):
+            return cls._open_root(path, None, verify)
+        tmp = tempfile.TemporaryDirectory(prefix="edgetool-bundle-")
         try:
-            with open(mpath, "rb") as f:
-                manifest = json.loads(f.read().decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BundleError(display, "not valid JSON ({})".format(exc)) from None
-        if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-            raise BundleError(display, "unknown schema {!r}; this edgetool reads {!r}".format(
-                manifest.get("schema") if isinstance(manifest, dict) else None, SCHEMA))
-        bundle = cls(root, manifest, archive)
+            root = safetar.unpack(path, tmp.name)
+            bundle = cls._open_root(root, path, verify)
+        except BaseException:  # an error or a signal: nothing stays in the temp dir
+            tmp.cleanup()
+            raise
         bundle._tmp = tmp
+        return bundle
+
+    @classmethod
+    def _open_root(cls, root: str, archive: Optional[str], verify: bool) -> "Bundle":
+        display = "{}:{}".format(archive, MANIFEST) if archive else os.path.join(root, MANIFEST)
+        try:
+            fd = safeio.open_inside(root, MANIFEST, display)
+        except BundleError as exc:
+            if "missing" in str(exc):
+                raise BundleError(display, "missing; {} is not a bundle".format(archive or root)) from None
+            raise
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(M.MAX_MANIFEST_BYTES + 1)
+        except OSError as exc:
+            raise BundleError(display, "cannot read ({})".format(exc.strerror)) from None
+        try:
+            manifest = M.loads(data)
+        except M.ManifestError as exc:
+            raise BundleError(display, str(exc)) from None
+        bundle = cls(root, manifest, archive)
         if verify:
             bundle.verify()
         return bundle
@@ -116,38 +119,49 @@ class Bundle:
         entries += self.manifest.get("engines", [])
         return entries
 
-    def read_file(self, entry: dict) -> bytes:
-        """Read one file and check its size and sha256 against the manifest entry."""
-        rel = entry["file"]
-        full = os.path.join(self.root, rel)
-        shown = self._display(rel)
-        if os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
-            raise BundleError(shown, "file path escapes the bundle")
-        try:
-            with open(full, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise BundleError(shown, "missing (listed in the manifest)") from None
-        except OSError as exc:
-            raise BundleError(shown, "cannot read ({})".format(exc.strerror)) from None
-        size = entry.get("stored_size", entry.get("size"))
-        if size is not None and len(data) != int(size):
-            raise BundleError(shown, "size {} bytes, manifest says {} (truncated or replaced?)".format(len(data), size))
+    def read_file(self, entry) -> bytes:
+        """Read one file (at most its declared size) and check its size and sha256 against the manifest."""
+        rel = entry["file"] if isinstance(entry, dict) else entry.file
+        checked = self._entries.get(rel)
+        shown = self._display(str(rel))
+        if checked is None:
+            raise BundleError(shown, "not listed in the manifest")
+        data = safeio.read_capped(self.root, rel, checked.size, shown)
         digest = sha256_bytes(data)
-        if digest != entry["sha256"]:
+        if digest != checked.sha256:
             raise BundleError(shown, "sha256 mismatch: file {}..., manifest {}... (corrupt file or edited manifest)".format(
-                digest[:12], entry["sha256"][:12]))
+                digest[:12], checked.sha256[:12]))
         return data
 
     def verify(self) -> None:
-        for entry in self.files():
+        for entry in self.model.files():
             data = self.read_file(entry)
-            if entry is self.manifest["base"]:
+            if entry is self.model.base:
                 self._base = data
+                self._check_graph(data)
+
+    def _check_graph(self, model: bytes) -> None:
+        """The input spec and head width match base.onnx's graph."""
+        shown = self._display(self.model.base.file)
+        try:
+            inputs, outputs = graph_io(model)
+        except (ValueError, IndexError) as exc:
+            raise BundleError(shown, "not a readable ONNX model ({})".format(exc)) from None
+        name = self.input.get("name", "input")
+        dims = inputs.get(name)
+        if dims is None or list(dims[1:]) != list(self.model.input_shape):
+            raise BundleError(shown, "input {!r} has dims {}, the manifest says (N, {}, {}, {})".format(
+                name, dims, *self.model.input_shape))
+        out = outputs.get(self.output_name)
+        if out is None or not out or out[-1] != self.head_width:
+            raise BundleError(shown, "output {!r} has dims {}, the manifest's head_width is {}".format(
+                self.output_name, out, self.head_width))
 
     def base_onnx(self) -> bytes:
         if self._base is None:
-            self._base = self.read_file(self.manifest["base"])
+            data = self.read_file(self.model.base)
+            self._check_graph(data)
+            self._base = data
         return self._base
 
     def delta_entry(self, index: int) -> dict:
@@ -156,26 +170,32 @@ class Bundle:
         return self.deltas[index]
 
     def read_delta(self, index: int) -> np.ndarray:
-        """Read, verify and decode delta *index* into a packed uint8 buffer."""
-        entry = self.delta_entry(index)
+        """Read, verify and decode delta *index* into a packed uint8 buffer (decoding capped at its size)."""
+        self.delta_entry(index)
+        entry = self.model.deltas[index]
         data = self.read_file(entry)
         try:
-            raw = codecs.decode(entry["codec"], data)
+            raw = codecs.decode(entry.codec, data, entry.raw_size)
         except CodecError as exc:
-            raise BundleError(self._display(entry["file"]), str(exc)) from None
-        if len(raw) != int(entry["raw_size"]) or len(raw) != self.layout.total_nbytes:
-            raise BundleError(self._display(entry["file"]), "decodes to {} bytes, manifest says {}".format(
-                len(raw), entry["raw_size"]))
-        if "raw_sha256" in entry and sha256_bytes(raw) != entry["raw_sha256"]:
-            raise BundleError(self._display(entry["file"]), "decoded delta fails its sha256 check")
+            raise BundleError(self._display(entry.file), str(exc)) from None
+        if entry.raw_sha256 is not None and sha256_bytes(raw) != entry.raw_sha256:
+            raise BundleError(self._display(entry.file), "decoded delta fails its sha256 check")
         return np.frombuffer(raw, dtype=np.uint8)
 
     def samples(self) -> Optional[np.ndarray]:
-        entry = self.manifest.get("samples")
-        if not entry:
+        entry = self.model.samples
+        if entry is None:
             return None
         data = self.read_file(entry)
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        shown = self._display(entry.file)
+        try:
+            a = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise BundleError(shown, "not a float32 .npy array ({})".format(str(exc)[:120])) from None
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or tuple(a.shape) != self.model.samples_shape:
+            raise BundleError(shown, "holds {} {}, the manifest says float32 {}".format(
+                getattr(a, "dtype", type(a).__name__), getattr(a, "shape", ""), list(self.model.samples_shape)))
+        return a
 
     # -- hierarchy helpers ---------------------------------------------------------------
     @property
@@ -195,8 +215,8 @@ class Bundle:
             name_or_index, ", ".join(s.name for s in self.superclasses)))
 
     def stored_bytes(self) -> Dict[str, int]:
-        base = int(self.manifest["base"]["size"])
-        deltas = sum(int(d["stored_size"]) for d in self.deltas)
+        base = self.model.base.size
+        deltas = sum(d.size for d in self.model.deltas)
         return {"base": base, "deltas": deltas, "total": base + deltas}
 
     def close(self):
@@ -210,22 +230,3 @@ class Bundle:
     def __exit__(self, *exc):
         self.close()
 
-
-def _extract(archive: str, dest: str) -> str:
-    try:
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            for m in members:
-                name = m.name.replace("\\", "/")
-                if name.startswith("/") or ".." in name.split("/") or not (m.isfile() or m.isdir()):
-                    raise BundleError(archive, "unsafe archive member {!r}".format(m.name))
-            tar.extractall(dest, members=members)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise BundleError(archive, "cannot unpack archive ({})".format(exc)) from None
-    # A tar of the bundle directory has one top-level folder; a tar of its contents has none.
-    if os.path.isfile(os.path.join(dest, MANIFEST)):
-        return dest
-    entries = [e for e in os.listdir(dest) if not e.startswith(".")]
-    if len(entries) == 1 and os.path.isfile(os.path.join(dest, entries[0], MANIFEST)):
-        return os.path.join(dest, entries[0])
-    raise BundleError(archive, "archive holds no {}".format(MANIFEST))

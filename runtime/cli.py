@@ -51,11 +51,10 @@ def classify(bundle, images, backend, policy, batch, as_json):
     from .classifier import SuperSubClassifier
     from .preprocess import load_images
 
-    b = open_bundle(bundle)
     files = expand_images(images)
     if batch < 1:
         raise UsageError("--batch must be >= 1")
-    with make_backend(b, backend) as be:
+    with open_bundle(bundle) as b, make_backend(b, backend) as be:
         clf = SuperSubClassifier(be, policy=policy)
         if not as_json:
             click.echo("{:<40} {:<14} {:<18} {:>10}".format("image", "superclass", "class", "confidence"))
@@ -76,18 +75,22 @@ def classify(bundle, images, backend, policy, batch, as_json):
 @click.argument("bundle", type=click.Path())
 def inspect_cmd(bundle):
     """Verify every file of BUNDLE against its manifest and summarise it."""
-    b = open_bundle(bundle)
+    with open_bundle(bundle) as b:
+        _summary(bundle, b)
+
+
+def _summary(bundle, b):
     m = b.manifest
     sizes = b.stored_bytes()
-    click.echo("bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], m["toolchain_version"]))
-    click.echo("input       {} {} {}".format(m["input"]["layout"], m["input"]["shape"], m["input"]["color"]))
+    click.echo("bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], ascii(m.get("toolchain_version"))))
+    click.echo("input       {} {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape)))
     click.echo("head width  {}".format(b.head_width))
     click.echo("refit       {} tensors, {} bytes packed".format(len(b.layout.tensors), b.layout.total_nbytes))
     click.echo("base.onnx   {} bytes".format(sizes["base"]))
-    for d in b.deltas:
-        s = b.superclasses[d["index"]]
+    for d in b.model.deltas:
+        s = b.superclasses[d.index]
         click.echo("delta       {:<12} {:>3} classes  {:<5} {:>9} bytes (raw {})".format(
-            s.name, len(s.subclasses), d["codec"], d["stored_size"], d["raw_size"]))
+            s.name, len(s.subclasses), d.codec, d.size, d.raw_size))
     click.echo("all files verified (sha256)")
 
 

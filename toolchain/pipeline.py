@@ -15,7 +15,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -58,15 +58,38 @@ class TrainConfig:
     limit_test: int = 0
 
     def save(self, path):
-        with open(path, "w") as f:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
             json.dump(asdict(self), f, indent=1)
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path):
-        with open(path) as f:
-            d = json.load(f)
+        if not os.path.isfile(path):
+            raise UsageError("{}: no such config file".format(path))
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UsageError("{}: not valid JSON ({})".format(path, exc)) from None
+        if not isinstance(d, dict):
+            raise UsageError("{}: a config file holds one JSON object".format(path))
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        cfg = cls(**known)
+        cfg.check(path)
+        return cfg
+
+    def check(self, source: str = "config") -> None:
+        """Every field has its default's type (ints for counts, numbers for rates, text for names)."""
+        for f in fields(self):
+            v, d = getattr(self, f.name), f.default
+            if v is None and (d is None or f.name == "data"):
+                continue
+            kind = (int, float) if isinstance(d, float) else type(d) if d is not None else str
+            kind = int if f.name == "image_size" else kind
+            if isinstance(v, bool) != isinstance(d, bool) or not isinstance(v, kind):
+                raise UsageError("{}: {} = {} is not {}".format(source, f.name, ascii(v)[:40], kind.__name__
+                                                                   if isinstance(kind, type) else "a number"))
 
 
 def load_data(cfg: TrainConfig):
@@ -154,23 +177,25 @@ class Run:
         self.path = path
         self.progress = progress
         self.log = log
-        os.makedirs(path, exist_ok=True)
         T.init_distributed()
         cpath = os.path.join(path, "config.json")
+        save = cfg is not None
         if cfg is None:
             if not os.path.isfile(cpath):
                 raise UsageError("{}: not a training run (no config.json)".format(path))
             cfg = TrainConfig.load(cpath)
-        elif T.is_main():
-            cfg.save(cpath)
         self.cfg = cfg
         T.set_threads()
         torch.manual_seed(cfg.seed)
         self.train, self.test, self.hier = load_data(cfg)
-        if T.is_main():
-            self.hier.save(os.path.join(path, "hierarchy.json"))
         self.mean, self.std = self.train.stats()
         self.sup_of, self.loc_of = self.hier.mapping(self.train.classes)
+        # The inputs are valid: only now does the run folder take them (a bad --data never lands in config.json).
+        os.makedirs(path, exist_ok=True)
+        if T.is_main():
+            if save:
+                cfg.save(cpath)
+            self.hier.save(os.path.join(path, "hierarchy.json"))
         self.xtr = T.to_tensor(self.train, self.mean, self.std)
         self.xte = T.to_tensor(self.test, self.mean, self.std)
         self.ytr = torch.from_numpy(self.train.labels)
@@ -358,9 +383,12 @@ class Run:
     def samples(self, n: int = 8) -> np.ndarray:
         return T.preprocess_numpy(self.test.images[:n], self.mean, self.std)
 
-    def export(self, out_dir: str, codec: str = "zstd") -> dict:
+    def export(self, out_dir: str, codec: str = "zstd", force: bool = False) -> dict:
+        from edgetool.export.atomic import check_out
         from edgetool.export.bundle import write_bundle
 
+        check_out(out_dir, force)  # before any network is loaded or trained
         base = self.super_qat()
         subs = [self.sub_qat(k) for k in range(self.hier.n_super)]
-        return write_bundle(out_dir, base, subs, self.hier, self.input_spec, codec=codec, samples=self.samples())
+        return write_bundle(out_dir, base, subs, self.hier, self.input_spec, codec=codec, samples=self.samples(),
+                            force=force)

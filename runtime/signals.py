@@ -1,0 +1,42 @@
+"""SIGTERM and SIGHUP end a command the way Ctrl-C does.
+
+Python's default for these signals kills the process at once, so ``finally`` blocks and
+context managers never run (an unpacked bundle archive would stay in the temp dir).  The
+handler raises :class:`Terminated`, a ``KeyboardInterrupt``, so every cleanup that runs
+on Ctrl-C runs on these too; the CLI then exits with 128 + the signal number.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+
+
+class Terminated(KeyboardInterrupt):
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _raise(signum, frame):
+    raise Terminated(signum)
+
+
+def install() -> None:
+    """Route SIGTERM and SIGHUP through :class:`Terminated` (main thread, default handlers only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, _raise)
+
+
+def terminated_by(exc: BaseException):
+    """The :class:`Terminated` behind *exc* (click wraps it in Abort), or None."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, Terminated):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
