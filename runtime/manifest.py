@@ -179,7 +179,10 @@ def _layout(r: dict, base_size: int, head: int) -> PackedLayout:
     if not 1 <= len(tensors) <= MAX_TENSORS:
         fail("refit.tensors", "{} tensors (1..{} allowed)".format(len(tensors), MAX_TENSORS))
     cap = base_size + ALIGN * (len(tensors) + 1)  # base.onnx stores every refit tensor's bytes once
-    total = check(r.get("total_nbytes"), "refit.total_nbytes", int, ALIGN, cap)
+    total = check(r.get("total_nbytes"), "refit.total_nbytes", int, ALIGN)
+    if total > cap:
+        fail("refit.total_nbytes", "{} bytes of refit tensors cannot come from a {}-byte base.onnx".format(
+            total, base_size))
     check(r.get("int8_nbytes"), "refit.int8_nbytes", int, 0, total)
     for i, t in enumerate(tensors):
         where = "refit.tensors[{}]".format(i)

@@ -68,6 +68,7 @@ def _scan(archive: str):
     members = []
     manifests = {}
     total = 0
+    early = None  # once a top-level manifest.json has been read: {rel: size} to check each member at its header
     with tarfile.open(archive, "r|*") as tar:
         for m in tar:
             if len(members) >= MAX_MEMBERS:
@@ -84,10 +85,15 @@ def _scan(archive: str):
                 if m.size > M.MAX_FILE_BYTES or total > MAX_TOTAL:
                     raise BundleError(archive, "archive member {} declares {} bytes, over the limit".format(
                         ascii(m.name)[:80], m.size))
+                if early is not None:
+                    _check_early(archive, early, parts, m.size)
                 if parts[-1] == M.MANIFEST and len(parts) <= 2:
                     if m.size > M.MAX_MANIFEST_BYTES:
                         raise BundleError(archive, "manifest.json declares {} bytes, over the limit".format(m.size))
-                    manifests["/".join(parts)] = tar.extractfile(m).read(M.MAX_MANIFEST_BYTES + 1)
+                    data = tar.extractfile(m).read(M.MAX_MANIFEST_BYTES + 1)
+                    manifests["/".join(parts)] = data
+                    if not any(not d for _, d, _ in members):  # the first file: check the rest at their headers
+                        early = (parts[0] if len(parts) == 2 else "", _allowed(archive, data))
             members.append((parts, m.isdir(), m.size))
     prefix = _prefix(archive, [p for p, _, _ in members])
     allowed = _allowed(archive, manifests.get(prefix + "/" + M.MANIFEST if prefix else M.MANIFEST, b""))
@@ -108,6 +114,16 @@ def _scan(archive: str):
         else:
             files[rel] = size
     return prefix, files, allowed
+
+
+def _check_early(archive: str, early, parts, size: int) -> None:
+    prefix, allowed = early
+    if prefix and parts[0] != prefix:
+        raise BundleError(archive, "archive member {} is outside the bundle folder".format(ascii("/".join(parts))[:80]))
+    rel = "/".join(parts[1:] if prefix else parts)
+    if rel != M.MANIFEST and allowed.get(rel) != size:
+        raise BundleError(archive, "archive member {} ({} bytes) is not a file the manifest lists with that size".format(
+            ascii(rel)[:80], size))
 
 
 def _allowed(archive: str, data: bytes) -> dict:
