@@ -6,8 +6,8 @@
 * The new bundle is complete before it replaces the old one: on Linux the two folders are
   swapped in one ``renameat2(RENAME_EXCHANGE)``; elsewhere the old one is renamed aside
   first.  A process killed at any point leaves the previous bundle or the new one, valid,
-  and at worst a hidden ``.NAME.tmp-*`` sibling, which the next export removes (it carries
-  a marker file, so nothing else is ever removed).
+  and at worst a hidden ``.NAME.tmp-*`` sibling, which the next export removes (only when
+  it carries the partial-export marker or is itself a bundle, so nothing else is removed).
 * Archives are written under a temporary name in the same folder and renamed.
 
 ``EDGETOOL_FAULT_KILL=<point>`` kills the process with SIGKILL at a named point; the test
@@ -65,7 +65,8 @@ def staged_dir(out: str, force: bool = False):
     name = os.path.basename(os.path.normpath(out))
     os.makedirs(parent, exist_ok=True)
     for stale in glob.glob(os.path.join(parent, "." + name + ".tmp-*")):
-        if os.path.isfile(os.path.join(stale, MARK)) and not os.path.islink(stale):
+        # ours: a partial bundle (marker file) or a whole one (new before its rename, old after the swap)
+        if not os.path.islink(stale) and (os.path.isfile(os.path.join(stale, MARK)) or is_bundle(stale)):
             shutil.rmtree(stale, ignore_errors=True)
     tmp = tempfile.mkdtemp(prefix="." + name + ".tmp-", dir=parent)
     try:
