@@ -25,6 +25,7 @@ from . import manifest as M
 from .errors import BundleError, CodecError, UsageError
 from .names import FieldError
 from .onnx_weights import graph_io
+from .preprocess import NPY_ERRORS
 from .weights import sha256_bytes
 
 SCHEMA = M.SCHEMA
@@ -190,7 +191,7 @@ class Bundle:
         shown = self._display(entry.file)
         try:
             a = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+        except NPY_ERRORS as exc:
             raise BundleError(shown, "not a float32 .npy array ({})".format(str(exc)[:120])) from None
         if not isinstance(a, np.ndarray) or a.dtype != np.float32 or tuple(a.shape) != self.model.samples_shape:
             raise BundleError(shown, "holds {} {}, the manifest says float32 {}".format(

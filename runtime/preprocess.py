@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tokenize
 import warnings
 from typing import List, Sequence
 
@@ -94,6 +95,10 @@ def _pil_to_uint8(path: str, im) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+# numpy parses the .npy header with Python's tokenizer: a malformed one raises these, not only ValueError
+NPY_ERRORS = (ValueError, EOFError, OSError, SyntaxError, TypeError, tokenize.TokenError)
+
+
 def load_npy(path: str) -> np.ndarray:
     """A uint8 HxW or HxWxC (C = 1, 3, 4) array from a .npy file; checked from its header before reading."""
     fmt = np.lib.format
@@ -109,7 +114,7 @@ def load_npy(path: str) -> np.ndarray:
             a = np.fromfile(f, dtype=np.uint8, count=count)
             if a.size != count or f.read(1):
                 raise ValueError("the file holds {} bytes of data for a {} array".format(a.size, shape))
-    except (ValueError, EOFError, OSError) as exc:
+    except NPY_ERRORS as exc:
         raise UsageError("{}: not a numpy array file ({})".format(path, str(exc)[:160])) from None
     return a.reshape(shape, order="F" if fortran else "C")
 

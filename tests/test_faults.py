@@ -10,7 +10,7 @@ import pytest
 from edgetool.runtime import codecs, safeio
 from edgetool.runtime.backends.base import BASE
 from edgetool.runtime.bundle import Bundle
-from edgetool.runtime.errors import BackendError, BundleError, CodecError, SwitchError
+from edgetool.runtime.errors import BackendError, BundleError, CodecError, EdgetoolError, SwitchError
 
 pytest.importorskip("onnxruntime")
 from edgetool.runtime.backends.ort import OrtBackend  # noqa: E402
@@ -162,3 +162,64 @@ def test_kill_9_during_export_keeps_a_valid_bundle(tiny_run, tiny_bundle, tmp_pa
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _delta_bytes(out)[1] == new_codec
     assert leftovers and [e for e in os.listdir(str(tmp_path)) if e != "bundle"] == []  # stale temp folders removed
+
+
+@pytest.mark.slow
+def test_kill_9_while_archiving_keeps_the_previous_archive(tiny_run, tiny_bundle, tmp_path):
+    from edgetool.export.atomic import write_archive
+
+    out = str(tmp_path / "bundle")
+    shutil.copytree(tiny_bundle, out)
+    archive = write_archive(out, out + ".tar.gz")
+    before = _delta_bytes(archive)
+    env = dict(os.environ, EDGETOOL_THREADS="1", EDGETOOL_FAULT_KILL="archive:member")
+    proc = subprocess.run([sys.executable, "-m", "edgetool", "export", tiny_run.path, "--out", out, "--archive"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert _delta_bytes(archive) == before  # the previous archive, whole
+    _delta_bytes(out)  # the new bundle folder was complete before archiving began
+    env.pop("EDGETOOL_FAULT_KILL")
+    proc = subprocess.run([sys.executable, "-m", "edgetool", "export", tiny_run.path, "--out", out, "--archive"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(str(tmp_path))) == ["bundle", "bundle.tar.gz"]
+
+
+def _trt_inject(monkeypatch, be, step):
+    if step == "refit":
+        monkeypatch.setattr(be, "_refit", Once(be._refit, _raise(SwitchError("injected refit failure"))))
+    elif step == "add":
+        monkeypatch.setattr(be.applier, "fn", Once(be.applier.fn, _raise(RuntimeError("injected kernel launch failure"))))
+    elif step == "copy":
+        monkeypatch.setattr(be.applier.cuda, "memcpy_htod_async",
+                            Once(be.applier.cuda.memcpy_htod_async, _raise(RuntimeError("injected H2D copy failure"))))
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("step", ["copy", "add", "refit"])
+def test_tensorrt_failed_switch_step_keeps_previous_network(tiny_bundle, monkeypatch, step):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (it ships with JetPack)")
+    pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
+    from edgetool.runtime.backends.trt import TrtBackend
+
+    try:
+        b = Bundle.open(tiny_bundle)
+        be = TrtBackend(b)
+    except (EdgetoolError, ImportError) as exc:
+        pytest.skip("no TensorRT device here: {}".format(exc))
+    with be:
+        if step != "refit" and not getattr(be, "device_weights", False):
+            pytest.skip("this TensorRT uses host weights: no device copy or kernel step")
+        x = b.samples()
+        be.switch(0)
+        before = be.infer(x)
+        _trt_inject(monkeypatch, be, step)
+        with pytest.raises(SwitchError, match="still serving subclass network 0"):
+            be.switch(1)
+        assert be.current == 0
+        np.testing.assert_array_equal(be.infer(x), before)
+        monkeypatch.undo()
+        be.switch(1)
+        be.switch(0)
+        np.testing.assert_array_equal(be.infer(x), before)
