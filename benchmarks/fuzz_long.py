@@ -63,7 +63,8 @@ def main(argv=None):
         "cases_total": total, "cases_by_target": dict(sorted(F.COUNTS.items())), "failures": 0,
         "seconds": round(time.time() - t0, 1), "target_cases": args.cases,
         "reached_target": total >= args.cases,
-        "allowed_errors": "BundleError, CodecError, UsageError, FieldError, ManifestError, ValueError (protobuf reader)",
+        "allowed_errors": "BundleError, CodecError, UsageError, FieldError, ManifestError, "
+                          "ValueError (protobuf reader)",
     })
     return 0
 

@@ -115,10 +115,11 @@ def write_archive(bundle_dir: str, path: str, force: bool = False) -> str:
         raise UsageError("{}: exists and is not a tar archive; refusing to replace it "
                          "(pass --force to replace it anyway)".format(path))
     top = os.path.basename(os.path.normpath(bundle_dir))
-    for stale in glob.glob(os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".tmp-*")):
+    folder, prefix = os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".tmp-"
+    for stale in glob.glob(os.path.join(folder, prefix + "*")):
         if os.path.isfile(stale) and not os.path.islink(stale) and _gzip_or_empty(stale):
             os.remove(stale)  # a temporary archive of ours, left by a killed export
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=folder)
     try:
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
             tar.add(os.path.join(bundle_dir, M.MANIFEST), arcname=top + "/" + M.MANIFEST)

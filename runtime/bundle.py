@@ -130,8 +130,8 @@ class Bundle:
         data = safeio.read_capped(self.root, rel, checked.size, shown)
         digest = sha256_bytes(data)
         if digest != checked.sha256:
-            raise BundleError(shown, "sha256 mismatch: file {}..., manifest {}... (corrupt file or edited manifest)".format(
-                digest[:12], checked.sha256[:12]))
+            raise BundleError(shown, "sha256 mismatch: file {}..., manifest {}... (corrupt file or edited "
+                                     "manifest)".format(digest[:12], checked.sha256[:12]))
         return data
 
     def verify(self) -> None:

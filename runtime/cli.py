@@ -82,7 +82,8 @@ def inspect_cmd(bundle):
 def _summary(bundle, b):
     m = b.manifest
     sizes = b.stored_bytes()
-    click.echo("bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], ascii(m.get("toolchain_version"))))
+    click.echo("bundle      {} (schema {}, toolchain {})".format(
+        bundle, m["schema"], ascii(m.get("toolchain_version"))))
     click.echo("input       {} {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape)))
     click.echo("head width  {}".format(b.head_width))
     click.echo("refit       {} tensors, {} bytes packed".format(len(b.layout.tensors), b.layout.total_nbytes))

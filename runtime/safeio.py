@@ -50,7 +50,8 @@ def _open_at(name: str, flags: int, dfd: int, shown: str, what: str) -> int:
         if exc.errno == errno.ENOENT:
             raise BundleError(shown, "missing (listed in the manifest)") from None
         if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-            raise BundleError(shown, "{} is a symbolic link or not a folder (refused: {})".format(what, REFUSED)) from None
+            raise BundleError(shown, "{} is a symbolic link or not a folder (refused: {})".format(
+                what, REFUSED)) from None
         raise BundleError(shown, "cannot open ({})".format(exc.strerror)) from None
 
 

@@ -106,8 +106,8 @@ def _scan(archive: str):
             if rel not in _DIRS:
                 raise BundleError(archive, "unexpected folder {} in the archive".format(ascii(rel)))
         elif allowed.get(rel) != size:
-            why = "is not listed in the manifest" if rel not in allowed else "declares {} bytes, manifest says {}".format(
-                size, allowed[rel])
+            why = ("is not listed in the manifest" if rel not in allowed
+                   else "declares {} bytes, manifest says {}".format(size, allowed[rel]))
             raise BundleError(archive, "archive member {} {}".format(ascii(rel)[:80], why))
         elif rel in files:
             raise BundleError(archive, "archive member {} appears twice".format(ascii(rel)))
@@ -122,8 +122,8 @@ def _check_early(archive: str, early, parts, size: int) -> None:
         raise BundleError(archive, "archive member {} is outside the bundle folder".format(ascii("/".join(parts))[:80]))
     rel = "/".join(parts[1:] if prefix else parts)
     if rel != M.MANIFEST and allowed.get(rel) != size:
-        raise BundleError(archive, "archive member {} ({} bytes) is not a file the manifest lists with that size".format(
-            ascii(rel)[:80], size))
+        raise BundleError(archive, "archive member {} ({} bytes) is not a file the manifest lists with that "
+                                   "size".format(ascii(rel)[:80], size))
 
 
 def _allowed(archive: str, data: bytes) -> dict:

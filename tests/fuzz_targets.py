@@ -67,8 +67,6 @@ def _paths(obj, prefix=()):
 PATHS = list(_paths(synthetic_manifest()))[1:]
 
 
-@given(st.lists(st.tuples(st.sampled_from(PATHS), JSON | st.sampled_from(["", "a", "/", "..", "\x00", 0, -1, 1.5])),
-                min_size=1, max_size=3), st.booleans())
 def fuzz_manifest(edits, delete):
     COUNTS["manifest"] += 1
     m = synthetic_manifest()
@@ -89,7 +87,6 @@ def fuzz_manifest(edits, delete):
         pass
 
 
-@given(st.binary(max_size=512))
 def fuzz_manifest_bytes(data):
     COUNTS["manifest_bytes"] += 1
     try:
@@ -117,7 +114,6 @@ def _encoded(codec):
     return ENCODED[codec]
 
 
-@given(st.sampled_from(["zstd", "7z"]), EDITS, CUT, st.integers(0, 2 * SIZE))
 def fuzz_codec(codec, edits, cut, size):
     COUNTS["codec_" + codec] += 1
     data = mutate(_encoded(codec), edits, cut)
@@ -128,7 +124,6 @@ def fuzz_codec(codec, edits, cut, size):
         pass
 
 
-@given(st.sampled_from(["zstd", "7z"]), st.binary(max_size=256))
 def fuzz_codec_bytes(codec, data):
     COUNTS["codec_bytes"] += 1
     try:
@@ -152,7 +147,6 @@ def _bundle_tar() -> bytes:
 TAR = _bundle_tar()
 
 
-@given(EDITS, CUT, st.booleans())
 def fuzz_tar(edits, cut, gz):
     COUNTS["tar"] += 1
     data = mutate(TAR, edits, cut)
@@ -198,7 +192,6 @@ def _npy():
 IMAGES["npy"] = _npy()
 
 
-@given(st.sampled_from(sorted(IMAGES)), EDITS, CUT)
 def fuzz_image(kind, edits, cut):
     COUNTS["image_" + kind] += 1
     data = mutate(IMAGES[kind], edits, cut)
@@ -215,7 +208,6 @@ def fuzz_image(kind, edits, cut):
         os.remove(path)
 
 
-@given(st.binary(max_size=256))
 def fuzz_protobuf(data):
     COUNTS["protobuf"] += 1
     for fn in (graph_io, read_initializers):
@@ -225,14 +217,29 @@ def fuzz_protobuf(data):
             pass
 
 
-TARGETS = {"manifest": fuzz_manifest, "manifest_bytes": fuzz_manifest_bytes, "codec": fuzz_codec,
-           "codec_bytes": fuzz_codec_bytes, "tar": fuzz_tar, "image": fuzz_image, "protobuf": fuzz_protobuf}
+ODD = st.sampled_from(["", "a", "/", "..", "\x00", 0, -1, 1.5])
+STRATEGIES = {
+    "manifest": (fuzz_manifest, (st.lists(st.tuples(st.sampled_from(PATHS), JSON | ODD), min_size=1, max_size=3),
+                                 st.booleans())),
+    "manifest_bytes": (fuzz_manifest_bytes, (st.binary(max_size=512),)),
+    "codec": (fuzz_codec, (st.sampled_from(["zstd", "7z"]), EDITS, CUT, st.integers(0, 2 * SIZE))),
+    "codec_bytes": (fuzz_codec_bytes, (st.sampled_from(["zstd", "7z"]), st.binary(max_size=256))),
+    "tar": (fuzz_tar, (EDITS, CUT, st.booleans())),
+    "image": (fuzz_image, (st.sampled_from(sorted(IMAGES)), EDITS, CUT)),
+    "protobuf": (fuzz_protobuf, (st.binary(max_size=256),)),
+}
+TARGETS = {name: fn for name, (fn, _) in STRATEGIES.items()}
 
 
 def run(name: str, examples: int, seed=None):
     """Run target *name* for *examples* generated cases; hypothesis raises on the first failure."""
+    body, strategies = STRATEGIES[name]
+
+    def prop(args):  # a fresh function per run: hypothesis attaches settings to the function itself
+        body(*args)
+
     fn = settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
-                  suppress_health_check=list(HealthCheck))(TARGETS[name])
+                  suppress_health_check=list(HealthCheck))(given(st.tuples(*strategies))(prop))
     if seed is not None:
         from hypothesis import seed as with_seed
 

@@ -192,7 +192,10 @@ def test_signal_during_classify_cleans_up_the_unpacked_archive(tiny_bundle, tmp_
     proc = subprocess.Popen(CLASSIFY_SLOWLY + [archive, str(images)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not [e for e in os.listdir(private_tmp) if "edgetool" in e] and proc.poll() is None and time.time() < deadline:
+    def unpacked():
+        return [e for e in os.listdir(private_tmp) if "edgetool" in e]
+
+    while not unpacked() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     time.sleep(0.5)
     assert proc.poll() is None, "classify ended before the signal"

@@ -46,8 +46,8 @@ def _half_applied(layout):
 def _inject(monkeypatch, be, step, times):
     layout = be.layout
     if step == "read":
-        monkeypatch.setattr(safeio, "read_capped", Once(safeio.read_capped, _raise(BundleError("x", "injected I/O error")),
-                                                        times))
+        fault = _raise(BundleError("x", "injected I/O error"))
+        monkeypatch.setattr(safeio, "read_capped", Once(safeio.read_capped, fault, times))
     elif step == "verify":
         monkeypatch.setattr("edgetool.runtime.bundle.sha256_bytes", Once(lambda d: "0" * 64, lambda d: "1" * 64, times))
     elif step == "decode":
@@ -189,7 +189,8 @@ def _trt_inject(monkeypatch, be, step):
     if step == "refit":
         monkeypatch.setattr(be, "_refit", Once(be._refit, _raise(SwitchError("injected refit failure"))))
     elif step == "add":
-        monkeypatch.setattr(be.applier, "fn", Once(be.applier.fn, _raise(RuntimeError("injected kernel launch failure"))))
+        fault = _raise(RuntimeError("injected kernel launch failure"))
+        monkeypatch.setattr(be.applier, "fn", Once(be.applier.fn, fault))
     elif step == "copy":
         monkeypatch.setattr(be.applier.cuda, "memcpy_htod_async",
                             Once(be.applier.cuda.memcpy_htod_async, _raise(RuntimeError("injected H2D copy failure"))))

@@ -1,5 +1,4 @@
 """Malformed bundles: each is refused with BundleError, a message naming the problem, one CLI line, no state change."""
-import json
 import os
 
 import pytest

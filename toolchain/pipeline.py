@@ -15,7 +15,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Optional
 
 import numpy as np
@@ -28,6 +28,7 @@ from . import hierarchy as H
 from . import models as M
 from . import qat as Q
 from . import train as T
+from .config_check import check_types, read_json
 
 
 @dataclass
@@ -65,31 +66,13 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path):
-        if not os.path.isfile(path):
-            raise UsageError("{}: no such config file".format(path))
-        try:
-            with open(path) as f:
-                d = json.load(f)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UsageError("{}: not valid JSON ({})".format(path, exc)) from None
-        if not isinstance(d, dict):
-            raise UsageError("{}: a config file holds one JSON object".format(path))
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        cfg = cls(**known)
+        d = read_json(path)
+        cfg = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
         cfg.check(path)
         return cfg
 
     def check(self, source: str = "config") -> None:
-        """Every field has its default's type (ints for counts, numbers for rates, text for names)."""
-        for f in fields(self):
-            v, d = getattr(self, f.name), f.default
-            if v is None and (d is None or f.name == "data"):
-                continue
-            kind = (int, float) if isinstance(d, float) else type(d) if d is not None else str
-            kind = int if f.name == "image_size" else kind
-            if isinstance(v, bool) != isinstance(d, bool) or not isinstance(v, kind):
-                raise UsageError("{}: {} = {} is not {}".format(source, f.name, ascii(v)[:40], kind.__name__
-                                                                   if isinstance(kind, type) else "a number"))
+        check_types(self, source)
 
 
 def load_data(cfg: TrainConfig):

@@ -72,7 +72,8 @@ class Backend:
     # -- shared ------------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if self.current is None:
-            raise BackendError("no network is serving: a failed switch could not restore the weights; reopen the bundle")
+            raise BackendError("no network is serving: a failed switch could not restore the weights; "
+                               "reopen the bundle")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         t0 = time.perf_counter()
         out = self._infer(batch)
