@@ -108,7 +108,7 @@ def _exchange(a: str, b: str) -> bool:
 
 
 def write_archive(bundle_dir: str, path: str, force: bool = False) -> str:
-    """One .tar.gz of the bundle folder, manifest.json first, written under a temporary name."""
+    """One .tar.gz of the bundle folder (manifest.json first, then the files it lists), under a temporary name."""
     if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
         raise UsageError("{}: exists and is not a file; refusing to replace it".format(path))
     if os.path.isfile(path) and not force and not tarfile.is_tarfile(path):
@@ -123,10 +123,9 @@ def write_archive(bundle_dir: str, path: str, force: bool = False) -> str:
     try:
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
             tar.add(os.path.join(bundle_dir, M.MANIFEST), arcname=top + "/" + M.MANIFEST)
-            for entry in sorted(os.listdir(bundle_dir)):
-                if entry != M.MANIFEST:
-                    tar.add(os.path.join(bundle_dir, entry), arcname=top + "/" + entry)
-                    fault_point("archive:member")
+            for rel in _listed(bundle_dir):  # only what the manifest lists: the reader refuses anything else
+                tar.add(os.path.join(bundle_dir, rel), arcname=top + "/" + rel, recursive=False)
+                fault_point("archive:member")
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -134,6 +133,17 @@ def write_archive(bundle_dir: str, path: str, force: bool = False) -> str:
             os.remove(tmp)
         raise
     return path
+
+
+def _listed(bundle_dir: str):
+    from edgetool.runtime.names import FieldError
+
+    try:
+        with open(os.path.join(bundle_dir, M.MANIFEST), "rb") as f:
+            model = M.parse(M.loads(f.read(M.MAX_MANIFEST_BYTES + 1)))
+    except (OSError, M.ManifestError, FieldError) as exc:
+        raise UsageError("{}: not a valid bundle to archive ({})".format(bundle_dir, exc)) from None
+    return [entry.file for entry in model.files()]
 
 
 def _gzip_or_empty(path: str) -> bool:

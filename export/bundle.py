@@ -143,14 +143,27 @@ def archive(bundle_dir: str, path: str, force: bool = False) -> str:
 
 
 def add_engine(bundle_dir: str, plan: bytes, meta: dict) -> dict:
-    """Save a device-built engine into the bundle and list it in the manifest (replacing one of the same precision)."""
+    """Save a device-built engine into the bundle and list it in the manifest (replacing one of the same precision).
+
+    The plan gets a new file name (its sha256 in it), the manifest is replaced atomically, and
+    only then is the engine it replaces removed: a build killed at any point leaves a bundle
+    whose every listed file matches the manifest.
+    """
     with open(os.path.join(bundle_dir, MANIFEST)) as f:
         manifest = json.load(f)
     os.makedirs(os.path.join(bundle_dir, "engines"), exist_ok=True)
-    rel = "engines/{}-{}.plan".format(slug(meta.get("device_profile", "device")), meta.get("precision", "int8"))
-    with open(os.path.join(bundle_dir, rel), "wb") as f:
+    digest = sha256_bytes(plan)
+    stem = "engines/{}-{}".format(slug(meta.get("device_profile", "device")), meta.get("precision", "int8"))
+    rel = "{}-{}.plan".format(stem, digest[:12])
+    tmp = os.path.join(bundle_dir, rel + ".tmp")
+    with open(tmp, "wb") as f:
         f.write(plan)
-    entry = dict(meta, file=rel, size=len(plan), sha256=sha256_bytes(plan))
-    manifest["engines"] = [e for e in manifest.get("engines", []) if e.get("file") != rel] + [entry]
+    os.replace(tmp, os.path.join(bundle_dir, rel))
+    entry = dict(meta, file=rel, size=len(plan), sha256=digest)
+    old = [e for e in manifest.get("engines", []) if str(e.get("file", "")).startswith(stem)]
+    manifest["engines"] = [e for e in manifest.get("engines", []) if e not in old] + [entry]
     write_manifest(bundle_dir, manifest)
+    for e in old:
+        if e["file"] != rel and os.path.isfile(os.path.join(bundle_dir, e["file"])):
+            os.remove(os.path.join(bundle_dir, e["file"]))
     return entry

@@ -224,3 +224,23 @@ def test_tensorrt_failed_switch_step_keeps_previous_network(tiny_bundle, monkeyp
         be.switch(1)
         be.switch(0)
         np.testing.assert_array_equal(be.infer(x), before)
+
+
+def test_replacing_an_engine_keeps_every_listed_file_valid(bundle_copy, tmp_path):
+    from edgetool.export.atomic import write_archive
+    from edgetool.export.bundle import add_engine
+
+    meta = {"device_profile": "orin-nano", "precision": "int8", "tensorrt": "10.3.0"}
+    first = add_engine(bundle_copy, b"plan one", meta)
+    (tmp_path / "stray.txt").write_text("not listed")
+    shutil.copy(str(tmp_path / "stray.txt"), os.path.join(bundle_copy, "engines", "stray.txt"))
+    second = add_engine(bundle_copy, b"plan two, longer", meta)
+    assert first["file"] != second["file"]
+    assert sorted(os.listdir(os.path.join(bundle_copy, "engines"))) == sorted(
+        [os.path.basename(second["file"]), "stray.txt"])
+    with Bundle.open(bundle_copy) as b:
+        assert [e["file"] for e in b.manifest["engines"]] == [second["file"]]
+        assert b.read_file(b.manifest["engines"][0]) == b"plan two, longer"
+    archive = write_archive(bundle_copy, str(tmp_path / "b.tar.gz"))  # the stray file is not archived
+    with Bundle.open(archive) as b:
+        assert b.read_file(b.manifest["engines"][0]) == b"plan two, longer"
