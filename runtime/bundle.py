@@ -25,7 +25,7 @@ from . import manifest as M
 from .errors import BundleError, CodecError, UsageError
 from .names import FieldError
 from .onnx_weights import graph_io
-from .preprocess import NPY_ERRORS
+from .preprocess import NPY_ERRORS, npy_header
 from .weights import sha256_bytes
 
 SCHEMA = M.SCHEMA
@@ -189,14 +189,16 @@ class Bundle:
             return None
         data = self.read_file(entry)
         shown = self._display(entry.file)
+        f = io.BytesIO(data)
         try:
-            a = np.load(io.BytesIO(data), allow_pickle=False)
+            shape, fortran, dtype = npy_header(f)  # checked before numpy allocates anything
+            if dtype != np.float32 or tuple(shape) != self.model.samples_shape:
+                raise BundleError(shown, "holds {} {}, the manifest says float32 {}".format(
+                    dtype, tuple(shape), list(self.model.samples_shape)))
+            a = np.frombuffer(f.read(), dtype=np.float32)
+            return a.reshape(shape, order="F" if fortran else "C").copy()
         except NPY_ERRORS as exc:
             raise BundleError(shown, "not a float32 .npy array ({})".format(str(exc)[:120])) from None
-        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or tuple(a.shape) != self.model.samples_shape:
-            raise BundleError(shown, "holds {} {}, the manifest says float32 {}".format(
-                getattr(a, "dtype", type(a).__name__), getattr(a, "shape", ""), list(self.model.samples_shape)))
-        return a
 
     # -- hierarchy helpers ---------------------------------------------------------------
     @property

@@ -99,16 +99,21 @@ def _pil_to_uint8(path: str, im) -> np.ndarray:
 NPY_ERRORS = (ValueError, EOFError, OSError, SyntaxError, TypeError, tokenize.TokenError)
 
 
+def npy_header(f):
+    """(shape, fortran_order, dtype) from a .npy header, before any data is read or allocated."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError("unsupported .npy version {}".format(version))
+    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    return read(f)
+
+
 def load_npy(path: str) -> np.ndarray:
     """A uint8 HxW or HxWxC (C = 1, 3, 4) array from a .npy file; checked from its header before reading."""
-    fmt = np.lib.format
     try:
         with open(path, "rb") as f:
-            version = fmt.read_magic(f)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError("unsupported .npy version {}".format(version))
-            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, fortran, dtype = read(f)
+            shape, fortran, dtype = npy_header(f)
             _check_npy(path, shape, dtype)
             count = int(np.prod(shape))
             a = np.fromfile(f, dtype=np.uint8, count=count)
