@@ -8,11 +8,14 @@ may come out; hypothesis stops at the first other exception or wrong result, and
 then exits non-zero without writing a result.
 
 Runs in rounds (a new seed per round) until --cases or --max-seconds; single-threaded.
-Writes benchmarks/results/fuzz_long.json: cases per target, total, failures, seconds, machine.
+``--resume`` continues a stopped run from its last round (the seeds go on where it stopped).
+Writes benchmarks/results/fuzz_long.json: cases per target, total, failures, seconds (of
+fuzzing, summed over sessions), machine.
 
-Usage: python benchmarks/fuzz_long.py [--cases 200000] [--max-seconds 3600]
+Usage: python benchmarks/fuzz_long.py [--cases 200000] [--max-seconds 3600] [--resume]
 """
 import argparse
+import json
 import os
 import platform
 import sys
@@ -49,9 +52,16 @@ def main(argv=None):
     ap.add_argument("--cases", type=int, default=200000)
     ap.add_argument("--max-seconds", type=float, default=3600)
     ap.add_argument("--out", default=os.path.join(RESULTS, "fuzz_long.json"))
+    ap.add_argument("--resume", action="store_true",
+                    help="Continue the run in --out: later rounds (new seeds), counts and seconds added.")
     args = ap.parse_args(argv)
-    t0 = time.time()
-    rounds = 0
+    rounds, spent, sessions = 0, 0.0, 1
+    if args.resume and os.path.isfile(args.out):
+        with open(args.out) as f:
+            prev = json.load(f)
+        rounds, spent, sessions = prev["rounds"], prev["seconds"], prev.get("sessions", 1) + 1
+        F.COUNTS.update(prev["cases_by_target"])
+    t0 = time.time() - spent
     while sum(F.COUNTS.values()) < args.cases and time.time() - t0 < args.max_seconds:
         for name, n in ROUND.items():
             F.run(name, n, seed=rounds * 1000 + len(name))
@@ -59,7 +69,7 @@ def main(argv=None):
         print("round {}: {} cases, {:.0f} s".format(rounds, sum(F.COUNTS.values()), time.time() - t0), flush=True)
     total = sum(F.COUNTS.values())
     write_result(args.out, {
-        "benchmark": "fuzz_long", "machine": machine(), "threads": 1, "rounds": rounds,
+        "benchmark": "fuzz_long", "machine": machine(), "threads": 1, "rounds": rounds, "sessions": sessions,
         "cases_total": total, "cases_by_target": dict(sorted(F.COUNTS.items())), "failures": 0,
         "seconds": round(time.time() - t0, 1), "target_cases": args.cases,
         "reached_target": total >= args.cases,
