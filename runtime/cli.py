@@ -48,27 +48,32 @@ def expand_images(paths):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
 def classify(bundle, images, backend, policy, batch, as_json):
     """Classify IMAGES (files or folders) with BUNDLE: superclass, fine class, confidence."""
+    if batch < 1:
+        raise UsageError("--batch must be >= 1")
+    with open_bundle(bundle) as b:
+        files = expand_images(images)
+        with make_backend(b, backend) as be:
+            _classify(b, be, files, policy, batch, as_json)
+
+
+def _classify(b, be, files, policy, batch, as_json):
     from .classifier import SuperSubClassifier
     from .preprocess import load_images
 
-    files = expand_images(images)
-    if batch < 1:
-        raise UsageError("--batch must be >= 1")
-    with open_bundle(bundle) as b, make_backend(b, backend) as be:
-        clf = SuperSubClassifier(be, policy=policy)
-        if not as_json:
-            click.echo("{:<40} {:<14} {:<18} {:>10}".format("image", "superclass", "class", "confidence"))
-        for i in range(0, len(files), batch):
-            chunk = files[i:i + batch]
-            preds = clf.classify(load_images(chunk, b.input))
-            for f, p in zip(chunk, preds):
-                if as_json:
-                    d = p.to_dict()
-                    d["image"] = f
-                    click.echo(json.dumps(d))
-                else:
-                    name = f if len(f) <= 40 else "..." + f[-37:]
-                    click.echo("{:<40} {:<14} {:<18} {:>10.3f}".format(name, p.superclass_name, p.label, p.confidence))
+    clf = SuperSubClassifier(be, policy=policy)
+    if not as_json:
+        click.echo("{:<40} {:<14} {:<18} {:>10}".format("image", "superclass", "class", "confidence"))
+    for i in range(0, len(files), batch):
+        chunk = files[i:i + batch]
+        preds = clf.classify(load_images(chunk, b.input))
+        for f, p in zip(chunk, preds):
+            if as_json:
+                d = p.to_dict()
+                d["image"] = f
+                click.echo(json.dumps(d))
+            else:
+                name = f if len(f) <= 40 else "..." + f[-37:]
+                click.echo("{:<40} {:<14} {:<18} {:>10.3f}".format(name, p.superclass_name, p.label, p.confidence))
 
 
 @click.command("inspect")

@@ -3,7 +3,8 @@
 Python's default for these signals kills the process at once, so ``finally`` blocks and
 context managers never run (an unpacked bundle archive would stay in the temp dir).  The
 handler raises :class:`Terminated`, a ``KeyboardInterrupt``, so every cleanup that runs
-on Ctrl-C runs on these too; the CLI then exits with 128 + the signal number.
+on Ctrl-C runs on these too; the CLI then exits with 128 + the signal number.  A signal that
+was ignored when the process started (``nohup``) stays ignored.
 """
 from __future__ import annotations
 

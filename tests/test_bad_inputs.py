@@ -189,8 +189,9 @@ def test_signal_during_classify_cleans_up_the_unpacked_archive(tiny_bundle, tmp_
     for i in range(3000):
         np.save(str(images / "{:04d}.npy".format(i)), np.full((28, 28), i % 255, np.uint8))
     env = dict(os.environ, TMPDIR=private_tmp, EDGETOOL_THREADS="1")
+    # default dispositions in the child even under nohup: a signal ignored at start (SIG_IGN) stays ignored
     proc = subprocess.Popen(CLASSIFY_SLOWLY + [archive, str(images)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     deadline = time.time() + 120
     def unpacked():
         return [e for e in os.listdir(private_tmp) if "edgetool" in e]
