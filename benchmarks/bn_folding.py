@@ -4,14 +4,15 @@
 For one superclass (default: tops, the hardest of the shipped sample), QAT fine-tunes of
 the subclass network start from the same QAT superclass network with the same frozen
 scales, and are compared on accuracy (its own test images, true superclass given) and
-delta size (zstd and 7z, as a fraction of one int8 network):
+delta size (zstd and 7z, as a fraction of one int8 network). Every variant uses the run's one
+subclass fine-tune recipe (optimizer, learning rate, weight decay, epochs, augmentation:
+TrainConfig.ft_*), with no delta budget, so the only difference is where BatchNorm lives:
 
 * ``folded``   - BN folded into the conv weights and a float bias, no batch statistics;
-* ``bn-adam``  - BN kept as per-channel float scale/bias, batch statistics while training;
-* ``bn-sgd``   - same, SGD with momentum;
+* ``bn-kept``  - BN kept as per-channel float scale/bias, batch statistics while training;
 * ``vanilla``  - the fp32 fine-tune (no quantization), for reference.
 
-Usage: python benchmarks/bn_folding.py [--superclass tops] [--epochs 15]
+Usage: python benchmarks/bn_folding.py [--superclass tops] [--epochs N (default: the run's ft_epochs)]
 """
 import argparse
 import copy
@@ -72,17 +73,18 @@ def delta_size(base, sub):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--superclass", default="tops")
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--run", default="edgetool-out/run", help="training run with the superclass networks (trained if absent)")
+    ap.add_argument("--epochs", type=int, default=None, help="default: the run's ft_epochs")
+    ap.add_argument("--run", default="edgetool-out/run",
+                    help="training run with the superclass networks (trained if absent)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "bn_folding.json"))
     args = ap.parse_args()
 
     from edgetool.toolchain import train as T
-    from edgetool.toolchain.cli import machine_name
+    from edgetool.runtime.machine import machine_name
     from edgetool.toolchain.pipeline import Run, TrainConfig
 
     cfg_path = os.path.join(args.run, "config.json")
-    run = Run(args.run, None if os.path.isfile(cfg_path) else TrainConfig(), progress=False)
+    run = Run.open(args.run, None if os.path.isfile(cfg_path) else TrainConfig(), progress=False)
     k = run.hier.superclasses.index(args.superclass)
     n = len(run.hier.subclasses[k])
     mask = run.sub_mask(k)
@@ -96,8 +98,9 @@ def main():
         return float((T.predict_logits(m, run.xte[idx], n).argmax(1).numpy() == yt).mean())
 
     rows = {}
-    recipes = [("folded", "adamw", 1e-3), ("bn-adam", "adamw", 1e-3), ("bn-sgd", "sgd", 1e-2), ("vanilla", "adamw", 3e-3)]
-    for name, opt, lr in recipes:
+    c = run.cfg
+    epochs = args.epochs or c.ft_epochs
+    for name in ("folded", "bn-kept", "vanilla"):
         t0 = time.perf_counter()
         if name == "vanilla":
             m = copy.deepcopy(run.superclass())
@@ -105,15 +108,16 @@ def main():
         else:
             start = fold(base) if name == "folded" else base
             m = copy.deepcopy(start)
-        T.fit(m, xs, ys, args.epochs, lr, run.cfg.batch, n_valid=n, weight_decay=0.0, seed=1, aug=run.aug,
-              progress=False, optimizer=opt)
-        row = {"optimizer": opt, "lr": lr, "accuracy": acc(m), "seconds": time.perf_counter() - t0}
+        recipe = run.recipe(epochs, c.ft_lr, c.ft_weight_decay)
+        T.fit(m, xs, ys, recipe, n_valid=n, seed=c.seed + k + 1, hooks=T.FitHooks(progress=False))
+        row = {"accuracy": acc(m), "seconds": time.perf_counter() - t0}
         if start is not None:
             row["delta"] = delta_size(start, m)
         rows[name] = row
         print(name, json.dumps(row))
     result = {"benchmark": "bn_folding", "machine": machine_name(), "superclass": args.superclass,
-              "epochs": args.epochs, "test_images": int(len(idx)), "recipes": rows}
+              "recipe": {"optimizer": "adamw", "lr": c.ft_lr, "weight_decay": c.ft_weight_decay, "epochs": epochs},
+              "test_images": int(len(idx)), "recipes": rows}
     write_result(args.out, result)
 
 

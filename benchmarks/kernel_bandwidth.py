@@ -43,8 +43,8 @@ def memcpy_ms(cuda, nbytes, repeats):
 
 
 def numpy_ms(nbytes, int8_nbytes, repeats):
-    from edgetool.runtime.cuda_delta import reference_apply
-    from edgetool.runtime.kernel_check import random_case
+    from edgetool.runtime.trt.delta_apply import reference_apply
+    from edgetool.runtime.trt.kernel_check import random_case
 
     base, delta = random_case(nbytes, int8_nbytes)
     reference_apply(base, delta, int8_nbytes)
@@ -62,19 +62,16 @@ def main():
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "kernel_bandwidth.json"))
     args = ap.parse_args()
-    try:
-        import pycuda.driver as cuda
+    from edgetool.runtime.machine import gpu_info
 
-        cuda.init()
-        if cuda.Device.count() == 0:
-            raise RuntimeError("no CUDA device")
-        import pycuda.autoinit  # noqa: F401
-    except Exception as exc:
-        sys.exit("error: kernel_bandwidth needs pycuda and an NVIDIA GPU ({}: {})".format(
-            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "no detail"))
+    gpu = gpu_info()
+    if not gpu["available"]:
+        sys.exit("error: kernel_bandwidth needs pycuda and an NVIDIA GPU ({})".format(gpu["reason"]))
+    import pycuda.autoinit  # noqa: F401
+    import pycuda.driver as cuda
 
-    from edgetool.runtime.cuda_delta import compile_module
-    from edgetool.runtime.kernel_check import check_kernel
+    from edgetool.runtime.trt.delta_apply import compile_module
+    from edgetool.runtime.trt.kernel_check import check_kernel
 
     mod = compile_module()
     dev = cuda.Context.get_device()

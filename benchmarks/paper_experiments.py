@@ -90,7 +90,7 @@ def run_point(args, seed, b, first, out):
     shared = os.path.join(work, "seed{}".format(seed), "budget-{}".format(first))
     path = os.path.join(work, "seed{}".format(seed), "budget-{}".format(b))
     if b != first and not os.path.isfile(os.path.join(path, "flat.pt")):
-        Run(shared, copy.deepcopy(cfg), progress=args.progress).train_all(with_qat_subclasses=False)
+        Run.open(shared, copy.deepcopy(cfg), progress=args.progress).train_all(with_qat_subclasses=False)
         os.makedirs(path, exist_ok=True)
         for name in SHARED_STAGES:
             if os.path.isfile(os.path.join(shared, name)):
@@ -99,7 +99,7 @@ def run_point(args, seed, b, first, out):
     c = copy.deepcopy(cfg)
     c.delta_budget = b
     t0 = time.perf_counter()
-    run = Run(path, c, progress=args.progress)
+    run = Run.open(path, c, progress=args.progress)
     run.train_all()
     bundle = os.path.join(path, "bundle")
     manifest = run.export(bundle)
@@ -146,8 +146,10 @@ def aggregate(dataset, out, default_budget, machine):
             "x": mean_se([p["x"] for p in per_seed]),
             "x_per_superclass": {n: mean_se([p["x_per_superclass"][n] for p in per_seed])
                                  for n in per_seed[0]["x_per_superclass"]},
-            "gap_closed": {k: mean_se([p["gap_closed"][k]["value"] for p in per_seed]) for k in ("vanilla", "efficient")},
-            "efficient_minus_vanilla": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["vanilla"] for p in per_seed]),
+            "gap_closed": {k: mean_se([p["gap_closed"][k]["value"] for p in per_seed])
+                           for k in ("vanilla", "efficient")},
+            "efficient_minus_vanilla": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["vanilla"]
+                                                for p in per_seed]),
             "efficient_minus_lower": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["lower"] for p in per_seed])}
     for k in ("vanilla", "efficient"):
         if mean["gap_closed"][k]["mean"] is None:
@@ -157,7 +159,8 @@ def aggregate(dataset, out, default_budget, machine):
     for b in all_budgets:
         rows = [s["budgets"][b] for s in seeds if b in s["budgets"]]
         diffs = [r["accuracy"]["efficient"] - r["accuracy"]["vanilla"] for r in rows]
-        budgets.append({"budget": b, "seeds": len(rows), "efficient": mean_se([r["accuracy"]["efficient"] for r in rows]),
+        budgets.append({"budget": b, "seeds": len(rows),
+                        "efficient": mean_se([r["accuracy"]["efficient"] for r in rows]),
                         "x": mean_se([r["x"]["mean"] for r in rows]),
                         "efficient_minus_vanilla": mean_se(diffs),
                         "changed_codes": mean_se([float(np.mean(r["changed_codes"])) for r in rows])})
@@ -277,7 +280,7 @@ def main():
     ap.add_argument("--markdown", action="store_true", help="print the README tables from summary.json")
     args = ap.parse_args()
 
-    from edgetool.toolchain.cli import machine_name
+    from edgetool.runtime.machine import machine_name
     from edgetool.toolchain.pipeline import TrainConfig
 
     default = args.default or TrainConfig().delta_budget

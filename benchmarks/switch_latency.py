@@ -33,7 +33,7 @@ from common import write_result  # noqa: E402
 
 
 def machine() -> str:
-    from edgetool.toolchain.cli import machine_name
+    from edgetool.runtime.machine import machine_name
 
     return machine_name()
 
@@ -44,7 +44,7 @@ def ensure_bundle(path):
     from edgetool.toolchain.pipeline import Run, TrainConfig
 
     out = "edgetool-out"
-    run = Run(os.path.join(out, "run"), TrainConfig(), progress=False)
+    run = Run.open(os.path.join(out, "run"), TrainConfig(), progress=False)
     run.train_all()
     bundle = os.path.join(out, "bundle")
     run.export(bundle, "zstd")
@@ -56,18 +56,17 @@ def standalone_models(bundle_dir, tmp):
     import onnx
     from onnx import numpy_helper
 
-    from edgetool.export.onnx_export import strip_refit_inputs
     from edgetool.runtime.bundle import Bundle
-    from edgetool.runtime.onnx_weights import read_initializers
+    from edgetool.runtime.onnx_weights import read_initializers, strip_initializer_inputs
 
     b = Bundle.open(bundle_dir)
-    model = onnx.load_from_string(b.base_onnx())
+    plain = strip_initializer_inputs(b.base_onnx())
     base_arrays = read_initializers(b.base_onnx(), [t.name for t in b.layout.tensors])
     base_buf = b.layout.pack(base_arrays)
     paths = []
     for k in range(b.num_superclasses):
         views = b.layout.views(b.layout.apply_delta(base_buf, b.read_delta(k)))
-        m = strip_refit_inputs(model)
+        m = onnx.load_from_string(plain)
         for init in m.graph.initializer:
             if init.name in views:
                 init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(views[init.name]), init.name))
@@ -75,7 +74,8 @@ def standalone_models(bundle_dir, tmp):
         onnx.save(m, p)
         paths.append(p)
     base_plain = os.path.join(tmp, "base_plain.onnx")
-    onnx.save(strip_refit_inputs(model), base_plain)
+    with open(base_plain, "wb") as f:
+        f.write(plain)
     return paths, base_plain
 
 

@@ -14,15 +14,37 @@ from edgetool import __version__
 
 # command name -> (module, attribute, one-line help shown without importing the module)
 COMMANDS = {
-    "data": ("edgetool.toolchain.data_cli", "data", "Download datasets (CIFAR-10/100 official archives, checksum-verified)."),
+    "data": (
+        "edgetool.toolchain.data_cli",
+        "data",
+        "Download datasets (CIFAR-10/100 official archives, checksum-verified).",
+    ),
     "demo": ("edgetool.toolchain.cli", "demo", "Train, export and run Super-Sub on the shipped sample (offline)."),
     "train": ("edgetool.toolchain.cli", "train", "Train every network of a Super-Sub run (resumable)."),
-    "evaluate": ("edgetool.toolchain.cli", "evaluate", "Report bounds, vanilla vs efficient accuracy, deltas and storage."),
-    "export": ("edgetool.export.cli", "export", "Write a bundle (base.onnx + int8 deltas) from a training run."),
+    "evaluate": (
+        "edgetool.toolchain.cli",
+        "evaluate",
+        "Report bounds, vanilla vs efficient accuracy, deltas and storage.",
+    ),
+    "export": (
+        "edgetool.toolchain.export_cli",
+        "export",
+        "Write a bundle (base.onnx + int8 deltas) from a training run.",
+    ),
     "classify": ("edgetool.runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
     "inspect": ("edgetool.runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
     "doctor": ("edgetool.runtime.cli", "doctor", "Check this device: GPU, CUDA kernel, TensorRT vs ONNX Runtime."),
-    "engine": ("edgetool.export.engine_cli", "engine", "TensorRT engine of a bundle: build it here, or write its model for trtexec/polygraphy."),
+    "engine": (
+        "edgetool.runtime.trt.cli",
+        "engine",
+        "TensorRT engine of a bundle: build it here, or write its model for trtexec/polygraphy.",
+    ),
+    "devices": ("edgetool.runtime.deploy.cli", "devices", "List the device profiles (validated), with memory budgets."),
+    "keygen": ("edgetool.runtime.deploy.cli", "keygen", "Make an Ed25519 key pair for signing bundles."),
+    "deploy": ("edgetool.runtime.deploy.cli", "deploy", "Ship a bundle to devices over SSH: fit, verify, switch."),
+    "rollback": ("edgetool.runtime.deploy.cli", "rollback", "Switch devices back to their previous bundle version."),
+    "status": ("edgetool.runtime.deploy.cli", "status", "Bundle versions on devices: current, previous, doctor."),
+    "target": ("edgetool.runtime.deploy.target_cli", "target", "Device side of deploy: stage, install, trust."),
 }
 
 
@@ -38,8 +60,7 @@ class LazyGroup(click.Group):
             mod = importlib.import_module(module)
         except ImportError as exc:
             missing = getattr(exc, "module", None) or getattr(exc, "name", None) or str(exc)
-            extra = "train" if module.startswith("edgetool.toolchain") else ("jetson" if module.endswith("engine_cli") else "cpu")
-            return _missing_command(name, missing, extra)
+            return _missing_command(name, missing)
         return getattr(mod, attr)
 
     def format_commands(self, ctx, formatter):
@@ -48,24 +69,30 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-def _missing_command(name, module, extra):
+def _missing_command(name, module):
     @click.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
     def cmd():
         from edgetool.runtime.errors import MissingDependencyError
 
-        raise MissingDependencyError(module, extra)
+        raise MissingDependencyError(module)
 
     return cmd
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgetool")
-def cli():
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug, TensorRT verbose).")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only on stderr.")
+def cli(verbose, quiet):
     """Two-stage Super-Sub image classifiers, from the workstation to NVIDIA Jetson."""
+    from edgetool.runtime.log import configure
+
+    configure(-1 if quiet else verbose)
 
 
 def main(argv=None):
     from edgetool.runtime import signals
+    from edgetool.runtime.choices import extra_for
     from edgetool.runtime.errors import EdgetoolError
 
     signals.install()
@@ -76,11 +103,12 @@ def main(argv=None):
         sys.exit(exc.exit_code)
     except ModuleNotFoundError as exc:
         top = (exc.name or "").split(".")[0]
-        extra = {"torch": "train", "torchvision": "train", "onnx": "train", "tqdm": "train", "matplotlib": "train",
-                 "onnxruntime": "cpu", "tensorrt": "jetson", "pycuda": "jetson"}.get(top)
+        extra = extra_for(top)
         if extra is None:
             raise
-        click.echo("error: {} is not installed; install it with: pip install 'edgetool[{}]'".format(top, extra), err=True)
+        click.echo(
+            "error: {} is not installed; install it with: pip install 'edgetool[{}]'".format(top, extra), err=True
+        )
         sys.exit(1)
     except click.exceptions.Abort as exc:
         term = signals.terminated_by(exc)

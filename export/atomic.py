@@ -143,7 +143,9 @@ def _listed(bundle_dir: str):
             model = M.parse(M.loads(f.read(M.MAX_MANIFEST_BYTES + 1)))
     except (OSError, M.ManifestError, FieldError) as exc:
         raise UsageError("{}: not a valid bundle to archive ({})".format(bundle_dir, exc)) from None
-    return [entry.file for entry in model.files()]
+    signature = "manifest.sig"  # a deploy signature beside the manifest travels with it
+    extra = [signature] if os.path.isfile(os.path.join(bundle_dir, signature)) else []
+    return extra + [entry.file for entry in model.files()]
 
 
 def _gzip_or_empty(path: str) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import time
 from typing import Optional, Sequence
 
@@ -15,16 +14,12 @@ from edgetool.runtime import codecs
 from edgetool.runtime import manifest as M
 from edgetool.runtime.bundle import MANIFEST, SCHEMA
 from edgetool.runtime.errors import UsageError
+from edgetool.runtime.files import slug
 from edgetool.runtime.names import FieldError
 from edgetool.runtime.weights import PackedLayout, TensorSpec, sha256_bytes
 
 from .atomic import fault_point, staged_dir, write_archive
 from .onnx_export import from_qatnet
-
-
-def slug(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
-    return s or "superclass"
 
 
 def refit_layout(net) -> PackedLayout:
@@ -121,13 +116,18 @@ def _write_files(out_dir, base_net, sub_nets, hierarchy, input_spec, codec, samp
         "engines": [],
     }
     if samples is not None:
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(samples, dtype=np.float32), allow_pickle=False)
-        data = buf.getvalue()
-        _write(out_dir, "samples.npy", data)
-        manifest["samples"] = {"file": "samples.npy", "size": len(data), "sha256": sha256_bytes(data),
-                               "shape": list(samples.shape)}
+        manifest["samples"] = write_samples(out_dir, samples)
     return manifest
+
+
+def write_samples(out_dir: str, samples: np.ndarray) -> dict:
+    """samples.npy (float32, no pickle) and its manifest entry."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(samples, dtype=np.float32), allow_pickle=False)
+    data = buf.getvalue()
+    with open(os.path.join(out_dir, "samples.npy"), "wb") as f:
+        f.write(data)
+    return {"file": "samples.npy", "size": len(data), "sha256": sha256_bytes(data), "shape": list(samples.shape)}
 
 
 def write_manifest(out_dir: str, manifest: dict) -> None:
@@ -141,29 +141,3 @@ def archive(bundle_dir: str, path: str, force: bool = False) -> str:
     """One .tar.gz of the bundle directory (what ``edgetool deploy`` ships), written atomically."""
     return write_archive(bundle_dir, path, force)
 
-
-def add_engine(bundle_dir: str, plan: bytes, meta: dict) -> dict:
-    """Save a device-built engine into the bundle and list it in the manifest (replacing one of the same precision).
-
-    The plan gets a new file name (its sha256 in it), the manifest is replaced atomically, and
-    only then is the engine it replaces removed: a build killed at any point leaves a bundle
-    whose every listed file matches the manifest.
-    """
-    with open(os.path.join(bundle_dir, MANIFEST)) as f:
-        manifest = json.load(f)
-    os.makedirs(os.path.join(bundle_dir, "engines"), exist_ok=True)
-    digest = sha256_bytes(plan)
-    stem = "engines/{}-{}".format(slug(meta.get("device_profile", "device")), meta.get("precision", "int8"))
-    rel = "{}-{}.plan".format(stem, digest[:12])
-    tmp = os.path.join(bundle_dir, rel + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(plan)
-    os.replace(tmp, os.path.join(bundle_dir, rel))
-    entry = dict(meta, file=rel, size=len(plan), sha256=digest)
-    old = [e for e in manifest.get("engines", []) if str(e.get("file", "")).startswith(stem)]
-    manifest["engines"] = [e for e in manifest.get("engines", []) if e not in old] + [entry]
-    write_manifest(bundle_dir, manifest)
-    for e in old:
-        if e["file"] != rel and os.path.isfile(os.path.join(bundle_dir, e["file"])):
-            os.remove(os.path.join(bundle_dir, e["file"]))
-    return entry

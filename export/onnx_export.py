@@ -1,4 +1,4 @@
-"""Emit the folded op list as a Q/DQ int8 ONNX model (TensorRT explicit quantization).
+"""A network's op list as a Q/DQ int8 ONNX model (TensorRT explicit quantization).
 
 * opset 13, IR version 8 (readable by TensorRT 8.5+ and ONNX Runtime);
 * weights: int8 initializers (codes in [-127, 127]) -> DequantizeLinear(axis=0) with a
@@ -28,73 +28,82 @@ IR_VERSION = 8
 REFIT_SUFFIXES = (".weight", ".scale", ".bias")
 
 
+class _Graph:
+    """Nodes and initializers of the Q/DQ graph, emitted in op order."""
+
+    def __init__(self, codes, floats, wscales, ascales):
+        self.codes, self.floats, self.wscales, self.ascales = codes, floats, wscales, ascales
+        self.nodes: List[onnx.NodeProto] = []
+        self.inits: List[onnx.TensorProto] = []
+        self.dq_of: Dict[str, str] = {}
+
+    def node(self, *args, **kwargs) -> None:
+        self.nodes.append(helper.make_node(*args, **kwargs))
+
+    def act_dq(self, t: str) -> str:
+        if t in self.dq_of:
+            return self.dq_of[t]
+        s, z = t + ".act_scale", t + ".act_zp"
+        self.inits.append(numpy_helper.from_array(np.asarray(self.ascales[t], dtype=np.float32), s))
+        self.inits.append(numpy_helper.from_array(np.asarray(0, dtype=np.int8), z))
+        self.node("QuantizeLinear", [t, s, z], [t + ".q"], name=t + ".quant")
+        self.node("DequantizeLinear", [t + ".q", s, z], [t + ".dq"], name=t + ".dequant")
+        self.dq_of[t] = t + ".dq"
+        return self.dq_of[t]
+
+    def weight_dq(self, layer: str) -> str:
+        w = layer + ".weight"
+        q = np.ascontiguousarray(self.codes[w], dtype=np.int8)
+        sc = np.ascontiguousarray(self.wscales[w], dtype=np.float32)
+        self.inits.append(numpy_helper.from_array(q, w))
+        self.inits.append(numpy_helper.from_array(sc, w + "_scale"))
+        self.inits.append(numpy_helper.from_array(np.zeros(q.shape[0], dtype=np.int8), w + "_zp"))
+        self.node("DequantizeLinear", [w, w + "_scale", w + "_zp"], [w + ".dq"], axis=0, name=w + ".dequant")
+        return w + ".dq"
+
+    def float_init(self, name: str) -> str:
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(self.floats[name], dtype=np.float32), name))
+        return name
+
+    def conv(self, op):
+        x, w, n, k = self.act_dq(op["x"]), self.weight_dq(op["name"]), op["name"], op["k"]
+        out = op["y"] + ".pre" if op["relu"] else op["y"]
+        self.node("Conv", [x, w], [n + ".conv"], name=n, kernel_shape=[k, k], strides=[op["stride"]] * 2,
+                  pads=[op["pad"]] * 4)
+        self.node("Mul", [n + ".conv", self.float_init(n + ".scale")], [n + ".scaled"], name=n + ".bn_scale")
+        self.node("Add", [n + ".scaled", self.float_init(n + ".bias")], [out], name=n + ".bn_bias")
+        if op["relu"]:
+            self.node("Relu", [out], [op["y"]], name=op["name"] + ".relu")
+
+    def maxpool(self, op):
+        self.node("MaxPool", [op["x"]], [op["y"]], kernel_shape=[op["k"]] * 2, strides=[op["stride"]] * 2,
+                  pads=[op["pad"]] * 4, name=op["y"] + ".maxpool")
+
+    def add(self, op):
+        out = op["y"] + ".pre" if op["relu"] else op["y"]
+        self.node("Add", [op["a"], op["b"]], [out], name=op["y"] + ".add")
+        if op["relu"]:
+            self.node("Relu", [out], [op["y"]], name=op["y"] + ".relu")
+
+    def gap(self, op):
+        self.node("GlobalAveragePool", [op["x"]], [op["y"] + ".pool"], name=op["y"] + ".gap")
+        self.node("Flatten", [op["y"] + ".pool"], [op["y"]], axis=1, name=op["y"] + ".flatten")
+
+    def fc(self, op):
+        x, w = self.act_dq(op["x"]), self.weight_dq(op["name"])
+        self.node("Gemm", [x, w, self.float_init(op["name"] + ".bias")], [op["y"]], transB=1, name=op["name"])
+
+
 def build_model(ops: List[dict], codes: Dict[str, np.ndarray], floats: Dict[str, np.ndarray],
                 wscales: Dict[str, np.ndarray], ascales: Dict[str, float], input_shape: Sequence[int],
                 head: int, refit_inputs: bool = True, name: str = "edgetool") -> onnx.ModelProto:
-    nodes = []
-    inits = []
-    dq_of = {}
-
-    def act_dq(t: str) -> str:
-        if t in dq_of:
-            return dq_of[t]
-        s, z = t + ".act_scale", t + ".act_zp"
-        inits.append(numpy_helper.from_array(np.asarray(ascales[t], dtype=np.float32), s))
-        inits.append(numpy_helper.from_array(np.asarray(0, dtype=np.int8), z))
-        nodes.append(helper.make_node("QuantizeLinear", [t, s, z], [t + ".q"], name=t + ".quant"))
-        nodes.append(helper.make_node("DequantizeLinear", [t + ".q", s, z], [t + ".dq"], name=t + ".dequant"))
-        dq_of[t] = t + ".dq"
-        return dq_of[t]
-
-    def weight_dq(layer: str) -> str:
-        w = layer + ".weight"
-        q = np.ascontiguousarray(codes[w], dtype=np.int8)
-        sc = np.ascontiguousarray(wscales[w], dtype=np.float32)
-        inits.append(numpy_helper.from_array(q, w))
-        inits.append(numpy_helper.from_array(sc, w + "_scale"))
-        inits.append(numpy_helper.from_array(np.zeros(q.shape[0], dtype=np.int8), w + "_zp"))
-        nodes.append(helper.make_node("DequantizeLinear", [w, w + "_scale", w + "_zp"], [w + ".dq"], axis=0,
-                                      name=w + ".dequant"))
-        return w + ".dq"
-
-    def float_init(name: str) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(floats[name], dtype=np.float32), name))
-        return name
-
+    g = _Graph(codes, floats, wscales, ascales)
+    emit = {"conv": g.conv, "maxpool": g.maxpool, "add": g.add, "gap": g.gap, "fc": g.fc}
     for op in ops:
-        kind = op["op"]
-        if kind == "conv":
-            x = act_dq(op["x"])
-            w = weight_dq(op["name"])
-            k = op["k"]
-            out = op["y"] + ".pre" if op["relu"] else op["y"]
-            n = op["name"]
-            nodes.append(helper.make_node("Conv", [x, w], [n + ".conv"], name=n,
-                                          kernel_shape=[k, k], strides=[op["stride"]] * 2, pads=[op["pad"]] * 4))
-            nodes.append(helper.make_node("Mul", [n + ".conv", float_init(n + ".scale")], [n + ".scaled"],
-                                          name=n + ".bn_scale"))
-            nodes.append(helper.make_node("Add", [n + ".scaled", float_init(n + ".bias")], [out], name=n + ".bn_bias"))
-            if op["relu"]:
-                nodes.append(helper.make_node("Relu", [out], [op["y"]], name=op["name"] + ".relu"))
-        elif kind == "maxpool":
-            nodes.append(helper.make_node("MaxPool", [op["x"]], [op["y"]], kernel_shape=[op["k"]] * 2,
-                                          strides=[op["stride"]] * 2, pads=[op["pad"]] * 4, name=op["y"] + ".maxpool"))
-        elif kind == "add":
-            out = op["y"] + ".pre" if op["relu"] else op["y"]
-            nodes.append(helper.make_node("Add", [op["a"], op["b"]], [out], name=op["y"] + ".add"))
-            if op["relu"]:
-                nodes.append(helper.make_node("Relu", [out], [op["y"]], name=op["y"] + ".relu"))
-        elif kind == "gap":
-            nodes.append(helper.make_node("GlobalAveragePool", [op["x"]], [op["y"] + ".pool"], name=op["y"] + ".gap"))
-            nodes.append(helper.make_node("Flatten", [op["y"] + ".pool"], [op["y"]], axis=1, name=op["y"] + ".flatten"))
-        elif kind == "fc":
-            x = act_dq(op["x"])
-            w = weight_dq(op["name"])
-            nodes.append(helper.make_node("Gemm", [x, w, float_init(op["name"] + ".bias")], [op["y"]], transB=1,
-                                          name=op["name"]))
-        else:
-            raise ValueError("unknown op {}".format(kind))
-
+        if op["op"] not in emit:
+            raise ValueError("unknown op {}".format(op["op"]))
+        emit[op["op"]](op)
+    nodes, inits = g.nodes, g.inits
     c, h, w = input_shape
     inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, h, w])]
     if refit_inputs:
@@ -108,17 +117,6 @@ def build_model(ops: List[dict], codes: Dict[str, np.ndarray], floats: Dict[str,
     onnx.checker.check_model(model)
     return model
 
-
-
-def strip_refit_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose refittable initializers are no longer graph inputs (plain constants)."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inits = {t.name for t in m.graph.initializer}
-    keep = [i for i in m.graph.input if i.name not in inits]
-    del m.graph.input[:]
-    m.graph.input.extend(keep)
-    return m
 
 
 def from_qatnet(net, input_shape, head, refit_inputs=True, codes=None, floats=None) -> onnx.ModelProto:

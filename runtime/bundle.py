@@ -51,8 +51,8 @@ class Bundle:
         self.root = root
         self.archive = archive
         self.manifest = manifest
-        self._tmp = None
-        self._base = None  # base.onnx bytes, kept once verified (every backend needs them)
+        self._tmp: Optional[tempfile.TemporaryDirectory] = None
+        self._base: Optional[bytes] = None  # base.onnx bytes, kept once verified (every backend needs them)
         try:
             self.model = M.parse(manifest)
         except FieldError as exc:

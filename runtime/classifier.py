@@ -17,10 +17,9 @@ from typing import List, Optional
 
 import numpy as np
 
-from .errors import UsageError
 from .backends.base import BASE
-
-POLICIES = ("per-image", "batched", "sticky", "topk")
+from .choices import POLICIES
+from .errors import UsageError
 
 
 def masked_softmax(logits: np.ndarray, n_valid: int) -> np.ndarray:
@@ -104,7 +103,7 @@ class SuperSubClassifier:
 
     def reset(self) -> None:
         """Forget the sticky state (call at a scene cut or a new stream)."""
-        self._sticky_k = None
+        self._sticky_k: Optional[int] = None
         self._sticky_p = 0.0
         self._since = 0
 
@@ -139,9 +138,10 @@ class SuperSubClassifier:
         cands = [int(order[0])]
         if ps[order[0]] < self.gate:
             cands = [int(k) for k in order[:self.k]]
-        best = None
+        best: Optional[Prediction] = None
         for k in cands:
             p = self._pred(k, ps[k], self.subclass_probs(x, k)[0])
             if best is None or p.confidence > best.confidence:
                 best = p
+        assert best is not None  # cands is never empty
         return best

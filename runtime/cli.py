@@ -7,6 +7,7 @@ import os
 import click
 
 from .errors import UsageError
+from .options import backend_option, engine_mode_option, policy_option
 
 
 def open_bundle(path):
@@ -22,7 +23,6 @@ def make_backend(bundle, backend: str, **kw):
 
 
 def expand_images(paths):
-
     out = []
     for p in paths:
         if os.path.isdir(p):
@@ -41,9 +41,8 @@ def expand_images(paths):
 @click.command()
 @click.argument("bundle", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "tensorrt"]))
-@click.option("--policy", default="batched", show_default=True,
-              type=click.Choice(["per-image", "batched", "sticky", "topk"]), help="Routing policy.")
+@backend_option
+@policy_option
 @click.option("--batch", default=32, show_default=True, help="Images per batch.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
 def classify(bundle, images, backend, policy, batch, as_json):
@@ -103,28 +102,28 @@ def _summary(bundle, b):
 @click.command()
 @click.argument("bundle", required=False, type=click.Path())
 @click.option("--refits", default=20, show_default=True, help="Refits to time (trtexec --timeRefit style).")
-@click.option("--engine-mode", default="one-engine", show_default=True, type=click.Choice(["one-engine", "two-engine"]))
+@engine_mode_option
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(bundle, refits, engine_mode, as_json):
     """Check this device: platform, GPU, CUDA kernel, and (with BUNDLE) TensorRT vs ONNX Runtime.
 
     Prints PASS / FAIL / SKIP per check; exits non-zero if any check fails.
     """
-    from . import doctor as D
+    from . import doctor as checks_mod
     from .errors import EdgetoolError
 
     def emit(c):
         if not as_json:
             click.echo("[{:<4}] {:<24} {}".format(c.status, c.name, c.detail))
 
-    checks = D.run(bundle, refits=refits, emit=emit, engine_mode=engine_mode)
+    checks = checks_mod.run(bundle, refits=refits, emit=emit, engine_mode=engine_mode)
     if as_json:
         click.echo(json.dumps([c.to_dict() for c in checks], indent=1))
-    failed = [c.name for c in checks if c.status == D.FAIL]
-    skipped = [c.name for c in checks if c.status == D.SKIP]
+    failed = [c.name for c in checks if c.status == checks_mod.FAIL]
+    skipped = [c.name for c in checks if c.status == checks_mod.SKIP]
     if not as_json:
         click.echo("{} passed, {} failed, {} skipped{}".format(
-            sum(c.status == D.PASS for c in checks), len(failed), len(skipped),
+            sum(c.status == checks_mod.PASS for c in checks), len(failed), len(skipped),
             " (could not run here: {})".format(", ".join(skipped)) if skipped else ""))
     if failed:
         raise EdgetoolError("doctor: {} check(s) failed: {}".format(len(failed), ", ".join(failed)))

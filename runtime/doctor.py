@@ -9,9 +9,11 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
+
+from .machine import gpu_info
 
 PASS, FAIL, SKIP, INFO = "PASS", "FAIL", "SKIP", "INFO"
 
@@ -33,7 +35,8 @@ def _read(path: str) -> Optional[str]:
 
 
 def platform_info() -> dict:
-    info = {"machine": platform.machine(), "python": platform.python_version(), "os": platform.platform()}
+    info: Dict[str, Any] = {"machine": platform.machine(), "python": platform.python_version(),
+                            "os": platform.platform()}
     l4t = _read("/etc/nv_tegra_release")
     if l4t:
         info["l4t"] = l4t.splitlines()[0]
@@ -52,7 +55,12 @@ def platform_info() -> dict:
         for line in mem.splitlines():
             if line.startswith("MemAvailable:"):
                 info["host_mem_available_mib"] = int(line.split()[1]) // 1024
-    for mod, key in (("tensorrt", "tensorrt"), ("onnxruntime", "onnxruntime"), ("pycuda", "pycuda"), ("numpy", "numpy")):
+    for mod, key in (
+        ("tensorrt", "tensorrt"),
+        ("onnxruntime", "onnxruntime"),
+        ("pycuda", "pycuda"),
+        ("numpy", "numpy"),
+    ):
         try:
             m = __import__(mod)
             info[key] = getattr(m, "__version__", getattr(m, "VERSION_TEXT", "?"))
@@ -68,35 +76,14 @@ def platform_info() -> dict:
     return info
 
 
-def gpu_info() -> dict:
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        if cuda.Device.count() == 0:
-            return {"available": False, "reason": "no CUDA device"}
-        dev = cuda.Device(0)
-        ctx = dev.make_context()
-        try:
-            free, total = cuda.mem_get_info()
-        finally:
-            ctx.pop()
-        return {"available": True, "name": dev.name(), "compute_capability": "{}.{}".format(*dev.compute_capability()),
-                "cuda_driver": cuda.get_driver_version(), "free_mib": free // 2 ** 20, "total_mib": total // 2 ** 20}
-    except ImportError:
-        return {"available": False, "reason": "pycuda is not installed (pip install 'edgetool[jetson]')"}
-    except Exception as exc:  # cuInit fails without a driver or device
-        return {"available": False, "reason": "CUDA unavailable: {}".format(str(exc).splitlines()[0])}
-
-
-def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05, emit: Callable[[Check], None] = None,
-        engine_mode: str = "one-engine") -> List[Check]:
+def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05,
+        emit: Optional[Callable[[Check], None]] = None, engine_mode: str = "one-engine") -> List[Check]:
     checks: List[Check] = []
 
     def add(name, status, detail=""):
         c = Check(name, status, detail)
         checks.append(c)
-        if emit:
+        if emit is not None:
             emit(c)
         return c
 
@@ -126,7 +113,8 @@ def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05, em
     except EdgetoolError as exc:
         add("bundle", FAIL, str(exc))
         return checks
-    add("bundle", PASS, "{} files verified (sha256), {} subclass networks".format(len(bundle.files()), bundle.num_superclasses))
+    add("bundle", PASS, "{} files verified (sha256), {} subclass networks".format(
+        len(bundle.files()), bundle.num_superclasses))
     try:
         samples = bundle.samples()
     except EdgetoolError as exc:
@@ -145,7 +133,8 @@ def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05, em
 def weight_form_checks(add, bundle, samples, reference):
     """The refit arrays of each weight form reproduce every network, in ONNX Runtime, without TensorRT."""
     from .backends.base import BASE
-    from .engine_weights import FORMS, emulate_refit, weight_form
+    from .trt.emulate import emulate_refit
+    from .trt.weight_forms import FORMS, weight_form
 
     try:
         import onnx  # noqa: F401
@@ -157,9 +146,8 @@ def weight_form_checks(add, bundle, samples, reference):
     except ImportError:
         forms = list(FORMS)  # no TensorRT here: prove every form
     else:
-        from edgetool import device_profiles
-
-        from .backends.trt import trt_version
+        from . import device_profiles
+        from .trt.loader import trt_version
 
         name = device_profiles.detect()
         precision = device_profiles.load(name)["precision"] if name else "int8"
@@ -191,8 +179,8 @@ def kernel_check(add, gpu):
     try:
         import pycuda.autoinit  # noqa: F401
 
-        from .cuda_delta import compile_module
-        from .kernel_check import check_kernel
+        from .trt.delta_apply import compile_module
+        from .trt.kernel_check import check_kernel
 
         mod = compile_module()
         res = check_kernel(mod)
@@ -204,7 +192,7 @@ def kernel_check(add, gpu):
 
 
 def ort_reference(add, bundle, samples):
-    from .backends.base import BASE
+    from .backends.base import targets
     from .errors import EdgetoolError
 
     try:
@@ -212,7 +200,7 @@ def ort_reference(add, bundle, samples):
 
         ref = {}
         with OrtBackend(bundle) as be:
-            for target in [BASE] + list(range(bundle.num_superclasses)):
+            for target in targets(bundle.num_superclasses):
                 be.switch(target)
                 ref[target] = be.infer(samples)
         add("onnxruntime", PASS, "base + {} subclass networks run on {} samples ({})".format(
@@ -224,7 +212,7 @@ def ort_reference(add, bundle, samples):
 
 
 def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode):
-    from .backends.base import BASE, summarize
+    from .backends.base import BASE, summarize, targets
 
     try:
         import tensorrt  # noqa: F401
@@ -236,7 +224,7 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
     if not gpu.get("available"):
         add("tensorrt engine", SKIP, "no GPU")
         return
-    from .backends.trt import TrtBackend
+    from .trt.backend import TrtBackend
 
     try:
         t0 = time.perf_counter()
@@ -250,7 +238,7 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
     with be:
         worst = 0.0
         agree = True
-        for target in [BASE] + list(range(bundle.num_superclasses)):
+        for target in targets(bundle.num_superclasses):
             be.switch(target)
             out = be.infer(samples)
             if reference is None:
@@ -263,8 +251,8 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
         if reference is not None:
             ok = agree and worst <= atol_rel
             add("tensorrt vs onnxruntime", PASS if ok else FAIL,
-                "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range (limit {:.0%})".format(
-                    "agrees" if agree else "DISAGREES", worst, atol_rel))
+                "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range "
+                "(limit {:.0%})".format("agrees" if agree else "DISAGREES", worst, atol_rel))
         be.timings.clear()
         for i in range(refits):
             be.switch(i % bundle.num_superclasses, force=True)

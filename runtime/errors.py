@@ -41,23 +41,39 @@ class SwitchError(BackendError):
 class MissingDependencyError(EdgetoolError):
     """An optional dependency is not installed."""
 
-    def __init__(self, module, extra):
+    def __init__(self, module, extra=None):
+        from .choices import extra_for
+
         self.module = module
-        self.extra = extra
-        super().__init__(
-            "{} is not installed; install it with: pip install 'edgetool[{}]'".format(module, extra)
-        )
+        self.extra = extra or extra_for(module)
+        if self.extra is None:
+            super().__init__("{} is not installed".format(module))
+        else:
+            super().__init__(
+                "{} is not installed; install it with: pip install 'edgetool[{}]'".format(module, self.extra)
+            )
 
 
 class DeviceError(EdgetoolError):
     """The device lacks what the command needs (GPU, TensorRT, int8 support, ...)."""
 
 
-def require(module, extra):
-    """Import *module* or raise :class:`MissingDependencyError` naming the extra to install."""
+def require(module, extra=None):
+    """Import *module* or raise :class:`MissingDependencyError` naming the extra to install.
+
+    *extra* defaults to the one :data:`edgetool.runtime.choices.EXTRAS` lists for *module*.
+    """
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
         raise MissingDependencyError(module, extra) from None
+
+
+class DeployError(EdgetoolError):
+    """A deploy, rollback or status step failed on a target (transfer, install, signature, fit)."""
+
+
+class SignatureError(DeployError):
+    """A bundle is unsigned, wrongly signed, or signed by a key the device does not trust."""

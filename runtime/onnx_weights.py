@@ -7,7 +7,7 @@ for the fields edgetool's exporter writes: ModelProto.graph (7) -> GraphProto.in
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
 
@@ -35,6 +35,7 @@ def _fields(buf: memoryview):
     while pos < end:
         key, pos = _varint(buf, pos)
         field, wire = key >> 3, key & 7
+        value: Union[int, memoryview]
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 1:

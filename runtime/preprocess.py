@@ -47,7 +47,7 @@ def resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
         raise MissingDependencyError("PIL", "cpu") from None
     mode = "L" if image.shape[2] == 1 else "RGB"
     im = Image.fromarray(image[..., 0] if mode == "L" else image, mode)
-    out = np.asarray(im.resize((w, h), Image.BILINEAR), dtype=np.uint8)
+    out = np.asarray(im.resize((w, h), getattr(Image, "Resampling", Image).BILINEAR), dtype=np.uint8)
     return out[..., None] if out.ndim == 2 else out
 
 

@@ -134,12 +134,34 @@ def _allowed(archive: str, data: bytes) -> dict:
         raise BundleError(where, str(exc)) from None
     allowed = {f.file: f.size for f in model.files()}
     allowed[M.MANIFEST] = len(data)
-    return allowed
+    return _Allowed(allowed)
+
+
+class _Allowed(dict):
+    """Manifest-listed sizes, plus an optional ``manifest.sig`` (a small signature file beside the manifest)."""
+
+    def get(self, key, default=None):
+        if key == SIGNATURE and key not in self:
+            return _ANY_SMALL
+        return dict.get(self, key, default)
+
+
+class _AnySmall:
+    def __eq__(self, size):
+        return isinstance(size, int) and 0 <= size <= MAX_SIGNATURE
+
+    def __ne__(self, size):
+        return not self.__eq__(size)
+
+
+SIGNATURE = "manifest.sig"
+MAX_SIGNATURE = 4096
+_ANY_SMALL = _AnySmall()
 
 
 def _extract(archive: str, dest: str, prefix: str, allowed: dict) -> None:
     """Pass 2: write the checked members; never more bytes than the manifest's budget."""
-    budget = sum(allowed.values())
+    budget = sum(allowed.values()) + MAX_SIGNATURE
     if prefix:
         os.mkdir(os.path.join(dest, prefix))
     root = os.path.join(dest, prefix) if prefix else dest

@@ -166,7 +166,7 @@ class PackedLayout:
             views[t.name][...] = a
         return buf
 
-    # -- delta math (DESIGN.md rule 5) ---------------------------------------------------
+    # -- delta math: int8 codes wrap around mod 256, floats add --------------------------
     def make_delta(self, base: np.ndarray, sub: np.ndarray) -> np.ndarray:
         """delta = (q_sub - q_base) mod 256 in the int8 region, b_sub - b_base in the float region."""
         delta = self.empty()

@@ -1,8 +1,9 @@
+"""Shared fixtures: run_cli (the edgetool command in a subprocess), repo_root, cuda_device, and a tiny
+trained run and its bundle. The plain run_cli and ROOT stay importable for scripts that call them."""
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,6 +20,32 @@ def run_cli(*args, env=None, input=None, timeout=600):
     return subprocess.run(cmd, capture_output=True, text=True, env=e, input=input, timeout=timeout)
 
 
+@pytest.fixture(scope="session", name="run_cli")
+def run_cli_fixture():
+    """``run_cli(*args)``: the edgetool command in a subprocess (a CompletedProcess)."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def cuda_device():
+    """Skips (with the reason) unless pycuda sees a CUDA device."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        if cuda.Device.count() == 0:
+            pytest.skip("no CUDA device")
+    except ImportError:
+        pytest.skip("pycuda is not installed (pip install 'edgetool[gpu]')")
+    except Exception as exc:
+        pytest.skip("CUDA unavailable: {}".format(exc))
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A tiny but complete training run on the shipped sample (every network, a few seconds)."""
@@ -28,7 +55,7 @@ def tiny_run(tmp_path_factory):
     cfg = TrainConfig(epochs=2, base_epochs=1, ft_epochs=2, qat_epochs=1, limit_train=1200, limit_test=300,
                       batch=64, seed=1)
     path = tmp_path_factory.mktemp("run")
-    run = Run(str(path), cfg, progress=False)
+    run = Run.open(str(path), cfg, progress=False)
     run.train_all()
     return run
 

@@ -202,7 +202,7 @@ def _trt_inject(monkeypatch, be, step):
 def test_tensorrt_failed_switch_step_keeps_previous_network(tiny_bundle, monkeypatch, step):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed (it ships with JetPack)")
     pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
-    from edgetool.runtime.backends.trt import TrtBackend
+    from edgetool.runtime.trt.backend import TrtBackend
 
     try:
         b = Bundle.open(tiny_bundle)
@@ -226,21 +226,18 @@ def test_tensorrt_failed_switch_step_keeps_previous_network(tiny_bundle, monkeyp
         np.testing.assert_array_equal(be.infer(x), before)
 
 
-def test_replacing_an_engine_keeps_every_listed_file_valid(bundle_copy, tmp_path):
+def test_archive_holds_the_listed_files_and_the_signature(bundle_copy, tmp_path):
     from edgetool.export.atomic import write_archive
-    from edgetool.export.bundle import add_engine
 
-    meta = {"device_profile": "orin-nano", "precision": "int8", "tensorrt": "10.3.0"}
-    first = add_engine(bundle_copy, b"plan one", meta)
-    (tmp_path / "stray.txt").write_text("not listed")
-    shutil.copy(str(tmp_path / "stray.txt"), os.path.join(bundle_copy, "engines", "stray.txt"))
-    second = add_engine(bundle_copy, b"plan two, longer", meta)
-    assert first["file"] != second["file"]
-    assert sorted(os.listdir(os.path.join(bundle_copy, "engines"))) == sorted(
-        [os.path.basename(second["file"]), "stray.txt"])
-    with Bundle.open(bundle_copy) as b:
-        assert [e["file"] for e in b.manifest["engines"]] == [second["file"]]
-        assert b.read_file(b.manifest["engines"][0]) == b"plan two, longer"
+    with open(os.path.join(bundle_copy, "stray.txt"), "w") as f:
+        f.write("not listed")
+    with open(os.path.join(bundle_copy, "manifest.sig"), "w") as f:
+        f.write('{"schema": "edgetool.signature/1"}')
     archive = write_archive(bundle_copy, str(tmp_path / "b.tar.gz"))  # the stray file is not archived
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        names = [n.split("/", 1)[1] for n in tar.getnames()]
+    assert names[0] == "manifest.json" and "manifest.sig" in names and "stray.txt" not in names
     with Bundle.open(archive) as b:
-        assert b.read_file(b.manifest["engines"][0]) == b"plan two, longer"
+        assert b.read_delta(0).size == b.layout.total_nbytes

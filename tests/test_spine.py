@@ -1,12 +1,10 @@
 """End-to-end spine: exact deltas, runtime == standalone session, CLI, bad input."""
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
 
-from conftest import run_cli
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -16,7 +14,7 @@ from edgetool.export.onnx_export import from_qatnet  # noqa: E402
 from edgetool.runtime.backends.base import BASE  # noqa: E402
 from edgetool.runtime.backends.ort import OrtBackend, plain_session  # noqa: E402
 from edgetool.runtime.bundle import Bundle  # noqa: E402
-from edgetool.runtime.errors import BundleError, SwitchError  # noqa: E402
+from edgetool.runtime.errors import SwitchError  # noqa: E402
 from edgetool.runtime.onnx_weights import read_initializers  # noqa: E402
 
 
@@ -133,7 +131,7 @@ def test_failed_switch_keeps_previous_weights(bundle_copy):
 
 def _one_error_line(proc, must_contain):
     assert proc.returncode != 0
-    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert lines[0].startswith("error:")
@@ -141,7 +139,7 @@ def _one_error_line(proc, must_contain):
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
-def test_cli_corrupt_delta_one_line_error(bundle_copy, sample_pngs, damage):
+def test_cli_corrupt_delta_one_line_error(run_cli, bundle_copy, sample_pngs, damage):
     rel = json.load(open(os.path.join(bundle_copy, "manifest.json")))["deltas"][2]["file"]
     path = os.path.join(bundle_copy, rel)
     data = bytearray(open(path, "rb").read())
@@ -154,7 +152,7 @@ def test_cli_corrupt_delta_one_line_error(bundle_copy, sample_pngs, damage):
         _one_error_line(run_cli(*cmd), rel)
 
 
-def test_cli_manifest_hash_mismatch(bundle_copy, sample_pngs):
+def test_cli_manifest_hash_mismatch(run_cli, bundle_copy, sample_pngs):
     mpath = os.path.join(bundle_copy, "manifest.json")
     m = json.load(open(mpath))
     m["base"]["sha256"] = "0" * 64
@@ -162,7 +160,7 @@ def test_cli_manifest_hash_mismatch(bundle_copy, sample_pngs):
     _one_error_line(run_cli("classify", bundle_copy, sample_pngs[0]), "base.onnx")
 
 
-def test_cli_bad_paths(tiny_bundle, tmp_path):
+def test_cli_bad_paths(run_cli, tiny_bundle, tmp_path):
     _one_error_line(run_cli("classify", str(tmp_path / "nope"), "x.png"), "no such bundle")
     _one_error_line(run_cli("classify", tiny_bundle, str(tmp_path / "missing.png")), "missing.png")
     bad = tmp_path / "bad.png"
@@ -174,10 +172,10 @@ def test_cli_bad_paths(tiny_bundle, tmp_path):
     _one_error_line(run_cli("inspect", str(notjson)), "manifest.json")
 
 
-def test_cli_classify_prints_superclass_class_confidence(tiny_bundle, sample_pngs):
+def test_cli_classify_prints_superclass_class_confidence(run_cli, tiny_bundle, sample_pngs):
     proc = run_cli("classify", tiny_bundle, *sample_pngs, "--json")
     assert proc.returncode == 0, proc.stderr
-    rows = [json.loads(l) for l in proc.stdout.splitlines()]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(rows) == len(sample_pngs)
     b = Bundle.open(tiny_bundle)
     names = {s.name: s.subclasses for s in b.superclasses}
@@ -189,7 +187,7 @@ def test_cli_classify_prints_superclass_class_confidence(tiny_bundle, sample_png
     assert "superclass" in table.stdout and rows[0]["label"] in table.stdout
 
 
-def test_cli_export_and_archive(tiny_run, tmp_path):
+def test_cli_export_and_archive(run_cli, tiny_run, tmp_path):
     out = tmp_path / "exported"
     proc = run_cli("export", tiny_run.path, "--out", out, "--codec", "zstd", "--archive")
     assert proc.returncode == 0, proc.stderr

@@ -17,12 +17,12 @@ Definitions (README, "How results are measured"):
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
 
-from . import train as T
+from . import train as training
 from .report import gap_closed
 
 
@@ -55,7 +55,7 @@ def two_stage(run, nets, ks: np.ndarray) -> np.ndarray:
     for k in range(run.hier.n_super):
         idx = np.nonzero(ks == k)[0]
         if len(idx):
-            j = T.predict_logits(nets[k], run.xte[idx], len(run.hier.subclasses[k])).argmax(1).numpy()
+            j = training.predict_logits(nets[k], run.xte[idx], len(run.hier.subclasses[k])).argmax(1).numpy()
             ok[idx] = (true_k[idx] == k) & (true_j[idx] == j)
     return ok
 
@@ -69,10 +69,10 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
     y = run.yte.numpy()
     true_k = run.sup_of[y]
     N = run.hier.n_super
-    flat_logits = T.predict_logits(run.flat(), run.xte)
+    flat_logits = training.predict_logits(run.flat(), run.xte)
     correct = {"lower": flat_logits.argmax(1).numpy() == y,
                "control": restricted_to_true_superclass(flat_logits, run.sup_of, true_k) == y}
-    route = T.predict_logits(run.superclass(), run.xte, N).argmax(1).numpy()
+    route = training.predict_logits(run.superclass(), run.xte, N).argmax(1).numpy()
     vanilla = [run.vanilla(k) for k in range(N)]
     correct["upper"] = two_stage(run, vanilla, true_k)
     correct["vanilla"] = two_stage(run, vanilla, route)
@@ -87,15 +87,21 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
         source = "runtime (ONNX Runtime on the bundle)"
     else:
         base = run.super_qat()
-        qroute = T.predict_logits(base, run.xte, N).argmax(1).numpy()
+        qroute = training.predict_logits(base, run.xte, N).argmax(1).numpy()
         correct["efficient"] = two_stage(run, [run.sub_qat(k) for k in range(N)], qroute)
         routing["base_int8"] = float((qroute == true_k).mean())
         source = "torch (QAT networks)"
     acc = {k: float(v.mean()) for k, v in correct.items()}
-    out = {"accuracy": acc, "routing": routing, "correct": correct, "route": route,
-           "gap_closed": {k: gap_closed(acc[k], acc["lower"], acc["upper"]) for k in ("vanilla", "efficient", "control")},
-           "efficient_measured_with": source, "base_init": run.cfg.base_init,
-           "delta_budget": str(run.cfg.delta_budget)}
+    out = {
+        "accuracy": acc,
+        "routing": routing,
+        "correct": correct,
+        "route": route,
+        "gap_closed": {k: gap_closed(acc[k], acc["lower"], acc["upper"]) for k in ("vanilla", "efficient", "control")},
+        "efficient_measured_with": source,
+        "base_init": run.cfg.base_init,
+        "delta_budget": str(run.cfg.delta_budget),
+    }
     if manifest is not None:
         xs = storage_x(manifest)
         out["x"] = {"per_superclass": dict(zip(run.hier.superclasses, xs)), "mean": float(np.mean(xs)),

@@ -62,7 +62,9 @@ def download(name: str, dest: str, url: Optional[str] = None, md5: Optional[str]
                 total = int(resp.headers.get("Content-Length") or 0)
                 import click
 
-                with click.progressbar(length=total or None, label="downloading " + spec["file"], file=sys.stderr) as bar:
+                with click.progressbar(
+                    length=total or None, label="downloading " + spec["file"], file=sys.stderr
+                ) as bar:
                     while True:
                         chunk = resp.read(1 << 16)
                         if not chunk:
@@ -73,7 +75,8 @@ def download(name: str, dest: str, url: Optional[str] = None, md5: Optional[str]
             raise DownloadError("cannot download {}: {}".format(url, getattr(exc, "reason", exc))) from None
         got = md5_file(tmp)
         if got != md5:
-            raise DownloadError("{}: checksum mismatch (md5 {}, expected {}); the file was not kept".format(url, got, md5))
+            raise DownloadError("{}: checksum mismatch (md5 {}, expected {}); the file was not kept".format(
+                url, got, md5))
         os.replace(tmp, target)
         return target
     finally:

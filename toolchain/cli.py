@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-import platform
 
 import click
 
 from edgetool.runtime.errors import UsageError, require
+from edgetool.runtime.options import codec_option
 
 require("torch", "train")  # fail at command lookup, so the CLI names the extra to install
 
@@ -34,21 +34,32 @@ def config_options(f):
     opts = [
         opt("--data", str, "'sample' (shipped), an IDX folder, or an ImageFolder root with train/ and test/."),
         click.option("--hierarchy", default=None, type=click.Path(), help="Hierarchy JSON file."),
-        click.option("--config", "config_file", default=None, type=click.Path(), help="JSON config file; flags override it."),
+        click.option(
+            "--config", "config_file", default=None, type=click.Path(), help="JSON config file; flags override it."
+        ),
         opt("--arch", str, "Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50."),
         opt("--width-mult", float, "Channel width multiplier."),
         opt("--epochs", int, "Epochs of the flat network (and of the superclass network with --base-init scratch)."),
-        opt("--base-init", click.Choice(["flat", "scratch"]),
-            "Superclass (base) network: from the flat network's fine-label trunk, or from scratch (or --pretrained)."),
+        opt(
+            "--base-init",
+            click.Choice(["flat", "scratch"]),
+            "Superclass (base) network: from the flat network's fine-label trunk, or from scratch (or --pretrained).",
+        ),
         opt("--base-epochs", int, "Superclass epochs from the flat trunk."),
         opt("--ft-epochs", int, "Epochs of every subclass fine-tune (vanilla fp32 and QAT int8 share one recipe)."),
         opt("--ft-lr", float, "Learning rate of every subclass fine-tune."),
         opt("--qat-epochs", int, "QAT epochs of the superclass network."),
-        opt("--delta-budget", str,
+        opt(
+            "--delta-budget",
+            str,
             "Delta budget: proximal threshold tau toward the base (0 = dense; larger = fewer changed int8 codes), "
-            "or 'patch' (only BatchNorm scale/bias and the head change)."),
-        opt("--qat-weight-grad", click.Choice(["clip", "ste"]),
-            "QAT weight gradient beyond +-127 codes: none (clip) or straight through (ste)."),
+            "or 'patch' (only BatchNorm scale/bias and the head change).",
+        ),
+        opt(
+            "--qat-weight-grad",
+            click.Choice(["clip", "ste"]),
+            "QAT weight gradient beyond +-127 codes: none (clip) or straight through (ste).",
+        ),
         opt("--batch", int, "Batch size."),
         opt("--image-size", int, "Resize ImageFolder images to this size."),
         opt("--pad", int, "Random-crop padding for augmentation (4 for CIFAR)."),
@@ -92,7 +103,8 @@ MODES = ("flat", "superclass", "vanilla", "qat")
                    "base network); vanilla (fp32 subclass networks fine-tuned from the base: vanilla Super-Sub and, "
                    "given the true superclass, the upper bound); qat (QAT base and QAT subclass networks under the "
                    "delta budget: efficient Super-Sub).")
-@click.option("--pretrained", default=None, type=click.Path(), help="torchvision ResNet state_dict to start float networks from.")
+@click.option("--pretrained", default=None, type=click.Path(),
+              help="torchvision ResNet state_dict to start float networks from.")
 def train(run_dir, modes, pretrained, config_file, **flags):
     """Train the networks of a Super-Sub run into RUN_DIR (resumes where it stopped).
 
@@ -109,7 +121,7 @@ def train(run_dir, modes, pretrained, config_file, **flags):
     if os.path.isfile(cfg_path) and config_file is None and all(v is None for v in flags.values()) and not pretrained:
         config_file = cfg_path
     cfg = make_config(config_file, pretrained=pretrained, **flags)
-    run = Run(run_dir, cfg)
+    run = Run.open(run_dir, cfg)
     N = run.hier.n_super
     if "flat" in chosen:
         run.flat()
@@ -128,23 +140,9 @@ def train(run_dir, modes, pretrained, config_file, **flags):
         click.echo("trained ({}): {}".format(", ".join(chosen), run_dir))
 
 
-def machine_name() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return "{} ({} cores), {} {}".format(cpu, os.cpu_count(), platform.system(), platform.release())
-
-
 @click.command()
 @click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(), help="Output folder.")
-@click.option("--codec", default="zstd", show_default=True, type=click.Choice(["zstd", "7z"]),
-              help="Delta codec (zstd: decodes ~50x faster for ~5% more bytes; see benchmarks/results/switch_latency.json).")
+@codec_option
 @click.option("--fresh", is_flag=True, help="Retrain even if the output folder holds a finished run.")
 @config_options
 def demo(out, codec, fresh, config_file, **flags):
@@ -170,7 +168,8 @@ def demo(out, codec, fresh, config_file, **flags):
 @click.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--bundle", default=None, type=click.Path(),
-              help="Measure the efficient Super-Sub through the runtime on this bundle (default: export one to a temporary folder).")
+              help="Measure the efficient Super-Sub through the runtime on this bundle "
+                   "(default: export one to a temporary folder).")
 @click.option("--out", default=None, type=click.Path(), help="Report folder (default: RUN_DIR/report).")
 def evaluate(run_dir, bundle, out):
     """Report (Markdown, HTML, JSON, PNG plots): bounds, control, vanilla vs efficient, routing, deltas, storage x."""
@@ -179,7 +178,7 @@ def evaluate(run_dir, bundle, out):
 
     if not os.path.isfile(os.path.join(run_dir, "config.json")):
         raise UsageError("{}: not a training run (no config.json); run `edgetool train` first".format(run_dir))
-    run = Run(run_dir, progress=True)
+    run = Run.open(run_dir, progress=True)
     out = out or os.path.join(run_dir, "report")
     rep = run_eval(run, bundle, out)
     click.echo(summary_line(rep))

@@ -1,4 +1,4 @@
-"""Datasets: IDX (MNIST format) files, ImageFolder trees, and the shipped Fashion-MNIST sample.
+"""Datasets: IDX (MNIST format) files, ImageFolder trees (torchvision), and the shipped Fashion-MNIST sample.
 
 Every loader returns an :class:`ArrayDataset`: uint8 images (N, H, W, C), int64 fine
 labels, and the class names.  Training code turns it into normalised float tensors.
@@ -107,31 +107,50 @@ IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".w
 
 def load_image_folder(root: str, size: int, channels: int = 3, classes: Optional[Sequence[str]] = None,
                       name="", limit_per_class: Optional[int] = None) -> ArrayDataset:
-    """An ImageFolder tree ``root/<class>/<image>``, resized to size x size."""
+    """An ImageFolder tree ``root/<class>/<image>`` (torchvision's ImageFolder), resized to size x size.
+
+    *classes* fixes which class folders are read and their label order (default: every folder,
+    sorted); *limit_per_class* keeps the first images of each class.
+    """
+    import inspect
+
     from PIL import Image
+    from torchvision.datasets import ImageFolder
 
     if not os.path.isdir(root):
         raise UsageError("{}: no such image folder".format(root))
     found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    classes = list(classes) if classes else found
-    missing = [c for c in classes if c not in found]
+    chosen = list(classes) if classes else found
+    missing = [c for c in chosen if c not in found]
     if missing:
         raise UsageError("{}: class folders missing: {}".format(root, ", ".join(missing)))
-    images, labels = [], []
     mode = "L" if channels == 1 else "RGB"
-    for ci, c in enumerate(classes):
-        files = sorted(f for f in os.listdir(os.path.join(root, c)) if f.lower().endswith(IMG_EXT))
-        if limit_per_class:
-            files = files[:limit_per_class]
-        for f in files:
-            with Image.open(os.path.join(root, c, f)) as im:
-                im = im.convert(mode).resize((size, size), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.uint8)
-            images.append(a[..., None] if a.ndim == 2 else a)
-            labels.append(ci)
+
+    class Folder(ImageFolder):
+        def find_classes(self, directory):
+            return chosen, {c: i for i, c in enumerate(chosen)}
+
+    def load(path):
+        with Image.open(path) as im:
+            a = np.asarray(im.convert(mode).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+        return a[..., None] if a.ndim == 2 else a
+
+    empty_ok = {"allow_empty": True} if "allow_empty" in inspect.signature(ImageFolder.__init__).parameters else {}
+    try:
+        folder = Folder(root, loader=load, is_valid_file=lambda p: p.lower().endswith(IMG_EXT), **empty_ok)
+    except FileNotFoundError:
+        raise UsageError("{}: no images found".format(root)) from None
+    taken = [0] * len(chosen)
+    images, labels = [], []
+    for path, label in sorted(folder.samples, key=lambda s: s[1]):  # label order; file order within a class
+        if limit_per_class and taken[label] >= limit_per_class:
+            continue
+        taken[label] += 1
+        images.append(folder.loader(path))
+        labels.append(label)
     if not images:
         raise UsageError("{}: no images found".format(root))
-    return ArrayDataset(np.stack(images), np.asarray(labels, dtype=np.int64), classes, name)
+    return ArrayDataset(np.stack(images), np.asarray(labels, dtype=np.int64), chosen, name)
 
 
 def sample_hierarchy_path() -> str:

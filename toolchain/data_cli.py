@@ -11,7 +11,9 @@ def data():
 
 @data.command("download")
 @click.argument("name", type=click.Choice(["cifar10", "cifar100"]))
-@click.option("--dir", "dest", default="data", show_default=True, type=click.Path(), help="Folder to store the archive in.")
+@click.option(
+    "--dir", "dest", default="data", show_default=True, type=click.Path(), help="Folder to store the archive in."
+)
 @click.option("--url", default=None, help="Mirror URL of the official archive.")
 @click.option("--md5", default=None, help="Expected md5 (defaults to the official archive's).")
 def download(name, dest, url, md5):

@@ -7,7 +7,9 @@ import time
 
 import click
 
-from . import bounds as B
+from edgetool.runtime.machine import machine_name
+
+from . import bounds
 from .pipeline import Run, TrainConfig
 from .runtime_eval import evaluate_bundle
 
@@ -24,12 +26,28 @@ def fp32_bytes(model) -> int:
     return int(sum(p.numel() * 4 for p in model.state_dict().values() if p.dtype.is_floating_point))
 
 
-def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
-    from .cli import machine_name
+def _train_every_network(run: Run, cfg: TrainConfig, stage):
+    """Every network of the paper, in order; returns the flat and the superclass network."""
+    stage("training the flat network (lower bound)")
+    flat = run.flat()
+    stage("training the superclass (base) network from the flat network's trunk" if cfg.base_init == "flat"
+          else "training the superclass (base) network from scratch")
+    sup = run.superclass()
+    for k, s in enumerate(run.hier.superclasses):
+        stage("fine-tuning vanilla fp32 subclass network [{}]".format(s))
+        run.vanilla(k)
+    stage("QAT of the superclass network (per-channel int8 weights, int8 activations)")
+    run.super_qat()
+    for k, s in enumerate(run.hier.superclasses):
+        stage("QAT fine-tune of subclass network [{}] (scales frozen, delta budget {})".format(s, cfg.delta_budget))
+        run.sub_qat(k)
+    return flat, sup
 
+
+def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
     t0 = time.perf_counter()
     os.makedirs(out, exist_ok=True)
-    run = Run(os.path.join(out, "run"), cfg)
+    run = Run.open(os.path.join(out, "run"), cfg)
     hier = run.hier
     click.echo("edgetool demo: Super-Sub on {} ({} superclasses: {}), output in {}".format(
         "the shipped Fashion-MNIST sample" if cfg.data == "sample" else cfg.data, hier.n_super,
@@ -43,24 +61,12 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
         done[0] += 1
         click.echo("[{}/{}] {}".format(done[0], len(steps) + 2, msg), err=True)
 
-    stage("training the flat network (lower bound)")
-    flat = run.flat()
-    stage("training the superclass (base) network from the flat network's trunk" if cfg.base_init == "flat"
-          else "training the superclass (base) network from scratch")
-    sup = run.superclass()
-    for k, s in enumerate(hier.superclasses):
-        stage("fine-tuning vanilla fp32 subclass network [{}]".format(s))
-        run.vanilla(k)
-    stage("QAT of the superclass network (per-channel int8 weights, int8 activations)")
-    run.super_qat()
-    for k, s in enumerate(hier.superclasses):
-        stage("QAT fine-tune of subclass network [{}] (scales frozen, delta budget {})".format(s, cfg.delta_budget))
-        run.sub_qat(k)
+    flat, sup = _train_every_network(run, cfg, stage)
     stage("exporting the bundle ({} deltas)".format(codec))
     bundle_dir = os.path.join(out, "bundle")
     manifest = run.export(bundle_dir, codec)
     stage("measuring: bounds, control, vanilla, and the efficient int8 Super-Sub through the runtime (ONNX Runtime)")
-    m = B.measure(run, bundle_dir, manifest)
+    m = bounds.measure(run, bundle_dir, manifest)
     y = run.yte.numpy()
     rt = evaluate_bundle(bundle_dir, run.xte.numpy(), run.sup_of[y], run.loc_of[y])
 
@@ -79,7 +85,8 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
         "routing": m["routing"],
         "x": m["x"],
         "storage_bytes": {"bundle": bundle_bytes, "base_onnx": base_size, "deltas": delta_sizes,
-                          "n_plus_1_int8": (N + 1) * base_size, "one_plus_0.2N_int8": int(round((1 + 0.2 * N) * base_size)),
+                          "n_plus_1_int8": (N + 1) * base_size,
+                          "one_plus_0.2N_int8": int(round((1 + 0.2 * N) * base_size)),
                           "n_plus_1_fp32": (N + 1) * fp32, "flat_fp32": fp32_bytes(flat)},
         "switch_latency_ms": rt["per_image"]["switch_ms"],
         "runtime": rt,
@@ -95,7 +102,7 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
 
 def verdict(a: dict, g: dict) -> str:
     """Where efficient int8 Super-Sub sits between the bounds, in one plain sentence."""
-    eff, lo, up, van = a["efficient"], a["lower"], a["upper"], a["vanilla"]
+    eff, lo, van = a["efficient"], a["lower"], a["vanilla"]
     gap = g["efficient"]["value"]
     where = "n/a (the bounds tie)" if gap is None else "{:.0%} of the way from the lower to the upper bound".format(gap)
     side = "above" if eff > lo else ("level with" if eff == lo else "BELOW")
@@ -110,10 +117,19 @@ def print_table(r: dict, N: int) -> None:
     rows = [
         ("flat fp32 (lower bound)", a["lower"], fmt_bytes(s["flat_fp32"]), "1 network, all classes"),
         ("control: flat, true super", a["control"], fmt_bytes(s["flat_fp32"]), "flat net told the superclass"),
-        ("upper bound (true super)", a["upper"], fmt_bytes(s["n_plus_1_fp32"]), "vanilla subclass nets told the superclass"),
+        (
+            "upper bound (true super)",
+            a["upper"],
+            fmt_bytes(s["n_plus_1_fp32"]),
+            "vanilla subclass nets told the superclass",
+        ),
         ("vanilla fp32 Super-Sub", a["vanilla"], fmt_bytes(s["n_plus_1_fp32"]), "{} networks".format(N + 1)),
-        ("efficient int8 Super-Sub", a["efficient"], fmt_bytes(s["bundle"]),
-         "bundle via runtime: 1 + {:.3f}N networks".format(x)),
+        (
+            "efficient int8 Super-Sub",
+            a["efficient"],
+            fmt_bytes(s["bundle"]),
+            "bundle via runtime: 1 + {:.3f}N networks".format(x),
+        ),
     ]
     click.echo("")
     click.echo("{:<28} {:>9}  {:>11}  {}".format("model", "accuracy", "storage", "note"))

@@ -7,7 +7,6 @@ int8 deltas + 7z / zstd with QAT (Fig. 7d/e).
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 import tempfile
@@ -17,10 +16,9 @@ import numpy as np
 
 from edgetool.runtime import codecs
 
-from . import bounds as B
-from . import qat as Q
-from . import report as R
-from . import train as T
+from . import bounds
+from . import qat
+from . import report
 from .pipeline import Run
 
 
@@ -63,31 +61,32 @@ def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
     N = hier.n_super
     y = run.yte.numpy()
     true_k = run.sup_of[y]
-    m = B.measure(run, bundle_dir, manifest)
-    conf = R.confusion_matrix(true_k, m["route"], N)
-    per_super = {key: R.per_group_accuracy(ok, true_k, N) for key, ok in m["correct"].items()}
+    m = bounds.measure(run, bundle_dir, manifest)
+    conf = report.confusion_matrix(true_k, m["route"], N)
+    per_super = {key: report.per_group_accuracy(ok, true_k, N) for key, ok in m["correct"].items()}
 
     # deltas: int8 histograms per superclass, and the paper's fp16-without-QAT comparison
     sup = run.superclass()
     base_qat = run.super_qat()
     deltas, compression = {}, {}
     for k, name in enumerate(hier.superclasses):
-        d = Q.code_delta(base_qat, run.sub_qat(k))
-        signed = R.signed_int8(d)
+        d = qat.code_delta(base_qat, run.sub_qat(k))
+        signed = report.signed_int8(d)
         counts, _ = np.histogram(signed, bins=np.arange(-128, 129))
         deltas[name] = {"histogram": counts.tolist(), "changed_fraction": float((d != 0).mean()),
                         "max_abs": int(np.abs(signed.astype(np.int16)).max())}
         fp16 = fp16_delta_bytes(sup, run.vanilla(k), "7z")
         compression[name] = {"fp16_7z_no_qat": fp16["stored"] / fp16["network"],
                              "bundle_x": m["x"]["per_superclass"][name]}
-    rep = dict(B.summary(m))
+    rep = dict(bounds.summary(m))
     rep.update({
-        "dataset": run.cfg.data, "model": run.cfg.arch, "superclasses": hier.superclasses,
+        "dataset": os.path.basename(os.path.normpath(run.cfg.data)),
+        "model": run.cfg.arch, "superclasses": hier.superclasses,
         "test_images": int(len(y)), "codec": manifest["deltas"][0]["codec"] if manifest["deltas"] else None,
         "bundle_bytes": bundle_bytes, "base_onnx_bytes": manifest["base"]["size"],
         "superclass_accuracy": m["routing"]["base_fp32"],
         "confusion_network": "superclass (base) network, fp32",
-        "confusion_counts": conf.tolist(), "confusion_percent": R.row_percent(conf).round(2).tolist(),
+        "confusion_counts": conf.tolist(), "confusion_percent": report.row_percent(conf).round(2).tolist(),
         "per_superclass_accuracy": per_super, "deltas": deltas, "compression": compression,
     })
     rep["plots"] = make_plots(rep, out_dir)
@@ -120,9 +119,14 @@ KINDS = [("lower", "lower bound (flat)", "#d62728"), ("control", "control (flat,
 def make_plots(rep: dict, out_dir: str) -> Dict[str, str]:
     plt = _plt()
     names = rep["superclasses"]
-    N = len(names)
-    files = {}
+    return {"confusion": _plot_confusion(plt, rep, names, out_dir),
+            "per_superclass": _plot_per_superclass(plt, rep, names, out_dir),
+            "delta_histograms": _plot_delta_histograms(plt, rep, names, out_dir),
+            "compression": _plot_compression(plt, rep, names, out_dir)}
 
+
+def _plot_confusion(plt, rep, names, out_dir):
+    N = len(names)
     pct = np.asarray(rep["confusion_percent"])
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * N, 1.0 + 0.8 * N))
     ax.imshow(pct, cmap="Greens", vmin=0, vmax=100)
@@ -136,8 +140,11 @@ def make_plots(rep: dict, out_dir: str) -> Dict[str, str]:
     ax.set_ylabel("actual superclass")
     ax.set_title("Superclass confusion [%], base network")
     fig.tight_layout()
-    files["confusion"] = _save(fig, out_dir, "confusion.png")
+    return _save(fig, out_dir, "confusion.png")
 
+
+def _plot_per_superclass(plt, rep, names, out_dir):
+    N = len(names)
     fig, ax = plt.subplots(figsize=(2.5 + 1.6 * N, 3.8))
     w = 0.8 / len(KINDS)
     vals_all = []
@@ -152,8 +159,11 @@ def make_plots(rep: dict, out_dir: str) -> Dict[str, str]:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Per-superclass accuracy (axis from {:.0f}%)".format(lo))
     fig.tight_layout()
-    files["per_superclass"] = _save(fig, out_dir, "per_superclass.png")
+    return _save(fig, out_dir, "per_superclass.png")
 
+
+def _plot_delta_histograms(plt, rep, names, out_dir):
+    N = len(names)
     fig, axes = plt.subplots(1, N, figsize=(3.2 * N, 2.8), squeeze=False)
     for ax, name in zip(axes[0], names):
         h = np.asarray(rep["deltas"][name]["histogram"], dtype=np.float64)
@@ -167,8 +177,11 @@ def make_plots(rep: dict, out_dir: str) -> Dict[str, str]:
         ax.set_xlabel("int8 delta (code steps)")
     axes[0][0].set_ylabel("count (log)")
     fig.tight_layout()
-    files["delta_histograms"] = _save(fig, out_dir, "delta_histograms.png")
+    return _save(fig, out_dir, "delta_histograms.png")
 
+
+def _plot_compression(plt, rep, names, out_dir):
+    N = len(names)
     fig, ax = plt.subplots(figsize=(2 + 1.4 * N, 4.2))
     ckinds = [("fp16_7z_no_qat", "fp16 delta + 7z, no QAT (paper's baseline)"),
               ("bundle_x", "int8 delta as stored in the bundle ({})".format(rep.get("codec")))]
@@ -181,8 +194,7 @@ def make_plots(rep: dict, out_dir: str) -> Dict[str, str]:
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1)
     ax.set_title("Storage per subclass network")
     fig.tight_layout()
-    files["compression"] = _save(fig, out_dir, "compression.png")
-    return files
+    return _save(fig, out_dir, "compression.png")
 
 
 def _save(fig, out_dir, name):
@@ -203,23 +215,39 @@ def markdown(rep: dict) -> str:
     a, g, r = rep["accuracy"], rep["gap_closed"], rep["routing"]
     names = rep["superclasses"]
     bb = rep["bundle_bytes"]
-    lines = ["# Super-Sub evaluation: {} ({})".format(rep["dataset"], rep["model"]), "",
-             "{} test images; superclasses: {}. Base network started from: {}; delta budget: {}.".format(
-                 rep["test_images"], ", ".join(names), rep["base_init"], rep["delta_budget"]),
-             "Efficient: measured with {}. Bundle: {} bytes in all (base.onnx {}, deltas {}, codec {}).".format(
-                 rep["efficient_measured_with"], bb["files"], bb["base"], bb["deltas"], rep["codec"]), "",
-             "| | accuracy | gap closed |", "|---|---:|---:|",
-             "| lower bound: flat network | {} | |".format(_pct(a["lower"])),
-             "| control: flat network, true superclass's classes only | {} | {} |".format(_pct(a["control"]), _gap(g["control"])),
-             "| upper bound: vanilla subclass networks, true superclass | {} | |".format(_pct(a["upper"])),
-             "| vanilla fp32 Super-Sub | {} | {} |".format(_pct(a["vanilla"]), _gap(g["vanilla"])),
-             "| efficient int8 Super-Sub | {} | {} |".format(_pct(a["efficient"]), _gap(g["efficient"])),
-             "", "Gap closed = (Super-Sub - lower) / (upper - lower). x = stored delta bytes / stored bytes of base.onnx: "
-                 "{:.3f} on average.".format(rep["x"]["mean"]), "",
-             "Routing (superclass accuracy): base network fp32 {}, int8 {}; the flat network's implied superclass {}.".format(
-                 _pct(r["base_fp32"]), _pct(r.get("base_int8")), _pct(r["flat"])), "",
-             "## Superclass confusion [%] of the base network (rows: actual)", "",
-             "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines = [
+        "# Super-Sub evaluation: {} ({})".format(rep["dataset"], rep["model"]),
+        "",
+        "{} test images; superclasses: {}. Base network started from: {}; delta budget: {}.".format(
+            rep["test_images"], ", ".join(names), rep["base_init"], rep["delta_budget"]
+        ),
+        "Efficient: measured with {}. Bundle: {} bytes in all (base.onnx {}, deltas {}, codec {}).".format(
+            rep["efficient_measured_with"], bb["files"], bb["base"], bb["deltas"], rep["codec"]
+        ),
+        "",
+        "| | accuracy | gap closed |",
+        "|---|---:|---:|",
+        "| lower bound: flat network | {} | |".format(_pct(a["lower"])),
+        "| control: flat network, true superclass's classes only | {} | {} |".format(
+            _pct(a["control"]), _gap(g["control"])
+        ),
+        "| upper bound: vanilla subclass networks, true superclass | {} | |".format(_pct(a["upper"])),
+        "| vanilla fp32 Super-Sub | {} | {} |".format(_pct(a["vanilla"]), _gap(g["vanilla"])),
+        "| efficient int8 Super-Sub | {} | {} |".format(_pct(a["efficient"]), _gap(g["efficient"])),
+        "",
+        "Gap closed = (Super-Sub - lower) / (upper - lower). x = stored delta bytes / stored bytes of base.onnx: "
+        "{:.3f} on average.".format(rep["x"]["mean"]),
+        "",
+        "Routing (superclass accuracy): base network fp32 {}, int8 {}; "
+        "the flat network's implied superclass {}.".format(
+            _pct(r["base_fp32"]), _pct(r.get("base_int8")), _pct(r["flat"])
+        ),
+        "",
+        "## Superclass confusion [%] of the base network (rows: actual)",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
     for name, row in zip(names, rep["confusion_percent"]):
         lines.append("| {} | {} |".format(name, " | ".join("{:.2f}".format(v) for v in row)))
     lines += ["", "![confusion]({})".format(rep["plots"]["confusion"]), "",
@@ -242,34 +270,12 @@ def markdown(rep: dict) -> str:
 
 
 def to_html(rep: dict) -> str:
-    """A self-contained page: the Markdown report's tables and images, rendered simply."""
-    body = []
-    in_table = False
-    for line in markdown(rep).splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= set("-:"):
-                continue
-            if not in_table:
-                body.append("<table>")
-                in_table = True
-            body.append("<tr>" + "".join("<td>{}</td>".format(html.escape(c.replace("**", ""))) for c in cells) + "</tr>")
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("# "):
-            body.append("<h1>{}</h1>".format(html.escape(line[2:])))
-        elif line.startswith("## "):
-            body.append("<h2>{}</h2>".format(html.escape(line[3:])))
-        elif line.startswith("!["):
-            src = line[line.index("(") + 1:-1]
-            body.append('<img src="{}" alt="{}">'.format(html.escape(src), html.escape(src)))
-        elif line:
-            body.append("<p>{}</p>".format(html.escape(line)))
-    if in_table:
-        body.append("</table>")
+    """A self-contained page of the Markdown report (Python-Markdown with its tables extension)."""
+    import markdown as md
+
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
-             "td{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}img{max-width:100%}")
-    return "<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool report</title><style>{}</style></head><body>{}</body></html>\n".format(
-        style, "\n".join(body))
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+             "img{max-width:100%}")
+    body = md.markdown(markdown(rep), extensions=["tables"])
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool report</title>"
+            "<style>{}</style></head><body>{}</body></html>\n").format(style, body)

@@ -34,7 +34,9 @@ class Hierarchy:
         return max([self.n_super] + [len(s) for s in self.subclasses])
 
     def to_dict(self) -> dict:
-        return {"superclasses": [{"name": n, "subclasses": list(s)} for n, s in zip(self.superclasses, self.subclasses)]}
+        return {
+            "superclasses": [{"name": n, "subclasses": list(s)} for n, s in zip(self.superclasses, self.subclasses)]
+        }
 
     def save(self, path: str) -> None:
         with open(path, "w") as f:

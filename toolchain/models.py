@@ -1,4 +1,4 @@
-"""One configurable ResNet-style family, and its folded op list (the "IR").
+"""One configurable ResNet-style family, and its flat op list (the "IR").
 
 ``ResNet`` is the float training network (conv + BatchNorm).  ``ResNet.to_ir()`` returns a
 flat op list plus the raw conv weights and BatchNorm states.  The op list is executed by
@@ -194,7 +194,11 @@ def load_torchvision_weights(model: ResNet, tv_state: Dict[str, torch.Tensor]) -
     for k, v in tv_state.items():
         if k.startswith("fc."):
             continue
-        nk = k.replace("conv1.weight", "stem.conv.weight").replace("bn1.", "stem.bn.") if k.startswith(("conv1", "bn1")) else k
+        nk = (
+            k.replace("conv1.weight", "stem.conv.weight").replace("bn1.", "stem.bn.")
+            if k.startswith(("conv1", "bn1"))
+            else k
+        )
         if k.startswith("layer"):
             parts = k.split(".")
             si, bi, rest = int(parts[0][5:]) - 1, parts[1], parts[2:]

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -75,84 +76,135 @@ def augment(x: torch.Tensor, gen: torch.Generator, flip=True, pad=0) -> torch.Te
     return x
 
 
-def fit(model, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch: int = 128,
-        n_valid: Optional[int] = None, weight_decay: float = 5e-4, seed: int = 0, desc: str = "train",
-        aug: Optional[dict] = None, progress: bool = True,
-        start_epoch: int = 0, on_epoch=None, optimizer: str = "adamw", checkpoint: Optional[str] = None,
-        after_step=None) -> dict:
-    """Train with AdamW (or SGD with momentum) and a cosine schedule; *n_valid* masks head logits beyond the first n.
+@dataclass(frozen=True)
+class Recipe:
+    """How a network trains: epochs, optimizer (AdamW, or SGD with momentum), cosine schedule, batch, augmentation."""
 
-    Only parameters with ``requires_grad`` train.  *after_step(lr)* is called after every
-    optimizer step with that step's learning rate (the proximal delta budget).
-    *on_epoch(epoch)* is called after each epoch
-    (checkpointing).  With *checkpoint*, the model, optimizer and schedule are saved after
-    every epoch and an interrupted fit resumes from the last finished epoch.  Under
-    torchrun, the model is wrapped in DistributedDataParallel and each process trains on
-    its shard of every epoch's permutation.
+    epochs: int
+    lr: float
+    batch: int = 128
+    weight_decay: float = 5e-4
+    optimizer: str = "adamw"
+    aug: Optional[dict] = None  # {"flip": bool, "pad": int}
+
+
+@dataclass
+class FitHooks:
+    """How a fit reports, resumes and steps: none of it changes what the network learns without them.
+
+    *checkpoint*: the model, optimizer and scheduler are saved there after every epoch, and an
+    interrupted fit resumes from the last finished epoch.  *on_epoch(epoch)* runs after each
+    epoch; *after_step(lr)* after every optimizer step with that step's learning rate (the
+    proximal delta budget).
+    """
+
+    desc: str = "train"
+    progress: bool = True
+    checkpoint: Optional[str] = None
+    on_epoch: Optional[Callable[[int], None]] = None
+    after_step: Optional[Callable[[float], None]] = None
+
+
+def fit(model, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, n_valid: Optional[int] = None, seed: int = 0,
+        hooks: Optional[FitHooks] = None) -> dict:
+    """Train *model* on (*x*, *y*) by *recipe*; *n_valid* masks head logits beyond the first n.
+
+    Only parameters with ``requires_grad`` train.  Under torchrun, the model is wrapped in
+    DistributedDataParallel and each process trains on its shard of every epoch's permutation.
     """
     from tqdm.auto import tqdm
 
-    gen = torch.Generator().manual_seed(seed)
+    hooks = hooks or FitHooks()
     params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if recipe.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
     else:
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(y) / batch))
-    total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    if checkpoint and os.path.isfile(checkpoint):
-        ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        start_epoch = int(ck["epoch"])
-    for _ in range(start_epoch * steps_per_epoch):
-        sched.step()
+        opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(y) / recipe.batch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _Cosine(recipe.epochs * steps_per_epoch))
+    start_epoch = _resume(hooks.checkpoint, model, opt, sched)
     rank, world = dist_info()
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         net = DDP(model)
-        steps_per_epoch = max(1, (len(y) // world) // batch)
-    aug = aug or {}
-    history = {"loss": []}
-    bar = tqdm(total=(epochs - start_epoch) * steps_per_epoch, desc=desc,
-               disable=None if (progress and rank == 0) else True, leave=False,
+        steps_per_epoch = max(1, (len(y) // world) // recipe.batch)
+    history: Dict[str, List[float]] = {"loss": []}
+    bar = tqdm(total=(recipe.epochs - start_epoch) * steps_per_epoch, desc=hooks.desc,
+               disable=None if (hooks.progress and rank == 0) else True, leave=False,
                unit="step", dynamic_ncols=True)
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        g = torch.Generator().manual_seed(seed * 1000 + epoch)
-        perm = torch.randperm(len(y), generator=g)
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(start_epoch, recipe.epochs):
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
         if world > 1:  # equal shards, so every process runs the same number of steps
             perm = perm[: (len(y) // world) * world][rank::world]
-        running = 0.0
+        step = _Step(net, opt, sched, n_valid, hooks.after_step)
+        model.train()
         for b in range(steps_per_epoch):
-            idx = perm[b * batch:(b + 1) * batch]
-            xb = augment(x[idx], gen, **aug) if aug else x[idx]
-            out = net(xb)
-            if n_valid is not None:
-                out = out[:, :n_valid]
-            loss = F.cross_entropy(out, y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if after_step is not None:
-                after_step(opt.param_groups[0]["lr"])
-            sched.step()
-            running += loss.item()
+            idx = perm[b * recipe.batch:(b + 1) * recipe.batch]
+            loss = step(augment(x[idx], gen, **recipe.aug) if recipe.aug else x[idx], y[idx])
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss="{:.3f}".format(loss.item()))
-        history["loss"].append(running / steps_per_epoch)
-        if checkpoint and rank == 0:
-            tmp = checkpoint + ".tmp"
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1}, tmp)
-            os.replace(tmp, checkpoint)
-        if on_epoch is not None:
-            on_epoch(epoch + 1)
+            bar.set_postfix(epoch=epoch + 1, loss="{:.3f}".format(loss))
+        history["loss"].append(step.total / steps_per_epoch)
+        if hooks.checkpoint and rank == 0:
+            _save_checkpoint(hooks.checkpoint, model, opt, sched, epoch + 1)
+        if hooks.on_epoch is not None:
+            hooks.on_epoch(epoch + 1)
     bar.close()
     model.eval()
     return history
+
+
+class _Cosine:
+    """Cosine decay to 0 over *total* steps (a class, so LambdaLR's state_dict can hold it)."""
+
+    def __init__(self, total: int):
+        self.total = total
+
+    def __call__(self, s: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(s, self.total) / self.total))
+
+
+class _Step:
+    """One optimizer step; keeps the epoch's running loss."""
+
+    def __init__(self, net, opt, sched, n_valid, after_step):
+        self.net, self.opt, self.sched, self.n_valid, self.after_step = net, opt, sched, n_valid, after_step
+        self.total = 0.0
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
+        out = self.net(xb)
+        if self.n_valid is not None:
+            out = out[:, :self.n_valid]
+        loss = F.cross_entropy(out, yb)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if self.after_step is not None:
+            self.after_step(self.opt.param_groups[0]["lr"])
+        self.sched.step()
+        value = loss.item()
+        self.total += value
+        return value
+
+
+def _save_checkpoint(path: str, model, opt, sched, epoch: int) -> None:
+    tmp = path + ".tmp"
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": epoch}, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path: Optional[str], model, opt, sched) -> int:
+    """Load an epoch checkpoint (model, optimizer, scheduler state); the epoch to start from."""
+    if not path or not os.path.isfile(path):
+        return 0
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    return int(ck["epoch"])
 
 
 @torch.no_grad()

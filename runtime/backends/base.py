@@ -17,6 +17,11 @@ from ..errors import BackendError, BundleError, CodecError, SwitchError
 BASE = -1  # switch target for the superclass (base) network
 
 
+def targets(num_superclasses: int) -> List[int]:
+    """Every switch target of a bundle: the base network, then each subclass network."""
+    return [BASE] + list(range(num_superclasses))
+
+
 class Timings:
     """Per-phase wall-clock samples in milliseconds."""
 

@@ -7,6 +7,7 @@ writes ``base + delta`` into that buffer in place, so no session is ever rebuilt
 """
 from __future__ import annotations
 
+import logging
 from typing import List, Optional
 
 import numpy as np
@@ -14,6 +15,8 @@ import numpy as np
 from ..errors import BackendError, BundleError, require
 from ..onnx_weights import read_initializers
 from .base import Backend
+
+log = logging.getLogger(__name__)
 
 
 def session_options(ort, threads: int = 0):
@@ -75,6 +78,8 @@ class OrtBackend(Backend):
             self.ortvalues[name] = ov
             self.binding.bind_ortvalue_input(name, ov)
         self.binding.bind_output(bundle.output_name)
+        log.info("onnxruntime %s on %s: %d refittable tensors bound once (%s)", ort.__version__,
+                 ", ".join(self.providers), len(self.views), "shared host buffer" if self.shared else "copied")
 
     def _apply(self, delta):
         if delta is None:

@@ -11,8 +11,6 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import run_cli
-
 from edgetool.runtime.errors import UsageError
 from edgetool.toolchain import data as D
 from edgetool.toolchain import hierarchy as H
@@ -50,7 +48,9 @@ def test_hierarchy_errors(tmp_path):
     bad.write_text("{nope")
     with pytest.raises(UsageError, match="not valid JSON"):
         H.load(str(bad))
-    h = H.from_dict({"fine_label_names": ["a", "b", "c"], "coarse_label_names": ["u", "v"], "fine_to_coarse": [0, 1, 1]})
+    h = H.from_dict(
+        {"fine_label_names": ["a", "b", "c"], "coarse_label_names": ["u", "v"], "fine_to_coarse": [0, 1, 1]}
+    )
     assert h.subclasses == [["a"], ["b", "c"]]
     with pytest.raises(UsageError, match="not in the hierarchy"):
         h.mapping(["a", "z"])
@@ -116,22 +116,24 @@ def http_server(tmp_path):
     srv.server_close()
 
 
-def test_download_from_local_server(http_server, tmp_path):
+def test_download_from_local_server(run_cli, http_server, tmp_path):
     root, base = http_server
     data = make_cifar10_archive(str(root / "cifar-10-python.tar.gz"))
     md5 = hashlib.md5(data).hexdigest()
     dest = tmp_path / "dl"
-    proc = run_cli("data", "download", "cifar10", "--dir", dest, "--url", base + "/cifar-10-python.tar.gz", "--md5", md5)
+    url = base + "/cifar-10-python.tar.gz"
+    proc = run_cli("data", "download", "cifar10", "--dir", dest, "--url", url, "--md5", md5)
     assert proc.returncode == 0, proc.stderr
     assert (dest / "cifar-10-python.tar.gz").read_bytes() == data
     assert "20 test images, 10 classes in 2 superclasses" in proc.stdout
 
 
-def test_download_checksum_failure_keeps_nothing(http_server, tmp_path):
+def test_download_checksum_failure_keeps_nothing(run_cli, http_server, tmp_path):
     root, base = http_server
     make_cifar10_archive(str(root / "cifar-10-python.tar.gz"))
     dest = tmp_path / "dl"
-    proc = run_cli("data", "download", "cifar10", "--dir", dest, "--url", base + "/cifar-10-python.tar.gz", "--md5", "0" * 32)
+    url = base + "/cifar-10-python.tar.gz"
+    proc = run_cli("data", "download", "cifar10", "--dir", dest, "--url", url, "--md5", "0" * 32)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error:") and "checksum mismatch" in lines[-1]
@@ -141,11 +143,11 @@ def test_download_checksum_failure_keeps_nothing(http_server, tmp_path):
     assert proc.returncode != 0 and "cannot download" in proc.stderr
 
 
-def test_train_on_cifar_archive(tmp_path):
+def test_train_on_cifar_archive(run_cli, tmp_path):
     pytest.importorskip("torch")
     make_cifar10_archive(str(tmp_path / "cifar-10-python.tar.gz"), n=30)
-    proc = run_cli("train", tmp_path / "run", "--data", tmp_path, "--epochs", "1", "--ft-epochs", "1", "--qat-epochs", "1",
-                   "--base-init", "scratch", "--modes", "superclass,qat")
+    proc = run_cli("train", tmp_path / "run", "--data", tmp_path, "--epochs", "1", "--ft-epochs", "1",
+                   "--qat-epochs", "1", "--base-init", "scratch", "--modes", "superclass,qat")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "run" / "qat" / "1.pt").is_file()
     assert not (tmp_path / "run" / "flat.pt").exists()

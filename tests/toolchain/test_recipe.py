@@ -26,7 +26,7 @@ def _qat_pair(seed=0):
     torch.manual_seed(seed)
     m = M.build("resnet8", 1, 4)
     x, y = _data(seed)
-    T.fit(m, x, y, 2, 3e-3, 32, n_valid=3, progress=False)
+    T.fit(m, x, y, T.Recipe(2, 3e-3, 32), n_valid=3, hooks=T.FitHooks(progress=False))
     base = Q.from_float(m, [x])
     return base, copy.deepcopy(base)
 
@@ -79,13 +79,13 @@ def test_prox_deltas_are_exact_zeros_and_export_as_mod_256(tmp_path):
     base, net = _qat_pair(1)
     x, y = _data(11)
     net.train()
-    T.fit(net, x, y, 2, 3e-3, 32, n_valid=3, weight_decay=5e-4, progress=False,
-          after_step=Q.ProximalStep(net, base, 0.9))
+    T.fit(net, x, y, T.Recipe(2, 3e-3, 32, weight_decay=5e-4), n_valid=3,
+          hooks=T.FitHooks(progress=False, after_step=Q.ProximalStep(net, base, 0.9)))
     d = Q.code_delta(base, net)
     assert np.count_nonzero(d) > 0  # something moved
     dense = copy.deepcopy(base)
     dense.train()
-    T.fit(dense, x, y, 2, 3e-3, 32, n_valid=3, weight_decay=5e-4, progress=False)
+    T.fit(dense, x, y, T.Recipe(2, 3e-3, 32, weight_decay=5e-4), n_valid=3, hooks=T.FitHooks(progress=False))
     assert np.count_nonzero(d) < 0.5 * np.count_nonzero(Q.code_delta(base, dense))  # far sparser than dense
     layout = refit_layout(base)
     delta = layout.make_delta(packed(layout, base), packed(layout, net))
@@ -105,7 +105,7 @@ def test_patch_mode_changes_only_bn_and_head():
     Q.freeze_for_patch(net)
     x, y = _data(12)
     net.train()
-    T.fit(net, x, y, 1, 3e-3, 32, n_valid=3, progress=False)
+    T.fit(net, x, y, T.Recipe(1, 3e-3, 32), n_valid=3, hooks=T.FitHooks(progress=False))
     bc, sc = base.int8_codes(), net.int8_codes()
     for name in bc:
         if name == "fc.weight":
@@ -145,7 +145,7 @@ def test_ste_weight_grad_reaches_weights_beyond_the_grid():
 def recipe_run(tmp_path_factory):
     cfg = TrainConfig(epochs=1, base_epochs=1, ft_epochs=1, qat_epochs=1, limit_train=300, limit_test=120, batch=64,
                       seed=3, delta_budget="0.1")
-    return Run(str(tmp_path_factory.mktemp("recipe")), cfg, progress=False)
+    return Run.open(str(tmp_path_factory.mktemp("recipe")), cfg, progress=False)
 
 
 def test_base_starts_from_the_flat_trunk(recipe_run, monkeypatch):
@@ -167,9 +167,9 @@ def test_base_starts_from_the_flat_trunk(recipe_run, monkeypatch):
     calls = []
     real_fit = T.fit
 
-    def spy(model, x, y, epochs, lr, *a, **kw):
-        calls.append((copy.deepcopy(model.state_dict()), epochs, kw.get("desc")))
-        return real_fit(model, x, y, epochs, lr, *a, **kw)
+    def spy(model, x, y, recipe, **kw):
+        calls.append((copy.deepcopy(model.state_dict()), recipe.epochs, kw["hooks"].desc))
+        return real_fit(model, x, y, recipe, **kw)
 
     monkeypatch.setattr(T, "fit", spy)
     recipe_run.superclass()
@@ -187,22 +187,26 @@ def test_vanilla_and_qat_fine_tunes_share_one_recipe(recipe_run, monkeypatch):
     calls = {}
     real_fit = T.fit
 
-    def spy(model, x, y, epochs, lr, batch=128, **kw):
-        desc = kw.get("desc", "")
-        kind = "qat" if desc.startswith("QAT subclass") else ("vanilla" if desc.startswith("vanilla") else None)
+    def spy(model, x, y, recipe, **kw):
+        hooks = kw["hooks"]
+        kind = (
+            "qat"
+            if hooks.desc.startswith("QAT subclass")
+            else ("vanilla" if hooks.desc.startswith("vanilla") else None)
+        )
         if kind:
-            calls[kind] = dict(x=x.clone(), y=y.clone(), epochs=epochs, lr=lr, batch=batch,
-                               **{k: v for k, v in kw.items() if k not in ("desc", "after_step", "checkpoint", "progress")})
-            calls[kind + "_step"] = kw.get("after_step")
-        return real_fit(model, x, y, epochs, lr, batch, **kw)
+            calls[kind] = dict(x=x.clone(), y=y.clone(), recipe=recipe, **{k: v for k, v in kw.items() if k != "hooks"})
+            calls[kind + "_step"] = hooks.after_step
+        return real_fit(model, x, y, recipe, **kw)
 
     monkeypatch.setattr(T, "fit", spy)
     recipe_run.vanilla(0)
     recipe_run.sub_qat(0)
     v, q = calls["vanilla"], calls["qat"]
     assert torch.equal(v.pop("x"), q.pop("x")) and torch.equal(v.pop("y"), q.pop("y"))
-    assert v == q  # optimizer settings, epochs, lr, weight decay, seed, augmentation, head mask
-    assert v["weight_decay"] == recipe_run.cfg.ft_weight_decay and v["epochs"] == recipe_run.cfg.ft_epochs
+    assert v == q  # the recipe (optimizer, epochs, lr, weight decay, batch, augmentation), seed, head mask
+    assert v["recipe"].weight_decay == recipe_run.cfg.ft_weight_decay and v["recipe"].epochs == recipe_run.cfg.ft_epochs
+    assert set(v) == {"recipe", "n_valid", "seed"}
     assert calls["vanilla_step"] is None and isinstance(calls["qat_step"], Q.ProximalStep)
     assert calls["qat_step"].tau == 0.1
 

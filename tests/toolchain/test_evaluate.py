@@ -4,8 +4,6 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_cli
-
 from edgetool.toolchain import report as R
 
 
@@ -24,8 +22,8 @@ def test_confusion_matrix_by_hand():
     assert R.signed_int8(np.array([255, 1, 128], np.uint8)).tolist() == [-1, 1, -128]
 
 
-def test_evaluate_report_numbers_and_plots(tiny_run, tiny_bundle, tmp_path):
-    torch = pytest.importorskip("torch")
+def test_evaluate_report_numbers_and_plots(run_cli, tiny_run, tiny_bundle, tmp_path):
+    pytest.importorskip("torch")
     from edgetool.toolchain import train as T
 
     out = tmp_path / "report"
@@ -43,6 +41,7 @@ def test_evaluate_report_numbers_and_plots(tiny_run, tiny_bundle, tmp_path):
     for t, p in zip(true_k, pred_k):
         hand[t][p] += 1
     assert rep["confusion_counts"] == hand
+    assert rep["dataset"] == os.path.basename(os.path.normpath(tiny_run.cfg.data))  # no machine paths in reports
     for i in range(n):
         row = sum(hand[i])
         assert rep["confusion_percent"][i] == pytest.approx([round(100 * c / row, 2) for c in hand[i]])
@@ -56,7 +55,9 @@ def test_evaluate_report_numbers_and_plots(tiny_run, tiny_bundle, tmp_path):
         assert g["value"] is None and g["reason"]
     # the control: flat logits restricted to the true superclass's classes, by hand
     flat_logits = T.predict_logits(tiny_run.flat(), tiny_run.xte).numpy()
-    ctrl = [int(np.argmax(np.where(tiny_run.sup_of == true_k[i], flat_logits[i], -np.inf))) == y[i] for i in range(len(y))]
+    ctrl = [
+        int(np.argmax(np.where(tiny_run.sup_of == true_k[i], flat_logits[i], -np.inf))) == y[i] for i in range(len(y))
+    ]
     assert a["control"] == pytest.approx(np.mean(ctrl))
     # x: stored delta bytes / stored bytes of base.onnx, from the bundle's manifest
     man = json.load(open(os.path.join(tiny_bundle, "manifest.json")))
@@ -71,7 +72,8 @@ def test_evaluate_report_numbers_and_plots(tiny_run, tiny_bundle, tmp_path):
         assert sum(rep["deltas"][name]["histogram"]) == sum(v.size for v in tiny_run.super_qat().int8_codes().values())
         c = rep["compression"][name]
         assert 0 < c["bundle_x"] < 1.5 and 0 < c["fp16_7z_no_qat"] < 1.5
-    for f in ("report.md", "report.html", "confusion.png", "per_superclass.png", "delta_histograms.png", "compression.png"):
+    for f in ("report.md", "report.html", "confusion.png", "per_superclass.png", "delta_histograms.png",
+              "compression.png"):
         assert (out / f).stat().st_size > 0
         if f.endswith(".png"):
             assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -79,7 +81,7 @@ def test_evaluate_report_numbers_and_plots(tiny_run, tiny_bundle, tmp_path):
     assert "gap closed" in html.lower() and "confusion.png" in html
 
 
-def test_evaluate_bad_run(tmp_path):
+def test_evaluate_bad_run(run_cli, tmp_path):
     proc = run_cli("evaluate", tmp_path / "nothing")
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("error:") and "not a training run" in proc.stderr

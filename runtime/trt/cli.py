@@ -1,4 +1,4 @@
-"""``edgetool engine build`` / ``engine onnx``: the TensorRT engine of a bundle.
+"""``edgetool engine build`` / ``engine onnx``: the TensorRT engine of a bundle, on the device.
 
 ``build`` builds the engine on the device and saves it in the bundle.  ``onnx`` writes the
 exact model ``build`` hands to the TensorRT parser, with the matching ``trtexec`` and
@@ -14,6 +14,9 @@ from typing import List, Sequence
 
 import click
 
+from ..errors import UsageError, require
+from ..options import device_profile_option, weights_option
+
 
 @click.group()
 def engine():
@@ -22,34 +25,34 @@ def engine():
 
 @engine.command("build")
 @click.argument("bundle", type=click.Path())
-@click.option("--device-profile", "profile_name", default=None,
-              help="Device profile name or JSON file (default: detected Jetson, else desktop-gpu).")
+@device_profile_option
 @click.option("--max-batch", default=None, type=int, help="Largest batch of the optimization profile.")
 @click.option("--refit-individual/--refit-all", default=True, show_default=True,
               help="TensorRT >= 10: mark only the weights some delta changes as refittable.")
 @click.option("--strip-weights", is_flag=True, help="Write a weight-stripped plan (TensorRT >= 10).")
-@click.option("--weights", "form", type=click.Choice(["auto", "int8", "qdq-float"]), default="auto", show_default=True,
-              help="How int8 weights enter the engine: int8 codes (TensorRT >= 10) or float weights behind "
-                   "Q/DQ (TensorRT 8.x); auto picks by version. fp16 profiles always use dequantized weights.")
+@weights_option(["int8", "qdq-float"],
+                "How int8 weights enter the engine: int8 codes (TensorRT >= 10) or float weights behind "
+                "Q/DQ (TensorRT 8.x); auto picks by version. fp16 profiles always use dequantized weights.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Check base.onnx against TensorRT's explicit-quantization rules first.")
 def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form, check):
     """Build an engine for BUNDLE on this device and record it in the manifest."""
-    from edgetool import device_profiles
-    from edgetool.runtime.backends.trt import build_engine, gpu_name, trt_version
-    from edgetool.runtime.bundle import Bundle
-    from edgetool.runtime.engine_weights import weight_form
-    from edgetool.runtime.errors import require
+    from ..bundle import Bundle
+    from ..device_profiles import resolve
+    from ..machine import gpu_name
+    from .engine_store import add_engine
+    from .loader import build_engine, import_trt, trt_version
+    from .weight_forms import weight_form
 
     b = Bundle.open(bundle)
-    profile = device_profiles.load(profile_name or device_profiles.detect() or "desktop-gpu")
+    profile = resolve(profile_name)
     model = b.base_onnx()
     if check:
         onnx = require("onnx", "jetson")
-        from .trt_rules import require_valid
+        from .qdq_rules import require_valid
 
         require_valid(onnx.load_from_string(model), b._display("base.onnx"))
-    trt = require("tensorrt", "jetson")
+    trt = import_trt()
     form = weight_form(trt_version(trt), profile["precision"], form)
     changed = None
     if refit_individual:
@@ -59,17 +62,15 @@ def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form
     t0 = time.perf_counter()
     plan = build_engine(model, b.input["name"], b.input["shape"], profile["precision"], profile["workspace_mb"],
                         batch, refit_only=changed, strip_weights=strip_weights, form=form)
-    from .bundle import add_engine
-
+    individual = changed is not None and trt_version(trt) >= (10, 0)
     entry = add_engine(bundle, plan, {"precision": profile["precision"], "weights": form,
-                                      "device_profile": profile["name"],
-                                      "tensorrt": trt.__version__, "device": gpu_name(), "max_batch": batch,
-                                      "refit": "individual" if changed is not None and trt_version(trt) >= (10, 0) else "all",
+                                      "device_profile": profile["name"], "tensorrt": trt.__version__,
+                                      "device": gpu_name(), "max_batch": batch,
+                                      "refit": "individual" if individual else "all",
                                       "weight_stripped": bool(strip_weights)})
     click.echo("engine: {} ({} bytes, {} with {} weights, TensorRT {}, built in {:.1f} s)".format(
         os.path.join(bundle, entry["file"]), entry["size"], profile["precision"], form, trt.__version__,
         time.perf_counter() - t0))
-
 
 
 def _dims(shape: Sequence[int], sep: str) -> str:
@@ -106,19 +107,18 @@ def polygraphy_args(onnx_path: str, input_name: str, input_shape: Sequence[int],
 @engine.command("onnx")
 @click.argument("bundle", type=click.Path())
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--device-profile", "profile_name", default=None,
-              help="Device profile name or JSON file (default: detected Jetson, else desktop-gpu).")
-@click.option("--weights", "form", type=click.Choice(["auto", "int8", "qdq-float", "fp16"]), default="auto",
-              show_default=True, help="Weight form; auto: the one engine build uses with this machine's TensorRT.")
+@device_profile_option
+@weights_option(
+    ["int8", "qdq-float", "fp16"], "Weight form; auto: the one engine build uses with this machine's TensorRT."
+)
 def onnx_cmd(bundle, out, profile_name, form):
     """Write the model engine build gives TensorRT, and the trtexec/polygraphy commands for it."""
-    from edgetool import device_profiles
-    from edgetool.runtime.bundle import Bundle
-    from edgetool.runtime.engine_weights import engine_model, weight_form
-    from edgetool.runtime.errors import UsageError
+    from ..bundle import Bundle
+    from ..device_profiles import resolve
+    from .weight_forms import engine_model, weight_form
 
     b = Bundle.open(bundle)
-    profile = device_profiles.load(profile_name or device_profiles.detect() or "desktop-gpu")
+    profile = resolve(profile_name)
     precision = "fp16" if form == "fp16" else profile["precision"]
     if precision == "fp16":
         if form not in ("auto", "fp16"):
@@ -130,7 +130,7 @@ def onnx_cmd(bundle, out, profile_name, form):
         except ImportError:
             raise UsageError("TensorRT is not installed here, so --weights auto cannot tell the form: choose "
                              "--weights int8 (TensorRT >= 10), qdq-float (TensorRT 8.5/8.6) or fp16") from None
-        from edgetool.runtime.backends.trt import trt_version
+        from .loader import trt_version
 
         form = weight_form(trt_version(trt), precision)
     model = engine_model(b.base_onnx(), form)

@@ -3,10 +3,7 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-
-from conftest import run_cli
 
 torch = pytest.importorskip("torch")
 
@@ -17,7 +14,7 @@ TINY = ["--limit-train", "300", "--limit-test", "100", "--epochs", "1", "--base-
         "--qat-epochs", "1", "--batch", "64"]
 
 
-def test_every_mode_trains_from_the_cli(tmp_path):
+def test_every_mode_trains_from_the_cli(run_cli, tmp_path):
     run = tmp_path / "run"
     proc = run_cli("train", run, *TINY, "--modes", "flat,superclass,vanilla,qat")
     assert proc.returncode == 0, proc.stderr
@@ -36,7 +33,7 @@ def test_every_mode_trains_from_the_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_train_rejects_bad_input(tmp_path):
+def test_train_rejects_bad_input(run_cli, tmp_path):
     proc = run_cli("train", tmp_path / "r", "--modes", "flat,bogus")
     assert proc.returncode != 0 and "unknown mode" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("train", tmp_path / "r", "--data", tmp_path / "nodata")
@@ -60,7 +57,7 @@ def test_interrupted_fit_resumes_bit_for_bit(tmp_path):
     ref = M.ResNet(1, 2, (1,), (8,))
     torch.manual_seed(0)
     m = M.ResNet(1, 2, (1,), (8,))
-    T.fit(ref, x, y, 3, 1e-2, 64, progress=False)
+    T.fit(ref, x, y, T.Recipe(3, 1e-2, 64), hooks=T.FitHooks(progress=False))
 
     ck = str(tmp_path / "stage.partial")
 
@@ -69,11 +66,11 @@ def test_interrupted_fit_resumes_bit_for_bit(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        T.fit(m, x, y, 3, 1e-2, 64, progress=False, checkpoint=ck, on_epoch=stop)
+        T.fit(m, x, y, T.Recipe(3, 1e-2, 64), hooks=T.FitHooks(progress=False, checkpoint=ck, on_epoch=stop))
     assert torch.load(ck, weights_only=True)["epoch"] == 2
     torch.manual_seed(123)
     resumed = M.ResNet(1, 2, (1,), (8,))  # fresh weights: everything must come from the checkpoint
-    hist = T.fit(resumed, x, y, 3, 1e-2, 64, progress=False, checkpoint=ck)
+    hist = T.fit(resumed, x, y, T.Recipe(3, 1e-2, 64), hooks=T.FitHooks(progress=False, checkpoint=ck))
     assert len(hist["loss"]) == 1
     for (n, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), n

@@ -18,9 +18,9 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import DeviceError, require
+from ..errors import DeviceError, require
 
-KERNEL_PATH = os.path.join(os.path.dirname(__file__), "kernels", "delta_add.cu")
+KERNEL_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels", "delta_add.cu")
 THREADS = 256
 VEC = 16  # bytes per thread per iteration (uint4)
 

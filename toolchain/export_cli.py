@@ -1,19 +1,22 @@
-"""``edgetool export``: a bundle from a training run."""
+"""``edgetool export``: a bundle from a training run (the run writes it with :mod:`edgetool.export.bundle`)."""
 from __future__ import annotations
 
 import os
 
 import click
 
+from edgetool.runtime.options import codec_option
+
 
 @click.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Bundle directory to write.")
-@click.option("--codec", default="zstd", show_default=True, type=click.Choice(["zstd", "7z"]),
-              help="Delta codec (zstd: decodes ~50x faster for ~5% more bytes; see benchmarks/results/switch_latency.json).")
+@codec_option
 @click.option("--archive", is_flag=True, help="Also write OUT.tar.gz, one file to ship.")
+@click.option("--sign", "sign_key", type=click.Path(dir_okay=False), default=None,
+              help="Sign the manifest with this Ed25519 private key (edgetool keygen); devices check it.")
 @click.option("--force", is_flag=True, help="Replace --out even if it is a non-empty folder that is not a bundle.")
-def export(run_dir, out, codec, archive, force):
+def export(run_dir, out, codec, archive, sign_key, force):
     """Write a bundle (base.onnx, int8 deltas, manifest) from the training run RUN_DIR.
 
     The bundle is written to a temporary sibling of OUT and renamed into place when complete;
@@ -21,13 +24,18 @@ def export(run_dir, out, codec, archive, force):
     """
     from edgetool.export.atomic import check_out
     from edgetool.runtime.errors import UsageError
-    from edgetool.toolchain.pipeline import Run
+
+    from .pipeline import Run
 
     check_out(out, force)
     for f in ("config.json", "super_qat.pt"):
         if not os.path.isfile(os.path.join(run_dir, f)):
             raise UsageError("{}: missing {}; run `edgetool train {}` first".format(run_dir, f, run_dir))
-    run = Run(run_dir, progress=False)
+    if sign_key:
+        from edgetool.runtime.deploy.signing import load_private
+
+        load_private(sign_key)  # a bad key fails before any work
+    run = Run.open(run_dir, progress=False)
     missing = [os.path.join("qat", "{}.pt".format(k)) for k in range(run.hier.n_super)
                if not os.path.isfile(run.p("qat", "{}.pt".format(k)))]
     if missing:
@@ -37,8 +45,12 @@ def export(run_dir, out, codec, archive, force):
     base = m["base"]["size"]
     total = base + sum(d["stored_size"] for d in m["deltas"])
     click.echo("bundle: {} ({} bytes: base.onnx {} + {} deltas, {})".format(out, total, base, len(m["deltas"]), codec))
+    if sign_key:
+        from edgetool.runtime.deploy.signing import sign_bundle
+
+        click.echo("signed: manifest.sig (key {})".format(sign_bundle(out, sign_key)["key_id"]))
     if archive:
-        from .bundle import archive as make_archive
+        from edgetool.export.bundle import archive as make_archive
 
         path = make_archive(out, os.path.normpath(out) + ".tar.gz", force=force)
         click.echo("archive: {}".format(path))

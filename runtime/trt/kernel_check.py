@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cuda_delta import THREADS, launch_geometry, reference_apply
+from .delta_apply import THREADS, launch_geometry, reference_apply
 
 
 def random_case(nbytes: int, int8_nbytes: int, seed: int = 0):

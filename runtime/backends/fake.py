@@ -1,0 +1,58 @@
+"""A scripted backend: networks are plain functions, so routing can be tested and demonstrated without a bundle.
+
+``FakeBackend`` runs the shared :class:`~.base.Backend` logic (switch bookkeeping, timings,
+transactional switches) over a :class:`ScriptedBundle` that only names the hierarchy.  Each
+network is ``logits(target, batch) -> (N, head)``; switches are recorded in ``switch_log``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Collection, List, Sequence, Tuple
+
+import numpy as np
+
+from ..bundle import Superclass
+from ..errors import CodecError
+from .base import Backend
+
+Logits = Callable[[int, np.ndarray], np.ndarray]
+
+
+class ScriptedBundle:
+    """What the classifier and the backend read from a bundle: the hierarchy and the deltas.
+
+    Reading the delta of a superclass in *broken* fails the way a corrupt delta file does.
+    """
+
+    def __init__(self, hierarchy: Sequence[Tuple[str, Sequence[str]]], broken: Collection[int] = ()):
+        self.superclasses = [Superclass(i, name, list(subs)) for i, (name, subs) in enumerate(hierarchy)]
+        self.num_superclasses = len(self.superclasses)
+        self.head_width = max([self.num_superclasses] + [len(s.subclasses) for s in self.superclasses])
+        self.layout = None
+        self.broken = set(broken)
+
+    def read_delta(self, k: int) -> np.ndarray:
+        if k in self.broken:
+            raise CodecError("delta {} is corrupt".format(k))
+        return np.zeros(0, dtype=np.uint8)
+
+
+class FakeBackend(Backend):
+    name = "fake"
+
+    def __init__(self, bundle: ScriptedBundle, logits: Logits):
+        super().__init__(bundle)
+        self.logits = logits
+        self.switch_log: List[int] = []
+
+    def _apply(self, delta) -> None:
+        self.switch_log.append(self._target)
+
+    def switch(self, target: int, force: bool = False) -> bool:
+        self._target = int(target)
+        return super().switch(target, force)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        out = np.asarray(self.logits(self.current, batch), dtype=np.float32)
+        if out.shape != (len(batch), self.bundle.head_width):
+            raise ValueError("scripted logits must have shape {}".format((len(batch), self.bundle.head_width)))
+        return out

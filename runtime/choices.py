@@ -1,0 +1,44 @@
+"""Every set of user choices, defined once: the CLI, the library and the README use these.
+
+Plain data, no imports: the device side, the workstation side and the tests read them.
+"""
+from __future__ import annotations
+
+# Routing policies of the two-stage classifier (runtime/classifier.py).
+POLICIES = ("per-image", "batched", "sticky", "topk")
+DEFAULT_POLICY = "batched"
+
+# Inference backends (runtime/backends/), with the short names load_backend also takes.
+BACKENDS = ("onnxruntime", "tensorrt")
+BACKEND_ALIASES = {"ort": "onnxruntime", "trt": "tensorrt"}
+DEFAULT_BACKEND = "onnxruntime"
+
+# Delta codecs a bundle may name (runtime/codecs.py); "raw" exists for measurements only.
+CODECS = ("zstd", "7z")
+DEFAULT_CODEC = "zstd"  # chosen by benchmarks/switch_latency.py: decode time is switch latency
+
+# How refittable weights enter a TensorRT engine (runtime/trt/weight_forms.py).
+WEIGHT_FORMS = ("int8", "qdq-float", "fp16")
+
+# TensorRT engine modes (runtime/trt/backend.py).
+ENGINE_MODES = ("one-engine", "two-engine")
+DEFAULT_ENGINE_MODE = "one-engine"
+
+# Optional dependency (top-level module) -> the extra that installs it.
+EXTRAS = {
+    "torch": "train",
+    "torchvision": "train",
+    "onnx": "train",
+    "tqdm": "train",
+    "matplotlib": "train",
+    "markdown": "train",
+    "onnxruntime": "cpu",
+    "tensorrt": "jetson",
+    "pycuda": "jetson",
+    "cryptography": "deploy",
+}
+
+
+def extra_for(module: str):
+    """The extra that installs *module* (a dotted name is looked up by its top level), or None."""
+    return EXTRAS.get((module or "").split(".")[0])

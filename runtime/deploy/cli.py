@@ -1,0 +1,170 @@
+"""Workstation commands: ``devices``, ``keygen``, ``deploy``, ``rollback``, ``status``."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..errors import DeployError, UsageError
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
+def devices(as_json):
+    """List the device profiles (every one is validated)."""
+    from edgetool.runtime import device_profiles
+
+    from ..device_profiles import load_dir
+
+    profiles = load_dir(device_profiles.HERE)
+    if as_json:
+        click.echo(json.dumps(profiles, indent=1))
+        return
+    click.echo("{:<12} {:<4} {:<9} {:>10} {:>9} {:>9}  {}".format(
+        "profile", "gpu", "precision", "budget MiB", "workspace", "max batch", "device"))
+    for p in profiles:
+        click.echo("{:<12} {:<4} {:<9} {:>10} {:>9} {:>9}  {}".format(
+            p["name"], "yes" if p["gpu"] else "no", p["precision"], p["memory_budget_mb"],
+            p["workspace_mb"] if p["gpu"] else "-", p["max_batch"], p["display"]))
+
+
+@click.command()
+@click.argument("prefix", type=click.Path(dir_okay=False))
+def keygen(prefix):
+    """Make an Ed25519 signing key pair: PREFIX.key (keep it secret) and PREFIX.pub (give it to devices)."""
+    from .signing import keygen as make
+
+    k = make(prefix)
+    click.echo("private key {} (mode 0600), public key {}, key id {}".format(k["private"], k["public"], k["key_id"]))
+    click.echo("on each device: edgetool target trust ROOT {}".format(k["public"]))
+
+
+def target_options(f):
+    """Where the targets are and how to reach them (shared by deploy, rollback and status)."""
+    opts = [
+        click.option("--host", "hosts", multiple=True, help="[user@]host to reach over SSH (repeat for several)."),
+        click.option("--to", "to_dir", type=click.Path(file_okay=False), default=None,
+                     help="Deploy root on this machine instead of SSH hosts (same device-side code)."),
+        click.option("--root", default="edgetool-deploy", show_default=True,
+                     help="Deploy root on each host (relative paths start at the login's home)."),
+        click.option("--remote-edgetool", default="edgetool", show_default=True,
+                     help="edgetool command on the device (e.g. /opt/venv/bin/edgetool)."),
+        click.option("--port", type=int, default=None, help="SSH port."),
+        click.option("--identity", type=click.Path(dir_okay=False), default=None, help="SSH private key file."),
+        click.option("--known-hosts", type=click.Path(dir_okay=False), default=None,
+                     help="known_hosts file to check host keys against."),
+        click.option("--ssh-config", type=click.Path(dir_okay=False), default=None, help="ssh_config file (ssh -F)."),
+        click.option("--accept-new-host-key", is_flag=True,
+                     help="Trust a host key seen for the first time (keys that changed are still refused)."),
+        click.option("--jobs", default=8, show_default=True, help="Hosts handled in parallel."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def make_targets(kw):
+    from .transport import LocalTransport, SSHTransport
+
+    hosts, to_dir = kw.pop("hosts"), kw.pop("to_dir")
+    if bool(hosts) == bool(to_dir):
+        raise UsageError("give --host (one or more) or --to DIR, not both")
+    if kw["jobs"] < 1:
+        raise UsageError("--jobs must be >= 1")
+    if to_dir:
+        edgetool = kw["remote_edgetool"] if kw["remote_edgetool"] != "edgetool" else None
+        return [LocalTransport(edgetool)], to_dir
+    ssh = dict(edgetool=kw["remote_edgetool"], port=kw["port"], identity=kw["identity"],
+               known_hosts=kw["known_hosts"], ssh_config=kw["ssh_config"],
+               accept_new_host_key=kw["accept_new_host_key"])
+    return [SSHTransport(h, **ssh) for h in hosts], kw["root"]
+
+
+def finish(results):
+    from .report import format_summary
+
+    click.echo(format_summary(results))
+    failed = [r["host"] for r in results if not r["ok"]]
+    if failed:
+        raise DeployError("{} of {} host(s) failed: {}".format(len(failed), len(results), ", ".join(failed)))
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--device-profile", "profile_name", required=True, help="Profile of the targets (edgetool devices).")
+@click.option("--batch", type=int, default=None, help="Batch size for the fit check (default: the profile's max).")
+@click.option("--force", is_flag=True, help="Deploy even when the fit check says the bundle does not fit.")
+@click.option("--engine-build", is_flag=True, help="Build the TensorRT engine on each device after the switch.")
+@click.option("--doctor", is_flag=True, help="Run edgetool doctor on each device after the switch.")
+@click.option("--keep", default=3, show_default=True, help="Versions kept per device (>= 2).")
+@click.option("--bwlimit", type=float, default=None, help="Upload limit per host, KiB/s.")
+@target_options
+def deploy(bundle, profile_name, batch, force, engine_build, doctor, keep, bwlimit, **kw):
+    """Ship BUNDLE to each --host (or --to DIR): stage, verify, switch atomically, roll back on failure."""
+    from edgetool.runtime import device_profiles
+
+    from ..bundle import Bundle
+    from . import fit
+    from .driver import Source, deploy_one, on_all
+    from .report import Progress
+
+    targets, root = make_targets(kw)
+    profile = device_profiles.load(profile_name)
+    if engine_build and not profile["gpu"]:
+        raise UsageError("profile {} has no GPU: --engine-build needs TensorRT on a GPU device".format(profile["name"]))
+    if keep < 2 or (batch is not None and batch < 1):
+        raise UsageError("--keep must be >= 2 and --batch >= 1")
+    with Bundle.open(bundle) as b:
+        est = fit.check(b, profile, batch, force=force)
+        click.echo("fit: {}{}".format(fit.describe(est), "" if est["fits"] else " -- DOES NOT FIT (--force)"))
+        source = Source(b)
+        click.echo("version {} ({}, {} files)".format(source.version, "signed" if source.signed else "unsigned",
+                                                     len(source.files)))
+        steps = {"engine_profile": profile["name"] if engine_build else None, "doctor": doctor}
+        live = sys.stderr.isatty() and len(targets) == 1
+        results = on_all(targets, lambda t: deploy_one(t, root, source, steps, keep, bwlimit,
+                                                       Progress(t.label, live=live)), kw["jobs"])
+    finish(results)
+
+
+def remote_all(kw, sub, extra=()):
+    """``edgetool target SUB ROOT --json EXTRA`` on every target, as per-host results."""
+    from .driver import on_all, remote_call
+
+    targets, root = make_targets(kw)
+    return on_all(targets, lambda t: remote_call(t, ["target", sub, root, "--json"] + list(extra)), kw["jobs"])
+
+
+@click.command()
+@click.option("--version", default=None, help="Version to switch to (default: the previous one).")
+@target_options
+def rollback(version, **kw):
+    """Switch each target back to its previous version (or --version)."""
+    results = remote_all(kw, "rollback", ["--to", version] if version else [])
+    for r in results:
+        if r["ok"]:
+            r["detail"] = "current {} (was {})".format(r["reply"]["version"], r["reply"]["previous"])
+    finish(results)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per host.")
+@target_options
+def status(as_json, **kw):
+    """Versions present, current, previous and the last doctor result of each target."""
+    from .report import format_status
+
+    results = remote_all(kw, "status")
+    for r in results:
+        if as_json:
+            click.echo(json.dumps(dict(r.get("reply", {}), host=r["host"], ok=r["ok"], error=r.get("error"))))
+        elif r["ok"]:
+            click.echo("== {}\n{}".format(r["host"], format_status(r["reply"])))
+        r["detail"] = "current {}".format(r["reply"]["current"]) if r["ok"] else ""
+    if as_json:
+        failed = [r["host"] for r in results if not r["ok"]]
+        if failed:
+            raise DeployError("{} host(s) failed: {}".format(len(failed), ", ".join(failed)))
+    else:
+        finish(results)

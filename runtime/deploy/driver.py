@@ -1,0 +1,144 @@
+"""Workstation side of deploy: ship a bundle to each target, install it there, summarise per host."""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import re
+import time
+from typing import Callable, Dict, List, Optional
+
+from ..errors import DeployError, EdgetoolError
+from .report import Progress
+from .signing import SIGNATURE
+
+CHUNK = 1 << 16
+
+
+class Source:
+    """A verified bundle and the files to ship: manifest, signature, and every file the manifest lists."""
+
+    def __init__(self, bundle):
+        self.bundle = bundle
+        root = bundle.root
+        with open(os.path.join(root, "manifest.json"), "rb") as f:
+            data = f.read()
+        self.files = [("manifest.json", len(data), hashlib.sha256(data).hexdigest())]
+        sig = os.path.join(root, SIGNATURE)
+        self.signed = os.path.isfile(sig)
+        if self.signed:
+            with open(sig, "rb") as f:
+                s = f.read()
+            self.files.append((SIGNATURE, len(s), hashlib.sha256(s).hexdigest()))
+        for e in bundle.files():
+            self.files.append((e["file"], int(e.get("stored_size", e.get("size"))), e["sha256"]))
+        created = re.sub(r"[^0-9TZ]", "", str(bundle.manifest.get("created", "")))[:16] or "bundle"
+        self.version = "{}-{}".format(created, hashlib.sha256(data).hexdigest()[:12])
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.bundle.root, rel)
+
+
+def run_json(transport, args: List[str], timeout: Optional[float] = None) -> Dict:
+    proc = transport.run(args, timeout=timeout)
+    if proc.returncode != 0:
+        raise DeployError(_last_line(proc.stderr) or "exit status {}".format(proc.returncode))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise DeployError("unexpected reply from the target: {!r}".format(proc.stdout[-200:])) from None
+
+
+def _last_line(text) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    return last[len("error: "):] if last.startswith("error: ") else last
+
+
+def upload(transport, root: str, source: Source, progress: Progress, bwlimit_kib: Optional[float] = None) -> int:
+    """Send every file the target does not already hold, complete; return the bytes sent."""
+    state = run_json(transport, ["target", "prepare", root, source.version])
+    if state.get("installed"):
+        return 0
+    present = state.get("present", {})
+    todo = [f for f in source.files if present.get(f[0]) != f[2]]
+    progress.start(sum(f[1] for f in todo), len(todo))
+    if todo:
+        _send(transport, root, source, todo, progress, bwlimit_kib)
+    progress.done()
+    return progress.sent
+
+
+def _send(transport, root, source, todo, progress, bwlimit_kib) -> None:
+    """One ``target receive`` for all files: a header line per file, then its bytes."""
+    proc = transport.popen(["target", "receive", root, source.version])
+    t0, sent = time.monotonic(), 0
+    try:
+        for rel, size, sha in todo:
+            proc.stdin.write((json.dumps({"file": rel, "size": size, "sha256": sha}) + "\n").encode("utf-8"))
+            with open(source.path(rel), "rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK), b""):
+                    proc.stdin.write(chunk)
+                    sent += len(chunk)
+                    progress.update(len(chunk))
+                    if bwlimit_kib:
+                        ahead = sent / (bwlimit_kib * 1024.0) - (time.monotonic() - t0)
+                        if ahead > 0:
+                            time.sleep(ahead)
+        proc.stdin.close()
+    except BrokenPipeError:  # the target stopped reading: its error line says why
+        pass
+    err = proc.stderr.read()
+    proc.stdout.read()
+    proc.wait()
+    if proc.returncode != 0:
+        raise DeployError("upload failed: {}".format(_last_line(err) or "exit status {}".format(proc.returncode)))
+
+
+def deploy_one(transport, root: str, source: Source, steps: Dict, keep: int = 3,
+               bwlimit_kib: Optional[float] = None, progress: Optional[Progress] = None) -> Dict:
+    t0 = time.monotonic()
+    res = {"host": transport.label, "version": source.version}
+    try:
+        sent = upload(transport, root, source, progress or Progress(transport.label), bwlimit_kib)
+        args = ["target", "install", root, source.version, "--keep", str(keep)]
+        if steps.get("engine_profile"):
+            args += ["--engine-build", steps["engine_profile"]]
+        if steps.get("doctor"):
+            args.append("--doctor")
+        info = run_json(transport, args)
+        res.update(ok=True, previous=info.get("previous"), sent=sent, detail="{} installed ({} sent){}".format(
+            source.version, _size(sent), "; previous {} kept".format(info["previous"]) if info.get("previous") else ""))
+    except (EdgetoolError, OSError) as exc:
+        res.update(ok=False, error=str(exc))
+    res["seconds"] = time.monotonic() - t0
+    return res
+
+
+def _size(n: int) -> str:
+    return "{:.2f} MiB".format(n / 1048576.0) if n >= 1 << 20 else "{} bytes".format(n)
+
+
+def on_all(transports, fn: Callable, jobs: int = 8) -> List[Dict]:
+    """Run fn(transport) for every target in parallel; results in the order given."""
+    def guarded(t):
+        t0 = time.monotonic()
+        try:
+            out = fn(t)
+        except (EdgetoolError, OSError) as exc:
+            out = {"host": t.label, "ok": False, "error": str(exc)}
+        out.setdefault("seconds", time.monotonic() - t0)
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(jobs, len(transports)))) as pool:
+        return list(pool.map(guarded, transports))
+
+
+def remote_call(transport, args: List[str]) -> Dict:
+    """One JSON-answering target command (status, rollback) as a per-host result."""
+    out = run_json(transport, args)
+    return {"host": transport.label, "ok": True, "reply": out}

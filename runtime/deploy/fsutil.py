@@ -1,0 +1,91 @@
+"""Small filesystem helpers: atomic writes, an atomic symlink switch, and an exclusive lock."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+
+from ..errors import DeployError
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Write *data* to a temporary sibling, fsync it, then rename it over *path*."""
+    tmp = "{}.tmp-{}".format(path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_json(path: str, obj) -> None:
+    atomic_write(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def read_json(path: str, default=None):
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        return default
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DeployError("{}: not valid JSON ({})".format(path, exc)) from None
+
+
+def fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_symlink(target: str, link: str) -> None:
+    """Point *link* at *target* in one rename: readers see the old or the new target, never none."""
+    tmp = "{}.tmp-{}".format(link, os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    fsync_dir(os.path.dirname(os.path.abspath(link)))
+
+
+class Lock:
+    """An exclusive ``flock`` on *path*; waits up to *timeout* seconds, then raises DeployError."""
+
+    def __init__(self, path: str, timeout: float = 60.0):
+        self.path = path
+        self.timeout = timeout
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise DeployError("{}: another deploy holds the lock".format(self.path)) from None
+                time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+        self.fd = None

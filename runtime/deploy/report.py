@@ -1,0 +1,89 @@
+"""Human output of deploy: upload progress, the per-host summary, and a target's status."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Dict, List
+
+MIB = 1024.0 * 1024.0
+
+
+class Progress:
+    """Upload progress of one host: a live line on a terminal, a line per quarter otherwise."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, label: str, stream=None, live=None):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.total = self.sent = 0
+        self.t0 = time.monotonic()
+        self._shown = self._quarter = 0.0
+
+    def start(self, total: int, files: int) -> None:
+        self.total, self.sent, self.t0, self._quarter = int(total), 0, time.monotonic(), 0.0
+        self._write("{}: uploading {} file(s), {:.2f} MiB".format(self.label, files, total / MIB), final=True)
+
+    def update(self, n: int) -> None:
+        self.sent += n
+        frac = self.sent / self.total if self.total else 1.0
+        now = time.monotonic()
+        if self.live and now - self._shown >= 0.2:
+            self._shown = now
+            self._write(self._line(frac), final=False)
+        elif not self.live and frac >= self._quarter + 0.25:
+            self._quarter = int(frac * 4) / 4.0
+            self._write(self._line(frac), final=True)
+
+    def _line(self, frac: float) -> str:
+        rate = self.sent / max(time.monotonic() - self.t0, 1e-6) / MIB
+        return "{}: {:3.0f}%  {:.2f}/{:.2f} MiB  {:.1f} MiB/s".format(
+            self.label, 100 * frac, self.sent / MIB, self.total / MIB, rate)
+
+    def done(self) -> None:
+        if self.live and self.total:
+            self._write(self._line(1.0), final=True)
+
+    def _write(self, text: str, final: bool) -> None:
+        with self._lock:
+            end = "\n" if final or not self.live else ""
+            self.stream.write(("\r" + text + "\x1b[K" if self.live else text) + end)
+            self.stream.flush()
+
+
+def format_summary(results: List[Dict]) -> str:
+    width = max([len(r["host"]) for r in results] + [4])
+    lines = ["{:<{w}}  {:<6}  {:>6}  {}".format("host", "result", "time", "detail", w=width)]
+    for r in results:
+        if r["ok"]:
+            detail = r.get("detail", "")
+        else:
+            detail = r["error"]
+        lines.append("{:<{w}}  {:<6}  {:>5.1f}s  {}".format(r["host"], "ok" if r["ok"] else "FAILED",
+                                                         r.get("seconds", 0.0), detail, w=width))
+    failed = sum(not r["ok"] for r in results)
+    lines.append("{} host(s): {} ok, {} failed".format(len(results), len(results) - failed, failed))
+    return "\n".join(lines)
+
+
+def format_status(st: Dict) -> str:
+    lines = ["root      {}".format(st["root"]),
+             "current   {}".format(st.get("current") or "none"),
+             "previous  {}".format(st.get("previous") or "none")]
+    for v in st.get("versions", []):
+        mark = "*" if v == st.get("current") else " "
+        lines.append("version {} {}".format(mark, v))
+    for name, c in sorted(st.get("checks", {}).items()):
+        lines.append("{:<9} {} on {} at {}: {}".format(name, "PASS" if c["ok"] else "FAIL", c["version"], c["at"],
+                                                       c["detail"]))
+    if st.get("staging"):
+        lines.append("staging   {} (incomplete uploads; a re-run resumes them)".format(", ".join(st["staging"])))
+    lines.append("signing   {}; trusted keys: {}".format(
+        "unsigned bundles accepted" if st.get("accept_unsigned") else "trusted signature required",
+        ", ".join(st.get("trusted_keys", [])) or "none"))
+    last = st.get("last")
+    if last:
+        lines.append("last      {} -> {} at {}".format(last.get("action"), last.get("version"), last.get("at")))
+    return "\n".join(lines)

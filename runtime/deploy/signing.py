@@ -1,0 +1,137 @@
+"""Ed25519 signatures over a bundle's manifest.json (via the ``cryptography`` package).
+
+``manifest.sig`` sits beside ``manifest.json`` and signs its exact bytes; the manifest in
+turn pins every other file by sha256, so one signature covers the whole bundle.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from typing import Any, Dict, Optional
+
+from ..errors import SignatureError, UsageError, require
+from .fsutil import atomic_write
+
+SIGNATURE = "manifest.sig"
+SCHEMA = "edgetool.signature/1"
+
+
+def _crypto():
+    require("cryptography", "deploy")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return serialization, ed25519
+
+
+def key_id(public_key) -> str:
+    serialization, _ = _crypto()
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def keygen(prefix: str) -> Dict[str, str]:
+    """Write PREFIX.key (private, mode 0600) and PREFIX.pub; refuse to overwrite either."""
+    serialization, ed25519 = _crypto()
+    paths = {"private": prefix + ".key", "public": prefix + ".pub"}
+    for p in paths.values():
+        if os.path.exists(p):
+            raise UsageError("{}: exists; refusing to overwrite a key".format(p))
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    atomic_write(paths["private"], private, mode=0o600)
+    atomic_write(paths["public"], public)
+    return dict(paths, key_id=key_id(key.public_key()))
+
+
+def load_private(path: str):
+    serialization, ed25519 = _crypto()
+    try:
+        with open(path, "rb") as f:
+            key = serialization.load_pem_private_key(f.read(), password=None)
+    except OSError as exc:
+        raise UsageError("{}: cannot read signing key ({})".format(path, exc.strerror)) from None
+    except (ValueError, TypeError) as exc:
+        raise UsageError("{}: not an unencrypted PEM private key ({})".format(path, exc)) from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise UsageError("{}: not an Ed25519 key (make one with `edgetool keygen`)".format(path))
+    return key
+
+
+def load_public(path: str):
+    serialization, ed25519 = _crypto()
+    try:
+        with open(path, "rb") as f:
+            key = serialization.load_pem_public_key(f.read())
+    except OSError as exc:
+        raise UsageError("{}: cannot read public key ({})".format(path, exc.strerror)) from None
+    except (ValueError, TypeError) as exc:
+        raise UsageError("{}: not a PEM public key ({})".format(path, exc)) from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise UsageError("{}: not an Ed25519 public key".format(path))
+    return key
+
+
+def sign_bundle(bundle_dir: str, key_path: str) -> dict:
+    """Sign BUNDLE_DIR/manifest.json with the private key at KEY_PATH; write manifest.sig."""
+    key = load_private(key_path)
+    with open(os.path.join(bundle_dir, "manifest.json"), "rb") as f:
+        data = f.read()
+    sig = {"schema": SCHEMA, "algorithm": "ed25519", "key_id": key_id(key.public_key()),
+           "manifest_sha256": hashlib.sha256(data).hexdigest(),
+           "signature": base64.b64encode(key.sign(data)).decode("ascii")}
+    atomic_write(os.path.join(bundle_dir, SIGNATURE), (json.dumps(sig, indent=1) + "\n").encode("utf-8"))
+    return sig
+
+
+def trusted_keys(trust_dir: str) -> Dict[str, object]:
+    """key id -> public key, for every ``*.pub`` in TRUST_DIR."""
+    keys = {}
+    if os.path.isdir(trust_dir):
+        for name in sorted(os.listdir(trust_dir)):
+            if name.endswith(".pub"):
+                k = load_public(os.path.join(trust_dir, name))
+                keys[key_id(k)] = k
+    return keys
+
+
+def _read_signature(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            sig = json.loads(f.read(4096).decode("utf-8"))
+        raw = base64.b64decode(sig["signature"], validate=True)
+        if sig.get("schema") != SCHEMA or sig.get("algorithm") != "ed25519" or len(raw) != 64:
+            raise ValueError("unknown schema or algorithm")
+        return dict(sig, raw=raw)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise SignatureError("{}: malformed signature ({})".format(path, exc)) from None
+
+
+def verify_bundle(bundle_dir: str, trust_dir: str, accept_unsigned: bool = False) -> Optional[str]:
+    """Check manifest.sig against the trusted keys; return the signer's key id (None: unsigned, accepted)."""
+    sig_path = os.path.join(bundle_dir, SIGNATURE)
+    if not os.path.isfile(sig_path):
+        if accept_unsigned:
+            return None
+        raise SignatureError("{}: bundle is unsigned and this device accepts only signed bundles "
+                             "(sign it with `edgetool export --sign KEY`)".format(bundle_dir))
+    sig = _read_signature(sig_path)
+    keys = trusted_keys(trust_dir)
+    key: Any = keys.get(str(sig.get("key_id")))
+    if key is None:
+        raise SignatureError("{}: signed by key {} which this device does not trust (trusted: {})".format(
+            sig_path, sig.get("key_id"), ", ".join(sorted(keys)) or "none"))
+    with open(os.path.join(bundle_dir, "manifest.json"), "rb") as f:
+        data = f.read()
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        key.verify(sig["raw"], data)
+    except InvalidSignature:
+        raise SignatureError("{}: signature does not match manifest.json (modified after signing?)".format(
+            os.path.join(bundle_dir, "manifest.json"))) from None
+    return sig["key_id"]

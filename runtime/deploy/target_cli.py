@@ -1,0 +1,101 @@
+"""``edgetool target``: the device side of deploy, run over SSH (or locally for ``deploy --to DIR``).
+
+Every subcommand takes the deployment ROOT first. prepare/receive/install print one JSON
+object on stdout for the workstation to read.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+def _target(root):
+    from .target import Target
+
+    return Target(root)
+
+
+def _emit(obj):
+    click.echo(json.dumps(obj, sort_keys=True))
+
+
+@click.group()
+def target():
+    """Device side of deploy: receive, verify, install, roll back; trust keys."""
+
+
+@target.command()
+@click.argument("root")
+@click.argument("version")
+def prepare(root, version):
+    """Make the staging folder of VERSION; list its files already received."""
+    _emit(_target(root).prepare(version))
+
+
+@target.command()
+@click.argument("root")
+@click.argument("version")
+def receive(root, version):
+    """Read files of VERSION from standard input: per file a JSON header line, then its bytes."""
+    _emit(_target(root).receive_stream(version, sys.stdin.buffer))
+
+
+@target.command()
+@click.argument("root")
+@click.argument("version")
+@click.option("--engine-build", "engine_profile", default=None, help="Build the TensorRT engine for this profile.")
+@click.option("--doctor", is_flag=True, help="Run edgetool doctor on the new version.")
+@click.option("--keep", default=3, show_default=True, help="Versions to keep (current and previous always stay).")
+def install(root, version, engine_profile, doctor, keep):
+    """Verify the staged VERSION (signature, checksums), switch current to it; roll back if a step fails."""
+    from .steps import run_steps
+
+    t = _target(root)
+    info = t.install(version, keep=keep)
+    info.update(run_steps(t, version, engine_profile, doctor))
+    _emit(info)
+
+
+@target.command()
+@click.argument("root")
+@click.option("--to", "to", default=None, help="Version to switch to (default: the previous one).")
+@click.option("--json", "as_json", is_flag=True)
+def rollback(root, to, as_json):
+    """Switch current back to the previous version (or --to VERSION)."""
+    res = _target(root).rollback(to)
+    _emit(res) if as_json else click.echo("current: {} (was {})".format(res["version"], res["previous"]))
+
+
+@target.command()
+@click.argument("root")
+@click.option("--json", "as_json", is_flag=True)
+def status(root, as_json):
+    """Versions present, current, previous, last doctor result."""
+    st = _target(root).status()
+    if as_json:
+        _emit(st)
+    else:
+        from .report import format_status
+
+        click.echo(format_status(st))
+
+
+@target.command()
+@click.argument("root")
+@click.argument("public_key", type=click.Path(exists=True, dir_okay=False))
+def trust(root, public_key):
+    """Trust bundles signed by PUBLIC_KEY (made by `edgetool keygen`) on this device."""
+    kid = _target(root).trust(public_key)
+    click.echo("trusted key {} in {}".format(kid, _target(root).p("trust")))
+
+
+@target.command()
+@click.argument("root")
+@click.option("--accept-unsigned/--require-signed", default=None, required=True,
+              help="Whether this device installs bundles that carry no signature.")
+def config(root, accept_unsigned):
+    """Device policy: accept unsigned bundles, or require a trusted signature (the default)."""
+    cfg = _target(root).set_config(accept_unsigned=accept_unsigned)
+    click.echo("{}: accept_unsigned = {}".format(root, str(cfg["accept_unsigned"]).lower()))

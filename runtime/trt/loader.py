@@ -1,0 +1,123 @@
+"""Build steps for a refittable TensorRT engine, each small and returning what it makes.
+
+``build_engine`` composes them: import TensorRT, parse the model of the chosen weight form,
+configure int8 + refit (``REFIT``, or ``REFIT_INDIVIDUAL`` with only the weights some delta
+changes marked, TensorRT >= 10), add one optimization profile, build the serialized plan.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence, Tuple
+
+from ..errors import BackendError, DeviceError, require
+from .weight_forms import engine_model, engine_name, weight_form
+
+log = logging.getLogger(__name__)
+
+
+def import_trt():
+    return require("tensorrt", "jetson")
+
+
+def trt_version(trt) -> Tuple[int, ...]:
+    return tuple(int(p) for p in trt.__version__.split(".")[:2])
+
+
+_LOGGERS: dict = {}
+
+
+def trt_logger(trt):
+    """The one TensorRT logger of this process (TensorRT treats it as a singleton).
+
+    Its severity follows the edgetool logger: ``-vv`` VERBOSE, ``-v`` INFO, default WARNING,
+    ``-q`` ERROR.
+    """
+    level = log.getEffectiveLevel()
+    if level <= logging.DEBUG:
+        severity = trt.Logger.VERBOSE
+    elif level <= logging.INFO:
+        severity = trt.Logger.INFO
+    else:
+        severity = trt.Logger.WARNING if level <= logging.WARNING else trt.Logger.ERROR
+    logger = _LOGGERS.get(id(trt))
+    if logger is None:
+        logger = _LOGGERS[id(trt)] = trt.Logger(severity)
+    else:
+        logger.min_severity = severity
+    return logger
+
+
+def parse_network(trt, builder, logger, model_bytes: bytes, form: str):
+    """The network of *model_bytes* in weight form *form*, with the parser that must outlive it."""
+    flags = 0 if trt_version(trt) >= (10, 0) else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(engine_model(model_bytes, form)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError("TensorRT cannot parse base.onnx ({} weights): {}".format(form, errors))
+    return network, parser
+
+
+def precision_config(trt, builder, precision: str, workspace_mb: int):
+    """A builder config with the workspace limit and int8 (+ fp16 fallback) or fp16."""
+    if precision == "int8" and hasattr(builder, "platform_has_fast_int8") and not builder.platform_has_fast_int8:
+        raise DeviceError("this GPU has no fast int8; build with a profile whose precision is fp16 (e.g. nano)")
+    config = builder.create_builder_config()
+    if hasattr(config, "set_memory_pool_limit"):
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    else:  # TensorRT < 8.4
+        config.max_workspace_size = int(workspace_mb) << 20
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+    config.set_flag(trt.BuilderFlag.FP16)
+    return config
+
+
+def refit_flags(trt, network, config, form: str, refit_only: Optional[Sequence] = None, strip_weights: bool = False):
+    """``REFIT``, or ``REFIT_INDIVIDUAL`` with *refit_only* marked; ``STRIP_PLAN`` on request."""
+    if refit_only is not None and hasattr(trt.BuilderFlag, "REFIT_INDIVIDUAL"):
+        config.set_flag(trt.BuilderFlag.REFIT_INDIVIDUAL)
+        for spec in refit_only:
+            target = engine_name(spec, form)
+            if not network.mark_weights_refittable(target):
+                raise BackendError("TensorRT cannot mark {!r} refittable".format(target))
+    else:
+        config.set_flag(trt.BuilderFlag.REFIT)
+    if strip_weights:
+        if not hasattr(trt.BuilderFlag, "STRIP_PLAN"):
+            raise DeviceError("weight-stripped plans need TensorRT >= 10 (this is {})".format(trt.__version__))
+        config.set_flag(trt.BuilderFlag.STRIP_PLAN)
+    return config
+
+
+def batch_profile(builder, config, input_name: str, input_shape: Sequence[int], max_batch: int, opt_batch: int = 1):
+    """One optimization profile: batch 1 .. *max_batch*, tuned for *opt_batch*."""
+    c, h, w = input_shape
+    profile = builder.create_optimization_profile()
+    profile.set_shape(input_name, (1, c, h, w), (max(1, min(opt_batch, max_batch)), c, h, w), (max_batch, c, h, w))
+    config.add_optimization_profile(profile)
+    return config
+
+
+def build_engine(model_bytes: bytes, input_name: str, input_shape: Sequence[int], precision: str = "int8",
+                 workspace_mb: int = 1024, max_batch: int = 32, opt_batch: int = 1,
+                 refit_only: Optional[Sequence] = None, strip_weights: bool = False,
+                 form: Optional[str] = None) -> bytes:
+    """Build a serialized engine (plan) on this device.
+
+    *refit_only*: the packed tensors (layout specs) to mark refittable with REFIT_INDIVIDUAL;
+    *form*: the weight form (see :mod:`.weight_forms`), by default the one for this version.
+    """
+    trt = import_trt()
+    form = weight_form(trt_version(trt), precision, form)
+    logger = trt_logger(trt)
+    builder = trt.Builder(logger)
+    config = precision_config(trt, builder, precision, workspace_mb)
+    network, _parser = parse_network(trt, builder, logger, model_bytes, form)
+    refit_flags(trt, network, config, form, refit_only, strip_weights)
+    batch_profile(builder, config, input_name, input_shape, max_batch, opt_batch)
+    log.info("building a %s engine (%s weights, max batch %d)", precision, form, max_batch)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise BackendError("TensorRT failed to build the engine (see the TensorRT log above)")
+    return bytes(plan)

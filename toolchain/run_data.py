@@ -1,0 +1,148 @@
+"""What a run trains on: its configuration, its data and the tensors made from it, loaded once."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+
+from edgetool.runtime.errors import UsageError
+
+from . import data as datasets
+from . import hierarchy
+from . import train as training
+from .config_check import check_types, read_json
+
+
+@dataclass
+class TrainConfig:
+    data: str = (
+        "sample"  # "sample", an IDX folder, an ImageFolder root with train/ and test/, or a CIFAR python archive
+    )
+    pretrained: Optional[str] = None  # torchvision ResNet state_dict (.pth) to start every float network from
+    hierarchy: Optional[str] = None  # JSON file; the sample ships its own
+    arch: str = "resnet8"
+    width_mult: float = 1.0
+    image_size: Optional[int] = None  # resize for ImageFolder data
+    epochs: int = 8  # flat network (and the superclass network with base_init="scratch")
+    lr: float = 3e-3
+    base_init: str = "flat"  # superclass network starts from the flat network's trunk ("flat") or from scratch
+    base_epochs: int = 3  # superclass epochs from the flat trunk
+    ft_epochs: int = 10  # every subclass fine-tune: vanilla fp32 and QAT int8 share this recipe
+    ft_lr: float = 3e-3
+    ft_weight_decay: float = 5e-4
+    qat_epochs: int = 2  # QAT of the superclass network
+    qat_lr: float = 1e-3
+    qat_weight_grad: str = "clip"  # "clip": no gradient beyond +-127 codes; "ste": straight through
+    delta_budget: str = "0.05"  # proximal threshold tau toward the base (0 = dense), or "patch"
+    batch: int = 128
+    seed: int = 0
+    flip: bool = True
+    pad: int = 0
+    calib_batches: int = 8
+    limit_train: int = 0  # keep at most this many training images (0 = all)
+    limit_test: int = 0
+
+    def save(self, path):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(asdict(self), f, indent=1)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path):
+        d = read_json(path)
+        cfg = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        cfg.check(path)
+        return cfg
+
+    def check(self, source: str = "config") -> None:
+        check_types(self, source)
+
+
+def load_data(cfg: TrainConfig):
+    """(train, test, hierarchy) for the configured data source."""
+    if cfg.data == "sample":
+        hier = hierarchy.load(cfg.hierarchy or datasets.sample_hierarchy_path())
+        train, test = datasets.load_sample("train"), datasets.load_sample("test")
+    elif cfg.data.startswith(("cifar10:", "cifar100:")) or (
+            os.path.exists(cfg.data) and _cifar_archive(cfg.data) is not None):
+        train, test, hier = _load_cifar(cfg)
+    else:
+        train, test, hier = _load_folder(cfg)
+    if cfg.limit_train:
+        _, keep = datasets.stratified_split(train.labels, min(1.0, cfg.limit_train / len(train)), cfg.seed)
+        train = train.subset(keep)
+    if cfg.limit_test:
+        _, keep = datasets.stratified_split(test.labels, min(1.0, cfg.limit_test / len(test)), cfg.seed)
+        test = test.subset(keep)
+    return train, test, hier
+
+
+def _load_cifar(cfg: TrainConfig):
+    from . import cifar
+
+    path = cfg.data.split(":", 1)[1] if ":" in cfg.data.split(os.sep)[0] else cfg.data
+    archive = _cifar_archive(path)
+    if archive is None:
+        raise UsageError("{}: no CIFAR python archive here; run `edgetool data download cifar10 --dir {}`".format(
+            path, path))
+    train, hier = cifar.load_archive(archive, "train")
+    test, _ = cifar.load_archive(archive, "test")
+    if cfg.hierarchy:
+        hier = hierarchy.load(cfg.hierarchy)
+    return train, test, hier
+
+
+def _load_folder(cfg: TrainConfig):
+    """IDX files or train/ and test/ image folders, with hierarchy.json beside them."""
+    root = cfg.data
+    if not os.path.isdir(root):
+        raise UsageError("{}: no such data folder".format(root))
+    hpath = cfg.hierarchy or os.path.join(root, "hierarchy.json")
+    if not os.path.isfile(hpath):
+        raise UsageError("no hierarchy: pass --hierarchy FILE or put hierarchy.json in {}".format(root))
+    with open(hpath) as f:
+        hd = json.load(f)
+    names = hd.get("label_index")
+    classes = [names[str(i)] for i in range(len(names))] if names else hd.get("fine_label_names")
+    if any(f.startswith("train-images-idx3-ubyte") for f in os.listdir(root)):
+        if not classes:
+            raise UsageError("{}: IDX data needs label_index in the hierarchy file".format(hpath))
+        train, test = datasets.load_idx_dir(root, "train", classes), datasets.load_idx_dir(root, "test", classes)
+    elif os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test")):
+        size = cfg.image_size or 32
+        train = datasets.load_image_folder(os.path.join(root, "train"), size, 3, classes)
+        test = datasets.load_image_folder(os.path.join(root, "test"), size, 3, train.classes)
+    else:
+        raise UsageError("{}: neither IDX files nor train/ and test/ image folders".format(root))
+    return train, test, hierarchy.load(hpath)
+
+
+def _cifar_archive(path):
+    from .cifar import find_archive
+
+    return find_archive(path)
+
+
+class RunData:
+    """The data of a run, as arrays and tensors: images, labels, hierarchy maps, input spec."""
+
+    def __init__(self, train, test, hier):
+        self.train, self.test, self.hier = train, test, hier
+        self.mean, self.std = train.stats()
+        self.sup_of, self.loc_of = hier.mapping(train.classes)
+        self.xtr = training.to_tensor(train, self.mean, self.std)
+        self.xte = training.to_tensor(test, self.mean, self.std)
+        self.ytr = torch.from_numpy(train.labels)
+        self.yte = torch.from_numpy(test.labels)
+        self.input_spec = {"name": "input", "shape": [train.channels, train.size, train.size],
+                           "layout": "NCHW", "dtype": "float32", "scale": 1.0 / 255.0, "mean": self.mean,
+                           "std": self.std, "color": "gray" if train.channels == 1 else "rgb",
+                           "classes": train.classes}
+
+    @classmethod
+    def load(cls, cfg: TrainConfig) -> "RunData":
+        return cls(*load_data(cfg))
