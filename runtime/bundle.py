@@ -58,7 +58,7 @@ class Bundle:
         except FieldError as exc:
             raise BundleError(self._display(MANIFEST), str(exc)) from None
         self.layout = self.model.layout
-        self.superclasses = [Superclass(i, n, s) for i, (n, s) in enumerate(self.model.superclasses)]
+        self.superclasses = [Superclass(i, n, list(s)) for i, (n, s) in enumerate(self.model.superclasses)]
         self.head_width = self.model.head_width
         self.input = dict(manifest["input"])
         self.output_name = self.model.output_name
@@ -194,7 +194,7 @@ class Bundle:
             shape, fortran, dtype = npy_header(f)  # checked before numpy allocates anything
             if dtype != np.float32 or tuple(shape) != self.model.samples_shape:
                 raise BundleError(shown, "holds {} {}, the manifest says float32 {}".format(
-                    dtype, tuple(shape), list(self.model.samples_shape)))
+                    dtype, tuple(shape), list(self.model.samples_shape or ())))
             a = np.frombuffer(f.read(), dtype=np.float32)
             return a.reshape(shape, order="F" if fortran else "C").copy()
         except NPY_ERRORS as exc:

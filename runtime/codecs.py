@@ -55,7 +55,7 @@ class _MemoryFactory:
 
     def __init__(self, cap: int):
         self.cap = cap
-        self.data = {}
+        self.data: Dict[str, bytes] = {}
 
     def create(self, filename):
         factory = self

@@ -171,7 +171,7 @@ def _file(e: dict, where: str, cap: int, folder: Optional[str] = None) -> FileEn
     sha = e.get("sha256")
     if not isinstance(sha, str) or not _SHA.match(sha):
         fail(where + ".sha256", "missing or not 64 lowercase hex digits")
-    return FileEntry(path, size, sha)
+    return FileEntry(path, size, str(sha))
 
 
 def _layout(r: dict, base_size: int, head: int) -> PackedLayout:

@@ -129,7 +129,8 @@ def _dim(dim: memoryview):
 
 def graph_io(model_bytes: bytes):
     """({input name: dims}, {output name: dims}) of the model's graph, without the onnx package."""
-    inputs, outputs = {}, {}
+    inputs: Dict[str, list] = {}
+    outputs: Dict[str, list] = {}
     for field, wire, graph in _fields(memoryview(model_bytes)):
         if field != 7 or wire != 2:
             continue

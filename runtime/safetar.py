@@ -63,34 +63,45 @@ def _prefix(archive: str, names) -> str:
     raise BundleError(archive, "archive holds no {}".format(M.MANIFEST))
 
 
+def _header(archive: str, m, count: int, total: int):
+    """Checks of one member header; returns its path parts (None for the archive's root folder)."""
+    if count >= MAX_MEMBERS:
+        raise BundleError(archive, "more than {} archive members".format(MAX_MEMBERS))
+    parts = _split(archive, m.name)
+    if not parts and m.isdir():
+        return None
+    if not parts:
+        raise BundleError(archive, "unsafe archive member {}".format(ascii(m.name)[:80]))
+    if not (m.isfile() or m.isdir()):
+        raise BundleError(archive, "archive member {} is not a file or folder".format(ascii(m.name)[:80]))
+    if m.isfile() and (m.size > M.MAX_FILE_BYTES or total + m.size > MAX_TOTAL):
+        raise BundleError(archive, "archive member {} declares {} bytes, over the limit".format(
+            ascii(m.name)[:80], m.size))
+    return parts
+
+
 def _scan(archive: str):
     """Pass 1: headers and manifest only; returns (prefix, {rel: size}, allowed {rel: size})."""
-    members = []
+    members: list = []
     manifests = {}
     total = 0
     early = None  # once a top-level manifest.json has been read: {rel: size} to check each member at its header
     with tarfile.open(archive, "r|*") as tar:
         for m in tar:
-            if len(members) >= MAX_MEMBERS:
-                raise BundleError(archive, "more than {} archive members".format(MAX_MEMBERS))
-            parts = _split(archive, m.name)
-            if not parts and m.isdir():
+            parts = _header(archive, m, len(members), total)
+            if parts is None:
                 continue
-            if not parts:
-                raise BundleError(archive, "unsafe archive member {}".format(ascii(m.name)[:80]))
-            if not (m.isfile() or m.isdir()):
-                raise BundleError(archive, "archive member {} is not a file or folder".format(ascii(m.name)[:80]))
             if m.isfile():
                 total += m.size
-                if m.size > M.MAX_FILE_BYTES or total > MAX_TOTAL:
-                    raise BundleError(archive, "archive member {} declares {} bytes, over the limit".format(
-                        ascii(m.name)[:80], m.size))
                 if early is not None:
                     _check_early(archive, early, parts, m.size)
                 if parts[-1] == M.MANIFEST and len(parts) <= 2:
                     if m.size > M.MAX_MANIFEST_BYTES:
                         raise BundleError(archive, "manifest.json declares {} bytes, over the limit".format(m.size))
-                    data = tar.extractfile(m).read(M.MAX_MANIFEST_BYTES + 1)
+                    f = tar.extractfile(m)
+                    if f is None:
+                        raise BundleError(archive, "manifest.json cannot be read from the archive")
+                    data = f.read(M.MAX_MANIFEST_BYTES + 1)
                     manifests["/".join(parts)] = data
                     if not any(not d for _, d, _ in members):  # the first file: check the rest at their headers
                         early = (parts[0] if len(parts) == 2 else "", _allowed(archive, data))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Optional
 
 
 class Terminated(KeyboardInterrupt):
@@ -35,9 +36,10 @@ def install() -> None:
 def terminated_by(exc: BaseException):
     """The :class:`Terminated` behind *exc* (click wraps it in Abort), or None."""
     seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, Terminated):
-            return exc
-        exc = exc.__cause__ or exc.__context__
+    cur: Optional[BaseException] = exc
+    while cur is not None and seen < 10:
+        if isinstance(cur, Terminated):
+            return cur
+        cur = cur.__cause__ or cur.__context__
         seen += 1
     return None

@@ -114,7 +114,7 @@ def test_nothing_restorable_says_so_and_refuses_to_serve(served, monkeypatch):
     with pytest.raises(BackendError) as exc:
         be.switch(1)
     assert not isinstance(exc.value, SwitchError) and "no network serves" in str(exc.value)
-    assert be.current is None
+    assert not be.serving
     with pytest.raises(BackendError, match="no network is serving"):
         be.infer(x)
     monkeypatch.undo()

@@ -55,7 +55,8 @@ class Backend:
     def __init__(self, bundle):
         self.bundle = bundle
         self.layout = bundle.layout
-        self.current: Optional[int] = BASE  # None: a failed switch could not restore any network
+        self.current: int = BASE
+        self.serving = True  # False: a failed switch could not restore any network
         self._delta: Optional[np.ndarray] = None  # the decoded delta now applied (None: base)
         self.timings = Timings()
         self.switch_count = 0
@@ -76,7 +77,7 @@ class Backend:
 
     # -- shared ------------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        if self.current is None:
+        if not self.serving:
             raise BackendError("no network is serving: a failed switch could not restore the weights; "
                                "reopen the bundle")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -116,6 +117,7 @@ class Backend:
         t2 = time.perf_counter()
         self.current = target
         self._delta = delta
+        self.serving = True
         self.switch_count += 1
         self.timings.add("decode", (t1 - t0) * 1e3)
         self.timings.add("apply", (t2 - t1) * 1e3)
@@ -126,8 +128,8 @@ class Backend:
         """After a failed apply: put the previous weights back, else the base's, else say none serve."""
         what = "switch to {} failed while applying its weights ({}: {})".format(
             self.describe(target), type(exc).__name__, str(exc)[:200])
-        previous = self.describe(self.current)
-        if self.current is not None:
+        previous = self.describe(self.current if self.serving else None)
+        if self.serving:
             try:
                 self._apply(self._delta)
                 return SwitchError("{}; still serving {}".format(what, previous))
@@ -135,10 +137,10 @@ class Backend:
                 pass
         try:
             self._apply(None)
-            self.current, self._delta = BASE, None
+            self.current, self._delta, self.serving = BASE, None, True
             return SwitchError("{}; {} could not be restored, so the base network serves now".format(what, previous))
         except Exception as again:
-            self.current, self._delta = None, None
+            self.current, self._delta, self.serving = BASE, None, False
             return BackendError("{}; restoring the base network failed too ({}); no network serves".format(
                 what, str(again)[:200]))
 
