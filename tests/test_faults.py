@@ -125,7 +125,7 @@ def test_nothing_restorable_says_so_and_refuses_to_serve(served, monkeypatch):
 EXPORT = """
 import sys
 from edgetool.toolchain.pipeline import Run
-Run(sys.argv[1], progress=False).export(sys.argv[2], codec=sys.argv[3])
+Run.open(sys.argv[1], progress=False).export(sys.argv[2], codec=sys.argv[3])
 """
 
 

@@ -37,7 +37,7 @@ def export(run_dir, out, codec, archive, sign_key, force):
         load_private(sign_key)  # a bad key fails before any work
     run = Run.open(run_dir, progress=False)
     missing = [os.path.join("qat", "{}.pt".format(k)) for k in range(run.hier.n_super)
-               if not os.path.isfile(run.p("qat", "{}.pt".format(k)))]
+               if not os.path.isfile(run.file("qat", "{}.pt".format(k)))]
     if missing:
         raise UsageError("{}: missing {}; run `edgetool train {} --modes qat` first".format(
             run_dir, ", ".join(missing), run_dir))
