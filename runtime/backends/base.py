@@ -95,7 +95,7 @@ class Backend:
         error says which one serves.
         """
         target = int(target)
-        if target == self.current and not force:
+        if target == self.current and self.serving and not force:
             return False
         t0 = time.perf_counter()
         if target == BASE:
