@@ -93,9 +93,11 @@ def cli(verbose, quiet):
 
 
 def main(argv=None):
+    from edgetool.runtime import signals
     from edgetool.runtime.choices import extra_for
     from edgetool.runtime.errors import EdgetoolError
 
+    signals.install()
     try:
         cli.main(args=argv, prog_name="edgetool", standalone_mode=False)
     except EdgetoolError as exc:
@@ -110,13 +112,15 @@ def main(argv=None):
             "error: {} is not installed; install it with: pip install 'edgetool[{}]'".format(top, extra), err=True
         )
         sys.exit(1)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as exc:
+        term = signals.terminated_by(exc)
+        click.echo("terminated by {}".format(term) if term else "aborted", err=True)
+        sys.exit(128 + term.signum if term else 130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        term = signals.terminated_by(exc)
+        click.echo("terminated by {}".format(term) if term else "interrupted", err=True)
+        sys.exit(128 + term.signum if term else 130)
     sys.exit(0)

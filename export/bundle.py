@@ -4,8 +4,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import tarfile
 import time
 from typing import Optional, Sequence
 
@@ -13,11 +11,14 @@ import numpy as np
 
 from edgetool import __version__
 from edgetool.runtime import codecs
+from edgetool.runtime import manifest as M
 from edgetool.runtime.bundle import MANIFEST, SCHEMA
 from edgetool.runtime.errors import UsageError
 from edgetool.runtime.files import slug
+from edgetool.runtime.names import FieldError
 from edgetool.runtime.weights import PackedLayout, TensorSpec, sha256_bytes
 
+from .atomic import fault_point, staged_dir, write_archive
 from .onnx_export import from_qatnet
 
 
@@ -54,42 +55,49 @@ def check_frozen_scales(base, sub, name: str) -> None:
 
 
 def write_bundle(out_dir: str, base_net, sub_nets: Sequence, hierarchy, input_spec: dict, codec: str = "zstd",
-                 samples: Optional[np.ndarray] = None, extra: Optional[dict] = None, overwrite: bool = True) -> dict:
-    """Write a bundle directory and return its manifest."""
+                 samples: Optional[np.ndarray] = None, extra: Optional[dict] = None, force: bool = False) -> dict:
+    """Write a bundle directory atomically (see :mod:`.atomic`) and return its manifest."""
     codecs.check_codec(codec)
     if len(sub_nets) != hierarchy.n_super:
         raise UsageError("{} subclass networks for {} superclasses".format(len(sub_nets), hierarchy.n_super))
-    if os.path.exists(out_dir):
-        if not overwrite:
-            raise UsageError("{}: exists".format(out_dir))
-        if os.path.isfile(os.path.join(out_dir, MANIFEST)) or not os.listdir(out_dir):
-            shutil.rmtree(out_dir)
-        else:
-            raise UsageError("{}: exists and is not a bundle; refusing to overwrite".format(out_dir))
+    for name, net in zip(hierarchy.superclasses, sub_nets):
+        check_frozen_scales(base_net, net, name)
+    with staged_dir(out_dir, force) as tmp:
+        manifest = _write_files(tmp, base_net, sub_nets, hierarchy, input_spec, codec, samples)
+        if extra:
+            manifest.update(extra)
+        try:  # the reader's own checks, before anything is published
+            M.parse(json.loads(json.dumps(manifest)))
+        except FieldError as exc:
+            raise UsageError("cannot write a valid bundle: {}".format(exc)) from None
+        write_manifest(tmp, manifest)
+        fault_point("export:after-manifest")
+    return manifest
+
+
+def _write(folder: str, rel: str, data: bytes) -> None:
+    with open(os.path.join(folder, rel), "wb") as f:
+        f.write(data)
+    fault_point("export:file")
+
+
+def _write_files(out_dir, base_net, sub_nets, hierarchy, input_spec, codec, samples) -> dict:
     os.makedirs(os.path.join(out_dir, "deltas"))
     head = hierarchy.head_width
-    shape = input_spec["shape"]
-
-    base_model = from_qatnet(base_net, shape, head, refit_inputs=True)
-    base_bytes = base_model.SerializeToString()
-    with open(os.path.join(out_dir, "base.onnx"), "wb") as f:
-        f.write(base_bytes)
+    base_bytes = from_qatnet(base_net, input_spec["shape"], head, refit_inputs=True).SerializeToString()
+    _write(out_dir, "base.onnx", base_bytes)
     layout = refit_layout(base_net)
     base_buf = packed(layout, base_net)
-
     deltas = []
     for k, (name, net) in enumerate(zip(hierarchy.superclasses, sub_nets)):
-        check_frozen_scales(base_net, net, name)
         d = layout.make_delta(base_buf, packed(layout, net))
         raw = d.tobytes()
         data = codecs.encode(codec, raw)
         rel = "deltas/{}.{}".format(slug(name), codecs.EXTENSIONS[codec])
-        with open(os.path.join(out_dir, rel), "wb") as f:
-            f.write(data)
+        _write(out_dir, rel, data)
         deltas.append({"superclass": name, "index": k, "file": rel, "codec": codec, "raw_size": len(raw),
                        "stored_size": len(data), "sha256": sha256_bytes(data), "raw_sha256": sha256_bytes(raw),
                        "changed_int8": int(np.count_nonzero(d[:layout.int8_nbytes]))})
-
     manifest = {
         "schema": SCHEMA,
         "toolchain_version": __version__,
@@ -109,9 +117,6 @@ def write_bundle(out_dir: str, base_net, sub_nets: Sequence, hierarchy, input_sp
     }
     if samples is not None:
         manifest["samples"] = write_samples(out_dir, samples)
-    if extra:
-        manifest.update(extra)
-    write_manifest(out_dir, manifest)
     return manifest
 
 
@@ -132,8 +137,7 @@ def write_manifest(out_dir: str, manifest: dict) -> None:
     os.replace(tmp, os.path.join(out_dir, MANIFEST))
 
 
-def archive(bundle_dir: str, path: str) -> str:
-    """One .tar.gz of the bundle directory, one file to ship."""
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(bundle_dir, arcname=os.path.basename(os.path.normpath(bundle_dir)))
-    return path
+def archive(bundle_dir: str, path: str, force: bool = False) -> str:
+    """One .tar.gz of the bundle directory (what ``edgetool deploy`` ships), written atomically."""
+    return write_archive(bundle_dir, path, force)
+

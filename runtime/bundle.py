@@ -14,29 +14,27 @@ raises :class:`BundleError` naming the file, and nothing is applied.
 from __future__ import annotations
 
 import io
-import json
 import os
-import tarfile
 import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import codecs
+from . import codecs, safeio, safetar
+from . import manifest as M
 from .errors import BundleError, CodecError, UsageError
-from .weights import PackedLayout, sha256_bytes
+from .names import FieldError
+from .onnx_weights import graph_io
+from .preprocess import NPY_ERRORS, npy_header
+from .weights import sha256_bytes
 
-SCHEMA = "edgetool.bundle/1"
-MANIFEST = "manifest.json"
+SCHEMA = M.SCHEMA
+MANIFEST = M.MANIFEST
 # A file whose mtime/ctime lies this close to the moment it was hashed is not remembered as
 # verified: a write in the same timestamp tick could leave its stat unchanged (git's "racy
 # clean" problem).  2 s covers the coarsest common timestamps (FAT).
 RACY_NS = 2 * 10**9
-
-
-def _stat_key(st: os.stat_result) -> Tuple[int, int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class Superclass:
@@ -52,7 +50,7 @@ class Superclass:
 
 
 class Bundle:
-    """A verified, read-only view of a bundle."""
+    """A verified, read-only view of a bundle (its manifest validated by :mod:`.manifest`)."""
 
     def __init__(self, root: str, manifest: dict, archive: Optional[str] = None):
         self.root = root
@@ -62,23 +60,16 @@ class Bundle:
         self._base: Optional[bytes] = None  # base.onnx bytes, kept once verified (every backend needs them)
         self._verified: Dict[str, tuple] = {}  # file -> stat key when its sha256 (and decode) last passed
         try:
-            self.layout = PackedLayout.from_dict(manifest["refit"])
-            self.superclasses = [Superclass(i, s["name"], s["subclasses"])
-                                 for i, s in enumerate(manifest["hierarchy"]["superclasses"])]
-            self.head_width = int(manifest["head_width"])
-            self.input = dict(manifest["input"])
-            self.output_name = manifest["output"]["name"]
-            self.deltas = list(manifest["deltas"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(
-                self._display(MANIFEST), "malformed manifest ({}: {})".format(type(exc).__name__, exc)
-            ) from None
-        if len(self.deltas) != len(self.superclasses):
-            raise BundleError(self._display(MANIFEST), "{} delta entries for {} superclasses".format(
-                len(self.deltas), len(self.superclasses)))
-        need = max([len(self.superclasses)] + [len(s.subclasses) for s in self.superclasses])
-        if self.head_width < need:
-            raise BundleError(self._display(MANIFEST), "head_width {} < {} classes".format(self.head_width, need))
+            self.model = M.parse(manifest)
+        except FieldError as exc:
+            raise BundleError(self._display(MANIFEST), str(exc)) from None
+        self.layout = self.model.layout
+        self.superclasses = [Superclass(i, n, list(s)) for i, (n, s) in enumerate(self.model.superclasses)]
+        self.head_width = self.model.head_width
+        self.input = dict(manifest["input"])
+        self.output_name = self.model.output_name
+        self.deltas = list(manifest["deltas"])
+        self._entries = {f.file: f for f in self.model.files()}
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -86,30 +77,37 @@ class Bundle:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise UsageError("{}: no such bundle (expected a directory or a .tar/.tar.gz archive)".format(path))
-        archive = None
-        tmp = None
-        if os.path.isfile(path):
-            if not tarfile.is_tarfile(path):
-                raise BundleError(path, "not a bundle directory nor a tar archive of one")
-            tmp = tempfile.TemporaryDirectory(prefix="edgetool-bundle-")
-            root = _extract(path, tmp.name)
-            archive = path
-        else:
-            root = path
-        mpath = os.path.join(root, MANIFEST)
-        display = os.path.join(archive or root, MANIFEST)
-        if not os.path.isfile(mpath):
-            raise BundleError(display, "missing; {} is not a bundle".format(archive or root))
+        if not os.path.isfile(path):
+            return cls._open_root(path, None, verify)
+        tmp = tempfile.TemporaryDirectory(prefix="edgetool-bundle-")
         try:
-            with open(mpath, "rb") as f:
-                manifest = json.loads(f.read().decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BundleError(display, "not valid JSON ({})".format(exc)) from None
-        if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-            raise BundleError(display, "unknown schema {!r}; this edgetool reads {!r}".format(
-                manifest.get("schema") if isinstance(manifest, dict) else None, SCHEMA))
-        bundle = cls(root, manifest, archive)
+            root = safetar.unpack(path, tmp.name)
+            bundle = cls._open_root(root, path, verify)
+        except BaseException:  # an error or a signal: nothing stays in the temp dir
+            tmp.cleanup()
+            raise
         bundle._tmp = tmp
+        return bundle
+
+    @classmethod
+    def _open_root(cls, root: str, archive: Optional[str], verify: bool) -> "Bundle":
+        display = "{}:{}".format(archive, MANIFEST) if archive else os.path.join(root, MANIFEST)
+        try:
+            fd = safeio.open_inside(root, MANIFEST, display)
+        except BundleError as exc:
+            if "missing" in str(exc):
+                raise BundleError(display, "missing; {} is not a bundle".format(archive or root)) from None
+            raise
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(M.MAX_MANIFEST_BYTES + 1)
+        except OSError as exc:
+            raise BundleError(display, "cannot read ({})".format(exc.strerror)) from None
+        try:
+            manifest = M.loads(data)
+        except M.ManifestError as exc:
+            raise BundleError(display, str(exc)) from None
+        bundle = cls(root, manifest, archive)
         if verify:
             bundle.verify()
         return bundle
@@ -128,52 +126,61 @@ class Bundle:
         entries += self.manifest.get("engines", [])
         return entries
 
-    def read_file(self, entry: dict) -> bytes:
-        """Read one file and check its size and sha256 against the manifest entry."""
+    def read_file(self, entry) -> bytes:
+        """Read one file (at most its declared size) and check its size and sha256 against the manifest."""
         return self._read(entry)[0]
 
-    def _read(self, entry: dict) -> Tuple[bytes, bool, Optional[tuple]]:
+    def _read(self, entry) -> Tuple[bytes, bool, Optional[tuple]]:
         """(data, unchanged, mark): *unchanged* when the file is the very one verified before, so its
         sha256 is not computed again.  The file is stat'ed on its open descriptor before and
         after the read; any write or replacement changes its ctime, inode or size, and then
         the data is hashed again.  A file changed on disk is never returned unchecked.  *mark*
         is what to remember in ``_verified`` once every further check of the data passes."""
-        rel = entry["file"]
-        full = os.path.join(self.root, rel)
-        shown = self._display(rel)
-        if os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
-            raise BundleError(shown, "file path escapes the bundle")
-        try:
-            with open(full, "rb") as f:
-                key = _stat_key(os.fstat(f.fileno()))
-                data = f.read()
-                same = _stat_key(os.fstat(f.fileno())) == key
-        except FileNotFoundError:
-            raise BundleError(shown, "missing (listed in the manifest)") from None
-        except OSError as exc:
-            raise BundleError(shown, "cannot read ({})".format(exc.strerror)) from None
-        size = entry.get("stored_size", entry.get("size"))
-        if size is not None and len(data) != int(size):
-            raise BundleError(shown, "size {} bytes, manifest says {} (truncated or replaced?)".format(len(data), size))
-        if same and self._verified.get(rel) == (key, entry["sha256"]):
+        rel = entry["file"] if isinstance(entry, dict) else entry.file
+        checked = self._entries.get(rel)
+        shown = self._display(str(rel))
+        if checked is None:
+            raise BundleError(shown, "not listed in the manifest")
+        data, key, same = safeio.read_capped_keyed(self.root, rel, checked.size, shown)
+        if same and self._verified.get(rel) == (key, checked.sha256):
             return data, True, None
         self._verified.pop(rel, None)
         digest = sha256_bytes(data)
-        if digest != entry["sha256"]:
+        if digest != checked.sha256:
             raise BundleError(shown, "sha256 mismatch: file {}..., manifest {}... (corrupt file or edited "
-                                     "manifest)".format(digest[:12], entry["sha256"][:12]))
+                                     "manifest)".format(digest[:12], checked.sha256[:12]))
         settled = time.time_ns() - max(key[3], key[4]) > RACY_NS
-        return data, False, ((key, entry["sha256"]) if same and settled else None)
+        return data, False, ((key, checked.sha256) if same and settled else None)
 
     def verify(self) -> None:
-        for entry in self.files():
+        for entry in self.model.files():
             data = self.read_file(entry)
-            if entry is self.manifest["base"]:
+            if entry is self.model.base:
                 self._base = data
+                self._check_graph(data)
+
+    def _check_graph(self, model: bytes) -> None:
+        """The input spec and head width match base.onnx's graph."""
+        shown = self._display(self.model.base.file)
+        try:
+            inputs, outputs = graph_io(model)
+        except (ValueError, IndexError) as exc:
+            raise BundleError(shown, "not a readable ONNX model ({})".format(exc)) from None
+        name = self.input.get("name", "input")
+        dims = inputs.get(name)
+        if dims is None or list(dims[1:]) != list(self.model.input_shape):
+            raise BundleError(shown, "input {!r} has dims {}, the manifest says (N, {}, {}, {})".format(
+                name, dims, *self.model.input_shape))
+        out = outputs.get(self.output_name)
+        if out is None or not out or out[-1] != self.head_width:
+            raise BundleError(shown, "output {!r} has dims {}, the manifest's head_width is {}".format(
+                self.output_name, out, self.head_width))
 
     def base_onnx(self) -> bytes:
         if self._base is None:
-            self._base = self.read_file(self.manifest["base"])
+            data = self.read_file(self.model.base)
+            self._check_graph(data)
+            self._base = data
         return self._base
 
     def delta_entry(self, index: int) -> dict:
@@ -182,31 +189,39 @@ class Bundle:
         return self.deltas[index]
 
     def read_delta(self, index: int) -> np.ndarray:
-        """Read, verify and decode delta *index* into a packed uint8 buffer.
+        """Read, verify and decode delta *index* into a packed uint8 buffer (decoding capped at its size).
 
         A delta file read, hashed and decoded successfully before, and unchanged on disk
         since (same inode, size, mtime and ctime), is not hashed again."""
-        entry = self.delta_entry(index)
+        self.delta_entry(index)
+        entry = self.model.deltas[index]
         data, unchanged, mark = self._read(entry)
         try:
-            raw = codecs.decode(entry["codec"], data)
+            raw = codecs.decode(entry.codec, data, entry.raw_size)
         except CodecError as exc:
-            raise BundleError(self._display(entry["file"]), str(exc)) from None
-        if len(raw) != int(entry["raw_size"]) or len(raw) != self.layout.total_nbytes:
-            raise BundleError(self._display(entry["file"]), "decodes to {} bytes, manifest says {}".format(
-                len(raw), entry["raw_size"]))
-        if not unchanged and "raw_sha256" in entry and sha256_bytes(raw) != entry["raw_sha256"]:
-            raise BundleError(self._display(entry["file"]), "decoded delta fails its sha256 check")
+            raise BundleError(self._display(entry.file), str(exc)) from None
+        if not unchanged and entry.raw_sha256 is not None and sha256_bytes(raw) != entry.raw_sha256:
+            raise BundleError(self._display(entry.file), "decoded delta fails its sha256 check")
         if mark:
-            self._verified[entry["file"]] = mark
+            self._verified[entry.file] = mark
         return np.frombuffer(raw, dtype=np.uint8)
 
     def samples(self) -> Optional[np.ndarray]:
-        entry = self.manifest.get("samples")
-        if not entry:
+        entry = self.model.samples
+        if entry is None:
             return None
         data = self.read_file(entry)
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        shown = self._display(entry.file)
+        f = io.BytesIO(data)
+        try:
+            shape, fortran, dtype = npy_header(f)  # checked before numpy allocates anything
+            if dtype != np.float32 or tuple(shape) != self.model.samples_shape:
+                raise BundleError(shown, "holds {} {}, the manifest says float32 {}".format(
+                    dtype, tuple(shape), list(self.model.samples_shape or ())))
+            a = np.frombuffer(f.read(), dtype=np.float32)
+            return a.reshape(shape, order="F" if fortran else "C").copy()
+        except NPY_ERRORS as exc:
+            raise BundleError(shown, "not a float32 .npy array ({})".format(str(exc)[:120])) from None
 
     # -- hierarchy helpers ---------------------------------------------------------------
     @property
@@ -226,8 +241,8 @@ class Bundle:
             name_or_index, ", ".join(s.name for s in self.superclasses)))
 
     def stored_bytes(self) -> Dict[str, int]:
-        base = int(self.manifest["base"]["size"])
-        deltas = sum(int(d["stored_size"]) for d in self.deltas)
+        base = self.model.base.size
+        deltas = sum(d.size for d in self.model.deltas)
         return {"base": base, "deltas": deltas, "total": base + deltas}
 
     def close(self):
@@ -241,22 +256,3 @@ class Bundle:
     def __exit__(self, *exc):
         self.close()
 
-
-def _extract(archive: str, dest: str) -> str:
-    try:
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            for m in members:
-                name = m.name.replace("\\", "/")
-                if name.startswith("/") or ".." in name.split("/") or not (m.isfile() or m.isdir()):
-                    raise BundleError(archive, "unsafe archive member {!r}".format(m.name))
-            tar.extractall(dest, members=members)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise BundleError(archive, "cannot unpack archive ({})".format(exc)) from None
-    # A tar of the bundle directory has one top-level folder; a tar of its contents has none.
-    if os.path.isfile(os.path.join(dest, MANIFEST)):
-        return dest
-    entries = [e for e in os.listdir(dest) if not e.startswith(".")]
-    if len(entries) == 1 and os.path.isfile(os.path.join(dest, entries[0], MANIFEST)):
-        return os.path.join(dest, entries[0])
-    raise BundleError(archive, "archive holds no {}".format(MANIFEST))

@@ -47,46 +47,55 @@ def expand_images(paths):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
 def classify(bundle, images, backend, policy, batch, as_json):
     """Classify IMAGES (files or folders) with BUNDLE: superclass, fine class, confidence."""
+    if batch < 1:
+        raise UsageError("--batch must be >= 1")
+    with open_bundle(bundle) as b:
+        files = expand_images(images)
+        with make_backend(b, backend) as be:
+            _classify(b, be, files, policy, batch, as_json)
+
+
+def _classify(b, be, files, policy, batch, as_json):
     from .classifier import SuperSubClassifier
     from .preprocess import load_images
 
-    b = open_bundle(bundle)
-    files = expand_images(images)
-    if batch < 1:
-        raise UsageError("--batch must be >= 1")
-    with make_backend(b, backend) as be:
-        clf = SuperSubClassifier(be, policy=policy)
-        if not as_json:
-            click.echo("{:<40} {:<14} {:<18} {:>10}".format("image", "superclass", "class", "confidence"))
-        for i in range(0, len(files), batch):
-            chunk = files[i:i + batch]
-            preds = clf.classify(load_images(chunk, b.input))
-            for f, p in zip(chunk, preds):
-                if as_json:
-                    d = p.to_dict()
-                    d["image"] = f
-                    click.echo(json.dumps(d))
-                else:
-                    name = f if len(f) <= 40 else "..." + f[-37:]
-                    click.echo("{:<40} {:<14} {:<18} {:>10.3f}".format(name, p.superclass_name, p.label, p.confidence))
+    clf = SuperSubClassifier(be, policy=policy)
+    if not as_json:
+        click.echo("{:<40} {:<14} {:<18} {:>10}".format("image", "superclass", "class", "confidence"))
+    for i in range(0, len(files), batch):
+        chunk = files[i:i + batch]
+        preds = clf.classify(load_images(chunk, b.input))
+        for f, p in zip(chunk, preds):
+            if as_json:
+                d = p.to_dict()
+                d["image"] = f
+                click.echo(json.dumps(d))
+            else:
+                name = f if len(f) <= 40 else "..." + f[-37:]
+                click.echo("{:<40} {:<14} {:<18} {:>10.3f}".format(name, p.superclass_name, p.label, p.confidence))
 
 
 @click.command("inspect")
 @click.argument("bundle", type=click.Path())
 def inspect_cmd(bundle):
     """Verify every file of BUNDLE against its manifest and summarise it."""
-    b = open_bundle(bundle)
+    with open_bundle(bundle) as b:
+        _summary(bundle, b)
+
+
+def _summary(bundle, b):
     m = b.manifest
     sizes = b.stored_bytes()
-    click.echo("bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], m["toolchain_version"]))
-    click.echo("input       {} {} {}".format(m["input"]["layout"], m["input"]["shape"], m["input"]["color"]))
+    click.echo("bundle      {} (schema {}, toolchain {})".format(
+        bundle, m["schema"], ascii(m.get("toolchain_version"))))
+    click.echo("input       {} {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape)))
     click.echo("head width  {}".format(b.head_width))
     click.echo("refit       {} tensors, {} bytes packed".format(len(b.layout.tensors), b.layout.total_nbytes))
     click.echo("base.onnx   {} bytes".format(sizes["base"]))
-    for d in b.deltas:
-        s = b.superclasses[d["index"]]
+    for d in b.model.deltas:
+        s = b.superclasses[d.index]
         click.echo("delta       {:<12} {:>3} classes  {:<5} {:>9} bytes (raw {})".format(
-            s.name, len(s.subclasses), d["codec"], d["stored_size"], d["raw_size"]))
+            s.name, len(s.subclasses), d.codec, d.size, d.raw_size))
     click.echo("all files verified (sha256)")
 
 

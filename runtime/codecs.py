@@ -31,31 +31,35 @@ def _7z_encode(raw: bytes, level: int = 9) -> bytes:
     return buf.getvalue()
 
 
-def _7z_decode(data: bytes) -> bytes:
+def _7z_decode(data: bytes, size: int) -> bytes:
     import py7zr
 
     try:
         with py7zr.SevenZipFile(io.BytesIO(data), "r") as archive:
-            names = archive.getnames()
+            infos = archive.list()
+            names = [i.filename for i in infos]
             if names != [MEMBER]:
-                raise CodecError("7z archive must hold exactly one member {!r}, found {}".format(MEMBER, names))
-            if hasattr(archive, "readall"):
-                return archive.readall()[MEMBER].read()
-            # py7zr >= 1.0 removed readall(); extract through a factory into memory.
-            factory = _MemoryFactory()
+                raise CodecError("7z archive must hold exactly one member {!r}, found {}".format(MEMBER, names[:5]))
+            declared = infos[0].uncompressed
+            if declared != size:
+                raise CodecError("7z member declares {} bytes, the layout needs {}".format(declared, size))
+            factory = _MemoryFactory(size)
             archive.extract(targets=[MEMBER], factory=factory)
+            if factory.data.get(MEMBER) is None:
+                raise CodecError("7z member {!r} was not extracted".format(MEMBER))
             return factory.data[MEMBER]
     except CodecError:
         raise
     except Exception as exc:  # py7zr raises many unrelated types for bad input
-        raise CodecError("not a valid 7z delta archive ({})".format(exc)) from None
+        raise CodecError("not a valid 7z delta archive ({})".format(str(exc)[:200])) from None
 
 
 class _MemoryFactory:
-    """py7zr WriterFactory that keeps extracted members in memory."""
+    """py7zr WriterFactory that keeps extracted members in memory, refusing more than *cap* bytes."""
 
-    def __init__(self):
-        self.data = {}
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.data: Dict[str, bytes] = {}
 
     def create(self, filename):
         factory = self
@@ -65,6 +69,8 @@ class _MemoryFactory:
                 self.buf = io.BytesIO()
 
             def write(self, b):
+                if self.buf.tell() + len(b) > factory.cap:
+                    raise CodecError("7z member decodes to more than the {} bytes declared".format(factory.cap))
                 self.buf.write(b)
                 return len(b)
 
@@ -92,20 +98,40 @@ def _zstd_encode(raw: bytes, level: int = 19) -> bytes:
     return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(raw)
 
 
-def _zstd_decode(data: bytes) -> bytes:
+def _zstd_decode(data: bytes, size: int) -> bytes:
+    """One frame, decoded to at most *size* bytes; a frame header claiming another size is refused."""
     import zstandard
 
     try:
-        return zstandard.ZstdDecompressor().decompress(data)
+        params = zstandard.get_frame_parameters(data)
     except zstandard.ZstdError as exc:
         raise CodecError("not a valid zstd delta frame ({})".format(exc)) from None
+    declared = params.content_size
+    if declared != zstandard.CONTENTSIZE_UNKNOWN and declared != size:
+        raise CodecError("zstd frame header declares {} bytes, the layout needs {}".format(declared, size))
+    window = 1 << max(20, (max(size, 1) - 1).bit_length())
+    if params.window_size > window:
+        raise CodecError("zstd frame needs a {}-byte window, more than its {}-byte content".format(
+            params.window_size, size))
+    try:
+        dctx = zstandard.ZstdDecompressor(max_window_size=window)
+        with dctx.stream_reader(io.BytesIO(data), read_across_frames=False) as reader:
+            out = reader.read(size + 1)
+            if len(out) <= size:
+                more = reader.read(1)
+                out += more
+    except zstandard.ZstdError as exc:
+        raise CodecError("not a valid zstd delta frame ({})".format(exc)) from None
+    if len(out) > size:
+        raise CodecError("zstd frame decodes to more than the {} bytes declared".format(size))
+    return out
 
 
-def _raw(data: bytes) -> bytes:
+def _raw(data: bytes, size=None) -> bytes:
     return bytes(data)
 
 
-CODECS: Dict[str, Tuple[Callable[..., bytes], Callable[[bytes], Any]]] = {
+CODECS: Dict[str, Tuple[Callable[..., bytes], Callable[[bytes, int], Any]]] = {
     "7z": (_7z_encode, _7z_decode),
     "zstd": (_zstd_encode, _zstd_decode),
     "raw": (_raw, _raw),
@@ -125,5 +151,9 @@ def encode(name: str, raw: bytes, **kwargs) -> bytes:
     return CODECS[check_codec(name)][0](raw, **kwargs)
 
 
-def decode(name: str, data: bytes) -> bytes:
-    return CODECS[check_codec(name)][1](data)
+def decode(name: str, data: bytes, size: int) -> bytes:
+    """Decode *data*, which must decode to exactly *size* bytes; never holds more than size + 1."""
+    out = CODECS[check_codec(name)][1](data, size)
+    if len(out) != size:
+        raise CodecError("decodes to {} bytes, the layout needs {}".format(len(out), size))
+    return out

@@ -115,7 +115,11 @@ def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05,
         return checks
     add("bundle", PASS, "{} files verified (sha256), {} subclass networks".format(
         len(bundle.files()), bundle.num_superclasses))
-    samples = bundle.samples()
+    try:
+        samples = bundle.samples()
+    except EdgetoolError as exc:
+        add("samples", FAIL, str(exc))
+        return checks
     if samples is None:
         add("samples", FAIL, "bundle has no samples.npy to compare backends on")
         return checks

@@ -19,6 +19,8 @@ def _varint(buf: memoryview, pos: int) -> Tuple[int, int]:
     result = 0
     shift = 0
     while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("truncated or malformed protobuf varint")
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
@@ -95,6 +97,48 @@ def read_initializers(model_bytes: bytes, names: Optional[Iterable[str]] = None)
             arr = np.frombuffer(bytes(raw), dtype=np.dtype(_ONNX_DTYPES[dtype]).newbyteorder("<"))
             out[name] = arr.astype(_ONNX_DTYPES[dtype]).reshape(dims)
     return out
+
+
+def _dims(value_info: memoryview):
+    """(name, [dim_value or dim_param]) of a ValueInfoProto (name 1, type 2 -> tensor_type 1 -> shape 2)."""
+    name, dims = "", []
+    for field, wire, value in _fields(value_info):
+        if field == 1 and wire == 2:
+            name = bytes(value).decode("utf-8")
+        elif field == 2 and wire == 2:
+            for tf, tw, tensor in _fields(value):
+                if tf != 1 or tw != 2:
+                    continue
+                for sf, sw, shape in _fields(tensor):
+                    if sf != 2 or sw != 2:
+                        continue
+                    for df, dw, dim in _fields(shape):
+                        if df == 1 and dw == 2:
+                            dims.append(_dim(dim))
+    return name, dims
+
+
+def _dim(dim: memoryview):
+    for field, wire, value in _fields(dim):
+        if field == 1 and wire == 0:
+            return value
+        if field == 2 and wire == 2:
+            return bytes(value).decode("utf-8")
+    return None
+
+
+def graph_io(model_bytes: bytes):
+    """({input name: dims}, {output name: dims}) of the model's graph, without the onnx package."""
+    inputs: Dict[str, list] = {}
+    outputs: Dict[str, list] = {}
+    for field, wire, graph in _fields(memoryview(model_bytes)):
+        if field != 7 or wire != 2:
+            continue
+        for gfield, gwire, vi in _fields(graph):
+            if gwire == 2 and gfield in (11, 12):
+                name, dims = _dims(vi)
+                (inputs if gfield == 11 else outputs)[name] = dims
+    return inputs, outputs
 
 
 def _encode_varint(n: int) -> bytes:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import struct
+import tokenize
+import warnings
 from typing import List, Sequence
 
 import numpy as np
@@ -23,6 +26,8 @@ def to_input_array(image: np.ndarray, spec: dict) -> np.ndarray:
     c, h, w = spec["shape"]
     if image.ndim == 2:
         image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or image.size == 0:
+        raise UsageError("expected a non-empty HxW or HxWxC (C = 1, 3, 4) image, got shape {}".format(image.shape))
     if image.shape[2] == 4:
         image = image[..., :3]
     if c == 1 and image.shape[2] == 3:
@@ -46,28 +51,86 @@ def resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
     return out[..., None] if out.ndim == 2 else out
 
 
+MAX_PIXELS = 64_000_000  # an 8K frame is 33 Mpx; more than this is refused as a decompression bomb
+
+
+def _check_pixels(path: str, h: int, w: int) -> None:
+    if h < 1 or w < 1:
+        raise UsageError("{}: empty image ({}x{} pixels)".format(path, w, h))
+    if h * w > MAX_PIXELS:
+        raise UsageError("{}: {}x{} pixels, more than the {} allowed (refused as a decompression bomb)".format(
+            path, w, h, MAX_PIXELS))
+
+
 def load_image(path: str) -> np.ndarray:
     """A uint8 HxWxC RGB (or HxWx1) array from an image file or a .npy array."""
     if not os.path.isfile(path):
         raise UsageError("{}: no such image".format(path))
-    if path.endswith(".npy"):
-        try:
-            a = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise UsageError("{}: not a numpy array file ({})".format(path, exc)) from None
-        if a.dtype != np.uint8 or a.ndim not in (2, 3):
-            raise UsageError("{}: expected a uint8 HxW or HxWxC array".format(path))
-        return a
+    if path.lower().endswith(".npy"):
+        return load_npy(path)
     try:
         from PIL import Image
     except ImportError:
         raise MissingDependencyError("PIL", "cpu") from None
     try:
-        with Image.open(path) as opened:
-            gray = opened.mode in ("L", "I;16", "I", "1")
-            return np.asarray(opened.convert("L" if gray else "RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise UsageError("{}: cannot read image ({})".format(path, exc)) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning: the size check below decides
+            with Image.open(path) as im:
+                _check_pixels(path, im.size[1], im.size[0])
+                return _pil_to_uint8(path, im)
+    except Image.DecompressionBombError as exc:
+        raise UsageError("{}: refused as a decompression bomb ({})".format(path, exc)) from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, TypeError) as exc:
+        raise UsageError("{}: cannot read image ({})".format(path, str(exc)[:160])) from None
+
+
+def _pil_to_uint8(path: str, im) -> np.ndarray:
+    if im.mode.startswith("I;16") or im.mode == "I":
+        # 16-bit grey: scale to 8 bits (65535 -> 255), never clip to two levels.
+        a = np.asarray(im).astype(np.int64)
+        return ((np.clip(a, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+    if im.mode == "F":
+        raise UsageError("{}: 32-bit float images are not supported; save it as 8- or 16-bit".format(path))
+    im = im.convert("L") if im.mode in ("L", "1") else im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8)
+
+
+# numpy parses the .npy header with Python's tokenizer: a malformed one raises these, not only ValueError
+NPY_ERRORS = (ValueError, EOFError, OSError, SyntaxError, TypeError, tokenize.TokenError)
+
+
+def npy_header(f):
+    """(shape, fortran_order, dtype) from a .npy header, before any data is read or allocated."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError("unsupported .npy version {}".format(version))
+    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    return read(f)
+
+
+def load_npy(path: str) -> np.ndarray:
+    """A uint8 HxW or HxWxC (C = 1, 3, 4) array from a .npy file; checked from its header before reading."""
+    try:
+        with open(path, "rb") as f:
+            shape, fortran, dtype = npy_header(f)
+            _check_npy(path, shape, dtype)
+            count = int(np.prod(shape))
+            a = np.fromfile(f, dtype=np.uint8, count=count)
+            if a.size != count or f.read(1):
+                raise ValueError("the file holds {} bytes of data for a {} array".format(a.size, shape))
+    except NPY_ERRORS as exc:
+        raise UsageError("{}: not a numpy array file ({})".format(path, str(exc)[:160])) from None
+    return a.reshape(shape, order="F" if fortran else "C")
+
+
+def _check_npy(path: str, shape, dtype) -> None:
+    if dtype != np.uint8 or len(shape) not in (2, 3):
+        raise UsageError("{}: holds a {} array of shape {}; expected a uint8 HxW or HxWxC array".format(
+            path, dtype, tuple(shape)))
+    if len(shape) == 3 and shape[2] not in (1, 3, 4):
+        raise UsageError("{}: {} channels; images have 1, 3 or 4".format(path, shape[2]))
+    _check_pixels(path, shape[0], shape[1])
 
 
 def load_images(paths: Sequence[str], spec: dict) -> np.ndarray:

@@ -19,7 +19,7 @@ the one dense frame.  Every size is checked while decoding.
 from __future__ import annotations
 
 import struct
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -62,13 +62,16 @@ def _frame(data: Union[bytes, memoryview], size: int, what: str) -> np.ndarray:
     return np.frombuffer(out, dtype=np.uint8)
 
 
-def decode(data: bytes) -> np.ndarray:
-    """The packed delta as a uint8 array (bytes-like), every size checked against the header."""
+def decode(data: bytes, size: Optional[int] = None) -> np.ndarray:
+    """The packed delta as a uint8 array (bytes-like), every size checked against the header;
+    a header declaring another total than *size* is refused before anything is allocated."""
     if len(data) < HEADER.size:
         raise CodecError("sparse delta: {} bytes, shorter than its header".format(len(data)))
     magic, version, mode, total, n, glen = HEADER.unpack_from(data)
     if magic != MAGIC or version != 1 or mode not in (0, 1):
         raise CodecError("not a sparse delta (magic {!r}, version {}, mode {})".format(magic, version, mode))
+    if size is not None and total != size:
+        raise CodecError("sparse delta: header declares {} bytes, the layout needs {}".format(total, size))
     body = memoryview(data)[HEADER.size:]
     if mode == 0:
         return _frame(body, total, "dense")

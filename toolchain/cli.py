@@ -76,13 +76,13 @@ def make_config(config_file=None, **flags):
     from .pipeline import TrainConfig
 
     cfg = TrainConfig.load(config_file) if config_file else TrainConfig()
-    if config_file and not os.path.isfile(config_file):
-        raise UsageError("{}: no such config file".format(config_file))
     for k, v in flags.items():
         if v is not None:
             setattr(cfg, k, v)
-    if cfg.batch < 1 or cfg.epochs < 0:
-        raise UsageError("--batch must be >= 1 and epochs >= 0")
+    cfg.check(config_file or "config")
+    for k in ("batch", "epochs", "base_epochs", "ft_epochs", "qat_epochs"):
+        if getattr(cfg, k) < 1:
+            raise UsageError("--{} must be >= 1, got {}".format(k.replace("_", "-"), getattr(cfg, k)))
     from .qat import parse_budget
 
     try:

@@ -15,12 +15,19 @@ from edgetool.runtime.options import codec_option
 @click.option("--archive", is_flag=True, help="Also write OUT.tar.gz, one file to ship.")
 @click.option("--sign", "sign_key", type=click.Path(dir_okay=False), default=None,
               help="Sign the manifest with this Ed25519 private key (edgetool keygen); devices check it.")
-def export(run_dir, out, codec, archive, sign_key):
-    """Write a bundle (base.onnx, int8 deltas, manifest) from the training run RUN_DIR."""
+@click.option("--force", is_flag=True, help="Replace --out even if it is a non-empty folder that is not a bundle.")
+def export(run_dir, out, codec, archive, sign_key, force):
+    """Write a bundle (base.onnx, int8 deltas, manifest) from the training run RUN_DIR.
+
+    The bundle is written to a temporary sibling of OUT and renamed into place when complete;
+    a previous bundle at OUT stays until then.
+    """
+    from edgetool.export.atomic import check_out
     from edgetool.runtime.errors import UsageError
 
     from .pipeline import Run
 
+    check_out(out, force)
     for f in ("config.json", "super_qat.pt"):
         if not os.path.isfile(os.path.join(run_dir, f)):
             raise UsageError("{}: missing {}; run `edgetool train {}` first".format(run_dir, f, run_dir))
@@ -29,7 +36,12 @@ def export(run_dir, out, codec, archive, sign_key):
 
         load_private(sign_key)  # a bad key fails before any work
     run = Run.open(run_dir, progress=False)
-    m = run.export(out, codec)
+    missing = [os.path.join("qat", "{}.pt".format(k)) for k in range(run.hier.n_super)
+               if not os.path.isfile(run.file("qat", "{}.pt".format(k)))]
+    if missing:
+        raise UsageError("{}: missing {}; run `edgetool train {} --modes qat` first".format(
+            run_dir, ", ".join(missing), run_dir))
+    m = run.export(out, codec, force=force)
     base = m["base"]["size"]
     total = base + sum(d["stored_size"] for d in m["deltas"])
     click.echo("bundle: {} ({} bytes: base.onnx {} + {} deltas, {})".format(out, total, base, len(m["deltas"]), codec))
@@ -40,5 +52,5 @@ def export(run_dir, out, codec, archive, sign_key):
     if archive:
         from edgetool.export.bundle import archive as make_archive
 
-        path = make_archive(out, os.path.normpath(out) + ".tar.gz")
+        path = make_archive(out, os.path.normpath(out) + ".tar.gz", force=force)
         click.echo("archive: {}".format(path))

@@ -51,6 +51,10 @@ class Hierarchy:
         missing = [c for c in classes if c not in where]
         if missing:
             raise UsageError("classes not in the hierarchy: {}".format(", ".join(missing)))
+        unknown = [c for c in where if c not in set(classes)]
+        if unknown:
+            raise UsageError("the hierarchy names classes that are not in the data: {}".format(
+                ", ".join(ascii(c) for c in unknown[:10])))
         sup = np.array([where[c][0] for c in classes], dtype=np.int64)
         loc = np.array([where[c][1] for c in classes], dtype=np.int64)
         return sup, loc
@@ -70,6 +74,7 @@ def from_dict(d: dict, source: str = "hierarchy") -> Hierarchy:
             raise KeyError("superclasses")
     except (KeyError, TypeError, IndexError) as exc:
         raise UsageError("{}: not a hierarchy file (missing {})".format(source, exc)) from None
+    _check_names(names, subs, source)
     seen = set()
     for s in subs:
         if not s:
@@ -81,6 +86,21 @@ def from_dict(d: dict, source: str = "hierarchy") -> Hierarchy:
     if len(set(names)) != len(names):
         raise UsageError("{}: duplicate superclass names".format(source))
     return Hierarchy(names, subs)
+
+
+def _check_names(names, subs, source: str) -> None:
+    """Superclass names become file names and are printed: printable single path components, unique."""
+    from edgetool.runtime import names as N
+
+    try:
+        for i, n in enumerate(names):
+            N.name(n, "superclass {}".format(i))
+        N.unique(names, "superclasses")
+        for i, s in enumerate(subs):
+            for j, c in enumerate(s):
+                N.label(c, "superclass {} class {}".format(i, j))
+    except N.FieldError as exc:
+        raise UsageError("{}: {}".format(source, exc)) from None
 
 
 def load(path: str) -> Hierarchy:

@@ -73,19 +73,21 @@ class Run:
     @classmethod
     def open(cls, path: str, cfg: Optional[TrainConfig] = None, progress: bool = True) -> "Run":
         """Open the run at *path* (its config.json when *cfg* is None), or start one with *cfg*."""
-        os.makedirs(path, exist_ok=True)
         training.init_distributed()
         cpath = os.path.join(path, "config.json")
+        save = cfg is not None
         if cfg is None:
             if not os.path.isfile(cpath):
                 raise UsageError("{}: not a training run (no config.json)".format(path))
             cfg = TrainConfig.load(cpath)
-        elif training.is_main():
-            cfg.save(cpath)
         training.set_threads()
         torch.manual_seed(cfg.seed)
         data = RunData.load(cfg)
+        # The inputs are valid: only now does the run folder take them (a bad --data never lands in config.json).
+        os.makedirs(path, exist_ok=True)
         if training.is_main():
+            if save:
+                cfg.save(cpath)
             data.hier.save(os.path.join(path, "hierarchy.json"))
             with open(os.path.join(path, "data.json"), "w") as f:
                 json.dump(data.input_spec, f, indent=1)
@@ -271,9 +273,12 @@ class Run:
     def samples(self, n: int = 8) -> np.ndarray:
         return training.preprocess_numpy(self.test.images[:n], self.mean, self.std)
 
-    def export(self, out_dir: str, codec: str = "zstd") -> dict:
+    def export(self, out_dir: str, codec: str = "zstd", force: bool = False) -> dict:
+        from edgetool.export.atomic import check_out
         from edgetool.export.bundle import write_bundle
 
+        check_out(out_dir, force)  # before any network is loaded or trained
         base = self.super_qat()
         subs = [self.sub_qat(k) for k in range(self.hier.n_super)]
-        return write_bundle(out_dir, base, subs, self.hier, self.input_spec, codec=codec, samples=self.samples())
+        return write_bundle(out_dir, base, subs, self.hier, self.input_spec, codec=codec, samples=self.samples(),
+                            force=force)

@@ -13,6 +13,7 @@ from edgetool.runtime.errors import UsageError
 from . import data as datasets
 from . import hierarchy
 from . import train as training
+from .config_check import check_types, read_json
 
 
 @dataclass
@@ -45,15 +46,20 @@ class TrainConfig:
     limit_test: int = 0
 
     def save(self, path):
-        with open(path, "w") as f:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
             json.dump(asdict(self), f, indent=1)
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path):
-        with open(path) as f:
-            d = json.load(f)
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        d = read_json(path)
+        cfg = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        cfg.check(path)
+        return cfg
+
+    def check(self, source: str = "config") -> None:
+        check_types(self, source)
 
 
 def load_data(cfg: TrainConfig):

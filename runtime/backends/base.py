@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..errors import BundleError, CodecError, SwitchError
+from ..errors import BackendError, BundleError, CodecError, SwitchError
 
 BASE = -1  # switch target for the superclass (base) network
 
@@ -56,6 +56,8 @@ class Backend:
         self.bundle = bundle
         self.layout = bundle.layout
         self.current: int = BASE
+        self.serving = True  # False: a failed switch could not restore any network
+        self._delta: Optional[np.ndarray] = None  # the decoded delta now applied (None: base)
         self.timings = Timings()
         self.switch_count = 0
 
@@ -75,6 +77,9 @@ class Backend:
 
     # -- shared ------------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        if not self.serving:
+            raise BackendError("no network is serving: a failed switch could not restore the weights; "
+                               "reopen the bundle")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         t0 = time.perf_counter()
         out = self._infer(batch)
@@ -84,10 +89,13 @@ class Backend:
     def switch(self, target: int, force: bool = False) -> bool:
         """Serve the base network (``BASE``) or subclass network *target*.
 
-        Returns False when *target* already serves (no work done) unless *force*.
+        Returns False when *target* already serves (no work done) unless *force*.  The delta
+        is read, verified and decoded before any weight changes; if applying it fails, the
+        previous network is re-applied (bit-exact), or failing that the base network, and the
+        error says which one serves.
         """
         target = int(target)
-        if target == self.current and not force:
+        if target == self.current and self.serving and not force:
             return False
         t0 = time.perf_counter()
         if target == BASE:
@@ -99,16 +107,46 @@ class Backend:
                 raise SwitchError("switch to subclass {} failed, still serving {}: {}".format(
                     target, self.describe(self.current), exc)) from None
         t1 = time.perf_counter()
-        self._apply(delta)
+        try:
+            self._apply(delta)
+        except BaseException as exc:
+            err = self._recover(target, exc)
+            if not isinstance(exc, Exception):
+                raise
+            raise err from None
         t2 = time.perf_counter()
         self.current = target
+        self._delta = delta
+        self.serving = True
         self.switch_count += 1
         self.timings.add("decode", (t1 - t0) * 1e3)
         self.timings.add("apply", (t2 - t1) * 1e3)
         self.timings.add("switch", (t2 - t0) * 1e3)
         return True
 
-    def describe(self, target: int) -> str:
+    def _recover(self, target: int, exc: BaseException) -> BackendError:
+        """After a failed apply: put the previous weights back, else the base's, else say none serve."""
+        what = "switch to {} failed while applying its weights ({}: {})".format(
+            self.describe(target), type(exc).__name__, str(exc)[:200])
+        previous = self.describe(self.current if self.serving else None)
+        if self.serving:
+            try:
+                self._apply(self._delta)
+                return SwitchError("{}; still serving {}".format(what, previous))
+            except Exception:
+                pass
+        try:
+            self._apply(None)
+            self.current, self._delta, self.serving = BASE, None, True
+            return SwitchError("{}; {} could not be restored, so the base network serves now".format(what, previous))
+        except Exception as again:
+            self.current, self._delta, self.serving = BASE, None, False
+            return BackendError("{}; restoring the base network failed too ({}); no network serves".format(
+                what, str(again)[:200]))
+
+    def describe(self, target: Optional[int]) -> str:
+        if target is None:
+            return "no network"
         if target == BASE:
             return "the base network"
         return "subclass network {} ({})".format(target, self.bundle.superclasses[target].name)

@@ -43,7 +43,7 @@ def switch_stages(bundle, backend, iterations: int, warmup: int) -> Dict[str, di
             t.append(time.perf_counter())
             sha256_bytes(data)
             t.append(time.perf_counter())
-            raw = codecs.decode(entry["codec"], data)
+            raw = codecs.decode(entry["codec"], data, int(entry["raw_size"]))
             t.append(time.perf_counter())
             sha256_bytes(raw)
             t.append(time.perf_counter())
@@ -128,7 +128,7 @@ def codec_compare(bundle, names, iterations: int) -> Dict[str, dict]:
     for name in names:
         data = codecs.encode(name, raw)
         out[name] = {"stored_bytes": len(data), "raw_bytes": len(raw),
-                     "decode_ms": stat(timed(lambda: codecs.decode(name, data), iterations, 1))}
+                     "decode_ms": stat(timed(lambda: codecs.decode(name, data, len(raw)), iterations, 1))}
     return out
 
 

@@ -159,8 +159,10 @@ class TrtBackend(Backend):
                 changed = target != self.current
                 self.current = target
                 return changed
-        changed = super().switch(target, force)
-        self.sub_loaded = self.current
+        try:
+            changed = super().switch(target, force)
+        finally:  # after a failed switch too, so the two-engine shortcut never claims weights it may not hold
+            self.sub_loaded = self.current
         return changed
 
     def _apply(self, delta) -> None:

@@ -15,7 +15,7 @@ def test_round_trip(density):
     a[mask] = rng.integers(1, 256, int(mask.sum()), dtype=np.uint8)
     a[-1] = 7  # a change at the very end, after a long gap at low density
     data = codecs.encode("sparse", a.tobytes())
-    out = codecs.decode("sparse", data)
+    out = codecs.decode("sparse", data, a.size)
     assert bytes(out) == a.tobytes()
     mode = HEADER.unpack_from(data)[2]
     assert mode == (0 if density > 0.25 else 1)
@@ -30,8 +30,10 @@ def test_corrupt_input_raises_codec_error():
     for bad in (b"", bytes(data[:10]), b"XXXX" + bytes(data[4:]), bytes(data[:-5]),
                 HEADER.pack(b"EDSP", 1, 1, 10, 20, 0) + bytes(data[HEADER.size:])):
         with pytest.raises(CodecError):
-            codecs.decode("sparse", bad)
+            codecs.decode("sparse", bad, 10_000)
     huge = bytearray(data)
     HEADER.pack_into(huge, 0, b"EDSP", 1, 1, 100, *HEADER.unpack_from(data)[4:])  # positions beyond 100 bytes
     with pytest.raises(CodecError):
-        codecs.decode("sparse", bytes(huge))
+        codecs.decode("sparse", bytes(huge), 100)
+    with pytest.raises(CodecError, match="header declares 10000 bytes, the layout needs 9999"):
+        codecs.decode("sparse", bytes(data), 9_999)  # refused before anything is allocated

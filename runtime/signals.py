@@ -1,0 +1,45 @@
+"""SIGTERM and SIGHUP end a command the way Ctrl-C does.
+
+Python's default for these signals kills the process at once, so ``finally`` blocks and
+context managers never run (an unpacked bundle archive would stay in the temp dir).  The
+handler raises :class:`Terminated`, a ``KeyboardInterrupt``, so every cleanup that runs
+on Ctrl-C runs on these too; the CLI then exits with 128 + the signal number.  A signal that
+was ignored when the process started (``nohup``) stays ignored.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Optional
+
+
+class Terminated(KeyboardInterrupt):
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _raise(signum, frame):
+    raise Terminated(signum)
+
+
+def install() -> None:
+    """Route SIGTERM and SIGHUP through :class:`Terminated` (main thread, default handlers only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, _raise)
+
+
+def terminated_by(exc: BaseException):
+    """The :class:`Terminated` behind *exc* (click wraps it in Abort), or None."""
+    seen = 0
+    cur: Optional[BaseException] = exc
+    while cur is not None and seen < 10:
+        if isinstance(cur, Terminated):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return None
