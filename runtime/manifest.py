@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from . import choices
 from . import names as N
 from .names import check, fail
 from .weights import ALIGN, PackedLayout
@@ -31,7 +32,7 @@ MAX_SAMPLES_BYTES = 64 << 20
 MAX_SUPERCLASSES = 4096
 MAX_TENSORS = 100000
 MAX_DIM = 1 << 20
-CODECS = ("7z", "zstd", "raw")
+CODECS = choices.CODECS + ("raw",)  # raw: measurements only
 _SHA = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
