@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import edgetool.device_profiles as _data
 
 from .errors import UsageError
+from .machine import device_tree_model
 
 HERE = os.path.dirname(os.path.abspath(_data.__file__))
 DEFAULT = "desktop-gpu"
@@ -104,10 +105,8 @@ def resolve(name_or_path: Optional[str]) -> Dict:
 
 def detect() -> Optional[str]:
     """The profile of the Jetson this runs on, from /proc/device-tree/model (None elsewhere)."""
-    try:
-        with open("/proc/device-tree/model", "rb") as f:
-            model = f.read().decode("utf-8", "replace").strip("\x00").lower()
-    except OSError:
+    model = device_tree_model().lower()
+    if not model:
         return None
     table = [("agx thor", "thor"), ("thor", "thor"), ("agx orin", "orin-agx"), ("orin nx", "orin-nx"),
              ("orin nano", "orin-nano"), ("agx xavier", "xavier-agx"), ("xavier nx", "xavier-nx"),

@@ -5,6 +5,15 @@ import os
 import platform
 
 
+def device_tree_model() -> str:
+    """The board's model string from /proc/device-tree/model ("" where there is none)."""
+    try:
+        with open("/proc/device-tree/model", "rb") as f:
+            return f.read().decode("utf-8", "replace").strip("\x00").strip()
+    except OSError:
+        return ""
+
+
 def gpu_info() -> dict:
     """Name, compute capability, driver and memory of CUDA device 0, or why there is none."""
     try:

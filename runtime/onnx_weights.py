@@ -195,6 +195,17 @@ def strip_initializer_inputs(model_bytes: bytes) -> bytes:
     TensorRT should see them as plain weights.  Works on the serialized bytes, so the
     device needs no ``onnx`` package.
     """
+    def keep(graph):
+        inits = {_tensor(tensor)[0] for gfield, gwire, tensor in _fields(graph) if gfield == 5 and gwire == 2}
+        return lambda gfield, gwire, gstart: not (
+            gfield == 11 and gwire == 2 and _value_info_name(_payload(graph, gstart)) in inits)
+
+    return _rewrite_graph(model_bytes, keep)
+
+
+def _rewrite_graph(model_bytes: bytes, keep) -> bytes:
+    """The model with the graph's fields filtered: *keep(graph)* gives a test
+    ``(field, wire, start) -> bool`` for each field of that graph."""
     view = memoryview(model_bytes)
     out = bytearray()
     for field, wire, start, end in _raw_fields(view):
@@ -202,15 +213,11 @@ def strip_initializer_inputs(model_bytes: bytes) -> bytes:
             out += view[start:end]
             continue
         graph = _payload(view, start)
-        inits = set()
-        for gfield, gwire, tensor in _fields(graph):
-            if gfield == 5 and gwire == 2:
-                inits.add(_tensor(tensor)[0])
+        test = keep(graph)
         new_graph = bytearray()
         for gfield, gwire, gstart, gend in _raw_fields(graph):
-            if gfield == 11 and gwire == 2 and _value_info_name(_payload(graph, gstart)) in inits:
-                continue
-            new_graph += graph[gstart:gend]
+            if test(gfield, gwire, gstart):
+                new_graph += graph[gstart:gend]
         out += _encode_varint((7 << 3) | 2) + _encode_varint(len(new_graph)) + new_graph
     return bytes(out)
 
@@ -221,17 +228,9 @@ def drop_initializers(model_bytes: bytes, names: Iterable[str]) -> bytes:
     ONNX Runtime keeps its own copy of every initializer, even one that a binding overrides;
     a backend that binds the refittable weights itself holds them once this way."""
     drop = set(names)
-    view = memoryview(model_bytes)
-    out = bytearray()
-    for field, wire, start, end in _raw_fields(view):
-        if field != 7 or wire != 2:
-            out += view[start:end]
-            continue
-        graph = _payload(view, start)
-        new_graph = bytearray()
-        for gfield, gwire, gstart, gend in _raw_fields(graph):
-            if gfield == 5 and gwire == 2 and _tensor(_payload(graph, gstart))[0] in drop:
-                continue
-            new_graph += graph[gstart:gend]
-        out += _encode_varint((7 << 3) | 2) + _encode_varint(len(new_graph)) + new_graph
-    return bytes(out)
+
+    def keep(graph):
+        return lambda gfield, gwire, gstart: not (
+            gfield == 5 and gwire == 2 and _tensor(_payload(graph, gstart))[0] in drop)
+
+    return _rewrite_graph(model_bytes, keep)

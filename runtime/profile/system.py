@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from typing import Dict, Optional
 
+from ..machine import device_tree_model
+
 TEGRASTATS_RAM = re.compile(r"RAM (\d+)/(\d+)MB")
 TEGRASTATS_EMC = re.compile(r"EMC_FREQ (\d+)%")
 TEGRASTATS_GPU = re.compile(r"GR3D_FREQ (\d+)%")
@@ -37,11 +39,7 @@ def machine() -> str:
 
 
 def jetson_model() -> Optional[str]:
-    try:
-        with open("/proc/device-tree/model", "rb") as f:
-            model = f.read().decode("utf-8", "replace").strip("\x00").strip()
-    except OSError:
-        return None
+    model = device_tree_model()
     return model if "jetson" in model.lower() or "nvidia" in model.lower() else None
 
 
