@@ -6,14 +6,12 @@ The exit status is non-zero when any check fails.
 """
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
-from .machine import gpu_info
+from .machine import platform_info
 
 PASS, FAIL, SKIP, INFO = "PASS", "FAIL", "SKIP", "INFO"
 
@@ -24,56 +22,6 @@ class Check:
 
     def to_dict(self):
         return {"check": self.name, "status": self.status, "detail": self.detail}
-
-
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def platform_info() -> dict:
-    info: Dict[str, Any] = {"machine": platform.machine(), "python": platform.python_version(),
-                            "os": platform.platform()}
-    l4t = _read("/etc/nv_tegra_release")
-    if l4t:
-        info["l4t"] = l4t.splitlines()[0]
-    model = _read("/proc/device-tree/model")
-    if model:
-        info["device"] = model.strip("\x00")
-    try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True,
-                             text=True, timeout=10)
-        if out.returncode == 0 and out.stdout:
-            info["jetpack"] = out.stdout
-    except (OSError, subprocess.SubprocessError):
-        pass
-    mem = _read("/proc/meminfo")
-    if mem:
-        for line in mem.splitlines():
-            if line.startswith("MemAvailable:"):
-                info["host_mem_available_mib"] = int(line.split()[1]) // 1024
-    for mod, key in (
-        ("tensorrt", "tensorrt"),
-        ("onnxruntime", "onnxruntime"),
-        ("pycuda", "pycuda"),
-        ("numpy", "numpy"),
-    ):
-        try:
-            m = __import__(mod)
-            info[key] = getattr(m, "__version__", getattr(m, "VERSION_TEXT", "?"))
-        except Exception as exc:  # a broken install is information too
-            info[key] = "not installed" if isinstance(exc, ImportError) else "broken ({})".format(exc)
-    try:
-        import onnxruntime as ort
-
-        info["onnxruntime_providers"] = ort.get_available_providers()
-    except ImportError:
-        pass
-    info["gpu"] = gpu_info()
-    return info
 
 
 def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05,
@@ -87,7 +35,24 @@ def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05,
             emit(c)
         return c
 
-    info = platform_info()
+    gpu = platform_checks(add, platform_info())
+    kernel_check(add, gpu)
+    if bundle_path is None:
+        add("bundle", SKIP, "no bundle given (edgetool doctor BUNDLE checks a bundle end to end)")
+        return checks
+
+    opened = open_bundle(add, bundle_path)
+    if opened is None:
+        return checks
+    bundle, samples = opened
+    reference = ort_reference(add, bundle, samples)
+    weight_form_checks(add, bundle, samples, reference)
+    trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode)
+    return checks
+
+
+def platform_checks(add, info):
+    """The platform, package, GPU and memory lines; returns the GPU's description."""
     gpu = info["gpu"]
     add("platform", INFO, "{} / Python {} / L4T {} / JetPack {}".format(
         info.get("device", info["machine"]), info["python"], info.get("l4t", "n/a"), info.get("jetpack", "n/a")))
@@ -99,12 +64,11 @@ def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05,
     else:
         add("gpu", SKIP, gpu.get("reason", "no GPU"))
     add("memory", INFO, "host: {} MiB available".format(info.get("host_mem_available_mib", "?")))
+    return gpu
 
-    kernel_check(add, gpu)
-    if bundle_path is None:
-        add("bundle", SKIP, "no bundle given (edgetool doctor BUNDLE checks a bundle end to end)")
-        return checks
 
+def open_bundle(add, bundle_path):
+    """The verified bundle and its samples, or None once a check has failed."""
     from .bundle import Bundle
     from .errors import EdgetoolError
 
@@ -112,22 +76,18 @@ def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05,
         bundle = Bundle.open(bundle_path)
     except EdgetoolError as exc:
         add("bundle", FAIL, str(exc))
-        return checks
+        return None
     add("bundle", PASS, "{} files verified (sha256), {} subclass networks".format(
         len(bundle.files()), bundle.num_superclasses))
     try:
         samples = bundle.samples()
     except EdgetoolError as exc:
         add("samples", FAIL, str(exc))
-        return checks
+        return None
     if samples is None:
         add("samples", FAIL, "bundle has no samples.npy to compare backends on")
-        return checks
-
-    reference = ort_reference(add, bundle, samples)
-    weight_form_checks(add, bundle, samples, reference)
-    trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode)
-    return checks
+        return None
+    return bundle, samples
 
 
 def weight_form_checks(add, bundle, samples, reference):
@@ -172,23 +132,6 @@ def weight_form_checks(add, bundle, samples, reference):
         add("weight form " + form, PASS if ok else FAIL, detail)
 
 
-def kernel_check(add, gpu):
-    if not gpu.get("available"):
-        add("cuda kernel", SKIP, "no GPU: the delta kernel cannot run here")
-        return
-    try:
-        import pycuda.autoinit  # noqa: F401
-
-        from .trt.delta_apply import compile_module
-        from .trt.kernel_check import check_kernel
-
-        mod = compile_module()
-        res = check_kernel(mod)
-        status = PASS if res["exact"] else FAIL
-        add("cuda kernel", status, "bit-exact vs numpy on {} random bytes incl. wrap-around; {:.1f} GB/s".format(
-            res["nbytes"], res["gbps"]))
-    except Exception as exc:
-        add("cuda kernel", FAIL, "{}: {}".format(type(exc).__name__, exc))
 
 
 def ort_reference(add, bundle, samples):
@@ -211,9 +154,26 @@ def ort_reference(add, bundle, samples):
         return None
 
 
-def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode):
-    from .backends.base import BASE, summarize, targets
+def kernel_check(add, gpu):
+    if not gpu.get("available"):
+        add("cuda kernel", SKIP, "no GPU: the delta kernel cannot run here")
+        return
+    try:
+        import pycuda.autoinit  # noqa: F401
 
+        from .trt.delta_apply import compile_module
+        from .trt.kernel_check import check_kernel
+
+        mod = compile_module()
+        res = check_kernel(mod)
+        status = PASS if res["exact"] else FAIL
+        add("cuda kernel", status, "bit-exact vs numpy on {} random bytes incl. wrap-around; {:.1f} GB/s".format(
+            res["nbytes"], res["gbps"]))
+    except Exception as exc:
+        add("cuda kernel", FAIL, "{}: {}".format(type(exc).__name__, exc))
+
+
+def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode):
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -236,28 +196,41 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
         add("tensorrt engine", FAIL, "{}: {}".format(type(exc).__name__, exc))
         return
     with be:
-        worst = 0.0
-        agree = True
-        for target in targets(bundle.num_superclasses):
-            be.switch(target)
-            out = be.infer(samples)
-            if reference is None:
-                continue
-            ref = reference[target]
-            n = bundle.num_superclasses if target == BASE else len(bundle.superclasses[target].subclasses)
-            rel = float(np.abs(out[:, :n] - ref[:, :n]).max() / max(1e-6, np.abs(ref[:, :n]).max()))
-            worst = max(worst, rel)
-            agree &= bool((out[:, :n].argmax(1) == ref[:, :n].argmax(1)).all())
-        if reference is not None:
-            ok = agree and worst <= atol_rel
-            add("tensorrt vs onnxruntime", PASS if ok else FAIL,
-                "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range "
-                "(limit {:.0%})".format("agrees" if agree else "DISAGREES", worst, atol_rel))
-        be.timings.clear()
-        for i in range(refits):
-            be.switch(i % bundle.num_superclasses, force=True)
-        s = summarize(be.timings.samples.get("refit", []))
-        sw = summarize(be.timings.samples.get("switch", []))
-        add("refit timing", PASS, "refit: mean {:.3f} ms, median {:.3f} ms, p90 {:.3f} ms, p99 {:.3f} ms; whole switch "
-            "(decode + H2D + kernel + refit) median {:.3f} ms over {} switches".format(
-                s["mean"], s["median"], s["p90"], s["p99"], sw["median"], sw["count"]))
+        compare_to_reference(add, be, bundle, samples, reference, atol_rel)
+        refit_timing(add, be, bundle, refits)
+
+
+def compare_to_reference(add, be, bundle, samples, reference, atol_rel):
+    """Every network on the engine against ONNX Runtime's logits (each network still runs without a reference)."""
+    from .backends.base import BASE, targets
+
+    worst = 0.0
+    agree = True
+    for target in targets(bundle.num_superclasses):
+        be.switch(target)
+        out = be.infer(samples)
+        if reference is None:
+            continue
+        ref = reference[target]
+        n = bundle.num_superclasses if target == BASE else len(bundle.superclasses[target].subclasses)
+        rel = float(np.abs(out[:, :n] - ref[:, :n]).max() / max(1e-6, np.abs(ref[:, :n]).max()))
+        worst = max(worst, rel)
+        agree &= bool((out[:, :n].argmax(1) == ref[:, :n].argmax(1)).all())
+    if reference is not None:
+        ok = agree and worst <= atol_rel
+        add("tensorrt vs onnxruntime", PASS if ok else FAIL,
+            "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range "
+            "(limit {:.0%})".format("agrees" if agree else "DISAGREES", worst, atol_rel))
+
+
+def refit_timing(add, be, bundle, refits):
+    from .backends.base import summarize
+
+    be.timings.clear()
+    for i in range(refits):
+        be.switch(i % bundle.num_superclasses, force=True)
+    s = summarize(be.timings.samples.get("refit", []))
+    sw = summarize(be.timings.samples.get("switch", []))
+    add("refit timing", PASS, "refit: mean {:.3f} ms, median {:.3f} ms, p90 {:.3f} ms, p99 {:.3f} ms; whole switch "
+        "(decode + H2D + kernel + refit) median {:.3f} ms over {} switches".format(
+            s["mean"], s["median"], s["p90"], s["p99"], sw["median"], sw["count"]))

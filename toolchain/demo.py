@@ -44,6 +44,17 @@ def _train_every_network(run: Run, cfg: TrainConfig, stage):
     return flat, sup
 
 
+def storage_bytes(manifest: dict, N: int, sup, flat) -> dict:
+    """The bundle's stored bytes against N + 1 int8 or fp32 networks and the flat network."""
+    base_size = manifest["base"]["size"]
+    delta_sizes = [d["stored_size"] for d in manifest["deltas"]]
+    fp32 = fp32_bytes(sup)
+    return {"bundle": base_size + sum(delta_sizes), "base_onnx": base_size, "deltas": delta_sizes,
+            "n_plus_1_int8": (N + 1) * base_size,
+            "one_plus_0.2N_int8": int(round((1 + 0.2 * N) * base_size)),
+            "n_plus_1_fp32": (N + 1) * fp32, "flat_fp32": fp32_bytes(flat)}
+
+
 def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
     t0 = time.perf_counter()
     os.makedirs(out, exist_ok=True)
@@ -70,10 +81,6 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
     y = run.yte.numpy()
     rt = evaluate_bundle(bundle_dir, run.xte.numpy(), run.sup_of[y], run.loc_of[y])
 
-    base_size = manifest["base"]["size"]
-    delta_sizes = [d["stored_size"] for d in manifest["deltas"]]
-    bundle_bytes = base_size + sum(delta_sizes)
-    fp32 = fp32_bytes(sup)
     results = {
         "dataset": "fashion-mnist sample" if cfg.data == "sample" else cfg.data,
         "machine": machine_name(),
@@ -84,10 +91,7 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
         "gap_closed": m["gap_closed"],
         "routing": m["routing"],
         "x": m["x"],
-        "storage_bytes": {"bundle": bundle_bytes, "base_onnx": base_size, "deltas": delta_sizes,
-                          "n_plus_1_int8": (N + 1) * base_size,
-                          "one_plus_0.2N_int8": int(round((1 + 0.2 * N) * base_size)),
-                          "n_plus_1_fp32": (N + 1) * fp32, "flat_fp32": fp32_bytes(flat)},
+        "storage_bytes": storage_bytes(manifest, N, sup, flat),
         "switch_latency_ms": rt["per_image"]["switch_ms"],
         "runtime": rt,
         "bundle": os.path.abspath(bundle_dir),

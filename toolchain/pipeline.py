@@ -29,32 +29,11 @@ from edgetool.runtime.errors import UsageError
 from . import models
 from . import qat
 from . import train as training
+from .checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
 from .run_data import RunData, TrainConfig, load_data
 
 __all__ = ["Run", "RunData", "TrainConfig", "load_data"]
 log = logging.getLogger(__name__)
-
-
-def _save(obj, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def float_state(model: models.ResNet) -> dict:
-    return {"config": model.config, "state_dict": model.state_dict()}
-
-
-def float_from_state(state) -> models.ResNet:
-    m = models.from_config(state["config"])
-    m.load_state_dict(state["state_dict"])
-    m.eval()
-    return m
 
 
 class Run:
@@ -125,7 +104,7 @@ class Run:
     def _stage(self, name: str, path: str, make: Callable[[], object]):
         if os.path.isfile(path):
             log.debug("stage %s: %s (trained before)", name, path)
-            return _load(path)
+            return load_checkpoint(path)
         log.info("stage %s: training%s", name, " (resuming)" if os.path.isfile(path + ".partial") else "")
         t0 = time.perf_counter()
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -136,7 +115,7 @@ class Run:
             self._ckpt = outer
         ckpt = path + ".partial"
         if training.is_main():
-            _save(state, path)
+            save_checkpoint(state, path)
             if os.path.isfile(ckpt):
                 os.remove(ckpt)
         training.barrier()

@@ -115,11 +115,7 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, n_valid: Option
     from tqdm.auto import tqdm
 
     hooks = hooks or FitHooks()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if recipe.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
-    else:
-        opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    opt = _optimizer(model, recipe)
     steps_per_epoch = max(1, math.ceil(len(y) / recipe.batch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _Cosine(recipe.epochs * steps_per_epoch))
     start_epoch = _resume(hooks.checkpoint, model, opt, sched)
@@ -154,6 +150,14 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, n_valid: Option
     bar.close()
     model.eval()
     return history
+
+
+def _optimizer(model, recipe: Recipe):
+    """The recipe's optimizer over the parameters that train (``requires_grad``)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
 class _Cosine:

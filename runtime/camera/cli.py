@@ -70,10 +70,7 @@ def camera(bundle, input_uri, output, backend, headless, input_width, input_heig
     from .schedule import SceneCut, Smoother, check_settings
     from .sources import Options, ReconnectingSource, open_source
 
-    if batch < 1 or max_frames < 0 or output_rate <= 0:
-        raise UsageError("--batch must be >= 1, --max-frames >= 0 and --output-rate > 0")
-    if as_json and json_out:
-        raise UsageError("--json and --json-out: choose one")
+    _check_options(batch, max_frames, output_rate, as_json, json_out)
     check_settings(policy, enter, leave, interval, topk)
     cut = SceneCut(scene_cut)
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
@@ -85,13 +82,26 @@ def camera(bundle, input_uri, output, backend, headless, input_width, input_heig
     try:
         kw = {"threads": threads} if backend == "onnxruntime" and threads else {}
         clf_kw = dict(policy=policy, enter=enter, leave=leave, interval=interval, gate=gate, k=topk)
-        loop_kw = dict(batch=batch, cut=cut, smoother=smoother if smoother.active else None, max_frames=max_frames,
-                       log=log, status=sys.stderr.isatty() and not as_json)
+        smooth = smoother if smoother.active else None
+        status = sys.stderr.isatty() and not as_json
+        loop_kw = dict(batch=batch, cut=cut, smoother=smooth, max_frames=max_frames, log=log, status=status)
         fps = src.fps or input_rate or output_rate
-        loop, summary = run_loop(b, backend, kw, source, clf_kw, loop_kw, (output, headless, fps),
-                                 json_out if json_out else ("-" if as_json else None))
+        json_path = json_out if json_out else ("-" if as_json else None)
+        loop, summary = run_loop(b, backend, kw, source, clf_kw, loop_kw, (output, headless, fps), json_path)
     finally:
         source.close()
+    _report(loop, summary, as_json)
+
+
+def _check_options(batch, max_frames, output_rate, as_json, json_out):
+    if batch < 1 or max_frames < 0 or output_rate <= 0:
+        raise UsageError("--batch must be >= 1, --max-frames >= 0 and --output-rate > 0")
+    if as_json and json_out:
+        raise UsageError("--json and --json-out: choose one")
+
+
+def _report(loop, summary, as_json):
+    """The summary on stderr (stdout carries the JSON lines with --json); a lost source fails the command."""
     from .loop import summary_lines
 
     for line in summary_lines(summary):

@@ -77,6 +77,10 @@ def profile(bundle, backend, device_profile, out, iterations, warmup, batch, thr
                              threads=threads, modes=modes_l, policies=policies_l, codecs=codecs_l, memory=memory,
                              device_profile=profile_name, step=step)
     paths = write_reports(report, out, plots)
+    _echo_summary(report, paths, memory)
+
+
+def _echo_summary(report, paths, memory):
     s = report["stages"]
     click.echo("switch to subclass: median {:.3f} ms, p99 {:.3f} ms | cold load median {:.2f} ms".format(
         s["switch_to_subclass"]["median"], s["switch_to_subclass"]["p99"], s["cold_load"]["median"]))

@@ -40,37 +40,53 @@ def _ratio(v) -> str:
 
 def tables(r: dict) -> List[tuple]:
     """(title, header, rows) of every table, shared by the Markdown and HTML writers."""
-    out = []
+    out = [_stage_table(r), _end_to_end_table(r), _throughput_table(r), _codec_table(r)]
+    if "memory" in r:
+        out.append(_memory_table(r))
+    out.append(("Ratios", ["ratio", "value"], [[k, _ratio(v)] for k, v in r["ratios"].items()]))
+    out.append(_projection_table(r))
+    return out
+
+
+def _stage_table(r: dict) -> tuple:
     rows = []
     for name, s in r["stages"].items():
         if s.get("count"):
             rows.append([name] + [str(s["count"])] + [_ms(s[c]) for c in COLUMNS[1:]])
         else:
             rows.append([name, "0"] + ["-"] * (len(COLUMNS) - 1))
-    out.append(("Latency per stage [ms]", ["stage"] + list(COLUMNS), rows))
+    return ("Latency per stage [ms]", ["stage"] + list(COLUMNS), rows)
+
+
+def _end_to_end_table(r: dict) -> tuple:
     rows = []
     for mode, policies in r["end_to_end"].items():
         for policy, row in policies.items():
             s = row["per_image_ms"]
             rows.append([mode, policy, _ms(s["mean"]), _ms(s["median"]), _ms(s["p90"]), _ms(s["p99"]),
                          _ms(s["max"]), "{:.1f}".format(row["images_per_s"])])
-    out.append(("End to end per image [ms]", ["engine mode", "policy", "mean", "median", "p90", "p99", "max",
-                                               "images/s"], rows))
+    return ("End to end per image [ms]", ["engine mode", "policy", "mean", "median", "p90", "p99", "max",
+                                          "images/s"], rows)
+
+
+def _throughput_table(r: dict) -> tuple:
     t = r["throughput"]
-    out.append(("Throughput at batch {}".format(r["settings"]["batch"]), ["form", "images/s"], [
+    return ("Throughput at batch {}".format(r["settings"]["batch"]), ["form", "images/s"], [
         ["two-stage (superclass-batched)", "{:.1f}".format(t["two_stage_images_per_s"])],
-        ["single base network", "{:.1f}".format(t["single_throughput_images_per_s"])]]))
-    out.append(("Codecs (first delta)", ["codec", "stored bytes", "decode median [ms]", "decode p99 [ms]"], [
+        ["single base network", "{:.1f}".format(t["single_throughput_images_per_s"])]])
+
+
+def _codec_table(r: dict) -> tuple:
+    return ("Codecs (first delta)", ["codec", "stored bytes", "decode median [ms]", "decode p99 [ms]"], [
         [name, str(c["stored_bytes"]), _ms(c["decode_ms"]["median"]), _ms(c["decode_ms"]["p99"])]
-        for name, c in r["codecs"].items()]))
-    if "memory" in r:
-        out.append(_memory_table(r))
-    out.append(("Ratios", ["ratio", "value"], [[k, _ratio(v)] for k, v in r["ratios"].items()]))
-    out.append(("Estimates for other devices (not measured)", [
+        for name, c in r["codecs"].items()])
+
+
+def _projection_table(r: dict) -> tuple:
+    return ("Estimates for other devices (not measured)", [
         "profile", "CPU", "DRAM GB/s", "read+decode [ms]", "H2D [ms]", "add kernel [ms]", "switch w/o refit [ms]"], [
         [p["profile"] + " (estimate)", p["cpu"], "{:.1f}".format(p["mem_gbs"]), _ms(p["read_decode_ms"]),
-         _ms(p["h2d_ms"]), _ms(p["add_kernel_ms"]), _ms(p["switch_ms_without_refit"])] for p in r["projections"]]))
-    return out
+         _ms(p["h2d_ms"]), _ms(p["add_kernel_ms"]), _ms(p["switch_ms_without_refit"])] for p in r["projections"]])
 
 
 def _memory_table(r: dict) -> tuple:

@@ -62,20 +62,7 @@ class TrtBackend(Backend):
         self.initializers = read_initializers(model)
         build_refit_map(self.layout, self.initializers, source=bundle._display("base.onnx"))  # names, dtypes, shapes
         self.base = self.layout.pack({t.name: self.initializers[t.name] for t in self.layout.tensors})
-        entry = self._engine_entry(precision) if plan is None else None
-        form = None
-        if plan is None and entry is not None:
-            log.info("engine: %s from the bundle (TensorRT %s, %s)", entry["file"], entry.get("tensorrt"),
-                     entry.get("device"))
-            plan = bundle.read_file(entry)
-            precision = entry.get("precision", precision)
-            form = entry.get("weights")
-        self.precision = precision or "int8"
-        self.form = weight_form(self.version, self.precision, form)
-        if plan is None:
-            log.info("engine: none stored for this device; building one in memory")
-            plan = build_engine(model, bundle.input["name"], bundle.input["shape"], self.precision,
-                                workspace_mb=workspace_mb, max_batch=max_batch, form=self.form)
+        plan, entry = self._plan(model, plan, precision, workspace_mb, max_batch)
         self.max_batch = max_batch if entry is None else int(entry.get("max_batch", max_batch))
         self.stream = cuda.Stream()
         args = (trt, cuda, plan, self.stream, bundle.input["name"], bundle.output_name, bundle.input["shape"],
@@ -84,6 +71,25 @@ class TrtBackend(Backend):
         self.fixed = EngineRunner(*args) if mode == "two-engine" else None  # never refitted: the base
         self.sub_loaded = BASE
         self._setup_refitter()
+
+    def _plan(self, model, plan, precision, workspace_mb, max_batch):
+        """*plan*, else the bundle's engine for this device, else one built in memory; sets the precision and
+        weight form. Returns the plan and the manifest entry it came from (None when not from the bundle)."""
+        entry = self._engine_entry(precision) if plan is None else None
+        form = None
+        if plan is None and entry is not None:
+            log.info("engine: %s from the bundle (TensorRT %s, %s)", entry["file"], entry.get("tensorrt"),
+                     entry.get("device"))
+            plan = self.bundle.read_file(entry)
+            precision = entry.get("precision", precision)
+            form = entry.get("weights")
+        self.precision = precision or "int8"
+        self.form = weight_form(self.version, self.precision, form)
+        if plan is None:
+            log.info("engine: none stored for this device; building one in memory")
+            plan = build_engine(model, self.bundle.input["name"], self.bundle.input["shape"], self.precision,
+                                workspace_mb=workspace_mb, max_batch=max_batch, form=self.form)
+        return plan, entry
 
     def _engine_entry(self, precision):
         return select_engine(self.bundle.manifest.get("engines", []), self.trt.__version__, gpu_name(),

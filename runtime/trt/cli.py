@@ -48,16 +48,10 @@ def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form
     profile = resolve(profile_name)
     model = b.base_onnx()
     if check:
-        onnx = require("onnx", "jetson")
-        from .qdq_rules import require_valid
-
-        require_valid(onnx.load_from_string(model), b._display("base.onnx"))
+        _check_qdq(b, model)
     trt = import_trt()
     form = weight_form(trt_version(trt), profile["precision"], form)
-    changed = None
-    if refit_individual:
-        names = b.layout.changed_tensors(b.read_delta(k) for k in range(b.num_superclasses))
-        changed = [b.layout.by_name[n] for n in names]
+    changed = _changed_tensors(b) if refit_individual else None
     batch = max_batch or profile["max_batch"]
     t0 = time.perf_counter()
     plan = build_engine(model, b.input["name"], b.input["shape"], profile["precision"], profile["workspace_mb"],
@@ -71,6 +65,19 @@ def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form
     click.echo("engine: {} ({} bytes, {} with {} weights, TensorRT {}, built in {:.1f} s)".format(
         os.path.join(bundle, entry["file"]), entry["size"], profile["precision"], form, trt.__version__,
         time.perf_counter() - t0))
+
+
+def _changed_tensors(b):
+    """The tensors some delta of bundle *b* changes: the only ones an individual refit marks refittable."""
+    names = b.layout.changed_tensors(b.read_delta(k) for k in range(b.num_superclasses))
+    return [b.layout.by_name[n] for n in names]
+
+
+def _check_qdq(b, model):
+    onnx = require("onnx", "jetson")
+    from .qdq_rules import require_valid
+
+    require_valid(onnx.load_from_string(model), b._display("base.onnx"))
 
 
 def _dims(shape: Sequence[int], sep: str) -> str:

@@ -66,22 +66,27 @@ def sshd(tmp_path_factory):
     s = {"dir": d, "port": port, "user": user, "host": "{}@127.0.0.1".format(user),
          "args": ["--port", str(port), "--identity", str(d / "client_ed25519"),
                   "--known-hosts", str(d / "known_hosts"), "--remote-edgetool", edgetool_cmd()]}
+    _wait_for_login(proc, d, port, s["host"])
+    yield s
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _wait_for_login(proc, d, port, host):
+    """Until a key login to *host* works; skips (killing sshd) when sshd exits or 10 s pass without one."""
     deadline = time.time() + 10
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.skip("sshd could not start: {}".format(proc.stderr.read().decode(errors="replace").strip()[-300:]))
         probe = subprocess.run(["ssh", "-p", str(port), "-i", str(d / "client_ed25519"), "-o", "BatchMode=yes",
                                 "-o", "UserKnownHostsFile=" + str(d / "known_hosts"), "-o", "IdentitiesOnly=yes",
-                                "-o", "StrictHostKeyChecking=yes", "--", s["host"], "true"], capture_output=True)
+                                "-o", "StrictHostKeyChecking=yes", "--", host, "true"], capture_output=True)
         if probe.returncode == 0:
             break
         time.sleep(0.3)
     else:
         proc.kill()
         pytest.skip("sshd did not accept a login: {}".format(probe.stderr.decode(errors="replace").strip()[-300:]))
-    yield s
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def ssh_cli(sshd, command, *args, host=None):
