@@ -4,6 +4,7 @@ Each check prints PASS, FAIL or SKIP (with the reason).  Without a GPU, TensorRT
 pycuda, the GPU checks are skipped and say why; everything that can run still runs.
 The exit status is non-zero when any check fails.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,13 @@ class Check:
         return {"check": self.name, "status": self.status, "detail": self.detail}
 
 
-def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05,
-        emit: Optional[Callable[[Check], None]] = None, engine_mode: str = "one-engine") -> List[Check]:
+def run(
+    bundle_path: Optional[str],
+    refits: int = 20,
+    atol_rel: float = 0.05,
+    emit: Optional[Callable[[Check], None]] = None,
+    engine_mode: str = "one-engine",
+) -> List[Check]:
     checks: List[Check] = []
 
     def add(name, status, detail=""):
@@ -54,13 +60,28 @@ def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05,
 def platform_checks(add, info):
     """The platform, package, GPU and memory lines; returns the GPU's description."""
     gpu = info["gpu"]
-    add("platform", INFO, "{} / Python {} / L4T {} / JetPack {}".format(
-        info.get("device", info["machine"]), info["python"], info.get("l4t", "n/a"), info.get("jetpack", "n/a")))
-    add("packages", INFO, "TensorRT {} / onnxruntime {} {} / pycuda {} / numpy {}".format(
-        info["tensorrt"], info["onnxruntime"], info.get("onnxruntime_providers", ""), info["pycuda"], info["numpy"]))
+    add(
+        "platform",
+        INFO,
+        "{} / Python {} / L4T {} / JetPack {}".format(
+            info.get("device", info["machine"]), info["python"], info.get("l4t", "n/a"), info.get("jetpack", "n/a")
+        ),
+    )
+    add(
+        "packages",
+        INFO,
+        "TensorRT {} / onnxruntime {} {} / pycuda {} / numpy {}".format(
+            info["tensorrt"], info["onnxruntime"], info.get("onnxruntime_providers", ""), info["pycuda"], info["numpy"]
+        ),
+    )
     if gpu.get("available"):
-        add("gpu", PASS, "{} (sm {}), driver {}, {} / {} MiB free".format(
-            gpu["name"], gpu["compute_capability"], gpu["cuda_driver"], gpu["free_mib"], gpu["total_mib"]))
+        add(
+            "gpu",
+            PASS,
+            "{} (sm {}), driver {}, {} / {} MiB free".format(
+                gpu["name"], gpu["compute_capability"], gpu["cuda_driver"], gpu["free_mib"], gpu["total_mib"]
+            ),
+        )
     else:
         add("gpu", SKIP, gpu.get("reason", "no GPU"))
     add("memory", INFO, "host: {} MiB available".format(info.get("host_mem_available_mib", "?")))
@@ -77,8 +98,11 @@ def open_bundle(add, bundle_path):
     except EdgetoolError as exc:
         add("bundle", FAIL, str(exc))
         return None
-    add("bundle", PASS, "{} files verified (sha256), {} subclass networks".format(
-        len(bundle.files()), bundle.num_superclasses))
+    add(
+        "bundle",
+        PASS,
+        "{} files verified (sha256), {} subclass networks".format(len(bundle.files()), bundle.num_superclasses),
+    )
     try:
         samples = bundle.samples()
     except EdgetoolError as exc:
@@ -120,7 +144,8 @@ def weight_form_checks(add, bundle, samples, reference):
             continue
         same = all(np.array_equal(got, own) for got, own in emulated.values())
         detail = "engine model + refit arrays {} each network's own engine model (base + {} subclasses)".format(
-            "equal" if same else "DIFFER FROM", bundle.num_superclasses)
+            "equal" if same else "DIFFER FROM", bundle.num_superclasses
+        )
         ok = same
         if form != "fp16" and reference is not None:
             worst = 0.0
@@ -130,8 +155,6 @@ def weight_form_checks(add, bundle, samples, reference):
             ok = ok and worst <= 1e-5
             detail += "; max |diff| to ONNX Runtime {:.1e}".format(worst)
         add("weight form " + form, PASS if ok else FAIL, detail)
-
-
 
 
 def ort_reference(add, bundle, samples):
@@ -146,8 +169,13 @@ def ort_reference(add, bundle, samples):
             for target in targets(bundle.num_superclasses):
                 be.switch(target)
                 ref[target] = be.infer(samples)
-        add("onnxruntime", PASS, "base + {} subclass networks run on {} samples ({})".format(
-            bundle.num_superclasses, len(samples), ", ".join(be.providers)))
+        add(
+            "onnxruntime",
+            PASS,
+            "base + {} subclass networks run on {} samples ({})".format(
+                bundle.num_superclasses, len(samples), ", ".join(be.providers)
+            ),
+        )
         return ref
     except EdgetoolError as exc:
         add("onnxruntime", FAIL, str(exc))
@@ -167,8 +195,11 @@ def kernel_check(add, gpu):
         mod = compile_module()
         res = check_kernel(mod)
         status = PASS if res["exact"] else FAIL
-        add("cuda kernel", status, "bit-exact vs numpy on {} random bytes incl. wrap-around; {:.1f} GB/s".format(
-            res["nbytes"], res["gbps"]))
+        add(
+            "cuda kernel",
+            status,
+            "bit-exact vs numpy on {} random bytes incl. wrap-around; {:.1f} GB/s".format(res["nbytes"], res["gbps"]),
+        )
     except Exception as exc:
         add("cuda kernel", FAIL, "{}: {}".format(type(exc).__name__, exc))
 
@@ -189,9 +220,18 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
     try:
         t0 = time.perf_counter()
         be = TrtBackend(bundle, mode=engine_mode)
-        add("tensorrt engine", PASS, "{} engine ready in {:.1f} s ({} refittable tensors as {} {} weights{})".format(
-            be.precision, time.perf_counter() - t0, len(be.plan), be.form, "device" if be.device_weights else "host",
-            ", {} constant companion(s)".format(len(be.companions)) if be.companions else ""))
+        add(
+            "tensorrt engine",
+            PASS,
+            "{} engine ready in {:.1f} s ({} refittable tensors as {} {} weights{})".format(
+                be.precision,
+                time.perf_counter() - t0,
+                len(be.plan),
+                be.form,
+                "device" if be.device_weights else "host",
+                ", {} constant companion(s)".format(len(be.companions)) if be.companions else "",
+            ),
+        )
     except Exception as exc:
         add("tensorrt engine", FAIL, "{}: {}".format(type(exc).__name__, exc))
         return
@@ -218,9 +258,12 @@ def compare_to_reference(add, be, bundle, samples, reference, atol_rel):
         agree &= bool((out[:, :n].argmax(1) == ref[:, :n].argmax(1)).all())
     if reference is not None:
         ok = agree and worst <= atol_rel
-        add("tensorrt vs onnxruntime", PASS if ok else FAIL,
+        add(
+            "tensorrt vs onnxruntime",
+            PASS if ok else FAIL,
             "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range "
-            "(limit {:.0%})".format("agrees" if agree else "DISAGREES", worst, atol_rel))
+            "(limit {:.0%})".format("agrees" if agree else "DISAGREES", worst, atol_rel),
+        )
 
 
 def refit_timing(add, be, bundle, refits):
@@ -231,6 +274,11 @@ def refit_timing(add, be, bundle, refits):
         be.switch(i % bundle.num_superclasses, force=True)
     s = summarize(be.timings.samples.get("refit", []))
     sw = summarize(be.timings.samples.get("switch", []))
-    add("refit timing", PASS, "refit: mean {:.3f} ms, median {:.3f} ms, p90 {:.3f} ms, p99 {:.3f} ms; whole switch "
+    add(
+        "refit timing",
+        PASS,
+        "refit: mean {:.3f} ms, median {:.3f} ms, p90 {:.3f} ms, p99 {:.3f} ms; whole switch "
         "(decode + H2D + kernel + refit) median {:.3f} ms over {} switches".format(
-            s["mean"], s["median"], s["p90"], s["p99"], sw["median"], sw["count"]))
+            s["mean"], s["median"], s["p90"], s["p99"], sw["median"], sw["count"]
+        ),
+    )

@@ -1,4 +1,5 @@
 """What this machine is: one GPU probe, one machine name for reports and engines, and the platform report."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,14 @@ def gpu_info() -> dict:
             free, total = cuda.mem_get_info()
         finally:
             ctx.pop()
-        return {"available": True, "name": dev.name(), "compute_capability": "{}.{}".format(*dev.compute_capability()),
-                "cuda_driver": cuda.get_driver_version(), "free_mib": free // 2 ** 20, "total_mib": total // 2 ** 20}
+        return {
+            "available": True,
+            "name": dev.name(),
+            "compute_capability": "{}.{}".format(*dev.compute_capability()),
+            "cuda_driver": cuda.get_driver_version(),
+            "free_mib": free // 2**20,
+            "total_mib": total // 2**20,
+        }
     except ImportError:
         return {"available": False, "reason": "pycuda is not installed (pip install 'edgetool[jetson]')"}
     except Exception as exc:  # cuInit fails without a driver or device
@@ -73,8 +80,11 @@ def _read(path: str) -> Optional[str]:
 
 def platform_info() -> dict:
     """Board, L4T, JetPack, host memory, the device packages' versions and the GPU, for ``edgetool doctor``."""
-    info: Dict[str, Any] = {"machine": platform.machine(), "python": platform.python_version(),
-                            "os": platform.platform()}
+    info: Dict[str, Any] = {
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
     l4t = _read("/etc/nv_tegra_release")
     if l4t:
         info["l4t"] = l4t.splitlines()[0]
@@ -82,8 +92,9 @@ def platform_info() -> dict:
     if model:
         info["device"] = model.strip("\x00")
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True, text=True, timeout=10
+        )
         if out.returncode == 0 and out.stdout:
             info["jetpack"] = out.stdout
     except (OSError, subprocess.SubprocessError):

@@ -1,4 +1,5 @@
 """Stage checkpoints of a run: plain tensors and lists, loadable with ``weights_only=True``."""
+
 from __future__ import annotations
 
 import os

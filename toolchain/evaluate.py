@@ -5,6 +5,7 @@ lower bound, upper bound, vanilla and efficient Super-Sub (Fig. 3/6); int8 delta
 per superclass (Fig. 7c); compression per superclass for fp16 deltas + 7z without QAT and
 int8 deltas + 7z / zstd with QAT (Fig. 7d/e).
 """
+
 from __future__ import annotations
 
 import json
@@ -68,16 +69,24 @@ def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
 
     deltas, compression = delta_stats(run, m)
     rep = dict(bounds.summary(m))
-    rep.update({
-        "dataset": os.path.basename(os.path.normpath(run.cfg.data)),
-        "model": run.cfg.arch, "superclasses": hier.superclasses,
-        "test_images": int(len(y)), "codec": manifest["deltas"][0]["codec"] if manifest["deltas"] else None,
-        "bundle_bytes": bundle_bytes, "base_onnx_bytes": manifest["base"]["size"],
-        "superclass_accuracy": m["routing"]["base_fp32"],
-        "confusion_network": "superclass (base) network, fp32",
-        "confusion_counts": conf.tolist(), "confusion_percent": report.row_percent(conf).round(2).tolist(),
-        "per_superclass_accuracy": per_super, "deltas": deltas, "compression": compression,
-    })
+    rep.update(
+        {
+            "dataset": os.path.basename(os.path.normpath(run.cfg.data)),
+            "model": run.cfg.arch,
+            "superclasses": hier.superclasses,
+            "test_images": int(len(y)),
+            "codec": manifest["deltas"][0]["codec"] if manifest["deltas"] else None,
+            "bundle_bytes": bundle_bytes,
+            "base_onnx_bytes": manifest["base"]["size"],
+            "superclass_accuracy": m["routing"]["base_fp32"],
+            "confusion_network": "superclass (base) network, fp32",
+            "confusion_counts": conf.tolist(),
+            "confusion_percent": report.row_percent(conf).round(2).tolist(),
+            "per_superclass_accuracy": per_super,
+            "deltas": deltas,
+            "compression": compression,
+        }
+    )
     rep["plots"] = make_plots(rep, out_dir)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(rep, f, indent=1, allow_nan=False)
@@ -97,11 +106,16 @@ def delta_stats(run: Run, m: dict):
         d = qat.code_delta(base_qat, run.sub_qat(k))
         signed = report.signed_int8(d)
         counts, _ = np.histogram(signed, bins=np.arange(-128, 129))
-        deltas[name] = {"histogram": counts.tolist(), "changed_fraction": float((d != 0).mean()),
-                        "max_abs": int(np.abs(signed.astype(np.int16)).max())}
+        deltas[name] = {
+            "histogram": counts.tolist(),
+            "changed_fraction": float((d != 0).mean()),
+            "max_abs": int(np.abs(signed.astype(np.int16)).max()),
+        }
         fp16 = fp16_delta_bytes(sup, run.vanilla(k), "7z")
-        compression[name] = {"fp16_7z_no_qat": fp16["stored"] / fp16["network"],
-                             "bundle_x": m["x"]["per_superclass"][name]}
+        compression[name] = {
+            "fp16_7z_no_qat": fp16["stored"] / fp16["network"],
+            "bundle_x": m["x"]["per_superclass"][name],
+        }
     return deltas, compression
 
 
@@ -120,10 +134,12 @@ def run_export(run: Run, out_dir: str) -> str:
 def make_plots(rep: dict, out_dir: str) -> Dict[str, str]:
     plt = _plt()
     names = rep["superclasses"]
-    return {"confusion": _plot_confusion(plt, rep, names, out_dir),
-            "per_superclass": _plot_per_superclass(plt, rep, names, out_dir),
-            "delta_histograms": _plot_delta_histograms(plt, rep, names, out_dir),
-            "compression": _plot_compression(plt, rep, names, out_dir)}
+    return {
+        "confusion": _plot_confusion(plt, rep, names, out_dir),
+        "per_superclass": _plot_per_superclass(plt, rep, names, out_dir),
+        "delta_histograms": _plot_delta_histograms(plt, rep, names, out_dir),
+        "compression": _plot_compression(plt, rep, names, out_dir),
+    }
 
 
 def _plot_confusion(plt, rep, names, out_dir):
@@ -133,8 +149,15 @@ def _plot_confusion(plt, rep, names, out_dir):
     ax.imshow(pct, cmap="Greens", vmin=0, vmax=100)
     for i in range(N):
         for j in range(N):
-            ax.text(j, i, "{:.1f}".format(pct[i, j]), ha="center", va="center",
-                    color="white" if pct[i, j] > 60 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                "{:.1f}".format(pct[i, j]),
+                ha="center",
+                va="center",
+                color="white" if pct[i, j] > 60 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(N), names, rotation=45, ha="right")
     ax.set_yticks(range(N), names)
     ax.set_xlabel("predicted superclass")
@@ -184,8 +207,10 @@ def _plot_delta_histograms(plt, rep, names, out_dir):
 def _plot_compression(plt, rep, names, out_dir):
     N = len(names)
     fig, ax = plt.subplots(figsize=(2 + 1.4 * N, 4.2))
-    ckinds = [("fp16_7z_no_qat", "fp16 delta + 7z, no QAT (paper's baseline)"),
-              ("bundle_x", "int8 delta as stored in the bundle ({})".format(rep.get("codec")))]
+    ckinds = [
+        ("fp16_7z_no_qat", "fp16 delta + 7z, no QAT (paper's baseline)"),
+        ("bundle_x", "int8 delta as stored in the bundle ({})".format(rep.get("codec"))),
+    ]
     w = 0.35
     for i, (key, label) in enumerate(ckinds):
         ax.bar(np.arange(N) + (i - 0.5) * w, [rep["compression"][n][key] for n in names], w, label=label)

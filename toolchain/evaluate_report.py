@@ -1,11 +1,16 @@
 """The Markdown and HTML pages of ``edgetool evaluate``'s report."""
+
 from __future__ import annotations
 
 from typing import List
 
-KINDS = [("lower", "lower bound (flat)", "#d62728"), ("control", "control (flat, true superclass)", "#9467bd"),
-         ("upper", "upper bound (true superclass)", "#2ca02c"), ("vanilla", "vanilla fp32 Super-Sub", "#1f77b4"),
-         ("efficient", "efficient int8 Super-Sub", "#ff7f0e")]
+KINDS = [
+    ("lower", "lower bound (flat)", "#d62728"),
+    ("control", "control (flat, true superclass)", "#9467bd"),
+    ("upper", "upper bound (true superclass)", "#2ca02c"),
+    ("vanilla", "vanilla fp32 Super-Sub", "#1f77b4"),
+    ("efficient", "efficient int8 Super-Sub", "#ff7f0e"),
+]
 
 
 def _pct(v):
@@ -62,9 +67,15 @@ def markdown(rep: dict) -> str:
     ]
     for name, row in zip(names, rep["confusion_percent"]):
         lines.append("| {} | {} |".format(name, " | ".join("{:.2f}".format(v) for v in row)))
-    lines += ["", "![confusion]({})".format(rep["plots"]["confusion"]), "",
-              "## Per-superclass accuracy", "",
-              "| superclass | " + " | ".join(k for k, _, _ in KINDS) + " |", "|---" + "|---:" * len(KINDS) + "|"]
+    lines += [
+        "",
+        "![confusion]({})".format(rep["plots"]["confusion"]),
+        "",
+        "## Per-superclass accuracy",
+        "",
+        "| superclass | " + " | ".join(k for k, _, _ in KINDS) + " |",
+        "|---" + "|---:" * len(KINDS) + "|",
+    ]
     for k, name in enumerate(names):
         p = rep["per_superclass_accuracy"]
         lines.append("| {} | {} |".format(name, " | ".join(_pct(p[key][k]) for key, _, _ in KINDS)))
@@ -74,15 +85,28 @@ def markdown(rep: dict) -> str:
 
 def _storage_lines(rep: dict) -> List[str]:
     names = rep["superclasses"]
-    lines = ["## Deltas and storage per subclass network", "",
-             "| superclass | codes changed | x (bundle) | fp16 + 7z, no QAT |", "|---|---:|---:|---:|"]
+    lines = [
+        "## Deltas and storage per subclass network",
+        "",
+        "| superclass | codes changed | x (bundle) | fp16 + 7z, no QAT |",
+        "|---|---:|---:|---:|",
+    ]
     for name in names:
         c = rep["compression"][name]
-        lines.append("| {} | {:.1%} | {:.3f} | {:.3f} |".format(
-            name, rep["deltas"][name]["changed_fraction"], c["bundle_x"], c["fp16_7z_no_qat"]))
-    lines += ["", "Storage in networks: 1 + xN (the paper reports x = 0.2).", "",
-              "![delta histograms]({})".format(rep["plots"]["delta_histograms"]), "",
-              "![compression]({})".format(rep["plots"]["compression"]), ""]
+        lines.append(
+            "| {} | {:.1%} | {:.3f} | {:.3f} |".format(
+                name, rep["deltas"][name]["changed_fraction"], c["bundle_x"], c["fp16_7z_no_qat"]
+            )
+        )
+    lines += [
+        "",
+        "Storage in networks: 1 + xN (the paper reports x = 0.2).",
+        "",
+        "![delta histograms]({})".format(rep["plots"]["delta_histograms"]),
+        "",
+        "![compression]({})".format(rep["plots"]["compression"]),
+        "",
+    ]
     return lines
 
 
@@ -90,9 +114,13 @@ def to_html(rep: dict) -> str:
     """A self-contained page of the Markdown report (Python-Markdown with its tables extension)."""
     import markdown as md
 
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
-             "img{max-width:100%}")
+    style = (
+        "body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+        "img{max-width:100%}"
+    )
     body = md.markdown(markdown(rep), extensions=["tables"])
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool report</title>"
-            "<style>{}</style></head><body>{}</body></html>\n").format(style, body)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool report</title>"
+        "<style>{}</style></head><body>{}</body></html>\n"
+    ).format(style, body)

@@ -83,8 +83,14 @@ def _assert_flat_numbers(rep, tiny_run, y, true_k):
 
 
 def _assert_report_files(out):
-    for f in ("report.md", "report.html", "confusion.png", "per_superclass.png", "delta_histograms.png",
-              "compression.png"):
+    for f in (
+        "report.md",
+        "report.html",
+        "confusion.png",
+        "per_superclass.png",
+        "delta_histograms.png",
+        "compression.png",
+    ):
         assert (out / f).stat().st_size > 0
         if f.endswith(".png"):
             assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -47,7 +47,7 @@ def _assert_quantize_recovers_codes(em, layout, base, inits):
             assert q.op_type == "QuantizeLinear"
             s = numpy_helper.to_array({i.name: i for i in em.graph.initializer}[q.input[1]])
             codes = np.round(inits[engine_name(t, "qdq-float")] / s.reshape([-1] + [1] * (len(t.shape) - 1)))
-            np.testing.assert_array_equal(codes, base[t.offset:t.offset + t.nbytes].view(np.int8).reshape(t.shape))
+            np.testing.assert_array_equal(codes, base[t.offset : t.offset + t.nbytes].view(np.int8).reshape(t.shape))
 
 
 @pytest.mark.parametrize("form", ["int8", "qdq-float", "fp16"])
