@@ -14,6 +14,7 @@ TrainConfig.ft_*), with no delta budget, so the only difference is where BatchNo
 
 Usage: python benchmarks/bn_folding.py [--superclass tops] [--epochs N (default: the run's ft_epochs)]
 """
+
 import argparse
 import copy
 import json
@@ -66,16 +67,20 @@ def delta_size(base, sub):
 
     delta = code_delta(base, sub)
     d, n = delta.tobytes(), delta.size
-    return {"zstd": len(codecs.encode("zstd", d)) / n, "7z": len(codecs.encode("7z", d)) / n,
-            "changed_codes": float(np.frombuffer(d, np.uint8).astype(bool).mean())}
+    return {
+        "zstd": len(codecs.encode("zstd", d)) / n,
+        "7z": len(codecs.encode("7z", d)) / n,
+        "changed_codes": float(np.frombuffer(d, np.uint8).astype(bool).mean()),
+    }
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--superclass", default="tops")
     ap.add_argument("--epochs", type=int, default=None, help="default: the run's ft_epochs")
-    ap.add_argument("--run", default="edgetool-out/run",
-                    help="training run with the superclass networks (trained if absent)")
+    ap.add_argument(
+        "--run", default="edgetool-out/run", help="training run with the superclass networks (trained if absent)"
+    )
     ap.add_argument("--out", default=os.path.join(HERE, "results", "bn_folding.json"))
     args = ap.parse_args()
 
@@ -115,9 +120,14 @@ def main():
             row["delta"] = delta_size(start, m)
         rows[name] = row
         print(name, json.dumps(row))
-    result = {"benchmark": "bn_folding", "machine": machine_name(), "superclass": args.superclass,
-              "recipe": {"optimizer": "adamw", "lr": c.ft_lr, "weight_decay": c.ft_weight_decay, "epochs": epochs},
-              "test_images": int(len(idx)), "recipes": rows}
+    result = {
+        "benchmark": "bn_folding",
+        "machine": machine_name(),
+        "superclass": args.superclass,
+        "recipe": {"optimizer": "adamw", "lr": c.ft_lr, "weight_decay": c.ft_weight_decay, "epochs": epochs},
+        "test_images": int(len(idx)),
+        "recipes": rows,
+    }
     write_result(args.out, result)
 
 

@@ -19,6 +19,7 @@ The video: ``--scenes`` shipped sample images (one per class, cycled), each held
 
 Usage:  python benchmarks/camera_fps.py --bundle BUNDLE [--rounds 7] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,9 @@ def make_video(path, scenes, hold, size=112):
     w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30, (size, size))
     for n in range(scenes):
         img = imgs[n % len(imgs)] if n < len(imgs) else np.fliplr(imgs[n % len(imgs)])
-        frame = cv2.cvtColor(cv2.resize(np.ascontiguousarray(img), (size, size), interpolation=cv2.INTER_NEAREST),
-                             cv2.COLOR_GRAY2BGR)
+        frame = cv2.cvtColor(
+            cv2.resize(np.ascontiguousarray(img), (size, size), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR
+        )
         for _ in range(hold):
             w.write(frame)
     w.release()
@@ -101,14 +103,21 @@ def summarize(runs, labels, n_frames):
         fps = [s["fps"] for s in runs[name]]
         cpu = [s["cpu_fps"] for s in runs[name]]
         modes[name] = {
-            "policy": policy, "batch": batch, "fps_rounds": fps, "fps_median": statistics.median(fps),
+            "policy": policy,
+            "batch": batch,
+            "fps_rounds": fps,
+            "fps_median": statistics.median(fps),
             "ratio_to_single_network": statistics.median(fps) / single,
-            "cpu_fps_rounds": cpu, "cpu_fps_median": statistics.median(cpu),
+            "cpu_fps_rounds": cpu,
+            "cpu_fps_median": statistics.median(cpu),
             "cpu_ratio_to_single_network": statistics.median(cpu) / single_cpu,
             "switches_per_frame": runs[name][0]["switches"] / n_frames,
             "superclass_passes": runs[name][0]["superclass_passes"],
-            "same_label_as_per_image": (float(np.mean([a == b for a, b in zip(labels[name], labels["per-image"])]))
-                                        if name != "single network" else None),
+            "same_label_as_per_image": (
+                float(np.mean([a == b for a, b in zip(labels[name], labels["per-image"])]))
+                if name != "single network"
+                else None
+            ),
             "stage_median_ms": {k: v.get("median") for k, v in runs[name][0]["stages_ms"].items()},
         }
     return modes
@@ -134,33 +143,59 @@ def main(argv=None):
         video = os.path.join(tmp, "scenes.avi")
         n_frames = make_video(video, args.scenes, args.hold)
         for r in range(args.rounds):
-            for name, policy, batch in MODES[r % len(MODES):] + MODES[:r % len(MODES)]:
+            for name, policy, batch in MODES[r % len(MODES) :] + MODES[: r % len(MODES)]:
                 s, lab = run_mode(bundle, video, policy, batch, args.threads)
                 assert s["frames"] == n_frames, s
                 runs[name].append(s)
                 labels[name] = lab
-                print("round {} {:<15} {:7.1f} FPS  {:7.1f} CPU-time FPS  {:5d} switches".format(
-                    r, name, s["fps"], s["cpu_fps"], s["switches"]), flush=True)
+                print(
+                    "round {} {:<15} {:7.1f} FPS  {:7.1f} CPU-time FPS  {:5d} switches".format(
+                        r, name, s["fps"], s["cpu_fps"], s["switches"]
+                    ),
+                    flush=True,
+                )
     modes = summarize(runs, labels, n_frames)
     result = {
-        "benchmark": "camera_fps", "machine": machine_name(), "backend": "onnxruntime (CPU)",
-        "threads": args.threads, "rounds": args.rounds,
-        "bundle": {"path": os.path.abspath(args.bundle), "input": bundle.input["shape"],
-                   "superclasses": bundle.num_superclasses, "codec": bundle.deltas[0]["codec"]},
-        "video": {"frames": n_frames, "scenes": args.scenes, "hold_frames": args.hold, "size": [112, 112],
-                  "codec": "MJPG"},
+        "benchmark": "camera_fps",
+        "machine": machine_name(),
+        "backend": "onnxruntime (CPU)",
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "bundle": {
+            "path": os.path.abspath(args.bundle),
+            "input": bundle.input["shape"],
+            "superclasses": bundle.num_superclasses,
+            "codec": bundle.deltas[0]["codec"],
+        },
+        "video": {
+            "frames": n_frames,
+            "scenes": args.scenes,
+            "hold_frames": args.hold,
+            "size": [112, 112],
+            "codec": "MJPG",
+        },
         "sticky_settings": runs["sticky"][0]["settings"],
         "modes": modes,
         "load_average_1min_at_end": os.getloadavg()[0],
-        "target": {"sticky_ratio_at_least": 0.9, "met": modes["sticky"]["ratio_to_single_network"] >= 0.9,
-                   "met_in_cpu_time": modes["sticky"]["cpu_ratio_to_single_network"] >= 0.9},
+        "target": {
+            "sticky_ratio_at_least": 0.9,
+            "met": modes["sticky"]["ratio_to_single_network"] >= 0.9,
+            "met_in_cpu_time": modes["sticky"]["cpu_ratio_to_single_network"] >= 0.9,
+        },
     }
     write_result(args.out, result)
     for name in modes:
         m = modes[name]
-        print("{:<15} {:7.1f} FPS  {:.2f}x  (CPU time: {:7.1f} FPS  {:.2f}x)  {:.3f} switches/frame".format(
-            name, m["fps_median"], m["ratio_to_single_network"], m["cpu_fps_median"],
-            m["cpu_ratio_to_single_network"], m["switches_per_frame"]))
+        print(
+            "{:<15} {:7.1f} FPS  {:.2f}x  (CPU time: {:7.1f} FPS  {:.2f}x)  {:.3f} switches/frame".format(
+                name,
+                m["fps_median"],
+                m["ratio_to_single_network"],
+                m["cpu_fps_median"],
+                m["cpu_ratio_to_single_network"],
+                m["switches_per_frame"],
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Shared by the benchmark scripts: where results go and how they are written."""
+
 import json
 import os
 

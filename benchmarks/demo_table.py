@@ -3,6 +3,7 @@
 
 Usage: python benchmarks/demo_table.py [--out edgetool-out]   (resumes a finished run)
 """
+
 import argparse
 import os
 import sys

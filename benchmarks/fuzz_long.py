@@ -14,6 +14,7 @@ fuzzing, summed over sessions), machine.
 
 Usage: python benchmarks/fuzz_long.py [--cases 200000] [--max-seconds 3600] [--resume]
 """
+
 import argparse
 import json
 import os
@@ -32,8 +33,15 @@ from common import RESULTS, write_result  # noqa: E402
 import fuzz_targets as F  # noqa: E402
 
 # cases per target per round (the expensive targets get fewer)
-ROUND = {"manifest": 800, "manifest_bytes": 1000, "codec": 1000, "codec_bytes": 400, "tar": 400, "image": 600,
-         "protobuf": 800}
+ROUND = {
+    "manifest": 800,
+    "manifest_bytes": 1000,
+    "codec": 1000,
+    "codec_bytes": 400,
+    "tar": 400,
+    "image": 600,
+    "protobuf": 800,
+}
 
 
 def machine() -> str:
@@ -44,7 +52,8 @@ def machine() -> str:
     except OSError:
         pass
     return "{} ({} cores visible, 1 thread used), {} {}, Python {}".format(
-        cpu, os.cpu_count(), platform.system(), platform.release(), platform.python_version())
+        cpu, os.cpu_count(), platform.system(), platform.release(), platform.python_version()
+    )
 
 
 def main(argv=None):
@@ -52,8 +61,11 @@ def main(argv=None):
     ap.add_argument("--cases", type=int, default=200000)
     ap.add_argument("--max-seconds", type=float, default=3600)
     ap.add_argument("--out", default=os.path.join(RESULTS, "fuzz_long.json"))
-    ap.add_argument("--resume", action="store_true",
-                    help="Continue the run in --out: later rounds (new seeds), counts and seconds added.")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="Continue the run in --out: later rounds (new seeds), counts and seconds added.",
+    )
     args = ap.parse_args(argv)
     rounds, spent, sessions = 0, 0.0, 1
     if args.resume and os.path.isfile(args.out):
@@ -68,14 +80,24 @@ def main(argv=None):
         rounds += 1
         print("round {}: {} cases, {:.0f} s".format(rounds, sum(F.COUNTS.values()), time.time() - t0), flush=True)
     total = sum(F.COUNTS.values())
-    write_result(args.out, {
-        "benchmark": "fuzz_long", "machine": machine(), "threads": 1, "rounds": rounds, "sessions": sessions,
-        "cases_total": total, "cases_by_target": dict(sorted(F.COUNTS.items())), "failures": 0,
-        "seconds": round(time.time() - t0, 1), "target_cases": args.cases,
-        "reached_target": total >= args.cases,
-        "allowed_errors": "BundleError, CodecError, UsageError, FieldError, ManifestError, "
-                          "ValueError (protobuf reader)",
-    })
+    write_result(
+        args.out,
+        {
+            "benchmark": "fuzz_long",
+            "machine": machine(),
+            "threads": 1,
+            "rounds": rounds,
+            "sessions": sessions,
+            "cases_total": total,
+            "cases_by_target": dict(sorted(F.COUNTS.items())),
+            "failures": 0,
+            "seconds": round(time.time() - t0, 1),
+            "target_cases": args.cases,
+            "reached_target": total >= args.cases,
+            "allowed_errors": "BundleError, CodecError, UsageError, FieldError, ManifestError, "
+            "ValueError (protobuf reader)",
+        },
+    )
     return 0
 
 

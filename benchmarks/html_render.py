@@ -3,6 +3,7 @@
 Used by the profile report test and by ``performance.py`` (which commits the screenshot).
 Debian's ``chromium`` package provides the browser (``.ci/run`` installs it).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,15 @@ def browser() -> Optional[str]:
 
 def _run(args, timeout):
     with tempfile.TemporaryDirectory(prefix="edgetool-chromium-") as profile_dir:
-        cmd = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--user-data-dir=" + profile_dir, "--virtual-time-budget=5000"] + args
+        cmd = [
+            browser(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--user-data-dir=" + profile_dir,
+            "--virtual-time-budget=5000",
+        ] + args
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -50,5 +58,8 @@ def render(html_path: str, screenshot: Optional[str] = None, timeout: float = 12
         s = _run(["--screenshot=" + os.path.abspath(screenshot), "--window-size=1200,2400", url], timeout)
         if s.returncode != 0 or not os.path.isfile(screenshot):
             raise RuntimeError("chromium screenshot failed: " + (s.stderr.strip().splitlines() or ["no output"])[-1])
-    return {"plots": int(plots.group(1)) if plots else 0, "rendered": int(rendered.group(1)) if rendered else 0,
-            "figures": figures}
+    return {
+        "plots": int(plots.group(1)) if plots else 0,
+        "rendered": int(rendered.group(1)) if rendered else 0,
+        "figures": figures,
+    }

@@ -13,6 +13,7 @@ GPU named.  Each row is measured side by side in one run:
 
 Usage: python benchmarks/kernel_bandwidth.py [--sizes-mib 1 4 16 64 256]
 """
+
 import argparse
 import os
 import platform
@@ -83,19 +84,35 @@ def main():
         copy = memcpy_ms(cuda, n, args.repeats)
         host = numpy_ms(n, int8_n, args.repeats)
         copy_gbps = 2 * n / (copy * 1e-3) / 1e9
-        row = {"packed_mib": mib, "exact": res["exact"], "kernel_ms": res["ms"], "kernel_gbps": res["gbps"],
-               "memcpy_ms": copy, "memcpy_gbps": copy_gbps, "of_memcpy": res["gbps"] / copy_gbps,
-               "numpy_ms": host, "speedup_vs_numpy": host / res["ms"]}
+        row = {
+            "packed_mib": mib,
+            "exact": res["exact"],
+            "kernel_ms": res["ms"],
+            "kernel_gbps": res["gbps"],
+            "memcpy_ms": copy,
+            "memcpy_gbps": copy_gbps,
+            "of_memcpy": res["gbps"] / copy_gbps,
+            "numpy_ms": host,
+            "speedup_vs_numpy": host / res["ms"],
+        }
         rows.append(row)
-        print("{:>5} MiB  exact={}  kernel {:.3f} ms {:.0f} GB/s ({:.0%} of memcpy {:.0f} GB/s)  numpy {:.2f} ms "
-              "({:.0f}x)".format(mib, res["exact"], res["ms"], res["gbps"], row["of_memcpy"], copy_gbps, host,
-                                 row["speedup_vs_numpy"]))
+        print(
+            "{:>5} MiB  exact={}  kernel {:.3f} ms {:.0f} GB/s ({:.0%} of memcpy {:.0f} GB/s)  numpy {:.2f} ms "
+            "({:.0f}x)".format(
+                mib, res["exact"], res["ms"], res["gbps"], row["of_memcpy"], copy_gbps, host, row["speedup_vs_numpy"]
+            )
+        )
     if not all(r["exact"] for r in rows):
         sys.exit("error: the kernel is not bit-exact against numpy on this GPU; nothing written")
-    result = {"benchmark": "kernel_bandwidth", "gpu": dev.name(),
-              "compute_capability": "{}.{}".format(*dev.compute_capability()),
-              "cuda_driver": cuda.get_driver_version(), "host": platform.node(),
-              "cpu": platform.processor() or platform.machine(), "rows": rows}
+    result = {
+        "benchmark": "kernel_bandwidth",
+        "gpu": dev.name(),
+        "compute_capability": "{}.{}".format(*dev.compute_capability()),
+        "cuda_driver": cuda.get_driver_version(),
+        "host": platform.node(),
+        "cpu": platform.processor() or platform.machine(),
+        "rows": rows,
+    }
     write_result(args.out, result)
 
 

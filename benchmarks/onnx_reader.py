@@ -9,6 +9,7 @@ arrays and the same stripped model.
 
     python benchmarks/onnx_reader.py [--archs resnet8,resnet18] [--repeats 5] [--out FILE]
 """
+
 import argparse
 import json
 import os
@@ -83,8 +84,9 @@ def package_bytes(*modules):
 def measure(way, model, names_file, repeats):
     runs = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", CHILD, way, model, names_file], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, way, model, names_file], capture_output=True, text=True, check=True
+        )
         runs.append(json.loads(out.stdout))
     keys = ("import_ms", "read_ms", "strip_ms", "total_ms")
     summary = {k: statistics.median(r[k] for r in runs) for k in keys}
@@ -100,11 +102,18 @@ def main():
     args = ap.parse_args()
     from edgetool.runtime.machine import machine_name
 
-    result = {"benchmark": "onnx_reader", "machine": machine_name(), "python": sys.version.split()[0],
-              "packages_bytes": {"onnx+protobuf": package_bytes("onnx", "google.protobuf"),
-                                 "edgetool.runtime.onnx_weights": os.path.getsize(
-                                     __import__("edgetool.runtime.onnx_weights", fromlist=["_"]).__file__)},
-              "models": {}}
+    result = {
+        "benchmark": "onnx_reader",
+        "machine": machine_name(),
+        "python": sys.version.split()[0],
+        "packages_bytes": {
+            "onnx+protobuf": package_bytes("onnx", "google.protobuf"),
+            "edgetool.runtime.onnx_weights": os.path.getsize(
+                __import__("edgetool.runtime.onnx_weights", fromlist=["_"]).__file__
+            ),
+        },
+        "models": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs.split(","):
             path = os.path.join(tmp, arch + ".onnx")
@@ -116,8 +125,13 @@ def main():
             own_res, own_strip = measure("own", path, names_file, args.repeats)
             if onnx_res["arrays_sha256"] != own_res["arrays_sha256"]:
                 sys.exit("error: the two readers disagree on the refit tensors of " + arch)
-            result["models"][arch] = {"model_bytes": os.path.getsize(path), "onnx": onnx_res, "wire_reader": own_res,
-                                      "same_arrays": True, "same_stripped_model": onnx_strip == own_strip}
+            result["models"][arch] = {
+                "model_bytes": os.path.getsize(path),
+                "onnx": onnx_res,
+                "wire_reader": own_res,
+                "same_arrays": True,
+                "same_stripped_model": onnx_strip == own_strip,
+            }
             print(arch, json.dumps(result["models"][arch]))
     write_result(args.out, result)
 

@@ -22,6 +22,7 @@ Usage:
 Data comes from ../shared/datasets (see its READMEs). Training runs go to --work (default
 edgetool-out/bench-<dataset>) and resume where they stopped.
 """
+
 import argparse
 import copy
 import json
@@ -78,8 +79,15 @@ def run_point(args, seed, b, first, out):
 
     work = args.work or os.path.join("edgetool-out", "bench-" + args.dataset)
     data, hier = dataset_dir(args.dataset, work)
-    cfg = TrainConfig(data=data, hierarchy=hier, arch=args.arch, epochs=args.epochs, seed=seed,
-                      limit_train=args.train_per_class * 10, pad=4 if args.dataset == "cifar10" else 0)
+    cfg = TrainConfig(
+        data=data,
+        hierarchy=hier,
+        arch=args.arch,
+        epochs=args.epochs,
+        seed=seed,
+        limit_train=args.train_per_class * 10,
+        pad=4 if args.dataset == "cifar10" else 0,
+    )
     seed_file = os.path.join(out, "seeds", "seed{}.json".format(seed))
     record = {"seed": seed, "budgets": {}}
     if os.path.isfile(seed_file):
@@ -105,8 +113,10 @@ def run_point(args, seed, b, first, out):
     manifest = run.export(bundle)
     if b == args.report_budget and seed == args.report_seed:
         rep = evaluate(run, bundle, out)
-        m = {k: rep[k] for k in ("accuracy", "routing", "gap_closed", "x", "efficient_measured_with",
-                                 "base_init", "delta_budget")}
+        m = {
+            k: rep[k]
+            for k in ("accuracy", "routing", "gap_closed", "x", "efficient_measured_with", "base_init", "delta_budget")
+        }
     else:
         m = B.summary(B.measure(run, bundle, manifest))
     m["seconds"] = time.perf_counter() - t0
@@ -118,10 +128,23 @@ def run_point(args, seed, b, first, out):
     record["config"] = dict(cfg.__dict__, delta_budget=None)
     write_result(seed_file, record)
     a = m["accuracy"]
-    print("seed {} budget {}: flat {:.2%} control {:.2%} upper {:.2%} vanilla {:.2%} efficient {:.2%} x {:.3f} "
-          "routing base {:.2%} flat {:.2%} ({:.0f} s)".format(
-              seed, b, a["lower"], a["control"], a["upper"], a["vanilla"], a["efficient"], m["x"]["mean"],
-              m["routing"]["base_int8"], m["routing"]["flat"], m["seconds"]), flush=True)
+    print(
+        "seed {} budget {}: flat {:.2%} control {:.2%} upper {:.2%} vanilla {:.2%} efficient {:.2%} x {:.3f} "
+        "routing base {:.2%} flat {:.2%} ({:.0f} s)".format(
+            seed,
+            b,
+            a["lower"],
+            a["control"],
+            a["upper"],
+            a["vanilla"],
+            a["efficient"],
+            m["x"]["mean"],
+            m["routing"]["base_int8"],
+            m["routing"]["flat"],
+            m["seconds"],
+        ),
+        flush=True,
+    )
 
 
 def aggregate(dataset, out, default_budget, machine):
@@ -138,19 +161,27 @@ def aggregate(dataset, out, default_budget, machine):
     per_seed = []
     for s in seeds:
         m = s["budgets"][default_budget]
-        per_seed.append({"seed": s["seed"], "accuracy": {k: m["accuracy"][k] for k in keys}, "routing": m["routing"],
-                         "x_per_superclass": m["x"]["per_superclass"], "x": m["x"]["mean"],
-                         "gap_closed": m["gap_closed"]})
-    mean = {"accuracy": {k: mean_se([p["accuracy"][k] for p in per_seed]) for k in keys},
-            "routing": {k: mean_se([p["routing"][k] for p in per_seed]) for k in ("base_fp32", "base_int8", "flat")},
-            "x": mean_se([p["x"] for p in per_seed]),
-            "x_per_superclass": {n: mean_se([p["x_per_superclass"][n] for p in per_seed])
-                                 for n in per_seed[0]["x_per_superclass"]},
-            "gap_closed": {k: mean_se([p["gap_closed"][k]["value"] for p in per_seed])
-                           for k in ("vanilla", "efficient")},
-            "efficient_minus_vanilla": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["vanilla"]
-                                                for p in per_seed]),
-            "efficient_minus_lower": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["lower"] for p in per_seed])}
+        per_seed.append(
+            {
+                "seed": s["seed"],
+                "accuracy": {k: m["accuracy"][k] for k in keys},
+                "routing": m["routing"],
+                "x_per_superclass": m["x"]["per_superclass"],
+                "x": m["x"]["mean"],
+                "gap_closed": m["gap_closed"],
+            }
+        )
+    mean = {
+        "accuracy": {k: mean_se([p["accuracy"][k] for p in per_seed]) for k in keys},
+        "routing": {k: mean_se([p["routing"][k] for p in per_seed]) for k in ("base_fp32", "base_int8", "flat")},
+        "x": mean_se([p["x"] for p in per_seed]),
+        "x_per_superclass": {
+            n: mean_se([p["x_per_superclass"][n] for p in per_seed]) for n in per_seed[0]["x_per_superclass"]
+        },
+        "gap_closed": {k: mean_se([p["gap_closed"][k]["value"] for p in per_seed]) for k in ("vanilla", "efficient")},
+        "efficient_minus_vanilla": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["vanilla"] for p in per_seed]),
+        "efficient_minus_lower": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["lower"] for p in per_seed]),
+    }
     for k in ("vanilla", "efficient"):
         if mean["gap_closed"][k]["mean"] is None:
             mean["gap_closed"][k]["reason"] = "the bounds tie in every seed"
@@ -159,31 +190,52 @@ def aggregate(dataset, out, default_budget, machine):
     for b in all_budgets:
         rows = [s["budgets"][b] for s in seeds if b in s["budgets"]]
         diffs = [r["accuracy"]["efficient"] - r["accuracy"]["vanilla"] for r in rows]
-        budgets.append({"budget": b, "seeds": len(rows),
-                        "efficient": mean_se([r["accuracy"]["efficient"] for r in rows]),
-                        "x": mean_se([r["x"]["mean"] for r in rows]),
-                        "efficient_minus_vanilla": mean_se(diffs),
-                        "changed_codes": mean_se([float(np.mean(r["changed_codes"])) for r in rows])})
+        budgets.append(
+            {
+                "budget": b,
+                "seeds": len(rows),
+                "efficient": mean_se([r["accuracy"]["efficient"] for r in rows]),
+                "x": mean_se([r["x"]["mean"] for r in rows]),
+                "efficient_minus_vanilla": mean_se(diffs),
+                "changed_codes": mean_se([float(np.mean(r["changed_codes"])) for r in rows]),
+            }
+        )
     within = [p for p in budgets if p["efficient_minus_vanilla"]["mean"] >= -0.01]
     smallest = min(within, key=lambda p: p["x"]["mean"]) if within else None
     d = mean["efficient_minus_vanilla"]["mean"]
     targets = {
         "default_within_0.3_points_of_vanilla": {"met": bool(d >= -0.003), "difference": d},
-        "default_above_flat": {"met": bool(mean["efficient_minus_lower"]["mean"] > 0),
-                               "difference": mean["efficient_minus_lower"]["mean"]},
-        "smallest_x_within_1_point_of_vanilla": None if smallest is None else
-        {"budget": smallest["budget"], "x": smallest["x"]["mean"],
-         "efficient_minus_vanilla": smallest["efficient_minus_vanilla"]["mean"]},
+        "default_above_flat": {
+            "met": bool(mean["efficient_minus_lower"]["mean"] > 0),
+            "difference": mean["efficient_minus_lower"]["mean"],
+        },
+        "smallest_x_within_1_point_of_vanilla": None
+        if smallest is None
+        else {
+            "budget": smallest["budget"],
+            "x": smallest["x"]["mean"],
+            "efficient_minus_vanilla": smallest["efficient_minus_vanilla"]["mean"],
+        },
         "x_le_0.4_within_1_point": {"met": any(p["x"]["mean"] <= 0.4 for p in within)},
     }
     first = seeds[0]["budgets"][default_budget]
-    summary = {"benchmark": "paper_experiments", "dataset": dataset, "machine": machine,
-               "definitions": "README 'How results are measured'; x = stored delta bytes / stored bytes of base.onnx",
-               "default_budget": default_budget, "seeds": [s["seed"] for s in seeds],
-               "train_images": first["train_images"], "test_images": first["test_images"],
-               "superclasses": first["superclasses"], "config": seeds[0].get("config"),
-               "base_init": first["base_init"], "per_seed": per_seed, "mean": mean, "pareto": budgets,
-               "targets": targets}
+    summary = {
+        "benchmark": "paper_experiments",
+        "dataset": dataset,
+        "machine": machine,
+        "definitions": "README 'How results are measured'; x = stored delta bytes / stored bytes of base.onnx",
+        "default_budget": default_budget,
+        "seeds": [s["seed"] for s in seeds],
+        "train_images": first["train_images"],
+        "test_images": first["test_images"],
+        "superclasses": first["superclasses"],
+        "config": seeds[0].get("config"),
+        "base_init": first["base_init"],
+        "per_seed": per_seed,
+        "mean": mean,
+        "pareto": budgets,
+        "targets": targets,
+    }
     write_result(os.path.join(out, "summary.json"), summary)
     pareto_plot(summary, os.path.join(out, "pareto.png"))
     return summary
@@ -191,6 +243,7 @@ def aggregate(dataset, out, default_budget, machine):
 
 def markdown_table(summary):
     """The README's tables for one dataset, from summary.json (mean +- standard error over seeds)."""
+
     def pm(v, scale=100.0, digits=2):
         if v["mean"] is None:
             return "n/a"
@@ -199,24 +252,38 @@ def markdown_table(summary):
 
     m = summary["mean"]
     a = m["accuracy"]
-    lines = ["| {} ({} seeds, {} test images) | accuracy [%] |".format(summary["dataset"], len(summary["seeds"]),
-                                                                      summary["test_images"]), "|---|---:|",
-             "| lower bound: flat network | {} |".format(pm(a["lower"])),
-             "| control: flat network, true superclass's classes | {} |".format(pm(a["control"])),
-             "| upper bound: vanilla subclass networks, true superclass | {} |".format(pm(a["upper"])),
-             "| vanilla fp32 Super-Sub | {} |".format(pm(a["vanilla"])),
-             "| **efficient int8 Super-Sub** (budget {}, x = {}) | **{}** |".format(
-                 summary["default_budget"], pm(m["x"], 1.0, 3), pm(a["efficient"])),
-             "| efficient − vanilla (paired) | {} |".format(pm(m["efficient_minus_vanilla"])),
-             "| efficient − flat (paired) | {} |".format(pm(m["efficient_minus_lower"])),
-             "| routing: base network int8 / fp32 / flat network's implied superclass | {} / {} / {} |".format(
-                 pm(m["routing"]["base_int8"]), pm(m["routing"]["base_fp32"]), pm(m["routing"]["flat"])),
-             "", "| delta budget | seeds | x | codes changed | efficient [%] | − vanilla [points] |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| {} ({} seeds, {} test images) | accuracy [%] |".format(
+            summary["dataset"], len(summary["seeds"]), summary["test_images"]
+        ),
+        "|---|---:|",
+        "| lower bound: flat network | {} |".format(pm(a["lower"])),
+        "| control: flat network, true superclass's classes | {} |".format(pm(a["control"])),
+        "| upper bound: vanilla subclass networks, true superclass | {} |".format(pm(a["upper"])),
+        "| vanilla fp32 Super-Sub | {} |".format(pm(a["vanilla"])),
+        "| **efficient int8 Super-Sub** (budget {}, x = {}) | **{}** |".format(
+            summary["default_budget"], pm(m["x"], 1.0, 3), pm(a["efficient"])
+        ),
+        "| efficient − vanilla (paired) | {} |".format(pm(m["efficient_minus_vanilla"])),
+        "| efficient − flat (paired) | {} |".format(pm(m["efficient_minus_lower"])),
+        "| routing: base network int8 / fp32 / flat network's implied superclass | {} / {} / {} |".format(
+            pm(m["routing"]["base_int8"]), pm(m["routing"]["base_fp32"]), pm(m["routing"]["flat"])
+        ),
+        "",
+        "| delta budget | seeds | x | codes changed | efficient [%] | − vanilla [points] |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for p in summary["pareto"]:
-        lines.append("| {} | {} | {} | {} | {} | {} |".format(
-            p["budget"], p["seeds"], pm(p["x"], 1.0, 3), pm(p["changed_codes"], 100.0, 0) + "%", pm(p["efficient"]),
-            pm(p["efficient_minus_vanilla"])))
+        lines.append(
+            "| {} | {} | {} | {} | {} | {} |".format(
+                p["budget"],
+                p["seeds"],
+                pm(p["x"], 1.0, 3),
+                pm(p["changed_codes"], 100.0, 0) + "%",
+                pm(p["efficient"]),
+                pm(p["efficient_minus_vanilla"]),
+            )
+        )
     return "\n".join(lines)
 
 
@@ -244,18 +311,28 @@ def pareto_plot(summary, path):
             label += " (default)"
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     acc = summary["mean"]["accuracy"]
-    for key, label, color, ls in (("lower", "lower bound (flat)", "#d62728", "--"),
-                                  ("control", "control (flat, true superclass)", "#9467bd", ":"),
-                                  ("vanilla", "vanilla fp32 Super-Sub", "#1f77b4", "-"),
-                                  ("upper", "upper bound (true superclass)", "#2ca02c", "--")):
+    for key, label, color, ls in (
+        ("lower", "lower bound (flat)", "#d62728", "--"),
+        ("control", "control (flat, true superclass)", "#9467bd", ":"),
+        ("vanilla", "vanilla fp32 Super-Sub", "#1f77b4", "-"),
+        ("upper", "upper bound (true superclass)", "#2ca02c", "--"),
+    ):
         ax.axhline(100 * acc[key]["mean"], color=color, ls=ls, lw=1, label=label)
-    ax.axhspan(100 * acc["vanilla"]["mean"] - 1, 100 * acc["vanilla"]["mean"], color="#1f77b4", alpha=0.08,
-               label="within 1 point of vanilla")
+    ax.axhspan(
+        100 * acc["vanilla"]["mean"] - 1,
+        100 * acc["vanilla"]["mean"],
+        color="#1f77b4",
+        alpha=0.08,
+        label="within 1 point of vanilla",
+    )
     ax.axvline(0.2, color="gray", ls="-.", lw=1, label="x = 0.2 (paper)")
     ax.set_xlabel("x = stored delta / stored int8 network (bundle = 1 + xN networks)")
     ax.set_ylabel("accuracy [%]")
-    ax.set_title("Delta budget: {} ({} seeds, {} test images)".format(summary["dataset"], len(summary["seeds"]),
-                                                                       summary["test_images"]))
+    ax.set_title(
+        "Delta budget: {} ({} seeds, {} test images)".format(
+            summary["dataset"], len(summary["seeds"]), summary["test_images"]
+        )
+    )
     ax.legend(fontsize=6.5, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -12,6 +12,7 @@
 Writes benchmarks/results/performance.json and profile_demo/, and rewrites the README
 between its ``performance`` markers.  ``--table-only`` re-renders the README from the JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,12 +58,24 @@ def scaling_row(name: str, pct: int, work: str, iterations: int) -> dict:
     from edgetool.runtime.sparse_codec import DENSE_ABOVE
 
     path = scaling_bundles.build(os.path.join(work, "{}-{}".format(name, pct)), name, pct / 100)
-    r = run_profile(path, iterations=iterations, warmup=3, batch=4, threads=1, modes=("one-engine",),
-                    policies=("per-image",), codecs=("zstd", "sparse"), step=progress)
+    r = run_profile(
+        path,
+        iterations=iterations,
+        warmup=3,
+        batch=4,
+        threads=1,
+        modes=("one-engine",),
+        policies=("per-image",),
+        codecs=("zstd", "sparse"),
+        step=progress,
+    )
     row = perf_table.scaling_summary(name, pct, r)
     if pct / 100 > DENSE_ABOVE:  # the sparse codec stores these as one zstd frame: the zstd figures hold
-        row["sparse"] = dict(perf_table.switch_summary(r["stages"], "zstd"), dense=True,
-                             stored_bytes_mean=r["bundle"]["delta_bytes_mean"])
+        row["sparse"] = dict(
+            perf_table.switch_summary(r["stages"], "zstd"),
+            dense=True,
+            stored_bytes_mean=r["bundle"]["delta_bytes_mean"],
+        )
         return row
     progress("the same networks with sparse deltas")
     sparse = scaling_bundles.transcode(path, path + "-sparse", "sparse")
@@ -100,8 +113,13 @@ def main(argv=None) -> int:
         from edgetool.runtime.profile.system import machine
 
         print("profiling the demo bundle", flush=True)
-        result = {"benchmark": "performance", "machine": machine(), "load_average_at_start": _load(),
-                  "demo": demo_profile(args.bundle, args.iterations), "scaling": []}
+        result = {
+            "benchmark": "performance",
+            "machine": machine(),
+            "load_average_at_start": _load(),
+            "demo": demo_profile(args.bundle, args.iterations),
+            "scaling": [],
+        }
         for name in args.archs.split(","):
             for pct in DENSITIES:
                 print("scaling: {} with {}% of codes changed".format(name, pct), flush=True)

@@ -6,6 +6,7 @@ statistics from random calibration inputs), converted to a QAT network, exported
 chosen fraction of int8 codes moved by a small step (+-1..3 codes, as QAT fine-tunes move
 them) and BatchNorm scale/bias perturbed, so the delta density is set exactly.
 """
+
 from __future__ import annotations
 
 import copy
@@ -70,8 +71,9 @@ def subclass_network(base, fraction: float, rng: np.random.Generator):
         for layer in net.layers:
             q = codes[layer + ".weight"].astype(np.int16)
             moved = rng.random(q.shape) < fraction
-            step = rng.choice(np.array([-3, -2, -1, 1, 2, 3], dtype=np.int16), size=q.shape,
-                              p=[0.05, 0.15, 0.3, 0.3, 0.15, 0.05])
+            step = rng.choice(
+                np.array([-3, -2, -1, 1, 2, 3], dtype=np.int16), size=q.shape, p=[0.05, 0.15, 0.3, 0.3, 0.15, 0.05]
+            )
             new = q + np.where(moved, step, 0)
             out_of_range = (new > W_QMAX) | (new < W_QMIN)
             new = np.where(out_of_range, q - np.where(moved, step, 0), new)  # step the other way at the edge
@@ -98,13 +100,29 @@ def build(out_dir: str, name: str, fraction: float, codec: str = "zstd", seed: i
     base = base_network(arch, shape, hier.head_width, seed)
     rng = np.random.default_rng(seed)
     subs = [subclass_network(base, fraction, rng) for _ in range(hier.n_super)]
-    spec = {"name": "input", "shape": list(shape), "layout": "NCHW", "dtype": "float32", "scale": 1.0 / 255.0,
-            "mean": [0.5] * shape[0], "std": [0.25] * shape[0], "color": "rgb",
-            "classes": [c for s in hier.subclasses for c in s]}
+    spec = {
+        "name": "input",
+        "shape": list(shape),
+        "layout": "NCHW",
+        "dtype": "float32",
+        "scale": 1.0 / 255.0,
+        "mean": [0.5] * shape[0],
+        "std": [0.25] * shape[0],
+        "color": "rgb",
+        "classes": [c for s in hier.subclasses for c in s],
+    }
     samples = torch.randn(8, *shape).numpy()
     tmp = "{}.tmp{}".format(out_dir.rstrip("/"), os.getpid())
-    write_bundle(tmp, base, subs, hier, spec, codec=codec, samples=samples, extra={"synthetic": {
-        "arch": arch, "changed_fraction": fraction, "seed": seed}})
+    write_bundle(
+        tmp,
+        base,
+        subs,
+        hier,
+        spec,
+        codec=codec,
+        samples=samples,
+        extra={"synthetic": {"arch": arch, "changed_fraction": fraction, "seed": seed}},
+    )
     _publish(tmp, out_dir)
     return out_dir
 

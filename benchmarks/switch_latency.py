@@ -14,6 +14,7 @@ Measured side by side in one process, on one bundle:
 Usage:  python benchmarks/switch_latency.py [--bundle DIR] [--repeats 30]
 Without --bundle it trains the demo's networks (resumable) into edgetool-out/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -137,8 +138,9 @@ def main(argv=None):
         for r in range(args.repeats):
             for k in range(N):
                 t0 = time.perf_counter()
-                s = ort.InferenceSession(sub_paths[k], providers=["CPUExecutionProvider"],
-                                         sess_options=_so(ort, args.threads))
+                s = ort.InferenceSession(
+                    sub_paths[k], providers=["CPUExecutionProvider"], sess_options=_so(ort, args.threads)
+                )
                 t1 = time.perf_counter()
                 s.run(None, {"input": x1})
                 t2 = time.perf_counter()
@@ -171,9 +173,12 @@ def main(argv=None):
                     t0 = time.perf_counter()
                     codecs.decode(name, e, len(raws[0]))
                     ts.append((time.perf_counter() - t0) * 1e3)
-            codec_rows[name] = {"stored_bytes_per_delta": statistics.mean(len(e) for e in enc),
-                                "raw_bytes": len(raws[0]), "decode_ms": stats(ts),
-                                "x_per_subclass": statistics.mean(len(e) for e in enc) / b.manifest["base"]["size"]}
+            codec_rows[name] = {
+                "stored_bytes_per_delta": statistics.mean(len(e) for e in enc),
+                "raw_bytes": len(raws[0]),
+                "decode_ms": stats(ts),
+                "x_per_subclass": statistics.mean(len(e) for e in enc) / b.manifest["base"]["size"],
+            }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -182,8 +187,13 @@ def main(argv=None):
         "machine": machine(),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
-        "bundle": {"path": bundle_dir, "superclasses": N, "base_onnx_bytes": b.manifest["base"]["size"],
-                   "codec": b.deltas[0]["codec"], "refit_bytes": b.layout.total_nbytes},
+        "bundle": {
+            "path": bundle_dir,
+            "superclasses": N,
+            "base_onnx_bytes": b.manifest["base"]["size"],
+            "codec": b.deltas[0]["codec"],
+            "refit_bytes": b.layout.total_nbytes,
+        },
         "repeats": args.repeats,
         "switch_to_subclass_ms": stats(to_sub),
         "switch_decode_ms": stats(decode),
@@ -195,18 +205,30 @@ def main(argv=None):
         "infer_ms_weights_as_inputs": {str(k): v for k, v in infer_inputs.items()},
         "infer_ms_plain_initializers": {str(k): v for k, v in infer_plain.items()},
         "infer_overhead_weights_as_inputs_median": {
-            str(k): infer_inputs[k]["median"] / infer_plain[k]["median"] for k in infer_inputs},
+            str(k): infer_inputs[k]["median"] / infer_plain[k]["median"] for k in infer_inputs
+        },
         "codecs": codec_rows,
     }
     write_result(args.out, result)
-    print("switch (decode+apply) median {:.3f} ms | cold load median {:.3f} ms | ratio {:.1f}x".format(
-        result["switch_to_subclass_ms"]["median"], result["cold_load_ms"]["median"],
-        result["ratio_cold_over_switch_median"]))
+    print(
+        "switch (decode+apply) median {:.3f} ms | cold load median {:.3f} ms | ratio {:.1f}x".format(
+            result["switch_to_subclass_ms"]["median"],
+            result["cold_load_ms"]["median"],
+            result["ratio_cold_over_switch_median"],
+        )
+    )
     for name, row in codec_rows.items():
-        print("codec {:<5} {:>8.0f} B/delta (x={:.3f})  decode median {:.3f} ms".format(
-            name, row["stored_bytes_per_delta"], row["x_per_subclass"], row["decode_ms"]["median"]))
-    print("infer overhead of weights-as-inputs (median ratio): " + ", ".join(
-        "batch {}: {:.2f}x".format(k, v) for k, v in result["infer_overhead_weights_as_inputs_median"].items()))
+        print(
+            "codec {:<5} {:>8.0f} B/delta (x={:.3f})  decode median {:.3f} ms".format(
+                name, row["stored_bytes_per_delta"], row["x_per_subclass"], row["decode_ms"]["median"]
+            )
+        )
+    print(
+        "infer overhead of weights-as-inputs (median ratio): "
+        + ", ".join(
+            "batch {}: {:.2f}x".format(k, v) for k, v in result["infer_overhead_weights_as_inputs_median"].items()
+        )
+    )
     return result
 
 

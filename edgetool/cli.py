@@ -3,6 +3,7 @@
 The root sits at the bottom layer: it imports no torch and loads every subcommand lazily
 by name, so device-side commands work on a Jetson without the workstation extras.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -13,6 +13,7 @@
 ``EDGETOOL_FAULT_KILL=<point>`` kills the process with SIGKILL at a named point; the test
 suite uses it to prove the above.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,8 +54,10 @@ def check_out(out: str, force: bool = False) -> None:
     if os.path.islink(out) or (os.path.lexists(out) and not os.path.isdir(out)):
         raise UsageError("{}: exists and is not a folder; refusing to replace it".format(out))
     if os.path.isdir(out) and os.listdir(out) and not is_bundle(out) and not force:
-        raise UsageError("{}: exists and is not an edgetool bundle; refusing to replace it "
-                         "(pass --force to replace it anyway)".format(out))
+        raise UsageError(
+            "{}: exists and is not an edgetool bundle; refusing to replace it "
+            "(pass --force to replace it anyway)".format(out)
+        )
 
 
 @contextlib.contextmanager
@@ -112,8 +115,11 @@ def write_archive(bundle_dir: str, path: str, force: bool = False) -> str:
     if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
         raise UsageError("{}: exists and is not a file; refusing to replace it".format(path))
     if os.path.isfile(path) and not force and not tarfile.is_tarfile(path):
-        raise UsageError("{}: exists and is not a tar archive; refusing to replace it "
-                         "(pass --force to replace it anyway)".format(path))
+        raise UsageError(
+            "{}: exists and is not a tar archive; refusing to replace it (pass --force to replace it anyway)".format(
+                path
+            )
+        )
     top = os.path.basename(os.path.normpath(bundle_dir))
     folder, prefix = os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".tmp-"
     for stale in glob.glob(os.path.join(folder, prefix + "*")):

@@ -1,4 +1,5 @@
 """Bundle writer: base.onnx, one packed delta per subclass network, manifest with sha256s."""
+
 from __future__ import annotations
 
 import io
@@ -48,14 +49,25 @@ def check_frozen_scales(base, sub, name: str) -> None:
     bs, ss = base.weight_scales(), sub.weight_scales()
     for k in bs:
         if not np.array_equal(bs[k], ss[k]):
-            raise UsageError("subclass network {!r}: weight scales of {} differ from the base; "
-                             "deltas need the superclass network's frozen scales".format(name, k))
+            raise UsageError(
+                "subclass network {!r}: weight scales of {} differ from the base; "
+                "deltas need the superclass network's frozen scales".format(name, k)
+            )
     if base.act_scales() != sub.act_scales():
         raise UsageError("subclass network {!r}: activation scales differ from the base".format(name))
 
 
-def write_bundle(out_dir: str, base_net, sub_nets: Sequence, hierarchy, input_spec: dict, codec: str = "zstd",
-                 samples: Optional[np.ndarray] = None, extra: Optional[dict] = None, force: bool = False) -> dict:
+def write_bundle(
+    out_dir: str,
+    base_net,
+    sub_nets: Sequence,
+    hierarchy,
+    input_spec: dict,
+    codec: str = "zstd",
+    samples: Optional[np.ndarray] = None,
+    extra: Optional[dict] = None,
+    force: bool = False,
+) -> dict:
     """Write a bundle directory atomically (see :mod:`.atomic`) and return its manifest."""
     codecs.check_codec(codec)
     if len(sub_nets) != hierarchy.n_super:
@@ -95,9 +107,19 @@ def _write_files(out_dir, base_net, sub_nets, hierarchy, input_spec, codec, samp
         data = codecs.encode(codec, raw)
         rel = "deltas/{}.{}".format(slug(name), codecs.EXTENSIONS[codec])
         _write(out_dir, rel, data)
-        deltas.append({"superclass": name, "index": k, "file": rel, "codec": codec, "raw_size": len(raw),
-                       "stored_size": len(data), "sha256": sha256_bytes(data), "raw_sha256": sha256_bytes(raw),
-                       "changed_int8": int(np.count_nonzero(d[:layout.int8_nbytes]))})
+        deltas.append(
+            {
+                "superclass": name,
+                "index": k,
+                "file": rel,
+                "codec": codec,
+                "raw_size": len(raw),
+                "stored_size": len(data),
+                "sha256": sha256_bytes(data),
+                "raw_sha256": sha256_bytes(raw),
+                "changed_int8": int(np.count_nonzero(d[: layout.int8_nbytes])),
+            }
+        )
     manifest = {
         "schema": SCHEMA,
         "toolchain_version": __version__,
@@ -106,11 +128,18 @@ def _write_files(out_dir, base_net, sub_nets, hierarchy, input_spec, codec, samp
         "head_width": head,
         "input": dict(input_spec),
         "output": {"name": "logits", "shape": ["N", head]},
-        "quantization": {"weights": "int8 per-channel symmetric, axis 0, codes [-127,127], zero-point 0",
-                         "activations": "int8 per-tensor symmetric, codes [-128,127], zero-point 0",
-                         "activation_scales": base_net.act_scales()},
-        "base": {"file": "base.onnx", "size": len(base_bytes), "sha256": sha256_bytes(base_bytes),
-                 "opset": 13, "int8_weight_bytes": int(sum(t.nbytes for t in layout.tensors if t.dtype == "int8"))},
+        "quantization": {
+            "weights": "int8 per-channel symmetric, axis 0, codes [-127,127], zero-point 0",
+            "activations": "int8 per-tensor symmetric, codes [-128,127], zero-point 0",
+            "activation_scales": base_net.act_scales(),
+        },
+        "base": {
+            "file": "base.onnx",
+            "size": len(base_bytes),
+            "sha256": sha256_bytes(base_bytes),
+            "opset": 13,
+            "int8_weight_bytes": int(sum(t.nbytes for t in layout.tensors if t.dtype == "int8")),
+        },
         "refit": layout.to_dict(),
         "deltas": deltas,
         "engines": [],
@@ -140,4 +169,3 @@ def write_manifest(out_dir: str, manifest: dict) -> None:
 def archive(bundle_dir: str, path: str, force: bool = False) -> str:
     """One .tar.gz of the bundle directory (what ``edgetool deploy`` ships), written atomically."""
     return write_archive(bundle_dir, path, force)
-

@@ -13,6 +13,7 @@ The refittable initializers (every ``*.weight``, ``*.scale`` and ``*.bias``) are
 inputs too, as ONNX "overridable initializers": ONNX Runtime then lets the runtime bind
 them once and update them in place; TensorRT parses them as weights.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Sequence
@@ -68,16 +69,24 @@ class _Graph:
     def conv(self, op):
         x, w, n, k = self.act_dq(op["x"]), self.weight_dq(op["name"]), op["name"], op["k"]
         out = op["y"] + ".pre" if op["relu"] else op["y"]
-        self.node("Conv", [x, w], [n + ".conv"], name=n, kernel_shape=[k, k], strides=[op["stride"]] * 2,
-                  pads=[op["pad"]] * 4)
+        self.node(
+            "Conv", [x, w], [n + ".conv"], name=n, kernel_shape=[k, k], strides=[op["stride"]] * 2, pads=[op["pad"]] * 4
+        )
         self.node("Mul", [n + ".conv", self.float_init(n + ".scale")], [n + ".scaled"], name=n + ".bn_scale")
         self.node("Add", [n + ".scaled", self.float_init(n + ".bias")], [out], name=n + ".bn_bias")
         if op["relu"]:
             self.node("Relu", [out], [op["y"]], name=op["name"] + ".relu")
 
     def maxpool(self, op):
-        self.node("MaxPool", [op["x"]], [op["y"]], kernel_shape=[op["k"]] * 2, strides=[op["stride"]] * 2,
-                  pads=[op["pad"]] * 4, name=op["y"] + ".maxpool")
+        self.node(
+            "MaxPool",
+            [op["x"]],
+            [op["y"]],
+            kernel_shape=[op["k"]] * 2,
+            strides=[op["stride"]] * 2,
+            pads=[op["pad"]] * 4,
+            name=op["y"] + ".maxpool",
+        )
 
     def add(self, op):
         out = op["y"] + ".pre" if op["relu"] else op["y"]
@@ -94,9 +103,17 @@ class _Graph:
         self.node("Gemm", [x, w, self.float_init(op["name"] + ".bias")], [op["y"]], transB=1, name=op["name"])
 
 
-def build_model(ops: List[dict], codes: Dict[str, np.ndarray], floats: Dict[str, np.ndarray],
-                wscales: Dict[str, np.ndarray], ascales: Dict[str, float], input_shape: Sequence[int],
-                head: int, refit_inputs: bool = True, name: str = "edgetool") -> onnx.ModelProto:
+def build_model(
+    ops: List[dict],
+    codes: Dict[str, np.ndarray],
+    floats: Dict[str, np.ndarray],
+    wscales: Dict[str, np.ndarray],
+    ascales: Dict[str, float],
+    input_shape: Sequence[int],
+    head: int,
+    refit_inputs: bool = True,
+    name: str = "edgetool",
+) -> onnx.ModelProto:
     g = _Graph(codes, floats, wscales, ascales)
     emit = {"conv": g.conv, "maxpool": g.maxpool, "add": g.add, "gap": g.gap, "fc": g.fc}
     for op in ops:
@@ -112,15 +129,22 @@ def build_model(ops: List[dict], codes: Dict[str, np.ndarray], floats: Dict[str,
                 inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", head])]
     graph = helper.make_graph(nodes, name, inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-                              producer_name="edgetool")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION, producer_name="edgetool"
+    )
     onnx.checker.check_model(model)
     return model
 
 
-
 def from_qatnet(net, input_shape, head, refit_inputs=True, codes=None, floats=None) -> onnx.ModelProto:
     """ONNX model of a :class:`~edgetool.toolchain.qat.QATNet` (optionally other codes/floats)."""
-    return build_model(net.ops, codes if codes is not None else net.int8_codes(),
-                       floats if floats is not None else net.float_tensors(), net.weight_scales(), net.act_scales(),
-                       input_shape, head, refit_inputs)
+    return build_model(
+        net.ops,
+        codes if codes is not None else net.int8_codes(),
+        floats if floats is not None else net.float_tensors(),
+        net.weight_scales(),
+        net.act_scales(),
+        input_shape,
+        head,
+        refit_inputs,
+    )

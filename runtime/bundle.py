@@ -11,6 +11,7 @@ A bundle is a directory (or a ``.tar``/``.tar.gz`` archive of one)::
 Every file is checked against the manifest (size and sha256) before use; any mismatch
 raises :class:`BundleError` naming the file, and nothing is applied.
 """
+
 from __future__ import annotations
 
 import io
@@ -147,8 +148,12 @@ class Bundle:
         self._verified.pop(rel, None)
         digest = sha256_bytes(data)
         if digest != checked.sha256:
-            raise BundleError(shown, "sha256 mismatch: file {}..., manifest {}... (corrupt file or edited "
-                                     "manifest)".format(digest[:12], checked.sha256[:12]))
+            raise BundleError(
+                shown,
+                "sha256 mismatch: file {}..., manifest {}... (corrupt file or edited manifest)".format(
+                    digest[:12], checked.sha256[:12]
+                ),
+            )
         settled = time.time_ns() - max(key[3], key[4]) > RACY_NS
         return data, False, ((key, checked.sha256) if same and settled else None)
 
@@ -169,12 +174,18 @@ class Bundle:
         name = self.input.get("name", "input")
         dims = inputs.get(name)
         if dims is None or list(dims[1:]) != list(self.model.input_shape):
-            raise BundleError(shown, "input {!r} has dims {}, the manifest says (N, {}, {}, {})".format(
-                name, dims, *self.model.input_shape))
+            raise BundleError(
+                shown,
+                "input {!r} has dims {}, the manifest says (N, {}, {}, {})".format(name, dims, *self.model.input_shape),
+            )
         out = outputs.get(self.output_name)
         if out is None or not out or out[-1] != self.head_width:
-            raise BundleError(shown, "output {!r} has dims {}, the manifest's head_width is {}".format(
-                self.output_name, out, self.head_width))
+            raise BundleError(
+                shown,
+                "output {!r} has dims {}, the manifest's head_width is {}".format(
+                    self.output_name, out, self.head_width
+                ),
+            )
 
     def base_onnx(self) -> bytes:
         if self._base is None:
@@ -216,8 +227,12 @@ class Bundle:
         try:
             shape, fortran, dtype = npy_header(f)  # checked before numpy allocates anything
             if dtype != np.float32 or tuple(shape) != self.model.samples_shape:
-                raise BundleError(shown, "holds {} {}, the manifest says float32 {}".format(
-                    dtype, tuple(shape), list(self.model.samples_shape or ())))
+                raise BundleError(
+                    shown,
+                    "holds {} {}, the manifest says float32 {}".format(
+                        dtype, tuple(shape), list(self.model.samples_shape or ())
+                    ),
+                )
             a = np.frombuffer(f.read(), dtype=np.float32)
             return a.reshape(shape, order="F" if fortran else "C").copy()
         except NPY_ERRORS as exc:
@@ -237,8 +252,9 @@ class Bundle:
             for s in self.superclasses:
                 if s.name == name_or_index:
                     return s.index
-        raise UsageError("no superclass {!r}; the bundle has: {}".format(
-            name_or_index, ", ".join(s.name for s in self.superclasses)))
+        raise UsageError(
+            "no superclass {!r}; the bundle has: {}".format(name_or_index, ", ".join(s.name for s in self.superclasses))
+        )
 
     def stored_bytes(self) -> Dict[str, int]:
         base = self.model.base.size
@@ -255,4 +271,3 @@ class Bundle:
 
     def __exit__(self, *exc):
         self.close()
-

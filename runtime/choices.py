@@ -2,6 +2,7 @@
 
 Plain data, no imports: the device side, the workstation side and the tests read them.
 """
+
 from __future__ import annotations
 
 # Routing policies of the two-stage classifier (runtime/classifier.py).

@@ -11,6 +11,7 @@ Routing policies (all measured by the profiler, none assumed):
 * ``topk``       - confidence-gated: when the superclass confidence is below a gate, the
   top-k superclasses are each tried and the best p_super x p_sub wins.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -46,9 +47,15 @@ class Prediction:
         return self.p_super * self.p_sub
 
     def to_dict(self) -> dict:
-        return {"superclass": self.superclass_name, "label": self.label, "confidence": self.confidence,
-                "p_super": self.p_super, "p_sub": self.p_sub,
-                "superclass_index": self.superclass, "subclass_index": self.subclass}
+        return {
+            "superclass": self.superclass_name,
+            "label": self.label,
+            "confidence": self.confidence,
+            "p_super": self.p_super,
+            "p_sub": self.p_sub,
+            "superclass_index": self.superclass,
+            "subclass_index": self.subclass,
+        }
 
     def __repr__(self):
         return "Prediction({}/{}, {:.3f})".format(self.superclass_name, self.label, self.confidence)
@@ -89,10 +96,10 @@ class SuperSubClassifier:
         if self.policy == "batched":
             return self._batched(batch)
         if self.policy == "topk":
-            return [self._topk(batch[i:i + 1]) for i in range(len(batch))]
+            return [self._topk(batch[i : i + 1]) for i in range(len(batch))]
         out = []
         for i in range(len(batch)):
-            x = batch[i:i + 1]
+            x = batch[i : i + 1]
             if self.policy == "sticky":
                 out.append(self._sticky(x))
                 continue
@@ -137,7 +144,7 @@ class SuperSubClassifier:
         order = np.argsort(-ps)
         cands = [int(order[0])]
         if ps[order[0]] < self.gate:
-            cands = [int(k) for k in order[:self.k]]
+            cands = [int(k) for k in order[: self.k]]
         best: Optional[Prediction] = None
         for k in cands:
             p = self._pred(k, ps[k], self.subclass_probs(x, k)[0])

@@ -1,4 +1,5 @@
 """Device-side commands (no torch): classify, inspect."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,11 @@ def expand_images(paths):
     for p in paths:
         if os.path.isdir(p):
             for root, _, files in os.walk(p):
-                out.extend(os.path.join(root, f) for f in sorted(files)
-                           if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".npy", ".webp")))
+                out.extend(
+                    os.path.join(root, f)
+                    for f in sorted(files)
+                    if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".npy", ".webp"))
+                )
         elif os.path.isfile(p):
             out.append(p)
         else:
@@ -63,7 +67,7 @@ def _classify(b, be, files, policy, batch, as_json):
     if not as_json:
         click.echo("{:<40} {:<14} {:<18} {:>10}".format("image", "superclass", "class", "confidence"))
     for i in range(0, len(files), batch):
-        chunk = files[i:i + batch]
+        chunk = files[i : i + batch]
         preds = clf.classify(load_images(chunk, b.input))
         for f, p in zip(chunk, preds):
             if as_json:
@@ -86,16 +90,20 @@ def inspect_cmd(bundle):
 def _summary(bundle, b):
     m = b.manifest
     sizes = b.stored_bytes()
-    click.echo("bundle      {} (schema {}, toolchain {})".format(
-        bundle, m["schema"], ascii(m.get("toolchain_version"))))
+    click.echo(
+        "bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], ascii(m.get("toolchain_version")))
+    )
     click.echo("input       {} {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape)))
     click.echo("head width  {}".format(b.head_width))
     click.echo("refit       {} tensors, {} bytes packed".format(len(b.layout.tensors), b.layout.total_nbytes))
     click.echo("base.onnx   {} bytes".format(sizes["base"]))
     for d in b.model.deltas:
         s = b.superclasses[d.index]
-        click.echo("delta       {:<12} {:>3} classes  {:<5} {:>9} bytes (raw {})".format(
-            s.name, len(s.subclasses), d.codec, d.size, d.raw_size))
+        click.echo(
+            "delta       {:<12} {:>3} classes  {:<5} {:>9} bytes (raw {})".format(
+                s.name, len(s.subclasses), d.codec, d.size, d.raw_size
+            )
+        )
     click.echo("all files verified (sha256)")
 
 
@@ -122,8 +130,13 @@ def doctor(bundle, refits, engine_mode, as_json):
     failed = [c.name for c in checks if c.status == checks_mod.FAIL]
     skipped = [c.name for c in checks if c.status == checks_mod.SKIP]
     if not as_json:
-        click.echo("{} passed, {} failed, {} skipped{}".format(
-            sum(c.status == checks_mod.PASS for c in checks), len(failed), len(skipped),
-            " (could not run here: {})".format(", ".join(skipped)) if skipped else ""))
+        click.echo(
+            "{} passed, {} failed, {} skipped{}".format(
+                sum(c.status == checks_mod.PASS for c in checks),
+                len(failed),
+                len(skipped),
+                " (could not run here: {})".format(", ".join(skipped)) if skipped else "",
+            )
+        )
     if failed:
         raise EdgetoolError("doctor: {} check(s) failed: {}".format(len(failed), ", ".join(failed)))

@@ -10,6 +10,7 @@ compressed by one of these codecs:
   networks with few changed codes;
 * ``raw``  - the packed buffer as is (for measurements).
 """
+
 from __future__ import annotations
 
 import io
@@ -111,8 +112,9 @@ def _zstd_decode(data: bytes, size: int) -> bytes:
         raise CodecError("zstd frame header declares {} bytes, the layout needs {}".format(declared, size))
     window = 1 << max(20, (max(size, 1) - 1).bit_length())
     if params.window_size > window:
-        raise CodecError("zstd frame needs a {}-byte window, more than its {}-byte content".format(
-            params.window_size, size))
+        raise CodecError(
+            "zstd frame needs a {}-byte window, more than its {}-byte content".format(params.window_size, size)
+        )
     try:
         dctx = zstandard.ZstdDecompressor(max_window_size=window)
         with dctx.stream_reader(io.BytesIO(data), read_across_frames=False) as reader:

@@ -3,6 +3,7 @@
 The profiles themselves are data (precision, workspace, batch, JetPack); this module reads,
 validates and detects them on the device side.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,16 +39,26 @@ def load(name_or_path: str) -> Dict:
 PRECISIONS = ("int8", "fp16")
 # field -> (types, required)
 FIELDS: Dict[str, Tuple[Any, bool]] = {
-    "name": (str, True), "display": (str, True), "gpu": (bool, True), "int8": (bool, True), "fp16": (bool, True),
-    "precision": (str, True), "workspace_mb": (int, True), "max_batch": (int, True),
-    "memory_budget_mb": (int, True), "runtime_overhead_mb": (int, True),
-    "sm": ((int, type(None)), False), "memory_gb": ((int, float, type(None)), False), "dla": (int, False),
+    "name": (str, True),
+    "display": (str, True),
+    "gpu": (bool, True),
+    "int8": (bool, True),
+    "fp16": (bool, True),
+    "precision": (str, True),
+    "workspace_mb": (int, True),
+    "max_batch": (int, True),
+    "memory_budget_mb": (int, True),
+    "runtime_overhead_mb": (int, True),
+    "sm": ((int, type(None)), False),
+    "memory_gb": ((int, float, type(None)), False),
+    "dla": (int, False),
     "jetpack": (list, False),
 }
 
 
 def validate(p, source: str) -> Dict:
     """Return profile *p* if every field is present and sensible; else raise UsageError naming SOURCE."""
+
     def bad(msg):
         raise UsageError("{}: device profile {}".format(source, msg))
 
@@ -108,9 +119,17 @@ def detect() -> Optional[str]:
     model = device_tree_model().lower()
     if not model:
         return None
-    table = [("agx thor", "thor"), ("thor", "thor"), ("agx orin", "orin-agx"), ("orin nx", "orin-nx"),
-             ("orin nano", "orin-nano"), ("agx xavier", "xavier-agx"), ("xavier nx", "xavier-nx"),
-             ("tx2", "tx2"), ("nano", "nano")]
+    table = [
+        ("agx thor", "thor"),
+        ("thor", "thor"),
+        ("agx orin", "orin-agx"),
+        ("orin nx", "orin-nx"),
+        ("orin nano", "orin-nano"),
+        ("agx xavier", "xavier-agx"),
+        ("xavier nx", "xavier-nx"),
+        ("tx2", "tx2"),
+        ("nano", "nano"),
+    ]
     for key, name in table:
         if key in model:
             return name

@@ -4,16 +4,15 @@ Each check prints PASS, FAIL or SKIP (with the reason).  Without a GPU, TensorRT
 pycuda, the GPU checks are skipped and say why; everything that can run still runs.
 The exit status is non-zero when any check fails.
 """
+
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 
-from .machine import gpu_info
+from .machine import platform_info
 
 PASS, FAIL, SKIP, INFO = "PASS", "FAIL", "SKIP", "INFO"
 
@@ -26,58 +25,13 @@ class Check:
         return {"check": self.name, "status": self.status, "detail": self.detail}
 
 
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def platform_info() -> dict:
-    info: Dict[str, Any] = {"machine": platform.machine(), "python": platform.python_version(),
-                            "os": platform.platform()}
-    l4t = _read("/etc/nv_tegra_release")
-    if l4t:
-        info["l4t"] = l4t.splitlines()[0]
-    model = _read("/proc/device-tree/model")
-    if model:
-        info["device"] = model.strip("\x00")
-    try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True,
-                             text=True, timeout=10)
-        if out.returncode == 0 and out.stdout:
-            info["jetpack"] = out.stdout
-    except (OSError, subprocess.SubprocessError):
-        pass
-    mem = _read("/proc/meminfo")
-    if mem:
-        for line in mem.splitlines():
-            if line.startswith("MemAvailable:"):
-                info["host_mem_available_mib"] = int(line.split()[1]) // 1024
-    for mod, key in (
-        ("tensorrt", "tensorrt"),
-        ("onnxruntime", "onnxruntime"),
-        ("pycuda", "pycuda"),
-        ("numpy", "numpy"),
-    ):
-        try:
-            m = __import__(mod)
-            info[key] = getattr(m, "__version__", getattr(m, "VERSION_TEXT", "?"))
-        except Exception as exc:  # a broken install is information too
-            info[key] = "not installed" if isinstance(exc, ImportError) else "broken ({})".format(exc)
-    try:
-        import onnxruntime as ort
-
-        info["onnxruntime_providers"] = ort.get_available_providers()
-    except ImportError:
-        pass
-    info["gpu"] = gpu_info()
-    return info
-
-
-def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05,
-        emit: Optional[Callable[[Check], None]] = None, engine_mode: str = "one-engine") -> List[Check]:
+def run(
+    bundle_path: Optional[str],
+    refits: int = 20,
+    atol_rel: float = 0.05,
+    emit: Optional[Callable[[Check], None]] = None,
+    engine_mode: str = "one-engine",
+) -> List[Check]:
     checks: List[Check] = []
 
     def add(name, status, detail=""):
@@ -87,24 +41,55 @@ def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05,
             emit(c)
         return c
 
-    info = platform_info()
-    gpu = info["gpu"]
-    add("platform", INFO, "{} / Python {} / L4T {} / JetPack {}".format(
-        info.get("device", info["machine"]), info["python"], info.get("l4t", "n/a"), info.get("jetpack", "n/a")))
-    add("packages", INFO, "TensorRT {} / onnxruntime {} {} / pycuda {} / numpy {}".format(
-        info["tensorrt"], info["onnxruntime"], info.get("onnxruntime_providers", ""), info["pycuda"], info["numpy"]))
-    if gpu.get("available"):
-        add("gpu", PASS, "{} (sm {}), driver {}, {} / {} MiB free".format(
-            gpu["name"], gpu["compute_capability"], gpu["cuda_driver"], gpu["free_mib"], gpu["total_mib"]))
-    else:
-        add("gpu", SKIP, gpu.get("reason", "no GPU"))
-    add("memory", INFO, "host: {} MiB available".format(info.get("host_mem_available_mib", "?")))
-
+    gpu = platform_checks(add, platform_info())
     kernel_check(add, gpu)
     if bundle_path is None:
         add("bundle", SKIP, "no bundle given (edgetool doctor BUNDLE checks a bundle end to end)")
         return checks
 
+    opened = open_bundle(add, bundle_path)
+    if opened is None:
+        return checks
+    bundle, samples = opened
+    reference = ort_reference(add, bundle, samples)
+    weight_form_checks(add, bundle, samples, reference)
+    trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode)
+    return checks
+
+
+def platform_checks(add, info):
+    """The platform, package, GPU and memory lines; returns the GPU's description."""
+    gpu = info["gpu"]
+    add(
+        "platform",
+        INFO,
+        "{} / Python {} / L4T {} / JetPack {}".format(
+            info.get("device", info["machine"]), info["python"], info.get("l4t", "n/a"), info.get("jetpack", "n/a")
+        ),
+    )
+    add(
+        "packages",
+        INFO,
+        "TensorRT {} / onnxruntime {} {} / pycuda {} / numpy {}".format(
+            info["tensorrt"], info["onnxruntime"], info.get("onnxruntime_providers", ""), info["pycuda"], info["numpy"]
+        ),
+    )
+    if gpu.get("available"):
+        add(
+            "gpu",
+            PASS,
+            "{} (sm {}), driver {}, {} / {} MiB free".format(
+                gpu["name"], gpu["compute_capability"], gpu["cuda_driver"], gpu["free_mib"], gpu["total_mib"]
+            ),
+        )
+    else:
+        add("gpu", SKIP, gpu.get("reason", "no GPU"))
+    add("memory", INFO, "host: {} MiB available".format(info.get("host_mem_available_mib", "?")))
+    return gpu
+
+
+def open_bundle(add, bundle_path):
+    """The verified bundle and its samples, or None once a check has failed."""
     from .bundle import Bundle
     from .errors import EdgetoolError
 
@@ -112,22 +97,21 @@ def run(bundle_path: Optional[str], refits: int = 20, atol_rel: float = 0.05,
         bundle = Bundle.open(bundle_path)
     except EdgetoolError as exc:
         add("bundle", FAIL, str(exc))
-        return checks
-    add("bundle", PASS, "{} files verified (sha256), {} subclass networks".format(
-        len(bundle.files()), bundle.num_superclasses))
+        return None
+    add(
+        "bundle",
+        PASS,
+        "{} files verified (sha256), {} subclass networks".format(len(bundle.files()), bundle.num_superclasses),
+    )
     try:
         samples = bundle.samples()
     except EdgetoolError as exc:
         add("samples", FAIL, str(exc))
-        return checks
+        return None
     if samples is None:
         add("samples", FAIL, "bundle has no samples.npy to compare backends on")
-        return checks
-
-    reference = ort_reference(add, bundle, samples)
-    weight_form_checks(add, bundle, samples, reference)
-    trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode)
-    return checks
+        return None
+    return bundle, samples
 
 
 def weight_form_checks(add, bundle, samples, reference):
@@ -160,7 +144,8 @@ def weight_form_checks(add, bundle, samples, reference):
             continue
         same = all(np.array_equal(got, own) for got, own in emulated.values())
         detail = "engine model + refit arrays {} each network's own engine model (base + {} subclasses)".format(
-            "equal" if same else "DIFFER FROM", bundle.num_superclasses)
+            "equal" if same else "DIFFER FROM", bundle.num_superclasses
+        )
         ok = same
         if form != "fp16" and reference is not None:
             worst = 0.0
@@ -170,6 +155,31 @@ def weight_form_checks(add, bundle, samples, reference):
             ok = ok and worst <= 1e-5
             detail += "; max |diff| to ONNX Runtime {:.1e}".format(worst)
         add("weight form " + form, PASS if ok else FAIL, detail)
+
+
+def ort_reference(add, bundle, samples):
+    from .backends.base import targets
+    from .errors import EdgetoolError
+
+    try:
+        from .backends.ort import OrtBackend
+
+        ref = {}
+        with OrtBackend(bundle) as be:
+            for target in targets(bundle.num_superclasses):
+                be.switch(target)
+                ref[target] = be.infer(samples)
+        add(
+            "onnxruntime",
+            PASS,
+            "base + {} subclass networks run on {} samples ({})".format(
+                bundle.num_superclasses, len(samples), ", ".join(be.providers)
+            ),
+        )
+        return ref
+    except EdgetoolError as exc:
+        add("onnxruntime", FAIL, str(exc))
+        return None
 
 
 def kernel_check(add, gpu):
@@ -185,35 +195,16 @@ def kernel_check(add, gpu):
         mod = compile_module()
         res = check_kernel(mod)
         status = PASS if res["exact"] else FAIL
-        add("cuda kernel", status, "bit-exact vs numpy on {} random bytes incl. wrap-around; {:.1f} GB/s".format(
-            res["nbytes"], res["gbps"]))
+        add(
+            "cuda kernel",
+            status,
+            "bit-exact vs numpy on {} random bytes incl. wrap-around; {:.1f} GB/s".format(res["nbytes"], res["gbps"]),
+        )
     except Exception as exc:
         add("cuda kernel", FAIL, "{}: {}".format(type(exc).__name__, exc))
 
 
-def ort_reference(add, bundle, samples):
-    from .backends.base import targets
-    from .errors import EdgetoolError
-
-    try:
-        from .backends.ort import OrtBackend
-
-        ref = {}
-        with OrtBackend(bundle) as be:
-            for target in targets(bundle.num_superclasses):
-                be.switch(target)
-                ref[target] = be.infer(samples)
-        add("onnxruntime", PASS, "base + {} subclass networks run on {} samples ({})".format(
-            bundle.num_superclasses, len(samples), ", ".join(be.providers)))
-        return ref
-    except EdgetoolError as exc:
-        add("onnxruntime", FAIL, str(exc))
-        return None
-
-
 def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode):
-    from .backends.base import BASE, summarize, targets
-
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -229,35 +220,65 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
     try:
         t0 = time.perf_counter()
         be = TrtBackend(bundle, mode=engine_mode)
-        add("tensorrt engine", PASS, "{} engine ready in {:.1f} s ({} refittable tensors as {} {} weights{})".format(
-            be.precision, time.perf_counter() - t0, len(be.plan), be.form, "device" if be.device_weights else "host",
-            ", {} constant companion(s)".format(len(be.companions)) if be.companions else ""))
+        add(
+            "tensorrt engine",
+            PASS,
+            "{} engine ready in {:.1f} s ({} refittable tensors as {} {} weights{})".format(
+                be.precision,
+                time.perf_counter() - t0,
+                len(be.plan),
+                be.form,
+                "device" if be.device_weights else "host",
+                ", {} constant companion(s)".format(len(be.companions)) if be.companions else "",
+            ),
+        )
     except Exception as exc:
         add("tensorrt engine", FAIL, "{}: {}".format(type(exc).__name__, exc))
         return
     with be:
-        worst = 0.0
-        agree = True
-        for target in targets(bundle.num_superclasses):
-            be.switch(target)
-            out = be.infer(samples)
-            if reference is None:
-                continue
-            ref = reference[target]
-            n = bundle.num_superclasses if target == BASE else len(bundle.superclasses[target].subclasses)
-            rel = float(np.abs(out[:, :n] - ref[:, :n]).max() / max(1e-6, np.abs(ref[:, :n]).max()))
-            worst = max(worst, rel)
-            agree &= bool((out[:, :n].argmax(1) == ref[:, :n].argmax(1)).all())
-        if reference is not None:
-            ok = agree and worst <= atol_rel
-            add("tensorrt vs onnxruntime", PASS if ok else FAIL,
-                "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range "
-                "(limit {:.0%})".format("agrees" if agree else "DISAGREES", worst, atol_rel))
-        be.timings.clear()
-        for i in range(refits):
-            be.switch(i % bundle.num_superclasses, force=True)
-        s = summarize(be.timings.samples.get("refit", []))
-        sw = summarize(be.timings.samples.get("switch", []))
-        add("refit timing", PASS, "refit: mean {:.3f} ms, median {:.3f} ms, p90 {:.3f} ms, p99 {:.3f} ms; whole switch "
-            "(decode + H2D + kernel + refit) median {:.3f} ms over {} switches".format(
-                s["mean"], s["median"], s["p90"], s["p99"], sw["median"], sw["count"]))
+        compare_to_reference(add, be, bundle, samples, reference, atol_rel)
+        refit_timing(add, be, bundle, refits)
+
+
+def compare_to_reference(add, be, bundle, samples, reference, atol_rel):
+    """Every network on the engine against ONNX Runtime's logits (each network still runs without a reference)."""
+    from .backends.base import BASE, targets
+
+    worst = 0.0
+    agree = True
+    for target in targets(bundle.num_superclasses):
+        be.switch(target)
+        out = be.infer(samples)
+        if reference is None:
+            continue
+        ref = reference[target]
+        n = bundle.num_superclasses if target == BASE else len(bundle.superclasses[target].subclasses)
+        rel = float(np.abs(out[:, :n] - ref[:, :n]).max() / max(1e-6, np.abs(ref[:, :n]).max()))
+        worst = max(worst, rel)
+        agree &= bool((out[:, :n].argmax(1) == ref[:, :n].argmax(1)).all())
+    if reference is not None:
+        ok = agree and worst <= atol_rel
+        add(
+            "tensorrt vs onnxruntime",
+            PASS if ok else FAIL,
+            "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range "
+            "(limit {:.0%})".format("agrees" if agree else "DISAGREES", worst, atol_rel),
+        )
+
+
+def refit_timing(add, be, bundle, refits):
+    from .backends.base import summarize
+
+    be.timings.clear()
+    for i in range(refits):
+        be.switch(i % bundle.num_superclasses, force=True)
+    s = summarize(be.timings.samples.get("refit", []))
+    sw = summarize(be.timings.samples.get("switch", []))
+    add(
+        "refit timing",
+        PASS,
+        "refit: mean {:.3f} ms, median {:.3f} ms, p90 {:.3f} ms, p99 {:.3f} ms; whole switch "
+        "(decode + H2D + kernel + refit) median {:.3f} ms over {} switches".format(
+            s["mean"], s["median"], s["p90"], s["p99"], sw["median"], sw["count"]
+        ),
+    )

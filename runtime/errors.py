@@ -3,6 +3,7 @@
 Every error a user can cause derives from :class:`EdgetoolError`; the CLI prints its
 message on one line and exits non-zero, without a traceback.
 """
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """Safe file names and atomic writers: write a temporary sibling, then rename over the target."""
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 The root command's ``-v`` / ``-q`` set its level; messages go to stderr, so command output on
 stdout stays machine-readable.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,9 @@ logger = logging.getLogger(NAME)
 
 def level_for(verbosity: int) -> int:
     """-q -> ERROR, default -> WARNING, -v -> INFO, -vv -> DEBUG."""
-    return {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity,
-                                                                      logging.DEBUG if verbosity > 1 else logging.ERROR)
+    return {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(
+        verbosity, logging.DEBUG if verbosity > 1 else logging.ERROR
+    )
 
 
 def configure(verbosity: int = 0) -> None:

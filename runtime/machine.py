@@ -1,8 +1,11 @@
-"""What this machine is: one GPU probe and one machine name for reports and engines."""
+"""What this machine is: one GPU probe, one machine name for reports and engines, and the platform report."""
+
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
+from typing import Any, Dict, Optional
 
 
 def device_tree_model() -> str:
@@ -28,8 +31,14 @@ def gpu_info() -> dict:
             free, total = cuda.mem_get_info()
         finally:
             ctx.pop()
-        return {"available": True, "name": dev.name(), "compute_capability": "{}.{}".format(*dev.compute_capability()),
-                "cuda_driver": cuda.get_driver_version(), "free_mib": free // 2 ** 20, "total_mib": total // 2 ** 20}
+        return {
+            "available": True,
+            "name": dev.name(),
+            "compute_capability": "{}.{}".format(*dev.compute_capability()),
+            "cuda_driver": cuda.get_driver_version(),
+            "free_mib": free // 2**20,
+            "total_mib": total // 2**20,
+        }
     except ImportError:
         return {"available": False, "reason": "pycuda is not installed (pip install 'edgetool[jetson]')"}
     except Exception as exc:  # cuInit fails without a driver or device
@@ -59,3 +68,58 @@ def machine_name() -> str:
     except OSError:
         pass
     return "{} ({} cores), {} {}".format(cpu, os.cpu_count(), platform.system(), platform.release())
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def platform_info() -> dict:
+    """Board, L4T, JetPack, host memory, the device packages' versions and the GPU, for ``edgetool doctor``."""
+    info: Dict[str, Any] = {
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+    l4t = _read("/etc/nv_tegra_release")
+    if l4t:
+        info["l4t"] = l4t.splitlines()[0]
+    model = _read("/proc/device-tree/model")
+    if model:
+        info["device"] = model.strip("\x00")
+    try:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True, text=True, timeout=10
+        )
+        if out.returncode == 0 and out.stdout:
+            info["jetpack"] = out.stdout
+    except (OSError, subprocess.SubprocessError):
+        pass
+    mem = _read("/proc/meminfo")
+    if mem:
+        for line in mem.splitlines():
+            if line.startswith("MemAvailable:"):
+                info["host_mem_available_mib"] = int(line.split()[1]) // 1024
+    for mod, key in (
+        ("tensorrt", "tensorrt"),
+        ("onnxruntime", "onnxruntime"),
+        ("pycuda", "pycuda"),
+        ("numpy", "numpy"),
+    ):
+        try:
+            m = __import__(mod)
+            info[key] = getattr(m, "__version__", getattr(m, "VERSION_TEXT", "?"))
+        except Exception as exc:  # a broken install is information too
+            info[key] = "not installed" if isinstance(exc, ImportError) else "broken ({})".format(exc)
+    try:
+        import onnxruntime as ort
+
+        info["onnxruntime_providers"] = ort.get_available_providers()
+    except ImportError:
+        pass
+    info["gpu"] = gpu_info()
+    return info

@@ -12,6 +12,7 @@ one explicit pass states both, in one place, with messages that name the field.
 non-negative int under a cap derived from the manifest itself, so a reader can size its
 reads and decompressions by it.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,8 +92,11 @@ def loads(data: bytes) -> dict:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestError("not valid JSON ({})".format(exc)) from None
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
-        raise ManifestError("unknown schema {!r}; this edgetool reads {!r}".format(
-            N.shown(d.get("schema")) if isinstance(d, dict) else None, SCHEMA))
+        raise ManifestError(
+            "unknown schema {!r}; this edgetool reads {!r}".format(
+                N.shown(d.get("schema")) if isinstance(d, dict) else None, SCHEMA
+            )
+        )
     return d
 
 
@@ -114,8 +118,10 @@ def parse(d: dict) -> Manifest:
     layout = _layout(check(d.get("refit"), "refit", dict), base.size, head)
     deltas = _deltas(check(d.get("deltas"), "deltas", list), supers, layout)
     samples, sshape = _samples(d.get("samples"), shape)
-    engines = tuple(_file(check(e, "engines[{}]".format(i), dict), "engines[{}]".format(i), MAX_FILE_BYTES, "engines")
-                    for i, e in enumerate(check(d.get("engines", []), "engines", list)))
+    engines = tuple(
+        _file(check(e, "engines[{}]".format(i), dict), "engines[{}]".format(i), MAX_FILE_BYTES, "engines")
+        for i, e in enumerate(check(d.get("engines", []), "engines", list))
+    )
     m = Manifest(d, supers, head, shape, out_name, layout, base, deltas, samples, sshape, engines)
     paths = [f.file for f in m.files()]
     if len(set(paths)) != len(paths) or MANIFEST in paths:
@@ -182,8 +188,10 @@ def _layout(r: dict, base_size: int, head: int) -> PackedLayout:
     cap = base_size + ALIGN * (len(tensors) + 1)  # base.onnx stores every refit tensor's bytes once
     total = check(r.get("total_nbytes"), "refit.total_nbytes", int, ALIGN)
     if total > cap:
-        fail("refit.total_nbytes", "{} bytes of refit tensors cannot come from a {}-byte base.onnx".format(
-            total, base_size))
+        fail(
+            "refit.total_nbytes",
+            "{} bytes of refit tensors cannot come from a {}-byte base.onnx".format(total, base_size),
+        )
     check(r.get("int8_nbytes"), "refit.int8_nbytes", int, 0, total)
     for i, t in enumerate(tensors):
         where = "refit.tensors[{}]".format(i)
@@ -209,8 +217,10 @@ def _layout(r: dict, base_size: int, head: int) -> PackedLayout:
         fail("refit", "the layout does not fit ({})".format(exc))
     weights = [t for t in layout.tensors if t.dtype == "int8"]
     if not weights or weights[-1].shape[0] != head:
-        fail("refit", "the last weight tensor has {} rows; head_width is {}".format(
-            weights[-1].shape[0] if weights else 0, head))
+        fail(
+            "refit",
+            "the last weight tensor has {} rows; head_width is {}".format(weights[-1].shape[0] if weights else 0, head),
+        )
     return layout
 
 

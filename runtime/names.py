@@ -4,6 +4,7 @@ Names that reach a terminal or a file system must be printable: no control chara
 (NUL, newline, ESC), no format characters (the right-to-left override, zero-width
 marks), no surrogates.  Names used as file names are also single path components.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ def fail(field: str, message: str):
 def shown(value, limit: int = 40) -> str:
     """A value as it may be printed: ASCII-escaped and shortened."""
     s = ascii(value)
-    return s if len(s) <= limit else s[:limit - 3] + "..."
+    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 _KINDS = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}

@@ -5,6 +5,7 @@ JetPack images do not always carry ``onnx``.  This is a tiny protobuf wire-forma
 for the fields edgetool's exporter writes: ModelProto.graph (7) -> GraphProto.initializer
 (5) -> TensorProto {dims (1), data_type (2), name (8), raw_data (9)}.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Iterable, Optional, Tuple, Union
@@ -39,14 +40,14 @@ def _fields(buf: memoryview):
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 1:
-            value = buf[pos:pos + 8]
+            value = buf[pos : pos + 8]
             pos += 8
         elif wire == 2:
             n, pos = _varint(buf, pos)
-            value = buf[pos:pos + n]
+            value = buf[pos : pos + n]
             pos += n
         elif wire == 5:
-            value = buf[pos:pos + 4]
+            value = buf[pos : pos + 4]
             pos += 4
         else:
             raise ValueError("unsupported protobuf wire type {}".format(wire))
@@ -178,7 +179,7 @@ def _raw_fields(buf: memoryview):
 def _payload(buf: memoryview, start: int) -> memoryview:
     _, pos = _varint(buf, start)
     n, pos = _varint(buf, pos)
-    return buf[pos:pos + n]
+    return buf[pos : pos + n]
 
 
 def _value_info_name(vi: memoryview) -> str:
@@ -195,10 +196,12 @@ def strip_initializer_inputs(model_bytes: bytes) -> bytes:
     TensorRT should see them as plain weights.  Works on the serialized bytes, so the
     device needs no ``onnx`` package.
     """
+
     def keep(graph):
         inits = {_tensor(tensor)[0] for gfield, gwire, tensor in _fields(graph) if gfield == 5 and gwire == 2}
-        return lambda gfield, gwire, gstart: not (
-            gfield == 11 and gwire == 2 and _value_info_name(_payload(graph, gstart)) in inits)
+        return lambda gfield, gwire, gstart: (
+            not (gfield == 11 and gwire == 2 and _value_info_name(_payload(graph, gstart)) in inits)
+        )
 
     return _rewrite_graph(model_bytes, keep)
 
@@ -230,7 +233,8 @@ def drop_initializers(model_bytes: bytes, names: Iterable[str]) -> bytes:
     drop = set(names)
 
     def keep(graph):
-        return lambda gfield, gwire, gstart: not (
-            gfield == 5 and gwire == 2 and _tensor(_payload(graph, gstart))[0] in drop)
+        return lambda gfield, gwire, gstart: (
+            not (gfield == 5 and gwire == 2 and _tensor(_payload(graph, gstart))[0] in drop)
+        )
 
     return _rewrite_graph(model_bytes, keep)

@@ -1,4 +1,5 @@
 """Image loading and normalisation as the bundle's input spec says (no torch)."""
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,11 @@ def _check_pixels(path: str, h: int, w: int) -> None:
     if h < 1 or w < 1:
         raise UsageError("{}: empty image ({}x{} pixels)".format(path, w, h))
     if h * w > MAX_PIXELS:
-        raise UsageError("{}: {}x{} pixels, more than the {} allowed (refused as a decompression bomb)".format(
-            path, w, h, MAX_PIXELS))
+        raise UsageError(
+            "{}: {}x{} pixels, more than the {} allowed (refused as a decompression bomb)".format(
+                path, w, h, MAX_PIXELS
+            )
+        )
 
 
 def load_image(path: str) -> np.ndarray:
@@ -126,8 +130,9 @@ def load_npy(path: str) -> np.ndarray:
 
 def _check_npy(path: str, shape, dtype) -> None:
     if dtype != np.uint8 or len(shape) not in (2, 3):
-        raise UsageError("{}: holds a {} array of shape {}; expected a uint8 HxW or HxWxC array".format(
-            path, dtype, tuple(shape)))
+        raise UsageError(
+            "{}: holds a {} array of shape {}; expected a uint8 HxW or HxWxC array".format(path, dtype, tuple(shape))
+        )
     if len(shape) == 3 and shape[2] not in (1, 3, 4):
         raise UsageError("{}: {} channels; images have 1, 3 or 4".format(path, shape[2]))
     _check_pixels(path, shape[0], shape[1])

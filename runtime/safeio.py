@@ -5,6 +5,7 @@ symbolic link anywhere below the root (``deltas/`` itself, or one file) is refus
 than followed; the file is opened ``O_NONBLOCK`` so that a FIFO cannot hang the reader,
 and it must be a regular file.  A read takes at most the declared size + 1 bytes.
 """
+
 from __future__ import annotations
 
 import errno
@@ -51,8 +52,9 @@ def _open_at(name: str, flags: int, dfd: int, shown: str, what: str) -> int:
         if exc.errno == errno.ENOENT:
             raise BundleError(shown, "missing (listed in the manifest)") from None
         if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-            raise BundleError(shown, "{} is a symbolic link or not a folder (refused: {})".format(
-                what, REFUSED)) from None
+            raise BundleError(
+                shown, "{} is a symbolic link or not a folder (refused: {})".format(what, REFUSED)
+            ) from None
         raise BundleError(shown, "cannot open ({})".format(exc.strerror)) from None
 
 
@@ -73,8 +75,9 @@ def read_capped_keyed(root: str, rel: str, size: int, shown: str) -> Tuple[bytes
         st = os.fstat(fd)
         key = stat_key(st)
         if st.st_size != size:
-            raise BundleError(shown, "size {} bytes, manifest says {} (truncated or replaced?)".format(
-                st.st_size, size))
+            raise BundleError(
+                shown, "size {} bytes, manifest says {} (truncated or replaced?)".format(st.st_size, size)
+            )
         chunks = []
         got = 0
         while got <= size:

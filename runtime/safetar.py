@@ -7,6 +7,7 @@ every file member must be a file the manifest lists, with the size it declares, 
 total must fit the manifest's budget.  Pass 2 unpacks, creating each file with
 ``O_EXCL | O_NOFOLLOW`` and stopping at the budget.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,8 +76,9 @@ def _header(archive: str, m, count: int, total: int):
     if not (m.isfile() or m.isdir()):
         raise BundleError(archive, "archive member {} is not a file or folder".format(ascii(m.name)[:80]))
     if m.isfile() and (m.size > M.MAX_FILE_BYTES or total + m.size > MAX_TOTAL):
-        raise BundleError(archive, "archive member {} declares {} bytes, over the limit".format(
-            ascii(m.name)[:80], m.size))
+        raise BundleError(
+            archive, "archive member {} declares {} bytes, over the limit".format(ascii(m.name)[:80], m.size)
+        )
     return parts
 
 
@@ -117,8 +119,11 @@ def _scan(archive: str):
             if rel not in _DIRS:
                 raise BundleError(archive, "unexpected folder {} in the archive".format(ascii(rel)))
         elif allowed.get(rel) != size:
-            why = ("is not listed in the manifest" if rel not in allowed
-                   else "declares {} bytes, manifest says {}".format(size, allowed[rel]))
+            why = (
+                "is not listed in the manifest"
+                if rel not in allowed
+                else "declares {} bytes, manifest says {}".format(size, allowed[rel])
+            )
             raise BundleError(archive, "archive member {} {}".format(ascii(rel)[:80], why))
         elif rel in files:
             raise BundleError(archive, "archive member {} appears twice".format(ascii(rel)))
@@ -133,8 +138,12 @@ def _check_early(archive: str, early, parts, size: int) -> None:
         raise BundleError(archive, "archive member {} is outside the bundle folder".format(ascii("/".join(parts))[:80]))
     rel = "/".join(parts[1:] if prefix else parts)
     if rel != M.MANIFEST and allowed.get(rel) != size:
-        raise BundleError(archive, "archive member {} ({} bytes) is not a file the manifest lists with that "
-                                   "size".format(ascii(rel)[:80], size))
+        raise BundleError(
+            archive,
+            "archive member {} ({} bytes) is not a file the manifest lists with that size".format(
+                ascii(rel)[:80], size
+            ),
+        )
 
 
 def _allowed(archive: str, data: bytes) -> dict:

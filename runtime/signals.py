@@ -6,6 +6,7 @@ handler raises :class:`Terminated`, a ``KeyboardInterrupt``, so every cleanup th
 on Ctrl-C runs on these too; the CLI then exits with 128 + the signal number.  A signal that
 was ignored when the process started (``nohup``) stays ignored.
 """
+
 from __future__ import annotations
 
 import signal

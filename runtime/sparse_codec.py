@@ -16,6 +16,7 @@ Layout: ``b"EDSP"``, version 1, mode (0 dense, 1 sparse), uint64 total bytes, ui
 uint64 length of the gaps frame; then the gaps frame and the values frame (sparse mode) or
 the one dense frame.  Every size is checked while decoding.
 """
+
 from __future__ import annotations
 
 import struct
@@ -72,7 +73,7 @@ def decode(data: bytes, size: Optional[int] = None) -> np.ndarray:
         raise CodecError("not a sparse delta (magic {!r}, version {}, mode {})".format(magic, version, mode))
     if size is not None and total != size:
         raise CodecError("sparse delta: header declares {} bytes, the layout needs {}".format(total, size))
-    body = memoryview(data)[HEADER.size:]
+    body = memoryview(data)[HEADER.size :]
     if mode == 0:
         return _frame(body, total, "dense")
     if n > total or glen > len(body):

@@ -16,6 +16,7 @@ The same layout serves four purposes, so that the CPU tests cover what the GPU r
 * the CUDA kernel adds a whole packed delta in one launch (bytes wrap, floats add);
 * the ONNX Runtime backend binds numpy views of a packed host buffer as graph inputs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,14 @@ class TensorSpec:
         return self.numel * np.dtype(DTYPES[self.dtype]).itemsize
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "kind": self.kind, "dtype": self.dtype, "shape": list(self.shape),
-             "offset": self.offset, "nbytes": self.nbytes}
+        d = {
+            "name": self.name,
+            "kind": self.kind,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "offset": self.offset,
+            "nbytes": self.nbytes,
+        }
         if self.scale is not None:
             d["scale"] = self.scale
             d["axis"] = self.axis
@@ -73,8 +80,11 @@ class TensorSpec:
     def from_dict(cls, d: Mapping) -> "TensorSpec":
         spec = cls(d["name"], d["kind"], d["dtype"], d["shape"], d["offset"], d.get("scale"), d.get("axis", 0))
         if "nbytes" in d and int(d["nbytes"]) != spec.nbytes:
-            raise ValueError("tensor {}: nbytes {} does not match shape {} and dtype {}".format(
-                spec.name, d["nbytes"], list(spec.shape), spec.dtype))
+            raise ValueError(
+                "tensor {}: nbytes {} does not match shape {} and dtype {}".format(
+                    spec.name, d["nbytes"], list(spec.shape), spec.dtype
+                )
+            )
         return spec
 
     def __repr__(self):
@@ -128,8 +138,12 @@ class PackedLayout:
             raise ValueError("packed layout sizes are inconsistent")
 
     def to_dict(self) -> dict:
-        return {"align": ALIGN, "int8_nbytes": self.int8_nbytes, "total_nbytes": self.total_nbytes,
-                "tensors": [t.to_dict() for t in self.tensors]}
+        return {
+            "align": ALIGN,
+            "int8_nbytes": self.int8_nbytes,
+            "total_nbytes": self.total_nbytes,
+            "tensors": [t.to_dict() for t in self.tensors],
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "PackedLayout":
@@ -147,7 +161,7 @@ class PackedLayout:
             raise ValueError("packed buffer must be uint8[{}]".format(self.total_nbytes))
         out = {}
         for t in self.tensors:
-            out[t.name] = buf[t.offset:t.offset + t.nbytes].view(DTYPES[t.dtype]).reshape(t.shape)
+            out[t.name] = buf[t.offset : t.offset + t.nbytes].view(DTYPES[t.dtype]).reshape(t.shape)
         return out
 
     def pack(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -207,7 +221,7 @@ class PackedLayout:
         changed = set()
         for d in deltas:
             for t in self.tensors:
-                if d[t.offset:t.offset + t.nbytes].any():
+                if d[t.offset : t.offset + t.nbytes].any():
                     changed.add(t.name)
         return [t.name for t in self.tensors if t.name in changed]
 

@@ -1,5 +1,6 @@
 """Shared fixtures: run_cli (the edgetool command in a subprocess), repo_root, cuda_device, and a tiny
 trained run and its bundle. The plain run_cli and ROOT stay importable for scripts that call them."""
+
 import os
 import subprocess
 import sys
@@ -52,8 +53,9 @@ def tiny_run(tmp_path_factory):
     pytest.importorskip("torch")
     from edgetool.toolchain.pipeline import Run, TrainConfig
 
-    cfg = TrainConfig(epochs=2, base_epochs=1, ft_epochs=2, qat_epochs=1, limit_train=1200, limit_test=300,
-                      batch=64, seed=1)
+    cfg = TrainConfig(
+        epochs=2, base_epochs=1, ft_epochs=2, qat_epochs=1, limit_train=1200, limit_test=300, batch=64, seed=1
+    )
     path = tmp_path_factory.mktemp("run")
     run = Run.open(str(path), cfg, progress=False)
     run.train_all()

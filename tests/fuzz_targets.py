@@ -3,6 +3,7 @@
 Shared by ``tests/test_fuzz.py`` (CI budget) and ``benchmarks/fuzz_long.py`` (the long run).
 Each target counts the cases it ran in ``COUNTS``.
 """
+
 import io
 import json
 import os
@@ -30,28 +31,58 @@ SIZE = len(RAW)
 
 def synthetic_manifest() -> dict:
     """A valid manifest of a tiny network: conv (4x1x3x3) + bias, fc (3x4) + bias; 2 superclasses."""
-    layout = PackedLayout.build([
-        TensorSpec("conv.weight", "weight", "int8", (4, 1, 3, 3), scale=[0.1] * 4),
-        TensorSpec("conv.bias", "bias", "float32", (4,)),
-        TensorSpec("fc.weight", "weight", "int8", (3, 4), scale=[0.2] * 3),
-        TensorSpec("fc.bias", "bias", "float32", (3,)),
-    ])
+    layout = PackedLayout.build(
+        [
+            TensorSpec("conv.weight", "weight", "int8", (4, 1, 3, 3), scale=[0.1] * 4),
+            TensorSpec("conv.bias", "bias", "float32", (4,)),
+            TensorSpec("fc.weight", "weight", "int8", (3, 4), scale=[0.2] * 3),
+            TensorSpec("fc.bias", "bias", "float32", (3,)),
+        ]
+    )
     raw = layout.total_nbytes
-    deltas = [{"superclass": n, "index": i, "file": "deltas/{}.zst".format(n), "codec": "zstd", "raw_size": raw,
-               "stored_size": 100 + i, "sha256": sha256_bytes(n.encode())} for i, n in enumerate(("a", "b"))]
-    return {"schema": M.SCHEMA, "toolchain_version": "0", "head_width": 3,
-            "hierarchy": {"superclasses": [{"name": "a", "subclasses": ["x", "y", "z"]},
-                                           {"name": "b", "subclasses": ["u/v", "w"]}]},
-            "input": {"name": "input", "shape": [1, 8, 8], "layout": "NCHW", "dtype": "float32", "scale": 1 / 255,
-                      "mean": [0.5], "std": [0.25], "color": "gray"},
-            "output": {"name": "logits"}, "refit": layout.to_dict(), "deltas": deltas, "engines": [],
-            "base": {"file": "base.onnx", "size": 4096, "sha256": sha256_bytes(b"base")},
-            "samples": {"file": "samples.npy", "size": 2048, "sha256": sha256_bytes(b"s"), "shape": [2, 1, 8, 8]}}
+    deltas = [
+        {
+            "superclass": n,
+            "index": i,
+            "file": "deltas/{}.zst".format(n),
+            "codec": "zstd",
+            "raw_size": raw,
+            "stored_size": 100 + i,
+            "sha256": sha256_bytes(n.encode()),
+        }
+        for i, n in enumerate(("a", "b"))
+    ]
+    return {
+        "schema": M.SCHEMA,
+        "toolchain_version": "0",
+        "head_width": 3,
+        "hierarchy": {
+            "superclasses": [{"name": "a", "subclasses": ["x", "y", "z"]}, {"name": "b", "subclasses": ["u/v", "w"]}]
+        },
+        "input": {
+            "name": "input",
+            "shape": [1, 8, 8],
+            "layout": "NCHW",
+            "dtype": "float32",
+            "scale": 1 / 255,
+            "mean": [0.5],
+            "std": [0.25],
+            "color": "gray",
+        },
+        "output": {"name": "logits"},
+        "refit": layout.to_dict(),
+        "deltas": deltas,
+        "engines": [],
+        "base": {"file": "base.onnx", "size": 4096, "sha256": sha256_bytes(b"base")},
+        "samples": {"file": "samples.npy", "size": 2048, "sha256": sha256_bytes(b"s"), "shape": [2, 1, 8, 8]},
+    }
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats(allow_nan=False)
-                    | st.text(max_size=12), lambda kids: st.lists(kids, max_size=4)
-                    | st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=8)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    max_leaves=8,
+)
 
 
 def _paths(obj, prefix=()):
@@ -100,7 +131,7 @@ def mutate(data: bytes, edits, cut) -> bytes:
     for pos, val in edits:
         if b:
             b[pos % len(b)] = val
-    return bytes(b[:cut % (len(b) + 1)] if cut is not None else b)
+    return bytes(b[: cut % (len(b) + 1)] if cut is not None else b)
 
 
 EDITS = st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=6)
@@ -178,9 +209,11 @@ def _png(mode_array) -> bytes:
     return buf.getvalue()
 
 
-IMAGES = {"png": _png(np.arange(64, dtype=np.uint8).reshape(8, 8)),
-          "png16": _png((np.arange(64, dtype=np.uint16) * 999).reshape(8, 8)),
-          "npy": None}
+IMAGES = {
+    "png": _png(np.arange(64, dtype=np.uint8).reshape(8, 8)),
+    "png16": _png((np.arange(64, dtype=np.uint16) * 999).reshape(8, 8)),
+    "npy": None,
+}
 
 
 def _npy():
@@ -219,8 +252,10 @@ def fuzz_protobuf(data):
 
 ODD = st.sampled_from(["", "a", "/", "..", "\x00", 0, -1, 1.5])
 STRATEGIES = {
-    "manifest": (fuzz_manifest, (st.lists(st.tuples(st.sampled_from(PATHS), JSON | ODD), min_size=1, max_size=3),
-                                 st.booleans())),
+    "manifest": (
+        fuzz_manifest,
+        (st.lists(st.tuples(st.sampled_from(PATHS), JSON | ODD), min_size=1, max_size=3), st.booleans()),
+    ),
     "manifest_bytes": (fuzz_manifest_bytes, (st.binary(max_size=512),)),
     "codec": (fuzz_codec, (st.sampled_from(["zstd", "7z"]), EDITS, CUT, st.integers(0, 2 * SIZE))),
     "codec_bytes": (fuzz_codec_bytes, (st.sampled_from(["zstd", "7z"]), st.binary(max_size=256))),
@@ -238,11 +273,15 @@ def run(name: str, examples: int, seed=None):
     def prop(args):  # a fresh function per run: hypothesis attaches settings to the function itself
         body(*args)
 
-    fn = settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
-                  suppress_health_check=list(HealthCheck))(given(st.tuples(*strategies))(prop))
+    fn = settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=seed is None,
+        suppress_health_check=list(HealthCheck),
+    )(given(st.tuples(*strategies))(prop))
     if seed is not None:
         from hypothesis import seed as with_seed
 
         fn = with_seed(seed)(fn)
     fn()
-

@@ -1,4 +1,5 @@
 """Helpers for the hostile-input tests: edit a bundle, and prove nothing else changed."""
+
 import hashlib
 import json
 import os

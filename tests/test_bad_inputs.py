@@ -1,4 +1,5 @@
 """Bad images, bad command lines and signals: one error line, the project's error type, nothing changed."""
+
 import json
 import os
 import signal
@@ -21,9 +22,14 @@ from hostile import private_tmp, snapshot  # noqa: F401
 def _png(path, w, h, bits=8):
     def chunk(t, d):
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bits, 0, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+        f.write(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bits, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+            + chunk(b"IEND", b"")
+        )
     return path
 
 
@@ -142,18 +148,31 @@ def test_export_without_a_qat_checkpoint_refuses_instead_of_training(tiny_run, t
     assert snapshot(run) == before and not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--epochs", "0"], "--epochs must be >= 1"),
-    (["--batch", "0"], "--batch must be >= 1"),
-    (["--config", "/nonexistent/cfg.json"], "no such config file"),
-    (["--config", "BADJSON"], "not valid JSON"),
-    (["--config", "BADTYPE"], "epochs = 'x' is not int"),
-    (["--data", "/nonexistent/data"], "no such data folder"),
-    (["--hierarchy", "UNKNOWN_CLASS"], "not in the data: 'Unicorn'"),
-    (["--hierarchy", "SLASH_NAME"], "single path component"),
-    (["--hierarchy", "DUP_NAME"], "duplicate name 'tops'"),
-], ids=["epochs0", "batch0", "config-missing", "config-not-json", "config-type", "data-missing", "hier-unknown",
-        "hier-slash", "hier-dup"])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--batch", "0"], "--batch must be >= 1"),
+        (["--config", "/nonexistent/cfg.json"], "no such config file"),
+        (["--config", "BADJSON"], "not valid JSON"),
+        (["--config", "BADTYPE"], "epochs = 'x' is not int"),
+        (["--data", "/nonexistent/data"], "no such data folder"),
+        (["--hierarchy", "UNKNOWN_CLASS"], "not in the data: 'Unicorn'"),
+        (["--hierarchy", "SLASH_NAME"], "single path component"),
+        (["--hierarchy", "DUP_NAME"], "duplicate name 'tops'"),
+    ],
+    ids=[
+        "epochs0",
+        "batch0",
+        "config-missing",
+        "config-not-json",
+        "config-type",
+        "data-missing",
+        "hier-unknown",
+        "hier-slash",
+        "hier-dup",
+    ],
+)
 def test_train_refuses_bad_inputs_before_writing_anything(tmp_path, capsys, args, needle):
     from edgetool.toolchain.data import sample_hierarchy_path
 
@@ -170,7 +189,7 @@ def test_train_refuses_bad_inputs_before_writing_anything(tmp_path, capsys, args
     for i, a in enumerate(args):
         if a in files:
             (tmp_path / a).write_text(files[a])
-            args = args[:i] + [str(tmp_path / a)] + args[i + 1:]
+            args = args[:i] + [str(tmp_path / a)] + args[i + 1 :]
     run = tmp_path / "run"
     assert needle in _cli(["train", run] + args, capsys)
     assert not run.exists()  # no config.json holding the bad input, no folder
@@ -190,9 +209,16 @@ def test_signal_during_classify_cleans_up_the_unpacked_archive(tiny_bundle, tmp_
         np.save(str(images / "{:04d}.npy".format(i)), np.full((28, 28), i % 255, np.uint8))
     env = dict(os.environ, TMPDIR=private_tmp, EDGETOOL_THREADS="1")
     # default dispositions in the child even under nohup: a signal ignored at start (SIG_IGN) stays ignored
-    proc = subprocess.Popen(CLASSIFY_SLOWLY + [archive, str(images)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        CLASSIFY_SLOWLY + [archive, str(images)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
+
     def unpacked():
         return [e for e in os.listdir(private_tmp) if "edgetool" in e]
 

@@ -1,4 +1,5 @@
 """Fault injection: every step of a switch, and kill -9 at each step of an export."""
+
 import os
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ class Once:
 def _raise(exc):
     def fault(*args, **kwargs):
         raise exc
+
     return fault
 
 
@@ -40,6 +42,7 @@ def _half_applied(layout):
         n = layout.int8_nbytes
         np.add(base[:n], delta[:n], out=out[:n])  # the int8 region is written...
         raise RuntimeError("injected fault after the int8 region")  # ...then the float region fails
+
     return fault
 
 
@@ -55,9 +58,11 @@ def _inject(monkeypatch, be, step, times):
     elif step == "apply-int8":
         monkeypatch.setattr(layout, "apply_delta", Once(layout.apply_delta, _half_applied(layout), times))
     elif step == "apply-float":
+
         def after_all(base, delta, out=None):
             layout.__class__.apply_delta(layout, base, delta, out=out)
             raise RuntimeError("injected fault after every region")
+
         monkeypatch.setattr(layout, "apply_delta", Once(layout.apply_delta, after_all, times))
 
 
@@ -136,8 +141,9 @@ def _export(run_dir, out, codec, point=None):
     env = dict(os.environ, EDGETOOL_THREADS="1")
     if point:
         env["EDGETOOL_FAULT_KILL"] = point
-    return subprocess.run([sys.executable, "-c", EXPORT, run_dir, out, codec], env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", EXPORT, run_dir, out, codec], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def _delta_bytes(path):
@@ -176,14 +182,24 @@ def test_kill_9_while_archiving_keeps_the_previous_archive(tiny_run, tiny_bundle
     archive = write_archive(out, out + ".tar.gz")
     before = _delta_bytes(archive)
     env = dict(os.environ, EDGETOOL_THREADS="1", EDGETOOL_FAULT_KILL="archive:member")
-    proc = subprocess.run([sys.executable, "-m", "edgetool", "export", tiny_run.path, "--out", out, "--archive"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgetool", "export", tiny_run.path, "--out", out, "--archive"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert _delta_bytes(archive) == before  # the previous archive, whole
     _delta_bytes(out)  # the new bundle folder was complete before archiving began
     env.pop("EDGETOOL_FAULT_KILL")
-    proc = subprocess.run([sys.executable, "-m", "edgetool", "export", tiny_run.path, "--out", out, "--archive"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgetool", "export", tiny_run.path, "--out", out, "--archive"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(os.listdir(str(tmp_path))) == ["bundle", "bundle.tar.gz"]
 
@@ -195,8 +211,11 @@ def _trt_inject(monkeypatch, be, step):
         fault = _raise(RuntimeError("injected kernel launch failure"))
         monkeypatch.setattr(be.applier, "fn", Once(be.applier.fn, fault))
     elif step == "copy":
-        monkeypatch.setattr(be.applier.cuda, "memcpy_htod_async",
-                            Once(be.applier.cuda.memcpy_htod_async, _raise(RuntimeError("injected H2D copy failure"))))
+        monkeypatch.setattr(
+            be.applier.cuda,
+            "memcpy_htod_async",
+            Once(be.applier.cuda.memcpy_htod_async, _raise(RuntimeError("injected H2D copy failure"))),
+        )
 
 
 @pytest.mark.gpu

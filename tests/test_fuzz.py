@@ -1,6 +1,7 @@
 """Fuzzing in CI: >= 10,000 generated cases over the manifest model, the codecs, the tar reader, the image
 loaders and the protobuf reader; only the project's own error types may come out (benchmarks/fuzz_long.py
 runs the same targets for 200,000+ cases)."""
+
 import os
 import tempfile
 
@@ -12,8 +13,15 @@ import fuzz_targets as F  # noqa: E402
 from edgetool.runtime import manifest as M  # noqa: E402
 from edgetool.runtime import safetar  # noqa: E402
 
-CI = {"manifest": 2000, "manifest_bytes": 2000, "codec": 2000, "codec_bytes": 500, "tar": 1500, "image": 1500,
-      "protobuf": 1000}
+CI = {
+    "manifest": 2000,
+    "manifest_bytes": 2000,
+    "codec": 2000,
+    "codec_bytes": 500,
+    "tar": 1500,
+    "image": 1500,
+    "protobuf": 1000,
+}
 
 
 def test_ci_budget_is_at_least_10000_cases():

@@ -1,4 +1,5 @@
 """Hostile files inside a bundle: links out, FIFOs, sparse files, decompression and archive bombs."""
+
 import io
 import json
 import os
@@ -107,11 +108,15 @@ def plant(root, codec, data, k=0):
     save_manifest(root, m)
 
 
-@pytest.mark.parametrize("codec,make,needle", [
-    ("zstd", zstd_bomb, "decodes to more than the"),
-    ("zstd", zstd_header_bomb, "frame header declares 1099511627776 bytes"),
-    ("7z", sevenzip_bomb, "7z member declares 33554432 bytes"),
-], ids=["zstd-stream", "zstd-header", "7z"])
+@pytest.mark.parametrize(
+    "codec,make,needle",
+    [
+        ("zstd", zstd_bomb, "decodes to more than the"),
+        ("zstd", zstd_header_bomb, "frame header declares 1099511627776 bytes"),
+        ("7z", sevenzip_bomb, "7z member declares 33554432 bytes"),
+    ],
+    ids=["zstd-stream", "zstd-header", "7z"],
+)
 def test_decompression_bomb_refused(bundle_copy, private_tmp, codec, make, needle):  # noqa: F811
     plant(bundle_copy, codec, make())
     _refused(bundle_copy, private_tmp, needle, index=0)
@@ -152,14 +157,18 @@ def _tar_with(root, path, member, data=b"x", kind=tarfile.REGTYPE, target=""):
     return path
 
 
-@pytest.mark.parametrize("member,kind,target,needle", [
-    ("bundle/evil", tarfile.SYMTYPE, "/etc/passwd", "not a file or folder"),
-    ("bundle/deltas/hard", tarfile.LNKTYPE, "bundle/base.onnx", "not a file or folder"),
-    ("bundle/../evil", tarfile.REGTYPE, "", "unsafe archive member"),
-    ("/etc/evil", tarfile.REGTYPE, "", "unsafe archive member"),
-    ("bundle/extra.bin", tarfile.REGTYPE, "", "not listed in the manifest"),
-    ("bundle/dev", tarfile.CHRTYPE, "", "not a file or folder"),
-], ids=["symlink", "hardlink", "dotdot", "absolute", "extra", "device"])
+@pytest.mark.parametrize(
+    "member,kind,target,needle",
+    [
+        ("bundle/evil", tarfile.SYMTYPE, "/etc/passwd", "not a file or folder"),
+        ("bundle/deltas/hard", tarfile.LNKTYPE, "bundle/base.onnx", "not a file or folder"),
+        ("bundle/../evil", tarfile.REGTYPE, "", "unsafe archive member"),
+        ("/etc/evil", tarfile.REGTYPE, "", "unsafe archive member"),
+        ("bundle/extra.bin", tarfile.REGTYPE, "", "not listed in the manifest"),
+        ("bundle/dev", tarfile.CHRTYPE, "", "not a file or folder"),
+    ],
+    ids=["symlink", "hardlink", "dotdot", "absolute", "extra", "device"],
+)
 def test_hostile_archive_member_refused(tiny_bundle, tmp_path, private_tmp, member, kind, target, needle):  # noqa: F811
     path = _tar_with(tiny_bundle, str(tmp_path / "b.tar"), member, kind=kind, target=target)
     _refused(str(tmp_path), private_tmp, needle, archive=path)
@@ -224,8 +233,9 @@ RSS_SCRIPT = textwrap.dedent("""
 def _rss_growth(path, index):
     if not os.access("/proc/self/clear_refs", os.W_OK):
         pytest.skip("needs /proc/self/clear_refs (Linux) to reset the peak RSS")
-    proc = subprocess.run([sys.executable, "-c", RSS_SCRIPT, path, str(index)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT, path, str(index)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

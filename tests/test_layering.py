@@ -4,6 +4,7 @@ The import graph of the package is read from the AST of every module (imports in
 functions included, since lazy imports hide dependencies just as well): it has no cycles,
 and every arrow between parts points down.
 """
+
 import ast
 import os
 import shutil
@@ -14,21 +15,49 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # source folder -> installed package (setup.cfg package_dir)
-PARTS = {"edgetool": "edgetool", "device_profiles": "edgetool.device_profiles", "runtime": "edgetool.runtime",
-         "export": "edgetool.export", "toolchain": "edgetool.toolchain"}
+PARTS = {
+    "edgetool": "edgetool",
+    "device_profiles": "edgetool.device_profiles",
+    "runtime": "edgetool.runtime",
+    "export": "edgetool.export",
+    "toolchain": "edgetool.toolchain",
+}
 # Allowed direction between parts: a part imports only parts of a lower rank (or itself).
 # The package root (``edgetool``: version) and the profile data sit at the bottom; the CLI
 # root (``edgetool.cli``) imports only the runtime and loads the rest by name.
-PART_RANK = {"edgetool": 0, "edgetool.device_profiles": 0, "edgetool.runtime": 1, "edgetool.cli": 2,
-             "edgetool.__main__": 3, "edgetool.export": 2, "edgetool.toolchain": 3}
+PART_RANK = {
+    "edgetool": 0,
+    "edgetool.device_profiles": 0,
+    "edgetool.runtime": 1,
+    "edgetool.cli": 2,
+    "edgetool.__main__": 3,
+    "edgetool.export": 2,
+    "edgetool.toolchain": 3,
+}
 # Inside the runtime: foundation < backend interface < backends < backend registry < applications.
 RUNTIME_RANK = {
-    "errors": 0, "choices": 0, "log": 0, "files": 0, "machine": 0, "weights": 0, "codecs": 0, "onnx_weights": 0,
-    "preprocess": 0, "bundle": 0, "device_profiles": 0, "options": 0,
+    "errors": 0,
+    "choices": 0,
+    "log": 0,
+    "files": 0,
+    "machine": 0,
+    "weights": 0,
+    "codecs": 0,
+    "onnx_weights": 0,
+    "preprocess": 0,
+    "bundle": 0,
+    "device_profiles": 0,
+    "options": 0,
     "backends.base": 1,
-    "backends.ort": 2, "trt": 2,
+    "backends.ort": 2,
+    "trt": 2,
     "backends": 3,
-    "classifier": 4, "doctor": 4, "cli": 4, "camera": 5, "deploy": 5, "profile": 5,
+    "classifier": 4,
+    "doctor": 4,
+    "cli": 4,
+    "camera": 5,
+    "deploy": 5,
+    "profile": 5,
 }
 
 BLOCK_TORCH = r"""
@@ -43,8 +72,9 @@ sys.meta_path.insert(0, _BlockTorch())
 
 
 def run_blocked(code, *args):
-    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code] + [str(a) for a in args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH + code] + [str(a) for a in args], capture_output=True, text=True, timeout=300
+    )
 
 
 def py_files(folder):
@@ -138,7 +168,7 @@ def part_of(module):
 
 
 def runtime_rank(module):
-    rest = module[len("edgetool.runtime."):] if module.startswith("edgetool.runtime.") else None
+    rest = module[len("edgetool.runtime.") :] if module.startswith("edgetool.runtime.") else None
     keys = [k for k in RUNTIME_RANK if rest is not None and (rest == k or rest.startswith(k + "."))]
     return RUNTIME_RANK[max(keys, key=len)] if keys else None
 
@@ -254,7 +284,17 @@ def test_runtime_is_python38_compatible():
     vermin = shutil.which("vermin")
     if vermin is None:
         pytest.skip("vermin is not installed (pip install 'edgetool[test]')")
-    proc = subprocess.run([vermin, "-t=3.8-", "--no-tips", "--violations", "--eval-annotations",
-                           os.path.join(ROOT, "runtime"), os.path.join(ROOT, "edgetool")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            vermin,
+            "-t=3.8-",
+            "--no-tips",
+            "--violations",
+            "--eval-annotations",
+            os.path.join(ROOT, "runtime"),
+            os.path.join(ROOT, "edgetool"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

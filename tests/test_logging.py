@@ -1,12 +1,18 @@
 """One ``edgetool`` logger: -v shows what the tool does on stderr, -q keeps only errors, stdout is unchanged."""
+
 import logging
 
 from edgetool.runtime import log
 
 
 def test_verbosity_levels_and_one_handler():
-    assert [log.level_for(v) for v in (-1, 0, 1, 2, 3)] == [logging.ERROR, logging.WARNING, logging.INFO,
-                                                            logging.DEBUG, logging.DEBUG]
+    assert [log.level_for(v) for v in (-1, 0, 1, 2, 3)] == [
+        logging.ERROR,
+        logging.WARNING,
+        logging.INFO,
+        logging.DEBUG,
+        logging.DEBUG,
+    ]
     log.configure(1)
     log.configure(2)
     logger = logging.getLogger("edgetool")

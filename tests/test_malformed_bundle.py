@@ -1,4 +1,5 @@
 """Malformed bundles: each is refused with BundleError, a message naming the problem, one CLI line, no state change."""
+
 import os
 
 import pytest
@@ -16,6 +17,7 @@ def _set(path, value):
         for k in path[:-1]:
             obj = obj[k]
         obj[path[-1]] = value
+
     return mutate
 
 
@@ -25,6 +27,7 @@ def _drop(path):
         for k in path[:-1]:
             obj = obj[k]
         del obj[path[-1]]
+
     return mutate
 
 
@@ -32,6 +35,7 @@ def _rename_super(name):
     def mutate(root, m):
         m["hierarchy"]["superclasses"][0]["name"] = name
         m["deltas"][0]["superclass"] = name
+
     return mutate
 
 
@@ -40,12 +44,14 @@ def _raw_manifest(data):
         with open(os.path.join(root, "manifest.json"), "wb") as f:
             f.write(data)
         return True
+
     return mutate
 
 
 def _base_bytes(data):
     def mutate(root, m):
         write_listed(root, m["base"], data)
+
     return mutate
 
 
@@ -56,6 +62,7 @@ def _dup_super(root, m):
 def _tensor(key, value, which=0):
     def mutate(root, m):
         m["refit"]["tensors"][which][key] = value
+
     return mutate
 
 
@@ -73,6 +80,7 @@ def _input_shape(shape):
     def mutate(root, m):
         m["input"]["shape"] = shape
         m.pop("samples")
+
     return mutate
 
 
@@ -94,7 +102,7 @@ CASES = [
     ("delta_path_outside_deltas", _set(("deltas", 0, "file"), "samples.npy"), "not inside deltas/"),
     ("delta_wrong_superclass", _set(("deltas", 0, "superclass"), "nope"), "deltas[0].superclass"),
     ("no_base", _drop(("base",)), "base"),
-    ("base_size_huge", _set(("base", "size"), 10 ** 15), "base.size"),
+    ("base_size_huge", _set(("base", "size"), 10**15), "base.size"),
     ("superclass_no_subclasses", _set(("hierarchy", "superclasses", 0, "subclasses"), []), "no subclasses"),
     ("superclass_duplicate", _dup_super, "duplicate name"),
     ("superclass_slash", _rename_super("a/b"), "single path component"),
@@ -105,10 +113,10 @@ CASES = [
     ("superclass_dotdot", _rename_super(".."), "single path component"),
     ("subclass_not_text", _set(("hierarchy", "superclasses", 0, "subclasses"), [1, 2]), "not a string"),
     ("subclass_duplicate", _set(("hierarchy", "superclasses", 0, "subclasses"), ["a", "a"]), "duplicate name"),
-    ("head_width_huge", _set(("head_width",), 10 ** 12), "head_width"),
+    ("head_width_huge", _set(("head_width",), 10**12), "head_width"),
     ("head_width_too_small", _set(("head_width",), 1), "head_width"),
     ("head_width_not_model", _set(("head_width",), 9), "head_width"),
-    ("total_nbytes_huge", _set(("refit", "total_nbytes"), 10 ** 15), "refit.total_nbytes"),
+    ("total_nbytes_huge", _set(("refit", "total_nbytes"), 10**15), "refit.total_nbytes"),
     ("tensor_offset_float", _tensor("offset", 256.0, 1), "offset"),
     ("tensor_offset_overlap", _tensor("offset", 0, 1), "layout does not fit"),
     ("tensor_shape_zero", _tensor("shape", [0, 1, 3, 3]), "shape[0]"),

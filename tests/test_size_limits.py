@@ -3,6 +3,7 @@
 A file keeps a longer module or function only with a one-line reason in it:
 ``# size-limit: <why this one is kept long>``.
 """
+
 import ast
 import os
 
@@ -23,7 +24,7 @@ def sources():
 def oversize(path):
     """Lines of *path* over the limits, unless the file gives a reason to keep them."""
     text = open(path).read()
-    if any(line.strip().startswith(MARK) and line.strip()[len(MARK):].strip() for line in text.splitlines()):
+    if any(line.strip().startswith(MARK) and line.strip()[len(MARK) :].strip() for line in text.splitlines()):
         return []
     rel = os.path.relpath(path, ROOT)
     out = []

@@ -1,4 +1,5 @@
 """End-to-end spine: exact deltas, runtime == standalone session, CLI, bad input."""
+
 import json
 import os
 
@@ -52,7 +53,8 @@ def test_runtime_logits_equal_standalone_session(tiny_run, tiny_bundle):
             be.switch(target)
             got = be.infer(x)
             ref = plain_session(from_qatnet(net, shape, head, refit_inputs=False).SerializeToString()).run(
-                None, {"input": x})[0]
+                None, {"input": x}
+            )[0]
             assert got.shape == ref.shape == (len(x), head)
             assert np.abs(got - ref).max() <= 1e-5, (target, np.abs(got - ref).max())
 

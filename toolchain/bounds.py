@@ -15,6 +15,7 @@ Definitions (README, "How results are measured"):
   divided by the stored bytes of one int8 network (``base.onnx``);
 * **gap closed**: (Super-Sub - lower) / (upper - lower), ``null`` with a reason when the bounds tie.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -70,14 +71,18 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
     true_k = run.sup_of[y]
     N = run.hier.n_super
     flat_logits = training.predict_logits(run.flat(), run.xte)
-    correct = {"lower": flat_logits.argmax(1).numpy() == y,
-               "control": restricted_to_true_superclass(flat_logits, run.sup_of, true_k) == y}
+    correct = {
+        "lower": flat_logits.argmax(1).numpy() == y,
+        "control": restricted_to_true_superclass(flat_logits, run.sup_of, true_k) == y,
+    }
     route = training.predict_logits(run.superclass(), run.xte, N).argmax(1).numpy()
     vanilla = [run.vanilla(k) for k in range(N)]
     correct["upper"] = two_stage(run, vanilla, true_k)
     correct["vanilla"] = two_stage(run, vanilla, route)
-    routing = {"base_fp32": float((route == true_k).mean()),
-               "flat": float((flat_routing(flat_logits, run.sup_of, N) == true_k).mean())}
+    routing = {
+        "base_fp32": float((route == true_k).mean()),
+        "flat": float((flat_routing(flat_logits, run.sup_of, N) == true_k).mean()),
+    }
     if bundle_dir is not None:
         from .runtime_eval import evaluate_bundle_predictions
 
@@ -104,8 +109,11 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
     }
     if manifest is not None:
         xs = storage_x(manifest)
-        out["x"] = {"per_superclass": dict(zip(run.hier.superclasses, xs)), "mean": float(np.mean(xs)),
-                    "definition": "stored delta bytes / stored bytes of base.onnx"}
+        out["x"] = {
+            "per_superclass": dict(zip(run.hier.superclasses, xs)),
+            "mean": float(np.mean(xs)),
+            "definition": "stored delta bytes / stored bytes of base.onnx",
+        }
     return out
 
 

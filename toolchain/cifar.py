@@ -1,4 +1,5 @@
 """The official CIFAR-10/100 python archives: download (checksum-verified) and load."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,16 +20,24 @@ from .data import ArrayDataset
 from .hierarchy import Hierarchy
 
 ARCHIVES = {
-    "cifar10": {"url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                "md5": "c58f30108f718f92721af3b95e74349a", "file": "cifar-10-python.tar.gz",
-                "folder": "cifar-10-batches-py"},
-    "cifar100": {"url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                 "md5": "eb9058c3a382ffc7106e4002c42a8d85", "file": "cifar-100-python.tar.gz",
-                 "folder": "cifar-100-python"},
+    "cifar10": {
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "md5": "c58f30108f718f92721af3b95e74349a",
+        "file": "cifar-10-python.tar.gz",
+        "folder": "cifar-10-batches-py",
+    },
+    "cifar100": {
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "md5": "eb9058c3a382ffc7106e4002c42a8d85",
+        "file": "cifar-100-python.tar.gz",
+        "folder": "cifar-100-python",
+    },
 }
 # CIFAR-10 has no official taxonomy; edgetool uses vehicle / animal.
-CIFAR10_HIERARCHY = Hierarchy(["vehicle", "animal"], [["airplane", "automobile", "ship", "truck"],
-                                                      ["bird", "cat", "deer", "dog", "frog", "horse"]])
+CIFAR10_HIERARCHY = Hierarchy(
+    ["vehicle", "animal"],
+    [["airplane", "automobile", "ship", "truck"], ["bird", "cat", "deer", "dog", "frog", "horse"]],
+)
 
 
 class DownloadError(EdgetoolError):
@@ -43,8 +52,14 @@ def md5_file(path: str) -> str:
     return h.hexdigest()
 
 
-def download(name: str, dest: str, url: Optional[str] = None, md5: Optional[str] = None, progress: bool = True,
-             timeout: float = 60.0) -> str:
+def download(
+    name: str,
+    dest: str,
+    url: Optional[str] = None,
+    md5: Optional[str] = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> str:
     """Fetch the official archive of *name* into *dest*, verify its md5, and return its path."""
     if name not in ARCHIVES:
         raise UsageError("unknown dataset {!r}; choose one of {}".format(name, ", ".join(ARCHIVES)))
@@ -75,8 +90,9 @@ def download(name: str, dest: str, url: Optional[str] = None, md5: Optional[str]
             raise DownloadError("cannot download {}: {}".format(url, getattr(exc, "reason", exc))) from None
         got = md5_file(tmp)
         if got != md5:
-            raise DownloadError("{}: checksum mismatch (md5 {}, expected {}); the file was not kept".format(
-                url, got, md5))
+            raise DownloadError(
+                "{}: checksum mismatch (md5 {}, expected {}); the file was not kept".format(url, got, md5)
+            )
         os.replace(tmp, target)
         return target
     finally:

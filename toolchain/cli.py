@@ -1,4 +1,5 @@
 """Workstation commands: train, demo (import torch lazily through the toolchain)."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,25 @@ from edgetool.runtime.options import codec_option
 require("torch", "train")  # fail at command lookup, so the CLI names the extra to install
 
 DEFAULT_OUT = "edgetool-out"
-_FIELDS = ("data", "arch", "width_mult", "epochs", "base_init", "base_epochs", "ft_epochs", "ft_lr", "qat_epochs",
-           "delta_budget", "qat_weight_grad", "batch", "image_size", "pad", "seed", "limit_train", "limit_test")
+_FIELDS = (
+    "data",
+    "arch",
+    "width_mult",
+    "epochs",
+    "base_init",
+    "base_epochs",
+    "ft_epochs",
+    "ft_lr",
+    "qat_epochs",
+    "delta_budget",
+    "qat_weight_grad",
+    "batch",
+    "image_size",
+    "pad",
+    "seed",
+    "limit_train",
+    "limit_test",
+)
 
 
 def _default(name):
@@ -25,6 +43,7 @@ def _default(name):
 
 def config_options(f):
     """The training flags; each defaults to the run's config.json (when resuming) or TrainConfig."""
+
     def opt(flag, kind, text, **kw):
         key = flag.lstrip("-").replace("-", "_")
         default = _default(key) if key in _FIELDS else None
@@ -98,13 +117,18 @@ MODES = ("flat", "superclass", "vanilla", "qat")
 @click.command()
 @click.argument("run_dir", type=click.Path())
 @config_options
-@click.option("--modes", default=",".join(MODES), show_default=True,
-              help="Comma-separated networks to train: flat (the lower bound, and the base's trunk); superclass (the "
-                   "base network); vanilla (fp32 subclass networks fine-tuned from the base: vanilla Super-Sub and, "
-                   "given the true superclass, the upper bound); qat (QAT base and QAT subclass networks under the "
-                   "delta budget: efficient Super-Sub).")
-@click.option("--pretrained", default=None, type=click.Path(),
-              help="torchvision ResNet state_dict to start float networks from.")
+@click.option(
+    "--modes",
+    default=",".join(MODES),
+    show_default=True,
+    help="Comma-separated networks to train: flat (the lower bound, and the base's trunk); superclass (the "
+    "base network); vanilla (fp32 subclass networks fine-tuned from the base: vanilla Super-Sub and, "
+    "given the true superclass, the upper bound); qat (QAT base and QAT subclass networks under the "
+    "delta budget: efficient Super-Sub).",
+)
+@click.option(
+    "--pretrained", default=None, type=click.Path(), help="torchvision ResNet state_dict to start float networks from."
+)
 def train(run_dir, modes, pretrained, config_file, **flags):
     """Train the networks of a Super-Sub run into RUN_DIR (resumes where it stopped).
 
@@ -167,9 +191,13 @@ def demo(out, codec, fresh, config_file, **flags):
 
 @click.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--bundle", default=None, type=click.Path(),
-              help="Measure the efficient Super-Sub through the runtime on this bundle "
-                   "(default: export one to a temporary folder).")
+@click.option(
+    "--bundle",
+    default=None,
+    type=click.Path(),
+    help="Measure the efficient Super-Sub through the runtime on this bundle "
+    "(default: export one to a temporary folder).",
+)
 @click.option("--out", default=None, type=click.Path(), help="Report folder (default: RUN_DIR/report).")
 def evaluate(run_dir, bundle, out):
     """Report (Markdown, HTML, JSON, PNG plots): bounds, control, vanilla vs efficient, routing, deltas, storage x."""
@@ -192,7 +220,16 @@ def summary_line(rep: dict) -> str:
         v = g[key]["value"]
         return "n/a: bounds tie" if v is None else "{:.0%}".format(v)
 
-    return ("lower {:.2%}  control {:.2%}  upper {:.2%}  vanilla {:.2%} (gap closed {})  "
-            "efficient {:.2%} (gap closed {}), x = {:.3f}").format(
-        a["lower"], a["control"], a["upper"], a["vanilla"], gap("vanilla"), a["efficient"], gap("efficient"),
-        rep["x"]["mean"])
+    return (
+        "lower {:.2%}  control {:.2%}  upper {:.2%}  vanilla {:.2%} (gap closed {})  "
+        "efficient {:.2%} (gap closed {}), x = {:.3f}"
+    ).format(
+        a["lower"],
+        a["control"],
+        a["upper"],
+        a["vanilla"],
+        gap("vanilla"),
+        a["efficient"],
+        gap("efficient"),
+        rep["x"]["mean"],
+    )

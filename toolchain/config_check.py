@@ -1,4 +1,5 @@
 """Training config files: read one JSON object, and check every field's type before a run uses it."""
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 Every loader returns an :class:`ArrayDataset`: uint8 images (N, H, W, C), int64 fine
 labels, and the class names.  Training code turns it into normalised float tensors.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -105,8 +106,14 @@ def load_idx_dir(root: str, split: str, classes: Sequence[str], name="") -> Arra
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def load_image_folder(root: str, size: int, channels: int = 3, classes: Optional[Sequence[str]] = None,
-                      name="", limit_per_class: Optional[int] = None) -> ArrayDataset:
+def load_image_folder(
+    root: str,
+    size: int,
+    channels: int = 3,
+    classes: Optional[Sequence[str]] = None,
+    name="",
+    limit_per_class: Optional[int] = None,
+) -> ArrayDataset:
     """An ImageFolder tree ``root/<class>/<image>`` (torchvision's ImageFolder), resized to size x size.
 
     *classes* fixes which class folders are read and their label order (default: every folder,

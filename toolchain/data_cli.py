@@ -1,4 +1,5 @@
 """``edgetool data``: datasets for users who are online (no torch needed)."""
+
 from __future__ import annotations
 
 import click
@@ -22,5 +23,8 @@ def download(name, dest, url, md5):
 
     path = fetch(name, dest, url=url, md5=md5)
     test, hier = load_archive(path, "test")
-    click.echo("{}: {} test images, {} classes in {} superclasses; train with: edgetool train RUN --data {}".format(
-        path, len(test), len(test.classes), hier.n_super, path))
+    click.echo(
+        "{}: {} test images, {} classes in {} superclasses; train with: edgetool train RUN --data {}".format(
+            path, len(test), len(test.classes), hier.n_super, path
+        )
+    )

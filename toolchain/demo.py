@@ -1,4 +1,5 @@
 """``edgetool demo``: the whole spine on the shipped sample, with one results table."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,11 @@ def _train_every_network(run: Run, cfg: TrainConfig, stage):
     """Every network of the paper, in order; returns the flat and the superclass network."""
     stage("training the flat network (lower bound)")
     flat = run.flat()
-    stage("training the superclass (base) network from the flat network's trunk" if cfg.base_init == "flat"
-          else "training the superclass (base) network from scratch")
+    stage(
+        "training the superclass (base) network from the flat network's trunk"
+        if cfg.base_init == "flat"
+        else "training the superclass (base) network from scratch"
+    )
     sup = run.superclass()
     for k, s in enumerate(run.hier.superclasses):
         stage("fine-tuning vanilla fp32 subclass network [{}]".format(s))
@@ -44,17 +48,43 @@ def _train_every_network(run: Run, cfg: TrainConfig, stage):
     return flat, sup
 
 
+def storage_bytes(manifest: dict, N: int, sup, flat) -> dict:
+    """The bundle's stored bytes against N + 1 int8 or fp32 networks and the flat network."""
+    base_size = manifest["base"]["size"]
+    delta_sizes = [d["stored_size"] for d in manifest["deltas"]]
+    fp32 = fp32_bytes(sup)
+    return {
+        "bundle": base_size + sum(delta_sizes),
+        "base_onnx": base_size,
+        "deltas": delta_sizes,
+        "n_plus_1_int8": (N + 1) * base_size,
+        "one_plus_0.2N_int8": int(round((1 + 0.2 * N) * base_size)),
+        "n_plus_1_fp32": (N + 1) * fp32,
+        "flat_fp32": fp32_bytes(flat),
+    }
+
+
 def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
     t0 = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     run = Run.open(os.path.join(out, "run"), cfg)
     hier = run.hier
-    click.echo("edgetool demo: Super-Sub on {} ({} superclasses: {}), output in {}".format(
-        "the shipped Fashion-MNIST sample" if cfg.data == "sample" else cfg.data, hier.n_super,
-        ", ".join(hier.superclasses), out), err=True)
+    click.echo(
+        "edgetool demo: Super-Sub on {} ({} superclasses: {}), output in {}".format(
+            "the shipped Fashion-MNIST sample" if cfg.data == "sample" else cfg.data,
+            hier.n_super,
+            ", ".join(hier.superclasses),
+            out,
+        ),
+        err=True,
+    )
     N = hier.n_super
-    steps = ["flat network", "superclass network"] + ["vanilla subclass [{}]".format(s) for s in hier.superclasses] + \
-            ["QAT superclass network"] + ["QAT subclass [{}]".format(s) for s in hier.superclasses]
+    steps = (
+        ["flat network", "superclass network"]
+        + ["vanilla subclass [{}]".format(s) for s in hier.superclasses]
+        + ["QAT superclass network"]
+        + ["QAT subclass [{}]".format(s) for s in hier.superclasses]
+    )
     done = [0]
 
     def stage(msg):
@@ -70,10 +100,6 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
     y = run.yte.numpy()
     rt = evaluate_bundle(bundle_dir, run.xte.numpy(), run.sup_of[y], run.loc_of[y])
 
-    base_size = manifest["base"]["size"]
-    delta_sizes = [d["stored_size"] for d in manifest["deltas"]]
-    bundle_bytes = base_size + sum(delta_sizes)
-    fp32 = fp32_bytes(sup)
     results = {
         "dataset": "fashion-mnist sample" if cfg.data == "sample" else cfg.data,
         "machine": machine_name(),
@@ -84,10 +110,7 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
         "gap_closed": m["gap_closed"],
         "routing": m["routing"],
         "x": m["x"],
-        "storage_bytes": {"bundle": bundle_bytes, "base_onnx": base_size, "deltas": delta_sizes,
-                          "n_plus_1_int8": (N + 1) * base_size,
-                          "one_plus_0.2N_int8": int(round((1 + 0.2 * N) * base_size)),
-                          "n_plus_1_fp32": (N + 1) * fp32, "flat_fp32": fp32_bytes(flat)},
+        "storage_bytes": storage_bytes(manifest, N, sup, flat),
         "switch_latency_ms": rt["per_image"]["switch_ms"],
         "runtime": rt,
         "bundle": os.path.abspath(bundle_dir),
@@ -106,8 +129,10 @@ def verdict(a: dict, g: dict) -> str:
     gap = g["efficient"]["value"]
     where = "n/a (the bounds tie)" if gap is None else "{:.0%} of the way from the lower to the upper bound".format(gap)
     side = "above" if eff > lo else ("level with" if eff == lo else "BELOW")
-    return ("efficient int8 Super-Sub is {:+.2f} points {} the flat network (lower bound), {:+.2f} points from "
-            "vanilla fp32 Super-Sub, {}.").format(100 * (eff - lo), side, 100 * (eff - van), where)
+    return (
+        "efficient int8 Super-Sub is {:+.2f} points {} the flat network (lower bound), {:+.2f} points from "
+        "vanilla fp32 Super-Sub, {}."
+    ).format(100 * (eff - lo), side, 100 * (eff - van), where)
 
 
 def print_table(r: dict, N: int) -> None:
@@ -139,17 +164,32 @@ def print_table(r: dict, N: int) -> None:
     click.echo("-" * 86)
     click.echo(verdict(a, r["gap_closed"]))
     rt = r["routing"]
-    click.echo("routing: base network int8 {:.2%} (fp32 {:.2%}); the flat network's implied superclass {:.2%}".format(
-        rt["base_int8"], rt["base_fp32"], rt["flat"]))
-    click.echo("storage: bundle {} vs N+1 int8 networks {} ({:.1f}x smaller); x = stored delta / base.onnx = {:.3f} "
-               "(paper: 0.2); delta budget {}".format(
-                   fmt_bytes(s["bundle"]), fmt_bytes(s["n_plus_1_int8"]), s["n_plus_1_int8"] / s["bundle"], x,
-                   r["config"]["delta_budget"]))
+    click.echo(
+        "routing: base network int8 {:.2%} (fp32 {:.2%}); the flat network's implied superclass {:.2%}".format(
+            rt["base_int8"], rt["base_fp32"], rt["flat"]
+        )
+    )
+    click.echo(
+        "storage: bundle {} vs N+1 int8 networks {} ({:.1f}x smaller); x = stored delta / base.onnx = {:.3f} "
+        "(paper: 0.2); delta budget {}".format(
+            fmt_bytes(s["bundle"]),
+            fmt_bytes(s["n_plus_1_int8"]),
+            s["n_plus_1_int8"] / s["bundle"],
+            x,
+            r["config"]["delta_budget"],
+        )
+    )
     sw = r["switch_latency_ms"]
-    click.echo("switch latency (decode + apply, ONNX Runtime CPU, {} switches): median {:.3f} ms, p90 {:.3f} ms".format(
-        sw.get("count", 0), sw.get("median", float("nan")), sw.get("p90", float("nan"))))
-    click.echo("machine: {}; {} test images; this run {:.0f} s (training {:.0f} s in all)".format(
-        r["machine"], r["test_images"], r["wall_seconds"], sum(r["train_seconds"].values())))
+    click.echo(
+        "switch latency (decode + apply, ONNX Runtime CPU, {} switches): median {:.3f} ms, p90 {:.3f} ms".format(
+            sw.get("count", 0), sw.get("median", float("nan")), sw.get("p90", float("nan"))
+        )
+    )
+    click.echo(
+        "machine: {}; {} test images; this run {:.0f} s (training {:.0f} s in all)".format(
+            r["machine"], r["test_images"], r["wall_seconds"], sum(r["train_seconds"].values())
+        )
+    )
     click.echo("")
     click.echo("bundle:  {}".format(r["bundle"]))
     click.echo("results: {}".format(os.path.join(os.path.dirname(r["bundle"]), "results.json")))

@@ -5,6 +5,7 @@ lower bound, upper bound, vanilla and efficient Super-Sub (Fig. 3/6); int8 delta
 per superclass (Fig. 7c); compression per superclass for fp16 deltas + 7z without QAT and
 int8 deltas + 7z / zstd with QAT (Fig. 7d/e).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ from edgetool.runtime import codecs
 from . import bounds
 from . import qat
 from . import report
+from .evaluate_report import KINDS, markdown, to_html
 from .pipeline import Run
 
 
@@ -65,30 +67,26 @@ def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
     conf = report.confusion_matrix(true_k, m["route"], N)
     per_super = {key: report.per_group_accuracy(ok, true_k, N) for key, ok in m["correct"].items()}
 
-    # deltas: int8 histograms per superclass, and the paper's fp16-without-QAT comparison
-    sup = run.superclass()
-    base_qat = run.super_qat()
-    deltas, compression = {}, {}
-    for k, name in enumerate(hier.superclasses):
-        d = qat.code_delta(base_qat, run.sub_qat(k))
-        signed = report.signed_int8(d)
-        counts, _ = np.histogram(signed, bins=np.arange(-128, 129))
-        deltas[name] = {"histogram": counts.tolist(), "changed_fraction": float((d != 0).mean()),
-                        "max_abs": int(np.abs(signed.astype(np.int16)).max())}
-        fp16 = fp16_delta_bytes(sup, run.vanilla(k), "7z")
-        compression[name] = {"fp16_7z_no_qat": fp16["stored"] / fp16["network"],
-                             "bundle_x": m["x"]["per_superclass"][name]}
+    deltas, compression = delta_stats(run, m)
     rep = dict(bounds.summary(m))
-    rep.update({
-        "dataset": os.path.basename(os.path.normpath(run.cfg.data)),
-        "model": run.cfg.arch, "superclasses": hier.superclasses,
-        "test_images": int(len(y)), "codec": manifest["deltas"][0]["codec"] if manifest["deltas"] else None,
-        "bundle_bytes": bundle_bytes, "base_onnx_bytes": manifest["base"]["size"],
-        "superclass_accuracy": m["routing"]["base_fp32"],
-        "confusion_network": "superclass (base) network, fp32",
-        "confusion_counts": conf.tolist(), "confusion_percent": report.row_percent(conf).round(2).tolist(),
-        "per_superclass_accuracy": per_super, "deltas": deltas, "compression": compression,
-    })
+    rep.update(
+        {
+            "dataset": os.path.basename(os.path.normpath(run.cfg.data)),
+            "model": run.cfg.arch,
+            "superclasses": hier.superclasses,
+            "test_images": int(len(y)),
+            "codec": manifest["deltas"][0]["codec"] if manifest["deltas"] else None,
+            "bundle_bytes": bundle_bytes,
+            "base_onnx_bytes": manifest["base"]["size"],
+            "superclass_accuracy": m["routing"]["base_fp32"],
+            "confusion_network": "superclass (base) network, fp32",
+            "confusion_counts": conf.tolist(),
+            "confusion_percent": report.row_percent(conf).round(2).tolist(),
+            "per_superclass_accuracy": per_super,
+            "deltas": deltas,
+            "compression": compression,
+        }
+    )
     rep["plots"] = make_plots(rep, out_dir)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(rep, f, indent=1, allow_nan=False)
@@ -97,6 +95,28 @@ def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
     with open(os.path.join(out_dir, "report.html"), "w") as f:
         f.write(to_html(rep))
     return rep
+
+
+def delta_stats(run: Run, m: dict):
+    """Per superclass: the int8 code delta's histogram, and the paper's fp16-without-QAT comparison."""
+    sup = run.superclass()
+    base_qat = run.super_qat()
+    deltas, compression = {}, {}
+    for k, name in enumerate(run.hier.superclasses):
+        d = qat.code_delta(base_qat, run.sub_qat(k))
+        signed = report.signed_int8(d)
+        counts, _ = np.histogram(signed, bins=np.arange(-128, 129))
+        deltas[name] = {
+            "histogram": counts.tolist(),
+            "changed_fraction": float((d != 0).mean()),
+            "max_abs": int(np.abs(signed.astype(np.int16)).max()),
+        }
+        fp16 = fp16_delta_bytes(sup, run.vanilla(k), "7z")
+        compression[name] = {
+            "fp16_7z_no_qat": fp16["stored"] / fp16["network"],
+            "bundle_x": m["x"]["per_superclass"][name],
+        }
+    return deltas, compression
 
 
 def _tree_bytes(path: str) -> Optional[int]:
@@ -111,18 +131,15 @@ def run_export(run: Run, out_dir: str) -> str:
     return out_dir
 
 
-KINDS = [("lower", "lower bound (flat)", "#d62728"), ("control", "control (flat, true superclass)", "#9467bd"),
-         ("upper", "upper bound (true superclass)", "#2ca02c"), ("vanilla", "vanilla fp32 Super-Sub", "#1f77b4"),
-         ("efficient", "efficient int8 Super-Sub", "#ff7f0e")]
-
-
 def make_plots(rep: dict, out_dir: str) -> Dict[str, str]:
     plt = _plt()
     names = rep["superclasses"]
-    return {"confusion": _plot_confusion(plt, rep, names, out_dir),
-            "per_superclass": _plot_per_superclass(plt, rep, names, out_dir),
-            "delta_histograms": _plot_delta_histograms(plt, rep, names, out_dir),
-            "compression": _plot_compression(plt, rep, names, out_dir)}
+    return {
+        "confusion": _plot_confusion(plt, rep, names, out_dir),
+        "per_superclass": _plot_per_superclass(plt, rep, names, out_dir),
+        "delta_histograms": _plot_delta_histograms(plt, rep, names, out_dir),
+        "compression": _plot_compression(plt, rep, names, out_dir),
+    }
 
 
 def _plot_confusion(plt, rep, names, out_dir):
@@ -132,8 +149,15 @@ def _plot_confusion(plt, rep, names, out_dir):
     ax.imshow(pct, cmap="Greens", vmin=0, vmax=100)
     for i in range(N):
         for j in range(N):
-            ax.text(j, i, "{:.1f}".format(pct[i, j]), ha="center", va="center",
-                    color="white" if pct[i, j] > 60 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                "{:.1f}".format(pct[i, j]),
+                ha="center",
+                va="center",
+                color="white" if pct[i, j] > 60 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(N), names, rotation=45, ha="right")
     ax.set_yticks(range(N), names)
     ax.set_xlabel("predicted superclass")
@@ -183,8 +207,10 @@ def _plot_delta_histograms(plt, rep, names, out_dir):
 def _plot_compression(plt, rep, names, out_dir):
     N = len(names)
     fig, ax = plt.subplots(figsize=(2 + 1.4 * N, 4.2))
-    ckinds = [("fp16_7z_no_qat", "fp16 delta + 7z, no QAT (paper's baseline)"),
-              ("bundle_x", "int8 delta as stored in the bundle ({})".format(rep.get("codec")))]
+    ckinds = [
+        ("fp16_7z_no_qat", "fp16 delta + 7z, no QAT (paper's baseline)"),
+        ("bundle_x", "int8 delta as stored in the bundle ({})".format(rep.get("codec"))),
+    ]
     w = 0.35
     for i, (key, label) in enumerate(ckinds):
         ax.bar(np.arange(N) + (i - 0.5) * w, [rep["compression"][n][key] for n in names], w, label=label)
@@ -201,81 +227,3 @@ def _save(fig, out_dir, name):
     fig.savefig(os.path.join(out_dir, name), dpi=110)
     _plt().close(fig)
     return name
-
-
-def _pct(v):
-    return "n/a" if v is None or v != v else "{:.2f}%".format(100 * v)
-
-
-def _gap(g):
-    return "n/a ({})".format(g["reason"]) if g["value"] is None else "{:.0%}".format(g["value"])
-
-
-def markdown(rep: dict) -> str:
-    a, g, r = rep["accuracy"], rep["gap_closed"], rep["routing"]
-    names = rep["superclasses"]
-    bb = rep["bundle_bytes"]
-    lines = [
-        "# Super-Sub evaluation: {} ({})".format(rep["dataset"], rep["model"]),
-        "",
-        "{} test images; superclasses: {}. Base network started from: {}; delta budget: {}.".format(
-            rep["test_images"], ", ".join(names), rep["base_init"], rep["delta_budget"]
-        ),
-        "Efficient: measured with {}. Bundle: {} bytes in all (base.onnx {}, deltas {}, codec {}).".format(
-            rep["efficient_measured_with"], bb["files"], bb["base"], bb["deltas"], rep["codec"]
-        ),
-        "",
-        "| | accuracy | gap closed |",
-        "|---|---:|---:|",
-        "| lower bound: flat network | {} | |".format(_pct(a["lower"])),
-        "| control: flat network, true superclass's classes only | {} | {} |".format(
-            _pct(a["control"]), _gap(g["control"])
-        ),
-        "| upper bound: vanilla subclass networks, true superclass | {} | |".format(_pct(a["upper"])),
-        "| vanilla fp32 Super-Sub | {} | {} |".format(_pct(a["vanilla"]), _gap(g["vanilla"])),
-        "| efficient int8 Super-Sub | {} | {} |".format(_pct(a["efficient"]), _gap(g["efficient"])),
-        "",
-        "Gap closed = (Super-Sub - lower) / (upper - lower). x = stored delta bytes / stored bytes of base.onnx: "
-        "{:.3f} on average.".format(rep["x"]["mean"]),
-        "",
-        "Routing (superclass accuracy): base network fp32 {}, int8 {}; "
-        "the flat network's implied superclass {}.".format(
-            _pct(r["base_fp32"]), _pct(r.get("base_int8")), _pct(r["flat"])
-        ),
-        "",
-        "## Superclass confusion [%] of the base network (rows: actual)",
-        "",
-        "| | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
-    ]
-    for name, row in zip(names, rep["confusion_percent"]):
-        lines.append("| {} | {} |".format(name, " | ".join("{:.2f}".format(v) for v in row)))
-    lines += ["", "![confusion]({})".format(rep["plots"]["confusion"]), "",
-              "## Per-superclass accuracy", "",
-              "| superclass | " + " | ".join(k for k, _, _ in KINDS) + " |", "|---" + "|---:" * len(KINDS) + "|"]
-    for k, name in enumerate(names):
-        p = rep["per_superclass_accuracy"]
-        lines.append("| {} | {} |".format(name, " | ".join(_pct(p[key][k]) for key, _, _ in KINDS)))
-    lines += ["", "![per-superclass]({})".format(rep["plots"]["per_superclass"]), "",
-              "## Deltas and storage per subclass network", "",
-              "| superclass | codes changed | x (bundle) | fp16 + 7z, no QAT |", "|---|---:|---:|---:|"]
-    for name in names:
-        c = rep["compression"][name]
-        lines.append("| {} | {:.1%} | {:.3f} | {:.3f} |".format(
-            name, rep["deltas"][name]["changed_fraction"], c["bundle_x"], c["fp16_7z_no_qat"]))
-    lines += ["", "Storage in networks: 1 + xN (the paper reports x = 0.2).", "",
-              "![delta histograms]({})".format(rep["plots"]["delta_histograms"]), "",
-              "![compression]({})".format(rep["plots"]["compression"]), ""]
-    return "\n".join(lines)
-
-
-def to_html(rep: dict) -> str:
-    """A self-contained page of the Markdown report (Python-Markdown with its tables extension)."""
-    import markdown as md
-
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
-             "img{max-width:100%}")
-    body = md.markdown(markdown(rep), extensions=["tables"])
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool report</title>"
-            "<style>{}</style></head><body>{}</body></html>\n").format(style, body)

@@ -1,4 +1,5 @@
 """``edgetool export``: a bundle from a training run (the run writes it with :mod:`edgetool.export.bundle`)."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,13 @@ from edgetool.runtime.options import codec_option
 @click.option("--out", required=True, type=click.Path(), help="Bundle directory to write.")
 @codec_option
 @click.option("--archive", is_flag=True, help="Also write OUT.tar.gz, one file to ship.")
-@click.option("--sign", "sign_key", type=click.Path(dir_okay=False), default=None,
-              help="Sign the manifest with this Ed25519 private key (edgetool keygen); devices check it.")
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Sign the manifest with this Ed25519 private key (edgetool keygen); devices check it.",
+)
 @click.option("--force", is_flag=True, help="Replace --out even if it is a non-empty folder that is not a bundle.")
 def export(run_dir, out, codec, archive, sign_key, force):
     """Write a bundle (base.onnx, int8 deltas, manifest) from the training run RUN_DIR.
@@ -36,11 +42,15 @@ def export(run_dir, out, codec, archive, sign_key, force):
 
         load_private(sign_key)  # a bad key fails before any work
     run = Run.open(run_dir, progress=False)
-    missing = [os.path.join("qat", "{}.pt".format(k)) for k in range(run.hier.n_super)
-               if not os.path.isfile(run.file("qat", "{}.pt".format(k)))]
+    missing = [
+        os.path.join("qat", "{}.pt".format(k))
+        for k in range(run.hier.n_super)
+        if not os.path.isfile(run.file("qat", "{}.pt".format(k)))
+    ]
     if missing:
-        raise UsageError("{}: missing {}; run `edgetool train {} --modes qat` first".format(
-            run_dir, ", ".join(missing), run_dir))
+        raise UsageError(
+            "{}: missing {}; run `edgetool train {} --modes qat` first".format(run_dir, ", ".join(missing), run_dir)
+        )
     m = run.export(out, codec, force=force)
     base = m["base"]["size"]
     total = base + sum(d["stored_size"] for d in m["deltas"])

@@ -7,6 +7,7 @@ The JSON file format::
 The CIFAR-style form ``{"fine_label_names", "coarse_label_names", "fine_to_coarse"}`` is
 read as well.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,11 @@ class Hierarchy:
             raise UsageError("classes not in the hierarchy: {}".format(", ".join(missing)))
         unknown = [c for c in where if c not in set(classes)]
         if unknown:
-            raise UsageError("the hierarchy names classes that are not in the data: {}".format(
-                ", ".join(ascii(c) for c in unknown[:10])))
+            raise UsageError(
+                "the hierarchy names classes that are not in the data: {}".format(
+                    ", ".join(ascii(c) for c in unknown[:10])
+                )
+            )
         sup = np.array([where[c][0] for c in classes], dtype=np.int64)
         loc = np.array([where[c][1] for c in classes], dtype=np.int64)
         return sup, loc

@@ -15,6 +15,7 @@ IR ops (dicts):
 * ``gap``: x, y (global average pool + flatten)
 * ``fc``: name, x, y                                   weights ``<name>.weight/.bias``
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
@@ -95,12 +96,21 @@ ARCHS = {
 class ResNet(nn.Module):
     """ResNet family: CIFAR stem (3x3 conv) or ImageNet stem (7x7/2 conv + maxpool)."""
 
-    def __init__(self, in_channels=1, head=10, blocks: Sequence[int] = (1, 1, 1),
-                 widths: Sequence[int] = (16, 32, 64), stem="cifar", block=BasicBlock, width_mult=1.0):
+    def __init__(
+        self,
+        in_channels=1,
+        head=10,
+        blocks: Sequence[int] = (1, 1, 1),
+        widths: Sequence[int] = (16, 32, 64),
+        stem="cifar",
+        block=BasicBlock,
+        width_mult=1.0,
+    ):
         super().__init__()
         widths = [max(4, int(round(w * width_mult))) for w in widths]
-        self.config = dict(in_channels=in_channels, head=head, blocks=list(blocks), widths=widths, stem=stem,
-                           block=block.__name__)
+        self.config = dict(
+            in_channels=in_channels, head=head, blocks=list(blocks), widths=widths, stem=stem, block=block.__name__
+        )
         if stem == "cifar":
             self.stem = ConvBN(in_channels, widths[0], 3, 1)
             self.pool = None
@@ -146,8 +156,7 @@ class ResNet(nn.Module):
             bn = m.bn
             for key in ("weight", "bias", "running_mean", "running_var"):
                 weights["{}.bn.{}".format(name, key)] = getattr(bn, key).detach().clone()
-            ops.append(dict(op="conv", name=name, x=x, y=y, k=m.k, stride=m.stride, pad=m.pad, relu=m.relu,
-                            eps=bn.eps))
+            ops.append(dict(op="conv", name=name, x=x, y=y, k=m.k, stride=m.stride, pad=m.pad, relu=m.relu, eps=bn.eps))
             return y
 
         x = conv("stem", self.stem, "input")

@@ -12,6 +12,7 @@ stopped.  Checkpoints are plain tensors and lists, loadable with ``weights_only=
 ``Run(path, cfg, data)`` only holds its arguments; ``Run.open`` is the one place that joins
 a torchrun group, writes or reads config.json, seeds, loads the data and records it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,32 +30,11 @@ from edgetool.runtime.errors import UsageError
 from . import models
 from . import qat
 from . import train as training
+from .checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
 from .run_data import RunData, TrainConfig, load_data
 
 __all__ = ["Run", "RunData", "TrainConfig", "load_data"]
 log = logging.getLogger(__name__)
-
-
-def _save(obj, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def float_state(model: models.ResNet) -> dict:
-    return {"config": model.config, "state_dict": model.state_dict()}
-
-
-def float_from_state(state) -> models.ResNet:
-    m = models.from_config(state["config"])
-    m.load_state_dict(state["state_dict"])
-    m.eval()
-    return m
 
 
 class Run:
@@ -125,7 +105,7 @@ class Run:
     def _stage(self, name: str, path: str, make: Callable[[], object]):
         if os.path.isfile(path):
             log.debug("stage %s: %s (trained before)", name, path)
-            return _load(path)
+            return load_checkpoint(path)
         log.info("stage %s: training%s", name, " (resuming)" if os.path.isfile(path + ".partial") else "")
         t0 = time.perf_counter()
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -136,7 +116,7 @@ class Run:
             self._ckpt = outer
         ckpt = path + ".partial"
         if training.is_main():
-            _save(state, path)
+            save_checkpoint(state, path)
             if os.path.isfile(ckpt):
                 os.remove(ckpt)
         training.barrier()
@@ -167,14 +147,21 @@ class Run:
     def flat(self) -> models.ResNet:
         def make():
             m = self.new_model(len(self.train.classes))
-            training.fit(m, self.xtr, self.ytr, self.recipe(self.cfg.epochs, self.cfg.lr), seed=self.cfg.seed,
-                         hooks=self.hooks("flat network"))
+            training.fit(
+                m,
+                self.xtr,
+                self.ytr,
+                self.recipe(self.cfg.epochs, self.cfg.lr),
+                seed=self.cfg.seed,
+                hooks=self.hooks("flat network"),
+            )
             return float_state(m)
 
         return float_from_state(self._stage("flat", self.file("flat.pt"), make))
 
     def superclass(self) -> models.ResNet:
         """The base network: superclass labels, from the flat network's trunk by default."""
+
         def make():
             ys = torch.from_numpy(self.sup_of)[self.ytr]
             if self.cfg.base_init == "flat":
@@ -183,8 +170,15 @@ class Run:
             else:
                 m = self.new_model(self.hier.head_width)
                 epochs = self.cfg.epochs
-            training.fit(m, self.xtr, ys, self.recipe(epochs, self.cfg.lr), n_valid=self.hier.n_super,
-                         seed=self.cfg.seed, hooks=self.hooks("superclass network"))
+            training.fit(
+                m,
+                self.xtr,
+                ys,
+                self.recipe(epochs, self.cfg.lr),
+                n_valid=self.hier.n_super,
+                seed=self.cfg.seed,
+                hooks=self.hooks("superclass network"),
+            )
             return float_state(m)
 
         return float_from_state(self._stage("superclass", self.file("super.pt"), make))
@@ -208,9 +202,15 @@ class Run:
         """The one subclass fine-tune recipe, shared by the vanilla and the QAT networks."""
         mask = self.sub_mask(k)
         recipe = self.recipe(self.cfg.ft_epochs, self.cfg.ft_lr, weight_decay=self.cfg.ft_weight_decay)
-        training.fit(net, self.xtr[mask], torch.from_numpy(self.loc_of)[self.ytr[mask]], recipe,
-                     n_valid=len(self.hier.subclasses[k]), seed=self.cfg.seed + k + 1,
-                     hooks=self.hooks(desc, after_step))
+        training.fit(
+            net,
+            self.xtr[mask],
+            torch.from_numpy(self.loc_of)[self.ytr[mask]],
+            recipe,
+            n_valid=len(self.hier.subclasses[k]),
+            seed=self.cfg.seed + k + 1,
+            hooks=self.hooks(desc, after_step),
+        )
 
     def vanilla(self, k: int) -> models.ResNet:
         """Vanilla fp32 subclass network k, fine-tuned from the superclass network."""
@@ -228,14 +228,23 @@ class Run:
             m = self.superclass()
             g = torch.Generator().manual_seed(self.cfg.seed)
             perm = torch.randperm(len(self.ytr), generator=g)
-            calib = [self.xtr[perm[i * self.cfg.batch:(i + 1) * self.cfg.batch]] for i in range(self.cfg.calib_batches)]
+            calib = [
+                self.xtr[perm[i * self.cfg.batch : (i + 1) * self.cfg.batch]] for i in range(self.cfg.calib_batches)
+            ]
             calib = [c for c in calib if len(c)]
             net = qat.from_float(m, calib)
             ys = torch.from_numpy(self.sup_of)[self.ytr]
             if self.cfg.qat_epochs:
                 recipe = self.recipe(self.cfg.qat_epochs, self.cfg.qat_lr / 2, weight_decay=0.0)
-                training.fit(net, self.xtr, ys, recipe, n_valid=self.hier.n_super, seed=self.cfg.seed,
-                             hooks=self.hooks("QAT superclass network"))
+                training.fit(
+                    net,
+                    self.xtr,
+                    ys,
+                    recipe,
+                    n_valid=self.hier.n_super,
+                    seed=self.cfg.seed,
+                    hooks=self.hooks("QAT superclass network"),
+                )
             return net.state()
 
         return qat.QATNet.from_state(self._stage("super_qat", self.file("super_qat.pt"), make))
@@ -280,5 +289,6 @@ class Run:
         check_out(out_dir, force)  # before any network is loaded or trained
         base = self.super_qat()
         subs = [self.sub_qat(k) for k in range(self.hier.n_super)]
-        return write_bundle(out_dir, base, subs, self.hier, self.input_spec, codec=codec, samples=self.samples(),
-                            force=force)
+        return write_bundle(
+            out_dir, base, subs, self.hier, self.input_spec, codec=codec, samples=self.samples(), force=force
+        )

@@ -14,6 +14,7 @@ buffers: computed once for the superclass network (weights: max |w| per output c
 activations: max |x| over calibration batches) and **frozen** for every subclass
 fine-tune, so all networks share one int8 grid and deltas are exact in the code domain.
 """
+
 from __future__ import annotations
 
 import copy
@@ -269,8 +270,11 @@ class ProximalStep:
 
     def __init__(self, net: "QATNet", base: "QATNet", tau: float):
         self.tau = float(tau)
-        self.pairs = [(net.weight(n + ".weight"), base.weight(n + ".weight").detach().clone()) for n in net.layers
-                      if net.weight(n + ".weight").requires_grad]
+        self.pairs = [
+            (net.weight(n + ".weight"), base.weight(n + ".weight").detach().clone())
+            for n in net.layers
+            if net.weight(n + ".weight").requires_grad
+        ]
 
     @torch.no_grad()
     def __call__(self, lr: float) -> None:

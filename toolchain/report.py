@@ -1,4 +1,5 @@
 """Pure report arithmetic (no torch): confusion matrices, per-superclass accuracy, gap closed."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Sequence
@@ -27,8 +28,10 @@ def per_group_accuracy(correct: Sequence[bool], group: Sequence[int], n: int) ->
 def gap_closed(value: float, lower: float, upper: float) -> Dict[str, object]:
     """(value - lower) / (upper - lower) as {"value", "reason"}: ``None`` with a reason when the bounds tie."""
     if not upper > lower:
-        return {"value": None, "reason": "the upper bound ({:.2%}) does not exceed the lower bound ({:.2%})".format(
-            upper, lower)}
+        return {
+            "value": None,
+            "reason": "the upper bound ({:.2%}) does not exceed the lower bound ({:.2%})".format(upper, lower),
+        }
     return {"value": (value - lower) / (upper - lower), "reason": None}
 
 

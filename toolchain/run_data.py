@@ -1,4 +1,5 @@
 """What a run trains on: its configuration, its data and the tensors made from it, loaded once."""
+
 from __future__ import annotations
 
 import json
@@ -68,7 +69,8 @@ def load_data(cfg: TrainConfig):
         hier = hierarchy.load(cfg.hierarchy or datasets.sample_hierarchy_path())
         train, test = datasets.load_sample("train"), datasets.load_sample("test")
     elif cfg.data.startswith(("cifar10:", "cifar100:")) or (
-            os.path.exists(cfg.data) and _cifar_archive(cfg.data) is not None):
+        os.path.exists(cfg.data) and _cifar_archive(cfg.data) is not None
+    ):
         train, test, hier = _load_cifar(cfg)
     else:
         train, test, hier = _load_folder(cfg)
@@ -87,8 +89,9 @@ def _load_cifar(cfg: TrainConfig):
     path = cfg.data.split(":", 1)[1] if ":" in cfg.data.split(os.sep)[0] else cfg.data
     archive = _cifar_archive(path)
     if archive is None:
-        raise UsageError("{}: no CIFAR python archive here; run `edgetool data download cifar10 --dir {}`".format(
-            path, path))
+        raise UsageError(
+            "{}: no CIFAR python archive here; run `edgetool data download cifar10 --dir {}`".format(path, path)
+        )
     train, hier = cifar.load_archive(archive, "train")
     test, _ = cifar.load_archive(archive, "test")
     if cfg.hierarchy:
@@ -138,10 +141,17 @@ class RunData:
         self.xte = training.to_tensor(test, self.mean, self.std)
         self.ytr = torch.from_numpy(train.labels)
         self.yte = torch.from_numpy(test.labels)
-        self.input_spec = {"name": "input", "shape": [train.channels, train.size, train.size],
-                           "layout": "NCHW", "dtype": "float32", "scale": 1.0 / 255.0, "mean": self.mean,
-                           "std": self.std, "color": "gray" if train.channels == 1 else "rgb",
-                           "classes": train.classes}
+        self.input_spec = {
+            "name": "input",
+            "shape": [train.channels, train.size, train.size],
+            "layout": "NCHW",
+            "dtype": "float32",
+            "scale": 1.0 / 255.0,
+            "mean": self.mean,
+            "std": self.std,
+            "color": "gray" if train.channels == 1 else "rgb",
+            "classes": train.classes,
+        }
 
     @classmethod
     def load(cls, cfg: TrainConfig) -> "RunData":

@@ -1,4 +1,5 @@
 """Evaluate an exported bundle through the device runtime (ONNX Runtime backend)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,14 @@ from edgetool.runtime.bundle import Bundle
 from edgetool.runtime.classifier import SuperSubClassifier
 
 
-def evaluate_bundle(bundle_dir: str, x: np.ndarray, true_super: np.ndarray, true_local: np.ndarray,
-                    batch: int = 256, latency_images: int = 100) -> dict:
+def evaluate_bundle(
+    bundle_dir: str,
+    x: np.ndarray,
+    true_super: np.ndarray,
+    true_local: np.ndarray,
+    batch: int = 256,
+    latency_images: int = 100,
+) -> dict:
     """Accuracy of the efficient int8 Super-Sub via the runtime, plus per-image switch latency."""
     bundle = Bundle.open(bundle_dir)
     with OrtBackend(bundle) as be:
@@ -24,9 +31,18 @@ def evaluate_bundle(bundle_dir: str, x: np.ndarray, true_super: np.ndarray, true
         clf_pi.classify(x[:n])
         timings = be.timings.summary()
     bundle.close()
-    return {"accuracy": acc, "superclass_accuracy": sup_acc, "switches_batched": batched_switches,
-            "per_image": {"images": n, "switch_ms": timings.get("switch", {}), "decode_ms": timings.get("decode", {}),
-                          "apply_ms": timings.get("apply", {}), "infer_ms": timings.get("infer", {})}}
+    return {
+        "accuracy": acc,
+        "superclass_accuracy": sup_acc,
+        "switches_batched": batched_switches,
+        "per_image": {
+            "images": n,
+            "switch_ms": timings.get("switch", {}),
+            "decode_ms": timings.get("decode", {}),
+            "apply_ms": timings.get("apply", {}),
+            "infer_ms": timings.get("infer", {}),
+        },
+    }
 
 
 def evaluate_bundle_predictions(bundle_dir: str, x: np.ndarray, batch: int = 256):
@@ -40,5 +56,5 @@ def evaluate_bundle_predictions(bundle_dir: str, x: np.ndarray, batch: int = 256
 
 def _predict(clf, x: np.ndarray, batch: int):
     """(superclass, subclass) index arrays for every image, classified *batch* at a time."""
-    preds = [p for i in range(0, len(x), batch) for p in clf.classify(x[i:i + batch])]
+    preds = [p for i in range(0, len(x), batch) for p in clf.classify(x[i : i + batch])]
     return np.asarray([p.superclass for p in preds]), np.asarray([p.subclass for p in preds])

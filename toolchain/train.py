@@ -1,4 +1,5 @@
 """Training loops: float networks (flat, superclass, vanilla subclass) and QAT fine-tunes."""
+
 from __future__ import annotations
 
 import math
@@ -72,7 +73,7 @@ def augment(x: torch.Tensor, gen: torch.Generator, flip=True, pad=0) -> torch.Te
         h, w = x.shape[2:]
         xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
         i, j = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
-        x = xp[:, :, i:i + h, j:j + w]
+        x = xp[:, :, i : i + h, j : j + w]
     return x
 
 
@@ -105,8 +106,15 @@ class FitHooks:
     after_step: Optional[Callable[[float], None]] = None
 
 
-def fit(model, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, n_valid: Optional[int] = None, seed: int = 0,
-        hooks: Optional[FitHooks] = None) -> dict:
+def fit(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: Recipe,
+    n_valid: Optional[int] = None,
+    seed: int = 0,
+    hooks: Optional[FitHooks] = None,
+) -> dict:
     """Train *model* on (*x*, *y*) by *recipe*; *n_valid* masks head logits beyond the first n.
 
     Only parameters with ``requires_grad`` train.  Under torchrun, the model is wrapped in
@@ -115,11 +123,7 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, n_valid: Option
     from tqdm.auto import tqdm
 
     hooks = hooks or FitHooks()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if recipe.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
-    else:
-        opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    opt = _optimizer(model, recipe)
     steps_per_epoch = max(1, math.ceil(len(y) / recipe.batch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _Cosine(recipe.epochs * steps_per_epoch))
     start_epoch = _resume(hooks.checkpoint, model, opt, sched)
@@ -131,9 +135,14 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, n_valid: Option
         net = DDP(model)
         steps_per_epoch = max(1, (len(y) // world) // recipe.batch)
     history: Dict[str, List[float]] = {"loss": []}
-    bar = tqdm(total=(recipe.epochs - start_epoch) * steps_per_epoch, desc=hooks.desc,
-               disable=None if (hooks.progress and rank == 0) else True, leave=False,
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=(recipe.epochs - start_epoch) * steps_per_epoch,
+        desc=hooks.desc,
+        disable=None if (hooks.progress and rank == 0) else True,
+        leave=False,
+        unit="step",
+        dynamic_ncols=True,
+    )
     gen = torch.Generator().manual_seed(seed)
     for epoch in range(start_epoch, recipe.epochs):
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
@@ -142,7 +151,7 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, n_valid: Option
         step = _Step(net, opt, sched, n_valid, hooks.after_step)
         model.train()
         for b in range(steps_per_epoch):
-            idx = perm[b * recipe.batch:(b + 1) * recipe.batch]
+            idx = perm[b * recipe.batch : (b + 1) * recipe.batch]
             loss = step(augment(x[idx], gen, **recipe.aug) if recipe.aug else x[idx], y[idx])
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss="{:.3f}".format(loss))
@@ -154,6 +163,14 @@ def fit(model, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, n_valid: Option
     bar.close()
     model.eval()
     return history
+
+
+def _optimizer(model, recipe: Recipe):
+    """The recipe's optimizer over the parameters that train (``requires_grad``)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
 class _Cosine:
@@ -176,7 +193,7 @@ class _Step:
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
         out = self.net(xb)
         if self.n_valid is not None:
-            out = out[:, :self.n_valid]
+            out = out[:, : self.n_valid]
         loss = F.cross_entropy(out, yb)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -191,8 +208,10 @@ class _Step:
 
 def _save_checkpoint(path: str, model, opt, sched, epoch: int) -> None:
     tmp = path + ".tmp"
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "epoch": epoch}, tmp)
+    torch.save(
+        {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch},
+        tmp,
+    )
     os.replace(tmp, path)
 
 
@@ -212,7 +231,7 @@ def predict_logits(model, x: torch.Tensor, n_valid: Optional[int] = None, batch:
     model.eval()
     outs = []
     for i in range(0, len(x), batch):
-        o = model(x[i:i + batch])
+        o = model(x[i : i + batch])
         outs.append(o[:, :n_valid] if n_valid is not None else o)
     return torch.cat(outs) if outs else torch.zeros(0)
 

@@ -1,4 +1,5 @@
 """Inference backends: one small interface (see :class:`base.Backend`)."""
+
 from __future__ import annotations
 
 from ..choices import BACKEND_ALIASES, BACKENDS

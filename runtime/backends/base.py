@@ -5,6 +5,7 @@ network *i*, and reports its own timings and memory.  A switch is transactional:
 delta is read, verified and decoded before any weight is touched, so a failed switch
 leaves the previous weights serving.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,10 +44,16 @@ def summarize(values) -> dict:
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
         return {"count": 0}
-    return {"count": int(a.size), "mean": float(a.mean()), "median": float(np.median(a)),
-            "min": float(a.min()), "max": float(a.max()),
-            "p90": float(np.percentile(a, 90)), "p95": float(np.percentile(a, 95)),
-            "p99": float(np.percentile(a, 99))}
+    return {
+        "count": int(a.size),
+        "mean": float(a.mean()),
+        "median": float(np.median(a)),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "p90": float(np.percentile(a, 90)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+    }
 
 
 class Backend:
@@ -78,8 +85,9 @@ class Backend:
     # -- shared ------------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if not self.serving:
-            raise BackendError("no network is serving: a failed switch could not restore the weights; "
-                               "reopen the bundle")
+            raise BackendError(
+                "no network is serving: a failed switch could not restore the weights; reopen the bundle"
+            )
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         t0 = time.perf_counter()
         out = self._infer(batch)
@@ -104,8 +112,11 @@ class Backend:
             try:
                 delta = self.bundle.read_delta(target)
             except (BundleError, CodecError) as exc:
-                raise SwitchError("switch to subclass {} failed, still serving {}: {}".format(
-                    target, self.describe(self.current), exc)) from None
+                raise SwitchError(
+                    "switch to subclass {} failed, still serving {}: {}".format(
+                        target, self.describe(self.current), exc
+                    )
+                ) from None
         t1 = time.perf_counter()
         try:
             self._apply(delta)
@@ -127,7 +138,8 @@ class Backend:
     def _recover(self, target: int, exc: BaseException) -> BackendError:
         """After a failed apply: put the previous weights back, else the base's, else say none serve."""
         what = "switch to {} failed while applying its weights ({}: {})".format(
-            self.describe(target), type(exc).__name__, str(exc)[:200])
+            self.describe(target), type(exc).__name__, str(exc)[:200]
+        )
         previous = self.describe(self.current if self.serving else None)
         if self.serving:
             try:
@@ -141,8 +153,9 @@ class Backend:
             return SwitchError("{}; {} could not be restored, so the base network serves now".format(what, previous))
         except Exception as again:
             self.current, self._delta, self.serving = BASE, None, False
-            return BackendError("{}; restoring the base network failed too ({}); no network serves".format(
-                what, str(again)[:200]))
+            return BackendError(
+                "{}; restoring the base network failed too ({}); no network serves".format(what, str(again)[:200])
+            )
 
     def describe(self, target: Optional[int]) -> str:
         if target is None:

@@ -4,6 +4,7 @@
 transactional switches) over a :class:`ScriptedBundle` that only names the hierarchy.  Each
 network is ``logits(target, batch) -> (N, head)``; switches are recorded in ``switch_log``.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Collection, List, Sequence, Tuple

@@ -7,6 +7,7 @@ own); each refittable tensor is bound once through IOBinding to a view of one pa
 buffer.  A switch writes ``base + delta`` into that buffer in place, so no session is ever
 rebuilt.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,11 @@ def pick_providers(ort, requested: Optional[List[str]] = None) -> List[str]:
     if requested:
         missing = [p for p in requested if p not in available]
         if missing:
-            raise BackendError("onnxruntime providers not available: {} (available: {})".format(
-                ", ".join(missing), ", ".join(available)))
+            raise BackendError(
+                "onnxruntime providers not available: {} (available: {})".format(
+                    ", ".join(missing), ", ".join(available)
+                )
+            )
         return list(requested)
     order = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return [p for p in order if p in available] or available
@@ -57,22 +61,29 @@ class OrtBackend(Backend):
             base = read_initializers(model, [t.name for t in self.layout.tensors])
             self.base = self.layout.pack(base)
         except (ValueError, KeyError) as exc:
-            raise BundleError(bundle._display(bundle.manifest["base"]["file"]),
-                              "refit tensors do not match the manifest ({})".format(exc)) from None
+            raise BundleError(
+                bundle._display(bundle.manifest["base"]["file"]),
+                "refit tensors do not match the manifest ({})".format(exc),
+            ) from None
         self.providers = pick_providers(ort, providers)
         try:
             names = [t.name for t in self.layout.tensors]
-            self.session = ort.InferenceSession(drop_initializers(model, names),
-                                                sess_options=session_options(ort, threads, mem_pattern=False),
-                                                providers=self.providers)
+            self.session = ort.InferenceSession(
+                drop_initializers(model, names),
+                sess_options=session_options(ort, threads, mem_pattern=False),
+                providers=self.providers,
+            )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise BackendError("onnxruntime cannot load {}: {}".format(
-                bundle._display(bundle.manifest["base"]["file"]), exc)) from None
+            raise BackendError(
+                "onnxruntime cannot load {}: {}".format(bundle._display(bundle.manifest["base"]["file"]), exc)
+            ) from None
         inputs = [i.name for i in self.session.get_inputs()]
         missing = [t.name for t in self.layout.tensors if t.name not in inputs]
         if missing:
-            raise BundleError(bundle._display(bundle.manifest["base"]["file"]),
-                              "refit tensors are not graph inputs: {}".format(", ".join(missing[:5])))
+            raise BundleError(
+                bundle._display(bundle.manifest["base"]["file"]),
+                "refit tensors are not graph inputs: {}".format(", ".join(missing[:5])),
+            )
         self.input_name = bundle.input.get("name") or [n for n in inputs if n not in self.layout.by_name][0]
         self.weights = self.base.copy()  # the packed buffer the session reads
         self.views = self.layout.views(self.weights)
@@ -86,8 +97,13 @@ class OrtBackend(Backend):
             self.ortvalues[name] = ov
             self.binding.bind_ortvalue_input(name, ov)
         self.binding.bind_output(bundle.output_name)
-        log.info("onnxruntime %s on %s: %d refittable tensors bound once (%s)", ort.__version__,
-                 ", ".join(self.providers), len(self.views), "shared host buffer" if self.shared else "copied")
+        log.info(
+            "onnxruntime %s on %s: %d refittable tensors bound once (%s)",
+            ort.__version__,
+            ", ".join(self.providers),
+            len(self.views),
+            "shared host buffer" if self.shared else "copied",
+        )
 
     def _apply(self, delta):
         if delta is None:
@@ -101,8 +117,11 @@ class OrtBackend(Backend):
     def _infer(self, batch):
         shape = self.bundle.input["shape"]
         if batch.ndim != 4 or list(batch.shape[1:]) != list(shape):
-            raise BackendError("input batch has shape {}, the bundle expects (N, {})".format(
-                tuple(batch.shape), ", ".join(str(d) for d in shape)))
+            raise BackendError(
+                "input batch has shape {}, the bundle expects (N, {})".format(
+                    tuple(batch.shape), ", ".join(str(d) for d in shape)
+                )
+            )
         self.binding.bind_cpu_input(self.input_name, batch)
         self.binding.bind_output(self.bundle.output_name)  # fresh output: the batch size varies
         self.session.run_with_iobinding(self.binding)
@@ -123,5 +142,6 @@ class OrtBackend(Backend):
 def plain_session(model_bytes: bytes, providers=None, threads: int = 0):
     """A standalone session on a model whose weights are plain initializers (the cold-load baseline)."""
     ort = require("onnxruntime", "cpu")
-    return ort.InferenceSession(model_bytes, sess_options=session_options(ort, threads),
-                                providers=pick_providers(ort, providers))
+    return ort.InferenceSession(
+        model_bytes, sess_options=session_options(ort, threads), providers=pick_providers(ort, providers)
+    )

@@ -3,6 +3,7 @@
 SIGINT and SIGTERM end the loop after the frame in hand; the outputs are closed and the
 summary (frames, FPS, switches, dropped frames, errors) is still produced.
 """
+
 from __future__ import annotations
 
 import signal
@@ -41,8 +42,20 @@ class Stats:
 
 
 class CameraLoop:
-    def __init__(self, source, clf, spec: dict, outputs=(), json_out=None, batch: int = 1, cut=None,
-                 smoother=None, max_frames: int = 0, log: Callable[[str], None] = lambda m: None, status=False):
+    def __init__(
+        self,
+        source,
+        clf,
+        spec: dict,
+        outputs=(),
+        json_out=None,
+        batch: int = 1,
+        cut=None,
+        smoother=None,
+        max_frames: int = 0,
+        log: Callable[[str], None] = lambda m: None,
+        status=False,
+    ):
         self.source, self.clf, self.spec = source, clf, spec
         self.outputs, self.json_out = list(outputs), json_out
         self.batch, self.cut, self.smoother = max(1, int(batch)), cut, smoother
@@ -140,9 +153,13 @@ class CameraLoop:
         preds = self.clf.classify_stream(x, cuts)
         t2 = time.perf_counter()
         n = len(frames)
-        new = {k: sum(be.timings.samples.get(k, [])[marks[k]:]) / n for k in marks}
-        shared = {"preprocess": (t1 - t0) * 1e3 / n, "classify": (t2 - t1) * 1e3 / n,
-                  "infer": new["infer"], "switch": new["switch"]}
+        new = {k: sum(be.timings.samples.get(k, [])[marks[k] :]) / n for k in marks}
+        shared = {
+            "preprocess": (t1 - t0) * 1e3 / n,
+            "classify": (t2 - t1) * 1e3 / n,
+            "infer": new["infer"],
+            "switch": new["switch"],
+        }
         for (frame, stamp, cap_ms), pred, cut in zip(frames, preds, cuts):
             self._emit(frame, stamp, dict(shared, capture=cap_ms), pred, cut, n, be.switch_count - switches)
 
@@ -165,9 +182,13 @@ class CameraLoop:
         now = t - (st.t0 if st.t0 is not None else t)
         st.fps_now = (st.frames + 1) / now if now > 0 else 0.0
         if self.outputs:
-            img = draw_overlay(canvas(frame), [
-                "{} / {}  {:.2f}".format(record["superclass"], record["label"] or "-", record["confidence"]),
-                "{:.1f} FPS  {}".format(st.fps_now, record["network"])])
+            img = draw_overlay(
+                canvas(frame),
+                [
+                    "{} / {}  {:.2f}".format(record["superclass"], record["label"] or "-", record["confidence"]),
+                    "{:.1f} FPS  {}".format(st.fps_now, record["network"]),
+                ],
+            )
             for o in self.outputs:
                 o.write(img)
                 if getattr(o, "closed", False):
@@ -188,8 +209,11 @@ class CameraLoop:
         if not self.status or time.perf_counter() - self._status_at < 1.0:
             return
         self._status_at = time.perf_counter()
-        sys.stderr.write("\r{} frames  {:.1f} FPS  {} / {}      ".format(
-            self.stats.frames, self.stats.fps_now, record["superclass"], record["label"] or "-"))
+        sys.stderr.write(
+            "\r{} frames  {:.1f} FPS  {} / {}      ".format(
+                self.stats.frames, self.stats.fps_now, record["superclass"], record["label"] or "-"
+            )
+        )
         sys.stderr.flush()
 
     # -- summary ---------------------------------------------------------------------------------
@@ -197,29 +221,44 @@ class CameraLoop:
         st, clf, src = self.stats, self.clf, self.source
         el = st.elapsed()
         return {
-            "type": "summary", "source": src.source.describe(), "stopped": self.stop_reason or "end of stream",
-            "frames": st.frames, "elapsed_s": el, "fps": st.frames / el if el > 0 else 0.0,
-            "switches": clf.backend.switch_count, "superclass_changes": st.superclass_changes,
+            "type": "summary",
+            "source": src.source.describe(),
+            "stopped": self.stop_reason or "end of stream",
+            "frames": st.frames,
+            "elapsed_s": el,
+            "fps": st.frames / el if el > 0 else 0.0,
+            "switches": clf.backend.switch_count,
+            "superclass_changes": st.superclass_changes,
             "superclass_passes": clf.routes if clf.stream_policy == "sticky" else None,
             "scene_cuts": self.cut.cuts if self.cut is not None else 0,
-            "dropped_frames": st.dropped, "errors": len(st.errors), "error_messages": st.errors,
-            "reconnects": src.reconnects, "failed_reconnects": src.failed_attempts,
+            "dropped_frames": st.dropped,
+            "errors": len(st.errors),
+            "error_messages": st.errors,
+            "reconnects": src.reconnects,
+            "failed_reconnects": src.failed_attempts,
             "failed_subclass_networks": sorted(clf.bundle.superclasses[k].name for k in clf.failed),
-            "settings": dict(clf.settings(), batch=self.batch, backend=clf.backend.name,
-                             scene_cut=self.cut.threshold if self.cut is not None else 0.0,
-                             smoothing=self.smoother.factor if self.smoother is not None else 0.0),
+            "settings": dict(
+                clf.settings(),
+                batch=self.batch,
+                backend=clf.backend.name,
+                scene_cut=self.cut.threshold if self.cut is not None else 0.0,
+                smoothing=self.smoother.factor if self.smoother is not None else 0.0,
+            ),
             "stages_ms": {k: summarize(v) for k, v in st.stages.items()},
         }
 
 
 def summary_lines(s: dict) -> List[str]:
     """The summary for people, a few lines."""
-    lines = ["{} frames in {:.2f} s: {:.1f} FPS ({}; stopped: {})".format(
-        s["frames"], s["elapsed_s"], s["fps"], s["source"], s["stopped"]),
+    lines = [
+        "{} frames in {:.2f} s: {:.1f} FPS ({}; stopped: {})".format(
+            s["frames"], s["elapsed_s"], s["fps"], s["source"], s["stopped"]
+        ),
         "switches {}  superclass changes {}  scene cuts {}  dropped frames {}  errors {}  reconnects {}".format(
-            s["switches"], s["superclass_changes"], s["scene_cuts"], s["dropped_frames"], s["errors"],
-            s["reconnects"]),
-        "policy " + " ".join("{}={}".format(k, v) for k, v in s["settings"].items())]
+            s["switches"], s["superclass_changes"], s["scene_cuts"], s["dropped_frames"], s["errors"], s["reconnects"]
+        ),
+        "policy " + " ".join("{}={}".format(k, v) for k, v in s["settings"].items()),
+    ]
     med = {k: v.get("median") for k, v in s["stages_ms"].items() if v.get("count")}
     if med:
         lines.append("median ms per frame: " + "  ".join("{} {:.3f}".format(k, v) for k, v in med.items()))

@@ -4,6 +4,7 @@ Files are written to a temporary sibling and renamed into place when the loop en
 when it ends on an error or a signal), so a reader never sees a half-written file under
 the final name.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,10 @@ class Display:
         cv2 = require_cv2()
         gui = [ln for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith("GUI:")]
         if gui and gui[0].split(":", 1)[1].strip().upper() == "NONE":
-            raise UsageError("this OpenCV has no GUI (opencv-python-headless); pass --headless, or install "
-                             "an OpenCV with GUI support (JetPack's python3-opencv)")
+            raise UsageError(
+                "this OpenCV has no GUI (opencv-python-headless); pass --headless, or install "
+                "an OpenCV with GUI support (JetPack's python3-opencv)"
+            )
         if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise UsageError("no display (DISPLAY is not set); pass --headless or write to a video file")
         self.cv2, self.name, self.closed = cv2, name, False
@@ -88,8 +91,11 @@ class VideoOut:
     def __init__(self, path: str, fps: float):
         ext = os.path.splitext(path)[1].lower()
         if ext not in VIDEO_FOURCC:
-            raise UsageError("{}: unsupported output; use display://0 or a video file ({})".format(
-                path, ", ".join(sorted(VIDEO_FOURCC))))
+            raise UsageError(
+                "{}: unsupported output; use display://0 or a video file ({})".format(
+                    path, ", ".join(sorted(VIDEO_FOURCC))
+                )
+            )
         check_out_dir(path)
         self.path, self.tmp, self.fps, self.ext = path, temp_sibling(path), float(fps), ext
         self.writer: Any = None

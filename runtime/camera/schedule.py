@@ -19,6 +19,7 @@ superclass stays loaded and classifies the next frames alone):
 network whose delta fails to load is reported once; its frames get superclass labels from
 the base network, which keeps serving.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -42,17 +43,26 @@ def check_settings(policy: str, enter: float, leave: float, interval: int, k: in
 
 
 class StreamClassifier(SuperSubClassifier):
-    def __init__(self, backend, policy: str = "sticky", enter: float = 0.6, leave: float = 0.4,
-                 interval: int = 30, gate: float = 0.6, k: int = 2,
-                 on_error: Optional[Callable[[str], None]] = None):
+    def __init__(
+        self,
+        backend,
+        policy: str = "sticky",
+        enter: float = 0.6,
+        leave: float = 0.4,
+        interval: int = 30,
+        gate: float = 0.6,
+        k: int = 2,
+        on_error: Optional[Callable[[str], None]] = None,
+    ):
         check_settings(policy, enter, leave, interval, k)
-        super().__init__(backend, policy=policy if policy in POLICIES else "per-image", gate=gate, k=k,
-                         interval=interval)
+        super().__init__(
+            backend, policy=policy if policy in POLICIES else "per-image", gate=gate, k=k, interval=interval
+        )
         self.stream_policy = policy
         self.enter, self.leave = float(enter), float(leave)
         self.on_error = on_error or (lambda msg: None)
         self.failed: Dict[int, str] = {}  # subclass index -> the error, reported once
-        self.routes = 0                   # superclass passes of the sticky policy
+        self.routes = 0  # superclass passes of the sticky policy
 
     def settings(self) -> dict:
         s: Dict[str, Any] = {"policy": self.stream_policy}
@@ -101,7 +111,7 @@ class StreamClassifier(SuperSubClassifier):
             if cuts[i] and out[i] is None:
                 self.reset()
             if self._sticky_k is None or self._since >= self.interval:
-                out[i] = self._route(xs[i:i + 1])
+                out[i] = self._route(xs[i : i + 1])
                 i += 1
                 continue
             j = i + 1  # frames [i, j) go through the loaded subclass network in one call

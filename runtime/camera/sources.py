@@ -9,6 +9,7 @@
 A live source (camera or network stream) that stops delivering frames is *lost*; a file or
 a folder that runs out has *ended*.  :class:`ReconnectingSource` reopens lost sources.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,10 +46,11 @@ def build_flag(cv2, name: str) -> bool:
 
 def csi_pipeline(sensor: int, width: int, height: int, rate: float) -> str:
     """The GStreamer pipeline of a Jetson CSI camera (Argus), ending in BGR frames for OpenCV."""
-    return ("nvarguscamerasrc sensor-id={} ! video/x-raw(memory:NVMM), width=(int){}, height=(int){}, "
-            "framerate=(fraction){}/1, format=(string)NV12 ! nvvidconv ! video/x-raw, format=(string)BGRx ! "
-            "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1").format(
-                sensor, width, height, int(round(rate)))
+    return (
+        "nvarguscamerasrc sensor-id={} ! video/x-raw(memory:NVMM), width=(int){}, height=(int){}, "
+        "framerate=(fraction){}/1, format=(string)NV12 ! nvvidconv ! video/x-raw, format=(string)BGRx ! "
+        "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1"
+    ).format(sensor, width, height, int(round(rate)))
 
 
 class Options:
@@ -100,8 +102,13 @@ class Source:
 
 
 def valid_frame(frame) -> bool:
-    return (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim in (2, 3)
-            and frame.size > 0 and (frame.ndim == 2 or frame.shape[2] in (1, 3, 4)))
+    return (
+        isinstance(frame, np.ndarray)
+        and frame.dtype == np.uint8
+        and frame.ndim in (2, 3)
+        and frame.size > 0
+        and (frame.ndim == 2 or frame.shape[2] in (1, 3, 4))
+    )
 
 
 class CaptureSource(Source):
@@ -187,27 +194,29 @@ def open_source(uri: str, options: Options) -> Source:
     cv2 = require_cv2()
     o = options
     if uri.startswith("csi://"):
-        sensor = uri[len("csi://"):]
+        sensor = uri[len("csi://") :]
         if not sensor.isdigit():
             raise UsageError("{}: expected csi://N with a sensor number".format(uri))
         if not build_flag(cv2, "GStreamer"):
-            raise SourceError("{} needs OpenCV built with GStreamer (JetPack's python3-opencv); "
-                              "this OpenCV has none".format(uri))
+            raise SourceError(
+                "{} needs OpenCV built with GStreamer (JetPack's python3-opencv); this OpenCV has none".format(uri)
+            )
         pipe = csi_pipeline(int(sensor), o.width or 1280, o.height or 720, o.rate or 30)
         return CaptureSource(uri, o, pipe, cv2.CAP_GSTREAMER, "CSI camera", True, props=False)
     if uri.startswith("v4l2://"):
-        uri = uri[len("v4l2://"):]
+        uri = uri[len("v4l2://") :]
     if uri.startswith("/dev/video"):
-        if not uri[len("/dev/video"):].isdigit():
+        if not uri[len("/dev/video") :].isdigit():
             raise UsageError("{}: expected /dev/videoN".format(uri))
         return CaptureSource(uri, o, uri, cv2.CAP_V4L2, "V4L2 camera", True)
     if uri.startswith(("rtsp://", "rtsps://", "http://", "https://")):
         return network_source(cv2, uri, o)
     if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+        uri = uri[len("file://") :]
     if "://" in uri:
-        raise UsageError("{}: unsupported input; use csi://N, /dev/videoN, rtsp://..., a video file or "
-                         "an image folder".format(uri))
+        raise UsageError(
+            "{}: unsupported input; use csi://N, /dev/videoN, rtsp://..., a video file or an image folder".format(uri)
+        )
     if os.path.isdir(uri) or (os.path.isfile(uri) and uri.lower().endswith(IMAGE_EXTS)):
         return FolderSource(uri, o)
     if not os.path.isfile(uri):
@@ -219,8 +228,10 @@ def network_source(cv2, uri: str, o: Options) -> Source:
     if build_flag(cv2, "FFMPEG"):
         return CaptureSource(uri, o, uri, cv2.CAP_FFMPEG, "stream", True, props=False)
     if build_flag(cv2, "GStreamer") and uri.startswith("rtsp"):
-        pipe = ("rtspsrc location={} latency=200 ! decodebin ! videoconvert ! video/x-raw, format=(string)BGR ! "
-                "appsink drop=true max-buffers=1").format(uri)
+        pipe = (
+            "rtspsrc location={} latency=200 ! decodebin ! videoconvert ! video/x-raw, format=(string)BGR ! "
+            "appsink drop=true max-buffers=1"
+        ).format(uri)
         return CaptureSource(uri, o, pipe, cv2.CAP_GSTREAMER, "stream", True, props=False)
     raise SourceError("{} needs OpenCV built with FFmpeg or GStreamer; this OpenCV has neither".format(uri))
 
@@ -228,13 +239,20 @@ def network_source(cv2, uri: str, o: Options) -> Source:
 class ReconnectingSource:
     """A source whose losses get at most *attempts* reopen tries, with exponential backoff."""
 
-    def __init__(self, source: Source, attempts: int = 5, delay: float = 0.5, max_delay: float = 8.0,
-                 stopped=lambda: False, log=lambda msg: None):
+    def __init__(
+        self,
+        source: Source,
+        attempts: int = 5,
+        delay: float = 0.5,
+        max_delay: float = 8.0,
+        stopped=lambda: False,
+        log=lambda msg: None,
+    ):
         if attempts < 0 or delay < 0:
             raise UsageError("--reconnect and --reconnect-delay must be >= 0")
         self.source, self.attempts, self.delay, self.max_delay = source, int(attempts), float(delay), float(max_delay)
         self.stopped, self.log = stopped, log
-        self.reconnects = 0       # successful reopenings
+        self.reconnects = 0  # successful reopenings
         self.failed_attempts = 0  # reopen tries that failed
 
     def open(self):

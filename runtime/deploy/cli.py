@@ -1,4 +1,5 @@
 """Workstation commands: ``devices``, ``keygen``, ``deploy``, ``rollback``, ``status``."""
+
 from __future__ import annotations
 
 import json
@@ -21,12 +22,23 @@ def devices(as_json):
     if as_json:
         click.echo(json.dumps(profiles, indent=1))
         return
-    click.echo("{:<12} {:<4} {:<9} {:>10} {:>9} {:>9}  {}".format(
-        "profile", "gpu", "precision", "budget MiB", "workspace", "max batch", "device"))
+    click.echo(
+        "{:<12} {:<4} {:<9} {:>10} {:>9} {:>9}  {}".format(
+            "profile", "gpu", "precision", "budget MiB", "workspace", "max batch", "device"
+        )
+    )
     for p in profiles:
-        click.echo("{:<12} {:<4} {:<9} {:>10} {:>9} {:>9}  {}".format(
-            p["name"], "yes" if p["gpu"] else "no", p["precision"], p["memory_budget_mb"],
-            p["workspace_mb"] if p["gpu"] else "-", p["max_batch"], p["display"]))
+        click.echo(
+            "{:<12} {:<4} {:<9} {:>10} {:>9} {:>9}  {}".format(
+                p["name"],
+                "yes" if p["gpu"] else "no",
+                p["precision"],
+                p["memory_budget_mb"],
+                p["workspace_mb"] if p["gpu"] else "-",
+                p["max_batch"],
+                p["display"],
+            )
+        )
 
 
 @click.command()
@@ -44,19 +56,39 @@ def target_options(f):
     """Where the targets are and how to reach them (shared by deploy, rollback and status)."""
     opts = [
         click.option("--host", "hosts", multiple=True, help="[user@]host to reach over SSH (repeat for several)."),
-        click.option("--to", "to_dir", type=click.Path(file_okay=False), default=None,
-                     help="Deploy root on this machine instead of SSH hosts (same device-side code)."),
-        click.option("--root", default="edgetool-deploy", show_default=True,
-                     help="Deploy root on each host (relative paths start at the login's home)."),
-        click.option("--remote-edgetool", default="edgetool", show_default=True,
-                     help="edgetool command on the device (e.g. /opt/venv/bin/edgetool)."),
+        click.option(
+            "--to",
+            "to_dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Deploy root on this machine instead of SSH hosts (same device-side code).",
+        ),
+        click.option(
+            "--root",
+            default="edgetool-deploy",
+            show_default=True,
+            help="Deploy root on each host (relative paths start at the login's home).",
+        ),
+        click.option(
+            "--remote-edgetool",
+            default="edgetool",
+            show_default=True,
+            help="edgetool command on the device (e.g. /opt/venv/bin/edgetool).",
+        ),
         click.option("--port", type=int, default=None, help="SSH port."),
         click.option("--identity", type=click.Path(dir_okay=False), default=None, help="SSH private key file."),
-        click.option("--known-hosts", type=click.Path(dir_okay=False), default=None,
-                     help="known_hosts file to check host keys against."),
+        click.option(
+            "--known-hosts",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="known_hosts file to check host keys against.",
+        ),
         click.option("--ssh-config", type=click.Path(dir_okay=False), default=None, help="ssh_config file (ssh -F)."),
-        click.option("--accept-new-host-key", is_flag=True,
-                     help="Trust a host key seen for the first time (keys that changed are still refused)."),
+        click.option(
+            "--accept-new-host-key",
+            is_flag=True,
+            help="Trust a host key seen for the first time (keys that changed are still refused).",
+        ),
         click.option("--jobs", default=8, show_default=True, help="Hosts handled in parallel."),
     ]
     for o in reversed(opts):
@@ -75,9 +107,14 @@ def make_targets(kw):
     if to_dir:
         edgetool = kw["remote_edgetool"] if kw["remote_edgetool"] != "edgetool" else None
         return [LocalTransport(edgetool)], to_dir
-    ssh = dict(edgetool=kw["remote_edgetool"], port=kw["port"], identity=kw["identity"],
-               known_hosts=kw["known_hosts"], ssh_config=kw["ssh_config"],
-               accept_new_host_key=kw["accept_new_host_key"])
+    ssh = dict(
+        edgetool=kw["remote_edgetool"],
+        port=kw["port"],
+        identity=kw["identity"],
+        known_hosts=kw["known_hosts"],
+        ssh_config=kw["ssh_config"],
+        accept_new_host_key=kw["accept_new_host_key"],
+    )
     return [SSHTransport(h, **ssh) for h in hosts], kw["root"]
 
 
@@ -119,12 +156,18 @@ def deploy(bundle, profile_name, batch, force, engine_build, doctor, keep, bwlim
         est = fit.check(b, profile, batch, force=force)
         click.echo("fit: {}{}".format(fit.describe(est), "" if est["fits"] else " -- DOES NOT FIT (--force)"))
         source = Source(b)
-        click.echo("version {} ({}, {} files)".format(source.version, "signed" if source.signed else "unsigned",
-                                                     len(source.files)))
+        click.echo(
+            "version {} ({}, {} files)".format(
+                source.version, "signed" if source.signed else "unsigned", len(source.files)
+            )
+        )
         steps = {"engine_profile": profile["name"] if engine_build else None, "doctor": doctor}
         live = sys.stderr.isatty() and len(targets) == 1
-        results = on_all(targets, lambda t: deploy_one(t, root, source, steps, keep, bwlimit,
-                                                       Progress(t.label, live=live)), kw["jobs"])
+        results = on_all(
+            targets,
+            lambda t: deploy_one(t, root, source, steps, keep, bwlimit, Progress(t.label, live=live)),
+            kw["jobs"],
+        )
     finish(results)
 
 

@@ -1,4 +1,5 @@
 """Workstation side of deploy: ship a bundle to each target, install it there, summarise per host."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -56,7 +57,7 @@ def _last_line(text) -> str:
         text = text.decode("utf-8", "replace")
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     last = lines[-1] if lines else ""
-    return last[len("error: "):] if last.startswith("error: ") else last
+    return last[len("error: ") :] if last.startswith("error: ") else last
 
 
 def upload(transport, root: str, source: Source, progress: Progress, bwlimit_kib: Optional[float] = None) -> int:
@@ -99,8 +100,15 @@ def _send(transport, root, source, todo, progress, bwlimit_kib) -> None:
         raise DeployError("upload failed: {}".format(_last_line(err) or "exit status {}".format(proc.returncode)))
 
 
-def deploy_one(transport, root: str, source: Source, steps: Dict, keep: int = 3,
-               bwlimit_kib: Optional[float] = None, progress: Optional[Progress] = None) -> Dict:
+def deploy_one(
+    transport,
+    root: str,
+    source: Source,
+    steps: Dict,
+    keep: int = 3,
+    bwlimit_kib: Optional[float] = None,
+    progress: Optional[Progress] = None,
+) -> Dict:
     t0 = time.monotonic()
     res = {"host": transport.label, "version": source.version}
     try:
@@ -111,8 +119,16 @@ def deploy_one(transport, root: str, source: Source, steps: Dict, keep: int = 3,
         if steps.get("doctor"):
             args.append("--doctor")
         info = run_json(transport, args)
-        res.update(ok=True, previous=info.get("previous"), sent=sent, detail="{} installed ({} sent){}".format(
-            source.version, _size(sent), "; previous {} kept".format(info["previous"]) if info.get("previous") else ""))
+        res.update(
+            ok=True,
+            previous=info.get("previous"),
+            sent=sent,
+            detail="{} installed ({} sent){}".format(
+                source.version,
+                _size(sent),
+                "; previous {} kept".format(info["previous"]) if info.get("previous") else "",
+            ),
+        )
     except (EdgetoolError, OSError) as exc:
         res.update(ok=False, error=str(exc))
     res["seconds"] = time.monotonic() - t0
@@ -125,6 +141,7 @@ def _size(n: int) -> str:
 
 def on_all(transports, fn: Callable, jobs: int = 8) -> List[Dict]:
     """Run fn(transport) for every target in parallel; results in the order given."""
+
     def guarded(t):
         t0 = time.monotonic()
         try:

@@ -11,6 +11,7 @@ The estimate is deliberately an upper bound, built from what the manifest declar
 - delta staging: the largest compressed delta, its decoded host buffer and its device copy;
 - the runtime overhead of the profile (CUDA context, TensorRT/cuDNN or ONNX Runtime libraries).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional
@@ -37,10 +38,21 @@ def estimate(bundle, profile: Dict, batch: Optional[int] = None) -> Dict:
     act = ACT_BYTES.get(precision, 4)
     per_image = 4 * _prod(c_h_w) + 2 * widest * pixels * act + 4 * bundle.head_width
     staging = max([int(d["stored_size"]) for d in bundle.deltas] + [0]) + 2 * layout.total_nbytes
-    parts = {"weights": weights, "activations": batch * per_image, "workspace": int(profile["workspace_mb"]) * MIB,
-             "delta_staging": staging, "runtime_overhead": int(profile["runtime_overhead_mb"]) * MIB}
-    return {"profile": profile["name"], "batch": batch, "precision": precision, "parts": parts,
-            "total": sum(parts.values()), "budget": int(profile["memory_budget_mb"]) * MIB}
+    parts = {
+        "weights": weights,
+        "activations": batch * per_image,
+        "workspace": int(profile["workspace_mb"]) * MIB,
+        "delta_staging": staging,
+        "runtime_overhead": int(profile["runtime_overhead_mb"]) * MIB,
+    }
+    return {
+        "profile": profile["name"],
+        "batch": batch,
+        "precision": precision,
+        "parts": parts,
+        "total": sum(parts.values()),
+        "budget": int(profile["memory_budget_mb"]) * MIB,
+    }
 
 
 def _prod(xs) -> int:
@@ -53,7 +65,8 @@ def _prod(xs) -> int:
 def describe(est: Dict) -> str:
     parts = ", ".join("{} {:.1f}".format(k.replace("_", " "), v / MIB) for k, v in est["parts"].items())
     return "{:.1f} MiB of {:.0f} MiB budget on {} at batch {} ({}; MiB: {})".format(
-        est["total"] / MIB, est["budget"] / MIB, est["profile"], est["batch"], est["precision"], parts)
+        est["total"] / MIB, est["budget"] / MIB, est["profile"], est["batch"], est["precision"], parts
+    )
 
 
 def check(bundle, profile: Dict, batch: Optional[int] = None, force: bool = False) -> Dict:
@@ -61,6 +74,9 @@ def check(bundle, profile: Dict, batch: Optional[int] = None, force: bool = Fals
     est = estimate(bundle, profile, batch)
     est["fits"] = est["total"] <= est["budget"]
     if not est["fits"] and not force:
-        raise DeployError("bundle does not fit {}: needs {} (lower --batch, pick a larger device, "
-                          "or --force)".format(profile["name"], describe(est)))
+        raise DeployError(
+            "bundle does not fit {}: needs {} (lower --batch, pick a larger device, or --force)".format(
+                profile["name"], describe(est)
+            )
+        )
     return est

@@ -1,4 +1,5 @@
 """Small filesystem helpers: atomic writes, an atomic symlink switch, and an exclusive lock."""
+
 from __future__ import annotations
 
 import errno

@@ -1,4 +1,5 @@
 """Human output of deploy: upload progress, the per-host summary, and a target's status."""
+
 from __future__ import annotations
 
 import sys
@@ -40,7 +41,8 @@ class Progress:
     def _line(self, frac: float) -> str:
         rate = self.sent / max(time.monotonic() - self.t0, 1e-6) / MIB
         return "{}: {:3.0f}%  {:.2f}/{:.2f} MiB  {:.1f} MiB/s".format(
-            self.label, 100 * frac, self.sent / MIB, self.total / MIB, rate)
+            self.label, 100 * frac, self.sent / MIB, self.total / MIB, rate
+        )
 
     def done(self) -> None:
         if self.live and self.total:
@@ -61,28 +63,37 @@ def format_summary(results: List[Dict]) -> str:
             detail = r.get("detail", "")
         else:
             detail = r["error"]
-        lines.append("{:<{w}}  {:<6}  {:>5.1f}s  {}".format(r["host"], "ok" if r["ok"] else "FAILED",
-                                                         r.get("seconds", 0.0), detail, w=width))
+        lines.append(
+            "{:<{w}}  {:<6}  {:>5.1f}s  {}".format(
+                r["host"], "ok" if r["ok"] else "FAILED", r.get("seconds", 0.0), detail, w=width
+            )
+        )
     failed = sum(not r["ok"] for r in results)
     lines.append("{} host(s): {} ok, {} failed".format(len(results), len(results) - failed, failed))
     return "\n".join(lines)
 
 
 def format_status(st: Dict) -> str:
-    lines = ["root      {}".format(st["root"]),
-             "current   {}".format(st.get("current") or "none"),
-             "previous  {}".format(st.get("previous") or "none")]
+    lines = [
+        "root      {}".format(st["root"]),
+        "current   {}".format(st.get("current") or "none"),
+        "previous  {}".format(st.get("previous") or "none"),
+    ]
     for v in st.get("versions", []):
         mark = "*" if v == st.get("current") else " "
         lines.append("version {} {}".format(mark, v))
     for name, c in sorted(st.get("checks", {}).items()):
-        lines.append("{:<9} {} on {} at {}: {}".format(name, "PASS" if c["ok"] else "FAIL", c["version"], c["at"],
-                                                       c["detail"]))
+        lines.append(
+            "{:<9} {} on {} at {}: {}".format(name, "PASS" if c["ok"] else "FAIL", c["version"], c["at"], c["detail"])
+        )
     if st.get("staging"):
         lines.append("staging   {} (incomplete uploads; a re-run resumes them)".format(", ".join(st["staging"])))
-    lines.append("signing   {}; trusted keys: {}".format(
-        "unsigned bundles accepted" if st.get("accept_unsigned") else "trusted signature required",
-        ", ".join(st.get("trusted_keys", [])) or "none"))
+    lines.append(
+        "signing   {}; trusted keys: {}".format(
+            "unsigned bundles accepted" if st.get("accept_unsigned") else "trusted signature required",
+            ", ".join(st.get("trusted_keys", [])) or "none",
+        )
+    )
     last = st.get("last")
     if last:
         lines.append("last      {} -> {} at {}".format(last.get("action"), last.get("version"), last.get("at")))

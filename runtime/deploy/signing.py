@@ -3,6 +3,7 @@
 ``manifest.sig`` sits beside ``manifest.json`` and signs its exact bytes; the manifest in
 turn pins every other file by sha256, so one signature covers the whole bundle.
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,8 +41,9 @@ def keygen(prefix: str) -> Dict[str, str]:
         if os.path.exists(p):
             raise UsageError("{}: exists; refusing to overwrite a key".format(p))
     key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     atomic_write(paths["private"], private, mode=0o600)
     atomic_write(paths["public"], public)
@@ -81,9 +83,13 @@ def sign_bundle(bundle_dir: str, key_path: str) -> dict:
     key = load_private(key_path)
     with open(os.path.join(bundle_dir, "manifest.json"), "rb") as f:
         data = f.read()
-    sig = {"schema": SCHEMA, "algorithm": "ed25519", "key_id": key_id(key.public_key()),
-           "manifest_sha256": hashlib.sha256(data).hexdigest(),
-           "signature": base64.b64encode(key.sign(data)).decode("ascii")}
+    sig = {
+        "schema": SCHEMA,
+        "algorithm": "ed25519",
+        "key_id": key_id(key.public_key()),
+        "manifest_sha256": hashlib.sha256(data).hexdigest(),
+        "signature": base64.b64encode(key.sign(data)).decode("ascii"),
+    }
     atomic_write(os.path.join(bundle_dir, SIGNATURE), (json.dumps(sig, indent=1) + "\n").encode("utf-8"))
     return sig
 
@@ -117,14 +123,19 @@ def verify_bundle(bundle_dir: str, trust_dir: str, accept_unsigned: bool = False
     if not os.path.isfile(sig_path):
         if accept_unsigned:
             return None
-        raise SignatureError("{}: bundle is unsigned and this device accepts only signed bundles "
-                             "(sign it with `edgetool export --sign KEY`)".format(bundle_dir))
+        raise SignatureError(
+            "{}: bundle is unsigned and this device accepts only signed bundles "
+            "(sign it with `edgetool export --sign KEY`)".format(bundle_dir)
+        )
     sig = _read_signature(sig_path)
     keys = trusted_keys(trust_dir)
     key: Any = keys.get(str(sig.get("key_id")))
     if key is None:
-        raise SignatureError("{}: signed by key {} which this device does not trust (trusted: {})".format(
-            sig_path, sig.get("key_id"), ", ".join(sorted(keys)) or "none"))
+        raise SignatureError(
+            "{}: signed by key {} which this device does not trust (trusted: {})".format(
+                sig_path, sig.get("key_id"), ", ".join(sorted(keys)) or "none"
+            )
+        )
     with open(os.path.join(bundle_dir, "manifest.json"), "rb") as f:
         data = f.read()
     from cryptography.exceptions import InvalidSignature
@@ -132,6 +143,9 @@ def verify_bundle(bundle_dir: str, trust_dir: str, accept_unsigned: bool = False
     try:
         key.verify(sig["raw"], data)
     except InvalidSignature:
-        raise SignatureError("{}: signature does not match manifest.json (modified after signing?)".format(
-            os.path.join(bundle_dir, "manifest.json"))) from None
+        raise SignatureError(
+            "{}: signature does not match manifest.json (modified after signing?)".format(
+                os.path.join(bundle_dir, "manifest.json")
+            )
+        ) from None
     return sig["key_id"]

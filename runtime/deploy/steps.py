@@ -1,4 +1,5 @@
 """Optional steps after a switch, on the device: ``engine build`` and ``doctor``; roll back if one fails."""
+
 from __future__ import annotations
 
 import subprocess
@@ -16,8 +17,9 @@ def _last_line(*texts: str) -> str:
     return ""
 
 
-def run_steps(target, version: str, engine_profile: Optional[str] = None, doctor: bool = False,
-              timeout: float = 3600.0) -> Dict:
+def run_steps(
+    target, version: str, engine_profile: Optional[str] = None, doctor: bool = False, timeout: float = 3600.0
+) -> Dict:
     """Run the requested steps on ROOT/current; on the first failure switch back and raise DeployError."""
     edgetool = [sys.executable, "-m", "edgetool"]
     current = target.p("current")
@@ -29,10 +31,18 @@ def run_steps(target, version: str, engine_profile: Optional[str] = None, doctor
     done: List[Dict] = []
     for name, args in plan:
         try:
-            proc = subprocess.run(edgetool + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)
-            ok, detail = proc.returncode == 0, _last_line(proc.stderr, proc.stdout) if proc.returncode \
-                else _last_line(proc.stdout)
+            proc = subprocess.run(
+                edgetool + args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                universal_newlines=True,
+                timeout=timeout,
+            )
+            ok, detail = (
+                proc.returncode == 0,
+                _last_line(proc.stderr, proc.stdout) if proc.returncode else _last_line(proc.stdout),
+            )
         except subprocess.TimeoutExpired:
             ok, detail = False, "timed out after {:.0f} s".format(timeout)
         if name == "doctor":

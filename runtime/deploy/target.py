@@ -9,6 +9,7 @@ Layout of a deployment root::
     ROOT/config.json           {"accept_unsigned": false}
     ROOT/state.json            current, previous, history, last doctor result
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -130,8 +131,11 @@ class Target:
             os.fsync(f.fileno())
         if got != size or h.hexdigest() != sha256:
             os.unlink(part)
-            raise DeployError("{}: received {} bytes{}, expected {} (transfer interrupted or corrupted)".format(
-                dest, got, "" if got != size else " with a different sha256", size))
+            raise DeployError(
+                "{}: received {} bytes{}, expected {} (transfer interrupted or corrupted)".format(
+                    dest, got, "" if got != size else " with a different sha256", size
+                )
+            )
         os.replace(part, dest)
         return {"file": rel, "size": got}
 
@@ -225,8 +229,9 @@ class Target:
         if os.path.islink(self.p("current")):
             os.unlink(self.p("current"))
         st = self.state()
-        st["history"] = (st.get("history", []) + [{"action": reason, "version": None, "at": now(),
-                                                    "previous": st.get("current")}])[-50:]
+        st["history"] = (
+            st.get("history", []) + [{"action": reason, "version": None, "at": now(), "previous": st.get("current")}]
+        )[-50:]
         st["current"] = None
         atomic_json(self.p("state.json"), st)
 
@@ -237,7 +242,7 @@ class Target:
         present = [v for v in os.listdir(self.p("versions")) if VERSION_RE.match(v)]
         ranked = sorted(present, key=lambda v: max([i for i, x in enumerate(order) if x == v] + [-1]), reverse=True)
         protect = {st.get("current"), st.get("previous")}
-        pruned = [v for v in ranked[max(keep, 2):] if v not in protect]
+        pruned = [v for v in ranked[max(keep, 2) :] if v not in protect]
         for v in pruned:
             shutil.rmtree(self.p("versions", v))
         return pruned
@@ -250,17 +255,27 @@ class Target:
 
     def status(self) -> Dict:
         st = self.state()
-        versions = sorted(v for v in os.listdir(self.p("versions")) if VERSION_RE.match(v)) \
-            if os.path.isdir(self.p("versions")) else []
+        versions = (
+            sorted(v for v in os.listdir(self.p("versions")) if VERSION_RE.match(v))
+            if os.path.isdir(self.p("versions"))
+            else []
+        )
         staging = sorted(os.listdir(self.p("staging"))) if os.path.isdir(self.p("staging")) else []
         try:
             trusted = sorted(f[:-4] for f in os.listdir(self.p("trust")) if f.endswith(".pub"))
         except OSError:
             trusted = []
-        return {"root": self.root, "current": self.current(), "previous": st.get("previous"), "versions": versions,
-                "staging": staging, "checks": st.get("checks", {}), "trusted_keys": trusted,
-                "accept_unsigned": bool(self.config().get("accept_unsigned")),
-                "last": (st.get("history") or [None])[-1]}
+        return {
+            "root": self.root,
+            "current": self.current(),
+            "previous": st.get("previous"),
+            "versions": versions,
+            "staging": staging,
+            "checks": st.get("checks", {}),
+            "trusted_keys": trusted,
+            "accept_unsigned": bool(self.config().get("accept_unsigned")),
+            "last": (st.get("history") or [None])[-1],
+        }
 
 
 def _sha256_file(path: str) -> str:
@@ -269,4 +284,3 @@ def _sha256_file(path: str) -> str:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
-

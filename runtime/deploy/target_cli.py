@@ -3,6 +3,7 @@
 Every subcommand takes the deployment ROOT first. prepare/receive/install print one JSON
 object on stdout for the workstation to read.
 """
+
 from __future__ import annotations
 
 import json
@@ -93,8 +94,12 @@ def trust(root, public_key):
 
 @target.command()
 @click.argument("root")
-@click.option("--accept-unsigned/--require-signed", default=None, required=True,
-              help="Whether this device installs bundles that carry no signature.")
+@click.option(
+    "--accept-unsigned/--require-signed",
+    default=None,
+    required=True,
+    help="Whether this device installs bundles that carry no signature.",
+)
 def config(root, accept_unsigned):
     """Device policy: accept unsigned bundles, or require a trusted signature (the default)."""
     cfg = _target(root).set_config(accept_unsigned=accept_unsigned)

@@ -5,6 +5,7 @@ remote shell, so each argument is quoted with :func:`shlex.quote` first; host na
 checked so that none can pass for an ssh option. Host keys are always checked: unknown
 hosts are refused unless the user opts into ``accept-new``.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,12 +42,17 @@ class Transport:
         raise NotImplementedError
 
     def run(self, args: Sequence[str], timeout: Optional[float] = None) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)
+        return subprocess.run(
+            self.argv(args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+            timeout=timeout,
+        )
 
     def popen(self, args: Sequence[str]) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        return subprocess.Popen(self.argv(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 class LocalTransport(Transport):
@@ -61,16 +67,30 @@ class LocalTransport(Transport):
 
 
 class SSHTransport(Transport):
-    def __init__(self, host: str, edgetool: str = "edgetool", port: Optional[int] = None,
-                 identity: Optional[str] = None, known_hosts: Optional[str] = None, ssh_config: Optional[str] = None,
-                 accept_new_host_key: bool = False, connect_timeout: int = 15):
+    def __init__(
+        self,
+        host: str,
+        edgetool: str = "edgetool",
+        port: Optional[int] = None,
+        identity: Optional[str] = None,
+        known_hosts: Optional[str] = None,
+        ssh_config: Optional[str] = None,
+        accept_new_host_key: bool = False,
+        connect_timeout: int = 15,
+    ):
         self.host = check_host(host)
         self.label = host
         self.edgetool = shlex.split(edgetool)
         if not self.edgetool:
             raise UsageError("--remote-edgetool is empty")
-        opts = ["-o", "BatchMode=yes", "-o", "ConnectTimeout={}".format(int(connect_timeout)),
-                "-o", "StrictHostKeyChecking={}".format("accept-new" if accept_new_host_key else "yes")]
+        opts = [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout={}".format(int(connect_timeout)),
+            "-o",
+            "StrictHostKeyChecking={}".format("accept-new" if accept_new_host_key else "yes"),
+        ]
         if ssh_config:
             opts = ["-F", os.path.abspath(ssh_config)] + opts
         if port is not None:

@@ -1,4 +1,5 @@
 """``edgetool profile BUNDLE``: latency, throughput and memory reports, trtexec-style."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,12 @@ def _device_profile(name):
 @click.command()
 @click.argument("bundle", type=click.Path())
 @click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "tensorrt"]))
-@click.option("--device-profile", default=None, help="Device profile this machine is (e.g. orin-nano); "
-              "named in the report. Estimates for every other profile are always included.")
+@click.option(
+    "--device-profile",
+    default=None,
+    help="Device profile this machine is (e.g. orin-nano); "
+    "named in the report. Estimates for every other profile are always included.",
+)
 @click.option("--out", default=None, type=click.Path(), help="Report folder [default: BUNDLE-profile].")
 @click.option("--iterations", default=20, show_default=True, help="Timed iterations per measurement.")
 @click.option("--warmup", default=3, show_default=True, help="Untimed warm-up iterations.")
@@ -39,12 +44,22 @@ def _device_profile(name):
 @click.option("--modes", default=",".join(MODES), show_default=True, help="Engine modes to measure.")
 @click.option("--policies", default=",".join(POLICIES), show_default=True, help="Routing policies to measure.")
 @click.option("--codecs", default="zstd,7z", show_default=True, help="Codecs to compare on the first delta.")
-@click.option("--memory/--no-memory", default=True, show_default=True,
-              help="Measure resident memory of single, efficient and vanilla (one fresh process each).")
-@click.option("--plots", default="auto", show_default=True, type=click.Choice(["auto", "png", "svg"]),
-              help="HTML plot format: PNG needs matplotlib (the train extra); SVG needs nothing.")
-def profile(bundle, backend, device_profile, out, iterations, warmup, batch, threads, modes, policies, codecs,
-            memory, plots):
+@click.option(
+    "--memory/--no-memory",
+    default=True,
+    show_default=True,
+    help="Measure resident memory of single, efficient and vanilla (one fresh process each).",
+)
+@click.option(
+    "--plots",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "png", "svg"]),
+    help="HTML plot format: PNG needs matplotlib (the train extra); SVG needs nothing.",
+)
+def profile(
+    bundle, backend, device_profile, out, iterations, warmup, batch, threads, modes, policies, codecs, memory, plots
+):
     """Measure BUNDLE on this machine: switch stages, inference, end to end per routing policy and
     engine mode, throughput, memory against vanilla and the single network.
 
@@ -68,20 +83,43 @@ def profile(bundle, backend, device_profile, out, iterations, warmup, batch, thr
         raise UsageError("{}: no such bundle".format(bundle))
     out = out or os.path.normpath(bundle).rstrip(os.sep) + "-profile"
     steps = len(modes_l) + 3 + (3 if memory else 0)
-    with click.progressbar(length=steps, label="profiling", file=click.get_text_stream("stderr"),
-                           item_show_func=lambda s: s) as bar:
+    with click.progressbar(
+        length=steps, label="profiling", file=click.get_text_stream("stderr"), item_show_func=lambda s: s
+    ) as bar:
+
         def step(name):
             bar.update(1, name)
 
-        report = run_profile(bundle, backend=backend, iterations=iterations, warmup=warmup, batch=batch,
-                             threads=threads, modes=modes_l, policies=policies_l, codecs=codecs_l, memory=memory,
-                             device_profile=profile_name, step=step)
+        report = run_profile(
+            bundle,
+            backend=backend,
+            iterations=iterations,
+            warmup=warmup,
+            batch=batch,
+            threads=threads,
+            modes=modes_l,
+            policies=policies_l,
+            codecs=codecs_l,
+            memory=memory,
+            device_profile=profile_name,
+            step=step,
+        )
     paths = write_reports(report, out, plots)
+    _echo_summary(report, paths, memory)
+
+
+def _echo_summary(report, paths, memory):
     s = report["stages"]
-    click.echo("switch to subclass: median {:.3f} ms, p99 {:.3f} ms | cold load median {:.2f} ms".format(
-        s["switch_to_subclass"]["median"], s["switch_to_subclass"]["p99"], s["cold_load"]["median"]))
+    click.echo(
+        "switch to subclass: median {:.3f} ms, p99 {:.3f} ms | cold load median {:.2f} ms".format(
+            s["switch_to_subclass"]["median"], s["switch_to_subclass"]["p99"], s["cold_load"]["median"]
+        )
+    )
     if memory:
         r = report["ratios"]
-        click.echo("resident memory: efficient {:.2f}x, vanilla {:.2f}x the single network".format(
-            r["efficient_over_single"], r["vanilla_over_single"]))
+        click.echo(
+            "resident memory: efficient {:.2f}x, vanilla {:.2f}x the single network".format(
+                r["efficient_over_single"], r["vanilla_over_single"]
+            )
+        )
     click.echo("wrote {}".format(", ".join(paths[k] for k in ("json", "md", "html"))))

@@ -5,6 +5,7 @@ for every routed image.  ``two-engine`` keeps a fixed base network beside one re
 subclass network.  TensorRT implements both; for ONNX Runtime the two-engine form is two
 sessions, the first never switched.
 """
+
 from __future__ import annotations
 
 from ..backends import load_backend

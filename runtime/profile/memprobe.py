@@ -9,6 +9,7 @@ another's figure.  Before each reading, freed heap memory is handed back to the 
 (glibc ``malloc_trim``, where present), so the figure counts live memory for every form
 alike, not the allocator's slack.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,16 +66,27 @@ def _probe(form: str, bundle_path: str, threads: int) -> Dict[str, Any]:
             sessions.infer(k, x)
         weights = sessions.weight_bytes()
     after = _settled()
-    return {"form": form, "baseline_rss_bytes": before.get("VmRSS", 0), "rss_bytes": after.get("VmRSS", 0),
-            "peak_rss_bytes": after.get("VmHWM", 0),
-            "resident_bytes": after.get("VmRSS", 0) - before.get("VmRSS", 0),
-            "weight_buffer_bytes": int(weights)}
+    return {
+        "form": form,
+        "baseline_rss_bytes": before.get("VmRSS", 0),
+        "rss_bytes": after.get("VmRSS", 0),
+        "peak_rss_bytes": after.get("VmHWM", 0),
+        "resident_bytes": after.get("VmRSS", 0) - before.get("VmRSS", 0),
+        "weight_buffer_bytes": int(weights),
+    }
 
 
 def measure(form: str, bundle_path: str, threads: int = 0, timeout: float = 600.0) -> Dict[str, Any]:
     """Run the probe for *form* in a fresh Python process and return its figures."""
-    cmd = [sys.executable, "-m", "edgetool.runtime.profile.memprobe", form, os.fspath(bundle_path),
-           "--threads", str(int(threads))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgetool.runtime.profile.memprobe",
+        form,
+        os.fspath(bundle_path),
+        "--threads",
+        str(int(threads)),
+    ]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -9,6 +9,7 @@ matplotlib comes with the ``train`` extra.  Where it is absent (a Jetson with th
 only), the same plots are drawn as inline SVG by :mod:`.svg`, so the HTML page always
 holds every plot.
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,23 +18,48 @@ from typing import List
 
 from . import svg
 
-BREAKDOWN = ("delta_read", "sha256", "decode", "sha256_decoded", "add", "apply", "h2d_kernel", "refit",
-             "switch_to_subclass", "switch_to_base", "superclass_inference", "subclass_inference")
+BREAKDOWN = (
+    "delta_read",
+    "sha256",
+    "decode",
+    "sha256_decoded",
+    "add",
+    "apply",
+    "h2d_kernel",
+    "refit",
+    "switch_to_subclass",
+    "switch_to_base",
+    "superclass_inference",
+    "subclass_inference",
+)
 
 
 def specs(report: dict) -> List[dict]:
     out = [_breakdown(report), _cdfs(report)]
     if "memory" in report:
         forms = report["memory"]["forms"]
-        out.append({"id": "memory", "kind": "bars", "title": "Resident memory (fresh process per form)",
-                    "labels": ["single network", "efficient", "vanilla (N+1)"],
-                    "values": [forms[f]["resident_bytes"] / 2**20 for f in ("single", "efficient", "vanilla")],
-                    "ylabel": "MiB"})
+        out.append(
+            {
+                "id": "memory",
+                "kind": "bars",
+                "title": "Resident memory (fresh process per form)",
+                "labels": ["single network", "efficient", "vanilla (N+1)"],
+                "values": [forms[f]["resident_bytes"] / 2**20 for f in ("single", "efficient", "vanilla")],
+                "ylabel": "MiB",
+            }
+        )
     rows = report["storage"]
     xs = [r["n"] for r in rows]
-    out.append({"id": "storage", "kind": "lines", "title": "Storage against N superclasses", "xlabel": "N",
-                "ylabel": "MiB", "series": {k: (xs, [r[k] / 2**20 for r in rows])
-                                            for k in ("single", "vanilla", "efficient")}})
+    out.append(
+        {
+            "id": "storage",
+            "kind": "lines",
+            "title": "Storage against N superclasses",
+            "xlabel": "N",
+            "ylabel": "MiB",
+            "series": {k: (xs, [r[k] / 2**20 for r in rows]) for k in ("single", "vanilla", "efficient")},
+        }
+    )
     return out
 
 
@@ -45,8 +71,14 @@ def _breakdown(report: dict) -> dict:
         if key and stages[key].get("count"):
             labels.append(key)
             values.append(stages[key]["median"])
-    return {"id": "breakdown", "kind": "bars", "title": "Latency breakdown (median per stage)", "labels": labels,
-            "values": values, "ylabel": "ms"}
+    return {
+        "id": "breakdown",
+        "kind": "bars",
+        "title": "Latency breakdown (median per stage)",
+        "labels": labels,
+        "values": values,
+        "ylabel": "ms",
+    }
 
 
 def _cdfs(report: dict) -> dict:
@@ -60,8 +92,14 @@ def _cdfs(report: dict) -> dict:
             if row["per_image_ms"].get("cdf"):
                 series["{} {}".format(policy, mode)] = row["per_image_ms"]["cdf"]
     lines = {k: (v, [i / (len(v) - 1) for i in range(len(v))]) for k, v in series.items()}
-    return {"id": "cdf", "kind": "lines", "title": "Latency CDFs", "xlabel": "ms", "ylabel": "fraction",
-            "series": lines}
+    return {
+        "id": "cdf",
+        "kind": "lines",
+        "title": "Latency CDFs",
+        "xlabel": "ms",
+        "ylabel": "fraction",
+        "series": lines,
+    }
 
 
 def have_matplotlib() -> bool:

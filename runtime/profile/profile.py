@@ -3,6 +3,7 @@
 The dict is the JSON report (schema ``edgetool.profile/1``); the Markdown and HTML reports
 are rendered from it.
 """
+
 from __future__ import annotations
 
 import platform
@@ -30,18 +31,26 @@ def bundle_summary(bundle, path: str) -> dict:
     base = bundle.manifest["base"]
     int8 = int(base.get("int8_weight_bytes") or bundle.layout.int8_nbytes)
     changed = [d["changed_int8"] / int8 for d in bundle.deltas if "changed_int8" in d]
-    return {"path": path, "superclasses": bundle.num_superclasses, "codec": bundle.deltas[0]["codec"],
-            "base_onnx_bytes": sizes["base"], "deltas_bytes": sizes["deltas"], "bytes_on_disk": sizes["total"],
-            "refit_bytes": bundle.layout.total_nbytes, "int8_weight_bytes": int8,
-            "changed_codes_fraction": (sum(changed) / len(changed)) if changed else None,
-            "delta_bytes_mean": sizes["deltas"] / max(1, bundle.num_superclasses)}
+    return {
+        "path": path,
+        "superclasses": bundle.num_superclasses,
+        "codec": bundle.deltas[0]["codec"],
+        "base_onnx_bytes": sizes["base"],
+        "deltas_bytes": sizes["deltas"],
+        "bytes_on_disk": sizes["total"],
+        "refit_bytes": bundle.layout.total_nbytes,
+        "int8_weight_bytes": int8,
+        "changed_codes_fraction": (sum(changed) / len(changed)) if changed else None,
+        "delta_bytes_mean": sizes["deltas"] / max(1, bundle.num_superclasses),
+    }
 
 
 def storage_vs_n(summary: dict, max_n: int = 20) -> list:
     """Bytes stored for N superclasses: one flat network, vanilla N+1 networks, efficient 1 + N deltas."""
     base, delta = summary["base_onnx_bytes"], summary["delta_bytes_mean"]
-    return [{"n": n, "single": base, "vanilla": (n + 1) * base, "efficient": base + n * delta}
-            for n in range(1, max_n + 1)]
+    return [
+        {"n": n, "single": base, "vanilla": (n + 1) * base, "efficient": base + n * delta} for n in range(1, max_n + 1)
+    ]
 
 
 def memory_section(path: str, threads: int, step: Callable[[str], None]) -> dict:
@@ -50,28 +59,49 @@ def memory_section(path: str, threads: int, step: Callable[[str], None]) -> dict
         step("memory: " + form)
         forms[form] = memprobe.measure(form, path, threads)
     single = max(1, forms["single"]["resident_bytes"])
-    return {"forms": forms, "gpu": gpu_memory(),
-            "ratios": {"efficient_over_single": forms["efficient"]["resident_bytes"] / single,
-                       "vanilla_over_single": forms["vanilla"]["resident_bytes"] / single,
-                       "efficient_over_vanilla": forms["efficient"]["resident_bytes"]
-                       / max(1, forms["vanilla"]["resident_bytes"])}}
+    return {
+        "forms": forms,
+        "gpu": gpu_memory(),
+        "ratios": {
+            "efficient_over_single": forms["efficient"]["resident_bytes"] / single,
+            "vanilla_over_single": forms["vanilla"]["resident_bytes"] / single,
+            "efficient_over_vanilla": forms["efficient"]["resident_bytes"] / max(1, forms["vanilla"]["resident_bytes"]),
+        },
+    }
 
 
-def run_profile(path: str, backend: str = "onnxruntime", iterations: int = 20, warmup: int = 3,
-                batch: int = 8, threads: int = 0, modes: Sequence[str] = MODES,
-                policies: Sequence[str] = POLICIES, codecs: Sequence[str] = ("zstd", "7z"),
-                memory: bool = True, device_profile: Optional[str] = None,
-                step: Callable[[str], None] = _nothing) -> dict:
+def run_profile(
+    path: str,
+    backend: str = "onnxruntime",
+    iterations: int = 20,
+    warmup: int = 3,
+    batch: int = 8,
+    threads: int = 0,
+    modes: Sequence[str] = MODES,
+    policies: Sequence[str] = POLICIES,
+    codecs: Sequence[str] = ("zstd", "7z"),
+    memory: bool = True,
+    device_profile: Optional[str] = None,
+    step: Callable[[str], None] = _nothing,
+) -> dict:
     """Profile the bundle at *path* on this machine and return the report dict."""
     bundle = Bundle.open(path)
     try:
         summary = bundle_summary(bundle, path)
         images = stages.sample_batch(bundle, batch)
-        report = {"schema": SCHEMA, "edgetool_version": __version__, "machine": machine(),
-                  "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "backend": backend, "onnxruntime": _version("onnxruntime"), "device_profile": device_profile,
-                  "settings": {"iterations": iterations, "warmup": warmup, "batch": batch, "threads": threads},
-                  "bundle": summary, "storage": storage_vs_n(summary)}
+        report = {
+            "schema": SCHEMA,
+            "edgetool_version": __version__,
+            "machine": machine(),
+            "python": platform.python_version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "backend": backend,
+            "onnxruntime": _version("onnxruntime"),
+            "device_profile": device_profile,
+            "settings": {"iterations": iterations, "warmup": warmup, "batch": batch, "threads": threads},
+            "bundle": summary,
+            "storage": storage_vs_n(summary),
+        }
         report.update(_timings(bundle, backend, images, iterations, warmup, threads, modes, policies, codecs, step))
         if memory:
             report["memory"] = memory_section(path, threads, step)
@@ -94,8 +124,9 @@ def _timings(bundle, backend, images, iterations, warmup, threads, modes, polici
                 step("switch stages")
                 out["stages"] = stages.switch_stages(bundle, be, iterations, warmup)
                 out["stages"].update(stages.inference(be, images[:1], iterations, warmup))
-                out["throughput"] = {"two_stage_images_per_s": stages.throughput(be, bundle, len(images),
-                                                                                 iterations, warmup)}
+                out["throughput"] = {
+                    "two_stage_images_per_s": stages.throughput(be, bundle, len(images), iterations, warmup)
+                }
             step("end to end, " + mode)
             out["end_to_end"][mode] = stages.end_to_end(be, images, max(1, iterations // 4), 1, policies)
         finally:
@@ -116,9 +147,12 @@ def ratios(r: dict) -> dict:
     s = r["stages"]
     med = {k: v.get("median") for k, v in s.items() if isinstance(v, dict) and v.get("count")}
     codecs = r.get("codecs", {})
-    out = {"cold_load_over_switch": _div(med.get("cold_load"), med.get("switch_to_subclass")),
-           "two_stage_over_single_throughput": _div(r["throughput"]["two_stage_images_per_s"],
-                                                    r["throughput"]["single_throughput_images_per_s"])}
+    out = {
+        "cold_load_over_switch": _div(med.get("cold_load"), med.get("switch_to_subclass")),
+        "two_stage_over_single_throughput": _div(
+            r["throughput"]["two_stage_images_per_s"], r["throughput"]["single_throughput_images_per_s"]
+        ),
+    }
     if "7z" in codecs and "zstd" in codecs:
         out["7z_over_zstd_decode"] = _div(codecs["7z"]["decode_ms"]["median"], codecs["zstd"]["decode_ms"]["median"])
     if "memory" in r:

@@ -9,6 +9,7 @@ Every row is labelled ``"estimate": true``.  The model is deliberately simple an
 * the TensorRT refit and the inference are not projected: they need a measurement on the
   device (``edgetool profile --backend tensorrt`` there).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,17 @@ def project(stages: Dict[str, dict], refit_bytes: int, codec: str) -> List[dict]
         cpu = cpu_here / spec["cpu_rel"]
         h2d = 2 * refit_bytes / (gbs * 1e9) * 1e3
         kernel = 3 * refit_bytes / (gbs * 1e9) * 1e3
-        rows.append({"profile": name, "estimate": True, "cpu": spec["cpu"], "mem_gbs": spec["mem_gbs"],
-                     "read_decode_ms": cpu, "h2d_ms": h2d, "add_kernel_ms": kernel,
-                     "switch_ms_without_refit": cpu + h2d + kernel,
-                     "not_projected": ["refit", "inference"]})
+        rows.append(
+            {
+                "profile": name,
+                "estimate": True,
+                "cpu": spec["cpu"],
+                "mem_gbs": spec["mem_gbs"],
+                "read_decode_ms": cpu,
+                "h2d_ms": h2d,
+                "add_kernel_ms": kernel,
+                "switch_ms_without_refit": cpu + h2d + kernel,
+                "not_projected": ["refit", "inference"],
+            }
+        )
     return rows

@@ -2,6 +2,7 @@
 
 Every writer is atomic (a temporary sibling, then a rename).
 """
+
 from __future__ import annotations
 
 import html
@@ -40,60 +41,130 @@ def _ratio(v) -> str:
 
 def tables(r: dict) -> List[tuple]:
     """(title, header, rows) of every table, shared by the Markdown and HTML writers."""
-    out = []
+    out = [_stage_table(r), _end_to_end_table(r), _throughput_table(r), _codec_table(r)]
+    if "memory" in r:
+        out.append(_memory_table(r))
+    out.append(("Ratios", ["ratio", "value"], [[k, _ratio(v)] for k, v in r["ratios"].items()]))
+    out.append(_projection_table(r))
+    return out
+
+
+def _stage_table(r: dict) -> tuple:
     rows = []
     for name, s in r["stages"].items():
         if s.get("count"):
             rows.append([name] + [str(s["count"])] + [_ms(s[c]) for c in COLUMNS[1:]])
         else:
             rows.append([name, "0"] + ["-"] * (len(COLUMNS) - 1))
-    out.append(("Latency per stage [ms]", ["stage"] + list(COLUMNS), rows))
+    return ("Latency per stage [ms]", ["stage"] + list(COLUMNS), rows)
+
+
+def _end_to_end_table(r: dict) -> tuple:
     rows = []
     for mode, policies in r["end_to_end"].items():
         for policy, row in policies.items():
             s = row["per_image_ms"]
-            rows.append([mode, policy, _ms(s["mean"]), _ms(s["median"]), _ms(s["p90"]), _ms(s["p99"]),
-                         _ms(s["max"]), "{:.1f}".format(row["images_per_s"])])
-    out.append(("End to end per image [ms]", ["engine mode", "policy", "mean", "median", "p90", "p99", "max",
-                                               "images/s"], rows))
+            rows.append(
+                [
+                    mode,
+                    policy,
+                    _ms(s["mean"]),
+                    _ms(s["median"]),
+                    _ms(s["p90"]),
+                    _ms(s["p99"]),
+                    _ms(s["max"]),
+                    "{:.1f}".format(row["images_per_s"]),
+                ]
+            )
+    return (
+        "End to end per image [ms]",
+        ["engine mode", "policy", "mean", "median", "p90", "p99", "max", "images/s"],
+        rows,
+    )
+
+
+def _throughput_table(r: dict) -> tuple:
     t = r["throughput"]
-    out.append(("Throughput at batch {}".format(r["settings"]["batch"]), ["form", "images/s"], [
-        ["two-stage (superclass-batched)", "{:.1f}".format(t["two_stage_images_per_s"])],
-        ["single base network", "{:.1f}".format(t["single_throughput_images_per_s"])]]))
-    out.append(("Codecs (first delta)", ["codec", "stored bytes", "decode median [ms]", "decode p99 [ms]"], [
-        [name, str(c["stored_bytes"]), _ms(c["decode_ms"]["median"]), _ms(c["decode_ms"]["p99"])]
-        for name, c in r["codecs"].items()]))
-    if "memory" in r:
-        out.append(_memory_table(r))
-    out.append(("Ratios", ["ratio", "value"], [[k, _ratio(v)] for k, v in r["ratios"].items()]))
-    out.append(("Estimates for other devices (not measured)", [
-        "profile", "CPU", "DRAM GB/s", "read+decode [ms]", "H2D [ms]", "add kernel [ms]", "switch w/o refit [ms]"], [
-        [p["profile"] + " (estimate)", p["cpu"], "{:.1f}".format(p["mem_gbs"]), _ms(p["read_decode_ms"]),
-         _ms(p["h2d_ms"]), _ms(p["add_kernel_ms"]), _ms(p["switch_ms_without_refit"])] for p in r["projections"]]))
-    return out
+    return (
+        "Throughput at batch {}".format(r["settings"]["batch"]),
+        ["form", "images/s"],
+        [
+            ["two-stage (superclass-batched)", "{:.1f}".format(t["two_stage_images_per_s"])],
+            ["single base network", "{:.1f}".format(t["single_throughput_images_per_s"])],
+        ],
+    )
+
+
+def _codec_table(r: dict) -> tuple:
+    return (
+        "Codecs (first delta)",
+        ["codec", "stored bytes", "decode median [ms]", "decode p99 [ms]"],
+        [
+            [name, str(c["stored_bytes"]), _ms(c["decode_ms"]["median"]), _ms(c["decode_ms"]["p99"])]
+            for name, c in r["codecs"].items()
+        ],
+    )
+
+
+def _projection_table(r: dict) -> tuple:
+    return (
+        "Estimates for other devices (not measured)",
+        ["profile", "CPU", "DRAM GB/s", "read+decode [ms]", "H2D [ms]", "add kernel [ms]", "switch w/o refit [ms]"],
+        [
+            [
+                p["profile"] + " (estimate)",
+                p["cpu"],
+                "{:.1f}".format(p["mem_gbs"]),
+                _ms(p["read_decode_ms"]),
+                _ms(p["h2d_ms"]),
+                _ms(p["add_kernel_ms"]),
+                _ms(p["switch_ms_without_refit"]),
+            ]
+            for p in r["projections"]
+        ],
+    )
 
 
 def _memory_table(r: dict) -> tuple:
     f = r["memory"]["forms"]
     single = max(1, f["single"]["resident_bytes"])
-    rows = [[name, _mib(f[name]["resident_bytes"]), _mib(f[name]["peak_rss_bytes"]),
-             _mib(f[name]["weight_buffer_bytes"]), _ratio(f[name]["resident_bytes"] / single)]
-            for name in ("single", "efficient", "vanilla")]
-    return ("Memory (each form in a fresh process)", ["form", "resident", "peak RSS", "weight buffers",
-                                                       "resident / single"], rows)
+    rows = [
+        [
+            name,
+            _mib(f[name]["resident_bytes"]),
+            _mib(f[name]["peak_rss_bytes"]),
+            _mib(f[name]["weight_buffer_bytes"]),
+            _ratio(f[name]["resident_bytes"] / single),
+        ]
+        for name in ("single", "efficient", "vanilla")
+    ]
+    return (
+        "Memory (each form in a fresh process)",
+        ["form", "resident", "peak RSS", "weight buffers", "resident / single"],
+        rows,
+    )
 
 
 def header_lines(r: dict) -> List[str]:
     b = r["bundle"]
     changed = b.get("changed_codes_fraction")
-    return ["machine: {}".format(r["machine"]),
-            "backend: {} ({}), Python {}, edgetool {}".format(r["backend"], ", ".join(r.get("providers") or []),
-                                                              r["python"], r["edgetool_version"]),
-            "bundle: {} ({} superclasses, codec {}, {} on disk, base.onnx {}, refit buffer {}{})".format(
-                b["path"], b["superclasses"], b["codec"], _mib(b["bytes_on_disk"]), _mib(b["base_onnx_bytes"]),
-                _mib(b["refit_bytes"]), "" if changed is None else ", {:.0%} of codes changed".format(changed)),
-            "settings: warm-up {warmup}, {iterations} iterations, batch {batch}".format(**r["settings"]),
-            "jetson: {}".format(json.dumps(r["jetson"]))]
+    return [
+        "machine: {}".format(r["machine"]),
+        "backend: {} ({}), Python {}, edgetool {}".format(
+            r["backend"], ", ".join(r.get("providers") or []), r["python"], r["edgetool_version"]
+        ),
+        "bundle: {} ({} superclasses, codec {}, {} on disk, base.onnx {}, refit buffer {}{})".format(
+            b["path"],
+            b["superclasses"],
+            b["codec"],
+            _mib(b["bytes_on_disk"]),
+            _mib(b["base_onnx_bytes"]),
+            _mib(b["refit_bytes"]),
+            "" if changed is None else ", {:.0%} of codes changed".format(changed),
+        ),
+        "settings: warm-up {warmup}, {iterations} iterations, batch {batch}".format(**r["settings"]),
+        "jetson: {}".format(json.dumps(r["jetson"])),
+    ]
 
 
 def to_markdown(r: dict) -> str:
@@ -123,11 +194,17 @@ window.addEventListener('load', function () {
 def to_html(r: dict, plot_format: str = "auto") -> str:
     fmt = plot_format if plot_format != "auto" else ("png" if plots.have_matplotlib() else "svg")
     e = html.escape
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool profile</title>",
-             "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
-             "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "td:first-child{text-align:left}figure{display:inline-block;margin:0.5em}</style></head><body>",
-             "<h1>edgetool profile</h1><ul>"] + ["<li>{}</li>".format(e(h)) for h in header_lines(r)] + ["</ul>"]
+    parts = (
+        [
+            "<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool profile</title>",
+            "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
+            "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            "td:first-child{text-align:left}figure{display:inline-block;margin:0.5em}</style></head><body>",
+            "<h1>edgetool profile</h1><ul>",
+        ]
+        + ["<li>{}</li>".format(e(h)) for h in header_lines(r)]
+        + ["</ul>"]
+    )
     for spec in plots.specs(r):
         parts.append("<figure class='plot' id='plot-{}'>{}</figure>".format(spec["id"], plots.render(spec, fmt)))
     for title, head, rows in tables(r):

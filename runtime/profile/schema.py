@@ -1,16 +1,45 @@
 """The shape of a profile report (``edgetool.profile/1``), checked without extra packages."""
+
 from __future__ import annotations
 
 from typing import List
 
 from .stats import PERCENTILE_ORDER, consistent
 
-STAGES = ("delta_read", "sha256", "sha256_decoded", "add", "apply", "switch_to_subclass", "switch_to_base",
-          "h2d_kernel", "refit", "superclass_inference", "subclass_inference", "cold_load", "single_inference",
-          "vanilla_per_image")
-TOP = {"schema": str, "edgetool_version": str, "machine": str, "python": str, "created": str, "backend": str,
-       "settings": dict, "bundle": dict, "storage": list, "stages": dict, "end_to_end": dict, "throughput": dict,
-       "codecs": dict, "jetson": dict, "projections": list, "ratios": dict}
+STAGES = (
+    "delta_read",
+    "sha256",
+    "sha256_decoded",
+    "add",
+    "apply",
+    "switch_to_subclass",
+    "switch_to_base",
+    "h2d_kernel",
+    "refit",
+    "superclass_inference",
+    "subclass_inference",
+    "cold_load",
+    "single_inference",
+    "vanilla_per_image",
+)
+TOP = {
+    "schema": str,
+    "edgetool_version": str,
+    "machine": str,
+    "python": str,
+    "created": str,
+    "backend": str,
+    "settings": dict,
+    "bundle": dict,
+    "storage": list,
+    "stages": dict,
+    "end_to_end": dict,
+    "throughput": dict,
+    "codecs": dict,
+    "jetson": dict,
+    "projections": list,
+    "ratios": dict,
+}
 BUNDLE = ("superclasses", "codec", "base_onnx_bytes", "deltas_bytes", "bytes_on_disk", "refit_bytes")
 
 
@@ -53,6 +82,9 @@ def _stat_problems(where: str, s: dict) -> List[str]:
     if missing:
         return ["{}: missing {}".format(where, ", ".join(missing))]
     if not consistent(s):
-        return ["{}: percentiles out of order ({})".format(where, ", ".join(
-            "{}={:.4g}".format(k, s[k]) for k in PERCENTILE_ORDER))]
+        return [
+            "{}: percentiles out of order ({})".format(
+                where, ", ".join("{}={:.4g}".format(k, s[k]) for k in PERCENTILE_ORDER)
+            )
+        ]
     return []

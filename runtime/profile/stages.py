@@ -4,6 +4,7 @@ points (cold load of a full network, the single base network, vanilla's N+1 sess
 
 Every figure is a list of wall-clock milliseconds reduced by :func:`.stats.stat`.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,8 +78,7 @@ def switch_totals(backend, n: int, iterations: int, warmup: int) -> Dict[str, di
             to_sub.append((t1 - t0) * 1e3)
             to_base.append((time.perf_counter() - t1) * 1e3)
     s = backend.timings.samples
-    out = {"switch_to_subclass": stat(to_sub), "switch_to_base": stat(to_base),
-           "apply": stat(s.get("apply", [])[0::2])}
+    out = {"switch_to_subclass": stat(to_sub), "switch_to_base": stat(to_base), "apply": stat(s.get("apply", [])[0::2])}
     for name in ("h2d_kernel", "refit"):
         out[name] = stat(s[name][0::2]) if s.get(name) else {"count": 0, "reason": NOT_HERE}
     return out
@@ -94,8 +94,7 @@ def inference(backend, x: np.ndarray, iterations: int, warmup: int) -> Dict[str,
     return {"superclass_inference": stat(sup), "subclass_inference": stat(sub)}
 
 
-def end_to_end(backend, images: np.ndarray, iterations: int, warmup: int,
-               policies=POLICIES) -> Dict[str, dict]:
+def end_to_end(backend, images: np.ndarray, iterations: int, warmup: int, policies=POLICIES) -> Dict[str, dict]:
     """Milliseconds per image and images per second, per routing policy.
 
     per-image, sticky and topk classify one image per call (a camera's view); batched
@@ -112,7 +111,7 @@ def end_to_end(backend, images: np.ndarray, iterations: int, warmup: int,
                 clf.reset()
                 for i in range(len(images)):
                     t0 = time.perf_counter()
-                    clf.classify(images[i:i + 1])
+                    clf.classify(images[i : i + 1])
                     if it >= warmup:
                         per_image.append((time.perf_counter() - t0) * 1e3)
         s = stat(per_image)
@@ -127,8 +126,11 @@ def codec_compare(bundle, names, iterations: int) -> Dict[str, dict]:
     out = {}
     for name in names:
         data = codecs.encode(name, raw)
-        out[name] = {"stored_bytes": len(data), "raw_bytes": len(raw),
-                     "decode_ms": stat(timed(lambda: codecs.decode(name, data, len(raw)), iterations, 1))}
+        out[name] = {
+            "stored_bytes": len(data),
+            "raw_bytes": len(raw),
+            "decode_ms": stat(timed(lambda: codecs.decode(name, data, len(raw)), iterations, 1)),
+        }
     return out
 
 
@@ -148,8 +150,9 @@ def cold_load(bundle, iterations: int, threads: int = 0) -> Dict[str, dict]:
     return {"cold_load": stat(ms)}
 
 
-def comparison(bundle, images: np.ndarray, batch: int, iterations: int, warmup: int,
-               threads: int = 0) -> Dict[str, dict]:
+def comparison(
+    bundle, images: np.ndarray, batch: int, iterations: int, warmup: int, threads: int = 0
+) -> Dict[str, dict]:
     """The single base network and vanilla's N+1 sessions, timed like the efficient form."""
     n = bundle.num_superclasses
     single = PlainSessions(bundle, [BASE], threads=threads)
@@ -170,8 +173,8 @@ def _vanilla_per_image(vanilla, images, iterations, warmup) -> List[float]:
     for it in range(warmup + iterations):
         for i in range(len(images)):
             t0 = time.perf_counter()
-            k = int(np.argmax(vanilla.infer(BASE, images[i:i + 1])[0, :n]))
-            vanilla.infer(k, images[i:i + 1])
+            k = int(np.argmax(vanilla.infer(BASE, images[i : i + 1])[0, :n]))
+            vanilla.infer(k, images[i : i + 1])
             if it >= warmup:
                 per_image.append((time.perf_counter() - t0) * 1e3)
     return per_image

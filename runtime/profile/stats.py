@@ -1,4 +1,5 @@
 """Timing loops and their statistics, in the style of trtexec (warm-up, then N iterations)."""
+
 from __future__ import annotations
 
 import time

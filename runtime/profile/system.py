@@ -3,6 +3,7 @@
 Everything here is best effort: a figure that this machine cannot give is reported as
 ``None`` with the reason, never guessed.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,8 +73,12 @@ def gpu_memory() -> Dict[str, object]:
             free, total = cuda.mem_get_info()
         finally:
             ctx.pop()
-        return {"available": True, "device": cuda.Device(0).name(), "used_bytes": int(total - free),
-                "total_bytes": int(total)}
+        return {
+            "available": True,
+            "device": cuda.Device(0).name(),
+            "used_bytes": int(total - free),
+            "total_bytes": int(total),
+        }
     except Exception as exc:  # pycuda raises its own LogicError/RuntimeError types
         return {"available": False, "reason": "CUDA driver: {}".format(exc)}
 
@@ -111,8 +116,9 @@ def tegrastats_sample() -> Optional[str]:
     if not shutil.which("tegrastats"):
         return None
     try:
-        p = subprocess.Popen(["tegrastats", "--interval", "200"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             text=True)
+        p = subprocess.Popen(
+            ["tegrastats", "--interval", "200"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
     except OSError:
         return None
     try:

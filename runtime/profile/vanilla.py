@@ -6,6 +6,7 @@
   materialised from its delta (base + delta_i as the session's own initializers), so a
   "switch" is choosing another session.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional

@@ -21,6 +21,7 @@ the device against ONNX Runtime.
 * Modes: ``one-engine`` (the paper's: refit to base, then to the subclass) and
   ``two-engine`` (a fixed superclass engine plus one refittable subclass engine).
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,15 @@ log = logging.getLogger(__name__)
 class TrtBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, bundle, plan: Optional[bytes] = None, precision: Optional[str] = None,
-                 mode: str = "one-engine", max_batch: int = 32, workspace_mb: int = 1024):
+    def __init__(
+        self,
+        bundle,
+        plan: Optional[bytes] = None,
+        precision: Optional[str] = None,
+        mode: str = "one-engine",
+        max_batch: int = 32,
+        workspace_mb: int = 1024,
+    ):
         super().__init__(bundle)
         if mode not in MODES:
             raise UsageError("unknown engine mode {!r}; choose one of {}".format(mode, ", ".join(MODES)))
@@ -62,32 +70,63 @@ class TrtBackend(Backend):
         self.initializers = read_initializers(model)
         build_refit_map(self.layout, self.initializers, source=bundle._display("base.onnx"))  # names, dtypes, shapes
         self.base = self.layout.pack({t.name: self.initializers[t.name] for t in self.layout.tensors})
+        plan, entry = self._plan(model, plan, precision, workspace_mb, max_batch)
+        self.max_batch = max_batch if entry is None else int(entry.get("max_batch", max_batch))
+        self.stream = cuda.Stream()
+        args = (
+            trt,
+            cuda,
+            plan,
+            self.stream,
+            bundle.input["name"],
+            bundle.output_name,
+            bundle.input["shape"],
+            bundle.head_width,
+            self.max_batch,
+        )
+        self.sub = EngineRunner(*args)  # the refittable engine
+        self.fixed = EngineRunner(*args) if mode == "two-engine" else None  # never refitted: the base
+        self.sub_loaded = BASE
+        self._setup_refitter()
+
+    def _plan(self, model, plan, precision, workspace_mb, max_batch):
+        """*plan*, else the bundle's engine for this device, else one built in memory; sets the precision and
+        weight form. Returns the plan and the manifest entry it came from (None when not from the bundle)."""
         entry = self._engine_entry(precision) if plan is None else None
         form = None
         if plan is None and entry is not None:
-            log.info("engine: %s from the bundle (TensorRT %s, %s)", entry["file"], entry.get("tensorrt"),
-                     entry.get("device"))
-            plan = bundle.read_file(entry)
+            log.info(
+                "engine: %s from the bundle (TensorRT %s, %s)",
+                entry["file"],
+                entry.get("tensorrt"),
+                entry.get("device"),
+            )
+            plan = self.bundle.read_file(entry)
             precision = entry.get("precision", precision)
             form = entry.get("weights")
         self.precision = precision or "int8"
         self.form = weight_form(self.version, self.precision, form)
         if plan is None:
             log.info("engine: none stored for this device; building one in memory")
-            plan = build_engine(model, bundle.input["name"], bundle.input["shape"], self.precision,
-                                workspace_mb=workspace_mb, max_batch=max_batch, form=self.form)
-        self.max_batch = max_batch if entry is None else int(entry.get("max_batch", max_batch))
-        self.stream = cuda.Stream()
-        args = (trt, cuda, plan, self.stream, bundle.input["name"], bundle.output_name, bundle.input["shape"],
-                bundle.head_width, self.max_batch)
-        self.sub = EngineRunner(*args)  # the refittable engine
-        self.fixed = EngineRunner(*args) if mode == "two-engine" else None  # never refitted: the base
-        self.sub_loaded = BASE
-        self._setup_refitter()
+            plan = build_engine(
+                model,
+                self.bundle.input["name"],
+                self.bundle.input["shape"],
+                self.precision,
+                workspace_mb=workspace_mb,
+                max_batch=max_batch,
+                form=self.form,
+            )
+        return plan, entry
 
     def _engine_entry(self, precision):
-        return select_engine(self.bundle.manifest.get("engines", []), self.trt.__version__, gpu_name(),
-                             precision, self.bundle.archive or self.bundle.root)
+        return select_engine(
+            self.bundle.manifest.get("engines", []),
+            self.trt.__version__,
+            gpu_name(),
+            precision,
+            self.bundle.archive or self.bundle.root,
+        )
 
     # -- refit --------------------------------------------------------------------------------
     def _setup_refitter(self):
@@ -109,8 +148,10 @@ class TrtBackend(Backend):
 
             self.applier = DeviceDeltaApplier(layout, self.base, stream=self.stream)
             # One persistent device buffer; each Weights points into it for good.
-            self.device_entries = [(name, trt.Weights(trt_dtype(trt, spec.dtype), self.applier.pointer(spec.name),
-                                                      spec.numel)) for spec, name in self.plan]
+            self.device_entries = [
+                (name, trt.Weights(trt_dtype(trt, spec.dtype), self.applier.pointer(spec.name), spec.numel))
+                for spec, name in self.plan
+            ]
             self._set_device_weights()
         else:
             self.host = self.base.copy()
@@ -195,9 +236,12 @@ class TrtBackend(Backend):
 
     def memory(self):
         free, total = self.cuda.mem_get_info()
-        out = {"gpu_free_bytes": int(free), "gpu_total_bytes": int(total),
-               "engine_device_memory_bytes": int(getattr(self.sub.engine, "device_memory_size", 0)),
-               "packed_weights_bytes": int(self.layout.total_nbytes)}
+        out = {
+            "gpu_free_bytes": int(free),
+            "gpu_total_bytes": int(total),
+            "engine_device_memory_bytes": int(getattr(self.sub.engine, "device_memory_size", 0)),
+            "packed_weights_bytes": int(self.layout.total_nbytes),
+        }
         if self.fixed is not None:
             out["engines"] = 2
         return out

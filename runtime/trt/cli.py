@@ -5,6 +5,7 @@ exact model ``build`` hands to the TensorRT parser, with the matching ``trtexec`
 ``polygraphy`` command lines, so the engine can be reproduced and cross-checked with
 NVIDIA's own tools.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,14 +28,24 @@ def engine():
 @click.argument("bundle", type=click.Path())
 @device_profile_option
 @click.option("--max-batch", default=None, type=int, help="Largest batch of the optimization profile.")
-@click.option("--refit-individual/--refit-all", default=True, show_default=True,
-              help="TensorRT >= 10: mark only the weights some delta changes as refittable.")
+@click.option(
+    "--refit-individual/--refit-all",
+    default=True,
+    show_default=True,
+    help="TensorRT >= 10: mark only the weights some delta changes as refittable.",
+)
 @click.option("--strip-weights", is_flag=True, help="Write a weight-stripped plan (TensorRT >= 10).")
-@weights_option(["int8", "qdq-float"],
-                "How int8 weights enter the engine: int8 codes (TensorRT >= 10) or float weights behind "
-                "Q/DQ (TensorRT 8.x); auto picks by version. fp16 profiles always use dequantized weights.")
-@click.option("--check/--no-check", default=True, show_default=True,
-              help="Check base.onnx against TensorRT's explicit-quantization rules first.")
+@weights_option(
+    ["int8", "qdq-float"],
+    "How int8 weights enter the engine: int8 codes (TensorRT >= 10) or float weights behind "
+    "Q/DQ (TensorRT 8.x); auto picks by version. fp16 profiles always use dequantized weights.",
+)
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Check base.onnx against TensorRT's explicit-quantization rules first.",
+)
 def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form, check):
     """Build an engine for BUNDLE on this device and record it in the manifest."""
     from ..bundle import Bundle
@@ -48,59 +59,116 @@ def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form
     profile = resolve(profile_name)
     model = b.base_onnx()
     if check:
-        onnx = require("onnx", "jetson")
-        from .qdq_rules import require_valid
-
-        require_valid(onnx.load_from_string(model), b._display("base.onnx"))
+        _check_qdq(b, model)
     trt = import_trt()
     form = weight_form(trt_version(trt), profile["precision"], form)
-    changed = None
-    if refit_individual:
-        names = b.layout.changed_tensors(b.read_delta(k) for k in range(b.num_superclasses))
-        changed = [b.layout.by_name[n] for n in names]
+    changed = _changed_tensors(b) if refit_individual else None
     batch = max_batch or profile["max_batch"]
     t0 = time.perf_counter()
-    plan = build_engine(model, b.input["name"], b.input["shape"], profile["precision"], profile["workspace_mb"],
-                        batch, refit_only=changed, strip_weights=strip_weights, form=form)
+    plan = build_engine(
+        model,
+        b.input["name"],
+        b.input["shape"],
+        profile["precision"],
+        profile["workspace_mb"],
+        batch,
+        refit_only=changed,
+        strip_weights=strip_weights,
+        form=form,
+    )
     individual = changed is not None and trt_version(trt) >= (10, 0)
-    entry = add_engine(bundle, plan, {"precision": profile["precision"], "weights": form,
-                                      "device_profile": profile["name"], "tensorrt": trt.__version__,
-                                      "device": gpu_name(), "max_batch": batch,
-                                      "refit": "individual" if individual else "all",
-                                      "weight_stripped": bool(strip_weights)})
-    click.echo("engine: {} ({} bytes, {} with {} weights, TensorRT {}, built in {:.1f} s)".format(
-        os.path.join(bundle, entry["file"]), entry["size"], profile["precision"], form, trt.__version__,
-        time.perf_counter() - t0))
+    entry = add_engine(
+        bundle,
+        plan,
+        {
+            "precision": profile["precision"],
+            "weights": form,
+            "device_profile": profile["name"],
+            "tensorrt": trt.__version__,
+            "device": gpu_name(),
+            "max_batch": batch,
+            "refit": "individual" if individual else "all",
+            "weight_stripped": bool(strip_weights),
+        },
+    )
+    click.echo(
+        "engine: {} ({} bytes, {} with {} weights, TensorRT {}, built in {:.1f} s)".format(
+            os.path.join(bundle, entry["file"]),
+            entry["size"],
+            profile["precision"],
+            form,
+            trt.__version__,
+            time.perf_counter() - t0,
+        )
+    )
+
+
+def _changed_tensors(b):
+    """The tensors some delta of bundle *b* changes: the only ones an individual refit marks refittable."""
+    names = b.layout.changed_tensors(b.read_delta(k) for k in range(b.num_superclasses))
+    return [b.layout.by_name[n] for n in names]
+
+
+def _check_qdq(b, model):
+    onnx = require("onnx", "jetson")
+    from .qdq_rules import require_valid
+
+    require_valid(onnx.load_from_string(model), b._display("base.onnx"))
 
 
 def _dims(shape: Sequence[int], sep: str) -> str:
     return sep.join(str(int(d)) for d in shape)
 
 
-def trtexec_args(onnx_path: str, input_name: str, input_shape: Sequence[int], precision: str, max_batch: int,
-                 workspace_mb: int, opt_batch: int = 1, strip_weights: bool = False) -> List[str]:
+def trtexec_args(
+    onnx_path: str,
+    input_name: str,
+    input_shape: Sequence[int],
+    precision: str,
+    max_batch: int,
+    workspace_mb: int,
+    opt_batch: int = 1,
+    strip_weights: bool = False,
+) -> List[str]:
     """The trtexec command that builds the same refittable engine as ``engine build --refit-all``."""
     c, h, w = input_shape
-    shapes = {k: "{}:{}".format(input_name, _dims((b, c, h, w), "x"))
-              for k, b in (("min", 1), ("opt", max(1, min(opt_batch, max_batch))), ("max", max_batch))}
-    args = ["trtexec", "--onnx=" + onnx_path, "--saveEngine=" + os.path.splitext(onnx_path)[0] + ".plan",
-            "--minShapes=" + shapes["min"], "--optShapes=" + shapes["opt"], "--maxShapes=" + shapes["max"],
-            "--memPoolSize=workspace:{}".format(int(workspace_mb))]
+    shapes = {
+        k: "{}:{}".format(input_name, _dims((b, c, h, w), "x"))
+        for k, b in (("min", 1), ("opt", max(1, min(opt_batch, max_batch))), ("max", max_batch))
+    }
+    args = [
+        "trtexec",
+        "--onnx=" + onnx_path,
+        "--saveEngine=" + os.path.splitext(onnx_path)[0] + ".plan",
+        "--minShapes=" + shapes["min"],
+        "--optShapes=" + shapes["opt"],
+        "--maxShapes=" + shapes["max"],
+        "--memPoolSize=workspace:{}".format(int(workspace_mb)),
+    ]
     args += (["--int8", "--fp16"] if precision == "int8" else ["--fp16"]) + ["--refit"]
     if strip_weights:
         args.append("--stripWeights")
     return args
 
 
-def polygraphy_args(onnx_path: str, input_name: str, input_shape: Sequence[int], precision: str,
-                    max_batch: int) -> List[str]:
+def polygraphy_args(
+    onnx_path: str, input_name: str, input_shape: Sequence[int], precision: str, max_batch: int
+) -> List[str]:
     """polygraphy: run the model in TensorRT and ONNX Runtime and compare the outputs."""
     c, h, w = input_shape
     one = "{}:[{}]".format(input_name, _dims((1, c, h, w), ","))
     args = ["polygraphy", "run", onnx_path, "--onnxrt", "--trt"]
-    args += (["--int8", "--fp16"] if precision == "int8" else ["--fp16"])
-    args += ["--input-shapes", one, "--trt-min-shapes", one, "--trt-opt-shapes", one,
-             "--trt-max-shapes", "{}:[{}]".format(input_name, _dims((max_batch, c, h, w), ","))]
+    args += ["--int8", "--fp16"] if precision == "int8" else ["--fp16"]
+    args += [
+        "--input-shapes",
+        one,
+        "--trt-min-shapes",
+        one,
+        "--trt-opt-shapes",
+        one,
+        "--trt-max-shapes",
+        "{}:[{}]".format(input_name, _dims((max_batch, c, h, w), ",")),
+    ]
     return args
 
 
@@ -128,8 +196,10 @@ def onnx_cmd(bundle, out, profile_name, form):
         try:
             import tensorrt as trt
         except ImportError:
-            raise UsageError("TensorRT is not installed here, so --weights auto cannot tell the form: choose "
-                             "--weights int8 (TensorRT >= 10), qdq-float (TensorRT 8.5/8.6) or fp16") from None
+            raise UsageError(
+                "TensorRT is not installed here, so --weights auto cannot tell the form: choose "
+                "--weights int8 (TensorRT >= 10), qdq-float (TensorRT 8.5/8.6) or fp16"
+            ) from None
         from .loader import trt_version
 
         form = weight_form(trt_version(trt), precision)
@@ -137,9 +207,21 @@ def onnx_cmd(bundle, out, profile_name, form):
     with open(out, "wb") as f:
         f.write(model)
     shape = b.input["shape"]
-    click.echo("wrote {} ({} bytes, {} weights, input {} {})".format(out, len(model), form, b.input["name"],
-                                                                    ["N"] + list(shape)))
-    click.echo("trtexec:    " + " ".join(shlex.quote(a) for a in trtexec_args(
-        out, b.input["name"], shape, precision, profile["max_batch"], profile["workspace_mb"])))
-    click.echo("polygraphy: " + " ".join(shlex.quote(a) for a in polygraphy_args(
-        out, b.input["name"], shape, precision, profile["max_batch"])))
+    click.echo(
+        "wrote {} ({} bytes, {} weights, input {} {})".format(
+            out, len(model), form, b.input["name"], ["N"] + list(shape)
+        )
+    )
+    click.echo(
+        "trtexec:    "
+        + " ".join(
+            shlex.quote(a)
+            for a in trtexec_args(out, b.input["name"], shape, precision, profile["max_batch"], profile["workspace_mb"])
+        )
+    )
+    click.echo(
+        "polygraphy: "
+        + " ".join(
+            shlex.quote(a) for a in polygraphy_args(out, b.input["name"], shape, precision, profile["max_batch"])
+        )
+    )

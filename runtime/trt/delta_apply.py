@@ -11,6 +11,7 @@ A switch is one async H2D copy and one kernel launch on the inference stream; sw
 back to the base network is a device-to-device copy.  Nothing is written to ``weights``
 before the delta is fully decoded and verified on the host.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,8 +82,16 @@ class DeviceDeltaApplier:
             return
         self.host_delta[...] = delta
         cuda.memcpy_htod_async(self.delta, self.host_delta, self.stream)
-        self.fn(self.base, self.delta, self.weights, np.uint32(self.n_int8_vec), np.uint32(self.n_vec),
-                block=(THREADS, 1, 1), grid=(self.blocks, 1), stream=self.stream)
+        self.fn(
+            self.base,
+            self.delta,
+            self.weights,
+            np.uint32(self.n_int8_vec),
+            np.uint32(self.n_vec),
+            block=(THREADS, 1, 1),
+            grid=(self.blocks, 1),
+            stream=self.stream,
+        )
 
     def download(self) -> np.ndarray:
         out = np.empty(self.layout.total_nbytes, dtype=np.uint8)

@@ -1,4 +1,5 @@
 """A TensorRT refit replayed in ONNX Runtime on the CPU: proves a weight form without a GPU."""
+
 from __future__ import annotations
 
 from typing import Dict, Tuple

@@ -4,6 +4,7 @@ A plan only loads into the TensorRT version and GPU that built it, so :func:`sel
 picks the bundle's engine for this device or says which one to build.  :func:`add_engine`
 writes a device-built plan into the bundle and lists it in the manifest, both atomically.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,9 @@ from ..files import slug, write_bytes_atomic, write_json_atomic
 from ..weights import sha256_bytes
 
 
-def select_engine(entries: Sequence[Mapping], tensorrt: str, device: str, precision: Optional[str] = None,
-                  bundle: str = "BUNDLE") -> Optional[Mapping]:
+def select_engine(
+    entries: Sequence[Mapping], tensorrt: str, device: str, precision: Optional[str] = None, bundle: str = "BUNDLE"
+) -> Optional[Mapping]:
     """The stored engine built by TensorRT *tensorrt* on GPU *device* (of *precision*, if given).
 
     ``None`` when the bundle has no engine of that precision: the caller builds one. When it
@@ -30,10 +32,13 @@ def select_engine(entries: Sequence[Mapping], tensorrt: str, device: str, precis
     for e in candidates:
         if e.get("tensorrt") == tensorrt and e.get("device") == device:
             return e
-    have = ", ".join("{} ({}, TensorRT {})".format(e.get("file"), e.get("device", "?"), e.get("tensorrt", "?"))
-                     for e in candidates)
-    raise DeviceError("no engine in the bundle was built on this {} with TensorRT {} (it has: {}); run: "
-                      "edgetool engine build {}".format(device, tensorrt, have, bundle))
+    have = ", ".join(
+        "{} ({}, TensorRT {})".format(e.get("file"), e.get("device", "?"), e.get("tensorrt", "?")) for e in candidates
+    )
+    raise DeviceError(
+        "no engine in the bundle was built on this {} with TensorRT {} (it has: {}); run: "
+        "edgetool engine build {}".format(device, tensorrt, have, bundle)
+    )
 
 
 def add_engine(bundle_dir: str, plan: bytes, meta: dict) -> dict:

@@ -1,4 +1,5 @@
 """Bit-exactness and bandwidth of the CUDA delta kernel against numpy (needs a GPU)."""
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@
 configure int8 + refit (``REFIT``, or ``REFIT_INDIVIDUAL`` with only the weights some delta
 changes marked, TensorRT >= 10), add one optimization profile, build the serialized plan.
 """
+
 from __future__ import annotations
 
 import logging
@@ -99,10 +100,18 @@ def batch_profile(builder, config, input_name: str, input_shape: Sequence[int], 
     return config
 
 
-def build_engine(model_bytes: bytes, input_name: str, input_shape: Sequence[int], precision: str = "int8",
-                 workspace_mb: int = 1024, max_batch: int = 32, opt_batch: int = 1,
-                 refit_only: Optional[Sequence] = None, strip_weights: bool = False,
-                 form: Optional[str] = None) -> bytes:
+def build_engine(
+    model_bytes: bytes,
+    input_name: str,
+    input_shape: Sequence[int],
+    precision: str = "int8",
+    workspace_mb: int = 1024,
+    max_batch: int = 32,
+    opt_batch: int = 1,
+    refit_only: Optional[Sequence] = None,
+    strip_weights: bool = False,
+    form: Optional[str] = None,
+) -> bytes:
     """Build a serialized engine (plan) on this device.
 
     *refit_only*: the packed tensors (layout specs) to mark refittable with REFIT_INDIVIDUAL;

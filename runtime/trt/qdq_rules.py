@@ -3,6 +3,7 @@
 Each rule violation is one line naming the node or initializer.  ``check`` returns the
 list; ``require_valid`` raises one :class:`UsageError` that lists them all.
 """
+
 from __future__ import annotations
 
 from typing import List
@@ -14,9 +15,20 @@ from onnx import numpy_helper
 from ..errors import UsageError
 
 # Quantized operators TensorRT's ONNX parser does not import (it wants Q/DQ + float ops).
-REJECTED_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
-                "QLinearGlobalAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "DynamicQuantizeLinear",
-                "QLinearConcat", "QLinearAveragePool"}
+REJECTED_OPS = {
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearGlobalAveragePool",
+    "QLinearSigmoid",
+    "QLinearLeakyRelu",
+    "DynamicQuantizeLinear",
+    "QLinearConcat",
+    "QLinearAveragePool",
+}
 WEIGHT_CONSUMERS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 
 
@@ -31,8 +43,10 @@ def check(model: onnx.ModelProto) -> List[str]:
     for n in g.node:
         name = n.name or n.output[0]
         if n.op_type in REJECTED_OPS:
-            problems.append("node {} ({}): quantized operator TensorRT rejects; use QuantizeLinear/DequantizeLinear "
-                            "around float ops".format(name, n.op_type))
+            problems.append(
+                "node {} ({}): quantized operator TensorRT rejects; use QuantizeLinear/DequantizeLinear "
+                "around float ops".format(name, n.op_type)
+            )
         if n.op_type == "BatchNormalization":
             problems.append("node {}: BatchNormalization left in the graph (fold it before QAT)".format(name))
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
@@ -65,8 +79,9 @@ def _qdq_problems(n, name: str, inits, producers) -> List[str]:
         src = q.input[0]
     if src not in inits:
         if scale.size != 1:
-            problems.append("node {}: activation scales must be per-tensor (scalar), got {} values".format(
-                name, scale.size))
+            problems.append(
+                "node {}: activation scales must be per-tensor (scalar), got {} values".format(name, scale.size)
+            )
         return problems
     w = numpy_helper.to_array(inits[src])
     if scale.ndim == 1 and scale.size > 1:

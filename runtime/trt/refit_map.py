@@ -6,6 +6,7 @@ refittable weights after their initializers), with its dtype, element count, sha
 byte offset inside the packed device buffer.  :func:`refit_plan` says which of them a
 switch hands to the refitter, :func:`companions` which constants TensorRT also asks for.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -29,8 +30,9 @@ class RefitEntry:
         return "RefitEntry({!r}, {}, {}, @{})".format(self.name, self.dtype, self.shape, self.offset)
 
 
-def build_refit_map(layout: PackedLayout, model: Union[bytes, Mapping[str, np.ndarray]],
-                    source: str = "base.onnx") -> List[RefitEntry]:
+def build_refit_map(
+    layout: PackedLayout, model: Union[bytes, Mapping[str, np.ndarray]], source: str = "base.onnx"
+) -> List[RefitEntry]:
     """Check the layout against the model's initializers and return the refit entries.
 
     *model* is the serialized ONNX model or its already-read initializers.
@@ -45,11 +47,16 @@ def build_refit_map(layout: PackedLayout, model: Union[bytes, Mapping[str, np.nd
             raise BundleError(source, "refit tensor {!r} is not an initializer of the model".format(t.name))
         a = inits[t.name]
         if a.dtype != np.dtype(DTYPES[t.dtype]):
-            raise BundleError(source, "refit tensor {!r} is {} in the model, {} in the manifest".format(
-                t.name, a.dtype, t.dtype))
+            raise BundleError(
+                source, "refit tensor {!r} is {} in the model, {} in the manifest".format(t.name, a.dtype, t.dtype)
+            )
         if tuple(a.shape) != t.shape:
-            raise BundleError(source, "refit tensor {!r} has shape {} in the model, {} in the manifest".format(
-                t.name, list(a.shape), list(t.shape)))
+            raise BundleError(
+                source,
+                "refit tensor {!r} has shape {} in the model, {} in the manifest".format(
+                    t.name, list(a.shape), list(t.shape)
+                ),
+            )
         entries.append(RefitEntry(t.name, t.dtype, t.shape, t.numel, t.offset, t.nbytes))
     return entries
 
@@ -67,8 +74,9 @@ def missing_report(missing: Sequence[str], known: Sequence[str]) -> str:
     return msg
 
 
-def refit_plan(layout, form: str, refittable: Iterable[str],
-               changed: Optional[Callable[[], Iterable[str]]] = None) -> List:
+def refit_plan(
+    layout, form: str, refittable: Iterable[str], changed: Optional[Callable[[], Iterable[str]]] = None
+) -> List:
     """The packed tensors a switch must hand to the refitter, as ``(spec, engine name)``.
 
     *refittable* is what the engine reports (``Refitter.get_all_weights``).  *changed*
@@ -85,9 +93,12 @@ def refit_plan(layout, form: str, refittable: Iterable[str],
     wanted = None if changed is None else set(changed())
     frozen = [name for spec, name in fixed if wanted is None or spec.name in wanted]
     if frozen:
-        raise BackendError("the engine cannot refit {} tensor(s) the deltas change: {}{} (rebuild it with "
-                           "edgetool engine build, or --refit-all)".format(
-                               len(frozen), ", ".join(frozen[:6]), ", ..." if len(frozen) > 6 else ""))
+        raise BackendError(
+            "the engine cannot refit {} tensor(s) the deltas change: {}{} (rebuild it with "
+            "edgetool engine build, or --refit-all)".format(
+                len(frozen), ", ".join(frozen[:6]), ", ..." if len(frozen) > 6 else ""
+            )
+        )
     return [(spec, name) for spec, name in plan if name in refittable]
 
 

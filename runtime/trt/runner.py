@@ -1,4 +1,5 @@
 """One deserialized TensorRT engine that only runs: context, device I/O buffers, ``infer``."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -20,6 +20,7 @@ TensorRT parser and the arrays handed to the refitter both follow a *weight form
 Everything here runs without TensorRT and is covered by the CPU tests; the TensorRT backend
 only calls it.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
@@ -96,8 +97,15 @@ def _float_weights(model_bytes: bytes, keep_qdq: bool) -> bytes:
             if keep_qdq:
                 qname = n.output[0] + "_q"
                 attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-                nodes.append(helper.make_node("QuantizeLinear", [fp_name, n.input[1], n.input[2]], [qname],
-                                              name=(n.name or n.output[0]) + "_weight_q", **attrs))
+                nodes.append(
+                    helper.make_node(
+                        "QuantizeLinear",
+                        [fp_name, n.input[1], n.input[2]],
+                        [qname],
+                        name=(n.name or n.output[0]) + "_weight_q",
+                        **attrs,
+                    )
+                )
                 dq = onnx.NodeProto()
                 dq.CopyFrom(n)
                 dq.input[0] = qname

@@ -35,12 +35,14 @@ def test_unknown_codec():
 
 
 def make_layout():
-    return PackedLayout.build([
-        TensorSpec("a.weight", "weight", "int8", (8, 3, 3, 3), scale=[0.1] * 8),
-        TensorSpec("a.bias", "bias", "float32", (8,)),
-        TensorSpec("fc.weight", "weight", "int8", (4, 8), scale=[0.5, 0.25, 1.0, 2.0]),
-        TensorSpec("fc.bias", "bias", "float32", (4,)),
-    ])
+    return PackedLayout.build(
+        [
+            TensorSpec("a.weight", "weight", "int8", (8, 3, 3, 3), scale=[0.1] * 8),
+            TensorSpec("a.bias", "bias", "float32", (8,)),
+            TensorSpec("fc.weight", "weight", "int8", (4, 8), scale=[0.5, 0.25, 1.0, 2.0]),
+            TensorSpec("fc.bias", "bias", "float32", (4,)),
+        ]
+    )
 
 
 def test_layout_alignment_and_regions():

@@ -1,4 +1,5 @@
 """``edgetool doctor`` and the device profiles."""
+
 import json
 import os
 
@@ -6,7 +7,6 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-
 
 
 def test_device_profiles():

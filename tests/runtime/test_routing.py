@@ -1,4 +1,5 @@
 """Routing policies on a scripted backend: exact switch sequences and choices, no training and no bundle."""
+
 import numpy as np
 import pytest
 
@@ -13,8 +14,9 @@ HIERARCHY = [("vehicle", ["car", "truck", "ship"]), ("animal", ["cat", "dog"]), 
 
 def image(sup, sub, super_margin=6.0, sub_margin=6.0, runner_up=None):
     """One 1x1x5 'image' that tells the scripted networks what to answer."""
-    return np.array([sup, sub, super_margin, sub_margin, -1 if runner_up is None else runner_up],
-                    np.float32).reshape(1, 5, 1, 1)
+    return np.array([sup, sub, super_margin, sub_margin, -1 if runner_up is None else runner_up], np.float32).reshape(
+        1, 5, 1, 1
+    )
 
 
 def scripted(target, batch):

@@ -1,4 +1,5 @@
 """The sparse delta codec: exact round trips at every density, and one clear error for bad input."""
+
 import numpy as np
 import pytest
 
@@ -27,8 +28,13 @@ def test_corrupt_input_raises_codec_error():
     a = np.zeros(10_000, dtype=np.uint8)
     a[::37] = 3
     data = bytearray(codecs.encode("sparse", a.tobytes()))
-    for bad in (b"", bytes(data[:10]), b"XXXX" + bytes(data[4:]), bytes(data[:-5]),
-                HEADER.pack(b"EDSP", 1, 1, 10, 20, 0) + bytes(data[HEADER.size:])):
+    for bad in (
+        b"",
+        bytes(data[:10]),
+        b"XXXX" + bytes(data[4:]),
+        bytes(data[:-5]),
+        HEADER.pack(b"EDSP", 1, 1, 10, 20, 0) + bytes(data[HEADER.size :]),
+    ):
         with pytest.raises(CodecError):
             codecs.decode("sparse", bad, 10_000)
     huge = bytearray(data)

@@ -1,4 +1,5 @@
 """Data: IDX files, hierarchies, CIFAR archives, and `edgetool data download` against a local HTTP server."""
+
 import gzip
 import hashlib
 import http.server
@@ -62,17 +63,26 @@ def make_cifar10_archive(path, n=20):
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+
         def add(name, obj):
             data = pickle.dumps(obj)
             info = tarfile.TarInfo("cifar-10-batches-py/" + name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+
         add("batches.meta", {b"label_names": [s.encode() for s in names]})
         for i in range(1, 6):
-            add("data_batch_{}".format(i), {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                                             b"labels": [int(v) for v in rng.integers(0, 10, n)]})
-        add("test_batch", {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                           b"labels": [int(v) for v in np.arange(n) % 10]})
+            add(
+                "data_batch_{}".format(i),
+                {
+                    b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                    b"labels": [int(v) for v in rng.integers(0, 10, n)],
+                },
+            )
+        add(
+            "test_batch",
+            {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": [int(v) for v in np.arange(n) % 10]},
+        )
     data = buf.getvalue()
     with open(path, "wb") as f:
         f.write(data)
@@ -146,8 +156,22 @@ def test_download_checksum_failure_keeps_nothing(run_cli, http_server, tmp_path)
 def test_train_on_cifar_archive(run_cli, tmp_path):
     pytest.importorskip("torch")
     make_cifar10_archive(str(tmp_path / "cifar-10-python.tar.gz"), n=30)
-    proc = run_cli("train", tmp_path / "run", "--data", tmp_path, "--epochs", "1", "--ft-epochs", "1",
-                   "--qat-epochs", "1", "--base-init", "scratch", "--modes", "superclass,qat")
+    proc = run_cli(
+        "train",
+        tmp_path / "run",
+        "--data",
+        tmp_path,
+        "--epochs",
+        "1",
+        "--ft-epochs",
+        "1",
+        "--qat-epochs",
+        "1",
+        "--base-init",
+        "scratch",
+        "--modes",
+        "superclass,qat",
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "run" / "qat" / "1.pt").is_file()
     assert not (tmp_path / "run" / "flat.pt").exists()

@@ -1,4 +1,5 @@
 """ImageFolder trees through torchvision's ImageFolder: class order, limits, errors."""
+
 import numpy as np
 import pytest
 

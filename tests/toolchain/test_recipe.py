@@ -1,5 +1,6 @@
 """The training recipe: proximal delta budget, BN/head patch, base from the flat trunk, one
 fine-tune recipe for vanilla and QAT, and the bounds' definitions."""
+
 import copy
 
 import numpy as np
@@ -50,8 +51,8 @@ def test_proximal_step_snaps_small_moves_back_exactly():
     bw = base.weight("stem.weight").detach()
     move = torch.zeros_like(w)
     flat = move.view(-1)
-    flat[0::3] = 0.004   # below the threshold: back to the base exactly
-    flat[1::3] = -0.02   # above: shrunk by the threshold toward the base
+    flat[0::3] = 0.004  # below the threshold: back to the base exactly
+    flat[1::3] = -0.02  # above: shrunk by the threshold toward the base
     with torch.no_grad():
         w.add_(move)
     step(lr)
@@ -79,8 +80,14 @@ def test_prox_deltas_are_exact_zeros_and_export_as_mod_256(tmp_path):
     base, net = _qat_pair(1)
     x, y = _data(11)
     net.train()
-    T.fit(net, x, y, T.Recipe(2, 3e-3, 32, weight_decay=5e-4), n_valid=3,
-          hooks=T.FitHooks(progress=False, after_step=Q.ProximalStep(net, base, 0.9)))
+    T.fit(
+        net,
+        x,
+        y,
+        T.Recipe(2, 3e-3, 32, weight_decay=5e-4),
+        n_valid=3,
+        hooks=T.FitHooks(progress=False, after_step=Q.ProximalStep(net, base, 0.9)),
+    )
     d = Q.code_delta(base, net)
     assert np.count_nonzero(d) > 0  # something moved
     dense = copy.deepcopy(base)
@@ -93,7 +100,7 @@ def test_prox_deltas_are_exact_zeros_and_export_as_mod_256(tmp_path):
     for t in layout.tensors:
         if t.dtype != "int8":
             continue
-        got = delta[t.offset:t.offset + t.nbytes]
+        got = delta[t.offset : t.offset + t.nbytes]
         want = ((sc[t.name].astype(np.int16) - bc[t.name].astype(np.int16)) % 256).astype(np.uint8).ravel()
         assert np.array_equal(got, want), t.name
         back = (bc[t.name].view(np.uint8).ravel() + got).view(np.int8)  # uint8 wrap-around
@@ -143,8 +150,17 @@ def test_ste_weight_grad_reaches_weights_beyond_the_grid():
 
 @pytest.fixture(scope="module")
 def recipe_run(tmp_path_factory):
-    cfg = TrainConfig(epochs=1, base_epochs=1, ft_epochs=1, qat_epochs=1, limit_train=300, limit_test=120, batch=64,
-                      seed=3, delta_budget="0.1")
+    cfg = TrainConfig(
+        epochs=1,
+        base_epochs=1,
+        ft_epochs=1,
+        qat_epochs=1,
+        limit_train=300,
+        limit_test=120,
+        batch=64,
+        seed=3,
+        delta_budget="0.1",
+    )
     return Run.open(str(tmp_path_factory.mktemp("recipe")), cfg, progress=False)
 
 
@@ -213,8 +229,12 @@ def test_vanilla_and_qat_fine_tunes_share_one_recipe(recipe_run, monkeypatch):
 
 def test_bounds_definitions_by_hand():
     sup_of = np.array([0, 0, 1, 1, 1])
-    logits = torch.tensor([[2.0, 1.0, 0.0, 0.0, 3.0],    # argmax class 4 (super 1); true class 0
-                           [0.0, 0.0, 1.0, 0.9, 0.9]])   # super 1 holds the most probability
+    logits = torch.tensor(
+        [
+            [2.0, 1.0, 0.0, 0.0, 3.0],  # argmax class 4 (super 1); true class 0
+            [0.0, 0.0, 1.0, 0.9, 0.9],
+        ]
+    )  # super 1 holds the most probability
     true_k = np.array([0, 1])
     assert B.restricted_to_true_superclass(logits, sup_of, true_k).tolist() == [0, 2]
     p = torch.softmax(logits, 1).numpy()

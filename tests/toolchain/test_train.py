@@ -1,4 +1,5 @@
 """Training modes from the CLI, resumable checkpoints, torchrun/DDP."""
+
 import os
 import subprocess
 import sys
@@ -10,16 +11,31 @@ torch = pytest.importorskip("torch")
 from edgetool.toolchain import models as M  # noqa: E402
 from edgetool.toolchain import train as T  # noqa: E402
 
-TINY = ["--limit-train", "300", "--limit-test", "100", "--epochs", "1", "--base-epochs", "1", "--ft-epochs", "1",
-        "--qat-epochs", "1", "--batch", "64"]
+TINY = [
+    "--limit-train",
+    "300",
+    "--limit-test",
+    "100",
+    "--epochs",
+    "1",
+    "--base-epochs",
+    "1",
+    "--ft-epochs",
+    "1",
+    "--qat-epochs",
+    "1",
+    "--batch",
+    "64",
+]
 
 
 def test_every_mode_trains_from_the_cli(run_cli, tmp_path):
     run = tmp_path / "run"
     proc = run_cli("train", run, *TINY, "--modes", "flat,superclass,vanilla,qat")
     assert proc.returncode == 0, proc.stderr
-    for f in ["flat.pt", "super.pt", "super_qat.pt"] + ["{}/{}.pt".format(d, k) for d in ("vanilla", "qat")
-                                                         for k in range(3)]:
+    for f in ["flat.pt", "super.pt", "super_qat.pt"] + [
+        "{}/{}.pt".format(d, k) for d in ("vanilla", "qat") for k in range(3)
+    ]:
         assert (run / f).is_file(), f
         ck = torch.load(run / f, weights_only=True)  # plain tensors and lists only
         assert isinstance(ck, dict)
@@ -84,9 +100,27 @@ def test_torchrun_two_processes(tmp_path):
         pytest.skip("torch.distributed is not available")
     run = tmp_path / "ddp"
     env = dict(os.environ, EDGETOOL_THREADS="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "edgetool", "train", str(run), *TINY, "--modes", "superclass,qat"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "edgetool",
+            "train",
+            str(run),
+            *TINY,
+            "--modes",
+            "superclass,qat",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "super.pt").is_file() and (run / "qat" / "2.pt").is_file()
     assert not any(f.endswith(".partial") for f in os.listdir(run))

@@ -1,5 +1,6 @@
 """Shared by the camera tests: scenes from the shipped sample, a real video, an image folder,
 and readers for the loop's JSON lines and output videos."""
+
 import json
 import time
 
@@ -75,7 +76,6 @@ def check_frame_records(frames, n):
         assert set(r["timings_ms"]) == STAGES and all(v >= 0 for v in r["timings_ms"].values())
         assert r["network"] == ("base" if r["label"] is None else "subclass:" + r["superclass"])
         assert 0 < r["confidence"] <= 1
-
 
 
 class Collect:

@@ -1,5 +1,6 @@
 """edgetool camera: a real video file and an image folder, run headless end to end with the
 ONNX Runtime backend on a real bundle; stream scheduling, smoothing, a failing delta."""
+
 import json
 import os
 
@@ -11,14 +12,34 @@ from conftest import run_cli
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'edgetool[camera]')")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'edgetool[cpu]')")
 
-from camera_util import (HOLD, SCENES, SIZE, check_frame_records, image_folder_fixture,  # noqa: E402,F401
-                         records, run_loop, scenes_video_fixture, video_frames)
+from camera_util import (  # noqa: E402,F401
+    HOLD,
+    SCENES,
+    SIZE,
+    check_frame_records,
+    image_folder_fixture,
+    records,
+    run_loop,
+    scenes_video_fixture,
+    video_frames,
+)
 
 
 def test_video_sticky_vs_per_frame_routing(tiny_bundle, scenes_video, tmp_path):
     out_video, out_json = tmp_path / "out.mp4", tmp_path / "sticky.jsonl"
-    proc = run_cli("camera", tiny_bundle, scenes_video, out_video, "--headless", "--json-out", out_json,
-                   "--policy", "sticky", "--interval", "30")
+    proc = run_cli(
+        "camera",
+        tiny_bundle,
+        scenes_video,
+        out_video,
+        "--headless",
+        "--json-out",
+        out_json,
+        "--policy",
+        "sticky",
+        "--interval",
+        "30",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "600 frames" in proc.stdout and "switches" in proc.stdout
     sticky, s_sum = records(out_json.read_text())
@@ -44,8 +65,7 @@ def test_video_sticky_vs_per_frame_routing(tiny_bundle, scenes_video, tmp_path):
 
 
 def test_image_folder_matches_classify(tiny_bundle, image_folder):
-    proc = run_cli("camera", tiny_bundle, image_folder, "--headless", "--json", "--policy", "per-image",
-                   "--batch", "4")
+    proc = run_cli("camera", tiny_bundle, image_folder, "--headless", "--json", "--policy", "per-image", "--batch", "4")
     assert proc.returncode == 0, proc.stderr
     frames, summary = records(proc.stdout)
     check_frame_records(frames, SCENES)
@@ -65,8 +85,14 @@ def test_batching_and_smoothing_keep_labels(tiny_bundle, scenes_video):
     b = Bundle.open(tiny_bundle)
     labels = {}
     for batch, smoothing in ((1, 0.0), (8, 0.0), (1, 4.0)):
-        s, rows = run_loop(b, scenes_video, clf=dict(policy="sticky"), batch=batch, cut=SceneCut(),
-                           smoother=Smoother(b, smoothing) if smoothing else None)
+        s, rows = run_loop(
+            b,
+            scenes_video,
+            clf=dict(policy="sticky"),
+            batch=batch,
+            cut=SceneCut(),
+            smoother=Smoother(b, smoothing) if smoothing else None,
+        )
         assert s["frames"] == SCENES * HOLD and s["settings"]["batch"] == batch
         labels[batch, smoothing] = [r["label"] for r in rows]
     assert labels[8, 0.0] == labels[1, 0.0]
@@ -86,8 +112,9 @@ def test_sticky_hysteresis_and_scene_cuts(tiny_bundle, scenes_video):
     assert s["superclass_changes"] == 0 and s["superclass_passes"] == SCENES * HOLD // 30
     assert {r["network"] for r in rows} == {rows[0]["network"]}
     # the same, with scene cuts: every cut takes a fresh superclass pass, so the changes come back
-    s, rows = run_loop(b, scenes_video, clf=dict(policy="sticky", enter=2.0, leave=0.0, interval=30),
-                       cut=SceneCut(0.08))
+    s, rows = run_loop(
+        b, scenes_video, clf=dict(policy="sticky", enter=2.0, leave=0.0, interval=30), cut=SceneCut(0.08)
+    )
     assert s["scene_cuts"] == SCENES - 1 and s["superclass_changes"] == ref["superclass_changes"]
     assert [r["frame"] for r in rows if r["scene_cut"]] == [HOLD * i for i in range(1, SCENES)]
 

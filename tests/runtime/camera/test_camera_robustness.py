@@ -1,5 +1,6 @@
 """edgetool camera robustness: a lost MJPEG-over-HTTP stream and its bounded reconnect, SIGTERM,
 bad input, missing OpenCV, and the loop without torch."""
+
 import os
 import signal
 import subprocess
@@ -16,8 +17,16 @@ from conftest import run_cli
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'edgetool[camera]')")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'edgetool[cpu]')")
 
-from camera_util import (HOLD, SCENES, SIZE, image_folder_fixture, records, scene_images,  # noqa: E402,F401
-                         scenes_video_fixture, video_frames)
+from camera_util import (  # noqa: E402,F401
+    HOLD,
+    SCENES,
+    SIZE,
+    image_folder_fixture,
+    records,
+    scene_images,
+    scenes_video_fixture,
+    video_frames,
+)
 
 
 class MJPEG(BaseHTTPRequestHandler):
@@ -51,8 +60,18 @@ def test_lost_stream_bounded_reconnect(tiny_bundle):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = "http://127.0.0.1:{}/cam.mjpg".format(server.server_address[1])
     try:
-        proc = run_cli("camera", tiny_bundle, url, "--headless", "--json", "--reconnect", "3",
-                       "--reconnect-delay", "0.1", timeout=300)
+        proc = run_cli(
+            "camera",
+            tiny_bundle,
+            url,
+            "--headless",
+            "--json",
+            "--reconnect",
+            "3",
+            "--reconnect-delay",
+            "0.1",
+            timeout=300,
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -70,10 +89,22 @@ def test_lost_stream_bounded_reconnect(tiny_bundle):
 
 def test_sigterm_stops_cleanly_with_summary(tiny_bundle, scenes_video, tmp_path):
     out_video = tmp_path / "out.avi"
-    cmd = [sys.executable, "-m", "edgetool", "camera", tiny_bundle, scenes_video, str(out_video), "--headless",
-           "--json", "--input-rate", "40"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, EDGETOOL_THREADS="2"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgetool",
+        "camera",
+        tiny_bundle,
+        scenes_video,
+        str(out_video),
+        "--headless",
+        "--json",
+        "--input-rate",
+        "40",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, EDGETOOL_THREADS="2")
+    )
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -91,14 +122,17 @@ def test_sigterm_stops_cleanly_with_summary(tiny_bundle, scenes_video, tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["out.avi"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["rtp://10.0.0.1:5000"], "unsupported input"),
-    (["/no/such/clip.mp4"], "no such video file, image or folder"),
-    (["VIDEO", "out.xyz"], "unsupported output"),
-    (["VIDEO", "--leave", "2"], "--leave must be in [0, 1] and --enter >= 0"),
-    (["BROKEN"], "cannot open video file"),
-    (["VIDEO"], "pass --headless"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["rtp://10.0.0.1:5000"], "unsupported input"),
+        (["/no/such/clip.mp4"], "no such video file, image or folder"),
+        (["VIDEO", "out.xyz"], "unsupported output"),
+        (["VIDEO", "--leave", "2"], "--leave must be in [0, 1] and --enter >= 0"),
+        (["BROKEN"], "cannot open video file"),
+        (["VIDEO"], "pass --headless"),
+    ],
+)
 def test_bad_input_one_error_line(tiny_bundle, scenes_video, tmp_path, args, message):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(os.urandom(4096))
@@ -118,28 +152,42 @@ def test_csi_needs_gstreamer(tiny_bundle):
     if build_flag(cv2, "GStreamer"):
         pytest.skip("this OpenCV has GStreamer; the CSI error path cannot be shown here")
     proc = run_cli("camera", tiny_bundle, "csi://0", "--headless")
-    assert proc.stderr.strip() == ("error: csi://0 needs OpenCV built with GStreamer (JetPack's python3-opencv); "
-                                   "this OpenCV has none")
+    assert proc.stderr.strip() == (
+        "error: csi://0 needs OpenCV built with GStreamer (JetPack's python3-opencv); this OpenCV has none"
+    )
 
 
 def test_camera_runs_without_torch(tiny_bundle, image_folder):
-    block = ("import sys\nclass B:\n    def find_spec(self, name, path=None, target=None):\n"
-             "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
-             "            raise ModuleNotFoundError('blocked: ' + name, name=name)\n"
-             "sys.meta_path.insert(0, B())\nfrom edgetool.cli import main\nmain(sys.argv[1:])\n")
-    proc = subprocess.run([sys.executable, "-c", block, "camera", tiny_bundle, str(image_folder), "--headless",
-                           "--json"], capture_output=True, text=True, timeout=300)
+    block = (
+        "import sys\nclass B:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+        "            raise ModuleNotFoundError('blocked: ' + name, name=name)\n"
+        "sys.meta_path.insert(0, B())\nfrom edgetool.cli import main\nmain(sys.argv[1:])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", block, "camera", tiny_bundle, str(image_folder), "--headless", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert records(proc.stdout)[1]["frames"] == SCENES
 
 
 def test_missing_opencv_names_the_extra(tmp_path):
-    block = ("import sys\nclass B:\n    def find_spec(self, name, path=None, target=None):\n"
-             "        if name.split('.')[0] == 'cv2':\n"
-             "            raise ModuleNotFoundError('blocked: ' + name, name=name)\n"
-             "sys.meta_path.insert(0, B())\nfrom edgetool.cli import main\nmain(sys.argv[1:])\n")
-    proc = subprocess.run([sys.executable, "-c", block, "camera", str(tmp_path), str(tmp_path), "--headless"],
-                          capture_output=True, text=True, timeout=120)
+    block = (
+        "import sys\nclass B:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'cv2':\n"
+        "            raise ModuleNotFoundError('blocked: ' + name, name=name)\n"
+        "sys.meta_path.insert(0, B())\nfrom edgetool.cli import main\nmain(sys.argv[1:])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", block, "camera", str(tmp_path), str(tmp_path), "--headless"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "error: cv2 (OpenCV) is not installed; install it with: pip install 'edgetool[camera]'"]
+        "error: cv2 (OpenCV) is not installed; install it with: pip install 'edgetool[camera]'"
+    ]

@@ -1,4 +1,5 @@
 """Shared by the deploy tests: small real bundles (untrained networks, exported by the real writer) and keys."""
+
 import copy
 import json
 import os
@@ -29,9 +30,17 @@ def make_bundle(out, seed=0, size=28, channels=1, samples=True):
             if p.dim() == 4:
                 p.mul_(1.05)
                 break
-    spec = {"name": "input", "shape": [channels, size, size], "layout": "NCHW", "dtype": "float32",
-            "scale": 1.0 / 255.0, "mean": [0.5] * channels, "std": [0.25] * channels,
-            "color": "gray" if channels == 1 else "rgb", "classes": [c for s in SUBS for c in s]}
+    spec = {
+        "name": "input",
+        "shape": [channels, size, size],
+        "layout": "NCHW",
+        "dtype": "float32",
+        "scale": 1.0 / 255.0,
+        "mean": [0.5] * channels,
+        "std": [0.25] * channels,
+        "color": "gray" if channels == 1 else "rgb",
+        "classes": [c for s in SUBS for c in s],
+    }
     x = np.random.RandomState(seed).rand(4, channels, size, size).astype(np.float32) if samples else None
     write_bundle(str(out), base, [base, sub], hier, spec, codec="zstd", samples=x)
     return str(out)
@@ -56,9 +65,13 @@ def deploy_kit_fixture(tmp_path_factory):
     d = tmp_path_factory.mktemp("deploykit")
     keys = {"good": keygen(str(d / "good")), "evil": keygen(str(d / "evil"))}
     kit = {"dir": str(d), "keys": keys}
-    for name, kw in (("v1", {"seed": 1}), ("v2", {"seed": 2}), ("v3", {"seed": 3}),
-                     ("nosamples", {"seed": 4, "samples": False}),
-                     ("big", {"seed": 5, "size": 1024, "channels": 3, "samples": False})):
+    for name, kw in (
+        ("v1", {"seed": 1}),
+        ("v2", {"seed": 2}),
+        ("v3", {"seed": 3}),
+        ("nosamples", {"seed": 4, "samples": False}),
+        ("big", {"seed": 5, "size": 1024, "channels": 3, "samples": False}),
+    ):
         kit[name] = make_bundle(d / name, **kw)
         sign_bundle(kit[name], keys["good"]["private"])
     kit["untrusted"] = str(d / "untrusted")
@@ -82,9 +95,11 @@ def snapshot(root):
     """What serves on a target: the current link, the installed versions, the state file."""
     cur = os.path.join(root, "current")
     state = os.path.join(root, "state.json")
-    return (os.readlink(cur) if os.path.islink(cur) else None,
-            sorted(os.listdir(os.path.join(root, "versions"))) if os.path.isdir(os.path.join(root, "versions")) else [],
-            open(state, "rb").read() if os.path.exists(state) else None)
+    return (
+        os.readlink(cur) if os.path.islink(cur) else None,
+        sorted(os.listdir(os.path.join(root, "versions"))) if os.path.isdir(os.path.join(root, "versions")) else [],
+        open(state, "rb").read() if os.path.exists(state) else None,
+    )
 
 
 def edgetool_cmd():

@@ -1,4 +1,5 @@
 """Deploy without SSH: profiles, fit check, signatures, and the device side through ``deploy --to DIR``."""
+
 import json
 import os
 
@@ -29,13 +30,16 @@ def test_every_profile_validates_and_devices_lists_them():
     assert json.loads(run_cli("devices", "--json").stdout)[0]["name"] == names[0]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"memory_budget_mb": None}, "wrong type"),
-    ({"precision": "int4"}, "precision"),
-    ({"gpu": "yes"}, "wrong type"),
-    ({"memory_budget_mb": 99999}, "exceeds the device"),
-    ({"memory_budget_mb": 100}, "leaves nothing"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"memory_budget_mb": None}, "wrong type"),
+        ({"precision": "int4"}, "precision"),
+        ({"gpu": "yes"}, "wrong type"),
+        ({"memory_budget_mb": 99999}, "exceeds the device"),
+        ({"memory_budget_mb": 100}, "leaves nothing"),
+    ],
+)
 def test_bad_profiles_are_refused_with_one_line(tmp_path, change, message):
     from edgetool.runtime import device_profiles
 
@@ -168,8 +172,9 @@ def test_local_deploy_status_rollback_and_keep(deploy_kit, device):
     assert st["versions"] == sorted([v2, v3]) and st["current"] == v3  # v1 pruned, previous v2 kept
 
 
-@pytest.mark.parametrize("which, message", [("tampered", "does not match manifest.json"),
-                                            ("untrusted", "does not trust")])
+@pytest.mark.parametrize(
+    "which, message", [("tampered", "does not match manifest.json"), ("untrusted", "does not trust")]
+)
 def test_tampered_or_untrusted_bundle_is_refused_and_nothing_changes(deploy_kit, device, which, message):
     before = snapshot(str(device))
     proc = local_deploy(deploy_kit[which], device)
@@ -228,8 +233,11 @@ def test_device_side_refuses_bad_names_and_short_uploads(tmp_path):
     import hashlib
 
     def framed(name, data, declared=None):
-        head = {"file": name, "size": len(data) if declared is None else declared,
-                "sha256": hashlib.sha256(data).hexdigest()}
+        head = {
+            "file": name,
+            "size": len(data) if declared is None else declared,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
         return json.dumps(head).encode() + b"\n" + data
 
     stream = io.BytesIO(framed("manifest.json", b"{}") + framed("deltas/a.zst", b"xy", declared=5))
@@ -246,11 +254,17 @@ def test_deploy_commands_work_without_torch(deploy_kit, tmp_path):
     from test_layering import run_blocked
 
     root = tmp_path / "d"
-    code = ("from edgetool.cli import main; import sys\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
-            "    assert 'torch' not in sys.modules; raise\n")
-    for args in (["devices"], ["target", "trust", root, deploy_kit["keys"]["good"]["public"]],
-                 ["deploy", deploy_kit["v1"], "--to", root, "--device-profile", "cpu"], ["status", "--to", root]):
+    code = (
+        "from edgetool.cli import main; import sys\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+        "    assert 'torch' not in sys.modules; raise\n"
+    )
+    for args in (
+        ["devices"],
+        ["target", "trust", root, deploy_kit["keys"]["good"]["public"]],
+        ["deploy", deploy_kit["v1"], "--to", root, "--device-profile", "cpu"],
+        ["status", "--to", root],
+    ):
         proc = run_blocked(code, *args)
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -258,12 +272,16 @@ def test_deploy_commands_work_without_torch(deploy_kit, tmp_path):
 def test_failing_engine_build_rolls_back_automatically(deploy_kit, device):
     try:
         import tensorrt  # noqa: F401
+
         pytest.skip("TensorRT is installed here, so engine build would not fail")
     except ImportError:
         pass
     v1, v2 = version_of(deploy_kit["v1"]), version_of(deploy_kit["v2"])
-    proc = no_traceback(run_cli("deploy", deploy_kit["v2"], "--to", device, "--device-profile", "orin-nano",
-                                "--engine-build", "--doctor"))
+    proc = no_traceback(
+        run_cli(
+            "deploy", deploy_kit["v2"], "--to", device, "--device-profile", "orin-nano", "--engine-build", "--doctor"
+        )
+    )
     assert proc.returncode != 0
     assert "engine build failed on version {}".format(v2) in proc.stdout and "tensorrt" in proc.stdout.lower()
     assert "rolled back to {}".format(v1) in proc.stdout

@@ -1,4 +1,5 @@
 """Deploy over a real OpenSSH server on 127.0.0.1 (a temp host key, authorized_keys and known_hosts)."""
+
 import json
 import os
 import shutil
@@ -63,25 +64,61 @@ def sshd(tmp_path_factory):
     (d / "known_hosts").write_text("[127.0.0.1]:{} {} {}\n".format(port, host_pub[0], host_pub[1]))
     (d / "empty_known_hosts").write_text("")
     user = os.environ.get("USER") or __import__("pwd").getpwuid(os.geteuid()).pw_name
-    s = {"dir": d, "port": port, "user": user, "host": "{}@127.0.0.1".format(user),
-         "args": ["--port", str(port), "--identity", str(d / "client_ed25519"),
-                  "--known-hosts", str(d / "known_hosts"), "--remote-edgetool", edgetool_cmd()]}
+    s = {
+        "dir": d,
+        "port": port,
+        "user": user,
+        "host": "{}@127.0.0.1".format(user),
+        "args": [
+            "--port",
+            str(port),
+            "--identity",
+            str(d / "client_ed25519"),
+            "--known-hosts",
+            str(d / "known_hosts"),
+            "--remote-edgetool",
+            edgetool_cmd(),
+        ],
+    }
+    _wait_for_login(proc, d, port, s["host"])
+    yield s
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _wait_for_login(proc, d, port, host):
+    """Until a key login to *host* works; skips (killing sshd) when sshd exits or 10 s pass without one."""
     deadline = time.time() + 10
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.skip("sshd could not start: {}".format(proc.stderr.read().decode(errors="replace").strip()[-300:]))
-        probe = subprocess.run(["ssh", "-p", str(port), "-i", str(d / "client_ed25519"), "-o", "BatchMode=yes",
-                                "-o", "UserKnownHostsFile=" + str(d / "known_hosts"), "-o", "IdentitiesOnly=yes",
-                                "-o", "StrictHostKeyChecking=yes", "--", s["host"], "true"], capture_output=True)
+        probe = subprocess.run(
+            [
+                "ssh",
+                "-p",
+                str(port),
+                "-i",
+                str(d / "client_ed25519"),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "UserKnownHostsFile=" + str(d / "known_hosts"),
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "--",
+                host,
+                "true",
+            ],
+            capture_output=True,
+        )
         if probe.returncode == 0:
             break
         time.sleep(0.3)
     else:
         proc.kill()
         pytest.skip("sshd did not accept a login: {}".format(probe.stderr.decode(errors="replace").strip()[-300:]))
-    yield s
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def ssh_cli(sshd, command, *args, host=None):
@@ -118,19 +155,35 @@ def test_ssh_deploy_status_rollback(sshd, deploy_kit, root):
 
 
 def test_ssh_refuses_unknown_host_key_and_reports_each_host(sshd, deploy_kit, root):
-    args = [a if a != str(sshd["dir"] / "known_hosts") else str(sshd["dir"] / "empty_known_hosts")
-            for a in sshd["args"]]
-    proc = run_cli("deploy", deploy_kit["v1"], "--device-profile", "cpu", "--root", root,
-                   "--host", sshd["host"], *args)
+    args = [
+        a if a != str(sshd["dir"] / "known_hosts") else str(sshd["dir"] / "empty_known_hosts") for a in sshd["args"]
+    ]
+    proc = run_cli("deploy", deploy_kit["v1"], "--device-profile", "cpu", "--root", root, "--host", sshd["host"], *args)
     assert proc.returncode != 0 and "Host key verification failed" in proc.stdout, proc.stdout
     assert snapshot(str(root))[0] is None
     # several hosts in parallel: one good, one with nothing listening; per-host summary, non-zero exit
     config = sshd["dir"] / "ssh_config"
-    config.write_text("Host good\n  HostName 127.0.0.1\n  Port {}\nHost dead\n  HostName 127.0.0.1\n  Port {}\n".format(
-        sshd["port"], free_port()))
+    config.write_text(
+        "Host good\n  HostName 127.0.0.1\n  Port {}\nHost dead\n  HostName 127.0.0.1\n  Port {}\n".format(
+            sshd["port"], free_port()
+        )
+    )
     good, dead = "{}@good".format(sshd["user"]), "{}@dead".format(sshd["user"])
-    proc = run_cli("deploy", deploy_kit["v1"], "--device-profile", "cpu", "--root", root, "--host", good,
-                   "--host", dead, "--ssh-config", config, *sshd["args"][2:])
+    proc = run_cli(
+        "deploy",
+        deploy_kit["v1"],
+        "--device-profile",
+        "cpu",
+        "--root",
+        root,
+        "--host",
+        good,
+        "--host",
+        dead,
+        "--ssh-config",
+        config,
+        *sshd["args"][2:],
+    )
     assert proc.returncode != 0
     lines = proc.stdout.splitlines()
     assert any(ln.startswith(good) and " ok " in ln for ln in lines), proc.stdout
@@ -146,10 +199,13 @@ def test_hostile_host_and_path_names_run_nothing(sshd, deploy_kit, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert os.path.islink(os.path.join(str(hostile_root), "current")) and not marker.exists()
     assert remote_status(sshd, hostile_root)["current"] == version_of(deploy_kit["v1"])
-    for host in ("-oProxyCommand=touch {}".format(marker), "{}@127.0.0.1;touch {}".format(sshd["user"], marker),
-                 "$(touch {})".format(marker), "a b"):
-        proc = ssh_cli(sshd, "deploy", deploy_kit["v1"], "--device-profile", "cpu", "--root", tmp_path / "x",
-                       host=host)
+    for host in (
+        "-oProxyCommand=touch {}".format(marker),
+        "{}@127.0.0.1;touch {}".format(sshd["user"], marker),
+        "$(touch {})".format(marker),
+        "a b",
+    ):
+        proc = ssh_cli(sshd, "deploy", deploy_kit["v1"], "--device-profile", "cpu", "--root", tmp_path / "x", host=host)
         assert proc.returncode == 2 and "invalid host" in proc.stderr, proc.stderr
     assert not marker.exists() and not (tmp_path / "x").exists()
 
@@ -157,8 +213,21 @@ def test_hostile_host_and_path_names_run_nothing(sshd, deploy_kit, tmp_path):
 def test_transfer_killed_midway_keeps_previous_and_rerun_completes(sshd, deploy_kit, root):
     v1, v2 = version_of(deploy_kit["v1"]), version_of(deploy_kit["v2"])
     assert ssh_cli(sshd, "deploy", deploy_kit["v1"], "--device-profile", "cpu", "--root", root).returncode == 0
-    cmd = [sys.executable, "-m", "edgetool", "deploy", deploy_kit["v2"], "--device-profile", "cpu", "--root",
-           str(root), "--bwlimit", "16", "--host", sshd["host"]] + sshd["args"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgetool",
+        "deploy",
+        deploy_kit["v2"],
+        "--device-profile",
+        "cpu",
+        "--root",
+        str(root),
+        "--bwlimit",
+        "16",
+        "--host",
+        sshd["host"],
+    ] + sshd["args"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     staging = root / "staging" / v2
     deadline = time.time() + 120

@@ -1,5 +1,6 @@
 """edgetool profile: report schema, percentile order, the HTML page in headless Chromium,
 and the verified-delta shortcut never applying a delta changed on disk."""
+
 import json
 import os
 import shutil
@@ -18,8 +19,21 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 def profiled(tiny_bundle, tmp_path_factory):
     """One CLI run of edgetool profile on the tiny bundle (short loops)."""
     out = str(tmp_path_factory.mktemp("profile"))
-    p = run_cli("profile", tiny_bundle, "--out", out, "--iterations", "3", "--warmup", "1", "--batch", "4",
-                "--threads", "1", timeout=900)
+    p = run_cli(
+        "profile",
+        tiny_bundle,
+        "--out",
+        out,
+        "--iterations",
+        "3",
+        "--warmup",
+        "1",
+        "--batch",
+        "4",
+        "--threads",
+        "1",
+        timeout=900,
+    )
     assert p.returncode == 0, p.stderr
     return out, p
 
@@ -43,13 +57,16 @@ def test_profile_json_schema_and_percentiles(profiled):
     assert problems(report) == []
     assert set(report["end_to_end"]) == {"one-engine", "two-engine"}
     assert set(report["end_to_end"]["one-engine"]) == {"per-image", "batched", "sticky", "topk"}
-    for s in list(report["stages"].values()) + [r["per_image_ms"] for m in report["end_to_end"].values()
-                                                  for r in m.values()]:
+    for s in list(report["stages"].values()) + [
+        r["per_image_ms"] for m in report["end_to_end"].values() for r in m.values()
+    ]:
         if s["count"]:
             assert s["min"] <= s["median"] <= s["p90"] <= s["p95"] <= s["p99"] <= s["max"]
     mem = report["memory"]["forms"]
-    assert mem["vanilla"]["weight_buffer_bytes"] == (report["bundle"]["superclasses"] + 1) * report["bundle"][
-        "refit_bytes"]
+    assert (
+        mem["vanilla"]["weight_buffer_bytes"]
+        == (report["bundle"]["superclasses"] + 1) * report["bundle"]["refit_bytes"]
+    )
     broken = json.loads(json.dumps(report))
     broken["stages"]["switch_to_subclass"]["p90"] = broken["stages"]["switch_to_subclass"]["max"] + 1
     del broken["codecs"]
@@ -67,8 +84,9 @@ def test_stat_percentiles_consistent():
     for values in (rng.exponential(2.0, 500), [3.0], rng.normal(10, 1, 7)):
         s = stat(list(values))
         assert consistent(s) and len(s["cdf"]) == 21 and s["cdf"][0] == s["min"] and s["cdf"][-1] == s["max"]
-    assert not consistent({"count": 3, "min": 1.0, "median": 2.0, "p90": 5.0, "p95": 4.0, "p99": 5.0, "max": 6.0,
-                           "mean": 3.0})
+    assert not consistent(
+        {"count": 3, "min": 1.0, "median": 2.0, "p90": 5.0, "p95": 4.0, "p99": 5.0, "max": 6.0, "mean": 3.0}
+    )
 
 
 @pytest.mark.parametrize("fmt", ["png", "svg"])
@@ -96,8 +114,12 @@ def test_html_report_renders_every_plot_in_chromium(profiled, tmp_path, fmt):
 
 
 def test_profile_bad_input_one_line(tiny_bundle, tmp_path):
-    for args in (["profile", str(tmp_path / "nope")], ["profile", tiny_bundle, "--modes", "three-engine"],
-                 ["profile", tiny_bundle, "--iterations", "0"], ["profile", tiny_bundle, "--device-profile", "pi"]):
+    for args in (
+        ["profile", str(tmp_path / "nope")],
+        ["profile", tiny_bundle, "--modes", "three-engine"],
+        ["profile", tiny_bundle, "--iterations", "0"],
+        ["profile", tiny_bundle, "--device-profile", "pi"],
+    ):
         p = run_cli(*args)
         assert p.returncode != 0
         lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]

@@ -1,4 +1,5 @@
 """The CUDA delta kernel: packed layout, source, nvcc build, and bit-exactness on a GPU (skips without one)."""
+
 import os
 import shutil
 import subprocess
@@ -43,8 +44,9 @@ def test_kernel_compiles_with_nvcc(arch, tmp_path):
         pytest.skip("nvcc not found")
     for kind in ("ptx", "cubin"):
         out = tmp_path / "delta_add.{}".format(kind)
-        proc = subprocess.run([nvcc, "-arch=" + arch, "-" + kind, "-O3", KERNEL_PATH, "-o", str(out)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [nvcc, "-arch=" + arch, "-" + kind, "-O3", KERNEL_PATH, "-o", str(out)], capture_output=True, text=True
+        )
         assert proc.returncode == 0, proc.stderr
         assert out.stat().st_size > 0
     ptx = (tmp_path / "delta_add.ptx").read_text()

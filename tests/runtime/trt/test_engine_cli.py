@@ -32,12 +32,34 @@ def test_engine_onnx_writes_the_parser_model_and_nvidia_tool_commands(run_cli, t
     from edgetool.runtime.trt.weight_forms import engine_model
 
     assert trtexec_args("m.onnx", "input", (3, 32, 32), "int8", 16, 512, strip_weights=True) == [
-        "trtexec", "--onnx=m.onnx", "--saveEngine=m.plan", "--minShapes=input:1x3x32x32",
-        "--optShapes=input:1x3x32x32", "--maxShapes=input:16x3x32x32", "--memPoolSize=workspace:512",
-        "--int8", "--fp16", "--refit", "--stripWeights"]
+        "trtexec",
+        "--onnx=m.onnx",
+        "--saveEngine=m.plan",
+        "--minShapes=input:1x3x32x32",
+        "--optShapes=input:1x3x32x32",
+        "--maxShapes=input:16x3x32x32",
+        "--memPoolSize=workspace:512",
+        "--int8",
+        "--fp16",
+        "--refit",
+        "--stripWeights",
+    ]
     assert polygraphy_args("m.onnx", "x", (1, 28, 28), "fp16", 8) == [
-        "polygraphy", "run", "m.onnx", "--onnxrt", "--trt", "--fp16", "--input-shapes", "x:[1,1,28,28]",
-        "--trt-min-shapes", "x:[1,1,28,28]", "--trt-opt-shapes", "x:[1,1,28,28]", "--trt-max-shapes", "x:[8,1,28,28]"]
+        "polygraphy",
+        "run",
+        "m.onnx",
+        "--onnxrt",
+        "--trt",
+        "--fp16",
+        "--input-shapes",
+        "x:[1,1,28,28]",
+        "--trt-min-shapes",
+        "x:[1,1,28,28]",
+        "--trt-opt-shapes",
+        "x:[1,1,28,28]",
+        "--trt-max-shapes",
+        "x:[8,1,28,28]",
+    ]
     b = Bundle.open(tiny_bundle)
     out = tmp_path / "engine.onnx"
     proc = run_cli("engine", "onnx", tiny_bundle, str(out), "--weights", "qdq-float", "--device-profile", "orin-nano")
@@ -55,7 +77,8 @@ def test_engine_onnx_writes_the_parser_model_and_nvidia_tool_commands(run_cli, t
         assert proc.returncode != 0 and not (tmp_path / "x.onnx").exists()
         assert proc.stderr.strip().splitlines() == [
             "error: TensorRT is not installed here, so --weights auto cannot tell the form: choose --weights int8 "
-            "(TensorRT >= 10), qdq-float (TensorRT 8.5/8.6) or fp16"]
+            "(TensorRT >= 10), qdq-float (TensorRT 8.5/8.6) or fp16"
+        ]
     proc = run_cli("engine", "onnx", tiny_bundle, str(out), "--weights", "int8", "--device-profile", "nano")
     assert proc.returncode != 0 and "use --weights fp16" in proc.stderr
 

@@ -1,4 +1,5 @@
 """TensorRT's explicit-quantization rules, checked on base.onnx and on damaged copies of it."""
+
 import os
 
 import numpy as np
@@ -96,9 +97,23 @@ def _bad_float_weight(m):
     return "not quantized"
 
 
-@pytest.mark.parametrize("damage", [_bad_opset, _bad_zero_point, _bad_zp_dtype, _bad_axis, _bad_scale_count,
-                                    _bad_act_scale, _bad_negative_scale, _bad_minus_128, _bad_bn, _bad_qlinearconv,
-                                    _bad_float_weight], ids=lambda f: f.__name__[5:])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _bad_opset,
+        _bad_zero_point,
+        _bad_zp_dtype,
+        _bad_axis,
+        _bad_scale_count,
+        _bad_act_scale,
+        _bad_negative_scale,
+        _bad_minus_128,
+        _bad_bn,
+        _bad_qlinearconv,
+        _bad_float_weight,
+    ],
+    ids=lambda f: f.__name__[5:],
+)
 def test_rule_check_rejects_each_bad_variant(tiny_bundle, damage):
     m = _load(tiny_bundle)
     expect = damage(m)

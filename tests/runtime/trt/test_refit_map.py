@@ -1,4 +1,5 @@
 """The refit weight map: which engine weights a switch writes, and the constants TensorRT also asks for."""
+
 import os
 
 import numpy as np

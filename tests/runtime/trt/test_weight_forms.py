@@ -35,6 +35,21 @@ def _ort_run(model_bytes, x):
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
 
 
+def _assert_quantize_recovers_codes(em, layout, base, inits):
+    """Each int8 tensor's float weights feed a QuantizeLinear whose scale gives back the int8 codes exactly
+    (TensorRT quantizes float weights with the Q scale)."""
+    from edgetool.runtime.trt.weight_forms import engine_name
+
+    consumers = {i: n for n in em.graph.node for i in n.input}
+    for t in layout.tensors:
+        if t.dtype == "int8":
+            q = consumers[engine_name(t, "qdq-float")]
+            assert q.op_type == "QuantizeLinear"
+            s = numpy_helper.to_array({i.name: i for i in em.graph.initializer}[q.input[1]])
+            codes = np.round(inits[engine_name(t, "qdq-float")] / s.reshape([-1] + [1] * (len(t.shape) - 1)))
+            np.testing.assert_array_equal(codes, base[t.offset : t.offset + t.nbytes].view(np.int8).reshape(t.shape))
+
+
 @pytest.mark.parametrize("form", ["int8", "qdq-float", "fp16"])
 def test_engine_model_refitted_with_host_arrays_is_each_subclass_network(tiny_bundle, form):
     """Emulate the refit on the CPU: the engine's ONNX with its refit weights replaced by
@@ -63,15 +78,7 @@ def test_engine_model_refitted_with_host_arrays_is_each_subclass_network(tiny_bu
         assert all(inits[n].dtype == np.float32 for n in names)
     if form == "qdq-float":
         assert check(em) == []  # still an explicitly quantized model TensorRT accepts
-        consumers = {i: n for n in em.graph.node for i in n.input}
-        for t in layout.tensors:
-            if t.dtype == "int8":
-                q = consumers[engine_name(t, form)]
-                assert q.op_type == "QuantizeLinear"
-                # TensorRT quantizes float weights with the Q scale: it recovers the codes exactly.
-                s = numpy_helper.to_array({i.name: i for i in em.graph.initializer}[q.input[1]])
-                codes = np.round(inits[engine_name(t, form)] / s.reshape([-1] + [1] * (len(t.shape) - 1)))
-                np.testing.assert_array_equal(codes, base[t.offset:t.offset + t.nbytes].view(np.int8).reshape(t.shape))
+        _assert_quantize_recovers_codes(em, layout, base, inits)
     elif form == "fp16":
         assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops
     # The build-time weights are exactly the refit-time arrays for the base network.

@@ -1,0 +1,32 @@
+"""Stage checkpoints of a run: plain tensors and lists, loadable with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import models
+
+
+def save_checkpoint(obj, path):
+    """Atomically: a temporary sibling, then a rename."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def float_state(model: models.ResNet) -> dict:
+    return {"config": model.config, "state_dict": model.state_dict()}
+
+
+def float_from_state(state) -> models.ResNet:
+    m = models.from_config(state["config"])
+    m.load_state_dict(state["state_dict"])
+    m.eval()
+    return m

@@ -1,0 +1,126 @@
+"""The Markdown and HTML pages of ``edgetool evaluate``'s report."""
+
+from __future__ import annotations
+
+from typing import List
+
+KINDS = [
+    ("lower", "lower bound (flat)", "#d62728"),
+    ("control", "control (flat, true superclass)", "#9467bd"),
+    ("upper", "upper bound (true superclass)", "#2ca02c"),
+    ("vanilla", "vanilla fp32 Super-Sub", "#1f77b4"),
+    ("efficient", "efficient int8 Super-Sub", "#ff7f0e"),
+]
+
+
+def _pct(v):
+    return "n/a" if v is None or v != v else "{:.2f}%".format(100 * v)
+
+
+def _gap(g):
+    return "n/a ({})".format(g["reason"]) if g["value"] is None else "{:.0%}".format(g["value"])
+
+
+def _accuracy_lines(rep: dict) -> List[str]:
+    """The title, the accuracy table against the bounds, storage and routing."""
+    a, g, r = rep["accuracy"], rep["gap_closed"], rep["routing"]
+    names = rep["superclasses"]
+    bb = rep["bundle_bytes"]
+    return [
+        "# Super-Sub evaluation: {} ({})".format(rep["dataset"], rep["model"]),
+        "",
+        "{} test images; superclasses: {}. Base network started from: {}; delta budget: {}.".format(
+            rep["test_images"], ", ".join(names), rep["base_init"], rep["delta_budget"]
+        ),
+        "Efficient: measured with {}. Bundle: {} bytes in all (base.onnx {}, deltas {}, codec {}).".format(
+            rep["efficient_measured_with"], bb["files"], bb["base"], bb["deltas"], rep["codec"]
+        ),
+        "",
+        "| | accuracy | gap closed |",
+        "|---|---:|---:|",
+        "| lower bound: flat network | {} | |".format(_pct(a["lower"])),
+        "| control: flat network, true superclass's classes only | {} | {} |".format(
+            _pct(a["control"]), _gap(g["control"])
+        ),
+        "| upper bound: vanilla subclass networks, true superclass | {} | |".format(_pct(a["upper"])),
+        "| vanilla fp32 Super-Sub | {} | {} |".format(_pct(a["vanilla"]), _gap(g["vanilla"])),
+        "| efficient int8 Super-Sub | {} | {} |".format(_pct(a["efficient"]), _gap(g["efficient"])),
+        "",
+        "Gap closed = (Super-Sub - lower) / (upper - lower). x = stored delta bytes / stored bytes of base.onnx: "
+        "{:.3f} on average.".format(rep["x"]["mean"]),
+        "",
+        "Routing (superclass accuracy): base network fp32 {}, int8 {}; "
+        "the flat network's implied superclass {}.".format(
+            _pct(r["base_fp32"]), _pct(r.get("base_int8")), _pct(r["flat"])
+        ),
+    ]
+
+
+def markdown(rep: dict) -> str:
+    names = rep["superclasses"]
+    lines = _accuracy_lines(rep) + [
+        "",
+        "## Superclass confusion [%] of the base network (rows: actual)",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for name, row in zip(names, rep["confusion_percent"]):
+        lines.append("| {} | {} |".format(name, " | ".join("{:.2f}".format(v) for v in row)))
+    lines += [
+        "",
+        "![confusion]({})".format(rep["plots"]["confusion"]),
+        "",
+        "## Per-superclass accuracy",
+        "",
+        "| superclass | " + " | ".join(k for k, _, _ in KINDS) + " |",
+        "|---" + "|---:" * len(KINDS) + "|",
+    ]
+    for k, name in enumerate(names):
+        p = rep["per_superclass_accuracy"]
+        lines.append("| {} | {} |".format(name, " | ".join(_pct(p[key][k]) for key, _, _ in KINDS)))
+    lines += ["", "![per-superclass]({})".format(rep["plots"]["per_superclass"]), ""] + _storage_lines(rep)
+    return "\n".join(lines)
+
+
+def _storage_lines(rep: dict) -> List[str]:
+    names = rep["superclasses"]
+    lines = [
+        "## Deltas and storage per subclass network",
+        "",
+        "| superclass | codes changed | x (bundle) | fp16 + 7z, no QAT |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in names:
+        c = rep["compression"][name]
+        lines.append(
+            "| {} | {:.1%} | {:.3f} | {:.3f} |".format(
+                name, rep["deltas"][name]["changed_fraction"], c["bundle_x"], c["fp16_7z_no_qat"]
+            )
+        )
+    lines += [
+        "",
+        "Storage in networks: 1 + xN (the paper reports x = 0.2).",
+        "",
+        "![delta histograms]({})".format(rep["plots"]["delta_histograms"]),
+        "",
+        "![compression]({})".format(rep["plots"]["compression"]),
+        "",
+    ]
+    return lines
+
+
+def to_html(rep: dict) -> str:
+    """A self-contained page of the Markdown report (Python-Markdown with its tables extension)."""
+    import markdown as md
+
+    style = (
+        "body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
+        "img{max-width:100%}"
+    )
+    body = md.markdown(markdown(rep), extensions=["tables"])
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool report</title>"
+        "<style>{}</style></head><body>{}</body></html>\n"
+    ).format(style, body)
