@@ -38,6 +38,8 @@ def gpu_info() -> dict:
             "cuda_driver": cuda.get_driver_version(),
             "free_mib": free // 2**20,
             "total_mib": total // 2**20,
+            "free_bytes": int(free),
+            "total_bytes": int(total),
         }
     except ImportError:
         return {"available": False, "reason": "pycuda is not installed (pip install 'edgetool[jetson]')"}

@@ -210,19 +210,11 @@ def test_device_profiles_are_data():
 
 
 def imported_modules(path):
-    tree = ast.parse(open(path).read(), path)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                yield a.name, node.lineno
-        elif isinstance(node, ast.ImportFrom):
-            mod = node.module or ""
-            if node.level:  # relative: resolve against edgetool.runtime
-                rel = os.path.relpath(os.path.dirname(path), os.path.join(ROOT, "runtime")).replace(os.sep, ".")
-                parts = ["edgetool", "runtime"] + ([] if rel == "." else rel.split("."))
-                parts = parts[: len(parts) - (node.level - 1)]
-                mod = ".".join(parts + ([mod] if mod else []))
-            yield mod, node.lineno
+    """The modules a runtime file imports, relative imports resolved against its package."""
+    rel = os.path.relpath(path, os.path.join(ROOT, "runtime"))[: -len(".py")].split(os.sep)
+    is_pkg = rel[-1] == "__init__"
+    name = ".".join(["edgetool", "runtime"] + (rel[:-1] if is_pkg else rel))
+    return resolved_imports(path, name, is_pkg)
 
 
 def test_runtime_imports_no_torch_and_no_upper_layer():

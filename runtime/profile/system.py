@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from typing import Dict, Optional
 
-from ..machine import device_tree_model
+from ..machine import device_tree_model, gpu_info
 
 TEGRASTATS_RAM = re.compile(r"RAM (\d+)/(\d+)MB")
 TEGRASTATS_EMC = re.compile(r"EMC_FREQ (\d+)%")
@@ -59,28 +59,16 @@ def proc_status() -> Dict[str, int]:
 
 
 def gpu_memory() -> Dict[str, object]:
-    """Used and total GPU memory from the CUDA driver (pycuda), or why it is absent."""
-    try:
-        import pycuda.driver as cuda  # noqa: F401  (optional: the gpu/jetson extras)
-    except ImportError:
-        return {"available": False, "reason": "pycuda is not installed"}
-    try:
-        cuda.init()
-        if cuda.Device.count() == 0:
-            return {"available": False, "reason": "no CUDA device"}
-        ctx = cuda.Device(0).make_context()
-        try:
-            free, total = cuda.mem_get_info()
-        finally:
-            ctx.pop()
-        return {
-            "available": True,
-            "device": cuda.Device(0).name(),
-            "used_bytes": int(total - free),
-            "total_bytes": int(total),
-        }
-    except Exception as exc:  # pycuda raises its own LogicError/RuntimeError types
-        return {"available": False, "reason": "CUDA driver: {}".format(exc)}
+    """Used and total GPU memory of CUDA device 0 (from machine.gpu_info), or why it is absent."""
+    info = gpu_info()
+    if not info["available"]:
+        return {"available": False, "reason": info["reason"]}
+    return {
+        "available": True,
+        "device": info["name"],
+        "used_bytes": info["total_bytes"] - info["free_bytes"],
+        "total_bytes": info["total_bytes"],
+    }
 
 
 def parse_tegrastats(line: str) -> Dict[str, object]:
