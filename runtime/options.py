@@ -22,7 +22,8 @@ device_profile_option = click.option(
     "--device-profile",
     "profile_name",
     default=None,
-    help="Device profile name or JSON file (default: detected Jetson, else desktop-gpu).",
+    show_default="the detected Jetson, else desktop-gpu",
+    help="Device profile name or JSON file.",
 )
 
 backend_option = click.option(

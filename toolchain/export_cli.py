@@ -19,6 +19,7 @@ from edgetool.runtime.options import codec_option
     "sign_key",
     type=click.Path(dir_okay=False),
     default=None,
+    show_default="unsigned",
     help="Sign the manifest with this Ed25519 private key (edgetool keygen); devices check it.",
 )
 @click.option("--force", is_flag=True, help="Replace --out even if it is a non-empty folder that is not a bundle.")
