@@ -52,6 +52,10 @@ def keygen(prefix):
     click.echo("on each device: edgetool target trust ROOT {}".format(k["public"]))
 
 
+def _ssh_file(flag, shown, text):
+    return click.option(flag, type=click.Path(dir_okay=False), default=None, show_default=shown, help=text)
+
+
 def target_options(f):
     """Where the targets are and how to reach them (shared by deploy, rollback and status)."""
     opts = [
@@ -83,27 +87,9 @@ def target_options(f):
             help="edgetool command on the device (e.g. /opt/venv/bin/edgetool).",
         ),
         click.option("--port", type=int, default=None, show_default="ssh's: 22 or ssh_config", help="SSH port."),
-        click.option(
-            "--identity",
-            type=click.Path(dir_okay=False),
-            default=None,
-            show_default="ssh's own keys",
-            help="SSH private key file.",
-        ),
-        click.option(
-            "--known-hosts",
-            type=click.Path(dir_okay=False),
-            default=None,
-            show_default="~/.ssh/known_hosts",
-            help="known_hosts file to check host keys against.",
-        ),
-        click.option(
-            "--ssh-config",
-            type=click.Path(dir_okay=False),
-            default=None,
-            show_default="~/.ssh/config",
-            help="ssh_config file (ssh -F).",
-        ),
+        _ssh_file("--identity", "ssh's own keys", "SSH private key file."),
+        _ssh_file("--known-hosts", "~/.ssh/known_hosts", "known_hosts file to check host keys against."),
+        _ssh_file("--ssh-config", "~/.ssh/config", "ssh_config file (ssh -F)."),
         click.option(
             "--accept-new-host-key",
             is_flag=True,
