@@ -99,6 +99,7 @@ def test_grayscale_folder_gives_a_one_channel_bundle(newcomer, tmp_path):
 def test_channels_detected_from_pixels_and_overridable(tmp_path):
     from edgetool.runtime.errors import UsageError
     from edgetool.toolchain.data import load_image_folder
+    from edgetool.toolchain.run_data import TrainConfig, load_data
 
     gray_as_rgb = make_gray_folder(str(tmp_path / "g"), (2, 1), mode="RGB")  # stored RGB, R = G = B
     ds = load_image_folder(os.path.join(gray_as_rgb, "train"), 12, 0)
@@ -111,6 +112,8 @@ def test_channels_detected_from_pixels_and_overridable(tmp_path):
     assert load_image_folder(str(colour / "train"), 12, 1).channels == 1  # --channels 1 overrides
     with pytest.raises(UsageError, match="channels must be 1"):
         load_image_folder(str(colour / "train"), 12, 2)
+    with pytest.raises(UsageError, match="--channels 3: sample holds 1-channel images"):
+        load_data(TrainConfig(channels=3))  # the format fixes it for IDX, the sample and CIFAR
 
 
 # 4. progress in a log file -----------------------------------------------------------------------
