@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import re
-from typing import Iterator, List, Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 from .. import manifest as M
 from .. import safeio
@@ -189,6 +189,3 @@ def _sha256_file(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-__all__: List[str] = ["select_engine", "add_engine"]

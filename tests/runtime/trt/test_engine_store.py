@@ -121,3 +121,12 @@ def test_a_file_that_only_looks_like_a_leftover_is_kept(bundle_copy):
         f.write(b"the user's own file")
     add_engine(bundle_copy, b"plan", META)
     assert open(mine, "rb").read() == b"the user's own file"
+
+
+def test_engine_build_refuses_an_archive_before_building(run_cli, tmp_path):
+    archive = tmp_path / "bundle.tar.gz"
+    archive.write_bytes(b"not unpacked")
+    proc = run_cli("engine", "build", str(archive), "--device-profile", "orin-nano")
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and "unpack the archive first" in lines[0], proc.stderr
+    assert archive.read_bytes() == b"not unpacked" and sorted(os.listdir(str(tmp_path))) == ["bundle.tar.gz"]
