@@ -205,7 +205,7 @@ class Bundle:
 
         With *sparse*, a delta stored by the ``sparse`` codec comes back as a
         :class:`~.sparse_codec.SparseDelta` (positions and values, never expanded), which
-        :class:`~.weights.PackedWeights` scatter-adds in place.
+        :class:`~.packed.PackedWeights` scatter-adds in place.
 
         A delta file read, hashed and decoded successfully before, and unchanged on disk
         since (same inode, size, mtime and ctime), is not hashed again; its decoded form is

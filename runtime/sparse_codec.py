@@ -10,7 +10,7 @@ time on one short sequence per changed byte.  This codec stores the changed byte
 
 Decoding is vectorised: positions are a cumulative sum of the gaps.  :func:`decode_sparse`
 keeps the delta in that form (:class:`SparseDelta`), so that a switch scatter-adds the changed
-bytes into the weights in place (:class:`edgetool.runtime.weights.PackedWeights`) instead of
+bytes into the weights in place (:class:`edgetool.runtime.packed.PackedWeights`) instead of
 expanding the delta to a dense buffer first; :func:`decode` expands it (one scatter).  A
 delta with more than ``DENSE_ABOVE`` of its bytes changed is stored as one plain zstd frame
 (mode byte 0), where zstd decodes faster than a scatter of that size.

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import BackendError, BundleError, CodecError, SwitchError
 from ..sparse_codec import SparseDelta
-from ..weights import Delta
+from ..packed import Delta
 
 BASE = -1  # switch target for the superclass (base) network
 

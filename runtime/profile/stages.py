@@ -17,7 +17,8 @@ from .. import codecs
 from ..backends.base import BASE
 from ..classifier import POLICIES, SuperSubClassifier
 from ..sparse_codec import SparseDelta
-from ..weights import PackedWeights, sha256_bytes
+from ..packed import PackedWeights
+from ..weights import sha256_bytes
 from .stats import StageClock, stat, timed
 from .vanilla import PlainSessions, base_buffer
 

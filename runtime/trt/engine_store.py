@@ -88,32 +88,38 @@ def add_engine(bundle_dir: str, plan: bytes, meta: dict) -> dict:
             M.parse(manifest)  # the manifest written is one the reader accepts
         except FieldError as exc:
             raise UsageError("engine metadata: {}".format(exc)) from None
-        plan_path, path = os.path.join(engines_dir, name), os.path.join(bundle_dir, M.MANIFEST)
-        placed, tmp = False, None
-        try:
-            tmp = write_temp(plan_path, plan)
-            fault_point("engine:plan-written")
-            commit(tmp, plan_path)
-            tmp, placed = None, rel not in {e.get("file") for e in old}  # a plan the old manifest does not list
-            fault_point("engine:plan-renamed")
-            tmp = write_temp(path, json.dumps(manifest, indent=1).encode("utf-8"))
-            fault_point("engine:manifest-written")
-            commit(tmp, path)
-            tmp, placed = None, False
-            fault_point("engine:manifest-renamed")
-        except BaseException as exc:  # an error or a signal: the previous store is exactly as it was
-            if tmp is not None and os.path.isfile(tmp):
-                os.remove(tmp)
-            if placed:
-                _remove_plan(bundle_dir, rel)
-            if isinstance(exc, OSError):
-                raise BundleError(plan_path, "cannot save the engine ({})".format(exc.strerror or exc)) from None
-            raise
+        _save(bundle_dir, rel, plan, manifest, listed={e.get("file") for e in old})
         for e in replaced:
             if e.get("file") != rel:
                 _remove_plan(bundle_dir, e.get("file"))
         fsync_dir(engines_dir)
         return entry
+
+
+def _save(bundle_dir: str, rel: str, plan: bytes, manifest: dict, listed: set) -> None:
+    """Plan to its own name, then the manifest over the old one (the commit); undone on a failure."""
+    engines_dir, name = os.path.split(os.path.join(bundle_dir, rel))
+    plan_path, path = os.path.join(engines_dir, name), os.path.join(bundle_dir, M.MANIFEST)
+    placed, tmp = False, None
+    try:
+        tmp = write_temp(plan_path, plan)
+        fault_point("engine:plan-written")
+        commit(tmp, plan_path)
+        tmp, placed = None, rel not in listed  # a plan the old manifest does not list
+        fault_point("engine:plan-renamed")
+        tmp = write_temp(path, json.dumps(manifest, indent=1).encode("utf-8"))
+        fault_point("engine:manifest-written")
+        commit(tmp, path)
+        tmp, placed = None, False
+        fault_point("engine:manifest-renamed")
+    except BaseException as exc:  # an error or a signal: the previous store is exactly as it was
+        if tmp is not None and os.path.isfile(tmp):
+            os.remove(tmp)
+        if placed:
+            _remove_plan(bundle_dir, rel)
+        if isinstance(exc, OSError):
+            raise BundleError(plan_path, "cannot save the engine ({})".format(exc.strerror or exc)) from None
+        raise
 
 
 def _same_slot(a: Mapping, b: Mapping) -> bool:

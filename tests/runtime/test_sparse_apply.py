@@ -4,11 +4,12 @@ dense apply, including wrap-around; bad or out-of-range positions are refused be
 import numpy as np
 import pytest
 
-from edgetool.runtime import codecs, sparse_codec, weights
+from edgetool.runtime import codecs, packed, sparse_codec
 from edgetool.runtime.errors import CodecError
 from edgetool.runtime.sparse_codec import HEADER, SparseDelta
 from edgetool.runtime.trt.delta_apply import stage_delta
-from edgetool.runtime.weights import PackedLayout, PackedWeights, TensorSpec, scatter_add
+from edgetool.runtime.packed import PackedWeights, scatter_add
+from edgetool.runtime.weights import PackedLayout, TensorSpec
 
 
 def layout():
@@ -59,7 +60,7 @@ def as_sparse(delta):
 @pytest.mark.parametrize("density", [0.0, 0.002, 0.1, 0.24])
 @pytest.mark.parametrize("fast", [True, False], ids=["add.at", "gather-scatter"])
 def test_in_place_sparse_equals_dense_bit_for_bit(density, fast, monkeypatch):
-    monkeypatch.setattr(weights, "_ADD_AT_FAST", fast)
+    monkeypatch.setattr(packed, "_ADD_AT_FAST", fast)
     lay = layout()
     base, subs = networks(lay, 3, density)
     dense = [lay.make_delta(base, s) for s in subs]
@@ -174,14 +175,14 @@ def test_failure_part_way_is_rewritten_whole_next_time(monkeypatch):
         region[positions[: positions.size // 2]] += values[: positions.size // 2]
         raise RuntimeError("injected fault in the scatter")
 
-    monkeypatch.setattr(weights, "scatter_add", dies)
+    monkeypatch.setattr(packed, "scatter_add", dies)
     with pytest.raises(RuntimeError):
         w.set(sp[1])
     assert not w.int8_is_base
     monkeypatch.undo()
     w.set(sp[0])  # what a backend's restore does
     assert w.buf.tobytes() == subs[0].tobytes()
-    monkeypatch.setattr(weights, "scatter_add", dies)
+    monkeypatch.setattr(packed, "scatter_add", dies)
     with pytest.raises(RuntimeError):
         w.set(sp[1])
     monkeypatch.undo()
