@@ -30,6 +30,7 @@ _FIELDS = (
     "seed",
     "limit_train",
     "limit_test",
+    "val_fraction",
 )
 
 
@@ -52,7 +53,12 @@ def config_options(f):
 
     opts = [
         opt("--data", str, "'sample' (shipped), an IDX folder, or an ImageFolder root with train/ and test/."),
-        click.option("--hierarchy", default=None, type=click.Path(), help="Hierarchy JSON file."),
+        click.option(
+            "--hierarchy",
+            default=None,
+            type=click.Path(),
+            help="Hierarchy JSON file ('single': one superclass of every class, to train a flat network first).",
+        ),
         click.option(
             "--config", "config_file", default=None, type=click.Path(), help="JSON config file; flags override it."
         ),
@@ -85,6 +91,7 @@ def config_options(f):
         opt("--seed", int, "Random seed."),
         opt("--limit-train", int, "Use at most this many training images (0 = all)."),
         opt("--limit-test", int, "Use at most this many test images (0 = all)."),
+        opt("--val-fraction", float, "Hold out this fraction of the training images (for `edgetool hierarchy learn`)."),
     ]
     for o in reversed(opts):
         f = o(f)

@@ -45,6 +45,7 @@ class TrainConfig:
     calib_batches: int = 8
     limit_train: int = 0  # keep at most this many training images (0 = all)
     limit_test: int = 0
+    val_fraction: float = 0.0  # hold this stratified fraction of the training images out (edgetool hierarchy learn)
 
     def save(self, path):
         tmp = path + ".tmp"
@@ -83,6 +84,16 @@ def load_data(cfg: TrainConfig):
     return train, test, hier
 
 
+def hold_out(train, cfg: TrainConfig):
+    """(train, validation): ``val_fraction`` of the training images, stratified, never trained on."""
+    if not cfg.val_fraction:
+        return train, None
+    if not 0 < cfg.val_fraction < 1:
+        raise UsageError("--val-fraction must be between 0 and 1, got {}".format(cfg.val_fraction))
+    keep, val = datasets.stratified_split(train.labels, cfg.val_fraction, cfg.seed + 1)
+    return train.subset(keep), train.subset(val)
+
+
 def _load_cifar(cfg: TrainConfig):
     from . import cifar
 
@@ -105,8 +116,13 @@ def _load_folder(cfg: TrainConfig):
     if not os.path.isdir(root):
         raise UsageError("{}: no such data folder".format(root))
     hpath = cfg.hierarchy or os.path.join(root, "hierarchy.json")
+    if hpath == SINGLE:
+        return _single(root, cfg)
     if not os.path.isfile(hpath):
-        raise UsageError("no hierarchy: pass --hierarchy FILE or put hierarchy.json in {}".format(root))
+        raise UsageError(
+            "no hierarchy: pass --hierarchy FILE, put hierarchy.json in {}, or pass --hierarchy {} to train the "
+            "flat network and learn one (`edgetool hierarchy learn`)".format(root, SINGLE)
+        )
     with open(hpath) as f:
         hd = json.load(f)
     names = hd.get("label_index")
@@ -124,6 +140,18 @@ def _load_folder(cfg: TrainConfig):
     return train, test, hierarchy.load(hpath)
 
 
+SINGLE = "single"  # --hierarchy single: one superclass holding every class (no taxonomy yet)
+
+
+def _single(root: str, cfg: TrainConfig):
+    if not (os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test"))):
+        raise UsageError("{}: --hierarchy {} needs train/ and test/ image folders".format(root, SINGLE))
+    size = cfg.image_size or 32
+    train = datasets.load_image_folder(os.path.join(root, "train"), size, 3)
+    test = datasets.load_image_folder(os.path.join(root, "test"), size, 3, train.classes)
+    return train, test, hierarchy.Hierarchy(["all"], [list(train.classes)])
+
+
 def _cifar_archive(path):
     from .cifar import find_archive
 
@@ -133,8 +161,8 @@ def _cifar_archive(path):
 class RunData:
     """The data of a run, as arrays and tensors: images, labels, hierarchy maps, input spec."""
 
-    def __init__(self, train, test, hier):
-        self.train, self.test, self.hier = train, test, hier
+    def __init__(self, train, test, hier, val=None):
+        self.train, self.test, self.hier, self.val = train, test, hier, val
         self.mean, self.std = train.stats()
         self.sup_of, self.loc_of = hier.mapping(train.classes)
         self.xtr = training.to_tensor(train, self.mean, self.std)
@@ -155,4 +183,6 @@ class RunData:
 
     @classmethod
     def load(cls, cfg: TrainConfig) -> "RunData":
-        return cls(*load_data(cfg))
+        train, test, hier = load_data(cfg)
+        train, val = hold_out(train, cfg)
+        return cls(train, test, hier, val)
