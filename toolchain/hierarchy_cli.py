@@ -42,11 +42,19 @@ def hierarchy():
     help="For a run: the images the flat network's confusion is measured on (val: the run's --val-fraction).",
 )
 @click.option(
+    "--counts",
+    type=click.Choice(["soft", "hard"]),
+    default="soft",
+    show_default=True,
+    help="For a run: add each image's softmax probabilities to its row (soft: expected counts, informative on "
+    "a small validation split) or one count at its argmax (hard).",
+)
+@click.option(
     "--classes", "classes_file", type=click.Path(), help="Class names, one a line, for a matrix without names."
 )
 @click.option("--dendrogram", type=click.Path(), help="Dendrogram PNG [default: OUT with .png].")
 @click.option("--force", is_flag=True, help="Overwrite OUT.")
-def learn(source, out, theta, gamma, split, classes_file, dendrogram, force):
+def learn(source, out, theta, gamma, split, counts, classes_file, dendrogram, force):
     """Learn superclasses from SOURCE: a confusion matrix (.npy, .csv, .json; rows = true class),
     or a training run whose flat network is measured on its validation split.
 
@@ -63,8 +71,8 @@ def learn(source, out, theta, gamma, split, classes_file, dendrogram, force):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise UsageError("{}: no such folder".format(os.path.dirname(path)))
     if os.path.isdir(source):
-        conf, classes = run_confusion(source, split)
-        origin = "run {} ({} split, flat network)".format(source, split)
+        conf, classes = run_confusion(source, split, counts)
+        origin = "run {} ({} split, flat network, {} counts)".format(source, split, counts)
     else:
         conf, classes = HL.load_confusion(source)
         origin = os.path.basename(source)
@@ -99,8 +107,9 @@ def _names(classes: Optional[List[str]], classes_file: Optional[str], k: int) ->
     return list(classes) if classes else [str(i) for i in range(k)]
 
 
-def run_confusion(run_dir: str, split: str):
-    """(confusion counts, classes) of the run's flat network on its validation (or test) images."""
+def run_confusion(run_dir: str, split: str, counts: str = "soft"):
+    """(confusion, classes) of the run's flat network on its validation (or test) images; rows: true
+    class; *counts* "soft" adds each image's softmax probabilities, "hard" one count at the argmax."""
     import numpy as np
 
     from . import train as training
@@ -121,10 +130,15 @@ def run_confusion(run_dir: str, split: str):
         x, y = training.to_tensor(run.data.val, run.mean, run.std), run.data.val.labels
     else:
         x, y = run.xte, run.yte.numpy()
-    pred = training.predict_logits(run.flat(), x).argmax(1).numpy()
+    import torch
+
+    prob = torch.softmax(training.predict_logits(run.flat(), x).double(), 1).numpy()
     k = len(run.train.classes)
-    conf = np.zeros((k, k), dtype=np.int64)
-    np.add.at(conf, (y, pred), 1)
+    conf = np.zeros((k, k), dtype=np.float64)
+    if counts == "soft":
+        np.add.at(conf, y, prob)
+    else:
+        np.add.at(conf, (y, prob.argmax(1)), 1.0)
     missing = [run.train.classes[i] for i in np.nonzero(conf.sum(1) == 0)[0]]
     if missing:
         raise UsageError("{}: no {} images of class {}".format(run_dir, split, missing[0]))

@@ -165,6 +165,7 @@ class RunData:
         self.train, self.test, self.hier, self.val = train, test, hier, val
         self.mean, self.std = train.stats()
         self.sup_of, self.loc_of = hier.mapping(train.classes)
+        self.local = hier.local_index(train.classes)  # (N, classes): subclass output of each class, or -1
         self.xtr = training.to_tensor(train, self.mean, self.std)
         self.xte = training.to_tensor(test, self.mean, self.std)
         self.ytr = torch.from_numpy(train.labels)
