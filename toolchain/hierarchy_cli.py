@@ -28,6 +28,12 @@ def hierarchy():
     help="Cap on the classes of one cluster (primary members) [default: ceil(sqrt(K)) for K classes].",
 )
 @click.option(
+    "--min-size",
+    type=int,
+    default=None,
+    help="Clusters under this many classes join their nearest cluster within theta [default: ceil(theta/2); 1: off].",
+)
+@click.option(
     "--gamma",
     type=float,
     default=None,
@@ -54,7 +60,7 @@ def hierarchy():
 )
 @click.option("--dendrogram", type=click.Path(), help="Dendrogram PNG [default: OUT with .png].")
 @click.option("--force", is_flag=True, help="Overwrite OUT.")
-def learn(source, out, theta, gamma, split, counts, classes_file, dendrogram, force):
+def learn(source, out, theta, min_size, gamma, split, counts, classes_file, dendrogram, force):
     """Learn superclasses from SOURCE: a confusion matrix (.npy, .csv, .json; rows = true class),
     or a training run whose flat network is measured on its validation split.
 
@@ -78,10 +84,16 @@ def learn(source, out, theta, gamma, split, counts, classes_file, dendrogram, fo
         origin = os.path.basename(source)
     classes = _names(classes, classes_file, len(conf))
     theta = theta if theta is not None else math.ceil(math.sqrt(len(conf)))
-    hier, z = HL.learn(conf, classes, theta, gamma)
+    hier, z = HL.learn(conf, classes, theta, gamma, min_size)
     d = hier.to_dict()
     d["label_index"] = {str(i): c for i, c in enumerate(classes)}
-    d["learned"] = {"method": "UPGMA on D = 1 - C", "theta": theta, "gamma": gamma, "source": origin}
+    d["learned"] = {
+        "method": "UPGMA on D = 1 - C",
+        "theta": theta,
+        "min_size": min_size,
+        "gamma": gamma,
+        "source": origin,
+    }
     write_json_atomic(out, d)
     png = dendrogram or os.path.splitext(out)[0] + ".png"
     plot_dendrogram(z, classes, hier, theta, png)
@@ -141,7 +153,9 @@ def run_confusion(run_dir: str, split: str, counts: str = "soft"):
         np.add.at(conf, (y, prob.argmax(1)), 1.0)
     missing = [run.train.classes[i] for i in np.nonzero(conf.sum(1) == 0)[0]]
     if missing:
-        raise UsageError("{}: no {} images of class {}".format(run_dir, split, missing[0]))
+        raise UsageError(
+            "{}: no {} images of class {}; hold out more (--val-fraction)".format(run_dir, split, missing[0])
+        )
     return conf, list(run.train.classes)
 
 

@@ -5,7 +5,9 @@
 2. UPGMA (average) linkage, SciPy's ``scipy.cluster.hierarchy.linkage``;
 3. top-down division: starting from one cluster of every class, the cluster joined at the
    highest linkage distance that still holds more than ``theta`` classes is split into its
-   two children, until no cluster holds more than ``theta`` classes;
+   two children, until no cluster holds more than ``theta`` classes; then clusters under
+   ``min_size`` classes join their nearest cluster where the union stays within ``theta``
+   (UPGMA chains: the division alone peels off many single classes);
 4. optional overlap: with ``DCN`` the column-normalised confusion (``DCN[i, j]`` = P(true i |
    predicted j)), class ``j`` outside cluster ``Q`` joins ``Q`` when ``DCN[i, j] >= 1 / (gamma K)``
    for some class ``i`` of ``Q`` (``K`` classes).  It stays *primary* in its own cluster.
@@ -79,6 +81,25 @@ def divide(z: np.ndarray, k: int, theta: int) -> List[List[int]]:
     return sorted(out, key=lambda m: order[m[0]])
 
 
+def pack(d: np.ndarray, clusters: List[List[int]], theta: int, min_size: int) -> List[List[int]]:
+    """Clusters under *min_size* classes (UPGMA's chaining leaves singletons) join the nearest cluster
+    by average distance whose union stays within *theta*; the smallest goes first."""
+    out = [list(q) for q in clusters]
+    stuck: set = set()
+    while True:
+        small = [i for i, q in enumerate(out) if len(q) < min_size and tuple(q) not in stuck]
+        if not small:
+            return out
+        i = min(small, key=lambda j: len(out[j]))
+        fits = [j for j, q in enumerate(out) if j != i and len(q) + len(out[i]) <= theta]
+        if not fits:
+            stuck.add(tuple(out[i]))
+            continue
+        j = min(fits, key=lambda j: d[np.ix_(out[i], out[j])].mean())
+        out[j] = out[j] + out[i]
+        del out[i]
+
+
 def overlap(c: np.ndarray, clusters: Sequence[Sequence[int]], gamma: float) -> List[List[int]]:
     """Per cluster: the classes outside it that join it (Chennupati et al., equation 1)."""
     col = c.sum(0, keepdims=True)
@@ -92,9 +113,15 @@ def overlap(c: np.ndarray, clusters: Sequence[Sequence[int]], gamma: float) -> L
 
 
 def learn(
-    c, classes: Sequence[str], theta: int, gamma: Optional[float] = None, prefix: str = "c"
+    c,
+    classes: Sequence[str],
+    theta: int,
+    gamma: Optional[float] = None,
+    min_size: Optional[int] = None,
+    prefix: str = "c",
 ) -> Tuple[Hierarchy, np.ndarray]:
-    """(hierarchy, linkage) learned from confusion matrix *c* (rows: true class) over *classes*."""
+    """(hierarchy, linkage) learned from confusion matrix *c* (rows: true class) over *classes*;
+    *min_size* (default ceil(theta / 2); 1: off) packs small clusters, see :func:`pack`."""
     c = check_confusion(c)
     if len(classes) != c.shape[0]:
         raise UsageError("{} class names for a {}-class confusion matrix".format(len(classes), c.shape[0]))
@@ -102,14 +129,26 @@ def learn(
         raise UsageError("theta (the cluster size cap) must be >= 1, got {}".format(theta))
     if gamma is not None and not (np.isfinite(gamma) and gamma > 0):
         raise UsageError("gamma (the overlap factor) must be a positive number, got {}".format(gamma))
-    z = upgma(distance(c))
-    clusters = divide(z, c.shape[0], theta)
+    min_size = (theta + 1) // 2 if min_size is None else min_size
+    if min_size < 1:
+        raise UsageError("the minimum cluster size must be >= 1, got {}".format(min_size))
+    d = distance(c)
+    z = upgma(d)
+    clusters = pack(d, divide(z, c.shape[0], theta), theta, min_size)
+    order = {leaf: pos for pos, leaf in enumerate(_leaves(z))}
+    clusters = sorted((sorted(q, key=order.get) for q in clusters), key=lambda q: order[q[0]])
     extra = overlap(c, clusters, gamma) if gamma is not None else [[] for _ in clusters]
     width = len(str(len(clusters) - 1))
     names = ["{}{:0{}d}".format(prefix, i, width) for i in range(len(clusters))]
     subs = [[classes[i] for i in list(q) + e] for q, e in zip(clusters, extra)]
     over = [[classes[i] for i in e] for e in extra]
     return Hierarchy(names, subs, over), z
+
+
+def _leaves(z):
+    from scipy.cluster.hierarchy import leaves_list
+
+    return leaves_list(z)
 
 
 def load_confusion(path: str) -> Tuple[np.ndarray, Optional[List[str]]]:

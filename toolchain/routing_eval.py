@@ -23,7 +23,7 @@ import torch
 
 from . import train as training
 
-GATES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
+GATES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
 MAX_EXTRA = 0.2  # extra switches per image the gate is chosen under
 
 
@@ -89,7 +89,8 @@ def choose_gate(p, qs, members, local, y, k: int = 2, max_extra: float = MAX_EXT
         r = policy(p, qs, members, local, y, g, k)
         if r["extra_switches_per_image"] <= max_extra and (best is None or r["accuracy"] > best[0]):
             best = (r["accuracy"], g)
-    return best[1] if best is not None else GATES[0]
+    assert best is not None  # gate 0 never takes a second route
+    return best[1]
 
 
 def policies(run, nets: Optional[Sequence] = None, k: int = 2, gate: Optional[float] = None) -> dict:

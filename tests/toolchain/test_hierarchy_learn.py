@@ -168,3 +168,18 @@ def test_cli_learns_from_files_and_refuses_bad_input(run_cli, tmp_path):
         assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert not out.exists()
+
+
+def test_chained_singletons_are_packed_into_their_nearest_cluster():
+    c = np.full((6, 6), 0.0)
+    c[2:, 2:] = 30.0
+    c[1, 2:] = c[2:, 1] = 10.0
+    c[0, 1:] = c[1:, 0] = 3.0
+    np.fill_diagonal(c, 100.0)
+    classes = list("abcdef")
+    hier, _ = HL.learn(c, classes, theta=4, min_size=1)  # the division alone peels off a and b
+    assert as_sets(hier, classes) == {frozenset([0]), frozenset([1]), frozenset([2, 3, 4, 5])}
+    hier, _ = HL.learn(c, classes, theta=4)  # default min size 2: a joins b, the only cluster it fits
+    assert as_sets(hier, classes) == {frozenset([0, 1]), frozenset([2, 3, 4, 5])}
+    with pytest.raises(UsageError, match="minimum cluster size"):
+        HL.learn(c, classes, theta=4, min_size=0)
