@@ -53,6 +53,7 @@ PAPER_CALTECH = {"single CNN": 0.5512, "hierarchical model": 0.5157, "adaptive n
 # per dataset: training config, theta (the given hierarchy's largest superclass, or ceil(sqrt(K))), gamma of
 # the overlapping variant
 FULL = ("given", "learned", "learned-overlap")
+GAMMAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 SETTINGS = {
     "fashion-mnist": dict(
         cfg=dict(limit_train=10000, epochs=8, base_epochs=3, ft_epochs=10),
@@ -72,7 +73,7 @@ SETTINGS = {
     "caltech101": dict(
         cfg=dict(image_size=64, pad=4, epochs=12, base_epochs=2, ft_epochs=4, hierarchy="single"),
         theta=11,
-        gamma=0.5,
+        gamma="auto:0.25",
         hierarchies=("learned-overlap",),
         candidates=("base-ft", "flat"),
     ),
@@ -114,6 +115,10 @@ def learn_hierarchy(flat_path, name, theta, gamma, dataset):
     from edgetool.toolchain.hierarchy_learn import learn
 
     conf, classes = run_confusion(flat_path, "val")
+    if isinstance(gamma, str):  # "auto:F": the largest gamma of GAMMAS sharing at most F x K classes
+        cap = float(gamma.split(":")[1]) * len(classes)
+        ok = [g for g in GAMMAS if sum(len(o) for o in learn(conf, classes, theta, g)[0].overlap) <= cap]
+        gamma = max(ok) if ok else None
     hier, z = learn(conf, classes, theta, gamma)
     d = hier.to_dict()
     d["label_index"] = {str(i): c for i, c in enumerate(classes)}
@@ -123,7 +128,7 @@ def learn_hierarchy(flat_path, name, theta, gamma, dataset):
         json.dump(d, f, indent=1)
     shutil.copy(path, os.path.join(OUT, "{}-{}.json".format(dataset, name)))
     plot_dendrogram(z, classes, hier, theta, os.path.join(OUT, "{}-{}.png".format(dataset, name)))
-    return path
+    return path, gamma
 
 
 def share_flat(flat_path, path):
@@ -236,19 +241,20 @@ def run_dataset(args):
     flat_acc = float(
         (training.predict_logits(flat_run.flat(), flat_run.xte).argmax(1).numpy() == flat_run.yte.numpy()).mean()
     )
-    hiers = {}
+    hiers, gammas = {}, {}
     for name in st["hierarchies"]:
         if name == "given":
             hiers[name] = flat_path  # the flat run itself uses the given hierarchy
         else:
             gamma = st["gamma"] if name == "learned-overlap" else None
-            hiers[name] = learn_hierarchy(flat_path, name, st["theta"], gamma, args.dataset)
+            hiers[name], gammas[name] = learn_hierarchy(flat_path, name, st["theta"], gamma, args.dataset)
     result = {
         "dataset": args.dataset,
         "machine": machine_name(),
         "config": dict(cfg.__dict__),
         "theta": st["theta"],
         "gamma": st["gamma"],
+        "gamma_used": gammas.get("learned-overlap"),
         "train_images": int(len(flat_run.ytr)),
         "val_images": int(len(flat_run.data.val)),
         "test_images": int(len(flat_run.yte)),
@@ -353,8 +359,8 @@ def summary():
                 ds, r["classes"], r["train_images"], r["val_images"], r["test_images"], r["machine"]
             ),
             "",
-            "Flat network (lower bound): {}. theta = {}, gamma = {} for the overlapping variant.".format(
-                pct(r["lower_flat"]), r["theta"], r["gamma"]
+            "Flat network (lower bound): {}. theta = {}, gamma = {} ({}) for the overlapping variant.".format(
+                pct(r["lower_flat"]), r["theta"], r["gamma_used"], r["gamma"]
             ),
             "",
             "| hierarchy | N | shared | upper | top-1 | gated top-2 | gap closed (gated) | every superclass "
