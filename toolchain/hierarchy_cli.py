@@ -177,6 +177,8 @@ def plot_dendrogram(z, classes: Sequence[str], hier, theta: int, path: str) -> N
     for lbl in ax.get_xticklabels():
         lbl.set_color(colors(primary[lbl.get_text()] % 10))
         lbl.set_fontsize(max(4, min(9, 500 // k)))
+    lo, hi = float(z[:, 2].min()), float(z[:, 2].max())
+    ax.set_ylim(max(0.0, lo - 0.1 * (hi - lo + 1e-9)), hi + 0.02 * (hi - lo + 1e-9))  # zoomed to the merges
     ax.set_ylabel("UPGMA distance (1 - confusion)")
     ax.set_title("{} classes -> {} superclasses (theta {})".format(k, hier.n_super, theta))
     fig.tight_layout()
