@@ -71,7 +71,7 @@ SETTINGS = {
     ),
     # 64x64 and 102 classes on 2 CPU cores: one learned hierarchy, short fine-tunes, no flat-ft candidate
     "caltech101": dict(
-        cfg=dict(image_size=64, pad=4, epochs=12, base_epochs=2, ft_epochs=4, hierarchy="single"),
+        cfg=dict(image_size=64, pad=4, epochs=12, base_epochs=2, ft_epochs=3, hierarchy="single"),
         theta=11,
         gamma="auto:0.25",
         hierarchies=("learned-overlap",),
@@ -288,7 +288,7 @@ def run_dataset(args):
         )
         write_result(os.path.join(OUT, args.dataset + ".json"), result)
     if args.dataset == "caltech101":
-        result["single_network"] = single_network(cfg, flat_path, work, result, args)
+        result["single_network"] = single_network(cfg, flat_run, work, result, args)
         result["paper_caltech101"] = PAPER_CALTECH
     result["seconds"] = time.perf_counter() - t0
     write_result(os.path.join(OUT, args.dataset + ".json"), result)
@@ -301,7 +301,7 @@ def dict_cfg(cfg, **kw):
     return c
 
 
-def single_network(cfg, flat_path, work, result, args):
+def single_network(cfg, run, work, result, args):
     """The single (flat) network given the same training budget as the hierarchy: the flat network
     trained on for the image-epochs the hierarchy added (superclass, subclass and candidate networks),
     with a fresh cosine schedule at the flat recipe's learning rate."""
@@ -313,7 +313,6 @@ def single_network(cfg, flat_path, work, result, args):
     n = result["train_images"]
     budget = max(h["train_image_epochs"] for h in result["hierarchies"].values())
     extra = int(math.ceil(budget / n)) - cfg.epochs
-    run = open_run(flat_path, cfg, args.progress)
 
     def make():
         m = copy.deepcopy(run.flat())
