@@ -24,7 +24,7 @@ Writes benchmarks/results/hierarchy/<dataset>.json, <dataset>-<hierarchy>.png (d
 summary.md.
 
 Usage (training runs under the shared lock with one thread):
-  EDGETOOL_THREADS=1 python benchmarks/hierarchy_learning.py --dataset fashion-mnist --efficient learned-overlap
+  EDGETOOL_THREADS=1 python benchmarks/hierarchy_learning.py --dataset fashion-mnist --efficient learned-overlap given
   EDGETOOL_THREADS=1 python benchmarks/hierarchy_learning.py --dataset caltech101
   python benchmarks/hierarchy_learning.py --summary
 """
