@@ -18,7 +18,7 @@ import io
 import os
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -40,12 +40,15 @@ RACY_NS = 2 * 10**9
 
 
 class Superclass:
-    __slots__ = ("index", "name", "subclasses")
+    """One subclass network's classes; ``overlap``: those primary in another superclass (shared)."""
 
-    def __init__(self, index: int, name: str, subclasses: List[str]):
+    __slots__ = ("index", "name", "subclasses", "overlap")
+
+    def __init__(self, index: int, name: str, subclasses: List[str], overlap: Sequence[str] = ()):
         self.index = index
         self.name = name
         self.subclasses = list(subclasses)
+        self.overlap = list(overlap)
 
     def __repr__(self):
         return "Superclass({}, {!r}, {} subclasses)".format(self.index, self.name, len(self.subclasses))
@@ -66,7 +69,10 @@ class Bundle:
         except FieldError as exc:
             raise BundleError(self._display(MANIFEST), str(exc)) from None
         self.layout = self.model.layout
-        self.superclasses = [Superclass(i, n, list(s)) for i, (n, s) in enumerate(self.model.superclasses)]
+        over = self.model.overlap or [()] * len(self.model.superclasses)
+        self.superclasses = [
+            Superclass(i, n, list(s), o) for i, ((n, s), o) in enumerate(zip(self.model.superclasses, over))
+        ]
         self.head_width = self.model.head_width
         self.input = dict(manifest["input"])
         self.output_name = self.model.output_name
