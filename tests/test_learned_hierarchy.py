@@ -40,8 +40,8 @@ def test_learned_from_a_run_trains_and_exports_with_overlap(run_cli, tmp_path, s
     assert rep["routing_policies"]["topk"]["extra_switches_per_image"] >= 0
     proc = run_cli("classify", tmp_path / "bundle", *sample_pngs, "--policy", "topk", "--json")
     assert proc.returncode == 0, proc.stderr
-    labels = [json.loads(line)["label"] for line in proc.stdout.splitlines()]
-    assert len(labels) == len(sample_pngs) and set(labels) <= {c for s in h.subclasses for c in s}
+    classes = [json.loads(line)["class"] for line in proc.stdout.splitlines()]
+    assert len(classes) == len(sample_pngs) and set(classes) <= {c for s in h.subclasses for c in s}
     # no validation split: one clear line
     proc = run_cli("hierarchy", "learn", run, "-o", tmp_path / "x.json")
     assert proc.returncode != 0 and "--val-fraction" in proc.stderr and "Traceback" not in proc.stderr
