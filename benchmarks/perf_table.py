@@ -166,20 +166,42 @@ def targets(rows: list) -> list:
     if r18 and r18[0].get("sparse", {}).get("stage_medians_ms"):
         med = r18[0]["sparse"]["stage_medians_ms"]
         out.append(
-            "- ResNet-18 at 10% with sparse deltas, medians per stage of a switch: read {}, decode (zstd frames "
-            "and positions) {}, in-place add {}; the first switch to each delta adds {} (sha256 of the file) and "
-            "{} (sha256 of the decoded delta).".format(
+            "- ResNet-18 at 10% with sparse deltas, medians per stage of a switch: read {}, decode (two zstd "
+            "frames, gaps checked) {}, in-place add (positions summed a chunk at a time, scatter-add) {}; the "
+            "first switch to each delta adds {} (sha256 of the file) and {} (sha256 of the decoded delta).".format(
                 *(
                     "{:.2f} ms".format(med[k]) if med.get(k) is not None else "-"
                     for k in ("delta_read", "decode_sparse", "apply", "sha256", "sha256_decoded")
                 )
             )
         )
+    out += dominant(rows)
     if worst is not None:
         out.append(
             "- Target: efficient resident memory <= 1.1x one network: at most {:.2f}x over these bundles, "
             "**{}**.".format(worst, "met" if worst <= 1.1 else "missed")
         )
+    return out
+
+
+def dominant(rows: list) -> list:
+    """Which stage dominates a switch: per stage, the rows where it is the largest, and its share."""
+    out = []
+    for codec, pick in (("zstd", lambda r: r), ("sparse", lambda r: r["sparse"])):
+        chosen = [(r, pick(r)) for r in rows if codec == "zstd" or not r["sparse"].get("dense")]
+        by_stage: dict = {}
+        for r, s in chosen:
+            by_stage.setdefault(_stage(s["largest_stage"]), []).append(
+                "{} {}% ({:.0%})".format(r["network"], r["changed_percent"], s["largest_stage_share"])
+            )
+        if by_stage:
+            out.append(
+                "- Largest stage of a switch with {} deltas{}: {}.".format(
+                    codec,
+                    "" if codec == "zstd" else " (stored sparse, at most 25% changed)",
+                    "; ".join("{} in {}".format(k, ", ".join(v)) for k, v in by_stage.items()),
+                )
+            )
     return out
 
 

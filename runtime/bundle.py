@@ -210,7 +210,7 @@ class Bundle:
         """Read, verify and decode delta *index* into a packed uint8 buffer (decoding capped at its size).
 
         With *sparse*, a delta stored by the ``sparse`` codec comes back as a
-        :class:`~.sparse_codec.SparseDelta` (positions and values, never expanded), which
+        :class:`~.sparse_codec.SparseDelta` (gaps and values, never expanded), which
         :class:`~.packed.PackedWeights` scatter-adds in place.
 
         A delta file read, hashed and decoded successfully before, and unchanged on disk

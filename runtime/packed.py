@@ -6,7 +6,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .sparse_codec import SparseDelta
+from .sparse_codec import CHUNK, SparseDelta
 from .weights import PackedLayout
 
 # numpy >= 1.25 runs ufunc.at through a fast loop (one pass: read, add, write back); before
@@ -40,7 +40,9 @@ class PackedWeights:
     """The packed host buffer a backend serves from: the base, or base + one delta, in place.
 
     * a :class:`SparseDelta`: its int8 entries are scatter-added into the int8 region (no
-      dense copy of the delta is made).  The int8 region is first rewritten from the base
+      dense copy of the delta is made), their positions derived a chunk at a time into one
+      buffer that lives as long as this object (at most 2 MiB), so a switch allocates nothing in
+      proportion to the delta.  The int8 region is first rewritten from the base
       only when it does not hold the base already, so a switch from the base network (the
       one-engine pattern) writes the changed codes and nothing else.  The few entries in the
       float region become a small float delta added like a dense one: both forms give the
@@ -63,6 +65,7 @@ class PackedWeights:
             np.copyto(buf, base)
         self.buf = buf
         self.int8_is_base = True
+        self._chunk: Optional[np.ndarray] = None  # positions of one chunk of a sparse delta, reused
 
     def invalidate(self) -> None:
         self.int8_is_base = False
@@ -79,15 +82,22 @@ class PackedWeights:
         elif isinstance(delta, SparseDelta):
             if delta.total != layout.total_nbytes:
                 raise ValueError("sparse delta of {} bytes, the layout has {}".format(delta.total, layout.total_nbytes))
-            k = delta.split(n)
-            pos, values = delta.positions, delta.values
             if not clean:
                 np.copyto(buf[:n], base[:n])
-            scatter_add(buf[:n], pos[:k], values[:k])
+            want = min(CHUNK, max(1, delta.gaps.size))
+            if self._chunk is None or self._chunk.size < want:
+                self._chunk = np.empty(want, dtype=np.int64)
+            region, in_int8 = buf[:n], 0
             fdelta = np.zeros(layout.total_nbytes - n, dtype=np.uint8)
-            fdelta[pos[k:] - n] = values[k:]
+            for pos, values in delta.chunks(self._chunk):
+                k = pos.size if pos[-1] < n else int(np.searchsorted(pos, n))
+                if k:
+                    scatter_add(region, pos[:k], values[:k])
+                    in_int8 += k
+                if k < pos.size:  # the float region's few entries become a dense float delta
+                    fdelta[pos[k:] - n] = values[k:]
             f = slice(n, layout.total_nbytes)
             np.add(base[f].view(np.float32), fdelta.view(np.float32), out=buf[f].view(np.float32))
-            self.int8_is_base = k == 0
+            self.int8_is_base = in_int8 == 0
         else:
             layout.apply_delta(base, delta, out=buf)

@@ -11,7 +11,8 @@ time on one short sequence per changed byte.  This codec stores the changed byte
 Decoding is vectorised: positions are a cumulative sum of the gaps.  :func:`decode_sparse`
 keeps the delta in that form (:class:`SparseDelta`), so that a switch scatter-adds the changed
 bytes into the weights in place (:class:`edgetool.runtime.packed.PackedWeights`) instead of
-expanding the delta to a dense buffer first; :func:`decode` expands it (one scatter).  A
+expanding the delta to a dense buffer first, deriving the positions a chunk at a time into
+one reused buffer; :func:`decode` expands it.  A
 delta with more than ``DENSE_ABOVE`` of its bytes changed is stored as one plain zstd frame
 (mode byte 0), where zstd decodes faster than a scatter of that size.
 
@@ -23,7 +24,7 @@ the one dense frame.  Every size is checked while decoding.
 from __future__ import annotations
 
 import struct
-from typing import Optional, Union
+from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from .errors import CodecError
 MAGIC = b"EDSP"
 HEADER = struct.Struct("<4sBBQQQ")
 DENSE_ABOVE = 0.25
+# Entries per chunk of derived positions (int64: 2 MiB): large enough that the per-chunk
+# overhead is lost in the work, small enough not to matter beside the weights.
+CHUNK = 1 << 18
 
 
 def encode(raw: bytes, level: int = 19) -> bytes:
@@ -70,13 +74,15 @@ class SparseDelta:
     """A decoded sparse delta: *values[i]* is added (uint8, wrapping) at byte *positions[i]*.
 
     Built from the codec's gaps, so the positions are strictly increasing by construction
-    (every gap is 1..255) and are checked to lie inside *total* bytes before the object
-    exists: a scatter with them can neither repeat nor leave the buffer.  The positions
-    (8 bytes per entry) are derived once; :meth:`release` drops them, and they are derived
-    again from the gaps (1 byte per entry) when next needed.
+    (every gap is 1..255, checked) and lie inside *total* bytes (the sum of the gaps is
+    checked) before the object exists: a scatter with them can neither repeat nor leave the
+    buffer.  Only the gaps and values are held (1 byte each per entry).  A switch never builds
+    the whole positions array (8 bytes per entry, 9 MB for a ResNet-18 delta at 10%):
+    :meth:`chunks` derives them :data:`CHUNK` entries at a time into one reused buffer, the
+    running position carried from chunk to chunk.
     """
 
-    __slots__ = ("total", "gaps", "values", "_positions")
+    __slots__ = ("total", "gaps", "values")
 
     def __init__(self, total: int, gaps: np.ndarray, values: np.ndarray):
         gaps, values = np.asarray(gaps), np.asarray(values)
@@ -84,29 +90,39 @@ class SparseDelta:
             raise CodecError("sparse delta: gaps and values must be two uint8 vectors of one length")
         if gaps.size and not gaps.all():
             raise CodecError("sparse delta: a zero gap (a position given twice)")
+        if gap_sum(gaps) > int(total):  # the last position is the sum of the gaps, minus one
+            raise CodecError("sparse delta: a position beyond the {} declared bytes".format(int(total)))
         self.total, self.gaps, self.values = int(total), gaps, values
-        self._positions: Optional[np.ndarray] = self._derive()  # a bad delta never reaches a scatter
 
-    def _derive(self) -> np.ndarray:
-        # Widen first, then sum in place: np.cumsum(gaps, dtype=int64) into a new array takes
-        # its slow casting path, measured 8x slower on a ResNet-18 delta.
-        pos = self.gaps.astype(np.int64)
-        if pos.size:
-            pos[0] -= 1  # positions are the running sum of the gaps, minus one
-        np.cumsum(pos, out=pos)
-        if pos.size and pos[-1] >= self.total:
-            raise CodecError("sparse delta: a position beyond the {} declared bytes".format(self.total))
-        return pos
+    def chunks(self, buf: Optional[np.ndarray] = None) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """(positions, values) of consecutive runs of entries, in order.
+
+        The positions (int64, the index type numpy's scatter takes without a conversion) are
+        written into *buf* (int64, reused from chunk to chunk: use each chunk before asking
+        for the next), or into one buffer of :data:`CHUNK` entries made here."""
+        if buf is None:
+            buf = np.empty(min(CHUNK, max(1, self.gaps.size)), dtype=np.int64)
+        elif buf.dtype != np.int64 or buf.ndim != 1 or not buf.size:
+            raise ValueError("chunk buffer must be a non-empty int64 vector")
+        gaps, values, step = self.gaps, self.values, buf.size
+        carry = -1  # positions are the running sum of the gaps, minus one
+        for start in range(0, gaps.size, step):
+            end = min(gaps.size, start + step)
+            pos = buf[: end - start]
+            pos[...] = gaps[start:end]  # widen, then sum in place (cumsum with a dtype cast is 8x slower)
+            pos[0] += carry
+            np.cumsum(pos, out=pos)
+            carry = int(pos[-1])
+            yield pos, values[start:end]
 
     @property
     def positions(self) -> np.ndarray:
-        """Byte positions (int64, strictly increasing, each < total)."""
-        if self._positions is None:
-            self._positions = self._derive()
-        return self._positions
-
-    def release(self) -> None:
-        self._positions = None
+        """All byte positions (int64, strictly increasing, each < total), as a new array."""
+        out = np.empty(self.gaps.size, dtype=np.int64)
+        if out.size:
+            for _ in self.chunks(out):  # one chunk: the buffer holds them all
+                pass
+        return out
 
     @property
     def size(self) -> int:
@@ -114,13 +130,17 @@ class SparseDelta:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: the gaps and values, plus the positions while derived."""
-        held = self.gaps.nbytes + self.values.nbytes
-        return held + (0 if self._positions is None else self._positions.nbytes)
+        """Bytes held: the gaps and the values."""
+        return self.gaps.nbytes + self.values.nbytes
 
     def split(self, at: int) -> int:
         """How many entries lie before byte *at* (positions are sorted)."""
-        return int(np.searchsorted(self.positions, at))
+        count = 0
+        for pos, _ in self.chunks():
+            if pos[-1] >= at:
+                return count + int(np.searchsorted(pos, at))
+            count += pos.size
+        return count
 
     def dense(self, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The delta as a packed uint8 buffer (into *out*, when given, which is overwritten)."""
@@ -130,8 +150,16 @@ class SparseDelta:
             raise ValueError("dense sparse delta needs uint8[{}], got {}{}".format(self.total, out.dtype, out.shape))
         else:
             out.fill(0)
-        out[self.positions] = self.values
+        for pos, values in self.chunks():
+            out[pos] = values
         return out
+
+
+def gap_sum(gaps: np.ndarray) -> int:
+    """The sum of uint8 *gaps*, exact: uint32 sums of at most 2**24 entries (< 255 * 2**24 < 2**32),
+    twice as fast as one uint64 sum."""
+    step = 1 << 24
+    return sum(int(gaps[i : i + step].sum(dtype=np.uint32)) for i in range(0, gaps.size, step))
 
 
 def decode(data: bytes, size: Optional[int] = None) -> np.ndarray:

@@ -15,7 +15,6 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..errors import BackendError, BundleError, CodecError, SwitchError
-from ..sparse_codec import SparseDelta
 from ..packed import Delta
 
 BASE = -1  # switch target for the superclass (base) network
@@ -132,8 +131,6 @@ class Backend:
                 raise
             raise err from None
         t2 = time.perf_counter()
-        if isinstance(delta, SparseDelta):
-            delta.release()  # kept for a restore as gaps and values; the positions are derived again then
         self.current = target
         self._delta = delta
         self.serving = True

@@ -33,7 +33,7 @@ def _read(path: str) -> bytes:
 def switch_stages(bundle, backend, iterations: int, warmup: int) -> Dict[str, dict]:
     """Each stage of a switch from the base network, measured on every delta of the bundle in turn.
 
-    The stages are the backend's: decode keeps a sparse delta sparse (positions and values)
+    The stages are the backend's: decode keeps a sparse delta sparse (gaps and values)
     and the add scatters it into the base in place; ``sha256_decoded`` (paid by the first
     switch to each delta only) hashes the delta's dense form."""
     n = bundle.num_superclasses

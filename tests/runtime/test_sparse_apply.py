@@ -190,15 +190,52 @@ def test_failure_part_way_is_rewritten_whole_next_time(monkeypatch):
     assert w.buf.tobytes() == base.tobytes()
 
 
-def test_released_positions_are_derived_again():
+def reference_positions(gaps):
+    return np.cumsum(gaps.astype(np.int64)) - 1
+
+
+@pytest.mark.parametrize("step", [1, 2, 7, 1000, 1 << 20])
+def test_chunked_positions_carry_across_chunks(step):
     lay = layout()
     base, subs = networks(lay, 1, 0.1)
     sp = as_sparse(lay.make_delta(base, subs[0]))
-    held = sp.nbytes
-    pos = sp.positions.copy()
-    sp.release()
-    assert sp.nbytes == sp.gaps.nbytes + sp.values.nbytes < held
-    assert sp.positions.tobytes() == pos.tobytes()
+    buf = np.empty(step, np.int64)
+    got = [(pos.copy(), values) for pos, values in sp.chunks(buf)]
+    assert all(p.size <= step for p, _ in got)
+    assert np.concatenate([p for p, _ in got]).tobytes() == reference_positions(sp.gaps).tobytes()
+    assert np.concatenate([v for _, v in got]).tobytes() == sp.values.tobytes()
+    assert sp.positions.tobytes() == reference_positions(sp.gaps).tobytes()
+    assert sp.nbytes == sp.gaps.nbytes + sp.values.nbytes  # the positions are never held
+    with pytest.raises(ValueError, match="int64"):
+        next(sp.chunks(np.empty(4, np.int32)))
+
+
+@pytest.mark.parametrize("chunk", [3, 64, 1 << 18])
+def test_chunked_apply_equals_dense_at_every_chunk_size(chunk, monkeypatch):
+    """Chunks that end inside the int8 region, exactly at its end and across it into the float region."""
+    monkeypatch.setattr(packed, "CHUNK", chunk)
+    lay = layout()
+    base, subs = networks(lay, 3, 0.1, seed=5)
+    dense = [lay.make_delta(base, s) for s in subs]
+    w = PackedWeights(lay, base)
+    for i in (0, 2, 1, 1):
+        w.set(as_sparse(dense[i]))
+        assert w.buf.tobytes() == subs[i].tobytes()
+    buffer = w._chunk
+    assert buffer is not None and buffer.size <= chunk
+    w.set(None)
+    w.set(as_sparse(dense[0]))
+    assert w._chunk is buffer  # one buffer for every switch: nothing allocated in proportion to the delta
+    assert w.buf.tobytes() == subs[0].tobytes()
+    w.set(None)
+    assert w.buf.tobytes() == base.tobytes()
+
+
+def test_gap_sum_is_exact_past_one_uint32_sum():
+    gaps = np.full((1 << 24) + 5, 255, np.uint8)
+    assert sparse_codec.gap_sum(gaps) == 255 * gaps.size  # > 2**32: a single uint32 sum would wrap
+    with pytest.raises(CodecError, match="beyond"):
+        SparseDelta(255 * gaps.size - 1, gaps, np.zeros_like(gaps))
 
 
 def test_staging_buffer_holds_the_whole_delta():
