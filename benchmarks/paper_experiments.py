@@ -288,9 +288,20 @@ def markdown_table(summary):
 
 
 def _budget_order(b):
+    """Dense first, then the proximal thresholds by tau, the top shares by falling share, the patch last."""
     if b == "patch":
-        return 1e9
-    return float(b)
+        return (3, 0.0)
+    if b.endswith("%"):
+        return (2, -float(b[:-1]))
+    return (0 if float(b) == 0 else 1, float(b))
+
+
+def _budget_label(b):
+    if b == "patch":
+        return "BN/head patch"
+    if b.endswith("%"):
+        return "top {}".format(b)
+    return "tau={}".format(b)
 
 
 def pareto_plot(summary, path):
@@ -306,7 +317,7 @@ def pareto_plot(summary, path):
     es = [100 * (p["efficient"]["se"] or 0) for p in pts]
     ax.errorbar(xs, ys, yerr=es, fmt="o-", color="#ff7f0e", capsize=3, label="efficient int8 Super-Sub (mean +- SE)")
     for p, x, y in zip(pts, xs, ys):
-        label = "tau={}".format(p["budget"]) if p["budget"] != "patch" else "BN/head patch"
+        label = _budget_label(p["budget"])
         if p["budget"] == summary["default_budget"]:
             label += " (default)"
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)

@@ -233,25 +233,49 @@ def code_delta(base: QATNet, sub: QATNet) -> np.ndarray:
 
 
 def parse_budget(budget) -> Tuple[str, float]:
-    """The delta budget knob: ``("dense", 0)``, ``("prox", tau)`` or ``("patch", 0)``.
+    """The delta budget knob: ``("dense", 0)``, ``("prox", tau)``, ``("topk", density)`` or ``("patch", 0)``.
 
     ``0`` (or ``dense``) lets every weight move; a number tau > 0 is the threshold of the
-    proximal step toward the base (in units of the step's learning rate); ``patch`` trains only
-    the per-channel BatchNorm scale/bias and the classifier head (Mudrakarta et al., "K for the
-    price of 1"), the cheapest end of the same knob.
+    proximal step toward the base (in units of the step's learning rate); a percentage such as
+    ``30%`` keeps at most that share of the int8 weights away from the base (the rest snap back
+    to it exactly; see :class:`DeltaTopK`); ``patch`` trains only the per-channel BatchNorm
+    scale/bias and the classifier head (Mudrakarta et al., "K for the price of 1"), the
+    cheapest end of the same knob.
     """
     text = str(budget).strip().lower()
     if text in ("patch", "bn", "bn-patch"):
         return "patch", 0.0
-    if text in ("dense", "none", ""):
+    if text in ("dense", "none", "", "100%"):
         return "dense", 0.0
+    if text.endswith("%"):
+        try:
+            pct = float(text[:-1])
+        except ValueError:
+            pct = float("nan")
+        if not 0 < pct <= 100:
+            raise ValueError("delta budget {!r}: a share of weights must be a percentage in (0, 100]".format(budget))
+        return "topk", pct / 100.0
     try:
         tau = float(text)
     except ValueError:
-        raise ValueError("delta budget {!r}: give a number >= 0 (the proximal threshold tau) or 'patch'".format(budget))
+        raise ValueError(
+            "delta budget {!r}: give a number >= 0 (the proximal threshold tau), a percentage "
+            "of weights such as 30%, or 'patch'".format(budget)
+        )
     if not tau >= 0 or tau == float("inf"):
         raise ValueError("delta budget {!r}: tau must be a finite number >= 0".format(budget))
     return ("prox", tau) if tau > 0 else ("dense", 0.0)
+
+
+def _int8_pairs(net: "QATNet", base: "QATNet"):
+    """(trainable int8 weight, its base copy, its per-channel code step shaped to broadcast)."""
+    out = []
+    for n in net.layers:
+        p = net.weight(n + ".weight")
+        if p.requires_grad:
+            s = net.wscale(n).detach().clone().reshape([-1] + [1] * (p.dim() - 1))
+            out.append((p, base.weight(n + ".weight").detach().clone(), s))
+    return out
 
 
 class ProximalStep:
@@ -283,6 +307,62 @@ class ProximalStep:
             d = p - a
             keep = d.abs() > thresh
             p.copy_(torch.where(keep, p - thresh * d.sign(), a))
+
+
+class DeltaTopK:
+    """Keep only the largest share of the delta: gradual magnitude pruning toward the base.
+
+    After each optimizer step, every int8 weight is ranked by its move from the base in code
+    steps, ``|w - w_base| / s`` (each changed code costs the same bytes whatever its layer),
+    and all but the top ``density(t)`` share snap back to the base *exactly*.  ``density(t)``
+    falls from 1 to the target *density* along Zhu & Gupta's cubic schedule over the first
+    *ramp* of the fine-tune, then stays at the target, so the network first learns freely and
+    then concentrates its change in the weights that move most.  The ranking is redone every
+    step, so a weight that was snapped back may re-enter when its gradient insists.
+
+    Unlike the proximal step, kept weights are not shrunk, and the budget is a share of codes
+    rather than a threshold in float units (a learning rate is a different number of code steps
+    in every layer).
+    """
+
+    def __init__(self, net: "QATNet", base: "QATNet", density: float, total_steps: int, ramp: float = 0.6):
+        if not 0 < density <= 1:
+            raise ValueError("density must be in (0, 1]")
+        self.density = float(density)
+        self.total = max(1, int(total_steps))
+        self.ramp = float(ramp)
+        self.t = 0
+        self.items = _int8_pairs(net, base)
+        self.n = sum(p.numel() for p, _, _ in self.items)
+
+    def density_at(self, t: int) -> float:
+        f = min(1.0, t / max(1.0, self.ramp * self.total))
+        return self.density + (1.0 - self.density) * (1.0 - f) ** 3
+
+    @torch.no_grad()
+    def __call__(self, lr: float) -> None:
+        self.t += 1
+        keep = int(round(self.density_at(self.t) * self.n))
+        if keep >= self.n or not self.items:
+            return
+        scores = [((p - a).abs() / s).reshape(-1) for p, a, s in self.items]
+        flat = torch.cat(scores)
+        if keep <= 0:
+            thresh = float("inf")
+        else:
+            thresh = float(torch.kthvalue(flat, self.n - keep).values)  # keep the scores above it
+        for (p, a, _), sc in zip(self.items, scores):
+            p.copy_(torch.where((sc > thresh).reshape(p.shape), p, a))
+
+
+def budget_step(net: "QATNet", base: "QATNet", budget, total_steps: int):
+    """The after-step callable that enforces *budget* on *net* (None for dense and patch)."""
+    mode, value = parse_budget(budget)
+    if mode == "prox":
+        return ProximalStep(net, base, value)
+    if mode == "topk":
+        return DeltaTopK(net, base, value, total_steps)
+    return None
 
 
 def freeze_for_patch(net: QATNet) -> None:
