@@ -259,9 +259,11 @@ class Run:
             base = self.super_qat()
             net = copy.deepcopy(base)
             net.weight_grad = self.cfg.qat_weight_grad
-            mode, _ = qat.parse_budget(self.cfg.delta_budget)
+            mode, value = qat.parse_budget(self.cfg.delta_budget)
             if mode == "patch":
                 qat.freeze_for_patch(net)
+            if mode == "grid":
+                net.set_delta_grid(base, int(value))
             steps = self.cfg.ft_epochs * max(1, math.ceil(int(self.sub_mask(k).sum()) / self.cfg.batch))
             step = qat.budget_step(net, base, self.cfg.delta_budget, steps)
             self._fine_tune(net, k, "QAT subclass [{}]".format(name), after_step=step)

@@ -40,7 +40,8 @@ def test_parse_budget():
     assert Q.parse_budget("patch") == ("patch", 0.0)
     assert Q.parse_budget("30%") == ("topk", 0.3)
     assert Q.parse_budget(" 100% ") == ("dense", 0.0)
-    for bad in ("-1", "nan", "inf", "lots", "1e400", "0%", "150%", "x%", "%"):
+    assert Q.parse_budget("grid8") == ("grid", 8.0)
+    for bad in ("-1", "nan", "inf", "lots", "1e400", "0%", "150%", "x%", "%", "grid", "grid1", "grid0.5", "grid99"):
         with pytest.raises(ValueError, match="delta budget"):
             Q.parse_budget(bad)
 
@@ -165,6 +166,42 @@ def test_topk_fine_tune_meets_its_share_and_exports_exact_deltas(tmp_path):
         if t.dtype == "int8":
             back = (bc[t.name].view(np.uint8).ravel() + delta[t.offset : t.offset + t.nbytes]).view(np.int8)
             assert np.array_equal(back, sc[t.name].ravel()), t.name
+
+
+def test_delta_grid_fine_tune_moves_codes_by_multiples_and_survives_save_load(tmp_path):
+    """Under grid4 every int8 code differs from the base code by a multiple of 4 (or sits at the
+    clamp), the forward pass computes with exactly those codes, the packed delta reproduces them,
+    and a saved network reloads with the same codes."""
+    from edgetool.export.bundle import packed, refit_layout
+
+    base, net = _qat_pair(2)
+    net.set_delta_grid(base, 4)
+    x, y = _data(12)
+    net.train()
+    T.fit(net, x, y, T.Recipe(2, 3e-3, 32, weight_decay=5e-4), n_valid=3, hooks=T.FitHooks(progress=False))
+    bc, sc = base.int8_codes(), net.int8_codes()
+    moved = 0
+    for name in bc:
+        d = sc[name].astype(np.int16) - bc[name].astype(np.int16)
+        at_clamp = np.abs(sc[name]) == 127
+        assert np.all((d % 4 == 0) | at_clamp), name
+        moved += int(np.count_nonzero(d))
+    assert moved > 0
+    net.eval()
+    for layer in net.layers:  # the forward pass uses the grid codes
+        s = net.wscale(layer).reshape([-1] + [1] * (sc[layer + ".weight"].ndim - 1))
+        torch.testing.assert_close(net._fq_w(layer), torch.from_numpy(sc[layer + ".weight"]).float() * s)
+    layout = refit_layout(base)
+    delta = layout.make_delta(packed(layout, base), packed(layout, net))
+    for t in layout.tensors:
+        if t.dtype == "int8":
+            back = (bc[t.name].view(np.uint8).ravel() + delta[t.offset : t.offset + t.nbytes]).view(np.int8)
+            assert np.array_equal(back, sc[t.name].ravel()), t.name
+    torch.save(net.state(), tmp_path / "n.pt")
+    again = Q.QATNet.from_state(torch.load(tmp_path / "n.pt", weights_only=False))
+    assert again.delta_step == 4
+    for name, codes in again.int8_codes().items():
+        assert np.array_equal(codes, sc[name]), name
 
 
 def test_patch_mode_changes_only_bn_and_head():
