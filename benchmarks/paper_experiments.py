@@ -288,17 +288,22 @@ def markdown_table(summary):
 
 
 def _budget_order(b):
-    """Dense first, then the proximal thresholds by tau, the top shares by falling share, the patch last."""
+    """Dense first, then the proximal thresholds by tau, the delta grids by step, the top shares
+    by falling share, the patch last."""
     if b == "patch":
-        return (3, 0.0)
+        return (4, 0.0)
+    if b.startswith("grid"):
+        return (2, float(b[4:]))
     if b.endswith("%"):
-        return (2, -float(b[:-1]))
+        return (3, -float(b[:-1]))
     return (0 if float(b) == 0 else 1, float(b))
 
 
 def _budget_label(b):
     if b == "patch":
         return "BN/head patch"
+    if b.startswith("grid"):
+        return "grid {}".format(b[4:])
     if b.endswith("%"):
         return "top {}".format(b)
     return "tau={}".format(b)
