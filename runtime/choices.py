@@ -8,6 +8,10 @@ from __future__ import annotations
 # Routing policies of the two-stage classifier (runtime/classifier.py).
 POLICIES = ("per-image", "batched", "sticky", "topk")
 DEFAULT_POLICY = "batched"
+# The policies that make sense for a set of files (`edgetool classify`): each image is routed on
+# its own.  "sticky" assumes consecutive frames of one scene; it lives with the stream loop
+# (`edgetool camera`, runtime/camera/schedule.py), whose flags set its hysteresis.
+FILE_POLICIES = ("per-image", "batched", "topk")
 
 # Inference backends (runtime/backends/), with the short names load_backend also takes.
 BACKENDS = ("onnxruntime", "tensorrt")

@@ -32,6 +32,11 @@ def masked_softmax(logits: np.ndarray, n_valid: int) -> np.ndarray:
 
 
 class Prediction:
+    """What the classifier predicts for one image: superclass, fine class (``label``), confidences.
+
+    ``to_dict`` names the predicted fine class ``class``; nothing here is ground truth.
+    """
+
     __slots__ = ("superclass", "superclass_name", "subclass", "label", "p_super", "p_sub")
 
     def __init__(self, superclass, superclass_name, subclass, label, p_super, p_sub):
@@ -49,7 +54,7 @@ class Prediction:
     def to_dict(self) -> dict:
         return {
             "superclass": self.superclass_name,
-            "label": self.label,
+            "class": self.label,
             "confidence": self.confidence,
             "p_super": self.p_super,
             "p_sub": self.p_sub,

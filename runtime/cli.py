@@ -23,16 +23,21 @@ def make_backend(bundle, backend: str, **kw):
     return load_backend(backend, bundle, **kw)
 
 
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".npy", ".webp")
+
+
 def expand_images(paths):
+    """Image files of *paths*, in the order given; a folder's images sorted by their path inside it
+    (sub-folders included), so the order never depends on the filesystem."""
     out = []
     for p in paths:
         if os.path.isdir(p):
-            for root, _, files in os.walk(p):
-                out.extend(
-                    os.path.join(root, f)
-                    for f in sorted(files)
-                    if f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".npy", ".webp"))
-                )
+            found = []
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                rel = os.path.relpath(root, p)
+                found.extend(os.path.normpath(os.path.join(rel, f)) for f in files if f.lower().endswith(IMAGE_EXTS))
+            out.extend(os.path.join(p, f) for f in sorted(found, key=lambda f: f.split(os.sep)))
         elif os.path.isfile(p):
             out.append(p)
         else:
@@ -47,36 +52,46 @@ def expand_images(paths):
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @backend_option
 @policy_option
+@click.option("--gate", default=0.6, show_default=True, help="topk: superclass confidence below which --k are tried.")
+@click.option("--k", "topk", default=2, show_default=True, help="topk: superclasses tried below --gate.")
 @click.option("--batch", default=32, show_default=True, help="Images per batch.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
-def classify(bundle, images, backend, policy, batch, as_json):
-    """Classify IMAGES (files or folders) with BUNDLE: superclass, fine class, confidence."""
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object per image (the prediction is under 'class')."
+)
+def classify(bundle, images, backend, policy, gate, topk, batch, as_json):
+    """Classify IMAGES (files or folders) with BUNDLE: superclass, fine class, confidence.
+
+    Folders are read in sorted order. Each image is routed on its own; for video or a folder
+    of consecutive frames, `edgetool camera` runs the stream policies.
+    """
     if batch < 1:
         raise UsageError("--batch must be >= 1")
+    if not 0.0 <= gate <= 1.0 or topk < 1:
+        raise UsageError("--gate must be in [0, 1] and --k >= 1, got {} and {}".format(gate, topk))
     with open_bundle(bundle) as b:
         files = expand_images(images)
         with make_backend(b, backend) as be:
-            _classify(b, be, files, policy, batch, as_json)
+            _classify(b, be, files, policy, batch, as_json, gate=gate, k=topk)
 
 
-def _classify(b, be, files, policy, batch, as_json):
+def _classify(b, be, files, policy, batch, as_json, **settings):
     from .classifier import SuperSubClassifier
     from .preprocess import load_images
 
-    clf = SuperSubClassifier(be, policy=policy)
+    clf = SuperSubClassifier(be, policy=policy, **settings)
+    names = [s.name for s in b.superclasses] + ["superclass"]
+    classes = [c for s in b.superclasses for c in s.subclasses] + ["class"]
+    row = "{{:<{}}}  {{:<{}}}  {{:>10}}  {{}}".format(max(map(len, names)), max(map(len, classes)))
     if not as_json:
-        click.echo("{:<40} {:<14} {:<18} {:>10}".format("image", "superclass", "class", "confidence"))
+        click.echo(row.format("superclass", "class", "confidence", "image"))
     for i in range(0, len(files), batch):
         chunk = files[i : i + batch]
         preds = clf.classify(load_images(chunk, b.input))
         for f, p in zip(chunk, preds):
             if as_json:
-                d = p.to_dict()
-                d["image"] = f
-                click.echo(json.dumps(d))
+                click.echo(json.dumps(dict(image=f, **p.to_dict())))
             else:
-                name = f if len(f) <= 40 else "..." + f[-37:]
-                click.echo("{:<40} {:<14} {:<18} {:>10.3f}".format(name, p.superclass_name, p.label, p.confidence))
+                click.echo(row.format(p.superclass_name, p.label, "{:.3f}".format(p.confidence), f))
 
 
 @click.command("inspect")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
 from . import choices
@@ -20,19 +22,41 @@ device_profile_option = click.option(
     "--device-profile",
     "profile_name",
     default=None,
-    help="Device profile name or JSON file (default: detected Jetson, else desktop-gpu).",
+    show_default="the detected Jetson, else desktop-gpu",
+    help="Device profile name or JSON file.",
 )
 
 backend_option = click.option(
     "--backend", default=choices.DEFAULT_BACKEND, show_default=True, type=click.Choice(list(choices.BACKENDS))
 )
 
+
+class _FilePolicy(click.Choice):
+    """A routing policy for a set of files; a stream policy is refused with the command that runs it."""
+
+    def convert(self, value, param, ctx):
+        if value not in choices.FILE_POLICIES and value in choices.POLICIES:
+            from .errors import UsageError
+
+            raise UsageError(
+                "--policy {0} is a stream policy: it keeps the previous image's subclass network and superclass "
+                "confidence for the next images, which holds only for consecutive frames of one scene; for files "
+                "use {1}, or run the stream loop: edgetool camera BUNDLE FOLDER --policy {0}".format(
+                    value, ", ".join(choices.FILE_POLICIES)
+                )
+            )
+        return super().convert(value, param, ctx)
+
+
 policy_option = click.option(
     "--policy",
     default=choices.DEFAULT_POLICY,
     show_default=True,
-    type=click.Choice(list(choices.POLICIES)),
-    help="Routing policy.",
+    type=_FilePolicy(list(choices.FILE_POLICIES)),
+    help="Routing for a set of files: per-image (the paper's: superclass network, then its subclass network, "
+    "for every image), batched (one superclass pass per batch, one switch per predicted superclass; same "
+    "predictions), or topk (tries the --k best superclasses when the superclass confidence is below --gate). "
+    "Stream policies (sticky) are in `edgetool camera`.",
 )
 
 engine_mode_option = click.option(
@@ -54,3 +78,22 @@ def weights_option(forms, help_text):
         show_default=True,
         help=help_text,
     )
+
+
+def verbosity_options(f):
+    """``-q/--quiet`` and ``-v/--verbose`` on a command: the root's -q / -v, where a user types them last.
+
+    Quiet: errors only (no progress bar, no per-epoch lines). Verbose: also what the tool does
+    (-vv: debug). Given neither, the root command's setting stands.
+    """
+
+    @functools.wraps(f)
+    def wrapper(*args, quiet=False, verbose=0, **kwargs):
+        if quiet or verbose:
+            from .log import configure
+
+            configure(-1 if quiet else verbose)
+        return f(*args, **kwargs)
+
+    wrapper = click.option("-v", "--verbose", count=True, help="Also log what the tool does (-vv: debug).")(wrapper)
+    return click.option("-q", "--quiet", is_flag=True, help="Errors only: no progress bar or per-epoch lines.")(wrapper)

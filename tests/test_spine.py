@@ -182,11 +182,11 @@ def test_cli_classify_prints_superclass_class_confidence(run_cli, tiny_bundle, s
     b = Bundle.open(tiny_bundle)
     names = {s.name: s.subclasses for s in b.superclasses}
     for r in rows:
-        assert r["label"] in names[r["superclass"]]
+        assert r["class"] in names[r["superclass"]]
         assert 0.0 < r["confidence"] <= 1.0
     table = run_cli("classify", tiny_bundle, *sample_pngs, "--policy", "per-image")
     assert table.returncode == 0
-    assert "superclass" in table.stdout and rows[0]["label"] in table.stdout
+    assert "superclass" in table.stdout and rows[0]["class"] in table.stdout
 
 
 def test_cli_export_and_archive(run_cli, tiny_run, tmp_path):

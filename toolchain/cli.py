@@ -7,7 +7,7 @@ import os
 import click
 
 from edgetool.runtime.errors import UsageError, require
-from edgetool.runtime.options import codec_option
+from edgetool.runtime.options import codec_option, verbosity_options
 
 require("torch", "train")  # fail at command lookup, so the CLI names the extra to install
 
@@ -18,14 +18,18 @@ _FIELDS = (
     "width_mult",
     "epochs",
     "base_init",
+    "lr",
     "base_epochs",
     "ft_epochs",
     "ft_lr",
     "qat_epochs",
+    "qat_lr",
     "delta_budget",
     "qat_weight_grad",
     "batch",
     "image_size",
+    "channels",
+    "augment",
     "pad",
     "seed",
     "limit_train",
@@ -41,33 +45,50 @@ def _default(name):
     return {f.name: f.default for f in fields(TrainConfig)}[name]
 
 
-def config_options(f):
-    """The training flags; each defaults to the run's config.json (when resuming) or TrainConfig."""
+# What --help shows for the flags whose TrainConfig default is None or needs words.
+_SHOWN = {
+    "hierarchy": "DATA/hierarchy.json; the sample and CIFAR archives bring their own",
+    "config": "none",
+    "image_size": "32",
+    "pretrained": "none",
+    "channels": "0: detect (1 when every image is grayscale)",
+    "augment": "auto: flip for the shipped sample and CIFAR, none for other data",
+}
 
-    def opt(flag, kind, text, **kw):
+
+def config_options(f):
+    """The training flags; each defaults to the run's config.json (when resuming) or TrainConfig,
+    and --help shows that default (click's show_default)."""
+
+    def opt(flag, kind, text, dest=None):
         key = flag.lstrip("-").replace("-", "_")
         default = _default(key) if key in _FIELDS else None
-        shown = "" if default is None else " [default: {}]".format(default)
-        return click.option(flag, default=None, type=kind, help=text + shown, **kw)
+        decls = (flag, dest) if dest else (flag,)
+        return click.option(*decls, default=default, type=kind, help=text, show_default=_SHOWN.get(key, True))
 
     opts = [
         opt("--data", str, "'sample' (shipped), an IDX folder, or an ImageFolder root with train/ and test/."),
-        click.option("--hierarchy", default=None, type=click.Path(), help="Hierarchy JSON file."),
-        click.option(
-            "--config", "config_file", default=None, type=click.Path(), help="JSON config file; flags override it."
-        ),
+        opt("--hierarchy", click.Path(), "Hierarchy JSON file."),
+        opt("--config", click.Path(), "JSON config file; flags override it.", "config_file"),
         opt("--arch", str, "Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50."),
         opt("--width-mult", float, "Channel width multiplier."),
         opt("--epochs", int, "Epochs of the flat network (and of the superclass network with --base-init scratch)."),
+        opt("--lr", float, "Learning rate of the flat and superclass networks (AdamW, cosine schedule)."),
         opt(
             "--base-init",
             click.Choice(["flat", "scratch"]),
             "Superclass (base) network: from the flat network's fine-label trunk, or from scratch (or --pretrained).",
         ),
         opt("--base-epochs", int, "Superclass epochs from the flat trunk."),
-        opt("--ft-epochs", int, "Epochs of every subclass fine-tune (vanilla fp32 and QAT int8 share one recipe)."),
+        opt(
+            "--ft-epochs",
+            int,
+            "Epochs of every subclass fine-tune: the vanilla fp32 networks (also the upper bound, given the true "
+            "superclass) and the QAT int8 networks share one recipe.",
+        ),
         opt("--ft-lr", float, "Learning rate of every subclass fine-tune."),
         opt("--qat-epochs", int, "QAT epochs of the superclass network."),
+        opt("--qat-lr", float, "Learning rate of the superclass network's QAT (halved: it starts trained)."),
         opt(
             "--delta-budget",
             str,
@@ -82,7 +103,13 @@ def config_options(f):
         ),
         opt("--batch", int, "Batch size."),
         opt("--image-size", int, "Resize ImageFolder images to this size."),
-        opt("--pad", int, "Random-crop padding for augmentation (4 for CIFAR)."),
+        opt("--channels", int, "ImageFolder data: 1 (grayscale), 3 (RGB), or 0 (detect from the images)."),
+        opt(
+            "--augment",
+            click.Choice(["auto", "none", "flip"]),
+            "Training augmentation: random horizontal flip, or none (a mirror changes digits and text).",
+        ),
+        opt("--pad", int, "Random-crop padding for augmentation (4 for CIFAR; 0 = no crop)."),
         opt("--seed", int, "Random seed."),
         opt("--limit-train", int, "Use at most this many training images (0 = all)."),
         opt("--limit-test", int, "Use at most this many test images (0 = all)."),
@@ -90,6 +117,14 @@ def config_options(f):
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def given(flags: dict) -> dict:
+    """The flags the user gave on the command line (the others keep config.json's or TrainConfig's value)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return {k: v for k, v in flags.items() if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
 
 
 def make_config(config_file=None, **flags):
@@ -128,10 +163,19 @@ MODES = ("flat", "superclass", "vanilla", "qat")
     "delta budget: efficient Super-Sub).",
 )
 @click.option(
-    "--pretrained", default=None, type=click.Path(), help="torchvision ResNet state_dict to start float networks from."
+    "--pretrained",
+    default=None,
+    type=click.Path(),
+    show_default="none",
+    help="torchvision ResNet state_dict to start float networks from.",
 )
-def train(run_dir, modes, pretrained, config_file, **flags):
+@verbosity_options
+def train(run_dir, modes, config_file, **flags):
     """Train the networks of a Super-Sub run into RUN_DIR (resumes where it stopped).
+
+    Progress: a bar on a terminal; one line per epoch (stage, epoch, loss, accuracy, time) on
+    stderr everywhere, kept in a log file or a pipe. The choices the run made (augmentation,
+    input channels) are recorded in RUN_DIR/config.json and RUN_DIR/data.json.
 
     Works under torchrun for several processes (DDP, gloo on CPU or nccl on GPUs).
     """
@@ -143,9 +187,9 @@ def train(run_dir, modes, pretrained, config_file, **flags):
     if bad or not chosen:
         raise UsageError("unknown mode(s) {}; choose from {}".format(", ".join(bad) or "(none)", ", ".join(MODES)))
     cfg_path = os.path.join(run_dir, "config.json")
-    if os.path.isfile(cfg_path) and config_file is None and all(v is None for v in flags.values()) and not pretrained:
-        config_file = cfg_path
-    cfg = make_config(config_file, pretrained=pretrained, **flags)
+    if os.path.isfile(cfg_path) and config_file is None:
+        config_file = cfg_path  # resuming: the run's own config, with the flags given now on top
+    cfg = make_config(config_file, **given(flags))
     run = Run.open(run_dir, cfg)
     N = run.hier.n_super
     if "flat" in chosen:
@@ -170,6 +214,7 @@ def train(run_dir, modes, pretrained, config_file, **flags):
 @codec_option
 @click.option("--fresh", is_flag=True, help="Retrain even if the output folder holds a finished run.")
 @config_options
+@verbosity_options
 def demo(out, codec, fresh, config_file, **flags):
     """Train, export and run Super-Sub on the shipped Fashion-MNIST sample, offline.
 
@@ -184,7 +229,7 @@ def demo(out, codec, fresh, config_file, **flags):
     run_dir = os.path.join(out, "run")
     if fresh and os.path.isdir(run_dir):
         shutil.rmtree(run_dir)
-    cfg = make_config(config_file, **flags)
+    cfg = make_config(config_file, **given(flags))
     if cfg.data is None:
         cfg.data = "sample"
     run_demo(out, cfg, codec)
@@ -196,10 +241,11 @@ def demo(out, codec, fresh, config_file, **flags):
     "--bundle",
     default=None,
     type=click.Path(),
-    help="Measure the efficient Super-Sub through the runtime on this bundle "
-    "(default: export one to a temporary folder).",
+    show_default="export one to a temporary folder",
+    help="Measure the efficient Super-Sub through the runtime on this bundle.",
 )
-@click.option("--out", default=None, type=click.Path(), help="Report folder (default: RUN_DIR/report).")
+@click.option("--out", default=None, type=click.Path(), show_default="RUN_DIR/report", help="Report folder.")
+@verbosity_options
 def evaluate(run_dir, bundle, out):
     """Report (Markdown, HTML, JSON, PNG plots): bounds, control, vanilla vs efficient, routing, deltas, storage x."""
     from .evaluate import evaluate as run_eval
@@ -219,11 +265,11 @@ def summary_line(rep: dict) -> str:
 
     def gap(key):
         v = g[key]["value"]
-        return "n/a: bounds tie" if v is None else "{:.0%}".format(v)
+        return "n/a" if v is None else "{:.0%}".format(v)
 
-    return (
+    line = (
         "lower {:.2%}  control {:.2%}  upper {:.2%}  vanilla {:.2%} (gap closed {})  "
-        "efficient {:.2%} (gap closed {}), x = {:.3f}"
+        "efficient {:.2%} (gap closed {}), x = {:.3f}, bundle {} bytes"
     ).format(
         a["lower"],
         a["control"],
@@ -233,4 +279,8 @@ def summary_line(rep: dict) -> str:
         a["efficient"],
         gap("efficient"),
         rep["x"]["mean"],
+        rep["bundle_bytes"]["files"],
     )
+    if g["vanilla"]["value"] is None:
+        line += "\ngap closed is undefined: {}".format(g["vanilla"]["reason"])
+    return line

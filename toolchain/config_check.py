@@ -9,16 +9,16 @@ from dataclasses import fields
 from edgetool.runtime.errors import UsageError
 
 
-def read_json(path: str) -> dict:
+def read_json(path: str, what: str = "config file") -> dict:
     if not os.path.isfile(path):
-        raise UsageError("{}: no such config file".format(path))
+        raise UsageError("{}: no such {}".format(path, what))
     try:
         with open(path) as f:
             d = json.load(f)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise UsageError("{}: not valid JSON ({})".format(path, str(exc)[:120])) from None
     if not isinstance(d, dict):
-        raise UsageError("{}: a config file holds one JSON object".format(path))
+        raise UsageError("{}: a {} holds one JSON object".format(path, what))
     return d
 
 

@@ -28,12 +28,15 @@ class ArrayDataset:
     name: str = ""
     mean: Optional[List[float]] = None
     std: Optional[List[float]] = None
+    channels_from: str = ""  # how the channel count was chosen (ImageFolder data: detected or --channels)
 
     def __len__(self):
         return len(self.labels)
 
     def subset(self, idx) -> "ArrayDataset":
-        return ArrayDataset(self.images[idx], self.labels[idx], self.classes, self.name, self.mean, self.std)
+        return ArrayDataset(
+            self.images[idx], self.labels[idx], self.classes, self.name, self.mean, self.std, self.channels_from
+        )
 
     @property
     def channels(self) -> int:
@@ -116,12 +119,38 @@ def load_image_folder(
 ) -> ArrayDataset:
     """An ImageFolder tree ``root/<class>/<image>`` (torchvision's ImageFolder), resized to size x size.
 
+    *channels*: 1 (grayscale), 3 (RGB), or 0 to detect it from the images (:func:`detect_channels`).
+    Images are read and converted exactly as the device reads them (``edgetool.runtime.preprocess``).
     *classes* fixes which class folders are read and their label order (default: every folder,
     sorted); *limit_per_class* keeps the first images of each class.
     """
+    from edgetool.runtime.preprocess import load_image, to_input_array
+
+    samples, chosen = _folder_samples(root, classes)
+    taken = [0] * len(chosen)
+    kept = []
+    for path, label in samples:
+        if limit_per_class and taken[label] >= limit_per_class:
+            continue
+        taken[label] += 1
+        kept.append((path, label))
+    if not kept:
+        raise UsageError("{}: no images found".format(root))
+    note = "--channels {}".format(channels)
+    if channels == 0:
+        channels, note = detect_channels([p for p, _ in kept])
+    if channels not in (1, 3):
+        raise UsageError("channels must be 1 (grayscale), 3 (RGB) or 0 (detect), got {}".format(channels))
+    spec = {"shape": [channels, size, size]}
+    images = [to_input_array(load_image(p), spec) for p, _ in kept]
+    labels = np.asarray([lab for _, lab in kept], dtype=np.int64)
+    return ArrayDataset(np.stack(images), labels, chosen, name, channels_from=note)
+
+
+def _folder_samples(root: str, classes: Optional[Sequence[str]]):
+    """(path, label) of every image of an ImageFolder tree, in label order and file order within a class."""
     import inspect
 
-    from PIL import Image
     from torchvision.datasets import ImageFolder
 
     if not os.path.isdir(root):
@@ -131,33 +160,51 @@ def load_image_folder(
     missing = [c for c in chosen if c not in found]
     if missing:
         raise UsageError("{}: class folders missing: {}".format(root, ", ".join(missing)))
-    mode = "L" if channels == 1 else "RGB"
 
     class Folder(ImageFolder):
         def find_classes(self, directory):
             return chosen, {c: i for i, c in enumerate(chosen)}
 
-    def load(path):
-        with Image.open(path) as im:
-            a = np.asarray(im.convert(mode).resize((size, size), Image.BILINEAR), dtype=np.uint8)
-        return a[..., None] if a.ndim == 2 else a
-
     empty_ok = {"allow_empty": True} if "allow_empty" in inspect.signature(ImageFolder.__init__).parameters else {}
     try:
-        folder = Folder(root, loader=load, is_valid_file=lambda p: p.lower().endswith(IMG_EXT), **empty_ok)
+        folder = Folder(root, loader=lambda p: p, is_valid_file=lambda p: p.lower().endswith(IMG_EXT), **empty_ok)
     except FileNotFoundError:
         raise UsageError("{}: no images found".format(root)) from None
-    taken = [0] * len(chosen)
-    images, labels = [], []
-    for path, label in sorted(folder.samples, key=lambda s: s[1]):  # label order; file order within a class
-        if limit_per_class and taken[label] >= limit_per_class:
-            continue
-        taken[label] += 1
-        images.append(folder.loader(path))
-        labels.append(label)
-    if not images:
-        raise UsageError("{}: no images found".format(root))
-    return ArrayDataset(np.stack(images), np.asarray(labels, dtype=np.int64), chosen, name)
+    return sorted(folder.samples, key=lambda s: s[1]), chosen
+
+
+def _gray_mode(mode: str) -> bool:
+    return mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16")
+
+
+def detect_channels(paths: Sequence[str]):
+    """(1 or 3, why): 1 when every image is stored grayscale, or is RGB with R = G = B everywhere.
+
+    The file headers decide first; only when some image is stored in colour are the pixels
+    looked at, and the first image with colour in it ends the search.
+    """
+    from PIL import Image
+
+    from edgetool.runtime.preprocess import load_image
+
+    modes = set()
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                modes.add(im.mode)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise UsageError("{}: cannot read image ({})".format(p, str(exc)[:160])) from None
+    if all(_gray_mode(m) for m in modes):
+        return 1, "detected: all {} training images are stored grayscale (mode {})".format(
+            len(paths), ", ".join(sorted(modes))
+        )
+    for p in paths:
+        a = load_image(p)
+        if a.ndim == 3 and a.shape[2] >= 3 and (np.any(a[..., 0] != a[..., 1]) or np.any(a[..., 0] != a[..., 2])):
+            return 3, "detected: {} is in colour".format(os.path.basename(p))
+    return 1, "detected: all {} training images have R = G = B (stored as {})".format(
+        len(paths), ", ".join(sorted(modes))
+    )
 
 
 def sample_hierarchy_path() -> str:

@@ -15,8 +15,8 @@ def data():
 @click.option(
     "--dir", "dest", default="data", show_default=True, type=click.Path(), help="Folder to store the archive in."
 )
-@click.option("--url", default=None, help="Mirror URL of the official archive.")
-@click.option("--md5", default=None, help="Expected md5 (defaults to the official archive's).")
+@click.option("--url", default=None, show_default="the official archive's URL", help="Mirror URL of the archive.")
+@click.option("--md5", default=None, show_default="the official archive's", help="Expected md5.")
 def download(name, dest, url, md5):
     """Download the official NAME python archive into --dir and verify its checksum."""
     from .cifar import download as fetch, load_archive

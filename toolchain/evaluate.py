@@ -20,7 +20,7 @@ from edgetool.runtime import codecs
 from . import bounds
 from . import qat
 from . import report
-from .evaluate_report import KINDS, markdown, to_html
+from .evaluate_report import KINDS, NETWORKS, markdown, to_html
 from .pipeline import Run
 
 
@@ -79,7 +79,10 @@ def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
             "bundle_bytes": bundle_bytes,
             "base_onnx_bytes": manifest["base"]["size"],
             "superclass_accuracy": m["routing"]["base_fp32"],
-            "confusion_network": "superclass (base) network, fp32",
+            "confusion_network": "superclass (base) network, fp32 (torch)",
+            "networks": NETWORKS,
+            "augmentation": run.data.augmentation,
+            "input": {k: run.input_spec[k] for k in ("shape", "color", "channels_from")},
             "confusion_counts": conf.tolist(),
             "confusion_percent": report.row_percent(conf).round(2).tolist(),
             "per_superclass_accuracy": per_super,
@@ -87,6 +90,12 @@ def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
             "compression": compression,
         }
     )
+    return write_report(rep, out_dir)
+
+
+def write_report(rep: dict, out_dir: str) -> dict:
+    """The plots, then report.json (strict JSON: a figure that cannot be computed is null with a
+    reason, never NaN), report.md and report.html."""
     rep["plots"] = make_plots(rep, out_dir)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(rep, f, indent=1, allow_nan=False)
@@ -173,9 +182,11 @@ def _plot_per_superclass(plt, rep, names, out_dir):
     w = 0.8 / len(KINDS)
     vals_all = []
     for i, (key, label, color) in enumerate(KINDS):
-        vals = [100 * v if v is not None and v == v else 0.0 for v in rep["per_superclass_accuracy"][key]]
-        vals_all += vals
+        # a superclass without test images has no bar (NaN), not a bar at 0 that would unzoom the axis
+        vals = [100 * v if v is not None else np.nan for v in rep["per_superclass_accuracy"][key]]
+        vals_all += [v for v in vals if v == v]
         ax.bar(np.arange(N) + (i - (len(KINDS) - 1) / 2) * w, vals, w, label=label, color=color)
+    vals_all = vals_all or [0.0, 100.0]
     lo = max(0.0, min(vals_all) - 3.0)
     ax.set_ylim(lo, min(100.0, max(vals_all) + 1.0))
     ax.set_xticks(range(N), names)

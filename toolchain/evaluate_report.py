@@ -13,6 +13,19 @@ KINDS = [
 ]
 
 
+# The network (and the way it was run) behind every figure of the report.
+NETWORKS = {
+    "lower": "flat network over all fine classes, fp32 (torch)",
+    "control": "flat network, fp32 (torch), restricted to the classes of the true superclass",
+    "upper": "vanilla fp32 subclass networks (torch), each given the true superclass",
+    "vanilla": "superclass network routes, vanilla fp32 subclass networks classify (torch)",
+    "efficient": "the bundle: int8 base network routes, int8 base + delta networks classify",
+    "confusion": "superclass (base) network, fp32 (torch)",
+    "deltas": "int8 code deltas of the QAT subclass networks against the QAT base network",
+    "x": "stored bytes of each delta in the bundle / stored bytes of base.onnx",
+}
+
+
 def _pct(v):
     return "n/a" if v is None or v != v else "{:.2f}%".format(100 * v)
 
@@ -35,6 +48,13 @@ def _accuracy_lines(rep: dict) -> List[str]:
         "Efficient: measured with {}. Bundle: {} bytes in all (base.onnx {}, deltas {}, codec {}).".format(
             rep["efficient_measured_with"], bb["files"], bb["base"], bb["deltas"], rep["codec"]
         ),
+        "Training augmentation: {} (random-crop padding {}; {}). Input: {} ({}).".format(
+            rep["augmentation"]["augment"],
+            rep["augmentation"]["pad"],
+            rep["augmentation"]["why"],
+            "x".join(str(v) for v in rep["input"]["shape"]),
+            rep["input"]["channels_from"],
+        ),
         "",
         "| | accuracy | gap closed |",
         "|---|---:|---:|",
@@ -48,6 +68,8 @@ def _accuracy_lines(rep: dict) -> List[str]:
         "",
         "Gap closed = (Super-Sub - lower) / (upper - lower). x = stored delta bytes / stored bytes of base.onnx: "
         "{:.3f} on average.".format(rep["x"]["mean"]),
+        "",
+        "Networks: " + "; ".join("{}: {}".format(k, v) for k, v in rep["networks"].items() if k in a) + ".",
         "",
         "Routing (superclass accuracy): base network fp32 {}, int8 {}; "
         "the flat network's implied superclass {}.".format(

@@ -19,6 +19,7 @@ from edgetool.runtime.options import codec_option
     "sign_key",
     type=click.Path(dir_okay=False),
     default=None,
+    show_default="unsigned",
     help="Sign the manifest with this Ed25519 private key (edgetool keygen); devices check it.",
 )
 @click.option("--force", is_flag=True, help="Replace --out even if it is a non-empty folder that is not a bundle.")
@@ -52,9 +53,7 @@ def export(run_dir, out, codec, archive, sign_key, force):
             "{}: missing {}; run `edgetool train {} --modes qat` first".format(run_dir, ", ".join(missing), run_dir)
         )
     m = run.export(out, codec, force=force)
-    base = m["base"]["size"]
-    total = base + sum(d["stored_size"] for d in m["deltas"])
-    click.echo("bundle: {} ({} bytes: base.onnx {} + {} deltas, {})".format(out, total, base, len(m["deltas"]), codec))
+    click.echo(size_line(out, m, codec))
     if sign_key:
         from edgetool.runtime.deploy.signing import sign_bundle
 
@@ -64,3 +63,13 @@ def export(run_dir, out, codec, archive, sign_key, force):
 
         path = make_archive(out, os.path.normpath(out) + ".tar.gz", force=force)
         click.echo("archive: {}".format(path))
+
+
+def size_line(out: str, manifest: dict, codec: str) -> str:
+    """The bundle's size: every file in it, then the parts (base.onnx, deltas, manifest and samples)."""
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(out) for f in files)
+    base = manifest["base"]["size"]
+    deltas = sum(d["stored_size"] for d in manifest["deltas"])
+    return "bundle: {} ({} bytes in all: base.onnx {}, {} deltas {} ({}), manifest and samples {})".format(
+        out, total, base, len(manifest["deltas"]), deltas, codec, total - base - deltas
+    )

@@ -47,7 +47,7 @@ class Run:
         self.mean, self.std, self.input_spec = data.mean, data.std, data.input_spec
         self.sup_of, self.loc_of = data.sup_of, data.loc_of
         self.xtr, self.xte, self.ytr, self.yte = data.xtr, data.xte, data.ytr, data.yte
-        self.aug = {"flip": cfg.flip, "pad": cfg.pad}
+        self.aug = {"flip": data.augmentation["flip"], "pad": data.augmentation["pad"]}
         self.timing: Dict[str, float] = {}
         self._ckpt: Optional[str] = None
 
@@ -71,7 +71,7 @@ class Run:
                 cfg.save(cpath)
             data.hier.save(os.path.join(path, "hierarchy.json"))
             with open(os.path.join(path, "data.json"), "w") as f:
-                json.dump(data.input_spec, f, indent=1)
+                json.dump(data.record(), f, indent=1)
         return cls(path, cfg, data, progress)
 
     # -- helpers --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -19,10 +19,11 @@ def row_percent(m: np.ndarray) -> np.ndarray:
     return np.divide(100.0 * m, rows, out=np.zeros(m.shape, dtype=np.float64), where=rows > 0)
 
 
-def per_group_accuracy(correct: Sequence[bool], group: Sequence[int], n: int) -> List[float]:
+def per_group_accuracy(correct: Sequence[bool], group: Sequence[int], n: int) -> List[Optional[float]]:
+    """Accuracy within each group; ``None`` (JSON null, never NaN) for a group without test images."""
     correct = np.asarray(correct, dtype=bool)
     group = np.asarray(group)
-    return [float(correct[group == k].mean()) if np.any(group == k) else float("nan") for k in range(n)]
+    return [float(correct[group == k].mean()) if np.any(group == k) else None for k in range(n)]
 
 
 def gap_closed(value: float, lower: float, upper: float) -> Dict[str, object]:

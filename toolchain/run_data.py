@@ -27,6 +27,7 @@ class TrainConfig:
     arch: str = "resnet8"
     width_mult: float = 1.0
     image_size: Optional[int] = None  # resize for ImageFolder data
+    channels: int = 0  # ImageFolder data: 1 (grayscale) or 3 (RGB); 0 detects it from the images
     epochs: int = 8  # flat network (and the superclass network with base_init="scratch")
     lr: float = 3e-3
     base_init: str = "flat"  # superclass network starts from the flat network's trunk ("flat") or from scratch
@@ -40,8 +41,8 @@ class TrainConfig:
     delta_budget: str = "0.05"  # proximal threshold tau toward the base (0 = dense), or "patch"
     batch: int = 128
     seed: int = 0
-    flip: bool = True
-    pad: int = 0
+    augment: str = "auto"  # "none", "flip" (random horizontal flip), or "auto": flip only for photo-like data
+    pad: int = 0  # random-crop padding (4 for CIFAR); 0 = no crop
     calib_batches: int = 8
     limit_train: int = 0  # keep at most this many training images (0 = all)
     limit_test: int = 0
@@ -55,12 +56,44 @@ class TrainConfig:
     @classmethod
     def load(cls, path):
         d = read_json(path)
+        if "flip" in d and "augment" not in d:  # config.json of runs that predate --augment
+            d["augment"] = "flip" if d["flip"] else "none"
         cfg = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
         cfg.check(path)
         return cfg
 
     def check(self, source: str = "config") -> None:
         check_types(self, source)
+        if self.augment not in AUGMENTS:
+            shown = ascii(self.augment)[:40]
+            raise UsageError("{}: augment = {} is not one of {}".format(source, shown, ", ".join(AUGMENTS)))
+        if self.channels not in (0, 1, 3):
+            raise UsageError("{}: channels = {} is not 0 (detect), 1 or 3".format(source, self.channels))
+        if self.pad < 0:
+            raise UsageError("{}: pad = {} is negative".format(source, self.pad))
+
+
+AUGMENTS = ("auto", "none", "flip")
+# Data whose classes keep their meaning when mirrored: "auto" flips these, and nothing else.
+_FLIP_SAFE = {
+    "fashion-mnist-sample": "the shipped Fashion-MNIST sample (clothing keeps its class when mirrored)",
+    "cifar": "CIFAR photos (torchvision's CIFAR recipe flips)",
+}
+
+
+def resolve_augment(cfg: "TrainConfig", train) -> dict:
+    """The augmentation a run trains with: {"augment", "flip", "pad", "why"}."""
+    if cfg.augment != "auto":
+        flip, why = cfg.augment == "flip", "--augment {}".format(cfg.augment)
+    else:
+        key = "cifar" if "cifar" in (train.name or "").lower() else train.name
+        flip = key in _FLIP_SAFE
+        why = (
+            "auto: flip for " + _FLIP_SAFE[key]
+            if flip
+            else "auto: no flip for this data (a mirror changes digits and text; --augment flip turns it on)"
+        )
+    return {"augment": "flip" if flip else "none", "flip": flip, "pad": int(cfg.pad), "why": why}
 
 
 def load_data(cfg: TrainConfig):
@@ -68,12 +101,19 @@ def load_data(cfg: TrainConfig):
     if cfg.data == "sample":
         hier = hierarchy.load(cfg.hierarchy or datasets.sample_hierarchy_path())
         train, test = datasets.load_sample("train"), datasets.load_sample("test")
+        train.channels_from = "the shipped sample is grayscale"
     elif cfg.data.startswith(("cifar10:", "cifar100:")) or (
         os.path.exists(cfg.data) and _cifar_archive(cfg.data) is not None
     ):
         train, test, hier = _load_cifar(cfg)
     else:
         train, test, hier = _load_folder(cfg)
+    if cfg.channels and cfg.channels != train.channels:
+        raise UsageError(
+            "--channels {}: {} holds {}-channel images; --channels applies to ImageFolder data".format(
+                cfg.channels, cfg.data, train.channels
+            )
+        )
     if cfg.limit_train:
         _, keep = datasets.stratified_split(train.labels, min(1.0, cfg.limit_train / len(train)), cfg.seed)
         train = train.subset(keep)
@@ -94,6 +134,7 @@ def _load_cifar(cfg: TrainConfig):
         )
     train, hier = cifar.load_archive(archive, "train")
     test, _ = cifar.load_archive(archive, "test")
+    train.channels_from = "CIFAR archives hold RGB images"
     if cfg.hierarchy:
         hier = hierarchy.load(cfg.hierarchy)
     return train, test, hier
@@ -104,24 +145,34 @@ def _load_folder(cfg: TrainConfig):
     root = cfg.data
     if not os.path.isdir(root):
         raise UsageError("{}: no such data folder".format(root))
-    hpath = cfg.hierarchy or os.path.join(root, "hierarchy.json")
-    if not os.path.isfile(hpath):
-        raise UsageError("no hierarchy: pass --hierarchy FILE or put hierarchy.json in {}".format(root))
-    with open(hpath) as f:
-        hd = json.load(f)
+    hpath = _hierarchy_path(cfg)
+    hd = read_json(hpath, "hierarchy file")
     names = hd.get("label_index")
     classes = [names[str(i)] for i in range(len(names))] if names else hd.get("fine_label_names")
     if any(f.startswith("train-images-idx3-ubyte") for f in os.listdir(root)):
         if not classes:
             raise UsageError("{}: IDX data needs label_index in the hierarchy file".format(hpath))
         train, test = datasets.load_idx_dir(root, "train", classes), datasets.load_idx_dir(root, "test", classes)
+        train.channels_from = "IDX files hold grayscale images"
     elif os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test")):
         size = cfg.image_size or 32
-        train = datasets.load_image_folder(os.path.join(root, "train"), size, 3, classes)
-        test = datasets.load_image_folder(os.path.join(root, "test"), size, 3, train.classes)
+        train = datasets.load_image_folder(os.path.join(root, "train"), size, cfg.channels, classes)
+        test = datasets.load_image_folder(os.path.join(root, "test"), size, train.channels, train.classes)
     else:
         raise UsageError("{}: neither IDX files nor train/ and test/ image folders".format(root))
     return train, test, hierarchy.load(hpath)
+
+
+def _hierarchy_path(cfg: TrainConfig) -> str:
+    """The hierarchy file: --hierarchy when given (it must exist), else DATA/hierarchy.json."""
+    if cfg.hierarchy:
+        if not os.path.isfile(cfg.hierarchy):
+            raise UsageError("{}: no such hierarchy file (--hierarchy)".format(cfg.hierarchy))
+        return cfg.hierarchy
+    hpath = os.path.join(cfg.data, "hierarchy.json")
+    if not os.path.isfile(hpath):
+        raise UsageError("{}: no hierarchy.json in the data folder; pass --hierarchy FILE".format(cfg.data))
+    return hpath
 
 
 def _cifar_archive(path):
@@ -137,6 +188,7 @@ class RunData:
         self.train, self.test, self.hier = train, test, hier
         self.mean, self.std = train.stats()
         self.sup_of, self.loc_of = hier.mapping(train.classes)
+        self.augmentation = {"augment": "none", "flip": False, "pad": 0, "why": "not set"}
         self.xtr = training.to_tensor(train, self.mean, self.std)
         self.xte = training.to_tensor(test, self.mean, self.std)
         self.ytr = torch.from_numpy(train.labels)
@@ -150,9 +202,16 @@ class RunData:
             "mean": self.mean,
             "std": self.std,
             "color": "gray" if train.channels == 1 else "rgb",
+            "channels_from": train.channels_from or "the data's format",
             "classes": train.classes,
         }
 
+    def record(self) -> dict:
+        """What the run's data.json holds: the input spec and the augmentation it trained with."""
+        return dict(self.input_spec, augmentation=self.augmentation)
+
     @classmethod
     def load(cls, cfg: TrainConfig) -> "RunData":
-        return cls(*load_data(cfg))
+        data = cls(*load_data(cfg))
+        data.augmentation = resolve_augment(cfg, data.train)
+        return data

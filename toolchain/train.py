@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
@@ -120,7 +121,7 @@ def fit(
     Only parameters with ``requires_grad`` train.  Under torchrun, the model is wrapped in
     DistributedDataParallel and each process trains on its shard of every epoch's permutation.
     """
-    from tqdm.auto import tqdm
+    from .progress import FitProgress
 
     hooks = hooks or FitHooks()
     opt = _optimizer(model, recipe)
@@ -134,15 +135,8 @@ def fit(
 
         net = DDP(model)
         steps_per_epoch = max(1, (len(y) // world) // recipe.batch)
-    history: Dict[str, List[float]] = {"loss": []}
-    bar = tqdm(
-        total=(recipe.epochs - start_epoch) * steps_per_epoch,
-        desc=hooks.desc,
-        disable=None if (hooks.progress and rank == 0) else True,
-        leave=False,
-        unit="step",
-        dynamic_ncols=True,
-    )
+    history: Dict[str, List[float]] = {"loss": [], "accuracy": []}
+    bar = FitProgress(hooks.desc, recipe.epochs, start_epoch, steps_per_epoch, hooks.progress and rank == 0)
     gen = torch.Generator().manual_seed(seed)
     for epoch in range(start_epoch, recipe.epochs):
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
@@ -150,12 +144,13 @@ def fit(
             perm = perm[: (len(y) // world) * world][rank::world]
         step = _Step(net, opt, sched, n_valid, hooks.after_step)
         model.train()
+        t0 = time.perf_counter()
         for b in range(steps_per_epoch):
             idx = perm[b * recipe.batch : (b + 1) * recipe.batch]
-            loss = step(augment(x[idx], gen, **recipe.aug) if recipe.aug else x[idx], y[idx])
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss="{:.3f}".format(loss))
+            bar.step(epoch, step(augment(x[idx], gen, **recipe.aug) if recipe.aug else x[idx], y[idx]))
         history["loss"].append(step.total / steps_per_epoch)
+        history["accuracy"].append(step.correct / max(1, step.seen))
+        bar.epoch_done(epoch + 1, history["loss"][-1], history["accuracy"][-1], time.perf_counter() - t0)
         if hooks.checkpoint and rank == 0:
             _save_checkpoint(hooks.checkpoint, model, opt, sched, epoch + 1)
         if hooks.on_epoch is not None:
@@ -189,6 +184,7 @@ class _Step:
     def __init__(self, net, opt, sched, n_valid, after_step):
         self.net, self.opt, self.sched, self.n_valid, self.after_step = net, opt, sched, n_valid, after_step
         self.total = 0.0
+        self.correct = self.seen = 0
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
         out = self.net(xb)
@@ -203,6 +199,8 @@ class _Step:
         self.sched.step()
         value = loss.item()
         self.total += value
+        self.correct += int((out.detach().argmax(1) == yb).sum())
+        self.seen += len(yb)
         return value
 
 

@@ -75,7 +75,9 @@ def build_outputs(output, headless, fps):
     help="Temporal label smoothing: frames (>= 1) or the newest frame's weight (0..1); 0: off.",
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: one record per frame, then a summary.")
-@click.option("--json-out", type=click.Path(), help="Write the JSON lines to this file instead.")
+@click.option(
+    "--json-out", type=click.Path(), show_default="none", help="Write the JSON lines to this file instead of stdout."
+)
 @click.option("--max-frames", default=0, show_default=True, help="Stop after this many frames (0: no limit).")
 @click.option("--reconnect", default=5, show_default=True, help="Reconnect attempts for a lost camera or stream.")
 @click.option("--reconnect-delay", default=0.5, show_default=True, help="First backoff in seconds (doubles, max 8 s).")

@@ -185,7 +185,7 @@ class CameraLoop:
             img = draw_overlay(
                 canvas(frame),
                 [
-                    "{} / {}  {:.2f}".format(record["superclass"], record["label"] or "-", record["confidence"]),
+                    "{} / {}  {:.2f}".format(record["superclass"], record["class"] or "-", record["confidence"]),
                     "{:.1f} FPS  {}".format(st.fps_now, record["network"]),
                 ],
             )
@@ -211,7 +211,7 @@ class CameraLoop:
         self._status_at = time.perf_counter()
         sys.stderr.write(
             "\r{} frames  {:.1f} FPS  {} / {}      ".format(
-                self.stats.frames, self.stats.fps_now, record["superclass"], record["label"] or "-"
+                self.stats.frames, self.stats.fps_now, record["superclass"], record["class"] or "-"
             )
         )
         sys.stderr.flush()

@@ -195,10 +195,10 @@ class Smoother:
         self.scores = None
 
     def __call__(self, p: Prediction) -> dict:
-        """The smoothed superclass, label and score after frame prediction *p*."""
+        """The smoothed superclass, predicted class and score after frame prediction *p*."""
         x = np.zeros(len(self.keys), dtype=np.float64)
         x[self.index[(p.superclass, p.subclass)]] = p.confidence
         self.scores = x if self.scores is None else (1.0 - self.alpha) * self.scores + self.alpha * x
         best = int(np.argmax(self.scores))
         _, _, sname, label = self.keys[best]
-        return {"superclass": sname, "label": label, "confidence": float(self.scores[best])}
+        return {"superclass": sname, "class": label, "confidence": float(self.scores[best])}

@@ -52,15 +52,26 @@ def keygen(prefix):
     click.echo("on each device: edgetool target trust ROOT {}".format(k["public"]))
 
 
+def _ssh_file(flag, shown, text):
+    return click.option(flag, type=click.Path(dir_okay=False), default=None, show_default=shown, help=text)
+
+
 def target_options(f):
     """Where the targets are and how to reach them (shared by deploy, rollback and status)."""
     opts = [
-        click.option("--host", "hosts", multiple=True, help="[user@]host to reach over SSH (repeat for several)."),
+        click.option(
+            "--host",
+            "hosts",
+            multiple=True,
+            show_default="none: --to instead",
+            help="[user@]host to reach over SSH (repeat for several).",
+        ),
         click.option(
             "--to",
             "to_dir",
             type=click.Path(file_okay=False),
             default=None,
+            show_default="none: --host",
             help="Deploy root on this machine instead of SSH hosts (same device-side code).",
         ),
         click.option(
@@ -75,15 +86,10 @@ def target_options(f):
             show_default=True,
             help="edgetool command on the device (e.g. /opt/venv/bin/edgetool).",
         ),
-        click.option("--port", type=int, default=None, help="SSH port."),
-        click.option("--identity", type=click.Path(dir_okay=False), default=None, help="SSH private key file."),
-        click.option(
-            "--known-hosts",
-            type=click.Path(dir_okay=False),
-            default=None,
-            help="known_hosts file to check host keys against.",
-        ),
-        click.option("--ssh-config", type=click.Path(dir_okay=False), default=None, help="ssh_config file (ssh -F)."),
+        click.option("--port", type=int, default=None, show_default="ssh's: 22 or ssh_config", help="SSH port."),
+        _ssh_file("--identity", "ssh's own keys", "SSH private key file."),
+        _ssh_file("--known-hosts", "~/.ssh/known_hosts", "known_hosts file to check host keys against."),
+        _ssh_file("--ssh-config", "~/.ssh/config", "ssh_config file (ssh -F)."),
         click.option(
             "--accept-new-host-key",
             is_flag=True,
@@ -130,12 +136,14 @@ def finish(results):
 @click.command()
 @click.argument("bundle", type=click.Path())
 @click.option("--device-profile", "profile_name", required=True, help="Profile of the targets (edgetool devices).")
-@click.option("--batch", type=int, default=None, help="Batch size for the fit check (default: the profile's max).")
+@click.option(
+    "--batch", type=int, default=None, show_default="the profile's max_batch", help="Batch size for the fit check."
+)
 @click.option("--force", is_flag=True, help="Deploy even when the fit check says the bundle does not fit.")
 @click.option("--engine-build", is_flag=True, help="Build the TensorRT engine on each device after the switch.")
 @click.option("--doctor", is_flag=True, help="Run edgetool doctor on each device after the switch.")
 @click.option("--keep", default=3, show_default=True, help="Versions kept per device (>= 2).")
-@click.option("--bwlimit", type=float, default=None, help="Upload limit per host, KiB/s.")
+@click.option("--bwlimit", type=float, default=None, show_default="no limit", help="Upload limit per host, KiB/s.")
 @target_options
 def deploy(bundle, profile_name, batch, force, engine_build, doctor, keep, bwlimit, **kw):
     """Ship BUNDLE to each --host (or --to DIR): stage, verify, switch atomically, roll back on failure."""
@@ -180,7 +188,7 @@ def remote_all(kw, sub, extra=()):
 
 
 @click.command()
-@click.option("--version", default=None, help="Version to switch to (default: the previous one).")
+@click.option("--version", default=None, show_default="the previous one", help="Version to switch to.")
 @target_options
 def rollback(version, **kw):
     """Switch each target back to its previous version (or --version)."""

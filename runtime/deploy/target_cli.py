@@ -46,7 +46,13 @@ def receive(root, version):
 @target.command()
 @click.argument("root")
 @click.argument("version")
-@click.option("--engine-build", "engine_profile", default=None, help="Build the TensorRT engine for this profile.")
+@click.option(
+    "--engine-build",
+    "engine_profile",
+    default=None,
+    show_default="no engine build",
+    help="Build the TensorRT engine for this profile.",
+)
 @click.option("--doctor", is_flag=True, help="Run edgetool doctor on the new version.")
 @click.option("--keep", default=3, show_default=True, help="Versions to keep (current and previous always stay).")
 def install(root, version, engine_profile, doctor, keep):
@@ -61,7 +67,7 @@ def install(root, version, engine_profile, doctor, keep):
 
 @target.command()
 @click.argument("root")
-@click.option("--to", "to", default=None, help="Version to switch to (default: the previous one).")
+@click.option("--to", "to", default=None, show_default="the previous one", help="Version to switch to.")
 @click.option("--json", "as_json", is_flag=True)
 def rollback(root, to, as_json):
     """Switch current back to the previous version (or --to VERSION)."""

@@ -33,10 +33,11 @@ def _device_profile(name):
 @click.option(
     "--device-profile",
     default=None,
+    show_default="detected",
     help="Device profile this machine is (e.g. orin-nano); "
     "named in the report. Estimates for every other profile are always included.",
 )
-@click.option("--out", default=None, type=click.Path(), help="Report folder [default: BUNDLE-profile].")
+@click.option("--out", default=None, type=click.Path(), show_default="BUNDLE-profile", help="Report folder.")
 @click.option("--iterations", default=20, show_default=True, help="Timed iterations per measurement.")
 @click.option("--warmup", default=3, show_default=True, help="Untimed warm-up iterations.")
 @click.option("--batch", default=8, show_default=True, help="Images per end-to-end and throughput batch.")

@@ -27,7 +27,13 @@ def engine():
 @engine.command("build")
 @click.argument("bundle", type=click.Path())
 @device_profile_option
-@click.option("--max-batch", default=None, type=int, help="Largest batch of the optimization profile.")
+@click.option(
+    "--max-batch",
+    default=None,
+    type=int,
+    show_default="the device profile's max_batch",
+    help="Largest batch of the optimization profile.",
+)
 @click.option(
     "--refit-individual/--refit-all",
     default=True,

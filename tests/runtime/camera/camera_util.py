@@ -74,7 +74,7 @@ def check_frame_records(frames, n):
     assert times == sorted(times) and abs(times[0] - time.time()) < 3600
     for r in frames:
         assert set(r["timings_ms"]) == STAGES and all(v >= 0 for v in r["timings_ms"].values())
-        assert r["network"] == ("base" if r["label"] is None else "subclass:" + r["superclass"])
+        assert r["network"] == ("base" if r["class"] is None else "subclass:" + r["superclass"])
         assert 0 < r["confidence"] <= 1
 
 

@@ -59,7 +59,7 @@ def test_video_sticky_vs_per_frame_routing(tiny_bundle, scenes_video, tmp_path):
     per_frame, p_sum = records(proc.stdout)
     check_frame_records(per_frame, SCENES * HOLD)
     assert p_sum["switches"] >= 10 * s_sum["switches"] > 0, (p_sum["switches"], s_sum["switches"])
-    same = np.mean([a["label"] == b["label"] for a, b in zip(sticky, per_frame)])
+    same = np.mean([a["class"] == b["class"] for a, b in zip(sticky, per_frame)])
     assert same >= 0.99, same
     assert p_sum["superclass_changes"] == s_sum["superclass_changes"]
 
@@ -74,8 +74,8 @@ def test_image_folder_matches_classify(tiny_bundle, image_folder):
     files = sorted(str(p) for p in image_folder.iterdir() if p.name != "f004b.png")
     ref = run_cli("classify", tiny_bundle, *files, "--json", "--policy", "per-image")
     assert ref.returncode == 0, ref.stderr
-    expected = [json.loads(line)["label"] for line in ref.stdout.splitlines()]
-    assert [r["label"] for r in frames] == expected
+    expected = [json.loads(line)["class"] for line in ref.stdout.splitlines()]
+    assert [r["class"] for r in frames] == expected
 
 
 def test_batching_and_smoothing_keep_labels(tiny_bundle, scenes_video):
@@ -94,7 +94,7 @@ def test_batching_and_smoothing_keep_labels(tiny_bundle, scenes_video):
             smoother=Smoother(b, smoothing) if smoothing else None,
         )
         assert s["frames"] == SCENES * HOLD and s["settings"]["batch"] == batch
-        labels[batch, smoothing] = [r["label"] for r in rows]
+        labels[batch, smoothing] = [r["class"] for r in rows]
     assert labels[8, 0.0] == labels[1, 0.0]
     # held scenes, a reset at each cut: smoothing changes nothing on steady frames
     assert np.mean([a == c for a, c in zip(labels[1, 0.0], labels[1, 4.0])]) >= 0.99
@@ -129,7 +129,7 @@ def test_smoother_suppresses_flicker(tiny_bundle):
     a = Prediction(0, s0.name, 0, s0.subclasses[0], 0.9, 0.9)
     flick = Prediction(1, s1.name, 0, s1.subclasses[0], 0.9, 0.9)
     sm = Smoother(b, 5)
-    out = [sm(p)["label"] for p in (a, a, a, flick, a, a)]
+    out = [sm(p)["class"] for p in (a, a, a, flick, a, a)]
     assert out == [s0.subclasses[0]] * 6
     assert [Smoother(b, 0.0).active, Smoother(b, 0.5).alpha, Smoother(b, 4).alpha] == [False, 0.5, 0.25]
 
@@ -151,5 +151,5 @@ def test_failing_delta_keeps_base_serving_reported_once(bundle_copy, scenes_vide
     assert s["errors"] == 1 and s["failed_subclass_networks"] == [broken]
     assert b.deltas[0]["file"] in s["error_messages"][0] and "still serving the base network" in s["error_messages"][0]
     hit = [r for r in rows if r["superclass"] == broken]
-    assert hit and all(r["label"] is None and r["network"] == "base" for r in hit)
-    assert any(r["label"] is not None for r in rows if r["superclass"] != broken)
+    assert hit and all(r["class"] is None and r["network"] == "base" for r in hit)
+    assert any(r["class"] is not None for r in rows if r["superclass"] != broken)
