@@ -319,16 +319,25 @@ def pareto_plot(summary, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    pts = summary["pareto"]
-    xs = [p["x"]["mean"] for p in pts]
-    ys = [100 * p["efficient"]["mean"] for p in pts]
-    es = [100 * (p["efficient"]["se"] or 0) for p in pts]
-    ax.errorbar(xs, ys, yerr=es, fmt="o-", color="#ff7f0e", capsize=3, label="efficient int8 Super-Sub (mean +- SE)")
-    for p, x, y in zip(pts, xs, ys):
-        label = _budget_label(p["budget"])
-        if p["budget"] == summary["default_budget"]:
-            label += " (default)"
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    families = (
+        ("proximal step (tau)", "o-", "#ff7f0e", lambda b: _budget_order(b)[0] in (0, 1)),
+        ("delta grid (gridM)", "s-", "#8c564b", lambda b: b.startswith("grid")),
+        ("top share (%)", "^-", "#e377c2", lambda b: b.endswith("%")),
+        ("BN/head patch", "D", "#7f7f7f", lambda b: b == "patch"),
+    )
+    for name, fmt, color, member in families:
+        pts = [p for p in summary["pareto"] if member(p["budget"])]
+        if not pts:
+            continue
+        xs = [p["x"]["mean"] for p in pts]
+        ys = [100 * p["efficient"]["mean"] for p in pts]
+        es = [100 * (p["efficient"]["se"] or 0) for p in pts]
+        ax.errorbar(xs, ys, yerr=es, fmt=fmt, color=color, capsize=3, label="efficient int8, " + name)
+        for p, x, y in zip(pts, xs, ys):
+            label = _budget_label(p["budget"])
+            if p["budget"] == summary["default_budget"]:
+                label += " (default)"
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     acc = summary["mean"]["accuracy"]
     for key, label, color, ls in (
         ("lower", "lower bound (flat)", "#d62728", "--"),
