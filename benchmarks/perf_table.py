@@ -163,6 +163,18 @@ def targets(rows: list) -> list:
                 sw, "met" if sw <= 5.0 else "missed"
             )
         )
+    if r18 and r18[0].get("sparse", {}).get("stage_medians_ms"):
+        med = r18[0]["sparse"]["stage_medians_ms"]
+        out.append(
+            "- ResNet-18 at 10% with sparse deltas, medians per stage of a switch: read {}, decode (zstd frames "
+            "and positions) {}, in-place add {}; the first switch to each delta adds {} (sha256 of the file) and "
+            "{} (sha256 of the decoded delta).".format(
+                *(
+                    "{:.2f} ms".format(med[k]) if med.get(k) is not None else "-"
+                    for k in ("delta_read", "decode_sparse", "apply", "sha256", "sha256_decoded")
+                )
+            )
+        )
     if worst is not None:
         out.append(
             "- Target: efficient resident memory <= 1.1x one network: at most {:.2f}x over these bundles, "

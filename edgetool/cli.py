@@ -22,6 +22,11 @@ COMMANDS = {
     ),
     "demo": ("edgetool.toolchain.cli", "demo", "Train, export and run Super-Sub on the shipped sample (offline)."),
     "train": ("edgetool.toolchain.cli", "train", "Train every network of a Super-Sub run (resumable)."),
+    "hierarchy": (
+        "edgetool.toolchain.hierarchy_cli",
+        "hierarchy",
+        "Learn a class hierarchy from a confusion matrix or a trained flat network.",
+    ),
     "evaluate": (
         "edgetool.toolchain.cli",
         "evaluate",

@@ -18,7 +18,7 @@ import io
 import os
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from .errors import BundleError, CodecError, UsageError
 from .names import FieldError
 from .onnx_weights import graph_io
 from .preprocess import NPY_ERRORS, npy_header
+from .sparse_codec import SparseDelta
 from .weights import sha256_bytes
 
 SCHEMA = M.SCHEMA
@@ -39,12 +40,15 @@ RACY_NS = 2 * 10**9
 
 
 class Superclass:
-    __slots__ = ("index", "name", "subclasses")
+    """One subclass network's classes; ``overlap``: those primary in another superclass (shared)."""
 
-    def __init__(self, index: int, name: str, subclasses: List[str]):
+    __slots__ = ("index", "name", "subclasses", "overlap")
+
+    def __init__(self, index: int, name: str, subclasses: List[str], overlap: Sequence[str] = ()):
         self.index = index
         self.name = name
         self.subclasses = list(subclasses)
+        self.overlap = list(overlap)
 
     def __repr__(self):
         return "Superclass({}, {!r}, {} subclasses)".format(self.index, self.name, len(self.subclasses))
@@ -65,7 +69,10 @@ class Bundle:
         except FieldError as exc:
             raise BundleError(self._display(MANIFEST), str(exc)) from None
         self.layout = self.model.layout
-        self.superclasses = [Superclass(i, n, list(s)) for i, (n, s) in enumerate(self.model.superclasses)]
+        over = self.model.overlap or [()] * len(self.model.superclasses)
+        self.superclasses = [
+            Superclass(i, n, list(s), o) for i, ((n, s), o) in enumerate(zip(self.model.superclasses, over))
+        ]
         self.head_width = self.model.head_width
         self.input = dict(manifest["input"])
         self.output_name = self.model.output_name
@@ -199,23 +206,34 @@ class Bundle:
             raise UsageError("subclass index {} out of range 0..{}".format(index, len(self.deltas) - 1))
         return self.deltas[index]
 
-    def read_delta(self, index: int) -> np.ndarray:
+    def read_delta(self, index: int, sparse: bool = False) -> Union[np.ndarray, SparseDelta]:
         """Read, verify and decode delta *index* into a packed uint8 buffer (decoding capped at its size).
 
+        With *sparse*, a delta stored by the ``sparse`` codec comes back as a
+        :class:`~.sparse_codec.SparseDelta` (positions and values, never expanded), which
+        :class:`~.packed.PackedWeights` scatter-adds in place.
+
         A delta file read, hashed and decoded successfully before, and unchanged on disk
-        since (same inode, size, mtime and ctime), is not hashed again."""
+        since (same inode, size, mtime and ctime), is not hashed again; its decoded form is
+        hashed only on that first, verifying read."""
         self.delta_entry(index)
         entry = self.model.deltas[index]
         data, unchanged, mark = self._read(entry)
         try:
-            raw = codecs.decode(entry.codec, data, entry.raw_size)
+            delta = codecs.decode_delta(entry.codec, data, entry.raw_size)
         except CodecError as exc:
             raise BundleError(self._display(entry.file), str(exc)) from None
-        if not unchanged and entry.raw_sha256 is not None and sha256_bytes(raw) != entry.raw_sha256:
-            raise BundleError(self._display(entry.file), "decoded delta fails its sha256 check")
+        if not unchanged and entry.raw_sha256 is not None:
+            raw = delta.dense() if isinstance(delta, SparseDelta) else delta
+            if sha256_bytes(raw) != entry.raw_sha256:
+                raise BundleError(self._display(entry.file), "decoded delta fails its sha256 check")
+            if not sparse:
+                delta = raw
         if mark:
             self._verified[entry.file] = mark
-        return np.frombuffer(raw, dtype=np.uint8)
+        if isinstance(delta, SparseDelta) and not sparse:
+            delta = delta.dense()
+        return delta
 
     def samples(self) -> Optional[np.ndarray]:
         entry = self.model.samples

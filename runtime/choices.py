@@ -37,6 +37,7 @@ EXTRAS = {
     "tqdm": "train",
     "matplotlib": "train",
     "markdown": "train",
+    "scipy": "train",
     "onnxruntime": "cpu",
     "tensorrt": "jetson",
     "pycuda": "jetson",

@@ -9,7 +9,12 @@ Routing policies (all measured by the profiler, none assumed):
   and classifies the next frames alone while its confidence stays >= ``gate``; the base
   network re-routes every ``interval`` frames or when the confidence drops;
 * ``topk``       - confidence-gated: when the superclass confidence is below a gate, the
-  top-k superclasses are each tried and the best p_super x p_sub wins.
+  top-k superclasses are each tried and the best p_super x p_sub wins (Chennupati et al.,
+  equation 2).  With overlapping clusters a class can be reached through several
+  superclasses, so a second route can recover a routing error of the superclass network.
+
+``passes`` counts the subclass network runs per image: ``extra_passes_per_image`` is what
+top-k routing costs beyond one subclass network per image.
 """
 
 from __future__ import annotations
@@ -78,6 +83,13 @@ class SuperSubClassifier:
         self.interval = int(interval)
         self.reset()
         self.n_super = self.bundle.num_superclasses
+        self.images = 0  # images classified
+        self.passes = 0  # subclass-network runs, summed over images
+
+    @property
+    def extra_passes_per_image(self) -> float:
+        """Subclass-network runs per image beyond the first (0 for every policy but ``topk``)."""
+        return (self.passes - self.images) / self.images if self.images else 0.0
 
     # -- stages ----------------------------------------------------------------------------
     def superclass_probs(self, batch: np.ndarray) -> np.ndarray:
@@ -85,6 +97,7 @@ class SuperSubClassifier:
         return masked_softmax(self.backend.infer(batch), self.n_super)
 
     def subclass_probs(self, batch: np.ndarray, k: int) -> np.ndarray:
+        self.passes += len(batch)
         self.backend.switch(k)
         return masked_softmax(self.backend.infer(batch), len(self.bundle.superclasses[k].subclasses))
 
@@ -98,6 +111,7 @@ class SuperSubClassifier:
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim != 4:
             raise UsageError("expected a batch of shape (N, C, H, W), got {}".format(batch.shape))
+        self.images += len(batch)
         if self.policy == "batched":
             return self._batched(batch)
         if self.policy == "topk":

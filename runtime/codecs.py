@@ -14,7 +14,9 @@ compressed by one of these codecs:
 from __future__ import annotations
 
 import io
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple, Union
+
+import numpy as np
 
 from . import sparse_codec
 from .errors import CodecError, UsageError
@@ -159,3 +161,14 @@ def decode(name: str, data: bytes, size: int) -> bytes:
     if len(out) != size:
         raise CodecError("decodes to {} bytes, the layout needs {}".format(len(out), size))
     return out
+
+
+def decode_delta(name: str, data: bytes, size: int) -> Union[np.ndarray, sparse_codec.SparseDelta]:
+    """:func:`decode` as a uint8 array, except that a sparse delta stays sparse
+    (:class:`~.sparse_codec.SparseDelta`): a switch scatter-adds it without a dense copy."""
+    if check_codec(name) == "sparse":
+        out = sparse_codec.decode_sparse(data, size)
+        if out.size != size:
+            raise CodecError("decodes to {} bytes, the layout needs {}".format(out.size, size))
+        return out
+    return np.frombuffer(decode(name, data, size), dtype=np.uint8)

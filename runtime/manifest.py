@@ -66,6 +66,8 @@ class Manifest:
     samples: Optional[FileEntry]
     samples_shape: Optional[Tuple[int, ...]]
     engines: Tuple[FileEntry, ...]
+    # per superclass: the subclasses it shares with another superclass, where they are primary
+    overlap: Tuple[Tuple[str, ...], ...] = ()
 
     def files(self) -> List[FileEntry]:
         out = [self.base] + list(self.deltas)
@@ -122,11 +124,34 @@ def parse(d: dict) -> Manifest:
         _file(check(e, "engines[{}]".format(i), dict), "engines[{}]".format(i), MAX_FILE_BYTES, "engines")
         for i, e in enumerate(check(d.get("engines", []), "engines", list))
     )
-    m = Manifest(d, supers, head, shape, out_name, layout, base, deltas, samples, sshape, engines)
+    over = _overlap(d, supers)
+    m = Manifest(d, supers, head, shape, out_name, layout, base, deltas, samples, sshape, engines, over)
     paths = [f.file for f in m.files()]
     if len(set(paths)) != len(paths) or MANIFEST in paths:
         fail("files", "two entries name the same file")
     return m
+
+
+def _overlap(d, supers) -> Tuple[Tuple[str, ...], ...]:
+    """Optional ``overlap`` lists (a learned hierarchy with shared classes): each names members
+    of its superclass that are primary in exactly one other superclass."""
+    out = []
+    for i, s in enumerate(d["hierarchy"]["superclasses"]):
+        where = "hierarchy.superclasses[{}].overlap".format(i)
+        o = check(s.get("overlap", []), where, list)
+        o = [N.label(c, "{}[{}]".format(where, j)) for j, c in enumerate(o)]
+        N.unique(o, where)
+        if any(c not in supers[i][1] for c in o):
+            fail(where, "names a class that is not one of the superclass's subclasses")
+        out.append(tuple(o))
+    for i, o in enumerate(out):
+        for c in o:
+            homes = [k for k, (_, subs) in enumerate(supers) if c in subs and c not in out[k]]
+            if len(homes) != 1:
+                fail(
+                    "hierarchy.superclasses[{}].overlap".format(i), "class {!r} needs one primary superclass".format(c)
+                )
+    return tuple(out)
 
 
 def _hierarchy(d) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:

@@ -14,7 +14,8 @@ The same layout serves four purposes, so that the CPU tests cover what the GPU r
 * the TensorRT backend keeps one device allocation in this layout and registers each
   tensor's pointer (``base + offset``) with the refitter once;
 * the CUDA kernel adds a whole packed delta in one launch (bytes wrap, floats add);
-* the ONNX Runtime backend binds numpy views of a packed host buffer as graph inputs.
+* the ONNX Runtime backend binds numpy views of a packed host buffer as graph inputs, and
+  :class:`~.packed.PackedWeights` updates that buffer in place at each switch.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import hashlib
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
+
+from .sparse_codec import SparseDelta
 
 
 ALIGN = 256
@@ -192,6 +195,8 @@ class PackedLayout:
 
     def apply_delta(self, base: np.ndarray, delta: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """out = base + delta: int8 codes wrap around (bit-exact), biases add in float32."""
+        if isinstance(delta, SparseDelta):
+            delta = delta.dense()
         if delta.dtype != np.uint8 or delta.size != self.total_nbytes:
             raise ValueError("delta must be uint8[{}], got {}[{}]".format(self.total_nbytes, delta.dtype, delta.size))
         if out is None:

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgetool.runtime import codecs, safeio
+from edgetool.runtime import codecs, packed, safeio, sparse_codec
 from edgetool.runtime.backends.base import BASE
 from edgetool.runtime.bundle import Bundle
 from edgetool.runtime.errors import BackendError, BundleError, CodecError, EdgetoolError, SwitchError
@@ -64,11 +64,32 @@ def _inject(monkeypatch, be, step, times):
             raise RuntimeError("injected fault after every region")
 
         monkeypatch.setattr(layout, "apply_delta", Once(layout.apply_delta, after_all, times))
+    elif step == "sparse-decode":
+        fault = _raise(CodecError("injected sparse decode error"))
+        monkeypatch.setattr(sparse_codec, "decode_sparse", Once(sparse_codec.decode_sparse, fault, times))
+    elif step in ("scatter-part", "scatter-done"):
+        real = packed.scatter_add
+
+        def scatter_then_fail(region, positions, values):
+            k = positions.size // 2 if step == "scatter-part" else positions.size
+            real(region, positions[:k], values[:k])  # codes written in place, then the fault
+            raise RuntimeError("injected fault in the scatter-add ({} of {} codes written)".format(k, positions.size))
+
+        monkeypatch.setattr(packed, "scatter_add", Once(real, scatter_then_fail, times))
 
 
 @pytest.fixture()
 def served(tiny_bundle):
-    b = Bundle.open(tiny_bundle)
+    b, x, logits = _served(tiny_bundle, tiny_bundle)
+    with OrtBackend(b) as be:
+        yield be, x, logits
+    b.close()
+
+
+def _served(path, reference):
+    """An ONNX Runtime backend on the bundle at *path* (a fresh reader), and the logits of
+    every network of the bundle at *reference* (the same networks, whatever the codec)."""
+    b = Bundle.open(reference)
     x = b.samples()
     with OrtBackend(b) as ref:
         logits = {BASE: ref.infer(x)}
@@ -77,14 +98,15 @@ def served(tiny_bundle):
             logits[k] = ref.infer(x)
     b.close()
     # A fresh reader: one that served every delta before does not hash an unchanged file again.
-    served = Bundle.open(tiny_bundle)
-    with OrtBackend(served) as be:
-        yield be, x, logits
-    served.close()
+    return Bundle.open(path), x, logits
 
 
 @pytest.mark.parametrize("step", ["read", "verify", "decode", "apply-int8", "apply-float"])
 def test_failed_switch_step_keeps_previous_network_bit_exact(served, monkeypatch, step):
+    _check_failed_step(served, monkeypatch, step)
+
+
+def _check_failed_step(served, monkeypatch, step):
     be, x, logits = served
     be.switch(0)
     _inject(monkeypatch, be, step, times=1)

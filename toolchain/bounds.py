@@ -51,13 +51,13 @@ def restricted_to_true_superclass(logits: torch.Tensor, sup_of: np.ndarray, true
 def two_stage(run, nets, ks: np.ndarray) -> np.ndarray:
     """Per-image correctness when superclass *ks* routes to subclass networks *nets*."""
     y = run.yte.numpy()
-    true_k, true_j = run.sup_of[y], run.loc_of[y]
+    members = run.hier.members(run.train.classes)  # subclass output -> dataset class (shared classes too)
     ok = np.zeros(len(y), dtype=bool)
     for k in range(run.hier.n_super):
         idx = np.nonzero(ks == k)[0]
         if len(idx):
             j = training.predict_logits(nets[k], run.xte[idx], len(run.hier.subclasses[k])).argmax(1).numpy()
-            ok[idx] = (true_k[idx] == k) & (true_j[idx] == j)
+            ok[idx] = members[k][j] == y[idx]
     return ok
 
 
@@ -87,7 +87,8 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
         from .runtime_eval import evaluate_bundle_predictions
 
         ks, js = evaluate_bundle_predictions(bundle_dir, run.xte.numpy())
-        correct["efficient"] = (ks == true_k) & (js == run.loc_of[y])
+        members = run.hier.members(run.train.classes)
+        correct["efficient"] = np.array([members[k][j] for k, j in zip(ks, js)], dtype=np.int64) == y
         routing["base_int8"] = float((ks == true_k).mean())
         source = "runtime (ONNX Runtime on the bundle)"
     else:

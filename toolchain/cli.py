@@ -34,6 +34,7 @@ _FIELDS = (
     "seed",
     "limit_train",
     "limit_test",
+    "val_fraction",
 )
 
 
@@ -68,7 +69,11 @@ def config_options(f):
 
     opts = [
         opt("--data", str, "'sample' (shipped), an IDX folder, or an ImageFolder root with train/ and test/."),
-        opt("--hierarchy", click.Path(), "Hierarchy JSON file."),
+        opt(
+            "--hierarchy",
+            click.Path(),
+            "Hierarchy JSON file ('single': one superclass of every class, to train a flat network first).",
+        ),
         opt("--config", click.Path(), "JSON config file; flags override it.", "config_file"),
         opt("--arch", str, "Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50."),
         opt("--width-mult", float, "Channel width multiplier."),
@@ -113,6 +118,7 @@ def config_options(f):
         opt("--seed", int, "Random seed."),
         opt("--limit-train", int, "Use at most this many training images (0 = all)."),
         opt("--limit-test", int, "Use at most this many test images (0 = all)."),
+        opt("--val-fraction", float, "Hold out this fraction of the training images (for `edgetool hierarchy learn`)."),
     ]
     for o in reversed(opts):
         f = o(f)

@@ -68,6 +68,9 @@ def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
     per_super = {key: report.per_group_accuracy(ok, true_k, N) for key, ok in m["correct"].items()}
 
     deltas, compression = delta_stats(run, m)
+    from .routing_eval import policies
+
+    routing_policies = policies(run)
     rep = dict(bounds.summary(m))
     rep.update(
         {
@@ -88,6 +91,7 @@ def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
             "per_superclass_accuracy": per_super,
             "deltas": deltas,
             "compression": compression,
+            "routing_policies": routing_policies,
         }
     )
     return write_report(rep, out_dir)

@@ -102,7 +102,36 @@ def markdown(rep: dict) -> str:
         p = rep["per_superclass_accuracy"]
         lines.append("| {} | {} |".format(name, " | ".join(_pct(p[key][k]) for key, _, _ in KINDS)))
     lines += ["", "![per-superclass]({})".format(rep["plots"]["per_superclass"]), ""] + _storage_lines(rep)
-    return "\n".join(lines)
+    return "\n".join(lines + _routing_lines(rep.get("routing_policies")))
+
+
+def _routing_lines(rp) -> List[str]:
+    """Gated top-k against top-1 routing (vanilla networks): what a second route recovers, at what cost."""
+    if not rp:
+        return []
+    t, a = rp["topk"], rp["all_superclasses"]
+    frac = (
+        "n/a ({})".format(t["recovered_fraction_reason"])
+        if t["recovered_fraction"] is None
+        else "{:.0%}".format(t["recovered_fraction"])
+    )
+    return [
+        "",
+        "## Routing that can recover ({})".format(rp["networks"]),
+        "",
+        "| policy | accuracy | extra switches / image |",
+        "|---|---:|---:|",
+        "| top-1 (per-image) | {} | 0 |".format(_pct(t["top1_accuracy"])),
+        "| gated top-{} (gate {}) | {} | {:.3f} |".format(
+            t["k"], t["gate"], _pct(t["accuracy"]), t["extra_switches_per_image"]
+        ),
+        "| every superclass (equation 2) | {} | {:.3f} |".format(_pct(a["accuracy"]), a["extra_switches_per_image"]),
+        "",
+        "Stage-1 errors (routed where the class is not served): {}; recovered by gated top-{}: {} ({}); "
+        "newly wrong: {}. Gate chosen on: {}.".format(
+            t["stage1_errors"], t["k"], t["recovered"], frac, t["lost"], rp["gate_chosen_on"]
+        ),
+    ]
 
 
 def _storage_lines(rep: dict) -> List[str]:

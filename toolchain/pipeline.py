@@ -89,8 +89,9 @@ class Run:
         return training.FitHooks(desc, self.progress, self.stage_checkpoint(), after_step=after_step)
 
     def sub_mask(self, k: int, split="train"):
+        """Images of subclass network k's classes (with overlapping clusters, shared ones too)."""
         y = self.ytr if split == "train" else self.yte
-        return torch.from_numpy(self.sup_of)[y] == k
+        return torch.from_numpy(self.data.local[k] >= 0)[y]
 
     def new_model(self, head: int) -> models.ResNet:
         m = models.build(self.cfg.arch, self.train.channels, head, self.cfg.width_mult)
@@ -206,7 +207,7 @@ class Run:
         training.fit(
             net,
             self.xtr[mask],
-            torch.from_numpy(self.loc_of)[self.ytr[mask]],
+            torch.from_numpy(self.data.local[k])[self.ytr[mask]],
             recipe,
             n_valid=len(self.hier.subclasses[k]),
             seed=self.cfg.seed + k + 1,

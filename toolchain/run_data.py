@@ -46,6 +46,7 @@ class TrainConfig:
     calib_batches: int = 8
     limit_train: int = 0  # keep at most this many training images (0 = all)
     limit_test: int = 0
+    val_fraction: float = 0.0  # hold this stratified fraction of the training images out (edgetool hierarchy learn)
 
     def save(self, path):
         tmp = path + ".tmp"
@@ -123,6 +124,16 @@ def load_data(cfg: TrainConfig):
     return train, test, hier
 
 
+def hold_out(train, cfg: TrainConfig):
+    """(train, validation): ``val_fraction`` of the training images, stratified, never trained on."""
+    if not cfg.val_fraction:
+        return train, None
+    if not 0 < cfg.val_fraction < 1:
+        raise UsageError("--val-fraction must be between 0 and 1, got {}".format(cfg.val_fraction))
+    keep, val = datasets.stratified_split(train.labels, cfg.val_fraction, cfg.seed + 1)
+    return train.subset(keep), train.subset(val)
+
+
 def _load_cifar(cfg: TrainConfig):
     from . import cifar
 
@@ -145,6 +156,8 @@ def _load_folder(cfg: TrainConfig):
     root = cfg.data
     if not os.path.isdir(root):
         raise UsageError("{}: no such data folder".format(root))
+    if cfg.hierarchy == SINGLE:
+        return _single(root, cfg)
     hpath = _hierarchy_path(cfg)
     hd = read_json(hpath, "hierarchy file")
     names = hd.get("label_index")
@@ -171,8 +184,23 @@ def _hierarchy_path(cfg: TrainConfig) -> str:
         return cfg.hierarchy
     hpath = os.path.join(cfg.data, "hierarchy.json")
     if not os.path.isfile(hpath):
-        raise UsageError("{}: no hierarchy.json in the data folder; pass --hierarchy FILE".format(cfg.data))
+        raise UsageError(
+            "{}: no hierarchy.json in the data folder; pass --hierarchy FILE, or --hierarchy {} to train the flat "
+            "network and learn one (`edgetool hierarchy learn`)".format(cfg.data, SINGLE)
+        )
     return hpath
+
+
+SINGLE = "single"  # --hierarchy single: one superclass holding every class (no taxonomy yet)
+
+
+def _single(root: str, cfg: TrainConfig):
+    if not (os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test"))):
+        raise UsageError("{}: --hierarchy {} needs train/ and test/ image folders".format(root, SINGLE))
+    size = cfg.image_size or 32
+    train = datasets.load_image_folder(os.path.join(root, "train"), size, cfg.channels)
+    test = datasets.load_image_folder(os.path.join(root, "test"), size, train.channels, train.classes)
+    return train, test, hierarchy.Hierarchy(["all"], [list(train.classes)])
 
 
 def _cifar_archive(path):
@@ -184,11 +212,12 @@ def _cifar_archive(path):
 class RunData:
     """The data of a run, as arrays and tensors: images, labels, hierarchy maps, input spec."""
 
-    def __init__(self, train, test, hier):
-        self.train, self.test, self.hier = train, test, hier
+    def __init__(self, train, test, hier, val=None):
+        self.train, self.test, self.hier, self.val = train, test, hier, val
         self.mean, self.std = train.stats()
         self.sup_of, self.loc_of = hier.mapping(train.classes)
         self.augmentation = {"augment": "none", "flip": False, "pad": 0, "why": "not set"}
+        self.local = hier.local_index(train.classes)  # (N, classes): subclass output of each class, or -1
         self.xtr = training.to_tensor(train, self.mean, self.std)
         self.xte = training.to_tensor(test, self.mean, self.std)
         self.ytr = torch.from_numpy(train.labels)
@@ -212,6 +241,8 @@ class RunData:
 
     @classmethod
     def load(cls, cfg: TrainConfig) -> "RunData":
-        data = cls(*load_data(cfg))
+        train, test, hier = load_data(cfg)
+        train, val = hold_out(train, cfg)
+        data = cls(train, test, hier, val)
         data.augmentation = resolve_augment(cfg, data.train)
         return data

@@ -3,7 +3,8 @@
 A backend loads a bundle, runs batches, switches to the base network or to subclass
 network *i*, and reports its own timings and memory.  A switch is transactional: the
 delta is read, verified and decoded before any weight is touched, so a failed switch
-leaves the previous weights serving.
+leaves the previous weights serving.  A delta stored by the ``sparse`` codec is read as a
+:class:`~edgetool.runtime.sparse_codec.SparseDelta` and applied in place, never expanded.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..errors import BackendError, BundleError, CodecError, SwitchError
+from ..sparse_codec import SparseDelta
+from ..packed import Delta
 
 BASE = -1  # switch target for the superclass (base) network
 
@@ -64,7 +67,7 @@ class Backend:
         self.layout = bundle.layout
         self.current: int = BASE
         self.serving = True  # False: a failed switch could not restore any network
-        self._delta: Optional[np.ndarray] = None  # the decoded delta now applied (None: base)
+        self._delta: Optional[Delta] = None  # the decoded delta now applied (None: base)
         self.timings = Timings()
         self.switch_count = 0
 
@@ -72,9 +75,12 @@ class Backend:
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _apply(self, delta: Optional[np.ndarray]) -> None:
+    def _apply(self, delta: Optional[Delta]) -> None:
         """Make the weights base (+ delta); must not fail once called with a valid delta."""
         raise NotImplementedError
+
+    def _weights_unknown(self) -> None:
+        """A failed apply may have left the weights anything: the next apply rewrites them whole."""
 
     def memory(self) -> dict:
         return {}
@@ -110,7 +116,7 @@ class Backend:
             delta = None
         else:
             try:
-                delta = self.bundle.read_delta(target)
+                delta = self.bundle.read_delta(target, sparse=True)
             except (BundleError, CodecError) as exc:
                 raise SwitchError(
                     "switch to subclass {} failed, still serving {}: {}".format(
@@ -126,6 +132,8 @@ class Backend:
                 raise
             raise err from None
         t2 = time.perf_counter()
+        if isinstance(delta, SparseDelta):
+            delta.release()  # kept for a restore as gaps and values; the positions are derived again then
         self.current = target
         self._delta = delta
         self.serving = True
@@ -141,6 +149,7 @@ class Backend:
             self.describe(target), type(exc).__name__, str(exc)[:200]
         )
         previous = self.describe(self.current if self.serving else None)
+        self._weights_unknown()
         if self.serving:
             try:
                 self._apply(self._delta)

@@ -31,7 +31,7 @@ class ScriptedBundle:
         self.layout = None
         self.broken = set(broken)
 
-    def read_delta(self, k: int) -> np.ndarray:
+    def read_delta(self, k: int, sparse: bool = False) -> np.ndarray:
         if k in self.broken:
             raise CodecError("delta {} is corrupt".format(k))
         return np.zeros(0, dtype=np.uint8)

@@ -4,8 +4,9 @@ The refit analogue: ``base.onnx`` lists every refittable initializer among its g
 inputs too ("overridable initializers").  One session is built once, on the model with
 those initializers removed (they stay graph inputs, so the session holds no copy of its
 own); each refittable tensor is bound once through IOBinding to a view of one packed host
-buffer.  A switch writes ``base + delta`` into that buffer in place, so no session is ever
-rebuilt.
+buffer.  A switch writes ``base + delta`` into that buffer in place
+(:class:`~edgetool.runtime.packed.PackedWeights`: a sparse delta is scatter-added, only
+its changed codes written), so no session is ever rebuilt.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 import logging
 from typing import List, Optional
 
-import numpy as np
 
 from ..errors import BackendError, BundleError, require
 from ..onnx_weights import drop_initializers, read_initializers
+from ..packed import PackedWeights
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ class OrtBackend(Backend):
                 "refit tensors are not graph inputs: {}".format(", ".join(missing[:5])),
             )
         self.input_name = bundle.input.get("name") or [n for n in inputs if n not in self.layout.by_name][0]
-        self.weights = self.base.copy()  # the packed buffer the session reads
+        self.packed = PackedWeights(self.layout, self.base)
+        self.weights = self.packed.buf  # the packed buffer the session reads
         self.views = self.layout.views(self.weights)
         self.binding = self.session.io_binding()
         self.ortvalues = {}
@@ -106,13 +108,13 @@ class OrtBackend(Backend):
         )
 
     def _apply(self, delta):
-        if delta is None:
-            np.copyto(self.weights, self.base)
-        else:
-            self.layout.apply_delta(self.base, delta, out=self.weights)
+        self.packed.set(delta)
         if not self.shared:  # device-resident OrtValues: copy into them
             for name, ov in self.ortvalues.items():
                 ov.update_inplace(self.views[name])
+
+    def _weights_unknown(self):
+        self.packed.invalidate()
 
     def _infer(self, batch):
         shape = self.bundle.input["shape"]

@@ -28,13 +28,13 @@ import logging
 import time
 from typing import Optional
 
-import numpy as np
 
 from ..backends.base import BASE, Backend
 from ..choices import ENGINE_MODES as MODES
 from ..errors import BackendError, DeviceError, SwitchError, UsageError, require
 from ..machine import gpu_name
 from ..onnx_weights import read_initializers
+from ..packed import PackedWeights
 from .engine_store import select_engine
 from .loader import build_engine, trt_logger, trt_version
 from .refit_map import build_refit_map, companions, missing_report, refit_plan, trt_dtype
@@ -154,7 +154,8 @@ class TrtBackend(Backend):
             ]
             self._set_device_weights()
         else:
-            self.host = self.base.copy()
+            self.packed = PackedWeights(layout, self.base)  # sparse deltas are scatter-added in place
+            self.host = self.packed.buf
             self.host_arrays = host_arrays(layout, self.host, self.form)
             self._set_host_weights()
         known = [engine_name(t, self.form) for t in layout.tensors]
@@ -211,10 +212,7 @@ class TrtBackend(Backend):
         if self.device_weights:
             self.applier.apply(delta)
         else:
-            if delta is None:
-                np.copyto(self.host, self.base)
-            else:
-                self.layout.apply_delta(self.base, delta, out=self.host)
+            self.packed.set(delta)
             # int8: views of self.host; float forms: fresh dequantized arrays, kept alive here
             # until the refit below has read them.
             self.host_arrays = host_arrays(self.layout, self.host, self.form)
@@ -229,6 +227,10 @@ class TrtBackend(Backend):
             self.stream.synchronize()
         self.timings.add("refit", (time.perf_counter() - t1) * 1e3)
         self.timings.add("h2d_kernel", (t1 - t0) * 1e3)
+
+    def _weights_unknown(self):
+        if getattr(self, "packed", None) is not None:
+            self.packed.invalidate()
 
     def _infer(self, batch):
         engine = self.fixed if (self.fixed is not None and self.current == BASE) else self.sub

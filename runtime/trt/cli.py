@@ -61,6 +61,8 @@ def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form
     from .loader import build_engine, import_trt, trt_version
     from .weight_forms import weight_form
 
+    if os.path.isfile(bundle):  # refused before a build of minutes, not after it
+        raise UsageError("{}: engines are saved into a bundle folder; unpack the archive first".format(bundle))
     b = Bundle.open(bundle)
     profile = resolve(profile_name)
     model = b.base_onnx()
@@ -191,6 +193,8 @@ def onnx_cmd(bundle, out, profile_name, form):
     from ..device_profiles import resolve
     from .weight_forms import engine_model, weight_form
 
+    if os.path.isfile(bundle):  # refused before a build of minutes, not after it
+        raise UsageError("{}: engines are saved into a bundle folder; unpack the archive first".format(bundle))
     b = Bundle.open(bundle)
     profile = resolve(profile_name)
     precision = "fp16" if form == "fp16" else profile["precision"]

@@ -9,7 +9,9 @@
 
 A switch is one async H2D copy and one kernel launch on the inference stream; switching
 back to the base network is a device-to-device copy.  Nothing is written to ``weights``
-before the delta is fully decoded and verified on the host.
+before the delta is fully decoded and verified on the host.  A sparse delta
+(:class:`~edgetool.runtime.sparse_codec.SparseDelta`) is scattered straight into the pinned
+staging buffer (:func:`stage_delta`), with no dense copy of it made on the way.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import DeviceError, require
+from ..sparse_codec import SparseDelta
 
 KERNEL_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels", "delta_add.cu")
 THREADS = 256
@@ -47,6 +50,19 @@ def reference_apply(base: np.ndarray, delta: np.ndarray, int8_nbytes: int) -> np
     f = slice(int8_nbytes, base.size)
     np.add(base[f].view(np.float32), delta[f].view(np.float32), out=out[f].view(np.float32))
     return out
+
+
+def stage_delta(staging: np.ndarray, delta) -> None:
+    """Write *delta* (dense uint8, or a SparseDelta) into the host staging buffer the H2D copy reads.
+
+    The kernel adds the whole packed buffer, so the staging buffer must hold the complete
+    delta: a sparse one is zero-filled and scattered in place."""
+    if isinstance(delta, SparseDelta):
+        delta.dense(out=staging)
+        return
+    if delta.dtype != np.uint8 or delta.shape != staging.shape:
+        raise ValueError("delta must be uint8{}, got {}{}".format(staging.shape, delta.dtype, delta.shape))
+    staging[...] = delta
 
 
 class DeviceDeltaApplier:
@@ -80,7 +96,7 @@ class DeviceDeltaApplier:
         if delta is None:
             cuda.memcpy_dtod_async(self.weights, self.base, n, self.stream)
             return
-        self.host_delta[...] = delta
+        stage_delta(self.host_delta, delta)
         cuda.memcpy_htod_async(self.delta, self.host_delta, self.stream)
         self.fn(
             self.base,

@@ -1,0 +1,452 @@
+#!/usr/bin/env python
+"""Learned against given hierarchies, and routing that can recover (Chennupati et al.).
+
+For one dataset:
+  1. the flat network over all classes, with a stratified validation split held out
+     (``--val-fraction``); it is the lower bound, and its validation confusion is what
+     ``edgetool hierarchy learn`` clusters (UPGMA on 1 - C, top-down with cap theta, overlap gamma);
+  2. for each hierarchy (the given one where the dataset has one; learned; learned with overlap):
+     the superclass network from the flat trunk and the vanilla fp32 subclass networks
+     (the flat network is shared: its checkpoint is copied, not retrained);
+  3. per hierarchy, on the test set: top-1 routing (the paper's), confidence-gated top-2
+     routing with equation 2 (the gate chosen on the validation split: best accuracy at <= 0.2
+     extra switches per image), and equation 2 over every superclass; stage-1 errors and how
+     many the gated route recovers; the upper bound (true primary superclass) and gap closed;
+  4. adaptive network selection (Algorithm 2): per cluster, the subclass network with the best
+     validation accuracy among base-ft (the vanilla one), flat-ft and the restricted flat network;
+  5. Caltech-101 (no taxonomy): the single network with the same budget: the flat network trained
+     on for the image-epochs the learned hierarchy added (superclass + every subclass fine-tune).
+  With ``--efficient NAME`` the hierarchy NAME is also trained with QAT, exported and measured
+  through the runtime (ONNX Runtime) with the same gated top-2 policy.
+
+Writes benchmarks/results/hierarchy/<dataset>.json, <dataset>-<hierarchy>.png (dendrograms),
+<dataset>-<hierarchy>.json (learned hierarchy files) and, from every dataset file present,
+summary.md.
+
+Usage (training runs under the shared lock with one thread):
+  EDGETOOL_THREADS=1 python benchmarks/hierarchy_learning.py --dataset fashion-mnist --efficient learned-overlap given
+  EDGETOOL_THREADS=1 python benchmarks/hierarchy_learning.py --dataset caltech101
+  python benchmarks/hierarchy_learning.py --summary
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "datasets")
+OUT = os.path.join(HERE, "results", "hierarchy")
+sys.path.insert(0, HERE)
+
+from common import write_result  # noqa: E402
+
+PAPER_CALTECH = {"single CNN": 0.5512, "hierarchical model": 0.5157, "adaptive network selection": 0.5325}
+
+# per dataset: training config, theta (the given hierarchy's largest superclass, or ceil(sqrt(K))), gamma of
+# the overlapping variant
+FULL = ("given", "learned", "learned-overlap")
+GAMMAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+SETTINGS = {
+    "fashion-mnist": dict(
+        cfg=dict(limit_train=10000, epochs=8, base_epochs=3, ft_epochs=10),
+        theta=4,
+        gamma=3.0,
+        hierarchies=FULL,
+        candidates=("base-ft", "flat-ft", "flat"),
+    ),
+    "cifar10": dict(
+        cfg=dict(limit_train=10000, epochs=8, base_epochs=3, ft_epochs=10, pad=4),
+        theta=6,
+        gamma=3.0,
+        hierarchies=FULL,
+        candidates=("base-ft", "flat-ft", "flat"),
+    ),
+    # 64x64 and 102 classes on 2 CPU cores: one learned hierarchy, short fine-tunes, no flat-ft candidate
+    "caltech101": dict(
+        cfg=dict(image_size=64, pad=4, epochs=12, base_epochs=2, ft_epochs=3, hierarchy="single"),
+        theta=11,
+        gamma="auto:0.25",
+        hierarchies=("learned-overlap",),
+        candidates=("base-ft", "flat"),
+    ),
+}
+
+
+def caltech_dir(work):
+    """Caltech-101 as train/ and test/ image folders (symlinks), from the course split in splits/."""
+    src = os.path.join(SHARED, "caltech101")
+    dest = os.path.join(work, "data")
+    for split in ("train", "test"):
+        with open(os.path.join(src, "splits", "mldl2020_{}.txt".format(split))) as f:
+            rel = [line.strip() for line in f if line.strip().endswith(".jpg")]
+        for r in rel:
+            link = os.path.join(dest, split, r)
+            if not os.path.lexists(link):
+                os.makedirs(os.path.dirname(link), exist_ok=True)
+                os.symlink(os.path.join(src, "101_ObjectCategories", r), link)
+    return dest, None
+
+
+def data_source(name, work):
+    if name == "caltech101":
+        return caltech_dir(work)
+    from paper_experiments import dataset_dir
+
+    return dataset_dir(name, work)
+
+
+def open_run(path, cfg, progress):
+    from edgetool.toolchain.pipeline import Run
+
+    return Run.open(path, copy.deepcopy(cfg), progress=progress)
+
+
+def learn_hierarchy(flat_path, name, theta, gamma, dataset):
+    """Learn from the flat network's validation confusion; write the file beside the runs and into results."""
+    from edgetool.toolchain.hierarchy_cli import plot_dendrogram, run_confusion
+    from edgetool.toolchain.hierarchy_learn import learn
+
+    conf, classes = run_confusion(flat_path, "val")
+    if isinstance(gamma, str):  # "auto:F": the largest gamma of GAMMAS sharing at most F x K classes
+        cap = float(gamma.split(":")[1]) * len(classes)
+        ok = [g for g in GAMMAS if sum(len(o) for o in learn(conf, classes, theta, g)[0].overlap) <= cap]
+        gamma = max(ok) if ok else None
+    hier, z = learn(conf, classes, theta, gamma)
+    d = hier.to_dict()
+    d["label_index"] = {str(i): c for i, c in enumerate(classes)}
+    d["learned"] = {"method": "UPGMA on D = 1 - C", "theta": theta, "gamma": gamma, "source": "flat network, val"}
+    path = os.path.join(os.path.dirname(flat_path), name + ".json")
+    with open(path, "w") as f:
+        json.dump(d, f, indent=1)
+    shutil.copy(path, os.path.join(OUT, "{}-{}.json".format(dataset, name)))
+    plot_dendrogram(z, classes, hier, theta, os.path.join(OUT, "{}-{}.png".format(dataset, name)))
+    return path, gamma
+
+
+def share_flat(flat_path, path):
+    os.makedirs(path, exist_ok=True)
+    for f in ("flat.pt",):
+        if not os.path.isfile(os.path.join(path, f)):
+            shutil.copy(os.path.join(flat_path, f), os.path.join(path, f))
+
+
+def image_epochs(run):
+    """Training images seen: flat + superclass + every subclass fine-tune (shared classes counted in each)."""
+    n = len(run.ytr)
+    subs = sum(int(run.sub_mask(k).sum()) for k in range(run.hier.n_super))
+    return run.cfg.epochs * n + run.cfg.base_epochs * n + run.cfg.ft_epochs * subs
+
+
+def measure(run, flat_acc, candidates):
+    from edgetool.toolchain import bounds as B
+    from edgetool.toolchain.report import gap_closed
+    from edgetool.toolchain.routing_eval import policies
+
+    N = run.hier.n_super
+    vanilla = [run.vanilla(k) for k in range(N)]
+    y = run.yte.numpy()
+    upper = float(B.two_stage(run, vanilla, run.sup_of[y]).mean())
+    rp = policies(run, vanilla, k=2)
+    out = {
+        "superclasses": N,
+        "largest_superclass": max(len(s) for s in run.hier.subclasses),
+        "shared_classes": sum(len(o) for o in run.hier.overlap),
+        "hierarchy": run.hier.to_dict()["superclasses"],
+        "upper": upper,
+        "routing_top1_contains_class": 1.0 - rp["topk"]["stage1_errors"] / len(y),
+    }
+    for key, acc in (
+        ("top1", rp["topk"]["top1_accuracy"]),
+        ("gated_top2", rp["topk"]["accuracy"]),
+        ("all_superclasses", rp["all_superclasses"]["accuracy"]),
+    ):
+        out[key] = {"accuracy": acc, "gap_closed": gap_closed(acc, flat_acc, upper)}
+    out["routing"] = rp
+    out["adaptive"] = adaptive(run, flat_acc, upper, candidates)
+    flat_ft = run.cfg.ft_epochs * sum(int(run.sub_mask(k).sum()) for k in range(N)) if "flat-ft" in candidates else 0
+    out["train_image_epochs"] = image_epochs(run) + flat_ft
+    out["train_seconds"] = run.train_seconds()
+    return out
+
+
+def adaptive(run, flat_acc, upper, candidates):
+    """Algorithm 2: each cluster's network chosen on the validation split; routed as above."""
+    from edgetool.toolchain.adaptive import select
+    from edgetool.toolchain.report import gap_closed
+    from edgetool.toolchain.routing_eval import policies
+
+    sel = select(run, candidates)
+    rp = policies(run, sel["nets"], k=2)
+    out = {
+        "candidates": list(candidates),
+        "choice": dict(zip(run.hier.superclasses, sel["choice"])),
+        "validation_accuracy": dict(zip(run.hier.superclasses, sel["validation_accuracy"])),
+        "routing": rp["topk"],
+    }
+    for key, acc in (("top1", rp["topk"]["top1_accuracy"]), ("gated_top2", rp["topk"]["accuracy"])):
+        out[key] = {"accuracy": acc, "gap_closed": gap_closed(acc, flat_acc, upper)}
+    return out
+
+
+def efficient(run, rp_gate, path):
+    """QAT + export + the runtime's gated top-2 policy on the bundle (ONNX Runtime)."""
+    from edgetool.runtime.backends.ort import OrtBackend
+    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.classifier import SuperSubClassifier
+
+    run.train_all(with_flat=False)
+    bundle = os.path.join(path, "bundle")
+    if not os.path.isfile(os.path.join(bundle, "manifest.json")):
+        run.export(bundle)
+    x, y = run.xte.numpy(), run.yte.numpy()
+    classes = run.train.classes
+    out = {}
+    with Bundle.open(bundle) as b, OrtBackend(b) as be:
+        for name, pol, gate in (("top1", "per-image", 1.0), ("gated_top2", "topk", rp_gate)):
+            clf = SuperSubClassifier(be, policy=pol, gate=gate, k=2)
+            preds = [p for i in range(0, len(x), 256) for p in clf.classify(x[i : i + 256])]
+            acc = float(np.mean([classes.index(p.label) == t for p, t in zip(preds, y)]))
+            out[name] = {"accuracy": acc, "extra_switches_per_image": clf.extra_passes_per_image}
+        out["bundle_bytes"] = b.stored_bytes()
+    out["measured_with"] = "runtime (ONNX Runtime on the exported int8 bundle)"
+    return out
+
+
+def run_dataset(args):
+    from edgetool.runtime.machine import machine_name
+    from edgetool.toolchain.pipeline import TrainConfig
+
+    st = SETTINGS[args.dataset]
+    work = os.path.join(args.work, args.dataset)
+    os.makedirs(work, exist_ok=True)
+    os.makedirs(OUT, exist_ok=True)
+    data, given = data_source(args.dataset, work)
+    cfg = TrainConfig(data=data, hierarchy=given, arch="resnet8", seed=args.seed, val_fraction=0.1)
+    for k, v in st["cfg"].items():
+        setattr(cfg, k, v)
+    t0 = time.perf_counter()
+    flat_path = os.path.join(work, "flat")
+    flat_run = open_run(flat_path, cfg, args.progress)
+    flat_run.flat()
+    from edgetool.toolchain import train as training
+
+    flat_acc = float(
+        (training.predict_logits(flat_run.flat(), flat_run.xte).argmax(1).numpy() == flat_run.yte.numpy()).mean()
+    )
+    hiers, gammas = {}, {}
+    for name in st["hierarchies"]:
+        if name == "given":
+            hiers[name] = flat_path  # the flat run itself uses the given hierarchy
+        else:
+            gamma = st["gamma"] if name == "learned-overlap" else None
+            hiers[name], gammas[name] = learn_hierarchy(flat_path, name, st["theta"], gamma, args.dataset)
+    result = {
+        "dataset": args.dataset,
+        "machine": machine_name(),
+        "config": dict(cfg.__dict__),
+        "theta": st["theta"],
+        "gamma": st["gamma"],
+        "gamma_used": gammas.get("learned-overlap"),
+        "train_images": int(len(flat_run.ytr)),
+        "val_images": int(len(flat_run.data.val)),
+        "test_images": int(len(flat_run.yte)),
+        "classes": len(flat_run.train.classes),
+        "lower_flat": flat_acc,
+        "hierarchies": {},
+    }
+    for name, h in hiers.items():
+        if name == "given":
+            run = flat_run
+        else:
+            path = os.path.join(work, name)
+            share_flat(flat_path, path)
+            run = open_run(path, dict_cfg(cfg, hierarchy=h), args.progress)
+        m = measure(run, flat_acc, st["candidates"])
+        if name in args.efficient:
+            m["efficient"] = efficient(run, m["routing"]["topk"]["gate"], run.path)
+        result["hierarchies"][name] = m
+        print(
+            "{} {}: top-1 {:.2%}  gated top-2 {:.2%} (recovered {}/{} at {:.3f} extra/image)  upper {:.2%}".format(
+                args.dataset,
+                name,
+                m["top1"]["accuracy"],
+                m["gated_top2"]["accuracy"],
+                m["routing"]["topk"]["recovered"],
+                m["routing"]["topk"]["stage1_errors"],
+                m["routing"]["topk"]["extra_switches_per_image"],
+                m["upper"],
+            ),
+            flush=True,
+        )
+        write_result(os.path.join(OUT, args.dataset + ".json"), result)
+    if args.dataset == "caltech101":
+        result["single_network"] = single_network(cfg, flat_run, work, result, args)
+        result["paper_caltech101"] = PAPER_CALTECH
+    result["seconds"] = time.perf_counter() - t0
+    write_result(os.path.join(OUT, args.dataset + ".json"), result)
+
+
+def dict_cfg(cfg, **kw):
+    c = copy.deepcopy(cfg)
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def single_network(cfg, run, work, result, args):
+    """The single (flat) network given the same training budget as the hierarchy: the flat network
+    trained on for the image-epochs the hierarchy added (superclass, subclass and candidate networks),
+    with a fresh cosine schedule at the flat recipe's learning rate."""
+    import torch
+
+    from edgetool.toolchain import train as training
+    from edgetool.toolchain.checkpoints import float_from_state, float_state
+
+    n = result["train_images"]
+    budget = max(h["train_image_epochs"] for h in result["hierarchies"].values())
+    extra = int(math.ceil(budget / n)) - cfg.epochs
+
+    def make():
+        m = copy.deepcopy(run.flat())
+        training.fit(m, run.xtr, run.ytr, run.recipe(extra, cfg.lr), seed=cfg.seed + 100, hooks=run.hooks("single"))
+        return float_state(m)
+
+    net = float_from_state(run._stage("single", os.path.join(work, "single", "single.pt"), make))
+    with torch.no_grad():
+        acc = float((training.predict_logits(net, run.xte).argmax(1).numpy() == run.yte.numpy()).mean())
+    print("{} single network, {} + {} epochs: {:.2%}".format(args.dataset, cfg.epochs, extra, acc), flush=True)
+    return {
+        "epochs": cfg.epochs + extra,
+        "continued_epochs": extra,
+        "image_epochs": (cfg.epochs + extra) * n,
+        "hierarchy_image_epochs": budget,
+        "accuracy": acc,
+    }
+
+
+def pct(v):
+    return "n/a" if v is None else "{:.2f}%".format(100 * v)
+
+
+def summary():
+    lines = [
+        "# Learned against given hierarchies; routing that can recover",
+        "",
+        "Written by `benchmarks/hierarchy_learning.py` (vanilla fp32 subclass networks unless marked int8).",
+        "Gated top-2: a second superclass is tried when the superclass confidence is below the gate",
+        "(chosen on the validation split: best accuracy at <= 0.2 extra switches per image); the better",
+        "p_super x p_sub wins (equation 2). Stage-1 error: top-1 routes the image to a superclass",
+        "whose subclass network cannot output its class.",
+        "",
+    ]
+    for ds in ("fashion-mnist", "cifar10", "caltech101"):
+        path = os.path.join(OUT, ds + ".json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            r = json.load(f)
+        lines += [
+            "## {} ({} classes; {} train / {} validation / {} test images; {})".format(
+                ds, r["classes"], r["train_images"], r["val_images"], r["test_images"], r["machine"]
+            ),
+            "",
+            "Flat network (lower bound): {}. theta = {}, gamma = {} ({}) for the overlapping variant.".format(
+                pct(r["lower_flat"]), r["theta"], r["gamma_used"], r["gamma"]
+            ),
+            "",
+            "| hierarchy | N | shared | upper | top-1 | gated top-2 | gap closed (gated) | every superclass "
+            "| stage-1 errors | recovered | extra switches / image | gate |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, h in r["hierarchies"].items():
+            t = h["routing"]["topk"]
+            g = h["gated_top2"]["gap_closed"]["value"]
+            lines.append(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {:.3f} | {} |".format(
+                    name,
+                    h["superclasses"],
+                    h["shared_classes"],
+                    pct(h["upper"]),
+                    pct(h["top1"]["accuracy"]),
+                    pct(h["gated_top2"]["accuracy"]),
+                    "n/a" if g is None else "{:.0%}".format(g),
+                    pct(h["all_superclasses"]["accuracy"]),
+                    t["stage1_errors"],
+                    t["recovered"],
+                    "n/a" if t["recovered_fraction"] is None else "{:.0%}".format(t["recovered_fraction"]),
+                    t["extra_switches_per_image"],
+                    t["gate"],
+                )
+            )
+            a = h["adaptive"]
+            counts = {c: list(a["choice"].values()).count(c) for c in sorted(set(a["choice"].values()))}
+            lines.append(
+                "| {} adaptive ({}) | | | | {} | {} | {} | | | {} | {:.3f} | {} |".format(
+                    name,
+                    ", ".join("{} {}".format(n, c) for c, n in counts.items()),
+                    pct(a["top1"]["accuracy"]),
+                    pct(a["gated_top2"]["accuracy"]),
+                    "n/a"
+                    if a["gated_top2"]["gap_closed"]["value"] is None
+                    else "{:.0%}".format(a["gated_top2"]["gap_closed"]["value"]),
+                    a["routing"]["recovered"],
+                    a["routing"]["extra_switches_per_image"],
+                    a["routing"]["gate"],
+                )
+            )
+            if "efficient" in h:
+                e = h["efficient"]
+                lines.append(
+                    "| {} int8 (runtime) | | | | {} | {} | | | | | {:.3f} | |".format(
+                        name,
+                        pct(e["top1"]["accuracy"]),
+                        pct(e["gated_top2"]["accuracy"]),
+                        e["gated_top2"]["extra_switches_per_image"],
+                    )
+                )
+        if "single_network" in r:
+            s = r["single_network"]
+            lines += [
+                "",
+                "Single network with the same training budget ({} epochs: the flat network trained on for the "
+                "image-epochs the hierarchy added): {}. Chennupati et al. (Table 10): "
+                "single CNN {}, hierarchical {}, adaptive network selection {}.".format(
+                    s["epochs"],
+                    pct(s["accuracy"]),
+                    *(
+                        pct(PAPER_CALTECH[k])
+                        for k in ("single CNN", "hierarchical model", "adaptive network selection")
+                    ),
+                ),
+            ]
+        lines.append("")
+    text = "\n".join(lines)
+    with open(os.path.join(OUT, "summary.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=sorted(SETTINGS))
+    ap.add_argument("--work", default=os.path.join("edgetool-out", "bench-hierarchy"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--efficient", nargs="*", default=[], help="hierarchies also trained with QAT and run as bundles")
+    ap.add_argument("--summary", action="store_true", help="only rebuild summary.md from the dataset files")
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args()
+    if args.dataset and not args.summary:
+        run_dataset(args)
+    summary()
+
+
+if __name__ == "__main__":
+    main()

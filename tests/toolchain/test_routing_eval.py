@@ -1,0 +1,51 @@
+"""Top-1 against gated top-k routing, replayed on constructed probabilities (exact counts)."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from edgetool.toolchain import routing_eval as R  # noqa: E402
+
+# classes 0..4; cluster 0 = {0, 1, 2(shared)}, cluster 1 = {2, 3, 4}
+MEMBERS = [np.array([0, 1, 2]), np.array([2, 3, 4])]
+LOCAL = np.array([[0, 1, 2, -1, -1], [-1, -1, 0, 1, 2]])
+
+
+def case():
+    # image: true class, P(super), winning subclass output in each cluster and its probability
+    p = np.array([[0.9, 0.1], [0.55, 0.45], [0.6, 0.4], [0.3, 0.7], [0.52, 0.48]])
+    q0 = np.array([[0.8, 0.1, 0.1], [0.5, 0.3, 0.2], [0.4, 0.3, 0.3], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6]])
+    q1 = np.array([[0.4, 0.3, 0.3], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]])
+    y = np.array([0, 4, 1, 3, 4])
+    return p, [q0, q1], y
+
+
+def test_top1_routes_by_the_superclass_only():
+    p, qs, y = case()
+    pred, passes = R.route(p, qs, MEMBERS, 1.0, 1)
+    assert pred.tolist() == [0, 0, 0, 3, 2] and passes.tolist() == [1] * 5
+
+
+def test_gated_top2_follows_equation_2_under_the_gate():
+    p, qs, y = case()
+    pred, passes = R.route(p, qs, MEMBERS, 0.58, 2)
+    # image 0: sure (0.9); 1: 0.55*0.5 < 0.45*0.8 -> class 4; 2: sure at 0.6; 3: sure (0.7);
+    # 4: 0.52*0.6 < 0.48*0.8 -> cluster 1's class 4
+    assert pred.tolist() == [0, 4, 0, 3, 4] and passes.tolist() == [1, 2, 1, 1, 2]
+    r = R.policy(p, qs, MEMBERS, LOCAL, y, 0.58, 2)
+    assert r["stage1_errors"] == 2  # images 1 and 4: cluster 0 cannot output class 4
+    assert r["recovered"] == 2 and r["recovered_fraction"] == 1.0 and r["lost"] == 0
+    assert r["extra_switches_per_image"] == pytest.approx(0.4)
+    assert r["top1_accuracy"] == pytest.approx(2 / 5) and r["accuracy"] == pytest.approx(4 / 5)
+
+
+def test_gate_is_chosen_under_the_switch_budget():
+    p, qs, y = case()
+    # 0.2 extra switches / image allows one of the five images a second route: only gates <= 0.52
+    g = R.choose_gate(p, qs, MEMBERS, LOCAL, y, 2, max_extra=0.2)
+    assert R.policy(p, qs, MEMBERS, LOCAL, y, g, 2)["extra_switches_per_image"] <= 0.2
+    assert g in R.GATES and g <= 0.52
+    assert R.choose_gate(p, qs, MEMBERS, LOCAL, y, 2, max_extra=1.0) > 0.55
+    no_err = R.policy(p[:1], [q[:1] for q in qs], MEMBERS, LOCAL, y[:1], 0.5, 2)
+    assert no_err["recovered_fraction"] is None and no_err["recovered_fraction_reason"]
