@@ -203,7 +203,8 @@ def aggregate(dataset, out, default_budget, machine):
                 "changed_codes": mean_se([float(np.mean(r["changed_codes"])) for r in rows]),
             }
         )
-    within = [p for p in budgets if p["efficient_minus_vanilla"]["mean"] >= -0.01]
+    # a point counts toward the targets only when every seed has run it
+    within = [p for p in budgets if p["seeds"] == len(seeds) and p["efficient_minus_vanilla"]["mean"] >= -0.01]
     smallest = min(within, key=lambda p: p["x"]["mean"]) if within else None
     d = mean["efficient_minus_vanilla"]["mean"]
     targets = {
@@ -291,9 +292,25 @@ def markdown_table(summary):
 
 
 def _budget_order(b):
+    """Dense first, then the proximal thresholds by tau, the delta grids by step, the top shares
+    by falling share, the patch last."""
     if b == "patch":
-        return 1e9
-    return float(b)
+        return (4, 0.0)
+    if b.startswith("grid"):
+        return (2, float(b[4:]))
+    if b.endswith("%"):
+        return (3, -float(b[:-1]))
+    return (0 if float(b) == 0 else 1, float(b))
+
+
+def _budget_label(b):
+    if b == "patch":
+        return "BN/head patch"
+    if b.startswith("grid"):
+        return "grid {}".format(b[4:])
+    if b.endswith("%"):
+        return "top {}".format(b)
+    return "tau={}".format(b)
 
 
 def pareto_plot(summary, path):
@@ -303,16 +320,25 @@ def pareto_plot(summary, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    pts = summary["pareto"]
-    xs = [p["x"]["mean"] for p in pts]
-    ys = [100 * p["efficient"]["mean"] for p in pts]
-    es = [100 * (p["efficient"]["se"] or 0) for p in pts]
-    ax.errorbar(xs, ys, yerr=es, fmt="o-", color="#ff7f0e", capsize=3, label="efficient int8 Super-Sub (mean +- SE)")
-    for p, x, y in zip(pts, xs, ys):
-        label = "tau={}".format(p["budget"]) if p["budget"] != "patch" else "BN/head patch"
-        if p["budget"] == summary["default_budget"]:
-            label += " (default)"
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    families = (
+        ("proximal step (tau)", "o-", "#ff7f0e", lambda b: _budget_order(b)[0] in (0, 1)),
+        ("delta grid (gridM)", "s-", "#8c564b", lambda b: b.startswith("grid")),
+        ("top share (%)", "^-", "#e377c2", lambda b: b.endswith("%")),
+        ("BN/head patch", "D", "#7f7f7f", lambda b: b == "patch"),
+    )
+    for name, fmt, color, member in families:
+        pts = [p for p in summary["pareto"] if member(p["budget"])]
+        if not pts:
+            continue
+        xs = [p["x"]["mean"] for p in pts]
+        ys = [100 * p["efficient"]["mean"] for p in pts]
+        es = [100 * (p["efficient"]["se"] or 0) for p in pts]
+        ax.errorbar(xs, ys, yerr=es, fmt=fmt, color=color, capsize=3, label="efficient int8, " + name)
+        for p, x, y in zip(pts, xs, ys):
+            label = _budget_label(p["budget"])
+            if p["budget"] == summary["default_budget"]:
+                label += " (default)"
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     acc = summary["mean"]["accuracy"]
     for key, label, color, ls in (
         ("lower", "lower bound (flat)", "#d62728", "--"),

@@ -98,7 +98,8 @@ def config_options(f):
             "--delta-budget",
             str,
             "Delta budget: proximal threshold tau toward the base (0 = dense; larger = fewer changed int8 codes), "
-            "or 'patch' (only BatchNorm scale/bias and the head change).",
+            "gridM (code moves rounded to multiples of M, e.g. grid8), a share of weights that may move "
+            "(e.g. 30%), or 'patch' (only BatchNorm scale/bias and the head change).",
         ),
         opt(
             "--qat-weight-grad",

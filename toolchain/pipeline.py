@@ -16,6 +16,7 @@ a torchrun group, writes or reads config.json, seeds, loads the data and records
 from __future__ import annotations
 
 import copy
+import math
 import json
 import logging
 import os
@@ -252,17 +253,20 @@ class Run:
 
     def sub_qat(self, k: int) -> qat.QATNet:
         """QAT fine-tune of subclass network k from the QAT superclass network, scales frozen,
-        under the delta budget (proximal step toward the base, or a BN/head patch)."""
+        under the delta budget (proximal step or top share toward the base, or a BN/head patch)."""
         name = self.hier.superclasses[k]
 
         def make():
             base = self.super_qat()
             net = copy.deepcopy(base)
             net.weight_grad = self.cfg.qat_weight_grad
-            mode, tau = qat.parse_budget(self.cfg.delta_budget)
+            mode, value = qat.parse_budget(self.cfg.delta_budget)
             if mode == "patch":
                 qat.freeze_for_patch(net)
-            step = qat.ProximalStep(net, base, tau) if mode == "prox" else None
+            if mode == "grid":
+                net.set_delta_grid(base, int(value))
+            steps = self.cfg.ft_epochs * max(1, math.ceil(int(self.sub_mask(k).sum()) / self.cfg.batch))
+            step = qat.budget_step(net, base, self.cfg.delta_budget, steps)
             self._fine_tune(net, k, "QAT subclass [{}]".format(name), after_step=step)
             return net.state()
 

@@ -64,6 +64,7 @@ class QATNet(nn.Module):
         for t in self.act_tensors:
             self.register_buffer("as_" + t, torch.ones(()))
         self.quantize = False
+        self.delta_step = 1  # > 1: codes may differ from the base codes (buffers qb_*) only by multiples of it
         self.weight_grad = "clip"  # "clip": zero gradient beyond +-127 codes (torch's default); "ste": straight through
         self._calib = None
 
@@ -76,6 +77,35 @@ class QATNet(nn.Module):
 
     def ascale(self, tensor):
         return getattr(self, "as_" + tensor)
+
+    @torch.no_grad()
+    def set_delta_grid(self, base: "QATNet", step: int) -> None:
+        """Let this network's int8 codes differ from *base*'s only by multiples of *step* codes.
+
+        A coarse grid for the delta, not for the weights: the codes stay on the fine int8 grid
+        of the frozen scales, but ``q - q_base`` is rounded to a multiple of *step* (then
+        clamped to +-127), so moves under step/2 codes return to the base exactly and the
+        stored delta takes few distinct values.  Training sees the rounding (straight-through).
+        """
+        if int(step) < 1:
+            raise ValueError("delta step must be >= 1")
+        self.delta_step = int(step)
+        codes = base.int8_codes()
+        for layer in self.layers:
+            name = "qb_" + _key(layer)
+            t = torch.from_numpy(codes[layer + ".weight"].astype(np.float32))
+            if hasattr(self, name):
+                getattr(self, name).copy_(t)
+            else:
+                self.register_buffer(name, t)
+
+    def _on_delta_grid(self, layer: str, codes: torch.Tensor) -> torch.Tensor:
+        """*codes* (exact integers, as floats) moved onto the base's delta grid."""
+        if self.delta_step <= 1:
+            return codes
+        qb = getattr(self, "qb_" + _key(layer))
+        d = torch.round((codes - qb) / self.delta_step) * self.delta_step
+        return torch.clamp(qb + d, W_QMIN, W_QMAX)
 
     @torch.no_grad()
     def init_weight_scales(self, head_headroom: float = HEAD_HEADROOM) -> None:
@@ -117,6 +147,10 @@ class QATNet(nn.Module):
             return w
         s = self.wscale(layer)
         q = torch.fake_quantize_per_channel_affine(w, s, torch.zeros_like(s, dtype=torch.int32), 0, W_QMIN, W_QMAX)
+        if self.delta_step > 1:
+            sb = s.reshape([-1] + [1] * (w.dim() - 1))
+            on_grid = self._on_delta_grid(layer, torch.round(q.detach() / sb)) * sb
+            q = q + (on_grid - q.detach())  # straight through the delta rounding
         if self.weight_grad == "ste" and self.training:
             return w + (q - w).detach()  # weights beyond the grid keep a gradient and can come back
         return q
@@ -164,7 +198,7 @@ class QATNet(nn.Module):
         for layer in self.layers:
             w = self.weight(layer + ".weight").detach().float()
             inv = (1.0 / self.wscale(layer).float()).reshape([-1] + [1] * (w.dim() - 1))
-            q = torch.clamp(torch.round(w * inv), W_QMIN, W_QMAX)
+            q = self._on_delta_grid(layer, torch.clamp(torch.round(w * inv), W_QMIN, W_QMAX))
             out[layer + ".weight"] = q.to(torch.int8).cpu().numpy()
         return out
 
@@ -190,7 +224,7 @@ class QATNet(nn.Module):
         return {t: float(self.ascale(t)) for t in self.act_tensors}
 
     def state(self) -> dict:
-        return {"ops": self.ops, "config": self.config, "state_dict": self.state_dict()}
+        return {"ops": self.ops, "config": self.config, "state_dict": self.state_dict(), "delta_step": self.delta_step}
 
     @classmethod
     def from_state(cls, state: dict) -> "QATNet":
@@ -205,6 +239,10 @@ class QATNet(nn.Module):
                 for k in ("weight", "bias"):
                     tensors["{}.{}".format(op["name"], k)] = sd["params." + _key("{}.{}".format(op["name"], k))]
         net = cls(state["ops"], tensors, state["config"])
+        net.delta_step = int(state.get("delta_step", 1))
+        for layer in net.layers:
+            if "qb_" + _key(layer) in sd:
+                net.register_buffer("qb_" + _key(layer), torch.zeros_like(sd["qb_" + _key(layer)]))
         net.load_state_dict(sd)
         net.quantize = True
         net.eval()
@@ -233,25 +271,59 @@ def code_delta(base: QATNet, sub: QATNet) -> np.ndarray:
 
 
 def parse_budget(budget) -> Tuple[str, float]:
-    """The delta budget knob: ``("dense", 0)``, ``("prox", tau)`` or ``("patch", 0)``.
+    """The delta budget knob: ``("dense", 0)``, ``("prox", tau)``, ``("topk", density)``, ``("grid", step)``
+    or ``("patch", 0)``.
 
     ``0`` (or ``dense``) lets every weight move; a number tau > 0 is the threshold of the
-    proximal step toward the base (in units of the step's learning rate); ``patch`` trains only
-    the per-channel BatchNorm scale/bias and the classifier head (Mudrakarta et al., "K for the
-    price of 1"), the cheapest end of the same knob.
+    proximal step toward the base (in units of the step's learning rate); a percentage such as
+    ``30%`` keeps at most that share of the int8 weights away from the base (the rest snap back
+    to it exactly; see :class:`DeltaTopK`); ``gridM`` (M = 2 ... 64) rounds every code's move
+    from the base to a multiple of M codes (:meth:`QATNet.set_delta_grid`); ``patch`` trains
+    only the per-channel BatchNorm scale/bias and the classifier head (Mudrakarta et al., "K for
+    the price of 1"), the cheapest end of the same knob.
     """
     text = str(budget).strip().lower()
     if text in ("patch", "bn", "bn-patch"):
         return "patch", 0.0
-    if text in ("dense", "none", ""):
+    if text in ("dense", "none", "", "100%"):
         return "dense", 0.0
+    if text.startswith("grid"):
+        try:
+            step = int(text[4:])
+        except ValueError:
+            step = 0
+        if not 2 <= step <= 64:
+            raise ValueError("delta budget {!r}: a delta grid is grid2 ... grid64 (codes)".format(budget))
+        return "grid", float(step)
+    if text.endswith("%"):
+        try:
+            pct = float(text[:-1])
+        except ValueError:
+            pct = float("nan")
+        if not 0 < pct <= 100:
+            raise ValueError("delta budget {!r}: a share of weights must be a percentage in (0, 100]".format(budget))
+        return "topk", pct / 100.0
     try:
         tau = float(text)
     except ValueError:
-        raise ValueError("delta budget {!r}: give a number >= 0 (the proximal threshold tau) or 'patch'".format(budget))
+        raise ValueError(
+            "delta budget {!r}: give a number >= 0 (the proximal threshold tau), a percentage "
+            "of weights such as 30%, or 'patch'".format(budget)
+        )
     if not tau >= 0 or tau == float("inf"):
         raise ValueError("delta budget {!r}: tau must be a finite number >= 0".format(budget))
     return ("prox", tau) if tau > 0 else ("dense", 0.0)
+
+
+def _int8_pairs(net: "QATNet", base: "QATNet"):
+    """(trainable int8 weight, its base copy, its per-channel code step shaped to broadcast)."""
+    out = []
+    for n in net.layers:
+        p = net.weight(n + ".weight")
+        if p.requires_grad:
+            s = net.wscale(n).detach().clone().reshape([-1] + [1] * (p.dim() - 1))
+            out.append((p, base.weight(n + ".weight").detach().clone(), s))
+    return out
 
 
 class ProximalStep:
@@ -283,6 +355,62 @@ class ProximalStep:
             d = p - a
             keep = d.abs() > thresh
             p.copy_(torch.where(keep, p - thresh * d.sign(), a))
+
+
+class DeltaTopK:
+    """Keep only the largest share of the delta: gradual magnitude pruning toward the base.
+
+    After each optimizer step, every int8 weight is ranked by its move from the base in code
+    steps, ``|w - w_base| / s`` (each changed code costs the same bytes whatever its layer),
+    and all but the top ``density(t)`` share snap back to the base *exactly*.  ``density(t)``
+    falls from 1 to the target *density* along Zhu & Gupta's cubic schedule over the first
+    *ramp* of the fine-tune, then stays at the target, so the network first learns freely and
+    then concentrates its change in the weights that move most.  The ranking is redone every
+    step, so a weight that was snapped back may re-enter when its gradient insists.
+
+    Unlike the proximal step, kept weights are not shrunk, and the budget is a share of codes
+    rather than a threshold in float units (a learning rate is a different number of code steps
+    in every layer).
+    """
+
+    def __init__(self, net: "QATNet", base: "QATNet", density: float, total_steps: int, ramp: float = 0.6):
+        if not 0 < density <= 1:
+            raise ValueError("density must be in (0, 1]")
+        self.density = float(density)
+        self.total = max(1, int(total_steps))
+        self.ramp = float(ramp)
+        self.t = 0
+        self.items = _int8_pairs(net, base)
+        self.n = sum(p.numel() for p, _, _ in self.items)
+
+    def density_at(self, t: int) -> float:
+        f = min(1.0, t / max(1.0, self.ramp * self.total))
+        return self.density + (1.0 - self.density) * (1.0 - f) ** 3
+
+    @torch.no_grad()
+    def __call__(self, lr: float) -> None:
+        self.t += 1
+        keep = int(round(self.density_at(self.t) * self.n))
+        if keep >= self.n or not self.items:
+            return
+        scores = [((p - a).abs() / s).reshape(-1) for p, a, s in self.items]
+        flat = torch.cat(scores)
+        if keep <= 0:
+            thresh = float("inf")
+        else:
+            thresh = float(torch.kthvalue(flat, self.n - keep).values)  # keep the scores above it
+        for (p, a, _), sc in zip(self.items, scores):
+            p.copy_(torch.where((sc > thresh).reshape(p.shape), p, a))
+
+
+def budget_step(net: "QATNet", base: "QATNet", budget, total_steps: int):
+    """The after-step callable that enforces *budget* on *net* (None for dense and patch)."""
+    mode, value = parse_budget(budget)
+    if mode == "prox":
+        return ProximalStep(net, base, value)
+    if mode == "topk":
+        return DeltaTopK(net, base, value, total_steps)
+    return None
 
 
 def freeze_for_patch(net: QATNet) -> None:
