@@ -67,18 +67,26 @@ def config_options(f):
         decls = (flag, dest) if dest else (flag,)
         return click.option(*decls, default=default, type=kind, help=text, show_default=_SHOWN.get(key, True))
 
-    opts = [
+    opts = _data_flags(opt) + _recipe_flags(opt)
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _data_flags(opt) -> list:
+    return [
         opt("--data", str, "'sample' (shipped), an IDX folder, or an ImageFolder root with train/ and test/."),
-        opt(
-            "--hierarchy",
-            click.Path(),
-            "Hierarchy JSON file ('single': one superclass of every class, to train a flat network first).",
-        ),
+        opt("--hierarchy", click.Path(), "Hierarchy JSON file ('single': all classes in one superclass, to learn one later)."),
         opt("--config", click.Path(), "JSON config file; flags override it.", "config_file"),
         opt("--arch", str, "Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50."),
         opt("--width-mult", float, "Channel width multiplier."),
         opt("--epochs", int, "Epochs of the flat network (and of the superclass network with --base-init scratch)."),
         opt("--lr", float, "Learning rate of the flat and superclass networks (AdamW, cosine schedule)."),
+    ]
+
+
+def _recipe_flags(opt) -> list:
+    return [
         opt(
             "--base-init",
             click.Choice(["flat", "scratch"]),
@@ -120,9 +128,6 @@ def config_options(f):
         opt("--limit-test", int, "Use at most this many test images (0 = all)."),
         opt("--val-fraction", float, "Hold out this fraction of the training images (for `edgetool hierarchy learn`)."),
     ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
 
 
 def given(flags: dict) -> dict:
@@ -144,7 +149,7 @@ def make_config(config_file=None, **flags):
     for k in ("batch", "epochs", "base_epochs", "ft_epochs", "qat_epochs"):
         if getattr(cfg, k) < 1:
             raise UsageError("--{} must be >= 1, got {}".format(k.replace("_", "-"), getattr(cfg, k)))
-    from .qat import parse_budget
+    from .delta_budget import parse_budget
 
     try:
         parse_budget(cfg.delta_budget)

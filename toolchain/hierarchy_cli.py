@@ -25,20 +25,23 @@ def hierarchy():
     "--theta",
     type=int,
     default=None,
-    help="Cap on the classes of one cluster (primary members) [default: ceil(sqrt(K)) for K classes].",
+    show_default="ceil(sqrt(K)) for K classes",
+    help="Cap on the classes of one cluster (primary members).",
 )
 @click.option(
     "--min-size",
     type=int,
     default=None,
-    help="Clusters under this many classes join their nearest cluster within theta [default: ceil(theta/2); 1: off].",
+    show_default="ceil(theta/2)",
+    help="Clusters under this many classes join their nearest cluster within theta (1: off).",
 )
 @click.option(
     "--gamma",
     type=float,
     default=None,
+    show_default="no overlap",
     help="Overlap factor: class j also joins cluster Q when the column-normalised confusion "
-    "DCN[i, j] >= 1/(gamma K) for a class i of Q (larger = more overlap; default: no overlap).",
+    "DCN[i, j] >= 1/(gamma K) for a class i of Q (larger = more overlap).",
 )
 @click.option(
     "--split",
@@ -56,9 +59,13 @@ def hierarchy():
     "a small validation split) or one count at its argmax (hard).",
 )
 @click.option(
-    "--classes", "classes_file", type=click.Path(), help="Class names, one a line, for a matrix without names."
+    "--classes",
+    "classes_file",
+    type=click.Path(),
+    show_default="class 0, class 1, ...",
+    help="Class names, one a line, for a matrix without names.",
 )
-@click.option("--dendrogram", type=click.Path(), help="Dendrogram PNG [default: OUT with .png].")
+@click.option("--dendrogram", type=click.Path(), show_default="OUT with .png", help="Dendrogram PNG.")
 @click.option("--force", is_flag=True, help="Overwrite OUT.")
 def learn(source, out, theta, min_size, gamma, split, counts, classes_file, dendrogram, force):
     """Learn superclasses from SOURCE: a confusion matrix (.npy, .csv, .json; rows = true class),

@@ -28,8 +28,7 @@ import torch
 
 from edgetool.runtime.errors import UsageError
 
-from . import models
-from . import qat
+from . import delta_budget, models, qat
 from . import train as training
 from .checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
 from .run_data import RunData, TrainConfig, load_data
@@ -260,13 +259,13 @@ class Run:
             base = self.super_qat()
             net = copy.deepcopy(base)
             net.weight_grad = self.cfg.qat_weight_grad
-            mode, value = qat.parse_budget(self.cfg.delta_budget)
+            mode, value = delta_budget.parse_budget(self.cfg.delta_budget)
             if mode == "patch":
-                qat.freeze_for_patch(net)
+                delta_budget.freeze_for_patch(net)
             if mode == "grid":
                 net.set_delta_grid(base, int(value))
             steps = self.cfg.ft_epochs * max(1, math.ceil(int(self.sub_mask(k).sum()) / self.cfg.batch))
-            step = qat.budget_step(net, base, self.cfg.delta_budget, steps)
+            step = delta_budget.budget_step(net, base, self.cfg.delta_budget, steps)
             self._fine_tune(net, k, "QAT subclass [{}]".format(name), after_step=step)
             return net.state()
 
