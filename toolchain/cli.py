@@ -76,7 +76,7 @@ def config_options(f):
 def _data_flags(opt) -> list:
     return [
         opt("--data", str, "'sample' (shipped), an IDX folder, or an ImageFolder root with train/ and test/."),
-        opt("--hierarchy", click.Path(), "Hierarchy JSON ('single': one superclass of all classes, to learn one later)."),
+        opt("--hierarchy", click.Path(), "Hierarchy JSON ('single': all classes in one superclass, to learn one)."),
         opt("--config", click.Path(), "JSON config file; flags override it.", "config_file"),
         opt("--arch", str, "Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50."),
         opt("--width-mult", float, "Channel width multiplier."),
