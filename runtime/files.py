@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -85,3 +86,13 @@ def stale_temps(folder: str, name: str):
         if e.startswith(prefix) and os.path.isfile(p) and not os.path.islink(p):
             out.append(p)
     return out
+
+
+def sha256_file(path: str, algorithm: str = "sha256") -> str:
+    """The hex digest (sha256 unless *algorithm* names another hashlib one) of the file at *path*, read
+    1 MiB at a time."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

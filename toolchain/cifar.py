@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import sys
@@ -15,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from edgetool.runtime.errors import EdgetoolError, UsageError
+from edgetool.runtime.files import sha256_file
 
 from .data import ArrayDataset
 from .hierarchy import Hierarchy
@@ -45,11 +45,7 @@ class DownloadError(EdgetoolError):
 
 
 def md5_file(path: str) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path, "md5")
 
 
 def download(

@@ -8,6 +8,7 @@ import os
 import time
 
 from ..errors import DeployError
+from ..files import fsync_dir
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
@@ -39,19 +40,6 @@ def read_json(path: str, default=None):
         return default
     except (ValueError, UnicodeDecodeError) as exc:
         raise DeployError("{}: not valid JSON ({})".format(path, exc)) from None
-
-
-def fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_symlink(target: str, link: str) -> None:

@@ -21,6 +21,7 @@ import time
 from typing import Any, BinaryIO, Dict, List, Optional
 
 from ..errors import DeployError, EdgetoolError, UsageError
+from ..files import sha256_file
 from .fsutil import Lock, atomic_json, atomic_symlink, atomic_write, read_json
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -104,7 +105,7 @@ class Target:
                 if ".part" in f:
                     continue
                 full = os.path.join(dirpath, f)
-                present[os.path.relpath(full, staging)] = _sha256_file(full)
+                present[os.path.relpath(full, staging)] = sha256_file(full)
         return {"version": version, "installed": False, "present": present}
 
     def receive(self, version: str, rel: str, size: int, sha256: str, stream: BinaryIO) -> Dict:
@@ -276,11 +277,3 @@ class Target:
             "accept_unsigned": bool(self.config().get("accept_unsigned")),
             "last": (st.get("history") or [None])[-1],
         }
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -18,7 +18,7 @@ from .. import manifest as M
 from .. import safeio
 from ..errors import BundleError, DeviceError, UsageError
 from ..names import FieldError
-from ..files import TMP_TAG, commit, fault_point, fsync_dir, slug, stale_temps, write_temp
+from ..files import TMP_TAG, commit, fault_point, fsync_dir, sha256_file, slug, stale_temps, write_temp
 from ..weights import sha256_bytes
 
 ENGINES = "engines"
@@ -171,7 +171,7 @@ def _remove_leftovers(bundle_dir: str, engines_dir: str, listed: set) -> None:
         m = _PLAN.match(name)
         if name.startswith(".") and _PLAN.match(name[1:].split(TMP_TAG, 1)[0]) and TMP_TAG in name:
             os.remove(p)  # a temporary plan: "." + plan name + TMP_TAG + random
-        elif m and _sha256_file(p).startswith(m.group(1)):
+        elif m and sha256_file(p).startswith(m.group(1)):
             os.remove(p)
 
 
@@ -185,13 +185,3 @@ def _remove_plan(bundle_dir: str, rel) -> None:
             os.remove(p)
         except OSError:
             pass  # an unlisted file left behind; the bundle is valid either way
-
-
-def _sha256_file(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
