@@ -294,23 +294,20 @@ def markdown_table(summary):
 def _budget_order(b):
     """Dense first, then the proximal thresholds by tau, the delta grids by step, the top shares
     by falling share, the patch last."""
-    if b == "patch":
-        return (4, 0.0)
-    if b.startswith("grid"):
-        return (2, float(b[4:]))
-    if b.endswith("%"):
-        return (3, -float(b[:-1]))
-    return (0 if float(b) == 0 else 1, float(b))
+    from edgetool.toolchain.delta_budget import parse_budget
+
+    mode, value = parse_budget(b)
+    rank = ("dense", "prox", "grid", "topk", "patch").index(mode)
+    return (rank, -value if mode == "topk" else value)
 
 
 def _budget_label(b):
-    if b == "patch":
-        return "BN/head patch"
-    if b.startswith("grid"):
-        return "grid {}".format(b[4:])
-    if b.endswith("%"):
-        return "top {}".format(b)
-    return "tau={}".format(b)
+    from edgetool.toolchain.delta_budget import parse_budget
+
+    mode, value = parse_budget(b)
+    return {"patch": "BN/head patch", "grid": "grid {:g}", "topk": "top {:g}%"}.get(mode, "tau={:g}").format(
+        100 * value if mode == "topk" else value
+    )
 
 
 def pareto_plot(summary, path):
@@ -322,9 +319,9 @@ def pareto_plot(summary, path):
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     families = (
         ("proximal step (tau)", "o-", "#ff7f0e", lambda b: _budget_order(b)[0] in (0, 1)),
-        ("delta grid (gridM)", "s-", "#8c564b", lambda b: b.startswith("grid")),
-        ("top share (%)", "^-", "#e377c2", lambda b: b.endswith("%")),
-        ("BN/head patch", "D", "#7f7f7f", lambda b: b == "patch"),
+        ("delta grid (gridM)", "s-", "#8c564b", lambda b: _budget_order(b)[0] == 2),
+        ("top share (%)", "^-", "#e377c2", lambda b: _budget_order(b)[0] == 3),
+        ("BN/head patch", "D", "#7f7f7f", lambda b: _budget_order(b)[0] == 4),
     )
     for name, fmt, color, member in families:
         pts = [p for p in summary["pareto"] if member(p["budget"])]

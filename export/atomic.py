@@ -21,19 +21,14 @@ import ctypes
 import glob
 import os
 import shutil
-import signal
 import tarfile
 import tempfile
 
 from edgetool.runtime import manifest as M
 from edgetool.runtime.errors import UsageError
+from edgetool.runtime.files import TMP_TAG, fault_point
 
 MARK = ".edgetool-partial"
-
-
-def fault_point(name: str) -> None:
-    if os.environ.get("EDGETOOL_FAULT_KILL") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def is_bundle(path: str) -> bool:
@@ -67,11 +62,11 @@ def staged_dir(out: str, force: bool = False):
     parent = os.path.dirname(os.path.abspath(out))
     name = os.path.basename(os.path.normpath(out))
     os.makedirs(parent, exist_ok=True)
-    for stale in glob.glob(os.path.join(parent, "." + name + ".tmp-*")):
+    for stale in glob.glob(os.path.join(parent, "." + name + TMP_TAG + "*")):
         # ours: a partial bundle (marker file) or a whole one (new before its rename, old after the swap)
         if not os.path.islink(stale) and (os.path.isfile(os.path.join(stale, MARK)) or is_bundle(stale)):
             shutil.rmtree(stale, ignore_errors=True)
-    tmp = tempfile.mkdtemp(prefix="." + name + ".tmp-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix="." + name + TMP_TAG, dir=parent)
     try:
         open(os.path.join(tmp, MARK), "w").close()
         yield tmp
@@ -121,7 +116,7 @@ def write_archive(bundle_dir: str, path: str, force: bool = False) -> str:
             )
         )
     top = os.path.basename(os.path.normpath(bundle_dir))
-    folder, prefix = os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".tmp-"
+    folder, prefix = os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + TMP_TAG
     for stale in glob.glob(os.path.join(folder, prefix + "*")):
         if os.path.isfile(stale) and not os.path.islink(stale) and _gzip_or_empty(stale):
             os.remove(stale)  # a temporary archive of ours, left by a killed export

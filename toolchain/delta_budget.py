@@ -88,11 +88,7 @@ class ProximalStep:
 
     def __init__(self, net: "QATNet", base: "QATNet", tau: float):
         self.tau = float(tau)
-        self.pairs = [
-            (net.weight(n + ".weight"), base.weight(n + ".weight").detach().clone())
-            for n in net.layers
-            if net.weight(n + ".weight").requires_grad
-        ]
+        self.pairs = [(p, a) for p, a, _ in _int8_pairs(net, base)]
 
     @torch.no_grad()
     def __call__(self, lr: float) -> None:

@@ -20,7 +20,6 @@ superclass network is trained on primary labels, and every subclass network on a
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
 
@@ -165,11 +164,6 @@ def _check_names(names, subs, source: str) -> None:
 
 
 def load(path: str) -> Hierarchy:
-    if not os.path.isfile(path):
-        raise UsageError("{}: no such hierarchy file".format(path))
-    try:
-        with open(path) as f:
-            d = json.load(f)
-    except ValueError as exc:
-        raise UsageError("{}: not valid JSON ({})".format(path, exc)) from None
-    return from_dict(d, path)
+    from .config_check import read_json
+
+    return from_dict(read_json(path, "hierarchy file"), path)

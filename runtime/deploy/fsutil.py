@@ -8,24 +8,18 @@ import os
 import time
 
 from ..errors import DeployError
-from ..files import fsync_dir
+from ..files import commit, fsync_dir, write_temp
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
     """Write *data* to a temporary sibling, fsync it, then rename it over *path*."""
-    tmp = "{}.tmp-{}".format(path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    tmp = write_temp(path, data)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.chmod(tmp, mode)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.remove(tmp)
         raise
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    commit(tmp, path)
 
 
 def atomic_json(path: str, obj) -> None:

@@ -51,30 +51,35 @@ def keygen(prefix: str) -> Dict[str, str]:
 
 
 def load_private(path: str):
-    serialization, ed25519 = _crypto()
-    try:
-        with open(path, "rb") as f:
-            key = serialization.load_pem_private_key(f.read(), password=None)
-    except OSError as exc:
-        raise UsageError("{}: cannot read signing key ({})".format(path, exc.strerror)) from None
-    except (ValueError, TypeError) as exc:
-        raise UsageError("{}: not an unencrypted PEM private key ({})".format(path, exc)) from None
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise UsageError("{}: not an Ed25519 key (make one with `edgetool keygen`)".format(path))
-    return key
+    return _load_key(path, private=True)
 
 
 def load_public(path: str):
+    return _load_key(path, private=False)
+
+
+def _load_key(path: str, private: bool):
+    """An Ed25519 key from a PEM file, or one UsageError line that says what is wrong with it."""
     serialization, ed25519 = _crypto()
+    if private:
+        load, kind = (lambda b: serialization.load_pem_private_key(b, password=None)), "signing key"
+        pem, cls, hint = (
+            "an unencrypted PEM private key",
+            ed25519.Ed25519PrivateKey,
+            "key (make one with `edgetool keygen`)",
+        )
+    else:
+        load, kind = serialization.load_pem_public_key, "public key"
+        pem, cls, hint = "a PEM public key", ed25519.Ed25519PublicKey, "public key"
     try:
         with open(path, "rb") as f:
-            key = serialization.load_pem_public_key(f.read())
+            key = load(f.read())
     except OSError as exc:
-        raise UsageError("{}: cannot read public key ({})".format(path, exc.strerror)) from None
+        raise UsageError("{}: cannot read {} ({})".format(path, kind, exc.strerror)) from None
     except (ValueError, TypeError) as exc:
-        raise UsageError("{}: not a PEM public key ({})".format(path, exc)) from None
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise UsageError("{}: not an Ed25519 public key".format(path))
+        raise UsageError("{}: not {} ({})".format(path, pem, exc)) from None
+    if not isinstance(key, cls):
+        raise UsageError("{}: not an Ed25519 {}".format(path, hint))
     return key
 
 
