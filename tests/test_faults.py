@@ -204,24 +204,17 @@ def test_kill_9_while_archiving_keeps_the_previous_archive(tiny_run, tiny_bundle
     archive = write_archive(out, out + ".tar.gz")
     before = _delta_bytes(archive)
     env = dict(os.environ, EDGETOOL_THREADS="1", EDGETOOL_FAULT_KILL="archive:member")
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgetool", "export", tiny_run.path, "--out", out, "--archive"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+
+    def export():
+        cmd = [sys.executable, "-m", "edgetool", "export", tiny_run.path, "--out", out, "--archive"]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+    proc = export()
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert _delta_bytes(archive) == before  # the previous archive, whole
     _delta_bytes(out)  # the new bundle folder was complete before archiving began
     env.pop("EDGETOOL_FAULT_KILL")
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgetool", "export", tiny_run.path, "--out", out, "--archive"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = export()
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(os.listdir(str(tmp_path))) == ["bundle", "bundle.tar.gz"]
 
