@@ -105,7 +105,13 @@ def main(argv=None):
 
     signals.install()
     try:
-        cli.main(args=argv, prog_name="edgetool", standalone_mode=False)
+        try:
+            cli.main(args=argv, prog_name="edgetool", standalone_mode=False)
+        except (EdgetoolError, click.ClickException) as exc:
+            term = signals.received()
+            if term is not None:  # a signal whose exception a C extension replaced with this error
+                raise term from exc
+            raise
     except EdgetoolError as exc:
         click.echo("error: {}".format(exc), err=True)
         sys.exit(exc.exit_code)

@@ -120,9 +120,11 @@ def load_npy(path: str) -> np.ndarray:
             shape, fortran, dtype = npy_header(f)
             _check_npy(path, shape, dtype)
             count = int(np.prod(shape))
-            a = np.fromfile(f, dtype=np.uint8, count=count)
-            if a.size != count or f.read(1):
-                raise ValueError("the file holds {} bytes of data for a {} array".format(a.size, shape))
+            buf = bytearray(count)  # readinto, not np.fromfile: a signal's exception passes through it unchanged
+            got = f.readinto(buf)
+            if got != count or f.read(1):
+                raise ValueError("the file holds {} bytes of data for a {} array".format(got, shape))
+            a = np.frombuffer(buf, dtype=np.uint8)
     except NPY_ERRORS as exc:
         raise UsageError("{}: not a numpy array file ({})".format(path, str(exc)[:160])) from None
     return a.reshape(shape, order="F" if fortran else "C")

@@ -5,6 +5,11 @@ context managers never run (an unpacked bundle archive would stay in the temp di
 handler raises :class:`Terminated`, a ``KeyboardInterrupt``, so every cleanup that runs
 on Ctrl-C runs on these too; the CLI then exits with 128 + the signal number.  A signal that
 was ignored when the process started (``nohup``) stays ignored.
+
+A C extension that calls back into Python while the signal arrives (``numpy.fromfile`` on a
+file object, for one) can swallow :class:`Terminated` and raise an unrelated error in its
+place, so the handler also records the signal: :func:`received` tells the CLI that the
+command was terminated whatever error reached it.
 """
 
 from __future__ import annotations
@@ -20,8 +25,18 @@ class Terminated(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
 
 
+_received: Optional[int] = None
+
+
 def _raise(signum, frame):
+    global _received
+    _received = signum
     raise Terminated(signum)
+
+
+def received() -> Optional[Terminated]:
+    """The termination signal this process has received, as a :class:`Terminated`, or None."""
+    return Terminated(_received) if _received is not None else None
 
 
 def install() -> None:
@@ -35,7 +50,7 @@ def install() -> None:
 
 
 def terminated_by(exc: BaseException):
-    """The :class:`Terminated` behind *exc* (click wraps it in Abort), or None."""
+    """The :class:`Terminated` behind *exc* (click wraps it in Abort, C code may mask it), or None."""
     seen = 0
     cur: Optional[BaseException] = exc
     while cur is not None and seen < 10:
@@ -43,4 +58,4 @@ def terminated_by(exc: BaseException):
             return cur
         cur = cur.__cause__ or cur.__context__
         seen += 1
-    return None
+    return received()

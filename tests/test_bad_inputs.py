@@ -231,3 +231,48 @@ def test_signal_during_classify_cleans_up_the_unpacked_archive(tiny_bundle, tmp_
     assert proc.returncode == 128 + sig, err
     assert "terminated by {}".format(signal.Signals(sig).name) in err and "Traceback" not in err
     assert [e for e in os.listdir(private_tmp) if "edgetool" in e] == []
+
+
+MASKED_SIGNAL = """
+import os, signal, click
+from edgetool import cli
+from edgetool.runtime.errors import UsageError
+
+@click.command("masked")
+def masked():
+    # what a C extension does when a signal's exception arrives inside a callback: it raises its own error
+    try:
+        os.kill(os.getpid(), signal.{sig})
+        for _ in range(10**6):
+            pass
+    except KeyboardInterrupt:
+        raise UsageError("an unrelated error") from None
+
+cli.COMMANDS["masked"] = ("__main__", "masked", "")
+cli.main(["masked"])
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_signal_masked_by_a_c_extension_still_ends_the_command_as_terminated(sig):
+    proc = subprocess.run(
+        [sys.executable, "-c", MASKED_SIGNAL.format(sig=sig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(getattr(signal, sig), signal.SIG_DFL),
+    )
+    assert proc.returncode == 128 + getattr(signal, sig), proc.stderr
+    assert proc.stderr.strip() == "terminated by {}".format(sig)
+
+
+def test_load_npy_reads_data_and_refuses_a_short_or_long_file(tmp_path):
+    a = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
+    path = _npy(str(tmp_path / "a.npy"), a)
+    got = load_image(path)
+    assert got.flags.writeable and np.array_equal(got, a)
+    raw = open(path, "rb").read()
+    for name, data in (("short.npy", raw[:-5]), ("long.npy", raw + b"x")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UsageError, match="not a numpy array file"):
+            load_image(str(tmp_path / name))
