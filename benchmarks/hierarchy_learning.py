@@ -17,7 +17,10 @@ For one dataset:
   5. Caltech-101 (no taxonomy): the single network with the same budget: the flat network trained
      on for the image-epochs the learned hierarchy added (superclass + every subclass fine-tune).
   With ``--efficient NAME`` the hierarchy NAME is also trained with QAT, exported and measured
-  through the runtime (ONNX Runtime) with the same gated top-2 policy.
+  through the runtime (ONNX Runtime) with the same gated top-2 policy.  With ``--outliers R``
+  every hierarchy's subclass networks are also fine-tuned with outlier exposure
+  (``--ft-outliers R``: R images of other superclasses per own image, trained toward an unsure
+  output) from the same superclass network, and routed the same way.
 
 Writes benchmarks/results/hierarchy/<dataset>.json, <dataset>-<hierarchy>.png (dendrograms),
 <dataset>-<hierarchy>.json (learned hierarchy files) and, from every dataset file present,
@@ -177,6 +180,26 @@ def measure(run, flat_acc, candidates):
     return out
 
 
+def with_outliers(run, ratio, flat_acc, upper, progress):
+    """The same hierarchy's vanilla subclass networks fine-tuned with outlier exposure, from the
+    same superclass network (flat.pt and super.pt shared), routed top-1 and gated top-2."""
+    from edgetool.toolchain.report import gap_closed
+    from edgetool.toolchain.routing_eval import policies
+
+    path = run.path.rstrip("/") + "-outliers{:g}".format(ratio)
+    os.makedirs(path, exist_ok=True)
+    for f in ("flat.pt", "super.pt"):
+        if not os.path.isfile(os.path.join(path, f)):
+            shutil.copy(run.file(f), os.path.join(path, f))
+    oe = open_run(path, dict_cfg(run.cfg, ft_outliers=ratio), progress)
+    rp = policies(oe, [oe.vanilla(k) for k in range(oe.hier.n_super)], k=2)
+    out = {"ft_outliers": ratio, "routing": rp["topk"], "all_superclasses": rp["all_superclasses"]}
+    for key, acc in (("top1", rp["topk"]["top1_accuracy"]), ("gated_top2", rp["topk"]["accuracy"])):
+        out[key] = {"accuracy": acc, "gap_closed": gap_closed(acc, flat_acc, upper)}
+    out["train_seconds"] = {k: v for k, v in oe.train_seconds().items() if k.startswith("vanilla")}
+    return out
+
+
 def adaptive(run, flat_acc, upper, candidates):
     """Algorithm 2: each cluster's network chosen on the validation split; routed as above."""
     from edgetool.toolchain.adaptive import select
@@ -270,6 +293,8 @@ def run_dataset(args):
             share_flat(flat_path, path)
             run = open_run(path, dict_cfg(cfg, hierarchy=h), args.progress)
         m = measure(run, flat_acc, st["candidates"])
+        if args.outliers:
+            m["outlier_exposure"] = with_outliers(run, args.outliers, flat_acc, m["upper"], args.progress)
         if name in args.efficient:
             m["efficient"] = efficient(run, m["routing"]["topk"]["gate"], run.path)
         result["hierarchies"][name] = m
@@ -344,7 +369,10 @@ def summary():
         "Gated top-2: a second superclass is tried when the superclass confidence is below the gate",
         "(chosen on the validation split: best accuracy at <= 0.2 extra switches per image); the better",
         "p_super x p_sub wins (equation 2). Stage-1 error: top-1 routes the image to a superclass",
-        "whose subclass network cannot output its class.",
+        "whose subclass network cannot output its class. Recoverable: stage-1 errors the gate sends down",
+        "a second route whose subclass network outputs their class (the most any rule could recover).",
+        "Outlier exposure: the subclass networks also fine-tuned on R images of other superclasses per",
+        "own image, trained toward an unsure output (`--ft-outliers R`), from the same superclass network.",
         "",
     ]
     for ds in ("fashion-mnist", "cifar10", "caltech101"):
@@ -363,33 +391,40 @@ def summary():
             ),
             "",
             "| hierarchy | N | shared | upper | top-1 | gated top-2 | gap closed (gated) | every superclass "
-            "| stage-1 errors | recovered | extra switches / image | gate |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| stage-1 errors | recovered | recoverable | extra switches / image | gate |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, h in r["hierarchies"].items():
-            t = h["routing"]["topk"]
-            g = h["gated_top2"]["gap_closed"]["value"]
-            lines.append(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {:.3f} | {} |".format(
-                    name,
-                    h["superclasses"],
-                    h["shared_classes"],
-                    pct(h["upper"]),
-                    pct(h["top1"]["accuracy"]),
-                    pct(h["gated_top2"]["accuracy"]),
-                    "n/a" if g is None else "{:.0%}".format(g),
-                    pct(h["all_superclasses"]["accuracy"]),
-                    t["stage1_errors"],
-                    t["recovered"],
-                    "n/a" if t["recovered_fraction"] is None else "{:.0%}".format(t["recovered_fraction"]),
-                    t["extra_switches_per_image"],
-                    t["gate"],
+            rows = [(name, h, h["shared_classes"])]
+            if "outlier_exposure" in h:
+                o = h["outlier_exposure"]
+                rows.append(("{} + outlier exposure {:g}".format(name, o["ft_outliers"]), o, ""))
+            for label, m, shared in rows:
+                t = m["routing"]
+                t = t.get("topk", t)
+                g = m["gated_top2"]["gap_closed"]["value"]
+                lines.append(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {:.3f} | {} |".format(
+                        label,
+                        h["superclasses"] if m is h else "",
+                        shared,
+                        pct(h["upper"]) if m is h else "",
+                        pct(m["top1"]["accuracy"]),
+                        pct(m["gated_top2"]["accuracy"]),
+                        "n/a" if g is None else "{:.0%}".format(g),
+                        pct(m["all_superclasses"]["accuracy"]),
+                        t["stage1_errors"],
+                        t["recovered"],
+                        "n/a" if t["recovered_fraction"] is None else "{:.0%}".format(t["recovered_fraction"]),
+                        t.get("recoverable", "n/a"),
+                        t["extra_switches_per_image"],
+                        t["gate"],
+                    )
                 )
-            )
             a = h["adaptive"]
             counts = {c: list(a["choice"].values()).count(c) for c in sorted(set(a["choice"].values()))}
             lines.append(
-                "| {} adaptive ({}) | | | | {} | {} | {} | | | {} | {:.3f} | {} |".format(
+                "| {} adaptive ({}) | | | | {} | {} | {} | | | {} | | {:.3f} | {} |".format(
                     name,
                     ", ".join("{} {}".format(n, c) for c, n in counts.items()),
                     pct(a["top1"]["accuracy"]),
@@ -405,7 +440,7 @@ def summary():
             if "efficient" in h:
                 e = h["efficient"]
                 lines.append(
-                    "| {} int8 (runtime) | | | | {} | {} | | | | | {:.3f} | |".format(
+                    "| {} int8 (runtime) | | | | {} | {} | | | | | | {:.3f} | |".format(
                         name,
                         pct(e["top1"]["accuracy"]),
                         pct(e["gated_top2"]["accuracy"]),
@@ -440,6 +475,7 @@ def main():
     ap.add_argument("--work", default=os.path.join("edgetool-out", "bench-hierarchy"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--efficient", nargs="*", default=[], help="hierarchies also trained with QAT and run as bundles")
+    ap.add_argument("--outliers", type=float, default=0.0, help="also fine-tune with outlier exposure at this ratio")
     ap.add_argument("--summary", action="store_true", help="only rebuild summary.md from the dataset files")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()

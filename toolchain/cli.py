@@ -35,6 +35,7 @@ _FIELDS = (
     "limit_train",
     "limit_test",
     "val_fraction",
+    "ft_outliers",
 )
 
 
@@ -100,6 +101,12 @@ def _recipe_flags(opt) -> list:
             "superclass) and the QAT int8 networks share one recipe.",
         ),
         opt("--ft-lr", float, "Learning rate of every subclass fine-tune."),
+        opt(
+            "--ft-outliers",
+            float,
+            "Outlier exposure: every subclass fine-tune also sees this many images of other superclasses per "
+            "own image, trained toward an unsure output, so gated top-k routing can recover routing errors.",
+        ),
         opt("--qat-epochs", int, "QAT epochs of the superclass network."),
         opt("--qat-lr", float, "Learning rate of the superclass network's QAT (halved: it starts trained)."),
         opt(

@@ -199,14 +199,31 @@ class Run:
                 m.fc.bias[k] = flat.fc.bias[rows].mean(0)
         return m
 
+    def fine_tune_data(self, k: int):
+        """(images, labels) of subclass network k's fine-tune: its classes' images under their local
+        labels and, with ``ft_outliers`` r > 0, r x as many images of the other classes (a fixed
+        draw per network), labelled OUTLIER: trained toward a uniform output, so the network is
+        unsure on images that are not its own and gated top-k routing can tell a wrong route."""
+        mask = self.sub_mask(k)
+        x = self.xtr[mask]
+        y = torch.from_numpy(self.data.local[k])[self.ytr[mask]]
+        if self.cfg.ft_outliers > 0:
+            others = torch.nonzero(~mask).flatten()
+            g = torch.Generator().manual_seed(self.cfg.seed * 1009 + k)
+            n = min(len(others), int(round(self.cfg.ft_outliers * len(y))))
+            pick = others[torch.randperm(len(others), generator=g)[:n]]
+            x = torch.cat([x, self.xtr[pick]])
+            y = torch.cat([y, torch.full((n,), training.OUTLIER, dtype=y.dtype)])
+        return x, y
+
     def _fine_tune(self, net, k: int, desc: str, after_step=None) -> None:
         """The one subclass fine-tune recipe, shared by the vanilla and the QAT networks."""
-        mask = self.sub_mask(k)
+        x, y = self.fine_tune_data(k)
         recipe = self.recipe(self.cfg.ft_epochs, self.cfg.ft_lr, weight_decay=self.cfg.ft_weight_decay)
         training.fit(
             net,
-            self.xtr[mask],
-            torch.from_numpy(self.data.local[k])[self.ytr[mask]],
+            x,
+            y,
             recipe,
             n_valid=len(self.hier.subclasses[k]),
             seed=self.cfg.seed + k + 1,
@@ -264,7 +281,7 @@ class Run:
                 delta_budget.freeze_for_patch(net)
             if mode == "grid":
                 net.set_delta_grid(base, int(value))
-            steps = self.cfg.ft_epochs * max(1, math.ceil(int(self.sub_mask(k).sum()) / self.cfg.batch))
+            steps = self.cfg.ft_epochs * max(1, math.ceil(len(self.fine_tune_data(k)[1]) / self.cfg.batch))
             step = delta_budget.budget_step(net, base, self.cfg.delta_budget, steps)
             self._fine_tune(net, k, "QAT subclass [{}]".format(name), after_step=step)
             return net.state()

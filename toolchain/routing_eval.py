@@ -11,6 +11,8 @@ network on every image (``Q[k]``, n x n_k), each policy is replayed exactly as t
 
 A *stage-1 error* is an image that top-1 routes to a superclass whose subclass network cannot
 output its class.  *Recovered*: such an image that gated top-k classifies correctly.
+*Recoverable*: such an image that the gate sends down a second route whose subclass network
+outputs its class: the most any rule for choosing among the routes could recover at that gate.
 *Extra switches per image*: subclass networks run beyond the first, per image.
 """
 
@@ -23,7 +25,7 @@ import torch
 
 from . import train as training
 
-GATES = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
+GATES = (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
 MAX_EXTRA = 0.2  # extra switches per image the gate is chosen under
 
 
@@ -60,6 +62,18 @@ def route(p: np.ndarray, qs: List[np.ndarray], members: List[np.ndarray], gate: 
     return pred, passes
 
 
+def recoverable(p, qs, members, y: np.ndarray, gate: float, k: int) -> np.ndarray:
+    """Per image: the gate fires and a route beyond the first outputs its class."""
+    order = np.argsort(-p, axis=1, kind="stable")
+    q_arg = np.stack([q.argmax(1) for q in qs], 1)
+    rows = np.arange(len(p))
+    hit = np.zeros(len(p), dtype=bool)
+    for r in range(1, min(k, p.shape[1])):
+        c = order[:, r]
+        hit |= np.array([members[ci][q_arg[i, ci]] for i, ci in enumerate(c)], dtype=np.int64) == y
+    return hit & (p[rows, order[:, 0]] < gate)
+
+
 def policy(p, qs, members, local: np.ndarray, y: np.ndarray, gate: float, k: int) -> dict:
     """Accuracy, stage-1 errors recovered and extra switches per image of gated top-k against top-1."""
     top1, _ = route(p, qs, members, 1.0, 1)
@@ -67,6 +81,7 @@ def policy(p, qs, members, local: np.ndarray, y: np.ndarray, gate: float, k: int
     stage1 = local[p.argmax(1), y] < 0
     recovered = stage1 & (pred == y)
     n_err = int(stage1.sum())
+    reach = stage1 & recoverable(p, qs, members, y, gate, k)
     return {
         "gate": float(gate),
         "k": int(k),
@@ -76,6 +91,7 @@ def policy(p, qs, members, local: np.ndarray, y: np.ndarray, gate: float, k: int
         "recovered": int(recovered.sum()),
         "recovered_fraction": float(recovered.sum() / n_err) if n_err else None,
         "recovered_fraction_reason": None if n_err else "no stage-1 errors",
+        "recoverable": int(reach.sum()),
         "lost": int(((top1 == y) & (pred != y)).sum()),
         "extra_switches_per_image": float(passes.mean() - 1.0),
     }

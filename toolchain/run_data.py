@@ -35,6 +35,7 @@ class TrainConfig:
     ft_epochs: int = 10  # every subclass fine-tune: vanilla fp32 and QAT int8 share this recipe
     ft_lr: float = 3e-3
     ft_weight_decay: float = 5e-4
+    ft_outliers: float = 0.0  # other superclasses' images per own image in subclass fine-tunes (outlier exposure)
     qat_epochs: int = 2  # QAT of the superclass network
     qat_lr: float = 1e-3
     qat_weight_grad: str = "clip"  # "clip": no gradient beyond +-127 codes; "ste": straight through
@@ -72,6 +73,8 @@ class TrainConfig:
             raise UsageError("{}: channels = {} is not 0 (detect), 1 or 3".format(source, self.channels))
         if self.pad < 0:
             raise UsageError("{}: pad = {} is negative".format(source, self.pad))
+        if not 0 <= self.ft_outliers <= 10:
+            raise UsageError("{}: ft_outliers = {} is not between 0 and 10".format(source, self.ft_outliers))
 
 
 AUGMENTS = ("auto", "none", "flip")

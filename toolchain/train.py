@@ -190,7 +190,7 @@ class _Step:
         out = self.net(xb)
         if self.n_valid is not None:
             out = out[:, : self.n_valid]
-        loss = F.cross_entropy(out, yb)
+        loss = fit_loss(out, yb)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -199,9 +199,26 @@ class _Step:
         self.sched.step()
         value = loss.item()
         self.total += value
-        self.correct += int((out.detach().argmax(1) == yb).sum())
-        self.seen += len(yb)
+        inside = yb >= 0
+        self.correct += int((out.detach()[inside].argmax(1) == yb[inside]).sum())
+        self.seen += int(inside.sum())
         return value
+
+
+OUTLIER = -1  # the label of an outlier-exposure image: trained toward a uniform output over the valid logits
+OUTLIER_WEIGHT = 0.5  # lambda of Hendrycks et al. (2019), Deep Anomaly Detection with Outlier Exposure
+
+
+def fit_loss(out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the labelled images, plus OUTLIER_WEIGHT x the cross-entropy to the
+    uniform distribution on the images labelled OUTLIER (each part a mean over its images)."""
+    outlier = yb == OUTLIER
+    if not bool(outlier.any()):
+        return F.cross_entropy(out, yb)
+    loss = -OUTLIER_WEIGHT * F.log_softmax(out[outlier], 1).mean()
+    if bool((~outlier).any()):
+        loss = loss + F.cross_entropy(out[~outlier], yb[~outlier])
+    return loss
 
 
 def _save_checkpoint(path: str, model, opt, sched, epoch: int) -> None:

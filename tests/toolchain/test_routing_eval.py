@@ -36,6 +36,10 @@ def test_gated_top2_follows_equation_2_under_the_gate():
     r = R.policy(p, qs, MEMBERS, LOCAL, y, 0.58, 2)
     assert r["stage1_errors"] == 2  # images 1 and 4: cluster 0 cannot output class 4
     assert r["recovered"] == 2 and r["recovered_fraction"] == 1.0 and r["lost"] == 0
+    assert r["recoverable"] == 2  # both second routes output class 4
+    # at gate 0.54 only image 4 gets a second route; image 1 (0.55) stays a stage-1 error
+    assert R.policy(p, qs, MEMBERS, LOCAL, y, 0.54, 2)["recoverable"] == 1
+    assert R.recoverable(p, qs, MEMBERS, y, 0.58, 2).tolist() == [False, True, False, False, True]
     assert r["extra_switches_per_image"] == pytest.approx(0.4)
     assert r["top1_accuracy"] == pytest.approx(2 / 5) and r["accuracy"] == pytest.approx(4 / 5)
 
