@@ -263,17 +263,37 @@ def demo(out, codec, fresh, config_file, **flags):
     help="Measure the efficient Super-Sub through the runtime on this bundle.",
 )
 @click.option("--out", default=None, type=click.Path(), show_default="RUN_DIR/report", help="Report folder.")
+@click.option(
+    "--adaptive",
+    is_flag=False,
+    flag_value="base-ft,flat-ft,flat",
+    default=None,
+    show_default="off; alone: base-ft,flat-ft,flat",
+    help="Also choose each cluster's vanilla network among these configurations by validation accuracy "
+    "(Algorithm 2; needs --val-fraction): base-ft, flat-ft (fine-tuned from the flat network), flat.",
+)
 @verbosity_options
-def evaluate(run_dir, bundle, out):
+def evaluate(run_dir, bundle, out, adaptive):
     """Report (Markdown, HTML, JSON, PNG plots): bounds, control, vanilla vs efficient, routing, deltas, storage x."""
+    from .adaptive import CANDIDATES
     from .evaluate import evaluate as run_eval
     from .pipeline import Run
 
     if not os.path.isfile(os.path.join(run_dir, "config.json")):
         raise UsageError("{}: not a training run (no config.json); run `edgetool train` first".format(run_dir))
+    cands = [c.strip() for c in adaptive.split(",") if c.strip()] if adaptive is not None else []
+    bad = [c for c in cands if c not in CANDIDATES]
+    if bad or (adaptive is not None and not cands):
+        raise UsageError(
+            "--adaptive: {} is not a network configuration; choose from {}".format(
+                ascii(bad[0] if bad else adaptive)[:40], ", ".join(CANDIDATES)
+            )
+        )
     run = Run.open(run_dir, progress=True)
+    if cands and run.data.val is None:
+        raise UsageError("{}: --adaptive needs a validation split; train the run with --val-fraction".format(run_dir))
     out = out or os.path.join(run_dir, "report")
-    rep = run_eval(run, bundle, out)
+    rep = run_eval(run, bundle, out, cands)
     click.echo(summary_line(rep))
     click.echo("report: {}".format(os.path.join(out, "report.html")))
 

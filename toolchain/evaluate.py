@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -47,13 +47,14 @@ def fp16_delta_bytes(base_model, sub_model, codec="7z") -> Dict[str, int]:
     return {"stored": len(codecs.encode(codec, blob)), "network": raw}
 
 
-def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
+def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str, adaptive: Sequence[str] = ()) -> dict:
     """Measure *run* (and its bundle; exported to a temporary folder when none is given) and
-    write report.json / report.md / report.html and the plots into *out_dir*."""
+    write report.json / report.md / report.html and the plots into *out_dir*; with *adaptive*
+    candidates, also adaptive network selection (Algorithm 2) over them."""
     os.makedirs(out_dir, exist_ok=True)
     if bundle_dir is None:
         with tempfile.TemporaryDirectory(prefix="edgetool-eval-") as tmp:
-            return evaluate(run, run_export(run, os.path.join(tmp, "bundle")), out_dir)
+            return evaluate(run, run_export(run, os.path.join(tmp, "bundle")), out_dir, adaptive)
     from edgetool.runtime.bundle import Bundle
 
     with Bundle.open(bundle_dir) as b:
@@ -94,7 +95,27 @@ def evaluate(run: Run, bundle_dir: Optional[str], out_dir: str) -> dict:
             "routing_policies": routing_policies,
         }
     )
+    if adaptive:
+        rep["adaptive"] = adaptive_selection(run, adaptive)
     return write_report(rep, out_dir)
+
+
+def adaptive_selection(run: Run, candidates: Sequence[str]) -> dict:
+    """Algorithm 2: each cluster's vanilla network chosen among *candidates* on the validation
+    split, then routed top-1 and gated top-2 on the test set like the vanilla networks."""
+    from .adaptive import select
+    from .routing_eval import policies
+
+    sel = select(run, candidates)
+    rp = policies(run, sel["nets"])
+    names = run.hier.superclasses
+    return {
+        "candidates": list(candidates),
+        "choice": dict(zip(names, sel["choice"])),
+        "validation_accuracy": dict(zip(names, sel["validation_accuracy"])),
+        "top1_accuracy": rp["topk"]["top1_accuracy"],
+        "routing": rp["topk"],
+    }
 
 
 def write_report(rep: dict, out_dir: str) -> dict:

@@ -102,7 +102,41 @@ def markdown(rep: dict) -> str:
         p = rep["per_superclass_accuracy"]
         lines.append("| {} | {} |".format(name, " | ".join(_pct(p[key][k]) for key, _, _ in KINDS)))
     lines += ["", "![per-superclass]({})".format(rep["plots"]["per_superclass"]), ""] + _storage_lines(rep)
-    return "\n".join(lines + _routing_lines(rep.get("routing_policies")))
+    return "\n".join(lines + _routing_lines(rep.get("routing_policies")) + _adaptive_lines(rep))
+
+
+def _adaptive_lines(rep: dict) -> List[str]:
+    """Adaptive network selection (Algorithm 2): the network chosen per cluster on validation."""
+    a = rep.get("adaptive")
+    if not a:
+        return []
+    cands = a["candidates"]
+    lines = [
+        "",
+        "## Adaptive network selection (Chennupati et al., Algorithm 2)",
+        "",
+        "Each cluster's network chosen by its validation accuracy on the cluster's classes.",
+        "",
+        "| superclass | chosen | " + " | ".join("{} (val)".format(c) for c in cands) + " |",
+        "|---|---" + "|---:" * len(cands) + "|",
+    ]
+    for name in rep["superclasses"]:
+        acc = a["validation_accuracy"][name]
+        lines.append("| {} | {} | {} |".format(name, a["choice"][name], " | ".join(_pct(acc[c]) for c in cands)))
+    t = a["routing"]
+    lines += [
+        "",
+        "Test accuracy, top-1 routing: {} (vanilla: {}); gated top-{} (gate {}): {} at {:.3f} extra "
+        "switches / image.".format(
+            _pct(a["top1_accuracy"]),
+            _pct(rep["accuracy"]["vanilla"]),
+            t["k"],
+            t["gate"],
+            _pct(t["accuracy"]),
+            t["extra_switches_per_image"],
+        ),
+    ]
+    return lines
 
 
 def _routing_lines(rp) -> List[str]:
@@ -128,8 +162,15 @@ def _routing_lines(rp) -> List[str]:
         "| every superclass (equation 2) | {} | {:.3f} |".format(_pct(a["accuracy"]), a["extra_switches_per_image"]),
         "",
         "Stage-1 errors (routed where the class is not served): {}; recovered by gated top-{}: {} ({}); "
-        "newly wrong: {}. Gate chosen on: {}.".format(
-            t["stage1_errors"], t["k"], t["recovered"], frac, t["lost"], rp["gate_chosen_on"]
+        "newly wrong: {}; recoverable at this gate (a second route's subclass network outputs the class): {}. "
+        "Gate chosen on: {}.".format(
+            t["stage1_errors"],
+            t["k"],
+            t["recovered"],
+            frac,
+            t["lost"],
+            t.get("recoverable", "n/a"),
+            rp["gate_chosen_on"],
         ),
     ]
 
