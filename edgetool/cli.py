@@ -135,4 +135,8 @@ def main(argv=None):
         term = signals.terminated_by(exc)
         click.echo("terminated by {}".format(term) if term else "interrupted", err=True)
         sys.exit(128 + term.signum if term else 130)
+    term = signals.received()
+    if term is not None:  # a signal whose exception C code swallowed: the command still ends as terminated
+        click.echo("terminated by {}".format(term), err=True)
+        sys.exit(128 + term.signum)
     sys.exit(0)

@@ -240,12 +240,14 @@ from edgetool.runtime.errors import UsageError
 
 @click.command("masked")
 def masked():
-    # what a C extension does when a signal's exception arrives inside a callback: it raises its own error
+    # what C code may do when a signal's exception arrives inside a callback: raise its own error, or clear it
     try:
         os.kill(os.getpid(), signal.{sig})
         for _ in range(10**6):
             pass
     except KeyboardInterrupt:
+        if {swallow}:
+            return
         raise UsageError("an unrelated error") from None
 
 cli.COMMANDS["masked"] = ("__main__", "masked", "")
@@ -253,10 +255,11 @@ cli.main(["masked"])
 """
 
 
+@pytest.mark.parametrize("swallow", [False, True], ids=["replaced", "swallowed"])
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
-def test_a_signal_masked_by_a_c_extension_still_ends_the_command_as_terminated(sig):
+def test_a_signal_masked_by_a_c_extension_still_ends_the_command_as_terminated(sig, swallow):
     proc = subprocess.run(
-        [sys.executable, "-c", MASKED_SIGNAL.format(sig=sig)],
+        [sys.executable, "-c", MASKED_SIGNAL.format(sig=sig, swallow=swallow)],
         capture_output=True,
         text=True,
         timeout=60,
