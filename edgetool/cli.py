@@ -28,7 +28,7 @@ COMMANDS = {
         "Learn a class hierarchy from a confusion matrix or a trained flat network.",
     ),
     "evaluate": (
-        "edgetool.toolchain.cli",
+        "edgetool.toolchain.evaluate_cli",
         "evaluate",
         "Report bounds, vanilla vs efficient accuracy, deltas and storage.",
     ),

@@ -45,6 +45,7 @@ def test_learned_from_a_run_trains_and_exports_with_overlap(run_cli, tmp_path, s
     for name, chosen in a["choice"].items():  # the best on validation, per cluster
         assert a["validation_accuracy"][name][chosen] == max(a["validation_accuracy"][name].values())
     assert "Adaptive network selection" in (tmp_path / "rep" / "report.md").read_text()
+    assert "adaptive (Algorithm 2) {:.2%}".format(a["top1_accuracy"]) in proc.stdout
     for bad in ("bogus", ","):
         proc = run_cli("evaluate", run, "--adaptive", bad)
         assert proc.returncode != 0 and "--adaptive" in proc.stderr and "Traceback" not in proc.stderr

@@ -200,35 +200,19 @@ class Run:
         return m
 
     def fine_tune_data(self, k: int):
-        """(images, labels) of subclass network k's fine-tune: its classes' images under their local
-        labels and, with ``ft_outliers`` r > 0, r x as many images of the other classes (a fixed
-        draw per network), labelled OUTLIER: trained toward a uniform output, so the network is
-        unsure on images that are not its own and gated top-k routing can tell a wrong route."""
+        """(images, local labels) of subclass network k's fine-tune, with ``ft_outliers`` x as many
+        images of other superclasses (a fixed draw per network) labelled OUTLIER."""
         mask = self.sub_mask(k)
-        x = self.xtr[mask]
         y = torch.from_numpy(self.data.local[k])[self.ytr[mask]]
-        if self.cfg.ft_outliers > 0:
-            others = torch.nonzero(~mask).flatten()
-            g = torch.Generator().manual_seed(self.cfg.seed * 1009 + k)
-            n = min(len(others), int(round(self.cfg.ft_outliers * len(y))))
-            pick = others[torch.randperm(len(others), generator=g)[:n]]
-            x = torch.cat([x, self.xtr[pick]])
-            y = torch.cat([y, torch.full((n,), training.OUTLIER, dtype=y.dtype)])
-        return x, y
+        pool = torch.nonzero(~mask).flatten()
+        return training.with_outliers(self.xtr[mask], y, self.xtr, pool, self.cfg.ft_outliers, self.cfg.seed * 1009 + k)
 
     def _fine_tune(self, net, k: int, desc: str, after_step=None) -> None:
         """The one subclass fine-tune recipe, shared by the vanilla and the QAT networks."""
         x, y = self.fine_tune_data(k)
         recipe = self.recipe(self.cfg.ft_epochs, self.cfg.ft_lr, weight_decay=self.cfg.ft_weight_decay)
-        training.fit(
-            net,
-            x,
-            y,
-            recipe,
-            n_valid=len(self.hier.subclasses[k]),
-            seed=self.cfg.seed + k + 1,
-            hooks=self.hooks(desc, after_step),
-        )
+        n_valid, hooks = len(self.hier.subclasses[k]), self.hooks(desc, after_step)
+        training.fit(net, x, y, recipe, n_valid=n_valid, seed=self.cfg.seed + k + 1, hooks=hooks)
 
     def vanilla(self, k: int) -> models.ResNet:
         """Vanilla fp32 subclass network k, fine-tuned from the superclass network."""

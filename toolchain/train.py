@@ -209,6 +209,17 @@ OUTLIER = -1  # the label of an outlier-exposure image: trained toward a uniform
 OUTLIER_WEIGHT = 0.5  # lambda of Hendrycks et al. (2019), Deep Anomaly Detection with Outlier Exposure
 
 
+def with_outliers(x: torch.Tensor, y: torch.Tensor, images: torch.Tensor, pool: torch.Tensor, ratio: float, seed: int):
+    """(x, y) and ``round(ratio x len(y))`` images drawn from ``images[pool]`` without replacement
+    (fixed by *seed*), labelled OUTLIER: outlier exposure, so a subclass network learns to be
+    unsure on images that are not its own and gated top-k routing can tell a wrong route."""
+    if ratio <= 0:
+        return x, y
+    n = min(len(pool), int(round(ratio * len(y))))
+    pick = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n]]
+    return torch.cat([x, images[pick]]), torch.cat([y, torch.full((n,), OUTLIER, dtype=y.dtype)])
+
+
 def fit_loss(out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on the labelled images, plus OUTLIER_WEIGHT x the cross-entropy to the
     uniform distribution on the images labelled OUTLIER (each part a mean over its images)."""

@@ -45,7 +45,7 @@ def test_every_option_shows_its_default():
 # 7. strict JSON, stated networks and bundle size -------------------------------------------------
 def test_report_json_is_strict_when_the_bounds_tie(newcomer, tmp_path, monkeypatch):
     from edgetool.toolchain import bounds, evaluate
-    from edgetool.toolchain.cli import summary_line
+    from edgetool.toolchain.evaluate_cli import summary_line
     from edgetool.toolchain.pipeline import Run
     from edgetool.toolchain.report import gap_closed
 
