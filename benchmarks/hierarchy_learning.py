@@ -134,11 +134,29 @@ def learn_hierarchy(flat_path, name, theta, gamma, dataset):
     return path, gamma
 
 
-def share_flat(flat_path, path):
+def share_flat(src, path, files=("flat.pt",)):
+    """Copy the trained stages *files* of the run at *src* into the run folder *path*."""
     os.makedirs(path, exist_ok=True)
-    for f in ("flat.pt",):
+    for f in files:
         if not os.path.isfile(os.path.join(path, f)):
-            shutil.copy(os.path.join(flat_path, f), os.path.join(path, f))
+            shutil.copy(os.path.join(src, f), os.path.join(path, f))
+
+
+def sibling(run, suffix, progress, **cfg):
+    """A run beside *run* with the same flat and superclass networks and *cfg* changed."""
+    path = run.path.rstrip("/") + suffix
+    share_flat(run.path, path, ("flat.pt", "super.pt"))
+    return open_run(path, dict_cfg(run.cfg, **cfg), progress)
+
+
+def accuracies(topk, flat_acc, upper):
+    """Top-1 and gated top-2 accuracy of one routing result, with the gap each closes."""
+    from edgetool.toolchain.report import gap_closed
+
+    return {
+        key: {"accuracy": acc, "gap_closed": gap_closed(acc, flat_acc, upper)}
+        for key, acc in (("top1", topk["top1_accuracy"]), ("gated_top2", topk["accuracy"]))
+    }
 
 
 def image_epochs(run):
@@ -166,12 +184,9 @@ def measure(run, flat_acc, candidates):
         "upper": upper,
         "routing_top1_contains_class": 1.0 - rp["topk"]["stage1_errors"] / len(y),
     }
-    for key, acc in (
-        ("top1", rp["topk"]["top1_accuracy"]),
-        ("gated_top2", rp["topk"]["accuracy"]),
-        ("all_superclasses", rp["all_superclasses"]["accuracy"]),
-    ):
-        out[key] = {"accuracy": acc, "gap_closed": gap_closed(acc, flat_acc, upper)}
+    out.update(accuracies(rp["topk"], flat_acc, upper))
+    acc = rp["all_superclasses"]["accuracy"]
+    out["all_superclasses"] = {"accuracy": acc, "gap_closed": gap_closed(acc, flat_acc, upper)}
     out["routing"] = rp
     out["adaptive"] = adaptive(run, flat_acc, upper, candidates)
     flat_ft = run.cfg.ft_epochs * sum(int(run.sub_mask(k).sum()) for k in range(N)) if "flat-ft" in candidates else 0
@@ -183,39 +198,22 @@ def measure(run, flat_acc, candidates):
 def with_outliers(run, ratio, flat_acc, upper, progress):
     """The same hierarchy's vanilla subclass networks fine-tuned with outlier exposure, from the
     same superclass network (flat.pt and super.pt shared), routed top-1 and gated top-2."""
-    from edgetool.toolchain.report import gap_closed
     from edgetool.toolchain.routing_eval import policies
 
-    path = run.path.rstrip("/") + "-outliers{:g}".format(ratio)
-    os.makedirs(path, exist_ok=True)
-    for f in ("flat.pt", "super.pt"):
-        if not os.path.isfile(os.path.join(path, f)):
-            shutil.copy(run.file(f), os.path.join(path, f))
-    oe = open_run(path, dict_cfg(run.cfg, ft_outliers=ratio), progress)
+    oe = sibling(run, "-outliers{:g}".format(ratio), progress, ft_outliers=ratio)
     rp = policies(oe, [oe.vanilla(k) for k in range(oe.hier.n_super)], k=2)
     out = {"ft_outliers": ratio, "routing": rp["topk"], "all_superclasses": rp["all_superclasses"]}
-    for key, acc in (("top1", rp["topk"]["top1_accuracy"]), ("gated_top2", rp["topk"]["accuracy"])):
-        out[key] = {"accuracy": acc, "gap_closed": gap_closed(acc, flat_acc, upper)}
+    out.update(accuracies(rp["topk"], flat_acc, upper))
     out["train_seconds"] = {k: v for k, v in oe.train_seconds().items() if k.startswith("vanilla")}
     return out
 
 
 def adaptive(run, flat_acc, upper, candidates):
-    """Algorithm 2: each cluster's network chosen on the validation split; routed as above."""
-    from edgetool.toolchain.adaptive import select
-    from edgetool.toolchain.report import gap_closed
-    from edgetool.toolchain.routing_eval import policies
+    """Algorithm 2 as `edgetool evaluate --adaptive` runs it, with the gaps closed."""
+    from edgetool.toolchain.evaluate import adaptive_selection
 
-    sel = select(run, candidates)
-    rp = policies(run, sel["nets"], k=2)
-    out = {
-        "candidates": list(candidates),
-        "choice": dict(zip(run.hier.superclasses, sel["choice"])),
-        "validation_accuracy": dict(zip(run.hier.superclasses, sel["validation_accuracy"])),
-        "routing": rp["topk"],
-    }
-    for key, acc in (("top1", rp["topk"]["top1_accuracy"]), ("gated_top2", rp["topk"]["accuracy"])):
-        out[key] = {"accuracy": acc, "gap_closed": gap_closed(acc, flat_acc, upper)}
+    out = adaptive_selection(run, candidates)
+    out.update(accuracies(out["routing"], flat_acc, upper))
     return out
 
 

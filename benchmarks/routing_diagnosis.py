@@ -27,7 +27,6 @@ Usage (after hierarchy_learning.py --dataset D --outliers 1 --work W):
 """
 
 import argparse
-import copy
 import os
 import sys
 import time
@@ -61,32 +60,6 @@ def softmax(z, t=1.0):
     z = z / t
     e = np.exp(z - z.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
-
-
-def weighted_route(p, qs, members, local, y, gate, beta):
-    """Gated top-2 with score beta*log p_super + log p_sub (beta = 1: equation 2)."""
-    rows = np.arange(len(y))
-    order = np.argsort(-p, axis=1, kind="stable")
-    q_best = np.stack([q.max(1) for q in qs], 1)
-    q_arg = np.stack([q.argmax(1) for q in qs], 1)
-    first, second = order[:, 0], order[:, 1]
-    unsure = p[rows, first] < gate
-    s1 = beta * np.log(p[rows, first]) + np.log(q_best[rows, first])
-    s2 = beta * np.log(p[rows, second]) + np.log(q_best[rows, second])
-    chosen = np.where(unsure & (s2 > s1), second, first)
-    pred = np.array([members[c][q_arg[i, c]] for i, c in enumerate(chosen)])
-    top1 = np.array([members[c][q_arg[i, c]] for i, c in enumerate(first)])
-    stage1 = local[first, y] < 0
-    return {
-        "gate": float(gate),
-        "beta": float(beta),
-        "accuracy": float((pred == y).mean()),
-        "top1_accuracy": float((top1 == y).mean()),
-        "stage1_errors": int(stage1.sum()),
-        "recovered": int((stage1 & (pred == y)).sum()),
-        "lost": int(((top1 == y) & (pred != y)).sum()),
-        "extra_switches_per_image": float(unsure.mean()),
-    }
 
 
 def largest_gate(p, max_extra=MAX_EXTRA):
@@ -138,17 +111,15 @@ def diagnose(run, nets):
     }
 
     # 2. p_super weighted less
-    out["weighted"] = {
-        "at_gate": [weighted_route(pt, qt, members, local, yt, g, b) for b in BETAS],
-    }
+    out["weighted"] = {"at_gate": [policy(pt, qt, members, local, yt, g, 2, b) for b in BETAS]}
     best = None
     for b in BETAS:
         for gg in GATES:
-            r = weighted_route(pv, qv, members, local, yv, gg, b)
+            r = policy(pv, qv, members, local, yv, gg, 2, b)
             if r["extra_switches_per_image"] <= MAX_EXTRA and (best is None or r["accuracy"] > best[0]):
                 best = (r["accuracy"], gg, b)
     assert best is not None
-    out["weighted"]["chosen_on_validation"] = weighted_route(pt, qt, members, local, yt, best[1], best[2])
+    out["weighted"]["chosen_on_validation"] = policy(pt, qt, members, local, yt, best[1], 2, best[2])
     out["weighted"]["validation_stage1_errors"] = int((local[pv.argmax(1), yv] < 0).sum())
 
     # 3. temperature scaling on validation
@@ -176,31 +147,22 @@ def diagnose(run, nets):
 def confusable_outliers(run, ratio):
     """Outlier exposure with outliers drawn in proportion to the superclass network's
     probability of the cluster; a sibling run sharing flat.pt and super.pt."""
-    import shutil
-
     import torch
 
     from edgetool.toolchain import train as training
-    from edgetool.toolchain.pipeline import Run
+    from hierarchy_learning import sibling
 
-    path = run.path.rstrip("/") + "-confusable{:g}".format(ratio)
-    os.makedirs(path, exist_ok=True)
-    for f in ("flat.pt", "super.pt"):
-        if not os.path.isfile(os.path.join(path, f)):
-            shutil.copy(run.file(f), os.path.join(path, f))
-    cfg = copy.deepcopy(run.cfg)
-    cfg.ft_outliers = ratio
-    oe = Run.open(path, cfg, progress=False)
+    oe = sibling(run, "-confusable{:g}".format(ratio), False, ft_outliers=ratio)
     p = torch.softmax(training.predict_logits(oe.superclass(), oe.xtr, oe.hier.n_super).double(), 1)
 
     def fine_tune_data(k):
         mask = oe.sub_mask(k)
-        x, y = oe.xtr[mask], torch.from_numpy(oe.data.local[k])[oe.ytr[mask]]
         others = torch.nonzero(~mask).flatten()
-        n = min(len(others), int(round(ratio * len(y))))
-        g = torch.Generator().manual_seed(cfg.seed * 1009 + k)
+        n = min(len(others), int(round(ratio * int(mask.sum()))))
+        g = torch.Generator().manual_seed(oe.cfg.seed * 1009 + k)
         pick = others[torch.multinomial(p[others, k] + 1e-3, n, replacement=False, generator=g)]
-        return torch.cat([x, oe.xtr[pick]]), torch.cat([y, torch.full((n,), training.OUTLIER, dtype=y.dtype)])
+        y = torch.from_numpy(oe.data.local[k])[oe.ytr[mask]]
+        return training.with_outliers(oe.xtr[mask], y, oe.xtr, pick, ratio, oe.cfg.seed)
 
     oe.fine_tune_data = fine_tune_data  # this experiment's draw; the product draws uniformly
     return oe

@@ -207,9 +207,9 @@ class Run:
         pool = torch.nonzero(~mask).flatten()
         return training.with_outliers(self.xtr[mask], y, self.xtr, pool, self.cfg.ft_outliers, self.cfg.seed * 1009 + k)
 
-    def _fine_tune(self, net, k: int, desc: str, after_step=None) -> None:
+    def _fine_tune(self, net, k: int, desc: str, after_step=None, data=None) -> None:
         """The one subclass fine-tune recipe, shared by the vanilla and the QAT networks."""
-        x, y = self.fine_tune_data(k)
+        x, y = data if data is not None else self.fine_tune_data(k)
         recipe = self.recipe(self.cfg.ft_epochs, self.cfg.ft_lr, weight_decay=self.cfg.ft_weight_decay)
         n_valid, hooks = len(self.hier.subclasses[k]), self.hooks(desc, after_step)
         training.fit(net, x, y, recipe, n_valid=n_valid, seed=self.cfg.seed + k + 1, hooks=hooks)
@@ -265,9 +265,10 @@ class Run:
                 delta_budget.freeze_for_patch(net)
             if mode == "grid":
                 net.set_delta_grid(base, int(value))
-            steps = self.cfg.ft_epochs * max(1, math.ceil(len(self.fine_tune_data(k)[1]) / self.cfg.batch))
+            data = self.fine_tune_data(k)
+            steps = self.cfg.ft_epochs * max(1, math.ceil(len(data[1]) / self.cfg.batch))
             step = delta_budget.budget_step(net, base, self.cfg.delta_budget, steps)
-            self._fine_tune(net, k, "QAT subclass [{}]".format(name), after_step=step)
+            self._fine_tune(net, k, "QAT subclass [{}]".format(name), after_step=step, data=data)
             return net.state()
 
         return qat.QATNet.from_state(self._stage("qat:" + name, self.file("qat", "{}.pt".format(k)), make))

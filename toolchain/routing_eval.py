@@ -41,20 +41,21 @@ def network_probs(run, nets: Sequence, x: torch.Tensor, base=None):
     return p, qs
 
 
-def route(p: np.ndarray, qs: List[np.ndarray], members: List[np.ndarray], gate: float, k: int):
-    """(predicted dataset class, subclass networks run) per image under gated top-k (k=1: top-1)."""
+def route(p: np.ndarray, qs: List[np.ndarray], members: List[np.ndarray], gate: float, k: int, beta: float = 1.0):
+    """(predicted dataset class, subclass networks run) per image under gated top-k (k=1: top-1);
+    routes compete by p_super^beta x p_sub (beta = 1: equation 2; beta = 0: p_sub alone)."""
     n = len(p)
     order = np.argsort(-p, axis=1, kind="stable")
     rows = np.arange(n)
     q_best = np.stack([q.max(1) for q in qs], 1)  # (n, N)
     q_arg = np.stack([q.argmax(1) for q in qs], 1)
     first = order[:, 0]
-    score = p[rows, first] * q_best[rows, first]
+    score = p[rows, first] ** beta * q_best[rows, first]
     chosen = first.copy()
     unsure = p[rows, first] < gate
     for r in range(1, min(k, p.shape[1])):
         c = order[:, r]
-        s = p[rows, c] * q_best[rows, c]
+        s = p[rows, c] ** beta * q_best[rows, c]
         better = unsure & (s > score)
         chosen[better], score[better] = c[better], s[better]
     pred = np.array([members[c][q_arg[i, c]] for i, c in enumerate(chosen)], dtype=np.int64)
@@ -74,10 +75,10 @@ def recoverable(p, qs, members, y: np.ndarray, gate: float, k: int) -> np.ndarra
     return hit & (p[rows, order[:, 0]] < gate)
 
 
-def policy(p, qs, members, local: np.ndarray, y: np.ndarray, gate: float, k: int) -> dict:
+def policy(p, qs, members, local: np.ndarray, y: np.ndarray, gate: float, k: int, beta: float = 1.0) -> dict:
     """Accuracy, stage-1 errors recovered and extra switches per image of gated top-k against top-1."""
     top1, _ = route(p, qs, members, 1.0, 1)
-    pred, passes = route(p, qs, members, gate, k)
+    pred, passes = route(p, qs, members, gate, k, beta)
     stage1 = local[p.argmax(1), y] < 0
     recovered = stage1 & (pred == y)
     n_err = int(stage1.sum())
@@ -85,6 +86,7 @@ def policy(p, qs, members, local: np.ndarray, y: np.ndarray, gate: float, k: int
     return {
         "gate": float(gate),
         "k": int(k),
+        "beta": float(beta),
         "accuracy": float((pred == y).mean()),
         "top1_accuracy": float((top1 == y).mean()),
         "stage1_errors": n_err,

@@ -53,3 +53,14 @@ def test_gate_is_chosen_under_the_switch_budget():
     assert R.choose_gate(p, qs, MEMBERS, LOCAL, y, 2, max_extra=1.0) > 0.55
     no_err = R.policy(p[:1], [q[:1] for q in qs], MEMBERS, LOCAL, y[:1], 0.5, 2)
     assert no_err["recovered_fraction"] is None and no_err["recovered_fraction_reason"]
+
+
+def test_beta_weights_the_superclass_probability():
+    p, qs, y = case()
+    # every image unsure: image 3 goes to cluster 1 by 0.7*0.7 > 0.3*0.8, but by p_sub alone to cluster 0 (0.8)
+    eq2, _ = R.route(p, qs, MEMBERS, 1.0, 2)
+    alone, _ = R.route(p, qs, MEMBERS, 1.0, 2, beta=0.0)
+    assert eq2[3] == 3 and alone[3] == 2
+    assert R.route(p, qs, MEMBERS, 1.0, 2, beta=1.0)[0].tolist() == eq2.tolist()
+    r = R.policy(p, qs, MEMBERS, LOCAL, y, 1.0, 2, beta=0.0)
+    assert r["beta"] == 0.0 and r["lost"] == 1  # image 3 was right under top-1
