@@ -46,11 +46,11 @@ SWEEP = ["0", "0.05", "0.2", "patch", "0.1", "0.4"]  # delta budgets, in the ord
 SHARED_STAGES = ("flat.pt", "super.pt", "super_qat.pt", "timing.json")
 
 
-def dataset_dir(name, work):
+def dataset_dir(name, work, root=SHARED):
     if name == "fashion-mnist":
-        return os.path.join(SHARED, "fashion-mnist"), None
+        return os.path.join(root, "fashion-mnist"), None
     if name == "cifar10":
-        src = os.path.join(SHARED, "cifar10-jpg")
+        src = os.path.join(root, "cifar10-jpg")
         dest = os.path.join(work, "data")
         root = os.path.join(dest, "CIFAR-10-images")
         if not os.path.isdir(os.path.join(root, "test")):
@@ -74,16 +74,18 @@ def run_point(args, seed, b, first, out):
     """Train (or resume) seed *seed* at delta budget *b* and record its measurements; every budget
     shares the networks of budget *first* but the QAT subclass networks."""
     from edgetool.toolchain import bounds as B
+    from edgetool.toolchain.device import describe as describe_device
     from edgetool.toolchain.evaluate import evaluate
     from edgetool.toolchain.pipeline import Run, TrainConfig
 
     work = args.work or os.path.join("edgetool-out", "bench-" + args.dataset)
-    data, hier = dataset_dir(args.dataset, work)
+    data, hier = dataset_dir(args.dataset, work, args.data_root)
     cfg = TrainConfig(
         data=data,
         hierarchy=hier,
         arch=args.arch,
         epochs=args.epochs,
+        batch=args.batch,
         seed=seed,
         limit_train=args.train_per_class * 10,
         pad=4 if args.dataset == "cifar10" else 0,
@@ -125,6 +127,7 @@ def run_point(args, seed, b, first, out):
     m["seconds"] = time.perf_counter() - t0
     m["train_seconds"] = run.train_seconds()
     m["train_images"], m["test_images"] = int(len(run.ytr)), int(len(run.yte))
+    m["trained_on"] = describe_device()
     m["superclasses"] = run.hier.superclasses
     m["changed_codes"] = [d["changed_int8"] / manifest["base"]["int8_weight_bytes"] for d in manifest["deltas"]]
     record["budgets"][b] = m
@@ -227,6 +230,8 @@ def aggregate(dataset, out, default_budget, machine):
         "benchmark": "paper_experiments",
         "dataset": dataset,
         "machine": machine,
+        "trained_on": first.get("trained_on", "cpu"),
+        "train_seconds": first.get("train_seconds"),
         "definitions": "README 'How results are measured'; x = stored delta bytes / stored bytes of base.onnx",
         "default_budget": default_budget,
         "seeds": [s["seed"] for s in seeds],
@@ -374,6 +379,8 @@ def main():
     ap.add_argument("--train-per-class", type=int, default=1000)
     ap.add_argument("--arch", default="resnet8")
     ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--data-root", default=SHARED, help="folder holding fashion-mnist/ and cifar10-jpg/")
     ap.add_argument("--report-seed", type=int, default=0)
     ap.add_argument("--report-budget", default=None, help="budget of the full report (default: --default)")
     ap.add_argument("--work", default=None)

@@ -137,6 +137,22 @@ def _recipe_flags(opt) -> list:
     ]
 
 
+def _select_device(ctx, param, value):
+    from .device import select
+
+    select(value)  # before any work: a GPU torch does not see is one error line
+
+
+device_option = click.option(
+    "--device",
+    default=None,
+    expose_value=False,
+    callback=_select_device,
+    show_default="$EDGETOOL_DEVICE, else auto: a CUDA GPU when torch sees one, else the CPU",
+    help="Where the networks train and predict: auto, cpu, cuda or cuda:N.",
+)
+
+
 def given(flags: dict) -> dict:
     """The flags the user gave on the command line (the others keep config.json's or TrainConfig's value)."""
     from click.core import ParameterSource
@@ -187,6 +203,7 @@ MODES = ("flat", "superclass", "vanilla", "qat")
     show_default="none",
     help="torchvision ResNet state_dict to start float networks from.",
 )
+@device_option
 @verbosity_options
 def train(run_dir, modes, config_file, **flags):
     """Train the networks of a Super-Sub run into RUN_DIR (resumes where it stopped).
@@ -232,6 +249,7 @@ def train(run_dir, modes, config_file, **flags):
 @codec_option
 @click.option("--fresh", is_flag=True, help="Retrain even if the output folder holds a finished run.")
 @config_options
+@device_option
 @verbosity_options
 def demo(out, codec, fresh, config_file, **flags):
     """Train, export and run Super-Sub on the shipped Fashion-MNIST sample, offline.

@@ -72,6 +72,14 @@ def _int8_pairs(net: "QATNet", base: "QATNet"):
     return out
 
 
+def _follow(items: list) -> list:
+    """*items* with each base copy and step on the device of its weight (fit moves the network
+    to the training device after the budget step was made)."""
+    if not items or items[0][1].device == items[0][0].device:
+        return items
+    return [(t[0],) + tuple(v.to(t[0].device) for v in t[1:]) for t in items]
+
+
 class ProximalStep:
     """Soft-threshold every int8 weight toward the base after each optimizer step.
 
@@ -93,6 +101,7 @@ class ProximalStep:
     @torch.no_grad()
     def __call__(self, lr: float) -> None:
         thresh = self.tau * lr
+        self.pairs = _follow(self.pairs)
         for p, a in self.pairs:
             d = p - a
             keep = d.abs() > thresh
@@ -135,6 +144,7 @@ class DeltaTopK:
         keep = int(round(self.density_at(self.t) * self.n))
         if keep >= self.n or not self.items:
             return
+        self.items = _follow(self.items)
         scores = [((p - a).abs() / s).reshape(-1) for p, a, s in self.items]
         flat = torch.cat(scores)
         if keep <= 0:

@@ -9,6 +9,8 @@ import click
 from edgetool.runtime.errors import UsageError
 from edgetool.runtime.options import verbosity_options
 
+from .cli import device_option
+
 
 @click.command()
 @click.argument("run_dir", type=click.Path())
@@ -29,6 +31,7 @@ from edgetool.runtime.options import verbosity_options
     help="Also choose each cluster's vanilla network among these configurations by validation accuracy "
     "(Algorithm 2; needs --val-fraction): base-ft, flat-ft (fine-tuned from the flat network), flat.",
 )
+@device_option
 @verbosity_options
 def evaluate(run_dir, bundle, out, adaptive):
     """Report (Markdown, HTML, JSON, PNG plots): bounds, control, vanilla vs efficient, routing, deltas, storage x."""

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import device as devices
 from .data import ArrayDataset
 
 
@@ -124,6 +125,8 @@ def fit(
     from .progress import FitProgress
 
     hooks = hooks or FitHooks()
+    dev = devices.current()
+    model.to(dev)  # before the optimizer, so its state lives with the parameters
     opt = _optimizer(model, recipe)
     steps_per_epoch = max(1, math.ceil(len(y) / recipe.batch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _Cosine(recipe.epochs * steps_per_epoch))
@@ -133,7 +136,7 @@ def fit(
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model)
+        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
         steps_per_epoch = max(1, (len(y) // world) // recipe.batch)
     history: Dict[str, List[float]] = {"loss": [], "accuracy": []}
     bar = FitProgress(hooks.desc, recipe.epochs, start_epoch, steps_per_epoch, hooks.progress and rank == 0)
@@ -147,7 +150,8 @@ def fit(
         t0 = time.perf_counter()
         for b in range(steps_per_epoch):
             idx = perm[b * recipe.batch : (b + 1) * recipe.batch]
-            bar.step(epoch, step(augment(x[idx], gen, **recipe.aug) if recipe.aug else x[idx], y[idx]))
+            xb = augment(x[idx], gen, **recipe.aug) if recipe.aug else x[idx]  # on the CPU: same draws anywhere
+            bar.step(epoch, step(xb.to(dev, non_blocking=True), y[idx].to(dev)))
         history["loss"].append(step.total / steps_per_epoch)
         history["accuracy"].append(step.correct / max(1, step.seen))
         bar.epoch_done(epoch + 1, history["loss"][-1], history["accuracy"][-1], time.perf_counter() - t0)
@@ -156,6 +160,7 @@ def fit(
         if hooks.on_epoch is not None:
             hooks.on_epoch(epoch + 1)
     bar.close()
+    model.to("cpu")
     model.eval()
     return history
 
@@ -254,11 +259,17 @@ def _resume(path: Optional[str], model, opt, sched) -> int:
 
 @torch.no_grad()
 def predict_logits(model, x: torch.Tensor, n_valid: Optional[int] = None, batch: int = 512) -> torch.Tensor:
+    """Logits of *model* on *x* (on the CPU), computed on the selected device."""
+    dev = devices.current()
+    model.to(dev)
     model.eval()
     outs = []
-    for i in range(0, len(x), batch):
-        o = model(x[i : i + batch])
-        outs.append(o[:, :n_valid] if n_valid is not None else o)
+    try:
+        for i in range(0, len(x), batch):
+            o = model(x[i : i + batch].to(dev))
+            outs.append((o[:, :n_valid] if n_valid is not None else o).cpu())
+    finally:
+        model.to("cpu")
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
