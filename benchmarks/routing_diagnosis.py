@@ -39,7 +39,7 @@ sys.path.insert(0, HERE)
 from common import write_result  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "hierarchy")
-BETAS = (0.0, 0.1, 0.25, 0.5, 1.0)
+BETAS = (0.0, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0)
 MAX_EXTRA = 0.2
 
 
@@ -68,14 +68,39 @@ def largest_gate(p, max_extra=MAX_EXTRA):
     return max(g for g in GATES if float((p.max(1) < g).mean()) <= max_extra)
 
 
-def diagnose(run, nets):
+def unused_training_images(run, n, seed=1234):
+    """(x, y) of *n* training images, stratified, that the run never used: ``limit_train`` kept a
+    stratified share of the training set, and the rest were neither trained on nor validated on.
+    A validation split this size holds hundreds of stage-1 errors to choose a routing rule on."""
+    import copy
+
+    from edgetool.toolchain import data as datasets
+    from edgetool.toolchain import train as training
+    from edgetool.toolchain.run_data import load_data
+
+    cfg = copy.deepcopy(run.cfg)
+    cfg.limit_train = 0
+    full, _, _ = load_data(cfg)
+    _, used = datasets.stratified_split(full.labels, min(1.0, run.cfg.limit_train / len(full)), run.cfg.seed)
+    assert len(used) == len(run.train) + len(run.data.val), "not the run's training images"
+    rest = np.setdiff1d(np.arange(len(full)), used)
+    if not len(rest):
+        raise SystemExit("--val-images: the run trained on every training image; none is left")
+    _, pick = datasets.stratified_split(full.labels[rest], min(1.0, n / len(rest)), seed)
+    ds = full.subset(rest[pick])
+    return training.to_tensor(ds, run.mean, run.std), np.asarray(ds.labels)
+
+
+def diagnose(run, nets, val=None):
     from edgetool.toolchain import train as training
     from edgetool.toolchain.routing_eval import GATES, choose_gate, policy, recoverable
 
     members = run.hier.members(run.train.classes)
     local = run.data.local
-    xv = training.to_tensor(run.data.val, run.mean, run.std)
-    yv = np.asarray(run.data.val.labels)
+    if val is None:
+        xv, yv = training.to_tensor(run.data.val, run.mean, run.std), np.asarray(run.data.val.labels)
+    else:
+        xv, yv = val
     yt = run.yte.numpy()
     lv, lt = logits(run, nets, xv), logits(run, nets, run.xte)
     pv, qv = softmax(lv[0]), [softmax(q) for q in lv[1]]
@@ -121,6 +146,7 @@ def diagnose(run, nets):
     assert best is not None
     out["weighted"]["chosen_on_validation"] = policy(pt, qt, members, local, yt, best[1], 2, best[2])
     out["weighted"]["validation_stage1_errors"] = int((local[pv.argmax(1), yv] < 0).sum())
+    out["weighted"]["validation_images"] = int(len(yv))
 
     # 3. temperature scaling on validation
     def fit_t(z, y):
@@ -178,29 +204,40 @@ def main():
     ap.add_argument("--work", default=os.path.join("edgetool-out", "bench-hierarchy"))
     ap.add_argument("--outliers", type=float, default=1.0, help="the ratio hierarchy_learning.py --outliers used")
     ap.add_argument("--confusable", type=float, default=0.0, help="also train confusable-outlier networks")
+    ap.add_argument(
+        "--val-images",
+        type=int,
+        default=0,
+        help="choose beta and the gate on this many training images the run never used (default: its validation split)",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     path = run_path(args.work, args.dataset, args.hierarchy)
     run = Run.open(path, None, progress=False)
+    val = unused_training_images(run, args.val_images) if args.val_images else None
     result = {
         "dataset": args.dataset,
         "hierarchy": args.hierarchy,
         "machine": machine_name(),
-        "networks": {"vanilla": diagnose(run, [run.vanilla(k) for k in range(run.hier.n_super)])},
+        "validation": "{} training images the run never used".format(len(val[1]))
+        if val is not None
+        else "the run's validation split ({} images)".format(len(run.data.val)),
+        "networks": {"vanilla": diagnose(run, [run.vanilla(k) for k in range(run.hier.n_super)], val)},
     }
     oe_path = path.rstrip("/") + "-outliers{:g}".format(args.outliers)
     if os.path.isfile(os.path.join(oe_path, "config.json")):
         oe = Run.open(oe_path, None, progress=False)
         result["networks"]["outlier exposure {:g}".format(args.outliers)] = diagnose(
-            oe, [oe.vanilla(k) for k in range(oe.hier.n_super)]
+            oe, [oe.vanilla(k) for k in range(oe.hier.n_super)], val
         )
     if args.confusable:
         oe = confusable_outliers(run, args.confusable)
         result["networks"]["confusable outliers {:g}".format(args.confusable)] = diagnose(
-            oe, [oe.vanilla(k) for k in range(oe.hier.n_super)]
+            oe, [oe.vanilla(k) for k in range(oe.hier.n_super)], val
         )
     result["seconds"] = time.perf_counter() - t0
-    dest = os.path.join(OUT, "routing-diagnosis-{}-{}.json".format(args.dataset, args.hierarchy))
+    suffix = "-val{}".format(args.val_images) if args.val_images else ""
+    dest = os.path.join(OUT, "routing-diagnosis-{}-{}{}.json".format(args.dataset, args.hierarchy, suffix))
     write_result(dest, result)
     for name, d in result["networks"].items():
         a = d["at_gate"]
