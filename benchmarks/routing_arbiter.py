@@ -1,0 +1,242 @@
+#!/usr/bin/env python
+"""Can a better second-route decision reach the recovery target?  Two routers beyond equation 2.
+
+On one dataset's given hierarchy (the runs of ``benchmarks/hierarchy_learning.py`` under
+``--work``), gated top-2 routing where the choice between the two routes is made by:
+
+  * **a learned arbiter**: logistic regression on the two routes' evidence (log p_super of
+    each, the subclass networks' top probability, margin and normalised entropy, and the
+    "not mine" probability where the networks have one), fitted on the images of a validation
+    split where the gate fires and exactly one route is right; the gate and the decision
+    threshold are chosen on that split by accuracy, at no more than 0.2 extra switches;
+  * **subclass networks with a "not mine" output**: each fine-tune (the shared recipe) gets one
+    more head row, trained on R images of other superclasses per own image (outlier exposure
+    with a label instead of a uniform target), so a network can say that an image is not its
+    own; the route is then chosen by the arbiter, and by p_super^beta x p_sub with p_sub the
+    network's probability of its top class (lowered by the "not mine" mass).
+
+The networks compared: vanilla, outlier exposure (``<run>-outliers1``, when trained), and
+"not mine" (trained here into ``<run>-notmine<R>``, resumable).  The validation split is
+``--val-images`` training images the runs never used (see ``routing_diagnosis.py``).
+
+Writes benchmarks/results/hierarchy/routing-arbiter-<dataset>-given.json.
+
+Usage (after hierarchy_learning.py --dataset D --outliers 1 --work W):
+  EDGETOOL_THREADS=2 python benchmarks/routing_arbiter.py --dataset fashion-mnist --work W --val-images 10000
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from common import write_result  # noqa: E402
+from routing_diagnosis import MAX_EXTRA, OUT, run_path, softmax, unused_training_images  # noqa: E402
+
+THRESHOLDS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
+
+
+def not_mine_networks(run, ratio):
+    """Subclass networks with one more head row, "not mine", trained on other superclasses'
+    images (the run's fine-tune recipe and outlier draw); cached in ``<run>-notmine<R>``."""
+    import torch
+
+    from edgetool.toolchain import train as training
+    from edgetool.toolchain.checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
+
+    folder = run.path.rstrip("/") + "-notmine{:g}".format(ratio)
+    nets = []
+    for k in range(run.hier.n_super):
+        path = os.path.join(folder, "{}.pt".format(k))
+        if not os.path.isfile(path):
+            n = len(run.hier.subclasses[k])
+            sd = run.superclass().state_dict()
+            m = run.new_model(run.hier.head_width + 1)
+            with torch.no_grad():
+                m.load_state_dict({a: v for a, v in sd.items() if not a.startswith("fc.")}, strict=False)
+                m.fc.weight[: sd["fc.weight"].shape[0]] = sd["fc.weight"]
+                m.fc.bias[: sd["fc.bias"].shape[0]] = sd["fc.bias"]
+                m.fc.weight[n], m.fc.bias[n] = 0.0, 0.0
+            mask = run.sub_mask(k)
+            y = torch.from_numpy(run.data.local[k])[run.ytr[mask]]
+            pool = torch.nonzero(~mask).flatten()
+            x, y = training.with_outliers(run.xtr[mask], y, run.xtr, pool, ratio, run.cfg.seed * 1009 + k)
+            y = torch.where(y == training.OUTLIER, torch.full_like(y, n), y)
+            recipe = run.recipe(run.cfg.ft_epochs, run.cfg.ft_lr, weight_decay=run.cfg.ft_weight_decay)
+            hooks = training.FitHooks("not-mine subclass [{}]".format(run.hier.superclasses[k]), run.progress)
+            training.fit(m, x, y, recipe, n_valid=n + 1, seed=run.cfg.seed + k + 1, hooks=hooks)
+            save_checkpoint(float_state(m), path)
+        nets.append(float_from_state(load_checkpoint(path)))
+    return nets
+
+
+def outputs(run, nets, x, extra):
+    """(p_super, [p_sub over the cluster's classes], [p "not mine"]) on *x*."""
+    from edgetool.toolchain import train as training
+
+    p = softmax(training.predict_logits(run.superclass(), x, run.hier.n_super).double().numpy())
+    qs, other = [], []
+    for k, net in enumerate(nets):
+        n = len(run.hier.subclasses[k])
+        q = softmax(training.predict_logits(net, x, n + extra).double().numpy())
+        qs.append(q[:, :n])
+        other.append(q[:, n] if extra else np.zeros(len(q)))
+    return p, qs, other
+
+
+def evidence(run, p, qs, other, y):
+    """Per image: features of route 1 against route 2, each route's answer, and stage-1 errors."""
+    members = run.hier.members(run.train.classes)
+    order = np.argsort(-p, axis=1, kind="stable")
+    rows = np.arange(len(y))
+
+    def route(r):
+        top = np.array([qs[k][i].max() for i, k in enumerate(r)])
+        second = np.array([np.sort(qs[k][i])[-2] if qs[k].shape[1] > 1 else 0.0 for i, k in enumerate(r)])
+        ent = np.array(
+            [-(qs[k][i] * np.log(qs[k][i] + 1e-12)).sum() / np.log(max(2, qs[k].shape[1])) for i, k in enumerate(r)]
+        )
+        o = np.array([other[k][i] for i, k in enumerate(r)])
+        answer = np.array([members[k][qs[k][i].argmax()] for i, k in enumerate(r)])
+        log_top = np.log(top + 1e-12)
+        return np.log(p[rows, r] + 1e-12), log_top, log_top - np.log(second + 1e-12), ent, o, answer
+
+    a, b = route(order[:, 0]), route(order[:, 1])
+    mine = np.log1p(-a[4] + 1e-9) - np.log1p(-b[4] + 1e-9)
+    feats = np.stack([a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3], mine], 1)
+    stage1 = run.data.local[order[:, 0], y] < 0
+    return {"p_max": p.max(1), "features": feats, "first": a[5], "second": b[5], "stage1": stage1, "y": y}
+
+
+def fit_logistic(features, target):
+    """Weights of a logistic regression (standardised features, a little L2), fitted with LBFGS."""
+    import torch
+
+    x = torch.tensor(features, dtype=torch.float64)
+    t = torch.tensor(target, dtype=torch.float64)
+    mu, sd = x.mean(0), x.std(0) + 1e-9
+    w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        z = ((x - mu) / sd) @ w[:-1] + w[-1]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, t) + 1e-3 * (w[:-1] ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return {"mean": mu.tolist(), "std": sd.tolist(), "weights": w.detach().tolist()}
+
+
+def score(model, features):
+    w = np.asarray(model["weights"])
+    return ((features - np.asarray(model["mean"])) / np.asarray(model["std"])) @ w[:-1] + w[-1]
+
+
+def outcome(ev, gate, take_second):
+    fire = ev["p_max"] < gate
+    pred = np.where(fire & take_second, ev["second"], ev["first"])
+    right, top1 = pred == ev["y"], ev["first"] == ev["y"]
+    return {
+        "gate": gate,
+        "accuracy": float(right.mean()),
+        "top1_accuracy": float(top1.mean()),
+        "stage1_errors": int(ev["stage1"].sum()),
+        "recovered": int((ev["stage1"] & right).sum()),
+        "recovered_fraction": float((ev["stage1"] & right).sum() / max(1, ev["stage1"].sum())),
+        "lost": int((top1 & ~right).sum()),
+        "extra_switches_per_image": float(fire.mean()),
+    }
+
+
+def arbiter(ev_val, ev_test):
+    """Gate, threshold and weights chosen on validation; the test outcome of that choice."""
+    from edgetool.toolchain.routing_eval import GATES
+
+    best = None
+    for g in GATES:
+        fire = ev_val["p_max"] < g
+        split = fire & ((ev_val["first"] == ev_val["y"]) != (ev_val["second"] == ev_val["y"]))
+        if fire.mean() > MAX_EXTRA or split.sum() < 20:
+            continue
+        model = fit_logistic(ev_val["features"][split], (ev_val["second"] == ev_val["y"])[split].astype(float))
+        for thr in THRESHOLDS:
+            r = outcome(ev_val, g, score(model, ev_val["features"]) > thr)
+            if best is None or r["accuracy"] > best[0]["accuracy"]:
+                best = (r, g, thr, model)
+    assert best is not None
+    r, g, thr, model = best
+    test = outcome(ev_test, g, score(model, ev_test["features"]) > thr)
+    return {"chosen_on_validation": {"gate": g, "threshold": thr, "validation": r, "model": model}, "test": test}
+
+
+def main():
+    from edgetool.runtime.machine import machine_name
+    from edgetool.toolchain.pipeline import Run
+    from edgetool.toolchain.routing_eval import GATES, policy
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--work", default=os.path.join("edgetool-out", "bench-hierarchy"))
+    ap.add_argument("--val-images", type=int, default=10000)
+    ap.add_argument("--not-mine", type=float, default=1.0, help="other superclasses' images per own image")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    path = run_path(args.work, args.dataset, "given")
+    run = Run.open(path, None, progress=False)
+    xv, yv = unused_training_images(run, args.val_images)
+    yt = run.yte.numpy()
+    kinds = {"vanilla": (run, [run.vanilla(k) for k in range(run.hier.n_super)], 0)}
+    oe_path = path.rstrip("/") + "-outliers1"
+    if os.path.isfile(os.path.join(oe_path, "config.json")):
+        oe = Run.open(oe_path, None, progress=False)
+        kinds["outlier exposure 1"] = (oe, [oe.vanilla(k) for k in range(oe.hier.n_super)], 0)
+    kinds["not mine {:g}".format(args.not_mine)] = (run, not_mine_networks(run, args.not_mine), 1)
+    result = {
+        "dataset": args.dataset,
+        "hierarchy": "given",
+        "machine": machine_name(),
+        "validation": "{} training images the runs never used".format(len(yv)),
+        "networks": {},
+    }
+    members = run.hier.members(run.train.classes)
+    for name, (r, nets, extra) in kinds.items():
+        ov, ot = outputs(r, nets, xv, extra), outputs(r, nets, r.xte, extra)
+        d = {"arbiter": arbiter(evidence(r, *ov, yv), evidence(r, *ot, yt))}
+        if extra:  # equation 2 weighted, with p_sub lowered by the "not mine" mass
+            best = None
+            for g in GATES:
+                for b in (0.1, 0.25, 0.5, 1.0):
+                    v = policy(ov[0], ov[1], members, r.data.local, yv, g, 2, b)
+                    if v["extra_switches_per_image"] <= MAX_EXTRA and (best is None or v["accuracy"] > best[0]):
+                        best = (v["accuracy"], g, b)
+            assert best is not None
+            d["weighted_chosen_on_validation"] = policy(ot[0], ot[1], members, r.data.local, yt, best[1], 2, best[2])
+        result["networks"][name] = d
+        t = d["arbiter"]["test"]
+        print(
+            "{}: arbiter gate {} recovered {}/{} ({:.0%}) lost {} accuracy {:.2%} (top-1 {:.2%}) at {:.3f} extra "
+            "switches".format(
+                name,
+                t["gate"],
+                t["recovered"],
+                t["stage1_errors"],
+                t["recovered_fraction"],
+                t["lost"],
+                t["accuracy"],
+                t["top1_accuracy"],
+                t["extra_switches_per_image"],
+            )
+        )
+    result["seconds"] = time.perf_counter() - t0
+    write_result(os.path.join(OUT, "routing-arbiter-{}-given.json".format(args.dataset)), result)
+
+
+if __name__ == "__main__":
+    main()
