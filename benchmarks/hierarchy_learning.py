@@ -175,7 +175,7 @@ def measure(run, flat_acc, candidates):
     vanilla = [run.vanilla(k) for k in range(N)]
     y = run.yte.numpy()
     upper = float(B.two_stage(run, vanilla, run.sup_of[y]).mean())
-    rp = policies(run, vanilla, k=2)
+    rp = policies(run, vanilla, k=2, betas=(1.0,))
     out = {
         "superclasses": N,
         "largest_superclass": max(len(s) for s in run.hier.subclasses),
@@ -201,7 +201,7 @@ def with_outliers(run, ratio, flat_acc, upper, progress):
     from edgetool.toolchain.routing_eval import policies
 
     oe = sibling(run, "-outliers{:g}".format(ratio), progress, ft_outliers=ratio)
-    rp = policies(oe, [oe.vanilla(k) for k in range(oe.hier.n_super)], k=2)
+    rp = policies(oe, [oe.vanilla(k) for k in range(oe.hier.n_super)], k=2, betas=(1.0,))
     out = {"ft_outliers": ratio, "routing": rp["topk"], "all_superclasses": rp["all_superclasses"]}
     out.update(accuracies(rp["topk"], flat_acc, upper))
     out["train_seconds"] = {k: v for k, v in oe.train_seconds().items() if k.startswith("vanilla")}
@@ -232,7 +232,7 @@ def efficient(run, rp_gate, path):
     out = {}
     with Bundle.open(bundle) as b, OrtBackend(b) as be:
         for name, pol, gate in (("top1", "per-image", 1.0), ("gated_top2", "topk", rp_gate)):
-            clf = SuperSubClassifier(be, policy=pol, gate=gate, k=2)
+            clf = SuperSubClassifier(be, policy=pol, gate=gate, k=2, beta=1.0)  # equation 2, as measured
             preds = [p for i in range(0, len(x), 256) for p in clf.classify(x[i : i + 256])]
             acc = float(np.mean([classes.index(p.label) == t for p, t in zip(preds, y)]))
             out[name] = {"accuracy": acc, "extra_switches_per_image": clf.extra_passes_per_image}

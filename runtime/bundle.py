@@ -74,6 +74,7 @@ class Bundle:
             Superclass(i, n, list(s), o) for i, ((n, s), o) in enumerate(zip(self.model.superclasses, over))
         ]
         self.head_width = self.model.head_width
+        self.routing = self.model.routing  # None: the runtime's defaults (runtime.routing)
         self.input = dict(manifest["input"])
         self.output_name = self.model.output_name
         self.deltas = list(manifest["deltas"])

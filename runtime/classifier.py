@@ -9,8 +9,9 @@ Routing policies (all measured by the profiler, none assumed):
   and classifies the next frames alone while its confidence stays >= ``gate``; the base
   network re-routes every ``interval`` frames or when the confidence drops;
 * ``topk``       - confidence-gated: when the superclass confidence is below a gate, the
-  top-k superclasses are each tried and the best p_super x p_sub wins (Chennupati et al.,
-  equation 2).  With overlapping clusters a class can be reached through several
+  top-k superclasses are each tried and the best p_super^beta x p_sub wins (beta = 1:
+  Chennupati et al., equation 2; gate, k and beta from the bundle's ``routing``, see
+  :mod:`.routing`).  With overlapping clusters a class can be reached through several
   superclasses, so a second route can recover a routing error of the superclass network.
 
 ``passes`` counts the subclass network runs per image: ``extra_passes_per_image`` is what
@@ -23,6 +24,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from . import routing
 from .backends.base import BASE
 from .choices import POLICIES
 from .errors import UsageError
@@ -72,14 +74,25 @@ class Prediction:
 
 
 class SuperSubClassifier:
-    def __init__(self, backend, policy: str = "batched", gate: float = 0.6, k: int = 2, interval: int = 15):
+    def __init__(
+        self,
+        backend,
+        policy: str = "batched",
+        gate: Optional[float] = None,
+        k: Optional[int] = None,
+        interval: int = 15,
+        beta: Optional[float] = None,
+    ):
+        """``gate``, ``k``, ``beta``: None takes the bundle's ``routing`` for ``topk`` (else the
+        defaults of :mod:`.routing`)."""
         if policy not in POLICIES:
             raise UsageError("unknown policy {!r}; choose one of {}".format(policy, ", ".join(POLICIES)))
         self.backend = backend
         self.bundle = backend.bundle
         self.policy = policy
-        self.gate = float(gate)
-        self.k = int(k)
+        stored = self.bundle.routing if policy == "topk" else None
+        self.routing = routing.resolve(stored, gate, k, beta)
+        self.gate, self.k, self.beta = self.routing.gate, self.routing.k, self.routing.beta
         self.interval = int(interval)
         self.reset()
         self.n_super = self.bundle.num_superclasses
@@ -165,9 +178,11 @@ class SuperSubClassifier:
         if ps[order[0]] < self.gate:
             cands = [int(k) for k in order[: self.k]]
         best: Optional[Prediction] = None
+        best_score = 0.0
         for k in cands:
             p = self._pred(k, ps[k], self.subclass_probs(x, k)[0])
-            if best is None or p.confidence > best.confidence:
-                best = p
+            s = routing.score(p.p_super, p.p_sub, self.beta)
+            if best is None or s > best_score:
+                best, best_score = p, s
         assert best is not None  # cands is never empty
         return best

@@ -8,7 +8,8 @@ import os
 import click
 
 from .errors import UsageError
-from .options import backend_option, engine_mode_option, policy_option
+from .options import backend_option, engine_mode_option, policy_option, routing_options
+from . import routing
 
 
 def open_bundle(path):
@@ -52,13 +53,12 @@ def expand_images(paths):
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @backend_option
 @policy_option
-@click.option("--gate", default=0.6, show_default=True, help="topk: superclass confidence below which --k are tried.")
-@click.option("--k", "topk", default=2, show_default=True, help="topk: superclasses tried below --gate.")
+@routing_options
 @click.option("--batch", default=32, show_default=True, help="Images per batch.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object per image (the prediction is under 'class')."
 )
-def classify(bundle, images, backend, policy, gate, topk, batch, as_json):
+def classify(bundle, images, backend, policy, gate, topk, beta, batch, as_json):
     """Classify IMAGES (files or folders) with BUNDLE: superclass, fine class, confidence.
 
     Folders are read in sorted order. Each image is routed on its own; for video or a folder
@@ -66,12 +66,11 @@ def classify(bundle, images, backend, policy, gate, topk, batch, as_json):
     """
     if batch < 1:
         raise UsageError("--batch must be >= 1")
-    if not 0.0 <= gate <= 1.0 or topk < 1:
-        raise UsageError("--gate must be in [0, 1] and --k >= 1, got {} and {}".format(gate, topk))
+    routing.check_options(gate, topk, beta)  # one error line before the bundle is read
     with open_bundle(bundle) as b:
         files = expand_images(images)
         with make_backend(b, backend) as be:
-            _classify(b, be, files, policy, batch, as_json, gate=gate, k=topk)
+            _classify(b, be, files, policy, batch, as_json, gate=gate, k=topk, beta=beta)
 
 
 def _classify(b, be, files, policy, batch, as_json, **settings):
@@ -79,6 +78,9 @@ def _classify(b, be, files, policy, batch, as_json, **settings):
     from .preprocess import load_images
 
     clf = SuperSubClassifier(be, policy=policy, **settings)
+    if policy == "topk":
+        r = clf.routing
+        click.echo("routing: topk gate {:g}, k {}, beta {:g} ({})".format(r.gate, r.k, r.beta, r.chosen_on), err=True)
     names = [s.name for s in b.superclasses] + ["superclass"]
     classes = [c for s in b.superclasses for c in s.subclasses] + ["class"]
     row = "{{:<{}}}  {{:<{}}}  {{:>10}}  {{}}".format(max(map(len, names)), max(map(len, classes)))
@@ -119,6 +121,8 @@ def _summary(bundle, b):
                 s.name, len(s.subclasses), d.codec, d.size, d.raw_size
             )
         )
+    r = b.routing or routing.DEFAULT
+    click.echo("routing     topk: gate {:g}, k {}, beta {:g} ({})".format(r.gate, r.k, r.beta, r.chosen_on))
     click.echo("all files verified (sha256)")
 
 

@@ -22,6 +22,7 @@ from typing import List, Optional, Tuple
 
 from . import choices
 from . import names as N
+from . import routing as R
 from .names import check, fail
 from .weights import ALIGN, PackedLayout
 
@@ -68,6 +69,7 @@ class Manifest:
     engines: Tuple[FileEntry, ...]
     # per superclass: the subclasses it shares with another superclass, where they are primary
     overlap: Tuple[Tuple[str, ...], ...] = ()
+    routing: Optional[R.Routing] = None  # gated top-k settings chosen at export (runtime.routing)
 
     def files(self) -> List[FileEntry]:
         out = [self.base] + list(self.deltas)
@@ -125,7 +127,8 @@ def parse(d: dict) -> Manifest:
         for i, e in enumerate(check(d.get("engines", []), "engines", list))
     )
     over = _overlap(d, supers)
-    m = Manifest(d, supers, head, shape, out_name, layout, base, deltas, samples, sshape, engines, over)
+    routing = R.parse(d.get("routing"), len(supers))
+    m = Manifest(d, supers, head, shape, out_name, layout, base, deltas, samples, sshape, engines, over, routing)
     paths = [f.file for f in m.files()]
     if len(set(paths)) != len(paths) or MANIFEST in paths:
         fail("files", "two entries name the same file")

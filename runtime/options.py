@@ -97,3 +97,30 @@ def verbosity_options(f):
 
     wrapper = click.option("-v", "--verbose", count=True, help="Also log what the tool does (-vv: debug).")(wrapper)
     return click.option("-q", "--quiet", is_flag=True, help="Errors only: no progress bar or per-epoch lines.")(wrapper)
+
+
+def routing_options(f):
+    """``--gate``, ``--k``, ``--beta`` of the topk policy; unset, the bundle's ``routing`` applies."""
+    bundle = "the bundle's routing, else {:g}"
+    f = click.option(
+        "--beta",
+        type=float,
+        default=None,
+        show_default=bundle.format(1.0),
+        help="topk: routes compete by p_super^beta x p_sub (1: equation 2; 0: the subclass networks alone).",
+    )(f)
+    f = click.option(
+        "--k",
+        "topk",
+        type=int,
+        default=None,
+        show_default=bundle.format(2),
+        help="topk: superclasses tried below --gate.",
+    )(f)
+    return click.option(
+        "--gate",
+        type=float,
+        default=None,
+        show_default=bundle.format(0.6),
+        help="topk: superclass confidence below which --k superclasses are tried.",
+    )(f)

@@ -35,6 +35,7 @@ def test_learned_from_a_run_trains_and_exports_with_overlap(run_cli, tmp_path, s
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     shared = [s for s in manifest["hierarchy"]["superclasses"] if s.get("overlap")]
     assert shared and all(set(s["overlap"]) <= set(s["subclasses"]) for s in shared)
+    assert manifest["routing"]["chosen_on"].startswith("validation split")  # gated top-2, chosen at export
     proc = run_cli("evaluate", run, "--bundle", tmp_path / "bundle", "--out", tmp_path / "rep", "--adaptive")
     assert proc.returncode == 0, proc.stderr
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())

@@ -138,6 +138,13 @@ CASES = [
     ("base_truncated_varint", _base_bytes(b"\x3a\xff\xff" + bytes(1 << 17)), "not a readable ONNX model"),
     ("base_field_overruns", _base_bytes(b"\x3a\xff\xff\xff\xff\x0f" + bytes(1 << 17)), "not a readable ONNX model"),
     ("samples_pickled", _samples_pickle, "samples"),
+    ("routing_not_object", _set(("routing",), [0.6, 2]), "routing"),
+    ("routing_gate_above_one", _set(("routing",), {"gate": 1.5, "k": 2}), "routing.gate"),
+    ("routing_gate_text", _set(("routing",), {"gate": "0.6", "k": 2}), "routing.gate"),
+    ("routing_k_zero", _set(("routing",), {"gate": 0.6, "k": 0}), "routing.k"),
+    ("routing_k_beyond_superclasses", _set(("routing",), {"gate": 0.6, "k": 99}), "routing.k"),
+    ("routing_beta_negative", _set(("routing",), {"gate": 0.6, "k": 2, "beta": -1}), "routing.beta"),
+    ("routing_chosen_on_escape", _set(("routing",), {"gate": 0.6, "k": 2, "chosen_on": "\x1b[2J"}), "unprintable"),
 ]
 
 

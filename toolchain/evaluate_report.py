@@ -126,12 +126,13 @@ def _adaptive_lines(rep: dict) -> List[str]:
     t = a["routing"]
     lines += [
         "",
-        "Test accuracy, top-1 routing: {} (vanilla: {}); gated top-{} (gate {}): {} at {:.3f} extra "
+        "Test accuracy, top-1 routing: {} (vanilla: {}); gated top-{} (gate {}, beta {}): {} at {:.3f} extra "
         "switches / image.".format(
             _pct(a["top1_accuracy"]),
             _pct(rep["accuracy"]["vanilla"]),
             t["k"],
             t["gate"],
+            t.get("beta", 1.0),
             _pct(t["accuracy"]),
             t["extra_switches_per_image"],
         ),
@@ -156,14 +157,14 @@ def _routing_lines(rp) -> List[str]:
         "| policy | accuracy | extra switches / image |",
         "|---|---:|---:|",
         "| top-1 (per-image) | {} | 0 |".format(_pct(t["top1_accuracy"])),
-        "| gated top-{} (gate {}) | {} | {:.3f} |".format(
-            t["k"], t["gate"], _pct(t["accuracy"]), t["extra_switches_per_image"]
+        "| gated top-{} (gate {}, beta {}) | {} | {:.3f} |".format(
+            t["k"], t["gate"], t.get("beta", 1.0), _pct(t["accuracy"]), t["extra_switches_per_image"]
         ),
         "| every superclass (equation 2) | {} | {:.3f} |".format(_pct(a["accuracy"]), a["extra_switches_per_image"]),
         "",
         "Stage-1 errors (routed where the class is not served): {}; recovered by gated top-{}: {} ({}); "
         "newly wrong: {}; recoverable at this gate (a second route's subclass network outputs the class): {}. "
-        "Gate chosen on: {}.".format(
+        "Gate and beta (routes compete by p_super^beta x p_sub) chosen on: {}.".format(
             t["stage1_errors"],
             t["k"],
             t["recovered"],

@@ -291,10 +291,10 @@ class Run:
     def export(self, out_dir: str, codec: str = "zstd", force: bool = False) -> dict:
         from edgetool.export.atomic import check_out
         from edgetool.export.bundle import write_bundle
+        from edgetool.toolchain.routing_eval import bundle_routing
 
         check_out(out_dir, force)  # before any network is loaded or trained
         base = self.super_qat()
         subs = [self.sub_qat(k) for k in range(self.hier.n_super)]
-        return write_bundle(
-            out_dir, base, subs, self.hier, self.input_spec, codec=codec, samples=self.samples(), force=force
-        )
+        extra = bundle_routing(self, base, subs)  # gated top-k chosen on the validation split, if any
+        return write_bundle(out_dir, base, subs, self.hier, self.input_spec, codec, self.samples(), extra, force)

@@ -23,9 +23,12 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from edgetool.runtime import routing
+
 from . import train as training
 
 GATES = (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
+BETAS = (1.0, 0.75, 0.5, 0.35, 0.25, 0.2, 0.15, 0.1)  # equation 2 first: it wins ties
 MAX_EXTRA = 0.2  # extra switches per image the gate is chosen under
 
 
@@ -50,12 +53,12 @@ def route(p: np.ndarray, qs: List[np.ndarray], members: List[np.ndarray], gate: 
     q_best = np.stack([q.max(1) for q in qs], 1)  # (n, N)
     q_arg = np.stack([q.argmax(1) for q in qs], 1)
     first = order[:, 0]
-    score = p[rows, first] ** beta * q_best[rows, first]
+    score = routing.score(p[rows, first], q_best[rows, first], beta)
     chosen = first.copy()
     unsure = p[rows, first] < gate
     for r in range(1, min(k, p.shape[1])):
         c = order[:, r]
-        s = p[rows, c] ** beta * q_best[rows, c]
+        s = routing.score(p[rows, c], q_best[rows, c], beta)
         better = unsure & (s > score)
         chosen[better], score[better] = c[better], s[better]
     pred = np.array([members[c][q_arg[i, c]] for i, c in enumerate(chosen)], dtype=np.int64)
@@ -99,38 +102,59 @@ def policy(p, qs, members, local: np.ndarray, y: np.ndarray, gate: float, k: int
     }
 
 
-def choose_gate(p, qs, members, local, y, k: int = 2, max_extra: float = MAX_EXTRA) -> float:
-    """The gate with the best accuracy at no more than *max_extra* extra switches per image
-    (on the data given: a validation split, never the test set)."""
+def choose(p, qs, members, local, y, k: int = 2, max_extra: float = MAX_EXTRA, betas=BETAS) -> tuple:
+    """(gate, beta) with the best accuracy at no more than *max_extra* extra switches per image
+    (on the data given: a validation split, never the test set); ties go to the earlier beta
+    and the lower gate."""
     best: Optional[tuple] = None
-    for g in GATES:
-        r = policy(p, qs, members, local, y, g, k)
-        if r["extra_switches_per_image"] <= max_extra and (best is None or r["accuracy"] > best[0]):
-            best = (r["accuracy"], g)
+    for b in betas:
+        for g in GATES:
+            r = policy(p, qs, members, local, y, g, k, b)
+            if r["extra_switches_per_image"] <= max_extra and (best is None or r["accuracy"] > best[0]):
+                best = (r["accuracy"], g, b)
     assert best is not None  # gate 0 never takes a second route
-    return best[1]
+    return best[1], best[2]
 
 
-def policies(run, nets: Optional[Sequence] = None, k: int = 2, gate: Optional[float] = None) -> dict:
-    """Top-1, gated top-k (gate chosen on the run's validation split when it has one) and
-    equation 2 over every superclass, for the vanilla subclass networks (or *nets*) on the test set."""
+def choose_gate(p, qs, members, local, y, k: int = 2, max_extra: float = MAX_EXTRA) -> float:
+    """The gate of equation 2 (beta = 1) chosen as :func:`choose` does."""
+    return choose(p, qs, members, local, y, k, max_extra, betas=(1.0,))[0]
+
+
+def choose_on_validation(run, nets: Sequence, k: int = 2, betas=BETAS, base=None) -> Optional[routing.Routing]:
+    """The gated top-*k* routing chosen on the run's validation split (None without one)."""
+    if run.data.val is None:
+        return None
+    xv = training.to_tensor(run.data.val, run.mean, run.std)
+    pv, qv = network_probs(run, nets, xv, base)
+    members = run.hier.members(run.train.classes)
+    gate, beta = choose(pv, qv, members, run.data.local, run.data.val.labels, k, betas=betas)
+    where = "validation split ({} images): best accuracy at <= {:g} extra switches per image"
+    return routing.Routing(gate, k, beta, where.format(len(run.data.val), MAX_EXTRA))
+
+
+def bundle_routing(run, base, subs: Sequence, k: int = 2) -> Optional[dict]:
+    """The manifest's ``routing`` for the int8 networks *base* and *subs*: gated top-*k* chosen on
+    the validation split ({"routing": ...}), or None when the run has none (the runtime's defaults)."""
+    chosen = choose_on_validation(run, subs, min(k, run.hier.n_super), base=base)
+    return {"routing": chosen.to_dict()} if chosen is not None else None
+
+
+def policies(run, nets: Optional[Sequence] = None, k: int = 2, gate: Optional[float] = None, betas=BETAS) -> dict:
+    """Top-1, gated top-k (gate and beta chosen on the run's validation split when it has one)
+    and equation 2 over every superclass, for the vanilla subclass networks (or *nets*) on the test set."""
     nets = nets if nets is not None else [run.vanilla(c) for c in range(run.hier.n_super)]
     members = run.hier.members(run.train.classes)
     local = run.data.local
-    source = "given"
-    if gate is None:
-        gate, source = 0.6, "default (the run has no validation split)"
-        if run.data.val is not None:
-            xv = training.to_tensor(run.data.val, run.mean, run.std)
-            pv, qv = network_probs(run, nets, xv)
-            gate = choose_gate(pv, qv, members, local, run.data.val.labels, k)
-            source = "validation split: best accuracy at <= {} extra switches per image".format(MAX_EXTRA)
+    chosen = routing.Routing(gate, k, 1.0, "given") if gate is not None else choose_on_validation(run, nets, k, betas)
+    if chosen is None:
+        chosen = routing.Routing(routing.GATE, k, routing.BETA, "default (the run has no validation split)")
     p, qs = network_probs(run, nets, run.xte)
     y = run.yte.numpy()
     return {
         "networks": "vanilla fp32 subclass networks",
-        "gate_chosen_on": source,
-        "topk": policy(p, qs, members, local, y, gate, k),
+        "gate_chosen_on": chosen.chosen_on,
+        "topk": policy(p, qs, members, local, y, chosen.gate, k, chosen.beta),
         "all_superclasses": policy(p, qs, members, local, y, 2.0, run.hier.n_super),
-        "sweep": [policy(p, qs, members, local, y, g, k) for g in GATES],
+        "sweep": [policy(p, qs, members, local, y, g, k, chosen.beta) for g in GATES],
     }

@@ -24,12 +24,13 @@ class ScriptedBundle:
     Reading the delta of a superclass in *broken* fails the way a corrupt delta file does.
     """
 
-    def __init__(self, hierarchy: Sequence[Tuple[str, Sequence[str]]], broken: Collection[int] = ()):
+    def __init__(self, hierarchy: Sequence[Tuple[str, Sequence[str]]], broken: Collection[int] = (), routing=None):
         self.superclasses = [Superclass(i, name, list(subs)) for i, (name, subs) in enumerate(hierarchy)]
         self.num_superclasses = len(self.superclasses)
         self.head_width = max([self.num_superclasses] + [len(s.subclasses) for s in self.superclasses])
         self.layout = None
         self.broken = set(broken)
+        self.routing = routing  # a runtime.routing.Routing, as a manifest's ``routing`` gives it
 
     def read_delta(self, k: int, sparse: bool = False) -> np.ndarray:
         if k in self.broken:

@@ -7,6 +7,7 @@ import sys
 import click
 
 from ..errors import UsageError
+from ..options import routing_options
 
 POLICY_HELP = (
     "Routing: sticky (subclass network stays loaded, with hysteresis), per-image (superclass "
@@ -65,8 +66,7 @@ def build_outputs(output, headless, fps):
     show_default=True,
     help="Mean absolute frame change (0..1) that counts as a scene cut (fresh superclass pass); 0: off.",
 )
-@click.option("--gate", default=0.6, show_default=True, help="topk: try k superclasses below this confidence.")
-@click.option("--k", "topk", default=2, show_default=True, help="topk: superclasses to try.")
+@routing_options
 @click.option("--batch", default=1, show_default=True, help="Frames classified together.")
 @click.option(
     "--smoothing",
@@ -101,6 +101,7 @@ def camera(
     scene_cut,
     gate,
     topk,
+    beta,
     batch,
     smoothing,
     as_json,
@@ -122,7 +123,7 @@ def camera(
     from .sources import Options, ReconnectingSource, open_source
 
     _check_options(batch, max_frames, output_rate, as_json, json_out)
-    check_settings(policy, enter, leave, interval, topk)
+    check_settings(policy, enter, leave, interval, topk, gate, beta)
     cut = SceneCut(scene_cut)
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     src = open_source(input_uri, Options(input_width, input_height, input_rate))
@@ -132,7 +133,7 @@ def camera(
     source.open()
     try:
         kw = {"threads": threads} if backend == "onnxruntime" and threads else {}
-        clf_kw = dict(policy=policy, enter=enter, leave=leave, interval=interval, gate=gate, k=topk)
+        clf_kw = dict(policy=policy, enter=enter, leave=leave, interval=interval, gate=gate, k=topk, beta=beta)
         smooth = smoother if smoother.active else None
         status = sys.stderr.isatty() and not as_json
         loop_kw = dict(batch=batch, cut=cut, smoother=smooth, max_frames=max_frames, log=log, status=status)

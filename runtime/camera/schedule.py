@@ -28,18 +28,22 @@ import numpy as np
 
 from ..classifier import POLICIES, Prediction, SuperSubClassifier
 from ..errors import SwitchError, UsageError
+from ..routing import check_options
 
 STREAM_POLICIES = ("sticky", "per-image", "batched", "topk", "superclass")
 
 
-def check_settings(policy: str, enter: float, leave: float, interval: int, k: int) -> None:
+def check_settings(
+    policy: str, enter: float, leave: float, interval: int, k: Optional[int] = None, gate=None, beta=None
+) -> None:
     """One error line for a stream setting out of range."""
     if policy not in STREAM_POLICIES:
         raise UsageError("unknown policy {!r}; choose one of {}".format(policy, ", ".join(STREAM_POLICIES)))
     if not (0.0 <= leave <= 1.0 and enter >= 0.0):
         raise UsageError("--leave must be in [0, 1] and --enter >= 0 (got leave {}, enter {})".format(leave, enter))
-    if interval < 1 or k < 1:
-        raise UsageError("--interval and --k must be >= 1")
+    if interval < 1:
+        raise UsageError("--interval must be >= 1")
+    check_options(gate, k, beta)
 
 
 class StreamClassifier(SuperSubClassifier):
@@ -50,13 +54,14 @@ class StreamClassifier(SuperSubClassifier):
         enter: float = 0.6,
         leave: float = 0.4,
         interval: int = 30,
-        gate: float = 0.6,
-        k: int = 2,
+        gate: Optional[float] = None,
+        k: Optional[int] = None,
+        beta: Optional[float] = None,
         on_error: Optional[Callable[[str], None]] = None,
     ):
-        check_settings(policy, enter, leave, interval, k)
+        check_settings(policy, enter, leave, interval, k, gate, beta)
         super().__init__(
-            backend, policy=policy if policy in POLICIES else "per-image", gate=gate, k=k, interval=interval
+            backend, policy=policy if policy in POLICIES else "per-image", gate=gate, k=k, interval=interval, beta=beta
         )
         self.stream_policy = policy
         self.enter, self.leave = float(enter), float(leave)
@@ -69,7 +74,7 @@ class StreamClassifier(SuperSubClassifier):
         if self.stream_policy == "sticky":
             s.update(enter=self.enter, leave=self.leave, interval=self.interval)
         if self.stream_policy == "topk":
-            s.update(gate=self.gate, k=self.k)
+            s.update(gate=self.gate, k=self.k, beta=self.beta, routing=self.routing.chosen_on)
         return s
 
     # -- degraded subclass networks -----------------------------------------------------------

@@ -64,3 +64,17 @@ def test_beta_weights_the_superclass_probability():
     assert R.route(p, qs, MEMBERS, 1.0, 2, beta=1.0)[0].tolist() == eq2.tolist()
     r = R.policy(p, qs, MEMBERS, LOCAL, y, 1.0, 2, beta=0.0)
     assert r["beta"] == 0.0 and r["lost"] == 1  # image 3 was right under top-1
+
+
+def test_gate_and_beta_are_chosen_together():
+    # image A (class 4): the superclass network prefers cluster 0 (0.7), whose network is unsure (0.5);
+    # cluster 1's network is sure of class 4 (0.9). Image B (class 0) is right on either rule.
+    p = np.array([[0.7, 0.3], [0.7, 0.3]])
+    q0 = np.array([[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]])
+    q1 = np.array([[0.05, 0.05, 0.9], [0.1, 0.1, 0.8]])
+    y = np.array([4, 0])
+    # equation 2: 0.7 * 0.5 > 0.3 * 0.9, so no gate helps; beta 0.75 is not enough, 0.5 is
+    assert R.choose(p, [q0, q1], MEMBERS, LOCAL, y, 2, max_extra=1.0) == (0.8, 0.5)
+    assert R.choose_gate(p, [q0, q1], MEMBERS, LOCAL, y, 2, max_extra=1.0) == 0.0  # beta 1: ties -> lowest gate
+    # under 0.2 extra switches per image no second route is allowed: equation 2 and gate 0 win the tie
+    assert R.choose(p, [q0, q1], MEMBERS, LOCAL, y, 2, max_extra=0.2) == (0.0, 1.0)

@@ -153,3 +153,24 @@ def test_failing_delta_keeps_base_serving_reported_once(bundle_copy, scenes_vide
     hit = [r for r in rows if r["superclass"] == broken]
     assert hit and all(r["class"] is None and r["network"] == "base" for r in hit)
     assert any(r["class"] is not None for r in rows if r["superclass"] != broken)
+
+
+def test_topk_stream_uses_the_bundles_routing(bundle_copy, image_folder):
+    path = os.path.join(bundle_copy, "manifest.json")
+    with open(path) as f:
+        m = json.load(f)
+    m["routing"] = {"gate": 0.95, "k": 2, "beta": 0.25, "chosen_on": "validation split (test)"}
+    with open(path, "w") as f:
+        json.dump(m, f)
+    proc = run_cli("camera", bundle_copy, image_folder, "--headless", "--json", "--policy", "topk")
+    assert proc.returncode == 0, proc.stderr
+    _, summary = records(proc.stdout)
+    s = summary["settings"]
+    assert (s["gate"], s["k"], s["beta"], s["routing"]) == (0.95, 2, 0.25, "validation split (test)")
+    proc = run_cli("camera", bundle_copy, image_folder, "--headless", "--json", "--policy", "topk", "--k", "1")
+    assert proc.returncode == 0, proc.stderr
+    _, summary = records(proc.stdout)
+    assert summary["settings"]["k"] == 1 and summary["settings"]["beta"] == 0.25
+    proc = run_cli("camera", bundle_copy, image_folder, "--headless", "--policy", "topk", "--beta", "99")
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and "--beta must be in" in err[0], err

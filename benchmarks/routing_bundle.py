@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Gated top-2 through the runtime, with the routing the bundle carries.
+
+For runs of ``benchmarks/hierarchy_learning.py`` (trained with its 1,000-image validation
+split), export the int8 bundle with the current exporter, which chooses the gate and the
+routing weight beta on that validation split with the int8 networks and writes them to the
+manifest's ``routing``.  Then classify the full test set with ONNX Runtime three ways:
+
+  * top-1 (``--policy per-image``);
+  * gated top-2 with equation 2 (beta = 1; the gate chosen on the validation split the same way);
+  * gated top-2 with the bundle's routing (``--policy topk`` with no settings: what a user gets).
+
+Reports accuracy, stage-1 errors, how many of them the second route recovers, how many right
+answers it loses, and the extra switches per image.
+
+Writes benchmarks/results/hierarchy/routing-bundle-<dataset>.json.
+
+Usage (after hierarchy_learning.py --dataset D --efficient given ... --work W):
+  EDGETOOL_THREADS=2 python benchmarks/routing_bundle.py --dataset fashion-mnist --work W
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from common import write_result  # noqa: E402
+from routing_diagnosis import OUT, run_path  # noqa: E402
+
+
+def classify_all(be, x, **kw):
+    """(predicted class labels, routed superclass per image, extra switches per image, settings)."""
+    from edgetool.runtime.classifier import SuperSubClassifier
+
+    clf = SuperSubClassifier(be, **kw)
+    preds = [p for i in range(0, len(x), 256) for p in clf.classify(x[i : i + 256])]
+    return preds, clf.extra_passes_per_image, clf.routing
+
+
+def measure(run, bundle_dir: str) -> dict:
+    from edgetool.runtime.backends.ort import OrtBackend
+    from edgetool.runtime.bundle import Bundle
+    from edgetool.toolchain.routing_eval import choose_on_validation
+
+    if not os.path.isfile(os.path.join(bundle_dir, "manifest.json")):
+        run.export(bundle_dir)
+    base, subs = run.super_qat(), [run.sub_qat(k) for k in range(run.hier.n_super)]
+    eq2 = choose_on_validation(run, subs, 2, betas=(1.0,), base=base)
+    assert eq2 is not None, "the run has no validation split"
+    x, y = run.xte.numpy(), run.yte.numpy()
+    index = {c: i for i, c in enumerate(run.train.classes)}
+    out = {}
+    with Bundle.open(bundle_dir) as b, OrtBackend(b) as be:
+        ways = (
+            ("top-1", dict(policy="per-image")),
+            ("equation 2", dict(policy="topk", gate=eq2.gate, k=2, beta=1.0)),
+            ("bundle routing", dict(policy="topk")),
+        )
+        top1 = stage1 = None
+        for name, kw in ways:
+            t0 = time.perf_counter()
+            preds, extra, r = classify_all(be, x, **kw)
+            pred = np.array([index[p.label] for p in preds])
+            right = pred == y
+            if top1 is None:
+                top1 = right
+                stage1 = run.data.local[np.array([p.superclass for p in preds]), y] < 0
+            out[name] = {
+                "policy": kw["policy"],
+                "gate": r.gate if kw["policy"] == "topk" else None,
+                "beta": r.beta if kw["policy"] == "topk" else None,
+                "chosen_on": r.chosen_on if kw["policy"] == "topk" else None,
+                "accuracy": float(right.mean()),
+                "stage1_errors": int(stage1.sum()),
+                "recovered": int((stage1 & right).sum()),
+                "recovered_fraction": float((stage1 & right).sum() / max(1, stage1.sum())),
+                "lost": int((top1 & ~right).sum()),
+                "extra_switches_per_image": float(extra),
+                "seconds": time.perf_counter() - t0,
+            }
+            print(
+                "{}: {:.2%} recovered {}/{} lost {} at {:.3f} extra switches (gate {}, beta {})".format(
+                    name,
+                    right.mean(),
+                    out[name]["recovered"],
+                    out[name]["stage1_errors"],
+                    out[name]["lost"],
+                    extra,
+                    out[name]["gate"],
+                    out[name]["beta"],
+                ),
+                flush=True,
+            )
+        out["bundle_routing"] = b.routing.to_dict() if b.routing else None
+    return out
+
+
+def main():
+    from edgetool.runtime.machine import machine_name
+    from edgetool.toolchain.pipeline import Run
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--work", required=True, help="hierarchy_learning.py's --work folder")
+    ap.add_argument("--hierarchies", nargs="+", default=["given", "learned-overlap"])
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    result = {
+        "dataset": args.dataset,
+        "machine": machine_name(),
+        "networks": "int8 (QAT) bundle, ONNX Runtime; routing chosen on the run's validation split at export",
+        "hierarchies": {},
+    }
+    for h in args.hierarchies:
+        path = run_path(args.work, args.dataset, h)
+        if not os.path.isfile(os.path.join(path, "super_qat.pt")):
+            print("{}: no int8 networks at {}; skipped".format(h, path))
+            continue
+        run = Run.open(path, progress=False)
+        result["validation_images"] = len(run.data.val)
+        result["test_images"] = len(run.yte)
+        result["hierarchies"][h] = measure(run, os.path.join(path, "bundle-routing"))
+    result["seconds"] = time.perf_counter() - t0
+    path = os.path.join(OUT, "routing-bundle-{}.json".format(args.dataset))
+    write_result(path, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Gated top-k routing: its settings and its rule, one definition for the device and the toolchain.
+
+When the superclass confidence max(p_super) is below ``gate``, the ``k`` most likely
+superclasses are each tried and the route with the highest ``p_super ** beta * p_sub`` wins
+(``p_sub``: the subclass network's probability of its top class).  ``beta = 1`` is Chennupati
+et al.'s equation 2; a smaller ``beta`` trusts the subclass networks more, ``beta = 0`` uses
+them alone.
+
+``edgetool export`` chooses ``gate`` and ``beta`` on the run's validation split (the best
+accuracy at no more than 0.2 extra subclass-network runs per image) and writes them to the
+manifest as ``routing``; the runtime's ``topk`` policy uses them unless ``--gate``, ``--k`` or
+``--beta`` say otherwise.  A bundle without ``routing`` gets the defaults below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import UsageError
+from .names import check, printable
+
+GATE, K, BETA = 0.6, 2, 1.0
+MAX_BETA = 16.0
+MAX_K = 4096
+
+
+@dataclass(frozen=True)
+class Routing:
+    gate: float = GATE
+    k: int = K
+    beta: float = BETA
+    chosen_on: str = "default"
+
+    def to_dict(self) -> dict:
+        return {"gate": self.gate, "k": self.k, "beta": self.beta, "chosen_on": self.chosen_on}
+
+
+DEFAULT = Routing()
+
+
+def score(p_super, p_sub, beta: float):
+    """How a route competes: p_super^beta x p_sub (numbers or numpy arrays alike)."""
+    return p_super**beta * p_sub
+
+
+def parse(value, n_super: int) -> Optional[Routing]:
+    """The manifest's optional ``routing`` object, every field checked (raises ``FieldError``)."""
+    if value is None:
+        return None
+    d = check(value, "routing", dict)
+    return Routing(
+        gate=check(d.get("gate"), "routing.gate", float, 0.0, 1.0),
+        k=check(d.get("k"), "routing.k", int, 1, max(1, min(n_super, MAX_K))),
+        beta=check(d.get("beta", BETA), "routing.beta", float, 0.0, MAX_BETA),
+        chosen_on=printable(d.get("chosen_on", "not stated"), "routing.chosen_on", "text"),
+    )
+
+
+def resolve(
+    stored: Optional[Routing], gate: Optional[float] = None, k: Optional[int] = None, beta: Optional[float] = None
+) -> Routing:
+    """The bundle's routing (or the defaults) with any setting the user gave in its place."""
+    r = stored or DEFAULT
+    if gate is None and k is None and beta is None:
+        return r
+    return Routing(
+        gate=r.gate if gate is None else float(gate),
+        k=r.k if k is None else int(k),
+        beta=r.beta if beta is None else float(beta),
+        chosen_on="given on the command line" if stored is None else r.chosen_on + "; overridden on the command line",
+    )
+
+
+def check_options(gate: Optional[float], k: Optional[int], beta: Optional[float]) -> None:
+    """One error line for ``--gate``, ``--k`` or ``--beta`` out of range (None: not given)."""
+    if gate is not None and not 0.0 <= gate <= 1.0:
+        raise UsageError("--gate must be in [0, 1], got {}".format(gate))
+    if k is not None and k < 1:
+        raise UsageError("--k must be >= 1, got {}".format(k))
+    if beta is not None and not 0.0 <= beta <= MAX_BETA:
+        raise UsageError("--beta must be in [0, {:g}], got {}".format(MAX_BETA, beta))
