@@ -24,7 +24,9 @@ For one dataset:
 
 Writes benchmarks/results/hierarchy/<dataset>.json, <dataset>-<hierarchy>.png (dendrograms),
 <dataset>-<hierarchy>.json (learned hierarchy files) and, from every dataset file present,
-summary.md.
+summary.md.  ``--seed N`` (N > 0) repeats a dataset with another seed into seeds/ (its own
+flat network, so its own learned hierarchies); summary.md then compares the hierarchies
+across the seeds present.
 
 Usage (training runs under the shared lock with one thread):
   EDGETOOL_THREADS=1 python benchmarks/hierarchy_learning.py --dataset fashion-mnist --efficient learned-overlap given
@@ -112,7 +114,7 @@ def open_run(path, cfg, progress):
     return Run.open(path, copy.deepcopy(cfg), progress=progress)
 
 
-def learn_hierarchy(flat_path, name, theta, gamma, dataset):
+def learn_hierarchy(flat_path, name, theta, gamma, dataset, seed=0):
     """Learn from the flat network's validation confusion; write the file beside the runs and into results."""
     from edgetool.toolchain.hierarchy_cli import plot_dendrogram, run_confusion
     from edgetool.toolchain.hierarchy_learn import learn
@@ -129,8 +131,10 @@ def learn_hierarchy(flat_path, name, theta, gamma, dataset):
     path = os.path.join(os.path.dirname(flat_path), name + ".json")
     with open(path, "w") as f:
         json.dump(d, f, indent=1)
-    shutil.copy(path, os.path.join(OUT, "{}-{}.json".format(dataset, name)))
-    plot_dendrogram(z, classes, hier, theta, os.path.join(OUT, "{}-{}.png".format(dataset, name)))
+    stem = os.path.join(OUT if not seed else os.path.join(OUT, "seeds"), dataset + seed_suffix(seed) + "-" + name)
+    os.makedirs(os.path.dirname(stem), exist_ok=True)
+    shutil.copy(path, stem + ".json")
+    plot_dendrogram(z, classes, hier, theta, stem + ".png")
     return path, gamma
 
 
@@ -246,9 +250,10 @@ def run_dataset(args):
     from edgetool.toolchain.pipeline import TrainConfig
 
     st = SETTINGS[args.dataset]
-    work = os.path.join(args.work, args.dataset)
+    work = os.path.join(args.work, args.dataset + seed_suffix(args.seed))
     os.makedirs(work, exist_ok=True)
     os.makedirs(OUT, exist_ok=True)
+    out_file = result_file(args.dataset, args.seed)
     data, given = data_source(args.dataset, work)
     cfg = TrainConfig(data=data, hierarchy=given, arch="resnet8", seed=args.seed, val_fraction=0.1)
     for k, v in st["cfg"].items():
@@ -268,7 +273,7 @@ def run_dataset(args):
             hiers[name] = flat_path  # the flat run itself uses the given hierarchy
         else:
             gamma = st["gamma"] if name == "learned-overlap" else None
-            hiers[name], gammas[name] = learn_hierarchy(flat_path, name, st["theta"], gamma, args.dataset)
+            hiers[name], gammas[name] = learn_hierarchy(flat_path, name, st["theta"], gamma, args.dataset, args.seed)
     result = {
         "dataset": args.dataset,
         "machine": machine_name(),
@@ -309,12 +314,63 @@ def run_dataset(args):
             ),
             flush=True,
         )
-        write_result(os.path.join(OUT, args.dataset + ".json"), result)
+        write_result(out_file, result)
     if args.dataset == "caltech101":
         result["single_network"] = single_network(cfg, flat_run, work, result, args)
         result["paper_caltech101"] = PAPER_CALTECH
     result["seconds"] = time.perf_counter() - t0
-    write_result(os.path.join(OUT, args.dataset + ".json"), result)
+    write_result(out_file, result)
+
+
+def seed_suffix(seed: int) -> str:
+    return "-seed{}".format(seed) if seed else ""
+
+
+def result_file(dataset: str, seed: int) -> str:
+    """Seed 0: results/hierarchy/<dataset>.json (the tables); other seeds: seeds/<dataset>-seed<N>.json."""
+    if not seed:
+        return os.path.join(OUT, dataset + ".json")
+    return os.path.join(OUT, "seeds", dataset + seed_suffix(seed) + ".json")
+
+
+def seed_lines(ds: str, r0: dict) -> list:
+    """Top-1 of each hierarchy over every seed measured (each seed learns its own hierarchy from its
+    own flat network), and learned minus given paired by seed: mean and standard error."""
+    runs = [r0]
+    for seed in range(1, 100):
+        path = result_file(ds, seed)
+        if os.path.isfile(path):
+            with open(path) as f:
+                runs.append(json.load(f))
+    if len(runs) < 2:
+        return []
+    seeds = [r["config"]["seed"] for r in runs]
+
+    def top1(r, name):
+        return r["hierarchies"][name]["top1"]["accuracy"] if name in r["hierarchies"] else None
+
+    def stat(vals):
+        v = np.array([x for x in vals if x is not None])
+        se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+        return "{:+.2f} ± {:.2f}".format(100 * v.mean(), 100 * se) if len(v) > 1 else "n/a"
+
+    lines = [
+        "Across seeds {} (top-1, vanilla subclass networks; each seed learns its hierarchy from its own flat "
+        "network):".format(", ".join(map(str, seeds))),
+        "",
+        "| hierarchy | " + " | ".join("seed {}".format(s) for s in seeds) + " | minus given, mean ± SE (points) |",
+        "|---|" + "---:|" * (len(seeds) + 1),
+        "| flat | " + " | ".join(pct(r["lower_flat"]) for r in runs) + " | |",
+    ]
+    for name in runs[0]["hierarchies"]:
+        vals = [top1(r, name) for r in runs]
+        diff = [None if v is None else v - top1(r, "given") for v, r in zip(vals, runs)]
+        lines.append(
+            "| {} | {} | {} |".format(
+                name, " | ".join("" if v is None else pct(v) for v in vals), "" if name == "given" else stat(diff)
+            )
+        )
+    return lines + [""]
 
 
 def dict_cfg(cfg, **kw):
@@ -461,6 +517,7 @@ def summary():
                 ),
             ]
         lines.append("")
+        lines += seed_lines(ds, r)
     text = "\n".join(lines)
     with open(os.path.join(OUT, "summary.md"), "w") as f:
         f.write(text)
@@ -479,6 +536,8 @@ def main():
     args = ap.parse_args()
     if args.dataset and not args.summary:
         run_dataset(args)
+    if args.seed:
+        return  # summary.md is written from seed 0's files (and lists the other seeds beside them)
     summary()
 
 

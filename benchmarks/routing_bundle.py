@@ -15,8 +15,10 @@ answers it loses, and the extra switches per image.
 
 Writes benchmarks/results/hierarchy/routing-bundle-<dataset>.json.
 
-Usage (after hierarchy_learning.py --dataset D --efficient given ... --work W):
+Usage (after hierarchy_learning.py --dataset D ... --work W; --train trains the int8 networks
+of runs measured without --efficient):
   EDGETOOL_THREADS=2 python benchmarks/routing_bundle.py --dataset fashion-mnist --work W
+  EDGETOOL_THREADS=2 python benchmarks/routing_bundle.py --dataset cifar10 --work W --train
 """
 
 import argparse
@@ -108,6 +110,7 @@ def main():
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--work", required=True, help="hierarchy_learning.py's --work folder")
     ap.add_argument("--hierarchies", nargs="+", default=["given", "learned-overlap"])
+    ap.add_argument("--train", action="store_true", help="train the int8 (QAT) networks where the run has none")
     args = ap.parse_args()
     t0 = time.perf_counter()
     result = {
@@ -118,10 +121,11 @@ def main():
     }
     for h in args.hierarchies:
         path = run_path(args.work, args.dataset, h)
-        if not os.path.isfile(os.path.join(path, "super_qat.pt")):
-            print("{}: no int8 networks at {}; skipped".format(h, path))
+        if not os.path.isfile(os.path.join(path, "super_qat.pt")) and not args.train:
+            print("{}: no int8 networks at {}; skipped (--train trains them)".format(h, path))
             continue
         run = Run.open(path, progress=False)
+        run.train_all(with_flat=False)  # the QAT networks where missing; the rest is cached
         result["validation_images"] = len(run.data.val)
         result["test_images"] = len(run.yte)
         result["hierarchies"][h] = measure(run, os.path.join(path, "bundle-routing"))

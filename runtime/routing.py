@@ -62,13 +62,14 @@ def resolve(
 ) -> Routing:
     """The bundle's routing (or the defaults) with any setting the user gave in its place."""
     r = stored or DEFAULT
-    if gate is None and k is None and beta is None:
+    given = [n for n, v in (("gate", gate), ("k", k), ("beta", beta)) if v is not None]
+    if not given:
         return r
     return Routing(
         gate=r.gate if gate is None else float(gate),
         k=r.k if k is None else int(k),
         beta=r.beta if beta is None else float(beta),
-        chosen_on="given on the command line" if stored is None else r.chosen_on + "; overridden on the command line",
+        chosen_on="{}; set by the caller: {}".format(r.chosen_on, ", ".join(given)),
     )
 
 

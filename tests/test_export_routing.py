@@ -64,7 +64,7 @@ def test_classify_uses_the_bundles_routing_and_the_options_override_it(bundle_co
     stored = [json.loads(line) for line in proc.stdout.splitlines()]
     proc = run_cli("classify", bundle_copy, *sample_pngs, "--policy", "topk", "--json", "--beta", "1", "--gate", "0.3")
     assert proc.returncode == 0, proc.stderr
-    assert "gate 0.3, k 2, beta 1 (validation split (test); overridden on the command line)" in proc.stderr
+    assert "gate 0.3, k 2, beta 1 (validation split (test); set by the caller: gate, beta)" in proc.stderr
     over = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(stored) == len(over) == len(sample_pngs)
     # beta 0 under gate 1: both routes tried, the surer subclass network kept, so never less sure than top-1

@@ -42,7 +42,7 @@ def test_the_bundles_routing_applies_to_topk_unless_overridden():
     assert pred.label == "tree" and clf.routing == stored
     clf, pred, _ = classify(stored, beta=1.0)
     assert pred.label == "car" and (clf.gate, clf.k, clf.beta) == (0.9, 2, 1.0)
-    assert clf.routing.chosen_on.endswith("overridden on the command line")
+    assert clf.routing.chosen_on == "validation split (100 images); set by the caller: beta"
     clf, pred, be = classify(stored, gate=0.5)
     assert pred.label == "car" and be.switch_log == [0] and clf.beta == 0.25
     clf, _, _ = classify(None)
