@@ -41,15 +41,20 @@ from routing_diagnosis import MAX_EXTRA, OUT, run_path, softmax, unused_training
 THRESHOLDS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
 
 
-def not_mine_networks(run, ratio):
+def not_mine_networks(run, ratio, draw="uniform"):
     """Subclass networks with one more head row, "not mine", trained on other superclasses'
-    images (the run's fine-tune recipe and outlier draw); cached in ``<run>-notmine<R>``."""
+    images (the run's fine-tune recipe); cached in ``<run>-notmine<R>``.  *draw*: ``uniform``
+    (the run's outlier draw) or ``confusable`` (other superclasses' images drawn in proportion
+    to the superclass network's probability of the cluster, as routing_diagnosis.py does)."""
     import torch
 
     from edgetool.toolchain import train as training
     from edgetool.toolchain.checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
 
-    folder = run.path.rstrip("/") + "-notmine{:g}".format(ratio)
+    folder = run.path.rstrip("/") + "-notmine{}{:g}".format("" if draw == "uniform" else "-" + draw, ratio)
+    p_super = None
+    if draw == "confusable":
+        p_super = torch.softmax(training.predict_logits(run.superclass(), run.xtr, run.hier.n_super).double(), 1)
     nets = []
     for k in range(run.hier.n_super):
         path = os.path.join(folder, "{}.pt".format(k))
@@ -65,6 +70,10 @@ def not_mine_networks(run, ratio):
             mask = run.sub_mask(k)
             y = torch.from_numpy(run.data.local[k])[run.ytr[mask]]
             pool = torch.nonzero(~mask).flatten()
+            if p_super is not None:
+                n_out = min(len(pool), int(round(ratio * int(mask.sum()))))
+                g = torch.Generator().manual_seed(run.cfg.seed * 1009 + k)
+                pool = pool[torch.multinomial(p_super[pool, k] + 1e-3, n_out, replacement=False, generator=g)]
             x, y = training.with_outliers(run.xtr[mask], y, run.xtr, pool, ratio, run.cfg.seed * 1009 + k)
             y = torch.where(y == training.OUTLIER, torch.full_like(y, n), y)
             recipe = run.recipe(run.cfg.ft_epochs, run.cfg.ft_lr, weight_decay=run.cfg.ft_weight_decay)
@@ -186,6 +195,9 @@ def main():
     ap.add_argument("--work", default=os.path.join("edgetool-out", "bench-hierarchy"))
     ap.add_argument("--val-images", type=int, default=10000)
     ap.add_argument("--not-mine", type=float, default=1.0, help="other superclasses' images per own image")
+    ap.add_argument(
+        "--confusable", action="store_true", help="also not-mine networks trained on confusable images (p_super draw)"
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     path = run_path(args.work, args.dataset, "given")
@@ -198,6 +210,9 @@ def main():
         oe = Run.open(oe_path, None, progress=False)
         kinds["outlier exposure 1"] = (oe, [oe.vanilla(k) for k in range(oe.hier.n_super)], 0)
     kinds["not mine {:g}".format(args.not_mine)] = (run, not_mine_networks(run, args.not_mine), 1)
+    if args.confusable:
+        nets = not_mine_networks(run, args.not_mine, "confusable")
+        kinds["not mine {:g}, confusable draw".format(args.not_mine)] = (run, nets, 1)
     result = {
         "dataset": args.dataset,
         "hierarchy": "given",
