@@ -36,7 +36,7 @@ from routing_diagnosis import OUT, run_path  # noqa: E402
 
 
 def classify_all(be, x, **kw):
-    """(predicted class labels, routed superclass per image, extra switches per image, settings)."""
+    """(predictions, extra switches per image, the routing settings used)."""
     from edgetool.runtime.classifier import SuperSubClassifier
 
     clf = SuperSubClassifier(be, **kw)

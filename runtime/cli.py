@@ -7,9 +7,9 @@ import os
 
 import click
 
+from . import routing
 from .errors import UsageError
 from .options import backend_option, engine_mode_option, policy_option, routing_options
-from . import routing
 
 
 def open_bundle(path):
@@ -79,8 +79,7 @@ def _classify(b, be, files, policy, batch, as_json, **settings):
 
     clf = SuperSubClassifier(be, policy=policy, **settings)
     if policy == "topk":
-        r = clf.routing
-        click.echo("routing: topk gate {:g}, k {}, beta {:g} ({})".format(r.gate, r.k, r.beta, r.chosen_on), err=True)
+        click.echo("routing: topk " + clf.routing.describe(), err=True)
     names = [s.name for s in b.superclasses] + ["superclass"]
     classes = [c for s in b.superclasses for c in s.subclasses] + ["class"]
     row = "{{:<{}}}  {{:<{}}}  {{:>10}}  {{}}".format(max(map(len, names)), max(map(len, classes)))
@@ -121,8 +120,7 @@ def _summary(bundle, b):
                 s.name, len(s.subclasses), d.codec, d.size, d.raw_size
             )
         )
-    r = b.routing or routing.DEFAULT
-    click.echo("routing     topk: gate {:g}, k {}, beta {:g} ({})".format(r.gate, r.k, r.beta, r.chosen_on))
+    click.echo("routing     topk: " + (b.routing or routing.DEFAULT).describe())
     click.echo("all files verified (sha256)")
 
 

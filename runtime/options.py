@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from . import choices
+from . import choices, routing
 
 codec_option = click.option(
     "--codec",
@@ -99,28 +99,16 @@ def verbosity_options(f):
     return click.option("-q", "--quiet", is_flag=True, help="Errors only: no progress bar or per-epoch lines.")(wrapper)
 
 
+ROUTING_OPTIONS = (  # (name, parameter, type, default when the bundle has no routing, help)
+    ("--gate", "gate", float, routing.GATE, "topk: superclass confidence below which --k superclasses are tried."),
+    ("--k", "topk", int, routing.K, "topk: superclasses tried below --gate."),
+    ("--beta", "beta", float, routing.BETA, "topk: routes compete by p_super^beta x p_sub (1: equation 2)."),
+)
+
+
 def routing_options(f):
     """``--gate``, ``--k``, ``--beta`` of the topk policy; unset, the bundle's ``routing`` applies."""
-    bundle = "the bundle's routing, else {:g}"
-    f = click.option(
-        "--beta",
-        type=float,
-        default=None,
-        show_default=bundle.format(1.0),
-        help="topk: routes compete by p_super^beta x p_sub (1: equation 2; 0: the subclass networks alone).",
-    )(f)
-    f = click.option(
-        "--k",
-        "topk",
-        type=int,
-        default=None,
-        show_default=bundle.format(2),
-        help="topk: superclasses tried below --gate.",
-    )(f)
-    return click.option(
-        "--gate",
-        type=float,
-        default=None,
-        show_default=bundle.format(0.6),
-        help="topk: superclass confidence below which --k superclasses are tried.",
-    )(f)
+    for name, param, kind, fallback, text in reversed(ROUTING_OPTIONS):
+        shown = "the bundle's routing, else {:g}".format(fallback)
+        f = click.option(name, param, type=kind, default=None, show_default=shown, help=text)(f)
+    return f

@@ -35,6 +35,10 @@ class Routing:
     def to_dict(self) -> dict:
         return {"gate": self.gate, "k": self.k, "beta": self.beta, "chosen_on": self.chosen_on}
 
+    def describe(self) -> str:
+        """One line for people: the settings and what they were chosen on."""
+        return "gate {:g}, k {}, beta {:g} ({})".format(self.gate, self.k, self.beta, self.chosen_on)
+
 
 DEFAULT = Routing()
 

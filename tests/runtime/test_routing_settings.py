@@ -16,11 +16,12 @@ HIERARCHY = [("vehicle", ["car", "truck", "ship"]), ("animal", ["cat", "dog"]), 
 LOGITS = {BASE: [2.0, 0.0, 1.0], 0: [1.0, 0.5, 0.0], 1: [0.0, 0.0, 0.0], 2: [5.0, 0.0, 0.0]}
 
 
-def fixed(target, batch):
-    return np.tile(np.array(LOGITS[target], np.float32), (len(batch), 1))
+def classify(routing=None, policy="topk", logits=LOGITS, **kw):
+    """The classifier on one image, every network answering *logits*[target] whatever the image."""
 
+    def fixed(target, batch):
+        return np.tile(np.array(logits[target], np.float32), (len(batch), 1))
 
-def classify(routing=None, policy="topk", **kw):
     be = FakeBackend(ScriptedBundle(HIERARCHY, routing=routing), fixed)
     clf = SuperSubClassifier(be, policy=policy, **kw)
     return clf, clf.classify(np.zeros((1, 1, 1, 1), np.float32))[0], be
@@ -60,15 +61,13 @@ def test_the_runtime_and_the_toolchain_replay_agree():
     members = [np.array([0, 1, 2]), np.array([3, 4]), np.array([5, 6, 7])]
     for gate, beta in ((0.95, 1.0), (0.95, 0.2), (0.7, 0.0), (0.0, 0.5)):
         for _ in range(40):
-            for t in LOGITS:
-                LOGITS[t] = list(rng.normal(0, 1.5, 3))
-            clf, pred, _ = classify(gate=gate, k=2, beta=beta)
-            p = masked_softmax(np.array([LOGITS[BASE]]), 3).astype(np.float64)
-            qs = [masked_softmax(np.array([LOGITS[k]]), len(m)).astype(np.float64) for k, m in enumerate(members)]
+            logits = {t: list(rng.normal(0, 1.5, 3)) for t in LOGITS}
+            clf, pred, _ = classify(gate=gate, k=2, beta=beta, logits=logits)
+            p = masked_softmax(np.array([logits[BASE]]), 3).astype(np.float64)
+            qs = [masked_softmax(np.array([logits[k]]), len(m)).astype(np.float64) for k, m in enumerate(members)]
             want, _ = route(p, qs, members, gate, 2, beta)
             got = members[pred.superclass][pred.subclass]
-            assert got == want[0], (gate, beta, LOGITS)
-    LOGITS.update({BASE: [2.0, 0.0, 1.0], 0: [1.0, 0.5, 0.0], 1: [0.0, 0.0, 0.0], 2: [5.0, 0.0, 0.0]})
+            assert got == want[0], (gate, beta, logits)
 
 
 def test_manifest_routing_is_checked_field_by_field():
