@@ -8,7 +8,9 @@ On one dataset's given hierarchy (the runs of ``benchmarks/hierarchy_learning.py
     each, the subclass networks' top probability, margin and normalised entropy, and the
     "not mine" probability where the networks have one), fitted on the images of a validation
     split where the gate fires and exactly one route is right; the gate and the decision
-    threshold are chosen on that split by accuracy, at no more than 0.2 extra switches;
+    threshold are chosen on that split by accuracy, at no more than 0.2 extra switches; and the
+    same arbiter given which class each route answers as well (one-hot, so it can learn which
+    confusions to trust);
   * **subclass networks with a "not mine" output**: each fine-tune (the shared recipe) gets one
     more head row, trained on R images of other superclasses per own image (outlier exposure
     with a label instead of a uniform target), so a network can say that an image is not its
@@ -22,7 +24,8 @@ The networks compared: vanilla, outlier exposure (``<run>-outliers1``, when trai
 Writes benchmarks/results/hierarchy/routing-arbiter-<dataset>-given.json.
 
 Usage (after hierarchy_learning.py --dataset D --outliers 1 --work W):
-  EDGETOOL_THREADS=2 python benchmarks/routing_arbiter.py --dataset fashion-mnist --work W --val-images 10000
+  EDGETOOL_THREADS=2 python benchmarks/routing_arbiter.py --dataset fashion-mnist --work W --confusable
+  EDGETOOL_THREADS=2 python benchmarks/routing_arbiter.py --dataset cifar10 --work W
 """
 
 import argparse
@@ -122,6 +125,16 @@ def evidence(run, p, qs, other, y):
     return {"p_max": p.max(1), "features": feats, "first": a[5], "second": b[5], "stage1": stage1, "y": y}
 
 
+def with_answers(ev, n_classes):
+    """The evidence plus a one-hot of each route's answer (2 x n_classes more features)."""
+    f = ev["features"]
+    rows = np.arange(len(f))
+    onehot = np.zeros((len(f), 2 * n_classes))
+    onehot[rows, ev["first"]] = 1.0
+    onehot[rows, n_classes + ev["second"]] = 1.0
+    return dict(ev, features=np.concatenate([f, onehot], 1))
+
+
 def fit_logistic(features, target):
     """Weights of a logistic regression (standardised features, a little L2), fitted with LBFGS."""
     import torch
@@ -193,7 +206,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--work", default=os.path.join("edgetool-out", "bench-hierarchy"))
-    ap.add_argument("--val-images", type=int, default=10000)
+    ap.add_argument("--val-images", type=int, default=30000)
     ap.add_argument("--not-mine", type=float, default=1.0, help="other superclasses' images per own image")
     ap.add_argument(
         "--confusable", action="store_true", help="also not-mine networks trained on confusable images (p_super draw)"
@@ -223,7 +236,12 @@ def main():
     members = run.hier.members(run.train.classes)
     for name, (r, nets, extra) in kinds.items():
         ov, ot = outputs(r, nets, xv, extra), outputs(r, nets, r.xte, extra)
-        d = {"arbiter": arbiter(evidence(r, *ov, yv), evidence(r, *ot, yt))}
+        ev, et = evidence(r, *ov, yv), evidence(r, *ot, yt)
+        n_classes = len(r.train.classes)
+        d = {
+            "arbiter": arbiter(ev, et),
+            "arbiter_with_answers": arbiter(with_answers(ev, n_classes), with_answers(et, n_classes)),
+        }
         if extra:  # equation 2 weighted, with p_sub lowered by the "not mine" mass
             best = None
             for g in GATES:
@@ -234,21 +252,23 @@ def main():
             assert best is not None
             d["weighted_chosen_on_validation"] = policy(ot[0], ot[1], members, r.data.local, yt, best[1], 2, best[2])
         result["networks"][name] = d
-        t = d["arbiter"]["test"]
-        print(
-            "{}: arbiter gate {} recovered {}/{} ({:.0%}) lost {} accuracy {:.2%} (top-1 {:.2%}) at {:.3f} extra "
-            "switches".format(
-                name,
-                t["gate"],
-                t["recovered"],
-                t["stage1_errors"],
-                t["recovered_fraction"],
-                t["lost"],
-                t["accuracy"],
-                t["top1_accuracy"],
-                t["extra_switches_per_image"],
+        for which in ("arbiter", "arbiter_with_answers"):
+            t = d[which]["test"]
+            print(
+                "{}, {}: gate {} recovered {}/{} ({:.0%}) lost {} accuracy {:.2%} (top-1 {:.2%}) at {:.3f} extra "
+                "switches".format(
+                    name,
+                    which,
+                    t["gate"],
+                    t["recovered"],
+                    t["stage1_errors"],
+                    t["recovered_fraction"],
+                    t["lost"],
+                    t["accuracy"],
+                    t["top1_accuracy"],
+                    t["extra_switches_per_image"],
+                )
             )
-        )
     result["seconds"] = time.perf_counter() - t0
     write_result(os.path.join(OUT, "routing-arbiter-{}-given.json".format(args.dataset)), result)
 

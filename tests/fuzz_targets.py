@@ -30,7 +30,8 @@ SIZE = len(RAW)
 
 
 def synthetic_manifest() -> dict:
-    """A valid manifest of a tiny network: conv (4x1x3x3) + bias, fc (3x4) + bias; 2 superclasses."""
+    """A valid manifest of a tiny network: conv (4x1x3x3) + bias, fc (3x4) + bias; 2 superclasses;
+    gated top-2 routing."""
     layout = PackedLayout.build(
         [
             TensorSpec("conv.weight", "weight", "int8", (4, 1, 3, 3), scale=[0.1] * 4),
@@ -75,6 +76,7 @@ def synthetic_manifest() -> dict:
         "engines": [],
         "base": {"file": "base.onnx", "size": 4096, "sha256": sha256_bytes(b"base")},
         "samples": {"file": "samples.npy", "size": 2048, "sha256": sha256_bytes(b"s"), "shape": [2, 1, 8, 8]},
+        "routing": {"gate": 0.8, "k": 2, "beta": 0.75, "chosen_on": "validation split (100 images)"},
     }
 
 
