@@ -26,9 +26,12 @@ Writes benchmarks/results/hierarchy/routing-arbiter-<dataset>-given.json.
 Usage (after hierarchy_learning.py --dataset D --outliers 1 --work W):
   EDGETOOL_THREADS=2 python benchmarks/routing_arbiter.py --dataset fashion-mnist --work W --confusable
   EDGETOOL_THREADS=2 python benchmarks/routing_arbiter.py --dataset cifar10 --work W
+  (seeds: --dataset cifar10-seed1 after hierarchy_learning.py --seed 1; results go to seeds/)
+  python benchmarks/routing_arbiter.py --dataset cifar10 --across-seeds   # routing-arbiter-seeds-cifar10.md
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -198,6 +201,67 @@ def arbiter(ev_val, ev_test):
     return {"chosen_on_validation": {"gate": g, "threshold": thr, "validation": r, "model": model}, "test": test}
 
 
+def result_path(dataset):
+    """results/hierarchy/routing-arbiter-<dataset>-given.json; seeds/ for ``<dataset>-seedN``."""
+    folder = os.path.join(OUT, "seeds") if "-seed" in dataset else OUT
+    return os.path.join(folder, "routing-arbiter-{}-given.json".format(dataset))
+
+
+def chosen(networks):
+    """The networks and router a user would ship: the best arbiter accuracy on validation."""
+    best = max(
+        ((name, which) for name in networks for which in ("arbiter", "arbiter_with_answers")),
+        key=lambda nw: networks[nw[0]][nw[1]]["chosen_on_validation"]["validation"]["accuracy"],
+    )
+    d = networks[best[0]][best[1]]
+    val = d["chosen_on_validation"]["validation"]
+    return {"networks": best[0], "router": best[1], "validation": val, "test": d["test"]}
+
+
+def across_seeds(dataset, seeds=(1, 2)):
+    """A markdown table of the router chosen on validation, seed 0 and ``<dataset>-seedN``."""
+    rows, fracs, machines = [], [], set()
+    for seed in (0,) + tuple(seeds):
+        name = dataset if seed == 0 else "{}-seed{}".format(dataset, seed)
+        with open(result_path(name)) as f:
+            d = json.load(f)
+        c = d["chosen_on_validation"]
+        machines.add(d["machine"])
+        t = c["test"]
+        fracs.append(t["recovered_fraction"])
+        rows.append(
+            "| {} | {}, {} | {} of {} ({:.1%}) | {} | {:.2%} | {:.2%} | {:.3f} |".format(
+                seed,
+                c["networks"],
+                c["router"].replace("_", " "),
+                t["recovered"],
+                t["stage1_errors"],
+                t["recovered_fraction"],
+                t["lost"],
+                t["accuracy"],
+                t["top1_accuracy"],
+                t["extra_switches_per_image"],
+            )
+        )
+    mean = float(np.mean(fracs))
+    se = float(np.std(fracs, ddof=1) / np.sqrt(len(fracs))) if len(fracs) > 1 else 0.0
+    return "\n".join(
+        [
+            "## {}: the router chosen on validation, per seed".format(dataset),
+            "",
+            "Written by `benchmarks/routing_arbiter.py --across-seeds` from its per-seed results; measured on "
+            "{}. Each seed's networks, arbiter, gate and threshold are chosen on 30,000 training images that "
+            "seed's runs never used; the test set is the full 10,000 images.".format("; ".join(sorted(machines))),
+            "",
+            "| seed | networks, router | stage-1 errors recovered | right answers lost | accuracy | its top-1 "
+            "| extra switches / image |",
+            "|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        + rows
+        + ["", "Recovered: {:.1%} ± {:.1%} (mean ± SE over {} seeds).".format(mean, se, len(fracs)), ""]
+    )
+
+
 def main():
     from edgetool.runtime.machine import machine_name
     from edgetool.toolchain.pipeline import Run
@@ -207,11 +271,28 @@ def main():
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--work", default=os.path.join("edgetool-out", "bench-hierarchy"))
     ap.add_argument("--val-images", type=int, default=30000)
-    ap.add_argument("--not-mine", type=float, default=1.0, help="other superclasses' images per own image")
+    ap.add_argument(
+        "--not-mine",
+        type=float,
+        nargs="+",
+        default=[1.0, 4.0],
+        help="other superclasses' images per own image, one set of networks each (at most all of them)",
+    )
     ap.add_argument(
         "--confusable", action="store_true", help="also not-mine networks trained on confusable images (p_super draw)"
     )
+    ap.add_argument(
+        "--across-seeds",
+        action="store_true",
+        help="only write routing-arbiter-seeds-<dataset>.md from seed 0's and seeds 1 and 2's results",
+    )
     args = ap.parse_args()
+    if args.across_seeds:
+        dest = os.path.join(OUT, "routing-arbiter-seeds-{}.md".format(args.dataset))
+        with open(dest, "w") as f:
+            f.write(across_seeds(args.dataset))
+        print(open(dest).read())
+        return
     t0 = time.perf_counter()
     path = run_path(args.work, args.dataset, "given")
     run = Run.open(path, None, progress=False)
@@ -222,10 +303,11 @@ def main():
     if os.path.isfile(os.path.join(oe_path, "config.json")):
         oe = Run.open(oe_path, None, progress=False)
         kinds["outlier exposure 1"] = (oe, [oe.vanilla(k) for k in range(oe.hier.n_super)], 0)
-    kinds["not mine {:g}".format(args.not_mine)] = (run, not_mine_networks(run, args.not_mine), 1)
+    for ratio in args.not_mine:
+        kinds["not mine {:g}".format(ratio)] = (run, not_mine_networks(run, ratio), 1)
     if args.confusable:
-        nets = not_mine_networks(run, args.not_mine, "confusable")
-        kinds["not mine {:g}, confusable draw".format(args.not_mine)] = (run, nets, 1)
+        ratio = min(args.not_mine)
+        kinds["not mine {:g}, confusable draw".format(ratio)] = (run, not_mine_networks(run, ratio, "confusable"), 1)
     result = {
         "dataset": args.dataset,
         "hierarchy": "given",
@@ -269,8 +351,9 @@ def main():
                     t["extra_switches_per_image"],
                 )
             )
+    result["chosen_on_validation"] = chosen(result["networks"])
     result["seconds"] = time.perf_counter() - t0
-    write_result(os.path.join(OUT, "routing-arbiter-{}-given.json".format(args.dataset)), result)
+    write_result(result_path(args.dataset), result)
 
 
 if __name__ == "__main__":
