@@ -42,7 +42,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from common import write_result  # noqa: E402
-from routing_diagnosis import MAX_EXTRA, OUT, run_path, softmax, unused_training_images  # noqa: E402
+from routing_diagnosis import (  # noqa: E402
+    MAX_EXTRA,
+    OUT,
+    confusable_draw,
+    run_path,
+    softmax,
+    unused_training_images,
+)
 
 THRESHOLDS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
 
@@ -77,9 +84,7 @@ def not_mine_networks(run, ratio, draw="uniform"):
             y = torch.from_numpy(run.data.local[k])[run.ytr[mask]]
             pool = torch.nonzero(~mask).flatten()
             if p_super is not None:
-                n_out = min(len(pool), int(round(ratio * int(mask.sum()))))
-                g = torch.Generator().manual_seed(run.cfg.seed * 1009 + k)
-                pool = pool[torch.multinomial(p_super[pool, k] + 1e-3, n_out, replacement=False, generator=g)]
+                pool = confusable_draw(p_super, pool, k, ratio * int(mask.sum()), run.cfg.seed * 1009 + k)
             x, y = training.with_outliers(run.xtr[mask], y, run.xtr, pool, ratio, run.cfg.seed * 1009 + k)
             y = torch.where(y == training.OUTLIER, torch.full_like(y, n), y)
             recipe = run.recipe(run.cfg.ft_epochs, run.cfg.ft_lr, weight_decay=run.cfg.ft_weight_decay)
@@ -230,17 +235,9 @@ def across_seeds(dataset, seeds=(1, 2)):
         t = c["test"]
         fracs.append(t["recovered_fraction"])
         rows.append(
-            "| {} | {}, {} | {} of {} ({:.1%}) | {} | {:.2%} | {:.2%} | {:.3f} |".format(
-                seed,
-                c["networks"],
-                c["router"].replace("_", " "),
-                t["recovered"],
-                t["stage1_errors"],
-                t["recovered_fraction"],
-                t["lost"],
-                t["accuracy"],
-                t["top1_accuracy"],
-                t["extra_switches_per_image"],
+            "| {seed} | {networks}, {router} | {recovered} of {stage1_errors} ({recovered_fraction:.1%}) | {lost} "
+            "| {accuracy:.2%} | {top1_accuracy:.2%} | {extra_switches_per_image:.3f} |".format(
+                seed=seed, networks=c["networks"], router=c["router"].replace("_", " "), **t
             )
         )
     mean = float(np.mean(fracs))
@@ -288,10 +285,10 @@ def main():
     )
     args = ap.parse_args()
     if args.across_seeds:
-        dest = os.path.join(OUT, "routing-arbiter-seeds-{}.md".format(args.dataset))
-        with open(dest, "w") as f:
-            f.write(across_seeds(args.dataset))
-        print(open(dest).read())
+        text = across_seeds(args.dataset)
+        with open(os.path.join(OUT, "routing-arbiter-seeds-{}.md".format(args.dataset)), "w") as f:
+            f.write(text)
+        print(text)
         return
     t0 = time.perf_counter()
     path = run_path(args.work, args.dataset, "given")
@@ -335,21 +332,10 @@ def main():
             d["weighted_chosen_on_validation"] = policy(ot[0], ot[1], members, r.data.local, yt, best[1], 2, best[2])
         result["networks"][name] = d
         for which in ("arbiter", "arbiter_with_answers"):
-            t = d[which]["test"]
             print(
-                "{}, {}: gate {} recovered {}/{} ({:.0%}) lost {} accuracy {:.2%} (top-1 {:.2%}) at {:.3f} extra "
-                "switches".format(
-                    name,
-                    which,
-                    t["gate"],
-                    t["recovered"],
-                    t["stage1_errors"],
-                    t["recovered_fraction"],
-                    t["lost"],
-                    t["accuracy"],
-                    t["top1_accuracy"],
-                    t["extra_switches_per_image"],
-                )
+                "{name}, {which}: gate {gate} recovered {recovered}/{stage1_errors} ({recovered_fraction:.0%}) lost "
+                "{lost} accuracy {accuracy:.2%} (top-1 {top1_accuracy:.2%}) at {extra_switches_per_image:.3f} extra "
+                "switches".format(name=name, which=which, **d[which]["test"])
             )
     result["chosen_on_validation"] = chosen(result["networks"])
     result["seconds"] = time.perf_counter() - t0

@@ -170,6 +170,16 @@ def diagnose(run, nets, val=None):
     return out
 
 
+def confusable_draw(p_super, pool, k, n, seed):
+    """round(*n*) of the images *pool* (at most all), drawn without replacement in proportion to
+    the superclass network's probability *p_super* of cluster *k*: the images it confuses with it."""
+    import torch
+
+    n = min(len(pool), int(round(n)))
+    g = torch.Generator().manual_seed(seed)
+    return pool[torch.multinomial(p_super[pool, k] + 1e-3, n, replacement=False, generator=g)]
+
+
 def confusable_outliers(run, ratio):
     """Outlier exposure with outliers drawn in proportion to the superclass network's
     probability of the cluster; a sibling run sharing flat.pt and super.pt."""
@@ -183,10 +193,7 @@ def confusable_outliers(run, ratio):
 
     def fine_tune_data(k):
         mask = oe.sub_mask(k)
-        others = torch.nonzero(~mask).flatten()
-        n = min(len(others), int(round(ratio * int(mask.sum()))))
-        g = torch.Generator().manual_seed(oe.cfg.seed * 1009 + k)
-        pick = others[torch.multinomial(p[others, k] + 1e-3, n, replacement=False, generator=g)]
+        pick = confusable_draw(p, torch.nonzero(~mask).flatten(), k, ratio * int(mask.sum()), oe.cfg.seed * 1009 + k)
         y = torch.from_numpy(oe.data.local[k])[oe.ytr[mask]]
         return training.with_outliers(oe.xtr[mask], y, oe.xtr, pick, ratio, oe.cfg.seed)
 

@@ -22,7 +22,6 @@ from .names import check, printable
 
 GATE, K, BETA = 0.6, 2, 1.0
 MAX_BETA = 16.0
-MAX_K = 4096
 
 
 @dataclass(frozen=True)
@@ -49,13 +48,14 @@ def score(p_super, p_sub, beta: float):
 
 
 def parse(value, n_super: int) -> Optional[Routing]:
-    """The manifest's optional ``routing`` object, every field checked (raises ``FieldError``)."""
+    """The manifest's optional ``routing`` object, every field checked (raises ``FieldError``);
+    *n_super*: the hierarchy's superclasses, already checked to be 1 or more."""
     if value is None:
         return None
     d = check(value, "routing", dict)
     return Routing(
         gate=check(d.get("gate"), "routing.gate", float, 0.0, 1.0),
-        k=check(d.get("k"), "routing.k", int, 1, max(1, min(n_super, MAX_K))),
+        k=check(d.get("k"), "routing.k", int, 1, n_super),
         beta=check(d.get("beta", BETA), "routing.beta", float, 0.0, MAX_BETA),
         chosen_on=printable(d.get("chosen_on", "not stated"), "routing.chosen_on", "text"),
     )
