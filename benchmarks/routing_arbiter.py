@@ -223,12 +223,13 @@ def chosen(networks):
     return {"networks": best[0], "router": best[1], "validation": val, "test": d["test"]}
 
 
-def across_seeds(dataset, seeds=(1, 2)):
-    """A markdown table of the router chosen on validation, seed 0 and ``<dataset>-seedN``."""
+def across_seeds(dataset, seeds=(1, 2), path_of=result_path, script="routing_arbiter.py", what=None):
+    """A markdown table of the router chosen on validation, seed 0 and ``<dataset>-seedN``, from
+    *script*'s results (read from ``path_of(name)``); *what* names what was chosen."""
     rows, fracs, machines = [], [], set()
     for seed in (0,) + tuple(seeds):
         name = dataset if seed == 0 else "{}-seed{}".format(dataset, seed)
-        with open(result_path(name)) as f:
+        with open(path_of(name)) as f:
             d = json.load(f)
         c = d["chosen_on_validation"]
         machines.add(d["machine"])
@@ -246,9 +247,11 @@ def across_seeds(dataset, seeds=(1, 2)):
         [
             "## {}: the router chosen on validation, per seed".format(dataset),
             "",
-            "Written by `benchmarks/routing_arbiter.py --across-seeds` from its per-seed results; measured on "
-            "{}. Each seed's networks, arbiter, gate and threshold are chosen on 30,000 training images that "
-            "seed's runs never used; the test set is the full 10,000 images.".format("; ".join(sorted(machines))),
+            "Written by `benchmarks/{} --across-seeds` from its per-seed results; measured on "
+            "{}. Each seed's {} are chosen on 30,000 training images that "
+            "seed's runs never used; the test set is the full 10,000 images.".format(
+                script, "; ".join(sorted(machines)), what or "networks, arbiter, gate and threshold"
+            ),
             "",
             "| seed | networks, router | stage-1 errors recovered | right answers lost | accuracy | its top-1 "
             "| extra switches / image |",
