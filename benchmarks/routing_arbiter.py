@@ -86,7 +86,7 @@ def not_mine_networks(run, ratio, draw="uniform"):
             if p_super is not None:
                 pool = confusable_draw(p_super, pool, k, ratio * int(mask.sum()), run.cfg.seed * 1009 + k)
             x, y = training.with_outliers(run.xtr[mask], y, run.xtr, pool, ratio, run.cfg.seed * 1009 + k)
-            y = torch.where(y == training.OUTLIER, torch.full_like(y, n), y)
+            y = training.not_mine_labels(y, n)
             recipe = run.recipe(run.cfg.ft_epochs, run.cfg.ft_lr, weight_decay=run.cfg.ft_weight_decay)
             hooks = training.FitHooks("not-mine subclass [{}]".format(run.hier.superclasses[k]), run.progress)
             training.fit(m, x, y, recipe, n_valid=n + 1, seed=run.cfg.seed + k + 1, hooks=hooks)

@@ -126,6 +126,7 @@ def _write_files(out_dir, base_net, sub_nets, hierarchy, input_spec, codec, samp
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "hierarchy": hierarchy.to_dict(),
         "head_width": head,
+        **({"not_mine": True} if hierarchy.not_mine else {}),
         "input": dict(input_spec),
         "output": {"name": "logits", "shape": ["N", head]},
         "quantization": {

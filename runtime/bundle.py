@@ -75,6 +75,7 @@ class Bundle:
         ]
         self.head_width = self.model.head_width
         self.routing = self.model.routing  # None: the runtime's defaults (runtime.routing)
+        self.not_mine = self.model.not_mine  # a "not mine" head row after each subclass network's classes
         self.input = dict(manifest["input"])
         self.output_name = self.model.output_name
         self.deltas = list(manifest["deltas"])

@@ -110,9 +110,12 @@ class SuperSubClassifier:
         return masked_softmax(self.backend.infer(batch), self.n_super)
 
     def subclass_probs(self, batch: np.ndarray, k: int) -> np.ndarray:
+        """Subclass network *k*'s probabilities of its classes; with a "not mine" row, the softmax
+        takes it in too, so p_sub falls on an image the network says is not its own."""
         self.passes += len(batch)
         self.backend.switch(k)
-        return masked_softmax(self.backend.infer(batch), len(self.bundle.superclasses[k].subclasses))
+        n = len(self.bundle.superclasses[k].subclasses)
+        return masked_softmax(self.backend.infer(batch), n + int(self.bundle.not_mine))[:, :n]
 
     def _pred(self, k: int, p_super: float, p_sub: np.ndarray) -> Prediction:
         s = self.bundle.superclasses[k]

@@ -110,7 +110,8 @@ def _summary(bundle, b):
         "bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], ascii(m.get("toolchain_version")))
     )
     click.echo("input       {} {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape)))
-    click.echo("head width  {}".format(b.head_width))
+    note = ' (a "not mine" row after each subclass\'s classes)' if b.not_mine else ""
+    click.echo("head width  {}{}".format(b.head_width, note))
     click.echo("refit       {} tensors, {} bytes packed".format(len(b.layout.tensors), b.layout.total_nbytes))
     click.echo("base.onnx   {} bytes".format(sizes["base"]))
     for d in b.model.deltas:

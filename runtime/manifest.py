@@ -70,6 +70,7 @@ class Manifest:
     # per superclass: the subclasses it shares with another superclass, where they are primary
     overlap: Tuple[Tuple[str, ...], ...] = ()
     routing: Optional[R.Routing] = None  # gated top-k settings chosen at export (runtime.routing)
+    not_mine: bool = False  # each subclass network's head has one more row after its classes: "not mine"
 
     def files(self) -> List[FileEntry]:
         out = [self.base] + list(self.deltas)
@@ -112,9 +113,12 @@ def parse(d: dict) -> Manifest:
     """Check every field of a decoded manifest; return the typed model."""
     supers = _hierarchy(d)
     head = check(d.get("head_width"), "head_width", int, 1, MAX_DIM)
-    need = max([len(supers)] + [len(s) for _, s in supers])
+    not_mine = d.get("not_mine", False)
+    if not isinstance(not_mine, bool):
+        fail("not_mine", "{} is not true or false".format(N.shown(not_mine)))
+    need = max([len(supers)] + [len(s) + not_mine for _, s in supers])
     if head < need:
-        fail("head_width", "{} is less than the {} classes it must hold".format(head, need))
+        fail("head_width", "{} is less than the {} rows it must hold".format(head, need))
     shape = _input(d)
     output = check(d.get("output"), "output", dict)
     out_name = N.name(output.get("name"), "output.name")
@@ -128,7 +132,8 @@ def parse(d: dict) -> Manifest:
     )
     over = _overlap(d, supers)
     routing = R.parse(d.get("routing"), len(supers))
-    m = Manifest(d, supers, head, shape, out_name, layout, base, deltas, samples, sshape, engines, over, routing)
+    files = (base, deltas, samples, sshape, engines)
+    m = Manifest(d, supers, head, shape, out_name, layout, *files, over, routing, not_mine)
     paths = [f.file for f in m.files()]
     if len(set(paths)) != len(paths) or MANIFEST in paths:
         fail("files", "two entries name the same file")

@@ -30,14 +30,14 @@ SIZE = len(RAW)
 
 
 def synthetic_manifest() -> dict:
-    """A valid manifest of a tiny network: conv (4x1x3x3) + bias, fc (3x4) + bias; 2 superclasses;
-    gated top-2 routing."""
+    """A valid manifest of a tiny network: conv (4x1x3x3) + bias, fc (4x4) + bias; 2 superclasses;
+    a "not mine" row after each subclass network's classes; gated top-2 routing."""
     layout = PackedLayout.build(
         [
             TensorSpec("conv.weight", "weight", "int8", (4, 1, 3, 3), scale=[0.1] * 4),
             TensorSpec("conv.bias", "bias", "float32", (4,)),
-            TensorSpec("fc.weight", "weight", "int8", (3, 4), scale=[0.2] * 3),
-            TensorSpec("fc.bias", "bias", "float32", (3,)),
+            TensorSpec("fc.weight", "weight", "int8", (4, 4), scale=[0.2] * 4),
+            TensorSpec("fc.bias", "bias", "float32", (4,)),
         ]
     )
     raw = layout.total_nbytes
@@ -56,7 +56,8 @@ def synthetic_manifest() -> dict:
     return {
         "schema": M.SCHEMA,
         "toolchain_version": "0",
-        "head_width": 3,
+        "head_width": 4,
+        "not_mine": True,
         "hierarchy": {
             "superclasses": [{"name": "a", "subclasses": ["x", "y", "z"]}, {"name": "b", "subclasses": ["u/v", "w"]}]
         },

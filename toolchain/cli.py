@@ -36,6 +36,7 @@ _FIELDS = (
     "limit_test",
     "val_fraction",
     "ft_outliers",
+    "ft_not_mine",
 )
 
 
@@ -66,6 +67,8 @@ def config_options(f):
         key = flag.lstrip("-").replace("-", "_")
         default = _default(key) if key in _FIELDS else None
         decls = (flag, dest) if dest else (flag,)
+        if kind is bool:  # --name/--no-name
+            return click.option("{0}/--no-{1}".format(flag, flag[2:]), default=default, help=text, show_default=True)
         return click.option(*decls, default=default, type=kind, help=text, show_default=_SHOWN.get(key, True))
 
     opts = _data_flags(opt) + _recipe_flags(opt)
@@ -106,6 +109,12 @@ def _recipe_flags(opt) -> list:
             float,
             "Outlier exposure: every subclass fine-tune also sees this many images of other superclasses per "
             "own image, trained toward an unsure output, so gated top-k routing can recover routing errors.",
+        ),
+        opt(
+            "--ft-not-mine",
+            bool,
+            "With --ft-outliers: those images train one more head row, 'not mine', instead of an unsure output; "
+            "each route's p_sub then falls on images that are not its own (the bundle records the row).",
         ),
         opt("--qat-epochs", int, "QAT epochs of the superclass network."),
         opt("--qat-lr", float, "Learning rate of the superclass network's QAT (halved: it starts trained)."),

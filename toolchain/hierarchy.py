@@ -33,6 +33,8 @@ class Hierarchy:
     superclasses: List[str]
     subclasses: List[List[str]]
     overlap: List[List[str]] = field(default_factory=list)  # per superclass: members whose primary is elsewhere
+    # each subclass network has one more head row after its classes, "not mine" (ft_not_mine)
+    not_mine: bool = False
 
     def __post_init__(self):
         if not self.overlap:
@@ -48,8 +50,12 @@ class Hierarchy:
 
     @property
     def head_width(self) -> int:
-        """H = max(N, largest subclass count): one head shape for every network."""
-        return max([self.n_super] + [len(s) for s in self.subclasses])
+        """H = max(N, largest subclass count, plus the "not mine" row): one head shape for every network."""
+        return max([self.n_super] + [self.outputs(k) for k in range(self.n_super)])
+
+    def outputs(self, k: int) -> int:
+        """The head rows subclass network *k* trains: its classes, and "not mine" if there is one."""
+        return len(self.subclasses[k]) + int(self.not_mine)
 
     def to_dict(self) -> dict:
         out = []

@@ -201,17 +201,18 @@ class Run:
 
     def fine_tune_data(self, k: int):
         """(images, local labels) of subclass network k's fine-tune, with ``ft_outliers`` x as many
-        images of other superclasses (a fixed draw per network) labelled OUTLIER."""
+        images of other superclasses (a fixed draw per network) labelled OUTLIER or "not mine"."""
         mask = self.sub_mask(k)
         y = torch.from_numpy(self.data.local[k])[self.ytr[mask]]
         pool = torch.nonzero(~mask).flatten()
-        return training.with_outliers(self.xtr[mask], y, self.xtr, pool, self.cfg.ft_outliers, self.cfg.seed * 1009 + k)
+        x, y = training.with_outliers(self.xtr[mask], y, self.xtr, pool, self.cfg.ft_outliers, self.cfg.seed * 1009 + k)
+        return x, training.not_mine_labels(y, len(self.hier.subclasses[k])) if self.hier.not_mine else y
 
     def _fine_tune(self, net, k: int, desc: str, after_step=None, data=None) -> None:
         """The one subclass fine-tune recipe, shared by the vanilla and the QAT networks."""
         x, y = data if data is not None else self.fine_tune_data(k)
         recipe = self.recipe(self.cfg.ft_epochs, self.cfg.ft_lr, weight_decay=self.cfg.ft_weight_decay)
-        n_valid, hooks = len(self.hier.subclasses[k]), self.hooks(desc, after_step)
+        n_valid, hooks = self.hier.outputs(k), self.hooks(desc, after_step)
         training.fit(net, x, y, recipe, n_valid=n_valid, seed=self.cfg.seed + k + 1, hooks=hooks)
 
     def vanilla(self, k: int) -> models.ResNet:
@@ -238,15 +239,8 @@ class Run:
             ys = torch.from_numpy(self.sup_of)[self.ytr]
             if self.cfg.qat_epochs:
                 recipe = self.recipe(self.cfg.qat_epochs, self.cfg.qat_lr / 2, weight_decay=0.0)
-                training.fit(
-                    net,
-                    self.xtr,
-                    ys,
-                    recipe,
-                    n_valid=self.hier.n_super,
-                    seed=self.cfg.seed,
-                    hooks=self.hooks("QAT superclass network"),
-                )
+                hooks = self.hooks("QAT superclass network")
+                training.fit(net, self.xtr, ys, recipe, n_valid=self.hier.n_super, seed=self.cfg.seed, hooks=hooks)
             return net.state()
 
         return qat.QATNet.from_state(self._stage("super_qat", self.file("super_qat.pt"), make))

@@ -33,13 +33,14 @@ MAX_EXTRA = 0.2  # extra switches per image the gate is chosen under
 
 
 def network_probs(run, nets: Sequence, x: torch.Tensor, base=None):
-    """(P, [Q_k]): softmax over the valid logits of the superclass network and of each subclass network."""
+    """(P, [Q_k]): softmax over the valid logits of the superclass network and of each subclass
+    network (its classes, and the "not mine" row where there is one: Q_k keeps its classes' part)."""
     n_super = run.hier.n_super
     base = base if base is not None else run.superclass()
     p = torch.softmax(training.predict_logits(base, x, n_super).double(), 1).numpy()
     qs = [
-        torch.softmax(training.predict_logits(net, x, len(run.hier.subclasses[k])).double(), 1).numpy()
-        for k, net in enumerate(nets)
+        torch.softmax(training.predict_logits(net, x, run.hier.outputs(k)).double(), 1).numpy()[:, : len(s)]
+        for k, (net, s) in enumerate(zip(nets, run.hier.subclasses))
     ]
     return p, qs
 

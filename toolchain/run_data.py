@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -36,6 +37,7 @@ class TrainConfig:
     ft_lr: float = 3e-3
     ft_weight_decay: float = 5e-4
     ft_outliers: float = 0.0  # other superclasses' images per own image in subclass fine-tunes (outlier exposure)
+    ft_not_mine: bool = False  # those images train one more head row, "not mine", instead of a uniform output
     qat_epochs: int = 2  # QAT of the superclass network
     qat_lr: float = 1e-3
     qat_weight_grad: str = "clip"  # "clip": no gradient beyond +-127 codes; "ste": straight through
@@ -75,6 +77,8 @@ class TrainConfig:
             raise UsageError("{}: pad = {} is negative".format(source, self.pad))
         if not 0 <= self.ft_outliers <= 10:
             raise UsageError("{}: ft_outliers = {} is not between 0 and 10".format(source, self.ft_outliers))
+        if self.ft_not_mine and not self.ft_outliers:
+            raise UsageError("{}: ft_not_mine needs ft_outliers > 0 (the images it learns from)".format(source))
 
 
 AUGMENTS = ("auto", "none", "flip")
@@ -124,7 +128,7 @@ def load_data(cfg: TrainConfig):
     if cfg.limit_test:
         _, keep = datasets.stratified_split(test.labels, min(1.0, cfg.limit_test / len(test)), cfg.seed)
         test = test.subset(keep)
-    return train, test, hier
+    return train, test, dataclasses.replace(hier, not_mine=bool(cfg.ft_not_mine))
 
 
 def hold_out(train, cfg: TrainConfig):

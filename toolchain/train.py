@@ -225,6 +225,11 @@ def with_outliers(x: torch.Tensor, y: torch.Tensor, images: torch.Tensor, pool: 
     return torch.cat([x, images[pick]]), torch.cat([y, torch.full((n,), OUTLIER, dtype=y.dtype)])
 
 
+def not_mine_labels(y: torch.Tensor, n: int) -> torch.Tensor:
+    """*y* with each OUTLIER label replaced by *n*: the "not mine" row after a network's n classes."""
+    return torch.where(y == OUTLIER, torch.full_like(y, n), y)
+
+
 def fit_loss(out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on the labelled images, plus OUTLIER_WEIGHT x the cross-entropy to the
     uniform distribution on the images labelled OUTLIER (each part a mean over its images)."""

@@ -24,10 +24,17 @@ class ScriptedBundle:
     Reading the delta of a superclass in *broken* fails the way a corrupt delta file does.
     """
 
-    def __init__(self, hierarchy: Sequence[Tuple[str, Sequence[str]]], broken: Collection[int] = (), routing=None):
+    def __init__(
+        self,
+        hierarchy: Sequence[Tuple[str, Sequence[str]]],
+        broken: Collection[int] = (),
+        routing=None,
+        not_mine: bool = False,
+    ):
         self.superclasses = [Superclass(i, name, list(subs)) for i, (name, subs) in enumerate(hierarchy)]
         self.num_superclasses = len(self.superclasses)
-        self.head_width = max([self.num_superclasses] + [len(s.subclasses) for s in self.superclasses])
+        self.not_mine = not_mine  # a "not mine" row after each subclass network's classes
+        self.head_width = max([self.num_superclasses] + [len(s.subclasses) + not_mine for s in self.superclasses])
         self.layout = None
         self.broken = set(broken)
         self.routing = routing  # a runtime.routing.Routing, as a manifest's ``routing`` gives it
