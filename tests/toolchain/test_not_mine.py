@@ -101,6 +101,10 @@ def test_a_not_mine_bundle_records_the_row_and_classifies(nm_run, tmp_path, run_
             got = clf.subclass_probs(x, k)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
             assert (got.sum(1) < 1.0).all()  # the row took some mass
+    proc = run_cli("doctor", out, "--json")  # the weight forms reproduce every row, "not mine" included
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    statuses = {c["check"]: c["status"] for c in json.loads(proc.stdout)}
+    assert statuses["onnxruntime"] == "PASS" and statuses["weight form int8"] == "PASS"
     proc = run_cli("classify", out, *sample_pngs, "--policy", "topk", "--json")
     assert proc.returncode == 0, proc.stderr
     classes = {c for s in nm_run.hier.subclasses for c in s}
