@@ -13,15 +13,21 @@ manifest's ``routing``.  Then classify the full test set with ONNX Runtime three
 Reports accuracy, stage-1 errors, how many of them the second route recovers, how many right
 answers it loses, and the extra switches per image.
 
-Writes benchmarks/results/hierarchy/routing-bundle-<dataset>.json.
+With ``--not-mine R`` each hierarchy is measured again with subclass networks that have a
+"not mine" row (trained here, ``--ft-outliers R --ft-not-mine``), side by side.
+
+Writes benchmarks/results/hierarchy/routing-bundle-<dataset>[-<tag>].json.
 
 Usage (after hierarchy_learning.py --dataset D ... --work W; --train trains the int8 networks
 of runs measured without --efficient):
   EDGETOOL_THREADS=2 python benchmarks/routing_bundle.py --dataset fashion-mnist --work W
   EDGETOOL_THREADS=2 python benchmarks/routing_bundle.py --dataset cifar10 --work W --train
+  EDGETOOL_THREADS=2 python benchmarks/routing_bundle.py --dataset cifar10 --work W --hierarchies given \
+      --not-mine 4 --tag notmine4
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -102,6 +108,24 @@ def measure(run, bundle_dir: str) -> dict:
     return out
 
 
+def not_mine_run(path: str, ratio: float) -> str:
+    """A run like *path* whose subclass networks have a "not mine" row (``--ft-outliers ratio
+    --ft-not-mine``), at ``<path>-bundle-notmine<R>``; it shares the flat network, which the row
+    does not change, and trains the rest."""
+    import shutil
+
+    folder = "{}-bundle-notmine{:g}".format(path.rstrip("/"), ratio)
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(path, "config.json")) as f:
+            cfg = json.load(f)
+        cfg.update(ft_outliers=float(ratio), ft_not_mine=True)
+        shutil.copy(os.path.join(path, "flat.pt"), os.path.join(folder, "flat.pt"))
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            json.dump(cfg, f, indent=1)
+    return folder
+
+
 def main():
     from edgetool.runtime.machine import machine_name
     from edgetool.toolchain.pipeline import Run
@@ -111,6 +135,14 @@ def main():
     ap.add_argument("--work", required=True, help="hierarchy_learning.py's --work folder")
     ap.add_argument("--hierarchies", nargs="+", default=["given", "learned-overlap"])
     ap.add_argument("--train", action="store_true", help="train the int8 (QAT) networks where the run has none")
+    ap.add_argument("--tag", default="", help="write routing-bundle-<dataset>-<tag>.json instead")
+    ap.add_argument(
+        "--not-mine",
+        type=float,
+        default=0.0,
+        help='also each hierarchy with "not mine" subclass networks trained on this many other-superclass '
+        "images per own image (--ft-outliers R --ft-not-mine)",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     result = {
@@ -119,18 +151,20 @@ def main():
         "networks": "int8 (QAT) bundle, ONNX Runtime; routing chosen on the run's validation split at export",
         "hierarchies": {},
     }
-    for h in args.hierarchies:
-        path = run_path(args.work, args.dataset, h)
-        if not os.path.isfile(os.path.join(path, "super_qat.pt")) and not args.train:
+    runs = [(h, run_path(args.work, args.dataset, h)) for h in args.hierarchies]
+    if args.not_mine:
+        runs += [("{}, not mine {:g}".format(h, args.not_mine), not_mine_run(p, args.not_mine)) for h, p in runs]
+    for h, path in runs:
+        if not os.path.isfile(os.path.join(path, "super_qat.pt")) and not (args.train or "not mine" in h):
             print("{}: no int8 networks at {}; skipped (--train trains them)".format(h, path))
             continue
         run = Run.open(path, progress=False)
-        run.train_all(with_flat=False)  # the QAT networks where missing; the rest is cached
+        run.train_all(with_flat=False, with_vanilla=False)  # the QAT networks where missing; the rest is cached
         result["validation_images"] = len(run.data.val)
         result["test_images"] = len(run.yte)
         result["hierarchies"][h] = measure(run, os.path.join(path, "bundle-routing"))
     result["seconds"] = time.perf_counter() - t0
-    path = os.path.join(OUT, "routing-bundle-{}.json".format(args.dataset))
+    path = os.path.join(OUT, "routing-bundle-{}{}.json".format(args.dataset, "-" + args.tag if args.tag else ""))
     write_result(path, result)
 
 
