@@ -16,7 +16,8 @@ answers it loses, and the extra switches per image.
 With ``--not-mine R`` each hierarchy is measured again with subclass networks that have a
 "not mine" row (trained here, ``--ft-outliers R --ft-not-mine``), side by side.
 
-Writes benchmarks/results/hierarchy/routing-bundle-<dataset>[-<tag>].json.
+Writes benchmarks/results/hierarchy/routing-bundle-<dataset>[-<tag>].json (seeds/ for
+``<dataset>-seedN``).
 
 Usage (after hierarchy_learning.py --dataset D ... --work W; --train trains the int8 networks
 of runs measured without --efficient):
@@ -164,7 +165,8 @@ def main():
         result["test_images"] = len(run.yte)
         result["hierarchies"][h] = measure(run, os.path.join(path, "bundle-routing"))
     result["seconds"] = time.perf_counter() - t0
-    path = os.path.join(OUT, "routing-bundle-{}{}.json".format(args.dataset, "-" + args.tag if args.tag else ""))
+    folder = os.path.join(OUT, "seeds") if "-seed" in args.dataset else OUT
+    path = os.path.join(folder, "routing-bundle-{}{}.json".format(args.dataset, "-" + args.tag if args.tag else ""))
     write_result(path, result)
 
 

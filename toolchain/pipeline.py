@@ -31,6 +31,7 @@ from edgetool.runtime.errors import UsageError
 from . import delta_budget, models, qat
 from . import train as training
 from .checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
+from . import run_data
 from .run_data import RunData, TrainConfig, load_data
 
 __all__ = ["Run", "RunData", "TrainConfig", "load_data"]
@@ -60,6 +61,7 @@ class Run:
             if not os.path.isfile(cpath):
                 raise UsageError("{}: not a training run (no config.json)".format(path))
             cfg = TrainConfig.load(cpath)
+        run_data.check_resume(path, cfg)
         training.set_threads()
         torch.manual_seed(cfg.seed)
         data = RunData.load(cfg)

@@ -81,6 +81,18 @@ class TrainConfig:
             raise UsageError("{}: ft_not_mine needs ft_outliers > 0 (the images it learns from)".format(source))
 
 
+def check_resume(path: str, cfg: "TrainConfig") -> None:
+    """Refuse a change of --ft-not-mine on a run whose networks exist: it changes every head."""
+    cpath = os.path.join(path, "config.json")
+    if os.path.isfile(cpath) and os.path.isfile(os.path.join(path, "super.pt")):
+        old = TrainConfig.load(cpath)
+        if old.ft_not_mine != cfg.ft_not_mine:
+            raise UsageError(
+                '{}: trained {} a "not mine" row; --ft-not-mine cannot change on it: train into a new folder '
+                "(its flat.pt may be copied)".format(path, "with" if old.ft_not_mine else "without")
+            )
+
+
 AUGMENTS = ("auto", "none", "flip")
 # Data whose classes keep their meaning when mirrored: "auto" flips these, and nothing else.
 _FLIP_SAFE = {

@@ -127,3 +127,19 @@ def test_a_manifest_with_a_bad_not_mine_is_refused(tiny_bundle, change, message)
     d.update(change)
     with pytest.raises(FieldError, match=message):
         M.parse(d)
+
+
+def test_the_row_cannot_be_switched_on_a_trained_run(run_cli, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    TrainConfig(ft_outliers=0.5).save(str(run / "config.json"))
+    (run / "super.pt").write_bytes(b"trained before")
+    proc = run_cli("train", run, "--ft-not-mine")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'trained without a "not mine" row; --ft-not-mine cannot change' in lines[0]
+    assert not json.loads((run / "config.json").read_text())["ft_not_mine"]  # nothing written
+    (run / "super.pt").unlink()  # nothing trained yet: the flag may still change
+    with pytest.raises(UsageError) as refused:  # refused later, for the missing data, not for the row
+        Run.open(str(run), TrainConfig(ft_outliers=0.5, ft_not_mine=True, data=str(tmp_path / "none")))
+    assert "not mine" not in str(refused.value) and "none" in str(refused.value)
