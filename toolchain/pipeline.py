@@ -28,10 +28,9 @@ import torch
 
 from edgetool.runtime.errors import UsageError
 
-from . import delta_budget, models, qat
+from . import delta_budget, models, qat, run_data
 from . import train as training
 from .checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
-from . import run_data
 from .run_data import RunData, TrainConfig, load_data
 
 __all__ = ["Run", "RunData", "TrainConfig", "load_data"]
