@@ -223,7 +223,10 @@ def chosen(networks):
     return {"networks": best[0], "router": best[1], "validation": val, "test": d["test"]}
 
 
-def across_seeds(dataset, seeds=(1, 2), path_of=result_path, script="routing_arbiter.py", what=None):
+ARBITER_CHOICES = "networks, arbiter, gate and threshold"
+
+
+def across_seeds(dataset, seeds=(1, 2), path_of=result_path, script="routing_arbiter.py", what=ARBITER_CHOICES):
     """A markdown table of the router chosen on validation, seed 0 and ``<dataset>-seedN``, from
     *script*'s results (read from ``path_of(name)``); *what* names what was chosen."""
     rows, fracs, machines = [], [], set()
@@ -250,7 +253,7 @@ def across_seeds(dataset, seeds=(1, 2), path_of=result_path, script="routing_arb
             "Written by `benchmarks/{} --across-seeds` from its per-seed results; measured on "
             "{}. Each seed's {} are chosen on 30,000 training images that "
             "seed's runs never used; the test set is the full 10,000 images.".format(
-                script, "; ".join(sorted(machines)), what or "networks, arbiter, gate and threshold"
+                script, "; ".join(sorted(machines)), what
             ),
             "",
             "| seed | networks, router | stage-1 errors recovered | right answers lost | accuracy | its top-1 "

@@ -152,11 +152,13 @@ def main():
         "networks": "int8 (QAT) bundle, ONNX Runtime; routing chosen on the run's validation split at export",
         "hierarchies": {},
     }
-    runs = [(h, run_path(args.work, args.dataset, h)) for h in args.hierarchies]
-    if args.not_mine:
-        runs += [("{}, not mine {:g}".format(h, args.not_mine), not_mine_run(p, args.not_mine)) for h, p in runs]
-    for h, path in runs:
-        if not os.path.isfile(os.path.join(path, "super_qat.pt")) and not (args.train or "not mine" in h):
+    runs = [(h, run_path(args.work, args.dataset, h), args.train) for h in args.hierarchies]
+    if args.not_mine:  # trained here, whatever --train says
+        runs += [
+            ("{}, not mine {:g}".format(h, args.not_mine), not_mine_run(p, args.not_mine), True) for h, p, _ in runs
+        ]
+    for h, path, train in runs:
+        if not os.path.isfile(os.path.join(path, "super_qat.pt")) and not train:
             print("{}: no int8 networks at {}; skipped (--train trains them)".format(h, path))
             continue
         run = Run.open(path, progress=False)

@@ -97,12 +97,12 @@ def subset(ev, idx):
     return out
 
 
-def gate_scores(kind, fit_on, ev):
-    """Higher fires first: -p_max, or the logistic gate fitted on *fit_on*."""
+def gate(kind, fit_on):
+    """A scorer of images, higher firing first: -p_max, or the logistic gate fitted on *fit_on*."""
     if kind == "top-probability":
-        return -ev["p_max"]
+        return lambda ev: -ev["p_max"]
     model = fit_logistic(fit_on["gate"], fit_on["recoverable"].astype(float))
-    return score(model, ev["gate"])
+    return lambda ev: score(model, ev["gate"])
 
 
 def pair_inputs(ev, idx, a, b):
@@ -173,37 +173,42 @@ def outcome(ev, fire, pred):
     }
 
 
-def fit_and_run(fit_on, ev, gate_kind, hidden, rate):
-    """Gate, threshold (the *rate* quantile of *fit_on*'s scores) and combiners fitted on
-    *fit_on*; the outcome on *ev*."""
-    s_fit, s = gate_scores(gate_kind, fit_on, fit_on), gate_scores(gate_kind, fit_on, ev)
+def run_gated(fit_on, ev, s_fit, s, hidden, rate):
+    """Threshold (the *rate* quantile of the gate scores *s_fit* of *fit_on*) and combiners fitted
+    on *fit_on*; the outcome on *ev*, whose gate scores are *s*."""
     threshold = np.quantile(s_fit, 1.0 - rate)
     models = fit_combiners(fit_on, s_fit > threshold, hidden)
     fire = s > threshold
     return outcome(ev, fire, answers(models, ev, fire))
 
 
+def fit_and_run(fit_on, ev, gate_kind, hidden, rate):
+    """Gate, threshold and combiners fitted on *fit_on*; the outcome on *ev*."""
+    g = gate(gate_kind, fit_on)
+    return run_gated(fit_on, ev, g(fit_on), g(ev), hidden, rate)
+
+
 def choose(ev_val, folds=2, seed=0):
-    """Every gate kind x combiner x rate, scored by cross-fitted accuracy on validation."""
+    """Every gate kind x combiner x rate, scored by cross-fitted accuracy on validation (each
+    fold's split and gate made once)."""
     fold = np.random.default_rng(seed).permutation(len(ev_val["y"])) % folds
-    table = []
+    splits = [(subset(ev_val, fold != f), subset(ev_val, fold == f)) for f in range(folds)]
+    n, table = len(ev_val["y"]), []
     for gate_kind in GATE_KINDS:
+        scored = []
+        for fit_on, held in splits:
+            g = gate(gate_kind, fit_on)
+            scored.append((fit_on, held, g(fit_on), g(held)))
         for name, hidden in COMBINERS.items():
             for rate in RATES:
-                right = switches = 0.0
-                for f in range(folds):
-                    held = subset(ev_val, fold == f)
-                    r = fit_and_run(subset(ev_val, fold != f), held, gate_kind, hidden, rate)
-                    right += r["accuracy"] * len(held["y"])
-                    switches += r["extra_switches_per_image"] * len(held["y"])
-                n = len(ev_val["y"])
+                runs = [(run_gated(*sc, hidden, rate), len(sc[1]["y"])) for sc in scored]
                 table.append(
                     {
                         "gate": gate_kind,
                         "combiner": name,
                         "rate": float(rate),
-                        "cross_fitted_accuracy": right / n,
-                        "cross_fitted_switches": switches / n,
+                        "cross_fitted_accuracy": sum(r["accuracy"] * m for r, m in runs) / n,
+                        "cross_fitted_switches": sum(r["extra_switches_per_image"] * m for r, m in runs) / n,
                     }
                 )
     return max(table, key=lambda r: r["cross_fitted_accuracy"]), table

@@ -25,7 +25,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import routing
-from .backends.base import BASE
+from .backends.base import BASE, head_rows
 from .choices import POLICIES
 from .errors import UsageError
 
@@ -115,7 +115,7 @@ class SuperSubClassifier:
         self.passes += len(batch)
         self.backend.switch(k)
         n = len(self.bundle.superclasses[k].subclasses)
-        return masked_softmax(self.backend.infer(batch), n + int(self.bundle.not_mine))[:, :n]
+        return masked_softmax(self.backend.infer(batch), head_rows(self.bundle, k))[:, :n]
 
     def _pred(self, k: int, p_super: float, p_sub: np.ndarray) -> Prediction:
         s = self.bundle.superclasses[k]

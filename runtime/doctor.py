@@ -116,6 +116,7 @@ def open_bundle(add, bundle_path):
 
 def weight_form_checks(add, bundle, samples, reference):
     """The refit arrays of each weight form reproduce every network, in ONNX Runtime, without TensorRT."""
+    from .backends.base import head_rows
     from .trt.emulate import emulate_refit
     from .trt.weight_forms import FORMS, weight_form
 
@@ -149,7 +150,7 @@ def weight_form_checks(add, bundle, samples, reference):
         if form != "fp16" and reference is not None:
             worst = 0.0
             for target, (got, _) in emulated.items():
-                n = _rows(bundle, target)
+                n = head_rows(bundle, target)
                 worst = max(worst, float(np.abs(got[:, :n] - reference[target][:, :n]).max()))
             ok = ok and worst <= 1e-5
             detail += "; max |diff| to ONNX Runtime {:.1e}".format(worst)
@@ -241,7 +242,7 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
 
 def compare_to_reference(add, be, bundle, samples, reference, atol_rel):
     """Every network on the engine against ONNX Runtime's logits (each network still runs without a reference)."""
-    from .backends.base import targets
+    from .backends.base import head_rows, targets
 
     worst = 0.0
     agree = True
@@ -251,7 +252,7 @@ def compare_to_reference(add, be, bundle, samples, reference, atol_rel):
         if reference is None:
             continue
         ref = reference[target]
-        n = _rows(bundle, target)
+        n = head_rows(bundle, target)
         rel = float(np.abs(out[:, :n] - ref[:, :n]).max() / max(1e-6, np.abs(ref[:, :n]).max()))
         worst = max(worst, rel)
         agree &= bool((out[:, :n].argmax(1) == ref[:, :n].argmax(1)).all())
@@ -281,13 +282,3 @@ def refit_timing(add, be, bundle, refits):
             s["mean"], s["median"], s["p90"], s["p99"], sw["median"], sw["count"]
         ),
     )
-
-
-def _rows(bundle, target) -> int:
-    """The head rows a network uses: the superclasses, or a subclass network's classes and its
-    "not mine" row where the bundle has one."""
-    from .backends.base import BASE
-
-    if target == BASE:
-        return bundle.num_superclasses
-    return len(bundle.superclasses[target].subclasses) + int(bundle.not_mine)

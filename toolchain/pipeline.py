@@ -60,7 +60,8 @@ class Run:
             if not os.path.isfile(cpath):
                 raise UsageError("{}: not a training run (no config.json)".format(path))
             cfg = TrainConfig.load(cpath)
-        run_data.check_resume(path, cfg)
+        else:
+            run_data.check_resume(path, cfg)
         training.set_threads()
         torch.manual_seed(cfg.seed)
         data = RunData.load(cfg)

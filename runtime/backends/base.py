@@ -25,6 +25,14 @@ def targets(num_superclasses: int) -> List[int]:
     return [BASE] + list(range(num_superclasses))
 
 
+def head_rows(bundle, target: int) -> int:
+    """The head rows network *target* uses: the superclasses (the base network), or a subclass
+    network's classes and its "not mine" row where the bundle has one."""
+    if target == BASE:
+        return bundle.num_superclasses
+    return len(bundle.superclasses[target].subclasses) + int(bundle.not_mine)
+
+
 class Timings:
     """Per-phase wall-clock samples in milliseconds."""
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..bundle import Superclass
 from ..errors import CodecError
-from .base import Backend
+from .base import Backend, head_rows, targets
 
 Logits = Callable[[int, np.ndarray], np.ndarray]
 
@@ -34,7 +34,7 @@ class ScriptedBundle:
         self.superclasses = [Superclass(i, name, list(subs)) for i, (name, subs) in enumerate(hierarchy)]
         self.num_superclasses = len(self.superclasses)
         self.not_mine = not_mine  # a "not mine" row after each subclass network's classes
-        self.head_width = max([self.num_superclasses] + [len(s.subclasses) + not_mine for s in self.superclasses])
+        self.head_width = max(head_rows(self, t) for t in targets(self.num_superclasses))
         self.layout = None
         self.broken = set(broken)
         self.routing = routing  # a runtime.routing.Routing, as a manifest's ``routing`` gives it
