@@ -16,6 +16,10 @@ answers it loses, and the extra switches per image.
 With ``--not-mine R`` each hierarchy is measured again with subclass networks that have a
 "not mine" row (trained here, ``--ft-outliers R --ft-not-mine``), side by side.
 
+With ``--routing-images N`` the routing is chosen at export on N training images the run never
+used instead of its validation split; from 2,000 images on, export also learns a gate and a
+combiner per pair of clusters (``routing.learned``), and "bundle routing" measures them.
+
 Writes benchmarks/results/hierarchy/routing-bundle-<dataset>[-<tag>].json (seeds/ for
 ``<dataset>-seedN``).
 
@@ -25,6 +29,8 @@ of runs measured without --efficient):
   EDGETOOL_THREADS=2 python benchmarks/routing_bundle.py --dataset cifar10 --work W --train
   EDGETOOL_THREADS=2 python benchmarks/routing_bundle.py --dataset cifar10 --work W --hierarchies given \
       --not-mine 4 --tag notmine4
+  EDGETOOL_THREADS=2 python benchmarks/routing_bundle.py --dataset cifar10 --work W --hierarchies given \
+      --not-mine 4 --routing-images 30000 --tag learned
 """
 
 import argparse
@@ -39,7 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from common import write_result  # noqa: E402
-from routing_diagnosis import OUT, run_path  # noqa: E402
+from routing_diagnosis import OUT, run_path, unused_training_images  # noqa: E402
 
 
 def classify_all(be, x, **kw):
@@ -51,15 +57,17 @@ def classify_all(be, x, **kw):
     return preds, clf.extra_passes_per_image, clf.routing
 
 
-def measure(run, bundle_dir: str) -> dict:
+def measure(run, bundle_dir: str, data=None) -> dict:
+    """Top-1, equation 2 and the bundle's routing through ONNX Runtime; routing chosen on the
+    run's validation split, or on *data* (images, labels)."""
     from edgetool.runtime.backends.ort import OrtBackend
     from edgetool.runtime.bundle import Bundle
     from edgetool.toolchain.routing_eval import choose_on_validation
 
     if not os.path.isfile(os.path.join(bundle_dir, "manifest.json")):
-        run.export(bundle_dir)
+        run.export(bundle_dir, routing_data=data)
     base, subs = run.super_qat(), [run.sub_qat(k) for k in range(run.hier.n_super)]
-    eq2 = choose_on_validation(run, subs, 2, betas=(1.0,), base=base)
+    eq2 = choose_on_validation(run, subs, 2, betas=(1.0,), base=base, data=data)
     assert eq2 is not None, "the run has no validation split"
     x, y = run.xte.numpy(), run.yte.numpy()
     index = {c: i for i, c in enumerate(run.train.classes)}
@@ -144,12 +152,21 @@ def main():
         help='also each hierarchy with "not mine" subclass networks trained on this many other-superclass '
         "images per own image (--ft-outliers R --ft-not-mine)",
     )
+    ap.add_argument(
+        "--routing-images",
+        type=int,
+        default=0,
+        help="choose the routing at export on this many training images the run never used (a larger "
+        "validation split: with 2,000 or more, export also learns a gate and pair combiners)",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
+    where = "{} training images the run never used".format(args.routing_images) if args.routing_images else ""
     result = {
         "dataset": args.dataset,
         "machine": machine_name(),
-        "networks": "int8 (QAT) bundle, ONNX Runtime; routing chosen on the run's validation split at export",
+        "networks": "int8 (QAT) bundle, ONNX Runtime; routing chosen at export on "
+        + (where or "the run's validation split"),
         "hierarchies": {},
     }
     runs = [(h, run_path(args.work, args.dataset, h), args.train) for h in args.hierarchies]
@@ -163,9 +180,11 @@ def main():
             continue
         run = Run.open(path, progress=False)
         run.train_all(with_flat=False, with_vanilla=False)  # the QAT networks where missing; the rest is cached
-        result["validation_images"] = len(run.data.val)
+        data = unused_training_images(run, args.routing_images) if args.routing_images else None
+        result["validation_images"] = len(data[1]) if data else len(run.data.val)
         result["test_images"] = len(run.yte)
-        result["hierarchies"][h] = measure(run, os.path.join(path, "bundle-routing"))
+        folder = "bundle-routing" + ("-{}".format(args.routing_images) if data else "")
+        result["hierarchies"][h] = measure(run, os.path.join(path, folder), data)
     result["seconds"] = time.perf_counter() - t0
     folder = os.path.join(OUT, "seeds") if "-seed" in args.dataset else OUT
     path = os.path.join(folder, "routing-bundle-{}{}.json".format(args.dataset, "-" + args.tag if args.tag else ""))

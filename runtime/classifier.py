@@ -13,6 +13,8 @@ Routing policies (all measured by the profiler, none assumed):
   Chennupati et al., equation 2; gate, k and beta from the bundle's ``routing``, see
   :mod:`.routing`).  With overlapping clusters a class can be reached through several
   superclasses, so a second route can recover a routing error of the superclass network.
+  Where the bundle's routing carries a learned gate and pair combiners
+  (:mod:`.learned_routing`), those decide when to take the second route and what to answer.
 
 ``passes`` counts the subclass network runs per image: ``extra_passes_per_image`` is what
 top-k routing costs beyond one subclass network per image.
@@ -24,7 +26,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from . import routing
+from . import learned_routing, routing
 from .backends.base import BASE, head_rows
 from .choices import POLICIES
 from .errors import UsageError
@@ -117,6 +119,15 @@ class SuperSubClassifier:
         n = len(self.bundle.superclasses[k].subclasses)
         return masked_softmax(self.backend.infer(batch), head_rows(self.bundle, k))[:, :n]
 
+    def subclass_logprobs(self, batch: np.ndarray, k: int) -> np.ndarray:
+        """Subclass network *k*'s log-softmax over its classes, then its "not mine" row
+        (:data:`.learned_routing.NO_ROW` where it has none)."""
+        self.passes += len(batch)
+        self.backend.switch(k)
+        n = len(self.bundle.superclasses[k].subclasses)
+        lq = learned_routing.log_softmax(self.backend.infer(batch), head_rows(self.bundle, k))
+        return learned_routing.with_not_mine(lq, n)
+
     def _pred(self, k: int, p_super: float, p_sub: np.ndarray) -> Prediction:
         s = self.bundle.superclasses[k]
         j = int(np.argmax(p_sub))
@@ -175,6 +186,8 @@ class SuperSubClassifier:
         return out  # type: ignore[return-value]
 
     def _topk(self, x: np.ndarray) -> Prediction:
+        if self.routing.learned is not None and self.n_super > 1:
+            return self._learned(x)
         ps = self.superclass_probs(x)[0]
         order = np.argsort(-ps)
         cands = [int(order[0])]
@@ -189,3 +202,27 @@ class SuperSubClassifier:
                 best, best_score = p, s
         assert best is not None  # cands is never empty
         return best
+
+    def _learned(self, x: np.ndarray) -> Prediction:
+        """Gated top-2 with the bundle's learned gate and pair combiners (equation 2 for a pair
+        without a combiner)."""
+        learned = self.routing.learned
+        assert learned is not None
+        self.backend.switch(BASE)
+        lp = learned_routing.log_softmax(self.backend.infer(x), self.n_super)[0]
+        ps = np.exp(lp)
+        r1, r2 = (int(r) for r in np.argsort(-lp, kind="stable")[:2])
+        n = [len(self.bundle.superclasses[r].subclasses) for r in (r1, r2)]
+        lq = {r1: self.subclass_logprobs(x, r1)[0]}
+        first = self._pred(r1, ps[r1], np.exp(lq[r1][: n[0]]))
+        if learned.gate_score(lp, r1, r2, lq[r1], n[0]) <= learned.threshold:
+            return first
+        lq[r2] = self.subclass_logprobs(x, r2)[0]
+        a, b = min(r1, r2), max(r1, r2)
+        pick = learned.combine(a, b, lp, lq[a], lq[b], len(self.bundle.superclasses[a].subclasses))
+        if pick is None:  # equation 2, in logs as the combiners were chosen with
+            s1, s2 = (self.beta * lp[r] + lq[r][:m].max() for r, m in zip((r1, r2), n))
+            return self._pred(r2, ps[r2], np.exp(lq[r2][: n[1]])) if s2 > s1 else first
+        k, j = pick
+        s = self.bundle.superclasses[k]
+        return Prediction(k, s.name, j, s.subclasses[j], ps[k], np.exp(lq[k][j]))

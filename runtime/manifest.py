@@ -131,7 +131,7 @@ def parse(d: dict) -> Manifest:
         for i, e in enumerate(check(d.get("engines", []), "engines", list))
     )
     over = _overlap(d, supers)
-    routing = R.parse(d.get("routing"), len(supers))
+    routing = R.parse(d.get("routing"), len(supers), [len(s) for _, s in supers])
     files = (base, deltas, samples, sshape, engines)
     m = Manifest(d, supers, head, shape, out_name, layout, *files, over, routing, not_mine)
     paths = [f.file for f in m.files()]

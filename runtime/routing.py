@@ -10,15 +10,21 @@ them alone.
 accuracy at no more than 0.2 extra subclass-network runs per image) and writes them to the
 manifest as ``routing``; the runtime's ``topk`` policy uses them unless ``--gate``, ``--k`` or
 ``--beta`` say otherwise.  A bundle without ``routing`` gets the defaults below.
+
+Where the validation split is large enough, export also learns a gate and a combiner per pair
+of clusters (``routing.learned``, :mod:`.learned_routing`); the ``topk`` policy then follows
+them with k = 2, and ``gate`` and ``beta`` serve the pairs without a combiner.  Any of
+``--gate``, ``--k`` or ``--beta`` sets the learned router aside for equation 2.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
 
+from . import learned_routing
 from .errors import UsageError
-from .names import check, printable
+from .names import check, fail, printable
 
 GATE, K, BETA = 0.6, 2, 1.0
 MAX_BETA = 16.0
@@ -30,13 +36,18 @@ class Routing:
     k: int = K
     beta: float = BETA
     chosen_on: str = "default"
+    learned: Optional[learned_routing.Learned] = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
-        return {"gate": self.gate, "k": self.k, "beta": self.beta, "chosen_on": self.chosen_on}
+        d = {"gate": self.gate, "k": self.k, "beta": self.beta, "chosen_on": self.chosen_on}
+        if self.learned is not None:
+            d["learned"] = self.learned.to_dict()
+        return d
 
     def describe(self) -> str:
         """One line for people: the settings and what they were chosen on."""
-        return "gate {:g}, k {}, beta {:g} ({})".format(self.gate, self.k, self.beta, self.chosen_on)
+        text = "gate {:g}, k {}, beta {:g} ({})".format(self.gate, self.k, self.beta, self.chosen_on)
+        return text if self.learned is None else "learned: {}; otherwise {}".format(self.learned.describe(), text)
 
 
 DEFAULT = Routing()
@@ -47,17 +58,25 @@ def score(p_super, p_sub, beta: float):
     return p_super**beta * p_sub
 
 
-def parse(value, n_super: int) -> Optional[Routing]:
+def parse(value, n_super: int, sizes: Sequence[int] = ()) -> Optional[Routing]:
     """The manifest's optional ``routing`` object, every field checked (raises ``FieldError``);
-    *n_super*: the hierarchy's superclasses, already checked to be 1 or more."""
+    *n_super*: the hierarchy's superclasses, already checked to be 1 or more; *sizes*: the
+    classes of each (needed by ``routing.learned``)."""
     if value is None:
         return None
     d = check(value, "routing", dict)
+    k = check(d.get("k"), "routing.k", int, 1, n_super)
+    learned = None
+    if d.get("learned") is not None:
+        if k != 2 or len(sizes) != n_super:
+            fail("routing.learned", "a learned router needs k = 2 and the hierarchy's class counts")
+        learned = learned_routing.parse(d["learned"], sizes)
     return Routing(
         gate=check(d.get("gate"), "routing.gate", float, 0.0, 1.0),
-        k=check(d.get("k"), "routing.k", int, 1, n_super),
+        k=k,
         beta=check(d.get("beta", BETA), "routing.beta", float, 0.0, MAX_BETA),
         chosen_on=printable(d.get("chosen_on", "not stated"), "routing.chosen_on", "text"),
+        learned=learned,
     )
 
 

@@ -284,7 +284,8 @@ class Run:
     def samples(self, n: int = 8) -> np.ndarray:
         return training.preprocess_numpy(self.test.images[:n], self.mean, self.std)
 
-    def export(self, out_dir: str, codec: str = "zstd", force: bool = False) -> dict:
+    def export(self, out_dir: str, codec: str = "zstd", force: bool = False, routing_data=None) -> dict:
+        """The int8 bundle; routing chosen on the validation split, or on *routing_data* (x, labels)."""
         from edgetool.export.atomic import check_out
         from edgetool.export.bundle import write_bundle
         from edgetool.toolchain.routing_eval import bundle_routing
@@ -292,5 +293,5 @@ class Run:
         check_out(out_dir, force)  # before any network is loaded or trained
         base = self.super_qat()
         subs = [self.sub_qat(k) for k in range(self.hier.n_super)]
-        extra = bundle_routing(self, base, subs)  # gated top-k chosen on the validation split, if any
+        extra = bundle_routing(self, base, subs, data=routing_data)  # chosen on the validation split, if any
         return write_bundle(out_dir, base, subs, self.hier, self.input_spec, codec, self.samples(), extra, force)

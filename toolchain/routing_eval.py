@@ -18,6 +18,8 @@ outputs its class: the most any rule for choosing among the routes could recover
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -32,17 +34,20 @@ BETAS = (1.0, 0.75, 0.5, 0.35, 0.25, 0.2, 0.15, 0.1)  # equation 2 first: it win
 MAX_EXTRA = 0.2  # extra switches per image the gate is chosen under
 
 
-def network_probs(run, nets: Sequence, x: torch.Tensor, base=None):
+def network_logits(run, nets: Sequence, x: torch.Tensor, base=None):
+    """(superclass logits, [subclass network k's logits]) in float64: the valid rows only (a
+    subclass network's classes, and its "not mine" row where it has one)."""
+    base = base if base is not None else run.superclass()
+    zp = training.predict_logits(base, x, run.hier.n_super).double()
+    return zp, [training.predict_logits(net, x, run.hier.outputs(k)).double() for k, net in enumerate(nets)]
+
+
+def network_probs(run, nets: Sequence, x: torch.Tensor, base=None, logits=None):
     """(P, [Q_k]): softmax over the valid logits of the superclass network and of each subclass
     network (its classes, and the "not mine" row where there is one: Q_k keeps its classes' part)."""
-    n_super = run.hier.n_super
-    base = base if base is not None else run.superclass()
-    p = torch.softmax(training.predict_logits(base, x, n_super).double(), 1).numpy()
-    qs = [
-        torch.softmax(training.predict_logits(net, x, run.hier.outputs(k)).double(), 1).numpy()[:, : len(s)]
-        for k, (net, s) in enumerate(zip(nets, run.hier.subclasses))
-    ]
-    return p, qs
+    zp, zq = logits if logits is not None else network_logits(run, nets, x, base)
+    qs = [torch.softmax(z, 1).numpy()[:, : len(s)] for z, s in zip(zq, run.hier.subclasses)]
+    return torch.softmax(zp, 1).numpy(), qs
 
 
 def route(p: np.ndarray, qs: List[np.ndarray], members: List[np.ndarray], gate: float, k: int, beta: float = 1.0):
@@ -122,23 +127,52 @@ def choose_gate(p, qs, members, local, y, k: int = 2, max_extra: float = MAX_EXT
     return choose(p, qs, members, local, y, k, max_extra, betas=(1.0,))[0]
 
 
-def choose_on_validation(run, nets: Sequence, k: int = 2, betas=BETAS, base=None) -> Optional[routing.Routing]:
-    """The gated top-*k* routing chosen on the run's validation split (None without one)."""
-    if run.data.val is None:
-        return None
-    xv = training.to_tensor(run.data.val, run.mean, run.std)
-    pv, qv = network_probs(run, nets, xv, base)
+def choose_on_validation(run, nets: Sequence, k: int = 2, betas=BETAS, base=None, data=None):
+    """The gated top-*k* routing chosen on the run's validation split, or on *data* (images
+    tensor, labels) where given (None without either)."""
+    return _choose(run, nets, k, betas, base, data)[0]
+
+
+def _choose(run, nets, k, betas, base, data):
+    """(the routing of :func:`choose_on_validation`, (images, labels, logits, accuracy) it was
+    chosen on)."""
+    if data is None and run.data.val is None:
+        return None, None
+    xv, yv = data if data is not None else (training.to_tensor(run.data.val, run.mean, run.std), run.data.val.labels)
+    logits = network_logits(run, nets, xv, base)
+    pv, qv = network_probs(run, nets, xv, logits=logits)
     members = run.hier.members(run.train.classes)
-    gate, beta = choose(pv, qv, members, run.data.local, run.data.val.labels, k, betas=betas)
-    where = "validation split ({} images): best accuracy at <= {:g} extra switches per image"
-    return routing.Routing(gate, k, beta, where.format(len(run.data.val), MAX_EXTRA))
+    gate, beta = choose(pv, qv, members, run.data.local, yv, k, betas=betas)
+    accuracy = policy(pv, qv, members, run.data.local, yv, gate, k, beta)["accuracy"]
+    where = "{} ({} images): best accuracy at <= {:g} extra switches per image"
+    chosen = routing.Routing(gate, k, beta, where.format(_split(data), len(yv), MAX_EXTRA))
+    return chosen, (xv, np.asarray(yv), logits, accuracy)
 
 
-def bundle_routing(run, base, subs: Sequence, k: int = 2) -> Optional[dict]:
-    """The manifest's ``routing`` for the int8 networks *base* and *subs*: gated top-*k* chosen on
-    the validation split ({"routing": ...}), or None when the run has none (the runtime's defaults)."""
-    chosen = choose_on_validation(run, subs, min(k, run.hier.n_super), base=base)
-    return {"routing": chosen.to_dict()} if chosen is not None else None
+def _split(data) -> str:
+    return "validation split" if data is None else "given images"
+
+
+def bundle_routing(run, base, subs: Sequence, k: int = 2, data=None) -> Optional[dict]:
+    """The manifest's ``routing`` for the int8 networks *base* and *subs*, chosen on the validation
+    split (or *data*): gated top-*k* ({"routing": ...}), and with at least ``MIN_IMAGES`` images a
+    learned gate and pair combiners where their cross-fitted accuracy beats it; None when the run
+    has no validation split (the runtime's defaults)."""
+    from . import routing_learn as learn
+
+    k = min(k, run.hier.n_super)
+    chosen, seen = _choose(run, subs, k, BETAS, base, data)
+    if chosen is None:
+        return None
+    _, yv, (zp, zq), accuracy = seen
+    if k == 2 and len(yv) >= learn.MIN_IMAGES:
+        router, best = learn.learn(learn.from_logits(run, zp, zq, yv), chosen.beta)
+        if best["cross_fitted_accuracy"] > accuracy:
+            text = "{} ({} images): learned router {:.2%} (cross-fitted), equation 2 {:.2%}".format(
+                _split(data), len(yv), best["cross_fitted_accuracy"], accuracy
+            )
+            chosen = dataclasses.replace(chosen, chosen_on=text, learned=router)
+    return {"routing": chosen.to_dict()}
 
 
 def policies(run, nets: Optional[Sequence] = None, k: int = 2, gate: Optional[float] = None, betas=BETAS) -> dict:
