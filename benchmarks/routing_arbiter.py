@@ -145,23 +145,11 @@ def with_answers(ev, n_classes):
 
 def fit_logistic(features, target):
     """Weights of a logistic regression (standardised features, a little L2), fitted with LBFGS."""
-    import torch
+    from edgetool.toolchain.routing_learn import fit_logistic as fit
 
-    x = torch.tensor(features, dtype=torch.float64)
-    t = torch.tensor(target, dtype=torch.float64)
-    mu, sd = x.mean(0), x.std(0) + 1e-9
-    w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w], max_iter=200)
-
-    def closure():
-        opt.zero_grad()
-        z = ((x - mu) / sd) @ w[:-1] + w[-1]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, t) + 1e-3 * (w[:-1] ** 2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return {"mean": mu.tolist(), "std": sd.tolist(), "weights": w.detach().tolist()}
+    m = fit(features, target)
+    ((w, b),) = m.layers
+    return {"mean": m.mean.tolist(), "std": m.std.tolist(), "weights": w[0].tolist() + b.tolist()}
 
 
 def score(model, features):

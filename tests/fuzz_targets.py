@@ -31,7 +31,7 @@ SIZE = len(RAW)
 
 def synthetic_manifest() -> dict:
     """A valid manifest of a tiny network: conv (4x1x3x3) + bias, fc (4x4) + bias; 2 superclasses;
-    a "not mine" row after each subclass network's classes; gated top-2 routing."""
+    a "not mine" row after each subclass network's classes; gated top-2 routing, learned."""
     layout = PackedLayout.build(
         [
             TensorSpec("conv.weight", "weight", "int8", (4, 1, 3, 3), scale=[0.1] * 4),
@@ -77,8 +77,24 @@ def synthetic_manifest() -> dict:
         "engines": [],
         "base": {"file": "base.onnx", "size": 4096, "sha256": sha256_bytes(b"base")},
         "samples": {"file": "samples.npy", "size": 2048, "sha256": sha256_bytes(b"s"), "shape": [2, 1, 8, 8]},
-        "routing": {"gate": 0.8, "k": 2, "beta": 0.75, "chosen_on": "validation split (100 images)"},
+        "routing": {
+            "gate": 0.8,
+            "k": 2,
+            "beta": 0.75,
+            "chosen_on": "validation split (100 images)",
+            "learned": {  # a learned gate; one combiner for the pair (a, b): [log p_super (2), a (3+1), b (2+1)] -> 5
+                "gate": _dense(6, 1),
+                "threshold": 0.5,
+                "pairs": [{"a": 0, "b": 1, "model": _dense(9, 5)}],
+            },
+        },
     }
+
+
+def _dense(n_in: int, n_out: int) -> dict:
+    """A one-layer model of routing.learned with small fixed weights."""
+    w = [[((i * n_in + j) % 7 - 3) / 4 for j in range(n_in)] for i in range(n_out)]
+    return {"mean": [0.0] * n_in, "std": [1.0] * n_in, "layers": [{"weight": w, "bias": [0.1] * n_out}]}
 
 
 JSON = st.recursive(

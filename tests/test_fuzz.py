@@ -31,6 +31,7 @@ def test_ci_budget_is_at_least_10000_cases():
 def test_seeds_are_valid_inputs(tmp_path):
     m = M.parse(F.synthetic_manifest())
     assert m.routing.beta == 0.75 and m.not_mine  # the edits reach the routing and not_mine fields too
+    assert m.routing.learned is not None and list(m.routing.learned.pairs) == [(0, 1)]
     path = tmp_path / "b.tar"
     path.write_bytes(F.TAR)
     os.mkdir(str(tmp_path / "out"))

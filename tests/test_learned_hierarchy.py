@@ -36,6 +36,7 @@ def test_learned_from_a_run_trains_and_exports_with_overlap(run_cli, tmp_path, s
     shared = [s for s in manifest["hierarchy"]["superclasses"] if s.get("overlap")]
     assert shared and all(set(s["overlap"]) <= set(s["subclasses"]) for s in shared)
     assert manifest["routing"]["chosen_on"].startswith("validation split")  # gated top-2, chosen at export
+    assert "routing: topk gate {:g}, k 2".format(manifest["routing"]["gate"]) in proc.stdout
     proc = run_cli("evaluate", run, "--bundle", tmp_path / "bundle", "--out", tmp_path / "rep", "--adaptive")
     assert proc.returncode == 0, proc.stderr
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())

@@ -54,6 +54,11 @@ def export(run_dir, out, codec, archive, sign_key, force):
         )
     m = run.export(out, codec, force=force)
     click.echo(size_line(out, m, codec))
+    if "routing" in m:
+        from edgetool.runtime import routing
+
+        sizes = [len(s["subclasses"]) for s in m["hierarchy"]["superclasses"]]
+        click.echo("routing: topk " + routing.parse(m["routing"], len(sizes), sizes).describe())
     if sign_key:
         from edgetool.runtime.deploy.signing import sign_bundle
 

@@ -102,15 +102,13 @@ def _lbfgs(params, loss_of, max_iter: int) -> None:
     opt.step(closure)
 
 
-def fit_gate(ev: dict, kind: str) -> Optional[Model]:
-    """The gate of *kind*: None for "top-probability"; for "learned", a logistic regression
-    (standardised features, zero start, L2 on the weights) fitted to ``recoverable``."""
-    if kind == "top-probability":
-        return None
+def fit_logistic(features: np.ndarray, target: np.ndarray) -> Model:
+    """A logistic regression (standardised features, zero start, L2 on the weights) as a
+    one-output :class:`Model` of the log-odds."""
     import torch
 
-    x = torch.tensor(ev["gate"], dtype=torch.float64)
-    t = torch.tensor(ev["recoverable"], dtype=torch.float64)
+    x = torch.tensor(features, dtype=torch.float64)
+    t = torch.tensor(target, dtype=torch.float64)
     mu, sd = x.mean(0), x.std(0) + 1e-9
     w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
 
@@ -121,6 +119,12 @@ def fit_gate(ev: dict, kind: str) -> Optional[Model]:
     _lbfgs([w], loss, 200)
     wn = w.detach().numpy()
     return Model(mu.numpy().copy(), sd.numpy().copy(), ((wn[None, :-1].copy(), wn[-1:].copy()),))
+
+
+def fit_gate(ev: dict, kind: str) -> Optional[Model]:
+    """The gate of *kind*: None for "top-probability"; for "learned", :func:`fit_logistic` of
+    the gate's features to ``recoverable``."""
+    return None if kind == "top-probability" else fit_logistic(ev["gate"], ev["recoverable"])
 
 
 def fit_combiner(x: np.ndarray, t: np.ndarray, n_out: int, hidden: int, l2: float = 1e-3, seed: int = 0) -> Model:
