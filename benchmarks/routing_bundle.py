@@ -31,6 +31,7 @@ of runs measured without --efficient):
       --not-mine 4 --tag notmine4
   EDGETOOL_THREADS=2 python benchmarks/routing_bundle.py --dataset cifar10 --work W --hierarchies given \
       --not-mine 4 --routing-images 30000 --tag learned
+  python benchmarks/routing_bundle.py --dataset cifar10 --tag learned --across-seeds  # a table of seeds 0-2
 """
 
 import argparse
@@ -135,13 +136,87 @@ def not_mine_run(path: str, ratio: float) -> str:
     return folder
 
 
+def result_path(dataset: str, tag: str = "") -> str:
+    folder = os.path.join(OUT, "seeds") if "-seed" in dataset else OUT
+    return os.path.join(folder, "routing-bundle-{}{}.json".format(dataset, "-" + tag if tag else ""))
+
+
+def mean_se(values) -> str:
+    v = np.asarray(values, dtype=float)
+    se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
+    return "{:.1f}% ± {:.1f}%".format(100 * v.mean(), 100 * se)
+
+
+def across_seeds(dataset: str, tag: str, seeds=(0, 1, 2)) -> str:
+    """A markdown table per hierarchy of the tagged results of seed 0 and ``<dataset>-seedN``."""
+    runs = [json.load(open(result_path(dataset if s == 0 else "{}-seed{}".format(dataset, s), tag))) for s in seeds]
+    lines = [
+        "## {}: int8 bundles through ONNX Runtime, routing chosen at export, per seed".format(dataset),
+        "",
+        "Written by `benchmarks/routing_bundle.py --across-seeds --tag {}` from its per-seed results; measured "
+        "on {}. Routing chosen on {}; the test set is the full {} images.".format(
+            tag,
+            "; ".join(sorted({r["machine"] for r in runs})),
+            runs[0]["networks"].split("chosen at export on ")[-1],
+            runs[0]["test_images"],
+        ),
+    ]
+    for h in runs[0]["hierarchies"]:
+        lines += [
+            "",
+            "### {}".format(h),
+            "",
+            "| seed | top-1 | equation 2 | the bundle's routing | stage-1 errors recovered | right answers lost "
+            "| extra switches / image |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for seed, r in zip(seeds, runs):
+            d = r["hierarchies"][h]
+            b = d["bundle routing"]
+            lines.append(
+                "| {} | {:.2%} | {:.2%} | {:.2%} | {} of {} ({:.1%}) | {} | {:.3f} |".format(
+                    seed,
+                    d["top-1"]["accuracy"],
+                    d["equation 2"]["accuracy"],
+                    b["accuracy"],
+                    b["recovered"],
+                    b["stage1_errors"],
+                    b["recovered_fraction"],
+                    b["lost"],
+                    b["extra_switches_per_image"],
+                )
+            )
+        ways = [r["hierarchies"][h] for r in runs]
+        lines += [
+            "",
+            "Recovered: {}; the bundle's routing over top-1: {} points; over equation 2: {} points "
+            "(mean ± SE over {} seeds).".format(
+                mean_se([w["bundle routing"]["recovered_fraction"] for w in ways]),
+                mean_se([w["bundle routing"]["accuracy"] - w["top-1"]["accuracy"] for w in ways]).replace("%", ""),
+                mean_se([w["bundle routing"]["accuracy"] - w["equation 2"]["accuracy"] for w in ways]).replace("%", ""),
+                len(ways),
+            ),
+        ]
+    first, *others = runs[0]["hierarchies"]
+    for h in others:
+        gain = [
+            r["hierarchies"][h]["bundle routing"]["accuracy"] - r["hierarchies"][first]["bundle routing"]["accuracy"]
+            for r in runs
+        ]
+        lines += [
+            "",
+            "{} against {}, the bundle's routing: {} points.".format(h, first, mean_se(gain).replace("%", "")),
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def main():
     from edgetool.runtime.machine import machine_name
     from edgetool.toolchain.pipeline import Run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion-mnist")
-    ap.add_argument("--work", required=True, help="hierarchy_learning.py's --work folder")
+    ap.add_argument("--work", help="hierarchy_learning.py's --work folder (needed but with --across-seeds)")
     ap.add_argument("--hierarchies", nargs="+", default=["given", "learned-overlap"])
     ap.add_argument("--train", action="store_true", help="train the int8 (QAT) networks where the run has none")
     ap.add_argument("--tag", default="", help="write routing-bundle-<dataset>-<tag>.json instead")
@@ -159,7 +234,16 @@ def main():
         help="choose the routing at export on this many training images the run never used (a larger "
         "validation split: with 2,000 or more, export also learns a gate and pair combiners)",
     )
+    ap.add_argument("--across-seeds", action="store_true", help="only write routing-bundle-seeds-<dataset>-<tag>.md")
     args = ap.parse_args()
+    if args.across_seeds:
+        text = across_seeds(args.dataset, args.tag)
+        with open(os.path.join(OUT, "routing-bundle-seeds-{}-{}.md".format(args.dataset, args.tag)), "w") as f:
+            f.write(text)
+        print(text)
+        return
+    if not args.work:
+        ap.error("--work is required")
     t0 = time.perf_counter()
     where = "{} training images the run never used".format(args.routing_images) if args.routing_images else ""
     result = {
@@ -186,9 +270,7 @@ def main():
         folder = "bundle-routing" + ("-{}".format(args.routing_images) if data else "")
         result["hierarchies"][h] = measure(run, os.path.join(path, folder), data)
     result["seconds"] = time.perf_counter() - t0
-    folder = os.path.join(OUT, "seeds") if "-seed" in args.dataset else OUT
-    path = os.path.join(folder, "routing-bundle-{}{}.json".format(args.dataset, "-" + args.tag if args.tag else ""))
-    write_result(path, result)
+    write_result(result_path(args.dataset, args.tag), result)
 
 
 if __name__ == "__main__":
