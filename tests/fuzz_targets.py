@@ -77,24 +77,18 @@ def synthetic_manifest() -> dict:
         "engines": [],
         "base": {"file": "base.onnx", "size": 4096, "sha256": sha256_bytes(b"base")},
         "samples": {"file": "samples.npy", "size": 2048, "sha256": sha256_bytes(b"s"), "shape": [2, 1, 8, 8]},
-        "routing": {
-            "gate": 0.8,
-            "k": 2,
-            "beta": 0.75,
-            "chosen_on": "validation split (100 images)",
-            "learned": {  # a learned gate; one combiner for the pair (a, b): [log p_super (2), a (3+1), b (2+1)] -> 5
-                "gate": _dense(6, 1),
-                "threshold": 0.5,
-                "pairs": [{"a": 0, "b": 1, "model": _dense(9, 5)}],
-            },
-        },
+        "routing": {"gate": 0.8, "k": 2, "beta": 0.75, "chosen_on": "validation (100 images)", "learned": _learned()},
     }
 
 
-def _dense(n_in: int, n_out: int) -> dict:
-    """A one-layer model of routing.learned with small fixed weights."""
-    w = [[((i * n_in + j) % 7 - 3) / 4 for j in range(n_in)] for i in range(n_out)]
-    return {"mean": [0.0] * n_in, "std": [1.0] * n_in, "layers": [{"weight": w, "bias": [0.1] * n_out}]}
+def _learned() -> dict:
+    """routing.learned: a gate, and a combiner for (a, b): [log p_super (2), a (3+1), b (2+1)] -> 5 classes."""
+
+    def dense(n_in: int, n_out: int) -> dict:
+        w = [[((i * n_in + j) % 7 - 3) / 4 for j in range(n_in)] for i in range(n_out)]
+        return {"mean": [0.0] * n_in, "std": [1.0] * n_in, "layers": [{"weight": w, "bias": [0.1] * n_out}]}
+
+    return {"gate": dense(6, 1), "threshold": 0.5, "pairs": [{"a": 0, "b": 1, "model": dense(9, 5)}]}
 
 
 JSON = st.recursive(
