@@ -107,25 +107,27 @@ class SuperSubClassifier:
         return (self.passes - self.images) / self.images if self.images else 0.0
 
     # -- stages ----------------------------------------------------------------------------
+    def _logits(self, batch: np.ndarray, target: int) -> np.ndarray:
+        """Network *target*'s logits (a subclass network's run counted in ``passes``)."""
+        if target != BASE:
+            self.passes += len(batch)
+        self.backend.switch(target)
+        return self.backend.infer(batch)
+
     def superclass_probs(self, batch: np.ndarray) -> np.ndarray:
-        self.backend.switch(BASE)
-        return masked_softmax(self.backend.infer(batch), self.n_super)
+        return masked_softmax(self._logits(batch, BASE), self.n_super)
 
     def subclass_probs(self, batch: np.ndarray, k: int) -> np.ndarray:
         """Subclass network *k*'s probabilities of its classes; with a "not mine" row, the softmax
         takes it in too, so p_sub falls on an image the network says is not its own."""
-        self.passes += len(batch)
-        self.backend.switch(k)
         n = len(self.bundle.superclasses[k].subclasses)
-        return masked_softmax(self.backend.infer(batch), head_rows(self.bundle, k))[:, :n]
+        return masked_softmax(self._logits(batch, k), head_rows(self.bundle, k))[:, :n]
 
     def subclass_logprobs(self, batch: np.ndarray, k: int) -> np.ndarray:
         """Subclass network *k*'s log-softmax over its classes, then its "not mine" row
         (:data:`.learned_routing.NO_ROW` where it has none)."""
-        self.passes += len(batch)
-        self.backend.switch(k)
         n = len(self.bundle.superclasses[k].subclasses)
-        lq = learned_routing.log_softmax(self.backend.infer(batch), head_rows(self.bundle, k))
+        lq = learned_routing.log_softmax(self._logits(batch, k), head_rows(self.bundle, k))
         return learned_routing.with_not_mine(lq, n)
 
     def _pred(self, k: int, p_super: float, p_sub: np.ndarray) -> Prediction:
@@ -208,8 +210,7 @@ class SuperSubClassifier:
         without a combiner)."""
         learned = self.routing.learned
         assert learned is not None
-        self.backend.switch(BASE)
-        lp = learned_routing.log_softmax(self.backend.infer(x), self.n_super)[0]
+        lp = learned_routing.log_softmax(self._logits(x, BASE), self.n_super)[0]
         ps = np.exp(lp)
         r1, r2 = (int(r) for r in np.argsort(-lp, kind="stable")[:2])
         n = [len(self.bundle.superclasses[r].subclasses) for r in (r1, r2)]

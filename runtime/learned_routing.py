@@ -66,10 +66,6 @@ class Model:
     std: np.ndarray
     layers: Tuple[Tuple[np.ndarray, np.ndarray], ...]  # (weight (out, in), bias (out,))
 
-    @property
-    def outputs(self) -> int:
-        return len(self.layers[-1][1])
-
     def __call__(self, x: np.ndarray) -> np.ndarray:
         z = (np.atleast_2d(np.asarray(x, dtype=np.float64)) - self.mean) / self.std
         for i, (w, b) in enumerate(self.layers):
@@ -91,7 +87,6 @@ class Learned:
     gate: Optional[Model]  # None: the gate score is -max(p_super)
     threshold: float
     pairs: Dict[Tuple[int, int], Model]
-    chosen_on: str = ""
 
     def gate_score(self, lp: np.ndarray, r1: int, r2: int, lq_first: np.ndarray, n_first: int) -> float:
         """One image's gate score (*lp*: its log p_super; *lq_first*: the first route's log output

@@ -42,10 +42,15 @@ def network_logits(run, nets: Sequence, x: torch.Tensor, base=None):
     return zp, [training.predict_logits(net, x, run.hier.outputs(k)).double() for k, net in enumerate(nets)]
 
 
-def network_probs(run, nets: Sequence, x: torch.Tensor, base=None, logits=None):
+def network_probs(run, nets: Sequence, x: torch.Tensor, base=None):
     """(P, [Q_k]): softmax over the valid logits of the superclass network and of each subclass
     network (its classes, and the "not mine" row where there is one: Q_k keeps its classes' part)."""
-    zp, zq = logits if logits is not None else network_logits(run, nets, x, base)
+    return probs_of(run, network_logits(run, nets, x, base))
+
+
+def probs_of(run, logits):
+    """:func:`network_probs` from the :func:`network_logits` *logits*."""
+    zp, zq = logits
     qs = [torch.softmax(z, 1).numpy()[:, : len(s)] for z, s in zip(zq, run.hier.subclasses)]
     return torch.softmax(zp, 1).numpy(), qs
 
@@ -134,19 +139,18 @@ def choose_on_validation(run, nets: Sequence, k: int = 2, betas=BETAS, base=None
 
 
 def _choose(run, nets, k, betas, base, data):
-    """(the routing of :func:`choose_on_validation`, (images, labels, logits, accuracy) it was
-    chosen on)."""
+    """(the routing of :func:`choose_on_validation`, (labels, logits, accuracy) it was chosen on)."""
     if data is None and run.data.val is None:
         return None, None
     xv, yv = data if data is not None else (training.to_tensor(run.data.val, run.mean, run.std), run.data.val.labels)
     logits = network_logits(run, nets, xv, base)
-    pv, qv = network_probs(run, nets, xv, logits=logits)
+    pv, qv = probs_of(run, logits)
     members = run.hier.members(run.train.classes)
     gate, beta = choose(pv, qv, members, run.data.local, yv, k, betas=betas)
     accuracy = policy(pv, qv, members, run.data.local, yv, gate, k, beta)["accuracy"]
     where = "{} ({} images): best accuracy at <= {:g} extra switches per image"
     chosen = routing.Routing(gate, k, beta, where.format(_split(data), len(yv), MAX_EXTRA))
-    return chosen, (xv, np.asarray(yv), logits, accuracy)
+    return chosen, (np.asarray(yv), logits, accuracy)
 
 
 def _split(data) -> str:
@@ -164,7 +168,7 @@ def bundle_routing(run, base, subs: Sequence, k: int = 2, data=None) -> Optional
     chosen, seen = _choose(run, subs, k, BETAS, base, data)
     if chosen is None:
         return None
-    _, yv, (zp, zq), accuracy = seen
+    yv, (zp, zq), accuracy = seen
     if k == 2 and len(yv) >= learn.MIN_IMAGES:
         router, best = learn.learn(learn.from_logits(run, zp, zq, yv), chosen.beta)
         if best["cross_fitted_accuracy"] > accuracy:
