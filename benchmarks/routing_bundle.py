@@ -166,16 +166,17 @@ def across_seeds(dataset: str, tag: str, seeds=(0, 1, 2)) -> str:
             "",
             "### {}".format(h),
             "",
-            "| seed | top-1 | equation 2 | the bundle's routing | stage-1 errors recovered | right answers lost "
-            "| extra switches / image |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
+            "| seed | machine | top-1 | equation 2 | the bundle's routing | stage-1 errors recovered "
+            "| right answers lost | extra switches / image |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|",
         ]
         for seed, r in zip(seeds, runs):
             d = r["hierarchies"][h]
             b = d["bundle routing"]
             lines.append(
-                "| {} | {:.2%} | {:.2%} | {:.2%} | {} of {} ({:.1%}) | {} | {:.3f} |".format(
+                "| {} | {} | {:.2%} | {:.2%} | {:.2%} | {} of {} ({:.1%}) | {} | {:.3f} |".format(
                     seed,
+                    r["machine"].split(",")[0],
                     d["top-1"]["accuracy"],
                     d["equation 2"]["accuracy"],
                     b["accuracy"],
