@@ -45,7 +45,9 @@ from common import write_result  # noqa: E402
 from routing_diagnosis import (  # noqa: E402
     MAX_EXTRA,
     OUT,
+    add_run_args,
     confusable_draw,
+    result_folder,
     run_path,
     softmax,
     unused_training_images,
@@ -196,7 +198,7 @@ def arbiter(ev_val, ev_test):
 
 def result_path(dataset):
     """results/hierarchy/routing-arbiter-<dataset>-given.json; seeds/ for ``<dataset>-seedN``."""
-    folder = os.path.join(OUT, "seeds") if "-seed" in dataset else OUT
+    folder = result_folder(dataset)
     return os.path.join(folder, "routing-arbiter-{}-given.json".format(dataset))
 
 
@@ -259,9 +261,7 @@ def main():
     from edgetool.toolchain.routing_eval import GATES, policy
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--work", default=os.path.join("edgetool-out", "bench-hierarchy"))
-    ap.add_argument("--val-images", type=int, default=30000)
+    add_run_args(ap)
     ap.add_argument(
         "--not-mine",
         type=float,

@@ -46,7 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from common import write_result  # noqa: E402
-from routing_diagnosis import OUT, run_path, unused_training_images  # noqa: E402
+from routing_diagnosis import OUT, result_folder, run_path, unused_training_images  # noqa: E402
 
 
 def classify_all(be, x, **kw):
@@ -137,7 +137,7 @@ def not_mine_run(path: str, ratio: float) -> str:
 
 
 def result_path(dataset: str, tag: str = "") -> str:
-    folder = os.path.join(OUT, "seeds") if "-seed" in dataset else OUT
+    folder = result_folder(dataset)
     return os.path.join(folder, "routing-bundle-{}{}.json".format(dataset, "-" + tag if tag else ""))
 
 

@@ -39,7 +39,7 @@ sys.path.insert(0, HERE)
 
 from common import write_result  # noqa: E402
 from routing_arbiter import across_seeds, not_mine_networks  # noqa: E402
-from routing_diagnosis import OUT, run_path, unused_training_images  # noqa: E402
+from routing_diagnosis import OUT, add_run_args, result_folder, run_path, unused_training_images  # noqa: E402
 
 
 def evidence(run, nets, x, y, extra):
@@ -65,8 +65,7 @@ def fit_and_run(fit_on, ev, gate_kind, hidden, rate):
 
 
 def result_path(dataset):
-    folder = os.path.join(OUT, "seeds") if "-seed" in dataset else OUT
-    return os.path.join(folder, "routing-combiner-{}-given.json".format(dataset))
+    return os.path.join(result_folder(dataset), "routing-combiner-{}-given.json".format(dataset))
 
 
 def main():
@@ -75,9 +74,7 @@ def main():
     from edgetool.toolchain.pipeline import Run
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--work", default=os.path.join("edgetool-out", "bench-hierarchy"))
-    ap.add_argument("--val-images", type=int, default=30000)
+    add_run_args(ap)
     ap.add_argument("--not-mine", type=float, default=4.0, help="the not-mine networks' outlier ratio")
     ap.add_argument("--across-seeds", action="store_true", help="only write routing-combiner-seeds-<dataset>.md")
     args = ap.parse_args()

@@ -43,6 +43,18 @@ BETAS = (0.0, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0)
 MAX_EXTRA = 0.2
 
 
+def result_folder(dataset: str) -> str:
+    """Where a routing benchmark writes *dataset*'s results: seeds/ for ``<dataset>-seedN``."""
+    return os.path.join(OUT, "seeds") if "-seed" in dataset else OUT
+
+
+def add_run_args(ap, val_images: int = 30000) -> None:
+    """The options every routing benchmark over hierarchy_learning.py's runs takes."""
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--work", default=os.path.join("edgetool-out", "bench-hierarchy"))
+    ap.add_argument("--val-images", type=int, default=val_images)
+
+
 def run_path(work, dataset, hierarchy):
     return os.path.join(work, dataset, "flat" if hierarchy == "given" else hierarchy)
 

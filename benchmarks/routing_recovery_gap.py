@@ -50,7 +50,7 @@ sys.path.insert(0, HERE)
 from common import write_result  # noqa: E402
 from routing_arbiter import not_mine_networks  # noqa: E402
 from routing_bundle import not_mine_run  # noqa: E402
-from routing_diagnosis import OUT, run_path, unused_training_images  # noqa: E402
+from routing_diagnosis import add_run_args, result_folder, run_path, unused_training_images  # noqa: E402
 
 
 def variant_run(nm_path: str, variant: str) -> str:
@@ -151,12 +151,13 @@ class PairInputs:
     """Within ``with``: routing_learn's combiners see, for pair (a, b), log p_super, the first
     route's subclass output (the other route's block zero), which route came first, and the
     pair network's log output, in place of both subclass networks' outputs.  The evidence
-    carries the pair networks' log outputs under ``"pair"``."""
+    carries the pair networks' log outputs under ``"pair"`` (a dict of per-image arrays, which
+    routing_learn's ``subset`` splits like the rest)."""
 
     def __enter__(self):
         from edgetool.toolchain import routing_learn as learn
 
-        self.saved = learn.pair_inputs, learn.subset
+        self.saved = learn.pair_inputs
 
         def pair_inputs(ev, idx, a, b):
             first_a = (ev["r1"][idx] == a)[:, None]
@@ -164,18 +165,13 @@ class PairInputs:
             qb = np.where(first_a, 0.0, ev["lq"][b][idx])
             return np.concatenate([ev["lp"][idx], first_a.astype(float), qa, qb, ev["pair"][(a, b)][idx]], 1)
 
-        def subset(ev, idx, keep=learn.subset):
-            out = keep(ev, idx)
-            out["pair"] = {k: v[idx] for k, v in ev["pair"].items()}
-            return out
-
-        learn.pair_inputs, learn.subset = pair_inputs, subset
+        learn.pair_inputs = pair_inputs
         return self
 
     def __exit__(self, *exc):
         from edgetool.toolchain import routing_learn as learn
 
-        learn.pair_inputs, learn.subset = self.saved
+        learn.pair_inputs = self.saved
 
 
 def with_pairs(ev, pairs, x):
@@ -278,9 +274,7 @@ def main():
     from edgetool.toolchain.pipeline import Run
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--work", default=os.path.join("edgetool-out", "bench-hierarchy"))
-    ap.add_argument("--val-images", type=int, default=30000)
+    add_run_args(ap)
     ap.add_argument("--not-mine", type=float, default=4.0, help="the not-mine networks' outlier ratio")
     ap.add_argument("--variants", nargs="*", default=[], help="int8 subclass networks also trained so")
     args = ap.parse_args()
@@ -315,7 +309,7 @@ def main():
         result["pairings"].append(r)
         print(table_row(r), flush=True)
     result["seconds"] = time.perf_counter() - t0
-    folder = os.path.join(OUT, "seeds") if "-seed" in args.dataset else OUT
+    folder = result_folder(args.dataset)
     write_result(os.path.join(folder, "routing-recovery-gap-{}.json".format(args.dataset)), result)
     with open(os.path.join(folder, "routing-recovery-gap-{}.md".format(args.dataset)), "w") as f:
         f.write(table(result))

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgetool.runtime.learned_routing import Learned, Model, gate_features, with_not_mine
+from edgetool.runtime.learned_routing import GATE_FEATURES, Learned, Model, gate_features, with_not_mine
 
 RATES = tuple(float(r) for r in np.round(np.arange(0.03, 0.191, 0.02), 2))
 COMBINERS = {"logistic": 0, "one hidden layer of 16": 16}
@@ -49,7 +49,7 @@ def evidence(lp: np.ndarray, lq: Sequence[np.ndarray], y: np.ndarray, members, l
     rows = np.arange(len(y))
     order = np.argsort(-lp, axis=1, kind="stable")
     r1, r2 = order[:, 0], order[:, 1]
-    feats = np.zeros((len(y), 6))
+    feats = np.zeros((len(y), GATE_FEATURES))
     for k, m in enumerate(members):
         idx = np.nonzero(r1 == k)[0]
         feats[idx] = gate_features(lp[idx, k], lp[idx, r2[idx]], lq[k][idx], len(m))
@@ -82,8 +82,15 @@ def from_logits(run, zp, zq, y) -> dict:
 
 
 def subset(ev: dict, idx) -> dict:
-    """The evidence of images *idx* (members shared)."""
-    out = {k: (v[idx] if isinstance(v, np.ndarray) else v) for k, v in ev.items()}
+    """The evidence of images *idx*: every per-image array, also inside a dict of them (members
+    shared)."""
+
+    def take(v):
+        if isinstance(v, dict):
+            return {k: take(x) for k, x in v.items()}
+        return v[idx] if isinstance(v, np.ndarray) else v
+
+    out = {k: take(v) for k, v in ev.items()}
     out["lq"] = [q[idx] for q in ev["lq"]]
     return out
 
