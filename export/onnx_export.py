@@ -8,6 +8,8 @@
 * each conv is followed by its BatchNorm in eval form: ``Mul`` by a per-channel float32
   ``<conv>.scale`` and ``Add`` of a per-channel float32 ``<conv>.bias`` (shape [C,1,1]);
   the fc layer is a ``Gemm`` with a float32 ``fc.bias``.
+* two outputs: ``logits``, and ``features`` (:data:`FEATURES`), the pooled activations the
+  fc layer reads, which a learned router's pair combiners may take in.
 
 The refittable initializers (every ``*.weight``, ``*.scale`` and ``*.bias``) are listed among the graph
 inputs too, as ONNX "overridable initializers": ONNX Runtime then lets the runtime bind
@@ -21,6 +23,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from edgetool.runtime.learned_routing import FEATURES
 
 OPSET = 13
 IR_VERSION = 8
@@ -37,6 +41,7 @@ class _Graph:
         self.nodes: List[onnx.NodeProto] = []
         self.inits: List[onnx.TensorProto] = []
         self.dq_of: Dict[str, str] = {}
+        self.pooled: List[str] = []  # the gap outputs, in op order
 
     def node(self, *args, **kwargs) -> None:
         self.nodes.append(helper.make_node(*args, **kwargs))
@@ -97,6 +102,9 @@ class _Graph:
     def gap(self, op):
         self.node("GlobalAveragePool", [op["x"]], [op["y"] + ".pool"], name=op["y"] + ".gap")
         self.node("Flatten", [op["y"] + ".pool"], [op["y"]], axis=1, name=op["y"] + ".flatten")
+        if not self.pooled:  # one features output: the first pooling's
+            self.node("Identity", [op["y"]], [FEATURES], name=FEATURES)
+        self.pooled.append(op["y"])
 
     def fc(self, op):
         x, w = self.act_dq(op["x"]), self.weight_dq(op["name"])
@@ -128,6 +136,11 @@ def build_model(
             if t.name.endswith(REFIT_SUFFIXES):
                 inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", head])]
+    for o in ops:  # the fc layer on the pooled activations: its input width is the features'
+        if o["op"] == "fc" and g.pooled and o["x"] == g.pooled[0]:
+            width = int(np.asarray(codes[o["name"] + ".weight"]).shape[1])
+            outputs.append(helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", width]))
+            break
     graph = helper.make_graph(nodes, name, inputs, outputs, initializer=inits)
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION, producer_name="edgetool"

@@ -25,6 +25,7 @@ import numpy as np
 from . import codecs, safeio, safetar
 from . import manifest as M
 from .errors import BundleError, CodecError, UsageError
+from .learned_routing import FEATURES
 from .names import FieldError
 from .onnx_weights import graph_io
 from .preprocess import NPY_ERRORS, npy_header
@@ -195,6 +196,11 @@ class Bundle:
                     self.output_name, out, self.head_width
                 ),
             )
+        width = self.routing.learned.features if self.routing and self.routing.learned else 0
+        feats = outputs.get(FEATURES)
+        if width and (not feats or feats[-1] != width):
+            why = "routing.learned.features is {}, the model's {!r} output has dims {}"
+            raise BundleError(shown, why.format(width, FEATURES, feats))
 
     def base_onnx(self) -> bytes:
         if self._base is None:

@@ -107,12 +107,13 @@ class SuperSubClassifier:
         return (self.passes - self.images) / self.images if self.images else 0.0
 
     # -- stages ----------------------------------------------------------------------------
-    def _logits(self, batch: np.ndarray, target: int) -> np.ndarray:
-        """Network *target*'s logits (a subclass network's run counted in ``passes``)."""
+    def _logits(self, batch: np.ndarray, target: int, features: bool = False):
+        """Network *target*'s logits (a subclass network's run counted in ``passes``); with
+        *features*, (logits, its pooled features)."""
         if target != BASE:
             self.passes += len(batch)
         self.backend.switch(target)
-        return self.backend.infer(batch)
+        return self.backend.infer_features(batch) if features else self.backend.infer(batch)
 
     def superclass_probs(self, batch: np.ndarray) -> np.ndarray:
         return masked_softmax(self._logits(batch, BASE), self.n_super)
@@ -123,12 +124,15 @@ class SuperSubClassifier:
         n = len(self.bundle.superclasses[k].subclasses)
         return masked_softmax(self._logits(batch, k), head_rows(self.bundle, k))[:, :n]
 
-    def subclass_logprobs(self, batch: np.ndarray, k: int) -> np.ndarray:
-        """Subclass network *k*'s log-softmax over its classes, then its "not mine" row
-        (:data:`.learned_routing.NO_ROW` where it has none)."""
+    def subclass_evidence(self, batch: np.ndarray, k: int, features: bool = False):
+        """(Subclass network *k*'s log-softmax over its classes, then its "not mine" row
+        (:data:`.learned_routing.NO_ROW` where it has none); its pooled features, with *features*,
+        else None)."""
         n = len(self.bundle.superclasses[k].subclasses)
-        lq = learned_routing.log_softmax(self._logits(batch, k), head_rows(self.bundle, k))
-        return learned_routing.with_not_mine(lq, n)
+        out = self._logits(batch, k, features)
+        logits, feats = out if features else (out, None)
+        lq = learned_routing.log_softmax(logits, head_rows(self.bundle, k))
+        return learned_routing.with_not_mine(lq, n), feats
 
     def _pred(self, k: int, p_super: float, p_sub: np.ndarray) -> Prediction:
         s = self.bundle.superclasses[k]
@@ -214,16 +218,18 @@ class SuperSubClassifier:
         ps = np.exp(lp)
         r1, r2 = (int(r) for r in np.argsort(-lp, kind="stable")[:2])
         n = [len(self.bundle.superclasses[r].subclasses) for r in (r1, r2)]
-        lq = {r1: self.subclass_logprobs(x, r1)[0]}
-        first = self._pred(r1, ps[r1], np.exp(lq[r1][: n[0]]))
-        if learned.gate_score(lp, r1, r2, lq[r1], n[0]) <= learned.threshold:
+        lq, f, use = {}, {}, learned.features > 0  # log outputs, features (None unless used)
+        lq[r1], f[r1] = self.subclass_evidence(x, r1, use)
+        first = self._pred(r1, ps[r1], np.exp(lq[r1][0, : n[0]]))
+        if learned.gate_score(lp, r1, r2, lq[r1][0], n[0]) <= learned.threshold:
             return first
-        lq[r2] = self.subclass_logprobs(x, r2)[0]
+        lq[r2], f[r2] = self.subclass_evidence(x, r2, use)
         a, b = min(r1, r2), max(r1, r2)
-        pick = learned.combine(a, b, lp, lq[a], lq[b], len(self.bundle.superclasses[a].subclasses))
+        fa, fb = (f[a][0], f[b][0]) if use else (None, None)
+        pick = learned.combine(a, b, lp, lq[a][0], lq[b][0], len(self.bundle.superclasses[a].subclasses), fa, fb)
         if pick is None:  # equation 2, in logs as the combiners were chosen with
-            s1, s2 = (self.beta * lp[r] + lq[r][:m].max() for r, m in zip((r1, r2), n))
-            return self._pred(r2, ps[r2], np.exp(lq[r2][: n[1]])) if s2 > s1 else first
+            s1, s2 = (self.beta * lp[r] + lq[r][0, :m].max() for r, m in zip((r1, r2), n))
+            return self._pred(r2, ps[r2], np.exp(lq[r2][0, : n[1]])) if s2 > s1 else first
         k, j = pick
         s = self.bundle.superclasses[k]
-        return Prediction(k, s.name, j, s.subclasses[j], ps[k], np.exp(lq[k][j]))
+        return Prediction(k, s.name, j, s.subclasses[j], ps[k], np.exp(lq[k][0, j]))

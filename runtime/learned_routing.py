@@ -10,8 +10,9 @@ are learned at export (``edgetool.toolchain.routing_learn``) and carried in the 
   what is known before the extra switch (:func:`gate_features`);
 * **a combiner per pair of clusters** (a < b): a small model from
   ``[log p_super, log q_a, log q_b]`` (each subclass network's whole log-softmax, its "not mine"
-  row included, or :data:`NO_ROW` where it has none) to the classes of a, then of b.  A pair
-  without a combiner keeps equation 2 (``p_super^beta x p_sub``).
+  row included, or :data:`NO_ROW` where it has none), and where ``features`` is set, both
+  subclass networks' :data:`FEATURES` output (``[..., f_a, f_b]``), to the classes of a, then
+  of b.  A pair without a combiner keeps equation 2 (``p_super^beta x p_sub``).
 
 Models are plain arrays: standardise by ``mean``/``std``, then dense layers with ReLU between.
 """
@@ -27,6 +28,8 @@ from .names import check, fail
 
 NO_ROW = -30.0  # log "not mine" of a subclass network without that row
 GATE_FEATURES = 6
+FEATURES = "features"  # the graph output of a network's pooled activations (export.onnx_export)
+MAX_FEATURES = 4096
 MAX_HIDDEN = 64
 MAX_LAYERS = 3
 
@@ -87,6 +90,7 @@ class Learned:
     gate: Optional[Model]  # None: the gate score is -max(p_super)
     threshold: float
     pairs: Dict[Tuple[int, int], Model]
+    features: int = 0  # width of the FEATURES output the combiners take in (0: they take none)
 
     def gate_score(self, lp: np.ndarray, r1: int, r2: int, lq_first: np.ndarray, n_first: int) -> float:
         """One image's gate score (*lp*: its log p_super; *lq_first*: the first route's log output
@@ -95,25 +99,29 @@ class Learned:
             return -float(np.exp(lp.max()))
         return float(self.gate(gate_features(lp[r1], lp[r2], lq_first, n_first))[0, 0])
 
-    def combine(self, a: int, b: int, lp, lq_a, lq_b, n_a: int) -> Optional[Tuple[int, int]]:
+    def combine(self, a: int, b: int, lp, lq_a, lq_b, n_a: int, f_a=None, f_b=None) -> Optional[Tuple[int, int]]:
         """(route, class index in that route) the pair's combiner answers for one image, a < b;
-        None where the pair has no combiner."""
+        None where the pair has no combiner.  *f_a*, *f_b*: the networks' features, where
+        ``features`` is set."""
         model = self.pairs.get((a, b))
         if model is None:
             return None
-        j = int(np.argmax(model(np.concatenate([lp, lq_a, lq_b]))[0]))
+        parts = [lp, lq_a, lq_b] + ([f_a, f_b] if self.features else [])
+        j = int(np.argmax(model(np.concatenate(parts))[0]))
         return (a, j) if j < n_a else (b, j - n_a)
 
     def to_dict(self) -> dict:
         return {
             "gate": self.gate.to_dict() if self.gate is not None else None,
             "threshold": self.threshold,
+            "features": self.features,
             "pairs": [{"a": a, "b": b, "model": m.to_dict()} for (a, b), m in sorted(self.pairs.items())],
         }
 
     def describe(self) -> str:
         gate = "a learned gate" if self.gate is not None else "a top-probability gate"
-        return "{} and {} pair combiner{}".format(gate, len(self.pairs), "" if len(self.pairs) == 1 else "s")
+        on = " on outputs and {} features".format(self.features) if self.features else ""
+        return "{} and {} pair combiner{}{}".format(gate, len(self.pairs), "" if len(self.pairs) == 1 else "s", on)
 
 
 # -- the manifest's routing.learned, every field checked ------------------------------------------
@@ -160,6 +168,7 @@ def parse(value, sizes: Sequence[int]) -> Optional[Learned]:
     gate = d.get("gate")
     gate = None if gate is None else _model(gate, "routing.learned.gate", GATE_FEATURES, 1)
     threshold = check(d.get("threshold"), "routing.learned.threshold", float)
+    features = check(d.get("features", 0), "routing.learned.features", int, 0, MAX_FEATURES)
     n_super, pairs = len(sizes), {}
     for i, p in enumerate(check(d.get("pairs", []), "routing.learned.pairs", list)):
         f = "routing.learned.pairs[{}]".format(i)
@@ -168,6 +177,6 @@ def parse(value, sizes: Sequence[int]) -> Optional[Learned]:
         b = check(p.get("b"), f + ".b", int, a + 1, n_super - 1)
         if (a, b) in pairs:
             fail(f, "a second combiner for the pair ({}, {})".format(a, b))
-        n_in = n_super + sizes[a] + 1 + sizes[b] + 1
+        n_in = n_super + sizes[a] + 1 + sizes[b] + 1 + 2 * features
         pairs[(a, b)] = _model(p.get("model"), f + ".model", n_in, sizes[a] + sizes[b])
-    return Learned(gate, threshold, pairs)
+    return Learned(gate, threshold, pairs, features)

@@ -163,8 +163,11 @@ class QATNet(nn.Module):
             return x
         return torch.fake_quantize_per_tensor_affine(x, self.ascale(tensor), 0, A_QMIN, A_QMAX)
 
-    def forward(self, x):
+    def forward(self, x, features: bool = False):
+        """Logits; with *features*, (logits, the first global-average pooling's output: the
+        exported graph's ``features``)."""
         env = {"input": x}
+        pooled = []
         for op in self.ops:
             kind = op["op"]
             if kind == "conv":
@@ -179,12 +182,13 @@ class QATNet(nn.Module):
                 env[op["y"]] = F.relu(y) if op["relu"] else y
             elif kind == "gap":
                 env[op["y"]] = torch.flatten(F.adaptive_avg_pool2d(env[op["x"]], 1), 1)
+                pooled.append(env[op["y"]])
             elif kind == "fc":
                 xin = self._fq_a(env[op["x"]], op["x"])
                 env[op["y"]] = F.linear(xin, self._fq_w(op["name"]), self.weight(op["name"] + ".bias"))
             else:
                 raise ValueError("unknown op {}".format(kind))
-        return env["logits"]
+        return (env["logits"], pooled[0]) if features else env["logits"]
 
     # -- deployment tensors ---------------------------------------------------------------------
     @torch.no_grad()

@@ -42,6 +42,11 @@ def network_logits(run, nets: Sequence, x: torch.Tensor, base=None):
     return zp, [training.predict_logits(net, x, run.hier.outputs(k)).double() for k, net in enumerate(nets)]
 
 
+def network_features(nets: Sequence, x: torch.Tensor) -> List[np.ndarray]:
+    """Each QAT subclass network's pooled features on *x* (the exported graph's ``features``)."""
+    return [training.predict_logits(net, x, features=True)[1].double().numpy() for net in nets]
+
+
 def network_probs(run, nets: Sequence, x: torch.Tensor, base=None):
     """(P, [Q_k]): softmax over the valid logits of the superclass network and of each subclass
     network (its classes, and the "not mine" row where there is one: Q_k keeps its classes' part)."""
@@ -139,7 +144,7 @@ def choose_on_validation(run, nets: Sequence, k: int = 2, betas=BETAS, base=None
 
 
 def _choose(run, nets, k, betas, base, data):
-    """(the routing of :func:`choose_on_validation`, (labels, logits, accuracy) it was chosen on)."""
+    """(the routing of :func:`choose_on_validation`, (labels, logits, accuracy, images) it was chosen on)."""
     if data is None and run.data.val is None:
         return None, None
     xv, yv = data if data is not None else (training.to_tensor(run.data.val, run.mean, run.std), run.data.val.labels)
@@ -150,7 +155,7 @@ def _choose(run, nets, k, betas, base, data):
     accuracy = policy(pv, qv, members, run.data.local, yv, gate, k, beta)["accuracy"]
     where = "{} ({} images): best accuracy at <= {:g} extra switches per image"
     chosen = routing.Routing(gate, k, beta, where.format(_split(data), len(yv), MAX_EXTRA))
-    return chosen, (np.asarray(yv), logits, accuracy)
+    return chosen, (np.asarray(yv), logits, accuracy, xv)
 
 
 def _split(data) -> str:
@@ -168,9 +173,10 @@ def bundle_routing(run, base, subs: Sequence, k: int = 2, data=None) -> Optional
     chosen, seen = _choose(run, subs, k, BETAS, base, data)
     if chosen is None:
         return None
-    yv, (zp, zq), accuracy = seen
+    yv, (zp, zq), accuracy, xv = seen
     if k == 2 and len(yv) >= learn.MIN_IMAGES:
-        router, best = learn.learn(learn.from_logits(run, zp, zq, yv), chosen.beta)
+        ev = learn.from_logits(run, zp, zq, yv, network_features(subs, xv))
+        router, best = learn.learn(ev, chosen.beta)
         if best["cross_fitted_accuracy"] > accuracy:
             text = "{} ({} images): learned router {:.2%} (cross-fitted), equation 2 {:.2%}".format(
                 _split(data), len(yv), best["cross_fitted_accuracy"], accuracy

@@ -9,16 +9,18 @@ each subclass network's log-softmax with its "not mine" column):
   scores highest, at a chosen share of the images (its threshold);
 * for each pair of clusters with at least :data:`MIN_PAIR` gated images of its classes, a
   **combiner** (multinomial logistic regression, or one hidden layer of 16) maps
-  ``[log p_super, log q_a, log q_b]`` to the pair's classes.
+  ``[log p_super, log q_a, log q_b]`` to the pair's classes, and where the evidence holds the
+  subclass networks' pooled features, optionally those too (``[..., f_a, f_b]``).
 
-The gate kind, the combiner kind and the share gated (at most 0.19, within the 0.2 extra
-switches per image that routing is chosen under) are chosen by 2-fold cross-fitted accuracy,
-then refitted on the whole split.  :func:`replay` runs the result exactly as the runtime's
+The gate kind, the combiner kind, its inputs and the share gated (at most 0.19, within the 0.2
+extra switches per image that routing is chosen under) are chosen by 2-fold cross-fitted
+accuracy, then refitted on the whole split.  :func:`replay` runs the result exactly as the runtime's
 ``topk`` policy does.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -28,6 +30,7 @@ from edgetool.runtime.learned_routing import GATE_FEATURES, Learned, Model, gate
 RATES = tuple(float(r) for r in np.round(np.arange(0.03, 0.191, 0.02), 2))
 COMBINERS = {"logistic": 0, "one hidden layer of 16": 16}
 GATE_KINDS = ("top-probability", "learned")
+INPUTS = ("outputs", "outputs and features")  # what a pair combiner takes in
 MIN_PAIR = 30  # gated images of a pair's classes its combiner is fitted on, at least
 MIN_IMAGES = 2000  # validation images export learns a router on, at least
 
@@ -42,10 +45,11 @@ def _answers(lq, members, route: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return answer, top
 
 
-def evidence(lp: np.ndarray, lq: Sequence[np.ndarray], y: np.ndarray, members, local: np.ndarray) -> dict:
+def evidence(lp: np.ndarray, lq: Sequence[np.ndarray], y: np.ndarray, members, local: np.ndarray, pooled=None) -> dict:
     """Per image: log p_super (*lp*), each subclass network's log output with its "not mine"
-    column (*lq*), the two routes and their answers, the gate's features and whether a second
-    route could recover the first answer.  *local*: class -> position in each cluster (-1: none)."""
+    column (*lq*) and, where given, its pooled features (*pooled*), the two routes and their
+    answers, the gate's features and whether a second route could recover the first answer.
+    *local*: class -> position in each cluster (-1: none)."""
     rows = np.arange(len(y))
     order = np.argsort(-lp, axis=1, kind="stable")
     r1, r2 = order[:, 0], order[:, 1]
@@ -58,6 +62,7 @@ def evidence(lp: np.ndarray, lq: Sequence[np.ndarray], y: np.ndarray, members, l
     return {
         "lp": lp,
         "lq": list(lq),
+        "feat": None if pooled is None else [np.asarray(f, dtype=np.float64) for f in pooled],
         "y": np.asarray(y),
         "r1": r1,
         "r2": r2,
@@ -72,13 +77,14 @@ def evidence(lp: np.ndarray, lq: Sequence[np.ndarray], y: np.ndarray, members, l
     }
 
 
-def from_logits(run, zp, zq, y) -> dict:
-    """The :func:`evidence` of a run's networks from their valid logits (float64 tensors)."""
+def from_logits(run, zp, zq, y, pooled=None) -> dict:
+    """The :func:`evidence` of a run's networks from their valid logits (float64 tensors) and,
+    where given, the subclass networks' pooled features."""
     import torch
 
     lq = [with_not_mine(torch.log_softmax(z, 1).numpy(), len(s)) for z, s in zip(zq, run.hier.subclasses)]
     members = run.hier.members(run.train.classes)
-    return evidence(torch.log_softmax(zp, 1).numpy(), lq, np.asarray(y), members, run.data.local)
+    return evidence(torch.log_softmax(zp, 1).numpy(), lq, np.asarray(y), members, run.data.local, pooled)
 
 
 def subset(ev: dict, idx) -> dict:
@@ -92,6 +98,8 @@ def subset(ev: dict, idx) -> dict:
 
     out = {k: take(v) for k, v in ev.items()}
     out["lq"] = [q[idx] for q in ev["lq"]]
+    if ev.get("feat") is not None:
+        out["feat"] = [f[idx] for f in ev["feat"]]
     return out
 
 
@@ -162,15 +170,21 @@ def gate_scores(gate: Optional[Model], ev: dict) -> np.ndarray:
     return -ev["p_max"] if gate is None else gate(ev["gate"])[:, 0]
 
 
-def pair_inputs(ev: dict, idx, a: int, b: int) -> np.ndarray:
-    return np.concatenate([ev["lp"][idx], ev["lq"][a][idx], ev["lq"][b][idx]], 1)
+def pair_inputs(ev: dict, idx, a: int, b: int, features: bool = False) -> np.ndarray:
+    parts = [ev["lp"][idx], ev["lq"][a][idx], ev["lq"][b][idx]]
+    return np.concatenate(parts + ([ev["feat"][a][idx], ev["feat"][b][idx]] if features else []), 1)
+
+
+def inputs_of(ev: dict) -> Tuple[str, ...]:
+    """The combiner inputs *ev* allows: features only where it holds them."""
+    return INPUTS if ev.get("feat") is not None else INPUTS[:1]
 
 
 def pair_of(ev: dict, a: int, b: int) -> np.ndarray:
     return ((ev["r1"] == a) & (ev["r2"] == b)) | ((ev["r1"] == b) & (ev["r2"] == a))
 
 
-def fit_combiners(ev: dict, fire: np.ndarray, hidden: int) -> Dict[Tuple[int, int], Model]:
+def fit_combiners(ev: dict, fire: np.ndarray, hidden: int, features: bool = False) -> Dict[Tuple[int, int], Model]:
     """One model per pair of clusters, fitted on the gated images whose class is in the pair."""
     members, models = ev["members"], {}
     for a in range(len(members)):
@@ -180,16 +194,18 @@ def fit_combiners(ev: dict, fire: np.ndarray, hidden: int) -> Dict[Tuple[int, in
             if len(idx) < MIN_PAIR:
                 continue
             t = np.array([cands.index(c) for c in ev["y"][idx]])
-            models[(a, b)] = fit_combiner(pair_inputs(ev, idx, a, b), t, len(cands), hidden)
+            models[(a, b)] = fit_combiner(pair_inputs(ev, idx, a, b, features), t, len(cands), hidden)
     return models
 
 
-def fit(ev: dict, gate: Optional[Model], hidden: int, rate: float) -> Learned:
+def fit(ev: dict, gate: Optional[Model], hidden: int, rate: float, features: bool = False) -> Learned:
     """The threshold firing on a share *rate* of *ev*'s images under *gate* (fitted on *ev*),
-    and the combiners fitted on the images it fires on."""
+    and the combiners fitted on the images it fires on (taking in the features too, with
+    *features*)."""
     s = gate_scores(gate, ev)
     threshold = float(np.quantile(s, 1.0 - rate))
-    return Learned(gate, threshold, fit_combiners(ev, s > threshold, hidden))
+    width = int(ev["feat"][0].shape[1]) if features else 0
+    return Learned(gate, threshold, fit_combiners(ev, s > threshold, hidden, features), width)
 
 
 def replay(learned: Learned, ev: dict, beta: Optional[float]) -> Tuple[np.ndarray, np.ndarray]:
@@ -206,7 +222,8 @@ def replay(learned: Learned, ev: dict, beta: Optional[float]) -> Tuple[np.ndarra
     for (a, b), model in learned.pairs.items():
         idx = np.nonzero(fire & pair_of(ev, a, b))[0]
         if len(idx):
-            pred[idx] = np.concatenate([members[a], members[b]])[model(pair_inputs(ev, idx, a, b)).argmax(1)]
+            x = pair_inputs(ev, idx, a, b, learned.features > 0)
+            pred[idx] = np.concatenate([members[a], members[b]])[model(x).argmax(1)]
     return pred, fire
 
 
@@ -225,32 +242,33 @@ def outcome(ev: dict, fire: np.ndarray, pred: np.ndarray) -> dict:
 
 
 def choose(ev: dict, beta: Optional[float], folds: int = 2, seed: int = 0) -> Tuple[dict, List[dict]]:
-    """Every gate kind x combiner x rate, scored by cross-fitted accuracy on *ev* (each fold's
-    split and gate fitted once); (the best, the table)."""
+    """Every gate kind x combiner x combiner inputs x rate, scored by cross-fitted accuracy on
+    *ev* (each fold's split and gate fitted once); (the best, the table)."""
     fold = np.random.default_rng(seed).permutation(len(ev["y"])) % folds
     splits = [(subset(ev, fold != f), subset(ev, fold == f)) for f in range(folds)]
     n, table = len(ev["y"]), []
     for gate_kind in GATE_KINDS:
         gates = [fit_gate(fit_on, gate_kind) for fit_on, _ in splits]
-        for name, hidden in COMBINERS.items():
-            for rate in RATES:
-                runs = []
-                for (fit_on, held), g in zip(splits, gates):
-                    pred, fire = replay(fit(fit_on, g, hidden, rate), held, beta)
-                    runs.append((outcome(held, fire, pred), len(held["y"])))
-                table.append(
-                    {
-                        "gate": gate_kind,
-                        "combiner": name,
-                        "rate": rate,
-                        "cross_fitted_accuracy": sum(r["accuracy"] * m for r, m in runs) / n,
-                        "cross_fitted_switches": sum(r["extra_switches_per_image"] * m for r, m in runs) / n,
-                    }
-                )
+        for (name, hidden), inputs, rate in itertools.product(COMBINERS.items(), inputs_of(ev), RATES):
+            runs = []
+            for (fit_on, held), g in zip(splits, gates):
+                pred, fire = replay(fit(fit_on, g, hidden, rate, inputs != INPUTS[0]), held, beta)
+                runs.append((outcome(held, fire, pred), len(held["y"])))
+            table.append(
+                {
+                    "gate": gate_kind,
+                    "combiner": name,
+                    "inputs": inputs,
+                    "rate": rate,
+                    "cross_fitted_accuracy": sum(r["accuracy"] * m for r, m in runs) / n,
+                    "cross_fitted_switches": sum(r["extra_switches_per_image"] * m for r, m in runs) / n,
+                }
+            )
     return max(table, key=lambda r: r["cross_fitted_accuracy"]), table
 
 
 def learn(ev: dict, beta: Optional[float]) -> Tuple[Learned, dict]:
     """The router chosen by :func:`choose`, refitted on all of *ev*; (it, the choice)."""
     best, _ = choose(ev, beta)
-    return fit(ev, fit_gate(ev, best["gate"]), COMBINERS[best["combiner"]], best["rate"]), best
+    gate, hidden = fit_gate(ev, best["gate"]), COMBINERS[best["combiner"]]
+    return fit(ev, gate, hidden, best["rate"], best["inputs"] != INPUTS[0]), best

@@ -263,19 +263,24 @@ def _resume(path: Optional[str], model, opt, sched) -> int:
 
 
 @torch.no_grad()
-def predict_logits(model, x: torch.Tensor, n_valid: Optional[int] = None, batch: int = 512) -> torch.Tensor:
-    """Logits of *model* on *x* (on the CPU), computed on the selected device."""
+def predict_logits(model, x: torch.Tensor, n_valid: Optional[int] = None, batch: int = 512, features: bool = False):
+    """Logits of *model* on *x* (on the CPU), computed on the selected device; with *features*
+    (a :class:`~edgetool.toolchain.qat.QATNet`), (logits, its pooled features)."""
     dev = devices.current()
     model.to(dev)
     model.eval()
-    outs = []
+    outs, feats = [], []
     try:
         for i in range(0, len(x), batch):
-            o = model(x[i : i + batch].to(dev))
+            o = model(x[i : i + batch].to(dev), features=True) if features else model(x[i : i + batch].to(dev))
+            if features:
+                o, f = o
+                feats.append(f.detach().cpu())
             outs.append((o[:, :n_valid] if n_valid is not None else o).cpu())
     finally:
         model.to("cpu")
-    return torch.cat(outs) if outs else torch.zeros(0)
+    logits = torch.cat(outs) if outs else torch.zeros(0)
+    return (logits, torch.cat(feats) if feats else torch.zeros(0)) if features else logits
 
 
 def accuracy(pred, y) -> float:

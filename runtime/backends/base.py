@@ -10,7 +10,7 @@ leaves the previous weights serving.  A delta stored by the ``sparse`` codec is 
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -82,6 +82,10 @@ class Backend:
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _infer_features(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(logits, the network's ``features`` output); backends whose model has none say so."""
+        raise BackendError("the {} backend gives no network features".format(self.name))
+
     def _apply(self, delta: Optional[Delta]) -> None:
         """Make the weights base (+ delta); must not fail once called with a valid delta."""
         raise NotImplementedError
@@ -97,13 +101,21 @@ class Backend:
 
     # -- shared ------------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._timed(self._infer, batch)
+
+    def infer_features(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(logits, pooled features) of the serving network: the graph's second output, which a
+        learned router's pair combiners may take in."""
+        return self._timed(self._infer_features, batch)
+
+    def _timed(self, run, batch: np.ndarray):
         if not self.serving:
             raise BackendError(
                 "no network is serving: a failed switch could not restore the weights; reopen the bundle"
             )
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         t0 = time.perf_counter()
-        out = self._infer(batch)
+        out = run(batch)
         self.timings.add("infer", (time.perf_counter() - t0) * 1e3)
         return out
 

@@ -7,7 +7,7 @@ network is ``logits(target, batch) -> (N, head)``; switches are recorded in ``sw
 
 from __future__ import annotations
 
-from typing import Callable, Collection, List, Sequence, Tuple
+from typing import Callable, Collection, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -48,9 +48,12 @@ class ScriptedBundle:
 class FakeBackend(Backend):
     name = "fake"
 
-    def __init__(self, bundle: ScriptedBundle, logits: Logits):
+    def __init__(self, bundle: ScriptedBundle, logits: Logits, features: Optional[Logits] = None):
+        """*features*: ``features(target, batch) -> (N, width)``, the networks' pooled features
+        (None: the scripted networks give none)."""
         super().__init__(bundle)
         self.logits = logits
+        self.features = features
         self.switch_log: List[int] = []
 
     def _apply(self, delta) -> None:
@@ -65,3 +68,8 @@ class FakeBackend(Backend):
         if out.shape != (len(batch), self.bundle.head_width):
             raise ValueError("scripted logits must have shape {}".format((len(batch), self.bundle.head_width)))
         return out
+
+    def _infer_features(self, batch: np.ndarray):
+        if self.features is None:
+            return super()._infer_features(batch)
+        return self._infer(batch), np.asarray(self.features(self.current, batch), dtype=np.float32)

@@ -16,6 +16,7 @@ from typing import List, Optional
 
 
 from ..errors import BackendError, BundleError, require
+from ..learned_routing import FEATURES
 from ..onnx_weights import drop_initializers, read_initializers
 from ..packed import PackedWeights
 from .base import Backend
@@ -86,6 +87,7 @@ class OrtBackend(Backend):
                 "refit tensors are not graph inputs: {}".format(", ".join(missing[:5])),
             )
         self.input_name = bundle.input.get("name") or [n for n in inputs if n not in self.layout.by_name][0]
+        self.outputs = [o.name for o in self.session.get_outputs()]
         self.packed = PackedWeights(self.layout, self.base)
         self.weights = self.packed.buf  # the packed buffer the session reads
         self.views = self.layout.views(self.weights)
@@ -117,6 +119,18 @@ class OrtBackend(Backend):
         self.packed.invalidate()
 
     def _infer(self, batch):
+        return self._run(batch, [self.bundle.output_name])[0]
+
+    def _infer_features(self, batch):
+        if FEATURES not in self.outputs:
+            raise BundleError(
+                self.bundle._display(self.bundle.manifest["base"]["file"]),
+                "the model has no {!r} output (exported before edgetool gave one)".format(FEATURES),
+            )
+        logits, feats = self._run(batch, [self.bundle.output_name, FEATURES])
+        return logits, feats
+
+    def _run(self, batch, outputs):
         shape = self.bundle.input["shape"]
         if batch.ndim != 4 or list(batch.shape[1:]) != list(shape):
             raise BackendError(
@@ -125,9 +139,11 @@ class OrtBackend(Backend):
                 )
             )
         self.binding.bind_cpu_input(self.input_name, batch)
-        self.binding.bind_output(self.bundle.output_name)  # fresh output: the batch size varies
+        self.binding.clear_binding_outputs()
+        for name in outputs:  # fresh outputs: the batch size varies
+            self.binding.bind_output(name)
         self.session.run_with_iobinding(self.binding)
-        return self.binding.copy_outputs_to_cpu()[0]
+        return self.binding.copy_outputs_to_cpu()
 
     def memory(self):
         out = {"packed_weights_bytes": int(self.weights.nbytes), "base_copy_bytes": int(self.base.nbytes)}

@@ -233,8 +233,13 @@ class TrtBackend(Backend):
             self.packed.invalidate()
 
     def _infer(self, batch):
-        engine = self.fixed if (self.fixed is not None and self.current == BASE) else self.sub
-        return engine.infer(batch)
+        return self._engine().infer(batch)
+
+    def _infer_features(self, batch):
+        return self._engine().infer(batch, features=True)
+
+    def _engine(self):
+        return self.fixed if (self.fixed is not None and self.current == BASE) else self.sub
 
     def memory(self):
         free, total = self.cuda.mem_get_info()

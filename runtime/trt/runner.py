@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BackendError
+from ..learned_routing import FEATURES
 from .loader import trt_logger
 
 
@@ -13,7 +14,8 @@ class EngineRunner:
 
     Tensor-name API (``set_tensor_address`` / ``execute_async_v3``) on TensorRT >= 8.5; the
     binding-index API (``execute_async_v2``) on TensorRT 8.2, which JetPack 4.6 ships for
-    Jetson Nano and TX2.
+    Jetson Nano and TX2.  An engine built from a model with a ``features`` output gets a buffer
+    for it too (TensorRT needs every I/O tensor bound); it is copied back only when asked for.
     """
 
     def __init__(self, trt, cuda, plan: bytes, stream, input_name, output_name, input_shape, head, max_batch):
@@ -30,20 +32,36 @@ class EngineRunner:
         self.d_in = cuda.mem_alloc(nin)
         self.d_out = cuda.mem_alloc(head * max_batch * 4)
         self.named_io = hasattr(self.context, "set_tensor_address")
+        self.feature_width = self._feature_width()
+        self.d_feat = cuda.mem_alloc(self.feature_width * max_batch * 4) if self.feature_width else None
+        buffers = {input_name: self.d_in, output_name: self.d_out}
+        if self.d_feat is not None:
+            buffers[FEATURES] = self.d_feat
         if self.named_io:
-            self.context.set_tensor_address(input_name, int(self.d_in))
-            self.context.set_tensor_address(output_name, int(self.d_out))
+            for name, buf in buffers.items():
+                self.context.set_tensor_address(name, int(buf))
         else:
             self.input_index = self.engine.get_binding_index(input_name)
-            output_index = self.engine.get_binding_index(output_name)
-            if self.input_index < 0 or output_index < 0 or self.engine.num_bindings != 2:
+            index = {name: self.engine.get_binding_index(name) for name in buffers}
+            if min(index.values()) < 0 or self.engine.num_bindings != len(buffers):
                 raise BackendError("the engine's bindings are not {!r} -> {!r}".format(input_name, output_name))
-            self.bindings = [0, 0]
-            self.bindings[self.input_index] = int(self.d_in)
-            self.bindings[output_index] = int(self.d_out)
+            self.bindings = [0] * len(buffers)
+            for name, buf in buffers.items():
+                self.bindings[index[name]] = int(buf)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def _feature_width(self) -> int:
+        """Width of the engine's ``features`` output (0: it has none)."""
+        if self.named_io:
+            names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+            return int(self.engine.get_tensor_shape(FEATURES)[-1]) if FEATURES in names else 0
+        i = self.engine.get_binding_index(FEATURES)
+        return 0 if i < 0 else int(self.engine.get_binding_shape(i)[-1])
+
+    def infer(self, batch: np.ndarray, features: bool = False):
+        """Logits; with *features*, (logits, the ``features`` output)."""
         n = batch.shape[0]
+        if features and not self.feature_width:
+            raise BackendError("the engine has no {!r} output (its model was exported without one)".format(FEATURES))
         if n > self.max_batch:
             raise BackendError("batch {} exceeds the engine's max batch {}".format(n, self.max_batch))
         shape = (n,) + self.input_shape
@@ -58,5 +76,8 @@ class EngineRunner:
         if not ok:
             raise BackendError("TensorRT execution failed")
         self.cuda.memcpy_dtoh_async(out, self.d_out, self.stream)
+        if features:
+            feats = np.empty((n, self.feature_width), dtype=np.float32)
+            self.cuda.memcpy_dtoh_async(feats, self.d_feat, self.stream)
         self.stream.synchronize()
-        return out
+        return (out, feats) if features else out

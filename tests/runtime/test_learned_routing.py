@@ -67,6 +67,9 @@ def _broken(change):
         (lambda d: d["learned"]["pairs"][1]["model"]["layers"][0]["bias"].__setitem__(0, "x"), "bias[0]"),
         (lambda d: d["learned"]["pairs"][1]["model"]["layers"][0].update(weight=[[0.0] * 10] * 65), "hidden"),
         (lambda d: d["learned"].update(pairs={}), "routing.learned.pairs"),
+        (lambda d: d["learned"].update(features=-1), "routing.learned.features"),
+        (lambda d: d["learned"].update(features=2.5), "routing.learned.features"),
+        (lambda d: d["learned"].update(features=4), "must have 18"),  # its combiners take 10 inputs
     ],
 )
 def test_a_broken_learned_router_names_its_field(change, field):
@@ -139,3 +142,32 @@ def test_a_not_mine_row_feeds_the_gate_and_the_combiner():
     with_row = SuperSubClassifier(scripted(learned, not_mine=True)[0], policy="topk").classify(images())
     without = SuperSubClassifier(scripted(learned, not_mine=False)[0], policy="topk").classify(images())
     assert [p.label for p in with_row] != [p.label for p in without]  # the row's log output is an input
+
+
+def test_combiners_on_features_take_both_networks_features_and_refuse_a_network_without_them():
+    rng = np.random.default_rng(5)
+    width = 4
+    pairs = {(0, 1): model(rng, 3 + 3 + 4 + 2 * width, 5)}
+    learned = L.Learned(None, -1.0, pairs, width)  # the gate fires on every image
+    r = R.parse(json.loads(json.dumps(routing_dict(learned))), 3, SIZES)
+    assert r.learned.features == width and "on outputs and 4 features" in r.learned.describe()
+    be, table = scripted(learned, seed=6)
+    be.bundle.routing = R.Routing(0.6, 2, 1.0, "test", learned)
+    pooled = {t: rng.normal(size=(64, width)) for t in (-1, 0, 1, 2)}
+    be.features = lambda target, batch: pooled[target][batch[:, 0, 0, 0].astype(int)]
+    clf = SuperSubClassifier(be, policy="topk")
+    got, checked = clf.classify(images()), 0
+    for i, p in enumerate(got):
+        lp = L.log_softmax(table[-1][i], 3)
+        r1, r2 = np.argsort(-lp, kind="stable")[:2]
+        if {r1, r2} != {0, 1}:
+            continue
+        checked += 1
+        lq = [L.with_not_mine(L.log_softmax(table[k][i], SIZES[k]), SIZES[k]) for k in (0, 1)]
+        x = np.concatenate([lp, lq[0], lq[1], pooled[0][i], pooled[1][i]])
+        j = int(pairs[(0, 1)](x).argmax())
+        assert (p.superclass, p.subclass) == ((0, j) if j < 2 else (1, j - 2))
+    assert checked >= 10
+    be.features = None  # a model without the features output: one clear error
+    with pytest.raises(Exception, match="gives no network features"):
+        SuperSubClassifier(be, policy="topk").classify(images(8))

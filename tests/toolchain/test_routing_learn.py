@@ -74,13 +74,32 @@ def test_choose_scores_every_candidate_on_held_out_folds(monkeypatch):
     assert len(table) == len(learn.GATE_KINDS) * len(learn.COMBINERS) * len(learn.RATES)
     assert best == max(table, key=lambda r: r["cross_fitted_accuracy"])
     assert all(abs(r["cross_fitted_switches"] - r["rate"]) < 0.02 for r in table)
+    zp, zq, y = synthetic(600, 2)
+    ev = evidence_of(zp, zq, y)
+    with_features = learn.evidence(ev["lp"], ev["lq"], y, MEMBERS, LOCAL, pooled_of(y, 7))
+    _, table = learn.choose(with_features, beta=None)  # each candidate with and without the features
+    assert sorted({r["inputs"] for r in table}) == list(learn.INPUTS) and len(table) == 2 * len(learn.RATES) * 4
 
 
-@pytest.mark.parametrize("not_mine", [False, True])
-def test_the_runtime_gives_what_the_toolchain_replays(not_mine):
-    """The classifier on scripted networks and replay() on the same logits answer alike."""
+def pooled_of(y, seed):
+    """Pooled features of each subclass network: noise, and a hint of the image's true cluster."""
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(len(y), 4)) + 1.5 * np.eye(4)[CLUSTER[y]] for _ in MEMBERS]
+
+
+@pytest.mark.parametrize("not_mine, features", [(False, False), (True, False), (True, True)])
+def test_the_runtime_gives_what_the_toolchain_replays(not_mine, features):
+    """The classifier on scripted networks and replay() on the same logits (and features) answer alike."""
     zp, zq, y = synthetic(300, 3, not_mine=not_mine)
-    router, _ = learn.learn(evidence_of(*synthetic(1000, 4, not_mine=not_mine)), beta=0.5)
+    pooled = pooled_of(y, 5) if features else None
+    zp4, zq4, y4 = synthetic(1000, 4, not_mine=not_mine)
+    ev4 = evidence_of(zp4, zq4, y4)
+    if features:
+        ev4 = learn.evidence(ev4["lp"], ev4["lq"], y4, MEMBERS, LOCAL, pooled_of(y4, 6))
+    router, best = learn.learn(ev4, beta=0.5)
+    assert (router.features == 4) == (best["inputs"] == "outputs and features")
+    if features:
+        router = learn.fit(ev4, learn.fit_gate(ev4, best["gate"]), 0, best["rate"], features=True)
     bundle = ScriptedBundle(HIER, routing=R.Routing(0.6, 2, 0.5, "test", router), not_mine=not_mine)
 
     def logits(target, batch):
@@ -90,9 +109,16 @@ def test_the_runtime_gives_what_the_toolchain_replays(not_mine):
 
     x = np.zeros((len(y), 1, 1, 1), dtype=np.float32)
     x[:, 0, 0, 0] = np.arange(len(y))
-    clf = SuperSubClassifier(FakeBackend(bundle, logits), policy="topk")
+
+    def feats(target, batch):
+        return pooled[target][batch[:, 0, 0, 0].astype(int)]
+
+    clf = SuperSubClassifier(FakeBackend(bundle, logits, feats if features else None), policy="topk")
     got = np.array([MEMBERS[p.superclass][p.subclass] for p in clf.classify(x)])
-    pred, fire = learn.replay(router, evidence_of(zp, zq, y), beta=0.5)
+    ev = evidence_of(zp, zq, y)
+    if features:
+        ev = learn.evidence(ev["lp"], ev["lq"], y, MEMBERS, LOCAL, pooled)
+    pred, fire = learn.replay(router, ev, beta=0.5)
     assert (got == pred).all()
     assert clf.extra_passes_per_image == pytest.approx(fire.mean()) and 0 < fire.mean() < 0.25
 
@@ -101,13 +127,19 @@ def test_a_learned_bundle_serves_through_onnx_runtime(tiny_run, tmp_path, run_cl
     pytest.importorskip("onnxruntime")
     from edgetool.export.bundle import write_bundle
     from edgetool.runtime.backends.ort import OrtBackend
+    import onnx
+
     from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.errors import BundleError
     from edgetool.toolchain import routing_eval
 
     base, subs = tiny_run.super_qat(), [tiny_run.sub_qat(k) for k in range(tiny_run.hier.n_super)]
     x, y = tiny_run.xte, tiny_run.yte.numpy()
     zp, zq = routing_eval.network_logits(tiny_run, subs, x, base)
-    router, best = learn.learn(learn.from_logits(tiny_run, zp, zq, y), beta=1.0)
+    pooled = routing_eval.network_features(subs, x)
+    ev = learn.from_logits(tiny_run, zp, zq, y, pooled)
+    router = learn.fit(ev, learn.fit_gate(ev, "learned"), 0, 0.19, features=True)  # combiners on features
+    assert router.features == pooled[0].shape[1] > 0 and router.pairs
     routing = R.Routing(0.6, 2, 1.0, "test images", router)
     out = str(tmp_path / "bundle")
     write_bundle(
@@ -123,10 +155,22 @@ def test_a_learned_bundle_serves_through_onnx_runtime(tiny_run, tmp_path, run_cl
     xs = x.numpy()
     with Bundle.open(out) as b, OrtBackend(b) as be:
         assert b.routing.learned is not None
+        for k in range(tiny_run.hier.n_super):  # the graph's features output: the QAT network's pooled activations
+            be.switch(k)
+            logits, f = be.infer_features(xs[:64])
+            np.testing.assert_allclose(logits, be.infer(xs[:64]))
+            assert np.abs(f - pooled[k][:64]).max() <= 0.05 * np.abs(pooled[k]).max()
         clf = SuperSubClassifier(be, policy="topk")
         members = tiny_run.hier.members(tiny_run.train.classes)
         got = np.array([members[p.superclass][p.subclass] for p in clf.classify(xs)])
-    pred, fire = learn.replay(router, learn.from_logits(tiny_run, zp, zq, y), beta=1.0)
+        older = onnx.load_from_string(b.base_onnx())  # a model exported without the features output
+        del older.graph.output[1]
+        with pytest.raises(
+            BundleError,
+            match="routing.learned.features is {}, the model's 'features' output has dims None".format(router.features),
+        ):
+            b._check_graph(older.SerializeToString())
+    pred, fire = learn.replay(router, ev, beta=1.0)
     assert (got == pred).mean() >= 0.97  # int8 through ONNX Runtime against the QAT networks in torch
     assert clf.extra_passes_per_image == pytest.approx(fire.mean(), abs=0.02)
     proc = run_cli("inspect", out)
@@ -159,7 +203,13 @@ def test_export_keeps_the_learned_router_only_where_it_beats_equation_2(tiny_run
             learn,
             "choose",
             lambda ev, beta, a=cross_fitted: (
-                {"gate": "learned", "combiner": "logistic", "rate": 0.1, "cross_fitted_accuracy": a},
+                {
+                    "gate": "learned",
+                    "combiner": "logistic",
+                    "inputs": "outputs and features",
+                    "rate": 0.1,
+                    "cross_fitted_accuracy": a,
+                },
                 [],
             ),
         )
@@ -171,4 +221,5 @@ def test_export_keeps_the_learned_router_only_where_it_beats_equation_2(tiny_run
             ] == "given images (300 images): learned router {:.2%} (cross-fitted), equation 2 {:.2%}".format(
                 cross_fitted, eq2
             )
-            assert R.parse(r, tiny_run.hier.n_super, [len(s) for s in tiny_run.hier.subclasses]).learned is not None
+            learned = R.parse(r, tiny_run.hier.n_super, [len(s) for s in tiny_run.hier.subclasses]).learned
+            assert learned is not None and learned.features == routing_eval.network_features(subs, data[0])[0].shape[1]
