@@ -19,6 +19,8 @@ With ``--not-mine R`` each hierarchy is measured again with subclass networks th
 With ``--routing-images N`` the routing is chosen at export on N training images the run never
 used instead of its validation split; from 2,000 images on, export also learns a gate and a
 combiner per pair of clusters (``routing.learned``), and "bundle routing" measures them.
+``--combiner-inputs outputs`` keeps the subclass networks' pooled features out of the
+combiners' search, for a side-by-side on the same networks.
 
 Writes benchmarks/results/hierarchy/routing-bundle-<dataset>[-<tag>].json (seeds/ for
 ``<dataset>-seedN``).
@@ -235,6 +237,13 @@ def main():
         help="choose the routing at export on this many training images the run never used (a larger "
         "validation split: with 2,000 or more, export also learns a gate and pair combiners)",
     )
+    ap.add_argument(
+        "--combiner-inputs",
+        choices=("any", "outputs"),
+        default="any",
+        help="'outputs': export's router search leaves out the pooled features, as before combiners could take "
+        "them in (its own bundle folder, <...>-outputs)",
+    )
     ap.add_argument("--across-seeds", action="store_true", help="only write routing-bundle-seeds-<dataset>-<tag>.md")
     args = ap.parse_args()
     if args.across_seeds:
@@ -246,12 +255,17 @@ def main():
     if not args.work:
         ap.error("--work is required")
     t0 = time.perf_counter()
+    if args.combiner_inputs == "outputs":
+        from edgetool.toolchain import routing_learn
+
+        routing_learn.INPUTS = routing_learn.INPUTS[:1]
     where = "{} training images the run never used".format(args.routing_images) if args.routing_images else ""
     result = {
         "dataset": args.dataset,
         "machine": machine_name(),
         "networks": "int8 (QAT) bundle, ONNX Runtime; routing chosen at export on "
         + (where or "the run's validation split"),
+        "combiner_inputs": args.combiner_inputs,
         "hierarchies": {},
     }
     runs = [(h, run_path(args.work, args.dataset, h), args.train) for h in args.hierarchies]
@@ -269,6 +283,7 @@ def main():
         result["validation_images"] = len(data[1]) if data else len(run.data.val)
         result["test_images"] = len(run.yte)
         folder = "bundle-routing" + ("-{}".format(args.routing_images) if data else "")
+        folder += "-outputs" if args.combiner_inputs == "outputs" else ""
         result["hierarchies"][h] = measure(run, os.path.join(path, folder), data)
     result["seconds"] = time.perf_counter() - t0
     write_result(result_path(args.dataset, args.tag), result)

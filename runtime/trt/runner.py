@@ -53,9 +53,11 @@ class EngineRunner:
         """Width of the engine's ``features`` output (0: it has none)."""
         if self.named_io:
             names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-            return int(self.engine.get_tensor_shape(FEATURES)[-1]) if FEATURES in names else 0
-        i = self.engine.get_binding_index(FEATURES)
-        return 0 if i < 0 else int(self.engine.get_binding_shape(i)[-1])
+            dims = self.engine.get_tensor_shape(FEATURES) if FEATURES in names else None
+        else:
+            i = self.engine.get_binding_index(FEATURES)
+            dims = self.engine.get_binding_shape(i) if i >= 0 else None
+        return 0 if dims is None else int(dims[len(dims) - 1])  # (N, width): N is -1 in a dynamic profile
 
     def infer(self, batch: np.ndarray, features: bool = False):
         """Logits; with *features*, (logits, the ``features`` output)."""
