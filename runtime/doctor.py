@@ -151,13 +151,14 @@ def weight_form_checks(add, bundle, samples, reference):
             worst = 0.0
             for target, (got, _) in emulated.items():
                 n = head_rows(bundle, target)
-                worst = max(worst, float(np.abs(got[:, :n] - reference[target][:, :n]).max()))
+                worst = max(worst, float(np.abs(got[:, :n] - reference[target][0][:, :n]).max()))
             ok = ok and worst <= 1e-5
             detail += "; max |diff| to ONNX Runtime {:.1e}".format(worst)
         add("weight form " + form, PASS if ok else FAIL, detail)
 
 
 def ort_reference(add, bundle, samples):
+    """{target: (ONNX Runtime's logits, its pooled features where the router reads them, else None)}."""
     from .backends.base import targets
     from .errors import EdgetoolError
 
@@ -168,7 +169,7 @@ def ort_reference(add, bundle, samples):
         with OrtBackend(bundle) as be:
             for target in targets(bundle.num_superclasses):
                 be.switch(target)
-                ref[target] = be.infer(samples)
+                ref[target] = be.infer_features(samples) if uses_features(bundle) else (be.infer(samples), None)
         add(
             "onnxruntime",
             PASS,
@@ -240,29 +241,41 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
         refit_timing(add, be, bundle, refits)
 
 
+def uses_features(bundle) -> bool:
+    """Whether the bundle's learned router reads the networks' pooled features."""
+    r = bundle.routing
+    return bool(r is not None and r.learned is not None and r.learned.features)
+
+
+def _rel(out: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(out - ref).max() / max(1e-6, np.abs(ref).max()))
+
+
 def compare_to_reference(add, be, bundle, samples, reference, atol_rel):
-    """Every network on the engine against ONNX Runtime's logits (each network still runs without a reference)."""
+    """Every network on the engine against ONNX Runtime's logits, and its pooled features where
+    the router reads them (each network still runs without a reference)."""
     from .backends.base import head_rows, targets
 
-    worst = 0.0
-    agree = True
+    worst, worst_f, agree, features = 0.0, 0.0, True, uses_features(bundle)
     for target in targets(bundle.num_superclasses):
         be.switch(target)
-        out = be.infer(samples)
+        out, feats = be.infer_features(samples) if features else (be.infer(samples), None)
         if reference is None:
             continue
-        ref = reference[target]
+        ref, ref_f = reference[target]
         n = head_rows(bundle, target)
-        rel = float(np.abs(out[:, :n] - ref[:, :n]).max() / max(1e-6, np.abs(ref[:, :n]).max()))
-        worst = max(worst, rel)
+        worst = max(worst, _rel(out[:, :n], ref[:, :n]))
         agree &= bool((out[:, :n].argmax(1) == ref[:, :n].argmax(1)).all())
+        if features:
+            worst_f = max(worst_f, _rel(feats, ref_f))
     if reference is not None:
-        ok = agree and worst <= atol_rel
+        ok = agree and max(worst, worst_f) <= atol_rel
+        also = ", the router's features {:.2%} of their range".format(worst_f) if features else ""
         add(
             "tensorrt vs onnxruntime",
             PASS if ok else FAIL,
-            "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range "
-            "(limit {:.0%})".format("agrees" if agree else "DISAGREES", worst, atol_rel),
+            "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range{} "
+            "(limit {:.0%})".format("agrees" if agree else "DISAGREES", worst, also, atol_rel),
         )
 
 

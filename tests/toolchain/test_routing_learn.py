@@ -127,10 +127,7 @@ def test_a_learned_bundle_serves_through_onnx_runtime(tiny_run, tmp_path, run_cl
     pytest.importorskip("onnxruntime")
     from edgetool.export.bundle import write_bundle
     from edgetool.runtime.backends.ort import OrtBackend
-    import onnx
-
     from edgetool.runtime.bundle import Bundle
-    from edgetool.runtime.errors import BundleError
     from edgetool.toolchain import routing_eval
 
     base, subs = tiny_run.super_qat(), [tiny_run.sub_qat(k) for k in range(tiny_run.hier.n_super)]
@@ -163,13 +160,7 @@ def test_a_learned_bundle_serves_through_onnx_runtime(tiny_run, tmp_path, run_cl
         clf = SuperSubClassifier(be, policy="topk")
         members = tiny_run.hier.members(tiny_run.train.classes)
         got = np.array([members[p.superclass][p.subclass] for p in clf.classify(xs)])
-        older = onnx.load_from_string(b.base_onnx())  # a model exported without the features output
-        del older.graph.output[1]
-        with pytest.raises(
-            BundleError,
-            match="routing.learned.features is {}, the model's 'features' output has dims None".format(router.features),
-        ):
-            b._check_graph(older.SerializeToString())
+        doctor_and_older_models(b, be, xs[:16], router.features)
     pred, fire = learn.replay(router, ev, beta=1.0)
     assert (got == pred).mean() >= 0.97  # int8 through ONNX Runtime against the QAT networks in torch
     assert clf.extra_passes_per_image == pytest.approx(fire.mean(), abs=0.02)
@@ -178,6 +169,32 @@ def test_a_learned_bundle_serves_through_onnx_runtime(tiny_run, tmp_path, run_cl
     proc = run_cli("classify", out, *sample_pngs, "--policy", "topk", "--json")
     assert proc.returncode == 0 and proc.stderr.startswith("routing: topk learned: "), proc.stderr
     assert len(proc.stdout.splitlines()) == len(sample_pngs)
+
+
+def doctor_and_older_models(b, be, xs, width):
+    """Doctor compares the features the router reads, not only the logits; a model exported
+    without the features output is refused for a router that reads them."""
+    import onnx
+
+    from edgetool.runtime import doctor
+    from edgetool.runtime.errors import BundleError
+
+    checks: list = []
+
+    def add(name, status, detail=""):
+        checks.append((status, detail))
+
+    reference = doctor.ort_reference(add, b, xs)
+    doctor.compare_to_reference(add, be, b, xs, reference, 0.05)
+    assert checks[-1][0] == doctor.PASS and "the router's features 0.00% of their range" in checks[-1][1]
+    reference[0][1][:, 0] += 1.0  # a network whose features drift fails, its logits alike
+    doctor.compare_to_reference(add, be, b, xs, reference, 0.05)
+    assert checks[-1][0] == doctor.FAIL and "top-1 agrees" in checks[-1][1], checks[-1]
+    older = onnx.load_from_string(b.base_onnx())
+    del older.graph.output[1]
+    why = "routing.learned.features is {}, the model's 'features' output has dims None".format(width)
+    with pytest.raises(BundleError, match=why):
+        b._check_graph(older.SerializeToString())
 
 
 def test_export_keeps_the_learned_router_only_where_it_beats_equation_2(tiny_run, monkeypatch):
