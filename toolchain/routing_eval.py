@@ -37,14 +37,19 @@ MAX_EXTRA = 0.2  # extra switches per image the gate is chosen under
 def network_logits(run, nets: Sequence, x: torch.Tensor, base=None):
     """(superclass logits, [subclass network k's logits]) in float64: the valid rows only (a
     subclass network's classes, and its "not mine" row where it has one)."""
+    zp, zq, _ = network_outputs(run, nets, x, base)
+    return zp, zq
+
+
+def network_outputs(run, nets: Sequence, x: torch.Tensor, base=None, features: bool = False):
+    """:func:`network_logits`, and with *features* each QAT subclass network's pooled features
+    (the exported graph's ``features``) from the same pass, else None."""
     base = base if base is not None else run.superclass()
     zp = training.predict_logits(base, x, run.hier.n_super).double()
-    return zp, [training.predict_logits(net, x, run.hier.outputs(k)).double() for k, net in enumerate(nets)]
-
-
-def network_features(nets: Sequence, x: torch.Tensor) -> List[np.ndarray]:
-    """Each QAT subclass network's pooled features on *x* (the exported graph's ``features``)."""
-    return [training.predict_logits(net, x, features=True)[1].double().numpy() for net in nets]
+    outs = [training.predict_logits(net, x, run.hier.outputs(k), features=features) for k, net in enumerate(nets)]
+    if not features:
+        return zp, [z.double() for z in outs], None
+    return zp, [z.double() for z, _ in outs], [f.double().numpy() for _, f in outs]
 
 
 def network_probs(run, nets: Sequence, x: torch.Tensor, base=None):
@@ -143,19 +148,20 @@ def choose_on_validation(run, nets: Sequence, k: int = 2, betas=BETAS, base=None
     return _choose(run, nets, k, betas, base, data)[0]
 
 
-def _choose(run, nets, k, betas, base, data):
-    """(the routing of :func:`choose_on_validation`, (labels, logits, accuracy, images) it was chosen on)."""
+def _choose(run, nets, k, betas, base, data, features=False):
+    """(the routing of :func:`choose_on_validation`, (labels, (logits, features), accuracy) it
+    was chosen on; the subclass networks' features with *features*, else None)."""
     if data is None and run.data.val is None:
         return None, None
     xv, yv = data if data is not None else (training.to_tensor(run.data.val, run.mean, run.std), run.data.val.labels)
-    logits = network_logits(run, nets, xv, base)
-    pv, qv = probs_of(run, logits)
+    zp, zq, pooled = network_outputs(run, nets, xv, base, features)
+    pv, qv = probs_of(run, (zp, zq))
     members = run.hier.members(run.train.classes)
     gate, beta = choose(pv, qv, members, run.data.local, yv, k, betas=betas)
     accuracy = policy(pv, qv, members, run.data.local, yv, gate, k, beta)["accuracy"]
     where = "{} ({} images): best accuracy at <= {:g} extra switches per image"
     chosen = routing.Routing(gate, k, beta, where.format(_split(data), len(yv), MAX_EXTRA))
-    return chosen, (np.asarray(yv), logits, accuracy, xv)
+    return chosen, (np.asarray(yv), (zp, zq, pooled), accuracy)
 
 
 def _split(data) -> str:
@@ -170,13 +176,12 @@ def bundle_routing(run, base, subs: Sequence, k: int = 2, data=None) -> Optional
     from . import routing_learn as learn
 
     k = min(k, run.hier.n_super)
-    chosen, seen = _choose(run, subs, k, BETAS, base, data)
+    chosen, seen = _choose(run, subs, k, BETAS, base, data, features=True)
     if chosen is None:
         return None
-    yv, (zp, zq), accuracy, xv = seen
+    yv, (zp, zq, pooled), accuracy = seen
     if k == 2 and len(yv) >= learn.MIN_IMAGES:
-        ev = learn.from_logits(run, zp, zq, yv, network_features(subs, xv))
-        router, best = learn.learn(ev, chosen.beta)
+        router, best = learn.learn(learn.from_logits(run, zp, zq, yv, pooled), chosen.beta)
         if best["cross_fitted_accuracy"] > accuracy:
             text = "{} ({} images): learned router {:.2%} (cross-fitted), equation 2 {:.2%}".format(
                 _split(data), len(yv), best["cross_fitted_accuracy"], accuracy

@@ -132,8 +132,7 @@ def test_a_learned_bundle_serves_through_onnx_runtime(tiny_run, tmp_path, run_cl
 
     base, subs = tiny_run.super_qat(), [tiny_run.sub_qat(k) for k in range(tiny_run.hier.n_super)]
     x, y = tiny_run.xte, tiny_run.yte.numpy()
-    zp, zq = routing_eval.network_logits(tiny_run, subs, x, base)
-    pooled = routing_eval.network_features(subs, x)
+    zp, zq, pooled = routing_eval.network_outputs(tiny_run, subs, x, base, features=True)
     ev = learn.from_logits(tiny_run, zp, zq, y, pooled)
     router = learn.fit(ev, learn.fit_gate(ev, "learned"), 0, 0.19, features=True)  # combiners on features
     assert router.features == pooled[0].shape[1] > 0 and router.pairs
@@ -239,4 +238,7 @@ def test_export_keeps_the_learned_router_only_where_it_beats_equation_2(tiny_run
                 cross_fitted, eq2
             )
             learned = R.parse(r, tiny_run.hier.n_super, [len(s) for s in tiny_run.hier.subclasses]).learned
-            assert learned is not None and learned.features == routing_eval.network_features(subs, data[0])[0].shape[1]
+            assert (
+                learned is not None
+                and learned.features == routing_eval.network_outputs(tiny_run, subs, data[0], base, True)[2][0].shape[1]
+            )
