@@ -67,15 +67,21 @@ def write_bundle(
     samples: Optional[np.ndarray] = None,
     extra: Optional[dict] = None,
     force: bool = False,
+    flat_classes: Optional[Sequence[str]] = None,
 ) -> dict:
-    """Write a bundle directory atomically (see :mod:`.atomic`) and return its manifest."""
+    """Write a bundle directory atomically (see :mod:`.atomic`) and return its manifest.
+
+    With *flat_classes* (the head's classes in order), *base_net* is one flat network over every
+    class: a ``flat`` bundle.  It keeps the format (hierarchy, one delta per superclass, all zero),
+    so every device tool reads it; the classifier runs the base network alone and names each
+    class's superclass from the hierarchy."""
     codecs.check_codec(codec)
     if len(sub_nets) != hierarchy.n_super:
         raise UsageError("{} subclass networks for {} superclasses".format(len(sub_nets), hierarchy.n_super))
     for name, net in zip(hierarchy.superclasses, sub_nets):
         check_frozen_scales(base_net, net, name)
     with staged_dir(out_dir, force) as tmp:
-        manifest = _write_files(tmp, base_net, sub_nets, hierarchy, input_spec, codec, samples)
+        manifest = _write_files(tmp, base_net, sub_nets, hierarchy, input_spec, codec, samples, flat_classes)
         if extra:
             manifest.update(extra)
         try:  # the reader's own checks, before anything is published
@@ -93,9 +99,10 @@ def _write(folder: str, rel: str, data: bytes) -> None:
     fault_point("export:file")
 
 
-def _write_files(out_dir, base_net, sub_nets, hierarchy, input_spec, codec, samples) -> dict:
+def _write_files(out_dir, base_net, sub_nets, hierarchy, input_spec, codec, samples, flat_classes=None) -> dict:
     os.makedirs(os.path.join(out_dir, "deltas"))
-    head = hierarchy.head_width
+    head = len(flat_classes) if flat_classes is not None else hierarchy.head_width
+    not_mine = hierarchy.not_mine and flat_classes is None
     base_bytes = from_qatnet(base_net, input_spec["shape"], head, refit_inputs=True).SerializeToString()
     _write(out_dir, "base.onnx", base_bytes)
     layout = refit_layout(base_net)
@@ -126,7 +133,8 @@ def _write_files(out_dir, base_net, sub_nets, hierarchy, input_spec, codec, samp
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "hierarchy": hierarchy.to_dict(),
         "head_width": head,
-        **({"not_mine": True} if hierarchy.not_mine else {}),
+        "model": {"kind": "super-sub"} if flat_classes is None else {"kind": "flat", "classes": list(flat_classes)},
+        **({"not_mine": True} if not_mine else {}),
         "input": dict(input_spec),
         "output": {"name": "logits", "shape": ["N", head]},
         "quantization": {

@@ -29,6 +29,11 @@ WEIGHT_FORMS = ("int8", "qdq-float", "fp16")
 ENGINE_MODES = ("one-engine", "two-engine")
 DEFAULT_ENGINE_MODE = "one-engine"
 
+# What `edgetool export --model` writes: the Super-Sub bundle, or one of the flat controls
+# (toolchain/bounds.py) as a single-network bundle (manifest "model": {"kind": "flat"}).
+EXPORT_MODELS = ("super-sub", "flat", "flat-wide")
+DEFAULT_EXPORT_MODEL = "super-sub"
+
 # Optional dependency (top-level module) -> the extra that installs it.
 EXTRAS = {
     "torch": "train",

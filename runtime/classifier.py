@@ -145,6 +145,8 @@ class SuperSubClassifier:
         if batch.ndim != 4:
             raise UsageError("expected a batch of shape (N, C, H, W), got {}".format(batch.shape))
         self.images += len(batch)
+        if self.bundle.kind == "flat":
+            return self._flat(batch)
         if self.policy == "batched":
             return self._batched(batch)
         if self.policy == "topk":
@@ -158,6 +160,21 @@ class SuperSubClassifier:
             ps = self.superclass_probs(x)[0]
             k = int(np.argmax(ps))
             out.append(self._pred(k, ps[k], self.subclass_probs(x, k)[0]))
+        return out
+
+    def _flat(self, batch: np.ndarray) -> List[Prediction]:
+        """A flat bundle, whatever the policy: one pass of its one network.  The superclass is the
+        predicted class's (primary) one; p_super sums its classes' probabilities, so p_super x p_sub
+        is the class's probability."""
+        p = masked_softmax(self._logits(batch, BASE), len(self.bundle.flat_route))
+        sup = np.array([k for k, _ in self.bundle.flat_route])
+        out = []
+        for row in p:
+            c = int(np.argmax(row))
+            k, j = self.bundle.flat_route[c]
+            p_super = float(row[sup == k].sum())
+            s = self.bundle.superclasses[k]
+            out.append(Prediction(k, s.name, j, s.subclasses[j], p_super, row[c] / p_super))
         return out
 
     def reset(self) -> None:

@@ -110,6 +110,14 @@ def _summary(bundle, b):
         "bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], ascii(m.get("toolchain_version")))
     )
     click.echo("input       {} {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape)))
+    if b.kind == "flat":
+        click.echo(
+            "model       flat: one network over {} classes; the deltas are zero, nothing switches".format(b.head_width)
+        )
+    else:
+        click.echo(
+            "model       super-sub: {} subclass networks as int8 deltas of base.onnx".format(len(b.superclasses))
+        )
     note = ' (a "not mine" row after each subclass\'s classes)' if b.not_mine else ""
     click.echo("head width  {}{}".format(b.head_width, note))
     click.echo("refit       {} tensors, {} bytes packed".format(len(b.layout.tensors), b.layout.total_nbytes))
@@ -121,7 +129,8 @@ def _summary(bundle, b):
                 s.name, len(s.subclasses), d.codec, d.size, d.raw_size
             )
         )
-    click.echo("routing     topk: " + (b.routing or routing.DEFAULT).describe())
+    if b.kind != "flat":
+        click.echo("routing     topk: " + (b.routing or routing.DEFAULT).describe())
     click.echo("all files verified (sha256)")
 
 

@@ -101,7 +101,12 @@ def open_bundle(add, bundle_path):
     add(
         "bundle",
         PASS,
-        "{} files verified (sha256), {} subclass networks".format(len(bundle.files()), bundle.num_superclasses),
+        "{} files verified (sha256), {}".format(
+            len(bundle.files()),
+            "flat: one network over {} classes".format(bundle.head_width)
+            if bundle.kind == "flat"
+            else "{} subclass networks".format(bundle.num_superclasses),
+        ),
     )
     try:
         samples = bundle.samples()

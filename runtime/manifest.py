@@ -71,6 +71,8 @@ class Manifest:
     overlap: Tuple[Tuple[str, ...], ...] = ()
     routing: Optional[R.Routing] = None  # gated top-k settings chosen at export (runtime.routing)
     not_mine: bool = False  # each subclass network's head has one more row after its classes: "not mine"
+    kind: str = "super-sub"  # or "flat": base.onnx is one network over every class, the deltas are zero
+    flat_classes: Tuple[str, ...] = ()  # a flat bundle's classes, in head order
 
     def files(self) -> List[FileEntry]:
         out = [self.base] + list(self.deltas)
@@ -116,7 +118,10 @@ def parse(d: dict) -> Manifest:
     not_mine = d.get("not_mine", False)
     if not isinstance(not_mine, bool):
         fail("not_mine", "{} is not true or false".format(N.shown(not_mine)))
-    need = max([len(supers)] + [len(s) + not_mine for _, s in supers])
+    kind, flat_classes = _model(d, supers)
+    if kind == "flat" and not_mine:
+        fail("not_mine", 'a flat bundle has no "not mine" rows')
+    need = max([len(supers)] + [len(s) + not_mine for _, s in supers] + [len(flat_classes)])
     if head < need:
         fail("head_width", "{} is less than the {} rows it must hold".format(head, need))
     shape = _input(d)
@@ -133,11 +138,33 @@ def parse(d: dict) -> Manifest:
     over = _overlap(d, supers)
     routing = R.parse(d.get("routing"), len(supers), [len(s) for _, s in supers])
     files = (base, deltas, samples, sshape, engines)
-    m = Manifest(d, supers, head, shape, out_name, layout, *files, over, routing, not_mine)
+    if kind == "flat" and (routing is not None or head != len(flat_classes)):
+        fail("model", "a flat bundle's head holds exactly its classes, and it has no routing")
+    m = Manifest(d, supers, head, shape, out_name, layout, *files, over, routing, not_mine, kind, flat_classes)
     paths = [f.file for f in m.files()]
     if len(set(paths)) != len(paths) or MANIFEST in paths:
         fail("files", "two entries name the same file")
     return m
+
+
+KINDS = ("super-sub", "flat")
+
+
+def _model(d, supers) -> Tuple[str, Tuple[str, ...]]:
+    """The optional ``model`` field: {"kind": "super-sub"} (the default), or {"kind": "flat",
+    "classes": [...]}: the head's classes in order, each one of the hierarchy's, all of them."""
+    m = check(d.get("model", {"kind": "super-sub"}), "model", dict)
+    kind = m.get("kind")
+    if kind not in KINDS:
+        fail("model.kind", "{!r} is not one of {}".format(N.shown(kind), ", ".join(KINDS)))
+    if kind != "flat":
+        return str(kind), ()
+    raw = check(m.get("classes"), "model.classes", list)
+    classes = [N.label(c, "model.classes[{}]".format(i)) for i, c in enumerate(raw)]
+    N.unique(classes, "model.classes")
+    if set(classes) != {c for _, subs in supers for c in subs}:
+        fail("model.classes", "must name every class of the hierarchy, and nothing else")
+    return "flat", tuple(classes)
 
 
 def _overlap(d, supers) -> Tuple[Tuple[str, ...], ...]:

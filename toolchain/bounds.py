@@ -13,18 +13,132 @@ Definitions (README, "How results are measured"):
   and of the flat network's implied superclass (the superclass holding the most probability);
 * **x**: stored delta bytes (int8 codes and float leftovers, compressed, as in the bundle)
   divided by the stored bytes of one int8 network (``base.onnx``);
-* **gap closed**: (Super-Sub - lower) / (upper - lower), ``null`` with a reason when the bounds tie.
+* **gap closed**: (Super-Sub - lower) / (upper - lower), ``null`` with a reason when the bounds tie;
+* **flat, equal budget** (``flat_budget``): the flat network trained for as many image passes as
+  the whole Super-Sub pipeline spent (:func:`image_passes`), then QAT int8 like the base;
+* **flat, equal cost** (``flat_wide``): a wider flat network whose FLOPs per image
+  (:func:`flops_per_image`) are about those of one superclass plus one subclass inference, under
+  the same budget rule, then QAT int8.  The verdict (:mod:`.verdict`) compares efficient int8
+  Super-Sub with the better of the two.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional
+import math
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from . import train as training
+from . import verdict
 from .report import gap_closed
+
+
+# Width multipliers the equal-cost control is chosen from (counted FLOPs, nothing trained).
+WIDTHS = tuple(round(1.0 + 0.05 * i, 2) for i in range(41))  # 1.00 .. 3.00
+
+
+def flops_per_image(model: torch.nn.Module, shape: Sequence[int]) -> int:
+    """Floating-point operations of one image's forward pass: 2 x the multiply-accumulates of
+    every convolution and fully connected layer (BatchNorm, ReLU, adds and pooling not counted)."""
+    macs = [0]
+
+    def conv(m, _inp, out):
+        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+        macs[0] += int(out[0].numel()) * k
+
+    def linear(m, _inp, out):
+        macs[0] += int(out[0].numel()) * m.in_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv))
+        elif isinstance(m, torch.nn.Linear):
+            hooks.append(m.register_forward_hook(linear))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1,) + tuple(shape)))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return 2 * macs[0]
+
+
+def image_passes(run) -> Dict[str, int]:
+    """Training image passes (epochs x images, forward and backward) of every Super-Sub stage,
+    as ``train`` spends them; ``total`` sums them.  Calibration (forward only) is not counted."""
+    cfg, n = run.cfg, len(run.ytr)
+    ft = [len(run.fine_tune_data(k)[1]) for k in range(run.hier.n_super)]
+    out = {
+        "flat": cfg.epochs * n,
+        "superclass": (cfg.base_epochs if cfg.base_init == "flat" else cfg.epochs) * n,
+        "vanilla_subclass": cfg.ft_epochs * sum(ft),
+        "qat_superclass": cfg.qat_epochs * n,
+        "qat_subclass": cfg.ft_epochs * sum(ft),
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def equal_budget_epochs(run) -> int:
+    """Epochs of a flat control (fp32 epochs plus its QAT epochs) that match the Super-Sub
+    pipeline's image passes, rounded up; never fewer than the flat network's own."""
+    return max(run.cfg.epochs + run.cfg.qat_epochs, math.ceil(image_passes(run)["total"] / len(run.ytr)))
+
+
+def equal_cost_width(run) -> float:
+    """The width multiplier (from :data:`WIDTHS`) whose flat network's FLOPs per image come
+    closest to one superclass plus one subclass inference."""
+    from . import models
+
+    shape, c, n = run.input_spec["shape"], run.train.channels, len(run.train.classes)
+    target = 2 * flops_per_image(models.build(run.cfg.arch, c, run.hier.head_width, run.cfg.width_mult), shape)
+
+    def cost(w):
+        return abs(flops_per_image(models.build(run.cfg.arch, c, n, run.cfg.width_mult * w), shape) - target)
+
+    return min(WIDTHS, key=cost)
+
+
+def inference_flops(run) -> Dict[str, int]:
+    """FLOPs per image of each row's inference: one flat network, a superclass plus one subclass
+    network (top-1 routing), and the equal-cost control."""
+    from . import models
+
+    shape, c, n = run.input_spec["shape"], run.train.channels, len(run.train.classes)
+    one = flops_per_image(models.build(run.cfg.arch, c, run.hier.head_width, run.cfg.width_mult), shape)
+    flat = flops_per_image(models.build(run.cfg.arch, c, n, run.cfg.width_mult), shape)
+    wide = flops_per_image(models.build(run.cfg.arch, c, n, run.cfg.width_mult * equal_cost_width(run)), shape)
+    return {"flat": flat, "super_sub": 2 * one, "flat_wide": wide}
+
+
+def costs(run) -> Dict[str, dict]:
+    """Per report row: the training image passes behind it and its inference FLOPs per image."""
+    p, f = image_passes(run), inference_flops(run)
+    control = equal_budget_epochs(run) * len(run.ytr)
+    chain = p["flat"] + p["superclass"]
+    rows = {
+        "lower": (p["flat"], f["flat"]),
+        "control": (p["flat"], f["flat"]),
+        "upper": (chain + p["vanilla_subclass"], f["super_sub"] // 2),
+        "vanilla": (chain + p["vanilla_subclass"], f["super_sub"]),
+        "efficient": (chain + p["qat_superclass"] + p["qat_subclass"], f["super_sub"]),
+        "flat_budget": (control, f["flat"]),
+        "flat_wide": (control, f["flat_wide"]),
+    }
+    out: Dict[str, dict] = {k: {"image_passes": a, "flops_per_image": b} for k, (a, b) in rows.items()}
+    out["pipeline"] = {
+        "image_passes": p,
+        "control_epochs": equal_budget_epochs(run),
+        "control_width": equal_cost_width(run),
+        "definition": "image passes: training epochs x images per stage; the controls get the whole pipeline's total",
+    }
+    return out
 
 
 def storage_x(manifest: dict) -> List[float]:
@@ -59,6 +173,19 @@ def two_stage(run, nets, ks: np.ndarray) -> np.ndarray:
             j = training.predict_logits(nets[k], run.xte[idx], len(run.hier.subclasses[k])).argmax(1).numpy()
             ok[idx] = members[k][j] == y[idx]
     return ok
+
+
+def control_validation(run) -> Dict[str, float]:
+    """Each int8 flat control's accuracy on the validation split ({} without one): what the
+    verdict chooses the better control by.  Reads no test image."""
+    if run.data.val is None:
+        return {}
+    xv, yv = training.to_tensor(run.data.val, run.mean, run.std), np.asarray(run.data.val.labels)
+    out = {}
+    for kind in ("budget", "wide"):
+        pv = training.predict_logits(run.flat_control(kind), xv).argmax(1).numpy()
+        out["flat_" + kind] = float((pv == yv).mean())
+    return out
 
 
 def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> dict:
@@ -97,7 +224,12 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
         correct["efficient"] = two_stage(run, [run.sub_qat(k) for k in range(N)], qroute)
         routing["base_int8"] = float((qroute == true_k).mean())
         source = "torch (QAT networks)"
+    validation = control_validation(run)  # the choice between the controls, before any test image
+    for kind in ("budget", "wide"):
+        net = run.flat_control(kind)
+        correct["flat_" + kind] = training.predict_logits(net, run.xte).argmax(1).numpy() == y
     acc = {k: float(v.mean()) for k, v in correct.items()}
+    controls = {k: [correct[k]] for k in verdict.CONTROLS}
     out = {
         "accuracy": acc,
         "routing": routing,
@@ -107,6 +239,8 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
         "efficient_measured_with": source,
         "base_init": run.cfg.base_init,
         "delta_budget": str(run.cfg.delta_budget),
+        "cost": costs(run),
+        "verdict": verdict.decide([correct["efficient"]], controls, validation or None, run.path),
     }
     if manifest is not None:
         xs = storage_x(manifest)

@@ -212,9 +212,19 @@ MODES = ("flat", "superclass", "vanilla", "qat")
     show_default="none",
     help="torchvision ResNet state_dict to start float networks from.",
 )
+@click.option(
+    "--from",
+    "from_run",
+    default=None,
+    type=click.Path(),
+    show_default="none",
+    help="Start RUN_DIR as a new run from this finished run: its settings, with the flags given now on top, "
+    "and a copy of every network those flags leave valid (a budget or hierarchy sweep retrains no flat or "
+    "superclass network).",
+)
 @device_option
 @verbosity_options
-def train(run_dir, modes, config_file, **flags):
+def train(run_dir, modes, config_file, from_run, **flags):
     """Train the networks of a Super-Sub run into RUN_DIR (resumes where it stopped).
 
     Progress: a bar on a terminal; one line per epoch (stage, epoch, loss, accuracy, time) on
@@ -231,9 +241,22 @@ def train(run_dir, modes, config_file, **flags):
     if bad or not chosen:
         raise UsageError("unknown mode(s) {}; choose from {}".format(", ".join(bad) or "(none)", ", ".join(MODES)))
     cfg_path = os.path.join(run_dir, "config.json")
-    if os.path.isfile(cfg_path) and config_file is None:
-        config_file = cfg_path  # resuming: the run's own config, with the flags given now on top
-    cfg = make_config(config_file, **given(flags))
+    if from_run is not None:
+        from .run_data import reuse
+
+        if not os.path.isfile(os.path.join(from_run, "config.json")):
+            raise UsageError("--from {}: not a training run (no config.json)".format(from_run))
+        if os.path.exists(cfg_path):
+            raise UsageError("{}: already a run; --from starts a new one (give a new folder)".format(run_dir))
+        cfg = make_config(config_file or os.path.join(from_run, "config.json"), **given(flags))
+        copied = reuse(from_run, run_dir, cfg)
+        click.echo(
+            "reused from {}: {}".format(from_run, ", ".join(copied) or "nothing (every stage changes)"), err=True
+        )
+    else:
+        if os.path.isfile(cfg_path) and config_file is None:
+            config_file = cfg_path  # resuming: the run's own config, with the flags given now on top
+        cfg = make_config(config_file, **given(flags))
     run = Run.open(run_dir, cfg)
     N = run.hier.n_super
     if "flat" in chosen:

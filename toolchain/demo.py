@@ -45,7 +45,20 @@ def _train_every_network(run: Run, cfg: TrainConfig, stage):
     for k, s in enumerate(run.hier.superclasses):
         stage("QAT fine-tune of subclass network [{}] (scales frozen, delta budget {})".format(s, cfg.delta_budget))
         run.sub_qat(k)
+    stage(
+        "training the flat controls for Super-Sub's budget ({} epochs): equal budget; equal cost (width x{:g})".format(
+            bounds.equal_budget_epochs(run), bounds.equal_cost_width(run)
+        )
+    )
+    for kind in ("budget", "wide"):
+        run.flat_control(kind)
     return flat, sup
+
+
+def int8_bytes(net) -> int:
+    """Weight bytes of an int8 network: its int8 codes and its float tensors (scales, biases)."""
+    arrays = list(net.int8_codes().values()) + list(net.float_tensors().values())
+    return int(sum(a.nbytes for a in arrays))
 
 
 def storage_bytes(manifest: dict, N: int, sup, flat) -> dict:
@@ -89,7 +102,7 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
 
     def stage(msg):
         done[0] += 1
-        click.echo("[{}/{}] {}".format(done[0], len(steps) + 2, msg), err=True)
+        click.echo("[{}/{}] {}".format(done[0], len(steps) + 3, msg), err=True)
 
     flat, sup = _train_every_network(run, cfg, stage)
     stage("exporting the bundle ({} deltas)".format(codec))
@@ -108,9 +121,15 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
         "test_images": int(len(y)),
         "accuracy": m["accuracy"],
         "gap_closed": m["gap_closed"],
+        "verdict": m["verdict"],
+        "cost": m["cost"],
+        "train_images": int(len(run.ytr)),
         "routing": m["routing"],
         "x": m["x"],
-        "storage_bytes": storage_bytes(manifest, N, sup, flat),
+        "storage_bytes": dict(
+            storage_bytes(manifest, N, sup, flat),
+            **{"flat_" + k + "_int8": int8_bytes(run.flat_control(k)) for k in ("budget", "wide")},
+        ),
         "switch_latency_ms": rt["per_image"]["switch_ms"],
         "runtime": rt,
         "bundle": os.path.abspath(bundle_dir),
@@ -140,29 +159,35 @@ def print_table(r: dict, N: int) -> None:
     s = r["storage_bytes"]
     x = r["x"]["mean"]
     rows = [
-        ("flat fp32 (lower bound)", a["lower"], fmt_bytes(s["flat_fp32"]), "1 network, all classes"),
-        ("control: flat, true super", a["control"], fmt_bytes(s["flat_fp32"]), "flat net told the superclass"),
+        ("lower", "flat fp32 (lower bound)", fmt_bytes(s["flat_fp32"]), "1 network, all classes"),
+        ("control", "control: flat, true super", fmt_bytes(s["flat_fp32"]), "flat net told the superclass"),
         (
+            "upper",
             "upper bound (true super)",
-            a["upper"],
             fmt_bytes(s["n_plus_1_fp32"]),
             "vanilla subclass nets told the superclass",
         ),
-        ("vanilla fp32 Super-Sub", a["vanilla"], fmt_bytes(s["n_plus_1_fp32"]), "{} networks".format(N + 1)),
-        (
-            "efficient int8 Super-Sub",
-            a["efficient"],
-            fmt_bytes(s["bundle"]),
-            "bundle via runtime: 1 + {:.3f}N networks".format(x),
-        ),
+        ("vanilla", "vanilla fp32 Super-Sub", fmt_bytes(s["n_plus_1_fp32"]), "{} networks".format(N + 1)),
+        ("efficient", "efficient int8 Super-Sub", fmt_bytes(s["bundle"]), "bundle via runtime: 1 + {:.3f}N".format(x)),
+        ("flat_budget", "flat int8, equal budget", fmt_bytes(s["flat_budget_int8"]), "Super-Sub's image passes"),
+        ("flat_wide", "flat int8, equal cost", fmt_bytes(s["flat_wide_int8"]), "wider: Super-Sub's FLOPs"),
     ]
+    cost, n = r["cost"], r["train_images"]
     click.echo("")
-    click.echo("{:<28} {:>9}  {:>11}  {}".format("model", "accuracy", "storage", "note"))
-    click.echo("-" * 86)
-    for name, acc, size, note in rows:
-        click.echo("{:<28} {:>8.2f}%  {:>11}  {}".format(name, 100 * acc, size, note))
-    click.echo("-" * 86)
+    head = "{:<26} {:>9}  {:>10}  {:>6}  {:>6}  {}"
+    click.echo(head.format("model", "accuracy", "storage", "epochs", "MFLOPs", "note"))
+    click.echo("-" * 104)
+    for key, name, size, note in rows:
+        c = cost[key]
+        click.echo(
+            "{:<26} {:>8.2f}%  {:>10}  {:>6.1f}  {:>6.1f}  {}".format(
+                name, 100 * a[key], size, c["image_passes"] / n, c["flops_per_image"] / 1e6, note
+            )
+        )
+    click.echo("-" * 104)
+    click.echo("epochs: training image passes / training images; MFLOPs: per image, one superclass + one subclass")
     click.echo(verdict(a, r["gap_closed"]))
+    click.echo("verdict: " + r["verdict"]["message"])
     rt = r["routing"]
     click.echo(
         "routing: base network int8 {:.2%} (fp32 {:.2%}); the flat network's implied superclass {:.2%}".format(

@@ -79,6 +79,8 @@ def summary_line(rep: dict) -> str:
         rep["x"]["mean"],
         rep["bundle_bytes"]["files"],
     )
+    line += "\nflat int8 controls: equal budget {:.2%}, equal cost {:.2%}".format(a["flat_budget"], a["flat_wide"])
+    line += "\nverdict: " + rep["verdict"]["message"]
     ad = rep.get("adaptive")
     if ad:
         chosen = ", ".join("{} {}".format(k, v) for k, v in ad["choice"].items())

@@ -10,6 +10,8 @@ KINDS = [
     ("upper", "upper bound (true superclass)", "#2ca02c"),
     ("vanilla", "vanilla fp32 Super-Sub", "#1f77b4"),
     ("efficient", "efficient int8 Super-Sub", "#ff7f0e"),
+    ("flat_budget", "flat int8, equal training budget", "#7f7f7f"),
+    ("flat_wide", "flat int8, equal inference cost", "#17becf"),
 ]
 
 
@@ -20,6 +22,8 @@ NETWORKS = {
     "upper": "vanilla fp32 subclass networks (torch), each given the true superclass",
     "vanilla": "superclass network routes, vanilla fp32 subclass networks classify (torch)",
     "efficient": "the bundle: int8 base network routes, int8 base + delta networks classify",
+    "flat_budget": "flat network trained for the Super-Sub pipeline's image passes, QAT int8 (torch)",
+    "flat_wide": "wider flat network at Super-Sub's FLOPs per image, same image passes, QAT int8 (torch)",
     "confusion": "superclass (base) network, fp32 (torch)",
     "deltas": "int8 code deltas of the QAT subclass networks against the QAT base network",
     "x": "stored bytes of each delta in the bundle / stored bytes of base.onnx",
@@ -65,6 +69,22 @@ def _accuracy_lines(rep: dict) -> List[str]:
         "| upper bound: vanilla subclass networks, true superclass | {} | |".format(_pct(a["upper"])),
         "| vanilla fp32 Super-Sub | {} | {} |".format(_pct(a["vanilla"]), _gap(g["vanilla"])),
         "| efficient int8 Super-Sub | {} | {} |".format(_pct(a["efficient"]), _gap(g["efficient"])),
+        "| flat int8, equal training budget | {} | |".format(_pct(a["flat_budget"])),
+        "| flat int8, equal inference cost | {} | |".format(_pct(a["flat_wide"])),
+        "",
+        "**Verdict.** {} The better flat control was chosen on the {}.".format(
+            rep["verdict"]["message"], rep["verdict"]["chosen_on"]
+        ),
+        "",
+        "| row | training image passes | FLOPs per image |",
+        "|---|---:|---:|",
+    ]
+    +[
+        "| {} | {} | {} |".format(k, rep["cost"][k]["image_passes"], rep["cost"][k]["flops_per_image"])
+        for k in a
+        if k in rep["cost"]
+    ]
+    +[
         "",
         "Gap closed = (Super-Sub - lower) / (upper - lower). x = stored delta bytes / stored bytes of base.onnx: "
         "{:.3f} on average.".format(rep["x"]["mean"]),

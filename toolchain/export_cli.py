@@ -6,6 +6,7 @@ import os
 
 import click
 
+from edgetool.runtime.choices import DEFAULT_EXPORT_MODEL, EXPORT_MODELS
 from edgetool.runtime.options import codec_option
 
 
@@ -23,11 +24,21 @@ from edgetool.runtime.options import codec_option
     help="Sign the manifest with this Ed25519 private key (edgetool keygen); devices check it.",
 )
 @click.option("--force", is_flag=True, help="Replace --out even if it is a non-empty folder that is not a bundle.")
-def export(run_dir, out, codec, archive, sign_key, force):
+@click.option(
+    "--model",
+    type=click.Choice(EXPORT_MODELS),
+    default=DEFAULT_EXPORT_MODEL,
+    show_default=True,
+    help="super-sub: the two-stage bundle. flat: the flat network trained for Super-Sub's image passes; "
+    "flat-wide: the wider flat network at Super-Sub's FLOPs per image (each int8, a single-network bundle; "
+    "trained here if `edgetool evaluate` has not trained it). `edgetool evaluate` says which to ship.",
+)
+def export(run_dir, out, codec, archive, sign_key, force, model):
     """Write a bundle (base.onnx, int8 deltas, manifest) from the training run RUN_DIR.
 
     The bundle is written to a temporary sibling of OUT and renamed into place when complete;
-    a previous bundle at OUT stays until then.
+    a previous bundle at OUT stays until then.  With --model flat or flat-wide the bundle holds
+    one flat network; classify, camera, profile, doctor and deploy take it as they take any bundle.
     """
     from edgetool.export.atomic import check_out
     from edgetool.runtime.errors import UsageError
@@ -42,18 +53,20 @@ def export(run_dir, out, codec, archive, sign_key, force):
         from edgetool.runtime.deploy.signing import load_private
 
         load_private(sign_key)  # a bad key fails before any work
-    run = Run.open(run_dir, progress=False)
+    run = Run.open(run_dir, progress=model != "super-sub")  # a flat control may train here: show it
     missing = [
         os.path.join("qat", "{}.pt".format(k))
         for k in range(run.hier.n_super)
         if not os.path.isfile(run.file("qat", "{}.pt".format(k)))
     ]
-    if missing:
+    if missing and model == "super-sub":
         raise UsageError(
             "{}: missing {}; run `edgetool train {} --modes qat` first".format(run_dir, ", ".join(missing), run_dir)
         )
-    m = run.export(out, codec, force=force)
+    m = run.export(out, codec, force=force, model=model)
     click.echo(size_line(out, m, codec))
+    if model != "super-sub":
+        click.echo("model: {} (one network over {} classes; no switch)".format(model, len(m["model"]["classes"])))
     if "routing" in m:
         from edgetool.runtime import routing
 

@@ -94,9 +94,10 @@ class Run:
         y = self.ytr if split == "train" else self.yte
         return torch.from_numpy(self.data.local[k] >= 0)[y]
 
-    def new_model(self, head: int) -> models.ResNet:
-        m = models.build(self.cfg.arch, self.train.channels, head, self.cfg.width_mult)
-        if self.cfg.pretrained:
+    def new_model(self, head: int, width_mult: Optional[float] = None) -> models.ResNet:
+        width = self.cfg.width_mult if width_mult is None else width_mult
+        m = models.build(self.cfg.arch, self.train.channels, head, width)
+        if self.cfg.pretrained and width == self.cfg.width_mult:  # a wider control has no such weights
             if not os.path.isfile(self.cfg.pretrained):
                 raise UsageError("{}: no such pretrained checkpoint".format(self.cfg.pretrained))
             state = torch.load(self.cfg.pretrained, map_location="cpu", weights_only=True)
@@ -228,24 +229,60 @@ class Run:
 
         return float_from_state(self._stage("vanilla:{}".format(name), self.file("vanilla", "{}.pt".format(k)), make))
 
+    def _quantize(self, m, labels: torch.Tensor, n_valid: int, desc: str) -> qat.QATNet:
+        """Calibrate float network *m* on training batches, then QAT it on *labels* (the base's recipe)."""
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        perm = torch.randperm(len(self.ytr), generator=g)
+        calib = [self.xtr[perm[i * self.cfg.batch : (i + 1) * self.cfg.batch]] for i in range(self.cfg.calib_batches)]
+        net = qat.from_float(m, [c for c in calib if len(c)])
+        if self.cfg.qat_epochs:
+            recipe = self.recipe(self.cfg.qat_epochs, self.cfg.qat_lr / 2, weight_decay=0.0)
+            training.fit(net, self.xtr, labels, recipe, n_valid=n_valid, seed=self.cfg.seed, hooks=self.hooks(desc))
+        return net
+
     def super_qat(self) -> qat.QATNet:
         def make():
-            m = self.superclass()
-            g = torch.Generator().manual_seed(self.cfg.seed)
-            perm = torch.randperm(len(self.ytr), generator=g)
-            calib = [
-                self.xtr[perm[i * self.cfg.batch : (i + 1) * self.cfg.batch]] for i in range(self.cfg.calib_batches)
-            ]
-            calib = [c for c in calib if len(c)]
-            net = qat.from_float(m, calib)
             ys = torch.from_numpy(self.sup_of)[self.ytr]
-            if self.cfg.qat_epochs:
-                recipe = self.recipe(self.cfg.qat_epochs, self.cfg.qat_lr / 2, weight_decay=0.0)
-                hooks = self.hooks("QAT superclass network")
-                training.fit(net, self.xtr, ys, recipe, n_valid=self.hier.n_super, seed=self.cfg.seed, hooks=hooks)
-            return net.state()
+            return self._quantize(self.superclass(), ys, self.hier.n_super, "QAT superclass network").state()
 
         return qat.QATNet.from_state(self._stage("super_qat", self.file("super_qat.pt"), make))
+
+    def control_file(self, kind: str, qat_net: bool = False) -> str:
+        """Checkpoint of flat control *kind* ("budget" or "wide"); its name holds the epochs (and
+        width) it was trained with, so a changed budget never reuses it."""
+        from . import bounds
+
+        epochs = bounds.equal_budget_epochs(self)
+        name = "flat-{}-e{}".format(kind, epochs)
+        if kind == "wide":
+            name = "flat-wide-w{}-e{}".format(bounds.equal_cost_width(self), epochs)
+        return self.file("controls", name + ("-qat.pt" if qat_net else ".pt"))
+
+    def flat_control(self, kind: str) -> qat.QATNet:
+        """The int8 flat control *kind* (:mod:`.bounds`): "budget", the flat network trained for the
+        Super-Sub pipeline's image passes; "wide", a wider one at about Super-Sub's FLOPs per image,
+        for the same passes.  Each is QAT int8 as the base is, within those passes."""
+        from . import bounds
+
+        if kind not in ("budget", "wide"):
+            raise UsageError("unknown flat control {!r}".format(kind))
+        epochs = bounds.equal_budget_epochs(self) - self.cfg.qat_epochs
+        width = self.cfg.width_mult * (bounds.equal_cost_width(self) if kind == "wide" else 1.0)
+        what = "equal budget" if kind == "budget" else "equal cost, width x{:g}".format(width)
+        desc = "flat control ({})".format(what)
+        n = len(self.train.classes)
+
+        def make_float():
+            m = self.new_model(n, width)
+            recipe = self.recipe(epochs, self.cfg.lr)
+            training.fit(m, self.xtr, self.ytr, recipe, seed=self.cfg.seed, hooks=self.hooks(desc))
+            return float_state(m)
+
+        def make():
+            m = float_from_state(self._stage("flat_" + kind, self.control_file(kind), make_float))
+            return self._quantize(m, self.ytr, n, "QAT " + desc).state()
+
+        return qat.QATNet.from_state(self._stage("flat_{}_qat".format(kind), self.control_file(kind, True), make))
 
     def sub_qat(self, k: int) -> qat.QATNet:
         """QAT fine-tune of subclass network k from the QAT superclass network, scales frozen,
@@ -284,13 +321,21 @@ class Run:
     def samples(self, n: int = 8) -> np.ndarray:
         return training.preprocess_numpy(self.test.images[:n], self.mean, self.std)
 
-    def export(self, out_dir: str, codec: str = "zstd", force: bool = False, routing_data=None) -> dict:
-        """The int8 bundle; routing chosen on the validation split, or on *routing_data* (x, labels)."""
+    def export(
+        self, out_dir: str, codec: str = "zstd", force: bool = False, routing_data=None, model: str = "super-sub"
+    ) -> dict:
+        """The int8 bundle; routing chosen on the validation split, or on *routing_data* (x, labels).
+        *model* "flat" or "flat-wide": the flat control of that name (:mod:`.bounds`), as a flat bundle."""
         from edgetool.export.atomic import check_out
         from edgetool.export.bundle import write_bundle
         from edgetool.toolchain.routing_eval import bundle_routing
 
         check_out(out_dir, force)  # before any network is loaded or trained
+        if model != "super-sub":
+            net = self.flat_control({"flat": "budget", "flat-wide": "wide"}[model])
+            subs = [net] * self.hier.n_super  # zero deltas: the format stays whole, nothing switches
+            args = (self.hier, self.input_spec, codec, self.samples(), None, force)
+            return write_bundle(out_dir, net, subs, *args, flat_classes=list(self.train.classes))
         base = self.super_qat()
         subs = [self.sub_qat(k) for k in range(self.hier.n_super)]
         extra = bundle_routing(self, base, subs, data=routing_data)  # chosen on the validation split, if any

@@ -111,6 +111,8 @@ def profile(
 
 def _echo_summary(report, paths, memory):
     s = report["stages"]
+    if report.get("model") == "flat":
+        click.echo("model: flat (one network; classify runs it once per image and never switches)")
     click.echo(
         "switch to subclass: median {:.3f} ms, p99 {:.3f} ms | cold load median {:.2f} ms".format(
             s["switch_to_subclass"]["median"], s["switch_to_subclass"]["p99"], s["cold_load"]["median"]

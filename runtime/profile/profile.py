@@ -100,6 +100,7 @@ def run_profile(
             "device_profile": device_profile,
             "settings": {"iterations": iterations, "warmup": warmup, "batch": batch, "threads": threads},
             "bundle": summary,
+            "model": bundle.kind,
             "storage": storage_vs_n(summary),
         }
         report.update(_timings(bundle, backend, images, iterations, warmup, threads, modes, policies, codecs, step))

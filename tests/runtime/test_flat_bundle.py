@@ -1,0 +1,118 @@
+"""The escape hatch: `export --model flat` writes a single-network bundle that every device tool
+takes, and that classifies exactly as the int8 flat control does in torch."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def flat_bundle(tiny_run, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("flat") / "bundle")
+    proc = run_cli("export", tiny_run.path, "--out", out, "--model", "flat")
+    assert proc.returncode == 0, proc.stderr
+    assert "model: flat (one network over 10 classes; no switch)" in proc.stdout
+    return out
+
+
+def test_manifest_says_flat_and_runtime_matches_torch(flat_bundle, tiny_run):
+    torch = pytest.importorskip("torch")
+    from edgetool.runtime.backends import load_backend
+    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.classifier import SuperSubClassifier
+    from edgetool.toolchain import train as training
+
+    m = json.load(open(os.path.join(flat_bundle, "manifest.json")))
+    assert m["model"] == {"kind": "flat", "classes": list(tiny_run.train.classes)} and m["head_width"] == 10
+    x = tiny_run.xte[:64]
+    want = training.predict_logits(tiny_run.flat_control("budget"), x).argmax(1).numpy()
+    with Bundle.open(flat_bundle) as b:
+        clf = SuperSubClassifier(load_backend("onnxruntime", b), policy="per-image")
+        preds = clf.classify(x.numpy())
+    got = [tiny_run.train.classes.index(p.label) for p in preds]
+    assert np.mean(np.array(got) == want) >= 0.98  # int8 ONNX Runtime against torch fake-quant
+    assert clf.passes == 0  # the one network only: no subclass network ran
+    sup = tiny_run.sup_of
+    assert all(p.superclass == sup[c] for p, c in zip(preds, got))
+    assert all(0 < p.confidence <= p.p_super <= 1 for p in preds)  # p_super sums the class's superclass
+    del torch
+
+
+def test_flat_manifest_is_checked(flat_bundle, tmp_path):
+    import shutil
+
+    from edgetool.runtime.errors import BundleError
+    from edgetool.runtime.bundle import Bundle
+
+    for change, message in (
+        (lambda m: m["model"].update(kind="flatter"), "model.kind"),
+        (lambda m: m["model"]["classes"].pop(), "model.classes"),
+        (lambda m: m["model"]["classes"].__setitem__(0, m["model"]["classes"][1]), "model.classes"),
+    ):
+        d = tmp_path / "b"
+        if d.exists():
+            shutil.rmtree(d)
+        shutil.copytree(flat_bundle, d)
+        m = json.load(open(d / "manifest.json"))
+        change(m)
+        json.dump(m, open(d / "manifest.json", "w"))
+        with pytest.raises(BundleError, match=message):
+            Bundle.open(str(d))
+
+
+def test_flat_bundle_through_classify_inspect_doctor(flat_bundle, sample_pngs):
+    proc = run_cli("classify", flat_bundle, *sample_pngs, "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == len(sample_pngs) and all(r["class"] and r["superclass"] for r in rows)
+    proc = run_cli("inspect", flat_bundle)
+    assert proc.returncode == 0 and "model       flat: one network over 10 classes" in proc.stdout
+    assert "routing" not in proc.stdout
+    proc = run_cli("doctor", flat_bundle)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "flat: one network over 10 classes" in proc.stdout
+
+
+def test_flat_bundle_through_camera_and_profile(flat_bundle, sample_pngs, tmp_path):
+    pytest.importorskip("cv2")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for p in sample_pngs:
+        os.link(p, folder / os.path.basename(p))
+    proc = run_cli("camera", flat_bundle, folder, "--headless", "--json")
+    assert proc.returncode == 0, proc.stderr
+    recs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len([r for r in recs if "class" in r]) == len(sample_pngs)
+    out = tmp_path / "prof"
+    proc = run_cli("profile", flat_bundle, "--out", out, "--iterations", "2", "--warmup", "1", "--batch", "2",
+                   "--threads", "1", timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "model: flat" in proc.stdout
+    assert json.load(open(out / "profile.json"))["model"] == "flat"
+
+
+def test_flat_bundle_deploys_to_a_local_target(flat_bundle, tmp_path):
+    from edgetool.runtime.deploy.target import Target
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    assert run_cli("keygen", keys / "k").returncode == 0
+    signed = tmp_path / "signed"
+    import shutil
+
+    shutil.copytree(flat_bundle, signed)
+    from edgetool.runtime.deploy.signing import sign_bundle
+
+    sign_bundle(str(signed), str(keys / "k.key"))
+    root = tmp_path / "device"
+    assert run_cli("target", "trust", root, str(keys / "k.pub")).returncode == 0
+    proc = run_cli("deploy", signed, "--to", root, "--device-profile", "cpu", "--doctor")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    st = Target(str(root)).status()
+    assert st["current"] and st["checks"]["doctor"]["ok"]
