@@ -113,7 +113,9 @@ def main(argv=None):
                 raise term from exc
             raise
     except EdgetoolError as exc:
-        click.echo("error: {}".format(exc), err=True)
+        from edgetool.runtime.names import escaped
+
+        click.echo("error: {}".format(escaped(str(exc))), err=True)  # one line, whatever a name holds
         sys.exit(exc.exit_code)
     except ModuleNotFoundError as exc:
         top = (exc.name or "").split(".")[0]

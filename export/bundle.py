@@ -68,20 +68,28 @@ def write_bundle(
     extra: Optional[dict] = None,
     force: bool = False,
     flat_classes: Optional[Sequence[str]] = None,
+    release: Optional[int] = None,
 ) -> dict:
     """Write a bundle directory atomically (see :mod:`.atomic`) and return its manifest.
 
     With *flat_classes* (the head's classes in order), *base_net* is one flat network over every
     class: a ``flat`` bundle.  It keeps the format (hierarchy, one delta per superclass, all zero),
     so every device tool reads it; the classifier runs the base network alone and names each
-    class's superclass from the hierarchy."""
+    class's superclass from the hierarchy.
+
+    *release*: the manifest's release number, which devices never let fall (default: the export's
+    time in seconds since 1970, so a later export has a higher one)."""
     codecs.check_codec(codec)
+    release = int(time.time()) if release is None else int(release)
+    if not 0 <= release <= M.MAX_RELEASE:
+        raise UsageError("--release must be between 0 and {}, got {}".format(M.MAX_RELEASE, release))
     if len(sub_nets) != hierarchy.n_super:
         raise UsageError("{} subclass networks for {} superclasses".format(len(sub_nets), hierarchy.n_super))
     for name, net in zip(hierarchy.superclasses, sub_nets):
         check_frozen_scales(base_net, net, name)
     with staged_dir(out_dir, force) as tmp:
         manifest = _write_files(tmp, base_net, sub_nets, hierarchy, input_spec, codec, samples, flat_classes)
+        manifest["release"] = release
         if extra:
             manifest.update(extra)
         try:  # the reader's own checks, before anything is published

@@ -6,9 +6,10 @@ import json
 import os
 
 import click
+import numpy as np
 
 from . import routing
-from .errors import UsageError
+from .errors import EdgetoolError, UsageError
 from .options import backend_option, engine_mode_option, policy_option, routing_options
 
 
@@ -58,11 +59,18 @@ def expand_images(paths):
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object per image (the prediction is under 'class')."
 )
-def classify(bundle, images, backend, policy, gate, topk, beta, batch, as_json):
+@click.option(
+    "--skip-errors",
+    is_flag=True,
+    help="Skip images that cannot be read, count them on stderr, and fail only if none could be read "
+    "(default: the first unreadable image stops the run with one error line).",
+)
+def classify(bundle, images, backend, policy, gate, topk, beta, batch, as_json, skip_errors):
     """Classify IMAGES (files or folders) with BUNDLE: superclass, fine class, confidence.
 
     Folders are read in sorted order. Each image is routed on its own; for video or a folder
-    of consecutive frames, `edgetool camera` runs the stream policies.
+    of consecutive frames, `edgetool camera` runs the stream policies.  In the text table, control
+    characters in names are shown escaped (a file name cannot add a line); --json is the exact form.
     """
     if batch < 1:
         raise UsageError("--batch must be >= 1")
@@ -70,12 +78,29 @@ def classify(bundle, images, backend, policy, gate, topk, beta, batch, as_json):
     with open_bundle(bundle) as b:
         files = expand_images(images)
         with make_backend(b, backend) as be:
-            _classify(b, be, files, policy, batch, as_json, gate=gate, k=topk, beta=beta)
+            _classify(b, be, files, policy, batch, as_json, skip_errors, gate=gate, k=topk, beta=beta)
 
 
-def _classify(b, be, files, policy, batch, as_json, **settings):
+def _readable(files, spec, skip_errors, skipped):
+    """(files, their input batch): with *skip_errors*, the unreadable ones left out and counted."""
+    from .preprocess import load_image, load_images, normalize, to_input_array
+
+    if not skip_errors:
+        return files, load_images(files, spec)
+    good, arrays = [], []
+    for f in files:
+        try:
+            arrays.append(to_input_array(load_image(f), spec))
+        except EdgetoolError as exc:
+            skipped.append(str(exc))
+            continue
+        good.append(f)
+    return good, (normalize(np.stack(arrays), spec) if arrays else None)
+
+
+def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **settings):
     from .classifier import SuperSubClassifier
-    from .preprocess import load_images
+    from .names import escaped
 
     clf = SuperSubClassifier(be, policy=policy, **settings)
     if policy == "topk":
@@ -85,14 +110,21 @@ def _classify(b, be, files, policy, batch, as_json, **settings):
     row = "{{:<{}}}  {{:<{}}}  {{:>10}}  {{}}".format(max(map(len, names)), max(map(len, classes)))
     if not as_json:
         click.echo(row.format("superclass", "class", "confidence", "image"))
+    skipped: list = []
     for i in range(0, len(files), batch):
-        chunk = files[i : i + batch]
-        preds = clf.classify(load_images(chunk, b.input))
+        chunk, x = _readable(files[i : i + batch], b.input, skip_errors, skipped)
+        preds = clf.classify(x) if chunk else []
         for f, p in zip(chunk, preds):
             if as_json:
                 click.echo(json.dumps(dict(image=f, **p.to_dict())))
             else:
-                click.echo(row.format(p.superclass_name, p.label, "{:.3f}".format(p.confidence), f))
+                shown = (escaped(p.superclass_name), escaped(p.label), "{:.3f}".format(p.confidence), escaped(f))
+                click.echo(row.format(*shown))
+    if skipped:
+        click.echo("skipped {} of {} images that could not be read; the first: {}".format(
+            len(skipped), len(files), skipped[0]), err=True)  # fmt: skip
+        if len(skipped) == len(files):
+            raise UsageError("none of the {} images could be read".format(len(files)))
 
 
 @click.command("inspect")

@@ -96,3 +96,27 @@ def sha256_file(path: str, algorithm: str = "sha256") -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def check_output(path: str, what: str, folder: bool = False) -> None:
+    """Before any work: *path* can be written as a file (or, with *folder*, made or reused as a
+    folder).  Raises one :class:`~.errors.UsageError` line naming *what* and the reason."""
+    from .errors import UsageError
+
+    path = os.path.abspath(os.fspath(path))
+    if folder:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise UsageError("{} {}: exists and is not a folder".format(what, path))
+        parent = path
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+    else:
+        if os.path.isdir(path):
+            raise UsageError("{} {}: is a folder; give a file name".format(what, path))
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise UsageError("{} {}: the folder {} does not exist".format(what, path, parent))
+    if not os.path.isdir(parent):
+        raise UsageError("{} {}: {} is not a folder".format(what, path, parent))
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError("{} {}: cannot be written here (permission denied)".format(what, path))

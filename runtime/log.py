@@ -7,6 +7,7 @@ stdout stays machine-readable.
 from __future__ import annotations
 
 import logging
+import sys
 
 NAME = "edgetool"
 logger = logging.getLogger(NAME)
@@ -19,11 +20,24 @@ def level_for(verbosity: int) -> int:
     )
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when it emits (not the one it was made
+    with, which a caller may since have replaced or closed)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def configure(verbosity: int = 0) -> None:
     """Send the edgetool logger to stderr at the level of *verbosity* (idempotent)."""
     logger.setLevel(level_for(verbosity))
     if not any(getattr(h, "_edgetool", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         handler._edgetool = True  # type: ignore[attr-defined]
         logger.addHandler(handler)

@@ -34,6 +34,7 @@ MAX_SAMPLES_BYTES = 64 << 20
 MAX_SUPERCLASSES = 4096
 MAX_TENSORS = 100000
 MAX_DIM = 1 << 20
+MAX_RELEASE = (1 << 53) - 1  # exact in every JSON reader
 CODECS = choices.CODECS + ("raw",)  # raw: measurements only
 _SHA = re.compile(r"\A[0-9a-f]{64}\Z")
 
@@ -73,6 +74,7 @@ class Manifest:
     not_mine: bool = False  # each subclass network's head has one more row after its classes: "not mine"
     kind: str = "super-sub"  # or "flat": base.onnx is one network over every class, the deltas are zero
     flat_classes: Tuple[str, ...] = ()  # a flat bundle's classes, in head order
+    release: int = 0  # only grows from one export to the next; devices refuse an older one (anti-rollback)
 
     def files(self) -> List[FileEntry]:
         out = [self.base] + list(self.deltas)
@@ -140,7 +142,8 @@ def parse(d: dict) -> Manifest:
     files = (base, deltas, samples, sshape, engines)
     if kind == "flat" and (routing is not None or head != len(flat_classes)):
         fail("model", "a flat bundle's head holds exactly its classes, and it has no routing")
-    m = Manifest(d, supers, head, shape, out_name, layout, *files, over, routing, not_mine, kind, flat_classes)
+    release = check(d.get("release", 0), "release", int, 0, MAX_RELEASE)
+    m = Manifest(d, supers, head, shape, out_name, layout, *files, over, routing, not_mine, kind, flat_classes, release)
     paths = [f.file for f in m.files()]
     if len(set(paths)) != len(paths) or MANIFEST in paths:
         fail("files", "two entries name the same file")

@@ -32,6 +32,13 @@ def shown(value, limit: int = 40) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
+def escaped(text: str) -> str:
+    """*text* for a line of text output: control and format characters (a newline, a tab, an
+    escape code, a right-to-left override) and backslashes shown as Python escapes, so no name
+    can start a line of its own, drive the terminal, or pass for another name."""
+    return "".join(ascii(c)[1:-1] if unicodedata.category(c) in _BAD_CATEGORIES or c == "\\" else c for c in text)
+
+
 _KINDS = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}
 
 

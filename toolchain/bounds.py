@@ -147,6 +147,20 @@ def storage_x(manifest: dict) -> List[float]:
     return [d["stored_size"] / base for d in manifest["deltas"]]
 
 
+def same_codec_x(bundle_dir: str, manifest: dict) -> dict:
+    """x with base.onnx under the deltas' codec too: stored delta bytes / compressed base.onnx bytes
+    (the README's definition of x; the plain ratio divides by the uncompressed base.onnx)."""
+    import os
+
+    from edgetool.runtime import codecs
+
+    codec = manifest["deltas"][0]["codec"]
+    with open(os.path.join(bundle_dir, manifest["base"]["file"]), "rb") as f:
+        base = len(codecs.encode(codec, f.read()))
+    xs = [d["stored_size"] / base for d in manifest["deltas"]]
+    return {"codec": codec, "base_stored": base, "mean": float(np.mean(xs)), "per_superclass": xs}
+
+
 def flat_routing(logits: torch.Tensor, sup_of: np.ndarray, n_super: int) -> np.ndarray:
     """The flat network's implied superclass: the superclass whose classes hold the most probability."""
     p = torch.softmax(logits.float(), 1).numpy()
@@ -249,6 +263,8 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
             "mean": float(np.mean(xs)),
             "definition": "stored delta bytes / stored bytes of base.onnx",
         }
+        if bundle_dir is not None:
+            out["x"]["same_codec"] = same_codec_x(bundle_dir, manifest)
     return out
 
 

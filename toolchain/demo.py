@@ -55,10 +55,12 @@ def _train_every_network(run: Run, cfg: TrainConfig, stage):
     return flat, sup
 
 
-def int8_bytes(net) -> int:
-    """Weight bytes of an int8 network: its int8 codes and its float tensors (scales, biases)."""
-    arrays = list(net.int8_codes().values()) + list(net.float_tensors().values())
-    return int(sum(a.nbytes for a in arrays))
+def onnx_bytes(run: Run, net) -> int:
+    """Bytes of an int8 network's base.onnx, as a flat bundle stores it."""
+    from edgetool.export.onnx_export import from_qatnet
+
+    head = len(run.train.classes)
+    return len(from_qatnet(net, run.input_spec["shape"], head, refit_inputs=True).SerializeToString())
 
 
 def storage_bytes(manifest: dict, N: int, sup, flat) -> dict:
@@ -128,7 +130,7 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
         "x": m["x"],
         "storage_bytes": dict(
             storage_bytes(manifest, N, sup, flat),
-            **{"flat_" + k + "_int8": int8_bytes(run.flat_control(k)) for k in ("budget", "wide")},
+            **{"flat_" + k + "_int8": onnx_bytes(run, run.flat_control(k)) for k in ("budget", "wide")},
         ),
         "switch_latency_ms": rt["per_image"]["switch_ms"],
         "runtime": rt,

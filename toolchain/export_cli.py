@@ -33,7 +33,15 @@ from edgetool.runtime.options import codec_option
     "flat-wide: the wider flat network at Super-Sub's FLOPs per image (each int8, a single-network bundle; "
     "trained here if `edgetool evaluate` has not trained it). `edgetool evaluate` says which to ship.",
 )
-def export(run_dir, out, codec, archive, sign_key, force, model):
+@click.option(
+    "--release",
+    type=int,
+    default=None,
+    show_default="the export time in seconds since 1970",
+    help="Release number in the signed manifest. Devices refuse a bundle whose release is lower than the "
+    "highest they installed, unless deploy is given --allow-downgrade.",
+)
+def export(run_dir, out, codec, archive, sign_key, force, model, release):
     """Write a bundle (base.onnx, int8 deltas, manifest) from the training run RUN_DIR.
 
     The bundle is written to a temporary sibling of OUT and renamed into place when complete;
@@ -46,6 +54,8 @@ def export(run_dir, out, codec, archive, sign_key, force, model):
     from .pipeline import Run
 
     check_out(out, force)
+    if release is not None and release < 0:
+        raise UsageError("--release must be >= 0, got {}".format(release))
     for f in ("config.json", "super_qat.pt"):
         if not os.path.isfile(os.path.join(run_dir, f)):
             raise UsageError("{}: missing {}; run `edgetool train {}` first".format(run_dir, f, run_dir))
@@ -63,7 +73,7 @@ def export(run_dir, out, codec, archive, sign_key, force, model):
         raise UsageError(
             "{}: missing {}; run `edgetool train {} --modes qat` first".format(run_dir, ", ".join(missing), run_dir)
         )
-    m = run.export(out, codec, force=force, model=model)
+    m = run.export(out, codec, force=force, model=model, release=release)
     click.echo(size_line(out, m, codec))
     if model != "super-sub":
         click.echo("model: {} (one network over {} classes; no switch)".format(model, len(m["model"]["classes"])))

@@ -322,7 +322,13 @@ class Run:
         return training.preprocess_numpy(self.test.images[:n], self.mean, self.std)
 
     def export(
-        self, out_dir: str, codec: str = "zstd", force: bool = False, routing_data=None, model: str = "super-sub"
+        self,
+        out_dir: str,
+        codec: str = "zstd",
+        force: bool = False,
+        routing_data=None,
+        model: str = "super-sub",
+        release: Optional[int] = None,
     ) -> dict:
         """The int8 bundle; routing chosen on the validation split, or on *routing_data* (x, labels).
         *model* "flat" or "flat-wide": the flat control of that name (:mod:`.bounds`), as a flat bundle."""
@@ -335,8 +341,9 @@ class Run:
             net = self.flat_control({"flat": "budget", "flat-wide": "wide"}[model])
             subs = [net] * self.hier.n_super  # zero deltas: the format stays whole, nothing switches
             args = (self.hier, self.input_spec, codec, self.samples(), None, force)
-            return write_bundle(out_dir, net, subs, *args, flat_classes=list(self.train.classes))
+            return write_bundle(out_dir, net, subs, *args, flat_classes=list(self.train.classes), release=release)
         base = self.super_qat()
         subs = [self.sub_qat(k) for k in range(self.hier.n_super)]
         extra = bundle_routing(self, base, subs, data=routing_data)  # chosen on the validation split, if any
-        return write_bundle(out_dir, base, subs, self.hier, self.input_spec, codec, self.samples(), extra, force)
+        args = (self.hier, self.input_spec, codec, self.samples(), extra, force)
+        return write_bundle(out_dir, base, subs, *args, release=release)

@@ -45,11 +45,11 @@ def evaluate_bundle(
     }
 
 
-def evaluate_bundle_predictions(bundle_dir: str, x: np.ndarray, batch: int = 256):
-    """(superclass, subclass) predictions of the runtime for every image (batched policy)."""
+def evaluate_bundle_predictions(bundle_dir: str, x: np.ndarray, batch: int = 256, policy: str = "batched"):
+    """(superclass, subclass) predictions of the runtime for every image (batched policy: top-1)."""
     bundle = Bundle.open(bundle_dir)
     with OrtBackend(bundle) as be:
-        ks, js = _predict(SuperSubClassifier(be, policy="batched"), x, batch)
+        ks, js = _predict(SuperSubClassifier(be, policy=policy), x, batch)
     bundle.close()
     return ks, js
 

@@ -63,6 +63,7 @@ def decide(
         "pays_off": bool(pays),
         "best_control": best,
         "chosen_on": chosen_on,
+        "validation": dict(validation) if validation else None,
         "difference": diff,
         "ci95": [lo, hi],
         "seeds": len(efficient),

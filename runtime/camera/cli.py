@@ -150,6 +150,10 @@ def _check_options(batch, max_frames, output_rate, as_json, json_out):
         raise UsageError("--batch must be >= 1, --max-frames >= 0 and --output-rate > 0")
     if as_json and json_out:
         raise UsageError("--json and --json-out: choose one")
+    if json_out:
+        from ..files import check_output
+
+        check_output(json_out, "--json-out")
 
 
 def _report(loop, summary, as_json):

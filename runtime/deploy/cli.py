@@ -45,8 +45,11 @@ def devices(as_json):
 @click.argument("prefix", type=click.Path(dir_okay=False))
 def keygen(prefix):
     """Make an Ed25519 signing key pair: PREFIX.key (keep it secret) and PREFIX.pub (give it to devices)."""
+    from ..files import check_output
     from .signing import keygen as make
 
+    for suffix in (".key", ".pub"):
+        check_output(prefix + suffix, "keygen")
     k = make(prefix)
     click.echo("private key {} (mode 0600), public key {}, key id {}".format(k["private"], k["public"], k["key_id"]))
     click.echo("on each device: edgetool target trust ROOT {}".format(k["public"]))
@@ -144,8 +147,14 @@ def finish(results):
 @click.option("--doctor", is_flag=True, help="Run edgetool doctor on each device after the switch.")
 @click.option("--keep", default=3, show_default=True, help="Versions kept per device (>= 2).")
 @click.option("--bwlimit", type=float, default=None, show_default="no limit", help="Upload limit per host, KiB/s.")
+@click.option(
+    "--allow-downgrade",
+    is_flag=True,
+    help="Install even where the bundle's release is older than the highest the device installed "
+    "(anti-rollback; the device records the choice in its state and status).",
+)
 @target_options
-def deploy(bundle, profile_name, batch, force, engine_build, doctor, keep, bwlimit, **kw):
+def deploy(bundle, profile_name, batch, force, engine_build, doctor, keep, bwlimit, allow_downgrade, **kw):
     """Ship BUNDLE to each --host (or --to DIR): stage, verify, switch atomically, roll back on failure."""
     from edgetool.runtime import device_profiles
 
@@ -165,11 +174,15 @@ def deploy(bundle, profile_name, batch, force, engine_build, doctor, keep, bwlim
         click.echo("fit: {}{}".format(fit.describe(est), "" if est["fits"] else " -- DOES NOT FIT (--force)"))
         source = Source(b)
         click.echo(
-            "version {} ({}, {} files)".format(
-                source.version, "signed" if source.signed else "unsigned", len(source.files)
+            "version {} ({}, {} files, release {})".format(
+                source.version, "signed" if source.signed else "unsigned", len(source.files), b.model.release
             )
         )
-        steps = {"engine_profile": profile["name"] if engine_build else None, "doctor": doctor}
+        steps = {
+            "engine_profile": profile["name"] if engine_build else None,
+            "doctor": doctor,
+            "allow_downgrade": allow_downgrade,
+        }
         live = sys.stderr.isatty() and len(targets) == 1
         results = on_all(
             targets,

@@ -118,6 +118,8 @@ def deploy_one(
             args += ["--engine-build", steps["engine_profile"]]
         if steps.get("doctor"):
             args.append("--doctor")
+        if steps.get("allow_downgrade"):
+            args.append("--allow-downgrade")
         info = run_json(transport, args)
         res.update(
             ok=True,

@@ -94,6 +94,11 @@ def format_status(st: Dict) -> str:
             ", ".join(st.get("trusted_keys", [])) or "none",
         )
     )
+    lines.append("release   highest installed here: {}".format(st.get("highest_release", 0)))
+    for e in st.get("downgrades", []):
+        lines.append("downgrade {} (release {}) allowed at {}".format(e.get("version"), e.get("release"), e.get("at")))
+    if st.get("state_error"):
+        lines.append("state     {}".format(st["state_error"]))
     last = st.get("last")
     if last:
         lines.append("last      {} -> {} at {}".format(last.get("action"), last.get("version"), last.get("at")))

@@ -21,7 +21,7 @@ def run_steps(
     target, version: str, engine_profile: Optional[str] = None, doctor: bool = False, timeout: float = 3600.0
 ) -> Dict:
     """Run the requested steps on ROOT/current; on the first failure switch back and raise DeployError."""
-    edgetool = [sys.executable, "-m", "edgetool"]
+    edgetool = [sys.executable, "-I", "-m", "edgetool"]  # isolated from the working folder
     current = target.p("current")
     plan = []
     if engine_profile:

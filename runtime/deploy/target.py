@@ -82,7 +82,53 @@ class Target:
         return kid
 
     def state(self) -> Dict:
-        return read_json(self.p("state.json"), {}) or {}
+        """ROOT/state.json, checked: one DeployError that names the way out when it cannot be used."""
+        path = self.p("state.json")
+        try:
+            st = read_json(path, {})
+        except (OSError, DeployError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else str(exc).split(": ", 1)[-1]
+            raise DeployError(
+                "{}: cannot be used ({}); nothing was changed. `edgetool target repair {}` rebuilds it from "
+                "the versions on disk".format(path, why, self.root)
+            ) from None
+        if st is None:
+            return {}
+        if not isinstance(st, dict) or not isinstance(st.get("history", []), list):
+            raise DeployError(
+                "{}: not a deploy state; nothing was changed. `edgetool target repair {}` rebuilds it".format(
+                    path, self.root
+                )
+            )
+        return st
+
+    def release_of(self, folder: str) -> int:
+        """The release number in a verified bundle folder's manifest (0 where it has none)."""
+        data = read_json(os.path.join(folder, "manifest.json"), {}) or {}
+        r = data.get("release", 0)
+        return r if isinstance(r, int) and not isinstance(r, bool) and r >= 0 else 0
+
+    def repair(self) -> Dict:
+        """Rebuild state.json from the versions on disk: current from the ``current`` link (or the
+        newest version), the highest release from their manifests; the history starts anew."""
+        self.init()
+        with Lock(self.p(".lock")):
+            versions = sorted(v for v in os.listdir(self.p("versions")) if VERSION_RE.match(v))
+            current = self.current()
+            if current not in versions:
+                current = versions[-1] if versions else None
+                if current:
+                    atomic_symlink(os.path.join("versions", current), self.p("current"))
+            others = [v for v in versions if v != current]
+            releases = [self.release_of(self.p("versions", v)) for v in versions]
+            st = {
+                "current": current,
+                "previous": others[-1] if others else None,
+                "highest_release": max(releases) if releases else 0,
+                "history": [{"action": "repair", "version": current, "at": now(), "previous": None}],
+            }
+            atomic_json(self.p("state.json"), st)
+        return st
 
     def current(self) -> Optional[str]:
         link = self.p("current")
@@ -174,15 +220,18 @@ class Target:
         finally:
             b.close()
 
-    def install(self, version: str, keep: int = 3) -> Dict:
+    def install(self, version: str, keep: int = 3, allow_downgrade: bool = False) -> Dict:
         check_version(version)
         self.init()
         with Lock(self.p(".lock")):
+            self.state()  # a state that cannot be used stops the install before anything changes
+            self.heal()
             staged, final = self.p("staging", version), self.p("versions", version)
             info: Dict[str, Any] = {"version": version, "signer": None, "files": 0}
             if os.path.isdir(staged):
                 try:
                     info.update(self.verify_staged(version))
+                    self._check_release(staged, allow_downgrade)
                 except EdgetoolError:
                     shutil.rmtree(staged)  # refused: drop what was received, change nothing else
                     raise
@@ -192,26 +241,58 @@ class Target:
                     os.replace(staged, final)
             elif not os.path.isdir(final):
                 raise DeployError("{}: nothing staged for version {}".format(self.root, version))
-            info["previous"] = self._switch(version, "install", {"signer": info["signer"]})
+            else:
+                self._check_release(final, allow_downgrade)
+            info["release"] = self.release_of(final)
+            extra = {"signer": info["signer"], "release": info["release"]}
+            if allow_downgrade and info["release"] < self.state().get("highest_release", 0):
+                extra["downgrade_allowed"] = True
+            info["previous"] = self._switch(version, "install", extra)
             info["pruned"] = self._prune(keep)
         return info
 
+    def _check_release(self, folder: str, allow_downgrade: bool) -> None:
+        """Anti-rollback: a release lower than the highest this device installed is refused."""
+        release, highest = self.release_of(folder), self.state().get("highest_release", 0)
+        if release < highest and not allow_downgrade:
+            raise DeployError(
+                "release {} is older than release {} installed here before (a replayed old bundle?); "
+                "deploy --allow-downgrade installs it anyway".format(release, highest)
+            )
+
     def _switch(self, version: str, action: str, extra: Optional[Dict] = None) -> Optional[str]:
-        old = self.current()
-        atomic_symlink(os.path.join("versions", version), self.p("current"))
+        """The new state is written first, then ``current`` is switched: a crash between the two
+        leaves a state that names the new version, which :meth:`heal` finishes on the next call."""
         st = self.state()
+        old = self.current()
         if old != version:
             st["previous"] = old
         st["current"] = version
+        release = (extra or {}).get("release")
+        if isinstance(release, int):
+            st["highest_release"] = max(release, st.get("highest_release", 0))
         event = dict(extra or {}, action=action, version=version, at=now(), previous=old)
         st["history"] = (st.get("history", []) + [event])[-50:]
         atomic_json(self.p("state.json"), st)
+        atomic_symlink(os.path.join("versions", version), self.p("current"))
         return old
+
+    def heal(self) -> Optional[str]:
+        """Finish a switch a crash interrupted: point ``current`` at the state's version when they
+        differ and that version is installed.  Returns the version it switched to, if any."""
+        if not os.path.isfile(self.p("state.json")):
+            return None
+        want = self.state().get("current")
+        if want and want != self.current() and os.path.isdir(self.p("versions", want)):
+            atomic_symlink(os.path.join("versions", want), self.p("current"))
+            return want
+        return None
 
     def rollback(self, to: Optional[str] = None, reason: str = "rollback") -> Dict:
         if not os.path.isdir(self.p("versions")):
             raise DeployError("{}: nothing deployed here".format(self.root))
         with Lock(self.p(".lock")):
+            self.heal()
             return self._rollback(to, reason)
 
     def _rollback(self, to: Optional[str], reason: str) -> Dict:
@@ -227,14 +308,14 @@ class Target:
 
     def unlink_current(self, reason: str) -> None:
         """A failed first install: no version serves rather than an unchecked one."""
-        if os.path.islink(self.p("current")):
-            os.unlink(self.p("current"))
         st = self.state()
         st["history"] = (
             st.get("history", []) + [{"action": reason, "version": None, "at": now(), "previous": st.get("current")}]
         )[-50:]
         st["current"] = None
         atomic_json(self.p("state.json"), st)
+        if os.path.islink(self.p("current")):
+            os.unlink(self.p("current"))
 
     def _prune(self, keep: int) -> list:
         """Drop the oldest versions beyond KEEP, never current or previous."""
@@ -255,7 +336,11 @@ class Target:
             atomic_json(self.p("state.json"), st)
 
     def status(self) -> Dict:
-        st = self.state()
+        try:
+            st = self.state()
+            state_error = None
+        except DeployError as exc:
+            st, state_error = {}, str(exc)
         versions = (
             sorted(v for v in os.listdir(self.p("versions")) if VERSION_RE.match(v))
             if os.path.isdir(self.p("versions"))
@@ -276,4 +361,7 @@ class Target:
             "trusted_keys": trusted,
             "accept_unsigned": bool(self.config().get("accept_unsigned")),
             "last": (st.get("history") or [None])[-1],
+            "highest_release": st.get("highest_release", 0),
+            "downgrades": [e for e in st.get("history", []) if e.get("downgrade_allowed")],
+            "state_error": state_error,
         }

@@ -55,12 +55,15 @@ def receive(root, version):
 )
 @click.option("--doctor", is_flag=True, help="Run edgetool doctor on the new version.")
 @click.option("--keep", default=3, show_default=True, help="Versions to keep (current and previous always stay).")
-def install(root, version, engine_profile, doctor, keep):
+@click.option(
+    "--allow-downgrade", is_flag=True, help="Install a release older than the highest installed here (recorded)."
+)
+def install(root, version, engine_profile, doctor, keep, allow_downgrade):
     """Verify the staged VERSION (signature, checksums), switch current to it; roll back if a step fails."""
     from .steps import run_steps
 
     t = _target(root)
-    info = t.install(version, keep=keep)
+    info = t.install(version, keep=keep, allow_downgrade=allow_downgrade)
     info.update(run_steps(t, version, engine_profile, doctor))
     _emit(info)
 
@@ -87,6 +90,18 @@ def status(root, as_json):
         from .report import format_status
 
         click.echo(format_status(st))
+
+
+@target.command()
+@click.argument("root")
+def repair(root):
+    """Rebuild ROOT/state.json from the versions on disk (after it was lost or damaged)."""
+    st = _target(root).repair()
+    click.echo(
+        "{}: state rebuilt: current {}, previous {}, highest release {}".format(
+            root, st["current"], st["previous"], st["highest_release"]
+        )
+    )
 
 
 @target.command()

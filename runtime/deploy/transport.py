@@ -59,7 +59,8 @@ class LocalTransport(Transport):
     """``deploy --to DIR``: the same device-side commands, run on this machine."""
 
     def __init__(self, edgetool: Optional[str] = None):
-        self.edgetool = shlex.split(edgetool) if edgetool else [sys.executable, "-m", "edgetool"]
+        # -I: isolated from the working folder (a checkout named edgetool/ there is not imported)
+        self.edgetool = shlex.split(edgetool) if edgetool else [sys.executable, "-I", "-m", "edgetool"]
         self.label = "local"
 
     def argv(self, args: Sequence[str]) -> List[str]:

@@ -83,6 +83,9 @@ def profile(
     if not os.path.exists(bundle):
         raise UsageError("{}: no such bundle".format(bundle))
     out = out or os.path.normpath(bundle).rstrip(os.sep) + "-profile"
+    from ..files import check_output
+
+    check_output(out, "--out", folder=True)
     steps = len(modes_l) + 3 + (3 if memory else 0)
     with click.progressbar(
         length=steps, label="profiling", file=click.get_text_stream("stderr"), item_show_func=lambda s: s

@@ -191,8 +191,10 @@ def onnx_cmd(bundle, out, profile_name, form):
     """Write the model engine build gives TensorRT, and the trtexec/polygraphy commands for it."""
     from ..bundle import Bundle
     from ..device_profiles import resolve
+    from ..files import check_output
     from .weight_forms import engine_model, weight_form
 
+    check_output(out, "engine onnx: OUT")
     if os.path.isfile(bundle):  # refused before a build of minutes, not after it
         raise UsageError("{}: engines are saved into a bundle folder; unpack the archive first".format(bundle))
     b = Bundle.open(bundle)

@@ -13,8 +13,9 @@ SUPERS = ["a", "b"]
 SUBS = [["a1", "a2"], ["b1", "b2", "b3"]]
 
 
-def make_bundle(out, seed=0, size=28, channels=1, samples=True):
-    """A real bundle: resnet-tiny, int8 Q/DQ base.onnx and two deltas, from an untrained network."""
+def make_bundle(out, seed=0, size=28, channels=1, samples=True, release=0):
+    """A real bundle: resnet-tiny, int8 Q/DQ base.onnx and two deltas, from an untrained network
+    (release 0 unless given: the kit's bundles do not outrank each other)."""
     torch = pytest.importorskip("torch")
     from edgetool.export.bundle import write_bundle
     from edgetool.toolchain import models
@@ -42,7 +43,7 @@ def make_bundle(out, seed=0, size=28, channels=1, samples=True):
         "classes": [c for s in SUBS for c in s],
     }
     x = np.random.RandomState(seed).rand(4, channels, size, size).astype(np.float32) if samples else None
-    write_bundle(str(out), base, [base, sub], hier, spec, codec="zstd", samples=x)
+    write_bundle(str(out), base, [base, sub], hier, spec, codec="zstd", samples=x, release=release)
     return str(out)
 
 

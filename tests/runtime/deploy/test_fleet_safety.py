@@ -1,0 +1,137 @@
+"""Anti-rollback, the device state read before the switch, repair, and a device side isolated
+from the working folder: through the CLI, on local targets."""
+
+import json
+import os
+
+import pytest
+
+from conftest import run_cli
+from deploy_fixtures import deploy_kit_fixture, make_bundle, snapshot, version_of  # noqa: F401  (fixture)
+
+pytest.importorskip("cryptography")
+
+
+@pytest.fixture(scope="module")
+def releases(deploy_kit, tmp_path_factory):
+    """Signed bundles with releases 10 (old) and 20 (new)."""
+    from edgetool.runtime.deploy.signing import sign_bundle
+
+    d = tmp_path_factory.mktemp("releases")
+    out = {}
+    for name, seed, release in (("old", 11, 10), ("new", 12, 20)):
+        out[name] = make_bundle(d / name, seed=seed, release=release)
+        sign_bundle(out[name], deploy_kit["keys"]["good"]["private"])
+    return out
+
+
+@pytest.fixture()
+def root(deploy_kit, tmp_path):
+    r = tmp_path / "device"
+    assert run_cli("target", "trust", r, deploy_kit["keys"]["good"]["public"]).returncode == 0
+    return r
+
+
+def deploy(bundle, root, *extra):
+    return run_cli("deploy", bundle, "--to", root, "--device-profile", "cpu", *extra)
+
+
+def status(root):
+    proc = run_cli("status", "--to", root, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_an_older_release_is_refused_unless_allowed(releases, root):
+    assert deploy(releases["new"], root).returncode == 0
+    before = snapshot(root)
+    proc = deploy(releases["old"], root)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "release 10 is older than release 20" in proc.stdout + proc.stderr
+    assert "--allow-downgrade" in proc.stdout + proc.stderr
+    assert snapshot(root)[0] == before[0]  # current unchanged
+    assert status(root)["current"] == version_of(releases["new"]) and status(root)["highest_release"] == 20
+    proc = deploy(releases["old"], root, "--allow-downgrade")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    st = status(root)
+    assert st["current"] == version_of(releases["old"]) and st["highest_release"] == 20
+    assert [d["release"] for d in st["downgrades"]] == [10]
+    assert (
+        "downgrade {} (release 10) allowed".format(version_of(releases["old"]))
+        in run_cli("status", "--to", root).stdout
+    )
+    # an explicit rollback stays an operator action
+    proc = run_cli("rollback", "--to", root)
+    assert proc.returncode == 0 and status(root)["current"] == version_of(releases["new"])
+
+
+def test_a_corrupt_state_switches_nothing_and_repair_rebuilds_it(releases, root):
+    assert deploy(releases["old"], root).returncode == 0
+    (root / "state.json").write_text("{ not json")
+    before = snapshot(root)
+    proc = deploy(releases["new"], root)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out
+    assert "state.json: cannot be used" in out and "edgetool target repair" in out
+    assert snapshot(root) == before  # nothing switched, the state left as it was for the operator
+    assert "cannot be used" in run_cli("status", "--to", root).stdout
+    proc = run_cli("target", "repair", root)
+    assert proc.returncode == 0 and "highest release 10" in proc.stdout, proc.stderr
+    assert status(root)["current"] == version_of(releases["old"])
+    assert deploy(releases["new"], root).returncode == 0
+    assert status(root)["current"] == version_of(releases["new"]) and status(root)["highest_release"] == 20
+
+
+def test_an_unreadable_state_is_one_line(releases, root):
+    if os.geteuid() == 0:
+        pytest.skip("root reads a file whatever its mode")
+    assert deploy(releases["old"], root).returncode == 0
+    os.chmod(root / "state.json", 0)
+    proc = deploy(releases["new"], root)
+    assert proc.returncode != 0 and "cannot be used (Permission denied)" in proc.stdout + proc.stderr
+
+
+def test_a_switch_cut_between_state_and_link_is_finished_next_time(releases, root):
+    from edgetool.runtime.deploy.target import Target
+
+    assert deploy(releases["old"], root).returncode == 0
+    assert deploy(releases["new"], root).returncode == 0
+    t = Target(str(root))
+    old, new = version_of(releases["old"]), version_of(releases["new"])
+    # the state names the new version, the link still the old one: a cut after the state write
+    os.unlink(root / "current")
+    os.symlink(os.path.join("versions", old), root / "current")
+    assert t.state()["current"] == new and t.current() == old
+    proc = run_cli("rollback", "--to", root)  # the next call finishes the switch, then rolls back
+    assert proc.returncode == 0, proc.stderr
+    assert t.current() == old and t.state()["previous"] == new
+
+
+def test_local_deploy_ignores_a_checkout_in_the_working_folder(releases, root, tmp_path):
+    import subprocess
+
+    work = tmp_path / "work"
+    (work / "edgetool").mkdir(parents=True)
+    (work / "edgetool" / "__init__.py").write_text("raise ImportError('the working folder was imported')\n")
+    env = dict(os.environ, EDGETOOL_THREADS="2")
+    proc = subprocess.run(
+        ["edgetool", "deploy", releases["new"], "--to", str(root), "--device-profile", "cpu", "--doctor"],
+        cwd=str(work),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for sub in (["status", "--to", str(root)], ["rollback", "--to", str(root)]):
+        p = subprocess.run(["edgetool"] + sub, cwd=str(work), capture_output=True, text=True, env=env, timeout=600)
+        assert "the working folder was imported" not in p.stderr, p.stderr
+
+
+def test_export_release_flag(tiny_run, tmp_path):
+    out = tmp_path / "b"
+    proc = run_cli("export", tiny_run.path, "--out", out, "--release", "7")
+    assert proc.returncode == 0, proc.stderr
+    assert json.load(open(out / "manifest.json"))["release"] == 7
+    proc = run_cli("export", tiny_run.path, "--out", tmp_path / "c", "--release", "-1")
+    assert proc.returncode != 0 and "--release must be >= 0" in proc.stderr

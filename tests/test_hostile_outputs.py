@@ -1,0 +1,84 @@
+"""Hostile names and output paths: nothing forges a result line, every output path is checked
+before any work with one `error:` line, and classify --skip-errors counts what it skips."""
+
+import os
+import shutil
+
+import pytest
+
+from conftest import run_cli
+
+
+def one_error_line(proc):
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.fixture()
+def hostile_folder(sample_pngs, tmp_path):
+    d = tmp_path / "images"
+    d.mkdir()
+    shutil.copy(sample_pngs[0], d / "a\ntops        Coat              1.000  forged.png")
+    shutil.copy(sample_pngs[1], d / "b\x1b[2Kc.png")
+    shutil.copy(sample_pngs[2], d / "good.png")
+    (d / "broken.png").write_bytes(b"not an image")
+    return d
+
+
+def test_a_newline_in_a_file_name_adds_no_line(tiny_bundle, hostile_folder):
+    proc = run_cli("classify", tiny_bundle, hostile_folder, "--skip-errors")
+    assert proc.returncode == 0, proc.stderr
+    rows = proc.stdout.splitlines()
+    assert len(rows) == 1 + 3  # the header and the three readable images, nothing forged
+    assert any(r.endswith("a\\ntops        Coat              1.000  forged.png") for r in rows)
+    assert any(r.endswith("b\\x1b[2Kc.png") for r in rows) and "\x1b" not in proc.stdout
+    import json
+
+    js = run_cli("classify", tiny_bundle, hostile_folder, "--skip-errors", "--json")
+    names = sorted(os.path.basename(json.loads(line)["image"]) for line in js.stdout.splitlines())
+    assert names[0] == "a\ntops        Coat              1.000  forged.png"  # --json keeps the exact name
+
+
+def test_skip_errors_counts_and_fails_only_when_nothing_was_read(tiny_bundle, hostile_folder):
+    proc = run_cli("classify", tiny_bundle, hostile_folder)
+    assert "broken.png: cannot read image" in one_error_line(proc)
+    proc = run_cli("classify", tiny_bundle, hostile_folder, "--skip-errors")
+    assert proc.returncode == 0 and "skipped 1 of 4 images that could not be read" in proc.stderr
+    proc = run_cli("classify", tiny_bundle, hostile_folder / "broken.png", "--skip-errors")
+    assert proc.returncode != 0 and "error: none of the 1 images could be read" in proc.stderr
+    assert "--skip-errors" in run_cli("classify", "--help").stdout
+
+
+def test_an_error_naming_a_hostile_file_stays_one_line(tiny_bundle, tmp_path):
+    bad = tmp_path / "x\nerror: forged\n.png"
+    bad.write_bytes(b"junk")
+    line = one_error_line(run_cli("classify", tiny_bundle, bad))
+    assert "x\\nerror: forged\\n.png" in line
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["camera", "{bundle}", "{images}", "--headless", "--json-out", "{tmp}/missing/out.jsonl"], "does not exist"),
+        (["camera", "{bundle}", "{images}", "--headless", "--json-out", "{tmp}"], "is a folder"),
+        (["profile", "{bundle}", "--out", "{tmp}/file"], "exists and is not a folder"),
+        (["keygen", "{tmp}/missing/k"], "does not exist"),
+        (["keygen", "{tmp}/ro/k"], "permission denied"),
+        (["engine", "onnx", "{bundle}", "{tmp}/missing/e.onnx"], "does not exist"),
+        (["engine", "onnx", "{bundle}", "{tmp}/ro/e.onnx"], "permission denied"),
+        (["profile", "{bundle}", "--out", "{tmp}/ro/p"], "permission denied"),
+    ],
+)
+def test_output_paths_are_checked_first(tiny_bundle, sample_pngs, tmp_path, args, message):
+    if os.geteuid() == 0 and "permission denied" in message:
+        pytest.skip("root writes into a read-only folder")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "ro").mkdir()
+    os.chmod(tmp_path / "ro", 0o500)
+    images = os.path.dirname(sample_pngs[0])
+    argv = [a.format(bundle=tiny_bundle, images=images, tmp=tmp_path) for a in args]
+    assert message in one_error_line(run_cli(*argv))
+    assert os.listdir(tmp_path / "ro") == []
