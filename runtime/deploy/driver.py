@@ -28,10 +28,16 @@ class Source:
         self.files = [("manifest.json", len(data), hashlib.sha256(data).hexdigest())]
         sig = os.path.join(root, SIGNATURE)
         self.signed = os.path.isfile(sig)
+        self.key_id: Optional[str] = None
+        self.release = bundle.model.release
         if self.signed:
             with open(sig, "rb") as f:
                 s = f.read()
             self.files.append((SIGNATURE, len(s), hashlib.sha256(s).hexdigest()))
+            try:
+                self.key_id = str(json.loads(s.decode("utf-8"))["key_id"])
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                self.key_id = None  # the device's own check names what is wrong with it
         for e in bundle.files():
             self.files.append((e["file"], int(e.get("stored_size", e.get("size"))), e["sha256"]))
         created = re.sub(r"[^0-9TZ]", "", str(bundle.manifest.get("created", "")))[:16] or "bundle"
@@ -60,9 +66,44 @@ def _last_line(text) -> str:
     return last[len("error: ") :] if last.startswith("error: ") else last
 
 
-def upload(transport, root: str, source: Source, progress: Progress, bwlimit_kib: Optional[float] = None) -> int:
-    """Send every file the target does not already hold, complete; return the bytes sent."""
+def acceptable(source: Source, policy: Dict, root: str, allow_downgrade: bool = False) -> None:
+    """Refuse, before any byte is sent, a bundle the device would refuse: unsigned where it needs a
+    signature, signed by a key it does not trust, or an older release than it installed."""
+    if not policy:  # an older device side that does not report its policy: it checks on install
+        return
+    how = "on the device: `edgetool target trust {} KEY.pub`".format(root)
+    if not source.signed and not policy.get("accept_unsigned"):
+        raise DeployError(
+            "the device accepts only signed bundles and this one is unsigned: sign it with "
+            "`edgetool export --sign KEY`; " + how
+        )
+    trusted = policy.get("trusted_keys") or []
+    if source.signed and source.key_id not in trusted:
+        raise DeployError(
+            "the bundle is signed by key {} which the device does not trust (trusted: {}); {}".format(
+                source.key_id, ", ".join(trusted) or "none", how
+            )
+        )
+    highest = policy.get("highest_release", 0)
+    if source.release < highest and not allow_downgrade:
+        raise DeployError(
+            "release {} is older than release {} installed on the device (a replayed old bundle?); "
+            "deploy --allow-downgrade installs it anyway".format(source.release, highest)
+        )
+
+
+def upload(
+    transport,
+    root: str,
+    source: Source,
+    progress: Progress,
+    bwlimit_kib: Optional[float] = None,
+    allow_downgrade: bool = False,
+) -> int:
+    """Send every file the target does not already hold, complete; return the bytes sent.  Nothing
+    is sent to a device that would refuse the bundle (:func:`acceptable`)."""
     state = run_json(transport, ["target", "prepare", root, source.version])
+    acceptable(source, state.get("policy") or {}, root, allow_downgrade)
     if state.get("installed"):
         return 0
     present = state.get("present", {})
@@ -112,7 +153,8 @@ def deploy_one(
     t0 = time.monotonic()
     res = {"host": transport.label, "version": source.version}
     try:
-        sent = upload(transport, root, source, progress or Progress(transport.label), bwlimit_kib)
+        allow = bool(steps.get("allow_downgrade"))
+        sent = upload(transport, root, source, progress or Progress(transport.label), bwlimit_kib, allow)
         args = ["target", "install", root, source.version, "--keep", str(keep)]
         if steps.get("engine_profile"):
             args += ["--engine-build", steps["engine_profile"]]

@@ -130,14 +130,16 @@ def verify_bundle(bundle_dir: str, trust_dir: str, accept_unsigned: bool = False
             return None
         raise SignatureError(
             "{}: bundle is unsigned and this device accepts only signed bundles "
-            "(sign it with `edgetool export --sign KEY`)".format(bundle_dir)
+            "(sign it with `edgetool export --sign KEY`, and trust KEY.pub on the device with "
+            "`edgetool target trust ROOT KEY.pub`)".format(bundle_dir)
         )
     sig = _read_signature(sig_path)
     keys = trusted_keys(trust_dir)
     key: Any = keys.get(str(sig.get("key_id")))
     if key is None:
         raise SignatureError(
-            "{}: signed by key {} which this device does not trust (trusted: {})".format(
+            "{}: signed by key {} which this device does not trust (trusted: {}); on the device: "
+            "`edgetool target trust ROOT KEY.pub`".format(
                 sig_path, sig.get("key_id"), ", ".join(sorted(keys)) or "none"
             )
         )

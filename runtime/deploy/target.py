@@ -137,14 +137,26 @@ class Target:
         return os.path.basename(os.readlink(link))
 
     # -- receiving ----------------------------------------------------------------------
+    def trusted(self) -> List[str]:
+        try:
+            return sorted(f[:-4] for f in os.listdir(self.p("trust")) if f.endswith(".pub"))
+        except OSError:
+            return []
+
     def prepare(self, version: str) -> Dict:
-        """Make the staging folder; report which files are already there, complete."""
+        """Report what the workstation must know before it sends a byte: which files of VERSION are
+        already here, complete; the signing policy and trusted key ids; the highest release installed.
+        Changes nothing on the device (``receive`` makes the folders)."""
         check_version(version)
-        self.init()
+        st = self.state() if os.path.isfile(self.p("state.json")) else {}
+        policy = {
+            "accept_unsigned": bool(self.config().get("accept_unsigned")),
+            "trusted_keys": self.trusted(),
+            "highest_release": st.get("highest_release", 0),
+        }
         if os.path.isdir(self.p("versions", version)) and not os.path.isdir(self.p("staging", version)):
-            return {"version": version, "installed": True, "present": {}}
+            return {"version": version, "installed": True, "present": {}, "policy": policy}
         staging = self.p("staging", version)
-        os.makedirs(staging, exist_ok=True)
         present = {}
         for dirpath, _, files in os.walk(staging):
             for f in files:
@@ -152,30 +164,36 @@ class Target:
                     continue
                 full = os.path.join(dirpath, f)
                 present[os.path.relpath(full, staging)] = sha256_file(full)
-        return {"version": version, "installed": False, "present": present}
+        return {"version": version, "installed": False, "present": present, "policy": policy}
 
     def receive(self, version: str, rel: str, size: int, sha256: str, stream: BinaryIO) -> Dict:
         """Write exactly SIZE bytes from STREAM to staging/VERSION/REL, checked against SHA256."""
         check_version(version)
         check_rel(rel)
+        self.init()
         staging = self.p("staging", version)
-        if not os.path.isdir(staging):
-            raise DeployError("{}: no staging folder; run prepare first".format(staging))
         dest = os.path.join(staging, rel)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         part = dest + ".part"
         h = hashlib.sha256()
         got = 0
-        with open(part, "wb") as f:
-            while got < size:
-                chunk = stream.read(min(CHUNK, size - got))
-                if not chunk:
-                    break
-                got += len(chunk)
-                h.update(chunk)
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(part, "wb") as f:
+                while got < size:
+                    chunk = stream.read(min(CHUNK, size - got))
+                    if not chunk:
+                        break
+                    got += len(chunk)
+                    h.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a full disk or a lost folder: no partial file stays behind
+            if os.path.exists(part):
+                os.unlink(part)
+            raise DeployError(
+                "{}: cannot write ({}); the partial file was removed".format(dest, exc.strerror)
+            ) from None
         if got != size or h.hexdigest() != sha256:
             os.unlink(part)
             raise DeployError(
@@ -347,10 +365,7 @@ class Target:
             else []
         )
         staging = sorted(os.listdir(self.p("staging"))) if os.path.isdir(self.p("staging")) else []
-        try:
-            trusted = sorted(f[:-4] for f in os.listdir(self.p("trust")) if f.endswith(".pub"))
-        except OSError:
-            trusted = []
+        trusted = self.trusted()
         return {
             "root": self.root,
             "current": self.current(),

@@ -135,3 +135,45 @@ def test_export_release_flag(tiny_run, tmp_path):
     assert json.load(open(out / "manifest.json"))["release"] == 7
     proc = run_cli("export", tiny_run.path, "--out", tmp_path / "c", "--release", "-1")
     assert proc.returncode != 0 and "--release must be >= 0" in proc.stderr
+
+
+def test_trust_is_checked_before_any_byte(deploy_kit, tmp_path):
+    """An unsigned or untrusted bundle is refused before the upload (the device receives nothing),
+    the refusal names `edgetool target trust`, and a fresh folder is left as it was."""
+    fresh = tmp_path / "not a root"
+    fresh.mkdir()
+    (fresh / "keep.txt").write_text("mine")
+    unsigned = tmp_path / "unsigned"
+    import shutil
+
+    shutil.copytree(deploy_kit["v1"], unsigned)
+    os.remove(unsigned / "manifest.sig")
+    proc = deploy(unsigned, fresh)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "accepts only signed bundles" in out and "edgetool target trust" in out
+    assert "bytes sent" not in out and sorted(os.listdir(fresh)) == ["keep.txt"]
+    root = tmp_path / "device"
+    assert run_cli("target", "trust", root, deploy_kit["keys"]["good"]["public"]).returncode == 0
+    before = sorted(os.listdir(root))
+    proc = deploy(deploy_kit["untrusted"], root)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "does not trust" in out and "edgetool target trust" in out
+    assert sorted(os.listdir(root)) == before and not os.listdir(root / "trust") == []
+    assert not os.path.exists(root / "staging") or os.listdir(root / "staging") == []
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path):
+    import io
+
+    from edgetool.runtime.deploy.target import Target
+    from edgetool.runtime.errors import DeployError
+
+    t = Target(str(tmp_path / "device"))
+
+    class Full(io.BytesIO):
+        def read(self, n=-1):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(DeployError, match="No space left on device"):
+        t.receive("v1", "base.onnx", 10, "0" * 64, Full())
+    assert os.listdir(tmp_path / "device" / "staging" / "v1") == []
