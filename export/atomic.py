@@ -23,6 +23,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 
 from edgetool.runtime import manifest as M
 from edgetool.runtime.errors import UsageError
@@ -63,12 +64,15 @@ def staged_dir(out: str, force: bool = False):
     name = os.path.basename(os.path.normpath(out))
     os.makedirs(parent, exist_ok=True)
     for stale in glob.glob(os.path.join(parent, "." + name + TMP_TAG + "*")):
-        # ours: a partial bundle (marker file) or a whole one (new before its rename, old after the swap)
-        if not os.path.islink(stale) and (os.path.isfile(os.path.join(stale, MARK)) or is_bundle(stale)):
+        if not os.path.islink(stale) and _abandoned(stale):
             shutil.rmtree(stale, ignore_errors=True)
     tmp = tempfile.mkdtemp(prefix="." + name + TMP_TAG, dir=parent)
     try:
-        open(os.path.join(tmp, MARK), "w").close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # the published bundle folder follows the umask, as mkdir would
+        with open(os.path.join(tmp, MARK), "w") as f:
+            f.write(str(os.getpid()))  # the owner: a concurrent export leaves a live owner's temp alone
         yield tmp
         check_out(out, force)
         os.remove(os.path.join(tmp, MARK))
@@ -77,6 +81,36 @@ def staged_dir(out: str, force: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+STALE_WHOLE_S = 600.0  # a whole bundle under a temp name (between the swap and its removal) older than this
+
+
+def _abandoned(stale: str) -> bool:
+    """A temp of ours whose export is gone: a partial bundle whose owner process no longer runs,
+    or a whole one (just before its rename, or the old one just after the swap) left long ago."""
+    mark = os.path.join(stale, MARK)
+    if os.path.isfile(mark):
+        try:
+            with open(mark) as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        return pid <= 0 or not _alive(pid)
+    try:
+        return is_bundle(stale) and time.time() - os.path.getmtime(stale) > STALE_WHOLE_S
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _publish(tmp: str, out: str) -> None:

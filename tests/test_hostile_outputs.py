@@ -82,3 +82,50 @@ def test_output_paths_are_checked_first(tiny_bundle, sample_pngs, tmp_path, args
     argv = [a.format(bundle=tiny_bundle, images=images, tmp=tmp_path) for a in args]
     assert message in one_error_line(run_cli(*argv))
     assert os.listdir(tmp_path / "ro") == []
+
+
+def test_concurrent_exports_to_one_out_both_succeed(tiny_run, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "bundle"
+    env = dict(os.environ, EDGETOOL_THREADS="1")
+    cmd = [sys.executable, "-m", "edgetool", "export", tiny_run.path, "--out", str(out)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)
+    ]
+    results = [p.communicate(timeout=600) + (p.returncode,) for p in procs]
+    for stdout, stderr, rc in results:
+        assert rc == 0 and "Traceback" not in stderr, stderr
+    from edgetool.runtime.bundle import Bundle
+
+    with Bundle.open(str(out)) as b:
+        assert len(b.files()) >= 2
+    assert sorted(os.listdir(tmp_path)) == ["bundle"]  # no temp left behind
+
+
+def test_a_live_exports_temp_is_left_alone(tmp_path):
+    from edgetool.export import atomic
+
+    live = tmp_path / (".b" + atomic.TMP_TAG + "live")
+    live.mkdir()
+    (live / atomic.MARK).write_text(str(os.getpid()))
+    dead = tmp_path / (".b" + atomic.TMP_TAG + "dead")
+    dead.mkdir()
+    (dead / atomic.MARK).write_text("999999999")
+    with atomic.staged_dir(str(tmp_path / "b")) as tmp:
+        open(os.path.join(tmp, "x"), "w").close()
+    assert live.is_dir() and not dead.exists()
+
+
+def test_a_bundle_folder_follows_the_umask(tiny_run, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "bundle"
+    code = "import os, sys; os.umask(0o022); from edgetool.cli import main; sys.argv[0] = 'edgetool'; main()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "export", tiny_run.path, "--out", str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert os.stat(out).st_mode & 0o777 == 0o755

@@ -164,6 +164,12 @@ def _report(loop, summary, as_json):
         click.echo(line, err=as_json)
     if loop.lost is not None:
         raise loop.lost
+    if loop.stop_reason == "SIGTERM":  # stopped cleanly, summary written: still say it was terminated (143)
+        import signal
+
+        from ..signals import Terminated
+
+        raise Terminated(signal.SIGTERM)
 
 
 def run_loop(bundle, backend, backend_kw, source, clf_kw, loop_kw, output_spec, json_path):

@@ -257,7 +257,10 @@ def summary_lines(s: dict) -> List[str]:
         "switches {}  superclass changes {}  scene cuts {}  dropped frames {}  errors {}  reconnects {}".format(
             s["switches"], s["superclass_changes"], s["scene_cuts"], s["dropped_frames"], s["errors"], s["reconnects"]
         ),
-        "policy " + " ".join("{}={}".format(k, v) for k, v in s["settings"].items()),
+        " ".join(
+            ["policy {}".format(s["settings"].get("policy"))]
+            + ["{}={}".format(k, v) for k, v in s["settings"].items() if k != "policy"]
+        ),
     ]
     med = {k: v.get("median") for k, v in s["stages_ms"].items() if v.get("count")}
     if med:
