@@ -7,6 +7,7 @@ import sys
 from typing import Dict, List, Optional
 
 from ..errors import DeployError
+from ..files import fault_point
 
 
 def _last_line(*texts: str) -> str:
@@ -30,6 +31,7 @@ def run_steps(
         plan.append(("doctor", ["doctor", current]))
     done: List[Dict] = []
     for name, args in plan:
+        fault_point("target:step:{}".format(name.replace(" ", "-")))
         try:
             proc = subprocess.run(
                 edgetool + args,

@@ -21,7 +21,7 @@ import time
 from typing import Any, BinaryIO, Dict, List, Optional
 
 from ..errors import DeployError, EdgetoolError, UsageError
-from ..files import sha256_file
+from ..files import fault_point, sha256_file
 from .fsutil import Lock, atomic_json, atomic_symlink, atomic_write, read_json
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -148,6 +148,7 @@ class Target:
         already here, complete; the signing policy and trusted key ids; the highest release installed.
         Changes nothing on the device (``receive`` makes the folders)."""
         check_version(version)
+        fault_point("target:prepare")
         st = self.state() if os.path.isfile(self.p("state.json")) else {}
         policy = {
             "accept_unsigned": bool(self.config().get("accept_unsigned")),
@@ -171,6 +172,7 @@ class Target:
         check_version(version)
         check_rel(rel)
         self.init()
+        fault_point("target:receive:start")
         staging = self.p("staging", version)
         dest = os.path.join(staging, rel)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -186,6 +188,7 @@ class Target:
                     got += len(chunk)
                     h.update(chunk)
                     f.write(chunk)
+                    fault_point("target:receive:mid-file")
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:  # a full disk or a lost folder: no partial file stays behind
@@ -201,7 +204,9 @@ class Target:
                     dest, got, "" if got != size else " with a different sha256", size
                 )
             )
+        fault_point("target:receive:before-rename")
         os.replace(part, dest)
+        fault_point("target:receive:after-rename")
         return {"file": rel, "size": got}
 
     def receive_stream(self, version: str, stream: BinaryIO) -> Dict:
@@ -222,6 +227,7 @@ class Target:
                 raise DeployError("malformed upload header {!r}".format(line[:120])) from None
             if size < 0 or size > MAX_FILE:
                 raise DeployError("{}: size {} out of range".format(rel, size))
+            fault_point("target:receive:header")
             done.append(self.receive(version, rel, size, sha, stream)["file"])
 
     # -- installing ---------------------------------------------------------------------
@@ -232,6 +238,7 @@ class Target:
 
         staging = self.p("staging", version)
         signer = verify_bundle(staging, self.p("trust"), bool(self.config().get("accept_unsigned")))
+        fault_point("target:verify:signed")
         b = Bundle.open(staging)
         try:
             return {"signer": signer, "files": len(b.files()) + 1}
@@ -242,6 +249,7 @@ class Target:
         check_version(version)
         self.init()
         with Lock(self.p(".lock")):
+            fault_point("target:install:locked")
             self.state()  # a state that cannot be used stops the install before anything changes
             self.heal()
             staged, final = self.p("staging", version), self.p("versions", version)
@@ -249,6 +257,7 @@ class Target:
             if os.path.isdir(staged):
                 try:
                     info.update(self.verify_staged(version))
+                    fault_point("target:install:verified")
                     self._check_release(staged, allow_downgrade)
                 except EdgetoolError:
                     shutil.rmtree(staged)  # refused: drop what was received, change nothing else
@@ -257,6 +266,7 @@ class Target:
                     shutil.rmtree(staged)
                 else:
                     os.replace(staged, final)
+                    fault_point("target:install:moved")
             elif not os.path.isdir(final):
                 raise DeployError("{}: nothing staged for version {}".format(self.root, version))
             else:
@@ -266,7 +276,9 @@ class Target:
             if allow_downgrade and info["release"] < self.state().get("highest_release", 0):
                 extra["downgrade_allowed"] = True
             info["previous"] = self._switch(version, "install", extra)
+            fault_point("target:install:switched")
             info["pruned"] = self._prune(keep)
+            fault_point("target:install:pruned")
         return info
 
     def _check_release(self, folder: str, allow_downgrade: bool) -> None:
@@ -291,8 +303,11 @@ class Target:
             st["highest_release"] = max(release, st.get("highest_release", 0))
         event = dict(extra or {}, action=action, version=version, at=now(), previous=old)
         st["history"] = (st.get("history", []) + [event])[-50:]
+        fault_point("target:{}:before-state".format(action.split(":")[0]))
         atomic_json(self.p("state.json"), st)
+        fault_point("target:{}:after-state".format(action.split(":")[0]))
         atomic_symlink(os.path.join("versions", version), self.p("current"))
+        fault_point("target:{}:after-link".format(action.split(":")[0]))
         return old
 
     def heal(self) -> Optional[str]:
@@ -310,6 +325,7 @@ class Target:
         if not os.path.isdir(self.p("versions")):
             raise DeployError("{}: nothing deployed here".format(self.root))
         with Lock(self.p(".lock")):
+            fault_point("target:rollback:locked")
             self.heal()
             return self._rollback(to, reason)
 
@@ -344,6 +360,7 @@ class Target:
         protect = {st.get("current"), st.get("previous")}
         pruned = [v for v in ranked[max(keep, 2) :] if v not in protect]
         for v in pruned:
+            fault_point("target:prune:before-remove")
             shutil.rmtree(self.p("versions", v))
         return pruned
 
@@ -355,6 +372,9 @@ class Target:
 
     def status(self) -> Dict:
         try:
+            if os.path.isfile(self.p("state.json")):
+                with Lock(self.p(".lock")):
+                    self.heal()  # a switch a power cut interrupted is finished before it is reported
             st = self.state()
             state_error = None
         except DeployError as exc:
