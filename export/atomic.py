@@ -152,9 +152,12 @@ def write_archive(bundle_dir: str, path: str, force: bool = False) -> str:
     top = os.path.basename(os.path.normpath(bundle_dir))
     folder, prefix = os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + TMP_TAG
     for stale in glob.glob(os.path.join(folder, prefix + "*")):
+        owner = os.path.basename(stale)[len(prefix) :].split("-", 1)[0]
+        if owner.isdigit() and _alive(int(owner)):
+            continue  # another export's archive in the making
         if os.path.isfile(stale) and not os.path.islink(stale) and _gzip_or_empty(stale):
             os.remove(stale)  # a temporary archive of ours, left by a killed export
-    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix="{}{}-".format(prefix, os.getpid()), dir=folder)
     try:
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
             tar.add(os.path.join(bundle_dir, M.MANIFEST), arcname=top + "/" + M.MANIFEST)

@@ -163,7 +163,22 @@ def _summary(bundle, b):
         )
     if b.kind != "flat":
         click.echo("routing     topk: " + (b.routing or routing.DEFAULT).describe())
+    click.echo("signature   " + _signature(b.root))
+    click.echo("release     {}".format(b.model.release))
     click.echo("all files verified (sha256)")
+
+
+def _signature(root: str) -> str:
+    """Who signed the bundle (its key id), as its manifest.sig says; checking it is the device's job."""
+    path = os.path.join(root, "manifest.sig")
+    if not os.path.isfile(path):
+        return "unsigned"
+    try:
+        with open(path, "rb") as f:
+            kid = json.loads(f.read(4096).decode("utf-8"))["key_id"]
+        return "manifest.sig, key {} (checked on the device against its trusted keys)".format(ascii(kid)[1:-1])
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "manifest.sig present but malformed"
 
 
 @click.command()

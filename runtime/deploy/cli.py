@@ -73,9 +73,9 @@ def target_options(f):
             "--to",
             "to_dir",
             type=click.Path(file_okay=False),
-            default=None,
+            multiple=True,
             show_default="none: --host",
-            help="Deploy root on this machine instead of SSH hosts (same device-side code).",
+            help="Deploy root on this machine instead of SSH hosts (same device-side code; repeat for several).",
         ),
         click.option(
             "--root",
@@ -115,7 +115,9 @@ def make_targets(kw):
         raise UsageError("--jobs must be >= 1")
     if to_dir:
         edgetool = kw["remote_edgetool"] if kw["remote_edgetool"] != "edgetool" else None
-        return [LocalTransport(edgetool)], to_dir
+        if len(to_dir) == 1:
+            return [LocalTransport(edgetool, to_dir[0])], to_dir[0]
+        return [LocalTransport(edgetool, d, "local:" + d) for d in to_dir], None
     ssh = dict(
         edgetool=kw["remote_edgetool"],
         port=kw["port"],
@@ -131,9 +133,17 @@ def finish(results):
     from .report import format_summary
 
     click.echo(format_summary(results))
-    failed = [r["host"] for r in results if not r["ok"]]
-    if failed:
-        raise DeployError("{} of {} host(s) failed: {}".format(len(failed), len(results), ", ".join(failed)))
+    failed = [r["host"] for r in results if not r["ok"] and not r.get("skipped")]
+    skipped = [r["host"] for r in results if r.get("skipped")]
+    if failed or skipped:
+        raise DeployError(
+            "{} of {} host(s) failed: {}{}".format(
+                len(failed),
+                len(results),
+                ", ".join(failed) or "none",
+                "; {} not started: {}".format(len(skipped), ", ".join(skipped)) if skipped else "",
+            )
+        )
 
 
 @click.command()
@@ -148,19 +158,54 @@ def finish(results):
 @click.option("--keep", default=3, show_default=True, help="Versions kept per device (>= 2).")
 @click.option("--bwlimit", type=float, default=None, show_default="no limit", help="Upload limit per host, KiB/s.")
 @click.option(
+    "--canary",
+    default=0,
+    show_default="none",
+    help="Deploy to the first N hosts with their doctor check first; the rest follow only if all of them pass.",
+)
+@click.option(
+    "--max-failures",
+    default=None,
+    type=int,
+    show_default="no limit",
+    help="After the canaries, hosts go in waves of --jobs; stop starting waves once more than K hosts failed.",
+)
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    show_default="none",
+    help="Write one JSON record per host (version, release, result, time, doctor) to this file.",
+)
+@click.option(
     "--allow-downgrade",
     is_flag=True,
     help="Install even where the bundle's release is older than the highest the device installed "
     "(anti-rollback; the device records the choice in its state and status).",
 )
 @target_options
-def deploy(bundle, profile_name, batch, force, engine_build, doctor, keep, bwlimit, allow_downgrade, **kw):
+def deploy(
+    bundle,
+    profile_name,
+    batch,
+    force,
+    engine_build,
+    doctor,
+    keep,
+    bwlimit,
+    canary,
+    max_failures,
+    report_file,
+    allow_downgrade,
+    **kw,
+):
     """Ship BUNDLE to each --host (or --to DIR): stage, verify, switch atomically, roll back on failure."""
     from edgetool.runtime import device_profiles
 
     from ..bundle import Bundle
     from . import fit
-    from .driver import Source, deploy_one, on_all
+    from .driver import Source, deploy_one
     from .report import Progress
 
     targets, root = make_targets(kw)
@@ -169,6 +214,12 @@ def deploy(bundle, profile_name, batch, force, engine_build, doctor, keep, bwlim
         raise UsageError("profile {} has no GPU: --engine-build needs TensorRT on a GPU device".format(profile["name"]))
     if keep < 2 or (batch is not None and batch < 1):
         raise UsageError("--keep must be >= 2 and --batch >= 1")
+    if canary < 0 or (max_failures is not None and max_failures < 0):
+        raise UsageError("--canary and --max-failures must be >= 0")
+    if report_file:
+        from ..files import check_output
+
+        check_output(report_file, "--report")
     with Bundle.open(bundle) as b:
         est = fit.check(b, profile, batch, force=force)
         click.echo("fit: {}{}".format(fit.describe(est), "" if est["fits"] else " -- DOES NOT FIT (--force)"))
@@ -184,12 +235,56 @@ def deploy(bundle, profile_name, batch, force, engine_build, doctor, keep, bwlim
             "allow_downgrade": allow_downgrade,
         }
         live = sys.stderr.isatty() and len(targets) == 1
-        results = on_all(
-            targets,
-            lambda t: deploy_one(t, root, source, steps, keep, bwlimit, Progress(t.label, live=live)),
-            kw["jobs"],
-        )
+
+        def one(t, with_doctor=False):
+            s = dict(steps, doctor=True) if with_doctor else steps
+            return deploy_one(t, t.root or root, source, s, keep, bwlimit, Progress(t.label, live=live))
+
+        results = rollout(targets, one, canary, max_failures, kw["jobs"])
+    if report_file:
+        write_report(report_file, results, source)
     finish(results)
+
+
+def rollout(targets, one, canary: int, max_failures, jobs: int):
+    """Canaries first (with their doctor check); then the rest in waves of *jobs*, stopping once
+    more than *max_failures* hosts failed.  Hosts never started are reported as skipped."""
+    from .driver import on_all
+
+    results = on_all(targets[:canary], lambda t: one(t, True), jobs) if canary else []
+    rest = targets[canary:]
+    why = None
+    if any(not r["ok"] for r in results):
+        why = "skipped: a canary failed"
+    for i in range(0, len(rest), jobs):
+        failed = sum(not r["ok"] for r in results)
+        if why is None and max_failures is not None and failed > max_failures:
+            why = "skipped: {} hosts failed, more than --max-failures {}".format(failed, max_failures)
+        wave = rest[i : i + jobs]
+        if why is not None:
+            results += [{"host": t.label, "ok": False, "skipped": True, "error": why, "seconds": 0.0} for t in wave]
+            continue
+        results += on_all(wave, one, jobs)
+    return results
+
+
+def write_report(path, results, source):
+    """One JSON record per host: what it got, when, and its doctor check."""
+    import time
+
+    with open(path, "w") as f:
+        for r in results:
+            rec = {
+                "host": r["host"],
+                "version": source.version,
+                "release": source.release,
+                "result": "ok" if r["ok"] else ("skipped" if r.get("skipped") else "failed"),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "seconds": round(r.get("seconds", 0.0), 3),
+                "doctor": r.get("doctor"),
+                "error": r.get("error"),
+            }
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
 
 
 def remote_all(kw, sub, extra=()):
@@ -197,7 +292,9 @@ def remote_all(kw, sub, extra=()):
     from .driver import on_all, remote_call
 
     targets, root = make_targets(kw)
-    return on_all(targets, lambda t: remote_call(t, ["target", sub, root, "--json"] + list(extra)), kw["jobs"])
+    return on_all(
+        targets, lambda t: remote_call(t, ["target", sub, t.root or root, "--json"] + list(extra)), kw["jobs"]
+    )
 
 
 @click.command()

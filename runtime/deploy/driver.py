@@ -163,7 +163,9 @@ def deploy_one(
         if steps.get("allow_downgrade"):
             args.append("--allow-downgrade")
         info = run_json(transport, args)
+        doctor = [s for s in info.get("steps", []) if s.get("step") == "doctor"]
         res.update(
+            doctor=doctor[0]["ok"] if doctor else None,
             ok=True,
             previous=info.get("previous"),
             sent=sent,
@@ -174,7 +176,7 @@ def deploy_one(
             ),
         )
     except (EdgetoolError, OSError) as exc:
-        res.update(ok=False, error=str(exc))
+        res.update(ok=False, error=str(exc), doctor=False if "doctor failed" in str(exc) else None)
     res["seconds"] = time.monotonic() - t0
     return res
 

@@ -63,13 +63,15 @@ def format_summary(results: List[Dict]) -> str:
             detail = r.get("detail", "")
         else:
             detail = r["error"]
-        lines.append(
-            "{:<{w}}  {:<6}  {:>5.1f}s  {}".format(
-                r["host"], "ok" if r["ok"] else "FAILED", r.get("seconds", 0.0), detail, w=width
-            )
+        result = "ok" if r["ok"] else ("skip" if r.get("skipped") else "FAILED")
+        lines.append("{:<{w}}  {:<6}  {:>5.1f}s  {}".format(r["host"], result, r.get("seconds", 0.0), detail, w=width))
+    failed = sum(not r["ok"] and not r.get("skipped") for r in results)
+    skipped = sum(bool(r.get("skipped")) for r in results)
+    lines.append(
+        "{} host(s): {} ok, {} failed{}".format(
+            len(results), len(results) - failed - skipped, failed, ", {} skipped".format(skipped) if skipped else ""
         )
-    failed = sum(not r["ok"] for r in results)
-    lines.append("{} host(s): {} ok, {} failed".format(len(results), len(results) - failed, failed))
+    )
     return "\n".join(lines)
 
 

@@ -81,6 +81,21 @@ class Target:
         atomic_write(self.p("trust", kid + ".pub"), data)
         return kid
 
+    def untrust(self, kid: str) -> str:
+        """Revoke key *kid*: bundles it signed are refused from now on (installed ones stay)."""
+        if not re.match(r"^[0-9a-f]{4,64}$", kid or ""):
+            raise UsageError("invalid key id {!r} (hex digits, as `edgetool target status` lists them)".format(kid))
+        path = self.p("trust", kid + ".pub")
+        if not os.path.isfile(path):
+            raise UsageError(
+                "{}: key {} is not trusted here (trusted: {})".format(
+                    self.root, kid, ", ".join(self.trusted()) or "none"
+                )
+            )
+        with Lock(self.p(".lock")):
+            os.remove(path)
+        return kid
+
     def state(self) -> Dict:
         """ROOT/state.json, checked: one DeployError that names the way out when it cannot be used."""
         path = self.p("state.json")

@@ -115,6 +115,15 @@ def trust(root, public_key):
 
 @target.command()
 @click.argument("root")
+@click.argument("key_id")
+def untrust(root, key_id):
+    """Revoke KEY_ID on this device: bundles it signed are refused from now on."""
+    _target(root).untrust(key_id)
+    click.echo("revoked key {} in {}".format(key_id, _target(root).p("trust")))
+
+
+@target.command()
+@click.argument("root")
 @click.option(
     "--accept-unsigned/--require-signed",
     default=None,

@@ -37,6 +37,7 @@ class Transport:
     """Runs edgetool on the target with an argv list; subclasses say how."""
 
     label = ""
+    root: Optional[str] = None  # a target's own deploy root (local targets); None: the shared --root
 
     def argv(self, args: Sequence[str]) -> List[str]:
         raise NotImplementedError
@@ -58,10 +59,11 @@ class Transport:
 class LocalTransport(Transport):
     """``deploy --to DIR``: the same device-side commands, run on this machine."""
 
-    def __init__(self, edgetool: Optional[str] = None):
+    def __init__(self, edgetool: Optional[str] = None, root: Optional[str] = None, label: str = "local"):
         # -I: isolated from the working folder (a checkout named edgetool/ there is not imported)
         self.edgetool = shlex.split(edgetool) if edgetool else [sys.executable, "-I", "-m", "edgetool"]
-        self.label = "local"
+        self.label = label
+        self.root = root
 
     def argv(self, args: Sequence[str]) -> List[str]:
         return self.edgetool + [str(a) for a in args]

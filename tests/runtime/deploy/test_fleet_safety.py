@@ -177,3 +177,53 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path):
     with pytest.raises(DeployError, match="No space left on device"):
         t.receive("v1", "base.onnx", 10, "0" * 64, Full())
     assert os.listdir(tmp_path / "device" / "staging" / "v1") == []
+
+
+def fleet(deploy_kit, tmp_path, trusted):
+    roots = []
+    for i, ok in enumerate(trusted):
+        r = tmp_path / "dev{}".format(i)
+        r.mkdir()
+        if ok:
+            assert run_cli("target", "trust", r, deploy_kit["keys"]["good"]["public"]).returncode == 0
+        roots.append(r)
+    return roots
+
+
+def test_canary_then_waves_stop_after_k_failures(deploy_kit, tmp_path):
+    roots = fleet(deploy_kit, tmp_path, [True, False, False, True, True])
+    report = tmp_path / "report.jsonl"
+    to = [a for r in roots for a in ("--to", r)]
+    args = ["--canary", "1", "--max-failures", "1", "--jobs", "1", "--report", report]
+    proc = run_cli("deploy", deploy_kit["v1"], *to, "--device-profile", "cpu", *args)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    recs = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [r["result"] for r in recs] == ["ok", "failed", "failed", "skipped", "skipped"]
+    assert recs[0]["doctor"] is True and recs[0]["version"] == version_of(deploy_kit["v1"])
+    assert all(set(r) >= {"host", "version", "release", "result", "time", "doctor"} for r in recs)
+    assert "more than --max-failures 1" in recs[3]["error"]
+    assert not os.path.exists(roots[3] / "current") and not os.path.exists(roots[4] / "current")
+    assert "2 not started" in proc.stderr and "5 host(s): 1 ok, 2 failed, 2 skipped" in proc.stdout
+
+
+def test_a_failed_canary_stops_the_rollout(deploy_kit, tmp_path):
+    roots = fleet(deploy_kit, tmp_path, [True, False, True])
+    to = [a for r in roots for a in ("--to", r)]
+    proc = run_cli("deploy", deploy_kit["v1"], *to, "--device-profile", "cpu", "--canary", "2")
+    assert proc.returncode != 0
+    assert os.path.islink(roots[0] / "current") and not os.path.exists(roots[2] / "current")
+    assert "skipped: a canary failed" in proc.stdout
+
+
+def test_revoking_a_key(deploy_kit, tmp_path, root):
+    kid = deploy_kit["keys"]["good"]["key_id"]
+    assert deploy(deploy_kit["v1"], root).returncode == 0
+    assert "key {}".format(kid) in run_cli("inspect", deploy_kit["v1"]).stdout
+    proc = run_cli("target", "untrust", root, kid)
+    assert proc.returncode == 0 and "revoked key {}".format(kid) in proc.stdout
+    assert status(root)["trusted_keys"] == []
+    proc = deploy(deploy_kit["v2"], root)
+    assert proc.returncode != 0 and "does not trust" in proc.stdout + proc.stderr
+    for bad in (kid, "not-hex!"):
+        p = run_cli("target", "untrust", root, bad)
+        assert p.returncode != 0 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1
