@@ -7,6 +7,8 @@ by name, so device-side commands work on a Jetson without the workstation extras
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 
 import click
@@ -100,10 +102,21 @@ def cli(verbose, quiet):
 
 def main(argv=None):
     from edgetool.runtime import signals
+
+    signals.install()
+    try:
+        _run(argv)
+    finally:
+        signals.restore()  # a signal during the interpreter's teardown ends it as 128 + N, no traceback
+        if os.environ.get("EDGETOOL_FAULT_KILL") == "exit:SIGTERM":  # fault-injection tests
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _run(argv):
+    from edgetool.runtime import signals
     from edgetool.runtime.choices import extra_for
     from edgetool.runtime.errors import EdgetoolError
 
-    signals.install()
     try:
         try:
             cli.main(args=argv, prog_name="edgetool", standalone_mode=False)

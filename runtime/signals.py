@@ -49,6 +49,18 @@ def install() -> None:
             signal.signal(sig, _raise)
 
 
+def restore() -> None:
+    """Give SIGTERM and SIGHUP back their default action (the process ends with the signal, as
+    128 + N to a shell) for the teardown after a command: a signal that arrives while the
+    interpreter exits then ends it at once instead of raising inside an exit handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is _raise:
+            signal.signal(sig, signal.SIG_DFL)
+
+
 def terminated_by(exc: BaseException):
     """The :class:`Terminated` behind *exc* (click wraps it in Abort, C code may mask it), or None."""
     seen = 0

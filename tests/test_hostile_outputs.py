@@ -129,3 +129,15 @@ def test_a_bundle_folder_follows_the_umask(tiny_run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert os.stat(out).st_mode & 0o777 == 0o755
+
+
+def test_a_signal_as_a_command_ends_is_128_plus_n_without_traceback(tiny_run, tmp_path):
+    import signal
+
+    proc = run_cli("export", tiny_run.path, "--out", tmp_path / "b", env={"EDGETOOL_FAULT_KILL": "exit:SIGTERM"})
+    assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stderr)  # a shell shows 128 + 15
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    from edgetool.runtime.bundle import Bundle
+
+    with Bundle.open(str(tmp_path / "b")) as b:  # the export itself had finished
+        assert b.files()
