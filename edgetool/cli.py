@@ -71,12 +71,37 @@ class LazyGroup(click.Group):
         except ImportError as exc:
             missing = getattr(exc, "module", None) or getattr(exc, "name", None) or str(exc)
             return _missing_command(name, missing)
-        return getattr(mod, attr)
+        return _with_verbosity(getattr(mod, attr))
 
     def format_commands(self, ctx, formatter):
         rows = [(n, COMMANDS[n][2]) for n in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def _with_verbosity(cmd):
+    """Every command takes -v/-q after its name too (as `train -v`), with the root's meaning."""
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _with_verbosity(sub)
+        return cmd
+    if any(p.name in ("verbose", "quiet") for p in cmd.params) or cmd.callback is None:
+        return cmd
+    inner = cmd.callback
+
+    def callback(*args, verbose=0, quiet=False, **kwargs):
+        if quiet or verbose:
+            from edgetool.runtime.log import configure
+
+            configure(-1 if quiet else verbose)
+        return inner(*args, **kwargs)
+
+    cmd.params += [
+        click.Option(["-v", "--verbose"], count=True, help="Also log what the tool does (-vv: debug)."),
+        click.Option(["-q", "--quiet"], is_flag=True, help="Errors only on stderr."),
+    ]
+    cmd.callback = callback
+    return cmd
 
 
 def _missing_command(name, module):

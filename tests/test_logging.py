@@ -36,3 +36,11 @@ def test_v_and_q_on_the_root_command(run_cli, tiny_bundle, sample_pngs):
     assert "onnxruntime" in verbose.stderr and "refittable tensors bound once" in verbose.stderr
     bad = run_cli("-q", "classify", tiny_bundle, "/nonexistent.png")
     assert bad.returncode != 0 and bad.stderr.startswith("error: ")
+
+
+def test_v_and_q_after_any_command(run_cli, tiny_bundle, sample_pngs):
+    verbose = run_cli("classify", tiny_bundle, sample_pngs[0], "-v")
+    assert verbose.returncode == 0 and "INFO: onnxruntime" in verbose.stderr, verbose.stderr
+    for args in (["inspect", tiny_bundle, "-q"], ["target", "status", "nowhere", "-v"], ["devices", "-q"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 0 and "no such option" not in proc.stderr, (args, proc.stderr)

@@ -131,7 +131,11 @@ def costs(run) -> Dict[str, dict]:
         "flat_budget": (control, f["flat"]),
         "flat_wide": (control, f["flat_wide"]),
     }
-    out: Dict[str, dict] = {k: {"image_passes": a, "flops_per_image": b} for k, (a, b) in rows.items()}
+    n, val = len(run.ytr), len(run.data.val.labels) if run.data.val is not None else 0
+    out: Dict[str, dict] = {
+        k: {"image_passes": a, "flops_per_image": b, "labelled_images": n} for k, (a, b) in rows.items()
+    }
+    out["efficient"]["labelled_images"] = n + val  # its routing is chosen (a router fit) on the validation split
     out["pipeline"] = {
         "image_passes": p,
         "control_epochs": equal_budget_epochs(run),

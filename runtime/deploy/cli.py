@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -52,7 +53,8 @@ def keygen(prefix):
         check_output(prefix + suffix, "keygen")
     k = make(prefix)
     click.echo("private key {} (mode 0600), public key {}, key id {}".format(k["private"], k["public"], k["key_id"]))
-    click.echo("on each device: edgetool target trust ROOT {}".format(k["public"]))
+    pub = os.path.basename(k["public"])
+    click.echo("copy {} to each device, then run there: edgetool target trust ROOT {}".format(k["public"], pub))
 
 
 def _ssh_file(flag, shown, text):

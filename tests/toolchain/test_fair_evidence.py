@@ -115,7 +115,12 @@ def test_control_choice_reads_only_the_validation_split(tmp_path):
     run.xte, run.yte = Guarded(), Guarded()
     scores = bounds.control_validation(run)  # trains both controls and scores them: no test image read
     assert set(scores) == {"flat_budget", "flat_wide"} and all(0 <= v <= 1 for v in scores.values())
+    run.train_all()
+    manifest = run.export(str(tmp_path / "bundle"))  # the routing choice: on the validation split only
+    assert "validation split" in manifest["routing"]["chosen_on"]
     run.xte, run.yte = xte, yte
+    m = bounds.measure(run, str(tmp_path / "bundle"), manifest)  # the final measurement reads the test split
+    assert m["verdict"]["validation"] == scores and "validation split" in m["verdict"]["chosen_on"]
     with pytest.raises(SplitRead):
         len(Guarded())  # the guard does fire
 
