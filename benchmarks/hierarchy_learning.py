@@ -398,7 +398,7 @@ def single_network(cfg, run, work, result, args):
         training.fit(m, run.xtr, run.ytr, run.recipe(extra, cfg.lr), seed=cfg.seed + 100, hooks=run.hooks("single"))
         return float_state(m)
 
-    net = float_from_state(run._stage("single", os.path.join(work, "single", "single.pt"), make))
+    net = float_from_state(run.stage("single", os.path.join(work, "single", "single.pt"), make))
     with torch.no_grad():
         acc = float((training.predict_logits(net, run.xte).argmax(1).numpy() == run.yte.numpy()).mean())
     print("{} single network, {} + {} epochs: {:.2%}".format(args.dataset, cfg.epochs, extra, acc), flush=True)

@@ -23,7 +23,6 @@ import os
 import shutil
 import tarfile
 import tempfile
-import time
 
 from edgetool.runtime import manifest as M
 from edgetool.runtime.errors import UsageError
@@ -63,16 +62,20 @@ def staged_dir(out: str, force: bool = False):
     parent = os.path.dirname(os.path.abspath(out))
     name = os.path.basename(os.path.normpath(out))
     os.makedirs(parent, exist_ok=True)
-    for stale in glob.glob(os.path.join(parent, "." + name + TMP_TAG + "*")):
-        if not os.path.islink(stale) and _abandoned(stale):
+    prefix = "." + name + TMP_TAG
+    for stale in glob.glob(os.path.join(parent, prefix + "*")):
+        # ours: a partial bundle (marker file) or a whole one (new before its rename, old after the
+        # swap), left by an export whose process is gone; a live export's temp is left alone
+        if os.path.islink(stale) or _owner_alive(os.path.basename(stale)[len(prefix) :]):
+            continue
+        if os.path.isfile(os.path.join(stale, MARK)) or is_bundle(stale):
             shutil.rmtree(stale, ignore_errors=True)
-    tmp = tempfile.mkdtemp(prefix="." + name + TMP_TAG, dir=parent)
+    tmp = tempfile.mkdtemp(prefix="{}{}-".format(prefix, os.getpid()), dir=parent)  # the owner in its name
     try:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # the published bundle folder follows the umask, as mkdir would
-        with open(os.path.join(tmp, MARK), "w") as f:
-            f.write(str(os.getpid()))  # the owner: a concurrent export leaves a live owner's temp alone
+        open(os.path.join(tmp, MARK), "w").close()
         yield tmp
         check_out(out, force)
         os.remove(os.path.join(tmp, MARK))
@@ -83,24 +86,10 @@ def staged_dir(out: str, force: bool = False):
         raise
 
 
-STALE_WHOLE_S = 600.0  # a whole bundle under a temp name (between the swap and its removal) older than this
-
-
-def _abandoned(stale: str) -> bool:
-    """A temp of ours whose export is gone: a partial bundle whose owner process no longer runs,
-    or a whole one (just before its rename, or the old one just after the swap) left long ago."""
-    mark = os.path.join(stale, MARK)
-    if os.path.isfile(mark):
-        try:
-            with open(mark) as f:
-                pid = int(f.read().strip() or 0)
-        except (OSError, ValueError):
-            pid = 0
-        return pid <= 0 or not _alive(pid)
-    try:
-        return is_bundle(stale) and time.time() - os.path.getmtime(stale) > STALE_WHOLE_S
-    except OSError:
-        return False
+def _owner_alive(suffix: str) -> bool:
+    """Whether the export that named a temp "<pid>-<random>" still runs (older names: no owner)."""
+    owner = suffix.split("-", 1)[0]
+    return owner.isdigit() and int(owner) > 0 and _alive(int(owner))
 
 
 def _alive(pid: int) -> bool:
@@ -152,8 +141,7 @@ def write_archive(bundle_dir: str, path: str, force: bool = False) -> str:
     top = os.path.basename(os.path.normpath(bundle_dir))
     folder, prefix = os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + TMP_TAG
     for stale in glob.glob(os.path.join(folder, prefix + "*")):
-        owner = os.path.basename(stale)[len(prefix) :].split("-", 1)[0]
-        if owner.isdigit() and _alive(int(owner)):
+        if _owner_alive(os.path.basename(stale)[len(prefix) :]):
             continue  # another export's archive in the making
         if os.path.isfile(stale) and not os.path.islink(stale) and _gzip_or_empty(stale):
             os.remove(stale)  # a temporary archive of ours, left by a killed export

@@ -77,10 +77,7 @@ class Bundle:
         self.head_width = self.model.head_width
         self.routing = self.model.routing  # None: the runtime's defaults (runtime.routing)
         self.not_mine = self.model.not_mine  # a "not mine" head row after each subclass network's classes
-        self.kind = self.model.kind  # "super-sub", or "flat": one network over every class
-        # a flat bundle: per head row, (superclass, index in it) of the class's primary superclass
-        primary = {c: (s.index, j) for s in self.superclasses for j, c in enumerate(s.subclasses) if c not in s.overlap}
-        self.flat_route = [primary[c] for c in self.model.flat_classes]
+        self.kind, self.flat_route = self.model.kind, M.flat_route(self.model)  # "flat": one network, no switch
         self.input = dict(manifest["input"])
         self.output_name = self.model.output_name
         self.deltas = list(manifest["deltas"])

@@ -98,16 +98,9 @@ def open_bundle(add, bundle_path):
     except EdgetoolError as exc:
         add("bundle", FAIL, str(exc))
         return None
-    add(
-        "bundle",
-        PASS,
-        "{} files verified (sha256), {}".format(
-            len(bundle.files()),
-            "flat: one network over {} classes".format(bundle.head_width)
-            if bundle.kind == "flat"
-            else "{} subclass networks".format(bundle.num_superclasses),
-        ),
-    )
+    nets = "{} subclass networks".format(bundle.num_superclasses)
+    nets = "flat: one network over {} classes".format(bundle.head_width) if bundle.kind == "flat" else nets
+    add("bundle", PASS, "{} files verified (sha256), {}".format(len(bundle.files()), nets))
     try:
         samples = bundle.samples()
     except EdgetoolError as exc:

@@ -13,6 +13,7 @@ non-negative int under a cap derived from the manifest itself, so a reader can s
 reads and decompressions by it.
 """
 
+# size-limit: every field of the manifest and every relation between fields is checked in this one pass
 from __future__ import annotations
 
 import json
@@ -168,6 +169,18 @@ def _model(d, supers) -> Tuple[str, Tuple[str, ...]]:
     if set(classes) != {c for _, subs in supers for c in subs}:
         fail("model.classes", "must name every class of the hierarchy, and nothing else")
     return "flat", tuple(classes)
+
+
+def flat_route(m: Manifest) -> List[Tuple[int, int]]:
+    """A flat bundle's head rows as (superclass, index in it) of each class's primary superclass."""
+    over = m.overlap or ((),) * len(m.superclasses)
+    primary = {
+        c: (k, j)
+        for k, ((_, subs), o) in enumerate(zip(m.superclasses, over))
+        for j, c in enumerate(subs)
+        if c not in o
+    }
+    return [primary[c] for c in m.flat_classes]
 
 
 def _overlap(d, supers) -> Tuple[Tuple[str, ...], ...]:

@@ -107,12 +107,12 @@ def test_concurrent_exports_to_one_out_both_succeed(tiny_run, tmp_path):
 def test_a_live_exports_temp_is_left_alone(tmp_path):
     from edgetool.export import atomic
 
-    live = tmp_path / (".b" + atomic.TMP_TAG + "live")
+    live = tmp_path / (".b" + atomic.TMP_TAG + "{}-live".format(os.getpid()))
     live.mkdir()
-    (live / atomic.MARK).write_text(str(os.getpid()))
-    dead = tmp_path / (".b" + atomic.TMP_TAG + "dead")
+    (live / atomic.MARK).write_text("")
+    dead = tmp_path / (".b" + atomic.TMP_TAG + "999999999-dead")
     dead.mkdir()
-    (dead / atomic.MARK).write_text("999999999")
+    (dead / atomic.MARK).write_text("")
     with atomic.staged_dir(str(tmp_path / "b")) as tmp:
         open(os.path.join(tmp, "x"), "w").close()
     assert live.is_dir() and not dead.exists()

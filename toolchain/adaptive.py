@@ -58,7 +58,7 @@ def flat_finetune(run, k: int):
         run._fine_tune(m, k, "flat-ft subclass [{}]".format(name))
         return float_state(m)
 
-    return float_from_state(run._stage("adaptive-flat-ft:" + name, run.file("adaptive", "{}.pt".format(k)), make))
+    return float_from_state(run.stage("adaptive-flat-ft:" + name, run.file("adaptive", "{}.pt".format(k)), make))
 
 
 def candidate(run, name: str, k: int):

@@ -206,6 +206,22 @@ def control_validation(run) -> Dict[str, float]:
     return out
 
 
+def efficient(run, bundle_dir: Optional[str], true_k: np.ndarray):
+    """(per-image correctness, superclass accuracy of the int8 base, how it was measured) of
+    efficient int8 Super-Sub: the bundle through ONNX Runtime, else the QAT networks in torch."""
+    y = run.yte.numpy()
+    if bundle_dir is not None:
+        from .runtime_eval import evaluate_bundle_predictions
+
+        ks, js = evaluate_bundle_predictions(bundle_dir, run.xte.numpy())
+        members = run.hier.members(run.train.classes)
+        ok = np.array([members[k][j] for k, j in zip(ks, js)], dtype=np.int64) == y
+        return ok, float((ks == true_k).mean()), "runtime (ONNX Runtime on the bundle)"
+    qroute = training.predict_logits(run.super_qat(), run.xte, run.hier.n_super).argmax(1).numpy()
+    ok = two_stage(run, [run.sub_qat(k) for k in range(run.hier.n_super)], qroute)
+    return ok, float((qroute == true_k).mean()), "torch (QAT networks)"
+
+
 def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> dict:
     """Every figure of the reports for one run (and its exported bundle).
 
@@ -228,20 +244,7 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
         "base_fp32": float((route == true_k).mean()),
         "flat": float((flat_routing(flat_logits, run.sup_of, N) == true_k).mean()),
     }
-    if bundle_dir is not None:
-        from .runtime_eval import evaluate_bundle_predictions
-
-        ks, js = evaluate_bundle_predictions(bundle_dir, run.xte.numpy())
-        members = run.hier.members(run.train.classes)
-        correct["efficient"] = np.array([members[k][j] for k, j in zip(ks, js)], dtype=np.int64) == y
-        routing["base_int8"] = float((ks == true_k).mean())
-        source = "runtime (ONNX Runtime on the bundle)"
-    else:
-        base = run.super_qat()
-        qroute = training.predict_logits(base, run.xte, N).argmax(1).numpy()
-        correct["efficient"] = two_stage(run, [run.sub_qat(k) for k in range(N)], qroute)
-        routing["base_int8"] = float((qroute == true_k).mean())
-        source = "torch (QAT networks)"
+    correct["efficient"], routing["base_int8"], source = efficient(run, bundle_dir, true_k)
     validation = control_validation(run)  # the choice between the controls, before any test image
     for kind in ("budget", "wide"):
         net = run.flat_control(kind)

@@ -242,17 +242,9 @@ def train(run_dir, modes, config_file, from_run, **flags):
         raise UsageError("unknown mode(s) {}; choose from {}".format(", ".join(bad) or "(none)", ", ".join(MODES)))
     cfg_path = os.path.join(run_dir, "config.json")
     if from_run is not None:
-        from .run_data import reuse
+        from .resume import start_from
 
-        if not os.path.isfile(os.path.join(from_run, "config.json")):
-            raise UsageError("--from {}: not a training run (no config.json)".format(from_run))
-        if os.path.exists(cfg_path):
-            raise UsageError("{}: already a run; --from starts a new one (give a new folder)".format(run_dir))
-        cfg = make_config(config_file or os.path.join(from_run, "config.json"), **given(flags))
-        copied = reuse(from_run, run_dir, cfg)
-        click.echo(
-            "reused from {}: {}".format(from_run, ", ".join(copied) or "nothing (every stage changes)"), err=True
-        )
+        cfg = start_from(from_run, run_dir, lambda path: make_config(config_file or path, **given(flags)))
     else:
         if os.path.isfile(cfg_path) and config_file is None:
             config_file = cfg_path  # resuming: the run's own config, with the flags given now on top

@@ -204,13 +204,14 @@ def _plot_confusion(plt, rep, names, out_dir):
 def _plot_per_superclass(plt, rep, names, out_dir):
     N = len(names)
     fig, ax = plt.subplots(figsize=(2.5 + 1.6 * N, 3.8))
-    w = 0.8 / len(KINDS)
+    kinds = [k for k in KINDS if k[0] in rep["per_superclass_accuracy"]]  # a report may predate a row
+    w = 0.8 / len(kinds)
     vals_all = []
-    for i, (key, label, color) in enumerate(KINDS):
+    for i, (key, label, color) in enumerate(kinds):
         # a superclass without test images has no bar (NaN), not a bar at 0 that would unzoom the axis
         vals = [100 * v if v is not None else np.nan for v in rep["per_superclass_accuracy"][key]]
         vals_all += [v for v in vals if v == v]
-        ax.bar(np.arange(N) + (i - (len(KINDS) - 1) / 2) * w, vals, w, label=label, color=color)
+        ax.bar(np.arange(N) + (i - (len(kinds) - 1) / 2) * w, vals, w, label=label, color=color)
     vals_all = vals_all or [0.0, 100.0]
     lo = max(0.0, min(vals_all) - 3.0)
     ax.set_ylim(lo, min(100.0, max(vals_all) + 1.0))

@@ -43,59 +43,61 @@ def _accuracy_lines(rep: dict) -> List[str]:
     a, g, r = rep["accuracy"], rep["gap_closed"], rep["routing"]
     names = rep["superclasses"]
     bb = rep["bundle_bytes"]
-    return [
-        "# Super-Sub evaluation: {} ({})".format(rep["dataset"], rep["model"]),
-        "",
-        "{} test images; superclasses: {}. Base network started from: {}; delta budget: {}.".format(
-            rep["test_images"], ", ".join(names), rep["base_init"], rep["delta_budget"]
-        ),
-        "Efficient: measured with {}. Bundle: {} bytes in all (base.onnx {}, deltas {}, codec {}).".format(
-            rep["efficient_measured_with"], bb["files"], bb["base"], bb["deltas"], rep["codec"]
-        ),
-        "Training augmentation: {} (random-crop padding {}; {}). Input: {} ({}).".format(
-            rep["augmentation"]["augment"],
-            rep["augmentation"]["pad"],
-            rep["augmentation"]["why"],
-            "x".join(str(v) for v in rep["input"]["shape"]),
-            rep["input"]["channels_from"],
-        ),
-        "",
-        "| | accuracy | gap closed |",
-        "|---|---:|---:|",
-        "| lower bound: flat network | {} | |".format(_pct(a["lower"])),
-        "| control: flat network, true superclass's classes only | {} | {} |".format(
-            _pct(a["control"]), _gap(g["control"])
-        ),
-        "| upper bound: vanilla subclass networks, true superclass | {} | |".format(_pct(a["upper"])),
-        "| vanilla fp32 Super-Sub | {} | {} |".format(_pct(a["vanilla"]), _gap(g["vanilla"])),
-        "| efficient int8 Super-Sub | {} | {} |".format(_pct(a["efficient"]), _gap(g["efficient"])),
-        "| flat int8, equal training budget | {} | |".format(_pct(a["flat_budget"])),
-        "| flat int8, equal inference cost | {} | |".format(_pct(a["flat_wide"])),
-        "",
-        "**Verdict.** {} The better flat control was chosen on the {}.".format(
-            rep["verdict"]["message"], rep["verdict"]["chosen_on"]
-        ),
-        "",
-        "| row | training image passes | FLOPs per image |",
-        "|---|---:|---:|",
-    ]
-    +[
-        "| {} | {} | {} |".format(k, rep["cost"][k]["image_passes"], rep["cost"][k]["flops_per_image"])
-        for k in a
-        if k in rep["cost"]
-    ]
-    +[
-        "",
-        "Gap closed = (Super-Sub - lower) / (upper - lower). x = stored delta bytes / stored bytes of base.onnx: "
-        "{:.3f} on average.".format(rep["x"]["mean"]),
-        "",
-        "Networks: " + "; ".join("{}: {}".format(k, v) for k, v in rep["networks"].items() if k in a) + ".",
-        "",
-        "Routing (superclass accuracy): base network fp32 {}, int8 {}; "
-        "the flat network's implied superclass {}.".format(
-            _pct(r["base_fp32"]), _pct(r.get("base_int8")), _pct(r["flat"])
-        ),
-    ]
+    return (
+        [
+            "# Super-Sub evaluation: {} ({})".format(rep["dataset"], rep["model"]),
+            "",
+            "{} test images; superclasses: {}. Base network started from: {}; delta budget: {}.".format(
+                rep["test_images"], ", ".join(names), rep["base_init"], rep["delta_budget"]
+            ),
+            "Efficient: measured with {}. Bundle: {} bytes in all (base.onnx {}, deltas {}, codec {}).".format(
+                rep["efficient_measured_with"], bb["files"], bb["base"], bb["deltas"], rep["codec"]
+            ),
+            "Training augmentation: {} (random-crop padding {}; {}). Input: {} ({}).".format(
+                rep["augmentation"]["augment"],
+                rep["augmentation"]["pad"],
+                rep["augmentation"]["why"],
+                "x".join(str(v) for v in rep["input"]["shape"]),
+                rep["input"]["channels_from"],
+            ),
+            "",
+            "| | accuracy | gap closed |",
+            "|---|---:|---:|",
+            "| lower bound: flat network | {} | |".format(_pct(a["lower"])),
+            "| control: flat network, true superclass's classes only | {} | {} |".format(
+                _pct(a["control"]), _gap(g["control"])
+            ),
+            "| upper bound: vanilla subclass networks, true superclass | {} | |".format(_pct(a["upper"])),
+            "| vanilla fp32 Super-Sub | {} | {} |".format(_pct(a["vanilla"]), _gap(g["vanilla"])),
+            "| efficient int8 Super-Sub | {} | {} |".format(_pct(a["efficient"]), _gap(g["efficient"])),
+            "| flat int8, equal training budget | {} | |".format(_pct(a["flat_budget"])),
+            "| flat int8, equal inference cost | {} | |".format(_pct(a["flat_wide"])),
+            "",
+            "**Verdict.** {} The better flat control was chosen on the {}.".format(
+                rep["verdict"]["message"], rep["verdict"]["chosen_on"]
+            ),
+            "",
+            "| row | training image passes | FLOPs per image |",
+            "|---|---:|---:|",
+        ]
+        + [
+            "| {} | {} | {} |".format(k, rep["cost"][k]["image_passes"], rep["cost"][k]["flops_per_image"])
+            for k in a
+            if k in rep["cost"]
+        ]
+        + [
+            "",
+            "Gap closed = (Super-Sub - lower) / (upper - lower). x = stored delta bytes / stored bytes of base.onnx: "
+            "{:.3f} on average.".format(rep["x"]["mean"]),
+            "",
+            "Networks: " + "; ".join("{}: {}".format(k, v) for k, v in rep["networks"].items() if k in a) + ".",
+            "",
+            "Routing (superclass accuracy): base network fp32 {}, int8 {}; "
+            "the flat network's implied superclass {}.".format(
+                _pct(r["base_fp32"]), _pct(r.get("base_int8")), _pct(r["flat"])
+            ),
+        ]
+    )
 
 
 def markdown(rep: dict) -> str:

@@ -28,7 +28,7 @@ import torch
 
 from edgetool.runtime.errors import UsageError
 
-from . import delta_budget, models, qat, run_data
+from . import delta_budget, models, qat, resume
 from . import train as training
 from .checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
 from .run_data import RunData, TrainConfig, load_data
@@ -61,7 +61,7 @@ class Run:
                 raise UsageError("{}: not a training run (no config.json)".format(path))
             cfg = TrainConfig.load(cpath)
         else:
-            run_data.check_resume(path, cfg)
+            resume.check_resume(path, cfg)
         training.set_threads()
         torch.manual_seed(cfg.seed)
         data = RunData.load(cfg)
@@ -106,7 +106,7 @@ class Run:
             models.load_torchvision_weights(m, state)
         return m
 
-    def _stage(self, name: str, path: str, make: Callable[[], object]):
+    def stage(self, name: str, path: str, make: Callable[[], object]):
         if os.path.isfile(path):
             log.debug("stage %s: %s (trained before)", name, path)
             return load_checkpoint(path)
@@ -161,7 +161,7 @@ class Run:
             )
             return float_state(m)
 
-        return float_from_state(self._stage("flat", self.file("flat.pt"), make))
+        return float_from_state(self.stage("flat", self.file("flat.pt"), make))
 
     def superclass(self) -> models.ResNet:
         """The base network: superclass labels, from the flat network's trunk by default."""
@@ -185,7 +185,7 @@ class Run:
             )
             return float_state(m)
 
-        return float_from_state(self._stage("superclass", self.file("super.pt"), make))
+        return float_from_state(self.stage("superclass", self.file("super.pt"), make))
 
     def base_from_flat(self) -> models.ResNet:
         """The flat network's trunk under a head of width H whose superclass row k starts as
@@ -227,9 +227,9 @@ class Run:
             self._fine_tune(m, k, "vanilla subclass [{}]".format(name))
             return float_state(m)
 
-        return float_from_state(self._stage("vanilla:{}".format(name), self.file("vanilla", "{}.pt".format(k)), make))
+        return float_from_state(self.stage("vanilla:{}".format(name), self.file("vanilla", "{}.pt".format(k)), make))
 
-    def _quantize(self, m, labels: torch.Tensor, n_valid: int, desc: str) -> qat.QATNet:
+    def quantize(self, m, labels: torch.Tensor, n_valid: int, desc: str) -> qat.QATNet:
         """Calibrate float network *m* on training batches, then QAT it on *labels* (the base's recipe)."""
         g = torch.Generator().manual_seed(self.cfg.seed)
         perm = torch.randperm(len(self.ytr), generator=g)
@@ -243,46 +243,15 @@ class Run:
     def super_qat(self) -> qat.QATNet:
         def make():
             ys = torch.from_numpy(self.sup_of)[self.ytr]
-            return self._quantize(self.superclass(), ys, self.hier.n_super, "QAT superclass network").state()
+            return self.quantize(self.superclass(), ys, self.hier.n_super, "QAT superclass network").state()
 
-        return qat.QATNet.from_state(self._stage("super_qat", self.file("super_qat.pt"), make))
-
-    def control_file(self, kind: str, qat_net: bool = False) -> str:
-        """Checkpoint of flat control *kind* ("budget" or "wide"); its name holds the epochs (and
-        width) it was trained with, so a changed budget never reuses it."""
-        from . import bounds
-
-        epochs = bounds.equal_budget_epochs(self)
-        name = "flat-{}-e{}".format(kind, epochs)
-        if kind == "wide":
-            name = "flat-wide-w{}-e{}".format(bounds.equal_cost_width(self), epochs)
-        return self.file("controls", name + ("-qat.pt" if qat_net else ".pt"))
+        return qat.QATNet.from_state(self.stage("super_qat", self.file("super_qat.pt"), make))
 
     def flat_control(self, kind: str) -> qat.QATNet:
-        """The int8 flat control *kind* (:mod:`.bounds`): "budget", the flat network trained for the
-        Super-Sub pipeline's image passes; "wide", a wider one at about Super-Sub's FLOPs per image,
-        for the same passes.  Each is QAT int8 as the base is, within those passes."""
-        from . import bounds
+        """The int8 flat control *kind* ("budget" or "wide"), trained once (:mod:`.controls`)."""
+        from .controls import flat_control
 
-        if kind not in ("budget", "wide"):
-            raise UsageError("unknown flat control {!r}".format(kind))
-        epochs = bounds.equal_budget_epochs(self) - self.cfg.qat_epochs
-        width = self.cfg.width_mult * (bounds.equal_cost_width(self) if kind == "wide" else 1.0)
-        what = "equal budget" if kind == "budget" else "equal cost, width x{:g}".format(width)
-        desc = "flat control ({})".format(what)
-        n = len(self.train.classes)
-
-        def make_float():
-            m = self.new_model(n, width)
-            recipe = self.recipe(epochs, self.cfg.lr)
-            training.fit(m, self.xtr, self.ytr, recipe, seed=self.cfg.seed, hooks=self.hooks(desc))
-            return float_state(m)
-
-        def make():
-            m = float_from_state(self._stage("flat_" + kind, self.control_file(kind), make_float))
-            return self._quantize(m, self.ytr, n, "QAT " + desc).state()
-
-        return qat.QATNet.from_state(self._stage("flat_{}_qat".format(kind), self.control_file(kind, True), make))
+        return flat_control(self, kind)
 
     def sub_qat(self, k: int) -> qat.QATNet:
         """QAT fine-tune of subclass network k from the QAT superclass network, scales frozen,
@@ -304,7 +273,7 @@ class Run:
             self._fine_tune(net, k, "QAT subclass [{}]".format(name), after_step=step, data=data)
             return net.state()
 
-        return qat.QATNet.from_state(self._stage("qat:" + name, self.file("qat", "{}.pt".format(k)), make))
+        return qat.QATNet.from_state(self.stage("qat:" + name, self.file("qat", "{}.pt".format(k)), make))
 
     def train_all(self, with_flat=True, with_vanilla=True, with_qat_subclasses=True) -> None:
         if with_flat:
@@ -321,29 +290,9 @@ class Run:
     def samples(self, n: int = 8) -> np.ndarray:
         return training.preprocess_numpy(self.test.images[:n], self.mean, self.std)
 
-    def export(
-        self,
-        out_dir: str,
-        codec: str = "zstd",
-        force: bool = False,
-        routing_data=None,
-        model: str = "super-sub",
-        release: Optional[int] = None,
-    ) -> dict:
-        """The int8 bundle; routing chosen on the validation split, or on *routing_data* (x, labels).
-        *model* "flat" or "flat-wide": the flat control of that name (:mod:`.bounds`), as a flat bundle."""
-        from edgetool.export.atomic import check_out
-        from edgetool.export.bundle import write_bundle
-        from edgetool.toolchain.routing_eval import bundle_routing
+    def export(self, out_dir: str, codec: str = "zstd", force: bool = False, **options) -> dict:
+        """The bundle of this run (:func:`edgetool.export.from_run.export_run`: *routing_data*,
+        *model* "super-sub", "flat" or "flat-wide", *release*)."""
+        from edgetool.export.from_run import export_run
 
-        check_out(out_dir, force)  # before any network is loaded or trained
-        if model != "super-sub":
-            net = self.flat_control({"flat": "budget", "flat-wide": "wide"}[model])
-            subs = [net] * self.hier.n_super  # zero deltas: the format stays whole, nothing switches
-            args = (self.hier, self.input_spec, codec, self.samples(), None, force)
-            return write_bundle(out_dir, net, subs, *args, flat_classes=list(self.train.classes), release=release)
-        base = self.super_qat()
-        subs = [self.sub_qat(k) for k in range(self.hier.n_super)]
-        extra = bundle_routing(self, base, subs, data=routing_data)  # chosen on the validation split, if any
-        args = (self.hier, self.input_spec, codec, self.samples(), extra, force)
-        return write_bundle(out_dir, base, subs, *args, release=release)
+        return export_run(self, out_dir, codec, force, **options)

@@ -214,14 +214,7 @@ def deploy(
     profile = device_profiles.load(profile_name)
     if engine_build and not profile["gpu"]:
         raise UsageError("profile {} has no GPU: --engine-build needs TensorRT on a GPU device".format(profile["name"]))
-    if keep < 2 or (batch is not None and batch < 1):
-        raise UsageError("--keep must be >= 2 and --batch >= 1")
-    if canary < 0 or (max_failures is not None and max_failures < 0):
-        raise UsageError("--canary and --max-failures must be >= 0")
-    if report_file:
-        from ..files import check_output
-
-        check_output(report_file, "--report")
+    _check_numbers(keep, batch, canary, max_failures, report_file)
     with Bundle.open(bundle) as b:
         est = fit.check(b, profile, batch, force=force)
         click.echo("fit: {}{}".format(fit.describe(est), "" if est["fits"] else " -- DOES NOT FIT (--force)"))
@@ -242,51 +235,23 @@ def deploy(
             s = dict(steps, doctor=True) if with_doctor else steps
             return deploy_one(t, t.root or root, source, s, keep, bwlimit, Progress(t.label, live=live))
 
+        from .rollout import rollout, write_report
+
         results = rollout(targets, one, canary, max_failures, kw["jobs"])
     if report_file:
         write_report(report_file, results, source)
     finish(results)
 
 
-def rollout(targets, one, canary: int, max_failures, jobs: int):
-    """Canaries first (with their doctor check); then the rest in waves of *jobs*, stopping once
-    more than *max_failures* hosts failed.  Hosts never started are reported as skipped."""
-    from .driver import on_all
+def _check_numbers(keep, batch, canary, max_failures, report_file) -> None:
+    if keep < 2 or (batch is not None and batch < 1):
+        raise UsageError("--keep must be >= 2 and --batch >= 1")
+    if canary < 0 or (max_failures is not None and max_failures < 0):
+        raise UsageError("--canary and --max-failures must be >= 0")
+    if report_file:
+        from ..files import check_output
 
-    results = on_all(targets[:canary], lambda t: one(t, True), jobs) if canary else []
-    rest = targets[canary:]
-    why = None
-    if any(not r["ok"] for r in results):
-        why = "skipped: a canary failed"
-    for i in range(0, len(rest), jobs):
-        failed = sum(not r["ok"] for r in results)
-        if why is None and max_failures is not None and failed > max_failures:
-            why = "skipped: {} hosts failed, more than --max-failures {}".format(failed, max_failures)
-        wave = rest[i : i + jobs]
-        if why is not None:
-            results += [{"host": t.label, "ok": False, "skipped": True, "error": why, "seconds": 0.0} for t in wave]
-            continue
-        results += on_all(wave, one, jobs)
-    return results
-
-
-def write_report(path, results, source):
-    """One JSON record per host: what it got, when, and its doctor check."""
-    import time
-
-    with open(path, "w") as f:
-        for r in results:
-            rec = {
-                "host": r["host"],
-                "version": source.version,
-                "release": source.release,
-                "result": "ok" if r["ok"] else ("skipped" if r.get("skipped") else "failed"),
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "seconds": round(r.get("seconds", 0.0), 3),
-                "doctor": r.get("doctor"),
-                "error": r.get("error"),
-            }
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
+        check_output(report_file, "--report")
 
 
 def remote_all(kw, sub, extra=()):

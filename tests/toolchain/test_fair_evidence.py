@@ -84,7 +84,9 @@ def test_controls_train_for_the_pipeline_budget(tiny_run, monkeypatch):
     w = bounds.equal_cost_width(tiny_run)
     assert w > 1.0 and abs(flops["flat_wide"] - flops["super_sub"]) < 0.1 * flops["super_sub"]
     # a changed budget never reuses a control trained for another
-    assert "-e{}".format(bounds.equal_budget_epochs(tiny_run)) in tiny_run.control_file("budget")
+    from edgetool.toolchain.controls import control_file
+
+    assert "-e{}".format(bounds.equal_budget_epochs(tiny_run)) in control_file(tiny_run, "budget")
 
 
 class SplitRead(Exception):

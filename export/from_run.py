@@ -1,0 +1,37 @@
+"""A training run's bundle: the Super-Sub networks with the routing chosen on the validation
+split, or one of the flat controls as a single-network bundle."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .atomic import check_out
+from .bundle import write_bundle
+
+FLAT_MODELS = {"flat": "budget", "flat-wide": "wide"}  # export --model -> the flat control (toolchain.bounds)
+
+
+def export_run(
+    run,
+    out_dir: str,
+    codec: str = "zstd",
+    force: bool = False,
+    routing_data=None,
+    model: str = "super-sub",
+    release: Optional[int] = None,
+) -> dict:
+    """The int8 bundle of *run*; routing chosen on the validation split, or on *routing_data*
+    (x, labels).  *model* "flat" or "flat-wide": that flat control, as a flat bundle."""
+    from edgetool.toolchain.routing_eval import bundle_routing
+
+    check_out(out_dir, force)  # before any network is loaded or trained
+    if model != "super-sub":
+        net = run.flat_control(FLAT_MODELS[model])
+        subs = [net] * run.hier.n_super  # zero deltas: the format stays whole, nothing switches
+        args = (run.hier, run.input_spec, codec, run.samples(), None, force)
+        return write_bundle(out_dir, net, subs, *args, flat_classes=list(run.train.classes), release=release)
+    base = run.super_qat()
+    subs = [run.sub_qat(k) for k in range(run.hier.n_super)]
+    extra = bundle_routing(run, base, subs, data=routing_data)  # chosen on the validation split, if any
+    args = (run.hier, run.input_spec, codec, run.samples(), extra, force)
+    return write_bundle(out_dir, base, subs, *args, release=release)
