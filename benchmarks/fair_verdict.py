@@ -20,6 +20,7 @@ Usage:
   python benchmarks/fair_verdict.py --dataset fashion-mnist --seeds 0 1 2
   python benchmarks/fair_verdict.py --dataset cifar10 --seeds 0 1 2
   python benchmarks/fair_verdict.py --dataset cifar10 --aggregate      # summary from the seed files
+  python benchmarks/fair_verdict.py --readme                           # the README's table
 """
 
 import argparse
@@ -236,15 +237,55 @@ def markdown(s):
     return "\n".join(lines)
 
 
+def readme_table(root=os.path.join(RESULTS, "fair")):
+    """The README's table: one row per dataset with a summary, from the committed summaries."""
+    lines = [
+        "| data (seeds, test images each) | efficient int8 | flat, equal budget | flat, equal cost "
+        "| efficient − better control (95% CI) | verdict |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name, "summary.json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            s = json.load(f)
+        a, v = s["accuracy"], s["verdict"]
+        cell = lambda k: "{:.2f} ± {:.2f}".format(100 * a[k]["mean"], 100 * (a[k]["se"] or 0))  # noqa: E731
+        lines.append(
+            "| [{}]({}) ({}, {:,}) | {} | {} | {} | {:+.2f} ({:+.2f}, {:+.2f}) vs {} | {} |".format(
+                name,
+                "benchmarks/results/fair/{}/summary.md".format(name),
+                len(s["seeds"]),
+                s["test_images"],
+                cell("efficient"),
+                cell("flat_budget"),
+                cell("flat_wide"),
+                100 * v["difference"],
+                100 * v["ci95"][0],
+                100 * v["ci95"][1],
+                v["best_control"],
+                "pays off" if v["pays_off"] else "ship flat",
+            )
+        )
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", required=True, choices=sorted(SETTINGS))
+    ap.add_argument("--dataset", choices=sorted(SETTINGS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--work", default=None, help="training runs (default edgetool-out/fair-<dataset>)")
     ap.add_argument("--out", default=None, help="results (default benchmarks/results/fair/<dataset>)")
     ap.add_argument("--aggregate", action="store_true", help="only write the summary from the seed files")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--readme", action="store_true", help="print the README's table from every committed summary")
     args = ap.parse_args()
+    if args.readme:
+        print(readme_table())
+        return
+    if args.dataset is None:
+        ap.error("--dataset is required")
     work = args.work or os.path.join("edgetool-out", "fair-" + args.dataset)
     out = args.out or os.path.join(RESULTS, "fair", args.dataset)
     if not args.aggregate:

@@ -291,8 +291,8 @@ class Run:
         return training.preprocess_numpy(self.test.images[:n], self.mean, self.std)
 
     def export(self, out_dir: str, codec: str = "zstd", force: bool = False, **options) -> dict:
-        """The bundle of this run (:func:`edgetool.export.from_run.export_run`: *routing_data*,
-        *model* "super-sub", "flat" or "flat-wide", *release*)."""
-        from edgetool.export.from_run import export_run
+        """The bundle of this run (:func:`.run_export.export_run`: *routing_data*, *model*
+        "super-sub", "flat" or "flat-wide", *release*)."""
+        from .run_export import export_run
 
         return export_run(self, out_dir, codec, force, **options)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .atomic import check_out
-from .bundle import write_bundle
+from edgetool.export.atomic import check_out
+from edgetool.export.bundle import write_bundle
 
 FLAT_MODELS = {"flat": "budget", "flat-wide": "wide"}  # export --model -> the flat control (toolchain.bounds)
 
@@ -22,7 +22,7 @@ def export_run(
 ) -> dict:
     """The int8 bundle of *run*; routing chosen on the validation split, or on *routing_data*
     (x, labels).  *model* "flat" or "flat-wide": that flat control, as a flat bundle."""
-    from edgetool.toolchain.routing_eval import bundle_routing
+    from .routing_eval import bundle_routing
 
     check_out(out_dir, force)  # before any network is loaded or trained
     if model != "super-sub":
