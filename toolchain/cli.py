@@ -279,8 +279,9 @@ def demo(out, codec, fresh, config_file, **flags):
     """Train, export and run Super-Sub on the shipped Fashion-MNIST sample, offline.
 
     Prints accuracy (lower bound: flat; control; upper bound; vanilla fp32 Super-Sub;
-    efficient int8 Super-Sub through the runtime), where the efficient result sits between the
-    bounds, routing, storage x, and switch latency; leaves the bundle and results.json in --out.
+    efficient int8 Super-Sub through the runtime; flat int8 at equal training budget and at equal
+    inference cost), the verdict (does Super-Sub pay off, with its 95% interval), routing, storage
+    x, and switch latency; leaves the bundle and results.json in --out.
     """
     import shutil
 

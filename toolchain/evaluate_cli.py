@@ -34,7 +34,8 @@ from .cli import device_option
 @device_option
 @verbosity_options
 def evaluate(run_dir, bundle, out, adaptive):
-    """Report (Markdown, HTML, JSON, PNG plots): bounds, control, vanilla vs efficient, routing, deltas, storage x."""
+    """Report (Markdown, HTML, JSON, PNG plots): bounds, control, vanilla vs efficient, routing, deltas, storage x,
+    and the verdict against two flat int8 controls (equal training budget, equal inference cost)."""
     from .adaptive import CANDIDATES
     from .evaluate import evaluate as run_eval
     from .pipeline import Run
