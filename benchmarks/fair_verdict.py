@@ -251,7 +251,11 @@ def readme_table(root=os.path.join(RESULTS, "fair")):
         with open(path) as f:
             s = json.load(f)
         a, v = s["accuracy"], s["verdict"]
-        cell = lambda k: "{:.2f} ± {:.2f}".format(100 * a[k]["mean"], 100 * (a[k]["se"] or 0))  # noqa: E731
+
+        def cell(k):
+            se = a[k]["se"]
+            return "{:.2f}".format(100 * a[k]["mean"]) + ("" if se is None else " ± {:.2f}".format(100 * se))
+
         lines.append(
             "| [{}]({}) ({}, {:,}) | {} | {} | {} | {:+.2f} ({:+.2f}, {:+.2f}) vs {} | {} |".format(
                 name,
