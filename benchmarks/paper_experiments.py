@@ -153,6 +153,47 @@ def run_point(args, seed, b, first, out):
     )
 
 
+def run_controls(args, seed, kind, out):
+    """Train (or resume) flat control *kind* ("budget" or "wide", edgetool.toolchain.bounds) with the
+    seed's recorded settings and record its int8 test accuracy, image passes and FLOPs in the seed file."""
+    from edgetool.runtime.machine import machine_name
+    from edgetool.toolchain import bounds as B
+    from edgetool.toolchain import train as training
+    from edgetool.toolchain.device import describe as describe_device
+    from edgetool.toolchain.pipeline import Run, TrainConfig
+
+    seed_file = os.path.join(out, "seeds", "seed{}.json".format(seed))
+    with open(seed_file) as f:
+        record = json.load(f)
+    controls = record.setdefault("controls", {})
+    if "flat_" + kind in controls:
+        return
+    work = args.work or os.path.join("edgetool-out", "bench-" + args.dataset)
+    data, hier = dataset_dir(args.dataset, work, args.data_root)
+    cfg_d = dict(record["config"], data=data, hierarchy=hier, delta_budget=TrainConfig().delta_budget)
+    if "flip" in cfg_d:  # seed files that predate --augment
+        cfg_d["augment"] = "flip" if cfg_d.pop("flip") else "none"
+    cfg = TrainConfig(**{k: v for k, v in cfg_d.items() if k in TrainConfig.__dataclass_fields__})
+    run = Run.open(os.path.join(work, "seed{}".format(seed), "controls"), cfg, progress=args.progress)
+    t0 = time.perf_counter()
+    net = run.flat_control(kind)
+    acc = float((training.predict_logits(net, run.xte).argmax(1) == run.yte).float().mean())
+    cost = B.costs(run)
+    controls["flat_" + kind] = {
+        "accuracy": acc,
+        "image_passes": cost["flat_" + kind]["image_passes"],
+        "flops_per_image": cost["flat_" + kind]["flops_per_image"],
+        "pipeline_image_passes": cost["pipeline"]["image_passes"],
+        "width": cost["pipeline"]["control_width"] if kind == "wide" else 1.0,
+        "seconds": time.perf_counter() - t0,
+        "trained_on": describe_device(),
+        "machine": machine_name(),
+    }
+    write_result(seed_file, record)
+    eff = record["budgets"][TrainConfig().delta_budget]["accuracy"]["efficient"]
+    print("seed {} flat {}: {:.2%} (efficient {:.2%})".format(seed, kind, acc, eff), flush=True)
+
+
 def aggregate(dataset, out, default_budget, machine):
     seeds = []
     folder = os.path.join(out, "seeds")
@@ -177,8 +218,12 @@ def aggregate(dataset, out, default_budget, machine):
                 "gap_closed": m["gap_closed"],
             }
         )
+    for p, s in zip(per_seed, seeds):  # the flat controls at equal training budget and cost, where trained
+        for k, c in s.get("controls", {}).items():
+            p["accuracy"][k] = c["accuracy"]
+    controls = [k for k in ("flat_budget", "flat_wide") if all(k in p["accuracy"] for p in per_seed)]
     mean = {
-        "accuracy": {k: mean_se([p["accuracy"][k] for p in per_seed]) for k in keys},
+        "accuracy": {k: mean_se([p["accuracy"][k] for p in per_seed]) for k in keys + tuple(controls)},
         "routing": {k: mean_se([p["routing"][k] for p in per_seed]) for k in ("base_fp32", "base_int8", "flat")},
         "x": mean_se([p["x"] for p in per_seed]),
         "x_per_superclass": {
@@ -188,6 +233,8 @@ def aggregate(dataset, out, default_budget, machine):
         "efficient_minus_vanilla": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["vanilla"] for p in per_seed]),
         "efficient_minus_lower": mean_se([p["accuracy"]["efficient"] - p["accuracy"]["lower"] for p in per_seed]),
     }
+    for k in controls:
+        mean["efficient_minus_" + k] = mean_se([p["accuracy"]["efficient"] - p["accuracy"][k] for p in per_seed])
     for k in ("vanilla", "efficient"):
         if mean["gap_closed"][k]["mean"] is None:
             mean["gap_closed"][k]["reason"] = "the bounds tie in every seed"
@@ -244,6 +291,7 @@ def aggregate(dataset, out, default_budget, machine):
         "mean": mean,
         "pareto": budgets,
         "targets": targets,
+        "controls": {k: seeds[0]["controls"][k] for k in controls},
     }
     write_result(os.path.join(out, "summary.json"), summary)
     pareto_plot(summary, os.path.join(out, "pareto.png"))
@@ -275,6 +323,14 @@ def markdown_table(summary):
         ),
         "| efficient − vanilla (paired) | {} |".format(pm(m["efficient_minus_vanilla"])),
         "| efficient − flat (paired) | {} |".format(pm(m["efficient_minus_lower"])),
+    ]
+    for k, name in (("flat_budget", "equal training budget"), ("flat_wide", "equal inference cost")):
+        if k in a:
+            lines.append("| flat int8, {} | {} |".format(name, pm(a[k])))
+            lines.append(
+                "| efficient − flat int8, {} (paired by seed) | {} |".format(name, pm(m["efficient_minus_" + k]))
+            )
+    lines += [
         "| routing: base network int8 / fp32 / flat network's implied superclass | {} / {} / {} |".format(
             pm(m["routing"]["base_int8"]), pm(m["routing"]["base_fp32"]), pm(m["routing"]["flat"])
         ),
@@ -388,6 +444,12 @@ def main():
     ap.add_argument("--aggregate", action="store_true", help="only rebuild summary.json and pareto.png")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--markdown", action="store_true", help="print the README tables from summary.json")
+    ap.add_argument(
+        "--controls",
+        action="store_true",
+        help="train the flat controls (equal training budget, then equal inference cost) for the seeds' "
+        "recorded settings and add them to the seed files",
+    )
     args = ap.parse_args()
 
     from edgetool.runtime.machine import machine_name
@@ -397,11 +459,22 @@ def main():
     args.report_budget = args.report_budget or default
     out = args.out or os.path.join(HERE, "results", args.dataset)
     os.makedirs(os.path.join(out, "seeds"), exist_ok=True)
-    if not args.aggregate:
+    if args.controls:
+        for kind in ("budget", "wide"):
+            for seed in args.seeds:
+                run_controls(args, seed, kind, out)
+    elif not args.aggregate:
         for b in args.sweep:  # every seed at one budget before the next budget
             for seed in args.seeds:
                 run_point(args, seed, b, args.sweep[0], out)
-    s = aggregate(args.dataset, out, default, machine_name())
+    machine = machine_name()
+    if args.aggregate or args.controls:  # the seeds ran where the committed summary says; controls record theirs
+        try:
+            with open(os.path.join(out, "summary.json")) as f:
+                machine = json.load(f).get("machine", machine)
+        except (OSError, ValueError):
+            pass
+    s = aggregate(args.dataset, out, default, machine)
     if args.markdown:
         print(markdown_table(s))
         return
