@@ -291,8 +291,16 @@ def aggregate(dataset, out, default_budget, machine):
         "mean": mean,
         "pareto": budgets,
         "targets": targets,
-        "controls": {k: seeds[0]["controls"][k] for k in controls},
     }
+    if controls:
+        summary["controls"] = {k: seeds[0]["controls"][k] for k in controls}
+    missing = [s["seed"] for s in seeds if set(s.get("controls", {})) < {"flat_budget", "flat_wide"}]
+    if missing:
+        summary["controls_missing"] = {
+            "seeds": missing,
+            "why": "no flat control at equal training budget or cost was trained for these seeds; "
+            "`paper_experiments.py --controls` (with the seeds' --arch and data) trains them",
+        }
     write_result(os.path.join(out, "summary.json"), summary)
     pareto_plot(summary, os.path.join(out, "pareto.png"))
     return summary
