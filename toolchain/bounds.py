@@ -24,6 +24,7 @@ Definitions (README, "How results are measured"):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Dict, List, Optional, Sequence
 
@@ -73,7 +74,7 @@ def image_passes(run) -> Dict[str, int]:
     """Training image passes (epochs x images, forward and backward) of every Super-Sub stage,
     as ``train`` spends them; ``total`` sums them.  Calibration (forward only) is not counted."""
     cfg, n = run.cfg, len(run.ytr)
-    ft = [len(run.fine_tune_data(k)[1]) for k in range(run.hier.n_super)]
+    ft = [run.fine_tune_size(k) for k in range(run.hier.n_super)]
     out = {
         "flat": cfg.epochs * n,
         "superclass": (cfg.base_epochs if cfg.base_init == "flat" else cfg.epochs) * n,
@@ -94,26 +95,27 @@ def equal_budget_epochs(run) -> int:
 def equal_cost_width(run) -> float:
     """The width multiplier (from :data:`WIDTHS`) whose flat network's FLOPs per image come
     closest to one superclass plus one subclass inference."""
+
+    shape, c, n = tuple(run.input_spec["shape"]), run.train.channels, len(run.train.classes)
+    target = 2 * model_flops(run.cfg.arch, c, run.hier.head_width, run.cfg.width_mult, shape)
+    return min(WIDTHS, key=lambda w: abs(model_flops(run.cfg.arch, c, n, run.cfg.width_mult * w, shape) - target))
+
+
+@functools.lru_cache(maxsize=None)
+def model_flops(arch: str, channels: int, head: int, width_mult: float, shape: tuple) -> int:
+    """:func:`flops_per_image` of a freshly built network of this shape (counted once per shape)."""
     from . import models
 
-    shape, c, n = run.input_spec["shape"], run.train.channels, len(run.train.classes)
-    target = 2 * flops_per_image(models.build(run.cfg.arch, c, run.hier.head_width, run.cfg.width_mult), shape)
-
-    def cost(w):
-        return abs(flops_per_image(models.build(run.cfg.arch, c, n, run.cfg.width_mult * w), shape) - target)
-
-    return min(WIDTHS, key=cost)
+    return flops_per_image(models.build(arch, channels, head, width_mult), shape)
 
 
 def inference_flops(run) -> Dict[str, int]:
     """FLOPs per image of each row's inference: one flat network, a superclass plus one subclass
     network (top-1 routing), and the equal-cost control."""
-    from . import models
-
-    shape, c, n = run.input_spec["shape"], run.train.channels, len(run.train.classes)
-    one = flops_per_image(models.build(run.cfg.arch, c, run.hier.head_width, run.cfg.width_mult), shape)
-    flat = flops_per_image(models.build(run.cfg.arch, c, n, run.cfg.width_mult), shape)
-    wide = flops_per_image(models.build(run.cfg.arch, c, n, run.cfg.width_mult * equal_cost_width(run)), shape)
+    shape, c, n, w = tuple(run.input_spec["shape"]), run.train.channels, len(run.train.classes), run.cfg.width_mult
+    one = model_flops(run.cfg.arch, c, run.hier.head_width, w, shape)
+    flat = model_flops(run.cfg.arch, c, n, w, shape)
+    wide = model_flops(run.cfg.arch, c, n, w * equal_cost_width(run), shape)
     return {"flat": flat, "super_sub": 2 * one, "flat_wide": wide}
 
 
@@ -193,17 +195,17 @@ def two_stage(run, nets, ks: np.ndarray) -> np.ndarray:
     return ok
 
 
-def control_validation(run) -> Dict[str, float]:
+def control_validation(run, nets: Optional[dict] = None) -> Dict[str, float]:
     """Each int8 flat control's accuracy on the validation split ({} without one): what the
-    verdict chooses the better control by.  Reads no test image."""
+    verdict chooses the better control by.  Reads no test image.  *nets*: the controls by kind,
+    when the caller holds them already."""
     if run.data.val is None:
         return {}
+    nets = nets or {kind: run.flat_control(kind) for kind in ("budget", "wide")}
     xv, yv = training.to_tensor(run.data.val, run.mean, run.std), np.asarray(run.data.val.labels)
-    out = {}
-    for kind in ("budget", "wide"):
-        pv = training.predict_logits(run.flat_control(kind), xv).argmax(1).numpy()
-        out["flat_" + kind] = float((pv == yv).mean())
-    return out
+    return {
+        "flat_" + k: float((training.predict_logits(n, xv).argmax(1).numpy() == yv).mean()) for k, n in nets.items()
+    }
 
 
 def efficient(run, bundle_dir: Optional[str], true_k: np.ndarray):
@@ -245,9 +247,9 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
         "flat": float((flat_routing(flat_logits, run.sup_of, N) == true_k).mean()),
     }
     correct["efficient"], routing["base_int8"], source = efficient(run, bundle_dir, true_k)
-    validation = control_validation(run)  # the choice between the controls, before any test image
-    for kind in ("budget", "wide"):
-        net = run.flat_control(kind)
+    nets = {kind: run.flat_control(kind) for kind in ("budget", "wide")}
+    validation = control_validation(run, nets)  # the choice between the controls, before any test image
+    for kind, net in nets.items():
         correct["flat_" + kind] = training.predict_logits(net, run.xte).argmax(1).numpy() == y
     acc = {k: float(v.mean()) for k, v in correct.items()}
     controls = {k: [correct[k]] for k in verdict.CONTROLS}

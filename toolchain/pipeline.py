@@ -129,8 +129,6 @@ class Run:
         self.timing[name] = time.perf_counter() - t0
         tpath = self.file("timing.json")
         saved = {}
-        if not training.is_main():
-            return state
         if os.path.isfile(tpath):
             with open(tpath) as f:
                 saved = json.load(f)
@@ -210,6 +208,11 @@ class Run:
         pool = torch.nonzero(~mask).flatten()
         x, y = training.with_outliers(self.xtr[mask], y, self.xtr, pool, self.cfg.ft_outliers, self.cfg.seed * 1009 + k)
         return x, training.not_mine_labels(y, len(self.hier.subclasses[k])) if self.hier.not_mine else y
+
+    def fine_tune_size(self, k: int) -> int:
+        """Images in subclass network k's fine-tune (:meth:`fine_tune_data`), counted without building it."""
+        own = int(self.sub_mask(k).sum())
+        return own + training.outlier_count(own, len(self.ytr) - own, self.cfg.ft_outliers)
 
     def _fine_tune(self, net, k: int, desc: str, after_step=None, data=None) -> None:
         """The one subclass fine-tune recipe, shared by the vanilla and the QAT networks."""

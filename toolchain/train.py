@@ -214,13 +214,18 @@ OUTLIER = -1  # the label of an outlier-exposure image: trained toward a uniform
 OUTLIER_WEIGHT = 0.5  # lambda of Hendrycks et al. (2019), Deep Anomaly Detection with Outlier Exposure
 
 
+def outlier_count(own: int, pool: int, ratio: float) -> int:
+    """How many outlier images :func:`with_outliers` adds to *own* images from a pool of *pool*."""
+    return min(pool, int(round(ratio * own))) if ratio > 0 else 0
+
+
 def with_outliers(x: torch.Tensor, y: torch.Tensor, images: torch.Tensor, pool: torch.Tensor, ratio: float, seed: int):
     """(x, y) and ``round(ratio x len(y))`` images drawn from ``images[pool]`` without replacement
     (fixed by *seed*), labelled OUTLIER: outlier exposure, so a subclass network learns to be
     unsure on images that are not its own and gated top-k routing can tell a wrong route."""
     if ratio <= 0:
         return x, y
-    n = min(len(pool), int(round(ratio * len(y))))
+    n = outlier_count(len(y), len(pool), ratio)
     pick = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n]]
     return torch.cat([x, images[pick]]), torch.cat([y, torch.full((n,), OUTLIER, dtype=y.dtype)])
 

@@ -37,7 +37,7 @@ def fake_run(n_train=100, sizes=(30, 50, 20), **cfg):
         cfg=SimpleNamespace(**settings),
         ytr=np.zeros(n_train),
         hier=SimpleNamespace(n_super=len(sizes)),
-        fine_tune_data=lambda k: (None, np.zeros(sizes[k])),
+        fine_tune_size=lambda k: sizes[k],
     )
 
 
@@ -72,6 +72,8 @@ def test_controls_train_for_the_pipeline_budget(tiny_run, monkeypatch):
     monkeypatch.setattr(pipeline.training, "fit", counting_fit)
     for f in os.listdir(tiny_run.file("controls")) if os.path.isdir(tiny_run.file("controls")) else []:
         os.remove(tiny_run.file("controls", f))
+    for k in range(tiny_run.hier.n_super):  # the passes are counted without building the fine-tune sets
+        assert tiny_run.fine_tune_size(k) == len(tiny_run.fine_tune_data(k)[1])
     total = bounds.image_passes(tiny_run)["total"]
     n = len(tiny_run.ytr)
     for kind in ("budget", "wide"):
