@@ -211,7 +211,7 @@ class Run:
 
     def fine_tune_size(self, k: int) -> int:
         """Images in subclass network k's fine-tune (:meth:`fine_tune_data`), counted without building it."""
-        own = int(self.sub_mask(k).sum())
+        own = int(self.sub_mask(k).sum())  # the other superclasses' images are the outlier pool
         return own + training.outlier_count(own, len(self.ytr) - own, self.cfg.ft_outliers)
 
     def _fine_tune(self, net, k: int, desc: str, after_step=None, data=None) -> None:
@@ -294,8 +294,7 @@ class Run:
         return training.preprocess_numpy(self.test.images[:n], self.mean, self.std)
 
     def export(self, out_dir: str, codec: str = "zstd", force: bool = False, **options) -> dict:
-        """The bundle of this run (:func:`.run_export.export_run`: *routing_data*, *model*
-        "super-sub", "flat" or "flat-wide", *release*)."""
+        """This run's bundle (:func:`.run_export.export_run`: *routing_data*, *model*, *release*)."""
         from .run_export import export_run
 
         return export_run(self, out_dir, codec, force, **options)
