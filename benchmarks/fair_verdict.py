@@ -35,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from common import RESULTS, write_result  # noqa: E402
+from paper_experiments import mean_se  # noqa: E402
 
 ROWS = ("lower", "control", "upper", "vanilla", "efficient", "flat_budget", "flat_wide")
 # The committed multi-seed benchmarks' settings (paper_experiments.py), plus a validation split.
@@ -129,11 +130,6 @@ def run_seed(dataset, seed, work, out, progress):
         + m["verdict"]["message"],
         flush=True,
     )
-
-
-def mean_se(values):
-    v = np.asarray(values, dtype=np.float64)
-    return {"mean": float(v.mean()), "se": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None, "n": len(v)}
 
 
 def aggregate(dataset, out):

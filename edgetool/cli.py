@@ -87,19 +87,11 @@ def _with_verbosity(cmd):
         return cmd
     if any(p.name in ("verbose", "quiet") for p in cmd.params) or cmd.callback is None:
         return cmd
-    inner = cmd.callback
+    from edgetool.runtime.options import verbosity_options
 
-    def callback(*args, verbose=0, quiet=False, **kwargs):
-        if quiet or verbose:
-            from edgetool.runtime.log import configure
-
-            configure(-1 if quiet else verbose)
-        return inner(*args, **kwargs)
-
-    cmd.params += [
-        click.Option(["-v", "--verbose"], count=True, help="Also log what the tool does (-vv: debug)."),
-        click.Option(["-q", "--quiet"], is_flag=True, help="Errors only on stderr."),
-    ]
+    callback = verbosity_options(cmd.callback)  # the options every workstation command declares itself
+    cmd.params += list(reversed(callback.__click_params__))
+    del callback.__click_params__
     cmd.callback = callback
     return cmd
 

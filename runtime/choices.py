@@ -31,7 +31,8 @@ DEFAULT_ENGINE_MODE = "one-engine"
 
 # What `edgetool export --model` writes: the Super-Sub bundle, or one of the flat controls
 # (toolchain/bounds.py) as a single-network bundle (manifest "model": {"kind": "flat"}).
-EXPORT_MODELS = ("super-sub", "flat", "flat-wide")
+FLAT_CONTROLS = {"flat": "budget", "flat-wide": "wide"}  # export --model -> the flat control's kind
+EXPORT_MODELS = ("super-sub",) + tuple(FLAT_CONTROLS)
 DEFAULT_EXPORT_MODEL = "super-sub"
 
 # Optional dependency (top-level module) -> the extra that installs it.

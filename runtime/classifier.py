@@ -145,7 +145,7 @@ class SuperSubClassifier:
         if batch.ndim != 4:
             raise UsageError("expected a batch of shape (N, C, H, W), got {}".format(batch.shape))
         self.images += len(batch)
-        if getattr(self.bundle, "kind", "super-sub") == "flat":  # a stand-in bundle may predate kinds
+        if self.bundle.kind == "flat":
             return self._flat(batch)
         if self.policy == "batched":
             return self._batched(batch)

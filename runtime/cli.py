@@ -170,15 +170,15 @@ def _summary(bundle, b):
 
 def _signature(root: str) -> str:
     """Who signed the bundle (its key id), as its manifest.sig says; checking it is the device's job."""
-    path = os.path.join(root, "manifest.sig")
-    if not os.path.isfile(path):
-        return "unsigned"
+    from .deploy.signing import SignatureError, signature_key_id
+
     try:
-        with open(path, "rb") as f:
-            kid = json.loads(f.read(4096).decode("utf-8"))["key_id"]
-        return "manifest.sig, key {} (checked on the device against its trusted keys)".format(ascii(kid)[1:-1])
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        kid = signature_key_id(root)
+    except SignatureError:
         return "manifest.sig present but malformed"
+    if kid is None:
+        return "unsigned"
+    return "manifest.sig, key {} (checked on the device against its trusted keys)".format(ascii(kid)[1:-1])
 
 
 @click.command()

@@ -201,7 +201,7 @@ def control_validation(run, nets: Optional[dict] = None) -> Dict[str, float]:
     when the caller holds them already."""
     if run.data.val is None:
         return {}
-    nets = nets or {kind: run.flat_control(kind) for kind in ("budget", "wide")}
+    nets = nets or {kind: run.flat_control(kind) for kind in verdict.KINDS}
     xv, yv = training.to_tensor(run.data.val, run.mean, run.std), np.asarray(run.data.val.labels)
     return {
         "flat_" + k: float((training.predict_logits(n, xv).argmax(1).numpy() == yv).mean()) for k, n in nets.items()
@@ -247,7 +247,7 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
         "flat": float((flat_routing(flat_logits, run.sup_of, N) == true_k).mean()),
     }
     correct["efficient"], routing["base_int8"], source = efficient(run, bundle_dir, true_k)
-    nets = {kind: run.flat_control(kind) for kind in ("budget", "wide")}
+    nets = {kind: run.flat_control(kind) for kind in verdict.KINDS}
     validation = control_validation(run, nets)  # the choice between the controls, before any test image
     for kind, net in nets.items():
         correct["flat_" + kind] = training.predict_logits(net, run.xte).argmax(1).numpy() == y

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from edgetool.runtime.errors import UsageError
 
-from . import bounds, qat
+from . import bounds, qat, verdict
 from . import train as training
 from .checkpoints import float_from_state, float_state
 
@@ -25,7 +25,7 @@ def flat_control(run, kind: str) -> qat.QATNet:
     """The int8 flat control *kind* (:mod:`.bounds`): "budget", the flat network trained for the
     Super-Sub pipeline's image passes; "wide", a wider one at about Super-Sub's FLOPs per image,
     for the same passes.  Each is QAT int8 as the base is, within those passes."""
-    if kind not in ("budget", "wide"):
+    if kind not in verdict.KINDS:
         raise UsageError("unknown flat control {!r}".format(kind))
     epochs = bounds.equal_budget_epochs(run) - run.cfg.qat_epochs
     width = run.cfg.width_mult * (bounds.equal_cost_width(run) if kind == "wide" else 1.0)

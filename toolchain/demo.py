@@ -10,7 +10,7 @@ import click
 
 from edgetool.runtime.machine import machine_name
 
-from . import bounds
+from . import bounds, verdict
 from .pipeline import Run, TrainConfig
 from .runtime_eval import evaluate_bundle
 
@@ -50,7 +50,7 @@ def _train_every_network(run: Run, cfg: TrainConfig, stage):
             bounds.equal_budget_epochs(run), bounds.equal_cost_width(run)
         )
     )
-    for kind in ("budget", "wide"):
+    for kind in verdict.KINDS:
         run.flat_control(kind)
     return flat, sup
 
@@ -125,7 +125,7 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
         "x": m["x"],
         "storage_bytes": dict(
             storage_bytes(manifest, N, sup, flat),
-            **{"flat_" + k + "_int8": onnx_bytes(run, run.flat_control(k)) for k in ("budget", "wide")},
+            **{"flat_" + k + "_int8": onnx_bytes(run, run.flat_control(k)) for k in verdict.KINDS},
         ),
         "switch_latency_ms": rt["per_image"]["switch_ms"],
         "runtime": rt,
@@ -159,7 +159,7 @@ def table_rows(r: dict, N: int) -> list:
     ]
 
 
-def verdict(a: dict, g: dict) -> str:
+def where_it_sits(a: dict, g: dict) -> str:
     """Where efficient int8 Super-Sub sits between the bounds, in one plain sentence."""
     eff, lo, van = a["efficient"], a["lower"], a["vanilla"]
     gap = g["efficient"]["value"]
@@ -188,7 +188,7 @@ def print_table(r: dict, N: int) -> None:
         )
     click.echo("-" * 104)
     click.echo("epochs: training image passes / training images; MFLOPs: per image, one superclass + one subclass")
-    click.echo(verdict(a, r["gap_closed"]))
+    click.echo(where_it_sits(a, r["gap_closed"]))
     click.echo("verdict: " + r["verdict"]["message"])
     rt = r["routing"]
     click.echo(

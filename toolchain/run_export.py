@@ -7,8 +7,7 @@ from typing import Optional
 
 from edgetool.export.atomic import check_out
 from edgetool.export.bundle import write_bundle
-
-FLAT_MODELS = {"flat": "budget", "flat-wide": "wide"}  # export --model -> the flat control (toolchain.bounds)
+from edgetool.runtime.choices import FLAT_CONTROLS
 
 
 def export_run(
@@ -26,7 +25,7 @@ def export_run(
 
     check_out(out_dir, force)  # before any network is loaded or trained
     if model != "super-sub":
-        net = run.flat_control(FLAT_MODELS[model])
+        net = run.flat_control(FLAT_CONTROLS[model])
         subs = [net] * run.hier.n_super  # zero deltas: the format stays whole, nothing switches
         args = (run.hier, run.input_spec, codec, run.samples(), None, force)
         return write_bundle(out_dir, net, subs, *args, flat_classes=list(run.train.classes), release=release)

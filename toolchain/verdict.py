@@ -11,7 +11,10 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-CONTROLS = {"flat_budget": "flat", "flat_wide": "flat-wide"}  # report row -> export --model
+from edgetool.runtime.choices import FLAT_CONTROLS
+
+CONTROLS = {"flat_" + kind: model for model, kind in FLAT_CONTROLS.items()}  # report row -> export --model
+KINDS = tuple(FLAT_CONTROLS.values())  # the flat controls: "budget", "wide"
 LEVEL = 0.95
 RESAMPLES = 4000
 

@@ -38,6 +38,8 @@ class ScriptedBundle:
         self.layout = None
         self.broken = set(broken)
         self.routing = routing  # a runtime.routing.Routing, as a manifest's ``routing`` gives it
+        self.kind = "super-sub"  # a Super-Sub bundle (manifest.Manifest.kind)
+        self.flat_route: List[Tuple[int, int]] = []
 
     def read_delta(self, k: int, sparse: bool = False) -> np.ndarray:
         if k in self.broken:

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional
 
 from ..errors import DeployError, EdgetoolError
 from .report import Progress
-from .signing import SIGNATURE
+from .signing import SIGNATURE, SignatureError, signature_key_id
 
 CHUNK = 1 << 16
 
@@ -35,8 +35,8 @@ class Source:
                 s = f.read()
             self.files.append((SIGNATURE, len(s), hashlib.sha256(s).hexdigest()))
             try:
-                self.key_id = str(json.loads(s.decode("utf-8"))["key_id"])
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                self.key_id = signature_key_id(root)
+            except SignatureError:
                 self.key_id = None  # the device's own check names what is wrong with it
         for e in bundle.files():
             self.files.append((e["file"], int(e.get("stored_size", e.get("size"))), e["sha256"]))

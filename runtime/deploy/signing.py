@@ -122,6 +122,13 @@ def _read_signature(path: str) -> dict:
         raise SignatureError("{}: malformed signature ({})".format(path, exc)) from None
 
 
+def signature_key_id(bundle_dir: str) -> Optional[str]:
+    """The key id a bundle's ``manifest.sig`` names (None: unsigned); checking the signature is
+    :func:`verify_bundle`'s work, on the device.  A malformed file raises :class:`SignatureError`."""
+    path = os.path.join(bundle_dir, SIGNATURE)
+    return str(_read_signature(path)["key_id"]) if os.path.isfile(path) else None
+
+
 def verify_bundle(bundle_dir: str, trust_dir: str, accept_unsigned: bool = False) -> Optional[str]:
     """Check manifest.sig against the trusted keys; return the signer's key id (None: unsigned, accepted)."""
     sig_path = os.path.join(bundle_dir, SIGNATURE)
