@@ -20,7 +20,7 @@ Usage:
   python benchmarks/fair_verdict.py --dataset fashion-mnist --seeds 0 1 2
   python benchmarks/fair_verdict.py --dataset cifar10 --seeds 0 1 2
   python benchmarks/fair_verdict.py --dataset cifar10 --aggregate      # summary from the seed files
-  python benchmarks/fair_verdict.py --readme                           # the README's table
+  python benchmarks/fair_verdict.py --readme                           # the table of docs/results.md
 """
 
 import argparse
@@ -234,7 +234,7 @@ def markdown(s):
 
 
 def readme_table(root=os.path.join(RESULTS, "fair")):
-    """The README's table: one row per dataset with a summary, from the committed summaries."""
+    """The table of docs/results.md: one row per dataset with a summary, from the committed summaries."""
     lines = [
         "| data (seeds, test images each) | efficient int8 | flat, equal budget | flat, equal cost "
         "| efficient − better control (95% CI) | verdict |",
@@ -255,7 +255,7 @@ def readme_table(root=os.path.join(RESULTS, "fair")):
         lines.append(
             "| [{}]({}) ({}, {:,}) | {} | {} | {} | {:+.2f} ({:+.2f}, {:+.2f}) vs {} | {} |".format(
                 name,
-                "benchmarks/results/fair/{}/summary.md".format(name),
+                "../benchmarks/results/fair/{}/summary.md".format(name),
                 len(s["seeds"]),
                 s["test_images"],
                 cell("efficient"),
@@ -279,7 +279,7 @@ def main():
     ap.add_argument("--out", default=None, help="results (default benchmarks/results/fair/<dataset>)")
     ap.add_argument("--aggregate", action="store_true", help="only write the summary from the seed files")
     ap.add_argument("--progress", action="store_true")
-    ap.add_argument("--readme", action="store_true", help="print the README's table from every committed summary")
+    ap.add_argument("--readme", action="store_true", help="print the table of docs/results.md from every committed summary")
     args = ap.parse_args()
     if args.readme:
         print(readme_table())

@@ -5,7 +5,7 @@ For one dataset and each seed: trains the flat network (lower bound), the superc
 network from the flat trunk, vanilla fp32 subclass fine-tunes, the QAT base, and QAT
 subclass fine-tunes at every delta budget of the sweep (sharing the other networks); exports
 a bundle per budget and measures the efficient int8 Super-Sub through the runtime (ONNX
-Runtime). Every figure uses the definitions of ``edgetool.toolchain.bounds`` (README, "How
+Runtime). Every figure uses the definitions of ``edgetool.toolchain.bounds`` (docs/training.md, "How
 results are measured").
 
 Writes to benchmarks/results/<dataset>/:
@@ -279,7 +279,7 @@ def aggregate(dataset, out, default_budget, machine):
         "machine": machine,
         "trained_on": first.get("trained_on", "cpu"),
         "train_seconds": first.get("train_seconds"),
-        "definitions": "README 'How results are measured'; x = stored delta bytes / stored bytes of base.onnx",
+        "definitions": "docs/training.md 'How results are measured'; x = stored delta bytes / stored bytes of base.onnx",
         "default_budget": default_budget,
         "seeds": [s["seed"] for s in seeds],
         "train_images": first["train_images"],
@@ -307,7 +307,7 @@ def aggregate(dataset, out, default_budget, machine):
 
 
 def markdown_table(summary):
-    """The README's tables for one dataset, from summary.json (mean +- standard error over seeds)."""
+    """The tables of docs/results.md for one dataset, from summary.json (mean +- standard error over seeds)."""
 
     def pm(v, scale=100.0, digits=2):
         if v["mean"] is None:
@@ -451,7 +451,7 @@ def main():
     ap.add_argument("--out", default=None, help="results folder (default: benchmarks/results/<dataset>)")
     ap.add_argument("--aggregate", action="store_true", help="only rebuild summary.json and pareto.png")
     ap.add_argument("--progress", action="store_true")
-    ap.add_argument("--markdown", action="store_true", help="print the README tables from summary.json")
+    ap.add_argument("--markdown", action="store_true", help="print the tables of docs/results.md from summary.json")
     ap.add_argument(
         "--controls",
         action="store_true",

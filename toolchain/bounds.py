@@ -1,6 +1,6 @@
 """The one set of measurements every report uses: bounds, Super-Sub accuracy, routing, storage x.
 
-Definitions (README, "How results are measured"):
+Definitions (docs/training.md, "How results are measured"):
 
 * **lower bound**: the flat network over all fine classes;
 * **upper bound**: the vanilla subclass networks (fine-tuned from the same base as the
@@ -155,7 +155,7 @@ def storage_x(manifest: dict) -> List[float]:
 
 def same_codec_x(bundle_dir: str, manifest: dict) -> dict:
     """x with base.onnx under the deltas' codec too: stored delta bytes / compressed base.onnx bytes
-    (the README's definition of x; the plain ratio divides by the uncompressed base.onnx)."""
+    (the definition of x in docs/training.md; the plain ratio divides by the uncompressed base.onnx)."""
     import os
 
     from edgetool.runtime import codecs
