@@ -279,7 +279,7 @@ def main():
     ap.add_argument("--out", default=None, help="results (default benchmarks/results/fair/<dataset>)")
     ap.add_argument("--aggregate", action="store_true", help="only write the summary from the seed files")
     ap.add_argument("--progress", action="store_true")
-    ap.add_argument("--readme", action="store_true", help="print the table of docs/results.md from every committed summary")
+    ap.add_argument("--readme", action="store_true", help="print the table of docs/results.md")
     args = ap.parse_args()
     if args.readme:
         print(readme_table())

@@ -279,7 +279,7 @@ def aggregate(dataset, out, default_budget, machine):
         "machine": machine,
         "trained_on": first.get("trained_on", "cpu"),
         "train_seconds": first.get("train_seconds"),
-        "definitions": "docs/training.md 'How results are measured'; x = stored delta bytes / stored bytes of base.onnx",
+        "definitions": "docs/training.md 'How results are measured'; x = stored delta / stored base.onnx",
         "default_budget": default_budget,
         "seeds": [s["seed"] for s in seeds],
         "train_images": first["train_images"],
