@@ -74,7 +74,7 @@ class Target(Receiver):
         self.init()
         with Lock(self.p(".lock")):
             fault_point("target:install:locked")
-            self.state()  # a state that cannot be used stops the install before anything changes
+            highest = self.state().get("highest_release", 0)  # an unusable state stops it before any change
             self.heal()
             staged, final = self.p("staging", version), self.p("versions", version)
             info: Dict[str, Any] = {"version": version, "signer": None, "files": 0}
@@ -82,7 +82,7 @@ class Target(Receiver):
                 try:
                     info.update(self.verify_staged(version))
                     fault_point("target:install:verified")
-                    self._check_release(staged, allow_downgrade)
+                    self._check_release(staged, highest, allow_downgrade)
                 except EdgetoolError:
                     shutil.rmtree(staged)  # refused: drop what was received, change nothing else
                     raise
@@ -94,10 +94,10 @@ class Target(Receiver):
             elif not os.path.isdir(final):
                 raise DeployError("{}: nothing staged for version {}".format(self.root, version))
             else:
-                self._check_release(final, allow_downgrade)
+                self._check_release(final, highest, allow_downgrade)
             info["release"] = self.release_of(final)
             extra = {"signer": info["signer"], "release": info["release"]}
-            if allow_downgrade and info["release"] < self.state().get("highest_release", 0):
+            if allow_downgrade and info["release"] < highest:
                 extra["downgrade_allowed"] = True
             info["previous"] = self._switch(version, "install", extra)
             fault_point("target:install:switched")
@@ -105,9 +105,9 @@ class Target(Receiver):
             fault_point("target:install:pruned")
         return info
 
-    def _check_release(self, folder: str, allow_downgrade: bool) -> None:
-        """Anti-rollback: a release lower than the highest this device installed is refused."""
-        release, highest = self.release_of(folder), self.state().get("highest_release", 0)
+    def _check_release(self, folder: str, highest: int, allow_downgrade: bool) -> None:
+        """Anti-rollback: a release lower than *highest*, the highest this device installed, is refused."""
+        release = self.release_of(folder)
         if release < highest and not allow_downgrade:
             raise DeployError(
                 "release {} is older than release {} installed here before (a replayed old bundle?); "
