@@ -6,10 +6,9 @@ import json
 import os
 
 import click
-import numpy as np
 
 from . import routing
-from .errors import EdgetoolError, UsageError
+from .errors import UsageError
 from .options import backend_option, engine_mode_option, policy_option, routing_options
 
 
@@ -81,26 +80,10 @@ def classify(bundle, images, backend, policy, gate, topk, beta, batch, as_json, 
             _classify(b, be, files, policy, batch, as_json, skip_errors, gate=gate, k=topk, beta=beta)
 
 
-def _readable(files, spec, skip_errors, skipped):
-    """(files, their input batch): with *skip_errors*, the unreadable ones left out and counted."""
-    from .preprocess import load_image, load_images, normalize, to_input_array
-
-    if not skip_errors:
-        return files, load_images(files, spec)
-    good, arrays = [], []
-    for f in files:
-        try:
-            arrays.append(to_input_array(load_image(f), spec))
-        except EdgetoolError as exc:
-            skipped.append(str(exc))
-            continue
-        good.append(f)
-    return good, (normalize(np.stack(arrays), spec) if arrays else None)
-
-
 def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **settings):
     from .classifier import SuperSubClassifier
     from .names import escaped
+    from .preprocess import load_images
 
     clf = SuperSubClassifier(be, policy=policy, **settings)
     if policy == "topk":
@@ -112,8 +95,11 @@ def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **setting
         click.echo(row.format("superclass", "class", "confidence", "image"))
     skipped: list = []
     for i in range(0, len(files), batch):
-        chunk, x = _readable(files[i : i + batch], b.input, skip_errors, skipped)
-        preds = clf.classify(x) if chunk else []
+        chunk, n = files[i : i + batch], len(skipped)
+        x = load_images(chunk, b.input, skipped if skip_errors else None)
+        bad = {p for p, _ in skipped[n:]}
+        chunk = [f for f in chunk if f not in bad]
+        preds = clf.classify(x) if x is not None else []
         for f, p in zip(chunk, preds):
             if as_json:
                 click.echo(json.dumps(dict(image=f, **p.to_dict())))
@@ -122,7 +108,7 @@ def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **setting
                 click.echo(row.format(*shown))
     if skipped:
         click.echo("skipped {} of {} images that could not be read; the first: {}".format(
-            len(skipped), len(files), skipped[0]), err=True)  # fmt: skip
+            len(skipped), len(files), skipped[0][1]), err=True)  # fmt: skip
         if len(skipped) == len(files):
             raise UsageError("none of the {} images could be read".format(len(files)))
 

@@ -6,11 +6,11 @@ import os
 import struct
 import tokenize
 import warnings
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .errors import MissingDependencyError, UsageError
+from .errors import EdgetoolError, MissingDependencyError, UsageError
 
 
 def normalize(images_hwc_uint8: np.ndarray, spec: dict) -> np.ndarray:
@@ -140,6 +140,15 @@ def _check_npy(path: str, shape, dtype) -> None:
     _check_pixels(path, shape[0], shape[1])
 
 
-def load_images(paths: Sequence[str], spec: dict) -> np.ndarray:
-    arrays: List[np.ndarray] = [to_input_array(load_image(p), spec) for p in paths]
-    return normalize(np.stack(arrays), spec)
+def load_images(paths: Sequence[str], spec: dict, skipped: Optional[list] = None) -> Optional[np.ndarray]:
+    """The input batch of *paths*.  The first unreadable image raises, unless *skipped* is given:
+    then it is left out and (path, error) appended there (None when no image could be read)."""
+    arrays: List[np.ndarray] = []
+    for p in paths:
+        try:
+            arrays.append(to_input_array(load_image(p), spec))
+        except EdgetoolError as exc:
+            if skipped is None:
+                raise
+            skipped.append((p, str(exc)))
+    return normalize(np.stack(arrays), spec) if arrays else None
