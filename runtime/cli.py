@@ -156,7 +156,7 @@ def _summary(bundle, b):
 
 def _signature(root: str) -> str:
     """Who signed the bundle (its key id), as its manifest.sig says; checking it is the device's job."""
-    from .deploy.signing import SignatureError, signature_key_id
+    from .signature import SignatureError, signature_key_id
 
     try:
         kid = signature_key_id(root)

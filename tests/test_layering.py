@@ -48,6 +48,7 @@ RUNTIME_RANK = {
     "bundle": 0,
     "device_profiles": 0,
     "options": 0,
+    "signature": 0,
     "backends.base": 1,
     "backends.ort": 2,
     "trt": 2,

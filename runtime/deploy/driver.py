@@ -12,7 +12,8 @@ from typing import Callable, Dict, List, Optional
 
 from ..errors import DeployError, EdgetoolError
 from .report import Progress
-from .signing import SIGNATURE, SignatureError, signature_key_id
+from ..errors import SignatureError
+from ..signature import SIGNATURE, signature_key_id
 
 CHUNK = 1 << 16
 

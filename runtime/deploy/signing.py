@@ -13,10 +13,8 @@ import os
 from typing import Any, Dict, Optional
 
 from ..errors import SignatureError, UsageError, require
+from ..signature import SCHEMA, SIGNATURE, read_signature
 from .fsutil import atomic_write
-
-SIGNATURE = "manifest.sig"
-SCHEMA = "edgetool.signature/1"
 
 
 def _crypto():
@@ -110,25 +108,6 @@ def trusted_keys(trust_dir: str) -> Dict[str, object]:
     return keys
 
 
-def _read_signature(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            sig = json.loads(f.read(4096).decode("utf-8"))
-        raw = base64.b64decode(sig["signature"], validate=True)
-        if sig.get("schema") != SCHEMA or sig.get("algorithm") != "ed25519" or len(raw) != 64:
-            raise ValueError("unknown schema or algorithm")
-        return dict(sig, raw=raw)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise SignatureError("{}: malformed signature ({})".format(path, exc)) from None
-
-
-def signature_key_id(bundle_dir: str) -> Optional[str]:
-    """The key id a bundle's ``manifest.sig`` names (None: unsigned); checking the signature is
-    :func:`verify_bundle`'s work, on the device.  A malformed file raises :class:`SignatureError`."""
-    path = os.path.join(bundle_dir, SIGNATURE)
-    return str(_read_signature(path)["key_id"]) if os.path.isfile(path) else None
-
-
 def verify_bundle(bundle_dir: str, trust_dir: str, accept_unsigned: bool = False) -> Optional[str]:
     """Check manifest.sig against the trusted keys; return the signer's key id (None: unsigned, accepted)."""
     sig_path = os.path.join(bundle_dir, SIGNATURE)
@@ -140,7 +119,7 @@ def verify_bundle(bundle_dir: str, trust_dir: str, accept_unsigned: bool = False
             "(sign it with `edgetool export --sign KEY`, and trust KEY.pub on the device with "
             "`edgetool target trust ROOT KEY.pub`)".format(bundle_dir)
         )
-    sig = _read_signature(sig_path)
+    sig = read_signature(sig_path)
     keys = trusted_keys(trust_dir)
     key: Any = keys.get(str(sig.get("key_id")))
     if key is None:
