@@ -44,7 +44,7 @@ class FoldedBias(nn.Module):
 
 def fold(net):
     """A copy of a QATNet with every BN folded into its conv weight (fresh frozen weight scales)."""
-    from edgetool.toolchain.qat import _key
+    from edgetool.toolchain.train.qat import _key
 
     f = copy.deepcopy(net)
     with torch.no_grad():
@@ -61,9 +61,9 @@ def fold(net):
 
 
 def delta_size(base, sub):
-    from edgetool.runtime import codecs
+    from edgetool.runtime.bundle import codecs
 
-    from edgetool.toolchain.qat import code_delta
+    from edgetool.toolchain.train.qat import code_delta
 
     delta = code_delta(base, sub)
     d, n = delta.tobytes(), delta.size
@@ -84,9 +84,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results", "bn_folding.json"))
     args = ap.parse_args()
 
-    from edgetool.toolchain import train as T
+    from edgetool.toolchain.train import fit as T
     from edgetool.runtime.machine import machine_name
-    from edgetool.toolchain.pipeline import Run, TrainConfig
+    from edgetool.toolchain.train.run import Run, TrainConfig
 
     cfg_path = os.path.join(args.run, "config.json")
     run = Run.open(args.run, None if os.path.isfile(cfg_path) else TrainConfig(), progress=False)

@@ -56,7 +56,7 @@ class Rows:
 def make_video(path, scenes, hold, size=112):
     import cv2
 
-    from edgetool.toolchain.data import load_sample
+    from edgetool.toolchain.data.folders import load_sample
 
     test = load_sample("test")
     first = {}
@@ -133,7 +133,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(HERE, "results", "camera_fps.json"))
     args = ap.parse_args(argv)
 
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
     from edgetool.toolchain.cli import machine_name
 
     bundle = Bundle.open(args.bundle)

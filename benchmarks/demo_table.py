@@ -19,7 +19,7 @@ def main():
     ap.add_argument("--result", default=os.path.join(HERE, "results", "demo_fashion_mnist_sample.json"))
     args = ap.parse_args()
     from edgetool.toolchain.demo import run_demo
-    from edgetool.toolchain.pipeline import TrainConfig
+    from edgetool.toolchain.train.run import TrainConfig
 
     results = run_demo(args.out, TrainConfig())
     write_result(args.result, results)

@@ -3,7 +3,7 @@
 
 For one dataset and each seed: trains every network of the run (resumable) with a validation
 split carved from the training images, trains the two flat controls of
-``edgetool.toolchain.bounds`` (equal training budget; equal inference cost), exports the int8
+``edgetool.toolchain.evaluate.bounds`` (equal training budget; equal inference cost), exports the int8
 bundle (routing chosen on the validation split), and measures every row once on the full test
 split.  Then the verdict pools the seeds: efficient int8 minus the better flat control (chosen
 on validation), with a paired bootstrap interval resampled within each seed's test images.
@@ -19,6 +19,7 @@ Usage:
   python benchmarks/fair_verdict.py --dataset sample --seeds 0 1 2
   python benchmarks/fair_verdict.py --dataset fashion-mnist --seeds 0 1 2
   python benchmarks/fair_verdict.py --dataset cifar10 --seeds 0 1 2
+  python benchmarks/fair_verdict.py --dataset caltech101 --seeds 0 1 2
   python benchmarks/fair_verdict.py --dataset cifar10 --aggregate      # summary from the seed files
   python benchmarks/fair_verdict.py --readme                           # the table of docs/results.md
 """
@@ -43,17 +44,23 @@ SETTINGS = {
     "sample": dict(val_fraction=0.1),
     "fashion-mnist": dict(limit_train=10000, augment="flip", val_fraction=0.1),
     "cifar10": dict(limit_train=10000, augment="flip", pad=4, val_fraction=0.1),
+    # hierarchy_learning.py's Caltech-101 settings (64x64, 101 classes, the course split); no
+    # taxonomy, so the hierarchy is the committed learned one (learned-overlap, from seed 0's
+    # validation confusion: training images only)
+    "caltech101": dict(image_size=64, pad=4, epochs=12, base_epochs=2, ft_epochs=3, val_fraction=0.1),
 }
+LEARNED = {"caltech101": os.path.join(RESULTS, "hierarchy", "caltech101-learned-overlap.json")}
 
 
 def config(dataset, seed, work):
-    from edgetool.toolchain.pipeline import TrainConfig
+    from edgetool.toolchain.train.run import TrainConfig
 
     data, hier = "sample", None
     if dataset != "sample":
-        from paper_experiments import dataset_dir
+        from hierarchy_learning import data_source
 
-        data, hier = dataset_dir(dataset, work)
+        data, hier = data_source(dataset, work)
+    hier = LEARNED.get(dataset, hier)
     return TrainConfig(data=data, hierarchy=hier, seed=seed, **SETTINGS[dataset])
 
 
@@ -68,7 +75,7 @@ def unpack(hexs, n):
 def recovery(run, bundle, top1_ok):
     """The bundle's gated top-k routing against top-1 (*top1_ok*: the efficient row's per-image
     correctness, which is the bundle's top-1 routing through ONNX Runtime)."""
-    from edgetool.toolchain.runtime_eval import evaluate_bundle_predictions
+    from edgetool.toolchain.evaluate.runtime_eval import evaluate_bundle_predictions
 
     members = run.hier.members(run.train.classes)
     ks, js = evaluate_bundle_predictions(bundle, run.xte.numpy(), policy="topk")
@@ -87,8 +94,8 @@ def recovery(run, bundle, top1_ok):
 
 def run_seed(dataset, seed, work, out, progress):
     from edgetool.runtime.machine import machine_name
-    from edgetool.toolchain import bounds
-    from edgetool.toolchain.pipeline import Run
+    from edgetool.toolchain.evaluate import bounds
+    from edgetool.toolchain.train.run import Run
 
     path = os.path.join(work, "seed{}".format(seed))
     t0 = time.perf_counter()
@@ -130,7 +137,7 @@ def run_seed(dataset, seed, work, out, progress):
 
 
 def aggregate(dataset, out):
-    from edgetool.toolchain import verdict
+    from edgetool.toolchain.evaluate import verdict
 
     seeds = []
     for name in sorted(os.listdir(out)):

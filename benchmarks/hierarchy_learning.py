@@ -109,15 +109,15 @@ def data_source(name, work):
 
 
 def open_run(path, cfg, progress):
-    from edgetool.toolchain.pipeline import Run
+    from edgetool.toolchain.train.run import Run
 
     return Run.open(path, copy.deepcopy(cfg), progress=progress)
 
 
 def learn_hierarchy(flat_path, name, theta, gamma, dataset, seed=0):
     """Learn from the flat network's validation confusion; write the file beside the runs and into results."""
-    from edgetool.toolchain.hierarchy_cli import plot_dendrogram, run_confusion
-    from edgetool.toolchain.hierarchy_learn import learn
+    from edgetool.toolchain.hierarchy.cli import plot_dendrogram, run_confusion
+    from edgetool.toolchain.hierarchy.learn import learn
 
     conf, classes = run_confusion(flat_path, "val")
     if isinstance(gamma, str):  # "auto:F": the largest gamma of GAMMAS sharing at most F x K classes
@@ -155,7 +155,7 @@ def sibling(run, suffix, progress, **cfg):
 
 def accuracies(topk, flat_acc, upper):
     """Top-1 and gated top-2 accuracy of one routing result, with the gap each closes."""
-    from edgetool.toolchain.report import gap_closed
+    from edgetool.toolchain.evaluate.metrics import gap_closed
 
     return {
         key: {"accuracy": acc, "gap_closed": gap_closed(acc, flat_acc, upper)}
@@ -171,9 +171,9 @@ def image_epochs(run):
 
 
 def measure(run, flat_acc, candidates):
-    from edgetool.toolchain import bounds as B
-    from edgetool.toolchain.report import gap_closed
-    from edgetool.toolchain.routing_eval import policies
+    from edgetool.toolchain.evaluate import bounds as B
+    from edgetool.toolchain.evaluate.metrics import gap_closed
+    from edgetool.toolchain.routing.search import policies
 
     N = run.hier.n_super
     vanilla = [run.vanilla(k) for k in range(N)]
@@ -202,7 +202,7 @@ def measure(run, flat_acc, candidates):
 def with_outliers(run, ratio, flat_acc, upper, progress):
     """The same hierarchy's vanilla subclass networks fine-tuned with outlier exposure, from the
     same superclass network (flat.pt and super.pt shared), routed top-1 and gated top-2."""
-    from edgetool.toolchain.routing_eval import policies
+    from edgetool.toolchain.routing.search import policies
 
     oe = sibling(run, "-outliers{:g}".format(ratio), progress, ft_outliers=ratio)
     rp = policies(oe, [oe.vanilla(k) for k in range(oe.hier.n_super)], k=2, betas=(1.0,))
@@ -214,7 +214,7 @@ def with_outliers(run, ratio, flat_acc, upper, progress):
 
 def adaptive(run, flat_acc, upper, candidates):
     """Algorithm 2 as `edgetool evaluate --adaptive` runs it, with the gaps closed."""
-    from edgetool.toolchain.evaluate import adaptive_selection
+    from edgetool.toolchain.evaluate.report import adaptive_selection
 
     out = adaptive_selection(run, candidates)
     out.update(accuracies(out["routing"], flat_acc, upper))
@@ -224,7 +224,7 @@ def adaptive(run, flat_acc, upper, candidates):
 def efficient(run, rp_gate, path):
     """QAT + export + the runtime's gated top-2 policy on the bundle (ONNX Runtime)."""
     from edgetool.runtime.backends.ort import OrtBackend
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
     from edgetool.runtime.classifier import SuperSubClassifier
 
     run.train_all(with_flat=False)
@@ -247,7 +247,7 @@ def efficient(run, rp_gate, path):
 
 def run_dataset(args):
     from edgetool.runtime.machine import machine_name
-    from edgetool.toolchain.pipeline import TrainConfig
+    from edgetool.toolchain.train.run import TrainConfig
 
     st = SETTINGS[args.dataset]
     work = os.path.join(args.work, args.dataset + seed_suffix(args.seed))
@@ -262,7 +262,7 @@ def run_dataset(args):
     flat_path = os.path.join(work, "flat")
     flat_run = open_run(flat_path, cfg, args.progress)
     flat_run.flat()
-    from edgetool.toolchain import train as training
+    from edgetool.toolchain.train import fit as training
 
     flat_acc = float(
         (training.predict_logits(flat_run.flat(), flat_run.xte).argmax(1).numpy() == flat_run.yte.numpy()).mean()
@@ -386,8 +386,8 @@ def single_network(cfg, run, work, result, args):
     with a fresh cosine schedule at the flat recipe's learning rate."""
     import torch
 
-    from edgetool.toolchain import train as training
-    from edgetool.toolchain.checkpoints import float_from_state, float_state
+    from edgetool.toolchain.train import fit as training
+    from edgetool.toolchain.train.checkpoints import float_from_state, float_state
 
     n = result["train_images"]
     budget = max(h["train_image_epochs"] for h in result["hierarchies"].values())

@@ -28,7 +28,7 @@ if sys.argv[1] == "onnx":
     import onnx
     from onnx import numpy_helper
 else:
-    from edgetool.runtime.onnx_weights import read_initializers, strip_initializer_inputs
+    from edgetool.runtime.bundle.onnx_weights import read_initializers, strip_initializer_inputs
 t1 = time.perf_counter()
 data = open(sys.argv[2], "rb").read()
 names = json.load(open(sys.argv[3]))
@@ -61,7 +61,7 @@ def export_model(arch, path):
     import torch
 
     from edgetool.export.onnx_export import from_qatnet
-    from edgetool.toolchain import models, qat
+    from edgetool.toolchain.train import models, qat
 
     torch.manual_seed(0)
     net = qat.from_float(models.build(arch, 3, 10).eval(), [torch.randn(8, 3, 32, 32)])
@@ -108,8 +108,8 @@ def main():
         "python": sys.version.split()[0],
         "packages_bytes": {
             "onnx+protobuf": package_bytes("onnx", "google.protobuf"),
-            "edgetool.runtime.onnx_weights": os.path.getsize(
-                __import__("edgetool.runtime.onnx_weights", fromlist=["_"]).__file__
+            "edgetool.runtime.bundle.onnx_weights": os.path.getsize(
+                __import__("edgetool.runtime.bundle.onnx_weights", fromlist=["_"]).__file__
             ),
         },
         "models": {},

@@ -5,7 +5,7 @@ For one dataset and each seed: trains the flat network (lower bound), the superc
 network from the flat trunk, vanilla fp32 subclass fine-tunes, the QAT base, and QAT
 subclass fine-tunes at every delta budget of the sweep (sharing the other networks); exports
 a bundle per budget and measures the efficient int8 Super-Sub through the runtime (ONNX
-Runtime). Every figure uses the definitions of ``edgetool.toolchain.bounds`` (docs/training.md, "How
+Runtime). Every figure uses the definitions of ``edgetool.toolchain.evaluate.bounds`` (docs/training.md, "How
 results are measured").
 
 Writes to benchmarks/results/<dataset>/:
@@ -73,10 +73,10 @@ def mean_se(values):
 def run_point(args, seed, b, first, out):
     """Train (or resume) seed *seed* at delta budget *b* and record its measurements; every budget
     shares the networks of budget *first* but the QAT subclass networks."""
-    from edgetool.toolchain import bounds as B
-    from edgetool.toolchain.device import describe as describe_device
-    from edgetool.toolchain.evaluate import evaluate
-    from edgetool.toolchain.pipeline import Run, TrainConfig
+    from edgetool.toolchain.evaluate import bounds as B
+    from edgetool.toolchain.train.device import describe as describe_device
+    from edgetool.toolchain.evaluate.report import evaluate
+    from edgetool.toolchain.train.run import Run, TrainConfig
 
     work = args.work or os.path.join("edgetool-out", "bench-" + args.dataset)
     data, hier = dataset_dir(args.dataset, work, args.data_root)
@@ -154,13 +154,13 @@ def run_point(args, seed, b, first, out):
 
 
 def run_controls(args, seed, kind, out):
-    """Train (or resume) flat control *kind* ("budget" or "wide", edgetool.toolchain.bounds) with the
+    """Train (or resume) flat control *kind* ("budget" or "wide", edgetool.toolchain.evaluate.bounds) with the
     seed's recorded settings and record its int8 test accuracy, image passes and FLOPs in the seed file."""
     from edgetool.runtime.machine import machine_name
-    from edgetool.toolchain import bounds as B
-    from edgetool.toolchain import train as training
-    from edgetool.toolchain.device import describe as describe_device
-    from edgetool.toolchain.pipeline import Run, TrainConfig
+    from edgetool.toolchain.evaluate import bounds as B
+    from edgetool.toolchain.train import fit as training
+    from edgetool.toolchain.train.device import describe as describe_device
+    from edgetool.toolchain.train.run import Run, TrainConfig
 
     seed_file = os.path.join(out, "seeds", "seed{}.json".format(seed))
     with open(seed_file) as f:
@@ -363,7 +363,7 @@ def markdown_table(summary):
 def _budget_order(b):
     """Dense first, then the proximal thresholds by tau, the delta grids by step, the top shares
     by falling share, the patch last."""
-    from edgetool.toolchain.delta_budget import parse_budget
+    from edgetool.toolchain.train.delta_budget import parse_budget
 
     mode, value = parse_budget(b)
     rank = ("dense", "prox", "grid", "topk", "patch").index(mode)
@@ -371,7 +371,7 @@ def _budget_order(b):
 
 
 def _budget_label(b):
-    from edgetool.toolchain.delta_budget import parse_budget
+    from edgetool.toolchain.train.delta_budget import parse_budget
 
     mode, value = parse_budget(b)
     return {"patch": "BN/head patch", "grid": "grid {:g}", "topk": "top {:g}%"}.get(mode, "tau={:g}").format(
@@ -461,7 +461,7 @@ def main():
     args = ap.parse_args()
 
     from edgetool.runtime.machine import machine_name
-    from edgetool.toolchain.pipeline import TrainConfig
+    from edgetool.toolchain.train.run import TrainConfig
 
     default = args.default or TrainConfig().delta_budget
     args.report_budget = args.report_budget or default

@@ -55,7 +55,7 @@ def scaling_row(name: str, pct: int, work: str, iterations: int) -> dict:
     import scaling_bundles
 
     from edgetool.runtime.profile.profile import run_profile
-    from edgetool.runtime.sparse_codec import DENSE_ABOVE
+    from edgetool.runtime.bundle.sparse_codec import DENSE_ABOVE
 
     path = scaling_bundles.build(os.path.join(work, "{}-{}".format(name, pct)), name, pct / 100)
     r = run_profile(
@@ -85,7 +85,7 @@ def scaling_row(name: str, pct: int, work: str, iterations: int) -> dict:
 
 def switch_only(path: str, iterations: int) -> dict:
     """Switch stages of one bundle (ONNX Runtime, one thread)."""
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
     from edgetool.runtime.profile import stages
     from edgetool.runtime.profile.engines import open_backend
 

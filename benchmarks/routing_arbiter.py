@@ -63,8 +63,8 @@ def not_mine_networks(run, ratio, draw="uniform"):
     to the superclass network's probability of the cluster, as routing_diagnosis.py does)."""
     import torch
 
-    from edgetool.toolchain import train as training
-    from edgetool.toolchain.checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
+    from edgetool.toolchain.train import fit as training
+    from edgetool.toolchain.train.checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
 
     folder = run.path.rstrip("/") + "-notmine{}{:g}".format("" if draw == "uniform" else "-" + draw, ratio)
     p_super = None
@@ -99,7 +99,7 @@ def not_mine_networks(run, ratio, draw="uniform"):
 
 def outputs(run, nets, x, extra):
     """(p_super, [p_sub over the cluster's classes], [p "not mine"]) on *x*."""
-    from edgetool.toolchain import train as training
+    from edgetool.toolchain.train import fit as training
 
     p = softmax(training.predict_logits(run.superclass(), x, run.hier.n_super).double().numpy())
     qs, other = [], []
@@ -147,7 +147,7 @@ def with_answers(ev, n_classes):
 
 def fit_logistic(features, target):
     """Weights of a logistic regression (standardised features, a little L2), fitted with LBFGS."""
-    from edgetool.toolchain.routing_learn import fit_logistic as fit
+    from edgetool.toolchain.routing.learn import fit_logistic as fit
 
     m = fit(features, target)
     ((w, b),) = m.layers
@@ -177,7 +177,7 @@ def outcome(ev, gate, take_second):
 
 def arbiter(ev_val, ev_test):
     """Gate, threshold and weights chosen on validation; the test outcome of that choice."""
-    from edgetool.toolchain.routing_eval import GATES
+    from edgetool.toolchain.routing.search import GATES
 
     best = None
     for g in GATES:
@@ -257,8 +257,8 @@ def across_seeds(dataset, seeds=(1, 2), path_of=result_path, script="routing_arb
 
 def main():
     from edgetool.runtime.machine import machine_name
-    from edgetool.toolchain.pipeline import Run
-    from edgetool.toolchain.routing_eval import GATES, policy
+    from edgetool.toolchain.train.run import Run
+    from edgetool.toolchain.routing.search import GATES, policy
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(ap)

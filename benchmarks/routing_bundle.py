@@ -64,8 +64,8 @@ def measure(run, bundle_dir: str, data=None) -> dict:
     """Top-1, equation 2 and the bundle's routing through ONNX Runtime; routing chosen on the
     run's validation split, or on *data* (images, labels)."""
     from edgetool.runtime.backends.ort import OrtBackend
-    from edgetool.runtime.bundle import Bundle
-    from edgetool.toolchain.routing_eval import choose_on_validation
+    from edgetool.runtime.bundle.reader import Bundle
+    from edgetool.toolchain.routing.search import choose_on_validation
 
     if not os.path.isfile(os.path.join(bundle_dir, "manifest.json")):
         run.export(bundle_dir, routing_data=data)
@@ -215,7 +215,7 @@ def across_seeds(dataset: str, tag: str, seeds=(0, 1, 2)) -> str:
 
 def main():
     from edgetool.runtime.machine import machine_name
-    from edgetool.toolchain.pipeline import Run
+    from edgetool.toolchain.train.run import Run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="fashion-mnist")
@@ -256,7 +256,7 @@ def main():
         ap.error("--work is required")
     t0 = time.perf_counter()
     if args.combiner_inputs == "outputs":
-        from edgetool.toolchain import routing_learn
+        from edgetool.toolchain.routing import learn as routing_learn
 
         routing_learn.INPUTS = routing_learn.INPUTS[:1]
     where = "{} training images the run never used".format(args.routing_images) if args.routing_images else ""

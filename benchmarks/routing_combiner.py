@@ -45,8 +45,8 @@ from routing_diagnosis import OUT, add_run_args, result_folder, run_path, unused
 def evidence(run, nets, x, y, extra):
     """routing_learn's evidence of the superclass network and *nets* (with a "not mine" row
     where *extra* is 1) on images *x*."""
-    from edgetool.toolchain import routing_learn as learn
-    from edgetool.toolchain import train as training
+    from edgetool.toolchain.routing import learn
+    from edgetool.toolchain.train import fit as training
 
     members = run.hier.members(run.train.classes)
     zp = training.predict_logits(run.superclass(), x, run.hier.n_super).double()
@@ -57,7 +57,7 @@ def evidence(run, nets, x, y, extra):
 def fit_and_run(fit_on, ev, gate_kind, hidden, rate):
     """Gate, threshold and combiners fitted on *fit_on*; the outcome on *ev* (a pair without a
     combiner keeps the first answer)."""
-    from edgetool.toolchain import routing_learn as learn
+    from edgetool.toolchain.routing import learn
 
     router = learn.fit(fit_on, learn.fit_gate(fit_on, gate_kind), hidden, rate)
     pred, fire = learn.replay(router, ev, beta=None)
@@ -70,8 +70,8 @@ def result_path(dataset):
 
 def main():
     from edgetool.runtime.machine import machine_name
-    from edgetool.toolchain import routing_learn as learn
-    from edgetool.toolchain.pipeline import Run
+    from edgetool.toolchain.routing import learn
+    from edgetool.toolchain.train.run import Run
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(ap)

@@ -60,7 +60,7 @@ def run_path(work, dataset, hierarchy):
 
 
 def logits(run, nets, x):
-    from edgetool.toolchain import train as training
+    from edgetool.toolchain.train import fit as training
 
     n = run.hier.n_super
     lp = training.predict_logits(run.superclass(), x, n).double().numpy()
@@ -75,7 +75,7 @@ def softmax(z, t=1.0):
 
 
 def largest_gate(p, max_extra=MAX_EXTRA):
-    from edgetool.toolchain.routing_eval import GATES
+    from edgetool.toolchain.routing.search import GATES
 
     return max(g for g in GATES if float((p.max(1) < g).mean()) <= max_extra)
 
@@ -86,9 +86,9 @@ def unused_training_images(run, n, seed=1234):
     A validation split this size holds hundreds of stage-1 errors to choose a routing rule on."""
     import copy
 
-    from edgetool.toolchain import data as datasets
-    from edgetool.toolchain import train as training
-    from edgetool.toolchain.run_data import load_data
+    from edgetool.toolchain.data import folders as datasets
+    from edgetool.toolchain.train import fit as training
+    from edgetool.toolchain.train.run_data import load_data
 
     cfg = copy.deepcopy(run.cfg)
     cfg.limit_train = 0
@@ -104,8 +104,8 @@ def unused_training_images(run, n, seed=1234):
 
 
 def diagnose(run, nets, val=None):
-    from edgetool.toolchain import train as training
-    from edgetool.toolchain.routing_eval import GATES, choose_gate, policy, recoverable
+    from edgetool.toolchain.train import fit as training
+    from edgetool.toolchain.routing.search import GATES, choose_gate, policy, recoverable
 
     members = run.hier.members(run.train.classes)
     local = run.data.local
@@ -197,7 +197,7 @@ def confusable_outliers(run, ratio):
     probability of the cluster; a sibling run sharing flat.pt and super.pt."""
     import torch
 
-    from edgetool.toolchain import train as training
+    from edgetool.toolchain.train import fit as training
     from hierarchy_learning import sibling
 
     oe = sibling(run, "-confusable{:g}".format(ratio), False, ft_outliers=ratio)
@@ -215,7 +215,7 @@ def confusable_outliers(run, ratio):
 
 def main():
     from edgetool.runtime.machine import machine_name
-    from edgetool.toolchain.pipeline import Run
+    from edgetool.toolchain.train.run import Run
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True)

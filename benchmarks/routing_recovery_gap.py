@@ -121,8 +121,8 @@ def pair_networks(run):
     {(a, b): (network, its classes)}."""
     import torch
 
-    from edgetool.toolchain import train as training
-    from edgetool.toolchain.checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
+    from edgetool.toolchain.train import fit as training
+    from edgetool.toolchain.train.checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
 
     members, n = run.hier.members(run.train.classes), run.hier.n_super
     out = {}
@@ -155,7 +155,7 @@ class PairInputs:
     routing_learn's ``subset`` splits like the rest)."""
 
     def __enter__(self):
-        from edgetool.toolchain import routing_learn as learn
+        from edgetool.toolchain.routing import learn
 
         self.saved = learn.pair_inputs
 
@@ -169,7 +169,7 @@ class PairInputs:
         return self
 
     def __exit__(self, *exc):
-        from edgetool.toolchain import routing_learn as learn
+        from edgetool.toolchain.routing import learn
 
         learn.pair_inputs = self.saved
 
@@ -179,8 +179,8 @@ def with_pairs(ev, pairs, x):
     answer of the pair network of its two routes (``"pair_answer"``)."""
     import torch
 
-    from edgetool.toolchain import routing_learn as learn
-    from edgetool.toolchain import train as training
+    from edgetool.toolchain.routing import learn
+    from edgetool.toolchain.train import fit as training
 
     ev = dict(ev)
     ev["pair"] = {
@@ -197,8 +197,8 @@ def with_pairs(ev, pairs, x):
 def measure(run, base, nets, val, test, pairs=None) -> dict:
     """The router chosen and refitted on *val*, run on *test*; with *pairs*, the second route
     runs the pair network instead of its subclass network."""
-    from edgetool.toolchain import routing_eval
-    from edgetool.toolchain import routing_learn as learn
+    from edgetool.toolchain.routing import search as routing_eval
+    from edgetool.toolchain.routing import learn
 
     ev_val, ev_test = (
         learn.from_logits(run, *routing_eval.network_logits(run, nets, x, base), y) for x, y in (val, test)
@@ -271,7 +271,7 @@ def table(result) -> str:
 
 def main():
     from edgetool.runtime.machine import machine_name
-    from edgetool.toolchain.pipeline import Run
+    from edgetool.toolchain.train.run import Run
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(ap)

@@ -24,7 +24,7 @@ SUPERCLASSES = 3
 
 
 def _hierarchy():
-    from edgetool.toolchain.hierarchy import Hierarchy
+    from edgetool.toolchain.hierarchy.spec import Hierarchy
 
     names = ["s{}".format(i) for i in range(SUPERCLASSES)]
     subs = [["s{}c{}".format(i, j) for j in range(4)] for i in range(SUPERCLASSES)]
@@ -34,7 +34,7 @@ def _hierarchy():
 def base_network(arch: str, shape, head: int, seed: int):
     import torch
 
-    from edgetool.toolchain import models, qat
+    from edgetool.toolchain.train import models, qat
 
     torch.manual_seed(seed)
     model = models.build(arch, shape[0], head)
@@ -63,7 +63,7 @@ def subclass_network(base, fraction: float, rng: np.random.Generator):
     """The base with *fraction* of its int8 codes moved by 1..3 steps and BatchNorm nudged."""
     import torch
 
-    from edgetool.toolchain.qat import W_QMAX, W_QMIN, _key
+    from edgetool.toolchain.train.qat import W_QMAX, W_QMIN, _key
 
     net = copy.deepcopy(base)
     codes = base.int8_codes()
@@ -145,9 +145,9 @@ def transcode(src: str, dst: str, codec: str) -> str:
     import shutil
 
     from edgetool.export.bundle import slug, write_manifest
-    from edgetool.runtime import codecs
-    from edgetool.runtime.bundle import Bundle
-    from edgetool.runtime.weights import sha256_bytes
+    from edgetool.runtime.bundle import codecs
+    from edgetool.runtime.bundle.reader import Bundle
+    from edgetool.runtime.bundle.weights import sha256_bytes
 
     if os.path.isfile(os.path.join(dst, "manifest.json")):
         return dst

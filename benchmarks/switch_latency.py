@@ -42,7 +42,7 @@ def machine() -> str:
 def ensure_bundle(path):
     if path and os.path.isfile(os.path.join(path, "manifest.json")):
         return path
-    from edgetool.toolchain.pipeline import Run, TrainConfig
+    from edgetool.toolchain.train.run import Run, TrainConfig
 
     out = "edgetool-out"
     run = Run.open(os.path.join(out, "run"), TrainConfig(), progress=False)
@@ -57,8 +57,8 @@ def standalone_models(bundle_dir, tmp):
     import onnx
     from onnx import numpy_helper
 
-    from edgetool.runtime.bundle import Bundle
-    from edgetool.runtime.onnx_weights import read_initializers, strip_initializer_inputs
+    from edgetool.runtime.bundle.reader import Bundle
+    from edgetool.runtime.bundle.onnx_weights import read_initializers, strip_initializer_inputs
 
     b = Bundle.open(bundle_dir)
     plain = strip_initializer_inputs(b.base_onnx())
@@ -96,10 +96,10 @@ def main(argv=None):
 
     import onnxruntime as ort
 
-    from edgetool.runtime import codecs
+    from edgetool.runtime.bundle import codecs
     from edgetool.runtime.backends.base import BASE
     from edgetool.runtime.backends.ort import OrtBackend
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
 
     bundle_dir = ensure_bundle(args.bundle)
     b = Bundle.open(bundle_dir)

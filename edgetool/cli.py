@@ -18,19 +18,19 @@ from edgetool import __version__
 # command name -> (module, attribute, one-line help shown without importing the module)
 COMMANDS = {
     "data": (
-        "edgetool.toolchain.data_cli",
+        "edgetool.toolchain.data.cli",
         "data",
         "Download datasets (CIFAR-10/100 official archives, checksum-verified).",
     ),
     "demo": ("edgetool.toolchain.cli", "demo", "Train, export and run Super-Sub on the shipped sample (offline)."),
     "train": ("edgetool.toolchain.cli", "train", "Train every network of a Super-Sub run (resumable)."),
     "hierarchy": (
-        "edgetool.toolchain.hierarchy_cli",
+        "edgetool.toolchain.hierarchy.cli",
         "hierarchy",
         "Learn a class hierarchy from a confusion matrix or a trained flat network.",
     ),
     "evaluate": (
-        "edgetool.toolchain.evaluate_cli",
+        "edgetool.toolchain.evaluate.cli",
         "evaluate",
         "Report bounds, vanilla vs efficient accuracy, deltas and storage.",
     ),
@@ -143,7 +143,7 @@ def _run(argv):
                 raise term from exc
             raise
     except EdgetoolError as exc:
-        from edgetool.runtime.names import escaped
+        from edgetool.runtime.bundle.names import escaped
 
         click.echo("error: {}".format(escaped(str(exc))), err=True)  # one line, whatever a name holds
         sys.exit(exc.exit_code)

@@ -24,7 +24,7 @@ import shutil
 import tarfile
 import tempfile
 
-from edgetool.runtime import manifest as M
+from edgetool.runtime.bundle import manifest as M
 from edgetool.runtime.errors import UsageError
 from edgetool.runtime.files import TMP_TAG, fault_point
 
@@ -162,7 +162,7 @@ def write_archive(bundle_dir: str, path: str, force: bool = False) -> str:
 
 
 def _listed(bundle_dir: str):
-    from edgetool.runtime.names import FieldError
+    from edgetool.runtime.bundle.names import FieldError
 
     try:
         with open(os.path.join(bundle_dir, M.MANIFEST), "rb") as f:

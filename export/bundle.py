@@ -11,13 +11,13 @@ from typing import Optional, Sequence
 import numpy as np
 
 from edgetool import __version__
-from edgetool.runtime import codecs
-from edgetool.runtime import manifest as M
-from edgetool.runtime.bundle import MANIFEST, SCHEMA
+from edgetool.runtime.bundle import codecs
+from edgetool.runtime.bundle import manifest as M
+from edgetool.runtime.bundle.reader import MANIFEST, SCHEMA
 from edgetool.runtime.errors import UsageError
 from edgetool.runtime.files import slug
-from edgetool.runtime.names import FieldError
-from edgetool.runtime.weights import PackedLayout, TensorSpec, sha256_bytes
+from edgetool.runtime.bundle.names import FieldError
+from edgetool.runtime.bundle.weights import PackedLayout, TensorSpec, sha256_bytes
 
 from .atomic import fault_point, staged_dir, write_archive
 from .onnx_export import from_qatnet

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgetool.runtime.learned_routing import FEATURES
+from edgetool.runtime.bundle.learned_routing import FEATURES
 
 OPSET = 13
 IR_VERSION = 8
@@ -150,7 +150,7 @@ def build_model(
 
 
 def from_qatnet(net, input_shape, head, refit_inputs=True, codes=None, floats=None) -> onnx.ModelProto:
-    """ONNX model of a :class:`~edgetool.toolchain.qat.QATNet` (optionally other codes/floats)."""
+    """ONNX model of a :class:`~edgetool.toolchain.train.qat.QATNet` (optionally other codes/floats)."""
     return build_model(
         net.ops,
         codes if codes is not None else net.int8_codes(),

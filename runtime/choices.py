@@ -18,7 +18,7 @@ BACKENDS = ("onnxruntime", "tensorrt")
 BACKEND_ALIASES = {"ort": "onnxruntime", "trt": "tensorrt"}
 DEFAULT_BACKEND = "onnxruntime"
 
-# Delta codecs a bundle may name (runtime/codecs.py); "raw" exists for measurements only.
+# Delta codecs a bundle may name (runtime/bundle/codecs.py); "raw" exists for measurements only.
 CODECS = ("zstd", "7z", "sparse")
 DEFAULT_CODEC = "zstd"  # chosen by benchmarks/switch_latency.py: decode time is switch latency
 
@@ -30,7 +30,7 @@ ENGINE_MODES = ("one-engine", "two-engine")
 DEFAULT_ENGINE_MODE = "one-engine"
 
 # What `edgetool export --model` writes: the Super-Sub bundle, or one of the flat controls
-# (toolchain/bounds.py) as a single-network bundle (manifest "model": {"kind": "flat"}).
+# (toolchain/evaluate/bounds.py) as a single-network bundle (manifest "model": {"kind": "flat"}).
 FLAT_CONTROLS = {"flat": "budget", "flat-wide": "wide"}  # export --model -> the flat control's kind
 EXPORT_MODELS = ("super-sub",) + tuple(FLAT_CONTROLS)
 DEFAULT_EXPORT_MODEL = "super-sub"

@@ -26,7 +26,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from . import learned_routing, routing
+from .bundle import learned_routing, routing
 from .backends.base import BASE, head_rows
 from .choices import POLICIES
 from .errors import UsageError

@@ -7,13 +7,13 @@ import os
 
 import click
 
-from . import routing
+from .bundle import routing
 from .errors import UsageError
 from .options import backend_option, engine_mode_option, policy_option, routing_options
 
 
 def open_bundle(path):
-    from .bundle import Bundle
+    from .bundle.reader import Bundle
 
     return Bundle.open(path)
 
@@ -82,7 +82,7 @@ def classify(bundle, images, backend, policy, gate, topk, beta, batch, as_json, 
 
 def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **settings):
     from .classifier import SuperSubClassifier
-    from .names import escaped
+    from .bundle.names import escaped
     from .preprocess import load_images
 
     clf = SuperSubClassifier(be, policy=policy, **settings)
@@ -156,7 +156,7 @@ def _summary(bundle, b):
 
 def _signature(root: str) -> str:
     """Who signed the bundle (its key id), as its manifest.sig says; checking it is the device's job."""
-    from .signature import SignatureError, signature_key_id
+    from .bundle.signature import SignatureError, signature_key_id
 
     try:
         kid = signature_key_id(root)

@@ -90,7 +90,7 @@ def platform_checks(add, info):
 
 def open_bundle(add, bundle_path):
     """The verified bundle and its samples, or None once a check has failed."""
-    from .bundle import Bundle
+    from .bundle.reader import Bundle
     from .errors import EdgetoolError
 
     try:

@@ -6,7 +6,8 @@ import functools
 
 import click
 
-from . import choices, routing
+from . import choices
+from .bundle import routing
 
 codec_option = click.option(
     "--codec",

@@ -51,7 +51,7 @@ def cuda_device():
 def tiny_run(tmp_path_factory):
     """A tiny but complete training run on the shipped sample (every network, a few seconds)."""
     pytest.importorskip("torch")
-    from edgetool.toolchain.pipeline import Run, TrainConfig
+    from edgetool.toolchain.train.run import Run, TrainConfig
 
     cfg = TrainConfig(
         epochs=2, base_epochs=1, ft_epochs=2, qat_epochs=1, limit_train=1200, limit_test=300, batch=64, seed=1
@@ -82,7 +82,7 @@ def bundle_copy(tiny_bundle, tmp_path):
 def sample_pngs(tmp_path_factory):
     from PIL import Image
 
-    from edgetool.toolchain.data import load_sample
+    from edgetool.toolchain.data.folders import load_sample
 
     test = load_sample("test")
     d = tmp_path_factory.mktemp("images")

@@ -16,13 +16,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgetool.runtime import codecs, safetar
-from edgetool.runtime import manifest as M
+from edgetool.runtime.bundle import codecs, safetar
+from edgetool.runtime.bundle import manifest as M
 from edgetool.runtime.errors import BundleError, CodecError, UsageError
-from edgetool.runtime.names import FieldError
-from edgetool.runtime.onnx_weights import graph_io, read_initializers
+from edgetool.runtime.bundle.names import FieldError
+from edgetool.runtime.bundle.onnx_weights import graph_io, read_initializers
 from edgetool.runtime.preprocess import load_image
-from edgetool.runtime.weights import PackedLayout, TensorSpec, sha256_bytes
+from edgetool.runtime.bundle.weights import PackedLayout, TensorSpec, sha256_bytes
 
 COUNTS = Counter()
 RAW = bytes((np.arange(4096) * 7 % 5).astype(np.uint8))  # a small compressible "delta"

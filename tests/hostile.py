@@ -8,8 +8,8 @@ import tempfile
 
 import pytest
 
-from edgetool.runtime import codecs
-from edgetool.runtime.weights import sha256_bytes
+from edgetool.runtime.bundle import codecs
+from edgetool.runtime.bundle.weights import sha256_bytes
 
 
 def snapshot(*roots):
@@ -63,7 +63,7 @@ def write_listed(root, entry, data, size_key="size"):
 
 def to_codec(root, codec):
     """Re-encode every delta of the bundle at *root* with *codec* (same raw bytes)."""
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
 
     with Bundle.open(root) as b:
         raws = [b.read_delta(k).tobytes() for k in range(b.num_superclasses)]

@@ -174,7 +174,7 @@ def test_export_without_a_qat_checkpoint_refuses_instead_of_training(tiny_run, t
     ],
 )
 def test_train_refuses_bad_inputs_before_writing_anything(tmp_path, capsys, args, needle):
-    from edgetool.toolchain.data import sample_hierarchy_path
+    from edgetool.toolchain.data.folders import sample_hierarchy_path
 
     with open(sample_hierarchy_path()) as f:
         h = json.load(f)

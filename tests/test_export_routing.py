@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from edgetool.runtime import routing as R
+from edgetool.runtime.bundle import routing as R
 from edgetool.cli import main
 
 
@@ -18,9 +18,9 @@ def _inspect(bundle, capsys):
 
 def test_export_chooses_the_routing_on_the_validation_split(tmp_path, capsys):
     pytest.importorskip("torch")
-    from edgetool.toolchain import routing_eval
-    from edgetool.toolchain import train as training
-    from edgetool.toolchain.pipeline import Run, TrainConfig
+    from edgetool.toolchain.routing import search as routing_eval
+    from edgetool.toolchain.train import fit as training
+    from edgetool.toolchain.train.run import Run, TrainConfig
 
     cfg = TrainConfig(
         epochs=1, base_epochs=1, ft_epochs=1, qat_epochs=1, limit_train=800, limit_test=100, batch=64, seed=2

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from edgetool.runtime import codecs, packed, safeio, sparse_codec
+from edgetool.runtime.bundle import codecs, packed, safeio, sparse_codec
 from edgetool.runtime.backends.base import BASE
-from edgetool.runtime.bundle import Bundle
+from edgetool.runtime.bundle.reader import Bundle
 from edgetool.runtime.errors import BackendError, BundleError, CodecError, EdgetoolError, SwitchError
 
 pytest.importorskip("onnxruntime")
@@ -52,7 +52,9 @@ def _inject(monkeypatch, be, step, times):
         fault = _raise(BundleError("x", "injected I/O error"))
         monkeypatch.setattr(safeio, "read_capped_keyed", Once(safeio.read_capped_keyed, fault, times))
     elif step == "verify":
-        monkeypatch.setattr("edgetool.runtime.bundle.sha256_bytes", Once(lambda d: "0" * 64, lambda d: "1" * 64, times))
+        monkeypatch.setattr(
+            "edgetool.runtime.bundle.reader.sha256_bytes", Once(lambda d: "0" * 64, lambda d: "1" * 64, times)
+        )
     elif step == "decode":
         monkeypatch.setattr(codecs, "decode", Once(codecs.decode, _raise(CodecError("injected decode error")), times))
     elif step == "apply-int8":
@@ -154,7 +156,7 @@ def test_nothing_restorable_says_so_and_refuses_to_serve(served, monkeypatch):
 
 EXPORT = """
 import sys
-from edgetool.toolchain.pipeline import Run
+from edgetool.toolchain.train.run import Run
 Run.open(sys.argv[1], progress=False).export(sys.argv[2], codec=sys.argv[3])
 """
 

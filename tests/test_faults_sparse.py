@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from edgetool.runtime import codecs, sparse_codec
+from edgetool.runtime.bundle import codecs, sparse_codec
 from edgetool.runtime.backends.base import BASE
-from edgetool.runtime.bundle import Bundle
+from edgetool.runtime.bundle.reader import Bundle
 from edgetool.runtime.errors import SwitchError
 
 pytest.importorskip("onnxruntime")
@@ -21,7 +21,7 @@ def _recoded(src, dst, codec, keep=0.05, seed=0):
     entry), stored by *codec*: the same sparse subclass networks under any codec."""
     import json
 
-    from edgetool.runtime.weights import sha256_bytes
+    from edgetool.runtime.bundle.weights import sha256_bytes
 
     shutil.copytree(src, dst)
     rng = np.random.default_rng(seed)

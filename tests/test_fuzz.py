@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("hypothesis")
 
 import fuzz_targets as F  # noqa: E402
-from edgetool.runtime import manifest as M  # noqa: E402
-from edgetool.runtime import safetar  # noqa: E402
+from edgetool.runtime.bundle import manifest as M  # noqa: E402
+from edgetool.runtime.bundle import safetar  # noqa: E402
 
 CI = {
     "manifest": 2000,

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from edgetool.runtime.bundle import Bundle
+from edgetool.runtime.bundle.reader import Bundle
 from edgetool.runtime.errors import BundleError
 
 from hostile import load_manifest, private_tmp, save_manifest, snapshot, to_codec, write_listed  # noqa: F401
@@ -205,7 +205,7 @@ def test_tar_bomb_refused_before_unpacking(tiny_bundle, tmp_path, private_tmp): 
 RSS_SCRIPT = textwrap.dedent("""
     import json, sys, tarfile, lzma, gzip, zlib
     import py7zr, zstandard, numpy
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
     from edgetool.runtime.errors import BundleError
 
     def status(key):

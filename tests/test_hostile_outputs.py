@@ -97,7 +97,7 @@ def test_concurrent_exports_to_one_out_both_succeed(tiny_run, tmp_path):
     results = [p.communicate(timeout=600) + (p.returncode,) for p in procs]
     for stdout, stderr, rc in results:
         assert rc == 0 and "Traceback" not in stderr, stderr
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
 
     with Bundle.open(str(out)) as b:
         assert len(b.files()) >= 2
@@ -137,7 +137,7 @@ def test_a_signal_as_a_command_ends_is_128_plus_n_without_traceback(tiny_run, tm
     proc = run_cli("export", tiny_run.path, "--out", tmp_path / "b", env={"EDGETOOL_FAULT_KILL": "exit:SIGTERM"})
     assert proc.returncode == -signal.SIGTERM, (proc.returncode, proc.stderr)  # a shell shows 128 + 15
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
 
     with Bundle.open(str(tmp_path / "b")) as b:  # the export itself had finished
         assert b.files()

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from edgetool.toolchain import hierarchy as H  # noqa: E402
+from edgetool.toolchain.hierarchy import spec as H  # noqa: E402
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from edgetool.cli import main
-from edgetool.runtime.bundle import Bundle
+from edgetool.runtime.bundle.reader import Bundle
 from edgetool.runtime.errors import BundleError
 
 from hostile import load_manifest, private_tmp, save_manifest, snapshot, write_listed  # noqa: F401

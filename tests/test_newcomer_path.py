@@ -48,8 +48,8 @@ def test_sticky_is_refused_for_a_file_set_and_lives_with_the_stream_loop(newcome
 
 # 2. augmentation is chosen and recorded ----------------------------------------------------------
 def test_no_flip_by_default_on_unknown_data_and_the_choice_is_recorded(newcomer, tmp_path):
-    from edgetool.toolchain.data import load_sample
-    from edgetool.toolchain.run_data import TrainConfig, resolve_augment
+    from edgetool.toolchain.data.folders import load_sample
+    from edgetool.toolchain.train.run_data import TrainConfig, resolve_augment
 
     with open(os.path.join(newcomer["run"], "config.json")) as f:
         assert json.load(f)["augment"] == "auto"
@@ -79,7 +79,7 @@ def test_no_flip_by_default_on_unknown_data_and_the_choice_is_recorded(newcomer,
 
 # 3. grayscale is detected ------------------------------------------------------------------------
 def test_grayscale_folder_gives_a_one_channel_bundle(newcomer, tmp_path):
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
 
     with Bundle.open(newcomer["bundle"]) as b:
         spec = b.manifest["input"]
@@ -98,8 +98,8 @@ def test_grayscale_folder_gives_a_one_channel_bundle(newcomer, tmp_path):
 
 def test_channels_detected_from_pixels_and_overridable(tmp_path):
     from edgetool.runtime.errors import UsageError
-    from edgetool.toolchain.data import load_image_folder
-    from edgetool.toolchain.run_data import TrainConfig, load_data
+    from edgetool.toolchain.data.folders import load_image_folder
+    from edgetool.toolchain.train.run_data import TrainConfig, load_data
 
     gray_as_rgb = make_gray_folder(str(tmp_path / "g"), (2, 1), mode="RGB")  # stored RGB, R = G = B
     ds = load_image_folder(os.path.join(gray_as_rgb, "train"), 12, 0)
@@ -132,7 +132,7 @@ def test_progress_lines_are_kept_when_stderr_is_a_file(newcomer, tmp_path):
 
 
 def test_on_a_terminal_the_bar_runs_and_the_epoch_lines_stay():
-    from edgetool.toolchain.progress import FitProgress
+    from edgetool.toolchain.train.progress import FitProgress
 
     class Tty(io.StringIO):
         def isatty(self):

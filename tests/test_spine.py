@@ -14,9 +14,9 @@ ort = pytest.importorskip("onnxruntime")
 from edgetool.export.onnx_export import from_qatnet  # noqa: E402
 from edgetool.runtime.backends.base import BASE  # noqa: E402
 from edgetool.runtime.backends.ort import OrtBackend, plain_session  # noqa: E402
-from edgetool.runtime.bundle import Bundle  # noqa: E402
+from edgetool.runtime.bundle.reader import Bundle  # noqa: E402
 from edgetool.runtime.errors import SwitchError  # noqa: E402
-from edgetool.runtime.onnx_weights import read_initializers  # noqa: E402
+from edgetool.runtime.bundle.onnx_weights import read_initializers  # noqa: E402
 
 
 def test_delta_plus_base_equals_subclass_codes_bit_for_bit(tiny_run, tiny_bundle):

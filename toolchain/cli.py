@@ -43,7 +43,7 @@ _FIELDS = (
 def _default(name):
     from dataclasses import fields
 
-    from .pipeline import TrainConfig
+    from .train.run import TrainConfig
 
     return {f.name: f.default for f in fields(TrainConfig)}[name]
 
@@ -147,7 +147,7 @@ def _recipe_flags(opt) -> list:
 
 
 def _select_device(ctx, param, value):
-    from .device import select
+    from .train.device import select
 
     select(value)  # before any work: a GPU torch does not see is one error line
 
@@ -171,7 +171,7 @@ def given(flags: dict) -> dict:
 
 
 def make_config(config_file=None, **flags):
-    from .pipeline import TrainConfig
+    from .train.run import TrainConfig
 
     cfg = TrainConfig.load(config_file) if config_file else TrainConfig()
     for k, v in flags.items():
@@ -181,7 +181,7 @@ def make_config(config_file=None, **flags):
     for k in ("batch", "epochs", "base_epochs", "ft_epochs", "qat_epochs"):
         if getattr(cfg, k) < 1:
             raise UsageError("--{} must be >= 1, got {}".format(k.replace("_", "-"), getattr(cfg, k)))
-    from .delta_budget import parse_budget
+    from .train.delta_budget import parse_budget
 
     try:
         parse_budget(cfg.delta_budget)
@@ -233,7 +233,7 @@ def train(run_dir, modes, config_file, from_run, **flags):
 
     Works under torchrun for several processes (DDP, gloo on CPU or nccl on GPUs).
     """
-    from .pipeline import Run
+    from .train.run import Run
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     chosen = ["vanilla" if m == "finetune" else m for m in chosen]
@@ -242,7 +242,7 @@ def train(run_dir, modes, config_file, from_run, **flags):
         raise UsageError("unknown mode(s) {}; choose from {}".format(", ".join(bad) or "(none)", ", ".join(MODES)))
     cfg_path = os.path.join(run_dir, "config.json")
     if from_run is not None:
-        from .resume import start_from
+        from .train.resume import start_from
 
         cfg = start_from(from_run, run_dir, lambda path: make_config(config_file or path, **given(flags)))
     else:
@@ -262,7 +262,7 @@ def train(run_dir, modes, config_file, from_run, **flags):
         run.super_qat()
         for k in range(N):
             run.sub_qat(k)
-    from .train import is_main
+    from .train.fit import is_main
 
     if is_main():
         click.echo("trained ({}): {}".format(", ".join(chosen), run_dir))

@@ -10,9 +10,9 @@ import click
 
 from edgetool.runtime.machine import machine_name
 
-from . import bounds, verdict
-from .pipeline import Run, TrainConfig
-from .runtime_eval import evaluate_bundle
+from .evaluate import bounds, verdict
+from .train.run import Run, TrainConfig
+from .evaluate.runtime_eval import evaluate_bundle
 
 
 def fmt_bytes(n: float) -> str:

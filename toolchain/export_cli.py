@@ -51,7 +51,7 @@ def export(run_dir, out, codec, archive, sign_key, force, model, release):
     from edgetool.export.atomic import check_out
     from edgetool.runtime.errors import UsageError
 
-    from .pipeline import Run
+    from .train.run import Run
 
     check_out(out, force)
     if release is not None and release < 0:
@@ -78,7 +78,7 @@ def export(run_dir, out, codec, archive, sign_key, force, model, release):
     if model != "super-sub":
         click.echo("model: {} (one network over {} classes; no switch)".format(model, len(m["model"]["classes"])))
     if "routing" in m:
-        from edgetool.runtime import routing
+        from edgetool.runtime.bundle import routing
 
         sizes = [len(s["subclasses"]) for s in m["hierarchy"]["superclasses"]]
         click.echo("routing: topk " + routing.parse(m["routing"], len(sizes), sizes).describe())

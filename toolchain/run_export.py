@@ -21,7 +21,7 @@ def export_run(
 ) -> dict:
     """The int8 bundle of *run*; routing chosen on the validation split, or on *routing_data*
     (x, labels).  *model* "flat" or "flat-wide": that flat control, as a flat bundle."""
-    from .routing_eval import bundle_routing
+    from .routing.search import bundle_routing
 
     check_out(out_dir, force)  # before any network is loaded or trained
     if model != "super-sub":

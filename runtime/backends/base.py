@@ -4,7 +4,7 @@ A backend loads a bundle, runs batches, switches to the base network or to subcl
 network *i*, and reports its own timings and memory.  A switch is transactional: the
 delta is read, verified and decoded before any weight is touched, so a failed switch
 leaves the previous weights serving.  A delta stored by the ``sparse`` codec is read as a
-:class:`~edgetool.runtime.sparse_codec.SparseDelta` and applied in place, never expanded.
+:class:`~edgetool.runtime.bundle.sparse_codec.SparseDelta` and applied in place, never expanded.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import BackendError, BundleError, CodecError, SwitchError
-from ..packed import Delta
+from ..bundle.packed import Delta
 
 BASE = -1  # switch target for the superclass (base) network
 

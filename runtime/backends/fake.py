@@ -11,7 +11,7 @@ from typing import Callable, Collection, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..bundle import Superclass
+from ..bundle.reader import Superclass
 from ..errors import CodecError
 from .base import Backend, head_rows, targets
 

@@ -5,7 +5,7 @@ inputs too ("overridable initializers").  One session is built once, on the mode
 those initializers removed (they stay graph inputs, so the session holds no copy of its
 own); each refittable tensor is bound once through IOBinding to a view of one packed host
 buffer.  A switch writes ``base + delta`` into that buffer in place
-(:class:`~edgetool.runtime.packed.PackedWeights`: a sparse delta is scatter-added, only
+(:class:`~edgetool.runtime.bundle.packed.PackedWeights`: a sparse delta is scatter-added, only
 its changed codes written), so no session is ever rebuilt.
 """
 
@@ -16,9 +16,9 @@ from typing import List, Optional
 
 
 from ..errors import BackendError, BundleError, require
-from ..learned_routing import FEATURES
-from ..onnx_weights import drop_initializers, read_initializers
-from ..packed import PackedWeights
+from ..bundle.learned_routing import FEATURES
+from ..bundle.onnx_weights import drop_initializers, read_initializers
+from ..bundle.packed import PackedWeights
 from .base import Backend
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..classifier import POLICIES, Prediction, SuperSubClassifier
 from ..errors import SwitchError, UsageError
-from ..routing import check_options
+from ..bundle.routing import check_options
 
 STREAM_POLICIES = ("sticky", "per-image", "batched", "topk", "superclass")
 

@@ -205,7 +205,7 @@ def deploy(
     """Ship BUNDLE to each --host (or --to DIR): stage, verify, switch atomically, roll back on failure."""
     from edgetool.runtime import device_profiles
 
-    from ..bundle import Bundle
+    from ..bundle.reader import Bundle
     from . import fit
     from .driver import Source, deploy_one
     from .report import Progress

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional
 from ..errors import DeployError, EdgetoolError
 from .report import Progress
 from ..errors import SignatureError
-from ..signature import SIGNATURE, signature_key_id
+from ..bundle.signature import SIGNATURE, signature_key_id
 
 CHUNK = 1 << 16
 

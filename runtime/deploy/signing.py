@@ -13,7 +13,7 @@ import os
 from typing import Any, Dict, Optional
 
 from ..errors import SignatureError, UsageError, require
-from ..signature import SCHEMA, SIGNATURE, read_signature
+from ..bundle.signature import SCHEMA, SIGNATURE, read_signature
 from .fsutil import atomic_write
 
 

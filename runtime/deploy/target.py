@@ -57,7 +57,7 @@ class Target(Receiver):
 
     def verify_staged(self, version: str) -> Dict:
         """Signature first, then every file against the manifest; nothing is moved on failure."""
-        from ..bundle import Bundle
+        from ..bundle.reader import Bundle
         from .signing import verify_bundle
 
         staging = self.p("staging", version)

@@ -1,6 +1,6 @@
 // edgetool delta kernel: out = base + delta over one packed refit buffer, in one launch.
 //
-// Packed layout (edgetool.runtime.weights.PackedLayout): an int8 region of weight codes,
+// Packed layout (edgetool.runtime.bundle.weights.PackedLayout): an int8 region of weight codes,
 // then a float32 region of per-channel tensors; every tensor starts on a 256-byte
 // boundary, so both regions are whole multiples of 16 bytes and each thread moves one
 // 16-byte vector:

@@ -66,7 +66,7 @@ def profile(
 
     Writes profile.json, profile.md and profile.html (plots inline) into --out.
     """
-    from .. import codecs as codec_mod
+    from ..bundle import codecs as codec_mod
     from .profile import run_profile
     from .report import write_reports
 

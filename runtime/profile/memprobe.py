@@ -42,7 +42,7 @@ def _probe(form: str, bundle_path: str, threads: int) -> Dict[str, Any]:
 
     from ..backends.base import BASE
     from ..backends.ort import OrtBackend
-    from ..bundle import Bundle
+    from ..bundle.reader import Bundle
     from .vanilla import PlainSessions
 
     bundle = Bundle.open(bundle_path)

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from edgetool import __version__
 
-from ..bundle import Bundle
+from ..bundle.reader import Bundle
 from ..classifier import POLICIES
 from . import memprobe, stages
 from .engines import MODES, open_backend

@@ -13,12 +13,12 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from .. import codecs
+from ..bundle import codecs
 from ..backends.base import BASE
 from ..classifier import POLICIES, SuperSubClassifier
-from ..sparse_codec import SparseDelta
-from ..packed import PackedWeights
-from ..weights import sha256_bytes
+from ..bundle.sparse_codec import SparseDelta
+from ..bundle.packed import PackedWeights
+from ..bundle.weights import sha256_bytes
 from .stats import StageClock, stat, timed
 from .vanilla import PlainSessions, base_buffer
 

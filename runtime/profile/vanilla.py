@@ -15,7 +15,7 @@ import numpy as np
 
 from ..backends.ort import pick_providers, session_options
 from ..errors import BackendError, require
-from ..onnx_weights import read_initializers, strip_initializer_inputs
+from ..bundle.onnx_weights import read_initializers, strip_initializer_inputs
 
 
 def base_buffer(bundle) -> np.ndarray:

@@ -33,8 +33,8 @@ from ..backends.base import BASE, Backend
 from ..choices import ENGINE_MODES as MODES
 from ..errors import BackendError, DeviceError, SwitchError, UsageError, require
 from ..machine import gpu_name
-from ..onnx_weights import read_initializers
-from ..packed import PackedWeights
+from ..bundle.onnx_weights import read_initializers
+from ..bundle.packed import PackedWeights
 from .engine_store import select_engine
 from .loader import build_engine, trt_logger, trt_version
 from .refit_map import build_refit_map, companions, missing_report, refit_plan, trt_dtype

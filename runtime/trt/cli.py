@@ -54,7 +54,7 @@ def engine():
 )
 def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form, check):
     """Build an engine for BUNDLE on this device and record it in the manifest."""
-    from ..bundle import Bundle
+    from ..bundle.reader import Bundle
     from ..device_profiles import resolve
     from ..machine import gpu_name
     from .engine_store import add_engine
@@ -189,7 +189,7 @@ def polygraphy_args(
 )
 def onnx_cmd(bundle, out, profile_name, form):
     """Write the model engine build gives TensorRT, and the trtexec/polygraphy commands for it."""
-    from ..bundle import Bundle
+    from ..bundle.reader import Bundle
     from ..device_profiles import resolve
     from ..files import check_output
     from .weight_forms import engine_model, weight_form

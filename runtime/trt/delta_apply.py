@@ -10,7 +10,7 @@
 A switch is one async H2D copy and one kernel launch on the inference stream; switching
 back to the base network is a device-to-device copy.  Nothing is written to ``weights``
 before the delta is fully decoded and verified on the host.  A sparse delta
-(:class:`~edgetool.runtime.sparse_codec.SparseDelta`) is scattered straight into the pinned
+(:class:`~edgetool.runtime.bundle.sparse_codec.SparseDelta`) is scattered straight into the pinned
 staging buffer (:func:`stage_delta`), with no dense copy of it made on the way.
 """
 
@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import DeviceError, require
-from ..sparse_codec import SparseDelta
+from ..bundle.sparse_codec import SparseDelta
 
 KERNEL_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels", "delta_add.cu")
 THREADS = 256

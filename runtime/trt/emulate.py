@@ -9,7 +9,7 @@ import numpy as np
 from ..backends.base import BASE, targets
 from ..backends.ort import plain_session
 from ..errors import require
-from ..onnx_weights import read_initializers
+from ..bundle.onnx_weights import read_initializers
 from .weight_forms import engine_model, host_arrays
 
 

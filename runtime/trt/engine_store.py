@@ -14,12 +14,12 @@ import os
 import re
 from typing import Iterator, Mapping, Optional, Sequence
 
-from .. import manifest as M
-from .. import safeio
+from ..bundle import manifest as M
+from ..bundle import safeio
 from ..errors import BundleError, DeviceError, UsageError
-from ..names import FieldError
+from ..bundle.names import FieldError
 from ..files import TMP_TAG, commit, fault_point, fsync_dir, sha256_file, slug, stale_temps, write_temp
-from ..weights import sha256_bytes
+from ..bundle.weights import sha256_bytes
 
 ENGINES = "engines"
 # engines/<device profile>-<precision>-<first 12 hex digits of the plan's sha256>.plan

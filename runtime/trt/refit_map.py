@@ -14,8 +14,8 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from ..errors import BackendError, BundleError
-from ..onnx_weights import read_initializers
-from ..weights import DTYPES, PackedLayout
+from ..bundle.onnx_weights import read_initializers
+from ..bundle.weights import DTYPES, PackedLayout
 from .weight_forms import engine_name
 
 

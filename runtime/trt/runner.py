@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BackendError
-from ..learned_routing import FEATURES
+from ..bundle.learned_routing import FEATURES
 from .loader import trt_logger
 
 

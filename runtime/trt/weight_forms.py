@@ -29,7 +29,7 @@ import numpy as np
 
 from ..choices import WEIGHT_FORMS as FORMS
 from ..errors import UsageError, require
-from ..onnx_weights import strip_initializer_inputs
+from ..bundle.onnx_weights import strip_initializer_inputs
 
 FLOAT_SUFFIX = ".fp"
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from edgetool.runtime import codecs
+from edgetool.runtime.bundle import codecs
 from edgetool.runtime.errors import CodecError, UsageError
-from edgetool.runtime.weights import ALIGN, PackedLayout, TensorSpec
+from edgetool.runtime.bundle.weights import ALIGN, PackedLayout, TensorSpec
 
 
 @pytest.mark.parametrize("codec", ["7z", "zstd", "raw"])

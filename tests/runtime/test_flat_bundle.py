@@ -24,9 +24,9 @@ def flat_bundle(tiny_run, tmp_path_factory):
 def test_manifest_says_flat_and_runtime_matches_torch(flat_bundle, tiny_run):
     torch = pytest.importorskip("torch")
     from edgetool.runtime.backends import load_backend
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
     from edgetool.runtime.classifier import SuperSubClassifier
-    from edgetool.toolchain import train as training
+    from edgetool.toolchain.train import fit as training
 
     m = json.load(open(os.path.join(flat_bundle, "manifest.json")))
     assert m["model"] == {"kind": "flat", "classes": list(tiny_run.train.classes)} and m["head_width"] == 10
@@ -48,7 +48,7 @@ def test_flat_manifest_is_checked(flat_bundle, tmp_path):
     import shutil
 
     from edgetool.runtime.errors import BundleError
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
 
     for change, message in (
         (lambda m: m["model"].update(kind="flatter"), "model.kind"),

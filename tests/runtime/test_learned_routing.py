@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from edgetool.runtime import learned_routing as L
-from edgetool.runtime import routing as R
+from edgetool.runtime.bundle import learned_routing as L
+from edgetool.runtime.bundle import routing as R
 from edgetool.runtime.backends.fake import FakeBackend, ScriptedBundle
 from edgetool.runtime.classifier import SuperSubClassifier
-from edgetool.runtime.names import FieldError
+from edgetool.runtime.bundle.names import FieldError
 
 HIER = [("a", ["a0", "a1"]), ("b", ["b0", "b1", "b2"]), ("c", ["c0"])]
 SIZES = [2, 3, 1]

@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
 from edgetool.runtime.backends.ort import OrtBackend  # noqa: E402
-from edgetool.runtime.bundle import Bundle  # noqa: E402
+from edgetool.runtime.bundle.reader import Bundle  # noqa: E402
 from edgetool.runtime.classifier import SuperSubClassifier  # noqa: E402
 from edgetool.runtime.errors import BundleError  # noqa: E402
 
@@ -22,7 +22,7 @@ from edgetool.runtime.errors import BundleError  # noqa: E402
 @pytest.fixture(scope="module")
 def overlap_bundle(tiny_run, tmp_path_factory):
     from edgetool.export.bundle import write_bundle
-    from edgetool.toolchain.hierarchy import from_dict
+    from edgetool.toolchain.hierarchy.spec import from_dict
 
     d = tiny_run.hier.to_dict()
     other = next(s for s in d["superclasses"] if s["name"] == "other")

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from edgetool.runtime import routing as R
+from edgetool.runtime.bundle import routing as R
 from edgetool.runtime.backends.base import BASE
 from edgetool.runtime.backends.fake import FakeBackend, ScriptedBundle
 from edgetool.runtime.classifier import SuperSubClassifier, masked_softmax
 from edgetool.runtime.errors import UsageError
-from edgetool.runtime.names import FieldError
+from edgetool.runtime.bundle.names import FieldError
 
 HIERARCHY = [("vehicle", ["car", "truck", "ship"]), ("animal", ["cat", "dog"]), ("plant", ["tree", "rose", "fern"])]
 # The base prefers vehicle (p 0.67) over plant (0.24); the vehicle network is unsure (top 0.51),
@@ -55,7 +55,7 @@ def test_the_bundles_routing_applies_to_topk_unless_overridden():
 def test_the_runtime_and_the_toolchain_replay_agree():
     """routing_eval.route (what evaluate and export choose with) predicts what the classifier does."""
     pytest.importorskip("torch")
-    from edgetool.toolchain.routing_eval import route
+    from edgetool.toolchain.routing.search import route
 
     rng = np.random.default_rng(3)
     members = [np.array([0, 1, 2]), np.array([3, 4]), np.array([5, 6, 7])]

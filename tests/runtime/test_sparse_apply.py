@@ -4,12 +4,12 @@ dense apply, including wrap-around; bad or out-of-range positions are refused be
 import numpy as np
 import pytest
 
-from edgetool.runtime import codecs, packed, sparse_codec
+from edgetool.runtime.bundle import codecs, packed, sparse_codec
 from edgetool.runtime.errors import CodecError
-from edgetool.runtime.sparse_codec import HEADER, SparseDelta
+from edgetool.runtime.bundle.sparse_codec import HEADER, SparseDelta
 from edgetool.runtime.trt.delta_apply import stage_delta
-from edgetool.runtime.packed import PackedWeights, scatter_add
-from edgetool.runtime.weights import PackedLayout, TensorSpec
+from edgetool.runtime.bundle.packed import PackedWeights, scatter_add
+from edgetool.runtime.bundle.weights import PackedLayout, TensorSpec
 
 
 def layout():

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from edgetool.runtime import codecs
+from edgetool.runtime.bundle import codecs
 from edgetool.runtime.errors import CodecError
-from edgetool.runtime.sparse_codec import HEADER
+from edgetool.runtime.bundle.sparse_codec import HEADER
 
 
 @pytest.mark.parametrize("density", [0.0, 0.0005, 0.1, 0.3, 1.0])
@@ -48,7 +48,7 @@ def test_corrupt_input_raises_codec_error():
 def test_sparse_bundle_serves_the_same_deltas(tiny_run, tiny_bundle, tmp_path):
     """A bundle exported with --codec sparse passes the manifest checks and decodes every delta
     to the same bytes as the 7z bundle of the same run."""
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
 
     out = str(tmp_path / "sparse")
     tiny_run.export(out, codec="sparse")

@@ -4,9 +4,9 @@ import copy
 
 import torch
 
-from edgetool.toolchain import models as M
-from edgetool.toolchain import qat as Q
-from edgetool.toolchain import train as T
+from edgetool.toolchain.train import models as M
+from edgetool.toolchain.train import qat as Q
+from edgetool.toolchain.train import fit as T
 
 
 def _data(seed, n=64):

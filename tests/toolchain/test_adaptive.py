@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edgetool.runtime.errors import UsageError  # noqa: E402
-from edgetool.toolchain import adaptive as A  # noqa: E402
-from edgetool.toolchain import train as training  # noqa: E402
+from edgetool.toolchain.evaluate import adaptive as A  # noqa: E402
+from edgetool.toolchain.train import fit as training  # noqa: E402
 
 
 def test_restricted_flat_network_reads_the_cluster_logits_in_order(tiny_run):
@@ -29,7 +29,7 @@ def test_selection_needs_a_validation_split_and_known_configurations(tiny_run):
 
 
 def test_selection_picks_the_best_validation_accuracy_per_cluster(tmp_path):
-    from edgetool.toolchain.pipeline import Run, TrainConfig
+    from edgetool.toolchain.train.run import Run, TrainConfig
 
     cfg = TrainConfig(
         epochs=1, base_epochs=1, ft_epochs=1, limit_train=700, limit_test=100, batch=64, seed=3, val_fraction=0.3

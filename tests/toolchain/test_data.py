@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edgetool.runtime.errors import UsageError
-from edgetool.toolchain import data as D
-from edgetool.toolchain import hierarchy as H
+from edgetool.toolchain.data import folders as D
+from edgetool.toolchain.hierarchy import spec as H
 
 
 def test_idx_roundtrip_and_errors(tmp_path):
@@ -90,7 +90,7 @@ def make_cifar10_archive(path, n=20):
 
 
 def test_cifar_archive_loader(tmp_path):
-    from edgetool.toolchain.cifar import load_archive
+    from edgetool.toolchain.data.cifar import load_archive
 
     data = make_cifar10_archive(str(tmp_path / "cifar-10-python.tar.gz"))
     train, hier = load_archive(str(tmp_path / "cifar-10-python.tar.gz"), "train")

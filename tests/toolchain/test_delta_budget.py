@@ -8,9 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgetool.toolchain import delta_budget as DB  # noqa: E402
-from edgetool.toolchain import qat as Q  # noqa: E402
-from edgetool.toolchain import train as T  # noqa: E402
+from edgetool.toolchain.train import delta_budget as DB  # noqa: E402
+from edgetool.toolchain.train import qat as Q  # noqa: E402
+from edgetool.toolchain.train import fit as T  # noqa: E402
 from qat_pairs import _data, _qat_pair  # noqa: E402
 
 

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from edgetool.toolchain import report as R
+from edgetool.toolchain.evaluate import metrics as R
 
 
 def test_confusion_matrix_by_hand():
@@ -24,7 +24,7 @@ def test_confusion_matrix_by_hand():
 
 def test_evaluate_report_numbers_and_plots(run_cli, tiny_run, tiny_bundle, tmp_path):
     pytest.importorskip("torch")
-    from edgetool.toolchain import train as T
+    from edgetool.toolchain.train import fit as T
 
     out = tmp_path / "report"
     proc = run_cli("evaluate", tiny_run.path, "--bundle", tiny_bundle, "--out", out)
@@ -67,7 +67,7 @@ def test_evaluate_report_numbers_and_plots(run_cli, tiny_run, tiny_bundle, tmp_p
 
 def _assert_flat_numbers(rep, tiny_run, y, true_k):
     """The control and the per-superclass lower bound, by hand from the flat network."""
-    from edgetool.toolchain import train as T
+    from edgetool.toolchain.train import fit as T
 
     # the control: flat logits restricted to the true superclass's classes
     flat_logits = T.predict_logits(tiny_run.flat(), tiny_run.xte).numpy()

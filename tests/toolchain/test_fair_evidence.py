@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import run_cli  # noqa: E402
-from edgetool.toolchain import bounds, verdict  # noqa: E402
+from edgetool.toolchain.evaluate import bounds, verdict  # noqa: E402
 
 
 class Tiny(torch.nn.Module):
@@ -60,7 +60,7 @@ def test_image_passes_by_hand():
 def test_controls_train_for_the_pipeline_budget(tiny_run, monkeypatch):
     """Each control's fp32 epochs plus its QAT epochs cover the pipeline's image passes; the wide
     one's FLOPs are the closest to a superclass plus a subclass inference."""
-    from edgetool.toolchain import pipeline
+    from edgetool.toolchain.train import run as pipeline
 
     seen = []
     real_fit = pipeline.training.fit
@@ -86,7 +86,7 @@ def test_controls_train_for_the_pipeline_budget(tiny_run, monkeypatch):
     w = bounds.equal_cost_width(tiny_run)
     assert w > 1.0 and abs(flops["flat_wide"] - flops["super_sub"]) < 0.1 * flops["super_sub"]
     # a changed budget never reuses a control trained for another
-    from edgetool.toolchain.controls import control_file
+    from edgetool.toolchain.train.controls import control_file
 
     assert "-e{}".format(bounds.equal_budget_epochs(tiny_run)) in control_file(tiny_run, "budget")
 
@@ -109,7 +109,7 @@ class Guarded:
 
 
 def test_control_choice_reads_only_the_validation_split(tmp_path):
-    from edgetool.toolchain.pipeline import Run, TrainConfig
+    from edgetool.toolchain.train.run import Run, TrainConfig
 
     cfg = TrainConfig(
         epochs=1, base_epochs=1, ft_epochs=1, qat_epochs=1, limit_train=600, limit_test=100, batch=64, val_fraction=0.2

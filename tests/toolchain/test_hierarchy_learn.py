@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("scipy")
 
 from edgetool.runtime.errors import UsageError  # noqa: E402
-from edgetool.toolchain import hierarchy as H  # noqa: E402
-from edgetool.toolchain import hierarchy_learn as HL  # noqa: E402
+from edgetool.toolchain.hierarchy import spec as H  # noqa: E402
+from edgetool.toolchain.hierarchy import learn as HL  # noqa: E402
 
 
 def block_confusion(blocks, n_classes, seed=0, within=30.0, noise=1.0, diag=200.0):

@@ -7,7 +7,7 @@ pytest.importorskip("torchvision")
 from PIL import Image  # noqa: E402
 
 from edgetool.runtime.errors import UsageError  # noqa: E402
-from edgetool.toolchain.data import load_image_folder  # noqa: E402
+from edgetool.toolchain.data.folders import load_image_folder  # noqa: E402
 
 
 def make_tree(root, counts):

@@ -3,8 +3,8 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from edgetool.toolchain import models as M  # noqa: E402
-from edgetool.toolchain import qat as Q  # noqa: E402
+from edgetool.toolchain.train import models as M  # noqa: E402
+from edgetool.toolchain.train import qat as Q  # noqa: E402
 
 
 @pytest.mark.parametrize("arch,tv", [("resnet18", "resnet18"), ("resnet34", "resnet34"), ("resnet50", "resnet50")])

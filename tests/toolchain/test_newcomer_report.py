@@ -44,10 +44,10 @@ def test_every_option_shows_its_default():
 
 # 7. strict JSON, stated networks and bundle size -------------------------------------------------
 def test_report_json_is_strict_when_the_bounds_tie(newcomer, tmp_path, monkeypatch):
-    from edgetool.toolchain import bounds, evaluate
-    from edgetool.toolchain.evaluate_cli import summary_line
-    from edgetool.toolchain.pipeline import Run
-    from edgetool.toolchain.report import gap_closed
+    from edgetool.toolchain.evaluate import bounds, report as evaluate
+    from edgetool.toolchain.evaluate.cli import summary_line
+    from edgetool.toolchain.train.run import Run
+    from edgetool.toolchain.evaluate.metrics import gap_closed
 
     real = bounds.measure
 
@@ -83,7 +83,7 @@ def test_report_json_is_strict_when_the_bounds_tie(newcomer, tmp_path, monkeypat
 
 
 def test_an_empty_superclass_is_null_not_nan():
-    from edgetool.toolchain.report import per_group_accuracy
+    from edgetool.toolchain.evaluate.metrics import per_group_accuracy
 
     acc = per_group_accuracy([True, False, True], [0, 0, 2], 3)
     assert acc == [0.5, None, 1.0]
@@ -92,7 +92,7 @@ def test_an_empty_superclass_is_null_not_nan():
 
 # 8. plots that zoom to the data ------------------------------------------------------------------
 def _figures(monkeypatch, tmp_path, rep):
-    from edgetool.toolchain import evaluate
+    from edgetool.toolchain.evaluate import report as evaluate
 
     figs = {}
     monkeypatch.setattr(evaluate, "_save", lambda fig, out, name: figs.setdefault(name, fig) and name)

@@ -12,8 +12,8 @@ from edgetool.runtime.backends.base import BASE  # noqa: E402
 from edgetool.runtime.backends.fake import FakeBackend, ScriptedBundle  # noqa: E402
 from edgetool.runtime.classifier import SuperSubClassifier  # noqa: E402
 from edgetool.runtime.errors import UsageError  # noqa: E402
-from edgetool.toolchain import train as T  # noqa: E402
-from edgetool.toolchain.pipeline import Run, TrainConfig  # noqa: E402
+from edgetool.toolchain.train import fit as T  # noqa: E402
+from edgetool.toolchain.train.run import Run, TrainConfig  # noqa: E402
 
 
 def test_outlier_labels_become_the_row_after_the_classes():
@@ -79,7 +79,7 @@ def test_fine_tune_labels_the_outliers_not_mine_and_the_head_holds_the_row(nm_ru
 
 def test_a_not_mine_bundle_records_the_row_and_classifies(nm_run, tmp_path, run_cli, sample_pngs):
     from edgetool.runtime.backends import load_backend
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
 
     out = tmp_path / "bundle"
     m = nm_run.export(str(out))
@@ -119,8 +119,8 @@ def test_a_not_mine_bundle_records_the_row_and_classifies(nm_run, tmp_path, run_
     ],
 )
 def test_a_manifest_with_a_bad_not_mine_is_refused(tiny_bundle, change, message):
-    from edgetool.runtime import manifest as M
-    from edgetool.runtime.names import FieldError
+    from edgetool.runtime.bundle import manifest as M
+    from edgetool.runtime.bundle.names import FieldError
 
     d = json.loads(open(tiny_bundle + "/manifest.json").read())
     assert d["head_width"] == 4 and "not_mine" not in d  # the sample: tops has 4 classes

@@ -8,8 +8,8 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 from edgetool.runtime.errors import UsageError  # noqa: E402
-from edgetool.toolchain import train as T  # noqa: E402
-from edgetool.toolchain.pipeline import Run, TrainConfig  # noqa: E402
+from edgetool.toolchain.train import fit as T  # noqa: E402
+from edgetool.toolchain.train.run import Run, TrainConfig  # noqa: E402
 
 
 def test_loss_is_cross_entropy_plus_weighted_cross_entropy_to_uniform():

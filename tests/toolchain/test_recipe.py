@@ -8,11 +8,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgetool.toolchain import bounds as B  # noqa: E402
-from edgetool.toolchain import qat as Q  # noqa: E402
-from edgetool.toolchain import train as T  # noqa: E402
-from edgetool.toolchain.delta_budget import ProximalStep  # noqa: E402
-from edgetool.toolchain.pipeline import Run, TrainConfig  # noqa: E402
+from edgetool.toolchain.evaluate import bounds as B  # noqa: E402
+from edgetool.toolchain.train import qat as Q  # noqa: E402
+from edgetool.toolchain.train import fit as T  # noqa: E402
+from edgetool.toolchain.train.delta_budget import ProximalStep  # noqa: E402
+from edgetool.toolchain.train.run import Run, TrainConfig  # noqa: E402
 from qat_pairs import _qat_pair  # noqa: E402
 
 
@@ -134,7 +134,7 @@ def test_bounds_definitions_by_hand():
     p = torch.softmax(logits, 1).numpy()
     want = [int(p[i, 2:].sum() > p[i, :2].sum()) for i in range(2)]
     assert B.flat_routing(logits, sup_of, 2).tolist() == want
-    from edgetool.toolchain.report import gap_closed
+    from edgetool.toolchain.evaluate.metrics import gap_closed
 
     assert gap_closed(0.8, 0.7, 0.9)["value"] == pytest.approx(0.5)
     tie = gap_closed(0.8, 0.7, 0.7)

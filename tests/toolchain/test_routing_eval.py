@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from edgetool.toolchain import routing_eval as R  # noqa: E402
+from edgetool.toolchain.routing import search as R  # noqa: E402
 
 # classes 0..4; cluster 0 = {0, 1, 2(shared)}, cluster 1 = {2, 3, 4}
 MEMBERS = [np.array([0, 1, 2]), np.array([2, 3, 4])]

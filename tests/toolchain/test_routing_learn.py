@@ -7,11 +7,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from edgetool.runtime import learned_routing as L  # noqa: E402
-from edgetool.runtime import routing as R  # noqa: E402
+from edgetool.runtime.bundle import learned_routing as L  # noqa: E402
+from edgetool.runtime.bundle import routing as R  # noqa: E402
 from edgetool.runtime.backends.fake import FakeBackend, ScriptedBundle  # noqa: E402
 from edgetool.runtime.classifier import SuperSubClassifier  # noqa: E402
-from edgetool.toolchain import routing_learn as learn  # noqa: E402
+from edgetool.toolchain.routing import learn  # noqa: E402
 
 HIER = [("a", ["a0", "a1"]), ("b", ["b0", "b1", "b2"]), ("c", ["c0", "c1"])]
 MEMBERS = [[0, 1], [2, 3, 4], [5, 6]]
@@ -127,8 +127,8 @@ def test_a_learned_bundle_serves_through_onnx_runtime(tiny_run, tmp_path, run_cl
     pytest.importorskip("onnxruntime")
     from edgetool.export.bundle import write_bundle
     from edgetool.runtime.backends.ort import OrtBackend
-    from edgetool.runtime.bundle import Bundle
-    from edgetool.toolchain import routing_eval
+    from edgetool.runtime.bundle.reader import Bundle
+    from edgetool.toolchain.routing import search as routing_eval
 
     base, subs = tiny_run.super_qat(), [tiny_run.sub_qat(k) for k in range(tiny_run.hier.n_super)]
     x, y = tiny_run.xte, tiny_run.yte.numpy()
@@ -197,7 +197,7 @@ def doctor_and_older_models(b, be, xs, width):
 
 
 def test_export_keeps_the_learned_router_only_where_it_beats_equation_2(tiny_run, monkeypatch):
-    from edgetool.toolchain import routing_eval
+    from edgetool.toolchain.routing import search as routing_eval
 
     base, subs = tiny_run.super_qat(), [tiny_run.sub_qat(k) for k in range(tiny_run.hier.n_super)]
     data = (tiny_run.xte, tiny_run.yte.numpy())

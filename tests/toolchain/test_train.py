@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgetool.toolchain import models as M  # noqa: E402
-from edgetool.toolchain import train as T  # noqa: E402
+from edgetool.toolchain.train import models as M  # noqa: E402
+from edgetool.toolchain.train import fit as T  # noqa: E402
 
 TINY = [
     "--limit-train",

@@ -13,7 +13,7 @@ STAGES = {"capture", "preprocess", "infer", "switch", "classify", "render"}
 
 def scene_images():
     """One shipped sample image per Fashion-MNIST class (28x28 grey)."""
-    from edgetool.toolchain.data import load_sample
+    from edgetool.toolchain.data.folders import load_sample
 
     test = load_sample("test")
     first = {}

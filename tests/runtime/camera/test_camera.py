@@ -79,7 +79,7 @@ def test_image_folder_matches_classify(tiny_bundle, image_folder):
 
 
 def test_batching_and_smoothing_keep_labels(tiny_bundle, scenes_video):
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
     from edgetool.runtime.camera.schedule import SceneCut, Smoother
 
     b = Bundle.open(tiny_bundle)
@@ -101,7 +101,7 @@ def test_batching_and_smoothing_keep_labels(tiny_bundle, scenes_video):
 
 
 def test_sticky_hysteresis_and_scene_cuts(tiny_bundle, scenes_video):
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
     from edgetool.runtime.camera.schedule import SceneCut
 
     b = Bundle.open(tiny_bundle)
@@ -120,7 +120,7 @@ def test_sticky_hysteresis_and_scene_cuts(tiny_bundle, scenes_video):
 
 
 def test_smoother_suppresses_flicker(tiny_bundle):
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
     from edgetool.runtime.camera.schedule import Smoother
     from edgetool.runtime.classifier import Prediction
 
@@ -135,7 +135,7 @@ def test_smoother_suppresses_flicker(tiny_bundle):
 
 
 def test_failing_delta_keeps_base_serving_reported_once(bundle_copy, scenes_video):
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
     from edgetool.runtime.camera.schedule import SceneCut
 
     b = Bundle.open(bundle_copy)

@@ -18,9 +18,9 @@ def make_bundle(out, seed=0, size=28, channels=1, samples=True, release=0):
     (release 0 unless given: the kit's bundles do not outrank each other)."""
     torch = pytest.importorskip("torch")
     from edgetool.export.bundle import write_bundle
-    from edgetool.toolchain import models
-    from edgetool.toolchain.hierarchy import Hierarchy
-    from edgetool.toolchain.qat import from_float
+    from edgetool.toolchain.train import models
+    from edgetool.toolchain.hierarchy.spec import Hierarchy
+    from edgetool.toolchain.train.qat import from_float
 
     torch.manual_seed(seed)
     hier = Hierarchy(SUPERS, SUBS)
@@ -85,7 +85,7 @@ def deploy_kit_fixture(tmp_path_factory):
 
 
 def version_of(bundle_dir):
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
     from edgetool.runtime.deploy.driver import Source
 
     with Bundle.open(bundle_dir) as b:

@@ -60,7 +60,7 @@ def test_bad_profiles_are_refused_with_one_line(tmp_path, change, message):
 # -- fit check -----------------------------------------------------------------------------------------
 def test_fit_refuses_oversized_bundle_for_nano_and_accepts_it_for_agx_orin(deploy_kit, tmp_path):
     from edgetool.runtime import device_profiles
-    from edgetool.runtime.bundle import Bundle
+    from edgetool.runtime.bundle.reader import Bundle
     from edgetool.runtime.deploy import fit
 
     with Bundle.open(deploy_kit["big"]) as b:

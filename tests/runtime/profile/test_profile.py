@@ -128,7 +128,7 @@ def test_profile_bad_input_one_line(tiny_bundle, tmp_path):
 
 
 def test_verified_delta_is_not_rehashed_and_a_changed_one_is_never_applied(bundle_copy, monkeypatch):
-    from edgetool.runtime import bundle as bundle_mod
+    from edgetool.runtime.bundle import reader as bundle_mod
     from edgetool.runtime.backends.base import BASE
     from edgetool.runtime.backends.ort import OrtBackend
     from edgetool.runtime.errors import SwitchError

@@ -11,8 +11,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from edgetool.runtime.bundle import Bundle  # noqa: E402
-from edgetool.runtime.onnx_weights import read_initializers  # noqa: E402
+from edgetool.runtime.bundle.reader import Bundle  # noqa: E402
+from edgetool.runtime.bundle.onnx_weights import read_initializers  # noqa: E402
 from edgetool.runtime.trt.delta_apply import KERNEL_PATH, VEC, launch_geometry, reference_apply  # noqa: E402
 
 

@@ -6,7 +6,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from edgetool.runtime.bundle import Bundle  # noqa: E402
+from edgetool.runtime.bundle.reader import Bundle  # noqa: E402
 
 
 def test_engine_build_without_tensorrt(run_cli, tiny_bundle):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from edgetool.runtime.bundle import Bundle
+from edgetool.runtime.bundle.reader import Bundle
 from edgetool.runtime.errors import BundleError, UsageError
 from edgetool.runtime.trt import engine_store
 from edgetool.runtime.trt.engine_store import add_engine

@@ -9,11 +9,11 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import numpy_helper  # noqa: E402
 
-from edgetool.runtime.bundle import Bundle  # noqa: E402
+from edgetool.runtime.bundle.reader import Bundle  # noqa: E402
 from edgetool.runtime.errors import BundleError  # noqa: E402
-from edgetool.runtime.onnx_weights import read_initializers, strip_initializer_inputs  # noqa: E402
+from edgetool.runtime.bundle.onnx_weights import read_initializers, strip_initializer_inputs  # noqa: E402
 from edgetool.runtime.trt.refit_map import build_refit_map  # noqa: E402
-from edgetool.runtime.weights import ALIGN, PackedLayout  # noqa: E402
+from edgetool.runtime.bundle.weights import ALIGN, PackedLayout  # noqa: E402
 
 
 def test_refit_map_matches_onnx_initializers(tiny_bundle):

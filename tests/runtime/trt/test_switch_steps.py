@@ -15,16 +15,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgetool.runtime import packed as weights_mod
+from edgetool.runtime.bundle import packed as weights_mod
 from edgetool.runtime.backends.base import BASE, Backend
-from edgetool.runtime.bundle import Superclass
+from edgetool.runtime.bundle.reader import Superclass
 from edgetool.runtime.errors import SwitchError
-from edgetool.runtime.sparse_codec import SparseDelta, decode_sparse, encode
+from edgetool.runtime.bundle.sparse_codec import SparseDelta, decode_sparse, encode
 from edgetool.runtime.trt import delta_apply
 from edgetool.runtime.trt.backend import TrtBackend
 from edgetool.runtime.trt.delta_apply import VEC, DeviceDeltaApplier, launch_geometry, reference_apply
-from edgetool.runtime.packed import PackedWeights
-from edgetool.runtime.weights import PackedLayout, TensorSpec
+from edgetool.runtime.bundle.packed import PackedWeights
+from edgetool.runtime.bundle.weights import PackedLayout, TensorSpec
 
 
 class DeltaBundle:

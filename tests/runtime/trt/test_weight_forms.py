@@ -7,8 +7,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import numpy_helper  # noqa: E402
 
-from edgetool.runtime.bundle import Bundle  # noqa: E402
-from edgetool.runtime.onnx_weights import read_initializers  # noqa: E402
+from edgetool.runtime.bundle.reader import Bundle  # noqa: E402
+from edgetool.runtime.bundle.onnx_weights import read_initializers  # noqa: E402
 from edgetool.runtime.trt.qdq_rules import check  # noqa: E402
 
 

@@ -1,0 +1,223 @@
+"""One configurable ResNet-style family, and its flat op list (the "IR").
+
+``ResNet`` is the float training network (conv + BatchNorm).  ``ResNet.to_ir()`` returns a
+flat op list plus the raw conv weights and BatchNorm states.  The op list is executed by
+:class:`edgetool.toolchain.train.qat.QATNet` during QAT and emitted op by op by the ONNX
+exporter, so training and deployment run the very same graph.
+
+IR ops (dicts):
+
+* ``conv``: name, x, y, k, stride, pad, relu           tensors ``<name>.weight`` and the
+  BatchNorm ``<name>.bn.{weight,bias,running_mean,running_var}`` (deployed as a per-channel
+  float ``<name>.scale`` and ``<name>.bias``)
+* ``maxpool``: x, y, k, stride, pad
+* ``add``: a, b, y, relu
+* ``gap``: x, y (global average pool + flatten)
+* ``fc``: name, x, y                                   weights ``<name>.weight/.bias``
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ConvBN(nn.Module):
+    def __init__(self, cin, cout, k, stride, relu=True):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.relu = relu
+        self.k, self.stride, self.pad = k, stride, k // 2
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return F.relu(y) if self.relu else y
+
+    def folded(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        w = self.conv.weight.detach()
+        bn = self.bn
+        inv = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        return (w * inv.reshape(-1, 1, 1, 1)).clone(), (bn.bias.detach() - bn.running_mean * inv).clone()
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = ConvBN(cin, cout, 3, stride)
+        self.conv2 = ConvBN(cout, cout, 3, 1, relu=False)
+        self.down = ConvBN(cin, cout, 1, stride, relu=False) if (stride != 1 or cin != cout) else None
+
+    def forward(self, x):
+        s = self.down(x) if self.down is not None else x
+        return F.relu(self.conv2(self.conv1(x)) + s)
+
+    def convs(self):
+        return [("conv1", self.conv1), ("conv2", self.conv2)]
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        cout = planes * 4
+        self.conv1 = ConvBN(cin, planes, 1, 1)
+        self.conv2 = ConvBN(planes, planes, 3, stride)
+        self.conv3 = ConvBN(planes, cout, 1, 1, relu=False)
+        self.down = ConvBN(cin, cout, 1, stride, relu=False) if (stride != 1 or cin != cout) else None
+
+    def forward(self, x):
+        s = self.down(x) if self.down is not None else x
+        return F.relu(self.conv3(self.conv2(self.conv1(x))) + s)
+
+    def convs(self):
+        return [("conv1", self.conv1), ("conv2", self.conv2), ("conv3", self.conv3)]
+
+
+ARCHS = {
+    # name: (block, blocks per stage, stage widths, stem)
+    "resnet-tiny": (BasicBlock, (1, 1, 1), (16, 32, 64), "cifar"),
+    "resnet8": (BasicBlock, (1, 1, 1), (16, 32, 64), "cifar"),
+    "resnet14": (BasicBlock, (2, 2, 2), (16, 32, 64), "cifar"),
+    "resnet20": (BasicBlock, (3, 3, 3), (16, 32, 64), "cifar"),
+    "resnet18-cifar": (BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), "cifar"),
+    "resnet18": (BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), "imagenet"),
+    "resnet34": (BasicBlock, (3, 4, 6, 3), (64, 128, 256, 512), "imagenet"),
+    "resnet50": (Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512), "imagenet"),
+}
+
+
+class ResNet(nn.Module):
+    """ResNet family: CIFAR stem (3x3 conv) or ImageNet stem (7x7/2 conv + maxpool)."""
+
+    def __init__(
+        self,
+        in_channels=1,
+        head=10,
+        blocks: Sequence[int] = (1, 1, 1),
+        widths: Sequence[int] = (16, 32, 64),
+        stem="cifar",
+        block=BasicBlock,
+        width_mult=1.0,
+    ):
+        super().__init__()
+        widths = [max(4, int(round(w * width_mult))) for w in widths]
+        self.config = dict(
+            in_channels=in_channels, head=head, blocks=list(blocks), widths=widths, stem=stem, block=block.__name__
+        )
+        if stem == "cifar":
+            self.stem = ConvBN(in_channels, widths[0], 3, 1)
+            self.pool = None
+            cin = widths[0]
+        else:
+            self.stem = ConvBN(in_channels, 64 if widths[0] >= 64 else widths[0], 7, 2)
+            self.pool = nn.MaxPool2d(3, 2, 1)
+            cin = 64 if widths[0] >= 64 else widths[0]
+        stages = []
+        for si, (n, w) in enumerate(zip(blocks, widths)):
+            layers = []
+            for bi in range(n):
+                stride = 2 if (bi == 0 and si > 0) else 1
+                blk = block(cin, w, stride)
+                cin = w * block.expansion
+                layers.append(blk)
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.ModuleList(stages)
+        self.fc = nn.Linear(cin, head)
+
+    def forward(self, x):
+        x = self.stem(x)
+        if self.pool is not None:
+            x = self.pool(x)
+        for st in self.stages:
+            x = st(x)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    @torch.no_grad()
+    def to_ir(self) -> Tuple[List[dict], Dict[str, torch.Tensor]]:
+        """Return (ops, tensors): raw conv weights, BatchNorm states, fc weight and bias."""
+        ops: List[dict] = []
+        weights: Dict[str, torch.Tensor] = {}
+        counter = [0]
+
+        def tname():
+            counter[0] += 1
+            return "t{}".format(counter[0])
+
+        def conv(name, m: ConvBN, x):
+            y = tname()
+            weights[name + ".weight"] = m.conv.weight.detach().clone()
+            bn = m.bn
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                weights["{}.bn.{}".format(name, key)] = getattr(bn, key).detach().clone()
+            ops.append(dict(op="conv", name=name, x=x, y=y, k=m.k, stride=m.stride, pad=m.pad, relu=m.relu, eps=bn.eps))
+            return y
+
+        x = conv("stem", self.stem, "input")
+        if self.pool is not None:
+            y = tname()
+            ops.append(dict(op="maxpool", x=x, y=y, k=3, stride=2, pad=1))
+            x = y
+        for si, st in enumerate(self.stages):
+            for bi, blk in enumerate(st):
+                prefix = "s{}.b{}".format(si + 1, bi + 1)
+                h = x
+                for cname, m in blk.convs():
+                    h = conv("{}.{}".format(prefix, cname), m, h)
+                s = conv(prefix + ".down", blk.down, x) if blk.down is not None else x
+                y = tname()
+                ops.append(dict(op="add", a=h, b=s, y=y, relu=True))
+                x = y
+        y = tname()
+        ops.append(dict(op="gap", x=x, y=y))
+        weights["fc.weight"] = self.fc.weight.detach().clone()
+        weights["fc.bias"] = self.fc.bias.detach().clone()
+        ops.append(dict(op="fc", name="fc", x=y, y="logits"))
+        return ops, weights
+
+
+def build(arch: str, in_channels: int, head: int, width_mult: float = 1.0) -> ResNet:
+    if arch not in ARCHS:
+        from edgetool.runtime.errors import UsageError
+
+        raise UsageError("unknown model {!r}; choose one of {}".format(arch, ", ".join(ARCHS)))
+    block, blocks, widths, stem = ARCHS[arch]
+    return ResNet(in_channels, head, blocks, widths, stem, block, width_mult)
+
+
+def from_config(cfg: dict) -> ResNet:
+    block = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}[cfg["block"]]
+    return ResNet(cfg["in_channels"], cfg["head"], cfg["blocks"], cfg["widths"], cfg["stem"], block)
+
+
+def load_torchvision_weights(model: ResNet, tv_state: Dict[str, torch.Tensor]) -> None:
+    """Copy a torchvision ResNet state_dict (ImageNet stem) into ours; the head is skipped."""
+    own = model.state_dict()
+    mapped = {}
+    for k, v in tv_state.items():
+        if k.startswith("fc."):
+            continue
+        nk = (
+            k.replace("conv1.weight", "stem.conv.weight").replace("bn1.", "stem.bn.")
+            if k.startswith(("conv1", "bn1"))
+            else k
+        )
+        if k.startswith("layer"):
+            parts = k.split(".")
+            si, bi, rest = int(parts[0][5:]) - 1, parts[1], parts[2:]
+            if rest[0].startswith("conv"):
+                nk = ".".join(["stages", str(si), bi, rest[0], "conv"] + rest[1:])
+            elif rest[0].startswith("bn"):
+                nk = ".".join(["stages", str(si), bi, "conv" + rest[0][2:], "bn"] + rest[1:])
+            elif rest[0] == "downsample":
+                sub = "conv" if rest[1] == "0" else "bn"
+                nk = ".".join(["stages", str(si), bi, "down", sub] + rest[2:])
+        if nk in own and own[nk].shape == v.shape:
+            mapped[nk] = v
+    model.load_state_dict(mapped, strict=False)
