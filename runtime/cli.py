@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import List
 
 import click
 
@@ -30,10 +31,10 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".npy", ".webp")
 def expand_images(paths):
     """Image files of *paths*, in the order given; a folder's images sorted by their path inside it
     (sub-folders included), so the order never depends on the filesystem."""
-    out = []
+    out: List[str] = []
     for p in paths:
         if os.path.isdir(p):
-            found = []
+            found: List[str] = []
             for root, dirs, files in os.walk(p):
                 dirs.sort()
                 rel = os.path.relpath(root, p)

@@ -8,7 +8,7 @@ The exit status is non-zero when any check fails.
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, cast
 
 import numpy as np
 
@@ -265,7 +265,7 @@ def compare_to_reference(add, be, bundle, samples, reference, atol_rel):
         worst = max(worst, _rel(out[:, :n], ref[:, :n]))
         agree &= bool((out[:, :n].argmax(1) == ref[:, :n].argmax(1)).all())
         if features:
-            worst_f = max(worst_f, _rel(feats, ref_f))
+            worst_f = max(worst_f, _rel(cast(np.ndarray, feats), ref_f))
     if reference is not None:
         ok = agree and max(worst, worst_f) <= atol_rel
         also = ", the router's features {:.2%} of their range".format(worst_f) if features else ""

@@ -3,7 +3,7 @@ split, or one of the flat controls as a single-network bundle."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 from edgetool.export.atomic import check_out
 from edgetool.export.bundle import write_bundle
@@ -27,6 +27,7 @@ def export_run(
     if model != "super-sub":
         net = run.flat_control(FLAT_CONTROLS[model])
         subs = [net] * run.hier.n_super  # zero deltas: the format stays whole, nothing switches
+        args: Tuple[Any, Any, str, Any, Optional[dict], bool]  # extra: None here, the routing dict below
         args = (run.hier, run.input_spec, codec, run.samples(), None, force)
         return write_bundle(out_dir, net, subs, *args, flat_classes=list(run.train.classes), release=release)
     base = run.super_qat()

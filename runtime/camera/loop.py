@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -32,7 +32,7 @@ class Stats:
         self.last_superclass: Optional[str] = None
         self.t0: Optional[float] = None
         self.t1: Optional[float] = None
-        self.stages = {s: [] for s in STAGES}
+        self.stages: Dict[str, List[float]] = {s: [] for s in STAGES}
         self.fps_now = 0.0
 
     def elapsed(self) -> float:

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import time
+from typing import Optional, cast
 
 from ..errors import DeployError
 from ..files import commit, fsync_dir, write_temp
@@ -52,7 +53,7 @@ class Lock:
     def __init__(self, path: str, timeout: float = 60.0):
         self.path = path
         self.timeout = timeout
-        self.fd = None
+        self.fd: Optional[int] = None
 
     def __enter__(self):
         import fcntl
@@ -70,5 +71,5 @@ class Lock:
                 time.sleep(0.2)
 
     def __exit__(self, *exc):
-        os.close(self.fd)
+        os.close(cast(int, self.fd))
         self.fd = None

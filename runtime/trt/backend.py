@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Dict, Optional, cast
 
 
 from ..backends.base import BASE, Backend
@@ -40,6 +40,11 @@ from .loader import build_engine, trt_logger, trt_version
 from .refit_map import build_refit_map, companions, missing_report, refit_plan, trt_dtype
 from .runner import EngineRunner
 from .weight_forms import engine_name, host_arrays, weight_form
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .delta_apply import DeviceDeltaApplier
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +147,11 @@ class TrtBackend(Backend):
         )
         # TensorRT >= 10 with int8 weights: the engine reads the kernel's device buffer in place.
         self.device_weights = self.version >= (10, 0) and self.form == "int8"
-        self.companions = {}
+        self.companions: Dict[str, np.ndarray] = {}
         if self.device_weights:
             from .delta_apply import DeviceDeltaApplier
 
-            self.applier = DeviceDeltaApplier(layout, self.base, stream=self.stream)
+            self.applier: Optional[DeviceDeltaApplier] = DeviceDeltaApplier(layout, self.base, stream=self.stream)
             # One persistent device buffer; each Weights points into it for good.
             self.device_entries = [
                 (name, trt.Weights(trt_dtype(trt, spec.dtype), self.applier.pointer(spec.name), spec.numel))
@@ -210,7 +215,7 @@ class TrtBackend(Backend):
     def _apply(self, delta) -> None:
         t0 = time.perf_counter()
         if self.device_weights:
-            self.applier.apply(delta)
+            cast("DeviceDeltaApplier", self.applier).apply(delta)
         else:
             self.packed.set(delta)
             # int8: views of self.host; float forms: fresh dequantized arrays, kept alive here
@@ -255,5 +260,5 @@ class TrtBackend(Backend):
 
     def close(self):
         if getattr(self, "applier", None) is not None:
-            self.applier.free()
+            cast("DeviceDeltaApplier", self.applier).free()
             self.applier = None

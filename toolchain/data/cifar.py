@@ -9,7 +9,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from typing import Optional
+from typing import IO, TYPE_CHECKING, List, Optional, cast
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from edgetool.runtime.files import sha256_file
 
 from .folders import ArrayDataset
 from ..hierarchy.spec import Hierarchy
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 ARCHIVES = {
     "cifar10": {
@@ -73,6 +76,7 @@ def download(
                 total = int(resp.headers.get("Content-Length") or 0)
                 import click
 
+                bar: ProgressBar[int]
                 with click.progressbar(
                     length=total or None, label="downloading " + spec["file"], file=sys.stderr
                 ) as bar:
@@ -115,7 +119,7 @@ def load_archive(path: str, split: str):
             with tarfile.open(path) as tar:
                 for m in tar.getmembers():
                     if m.isfile():
-                        members[os.path.basename(m.name)] = tar.extractfile(m).read()
+                        members[os.path.basename(m.name)] = cast(IO[bytes], tar.extractfile(m)).read()
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise UsageError("{}: cannot read CIFAR archive ({})".format(path, exc)) from None
     try:
@@ -135,7 +139,7 @@ def load_archive(path: str, split: str):
             x = np.asarray(b[b"data"])
             y = np.asarray(b[b"fine_labels"])
             coarse = np.asarray(b[b"coarse_labels"])
-            subs = [[] for _ in coarse_names]
+            subs: List[List[str]] = [[] for _ in coarse_names]
             for fine in range(len(classes)):
                 ks = np.unique(coarse[y == fine])
                 if len(ks) == 1:

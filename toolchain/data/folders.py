@@ -234,7 +234,8 @@ def load_sample(split: str) -> ArrayDataset:
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0):
     """Indices (a, b) with ~fraction of every class in b."""
     rng = np.random.default_rng(seed)
-    a, b = [], []
+    a: List[np.intp] = []
+    b: List[np.intp] = []
     for c in np.unique(labels):
         idx = np.nonzero(labels == c)[0]
         rng.shuffle(idx)

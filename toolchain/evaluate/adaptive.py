@@ -16,7 +16,7 @@ architecture the efficient bundle needs.
 from __future__ import annotations
 
 import copy
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ def candidate(run, name: str, k: int):
     raise UsageError("unknown network configuration {!r}; choose from {}".format(name, ", ".join(CANDIDATES)))
 
 
-def select(run, candidates=CANDIDATES) -> Dict[str, object]:
+def select(run, candidates=CANDIDATES) -> Dict[str, Any]:
     """Per cluster: every candidate's validation accuracy on the cluster's classes, and the best.
 
     Returns {"choice": [name per cluster], "validation_accuracy": [{name: acc}], "nets": [...]}.

@@ -252,7 +252,7 @@ def measure(run, bundle_dir: Optional[str], manifest: Optional[dict] = None) -> 
     for kind, net in nets.items():
         correct["flat_" + kind] = training.predict_logits(net, run.xte).argmax(1).numpy() == y
     acc = {k: float(v.mean()) for k, v in correct.items()}
-    controls = {k: [correct[k]] for k in verdict.CONTROLS}
+    controls: Dict[str, Sequence[np.ndarray]] = {k: [correct[k]] for k in verdict.CONTROLS}
     out = {
         "accuracy": acc,
         "routing": routing,

@@ -21,9 +21,9 @@ def row_percent(m: np.ndarray) -> np.ndarray:
 
 def per_group_accuracy(correct: Sequence[bool], group: Sequence[int], n: int) -> List[Optional[float]]:
     """Accuracy within each group; ``None`` (JSON null, never NaN) for a group without test images."""
-    correct = np.asarray(correct, dtype=bool)
-    group = np.asarray(group)
-    return [float(correct[group == k].mean()) if np.any(group == k) else None for k in range(n)]
+    correct_arr = np.asarray(correct, dtype=bool)
+    group_arr = np.asarray(group)
+    return [float(correct_arr[group_arr == k].mean()) if np.any(group_arr == k) else None for k in range(n)]
 
 
 def gap_closed(value: float, lower: float, upper: float) -> Dict[str, object]:

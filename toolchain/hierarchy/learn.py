@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def divide(z: np.ndarray, k: int, theta: int) -> List[List[int]]:
         i = clusters.index(top)
         clusters[i : i + 1] = [top.get_left(), top.get_right()]
     order = {leaf: pos for pos, leaf in enumerate(leaves_list(z))}
-    out = [sorted(n.pre_order(), key=order.get) for n in clusters]
+    out = [sorted(n.pre_order(), key=cast(Callable[[int], int], order.get)) for n in clusters]
     return sorted(out, key=lambda m: order[m[0]])
 
 
@@ -136,7 +136,9 @@ def learn(
     z = upgma(d)
     clusters = pack(d, divide(z, c.shape[0], theta), theta, min_size)
     order = {leaf: pos for pos, leaf in enumerate(_leaves(z))}
-    clusters = sorted((sorted(q, key=order.get) for q in clusters), key=lambda q: order[q[0]])
+    clusters = sorted(
+        (sorted(q, key=cast(Callable[[int], int], order.get)) for q in clusters), key=lambda q: order[q[0]]
+    )
     extra = overlap(c, clusters, gamma) if gamma is not None else [[] for _ in clusters]
     width = len(str(len(clusters) - 1))
     names = ["{}{:0{}d}".format(prefix, i, width) for i in range(len(clusters))]

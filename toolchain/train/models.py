@@ -18,7 +18,7 @@ IR ops (dicts):
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple, Union, cast
 
 import torch
 import torch.nn as nn
@@ -40,8 +40,10 @@ class ConvBN(nn.Module):
     def folded(self) -> Tuple[torch.Tensor, torch.Tensor]:
         w = self.conv.weight.detach()
         bn = self.bn
-        inv = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-        return (w * inv.reshape(-1, 1, 1, 1)).clone(), (bn.bias.detach() - bn.running_mean * inv).clone()
+        running_mean = cast(torch.Tensor, bn.running_mean)  # BatchNorm2d(track_running_stats=True): never None
+        running_var = cast(torch.Tensor, bn.running_var)
+        inv = bn.weight.detach() / torch.sqrt(running_var + bn.eps)
+        return (w * inv.reshape(-1, 1, 1, 1)).clone(), (bn.bias.detach() - running_mean * inv).clone()
 
 
 class BasicBlock(nn.Module):
@@ -165,7 +167,7 @@ class ResNet(nn.Module):
             ops.append(dict(op="maxpool", x=x, y=y, k=3, stride=2, pad=1))
             x = y
         for si, st in enumerate(self.stages):
-            for bi, blk in enumerate(st):
+            for bi, blk in enumerate(cast(Iterable[Union[BasicBlock, Bottleneck]], st)):
                 prefix = "s{}.b{}".format(si + 1, bi + 1)
                 h = x
                 for cname, m in blk.convs():

@@ -18,7 +18,7 @@ fine-tune, so all networks share one int8 grid and deltas are exact in the code 
 from __future__ import annotations
 
 import copy
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional, cast
 
 import numpy as np
 import torch
@@ -57,16 +57,16 @@ class QATNet(nn.Module):
                     self.params[_key("{}.{}".format(op["name"], k))] = nn.Parameter(t.clone().float())
         for name in self.layers:
             self.register_buffer("ws_" + _key(name), torch.ones(self.weight(name + ".weight").shape[0]))
-        self.act_tensors = []
+        self.act_tensors: List[str] = []
         for op in self.ops:
             if op["op"] in ("conv", "fc") and op["x"] not in self.act_tensors:
                 self.act_tensors.append(op["x"])
-        for t in self.act_tensors:
-            self.register_buffer("as_" + t, torch.ones(()))
+        for tensor in self.act_tensors:
+            self.register_buffer("as_" + tensor, torch.ones(()))
         self.quantize = False
         self.delta_step = 1  # > 1: codes may differ from the base codes (buffers qb_*) only by multiples of it
         self.weight_grad = "clip"  # "clip": zero gradient beyond +-127 codes (torch's default); "ste": straight through
-        self._calib = None
+        self._calib: Optional[Dict[str, float]] = None
 
     # -- scales ---------------------------------------------------------------------------
     def weight(self, name):
@@ -212,9 +212,11 @@ class QATNet(nn.Module):
         out = {}
         for op in self.ops:
             if op["op"] == "conv":
-                bn = self.bns[_key(op["name"])]
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                bias = bn.bias - bn.running_mean * scale
+                bn = cast(nn.BatchNorm2d, self.bns[_key(op["name"])])
+                running_mean = cast(torch.Tensor, bn.running_mean)  # BatchNorm2d(track_running_stats=True): never None
+                running_var = cast(torch.Tensor, bn.running_var)
+                scale = bn.weight / torch.sqrt(running_var + bn.eps)
+                bias = bn.bias - running_mean * scale
                 out[op["name"] + ".scale"] = scale.float().reshape(-1, 1, 1).cpu().numpy().copy()
                 out[op["name"] + ".bias"] = bias.float().reshape(-1, 1, 1).cpu().numpy().copy()
             elif op["op"] == "fc":

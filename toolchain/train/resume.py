@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
-from typing import Dict, List
+from typing import Dict, List, Set
 
 from edgetool.runtime.errors import UsageError
 
@@ -47,7 +47,7 @@ _SHAPES = {
 def affected_stages(changed) -> List[str]:
     """The stages a change of the settings *changed* makes stale: those they shape, and every
     stage that starts from one of those."""
-    out = set()
+    out: Set[str] = set()
     for field in changed:
         out.update(_SHAPES.get(field, ("flat",)))
     grew = True
