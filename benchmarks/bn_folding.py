@@ -44,12 +44,12 @@ class FoldedBias(nn.Module):
 
 def fold(net):
     """A copy of a QATNet with every BN folded into its conv weight (fresh frozen weight scales)."""
-    from edgetool.toolchain.train.qat import _key
+    from edgetool.toolchain.train.qat import param_key
 
     f = copy.deepcopy(net)
     with torch.no_grad():
         for layer in f.layers:
-            key = _key(layer)
+            key = param_key(layer)
             if key not in f.bns:
                 continue
             bn = f.bns[key]

@@ -60,15 +60,16 @@ def classify_all(be, x, **kw):
     return preds, clf.extra_passes_per_image, clf.routing
 
 
-def measure(run, bundle_dir: str, data=None) -> dict:
+def measure(run, bundle_dir: str, data=None, combiner_features: bool = True) -> dict:
     """Top-1, equation 2 and the bundle's routing through ONNX Runtime; routing chosen on the
-    run's validation split, or on *data* (images, labels)."""
+    run's validation split, or on *data* (images, labels); *combiner_features* False: the pair
+    combiners may take the networks' outputs only."""
     from edgetool.runtime.backends.ort import OrtBackend
     from edgetool.runtime.bundle.reader import Bundle
     from edgetool.toolchain.routing.search import choose_on_validation
 
     if not os.path.isfile(os.path.join(bundle_dir, "manifest.json")):
-        run.export(bundle_dir, routing_data=data)
+        run.export(bundle_dir, routing_data=data, combiner_features=combiner_features)
     base, subs = run.super_qat(), [run.sub_qat(k) for k in range(run.hier.n_super)]
     eq2 = choose_on_validation(run, subs, 2, betas=(1.0,), base=base, data=data)
     assert eq2 is not None, "the run has no validation split"
@@ -255,10 +256,6 @@ def main():
     if not args.work:
         ap.error("--work is required")
     t0 = time.perf_counter()
-    if args.combiner_inputs == "outputs":
-        from edgetool.toolchain.routing import learn as routing_learn
-
-        routing_learn.INPUTS = routing_learn.INPUTS[:1]
     where = "{} training images the run never used".format(args.routing_images) if args.routing_images else ""
     result = {
         "dataset": args.dataset,
@@ -284,7 +281,8 @@ def main():
         result["test_images"] = len(run.yte)
         folder = "bundle-routing" + ("-{}".format(args.routing_images) if data else "")
         folder += "-outputs" if args.combiner_inputs == "outputs" else ""
-        result["hierarchies"][h] = measure(run, os.path.join(path, folder), data)
+        features = args.combiner_inputs != "outputs"
+        result["hierarchies"][h] = measure(run, os.path.join(path, folder), data, features)
     result["seconds"] = time.perf_counter() - t0
     write_result(result_path(args.dataset, args.tag), result)
 

@@ -63,7 +63,7 @@ def subclass_network(base, fraction: float, rng: np.random.Generator):
     """The base with *fraction* of its int8 codes moved by 1..3 steps and BatchNorm nudged."""
     import torch
 
-    from edgetool.toolchain.train.qat import W_QMAX, W_QMIN, _key
+    from edgetool.toolchain.train.qat import W_QMAX, W_QMIN, param_key
 
     net = copy.deepcopy(base)
     codes = base.int8_codes()
@@ -81,7 +81,7 @@ def subclass_network(base, fraction: float, rng: np.random.Generator):
             net.weight(layer + ".weight").copy_(torch.from_numpy(new.astype(np.float32)) * s)
         for op in net.ops:
             if op["op"] == "conv":
-                bn = net.bns[_key(op["name"])]
+                bn = net.bns[param_key(op["name"])]
                 bn.weight.mul_(1 + 0.01 * torch.from_numpy(rng.standard_normal(bn.weight.shape).astype(np.float32)))
                 bn.bias.add_(0.01 * torch.from_numpy(rng.standard_normal(bn.bias.shape).astype(np.float32)))
     return net

@@ -26,7 +26,7 @@ import tempfile
 
 from edgetool.runtime.bundle import manifest as M
 from edgetool.runtime.errors import UsageError
-from edgetool.runtime.files import TMP_TAG, fault_point
+from edgetool.runtime.files import TMP_TAG, atomic_path, fault_point
 
 MARK = ".edgetool-partial"
 
@@ -145,19 +145,11 @@ def write_archive(bundle_dir: str, path: str, force: bool = False) -> str:
             continue  # another export's archive in the making
         if os.path.isfile(stale) and not os.path.islink(stale) and _gzip_or_empty(stale):
             os.remove(stale)  # a temporary archive of ours, left by a killed export
-    fd, tmp = tempfile.mkstemp(prefix="{}{}-".format(prefix, os.getpid()), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            tar.add(os.path.join(bundle_dir, M.MANIFEST), arcname=top + "/" + M.MANIFEST)
-            for rel in _listed(bundle_dir):  # only what the manifest lists: the reader refuses anything else
-                tar.add(os.path.join(bundle_dir, rel), arcname=top + "/" + rel, recursive=False)
-                fault_point("archive:member")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    with atomic_path(path, mode=0o644) as tmp, tarfile.open(tmp, mode="w:gz") as tar:
+        tar.add(os.path.join(bundle_dir, M.MANIFEST), arcname=top + "/" + M.MANIFEST)
+        for rel in _listed(bundle_dir):  # only what the manifest lists: the reader refuses anything else
+            tar.add(os.path.join(bundle_dir, rel), arcname=top + "/" + rel, recursive=False)
+            fault_point("archive:member")
     return path
 
 

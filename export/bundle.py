@@ -15,7 +15,7 @@ from edgetool.runtime.bundle import codecs
 from edgetool.runtime.bundle import manifest as M
 from edgetool.runtime.bundle.reader import MANIFEST, SCHEMA
 from edgetool.runtime.errors import UsageError
-from edgetool.runtime.files import slug
+from edgetool.runtime.files import slug, write_json_atomic
 from edgetool.runtime.bundle.names import FieldError
 from edgetool.runtime.bundle.weights import PackedLayout, TensorSpec, sha256_bytes
 
@@ -177,10 +177,7 @@ def write_samples(out_dir: str, samples: np.ndarray) -> dict:
 
 
 def write_manifest(out_dir: str, manifest: dict) -> None:
-    tmp = os.path.join(out_dir, MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, MANIFEST))
+    write_json_atomic(os.path.join(out_dir, MANIFEST), manifest)
 
 
 def archive(bundle_dir: str, path: str, force: bool = False) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import signal
 import tempfile
+from typing import Iterator, Optional
 
 TMP_TAG = ".tmp-"  # every temporary sibling is named "." + target name + TMP_TAG + random
 
@@ -38,15 +40,51 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_temp(path: str, data: bytes) -> str:
-    """*data* in a new temporary sibling of *path*, flushed to disk; returns the sibling's path."""
+def temp_prefix(name: str) -> str:
+    """A temporary sibling of *name* is named this, then random: hidden, and its owner's pid in it."""
+    return "." + name + TMP_TAG + "{}-".format(os.getpid())
+
+
+def default_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file under this process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, mode: Optional[int] = None) -> Iterator[str]:
+    """The one atomic writer: yield a new temporary sibling of *path* for the caller to write by
+    name (``torch.save``, a download, bytes); when the block ends it is flushed to disk, given
+    *mode* (default: what ``open`` would give) and renamed over *path*, durably.  On an error or a
+    signal (:mod:`.signals` turns SIGTERM and SIGHUP into exceptions) it is removed, and *path*
+    keeps its old content."""
     folder, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + name + TMP_TAG, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(name), dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, default_mode() if mode is None else mode)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    commit(tmp, path)
+
+
+def write_temp(path: str, data: bytes, mode: Optional[int] = None) -> str:
+    """*data* in a new temporary sibling of *path*, flushed to disk; returns the sibling's path (for
+    a writer that commits several files in an order of its own, with :func:`commit`)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(name), dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_mode() if mode is None else mode)
     except BaseException:
         os.remove(tmp)
         raise
@@ -64,13 +102,15 @@ def commit(tmp: str, path: str) -> None:
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
+def write_bytes_atomic(path: str, data: bytes, mode: Optional[int] = None) -> None:
     """*path* holds its old bytes or *data*, never a mix, whenever the process or machine stops."""
-    commit(write_temp(path, data), path)
+    commit(write_temp(path, data, mode), path)
 
 
-def write_json_atomic(path: str, obj) -> None:
-    write_bytes_atomic(path, json.dumps(obj, indent=1).encode("utf-8"))
+def write_json_atomic(path: str, obj, sort_keys: bool = False, mode: Optional[int] = None) -> None:
+    """*obj* as indented strict JSON (NaN refused), atomically."""
+    text = json.dumps(obj, indent=1, sort_keys=sort_keys, allow_nan=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"), mode)
 
 
 def stale_temps(folder: str, name: str):

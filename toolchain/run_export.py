@@ -18,9 +18,12 @@ def export_run(
     routing_data=None,
     model: str = "super-sub",
     release: Optional[int] = None,
+    combiner_features: bool = True,
 ) -> dict:
     """The int8 bundle of *run*; routing chosen on the validation split, or on *routing_data*
-    (x, labels).  *model* "flat" or "flat-wide": that flat control, as a flat bundle."""
+    (x, labels); *combiner_features* False keeps the subclass networks' pooled features out of
+    the learned pair combiners' inputs.  *model* "flat" or "flat-wide": that flat control, as a
+    flat bundle."""
     from .routing.search import bundle_routing
 
     check_out(out_dir, force)  # before any network is loaded or trained
@@ -32,6 +35,8 @@ def export_run(
         return write_bundle(out_dir, net, subs, *args, flat_classes=list(run.train.classes), release=release)
     base = run.super_qat()
     subs = [run.sub_qat(k) for k in range(run.hier.n_super)]
-    extra = bundle_routing(run, base, subs, data=routing_data)  # chosen on the validation split, if any
+    extra = bundle_routing(
+        run, base, subs, data=routing_data, features=combiner_features
+    )  # chosen on the validation split, if any
     args = (run.hier, run.input_spec, codec, run.samples(), extra, force)
     return write_bundle(out_dir, base, subs, *args, release=release)

@@ -9,22 +9,12 @@ import time
 from typing import Optional, cast
 
 from ..errors import DeployError
-from ..files import commit, fsync_dir, write_temp
-
-
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write *data* to a temporary sibling, fsync it, then rename it over *path*."""
-    tmp = write_temp(path, data)
-    try:
-        os.chmod(tmp, mode)
-    except BaseException:
-        os.remove(tmp)
-        raise
-    commit(tmp, path)
+from ..files import fsync_dir, write_json_atomic
 
 
 def atomic_json(path: str, obj) -> None:
-    atomic_write(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    """A device's state or config file: sorted keys, so a change shows as a small diff."""
+    write_json_atomic(path, obj, sort_keys=True)
 
 
 def read_json(path: str, default=None):

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 
 from ..errors import SignatureError, UsageError, require
 from ..bundle.signature import SCHEMA, SIGNATURE, read_signature
-from .fsutil import atomic_write
+from ..files import write_bytes_atomic
 
 
 def _crypto():
@@ -43,8 +43,8 @@ def keygen(prefix: str) -> Dict[str, str]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    atomic_write(paths["private"], private, mode=0o600)
-    atomic_write(paths["public"], public)
+    write_bytes_atomic(paths["private"], private, mode=0o600)
+    write_bytes_atomic(paths["public"], public)
     return dict(paths, key_id=key_id(key.public_key()))
 
 
@@ -93,7 +93,7 @@ def sign_bundle(bundle_dir: str, key_path: str) -> dict:
         "manifest_sha256": hashlib.sha256(data).hexdigest(),
         "signature": base64.b64encode(key.sign(data)).decode("ascii"),
     }
-    atomic_write(os.path.join(bundle_dir, SIGNATURE), (json.dumps(sig, indent=1) + "\n").encode("utf-8"))
+    write_bytes_atomic(os.path.join(bundle_dir, SIGNATURE), (json.dumps(sig, indent=1) + "\n").encode("utf-8"))
     return sig
 
 

@@ -12,7 +12,8 @@ from typing import Any, Dict, Optional
 
 from ..errors import DeployError, EdgetoolError, UsageError
 from ..files import fault_point
-from .fsutil import Lock, atomic_json, atomic_symlink, atomic_write
+from ..files import write_bytes_atomic
+from .fsutil import Lock, atomic_json, atomic_symlink
 from .receive import CHUNK, MAX_FILE, Receiver, check_rel
 from .state import VERSION_RE, DeviceRoot, check_version, now
 
@@ -37,7 +38,7 @@ class Target(Receiver):
         self.init()
         with open(pub_path, "rb") as f:
             data = f.read()
-        atomic_write(self.p("trust", kid + ".pub"), data)
+        write_bytes_atomic(self.p("trust", kid + ".pub"), data)
         return kid
 
     def untrust(self, kid: str) -> str:

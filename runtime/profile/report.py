@@ -10,17 +10,11 @@ import json
 import os
 from typing import Dict, List
 
+from ..files import write_bytes_atomic
 from . import plots
 
 COLUMNS = ("count", "mean", "median", "p90", "p95", "p99", "max")
 FILES = {"json": "profile.json", "md": "profile.md", "html": "profile.html"}
-
-
-def _atomic(path: str, text: str) -> None:
-    tmp = "{}.tmp{}".format(path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def to_json(report: dict) -> str:
@@ -220,7 +214,7 @@ def write_reports(r: dict, out_dir: str, plot_format: str = "auto") -> Dict[str,
     """Write profile.json, profile.md and profile.html into *out_dir*; return their paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, v) for k, v in FILES.items()}
-    _atomic(paths["json"], to_json(r))
-    _atomic(paths["md"], to_markdown(r))
-    _atomic(paths["html"], to_html(r, plot_format))
+    write_bytes_atomic(paths["json"], to_json(r).encode("utf-8"))
+    write_bytes_atomic(paths["md"], to_markdown(r).encode("utf-8"))
+    write_bytes_atomic(paths["html"], to_html(r, plot_format).encode("utf-8"))
     return paths

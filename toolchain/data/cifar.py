@@ -6,7 +6,6 @@ import os
 import pickle
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from typing import IO, TYPE_CHECKING, List, Optional, cast
@@ -14,7 +13,7 @@ from typing import IO, TYPE_CHECKING, List, Optional, cast
 import numpy as np
 
 from edgetool.runtime.errors import EdgetoolError, UsageError
-from edgetool.runtime.files import sha256_file
+from edgetool.runtime.files import atomic_path, sha256_file
 
 from .folders import ArrayDataset
 from ..hierarchy.spec import Hierarchy
@@ -69,10 +68,9 @@ def download(
     target = os.path.join(dest, spec["file"])
     if os.path.isfile(target) and md5_file(target) == md5:
         return target
-    fd, tmp = tempfile.mkstemp(prefix=".download-", dir=dest)
-    try:
+    with atomic_path(target) as tmp:  # a stopped or failed download leaves nothing behind
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
                 total = int(resp.headers.get("Content-Length") or 0)
                 import click
 
@@ -93,11 +91,7 @@ def download(
             raise DownloadError(
                 "{}: checksum mismatch (md5 {}, expected {}); the file was not kept".format(url, got, md5)
             )
-        os.replace(tmp, target)
-        return target
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    return target
 
 
 def _unpickle(data: bytes) -> dict:

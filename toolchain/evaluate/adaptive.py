@@ -55,7 +55,7 @@ def flat_finetune(run, k: int):
             rows = torch.from_numpy(members)
             m.fc.weight[: len(members)] = flat.fc.weight[rows]
             m.fc.bias[: len(members)] = flat.fc.bias[rows]
-        run._fine_tune(m, k, "flat-ft subclass [{}]".format(name))
+        run.fine_tune(m, k, "flat-ft subclass [{}]".format(name))
         return float_state(m)
 
     return float_from_state(run.stage("adaptive-flat-ft:" + name, run.file("adaptive", "{}.pt".format(k)), make))

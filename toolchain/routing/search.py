@@ -168,11 +168,12 @@ def _split(data) -> str:
     return "validation split" if data is None else "given images"
 
 
-def bundle_routing(run, base, subs: Sequence, k: int = 2, data=None) -> Optional[dict]:
+def bundle_routing(run, base, subs: Sequence, k: int = 2, data=None, features: bool = True) -> Optional[dict]:
     """The manifest's ``routing`` for the int8 networks *base* and *subs*, chosen on the validation
     split (or *data*): gated top-*k* ({"routing": ...}), and with at least ``MIN_IMAGES`` images a
     learned gate and pair combiners where their cross-fitted accuracy beats it; None when the run
-    has no validation split (the runtime's defaults)."""
+    has no validation split (the runtime's defaults).  *features* False: the pair combiners take the
+    networks' outputs alone, not their pooled features."""
     from . import learn
 
     k = min(k, run.hier.n_super)
@@ -181,7 +182,7 @@ def bundle_routing(run, base, subs: Sequence, k: int = 2, data=None) -> Optional
         return None
     yv, (zp, zq, pooled), accuracy = seen
     if k == 2 and len(yv) >= learn.MIN_IMAGES:
-        router, best = learn.learn(learn.from_logits(run, zp, zq, yv, pooled), chosen.beta)
+        router, best = learn.learn(learn.from_logits(run, zp, zq, yv, pooled if features else None), chosen.beta)
         if best["cross_fitted_accuracy"] > accuracy:
             text = "{} ({} images): learned router {:.2%} (cross-fitted), equation 2 {:.2%}".format(
                 _split(data), len(yv), best["cross_fitted_accuracy"], accuracy

@@ -6,15 +6,16 @@ import os
 
 import torch
 
+from edgetool.runtime.files import atomic_path
+
 from . import models
 
 
 def save_checkpoint(obj, path):
-    """Atomically: a temporary sibling, then a rename."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Atomically (:func:`~edgetool.runtime.files.atomic_path`): the old checkpoint or the new one."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path):

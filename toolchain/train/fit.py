@@ -248,12 +248,10 @@ def fit_loss(out: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
 
 
 def _save_checkpoint(path: str, model, opt, sched, epoch: int) -> None:
-    tmp = path + ".tmp"
-    torch.save(
-        {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch},
-        tmp,
-    )
-    os.replace(tmp, path)
+    from .checkpoints import save_checkpoint
+
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    save_checkpoint(dict(state, epoch=epoch), path)
 
 
 def _resume(path: Optional[str], model, opt, sched) -> int:

@@ -30,7 +30,8 @@ HEAD_HEADROOM = 2.0  # the fc head's weight grid spans twice the base head's lar
 A_QMIN, A_QMAX = -128, 127
 
 
-def _key(name: str) -> str:
+def param_key(name: str) -> str:
+    """The name of an ONNX-style weight (``layer.weight``) as a parameter or buffer key of the QAT net."""
     return name.replace(".", "__")
 
 
@@ -45,18 +46,18 @@ class QATNet(nn.Module):
         for op in self.ops:
             if op["op"] == "conv":
                 w = tensors[op["name"] + ".weight"]
-                self.params[_key(op["name"] + ".weight")] = nn.Parameter(w.clone().float())
+                self.params[param_key(op["name"] + ".weight")] = nn.Parameter(w.clone().float())
                 bn = nn.BatchNorm2d(w.shape[0], eps=op.get("eps", 1e-5))
                 with torch.no_grad():
                     for k in ("weight", "bias", "running_mean", "running_var"):
                         getattr(bn, k).copy_(tensors["{}.bn.{}".format(op["name"], k)])
-                self.bns[_key(op["name"])] = bn
+                self.bns[param_key(op["name"])] = bn
             elif op["op"] == "fc":
                 for k in ("weight", "bias"):
                     t = tensors["{}.{}".format(op["name"], k)]
-                    self.params[_key("{}.{}".format(op["name"], k))] = nn.Parameter(t.clone().float())
+                    self.params[param_key("{}.{}".format(op["name"], k))] = nn.Parameter(t.clone().float())
         for name in self.layers:
-            self.register_buffer("ws_" + _key(name), torch.ones(self.weight(name + ".weight").shape[0]))
+            self.register_buffer("ws_" + param_key(name), torch.ones(self.weight(name + ".weight").shape[0]))
         self.act_tensors: List[str] = []
         for op in self.ops:
             if op["op"] in ("conv", "fc") and op["x"] not in self.act_tensors:
@@ -70,10 +71,10 @@ class QATNet(nn.Module):
 
     # -- scales ---------------------------------------------------------------------------
     def weight(self, name):
-        return self.params[_key(name)]
+        return self.params[param_key(name)]
 
     def wscale(self, layer):
-        return getattr(self, "ws_" + _key(layer))
+        return getattr(self, "ws_" + param_key(layer))
 
     def ascale(self, tensor):
         return getattr(self, "as_" + tensor)
@@ -92,7 +93,7 @@ class QATNet(nn.Module):
         self.delta_step = int(step)
         codes = base.int8_codes()
         for layer in self.layers:
-            name = "qb_" + _key(layer)
+            name = "qb_" + param_key(layer)
             t = torch.from_numpy(codes[layer + ".weight"].astype(np.float32))
             if hasattr(self, name):
                 getattr(self, name).copy_(t)
@@ -103,7 +104,7 @@ class QATNet(nn.Module):
         """*codes* (exact integers, as floats) moved onto the base's delta grid."""
         if self.delta_step <= 1:
             return codes
-        qb = getattr(self, "qb_" + _key(layer))
+        qb = getattr(self, "qb_" + param_key(layer))
         d = torch.round((codes - qb) / self.delta_step) * self.delta_step
         return torch.clamp(qb + d, W_QMIN, W_QMAX)
 
@@ -173,7 +174,7 @@ class QATNet(nn.Module):
             if kind == "conv":
                 xin = self._fq_a(env[op["x"]], op["x"])
                 y = F.conv2d(xin, self._fq_w(op["name"]), None, op["stride"], op["pad"])
-                y = self.bns[_key(op["name"])](y)
+                y = self.bns[param_key(op["name"])](y)
                 env[op["y"]] = F.relu(y) if op["relu"] else y
             elif kind == "maxpool":
                 env[op["y"]] = F.max_pool2d(env[op["x"]], op["k"], op["stride"], op["pad"])
@@ -212,7 +213,7 @@ class QATNet(nn.Module):
         out = {}
         for op in self.ops:
             if op["op"] == "conv":
-                bn = cast(nn.BatchNorm2d, self.bns[_key(op["name"])])
+                bn = cast(nn.BatchNorm2d, self.bns[param_key(op["name"])])
                 running_mean = cast(torch.Tensor, bn.running_mean)  # BatchNorm2d(track_running_stats=True): never None
                 running_var = cast(torch.Tensor, bn.running_var)
                 scale = bn.weight / torch.sqrt(running_var + bn.eps)
@@ -238,17 +239,17 @@ class QATNet(nn.Module):
         tensors = {}
         for op in state["ops"]:
             if op["op"] == "conv":
-                tensors[op["name"] + ".weight"] = sd["params." + _key(op["name"] + ".weight")]
+                tensors[op["name"] + ".weight"] = sd["params." + param_key(op["name"] + ".weight")]
                 for k in ("weight", "bias", "running_mean", "running_var"):
-                    tensors["{}.bn.{}".format(op["name"], k)] = sd["bns.{}.{}".format(_key(op["name"]), k)]
+                    tensors["{}.bn.{}".format(op["name"], k)] = sd["bns.{}.{}".format(param_key(op["name"]), k)]
             elif op["op"] == "fc":
                 for k in ("weight", "bias"):
-                    tensors["{}.{}".format(op["name"], k)] = sd["params." + _key("{}.{}".format(op["name"], k))]
+                    tensors["{}.{}".format(op["name"], k)] = sd["params." + param_key("{}.{}".format(op["name"], k))]
         net = cls(state["ops"], tensors, state["config"])
         net.delta_step = int(state.get("delta_step", 1))
         for layer in net.layers:
-            if "qb_" + _key(layer) in sd:
-                net.register_buffer("qb_" + _key(layer), torch.zeros_like(sd["qb_" + _key(layer)]))
+            if "qb_" + param_key(layer) in sd:
+                net.register_buffer("qb_" + param_key(layer), torch.zeros_like(sd["qb_" + param_key(layer)]))
         net.load_state_dict(sd)
         net.quantize = True
         net.eval()

@@ -214,7 +214,7 @@ class Run:
         own = int(self.sub_mask(k).sum())  # the other superclasses' images are the outlier pool
         return own + training.outlier_count(own, len(self.ytr) - own, self.cfg.ft_outliers)
 
-    def _fine_tune(self, net, k: int, desc: str, after_step=None, data=None) -> None:
+    def fine_tune(self, net, k: int, desc: str, after_step=None, data=None) -> None:
         """The one subclass fine-tune recipe, shared by the vanilla and the QAT networks."""
         x, y = data if data is not None else self.fine_tune_data(k)
         recipe = self.recipe(self.cfg.ft_epochs, self.cfg.ft_lr, weight_decay=self.cfg.ft_weight_decay)
@@ -227,7 +227,7 @@ class Run:
 
         def make():
             m = copy.deepcopy(self.superclass())
-            self._fine_tune(m, k, "vanilla subclass [{}]".format(name))
+            self.fine_tune(m, k, "vanilla subclass [{}]".format(name))
             return float_state(m)
 
         return float_from_state(self.stage("vanilla:{}".format(name), self.file("vanilla", "{}.pt".format(k)), make))
@@ -273,7 +273,7 @@ class Run:
             data = self.fine_tune_data(k)
             steps = self.cfg.ft_epochs * max(1, math.ceil(len(data[1]) / self.cfg.batch))
             step = delta_budget.budget_step(net, base, self.cfg.delta_budget, steps)
-            self._fine_tune(net, k, "QAT subclass [{}]".format(name), after_step=step, data=data)
+            self.fine_tune(net, k, "QAT subclass [{}]".format(name), after_step=step, data=data)
             return net.state()
 
         return qat.QATNet.from_state(self.stage("qat:" + name, self.file("qat", "{}.pt".format(k)), make))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -11,6 +10,7 @@ from typing import Optional
 import torch
 
 from edgetool.runtime.errors import UsageError
+from edgetool.runtime.files import write_json_atomic
 
 from ..data import folders as datasets
 from ..hierarchy import spec as hierarchy
@@ -52,10 +52,7 @@ class TrainConfig:
     val_fraction: float = 0.0  # hold this stratified fraction of the training images out (edgetool hierarchy learn)
 
     def save(self, path):
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(asdict(self), f, indent=1)
-        os.replace(tmp, path)
+        write_json_atomic(path, asdict(self))
 
     @classmethod
     def load(cls, path):
