@@ -12,6 +12,8 @@ DEFAULT_POLICY = "batched"
 # its own.  "sticky" assumes consecutive frames of one scene; it lives with the stream loop
 # (`edgetool camera`, runtime/camera/schedule.py), whose flags set its hysteresis.
 FILE_POLICIES = ("per-image", "batched", "topk")
+# The policies of a stream (`edgetool camera`): "superclass" runs the base network alone.
+STREAM_POLICIES = ("sticky", "per-image", "batched", "topk", "superclass")
 
 # Inference backends (runtime/backends/), with the short names load_backend also takes.
 BACKENDS = ("onnxruntime", "tensorrt")

@@ -12,40 +12,15 @@ from edgetool.runtime.options import codec_option, verbosity_options
 require("torch", "train")  # fail at command lookup, so the CLI names the extra to install
 
 DEFAULT_OUT = "edgetool-out"
-_FIELDS = (
-    "data",
-    "arch",
-    "width_mult",
-    "epochs",
-    "base_init",
-    "lr",
-    "base_epochs",
-    "ft_epochs",
-    "ft_lr",
-    "qat_epochs",
-    "qat_lr",
-    "delta_budget",
-    "qat_weight_grad",
-    "batch",
-    "image_size",
-    "channels",
-    "augment",
-    "pad",
-    "seed",
-    "limit_train",
-    "limit_test",
-    "val_fraction",
-    "ft_outliers",
-    "ft_not_mine",
-)
 
 
 def _default(name):
+    """TrainConfig's default of field *name* (None for a flag that is no field, such as --config)."""
     from dataclasses import fields
 
     from .train.run import TrainConfig
 
-    return {f.name: f.default for f in fields(TrainConfig)}[name]
+    return {f.name: f.default for f in fields(TrainConfig)}.get(name)
 
 
 # What --help shows for the flags whose TrainConfig default is None or needs words.
@@ -65,7 +40,7 @@ def config_options(f):
 
     def opt(flag, kind, text, dest=None):
         key = flag.lstrip("-").replace("-", "_")
-        default = _default(key) if key in _FIELDS else None
+        default = _default(key)
         decls = (flag, dest) if dest else (flag,)
         if kind is bool:  # --name/--no-name
             return click.option("{0}/--no-{1}".format(flag, flag[2:]), default=default, help=text, show_default=True)

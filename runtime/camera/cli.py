@@ -6,8 +6,9 @@ import sys
 
 import click
 
+from ..choices import STREAM_POLICIES
 from ..errors import UsageError
-from ..options import routing_options
+from ..options import backend_option, routing_options
 
 POLICY_HELP = (
     "Routing: sticky (subclass network stays loaded, with hysteresis), per-image (superclass "
@@ -33,7 +34,7 @@ def build_outputs(output, headless, fps):
 @click.argument("bundle", type=click.Path())
 @click.argument("input_uri", metavar="INPUT")
 @click.argument("output", required=False)
-@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "tensorrt"]))
+@backend_option
 @click.option("--headless", is_flag=True, help="No display window.")
 @click.option("--input-width", default=0, show_default=True, help="Capture width (0: the source's own).")
 @click.option("--input-height", default=0, show_default=True, help="Capture height (0: the source's own).")
@@ -47,7 +48,7 @@ def build_outputs(output, headless, fps):
     "--policy",
     default="sticky",
     show_default=True,
-    type=click.Choice(["sticky", "per-image", "batched", "topk", "superclass"]),
+    type=click.Choice(list(STREAM_POLICIES)),
     help=POLICY_HELP,
 )
 @click.option(

@@ -26,11 +26,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..choices import STREAM_POLICIES
 from ..classifier import POLICIES, Prediction, SuperSubClassifier
 from ..errors import SwitchError, UsageError
 from ..bundle.routing import check_options
-
-STREAM_POLICIES = ("sticky", "per-image", "batched", "topk", "superclass")
 
 
 def check_settings(

@@ -8,6 +8,7 @@ import click
 
 from ..classifier import POLICIES
 from ..errors import UsageError
+from ..options import backend_option
 from .engines import MODES
 
 
@@ -29,7 +30,7 @@ def _device_profile(name):
 
 @click.command()
 @click.argument("bundle", type=click.Path())
-@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "tensorrt"]))
+@backend_option
 @click.option(
     "--device-profile",
     default=None,

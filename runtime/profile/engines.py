@@ -11,9 +11,8 @@ from __future__ import annotations
 from ..backends import load_backend
 from ..backends.base import BASE
 from ..backends.ort import OrtBackend
+from ..choices import ENGINE_MODES as MODES
 from ..errors import UsageError
-
-MODES = ("one-engine", "two-engine")
 
 
 class OrtTwoEngine(OrtBackend):
