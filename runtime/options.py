@@ -28,7 +28,11 @@ device_profile_option = click.option(
 )
 
 backend_option = click.option(
-    "--backend", default=choices.DEFAULT_BACKEND, show_default=True, type=click.Choice(list(choices.BACKENDS))
+    "--backend",
+    default=choices.DEFAULT_BACKEND,
+    show_default=True,
+    type=click.Choice(list(choices.BACKENDS)),
+    help="onnxruntime (CPU, any machine) or tensorrt (the int8 engine on an NVIDIA GPU or Jetson).",
 )
 
 
@@ -65,6 +69,8 @@ engine_mode_option = click.option(
     default=choices.DEFAULT_ENGINE_MODE,
     show_default=True,
     type=click.Choice(list(choices.ENGINE_MODES)),
+    help="one-engine: one refittable network, switched between the base and each subclass network (the paper's); "
+    "two-engine: a fixed base engine beside one refittable subclass engine.",
 )
 
 

@@ -71,7 +71,7 @@ def install(root, version, engine_profile, doctor, keep, allow_downgrade):
 @target.command()
 @click.argument("root")
 @click.option("--to", "to", default=None, show_default="the previous one", help="Version to switch to.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the resulting state as JSON.")
 def rollback(root, to, as_json):
     """Switch current back to the previous version (or --to VERSION)."""
     res = _target(root).rollback(to)
@@ -80,7 +80,7 @@ def rollback(root, to, as_json):
 
 @target.command()
 @click.argument("root")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
 def status(root, as_json):
     """Versions present, current, previous, last doctor result."""
     st = _target(root).status()

@@ -157,8 +157,28 @@ def header_lines(r: dict) -> List[str]:
             "" if changed is None else ", {:.0%} of codes changed".format(changed),
         ),
         "settings: warm-up {warmup}, {iterations} iterations, batch {batch}".format(**r["settings"]),
-        "jetson: {}".format(json.dumps(r["jetson"])),
+        jetson_line(r["jetson"]),
     ]
+
+
+def jetson_line(j: dict) -> str:
+    """The Jetson figures in words: model, power mode, clocks and one tegrastats sample."""
+    if not j.get("available"):
+        return "jetson: no Jetson telemetry here ({})".format(j.get("reason", "unknown"))
+    clocks = {True: "pinned", False: "not pinned"}.get(j.get("jetson_clocks"), "unknown")
+    parts = ["{}; nvpmodel {}; clocks {}".format(j.get("model"), j.get("nvpmodel") or "unknown", clocks)]
+    t = j.get("tegrastats") or {}
+    if "ram_used_mb" in t:
+        parts.append("RAM {} / {} MB".format(t["ram_used_mb"], t["ram_total_mb"]))
+    for key, label in (("gr3d_load_percent", "GPU"), ("emc_load_percent", "EMC")):
+        if key in t:
+            parts.append("{} {}%".format(label, t[key]))
+    rails = t.get("power_mw") or {}
+    if rails:
+        parts.append("power " + ", ".join("{} {} mW".format(n, v["now_mw"]) for n, v in rails.items()))
+    if "reason" in t:
+        parts.append("tegrastats: " + t["reason"])
+    return "jetson: " + "; ".join(parts)
 
 
 def to_markdown(r: dict) -> str:

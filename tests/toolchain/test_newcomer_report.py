@@ -42,6 +42,24 @@ def test_every_option_shows_its_default():
     assert "upper bound" in text.split("--ft-epochs")[1].split("--ft-lr")[0]  # the oracle's epochs
 
 
+def test_every_option_has_help():
+    import click
+
+    from edgetool.cli import COMMANDS, cli
+
+    def silent(ctx, name, cmd):
+        if isinstance(cmd, click.Group):
+            for sub in cmd.list_commands(ctx):
+                yield from silent(ctx, name + " " + sub, cmd.get_command(ctx, sub))
+            return
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not p.hidden and not p.help:
+                yield "{} {}".format(name, p.opts[0])
+
+    ctx = click.Context(cli)
+    assert [m for n in sorted(COMMANDS) for m in silent(ctx, n, cli.get_command(ctx, n))] == []
+
+
 # 7. strict JSON, stated networks and bundle size -------------------------------------------------
 def test_report_json_is_strict_when_the_bounds_tie(newcomer, tmp_path, monkeypatch):
     from edgetool.toolchain.evaluate import bounds, report as evaluate

@@ -47,6 +47,25 @@ def test_profile_writes_json_markdown_html(profiled):
     for title in ("Latency per stage", "End to end per image", "Memory", "Ratios", "Estimates for other devices"):
         assert "## " + title in md
     assert md.count("(estimate)") == 8  # one row per other device profile, each labelled
+    assert "- jetson: no Jetson telemetry here (not a Jetson" in md and "{" not in md  # words, no raw JSON
+
+
+def test_jetson_figures_in_words():
+    from edgetool.runtime.profile.report import jetson_line
+    from edgetool.runtime.profile.system import parse_tegrastats
+
+    orin = (
+        "RAM 2448/7620MB (lfb 1x4MB) SWAP 0/3810MB CPU [2%@729,1%@729] EMC_FREQ 3%@2133 GR3D_FREQ 41%@[305] "
+        "VDD_IN 5234mW/5100mW VDD_CPU_GPU_CV 1210mW/1180mW VDD_SOC 1500mW/1490mW"
+    )
+    j = {"available": True, "model": "NVIDIA Jetson Orin Nano", "nvpmodel": "NV Power Mode: 15W", "jetson_clocks": True}
+    line = jetson_line(dict(j, tegrastats=parse_tegrastats(orin)))
+    assert line == (
+        "jetson: NVIDIA Jetson Orin Nano; nvpmodel NV Power Mode: 15W; clocks pinned; RAM 2448 / 7620 MB; GPU 41%; "
+        "EMC 3%; power VDD_IN 5234 mW, VDD_CPU_GPU_CV 1210 mW, VDD_SOC 1500 mW"
+    )
+    silent = jetson_line(dict(j, jetson_clocks=None, tegrastats={"reason": "tegrastats not found or silent"}))
+    assert silent.endswith("clocks unknown; tegrastats: tegrastats not found or silent")
 
 
 def test_profile_json_schema_and_percentiles(profiled):
