@@ -1,6 +1,7 @@
 """The bundle carries the gated top-k routing chosen on the validation split, and the runtime uses it."""
 
 import json
+import logging
 
 import pytest
 
@@ -27,8 +28,26 @@ def test_export_chooses_the_routing_on_the_validation_split(tmp_path, capsys):
     )
     cfg.val_fraction = 0.25
     run = Run.open(str(tmp_path / "run"), cfg, progress=False)
-    m = run.export(str(tmp_path / "bundle"))
+    records = []
+    keep = logging.Handler(logging.WARNING)
+    keep.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("edgetool")  # its own handler: the edgetool logger may not propagate
+    level = logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.WARNING)
+    try:
+        m = run.export(str(tmp_path / "bundle"))
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
     r = m["routing"]
+    warned = [rec.getMessage() for rec in records]
+    assert warned == [
+        "the routing (gate {:g}, beta {:g}) was chosen on 200 images of the validation split, too few stage-1 "
+        "errors to choose surely; a larger --val-fraction at train time gives more (1000 or more)".format(
+            r["gate"], r["beta"]
+        )
+    ]
     assert r["k"] == 2 and r["gate"] in routing_eval.GATES and r["beta"] in routing_eval.BETAS
     assert r["chosen_on"].startswith("validation split (200 images)")
     # the choice is the best validation accuracy under the switch budget, with the int8 networks

@@ -117,7 +117,14 @@ def _recipe_flags(opt) -> list:
         opt("--seed", int, "Random seed."),
         opt("--limit-train", int, "Use at most this many training images (0 = all)."),
         opt("--limit-test", int, "Use at most this many test images (0 = all)."),
-        opt("--val-fraction", float, "Hold out this fraction of the training images (for `edgetool hierarchy learn`)."),
+        opt(
+            "--val-fraction",
+            float,
+            "Hold out this fraction of the training images as the validation split. Every choice is made on it: "
+            "export's routing (gate and beta; a learned router from 2,000 images), --adaptive network selection, "
+            "the better flat control of the verdict, and `edgetool hierarchy learn`'s clustering. "
+            "0: no split (the runtime's default routing; the verdict then picks on test and says so).",
+        ),
     ]
 
 

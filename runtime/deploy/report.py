@@ -75,10 +75,15 @@ def format_summary(results: List[Dict]) -> str:
     return "\n".join(lines)
 
 
+def _signed_by(key) -> str:
+    """How the current version was signed, as status prints it after the version."""
+    return "" if key is None else " (unsigned)" if key == "unsigned" else " (signed by key {})".format(key)
+
+
 def format_status(st: Dict) -> str:
     lines = [
         "root      {}".format(st["root"]),
-        "current   {}".format(st.get("current") or "none"),
+        "current   {}{}".format(st.get("current") or "none", _signed_by(st.get("current_signed_by"))),
         "previous  {}".format(st.get("previous") or "none"),
     ]
     for v in st.get("versions", []):

@@ -19,7 +19,8 @@ import re
 import time
 from typing import Dict, List, Optional
 
-from ..errors import DeployError, UsageError
+from ..bundle.signature import signature_key_id
+from ..errors import DeployError, SignatureError, UsageError
 from .fsutil import Lock, atomic_json, atomic_symlink, read_json
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -123,6 +124,15 @@ class DeviceRoot:
             return want
         return None
 
+    def signer(self, version: Optional[str]) -> Optional[str]:
+        """The key id that signed installed *version* ("unsigned"; None: no such version)."""
+        if not version or not os.path.isdir(self.p("versions", version)):
+            return None
+        try:
+            return signature_key_id(self.p("versions", version)) or "unsigned"
+        except SignatureError as exc:
+            return str(exc)
+
     def record_check(self, version: str, name: str, ok: bool, detail: str) -> None:
         with Lock(self.p(".lock")):
             st = self.state()
@@ -144,10 +154,11 @@ class DeviceRoot:
             else []
         )
         staging = sorted(os.listdir(self.p("staging"))) if os.path.isdir(self.p("staging")) else []
-        trusted = self.trusted()
+        trusted, current = self.trusted(), self.current()
         return {
             "root": self.root,
-            "current": self.current(),
+            "current": current,
+            "current_signed_by": self.signer(current),
             "previous": st.get("previous"),
             "versions": versions,
             "staging": staging,

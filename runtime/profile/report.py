@@ -165,7 +165,8 @@ def jetson_line(j: dict) -> str:
     """The Jetson figures in words: model, power mode, clocks and one tegrastats sample."""
     if not j.get("available"):
         return "jetson: no Jetson telemetry here ({})".format(j.get("reason", "unknown"))
-    clocks = {True: "pinned", False: "not pinned"}.get(j.get("jetson_clocks"), "unknown")
+    pinned = j.get("jetson_clocks")
+    clocks = "pinned" if pinned is True else "not pinned" if pinned is False else "unknown"
     parts = ["{}; nvpmodel {}; clocks {}".format(j.get("model"), j.get("nvpmodel") or "unknown", clocks)]
     t = j.get("tegrastats") or {}
     if "ram_used_mb" in t:

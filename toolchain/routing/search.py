@@ -19,6 +19,7 @@ outputs its class: the most any rule for choosing among the routes could recover
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from typing import List, Optional, Sequence
 
@@ -32,6 +33,9 @@ from ..train import fit as training
 GATES = (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
 BETAS = (1.0, 0.75, 0.5, 0.35, 0.25, 0.2, 0.15, 0.1)  # equation 2 first: it wins ties
 MAX_EXTRA = 0.2  # extra switches per image the gate is chosen under
+FEW_IMAGES = 1000  # below this many images export says the routing choice is unsure
+
+log = logging.getLogger(__name__)
 
 
 def network_logits(run, nets: Sequence, x: torch.Tensor, base=None):
@@ -181,6 +185,16 @@ def bundle_routing(run, base, subs: Sequence, k: int = 2, data=None, features: b
     if chosen is None:
         return None
     yv, (zp, zq, pooled), accuracy = seen
+    if len(yv) < FEW_IMAGES:
+        log.warning(
+            "the routing (gate %g, beta %g) was chosen on %d images of the %s, too few stage-1 errors to choose "
+            "surely; a larger --val-fraction at train time gives more (%d or more)",
+            chosen.gate,
+            chosen.beta,
+            len(yv),
+            _split(data),
+            FEW_IMAGES,
+        )
     if k == 2 and len(yv) >= learn.MIN_IMAGES:
         router, best = learn.learn(learn.from_logits(run, zp, zq, yv, pooled if features else None), chosen.beta)
         if best["cross_fitted_accuracy"] > accuracy:

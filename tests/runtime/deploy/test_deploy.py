@@ -160,7 +160,9 @@ def test_local_deploy_status_rollback_and_keep(deploy_kit, device):
     assert proc.returncode == 0, proc.stderr
     assert status(device)["current"] == v1
     human = run_cli("status", "--to", device)
-    assert "current   {}".format(v1) in human.stdout and "doctor    PASS" in human.stdout
+    kid = deploy_kit["keys"]["good"]["key_id"]
+    assert "current   {} (signed by key {})".format(v1, kid) in human.stdout and "doctor    PASS" in human.stdout
+    assert status(device)["current_signed_by"] == kid
     as_json = json.loads(run_cli("status", "--to", device, "--json").stdout.strip().splitlines()[-1])
     assert as_json["current"] == v1 and as_json["host"] == "local" and as_json["ok"]
     # an identical re-run sends nothing new and switches back to v2
