@@ -70,10 +70,17 @@ def install(root, version, engine_profile, doctor, keep, allow_downgrade):
 
 @target.command()
 @click.argument("root")
-@click.option("--to", "to", default=None, show_default="the previous one", help="Version to switch to.")
+@click.option(
+    "--version",
+    "--to",
+    "to",
+    default=None,
+    show_default="the previous one",
+    help="Version to switch to (as `edgetool rollback --version`; --to is the older spelling).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting state as JSON.")
 def rollback(root, to, as_json):
-    """Switch current back to the previous version (or --to VERSION)."""
+    """Switch current back to the previous version (or --version VERSION)."""
     res = _target(root).rollback(to)
     _emit(res) if as_json else click.echo("current: {} (was {})".format(res["version"], res["previous"]))
 

@@ -170,6 +170,28 @@ def test_cli_learns_from_files_and_refuses_bad_input(run_cli, tmp_path):
         assert not out.exists()
 
 
+def test_a_nearly_diagonal_confusion_is_called_too_weak_to_cluster(run_cli, tmp_path):
+    from edgetool.toolchain.hierarchy.learn import off_diagonal_share
+
+    strong = block_confusion([[0, 1, 2], [3, 4], [5, 6, 7]], 8)
+    weak = np.eye(8) * 1000 + np.random.default_rng(0).integers(0, 2, (8, 8))  # a flat network near 100%
+    assert off_diagonal_share(weak) < 0.01 < 0.05 < off_diagonal_share(strong)
+    assert off_diagonal_share(np.array([[3, 1], [0, 4]])) == pytest.approx(0.125)
+    for name, c in (("strong", strong), ("weak", weak)):
+        np.save(tmp_path / (name + ".npy"), c)
+        proc = run_cli("hierarchy", "learn", tmp_path / (name + ".npy"), "-o", tmp_path / (name + ".json"))
+        assert proc.returncode == 0, proc.stderr
+        warned = [line for line in proc.stderr.splitlines() if line.startswith("WARNING:")]
+        if name == "strong":
+            assert warned == []
+        else:
+            assert warned == [
+                "WARNING: weak.npy: only {:.2f}% of the confusion lies off the diagonal, too little to cluster on: "
+                "the superclasses follow noise; learn from a split the network gets wrong more often, or give a "
+                "hierarchy".format(100 * off_diagonal_share(weak))
+            ]
+
+
 def test_chained_singletons_are_packed_into_their_nearest_cluster():
     c = np.full((6, 6), 0.0)
     c[2:, 2:] = 30.0

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import click
+import numpy as np
+
+from edgetool.runtime.files import slug
 
 
 @click.group()
@@ -27,4 +32,32 @@ def download(name, dest, url, md5):
         "{}: {} test images, {} classes in {} superclasses; train with: edgetool train RUN --data {}".format(
             path, len(test), len(test.classes), hier.n_super, path
         )
+    )
+
+
+@data.command("sample-images")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--per-class", default=3, show_default=True, type=click.IntRange(1, 150), help="Images of each class.")
+def sample_images(out, per_class):
+    """Write test images of the shipped Fashion-MNIST sample as PNGs into OUT/<class>/, to try
+    `edgetool classify` (or `camera`) on images no network was trained on."""
+    from edgetool.runtime.errors import require
+    from edgetool.runtime.files import check_output
+
+    require("PIL", "cpu")
+    from PIL import Image
+
+    from .folders import load_sample
+
+    check_output(out, "sample-images folder", folder=True)
+    test = load_sample("test")
+    written = 0
+    for c, name in enumerate(test.classes):
+        folder = os.path.join(out, slug(name))
+        os.makedirs(folder, exist_ok=True)
+        for n, i in enumerate(np.nonzero(test.labels == c)[0][:per_class]):
+            Image.fromarray(test.images[i, :, :, 0]).save(os.path.join(folder, "{:03d}.png".format(n)))
+            written += 1
+    click.echo(
+        "{} images of {} classes in {}; try: edgetool classify BUNDLE {}".format(written, len(test.classes), out, out)
     )

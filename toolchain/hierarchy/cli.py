@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import List, Optional, Sequence
@@ -9,6 +10,9 @@ from typing import List, Optional, Sequence
 import click
 
 from edgetool.runtime.errors import UsageError, require
+
+log = logging.getLogger(__name__)
+WEAK_SIGNAL = 0.05  # share of the confusion off the diagonal below which a learned hierarchy is noise
 
 require("scipy", "train")
 
@@ -92,6 +96,14 @@ def learn(source, out, theta, min_size, gamma, split, counts, classes_file, dend
     classes = _names(classes, classes_file, len(conf))
     theta = theta if theta is not None else math.ceil(math.sqrt(len(conf)))
     hier, z = HL.learn(conf, classes, theta, gamma, min_size)
+    share = HL.off_diagonal_share(conf)
+    if share < WEAK_SIGNAL:
+        log.warning(
+            "%s: only %.2f%% of the confusion lies off the diagonal, too little to cluster on: the superclasses "
+            "follow noise; learn from a split the network gets wrong more often, or give a hierarchy",
+            origin,
+            100 * share,
+        )
     d = hier.to_dict()
     d["label_index"] = {str(i): c for i, c in enumerate(classes)}
     d["learned"] = {

@@ -55,6 +55,14 @@ def distance(c: np.ndarray) -> np.ndarray:
     return np.clip(d, 0.0, 1.0)
 
 
+def off_diagonal_share(c: np.ndarray) -> float:
+    """How much the network confuses: the mean over classes of the share of a row off the diagonal
+    (1 - per-class accuracy).  Near 0 the distances are all near 1 and the clusters follow noise."""
+    c = np.asarray(c, dtype=np.float64)
+    rows = c.sum(axis=1)
+    return float(np.mean(1.0 - np.diag(c) / np.where(rows > 0, rows, 1.0)))
+
+
 def upgma(d: np.ndarray) -> np.ndarray:
     from scipy.cluster.hierarchy import linkage
     from scipy.spatial.distance import squareform

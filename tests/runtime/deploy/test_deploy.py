@@ -165,6 +165,10 @@ def test_local_deploy_status_rollback_and_keep(deploy_kit, device):
     assert status(device)["current_signed_by"] == kid
     as_json = json.loads(run_cli("status", "--to", device, "--json").stdout.strip().splitlines()[-1])
     assert as_json["current"] == v1 and as_json["host"] == "local" and as_json["ok"]
+    # the device side speaks the workstation's word (--version), and still takes the older --to
+    for flag, version in (("--version", v2), ("--to", v1)):
+        proc = no_traceback(run_cli("target", "rollback", device, flag, version))
+        assert proc.returncode == 0 and status(device)["current"] == version, proc.stderr
     # an identical re-run sends nothing new and switches back to v2
     proc = local_deploy(deploy_kit["v2"], device)
     assert proc.returncode == 0 and "(0 bytes sent)" in proc.stdout, proc.stdout
