@@ -13,8 +13,7 @@ import sys
 from edgetool.runtime.backends import load_backend
 from edgetool.runtime.bundle.reader import Bundle
 from edgetool.runtime.classifier import SuperSubClassifier
-from edgetool.runtime.cli import expand_images
-from edgetool.runtime.preprocess import load_images
+from edgetool.runtime.preprocess import expand_images, load_images
 
 
 def main(bundle_dir: str, folder: str) -> None:

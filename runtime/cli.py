@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-from typing import List
 
 import click
 
 from .bundle import routing
 from .errors import UsageError
 from .options import backend_option, engine_mode_option, policy_option, routing_options
+from .preprocess import expand_images
 
 
 def open_bundle(path):
@@ -23,30 +22,6 @@ def make_backend(bundle, backend: str, **kw):
     from .backends import load_backend
 
     return load_backend(backend, bundle, **kw)
-
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".npy", ".webp")
-
-
-def expand_images(paths):
-    """Image files of *paths*, in the order given; a folder's images sorted by their path inside it
-    (sub-folders included), so the order never depends on the filesystem."""
-    out: List[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            found: List[str] = []
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                rel = os.path.relpath(root, p)
-                found.extend(os.path.normpath(os.path.join(rel, f)) for f in files if f.lower().endswith(IMAGE_EXTS))
-            out.extend(os.path.join(p, f) for f in sorted(found, key=lambda f: f.split(os.sep)))
-        elif os.path.isfile(p):
-            out.append(p)
-        else:
-            raise UsageError("{}: no such image or folder".format(p))
-    if not out:
-        raise UsageError("no images given")
-    return out
 
 
 @click.command()

@@ -152,3 +152,32 @@ def load_images(paths: Sequence[str], spec: dict, skipped: Optional[list] = None
                 raise
             skipped.append((p, str(exc)))
     return normalize(np.stack(arrays), spec) if arrays else None
+
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff", ".npy")
+
+
+def folder_images(folder: str, exts: Sequence[str] = IMAGE_EXTS) -> List[str]:
+    """The image files under *folder* (sub-folders included), sorted by their path inside it, so the
+    order never depends on the filesystem; ``classify`` and ``camera`` read a folder in this order."""
+    found: List[str] = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        rel = os.path.relpath(root, folder)
+        found.extend(os.path.normpath(os.path.join(rel, f)) for f in files if f.lower().endswith(tuple(exts)))
+    return [os.path.join(folder, f) for f in sorted(found, key=lambda f: f.split(os.sep))]
+
+
+def expand_images(paths: Sequence[str]) -> List[str]:
+    """Image files of *paths*, in the order given; a folder's in :func:`folder_images`' order."""
+    out: List[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            out.extend(folder_images(p))
+        elif os.path.isfile(p):
+            out.append(p)
+        else:
+            raise UsageError("{}: no such image or folder".format(p))
+    if not out:
+        raise UsageError("no images given")
+    return out

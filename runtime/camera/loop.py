@@ -124,14 +124,14 @@ class CameraLoop:
                 self.stats.dropped += 1
                 continue
             if status == OK:
-                out.append((frame, time.time(), (time.perf_counter() - t) * 1e3))
+                out.append((frame, time.time(), (time.perf_counter() - t) * 1e3, getattr(self.source, "current", None)))
         return out
 
     def _preprocess(self, frames):
         cv2 = require_cv2()
         c, h, w = self.spec["shape"]
         smalls = []
-        for frame, _, _ in frames:
+        for frame, *_ in frames:
             small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
             if small.ndim == 2:
                 small = small[..., None]
@@ -160,10 +160,11 @@ class CameraLoop:
             "infer": new["infer"],
             "switch": new["switch"],
         }
-        for (frame, stamp, cap_ms), pred, cut in zip(frames, preds, cuts):
-            self._emit(frame, stamp, dict(shared, capture=cap_ms), pred, cut, n, be.switch_count - switches)
+        for (frame, stamp, cap_ms, image), pred, cut in zip(frames, preds, cuts):
+            ms = dict(shared, capture=cap_ms)
+            self._emit(frame, stamp, ms, pred, cut, n, be.switch_count - switches, image)
 
-    def _emit(self, frame, stamp, ms, pred, cut, n, switches) -> None:
+    def _emit(self, frame, stamp, ms, pred, cut, n, switches, image=None) -> None:
         st = self.stats
         if cut and self.smoother is not None:
             self.smoother.reset()
@@ -171,6 +172,8 @@ class CameraLoop:
         shown.pop("superclass_index")
         shown.pop("subclass_index")
         record = {"type": "frame", "frame": st.frames, "time": stamp}
+        if image is not None:
+            record["image"] = image  # as `classify --json` names it
         if self.smoother is not None and self.smoother.active:
             record.update(self.smoother(pred))
             record["frame_prediction"] = shown

@@ -19,9 +19,11 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..errors import MissingDependencyError, SourceError, UsageError
+from ..preprocess import IMAGE_EXTS as PREPROCESS_EXTS
+from ..preprocess import folder_images
 
 OK, CORRUPT, END, LOST = "ok", "corrupt", "end", "lost"
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff")
+IMAGE_EXTS = tuple(e for e in PREPROCESS_EXTS if e != ".npy")  # what OpenCV reads: classify's, less .npy
 
 
 def require_cv2():
@@ -69,6 +71,7 @@ class Source:
     def __init__(self, uri: str, options: Options):
         self.uri = uri
         self.options = options
+        self.current: Optional[str] = None  # the image file of the frame last read (image sources only)
         self.fps = 0.0
         self._next = 0.0
 
@@ -156,15 +159,15 @@ class CaptureSource(Source):
 
 
 class FolderSource(Source):
-    """Image files of one folder, sorted by name (or one image file)."""
+    """The image files under a folder in ``classify``'s order (sub-folders included), or one image
+    file; ``current`` names the file of the frame last read."""
 
     kind = "image folder"
 
     def __init__(self, uri, options):
         super().__init__(uri, options)
         if os.path.isdir(uri):
-            names = sorted(f for f in os.listdir(uri) if f.lower().endswith(IMAGE_EXTS))
-            self.files: List[str] = [os.path.join(uri, f) for f in names]
+            self.files: List[str] = folder_images(uri, IMAGE_EXTS)
         else:
             self.kind = "image"
             self.files = [uri]
@@ -181,7 +184,7 @@ class FolderSource(Source):
             return END, None
         cv2 = require_cv2()
         self.pace()
-        path = self.files[self.pos]
+        path = self.current = self.files[self.pos]
         self.pos += 1
         frame = cv2.imread(path, cv2.IMREAD_COLOR)
         if not valid_frame(frame):

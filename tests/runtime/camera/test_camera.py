@@ -65,17 +65,24 @@ def test_video_sticky_vs_per_frame_routing(tiny_bundle, scenes_video, tmp_path):
 
 
 def test_image_folder_matches_classify(tiny_bundle, image_folder):
+    """The same folder, sub-folders included, in the same order, with the same record fields."""
+    (image_folder / "sub").mkdir()
+    for name in ("f001.png", "f007.png"):
+        (image_folder / name).rename(image_folder / "sub" / name)
     proc = run_cli("camera", tiny_bundle, image_folder, "--headless", "--json", "--policy", "per-image", "--batch", "4")
     assert proc.returncode == 0, proc.stderr
     frames, summary = records(proc.stdout)
     check_frame_records(frames, SCENES)
     assert summary["dropped_frames"] == 1 and summary["frames"] == SCENES
     assert all(r["batch"] in (4, 2) for r in frames)
-    files = sorted(str(p) for p in image_folder.iterdir() if p.name != "f004b.png")
-    ref = run_cli("classify", tiny_bundle, *files, "--json", "--policy", "per-image")
+    ref = run_cli("classify", tiny_bundle, image_folder, "--json", "--policy", "per-image", "--skip-errors")
     assert ref.returncode == 0, ref.stderr
-    expected = [json.loads(line)["class"] for line in ref.stdout.splitlines()]
-    assert [r["class"] for r in frames] == expected
+    expected = [json.loads(line) for line in ref.stdout.splitlines()]
+    assert [r["image"] for r in frames] == [e["image"] for e in expected]
+    assert [os.path.relpath(e["image"], image_folder) for e in expected][-2:] == ["sub/f001.png", "sub/f007.png"]
+    for r, e in zip(frames, expected):
+        assert {k: r[k] for k in e if k != "confidence"} == {k: e[k] for k in e if k != "confidence"}
+        assert abs(r["confidence"] - e["confidence"]) < 1e-5
 
 
 def test_batching_and_smoothing_keep_labels(tiny_bundle, scenes_video):
