@@ -46,32 +46,60 @@ def config_options(f):
             return click.option("{0}/--no-{1}".format(flag, flag[2:]), default=default, help=text, show_default=True)
         return click.option(*decls, default=default, type=kind, help=text, show_default=_SHOWN.get(key, True))
 
-    opts = _data_flags(opt) + _recipe_flags(opt)
+    opts = _data_flags(opt) + _network_flags(opt) + _fine_tune_flags(opt)
     for o in reversed(opts):
         f = o(f)
     return f
 
 
 def _data_flags(opt) -> list:
+    """The data and its split: what a run trains and chooses on."""
     return [
         opt("--data", str, "'sample' (shipped), an IDX folder, or an ImageFolder root with train/ and test/."),
         opt("--hierarchy", click.Path(), "Hierarchy JSON ('single': all classes in one superclass, to learn one)."),
         opt("--config", click.Path(), "JSON config file; flags override it.", "config_file"),
-        opt("--arch", str, "Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50."),
-        opt("--width-mult", float, "Channel width multiplier."),
-        opt("--epochs", int, "Epochs of the flat network (and of the superclass network with --base-init scratch)."),
-        opt("--lr", float, "Learning rate of the flat and superclass networks (AdamW, cosine schedule)."),
+        opt("--image-size", int, "Resize ImageFolder images to this size."),
+        opt("--channels", int, "ImageFolder data: 1 (grayscale), 3 (RGB), or 0 (detect from the images)."),
+        opt(
+            "--augment",
+            click.Choice(["auto", "none", "flip"]),
+            "Training augmentation: random horizontal flip, or none (a mirror changes digits and text).",
+        ),
+        opt("--pad", int, "Random-crop padding for augmentation (4 for CIFAR; 0 = no crop)."),
+        opt("--limit-train", int, "Use at most this many training images (0 = all)."),
+        opt("--limit-test", int, "Use at most this many test images (0 = all)."),
+        opt(
+            "--val-fraction",
+            float,
+            "Hold out this fraction of the training images as the validation split. Every choice is made on it: "
+            "export's routing (gate and beta; a learned router from 2,000 images), --adaptive network selection, "
+            "the better flat control of the verdict, and `edgetool hierarchy learn`'s clustering. "
+            "0: no split (the runtime's default routing; the verdict then picks on test and says so).",
+        ),
+        opt("--seed", int, "Random seed."),
     ]
 
 
-def _recipe_flags(opt) -> list:
+def _network_flags(opt) -> list:
+    """The networks and the flat and superclass networks' training."""
     return [
+        opt("--arch", str, "Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50."),
+        opt("--width-mult", float, "Channel width multiplier."),
+        opt("--batch", int, "Batch size."),
+        opt("--epochs", int, "Epochs of the flat network (and of the superclass network with --base-init scratch)."),
+        opt("--lr", float, "Learning rate of the flat and superclass networks (AdamW, cosine schedule)."),
         opt(
             "--base-init",
             click.Choice(["flat", "scratch"]),
             "Superclass (base) network: from the flat network's fine-label trunk, or from scratch (or --pretrained).",
         ),
         opt("--base-epochs", int, "Superclass epochs from the flat trunk."),
+    ]
+
+
+def _fine_tune_flags(opt) -> list:
+    """The subclass fine-tunes and QAT: the deltas' recipe and budget."""
+    return [
         opt(
             "--ft-epochs",
             int,
@@ -104,26 +132,6 @@ def _recipe_flags(opt) -> list:
             "--qat-weight-grad",
             click.Choice(["clip", "ste"]),
             "QAT weight gradient beyond +-127 codes: none (clip) or straight through (ste).",
-        ),
-        opt("--batch", int, "Batch size."),
-        opt("--image-size", int, "Resize ImageFolder images to this size."),
-        opt("--channels", int, "ImageFolder data: 1 (grayscale), 3 (RGB), or 0 (detect from the images)."),
-        opt(
-            "--augment",
-            click.Choice(["auto", "none", "flip"]),
-            "Training augmentation: random horizontal flip, or none (a mirror changes digits and text).",
-        ),
-        opt("--pad", int, "Random-crop padding for augmentation (4 for CIFAR; 0 = no crop)."),
-        opt("--seed", int, "Random seed."),
-        opt("--limit-train", int, "Use at most this many training images (0 = all)."),
-        opt("--limit-test", int, "Use at most this many test images (0 = all)."),
-        opt(
-            "--val-fraction",
-            float,
-            "Hold out this fraction of the training images as the validation split. Every choice is made on it: "
-            "export's routing (gate and beta; a learned router from 2,000 images), --adaptive network selection, "
-            "the better flat control of the verdict, and `edgetool hierarchy learn`'s clustering. "
-            "0: no split (the runtime's default routing; the verdict then picks on test and says so).",
         ),
     ]
 

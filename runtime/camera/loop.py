@@ -168,9 +168,7 @@ class CameraLoop:
         st = self.stats
         if cut and self.smoother is not None:
             self.smoother.reset()
-        shown = pred.to_dict()
-        shown.pop("superclass_index")
-        shown.pop("subclass_index")
+        shown = pred.to_dict()  # the fields of `classify --json`, indices included
         record = {"type": "frame", "frame": st.frames, "time": stamp}
         if image is not None:
             record["image"] = image  # as `classify --json` names it

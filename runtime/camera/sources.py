@@ -261,6 +261,10 @@ class ReconnectingSource:
     def open(self):
         self.source.open()
 
+    @property
+    def current(self) -> Optional[str]:
+        return self.source.current
+
     def read(self) -> Tuple[str, Optional[np.ndarray]]:
         status, frame = self.source.read()
         if status != LOST:

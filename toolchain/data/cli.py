@@ -36,12 +36,12 @@ def download(name, dest, url, md5):
 
 
 @data.command("sample-images")
-@click.argument("out", type=click.Path(file_okay=False))
-@click.option("--per-class", default=3, show_default=True, type=click.IntRange(1, 150), help="Images of each class.")
+@click.argument("out", type=click.Path())
+@click.option("--per-class", default=3, show_default=True, help="Images of each class (1 to 150).")
 def sample_images(out, per_class):
     """Write test images of the shipped Fashion-MNIST sample as PNGs into OUT/<class>/, to try
     `edgetool classify` (or `camera`) on images no network was trained on."""
-    from edgetool.runtime.errors import require
+    from edgetool.runtime.errors import UsageError, require
     from edgetool.runtime.files import check_output
 
     require("PIL", "cpu")
@@ -49,6 +49,10 @@ def sample_images(out, per_class):
 
     from .folders import load_sample
 
+    if not 1 <= per_class <= 150:
+        raise UsageError(
+            "--per-class must be 1 to 150 (the sample has 150 test images of each class), got {}".format(per_class)
+        )
     check_output(out, "sample-images folder", folder=True)
     test = load_sample("test")
     written = 0
