@@ -64,9 +64,9 @@ class TrtBackend(Backend):
         super().__init__(bundle)
         if mode not in MODES:
             raise UsageError("unknown engine mode {!r}; choose one of {}".format(mode, ", ".join(MODES)))
-        trt = require("tensorrt", "jetson")
-        cuda = require("pycuda.driver", "jetson")
-        require("pycuda.autoinit", "jetson")
+        trt = require("tensorrt")
+        cuda = require("pycuda.driver")
+        require("pycuda.autoinit")
         self.trt, self.cuda, self.mode = trt, cuda, mode
         self.version = trt_version(trt)
         if self.version < (8, 2):

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def import_trt():
-    return require("tensorrt", "jetson")
+    return require("tensorrt")
 
 
 def trt_version(trt) -> Tuple[int, ...]:

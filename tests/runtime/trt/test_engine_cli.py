@@ -9,7 +9,16 @@ ort = pytest.importorskip("onnxruntime")
 from edgetool.runtime.bundle.reader import Bundle  # noqa: E402
 
 
+TRT_HINT = {
+    False: "TensorRT comes with JetPack on a Jetson (pip install tensorrt on an x86 machine with an NVIDIA GPU)",
+    True: "TensorRT comes with JetPack (a virtualenv sees JetPack's TensorRT only when made with "
+    "--system-site-packages)",
+}
+
+
 def test_engine_build_without_tensorrt(run_cli, tiny_bundle):
+    from edgetool.runtime.machine import is_jetson
+
     try:
         import tensorrt  # noqa: F401
 
@@ -18,13 +27,25 @@ def test_engine_build_without_tensorrt(run_cli, tiny_bundle):
         pass
     proc = run_cli("engine", "build", tiny_bundle, "--device-profile", "orin-nano")
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines() == [
-        "error: tensorrt is not installed; install it with: pip install 'edgetool[jetson]'"
-    ]
+    assert proc.stderr.strip().splitlines() == ["error: tensorrt is not installed; " + TRT_HINT[is_jetson()]]
     proc = run_cli("engine", "build", tiny_bundle, "--device-profile", "nope")
     assert "unknown device profile" in proc.stderr
     proc = run_cli("engine", "build", tiny_bundle, "--weights", "fp8")
     assert proc.returncode == 2 and "'fp8' is not one of 'auto', 'int8', 'qdq-float'" in proc.stderr
+
+
+def test_classify_with_tensorrt_where_there_is_none(run_cli, tiny_bundle, sample_pngs):
+    from edgetool.runtime.machine import is_jetson
+
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    proc = run_cli("classify", tiny_bundle, *sample_pngs[:2], "--backend", "tensorrt")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == ["error: tensorrt is not installed; " + TRT_HINT[is_jetson()]]
 
 
 def test_engine_onnx_writes_the_parser_model_and_nvidia_tool_commands(run_cli, tiny_bundle, tmp_path):
