@@ -131,8 +131,7 @@ def main(argv=None):
 
 def _run(argv):
     from edgetool.runtime import signals
-    from edgetool.runtime.choices import extra_for
-    from edgetool.runtime.errors import EdgetoolError
+    from edgetool.runtime.errors import EdgetoolError, MissingDependencyError
 
     try:
         try:
@@ -148,13 +147,10 @@ def _run(argv):
         click.echo("error: {}".format(escaped(str(exc))), err=True)  # one line, whatever a name holds
         sys.exit(exc.exit_code)
     except ModuleNotFoundError as exc:
-        top = (exc.name or "").split(".")[0]
-        extra = extra_for(top)
-        if extra is None:
+        missing = MissingDependencyError((exc.name or "").split(".")[0])
+        if missing.hint is None:
             raise
-        click.echo(
-            "error: {} is not installed; install it with: pip install 'edgetool[{}]'".format(top, extra), err=True
-        )
+        click.echo("error: {}".format(missing), err=True)
         sys.exit(1)
     except click.exceptions.Abort as exc:
         term = signals.terminated_by(exc)

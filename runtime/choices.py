@@ -47,12 +47,33 @@ EXTRAS = {
     "markdown": "train",
     "scipy": "train",
     "onnxruntime": "cpu",
-    "tensorrt": "jetson",
-    "pycuda": "jetson",
     "cryptography": "deploy",
+}
+# Installed by a different extra on a Jetson and elsewhere (an x86 machine with an NVIDIA GPU).
+PLATFORM_EXTRAS = {"pycuda": {"jetson": "jetson", "other": "gpu"}}
+# No extra installs these: where they come from instead, on a Jetson and elsewhere.
+NOT_FROM_EXTRAS = {
+    "tensorrt": {
+        "jetson": "TensorRT comes with JetPack (a virtualenv sees JetPack's TensorRT only when made with "
+        "--system-site-packages)",
+        "other": "TensorRT comes with JetPack on a Jetson (pip install tensorrt on an x86 machine with an NVIDIA GPU)",
+    },
 }
 
 
-def extra_for(module: str):
-    """The extra that installs *module* (a dotted name is looked up by its top level), or None."""
-    return EXTRAS.get((module or "").split(".")[0])
+def extra_for(module: str, jetson: bool = False):
+    """The extra that installs *module* (a dotted name is looked up by its top level) on a Jetson or
+    elsewhere, or None."""
+    top = (module or "").split(".")[0]
+    if top in PLATFORM_EXTRAS:
+        return PLATFORM_EXTRAS[top]["jetson" if jetson else "other"]
+    return EXTRAS.get(top)
+
+
+def install_hint(module: str, jetson: bool = False):
+    """How to get *module* on a Jetson or elsewhere (the extra to install, or where it comes from), or None."""
+    top = (module or "").split(".")[0]
+    if top in NOT_FROM_EXTRAS:
+        return NOT_FROM_EXTRAS[top]["jetson" if jetson else "other"]
+    extra = extra_for(top, jetson)
+    return None if extra is None else "install it with: pip install 'edgetool[{}]'".format(extra)

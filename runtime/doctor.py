@@ -207,7 +207,9 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        add("tensorrt engine", SKIP, "TensorRT is not installed (it ships with JetPack)")
+        from .errors import MissingDependencyError
+
+        add("tensorrt engine", SKIP, str(MissingDependencyError("tensorrt")))
         add("tensorrt vs onnxruntime", SKIP, "needs TensorRT")
         add("refit timing", SKIP, "needs TensorRT")
         return

@@ -40,19 +40,18 @@ class SwitchError(BackendError):
 
 
 class MissingDependencyError(EdgetoolError):
-    """An optional dependency is not installed."""
+    """An optional dependency is not installed; the message says how to get it on this machine."""
 
     def __init__(self, module, extra=None):
-        from .choices import extra_for
+        from .choices import install_hint
+        from .machine import is_jetson
 
         self.module = module
-        self.extra = extra or extra_for(module)
-        if self.extra is None:
-            super().__init__("{} is not installed".format(module))
+        if extra is not None:
+            self.hint = "install it with: pip install 'edgetool[{}]'".format(extra)
         else:
-            super().__init__(
-                "{} is not installed; install it with: pip install 'edgetool[{}]'".format(module, self.extra)
-            )
+            self.hint = install_hint(module, is_jetson())
+        super().__init__("{} is not installed{}".format(module, "" if self.hint is None else "; " + self.hint))
 
 
 class SourceError(EdgetoolError):
@@ -64,9 +63,9 @@ class DeviceError(EdgetoolError):
 
 
 def require(module, extra=None):
-    """Import *module* or raise :class:`MissingDependencyError` naming the extra to install.
+    """Import *module* or raise :class:`MissingDependencyError` saying how to get it.
 
-    *extra* defaults to the one :data:`edgetool.runtime.choices.EXTRAS` lists for *module*.
+    Without *extra*, :func:`edgetool.runtime.choices.install_hint` says, for a Jetson or elsewhere.
     """
     import importlib
 

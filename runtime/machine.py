@@ -7,6 +7,8 @@ import platform
 import subprocess
 from typing import Any, Dict, Optional
 
+L4T_RELEASE = "/etc/nv_tegra_release"  # present on every Jetson (L4T)
+
 
 def device_tree_model() -> str:
     """The board's model string from /proc/device-tree/model ("" where there is none)."""
@@ -15,6 +17,11 @@ def device_tree_model() -> str:
             return f.read().decode("utf-8", "replace").strip("\x00").strip()
     except OSError:
         return ""
+
+
+def is_jetson() -> bool:
+    """Whether this machine is an NVIDIA Jetson (L4T's release file, or the board's model string)."""
+    return os.path.exists(L4T_RELEASE) or "jetson" in device_tree_model().lower()
 
 
 def gpu_info() -> dict:
@@ -42,7 +49,12 @@ def gpu_info() -> dict:
             "total_bytes": int(total),
         }
     except ImportError:
-        return {"available": False, "reason": "pycuda is not installed (pip install 'edgetool[jetson]')"}
+        from .choices import install_hint
+
+        return {
+            "available": False,
+            "reason": "pycuda is not installed ({})".format(install_hint("pycuda", is_jetson())),
+        }
     except Exception as exc:  # cuInit fails without a driver or device
         return {"available": False, "reason": "CUDA unavailable: {}".format(str(exc).splitlines()[0])}
 
@@ -87,7 +99,7 @@ def platform_info() -> dict:
         "python": platform.python_version(),
         "os": platform.platform(),
     }
-    l4t = _read("/etc/nv_tegra_release")
+    l4t = _read(L4T_RELEASE)
     if l4t:
         info["l4t"] = l4t.splitlines()[0]
     model = _read("/proc/device-tree/model")

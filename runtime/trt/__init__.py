@@ -3,7 +3,8 @@
 In the style of Polygraphy's ``backend/trt/``: small build steps that each return what they
 make, a runner that only runs, and the backend that refits.
 
-* :mod:`.loader`       - build steps: parse base.onnx, configure (int8, refit), profile, build;
+* :mod:`.loader`       - build steps: parse base.onnx (strongly typed where TensorRT offers it),
+  precision flags otherwise, refit, profile, build;
 * :mod:`.runner`       - one deserialized engine: context, I/O buffers, ``infer``;
 * :mod:`.backend`      - :class:`~.backend.TrtBackend`: the engine(s) plus the refit per switch;
 * :mod:`.weight_forms` - how the refittable weights look inside an engine (int8, qdq-float, fp16);

@@ -1,11 +1,12 @@
-"""TensorRT backend: one int8 engine with refittable weights (TensorRT 8.5, 8.6, 10.x; 8.2 for fp16).
+"""TensorRT backend: one int8 engine with refittable weights (TensorRT 8.5, 8.6, 10.x, 11; 8.2 for fp16).
 
 Kept thin on purpose: the weight map, the packed layout, the weight forms and the delta
 math are shared, CPU-tested code (:mod:`.refit_map`, :mod:`..weights`,
 :mod:`.weight_forms`, :mod:`.delta_apply`); ``edgetool doctor`` proves this module on
 the device against ONNX Runtime.
 
-* Build: ``BuilderFlag.INT8`` (+ FP16 fallback), ``REFIT`` or, on TensorRT >= 10,
+* Build (:mod:`.loader`): a strongly typed network where TensorRT offers one (10, 11), else
+  ``BuilderFlag.INT8`` (+ FP16 fallback); ``REFIT`` or, on TensorRT >= 10,
   ``REFIT_INDIVIDUAL`` with only the weights that some delta changes marked refittable;
   one optimization profile; optional weight-stripped plan (``STRIP_PLAN``, TensorRT >= 10).
   The weights enter the engine in the form the version takes (:func:`.weight_forms.weight_form`):
@@ -64,9 +65,9 @@ class TrtBackend(Backend):
         super().__init__(bundle)
         if mode not in MODES:
             raise UsageError("unknown engine mode {!r}; choose one of {}".format(mode, ", ".join(MODES)))
-        trt = require("tensorrt", "jetson")
-        cuda = require("pycuda.driver", "jetson")
-        require("pycuda.autoinit", "jetson")
+        trt = require("tensorrt")
+        cuda = require("pycuda.driver")
+        require("pycuda.autoinit")
         self.trt, self.cuda, self.mode = trt, cuda, mode
         self.version = trt_version(trt)
         if self.version < (8, 2):
@@ -251,7 +252,7 @@ class TrtBackend(Backend):
         out = {
             "gpu_free_bytes": int(free),
             "gpu_total_bytes": int(total),
-            "engine_device_memory_bytes": int(getattr(self.sub.engine, "device_memory_size", 0)),
+            "engine_device_memory_bytes": self.sub.device_memory(),
             "packed_weights_bytes": int(self.layout.total_nbytes),
         }
         if self.fixed is not None:

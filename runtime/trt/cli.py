@@ -137,6 +137,7 @@ def trtexec_args(
     workspace_mb: int,
     opt_batch: int = 1,
     strip_weights: bool = False,
+    strongly_typed: bool = False,
 ) -> List[str]:
     """The trtexec command that builds the same refittable engine as ``engine build --refit-all``."""
     c, h, w = input_shape
@@ -153,20 +154,31 @@ def trtexec_args(
         "--maxShapes=" + shapes["max"],
         "--memPoolSize=workspace:{}".format(int(workspace_mb)),
     ]
-    args += (["--int8", "--fp16"] if precision == "int8" else ["--fp16"]) + ["--refit"]
+    args += _precision_args(precision, strongly_typed, "--stronglyTyped") + ["--refit"]
     if strip_weights:
         args.append("--stripWeights")
     return args
 
 
+def _precision_args(precision: str, strongly_typed: bool, typed_flag: str) -> List[str]:
+    if strongly_typed:
+        return [typed_flag]
+    return ["--int8", "--fp16"] if precision == "int8" else ["--fp16"]
+
+
 def polygraphy_args(
-    onnx_path: str, input_name: str, input_shape: Sequence[int], precision: str, max_batch: int
+    onnx_path: str,
+    input_name: str,
+    input_shape: Sequence[int],
+    precision: str,
+    max_batch: int,
+    strongly_typed: bool = False,
 ) -> List[str]:
     """polygraphy: run the model in TensorRT and ONNX Runtime and compare the outputs."""
     c, h, w = input_shape
     one = "{}:[{}]".format(input_name, _dims((1, c, h, w), ","))
     args = ["polygraphy", "run", onnx_path, "--onnxrt", "--trt"]
-    args += ["--int8", "--fp16"] if precision == "int8" else ["--fp16"]
+    args += _precision_args(precision, strongly_typed, "--strongly-typed")
     args += [
         "--input-shapes",
         one,
@@ -218,22 +230,31 @@ def onnx_cmd(bundle, out, profile_name, form):
     model = engine_model(b.base_onnx(), form)
     with open(out, "wb") as f:
         f.write(model)
-    shape = b.input["shape"]
     click.echo(
         "wrote {} ({} bytes, {} weights, input {} {})".format(
-            out, len(model), form, b.input["name"], ["N"] + list(shape)
+            out, len(model), form, b.input["name"], ["N"] + list(b.input["shape"])
         )
     )
-    click.echo(
-        "trtexec:    "
-        + " ".join(
-            shlex.quote(a)
-            for a in trtexec_args(out, b.input["name"], shape, precision, profile["max_batch"], profile["workspace_mb"])
-        )
-    )
-    click.echo(
-        "polygraphy: "
-        + " ".join(
-            shlex.quote(a) for a in polygraphy_args(out, b.input["name"], shape, precision, profile["max_batch"])
-        )
-    )
+    _echo_commands(out, b.input, profile, precision, _strongly_typed_here(precision, form))
+
+
+def _strongly_typed_here(precision: str, form: str) -> bool:
+    """Whether engine build makes the network strongly typed: this TensorRT tells; without one, the form does
+    (int8 weights need TensorRT >= 10, which builds int8 engines strongly typed; qdq-float is 8.x's form)."""
+    if precision != "int8":
+        return False
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return form == "int8"
+    from .loader import strongly_typed
+
+    return strongly_typed(trt, precision)
+
+
+def _echo_commands(out: str, model_input, profile, precision: str, typed: bool) -> None:
+    name, shape, batch = model_input["name"], model_input["shape"], profile["max_batch"]
+    trtexec = trtexec_args(out, name, shape, precision, batch, profile["workspace_mb"], strongly_typed=typed)
+    click.echo("trtexec:    " + " ".join(shlex.quote(a) for a in trtexec))
+    polygraphy = polygraphy_args(out, name, shape, precision, batch, strongly_typed=typed)
+    click.echo("polygraphy: " + " ".join(shlex.quote(a) for a in polygraphy))

@@ -67,7 +67,7 @@ def stage_delta(staging: np.ndarray, delta) -> None:
 
 class DeviceDeltaApplier:
     def __init__(self, layout, base_packed: np.ndarray, stream=None, module=None):
-        cuda = require("pycuda.driver", "jetson")
+        cuda = require("pycuda.driver")
         self.cuda = cuda
         self.layout = layout
         self.stream = stream
@@ -123,7 +123,7 @@ class DeviceDeltaApplier:
 
 def compile_module(arch: Optional[str] = None):
     """Compile the kernel with pycuda (nvcc of the device's CUDA toolkit; cached by pycuda)."""
-    require("pycuda.driver", "jetson")
+    require("pycuda.driver")
     try:
         from pycuda.compiler import SourceModule
     except ImportError:

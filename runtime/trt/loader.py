@@ -1,8 +1,16 @@
 """Build steps for a refittable TensorRT engine, each small and returning what it makes.
 
 ``build_engine`` composes them: import TensorRT, parse the model of the chosen weight form,
-configure int8 + refit (``REFIT``, or ``REFIT_INDIVIDUAL`` with only the weights some delta
+set the precision, mark refit (``REFIT``, or ``REFIT_INDIVIDUAL`` with only the weights some delta
 changes marked, TensorRT >= 10), add one optimization profile, build the serialized plan.
+
+Two build paths, by what this TensorRT offers:
+
+* strongly typed (int8 engines where ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` exists:
+  TensorRT 10 and 11 here): the Q/DQ model fixes every layer's precision, so no ``INT8`` /
+  ``FP16`` builder flag is set (TensorRT 10.12 deprecates them, 11 has no ``FP16``);
+* weakly typed (int8 engines on TensorRT 8.x, and the fp16 engines of the dequantized network for
+  Nano and TX2): ``INT8`` + ``FP16`` or ``FP16`` alone, with ``EXPLICIT_BATCH`` before TensorRT 10.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def import_trt():
-    return require("tensorrt", "jetson")
+    return require("tensorrt")
 
 
 def trt_version(trt) -> Tuple[int, ...]:
@@ -48,10 +56,24 @@ def trt_logger(trt):
     return logger
 
 
-def parse_network(trt, builder, logger, model_bytes: bytes, form: str):
+def strongly_typed(trt, precision: str) -> bool:
+    """Whether an engine of *precision* is built from a strongly typed network (int8, where TensorRT offers it)."""
+    return precision == "int8" and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+
+
+def network_flags(trt, precision: str) -> int:
+    """The network creation flags: ``STRONGLY_TYPED`` for an int8 engine where TensorRT offers it, else
+    ``EXPLICIT_BATCH`` before TensorRT 10 (from 10 on, explicit batch is the only mode; 11 has no flag)."""
+    if strongly_typed(trt, precision):
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    if trt_version(trt) >= (10, 0):
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+
+
+def parse_network(trt, builder, logger, model_bytes: bytes, form: str, precision: str):
     """The network of *model_bytes* in weight form *form*, with the parser that must outlive it."""
-    flags = 0 if trt_version(trt) >= (10, 0) else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt, precision))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(engine_model(model_bytes, form)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -60,7 +82,7 @@ def parse_network(trt, builder, logger, model_bytes: bytes, form: str):
 
 
 def precision_config(trt, builder, precision: str, workspace_mb: int):
-    """A builder config with the workspace limit and int8 (+ fp16 fallback) or fp16."""
+    """A builder config with the workspace limit and the precision flags of :func:`precision_flags`."""
     if precision == "int8" and hasattr(builder, "platform_has_fast_int8") and not builder.platform_has_fast_int8:
         raise DeviceError("this GPU has no fast int8; build with a profile whose precision is fp16 (e.g. nano)")
     config = builder.create_builder_config()
@@ -68,6 +90,21 @@ def precision_config(trt, builder, precision: str, workspace_mb: int):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     else:  # TensorRT < 8.4
         config.max_workspace_size = int(workspace_mb) << 20
+    return precision_flags(trt, config, precision)
+
+
+def precision_flags(trt, config, precision: str):
+    """No flag on a strongly typed network (its Q/DQ model fixes every precision); else ``INT8`` + ``FP16``
+    (int8: fp16 where a layer has no int8 kernel) or ``FP16`` (the dequantized network of fp16 profiles)."""
+    if strongly_typed(trt, precision):
+        return config
+    if not hasattr(trt.BuilderFlag, "FP16"):
+        raise DeviceError(
+            "TensorRT {} has no FP16 builder flag, which the {} engines of the dequantized network need "
+            "(the fp16 profiles are for Jetson Nano and TX2, whose JetPack 4.6 ships TensorRT 8.2)".format(
+                trt.__version__, precision
+            )
+        )
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
     config.set_flag(trt.BuilderFlag.FP16)
@@ -122,10 +159,11 @@ def build_engine(
     logger = trt_logger(trt)
     builder = trt.Builder(logger)
     config = precision_config(trt, builder, precision, workspace_mb)
-    network, _parser = parse_network(trt, builder, logger, model_bytes, form)
+    network, _parser = parse_network(trt, builder, logger, model_bytes, form, precision)
     refit_flags(trt, network, config, form, refit_only, strip_weights)
     batch_profile(builder, config, input_name, input_shape, max_batch, opt_batch)
-    log.info("building a %s engine (%s weights, max batch %d)", precision, form, max_batch)
+    how = "strongly typed" if strongly_typed(trt, precision) else "precision flags"
+    log.info("building a %s engine (%s weights, %s, max batch %d)", precision, form, how, max_batch)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise BackendError("TensorRT failed to build the engine (see the TensorRT log above)")

@@ -59,6 +59,13 @@ class EngineRunner:
             dims = self.engine.get_binding_shape(i) if i >= 0 else None
         return 0 if dims is None else int(dims[len(dims) - 1])  # (N, width): N is -1 in a dynamic profile
 
+    def device_memory(self) -> int:
+        """Bytes of device memory the engine's context needs (``device_memory_size_v2`` from TensorRT 10 on;
+        11 no longer has ``device_memory_size``)."""
+        if hasattr(self.engine, "device_memory_size_v2"):
+            return int(self.engine.device_memory_size_v2)
+        return int(self.engine.device_memory_size)
+
     def infer(self, batch: np.ndarray, features: bool = False):
         """Logits; with *features*, (logits, the ``features`` output)."""
         n = batch.shape[0]
