@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
 from .bundle import routing
 from .errors import UsageError
+from .files import check_output
 from .options import backend_option, engine_mode_option, policy_option, routing_options
 from .preprocess import expand_images
 
@@ -40,7 +42,21 @@ def make_backend(bundle, backend: str, **kw):
     help="Skip images that cannot be read, count them on stderr, and fail only if none could be read "
     "(default: the first unreadable image stops the run with one error line).",
 )
-def classify(bundle, images, backend, policy, gate, topk, beta, batch, as_json, skip_errors):
+@click.option(
+    "--eval",
+    "evaluate",
+    is_flag=True,
+    help="IMAGES is one labelled folder, FOLDER/<class>/<image>: print accuracy, superclass accuracy, a "
+    "per-class table and the confusion matrix instead of one line per image (--json: one JSON object).",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    show_default="none",
+    help="With --eval: the confusion matrix as a PNG.",
+)
+def classify(bundle, images, backend, policy, gate, topk, beta, batch, as_json, skip_errors, evaluate, plot):
     """Classify IMAGES (files or folders) with BUNDLE: superclass, fine class, confidence.
 
     Folders are read in sorted order. Each image is routed on its own; for video or a folder
@@ -50,13 +66,43 @@ def classify(bundle, images, backend, policy, gate, topk, beta, batch, as_json, 
     if batch < 1:
         raise UsageError("--batch must be >= 1")
     routing.check_options(gate, topk, beta)  # one error line before the bundle is read
+    _check_eval(images, evaluate, plot)
     with open_bundle(bundle) as b:
         files = expand_images(images)
         with make_backend(b, backend) as be:
-            _classify(b, be, files, policy, batch, as_json, skip_errors, gate=gate, k=topk, beta=beta)
+            show = None if evaluate else as_json
+            done = _classify(b, be, files, policy, batch, show, skip_errors, gate=gate, k=topk, beta=beta)
+        if evaluate:
+            _report_eval(b, images[0], done, as_json, plot)
 
 
-def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **settings):
+def _check_eval(images, evaluate, plot) -> None:
+    if plot and not evaluate:
+        raise UsageError("--plot draws the confusion matrix of --eval; add --eval")
+    if plot:
+        check_output(plot, "--plot")
+    if evaluate and (len(images) != 1 or not os.path.isdir(images[0])):
+        raise UsageError("--eval takes one labelled folder (FOLDER/<class>/<image>), got {}".format(" ".join(images)))
+
+
+def _report_eval(b, folder, done, as_json, plot) -> None:
+    from . import folder_eval as E
+
+    classes = E.bundle_classes(b)
+    true = E.folder_labels(folder, [f for f, _ in done], classes)
+    index = {c: i for i, c in enumerate(classes)}
+    r = E.measure(true, [index[p.label] for _, p in done], [p.superclass for _, p in done], b, classes)
+    if plot:
+        E.plot_png(r, plot)
+    if as_json:
+        click.echo(json.dumps(r, allow_nan=False))
+    else:
+        click.echo("\n".join(E.text_lines(r)) + ("\nconfusion matrix plot: {}".format(plot) if plot else ""))
+
+
+def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **settings) -> list:
+    """Classify *files*; print a row (*as_json*: a JSON line) per image unless *as_json* is None.
+    Returns [(file, prediction)] of the images that could be read."""
     from .classifier import SuperSubClassifier
     from .bundle.names import escaped
     from .preprocess import load_images
@@ -67,16 +113,18 @@ def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **setting
     names = [s.name for s in b.superclasses] + ["superclass"]
     classes = [c for s in b.superclasses for c in s.subclasses] + ["class"]
     row = "{{:<{}}}  {{:<{}}}  {{:>10}}  {{}}".format(max(map(len, names)), max(map(len, classes)))
-    if not as_json:
+    if as_json is False:
         click.echo(row.format("superclass", "class", "confidence", "image"))
     skipped: list = []
+    done: list = []
     for i in range(0, len(files), batch):
         chunk, n = files[i : i + batch], len(skipped)
         x = load_images(chunk, b.input, skipped if skip_errors else None)
         bad = {p for p, _ in skipped[n:]}
         chunk = [f for f in chunk if f not in bad]
         preds = clf.classify(x) if x is not None else []
-        for f, p in zip(chunk, preds):
+        done.extend(zip(chunk, preds))
+        for f, p in zip(chunk, preds) if as_json is not None else ():
             if as_json:
                 click.echo(json.dumps(dict(image=f, **p.to_dict())))
             else:
@@ -87,6 +135,7 @@ def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **setting
             len(skipped), len(files), skipped[0][1]), err=True)  # fmt: skip
         if len(skipped) == len(files):
             raise UsageError("none of the {} images could be read".format(len(files)))
+    return done
 
 
 @click.command("inspect")

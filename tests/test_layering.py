@@ -39,6 +39,7 @@ RUNTIME_RANK = {
     "signals": 0,
     "preprocess": 1,
     "device_profiles": 1,
+    "folder_eval": 1,
     "bundle": 2,
     "options": 3,
     "backends.base": 4,

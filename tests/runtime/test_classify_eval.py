@@ -1,0 +1,85 @@
+"""`classify --eval` on an ImageFolder with a known answer: the figures are those of the per-image
+predictions of `classify --json` on the same folder, counted by hand here."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, tiny_bundle):
+    """The sample's test images, 4 of each class, in FOLDER/<class>/ (class names as file names)."""
+    from conftest import run_cli
+
+    folder = tmp_path_factory.mktemp("labelled") / "try"
+    proc = run_cli("data", "sample-images", folder, "--per-class", "4")
+    assert proc.returncode == 0, proc.stderr
+    return folder
+
+
+def test_eval_matches_the_per_image_predictions(run_cli, tiny_bundle, labelled, tmp_path):
+    from edgetool.runtime.bundle.reader import Bundle
+    from edgetool.runtime.files import slug
+
+    b = Bundle.open(str(tiny_bundle))
+    classes = [c for s in b.superclasses for c in s.subclasses]
+    ref = run_cli("classify", tiny_bundle, labelled, "--json")
+    assert ref.returncode == 0, ref.stderr
+    rows = [json.loads(line) for line in ref.stdout.splitlines()]
+    truth = [
+        next(c for c in classes if slug(c) == os.path.relpath(r["image"], labelled).split(os.sep)[0]) for r in rows
+    ]
+    sup_of = {c: s.name for s in b.superclasses for c in s.subclasses}
+    right = sum(r["class"] == t for r, t in zip(rows, truth))
+    super_right = sum(r["superclass"] == sup_of[t] for r, t in zip(rows, truth))
+
+    plot = tmp_path / "confusion.png"
+    proc = run_cli("classify", tiny_bundle, labelled, "--eval", "--json", "--plot", plot)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout, parse_constant=lambda c: pytest.fail("non-strict JSON " + c))
+    assert r["images"] == 40 and r["classes"] == classes
+    assert r["accuracy"] == right / 40 and r["superclass_accuracy"] == super_right / 40
+    conf = np.array(r["confusion"])
+    assert conf.sum() == 40 and (conf.sum(axis=1) == 4).all() and np.trace(conf) == right
+    for row, c in zip(r["per_class"], classes):
+        mine = [x for x, t in zip(rows, truth) if t == c]
+        assert row["images"] == 4 and row["correct"] == sum(x["class"] == c for x in mine)
+        assert row["superclass"] == sup_of[c]
+    from PIL import Image
+
+    with Image.open(plot) as im:
+        assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 200
+
+    text = run_cli("classify", tiny_bundle, labelled, "--eval")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0] == "accuracy             {:.2f}% ({}/40 images)".format(100 * right / 40, right)
+    assert lines[1] == "superclass accuracy  {:.2f}%".format(100 * super_right / 40)
+    assert "confusion matrix (rows: true class, columns: predicted, numbered as the rows)" in lines
+    assert len(lines) == 3 + 11 + 2 + 1 + 10
+
+
+def test_eval_bad_input_is_one_error_line(run_cli, tiny_bundle, labelled, tmp_path):
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "x.png").write_bytes((labelled / os.listdir(labelled)[0] / "000.png").read_bytes())
+    odd = tmp_path / "odd"
+    (odd / "Zebra").mkdir(parents=True)
+    (odd / "Zebra" / "x.png").write_bytes((loose / "x.png").read_bytes())
+    cases = [
+        (["--eval", labelled, labelled], "--eval takes one labelled folder"),
+        (["--eval", loose / "x.png"], "--eval takes one labelled folder"),
+        (["--eval", loose], "not inside a class folder"),
+        (["--eval", odd], "class folders 'Zebra' are no class of the bundle"),
+        ([labelled, "--plot", tmp_path / "p.png"], "--plot draws the confusion matrix of --eval"),
+        (["--eval", labelled, "--plot", tmp_path / "no" / "p.png"], "does not exist"),
+    ]
+    for args, message in cases:
+        proc = run_cli("classify", tiny_bundle, *args)
+        assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "p.png").exists()
