@@ -177,6 +177,13 @@ def make_config(config_file=None, **flags):
         parse_budget(cfg.delta_budget)
     except ValueError as e:
         raise UsageError(str(e))
+    if cfg.pretrained:  # before any data is read: an architecture without ImageNet weights, a missing file
+        from .train.pretrained import IMAGENET, imagenet_weights
+
+        if cfg.pretrained == IMAGENET:
+            imagenet_weights(cfg.arch)
+        elif not os.path.isfile(cfg.pretrained):
+            raise UsageError("{}: no such pretrained checkpoint (or use --pretrained imagenet)".format(cfg.pretrained))
     return cfg
 
 
@@ -200,7 +207,9 @@ MODES = ("flat", "superclass", "vanilla", "qat")
     default=None,
     type=click.Path(),
     show_default="none",
-    help="torchvision ResNet state_dict to start float networks from.",
+    help="Start the float networks from torchvision's ImageNet weights of --arch ('imagenet': resnet18, "
+    "resnet18-cifar, resnet34, resnet50; taken from torch's cache, downloaded there when online) or from a "
+    "torchvision ResNet state_dict file.",
 )
 @click.option(
     "--from",

@@ -98,12 +98,9 @@ class Run:
         width = self.cfg.width_mult if width_mult is None else width_mult
         m = models.build(self.cfg.arch, self.train.channels, head, width)
         if self.cfg.pretrained and width == self.cfg.width_mult:  # a wider control has no such weights
-            if not os.path.isfile(self.cfg.pretrained):
-                raise UsageError("{}: no such pretrained checkpoint".format(self.cfg.pretrained))
-            state = torch.load(self.cfg.pretrained, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "state_dict" in state:
-                state = state["state_dict"]
-            models.load_torchvision_weights(m, state)
+            from .pretrained import load_state
+
+            models.load_torchvision_weights(m, load_state(self.cfg.pretrained, self.cfg.arch))
         return m
 
     def stage(self, name: str, path: str, make: Callable[[], object]):

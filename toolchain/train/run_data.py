@@ -23,7 +23,9 @@ class TrainConfig:
     data: str = (
         "sample"  # "sample", an IDX folder, an ImageFolder root with train/ and test/, or a CIFAR python archive
     )
-    pretrained: Optional[str] = None  # torchvision ResNet state_dict (.pth) to start every float network from
+    pretrained: Optional[str] = (
+        None  # "imagenet", or a torchvision ResNet state_dict (.pth): every float network starts from it
+    )
     hierarchy: Optional[str] = None  # JSON file; the sample ships its own
     arch: str = "resnet8"
     width_mult: float = 1.0
