@@ -9,6 +9,8 @@ import click
 from ..choices import STREAM_POLICIES
 from ..errors import UsageError
 from ..options import backend_option, routing_options
+from .frames import FLIPS
+from .outputs import CODECS
 
 POLICY_HELP = (
     "Routing: sticky (subclass network stays loaded, with hysteresis), per-image (superclass "
@@ -16,18 +18,32 @@ POLICY_HELP = (
 )
 
 
-def build_outputs(output, headless, fps):
-    from .outputs import Display, VideoOut
+def build_outputs(output, headless, fps, video=None):
+    """The outputs OUTPUT names; *video*: the --output-* settings (size, codec, bitrate) of a video."""
+    from .outputs import Display, RtpOut, VideoOut
 
-    if output is None:
-        return [] if headless else [Display()]
-    if output.startswith("display://"):
+    video = video or {}
+    if output is None or output.startswith("display://"):
+        if any(video.values()):
+            raise UsageError("--output-width/--output-height/--output-codec/--bitrate set a video OUTPUT; give one")
+        if output is None:
+            return [] if headless else [Display()]
         if headless:
             raise UsageError("--headless and a display:// output contradict each other")
         return [Display("edgetool " + output)]
+    if output.startswith("rtsp://"):
+        raise UsageError(
+            "{}: an rtsp:// output needs an RTSP server, which OpenCV is not; stream rtp://HOST:PORT and "
+            "serve or receive that".format(output)
+        )
+    if output.startswith("rtp://"):
+        if video.get("codec") not in (None, "h264"):
+            raise UsageError("rtp:// output is H.264; --output-codec {} is for video files".format(video["codec"]))
+        return [RtpOut(output, fps, video.get("size"), video.get("bitrate") or 0)]
     if "://" in output and not output.startswith("file://"):
-        raise UsageError("{}: unsupported output; use display://0 or a video file".format(output))
-    return [VideoOut(output[len("file://") :] if output.startswith("file://") else output, fps)]
+        raise UsageError("{}: unsupported output; use display://0, rtp://HOST:PORT or a video file".format(output))
+    path = output[len("file://") :] if output.startswith("file://") else output
+    return [VideoOut(path, fps, video.get("size"), video.get("codec"), video.get("bitrate") or 0)]
 
 
 @click.command()
@@ -85,65 +101,65 @@ def build_outputs(output, headless, fps):
 @click.option(
     "--output-rate", default=30.0, show_default=True, help="Output video frame rate when the source has none."
 )
+@click.option(
+    "--input-flip",
+    default="none",
+    show_default=True,
+    type=click.Choice(list(FLIPS)),
+    help="Turn every input frame first (a camera mounted upside down: rotate-180).",
+)
+@click.option(
+    "--input-loop",
+    default=0,
+    show_default=True,
+    help="Play a video file or image folder this many more times after its end (-1: forever).",
+)
+@click.option("--output-width", default=0, show_default=True, help="Output video width (0: the input frame's).")
+@click.option("--output-height", default=0, show_default=True, help="Output video height (0: the input frame's).")
+@click.option(
+    "--output-codec",
+    default=None,
+    type=click.Choice(sorted(CODECS)),
+    show_default="the container's: mp4v for .mp4, MJPG for .avi, XVID for .mkv",
+    help="Output video codec (what this OpenCV can encode varies; a codec it lacks is one error line).",
+)
+@click.option("--bitrate", default=0, show_default=True, help="Output video bitrate in bits/s (0: the encoder's).")
 @click.option("--threads", default=0, show_default=True, help="onnxruntime: intra-op threads (0: its default).")
-def camera(
-    bundle,
-    input_uri,
-    output,
-    backend,
-    headless,
-    input_width,
-    input_height,
-    input_rate,
-    policy,
-    enter,
-    leave,
-    interval,
-    scene_cut,
-    gate,
-    topk,
-    beta,
-    batch,
-    smoothing,
-    as_json,
-    json_out,
-    max_frames,
-    reconnect,
-    reconnect_delay,
-    output_rate,
-    threads,
-):
+def camera(bundle, input_uri, output, **o):
     """Classify frames from INPUT live with BUNDLE; show or write them to OUTPUT.
 
     \b
     INPUT:  csi://0 | /dev/video0 | v4l2:///dev/video0 | rtsp://host:port/path | file.mp4 | image folder
-    OUTPUT: display://0 (the default unless --headless) | out.mp4 / out.avi / out.mkv
+    OUTPUT: display://0 (the default unless --headless) | out.mp4 / out.avi / out.mkv | rtp://host:port
     """
     from ..cli import open_bundle
     from .schedule import SceneCut, Smoother, check_settings
     from .sources import Options, ReconnectingSource, open_source
 
-    _check_options(batch, max_frames, output_rate, as_json, json_out)
-    check_settings(policy, enter, leave, interval, topk, gate, beta)
-    cut = SceneCut(scene_cut)
+    _check_options(o["batch"], o["max_frames"], o["output_rate"], o["as_json"], o["json_out"])
+    video = _video_settings(o["output_width"], o["output_height"], o["output_codec"], o["bitrate"], o["input_loop"])
+    check_settings(o["policy"], o["enter"], o["leave"], o["interval"], o["topk"], o["gate"], o["beta"])
+    cut = SceneCut(o["scene_cut"])
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    src = open_source(input_uri, Options(input_width, input_height, input_rate))
-    source = ReconnectingSource(src, attempts=reconnect, delay=reconnect_delay, log=log)
+    src = open_source(input_uri, Options(o["input_width"], o["input_height"], o["input_rate"]))
+    source = ReconnectingSource(src, attempts=o["reconnect"], delay=o["reconnect_delay"], log=log)
     b = open_bundle(bundle)
-    smoother = Smoother(b, smoothing)
+    smoother = Smoother(b, o["smoothing"])
     source.open()
     try:
-        kw = {"threads": threads} if backend == "onnxruntime" and threads else {}
-        clf_kw = dict(policy=policy, enter=enter, leave=leave, interval=interval, gate=gate, k=topk, beta=beta)
-        smooth = smoother if smoother.active else None
-        status = sys.stderr.isatty() and not as_json
-        loop_kw = dict(batch=batch, cut=cut, smoother=smooth, max_frames=max_frames, log=log, status=status)
-        fps = src.fps or input_rate or output_rate
-        json_path = json_out if json_out else ("-" if as_json else None)
-        loop, summary = run_loop(b, backend, kw, source, clf_kw, loop_kw, (output, headless, fps), json_path)
+        kw = {"threads": o["threads"]} if o["backend"] == "onnxruntime" and o["threads"] else {}
+        clf_kw = {k: o[k] for k in ("policy", "enter", "leave", "interval", "gate", "beta")}
+        clf_kw["k"] = o["topk"]
+        status = sys.stderr.isatty() and not o["as_json"]
+        loop_kw = dict(batch=o["batch"], cut=cut, max_frames=o["max_frames"], log=log, status=status)
+        loop_kw.update(smoother=smoother if smoother.active else None, flip=o["input_flip"], loops=o["input_loop"])
+        fps = src.fps or o["input_rate"] or o["output_rate"]
+        json_path = o["json_out"] if o["json_out"] else ("-" if o["as_json"] else None)
+        spec = (output, o["headless"], fps, video)
+        loop, summary = run_loop(b, o["backend"], kw, source, clf_kw, loop_kw, spec, json_path)
     finally:
         source.close()
-    _report(loop, summary, as_json)
+    _report(loop, summary, o["as_json"])
 
 
 def _check_options(batch, max_frames, output_rate, as_json, json_out):
@@ -155,6 +171,15 @@ def _check_options(batch, max_frames, output_rate, as_json, json_out):
         from ..files import check_output
 
         check_output(json_out, "--json-out")
+
+
+def _video_settings(width, height, codec, bitrate, loops) -> dict:
+    """The output video's settings, checked: a size needs both sides, nothing negative."""
+    if width < 0 or height < 0 or bitrate < 0 or loops < -1:
+        raise UsageError("--output-width, --output-height and --bitrate must be >= 0, --input-loop >= -1")
+    if bool(width) != bool(height):
+        raise UsageError("--output-width and --output-height go together (0 and 0: the input frame's size)")
+    return {"size": (width, height) if width else None, "codec": codec, "bitrate": bitrate}
 
 
 def _report(loop, summary, as_json):

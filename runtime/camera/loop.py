@@ -17,6 +17,7 @@ import numpy as np
 from ..backends.base import summarize
 from ..errors import SourceError
 from ..preprocess import normalize
+from .frames import flip_frame
 from .outputs import canvas, draw_overlay
 from .sources import CORRUPT, END, OK, require_cv2
 
@@ -55,11 +56,16 @@ class CameraLoop:
         max_frames: int = 0,
         log: Callable[[str], None] = lambda m: None,
         status=False,
+        flip: str = "none",
+        loops: int = 0,
     ):
+        """*flip*: how each frame is turned first (:data:`.frames.FLIPS`); *loops*: how many more
+        times a file or folder is played after its end (-1: forever)."""
         self.source, self.clf, self.spec = source, clf, spec
         self.outputs, self.json_out = list(outputs), json_out
         self.batch, self.cut, self.smoother = max(1, int(batch)), cut, smoother
         self.max_frames, self.log, self.status = int(max_frames), log, status
+        self.flip, self.loops = flip, int(loops)
         self.stats = Stats()
         self.stop_reason: Optional[str] = None
         self.lost: Optional[SourceError] = None
@@ -117,6 +123,11 @@ class CameraLoop:
             if self.stats.t0 is None:
                 self.stats.t0 = t
             status, frame = self.source.read()
+            if status == END and self.loops != 0:  # --input-loop: play the file or folder again
+                self.loops -= 1 if self.loops > 0 else 0
+                self.source.close()
+                self.source.open()
+                continue
             if status == END:
                 self.stop_reason = self.stop_reason or "end of stream"
                 break
@@ -124,6 +135,7 @@ class CameraLoop:
                 self.stats.dropped += 1
                 continue
             if status == OK:
+                frame = flip_frame(frame, self.flip)
                 out.append((frame, time.time(), (time.perf_counter() - t) * 1e3, getattr(self.source, "current", None)))
         return out
 
@@ -191,7 +203,7 @@ class CameraLoop:
                 ],
             )
             for o in self.outputs:
-                o.write(img)
+                o.write(img, (frame.shape[1], frame.shape[0]))
                 if getattr(o, "closed", False):
                     self.stop_reason = self.stop_reason or "window closed"
         ms["render"] = (time.perf_counter() - t) * 1e3

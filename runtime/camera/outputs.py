@@ -18,6 +18,16 @@ from ..errors import SourceError, UsageError
 from .sources import require_cv2
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+# --output-codec: jetson-inference's names -> OpenCV fourcc (what this OpenCV can encode varies)
+CODECS = {
+    "mjpeg": "MJPG",
+    "mpeg4": "mp4v",
+    "xvid": "XVID",
+    "h264": "avc1",
+    "h265": "hvc1",
+    "vp8": "VP80",
+    "vp9": "VP90",
+}
 MIN_CANVAS = 320  # small frames (e.g. 28x28) are scaled up so the overlay stays legible
 
 
@@ -72,7 +82,7 @@ class Display:
             raise UsageError("no display (DISPLAY is not set); pass --headless or write to a video file")
         self.cv2, self.name, self.closed = cv2, name, False
 
-    def write(self, img: np.ndarray) -> None:
+    def write(self, img: np.ndarray, frame_size=None) -> None:
         self.cv2.imshow(self.name, img)
         key = self.cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27):
@@ -86,9 +96,10 @@ class Display:
 
 
 class VideoOut:
-    """An output video file with the overlay, sized by its first frame."""
+    """An output video file with the overlay: at the input frame's size (never scaled up unasked), or
+    at *size*; *codec* (:data:`CODECS`) instead of the container's default, *bitrate* in bits/s."""
 
-    def __init__(self, path: str, fps: float):
+    def __init__(self, path: str, fps: float, size=None, codec: Optional[str] = None, bitrate: int = 0):
         ext = os.path.splitext(path)[1].lower()
         if ext not in VIDEO_FOURCC:
             raise UsageError(
@@ -98,19 +109,25 @@ class VideoOut:
             )
         check_out_dir(path)
         self.path, self.tmp, self.fps, self.ext = path, temp_sibling(path), float(fps), ext
+        self.fourcc = CODECS[codec] if codec else VIDEO_FOURCC[ext]
+        self.params = _bitrate_params(bitrate)
         self.writer: Any = None
-        self.size: Any = None
+        self.size: Any = tuple(size) if size else None
         self.frames = 0
 
-    def write(self, img: np.ndarray) -> None:
+    def write(self, img: np.ndarray, frame_size=None) -> None:
         cv2 = require_cv2()
         if self.writer is None:
-            self.size = (img.shape[1], img.shape[0])
-            fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[self.ext])
-            self.writer = cv2.VideoWriter(self.tmp, fourcc, self.fps, self.size)
+            self.size = self.size or tuple(frame_size or (img.shape[1], img.shape[0]))
+            fourcc = cv2.VideoWriter_fourcc(*self.fourcc)
+            self.writer = cv2.VideoWriter(self.tmp, fourcc, self.fps, self.size, self.params)
             if not self.writer.isOpened():
                 self.writer = None
-                raise SourceError("{}: OpenCV cannot write this video format here".format(self.path))
+                raise SourceError(
+                    "{}: OpenCV cannot write {} video here (fourcc {}); try another --output-codec or container".format(
+                        self.path, self.ext, self.fourcc
+                    )
+                )
         if (img.shape[1], img.shape[0]) != self.size:
             img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(img)
@@ -121,6 +138,60 @@ class VideoOut:
             self.writer.release()
             self.writer = None
             os.replace(self.tmp, str(self.path))
+
+
+def _bitrate_params(bitrate: int) -> list:
+    """VideoWriter parameters for *bitrate* bits/s (none for 0)."""
+    if not bitrate:
+        return []
+    cv2 = require_cv2()
+    prop = getattr(cv2, "VIDEOWRITER_PROP_BITRATE", None)
+    if prop is None:
+        raise UsageError("--bitrate: this OpenCV ({}) cannot set a video bitrate".format(cv2.__version__))
+    return [prop, int(bitrate)]
+
+
+class RtpOut:
+    """``rtp://HOST:PORT``: H.264 over RTP/UDP through an OpenCV GStreamer pipeline."""
+
+    def __init__(self, uri: str, fps: float, size=None, bitrate: int = 0):
+        from .sources import build_flag
+
+        cv2 = require_cv2()
+        if not build_flag(cv2, "GStreamer"):
+            raise UsageError(
+                "{}: rtp:// output needs OpenCV built with GStreamer (JetPack's python3-opencv); this OpenCV "
+                "has none".format(uri)
+            )
+        host, _, port = uri[len("rtp://") :].rpartition(":")
+        if not host or not port.isdigit():
+            raise UsageError("{}: expected rtp://HOST:PORT".format(uri))
+        kbps = max(1, int(bitrate) // 1000) if bitrate else 4000
+        self.path, self.fps, self.frames = uri, float(fps), 0
+        self.writer: Any = None
+        self.size: Any = tuple(size) if size else None
+        self.pipeline = (
+            "appsrc ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast bitrate={} ! "
+            "rtph264pay config-interval=1 pt=96 ! udpsink host={} port={}".format(kbps, host, port)
+        )
+
+    def write(self, img: np.ndarray, frame_size=None) -> None:
+        cv2 = require_cv2()
+        if self.writer is None:
+            self.size = self.size or tuple(frame_size or (img.shape[1], img.shape[0]))
+            self.writer = cv2.VideoWriter(self.pipeline, cv2.CAP_GSTREAMER, 0, self.fps, self.size, True)
+            if not self.writer.isOpened():
+                self.writer = None
+                raise SourceError("{}: the GStreamer pipeline did not open: {}".format(self.path, self.pipeline))
+        if (img.shape[1], img.shape[0]) != self.size:
+            img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(img)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
 
 
 class JsonLines:

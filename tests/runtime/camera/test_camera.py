@@ -39,6 +39,10 @@ def test_video_sticky_vs_per_frame_routing(tiny_bundle, scenes_video, tmp_path):
         "sticky",
         "--interval",
         "30",
+        "--output-width",
+        3 * SIZE,
+        "--output-height",
+        3 * SIZE,
     )
     assert proc.returncode == 0, proc.stderr
     assert "600 frames" in proc.stdout and "switches" in proc.stdout
@@ -49,7 +53,7 @@ def test_video_sticky_vs_per_frame_routing(tiny_bundle, scenes_video, tmp_path):
     assert s_sum["scene_cuts"] == SCENES - 1 and s_sum["stopped"] == "end of stream"
     first = []
     assert video_frames(str(out_video), first) == SCENES * HOLD
-    # the overlay: frames scaled up to >= 320 px, a dark band with white text on top
+    # the overlay at the size asked for: a dark band with white text on top
     band = first[0][:40].astype(int)
     assert first[0].shape[:2] == (3 * SIZE, 3 * SIZE) and band.mean() < 60 and (band > 200).mean() > 0.01
     assert sorted(os.listdir(tmp_path)) == ["out.mp4", "sticky.jsonl"]  # no temporary file left

@@ -1,0 +1,24 @@
+"""Input frame orientation (``camera --input-flip``), as jetson-inference's video options name it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLIPS = ("none", "horizontal", "vertical", "rotate-180", "clockwise", "counterclockwise")
+
+
+def flip_frame(frame: np.ndarray, how: str) -> np.ndarray:
+    """*frame* mirrored or turned as *how* says (``none``: unchanged, no copy)."""
+    if how == "none":
+        return frame
+    if how == "horizontal":
+        return np.ascontiguousarray(frame[:, ::-1])
+    if how == "vertical":
+        return np.ascontiguousarray(frame[::-1])
+    if how == "rotate-180":
+        return np.ascontiguousarray(frame[::-1, ::-1])
+    if how == "clockwise":
+        return np.ascontiguousarray(np.rot90(frame, k=-1))
+    if how == "counterclockwise":
+        return np.ascontiguousarray(np.rot90(frame, k=1))
+    raise ValueError("unknown flip {!r}; choose one of {}".format(how, ", ".join(FLIPS)))
