@@ -18,6 +18,7 @@ from . import memprobe, stages
 from .engines import MODES, open_backend
 from .project import project
 from .system import gpu_memory, jetson_figures, machine
+from .tegrastats import Sampler
 
 SCHEMA = "edgetool.profile/1"
 
@@ -106,7 +107,8 @@ def run_profile(
         report.update(_timings(bundle, backend, images, iterations, warmup, threads, modes, policies, codecs, step))
         if memory:
             report["memory"] = memory_section(path, threads, step)
-        report["jetson"] = jetson_figures()
+        telemetry = report.pop("telemetry", None)
+        report["jetson"] = jetson_figures(telemetry, report["throughput"]["two_stage_images_per_s"])
         report["projections"] = project(report["stages"], summary["refit_bytes"], summary["codec"])
         report["ratios"] = ratios(report)
         return report
@@ -125,9 +127,10 @@ def _timings(bundle, backend, images, iterations, warmup, threads, modes, polici
                 step("switch stages")
                 out["stages"] = stages.switch_stages(bundle, be, iterations, warmup)
                 out["stages"].update(stages.inference(be, images[:1], iterations, warmup))
-                out["throughput"] = {
-                    "two_stage_images_per_s": stages.throughput(be, bundle, len(images), iterations, warmup)
-                }
+                with Sampler() as tegra:  # Jetson telemetry beside the two-stage throughput, where present
+                    ips = stages.throughput(be, bundle, len(images), iterations, warmup)
+                out["throughput"] = {"two_stage_images_per_s": ips}
+                out["telemetry"] = tegra.result
             step("end to end, " + mode)
             out["end_to_end"][mode] = stages.end_to_end(be, images, max(1, iterations // 4), 1, policies)
         finally:

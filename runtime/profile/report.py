@@ -162,23 +162,27 @@ def header_lines(r: dict) -> List[str]:
 
 
 def jetson_line(j: dict) -> str:
-    """The Jetson figures in words: model, power mode, clocks and one tegrastats sample."""
+    """The Jetson block in words: model, power mode, clocks, tegrastats means, energy per image."""
     if not j.get("available"):
         return "jetson: no Jetson telemetry here ({})".format(j.get("reason", "unknown"))
     pinned = j.get("jetson_clocks")
     clocks = "pinned" if pinned is True else "not pinned" if pinned is False else "unknown"
     parts = ["{}; nvpmodel {}; clocks {}".format(j.get("model"), j.get("nvpmodel") or "unknown", clocks)]
     t = j.get("tegrastats") or {}
-    if "ram_used_mb" in t:
+    if "reason" in t:
+        return "jetson: " + "; ".join(parts + ["tegrastats: " + t["reason"]])
+    parts.append("tegrastats {} samples in {:.1f} s".format(t["samples"], t["seconds"]))
+    if t.get("ram_used_mb") is not None:
         parts.append("RAM {} / {} MB".format(t["ram_used_mb"], t["ram_total_mb"]))
     for key, label in (("gr3d_load_percent", "GPU"), ("emc_load_percent", "EMC")):
-        if key in t:
-            parts.append("{} {}%".format(label, t[key]))
-    rails = t.get("power_mw") or {}
-    if rails:
-        parts.append("power " + ", ".join("{} {} mW".format(n, v["now_mw"]) for n, v in rails.items()))
-    if "reason" in t:
-        parts.append("tegrastats: " + t["reason"])
+        if t.get(key) is not None:
+            parts.append("{} {:.0f}%".format(label, t[key]))
+    if t.get("power_mw"):
+        parts.append("power " + ", ".join("{} {:.0f} mW".format(n, v) for n, v in t["power_mw"].items()))
+    if t.get("total_power"):
+        parts.append("board {:.0f} mW ({})".format(t["total_power"]["mw"], t["total_power"]["from"]))
+    if j.get("energy_mj_per_image") is not None:
+        parts.append("{:.2f} mJ per image ({})".format(j["energy_mj_per_image"], j["energy_at"]))
     return "jetson: " + "; ".join(parts)
 
 

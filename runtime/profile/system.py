@@ -15,11 +15,6 @@ from typing import Dict, Optional
 
 from ..machine import device_tree_model, gpu_info
 
-TEGRASTATS_RAM = re.compile(r"RAM (\d+)/(\d+)MB")
-TEGRASTATS_EMC = re.compile(r"EMC_FREQ (\d+)%")
-TEGRASTATS_GPU = re.compile(r"GR3D_FREQ (\d+)%")
-TEGRASTATS_POWER = re.compile(r"\b([A-Z][A-Z0-9_]+) (\d+)mW/(\d+)mW")
-
 
 def cpu_name() -> str:
     try:
@@ -71,24 +66,6 @@ def gpu_memory() -> Dict[str, object]:
     }
 
 
-def parse_tegrastats(line: str) -> Dict[str, object]:
-    """The figures of one tegrastats line: RAM (shared CPU/GPU), EMC and GR3D load, power rails."""
-    out: Dict[str, object] = {}
-    m = TEGRASTATS_RAM.search(line)
-    if m:
-        out["ram_used_mb"], out["ram_total_mb"] = int(m.group(1)), int(m.group(2))
-    m = TEGRASTATS_EMC.search(line)
-    if m:
-        out["emc_load_percent"] = int(m.group(1))
-    m = TEGRASTATS_GPU.search(line)
-    if m:
-        out["gr3d_load_percent"] = int(m.group(1))
-    rails = {name: {"now_mw": int(now), "avg_mw": int(avg)} for name, now, avg in TEGRASTATS_POWER.findall(line)}
-    if rails:
-        out["power_mw"] = rails
-    return out
-
-
 def _run(cmd, timeout=5.0) -> Optional[str]:
     if not shutil.which(cmd[0]):
         return None
@@ -99,32 +76,20 @@ def _run(cmd, timeout=5.0) -> Optional[str]:
     return p.stdout if p.returncode == 0 else None
 
 
-def tegrastats_sample() -> Optional[str]:
-    """One line of ``tegrastats`` (None where it is absent or prints nothing)."""
-    if not shutil.which("tegrastats"):
-        return None
-    try:
-        p = subprocess.Popen(
-            ["tegrastats", "--interval", "200"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-    except OSError:
-        return None
-    try:
-        line = p.stdout.readline() if p.stdout else ""
-    finally:
-        p.kill()
-        p.wait()
-    return line.strip() or None
-
-
-def jetson_figures() -> Dict[str, object]:
-    """tegrastats, nvpmodel mode and jetson_clocks state on a Jetson; a reason elsewhere."""
+def jetson_figures(telemetry: Optional[Dict[str, object]] = None, images_per_s: Optional[float] = None):
+    """The Jetson block of a profile: the model, the nvpmodel mode, whether the clocks are pinned,
+    the tegrastats means of a measurement (*telemetry*, :class:`.tegrastats.Sampler`) and the
+    energy per image at *images_per_s*; why there is none elsewhere."""
     model = jetson_model()
-    if not model:
-        return {"available": False, "reason": "not a Jetson (no /proc/device-tree/model)"}
-    out: Dict[str, object] = {"available": True, "model": model}
-    line = tegrastats_sample()
-    out["tegrastats"] = parse_tegrastats(line) if line else {"reason": "tegrastats not found or silent"}
+    if not model and telemetry is None:
+        why = "tegrastats printed nothing" if shutil.which("tegrastats") else "not a Jetson: no tegrastats"
+        return {"available": False, "reason": why}
+    out: Dict[str, object] = {"available": True, "model": model or "unknown (no Jetson model in the device tree)"}
+    out["tegrastats"] = telemetry if telemetry is not None else {"reason": "tegrastats not found or silent"}
+    total = (telemetry or {}).get("total_power")
+    if total and images_per_s:
+        out["energy_mj_per_image"] = total["mw"] / images_per_s  # type: ignore[index]
+        out["energy_at"] = "two-stage throughput, {:.1f} images/s".format(images_per_s)
     mode = _run(["nvpmodel", "-q"])
     out["nvpmodel"] = mode.strip().splitlines()[0] if mode else None
     out["jetson_clocks"] = clocks_pinned()

@@ -50,22 +50,81 @@ def test_profile_writes_json_markdown_html(profiled):
     assert "- jetson: no Jetson telemetry here (not a Jetson" in md and "{" not in md  # words, no raw JSON
 
 
-def test_jetson_figures_in_words():
-    from edgetool.runtime.profile.report import jetson_line
-    from edgetool.runtime.profile.system import parse_tegrastats
+LINES = {  # recorded tegrastats lines: board -> (line, input rail, its mW)
+    "nano-jp4": (
+        "RAM 2038/3964MB (lfb 76x4MB) SWAP 0/1982MB (cached 0MB) IRAM 0/252kB(lfb 252kB) "
+        "CPU [13%@1479,9%@1479,7%@1479,4%@1479] EMC_FREQ 7%@1600 GR3D_FREQ 0%@921 APE 25 PLL@33C CPU@36C "
+        "PMIC@100C GPU@34C AO@43C thermal@35C POM_5V_IN 2151/2151 POM_5V_GPU 41/41 POM_5V_CPU 337/337",
+        "POM_5V_IN",
+        2151,
+    ),
+    "tx2-jp4": (
+        "RAM 1903/7854MB (lfb 1041x4MB) SWAP 0/3927MB (cached 0MB) CPU [0%@2035,off,off,0%@2034,0%@2035,0%@2035] "
+        "EMC_FREQ 0%@1866 GR3D_FREQ 0%@1300 APE 150 PLL@38C MCPU@38C PMIC@100C Tboard@34C GPU@36C BCPU@38C "
+        "thermal@37.3C Tdiode@35.25C VDD_SYS_GPU 152/152 VDD_SYS_SOC 686/686 VDD_4V0_WIFI 0/0 VDD_IN 3130/3130 "
+        "VDD_SYS_CPU 152/152 VDD_SYS_DDR 421/421",
+        "VDD_IN",
+        3130,
+    ),
+    "xavier-agx-jp4": (
+        "RAM 1512/15827MB (lfb 3321x4MB) SWAP 0/7914MB (cached 0MB) CPU [1%@1190,0%@1190,off,off,off,off,off,off] "
+        "EMC_FREQ 0%@2133 GR3D_FREQ 0%@1377 APE 150 MTS fg 0% bg 0% AO@35.5C GPU@35C Tdiode@38C PMIC@100C "
+        "AUX@34.5C CPU@36.5C thermal@35.15C Tboard@35C GPU 0/0 CPU 311/311 SOC 1243/1243 CV 0/0 VDDRQ 155/155 "
+        "SYS5V 1528/1528",
+        "SYS5V",
+        1528,
+    ),
+    "orin-agx-jp5": (
+        "RAM 3142/30536MB (lfb 6696x4MB) SWAP 0/15268MB (cached 0MB) CPU [1%@729,0%@729,0%@729,0%@729] "
+        "EMC_FREQ 0%@2133 GR3D_FREQ 0%@[0,0] VIC_FREQ 729 APE 174 CV0@-256C CPU@47.25C SOC2@44.375C "
+        "VDD_GPU_SOC 2380mW/2380mW VDD_CPU_CV 397mW/397mW VIN_SYS_5V0 2720mW/2720mW VDDQ_VDD2_1V8AO 302mW/302mW",
+        "VIN_SYS_5V0",
+        2720,
+    ),
+    "orin-nano-jp6": (
+        "RAM 2448/7620MB (lfb 1x4MB) SWAP 0/3810MB (cached 0MB) CPU [2%@729,1%@729,off,off,0%@729,0%@729] "
+        "EMC_FREQ 3%@2133 GR3D_FREQ 41%@[305] NVENC off NVDEC off NVJPG off VIC off OFA off APE 200 "
+        "cpu@46.5C soc2@45C VDD_IN 4936mW/4936mW VDD_CPU_GPU_CV 718mW/718mW VDD_SOC 1475mW/1475mW",
+        "VDD_IN",
+        4936,
+    ),
+}
 
-    orin = (
-        "RAM 2448/7620MB (lfb 1x4MB) SWAP 0/3810MB CPU [2%@729,1%@729] EMC_FREQ 3%@2133 GR3D_FREQ 41%@[305] "
-        "VDD_IN 5234mW/5100mW VDD_CPU_GPU_CV 1210mW/1180mW VDD_SOC 1500mW/1490mW"
-    )
-    j = {"available": True, "model": "NVIDIA Jetson Orin Nano", "nvpmodel": "NV Power Mode: 15W", "jetson_clocks": True}
-    line = jetson_line(dict(j, tegrastats=parse_tegrastats(orin)))
-    assert line == (
-        "jetson: NVIDIA Jetson Orin Nano; nvpmodel NV Power Mode: 15W; clocks pinned; RAM 2448 / 7620 MB; GPU 41%; "
-        "EMC 3%; power VDD_IN 5234 mW, VDD_CPU_GPU_CV 1210 mW, VDD_SOC 1500 mW"
-    )
-    silent = jetson_line(dict(j, jetson_clocks=None, tegrastats={"reason": "tegrastats not found or silent"}))
-    assert silent.endswith("clocks unknown; tegrastats: tegrastats not found or silent")
+
+@pytest.mark.parametrize("board", sorted(LINES))
+def test_tegrastats_lines_of_every_jetson_generation(board):
+    from edgetool.runtime.profile.tegrastats import parse, summarize
+
+    line, rail, mw = LINES[board]
+    got = parse(line)
+    assert got["ram_total_mb"] > got["ram_used_mb"] > 0 and "emc_load_percent" in got and "gr3d_load_percent" in got
+    assert got["power_mw"][rail] == {"now_mw": mw, "avg_mw": mw}
+    assert not any(k in got["power_mw"] for k in ("RAM", "SWAP", "IRAM", "APE", "CPU@36C", "VIC_FREQ"))
+    s = summarize([got, got], 1.0)
+    assert s["total_power"] == {"mw": mw, "from": rail} and s["samples"] == 2
+
+
+def test_profile_reports_jetson_telemetry_from_tegrastats(tiny_bundle, tmp_path):
+    line = LINES["orin-nano-jp6"][0]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "tegrastats"
+    fake.write_text('#!/bin/sh\nwhile true; do echo "{}"; sleep 0.05; done\n'.format(line))
+    fake.chmod(0o755)
+    out = tmp_path / "p"
+    args = ["profile", tiny_bundle, "--out", out, "--iterations", "3", "--warmup", "0", "--batch", "4"]
+    args += ["--modes", "one-engine", "--policies", "per-image", "--no-memory", "--threads", "1"]
+    p = run_cli(*args, env={"PATH": "{}:{}".format(bin_dir, os.environ["PATH"])}, timeout=900)
+    assert p.returncode == 0, p.stderr
+    with open(out / "profile.json") as f:
+        j = json.load(f)["jetson"]
+    t = j["tegrastats"]
+    assert j["available"] and t["samples"] >= 1 and t["total_power"] == {"mw": 4936, "from": "VDD_IN"}
+    assert t["gr3d_load_percent"] == 41 and t["ram_used_mb"] == 2448
+    ips = json.load(open(out / "profile.json"))["throughput"]["two_stage_images_per_s"]
+    assert j["energy_mj_per_image"] == pytest.approx(4936 / ips)
+    md = (out / "profile.md").read_text()
+    assert "board 4936 mW (VDD_IN)" in md and "{:.2f} mJ per image".format(4936 / ips) in md
 
 
 def test_profile_json_schema_and_percentiles(profiled):
