@@ -40,6 +40,11 @@ COMMANDS = {
         "Write a bundle (base.onnx + int8 deltas) from a training run.",
     ),
     "camera": ("edgetool.runtime.camera.cli", "camera", "Classify camera, stream, video or image-folder frames live."),
+    "serve": (
+        "edgetool.runtime.camera.cli",
+        "serve_command",
+        "The camera loop on what a deploy root serves, following its deploys and rollbacks.",
+    ),
     "classify": ("edgetool.runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
     "inspect": ("edgetool.runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
     "profile": ("edgetool.runtime.profile.cli", "profile", "Latency and memory reports of a bundle."),

@@ -132,8 +132,26 @@ def camera(bundle, input_uri, output, **o):
     INPUT:  csi://0 | /dev/video0 | v4l2:///dev/video0 | rtsp://host:port/path | file.mp4 | image folder
     OUTPUT: display://0 (the default unless --headless) | out.mp4 / out.avi / out.mkv | rtp://host:port
     """
-    from ..cli import open_bundle
-    from .schedule import SceneCut, Smoother, check_settings
+    from .served import Served
+
+    _session(input_uri, output, o, lambda *args: Served(bundle, *args))
+
+
+def serve(root, input_uri, output, **o):
+    """Run the camera loop on the version deploy root ROOT serves (ROOT/current), and follow it: after
+    a deploy or a rollback the new version is loaded beside the old one and takes over between two
+    frames; one that fails to load is logged and the old one keeps serving.  INPUT defaults to csi://0.
+    Every JSON record names the version that classified its frame; `edgetool status` shows it.
+    `edgetool target service` writes a systemd unit that runs this."""
+    from .served import Follower
+
+    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    _session(input_uri, output, o, lambda *args: Follower(root, *args, log=log))
+
+
+def _session(input_uri, output, o, make_served):
+    """Check the options, open the source and what is served, run the loop, report."""
+    from .schedule import SceneCut, check_settings
     from .sources import Options, ReconnectingSource, open_source
 
     _check_options(o["batch"], o["max_frames"], o["output_rate"], o["as_json"], o["json_out"])
@@ -143,22 +161,21 @@ def camera(bundle, input_uri, output, **o):
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
     src = open_source(input_uri, Options(o["input_width"], o["input_height"], o["input_rate"]))
     source = ReconnectingSource(src, attempts=o["reconnect"], delay=o["reconnect_delay"], log=log)
-    b = open_bundle(bundle)
-    smoother = Smoother(b, o["smoothing"])
-    source.open()
+    kw = {"threads": o["threads"]} if o["backend"] == "onnxruntime" and o["threads"] else {}
+    clf_kw = {k: o[k] for k in ("policy", "enter", "leave", "interval", "gate", "beta")}
+    clf_kw["k"] = o["topk"]
+    served = make_served(o["backend"], kw, clf_kw, o["smoothing"])
     try:
-        kw = {"threads": o["threads"]} if o["backend"] == "onnxruntime" and o["threads"] else {}
-        clf_kw = {k: o[k] for k in ("policy", "enter", "leave", "interval", "gate", "beta")}
-        clf_kw["k"] = o["topk"]
+        source.open()
         status = sys.stderr.isatty() and not o["as_json"]
         loop_kw = dict(batch=o["batch"], cut=cut, max_frames=o["max_frames"], log=log, status=status)
-        loop_kw.update(smoother=smoother if smoother.active else None, flip=o["input_flip"], loops=o["input_loop"])
+        loop_kw.update(flip=o["input_flip"], loops=o["input_loop"])
         fps = src.fps or o["input_rate"] or o["output_rate"]
         json_path = o["json_out"] if o["json_out"] else ("-" if o["as_json"] else None)
-        spec = (output, o["headless"], fps, video)
-        loop, summary = run_loop(b, o["backend"], kw, source, clf_kw, loop_kw, spec, json_path)
+        loop, summary = run_loop(served, source, loop_kw, (output, o["headless"], fps, video), json_path)
     finally:
         source.close()
+        served.close()
     _report(loop, summary, o["as_json"])
 
 
@@ -198,24 +215,37 @@ def _report(loop, summary, as_json):
         raise Terminated(signal.SIGTERM)
 
 
-def run_loop(bundle, backend, backend_kw, source, clf_kw, loop_kw, output_spec, json_path):
-    """Load the backend, open the outputs, run the loop; the JSON lines end with the summary."""
-    from ..cli import make_backend
+def run_loop(served, source, loop_kw, output_spec, json_path):
+    """Open the outputs and run the loop on what *served* serves; the JSON lines end with the summary."""
     from .loop import CameraLoop
     from .outputs import JsonLines
-    from .schedule import StreamClassifier
 
-    with make_backend(bundle, backend, **backend_kw) as be:
-        clf = StreamClassifier(be, **clf_kw)
-        outputs = build_outputs(*output_spec)
-        jl = None if json_path is None else JsonLines(None if json_path == "-" else json_path)
-        loop = CameraLoop(source, clf, bundle.input, outputs=outputs, json_out=jl, **loop_kw)
-        clf.on_error = loop.error
-        try:
-            summary = loop.run()
-            if jl is not None:
-                jl.write(summary)
-        finally:
-            if jl is not None:
-                jl.close()
+    outputs = build_outputs(*output_spec)
+    jl = None if json_path is None else JsonLines(None if json_path == "-" else json_path)
+    smoother = served.smoother if served.smoother.active else None
+    loop = CameraLoop(
+        source, served.clf, served.bundle.input, outputs=outputs, json_out=jl, smoother=smoother, **loop_kw
+    )
+    loop.served, loop.version = served, served.version
+    served.clf.on_error = loop.error
+    try:
+        summary = loop.run()
+        if jl is not None:
+            jl.write(summary)
+    finally:
+        if jl is not None:
+            jl.close()
     return loop, summary
+
+
+serve_command = click.Command(
+    "serve",
+    callback=serve,
+    help=serve.__doc__,
+    params=[
+        click.Argument(["root"], type=click.Path()),
+        click.Argument(["input_uri"], metavar="[INPUT]", required=False, default="csi://0"),
+        click.Argument(["output"], required=False),
+    ]
+    + [p for p in camera.params if isinstance(p, click.Option)],
+)

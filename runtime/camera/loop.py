@@ -66,6 +66,8 @@ class CameraLoop:
         self.batch, self.cut, self.smoother = max(1, int(batch)), cut, smoother
         self.max_frames, self.log, self.status = int(max_frames), log, status
         self.flip, self.loops = flip, int(loops)
+        self.served: Any = None  # what is served (.served.Served); polled between batches
+        self.version: Optional[str] = None  # the deploy root's version being served (edgetool serve)
         self.stats = Stats()
         self.stop_reason: Optional[str] = None
         self.lost: Optional[SourceError] = None
@@ -80,6 +82,11 @@ class CameraLoop:
     def stopped(self) -> bool:
         return self.stop_reason is not None
 
+    def swap(self, clf, spec: dict, version: Optional[str], smoother=None) -> None:
+        """Serve *clf* (of another bundle) from the next frame on."""
+        self.clf, self.spec, self.version, self.smoother = clf, spec, version, smoother
+        clf.on_error = self.error
+
     def error(self, msg: str) -> None:
         self.stats.errors.append(msg)
         self.log("warning: " + msg)
@@ -91,6 +98,8 @@ class CameraLoop:
                 handlers[s] = signal.signal(s, self._on_signal)
         try:  # the source is open already
             while not self.stopped():
+                if self.served is not None:
+                    self.served.poll(self)  # a deploy or rollback: the next frames go to the new version
                 frames = self._capture()
                 if frames:
                     self._process(frames)
@@ -184,6 +193,8 @@ class CameraLoop:
         record = {"type": "frame", "frame": st.frames, "time": stamp}
         if image is not None:
             record["image"] = image  # as `classify --json` names it
+        if self.version is not None:
+            record["version"] = self.version
         if self.smoother is not None and self.smoother.active:
             record.update(self.smoother(pred))
             record["frame_prediction"] = shown

@@ -80,11 +80,18 @@ def _signed_by(key) -> str:
     return "" if key is None else " (unsigned)" if key == "unsigned" else " (signed by key {})".format(key)
 
 
+def _serving_line(s) -> str:
+    if not s:
+        return "serving   nothing (no edgetool serve runs on this root)"
+    return "serving   {} (edgetool serve, pid {}, since {})".format(s.get("version"), s.get("pid"), s.get("since"))
+
+
 def format_status(st: Dict) -> str:
     lines = [
         "root      {}".format(st["root"]),
         "current   {}{}".format(st.get("current") or "none", _signed_by(st.get("current_signed_by"))),
         "previous  {}".format(st.get("previous") or "none"),
+        _serving_line(st.get("serving")),
     ]
     for v in st.get("versions", []):
         mark = "*" if v == st.get("current") else " "

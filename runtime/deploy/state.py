@@ -20,6 +20,7 @@ import time
 from typing import Dict, List, Optional
 
 from ..bundle.signature import signature_key_id
+from ..camera.served import serving
 from ..errors import DeployError, SignatureError, UsageError
 from .fsutil import Lock, atomic_json, atomic_symlink, read_json
 
@@ -159,6 +160,7 @@ class DeviceRoot:
             "root": self.root,
             "current": current,
             "current_signed_by": self.signer(current),
+            "serving": serving(self.root),
             "previous": st.get("previous"),
             "versions": versions,
             "staging": staging,

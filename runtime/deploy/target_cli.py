@@ -141,3 +141,45 @@ def config(root, accept_unsigned):
     """Device policy: accept unsigned bundles, or require a trusted signature (the default)."""
     cfg = _target(root).set_config(accept_unsigned=accept_unsigned)
     click.echo("{}: accept_unsigned = {}".format(root, str(cfg["accept_unsigned"]).lower()))
+
+
+@target.command("service")
+@click.argument("root")
+@click.argument("input_uri", metavar="[INPUT]", required=False, default="csi://0")
+@click.argument("output", required=False)
+@click.option(
+    "--out",
+    "unit_path",
+    default="edgetool-serve.service",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The unit file to write (nothing is installed or enabled here).",
+)
+@click.option("--user", default=None, show_default="the user running this", help="The user the service runs as.")
+@click.option(
+    "--serve-args",
+    default="--headless",
+    show_default=True,
+    help='More options of edgetool serve, as one string (e.g. "--headless --json-out /var/log/labels.jsonl").',
+)
+def service(root, input_uri, output, unit_path, user, serve_args):
+    """Write a systemd unit that runs `edgetool serve ROOT INPUT [OUTPUT]`, following every deploy
+    and rollback of ROOT; install and enable it yourself (the command says how)."""
+    import os
+    import shlex
+
+    from ..errors import UsageError
+    from ..files import check_output, write_bytes_atomic
+    from .service import unit_text
+
+    if not os.path.isdir(root):
+        raise UsageError("{}: no such deploy root".format(root))
+    check_output(unit_path, "--out")
+    try:
+        extra = shlex.split(serve_args)
+    except ValueError as exc:
+        raise UsageError("--serve-args: {}".format(exc)) from None
+    write_bytes_atomic(unit_path, unit_text(root, input_uri, output, extra, user).encode("utf-8"))
+    name = os.path.basename(unit_path)
+    click.echo("wrote {}; to run it at boot: sudo cp {} /etc/systemd/system/ && sudo systemctl daemon-reload "
+               "&& sudo systemctl enable --now {}".format(unit_path, unit_path, name))  # fmt: skip
