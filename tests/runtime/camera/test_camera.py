@@ -46,6 +46,7 @@ def test_video_sticky_vs_per_frame_routing(tiny_bundle, scenes_video, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "600 frames" in proc.stdout and "switches" in proc.stdout
+    assert "\npolicy sticky enter=0.6 leave=0.4 interval=30" in proc.stdout  # words, not "policy policy=sticky"
     sticky, s_sum = records(out_json.read_text())
     check_frame_records(sticky, SCENES * HOLD)
     assert s_sum["frames"] == SCENES * HOLD and s_sum["dropped_frames"] == 0 and s_sum["errors"] == 0

@@ -90,6 +90,11 @@ def test_keygen_and_signature_checks(deploy_kit, tmp_path):
 
     proc = run_cli("keygen", tmp_path / "k")
     assert proc.returncode == 0 and oct(os.stat(tmp_path / "k.key").st_mode & 0o777) == "0o600"
+    # the public key goes to the device, and `target trust` runs there with the device's own path
+    assert (
+        "copy {} to each device, then run there: edgetool target trust ROOT k.pub".format(tmp_path / "k.pub")
+        in proc.stdout
+    )
     proc = no_traceback(run_cli("keygen", tmp_path / "k"))
     assert proc.returncode != 0 and "refusing to overwrite" in proc.stderr
     trust = tmp_path / "trust"
