@@ -40,6 +40,9 @@ def test_every_option_shows_its_default():
         assert re.search(re.escape(flag) + r" INTEGER[^[]*\[default:\s+{}\]".format(default), text), flag
     assert re.search(r"--lr FLOAT[^[]*\[default:\s+0\.003\]", text)
     assert "upper bound" in text.split("--ft-epochs")[1].split("--ft-lr")[0]  # the oracle's epochs
+    val = " ".join(text.split("--val-fraction")[1].split("\n  -")[0].split())  # every choice it drives
+    for drives in ("export's routing", "--adaptive", "flat control", "hierarchy learn"):
+        assert drives in val, val
 
 
 def test_every_option_has_help():
