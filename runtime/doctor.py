@@ -224,7 +224,7 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
         add(
             "tensorrt engine",
             PASS,
-            "{} engine ready in {:.1f} s ({} refittable tensors as {} {} weights{})".format(
+            "{} engine ready in {:.1f} s ({} tensors refitted per switch, as {} {} weights{})".format(
                 be.precision,
                 time.perf_counter() - t0,
                 len(be.plan),

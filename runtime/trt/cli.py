@@ -8,6 +8,7 @@ NVIDIA's own tools.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import time
@@ -17,6 +18,8 @@ import click
 
 from ..errors import UsageError, require
 from ..options import device_profile_option, weights_option
+
+log = logging.getLogger(__name__)
 
 
 @click.group()
@@ -38,7 +41,7 @@ def engine():
     "--refit-individual/--refit-all",
     default=True,
     show_default=True,
-    help="TensorRT >= 10: mark only the weights some delta changes as refittable.",
+    help="TensorRT >= 10: mark only the weights some delta changes (the manifest's refit.changed) as refittable.",
 )
 @click.option("--strip-weights", is_flag=True, help="Write a weight-stripped plan (TensorRT >= 10).")
 @weights_option(
@@ -112,8 +115,17 @@ def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form
 
 
 def _changed_tensors(b):
-    """The tensors some delta of bundle *b* changes: the only ones an individual refit marks refittable."""
-    names = b.layout.changed_tensors(b.read_delta(k) for k in range(b.num_superclasses))
+    """The tensors some delta of bundle *b* changes (the manifest's ``refit.changed``, else computed from
+    the deltas): the only ones an individual refit marks refittable."""
+    from ..bundle.refit_set import refit_set
+
+    names, recorded = refit_set(b)
+    log.info(
+        "refit set: %d of %d tensors (%s)",
+        len(names),
+        len(b.layout.tensors),
+        "refit.changed" if recorded else "computed from the deltas",
+    )
     return [b.layout.by_name[n] for n in names]
 
 
