@@ -94,8 +94,10 @@ class TrtBackend(Backend):
             bundle.head_width,
             self.max_batch,
         )
-        self.sub = EngineRunner(*args)  # the refittable engine
-        self.fixed = EngineRunner(*args) if mode == "two-engine" else None  # never refitted: the base
+        static = bool(entry is not None and entry.get("static_batch"))  # a DLA engine: one batch size
+        self.engine_entry = entry
+        self.sub = EngineRunner(*args, static=static)  # the refittable engine
+        self.fixed = EngineRunner(*args, static=static) if mode == "two-engine" else None  # never refitted: the base
         self.sub_loaded = BASE
         self._setup_refitter()
 

@@ -70,7 +70,8 @@ class Builder:
         return Config(self.trt)
 
     def create_optimization_profile(self):
-        return SimpleNamespace(set_shape=lambda *a: None)
+        shapes = []
+        return SimpleNamespace(shapes=shapes, set_shape=lambda *a: shapes.append(a))
 
     def build_serialized_network(self, network, config):
         self.trt.builds.append((network, config))
@@ -107,6 +108,11 @@ class Engine:
 
     def create_execution_context(self):
         return SimpleNamespace()
+
+    def create_engine_inspector(self):
+        """Lists one made-up layer per weight (no device: the default profiling verbosity has none)."""
+        layers = ["layer of {}".format(w) for w in self.plan["weights"]]
+        return SimpleNamespace(get_engine_information=lambda fmt: json.dumps({"Layers": layers, "Bindings": []}))
 
 
 class Refitter:
@@ -171,6 +177,7 @@ def fake_tensorrt(version, dla_cores=0, fused=None):
     trt.MemoryPoolType = SimpleNamespace(WORKSPACE="WORKSPACE")
     trt.DeviceType = SimpleNamespace(GPU="GPU", DLA="DLA")
     trt.TensorLocation = SimpleNamespace(DEVICE="DEVICE", HOST="HOST")
+    trt.LayerInformationFormat = SimpleNamespace(JSON="JSON", ONELINE="ONELINE")
     trt.int8, trt.float32, trt.float16 = np.int8, np.float32, np.float16
     trt.Weights = _weights
     trt.Runtime = lambda logger: SimpleNamespace(deserialize_cuda_engine=lambda plan: Engine(json.loads(plan)))
@@ -200,14 +207,21 @@ class HostApplier:
 
 
 class Runner:
-    """EngineRunner without a GPU: holds the deserialized engine, runs nothing."""
+    """EngineRunner without a GPU: holds the deserialized engine, runs nothing; its inspector is the real one's."""
 
-    def __init__(self, trt, cuda, plan, stream, *args):
+    def __init__(self, trt, cuda, plan, stream, *args, static=False):
+        self.trt, self.static = trt, static
         self.engine = trt.Runtime(None).deserialize_cuda_engine(plan)
+
+    def layer_names(self):
+        from edgetool.runtime.trt.runner import EngineRunner
+
+        return EngineRunner.layer_names(self)
 
 
 def install(monkeypatch, version, dla_cores=0, fused=None):
     """Put the fake tensorrt (returned), a pycuda stand-in and the host-memory GPU objects in place."""
+    from edgetool.runtime import machine
     from edgetool.runtime.trt import backend, delta_apply
 
     trt = fake_tensorrt(version, dla_cores, fused)
@@ -220,6 +234,7 @@ def install(monkeypatch, version, dla_cores=0, fused=None):
     monkeypatch.setitem(sys.modules, "pycuda.autoinit", types.ModuleType("pycuda.autoinit"))
     monkeypatch.setattr(backend, "EngineRunner", Runner)
     monkeypatch.setattr(backend, "gpu_name", lambda: "Fake GPU")
+    monkeypatch.setattr(machine, "gpu_name", lambda: "Fake GPU")
     monkeypatch.setattr(delta_apply, "DeviceDeltaApplier", HostApplier)
     return trt
 
