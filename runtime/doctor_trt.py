@@ -1,4 +1,5 @@
-"""``edgetool doctor``'s TensorRT checks: the engine against ONNX Runtime, and refit timing.
+"""``edgetool doctor``'s TensorRT checks: the engine against ONNX Runtime, refit timing with the outputs
+checked after every refit, the refit penalty (refittable / non-refittable latency) and a DLA engine's line.
 
 Each check is one :class:`~.check_status.Check` line, added through the ``add`` callback of
 :func:`.doctor.run`.
@@ -23,6 +24,7 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
         add("tensorrt engine", SKIP, str(MissingDependencyError("tensorrt")))
         add("tensorrt vs onnxruntime", SKIP, "needs TensorRT")
         add("refit timing", SKIP, "needs TensorRT")
+        add("refit penalty", SKIP, "needs TensorRT")
         return
     if not gpu.get("available"):
         add("tensorrt engine", SKIP, "no GPU")
@@ -50,7 +52,8 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
     dla_report(add, be)
     with be:
         compare_to_reference(add, be, bundle, samples, reference, atol_rel)
-        refit_timing(add, be, bundle, refits)
+        refit_timing(add, be, bundle, refits, samples, reference, atol_rel)
+        penalty_check(add, be, samples)
 
 
 def uses_features(bundle) -> bool:
@@ -59,14 +62,11 @@ def uses_features(bundle) -> bool:
     return bool(r is not None and r.learned is not None and r.learned.features)
 
 
-def _rel(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(out - ref).max() / max(1e-6, np.abs(ref).max()))
-
-
 def compare_to_reference(add, be, bundle, samples, reference, atol_rel):
     """Every network on the engine against ONNX Runtime's logits, and its pooled features where
     the router reads them (each network still runs without a reference)."""
     from .backends.base import head_rows, targets
+    from .backends.verify import compare
 
     worst, worst_f, agree, features = 0.0, 0.0, True, uses_features(bundle)
     for target in targets(bundle.num_superclasses):
@@ -75,11 +75,10 @@ def compare_to_reference(add, be, bundle, samples, reference, atol_rel):
         if reference is None:
             continue
         ref, ref_f = reference[target]
-        n = head_rows(bundle, target)
-        worst = max(worst, _rel(out[:, :n], ref[:, :n]))
-        agree &= bool((out[:, :n].argmax(1) == ref[:, :n].argmax(1)).all())
+        same, rel = compare(out, ref, head_rows(bundle, target))
+        worst, agree = max(worst, rel), agree and same
         if features:
-            worst_f = max(worst_f, _rel(cast(np.ndarray, feats), ref_f))
+            worst_f = max(worst_f, compare(cast(np.ndarray, feats), ref_f, ref_f.shape[1])[1])
     if reference is not None:
         ok = agree and max(worst, worst_f) <= atol_rel
         also = ", the router's features {:.2%} of their range".format(worst_f) if features else ""
@@ -91,22 +90,56 @@ def compare_to_reference(add, be, bundle, samples, reference, atol_rel):
         )
 
 
-def refit_timing(add, be, bundle, refits):
-    from .backends.base import summarize
+def refit_timing(add, be, bundle, refits, samples=None, reference=None, atol_rel=0.05):
+    """The refit time per switch (``trtexec --timeRefit`` style) over *refits* forced switches through every
+    network, the base included; with a *reference*, the samples after each refit against ONNX Runtime's."""
+    from .backends.base import head_rows, summarize, targets
+    from .backends.verify import compare, describe
 
+    cycle = targets(bundle.num_superclasses)
     be.timings.clear()
+    worst, bad = 0.0, []
     for i in range(refits):
-        be.switch(i % bundle.num_superclasses, force=True)
+        target = cycle[(i + 1) % len(cycle)]  # subclass 0 first, the base network after the last subclass
+        be.switch(target, force=True)
+        if reference is not None:
+            agree, rel = compare(be.infer(samples), reference[target][0], head_rows(bundle, target))
+            worst = max(worst, rel)
+            if not agree or rel > atol_rel:
+                bad.append("refit {} ({})".format(i + 1, describe(bundle, target)))
     s = summarize(be.timings.samples.get("refit", []))
     sw = summarize(be.timings.samples.get("switch", []))
-    add(
-        "refit timing",
-        PASS,
+    detail = (
         "refit: mean {:.3f} ms, median {:.3f} ms, p90 {:.3f} ms, p99 {:.3f} ms; whole switch "
         "(decode + H2D + kernel + refit) median {:.3f} ms over {} switches".format(
             s["mean"], s["median"], s["p90"], s["p99"], sw["median"], sw["count"]
-        ),
+        )
     )
+    if reference is not None:
+        detail += "; the samples after each refit {} ONNX Runtime's (max |diff| {:.2%}, limit {:.0%}){}".format(
+            "DIFFER FROM" if bad else "match", worst, atol_rel, ": " + ", ".join(bad[:4]) if bad else ""
+        )
+    add("refit timing", FAIL if bad else PASS, detail)
+
+
+def penalty_check(add, be, samples) -> None:
+    """The refittable engine's latency over a non-refittable one's (:mod:`.trt.penalty`), reported as a figure."""
+    from .trt.penalty import TARGET, refit_penalty
+
+    try:
+        p = refit_penalty(be, samples)
+    except Exception as exc:
+        add("refit penalty", FAIL, "non-refittable reference engine: {}: {}".format(type(exc).__name__, exc))
+        return
+    add(
+        "refit penalty",
+        INFO,
+        "refittable {:.3f} ms / non-refittable {:.3f} ms per batch of {} (medians of {}) = {:.3f}, {} the {} "
+        "target".format(
+            p["refittable_ms"], p["fixed_ms"], p["batch"], p["iterations"], p["ratio"],
+            "within" if p["within"] else "ABOVE", TARGET,
+        ),
+    )  # fmt: skip
 
 
 def dla_report(add, be) -> None:

@@ -8,7 +8,7 @@ import click
 
 from ..choices import STREAM_POLICIES
 from ..errors import UsageError
-from ..options import backend_option, routing_options
+from ..options import backend_option, routing_options, verify_switch_option
 
 POLICY_HELP = (
     "Routing: sticky (subclass network stays loaded, with hysteresis), per-image (superclass "
@@ -86,6 +86,7 @@ def build_outputs(output, headless, fps):
     "--output-rate", default=30.0, show_default=True, help="Output video frame rate when the source has none."
 )
 @click.option("--threads", default=0, show_default=True, help="onnxruntime: intra-op threads (0: its default).")
+@verify_switch_option
 def camera(
     bundle,
     input_uri,
@@ -112,6 +113,7 @@ def camera(
     reconnect_delay,
     output_rate,
     threads,
+    verify_switch,
 ):
     """Classify frames from INPUT live with BUNDLE; show or write them to OUTPUT.
 
@@ -134,6 +136,7 @@ def camera(
     source.open()
     try:
         kw = {"threads": threads} if backend == "onnxruntime" and threads else {}
+        kw.update({"verify_switch": log} if verify_switch else {})
         clf_kw = dict(policy=policy, enter=enter, leave=leave, interval=interval, gate=gate, k=topk, beta=beta)
         smooth = smoother if smoother.active else None
         status = sys.stderr.isatty() and not as_json

@@ -72,7 +72,7 @@ class TrtBackend(Backend):
         trt = require("tensorrt")
         cuda = require("pycuda.driver")
         require("pycuda.autoinit")
-        self.trt, self.cuda, self.mode = trt, cuda, mode
+        self.trt, self.cuda, self.mode, self.workspace_mb = trt, cuda, mode, workspace_mb
         self.version = trt_version(trt)
         if self.version < (8, 2):
             raise DeviceError("TensorRT {} is too old: edgetool needs TensorRT 8.2 or newer".format(trt.__version__))

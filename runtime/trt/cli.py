@@ -23,6 +23,7 @@ dla_option = click.option(
     "--dla-core",
     "dla",
     default=None,
+    show_default="GPU only",
     metavar="N|auto",
     help="Run the layers a DLA can run on DLA core N of the device profile's (auto: core 0), the others on the "
     "GPU. A DLA engine has one batch size: --max-batch, default 1.",
@@ -44,7 +45,7 @@ def engine():
     default=None,
     type=int,
     show_default="the device profile's max_batch",
-    help="Largest batch of the optimization profile.",
+    help="Largest batch of the optimization profile (with --dla-core: the engine's one batch, default 1).",
 )
 @click.option(
     "--refit-individual/--refit-all",

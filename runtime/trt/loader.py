@@ -112,8 +112,19 @@ def precision_flags(trt, config, precision: str):
     return config
 
 
-def refit_flags(trt, network, config, form: str, refit_only: Optional[Sequence] = None, strip_weights: bool = False):
-    """``REFIT``, or ``REFIT_INDIVIDUAL`` with *refit_only* marked; ``STRIP_PLAN`` on request."""
+def refit_flags(
+    trt,
+    network,
+    config,
+    form: str,
+    refit_only: Optional[Sequence] = None,
+    strip_weights: bool = False,
+    refittable: bool = True,
+):
+    """``REFIT``, or ``REFIT_INDIVIDUAL`` with *refit_only* marked; ``STRIP_PLAN`` on request; nothing when not
+    *refittable* (the non-refittable engine ``doctor`` measures the refit penalty against)."""
+    if not refittable:
+        return config
     if refit_only is not None and hasattr(trt.BuilderFlag, "REFIT_INDIVIDUAL"):
         config.set_flag(trt.BuilderFlag.REFIT_INDIVIDUAL)
         for spec in refit_only:
@@ -167,12 +178,14 @@ def build_engine(
     strip_weights: bool = False,
     form: Optional[str] = None,
     dla_core: Optional[int] = None,
+    refittable: bool = True,
 ) -> bytes:
     """Build a serialized engine (plan) on this device.
 
     *refit_only*: the packed tensors (layout specs) to mark refittable with REFIT_INDIVIDUAL;
     *form*: the weight form (see :mod:`.weight_forms`), by default the one for this version;
-    *dla_core*: run on that DLA core with GPU fallback, at the one batch *max_batch* (DLA shapes are static).
+    *dla_core*: run on that DLA core with GPU fallback, at the one batch *max_batch* (DLA shapes are static);
+    not *refittable*: no refit flag at all (a reference for the cost of refittability).
     """
     trt = import_trt()
     form = weight_form(trt_version(trt), precision, form)
@@ -180,7 +193,7 @@ def build_engine(
     builder = trt.Builder(logger)
     config = precision_config(trt, builder, precision, workspace_mb)
     network, _parser = parse_network(trt, builder, logger, model_bytes, form, precision)
-    refit_flags(trt, network, config, form, refit_only, strip_weights)
+    refit_flags(trt, network, config, form, refit_only, strip_weights, refittable)
     dla_flags(trt, builder, config, dla_core)
     batch_profile(builder, config, input_name, input_shape, max_batch, opt_batch, static=dla_core is not None)
     how = "strongly typed" if strongly_typed(trt, precision) else "precision flags"

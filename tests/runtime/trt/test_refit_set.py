@@ -222,3 +222,15 @@ def test_a_switch_to_a_delta_outside_the_set_keeps_the_network_serving(monkeypat
         with pytest.raises(SwitchError, match="still serving subclass network 1.*fc.bias"):
             be.switch(0)
         assert be.current == 1 and len(be.sub.engine.refits) == refits
+
+
+def test_inspect_shows_the_refit_set(capsys, bundle):
+    with pytest.raises(SystemExit):
+        main(["inspect", bundle])
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("refit ")]
+    assert line.startswith("refit       29 tensors, ") and line.endswith("; 5 changed by some delta (refit.changed)")
+    edit(bundle, lambda m: m["refit"].pop("changed"))
+    with pytest.raises(SystemExit):
+        main(["inspect", bundle])
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("refit ")]
+    assert line.endswith(" bytes packed")

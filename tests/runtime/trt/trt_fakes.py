@@ -207,11 +207,16 @@ class HostApplier:
 
 
 class Runner:
-    """EngineRunner without a GPU: holds the deserialized engine, runs nothing; its inspector is the real one's."""
+    """EngineRunner without a GPU: holds the deserialized engine and counts runs (zeros out); its inspector
+    is the real one's."""
 
-    def __init__(self, trt, cuda, plan, stream, *args, static=False):
-        self.trt, self.static = trt, static
+    def __init__(self, trt, cuda, plan, stream, input_name, output_name, input_shape, head, max_batch, static=False):
+        self.trt, self.static, self.head, self.runs = trt, static, head, 0
         self.engine = trt.Runtime(None).deserialize_cuda_engine(plan)
+
+    def infer(self, batch, features=False):
+        self.runs += 1
+        return np.zeros((len(batch), self.head), dtype=np.float32)
 
     def layer_names(self):
         from edgetool.runtime.trt.runner import EngineRunner
@@ -222,7 +227,7 @@ class Runner:
 def install(monkeypatch, version, dla_cores=0, fused=None):
     """Put the fake tensorrt (returned), a pycuda stand-in and the host-memory GPU objects in place."""
     from edgetool.runtime import machine
-    from edgetool.runtime.trt import backend, delta_apply
+    from edgetool.runtime.trt import backend, delta_apply, penalty
 
     trt = fake_tensorrt(version, dla_cores, fused)
     driver = types.ModuleType("pycuda.driver")
@@ -233,6 +238,7 @@ def install(monkeypatch, version, dla_cores=0, fused=None):
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setitem(sys.modules, "pycuda.autoinit", types.ModuleType("pycuda.autoinit"))
     monkeypatch.setattr(backend, "EngineRunner", Runner)
+    monkeypatch.setattr(penalty, "EngineRunner", Runner)
     monkeypatch.setattr(backend, "gpu_name", lambda: "Fake GPU")
     monkeypatch.setattr(machine, "gpu_name", lambda: "Fake GPU")
     monkeypatch.setattr(delta_apply, "DeviceDeltaApplier", HostApplier)
