@@ -104,7 +104,7 @@ def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form
         form=form,
         dla_core=core,
     )
-    individual = changed is not None and trt_version(trt) >= (10, 0)
+    individual = bool(changed) and trt_version(trt) >= (10, 0)
     entry = add_engine(bundle, plan, _engine_meta(trt, profile, form, batch, individual, strip_weights, core))
     click.echo(
         "engine: {} ({} bytes, {} with {} weights{}, TensorRT {}, built in {:.1f} s)".format(

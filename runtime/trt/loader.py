@@ -122,10 +122,11 @@ def refit_flags(
     refittable: bool = True,
 ):
     """``REFIT``, or ``REFIT_INDIVIDUAL`` with *refit_only* marked; ``STRIP_PLAN`` on request; nothing when not
-    *refittable* (the non-refittable engine ``doctor`` measures the refit penalty against)."""
+    *refittable* (the non-refittable engine ``doctor`` measures the refit penalty against).  An empty
+    *refit_only* (a flat bundle: no delta changes anything) keeps ``REFIT``, so the engine still takes a refitter."""
     if not refittable:
         return config
-    if refit_only is not None and hasattr(trt.BuilderFlag, "REFIT_INDIVIDUAL"):
+    if refit_only and hasattr(trt.BuilderFlag, "REFIT_INDIVIDUAL"):
         config.set_flag(trt.BuilderFlag.REFIT_INDIVIDUAL)
         for spec in refit_only:
             target = engine_name(spec, form)

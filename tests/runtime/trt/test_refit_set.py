@@ -126,6 +126,13 @@ def test_engine_build_marks_exactly_the_recorded_set(monkeypatch, capsys, bundle
     assert network.marked == [] and config.flags == ["REFIT"]
 
 
+def test_an_empty_set_keeps_the_engine_refittable(monkeypatch, capsys, bundle):
+    edit(bundle, lambda m: m["refit"].update(changed=[]))  # as a flat bundle's: no delta changes anything
+    network, config = engine_build(monkeypatch, capsys, bundle, "10.3.0")
+    assert network.marked == [] and config.flags == ["REFIT"]
+    assert Bundle.open(bundle).manifest["engines"][0]["refit"] == "all"
+
+
 def test_tensorrt_8_refits_all_with_no_marking(monkeypatch, capsys, bundle):
     network, config = engine_build(monkeypatch, capsys, bundle, "8.6.1")
     assert network.marked == [] and config.flags == ["INT8", "FP16", "REFIT"]
