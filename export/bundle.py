@@ -115,9 +115,10 @@ def _write_files(out_dir, base_net, sub_nets, hierarchy, input_spec, codec, samp
     _write(out_dir, "base.onnx", base_bytes)
     layout = refit_layout(base_net)
     base_buf = packed(layout, base_net)
-    deltas = []
+    deltas, changed = [], set()
     for k, (name, net) in enumerate(zip(hierarchy.superclasses, sub_nets)):
         d = layout.make_delta(base_buf, packed(layout, net))
+        changed.update(layout.changed_tensors([d]))
         raw = d.tobytes()
         data = codecs.encode(codec, raw)
         rel = "deltas/{}.{}".format(slug(name), codecs.EXTENSIONS[codec])
@@ -157,7 +158,8 @@ def _write_files(out_dir, base_net, sub_nets, hierarchy, input_spec, codec, samp
             "opset": 13,
             "int8_weight_bytes": int(sum(t.nbytes for t in layout.tensors if t.dtype == "int8")),
         },
-        "refit": layout.to_dict(),
+        # the refit set: the tensors some delta changes, all an engine refits (runtime.bundle.refit_set)
+        "refit": dict(layout.to_dict(), changed=[t.name for t in layout.tensors if t.name in changed]),
         "deltas": deltas,
         "engines": [],
     }

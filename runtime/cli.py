@@ -10,7 +10,7 @@ import click
 from .bundle import routing
 from .errors import UsageError
 from .files import check_output
-from .options import backend_option, engine_mode_option, policy_option, routing_options
+from .options import backend_option, engine_mode_option, policy_option, routing_options, verify_switch_option
 from .preprocess import expand_images
 
 
@@ -20,10 +20,21 @@ def open_bundle(path):
     return Bundle.open(path)
 
 
-def make_backend(bundle, backend: str, **kw):
+def make_backend(bundle, backend: str, verify_switch=None, **kw):
+    """Backend *backend* on *bundle*; with *verify_switch* (a callable given one line per network), the
+    first switch to each network is checked against ONNX Runtime on the bundle's samples."""
     from .backends import load_backend
 
-    return load_backend(backend, bundle, **kw)
+    be = load_backend(backend, bundle, **kw)
+    if verify_switch is None:
+        return be
+    from .backends.verify import verifying
+
+    try:
+        return verifying(be, bundle, verify_switch)
+    except BaseException:
+        be.close()
+        raise
 
 
 @click.command()
@@ -56,7 +67,10 @@ def make_backend(bundle, backend: str, **kw):
     show_default="none",
     help="With --eval: the confusion matrix as a PNG.",
 )
-def classify(bundle, images, backend, policy, gate, topk, beta, batch, as_json, skip_errors, evaluate, plot):
+@verify_switch_option
+def classify(
+    bundle, images, backend, policy, gate, topk, beta, batch, as_json, skip_errors, evaluate, plot, verify_switch
+):
     """Classify IMAGES (files or folders) with BUNDLE: superclass, fine class, confidence.
 
     Folders are read in sorted order. Each image is routed on its own; for video or a folder
@@ -69,7 +83,8 @@ def classify(bundle, images, backend, policy, gate, topk, beta, batch, as_json, 
     _check_eval(images, evaluate, plot)
     with open_bundle(bundle) as b:
         files = expand_images(images)
-        with make_backend(b, backend) as be:
+        report = (lambda line: click.echo(line, err=True)) if verify_switch else None
+        with make_backend(b, backend, verify_switch=report) as be:
             show = None if evaluate else as_json
             done = _classify(b, be, files, policy, batch, show, skip_errors, gate=gate, k=topk, beta=beta)
         if evaluate:
@@ -163,7 +178,11 @@ def _summary(bundle, b):
         )
     note = ' (a "not mine" row after each subclass\'s classes)' if b.not_mine else ""
     click.echo("head width  {}{}".format(b.head_width, note))
-    click.echo("refit       {} tensors, {} bytes packed".format(len(b.layout.tensors), b.layout.total_nbytes))
+    changed = b.model.changed
+    changed = "" if changed is None else "; {} changed by some delta (refit.changed)".format(len(changed))
+    click.echo(
+        "refit       {} tensors, {} bytes packed{}".format(len(b.layout.tensors), b.layout.total_nbytes, changed)
+    )
     click.echo("base.onnx   {} bytes".format(sizes["base"]))
     for d in b.model.deltas:
         s = b.superclasses[d.index]

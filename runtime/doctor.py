@@ -7,22 +7,13 @@ The exit status is non-zero when any check fails.
 
 from __future__ import annotations
 
-import time
-from typing import Callable, List, Optional, cast
+from typing import Callable, List, Optional
 
 import numpy as np
 
+from .check_status import FAIL, INFO, PASS, SKIP, Check
+from .doctor_trt import compare_to_reference, trt_checks, uses_features  # noqa: F401  (callers use doctor.*)
 from .machine import platform_info
-
-PASS, FAIL, SKIP, INFO = "PASS", "FAIL", "SKIP", "INFO"
-
-
-class Check:
-    def __init__(self, name: str, status: str, detail: str = ""):
-        self.name, self.status, self.detail = name, status, detail
-
-    def to_dict(self):
-        return {"check": self.name, "status": self.status, "detail": self.detail}
 
 
 def run(
@@ -201,97 +192,3 @@ def kernel_check(add, gpu):
         )
     except Exception as exc:
         add("cuda kernel", FAIL, "{}: {}".format(type(exc).__name__, exc))
-
-
-def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode):
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        from .errors import MissingDependencyError
-
-        add("tensorrt engine", SKIP, str(MissingDependencyError("tensorrt")))
-        add("tensorrt vs onnxruntime", SKIP, "needs TensorRT")
-        add("refit timing", SKIP, "needs TensorRT")
-        return
-    if not gpu.get("available"):
-        add("tensorrt engine", SKIP, "no GPU")
-        return
-    from .trt.backend import TrtBackend
-
-    try:
-        t0 = time.perf_counter()
-        be = TrtBackend(bundle, mode=engine_mode)
-        add(
-            "tensorrt engine",
-            PASS,
-            "{} engine ready in {:.1f} s ({} refittable tensors as {} {} weights{})".format(
-                be.precision,
-                time.perf_counter() - t0,
-                len(be.plan),
-                be.form,
-                "device" if be.device_weights else "host",
-                ", {} constant companion(s)".format(len(be.companions)) if be.companions else "",
-            ),
-        )
-    except Exception as exc:
-        add("tensorrt engine", FAIL, "{}: {}".format(type(exc).__name__, exc))
-        return
-    with be:
-        compare_to_reference(add, be, bundle, samples, reference, atol_rel)
-        refit_timing(add, be, bundle, refits)
-
-
-def uses_features(bundle) -> bool:
-    """Whether the bundle's learned router reads the networks' pooled features."""
-    r = bundle.routing
-    return bool(r is not None and r.learned is not None and r.learned.features)
-
-
-def _rel(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(out - ref).max() / max(1e-6, np.abs(ref).max()))
-
-
-def compare_to_reference(add, be, bundle, samples, reference, atol_rel):
-    """Every network on the engine against ONNX Runtime's logits, and its pooled features where
-    the router reads them (each network still runs without a reference)."""
-    from .backends.base import head_rows, targets
-
-    worst, worst_f, agree, features = 0.0, 0.0, True, uses_features(bundle)
-    for target in targets(bundle.num_superclasses):
-        be.switch(target)
-        out, feats = be.infer_features(samples) if features else (be.infer(samples), None)
-        if reference is None:
-            continue
-        ref, ref_f = reference[target]
-        n = head_rows(bundle, target)
-        worst = max(worst, _rel(out[:, :n], ref[:, :n]))
-        agree &= bool((out[:, :n].argmax(1) == ref[:, :n].argmax(1)).all())
-        if features:
-            worst_f = max(worst_f, _rel(cast(np.ndarray, feats), ref_f))
-    if reference is not None:
-        ok = agree and max(worst, worst_f) <= atol_rel
-        also = ", the router's features {:.2%} of their range".format(worst_f) if features else ""
-        add(
-            "tensorrt vs onnxruntime",
-            PASS if ok else FAIL,
-            "base + every subclass: top-1 {} on all samples, max |diff| {:.2%} of the logit range{} "
-            "(limit {:.0%})".format("agrees" if agree else "DISAGREES", worst, also, atol_rel),
-        )
-
-
-def refit_timing(add, be, bundle, refits):
-    from .backends.base import summarize
-
-    be.timings.clear()
-    for i in range(refits):
-        be.switch(i % bundle.num_superclasses, force=True)
-    s = summarize(be.timings.samples.get("refit", []))
-    sw = summarize(be.timings.samples.get("switch", []))
-    add(
-        "refit timing",
-        PASS,
-        "refit: mean {:.3f} ms, median {:.3f} ms, p90 {:.3f} ms, p99 {:.3f} ms; whole switch "
-        "(decode + H2D + kernel + refit) median {:.3f} ms over {} switches".format(
-            s["mean"], s["median"], s["p90"], s["p99"], sw["median"], sw["count"]
-        ),
-    )

@@ -74,6 +74,14 @@ engine_mode_option = click.option(
 )
 
 
+verify_switch_option = click.option(
+    "--verify-switch",
+    is_flag=True,
+    help="On the first switch to each network, run the bundle's samples on this backend and in ONNX Runtime; "
+    "stop with one error line if they disagree (a line per network checked on stderr).",
+)
+
+
 def weights_option(forms, help_text):
     """``--weights``: ``auto`` or one of *forms* (a subset of the weight forms)."""
     assert set(forms) <= set(choices.WEIGHT_FORMS), forms

@@ -76,6 +76,8 @@ class Manifest:
     kind: str = "super-sub"  # or "flat": base.onnx is one network over every class, the deltas are zero
     flat_classes: Tuple[str, ...] = ()  # a flat bundle's classes, in head order
     release: int = 0  # only grows from one export to the next; devices refuse an older one (anti-rollback)
+    # refit.changed: the packed tensors some delta changes, in layout order (None: an older bundle, not recorded)
+    changed: Optional[Tuple[str, ...]] = None
 
     def files(self) -> List[FileEntry]:
         out = [self.base] + list(self.deltas)
@@ -132,6 +134,7 @@ def parse(d: dict) -> Manifest:
     out_name = N.name(output.get("name"), "output.name")
     base = _file(check(d.get("base"), "base", dict), "base", MAX_FILE_BYTES)
     layout = _layout(check(d.get("refit"), "refit", dict), base.size, head)
+    changed = _changed(d["refit"], layout)
     deltas = _deltas(check(d.get("deltas"), "deltas", list), supers, layout)
     samples, sshape = _samples(d.get("samples"), shape)
     engines = tuple(
@@ -144,7 +147,8 @@ def parse(d: dict) -> Manifest:
     if kind == "flat" and (routing is not None or head != len(flat_classes)):
         fail("model", "a flat bundle's head holds exactly its classes, and it has no routing")
     release = check(d.get("release", 0), "release", int, 0, MAX_RELEASE)
-    m = Manifest(d, supers, head, shape, out_name, layout, *files, over, routing, not_mine, kind, flat_classes, release)
+    model = (d, supers, head, shape, out_name, layout)
+    m = Manifest(*model, *files, over, routing, not_mine, kind, flat_classes, release, changed)
     paths = [f.file for f in m.files()]
     if len(set(paths)) != len(paths) or MANIFEST in paths:
         fail("files", "two entries name the same file")
@@ -298,6 +302,25 @@ def _layout(r: dict, base_size: int, head: int) -> PackedLayout:
             "the last weight tensor has {} rows; head_width is {}".format(weights[-1].shape[0] if weights else 0, head),
         )
     return layout
+
+
+def _changed(r: dict, layout: PackedLayout) -> Optional[Tuple[str, ...]]:
+    """The optional ``refit.changed``: the packed tensors some delta changes (what an engine marks
+    refittable and a switch refits), each one of ``refit.tensors``, once, in that list's order."""
+    if "changed" not in r:
+        return None
+    raw = check(r["changed"], "refit.changed", list)
+    if len(raw) > len(layout.tensors):
+        fail("refit.changed", "{} names for {} refit tensors".format(len(raw), len(layout.tensors)))
+    order = {t.name: i for i, t in enumerate(layout.tensors)}
+    at = []
+    for i, name in enumerate(raw):
+        if not isinstance(name, str) or name not in order:
+            fail("refit.changed[{}]".format(i), "{} is not one of refit.tensors".format(N.shown(name)))
+        at.append(order[name])
+    if at != sorted(set(at)):
+        fail("refit.changed", "names a tensor twice, or not in the order of refit.tensors")
+    return tuple(raw)
 
 
 def _deltas(raw: list, supers, layout: PackedLayout) -> Tuple[Delta, ...]:

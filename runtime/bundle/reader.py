@@ -28,6 +28,7 @@ from ..errors import BundleError, CodecError, UsageError
 from .learned_routing import FEATURES
 from .names import FieldError
 from .onnx_weights import graph_io
+from .refit_set import check_within
 from ..preprocess import NPY_ERRORS, npy_header
 from .sparse_codec import SparseDelta
 from .weights import sha256_bytes
@@ -220,11 +221,10 @@ class Bundle:
 
         With *sparse*, a delta stored by the ``sparse`` codec comes back as a
         :class:`~.sparse_codec.SparseDelta` (gaps and values, never expanded), which
-        :class:`~.packed.PackedWeights` scatter-adds in place.
-
-        A delta file read, hashed and decoded successfully before, and unchanged on disk
-        since (same inode, size, mtime and ctime), is not hashed again; its decoded form is
-        hashed only on that first, verifying read."""
+        :class:`~.packed.PackedWeights` scatter-adds in place.  A delta file read, hashed and
+        decoded successfully before, and unchanged on disk since (same inode, size, mtime and
+        ctime), is not hashed again; its decoded form is hashed, and checked to change only the
+        manifest's ``refit.changed`` tensors (:mod:`.refit_set`), only on that first, verifying read."""
         self.delta_entry(index)
         entry = self.model.deltas[index]
         data, unchanged, mark = self._read(entry)
@@ -238,6 +238,8 @@ class Bundle:
                 raise BundleError(self._display(entry.file), "decoded delta fails its sha256 check")
             if not sparse:
                 delta = raw
+        if not unchanged:
+            check_within(self.layout, self.model.changed, delta, self._display(entry.file))
         if mark:
             self._verified[entry.file] = mark
         if isinstance(delta, SparseDelta) and not sparse:
@@ -254,12 +256,8 @@ class Bundle:
         try:
             shape, fortran, dtype = npy_header(f)  # checked before numpy allocates anything
             if dtype != np.float32 or tuple(shape) != self.model.samples_shape:
-                raise BundleError(
-                    shown,
-                    "holds {} {}, the manifest says float32 {}".format(
-                        dtype, tuple(shape), list(self.model.samples_shape or ())
-                    ),
-                )
+                want = list(self.model.samples_shape or ())
+                raise BundleError(shown, "holds {} {}, the manifest says float32 {}".format(dtype, tuple(shape), want))
             a = np.frombuffer(f.read(), dtype=np.float32)
             return a.reshape(shape, order="F" if fortran else "C").copy()
         except NPY_ERRORS as exc:

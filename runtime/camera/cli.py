@@ -8,7 +8,7 @@ import click
 
 from ..choices import STREAM_POLICIES
 from ..errors import UsageError
-from ..options import backend_option, routing_options
+from ..options import backend_option, routing_options, verify_switch_option
 from .frames import FLIPS
 from .outputs import CODECS
 
@@ -125,6 +125,7 @@ def build_outputs(output, headless, fps, video=None):
 )
 @click.option("--bitrate", default=0, show_default=True, help="Output video bitrate in bits/s (0: the encoder's).")
 @click.option("--threads", default=0, show_default=True, help="onnxruntime: intra-op threads (0: its default).")
+@verify_switch_option
 def camera(bundle, input_uri, output, **o):
     """Classify frames from INPUT live with BUNDLE; show or write them to OUTPUT.
 
@@ -162,6 +163,7 @@ def _session(input_uri, output, o, make_served):
     src = open_source(input_uri, Options(o["input_width"], o["input_height"], o["input_rate"]))
     source = ReconnectingSource(src, attempts=o["reconnect"], delay=o["reconnect_delay"], log=log)
     kw = {"threads": o["threads"]} if o["backend"] == "onnxruntime" and o["threads"] else {}
+    kw.update({"verify_switch": log} if o["verify_switch"] else {})
     clf_kw = {k: o[k] for k in ("policy", "enter", "leave", "interval", "gate", "beta")}
     clf_kw["k"] = o["topk"]
     served = make_served(o["backend"], kw, clf_kw, o["smoothing"])

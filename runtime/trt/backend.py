@@ -12,13 +12,16 @@ the device against ONNX Runtime.
   The weights enter the engine in the form the version takes (:func:`.weight_forms.weight_form`):
   int8 codes on TensorRT >= 10, float weights behind QuantizeLinear/DequantizeLinear on 8.x,
   dequantized fp16 on devices without int8 (Nano, TX2).
-* Refit, TensorRT >= 10: every refittable tensor lives in the persistent packed weights
-  buffer of :class:`~.delta_apply.DeviceDeltaApplier` and is given to the refitter as device
-  memory (``TensorLocation.DEVICE``, pointers only); a switch is H2D copy + one kernel launch
-  + ``refit_cuda_engine_async`` on the inference stream, weights validation off.
+* Refit set: a switch hands the refitter exactly the tensors some delta changes (the manifest's
+  ``refit.changed``, :mod:`..bundle.refit_set`), never the others, whatever the engine could refit.
+* Refit, TensorRT >= 10: every packed tensor lives in the persistent packed weights
+  buffer of :class:`~.delta_apply.DeviceDeltaApplier`, and those of the refit set are given to
+  the refitter as device memory (``TensorLocation.DEVICE``, pointers only); a switch is H2D copy
+  + one kernel launch + ``refit_cuda_engine_async`` on the inference stream, weights validation off.
 * Refit, TensorRT 8.x: host weights and a synchronous ``refit_cuda_engine``.
 * Weights TensorRT asks for besides ours (``get_missing_weights``, e.g. the Q/DQ scales fused
-  into a convolution) are supplied unchanged from the model; anything else is an error.
+  into a convolution, or a packed tensor outside the refit set fused with one in it) are supplied
+  unchanged from the model (packed tensors: their base values); anything else is an error.
 * Modes: ``one-engine`` (the paper's: refit to base, then to the subclass) and
   ``two-engine`` (a fixed superclass engine plus one refittable subclass engine).
 """
@@ -36,9 +39,10 @@ from ..errors import BackendError, DeviceError, SwitchError, UsageError, require
 from ..machine import gpu_name
 from ..bundle.onnx_weights import read_initializers
 from ..bundle.packed import PackedWeights
+from ..bundle.refit_set import refit_set
 from .engine_store import select_engine
 from .loader import build_engine, trt_logger, trt_version
-from .refit_map import build_refit_map, companions, missing_report, refit_plan, trt_dtype
+from .refit_map import build_refit_map, companions, fixed_weights, missing_report, refit_plan, trt_dtype
 from .runner import EngineRunner
 from .weight_forms import engine_name, host_arrays, weight_form
 
@@ -68,7 +72,7 @@ class TrtBackend(Backend):
         trt = require("tensorrt")
         cuda = require("pycuda.driver")
         require("pycuda.autoinit")
-        self.trt, self.cuda, self.mode = trt, cuda, mode
+        self.trt, self.cuda, self.mode, self.workspace_mb = trt, cuda, mode, workspace_mb
         self.version = trt_version(trt)
         if self.version < (8, 2):
             raise DeviceError("TensorRT {} is too old: edgetool needs TensorRT 8.2 or newer".format(trt.__version__))
@@ -90,8 +94,10 @@ class TrtBackend(Backend):
             bundle.head_width,
             self.max_batch,
         )
-        self.sub = EngineRunner(*args)  # the refittable engine
-        self.fixed = EngineRunner(*args) if mode == "two-engine" else None  # never refitted: the base
+        static = bool(entry is not None and entry.get("static_batch"))  # a DLA engine: one batch size
+        self.engine_entry = entry
+        self.sub = EngineRunner(*args, static=static)  # the refittable engine
+        self.fixed = EngineRunner(*args, static=static) if mode == "two-engine" else None  # never refitted: the base
         self.sub_loaded = BASE
         self._setup_refitter()
 
@@ -114,6 +120,7 @@ class TrtBackend(Backend):
         self.form = weight_form(self.version, self.precision, form)
         if plan is None:
             log.info("engine: none stored for this device; building one in memory")
+            changed = self.bundle.model.changed  # the recorded refit set (an older bundle's engine refits all)
             plan = build_engine(
                 model,
                 self.bundle.input["name"],
@@ -121,6 +128,7 @@ class TrtBackend(Backend):
                 self.precision,
                 workspace_mb=workspace_mb,
                 max_batch=max_batch,
+                refit_only=None if changed is None else [self.layout.by_name[n] for n in changed],
                 form=self.form,
             )
         return plan, entry
@@ -140,11 +148,10 @@ class TrtBackend(Backend):
         self.refitter = trt.Refitter(self.sub.engine, trt_logger(trt))
         if hasattr(self.refitter, "weights_validation"):
             self.refitter.weights_validation = False
+        # exactly the manifest's refit set where it records one (runtime.bundle.refit_set)
+        changed = bundle.model.changed
         self.plan = refit_plan(
-            layout,
-            self.form,
-            self.refitter.get_all_weights(),
-            lambda: layout.changed_tensors(bundle.read_delta(k) for k in range(bundle.num_superclasses)),
+            layout, self.form, self.refitter.get_all_weights(), lambda: refit_set(bundle)[0], changed
         )
         # TensorRT >= 10 with int8 weights: the engine reads the kernel's device buffer in place.
         self.device_weights = self.version >= (10, 0) and self.form == "int8"
@@ -164,13 +171,15 @@ class TrtBackend(Backend):
             self.host = self.packed.buf
             self.host_arrays = host_arrays(layout, self.host, self.form)
             self._set_host_weights()
-        known = [engine_name(t, self.form) for t in layout.tensors]
-        self.companions, unknown = companions(list(self.refitter.get_missing_weights()), self.initializers, known)
+        # what TensorRT also asks for: model constants, and packed tensors outside the plan (base values)
+        known = [name for _, name in self.plan]
+        constants = {**self.initializers, **fixed_weights(layout, self.base, self.form, self.plan)}
+        self.companions, unknown = companions(list(self.refitter.get_missing_weights()), constants, known)
         if self.companions:
             self._set_companions()
         missing = list(self.refitter.get_missing_weights())
         if missing:
-            raise BackendError(missing_report(missing, known))
+            raise BackendError(missing_report(missing, [engine_name(t, self.form) for t in layout.tensors]))
 
     def _set_device_weights(self):
         # Pointer registration only, no copy.  Like trtexec --timeRefit, the weights are handed

@@ -8,15 +8,28 @@ NVIDIA's own tools.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import time
-from typing import List, Sequence
 
 import click
 
 from ..errors import UsageError, require
 from ..options import device_profile_option, weights_option
+from .commands import dla_batch, polygraphy_args, resolve_dla_core, trtexec_args
+
+dla_option = click.option(
+    "--dla-core",
+    "dla",
+    default=None,
+    show_default="GPU only",
+    metavar="N|auto",
+    help="Run the layers a DLA can run on DLA core N of the device profile's (auto: core 0), the others on the "
+    "GPU. A DLA engine has one batch size: --max-batch, default 1.",
+)
+
+log = logging.getLogger(__name__)
 
 
 @click.group()
@@ -32,13 +45,13 @@ def engine():
     default=None,
     type=int,
     show_default="the device profile's max_batch",
-    help="Largest batch of the optimization profile.",
+    help="Largest batch of the optimization profile (with --dla-core: the engine's one batch, default 1).",
 )
 @click.option(
     "--refit-individual/--refit-all",
     default=True,
     show_default=True,
-    help="TensorRT >= 10: mark only the weights some delta changes as refittable.",
+    help="TensorRT >= 10: mark only the weights some delta changes (the manifest's refit.changed) as refittable.",
 )
 @click.option("--strip-weights", is_flag=True, help="Write a weight-stripped plan (TensorRT >= 10).")
 @weights_option(
@@ -52,68 +65,91 @@ def engine():
     show_default=True,
     help="Check base.onnx against TensorRT's explicit-quantization rules first.",
 )
-def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form, check):
+@dla_option
+def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form, check, dla):
     """Build an engine for BUNDLE on this device and record it in the manifest."""
     from ..bundle.reader import Bundle
     from ..device_profiles import resolve
-    from ..machine import gpu_name
     from .engine_store import add_engine
-    from .loader import build_engine, import_trt, trt_version
+    from .loader import build_engine, import_trt, strongly_typed, trt_version
     from .weight_forms import weight_form
 
     if os.path.isfile(bundle):  # refused before a build of minutes, not after it
         raise UsageError("{}: engines are saved into a bundle folder; unpack the archive first".format(bundle))
-    b = Bundle.open(bundle)
     profile = resolve(profile_name)
+    core = resolve_dla_core(dla, profile)
+    b = Bundle.open(bundle)
     model = b.base_onnx()
     if check:
         _check_qdq(b, model)
     trt = import_trt()
-    form = weight_form(trt_version(trt), profile["precision"], form)
+    precision = profile["precision"]
+    form = weight_form(trt_version(trt), precision, form)
     changed = _changed_tensors(b) if refit_individual else None
-    batch = max_batch or profile["max_batch"]
+    batch = dla_batch(max_batch, profile, core)
+    args = ("engine.onnx", b.input["name"], b.input["shape"], precision, batch, profile["workspace_mb"])
+    typed = strongly_typed(trt, precision)
+    trtexec = trtexec_args(*args, strip_weights=strip_weights, strongly_typed=typed, dla_core=core)
+    log.info("the same build with trtexec, on the model of edgetool engine onnx: %s", shlex.join(trtexec))
     t0 = time.perf_counter()
     plan = build_engine(
         model,
         b.input["name"],
         b.input["shape"],
-        profile["precision"],
+        precision,
         profile["workspace_mb"],
         batch,
         refit_only=changed,
         strip_weights=strip_weights,
         form=form,
+        dla_core=core,
     )
-    individual = changed is not None and trt_version(trt) >= (10, 0)
-    entry = add_engine(
-        bundle,
-        plan,
-        {
-            "precision": profile["precision"],
-            "weights": form,
-            "device_profile": profile["name"],
-            "tensorrt": trt.__version__,
-            "device": gpu_name(),
-            "max_batch": batch,
-            "refit": "individual" if individual else "all",
-            "weight_stripped": bool(strip_weights),
-        },
-    )
+    individual = bool(changed) and trt_version(trt) >= (10, 0)
+    entry = add_engine(bundle, plan, _engine_meta(trt, profile, form, batch, individual, strip_weights, core))
     click.echo(
-        "engine: {} ({} bytes, {} with {} weights, TensorRT {}, built in {:.1f} s)".format(
+        "engine: {} ({} bytes, {} with {} weights{}, TensorRT {}, built in {:.1f} s)".format(
             os.path.join(bundle, entry["file"]),
             entry["size"],
-            profile["precision"],
+            precision,
             form,
+            "" if core is None else ", DLA core {} with GPU fallback, batch {}".format(core, batch),
             trt.__version__,
             time.perf_counter() - t0,
         )
     )
 
 
+def _engine_meta(trt, profile, form, batch, individual, strip_weights, core) -> dict:
+    """The engine's manifest entry, besides its file, size and sha256."""
+    from ..machine import gpu_name
+
+    meta = {
+        "precision": profile["precision"],
+        "weights": form,
+        "device_profile": profile["name"],
+        "tensorrt": trt.__version__,
+        "device": gpu_name(),
+        "max_batch": batch,
+        "refit": "individual" if individual else "all",
+        "weight_stripped": bool(strip_weights),
+    }
+    if core is not None:  # the DLA takes one batch size: the runner pads a smaller batch to it
+        meta.update(dla_core=core, static_batch=True)
+    return meta
+
+
 def _changed_tensors(b):
-    """The tensors some delta of bundle *b* changes: the only ones an individual refit marks refittable."""
-    names = b.layout.changed_tensors(b.read_delta(k) for k in range(b.num_superclasses))
+    """The tensors some delta of bundle *b* changes (the manifest's ``refit.changed``, else computed from
+    the deltas): the only ones an individual refit marks refittable."""
+    from ..bundle.refit_set import refit_set
+
+    names, recorded = refit_set(b)
+    log.info(
+        "refit set: %d of %d tensors (%s)",
+        len(names),
+        len(b.layout.tensors),
+        "refit.changed" if recorded else "computed from the deltas",
+    )
     return [b.layout.by_name[n] for n in names]
 
 
@@ -124,74 +160,6 @@ def _check_qdq(b, model):
     require_valid(onnx.load_from_string(model), b._display("base.onnx"))
 
 
-def _dims(shape: Sequence[int], sep: str) -> str:
-    return sep.join(str(int(d)) for d in shape)
-
-
-def trtexec_args(
-    onnx_path: str,
-    input_name: str,
-    input_shape: Sequence[int],
-    precision: str,
-    max_batch: int,
-    workspace_mb: int,
-    opt_batch: int = 1,
-    strip_weights: bool = False,
-    strongly_typed: bool = False,
-) -> List[str]:
-    """The trtexec command that builds the same refittable engine as ``engine build --refit-all``."""
-    c, h, w = input_shape
-    shapes = {
-        k: "{}:{}".format(input_name, _dims((b, c, h, w), "x"))
-        for k, b in (("min", 1), ("opt", max(1, min(opt_batch, max_batch))), ("max", max_batch))
-    }
-    args = [
-        "trtexec",
-        "--onnx=" + onnx_path,
-        "--saveEngine=" + os.path.splitext(onnx_path)[0] + ".plan",
-        "--minShapes=" + shapes["min"],
-        "--optShapes=" + shapes["opt"],
-        "--maxShapes=" + shapes["max"],
-        "--memPoolSize=workspace:{}".format(int(workspace_mb)),
-    ]
-    args += _precision_args(precision, strongly_typed, "--stronglyTyped") + ["--refit"]
-    if strip_weights:
-        args.append("--stripWeights")
-    return args
-
-
-def _precision_args(precision: str, strongly_typed: bool, typed_flag: str) -> List[str]:
-    if strongly_typed:
-        return [typed_flag]
-    return ["--int8", "--fp16"] if precision == "int8" else ["--fp16"]
-
-
-def polygraphy_args(
-    onnx_path: str,
-    input_name: str,
-    input_shape: Sequence[int],
-    precision: str,
-    max_batch: int,
-    strongly_typed: bool = False,
-) -> List[str]:
-    """polygraphy: run the model in TensorRT and ONNX Runtime and compare the outputs."""
-    c, h, w = input_shape
-    one = "{}:[{}]".format(input_name, _dims((1, c, h, w), ","))
-    args = ["polygraphy", "run", onnx_path, "--onnxrt", "--trt"]
-    args += _precision_args(precision, strongly_typed, "--strongly-typed")
-    args += [
-        "--input-shapes",
-        one,
-        "--trt-min-shapes",
-        one,
-        "--trt-opt-shapes",
-        one,
-        "--trt-max-shapes",
-        "{}:[{}]".format(input_name, _dims((max_batch, c, h, w), ",")),
-    ]
-    return args
-
-
 @engine.command("onnx")
 @click.argument("bundle", type=click.Path())
 @click.argument("out", type=click.Path(dir_okay=False))
@@ -199,7 +167,8 @@ def polygraphy_args(
 @weights_option(
     ["int8", "qdq-float", "fp16"], "Weight form; auto: the one engine build uses with this machine's TensorRT."
 )
-def onnx_cmd(bundle, out, profile_name, form):
+@dla_option
+def onnx_cmd(bundle, out, profile_name, form, dla):
     """Write the model engine build gives TensorRT, and the trtexec/polygraphy commands for it."""
     from ..bundle.reader import Bundle
     from ..device_profiles import resolve
@@ -209,8 +178,9 @@ def onnx_cmd(bundle, out, profile_name, form):
     check_output(out, "engine onnx: OUT")
     if os.path.isfile(bundle):  # refused before a build of minutes, not after it
         raise UsageError("{}: engines are saved into a bundle folder; unpack the archive first".format(bundle))
-    b = Bundle.open(bundle)
     profile = resolve(profile_name)
+    core = resolve_dla_core(dla, profile)
+    b = Bundle.open(bundle)
     precision = "fp16" if form == "fp16" else profile["precision"]
     if precision == "fp16":
         if form not in ("auto", "fp16"):
@@ -235,7 +205,7 @@ def onnx_cmd(bundle, out, profile_name, form):
             out, len(model), form, b.input["name"], ["N"] + list(b.input["shape"])
         )
     )
-    _echo_commands(out, b.input, profile, precision, _strongly_typed_here(precision, form))
+    _echo_commands(out, b.input, profile, precision, _strongly_typed_here(precision, form), core)
 
 
 def _strongly_typed_here(precision: str, form: str) -> bool:
@@ -252,9 +222,12 @@ def _strongly_typed_here(precision: str, form: str) -> bool:
     return strongly_typed(trt, precision)
 
 
-def _echo_commands(out: str, model_input, profile, precision: str, typed: bool) -> None:
-    name, shape, batch = model_input["name"], model_input["shape"], profile["max_batch"]
-    trtexec = trtexec_args(out, name, shape, precision, batch, profile["workspace_mb"], strongly_typed=typed)
+def _echo_commands(out: str, model_input, profile, precision: str, typed: bool, core=None) -> None:
+    name, shape, batch = model_input["name"], model_input["shape"], dla_batch(None, profile, core)
+    trtexec = trtexec_args(
+        out, name, shape, precision, batch, profile["workspace_mb"], strongly_typed=typed, dla_core=core
+    )
     click.echo("trtexec:    " + " ".join(shlex.quote(a) for a in trtexec))
-    polygraphy = polygraphy_args(out, name, shape, precision, batch, strongly_typed=typed)
+    # the comparison runs on the GPU, DLA engine or not
+    polygraphy = polygraphy_args(out, name, shape, precision, profile["max_batch"], strongly_typed=typed)
     click.echo("polygraphy: " + " ".join(shlex.quote(a) for a in polygraphy))

@@ -2,7 +2,8 @@
 
 ``build_engine`` composes them: import TensorRT, parse the model of the chosen weight form,
 set the precision, mark refit (``REFIT``, or ``REFIT_INDIVIDUAL`` with only the weights some delta
-changes marked, TensorRT >= 10), add one optimization profile, build the serialized plan.
+changes marked, TensorRT >= 10), on request put the layers a DLA can run on one DLA core (with GPU
+fallback), add one optimization profile, build the serialized plan.
 
 Two build paths, by what this TensorRT offers:
 
@@ -111,9 +112,21 @@ def precision_flags(trt, config, precision: str):
     return config
 
 
-def refit_flags(trt, network, config, form: str, refit_only: Optional[Sequence] = None, strip_weights: bool = False):
-    """``REFIT``, or ``REFIT_INDIVIDUAL`` with *refit_only* marked; ``STRIP_PLAN`` on request."""
-    if refit_only is not None and hasattr(trt.BuilderFlag, "REFIT_INDIVIDUAL"):
+def refit_flags(
+    trt,
+    network,
+    config,
+    form: str,
+    refit_only: Optional[Sequence] = None,
+    strip_weights: bool = False,
+    refittable: bool = True,
+):
+    """``REFIT``, or ``REFIT_INDIVIDUAL`` with *refit_only* marked; ``STRIP_PLAN`` on request; nothing when not
+    *refittable* (the non-refittable engine ``doctor`` measures the refit penalty against).  An empty
+    *refit_only* (a flat bundle: no delta changes anything) keeps ``REFIT``, so the engine still takes a refitter."""
+    if not refittable:
+        return config
+    if refit_only and hasattr(trt.BuilderFlag, "REFIT_INDIVIDUAL"):
         config.set_flag(trt.BuilderFlag.REFIT_INDIVIDUAL)
         for spec in refit_only:
             target = engine_name(spec, form)
@@ -128,11 +141,28 @@ def refit_flags(trt, network, config, form: str, refit_only: Optional[Sequence] 
     return config
 
 
-def batch_profile(builder, config, input_name: str, input_shape: Sequence[int], max_batch: int, opt_batch: int = 1):
-    """One optimization profile: batch 1 .. *max_batch*, tuned for *opt_batch*."""
+def dla_flags(trt, builder, config, dla_core: Optional[int] = None):
+    """Nothing without *dla_core*; else every layer a DLA can run goes to DLA core *dla_core*, the others to
+    the GPU (``GPU_FALLBACK``).  A core this device lacks is refused before the build."""
+    if dla_core is None:
+        return config
+    cores = int(builder.num_DLA_cores)
+    if not 0 <= dla_core < cores:
+        raise DeviceError("DLA core {} asked for, and this device has {} DLA core(s)".format(dla_core, cores))
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = int(dla_core)
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    return config
+
+
+def batch_profile(
+    builder, config, input_name: str, input_shape: Sequence[int], max_batch: int, opt_batch: int = 1, static=False
+):
+    """One optimization profile: batch 1 .. *max_batch*, tuned for *opt_batch*; *static* (DLA): *max_batch* only."""
     c, h, w = input_shape
+    low = max_batch if static else 1
     profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (1, c, h, w), (max(1, min(opt_batch, max_batch)), c, h, w), (max_batch, c, h, w))
+    profile.set_shape(input_name, (low, c, h, w), (max(low, min(opt_batch, max_batch)), c, h, w), (max_batch, c, h, w))
     config.add_optimization_profile(profile)
     return config
 
@@ -148,11 +178,15 @@ def build_engine(
     refit_only: Optional[Sequence] = None,
     strip_weights: bool = False,
     form: Optional[str] = None,
+    dla_core: Optional[int] = None,
+    refittable: bool = True,
 ) -> bytes:
     """Build a serialized engine (plan) on this device.
 
     *refit_only*: the packed tensors (layout specs) to mark refittable with REFIT_INDIVIDUAL;
-    *form*: the weight form (see :mod:`.weight_forms`), by default the one for this version.
+    *form*: the weight form (see :mod:`.weight_forms`), by default the one for this version;
+    *dla_core*: run on that DLA core with GPU fallback, at the one batch *max_batch* (DLA shapes are static);
+    not *refittable*: no refit flag at all (a reference for the cost of refittability).
     """
     trt = import_trt()
     form = weight_form(trt_version(trt), precision, form)
@@ -160,10 +194,12 @@ def build_engine(
     builder = trt.Builder(logger)
     config = precision_config(trt, builder, precision, workspace_mb)
     network, _parser = parse_network(trt, builder, logger, model_bytes, form, precision)
-    refit_flags(trt, network, config, form, refit_only, strip_weights)
-    batch_profile(builder, config, input_name, input_shape, max_batch, opt_batch)
+    refit_flags(trt, network, config, form, refit_only, strip_weights, refittable)
+    dla_flags(trt, builder, config, dla_core)
+    batch_profile(builder, config, input_name, input_shape, max_batch, opt_batch, static=dla_core is not None)
     how = "strongly typed" if strongly_typed(trt, precision) else "precision flags"
-    log.info("building a %s engine (%s weights, %s, max batch %d)", precision, form, how, max_batch)
+    where = "GPU" if dla_core is None else "DLA core {} + GPU fallback".format(dla_core)
+    log.info("building a %s engine (%s weights, %s, %s, max batch %d)", precision, form, how, where, max_batch)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise BackendError("TensorRT failed to build the engine (see the TensorRT log above)")

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import BackendError, BundleError
 from ..bundle.onnx_weights import read_initializers
 from ..bundle.weights import DTYPES, PackedLayout
-from .weight_forms import engine_name
+from .weight_forms import engine_name, host_arrays
 
 
 class RefitEntry:
@@ -75,23 +75,38 @@ def missing_report(missing: Sequence[str], known: Sequence[str]) -> str:
 
 
 def refit_plan(
-    layout, form: str, refittable: Iterable[str], changed: Optional[Callable[[], Iterable[str]]] = None
+    layout,
+    form: str,
+    refittable: Iterable[str],
+    changed: Optional[Callable[[], Iterable[str]]] = None,
+    recorded: Optional[Sequence[str]] = None,
 ) -> List:
     """The packed tensors a switch must hand to the refitter, as ``(spec, engine name)``.
 
-    *refittable* is what the engine reports (``Refitter.get_all_weights``).  *changed*
-    returns the tensors some delta of the bundle changes; it is called only when the engine
-    leaves some tensors out (``REFIT_INDIVIDUAL``), and ``None`` means every tensor may change.
-    A tensor that a delta changes but the engine cannot refit would silently keep the base
-    weights, so it is an error naming the tensors.
+    *refittable* is what the engine reports (``Refitter.get_all_weights``).  *recorded* is the
+    manifest's ``refit.changed``: where given, the plan is exactly those tensors, however many more
+    the engine could refit (every other tensor holds the base values in every network).  Without
+    it, every refittable tensor is in the plan; *changed* returns the tensors some delta changes,
+    and is called only when the engine leaves some tensors out (``REFIT_INDIVIDUAL``); ``None``
+    means every tensor may change.  A tensor that a delta changes but the engine cannot refit
+    would silently keep the base weights, so it is an error naming the tensors.
     """
     refittable = set(refittable)
     plan = [(spec, engine_name(spec, form)) for spec in layout.tensors]
+    if recorded is not None:
+        keep = set(recorded)
+        plan = [(spec, name) for spec, name in plan if spec.name in keep]
+        _refuse_frozen([name for _, name in plan if name not in refittable])
+        return plan
     fixed = [(spec, name) for spec, name in plan if name not in refittable]
     if not fixed:
         return plan
     wanted = None if changed is None else set(changed())
-    frozen = [name for spec, name in fixed if wanted is None or spec.name in wanted]
+    _refuse_frozen([name for spec, name in fixed if wanted is None or spec.name in wanted])
+    return [(spec, name) for spec, name in plan if name in refittable]
+
+
+def _refuse_frozen(frozen: Sequence[str]) -> None:
     if frozen:
         raise BackendError(
             "the engine cannot refit {} tensor(s) the deltas change: {}{} (rebuild it with "
@@ -99,7 +114,15 @@ def refit_plan(
                 len(frozen), ", ".join(frozen[:6]), ", ..." if len(frozen) > 6 else ""
             )
         )
-    return [(spec, name) for spec, name in plan if name in refittable]
+
+
+def fixed_weights(layout, base: np.ndarray, form: str, plan: Sequence) -> Dict[str, np.ndarray]:
+    """Engine name -> base value of every packed tensor outside *plan* (what a switch never hands over).
+
+    No delta changes them, so where TensorRT asks for one (fused with a tensor a switch refits,
+    ``get_missing_weights``), its base value is the right one in every network."""
+    handed = {name for _, name in plan}
+    return {n: np.ascontiguousarray(a) for n, a in host_arrays(layout, base, form).items() if n not in handed}
 
 
 def companions(

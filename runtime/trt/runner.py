@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import List, Optional
+
 import numpy as np
 
 from ..errors import BackendError
@@ -18,8 +21,10 @@ class EngineRunner:
     for it too (TensorRT needs every I/O tensor bound); it is copied back only when asked for.
     """
 
-    def __init__(self, trt, cuda, plan: bytes, stream, input_name, output_name, input_shape, head, max_batch):
-        self.trt, self.cuda = trt, cuda
+    def __init__(
+        self, trt, cuda, plan: bytes, stream, input_name, output_name, input_shape, head, max_batch, static=False
+    ):
+        self.trt, self.cuda, self.static = trt, cuda, bool(static)  # static: the engine runs batch max_batch only
         self.runtime = trt.Runtime(trt_logger(trt))
         self.engine = self.runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
@@ -59,6 +64,16 @@ class EngineRunner:
             dims = self.engine.get_binding_shape(i) if i >= 0 else None
         return 0 if dims is None else int(dims[len(dims) - 1])  # (N, width): N is -1 in a dynamic profile
 
+    def layer_names(self) -> Optional[List[str]]:
+        """The engine's layers as its inspector lists them (names only: edgetool builds with the default profiling
+        verbosity, so which device runs each is not in them); None where TensorRT has no inspector."""
+        if not hasattr(self.engine, "create_engine_inspector"):
+            return None
+        trt = self.trt
+        inspector = self.engine.create_engine_inspector()
+        info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        return [x if isinstance(x, str) else str(x.get("Name", "")) for x in info.get("Layers", [])]
+
     def device_memory(self) -> int:
         """Bytes of device memory the engine's context needs (``device_memory_size_v2`` from TensorRT 10 on;
         11 no longer has ``device_memory_size``)."""
@@ -67,7 +82,13 @@ class EngineRunner:
         return int(self.engine.device_memory_size)
 
     def infer(self, batch: np.ndarray, features: bool = False):
-        """Logits; with *features*, (logits, the ``features`` output)."""
+        """Logits; with *features*, (logits, the ``features`` output).  An engine of one batch size (DLA) runs
+        every *max_batch* rows at a time, the last run padded with zeros (:func:`in_static_batches`)."""
+        if self.static:
+            return in_static_batches(lambda part: self._infer(part, features), batch, self.max_batch, features)
+        return self._infer(batch, features)
+
+    def _infer(self, batch: np.ndarray, features: bool):
         n = batch.shape[0]
         if features and not self.feature_width:
             raise BackendError("the engine has no {!r} output (its model was exported without one)".format(FEATURES))
@@ -90,3 +111,22 @@ class EngineRunner:
             self.cuda.memcpy_dtoh_async(feats, self.d_feat, self.stream)
         self.stream.synchronize()
         return (out, feats) if features else out
+
+
+def in_static_batches(run, batch: np.ndarray, size: int, features: bool = False):
+    """*run* (one engine call on exactly *size* rows) over *batch*: *size* rows at a time, the last run
+    zero-padded, the padding rows' outputs dropped."""
+    outs: List[np.ndarray] = []
+    feats: List[np.ndarray] = []
+    for start in range(0, max(len(batch), 1), size):  # an empty batch: one padded run, no row kept
+        part = batch[start : start + size]
+        n = len(part)
+        if n < size:
+            part = np.concatenate([part, np.zeros((size - n,) + part.shape[1:], dtype=part.dtype)])
+        got = run(np.ascontiguousarray(part))
+        if features:
+            outs.append(got[0][:n])
+            feats.append(got[1][:n])
+        else:
+            outs.append(got[:n])
+    return (np.concatenate(outs), np.concatenate(feats)) if features else np.concatenate(outs)

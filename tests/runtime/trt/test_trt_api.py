@@ -1,6 +1,6 @@
 """Every TensorRT name the code uses exists in each TensorRT version whose code path uses it.
 
-The names come from the code (runtime/trt/*.py and runtime/doctor.py, read by trt_api_check), the
+The names come from the code (runtime/trt/*.py and runtime/doctor*.py, read by trt_api_check), the
 versions' names from their Python bindings wheels (trt_names: 8.6.1, 10.3.0, 10.13.0.35, 11.4.0.106;
 downloaded once, then cached).  This checks names, not behaviour: nothing here runs TensorRT.
 """
@@ -15,7 +15,9 @@ import trt_api_check as C
 import trt_names as N
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-SOURCES = sorted(glob.glob(os.path.join(ROOT, "runtime", "trt", "*.py"))) + [os.path.join(ROOT, "runtime", "doctor.py")]
+SOURCES = sorted(glob.glob(os.path.join(ROOT, "runtime", "trt", "*.py"))) + sorted(
+    glob.glob(os.path.join(ROOT, "runtime", "doctor*.py"))
+)
 V8, V10, V1013, V11 = (v for _, v in N.WHEELS)
 TEN_ON = {V10, V1013, V11}
 
