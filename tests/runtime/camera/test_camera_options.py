@@ -89,6 +89,12 @@ def test_input_flip_turns_what_is_classified_and_written(tiny_bundle, asymmetric
     assert first_frame(tmp_path / "turn.avi").shape[:2] == (W, H)  # a quarter turn swaps the sides
 
 
+def test_input_loop_replays_a_video(tiny_bundle, asymmetric_video):
+    video, _ = asymmetric_video
+    frames, summary = records(camera(tiny_bundle, video, "--json", "--input-loop", 1).stdout)
+    assert summary["frames"] == 2 * N and summary["stopped"] == "end of stream"
+
+
 def test_input_loop_replays_a_folder(tiny_bundle, image_folder):
     proc = camera(tiny_bundle, image_folder, "--json", "--input-loop", 2)
     frames, summary = records(proc.stdout)

@@ -50,7 +50,7 @@ def test_profile_writes_json_markdown_html(profiled):
     assert "- jetson: no Jetson telemetry here (not a Jetson" in md and "{" not in md  # words, no raw JSON
 
 
-LINES = {  # recorded tegrastats lines: board -> (line, input rail, its mW)
+LINES = {  # tegrastats lines in the format each board and JetPack prints: board -> (line, input rail, its mW)
     "nano-jp4": (
         "RAM 2038/3964MB (lfb 76x4MB) SWAP 0/1982MB (cached 0MB) IRAM 0/252kB(lfb 252kB) "
         "CPU [13%@1479,9%@1479,7%@1479,4%@1479] EMC_FREQ 7%@1600 GR3D_FREQ 0%@921 APE 25 PLL@33C CPU@36C "
