@@ -171,12 +171,6 @@ def make_config(config_file=None, **flags):
     for k in ("batch", "epochs", "base_epochs", "ft_epochs", "qat_epochs"):
         if getattr(cfg, k) < 1:
             raise UsageError("--{} must be >= 1, got {}".format(k.replace("_", "-"), getattr(cfg, k)))
-    from .train.delta_budget import parse_budget
-
-    try:
-        parse_budget(cfg.delta_budget)
-    except ValueError as e:
-        raise UsageError(str(e))
     if cfg.pretrained:  # before any data is read: an architecture without ImageNet weights, a missing file
         from .train.pretrained import IMAGENET, imagenet_weights
 

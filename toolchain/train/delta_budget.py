@@ -156,8 +156,9 @@ class DeltaTopK:
 
 
 def budget_step(net: "QATNet", base: "QATNet", budget, total_steps: int):
-    """The after-step callable that enforces *budget* on *net* (None for dense and patch)."""
-    mode, value = parse_budget(budget)
+    """The after-step callable that enforces *budget* (as :func:`parse_budget` returns it, or its
+    text) on *net* (None for dense and patch)."""
+    mode, value = budget if isinstance(budget, tuple) else parse_budget(budget)
     if mode == "prox":
         return ProximalStep(net, base, value)
     if mode == "topk":

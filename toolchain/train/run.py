@@ -262,14 +262,14 @@ class Run:
             base = self.super_qat()
             net = copy.deepcopy(base)
             net.weight_grad = self.cfg.qat_weight_grad
-            mode, value = delta_budget.parse_budget(self.cfg.delta_budget)
+            mode, value = budget = self.cfg.budget()
             if mode == "patch":
                 delta_budget.freeze_for_patch(net)
             if mode == "grid":
                 net.set_delta_grid(base, int(value))
             data = self.fine_tune_data(k)
             steps = self.cfg.ft_epochs * max(1, math.ceil(len(data[1]) / self.cfg.batch))
-            step = delta_budget.budget_step(net, base, self.cfg.delta_budget, steps)
+            step = delta_budget.budget_step(net, base, budget, steps)
             self.fine_tune(net, k, "QAT subclass [{}]".format(name), after_step=step, data=data)
             return net.state()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -78,6 +78,16 @@ class TrainConfig:
             raise UsageError("{}: ft_outliers = {} is not between 0 and 10".format(source, self.ft_outliers))
         if self.ft_not_mine and not self.ft_outliers:
             raise UsageError("{}: ft_not_mine needs ft_outliers > 0 (the images it learns from)".format(source))
+        try:
+            self.budget()
+        except ValueError as exc:
+            raise UsageError("{}: {}".format(source, exc)) from None
+
+    def budget(self) -> Tuple[str, float]:
+        """The delta budget, parsed once from its text: (mode, value) as :func:`.delta_budget.parse_budget` says."""
+        from .delta_budget import parse_budget
+
+        return parse_budget(self.delta_budget)
 
 
 AUGMENTS = ("auto", "none", "flip")
