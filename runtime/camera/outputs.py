@@ -119,19 +119,21 @@ class VideoOut:
         cv2 = require_cv2()
         if self.writer is None:
             self.size = self.size or tuple(frame_size or (img.shape[1], img.shape[0]))
-            fourcc = cv2.VideoWriter_fourcc(*self.fourcc)
-            self.writer = cv2.VideoWriter(self.tmp, fourcc, self.fps, self.size, self.params)
-            if not self.writer.isOpened():
-                self.writer = None
-                raise SourceError(
-                    "{}: OpenCV cannot write {} video here (fourcc {}); try another --output-codec or container".format(
-                        self.path, self.ext, self.fourcc
-                    )
-                )
+            self.writer = self._open(cv2)
         if (img.shape[1], img.shape[0]) != self.size:
             img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(img)
         self.frames += 1
+
+    def _open(self, cv2):
+        writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size, self.params)
+        if not writer.isOpened():
+            raise SourceError(
+                "{}: OpenCV cannot write {} video here (fourcc {}); try another --output-codec or container".format(
+                    self.path, self.ext, self.fourcc
+                )
+            )
+        return writer
 
     def close(self) -> None:
         if self.writer is not None:
@@ -151,7 +153,7 @@ def _bitrate_params(bitrate: int) -> list:
     return [prop, int(bitrate)]
 
 
-class RtpOut:
+class RtpOut(VideoOut):
     """``rtp://HOST:PORT``: H.264 over RTP/UDP through an OpenCV GStreamer pipeline."""
 
     def __init__(self, uri: str, fps: float, size=None, bitrate: int = 0):
@@ -167,7 +169,7 @@ class RtpOut:
         if not host or not port.isdigit():
             raise UsageError("{}: expected rtp://HOST:PORT".format(uri))
         kbps = max(1, int(bitrate) // 1000) if bitrate else 4000
-        self.path, self.fps, self.frames = uri, float(fps), 0
+        self.path, self.tmp, self.fps, self.ext, self.frames = uri, "", float(fps), "", 0
         self.writer: Any = None
         self.size: Any = tuple(size) if size else None
         self.pipeline = (
@@ -175,18 +177,11 @@ class RtpOut:
             "rtph264pay config-interval=1 pt=96 ! udpsink host={} port={}".format(kbps, host, port)
         )
 
-    def write(self, img: np.ndarray, frame_size=None) -> None:
-        cv2 = require_cv2()
-        if self.writer is None:
-            self.size = self.size or tuple(frame_size or (img.shape[1], img.shape[0]))
-            self.writer = cv2.VideoWriter(self.pipeline, cv2.CAP_GSTREAMER, 0, self.fps, self.size, True)
-            if not self.writer.isOpened():
-                self.writer = None
-                raise SourceError("{}: the GStreamer pipeline did not open: {}".format(self.path, self.pipeline))
-        if (img.shape[1], img.shape[0]) != self.size:
-            img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
-        self.writer.write(img)
-        self.frames += 1
+    def _open(self, cv2):
+        writer = cv2.VideoWriter(self.pipeline, cv2.CAP_GSTREAMER, 0, self.fps, self.size, True)
+        if not writer.isOpened():
+            raise SourceError("{}: the GStreamer pipeline did not open: {}".format(self.path, self.pipeline))
+        return writer
 
     def close(self) -> None:
         if self.writer is not None:
