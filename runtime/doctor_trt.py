@@ -33,7 +33,7 @@ def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mo
 
     try:
         t0 = time.perf_counter()
-        be = TrtBackend(bundle, mode=engine_mode)
+        be = TrtBackend.from_bundle(bundle, mode=engine_mode)
         add(
             "tensorrt engine",
             PASS,

@@ -245,7 +245,7 @@ def test_tensorrt_failed_switch_step_keeps_previous_network(tiny_bundle, monkeyp
 
     try:
         b = Bundle.open(tiny_bundle)
-        be = TrtBackend(b)
+        be = TrtBackend.from_bundle(b)
     except (EdgetoolError, ImportError) as exc:
         pytest.skip("no TensorRT device here: {}".format(exc))
     with be:

@@ -16,5 +16,5 @@ def load_backend(name, bundle, **options):
     if name == "tensorrt":
         from ..trt.backend import TrtBackend
 
-        return TrtBackend(bundle, **options)
+        return TrtBackend.from_bundle(bundle, **options)
     raise UsageError("unknown backend {!r}; choose one of {}".format(name, ", ".join(BACKENDS)))

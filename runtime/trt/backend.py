@@ -1,9 +1,9 @@
 """TensorRT backend: one int8 engine with refittable weights (TensorRT 8.5, 8.6, 10.x, 11; 8.2 for fp16).
 
-Kept thin on purpose: the weight map, the packed layout, the weight forms and the delta
-math are shared, CPU-tested code (:mod:`.refit_map`, :mod:`..weights`,
-:mod:`.weight_forms`, :mod:`.delta_apply`); ``edgetool doctor`` proves this module on
-the device against ONNX Runtime.
+Kept thin on purpose: the weight map, the packed layout, the weight forms and the delta math are shared, CPU-tested
+code (:mod:`.refit_map`, :mod:`..weights`, :mod:`.weight_forms`, :mod:`.delta_apply`); ``edgetool doctor`` proves
+this module on the device against ONNX Runtime.  Built from loader steps (``TrtBackend.from_bundle``, then a
+constructor of the pieces, so tests build it with fakes); its engines run in :class:`.runner.EngineRunner`.
 
 * Build (:mod:`.loader`): a strongly typed network where TensorRT offers one (10, 11), else
   ``BuilderFlag.INT8`` (+ FP16 fallback); ``REFIT`` or, on TensorRT >= 10,
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Dict, Optional, cast
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, cast
 
 
 from ..backends.base import BASE, Backend
@@ -43,7 +43,7 @@ from ..bundle.refit_set import refit_set
 from .engine_store import select_engine
 from .loader import build_engine, trt_logger, trt_version
 from .refit_map import build_refit_map, companions, fixed_weights, missing_report, refit_plan, trt_dtype
-from .runner import EngineRunner
+from .runner import EngineRunner, engine_maker
 from .weight_forms import engine_name, host_arrays, weight_form
 
 if TYPE_CHECKING:
@@ -55,92 +55,87 @@ log = logging.getLogger(__name__)
 
 
 class TrtBackend(Backend):
+    """Built from loader steps: :meth:`from_bundle` reads the model and loads or builds the plan; the constructor
+    takes the pieces (TensorRT and pycuda modules, an engine maker, the model's constants, the packed base, the weight
+    form), activates the runners and sets up the refitter; :meth:`close` deactivates the runners."""
+
     name = "tensorrt"
 
     def __init__(
         self,
+        bundle,
+        trt,
+        cuda,
+        make_engine: Callable[[], object],
+        constants: Dict[str, "np.ndarray"],
+        base: "np.ndarray",
+        form: str,
+        precision: str = "int8",
+        mode: str = "one-engine",
+        max_batch: int = 32,
+        static: bool = False,
+        engine_entry: Optional[Mapping] = None,
+        workspace_mb: int = 1024,
+    ):
+        super().__init__(bundle)
+        if mode not in MODES:
+            raise UsageError("unknown engine mode {!r}; choose one of {}".format(mode, ", ".join(MODES)))
+        self.trt, self.cuda, self.mode, self.workspace_mb = trt, cuda, mode, workspace_mb
+        self.version = trt_version(trt)
+        self.initializers, self.base, self.form, self.precision = constants, base, form, precision
+        self.max_batch, self.engine_entry = max_batch, engine_entry
+        self.stream = cuda.Stream()
+        io = (bundle.input["name"], bundle.output_name, bundle.input["shape"], bundle.head_width, max_batch)
+        self.applier: Optional[DeviceDeltaApplier] = None
+        self.sub = EngineRunner(make_engine(), trt, cuda, self.stream, *io, static=static)  # the refittable engine
+        self.fixed: Optional[EngineRunner] = None  # two-engine mode: never refitted, the base network
+        if mode == "two-engine":
+            self.fixed = EngineRunner(make_engine, trt, cuda, self.stream, *io, static=static)
+        self.sub_loaded = BASE
+        try:
+            for runner in self.runners():
+                runner.activate()
+            self._setup_refitter()
+        except Exception:
+            self.close()
+            raise
+
+    @classmethod
+    def from_bundle(
+        cls,
         bundle,
         plan: Optional[bytes] = None,
         precision: Optional[str] = None,
         mode: str = "one-engine",
         max_batch: int = 32,
         workspace_mb: int = 1024,
-    ):
-        super().__init__(bundle)
+    ) -> "TrtBackend":
+        """The backend of *bundle*: *plan*, else the bundle's engine for this device, else one built in memory."""
         if mode not in MODES:
             raise UsageError("unknown engine mode {!r}; choose one of {}".format(mode, ", ".join(MODES)))
         trt = require("tensorrt")
         cuda = require("pycuda.driver")
         require("pycuda.autoinit")
-        self.trt, self.cuda, self.mode, self.workspace_mb = trt, cuda, mode, workspace_mb
-        self.version = trt_version(trt)
-        if self.version < (8, 2):
+        version = trt_version(trt)
+        if version < (8, 2):
             raise DeviceError("TensorRT {} is too old: edgetool needs TensorRT 8.2 or newer".format(trt.__version__))
         model = bundle.base_onnx()
-        self.initializers = read_initializers(model)
-        build_refit_map(self.layout, self.initializers, source=bundle._display("base.onnx"))  # names, dtypes, shapes
-        self.base = self.layout.pack({t.name: self.initializers[t.name] for t in self.layout.tensors})
-        plan, entry = self._plan(model, plan, precision, workspace_mb, max_batch)
-        self.max_batch = max_batch if entry is None else int(entry.get("max_batch", max_batch))
-        self.stream = cuda.Stream()
-        args = (
-            trt,
-            cuda,
-            plan,
-            self.stream,
-            bundle.input["name"],
-            bundle.output_name,
-            bundle.input["shape"],
-            bundle.head_width,
-            self.max_batch,
-        )
-        static = bool(entry is not None and entry.get("static_batch"))  # a DLA engine: one batch size
-        self.engine_entry = entry
-        self.sub = EngineRunner(*args, static=static)  # the refittable engine
-        self.fixed = EngineRunner(*args, static=static) if mode == "two-engine" else None  # never refitted: the base
-        self.sub_loaded = BASE
-        self._setup_refitter()
-
-    def _plan(self, model, plan, precision, workspace_mb, max_batch):
-        """*plan*, else the bundle's engine for this device, else one built in memory; sets the precision and
-        weight form. Returns the plan and the manifest entry it came from (None when not from the bundle)."""
-        entry = self._engine_entry(precision) if plan is None else None
-        form = None
-        if plan is None and entry is not None:
-            log.info(
-                "engine: %s from the bundle (TensorRT %s, %s)",
-                entry["file"],
-                entry.get("tensorrt"),
-                entry.get("device"),
-            )
-            plan = self.bundle.read_file(entry)
-            precision = entry.get("precision", precision)
-            form = entry.get("weights")
-        self.precision = precision or "int8"
-        self.form = weight_form(self.version, self.precision, form)
+        initializers = read_initializers(model)
+        layout = bundle.layout
+        build_refit_map(layout, initializers, source=bundle._display("base.onnx"))  # names, dtypes, shapes
+        base = layout.pack({t.name: initializers[t.name] for t in layout.tensors})
+        entry = None
         if plan is None:
-            log.info("engine: none stored for this device; building one in memory")
-            changed = self.bundle.model.changed  # the recorded refit set (an older bundle's engine refits all)
-            plan = build_engine(
-                model,
-                self.bundle.input["name"],
-                self.bundle.input["shape"],
-                self.precision,
-                workspace_mb=workspace_mb,
-                max_batch=max_batch,
-                refit_only=None if changed is None else [self.layout.by_name[n] for n in changed],
-                form=self.form,
-            )
-        return plan, entry
+            engines, where = bundle.manifest.get("engines", []), bundle.archive or bundle.root
+            entry = select_engine(engines, trt.__version__, gpu_name(), precision, where)
+        plan, precision, form = _plan(bundle, model, plan, entry, version, precision, workspace_mb, max_batch)
+        max_batch = max_batch if entry is None else int(entry.get("max_batch", max_batch))
+        static = bool(entry is not None and entry.get("static_batch"))  # a DLA engine: one batch size
+        pieces = (engine_maker(trt, plan), initializers, base, form, precision, mode, max_batch, static, entry)
+        return cls(bundle, trt, cuda, *pieces, workspace_mb=workspace_mb)
 
-    def _engine_entry(self, precision):
-        return select_engine(
-            self.bundle.manifest.get("engines", []),
-            self.trt.__version__,
-            gpu_name(),
-            precision,
-            self.bundle.archive or self.bundle.root,
-        )
+    def runners(self) -> List[EngineRunner]:
+        return [r for r in (self.sub, getattr(self, "fixed", None)) if r is not None]
 
     # -- refit --------------------------------------------------------------------------------
     def _setup_refitter(self):
@@ -159,7 +154,7 @@ class TrtBackend(Backend):
         if self.device_weights:
             from .delta_apply import DeviceDeltaApplier
 
-            self.applier: Optional[DeviceDeltaApplier] = DeviceDeltaApplier(layout, self.base, stream=self.stream)
+            self.applier = DeviceDeltaApplier(layout, self.base, stream=self.stream)
             # One persistent device buffer; each Weights points into it for good.
             self.device_entries = [
                 (name, trt.Weights(trt_dtype(trt, spec.dtype), self.applier.pointer(spec.name), spec.numel))
@@ -248,10 +243,10 @@ class TrtBackend(Backend):
             self.packed.invalidate()
 
     def _infer(self, batch):
-        return self._engine().infer(batch)
+        return self._engine().run(batch)
 
     def _infer_features(self, batch):
-        return self._engine().infer(batch, features=True)
+        return self._engine().run(batch, features=True)
 
     def _engine(self):
         return self.fixed if (self.fixed is not None and self.current == BASE) else self.sub
@@ -269,6 +264,37 @@ class TrtBackend(Backend):
         return out
 
     def close(self):
+        """Free the packed weights buffer and deactivate the runners (their context and device buffers)."""
         if getattr(self, "applier", None) is not None:
             cast("DeviceDeltaApplier", self.applier).free()
             self.applier = None
+        for runner in self.runners():
+            runner.deactivate()
+
+
+def _plan(bundle, model, plan, entry, version, precision, workspace_mb, max_batch):
+    """(plan, precision, weight form): *plan*, else the manifest *entry*'s engine, else one built in memory."""
+    form = None
+    if plan is None and entry is not None:
+        log.info(
+            "engine: %s from the bundle (TensorRT %s, %s)", entry["file"], entry.get("tensorrt"), entry.get("device")
+        )
+        plan = bundle.read_file(entry)
+        precision = entry.get("precision", precision)
+        form = entry.get("weights")
+    precision = precision or "int8"
+    form = weight_form(version, precision, form)
+    if plan is None:
+        log.info("engine: none stored for this device; building one in memory")
+        changed = bundle.model.changed  # the recorded refit set (an older bundle's engine refits all)
+        plan = build_engine(
+            model,
+            bundle.input["name"],
+            bundle.input["shape"],
+            precision,
+            workspace_mb=workspace_mb,
+            max_batch=max_batch,
+            refit_only=None if changed is None else [bundle.layout.by_name[n] for n in changed],
+            form=form,
+        )
+    return plan, precision, form

@@ -16,7 +16,7 @@ from typing import Callable, Dict
 import numpy as np
 
 from .loader import build_engine
-from .runner import EngineRunner
+from .runner import EngineRunner, engine_maker
 
 TARGET = 1.05  # refittable latency / non-refittable latency
 ITERATIONS, WARMUP = 50, 5
@@ -55,12 +55,12 @@ def fixed_runner(be) -> EngineRunner:
         refittable=False,
     )
     shape = (b.input["name"], b.output_name, b.input["shape"], b.head_width, be.max_batch)
-    return EngineRunner(be.trt, be.cuda, plan, be.stream, *shape, static=be.sub.static)
+    return EngineRunner(engine_maker(be.trt, plan), be.trt, be.cuda, be.stream, *shape, static=be.sub.static)
 
 
 def refit_penalty(be, batch: np.ndarray, make_fixed=fixed_runner, iterations: int = ITERATIONS) -> Dict:
     """Time *be*'s refittable engine and a non-refittable one on *batch*; their :func:`verdict`."""
-    fixed = make_fixed(be)
-    refittable_ms = median_ms(lambda: be.sub.infer(batch), iterations)
-    fixed_ms = median_ms(lambda: fixed.infer(batch), iterations)
+    with make_fixed(be) as fixed:  # its context and buffers are freed after the timing
+        refittable_ms = median_ms(lambda: be.sub.run(batch), iterations)
+        fixed_ms = median_ms(lambda: fixed.run(batch), iterations)
     return dict(verdict(refittable_ms, fixed_ms), batch=len(batch), iterations=iterations)

@@ -132,16 +132,15 @@ def test_a_static_batch_engine_runs_any_batch_in_padded_runs(rows, features):
     def run(part):  # the engine: exactly `size` rows, every time
         assert part.shape == (size, 3) and part.flags.c_contiguous
         calls.append(part.copy())
-        logits = part @ w
-        return (logits, part * 2) if features else logits
+        return dict(logits=part @ w, **({"features": part * 2} if features else {}))
 
     x = np.random.RandomState(rows).rand(rows, 3).astype(np.float32)
-    got = in_static_batches(run, x, size, features)
-    out, feats = got if features else (got, None)
-    np.testing.assert_allclose(out, x @ w, rtol=1e-6)
-    assert out.shape == (rows, 4) and len(calls) == max(1, -(-rows // size))
+    got = in_static_batches(run, x, size)
+    assert sorted(got) == (["features", "logits"] if features else ["logits"])
+    np.testing.assert_allclose(got["logits"], x @ w, rtol=1e-6)
+    assert got["logits"].shape == (rows, 4) and len(calls) == max(1, -(-rows // size))
     if features:
-        np.testing.assert_array_equal(feats, x * 2)
+        np.testing.assert_array_equal(got["features"], x * 2)
     if rows % size:
         assert not calls[-1][rows % size :].any()  # zero padding
 
@@ -153,7 +152,7 @@ def test_doctor_reports_the_dla_engine_and_says_where_layers_run_is_unverified(m
     trt_fakes.install(monkeypatch, "10.3.0", dla_cores=2)
     assert cli(capsys, "engine", "build", bundle, "--device-profile", "orin-agx", "--dla-core", "auto")[0] == 0
     lines = []
-    with TrtBackend(Bundle.open(bundle), precision="int8") as be:
+    with TrtBackend.from_bundle(Bundle.open(bundle), precision="int8") as be:
         assert be.sub.static and be.max_batch == 1  # the runner pads to the engine's one batch
         dla_report(lambda *a: lines.append(a), be)
         n = len(be.sub.engine.plan["weights"])
@@ -169,10 +168,10 @@ def test_the_inspector_reads_names_and_detailed_layers(monkeypatch):
     from edgetool.runtime.doctor_trt import dla_report
     from edgetool.runtime.trt.runner import EngineRunner
 
-    r = EngineRunner.__new__(EngineRunner)
-    r.trt = SimpleNamespace(LayerInformationFormat=SimpleNamespace(JSON="JSON"))
+    trt = SimpleNamespace(LayerInformationFormat=SimpleNamespace(JSON="JSON"))
     info = json.dumps({"Layers": ["conv", {"Name": "fc", "LayerType": "CaskGemm"}]})
-    r.engine = SimpleNamespace(create_engine_inspector=lambda: SimpleNamespace(get_engine_information=lambda f: info))
+    engine = SimpleNamespace(create_engine_inspector=lambda: SimpleNamespace(get_engine_information=lambda f: info))
+    r = EngineRunner(engine, trt, None, None, "input", "logits", (1, 28, 28), 4, 1, static=True)  # not activated
     assert r.layer_names() == ["conv", "fc"]
     r.engine = SimpleNamespace()
     assert r.layer_names() is None

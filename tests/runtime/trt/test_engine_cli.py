@@ -135,7 +135,7 @@ def test_tensorrt_matches_onnxruntime(cuda_device, tiny_bundle, mode):
 
     b = Bundle.open(tiny_bundle)
     x = b.samples()
-    with OrtBackend(b) as ref, TrtBackend(b, mode=mode) as trt:
+    with OrtBackend(b) as ref, TrtBackend.from_bundle(b, mode=mode) as trt:
         for target in [BASE, 0, BASE, 1, 2, 0, BASE]:
             ref.switch(target)
             trt.switch(target)

@@ -162,13 +162,20 @@ def test_the_penalty_is_the_ratio_of_medians():
         def __init__(self, name):
             self.name = name
 
-        def infer(self, x):
+        def run(self, x):
             calls.append((self.name, len(x)))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            calls.append((self.name, "deactivated"))
 
     be = type("Be", (), {"sub": Engine("refittable")})()
     p = refit_penalty(be, batch, make_fixed=lambda be: Engine("fixed"), iterations=4)
     assert p["batch"] == 3 and p["iterations"] == 4 and p["ratio"] > 0
     assert calls.count(("refittable", 3)) == calls.count(("fixed", 3)) == 4 + 5  # 5 warmup runs each
+    assert calls[-1] == ("fixed", "deactivated")  # the reference engine's buffers are freed after the timing
 
 
 @pytest.mark.parametrize("version, form", [("8.6.1", "qdq-float"), ("10.3.0", "int8")])
@@ -177,7 +184,7 @@ def test_the_penalty_reference_engine_is_the_same_engine_without_refit(monkeypat
     from edgetool.runtime.trt.penalty import fixed_runner, refit_penalty
 
     trt = trt_fakes.install(monkeypatch, version)
-    with TrtBackend(Bundle.open(made[0]), max_batch=8, workspace_mb=256) as be:
+    with TrtBackend.from_bundle(Bundle.open(made[0]), max_batch=8, workspace_mb=256) as be:
         fixed = fixed_runner(be)
         (_, refit_config), (network, config) = trt.builds
         assert [f for f in refit_config.flags if "REFIT" in f] != []
@@ -185,9 +192,10 @@ def test_the_penalty_reference_engine_is_the_same_engine_without_refit(monkeypat
         assert [f for f in config.flags if "REFIT" not in f] == [f for f in refit_config.flags if "REFIT" not in f]
         assert config.pools == refit_config.pools == {"WORKSPACE": 256 << 20}
         assert config.profiles[0].shapes == refit_config.profiles[0].shapes
-        assert fixed.engine.refittable == [] and fixed.static is False and be.form == form
+        assert fixed.engine is None and fixed.activate().engine.refittable == [] and fixed.static is False
+        assert be.form == form
         p = refit_penalty(be, Bundle.open(made[0]).samples(), make_fixed=lambda be: fixed, iterations=2)
-        assert fixed.runs == be.sub.runs == 7 and p["batch"] == 4
+        assert fixed.runs == be.sub.runs == 7 and p["batch"] == 4 and not fixed.active and fixed.engine is None
 
 
 def test_doctor_reports_the_penalty_as_a_figure_with_its_target(monkeypatch):

@@ -166,7 +166,7 @@ def test_a_switch_refits_exactly_the_recorded_set(monkeypatch, bundle, version, 
     trt_fakes.install(monkeypatch, version)
     b = Bundle.open(bundle)
     names = [engine_name(b.layout.by_name[n], form) for n in CHANGED]
-    with TrtBackend(b) as be:
+    with TrtBackend.from_bundle(b) as be:
         assert be.form == form and [n for _, n in be.plan] == names
         engine = be.sub.engine
         assert len(engine.refittable) == (len(engine.plan["weights"]) if refit_all else len(CHANGED))
@@ -194,7 +194,7 @@ def test_weights_tensorrt_asks_for_outside_the_set_get_their_base_values(monkeyp
     monkeypatch.setattr("edgetool.runtime.trt.backend.build_engine", _refit_all_build)
     b = Bundle.open(bundle)
     base_bias = _initializers(b)["s2.b1.conv1.bias"]
-    with TrtBackend(b) as be:
+    with TrtBackend.from_bundle(b) as be:
         assert list(be.companions) == ["s2.b1.conv1.bias"]
         for target in [0, 1, BASE]:
             be.switch(target)
@@ -215,7 +215,7 @@ def test_an_engine_that_cannot_refit_a_recorded_tensor_is_refused(monkeypatch, b
     trt_fakes.install(monkeypatch, "10.3.0")
     monkeypatch.setattr("edgetool.runtime.trt.backend.build_engine", fewer)
     with pytest.raises(BackendError, match="cannot refit 1 tensor.*stem.weight"):
-        TrtBackend(Bundle.open(bundle))
+        TrtBackend.from_bundle(Bundle.open(bundle))
 
 
 def test_a_switch_to_a_delta_outside_the_set_keeps_the_network_serving(monkeypatch, bundle):
@@ -223,7 +223,7 @@ def test_a_switch_to_a_delta_outside_the_set_keeps_the_network_serving(monkeypat
 
     edit(bundle, lambda m: m["refit"].update(changed=[n for n in CHANGED if n != "fc.bias"]))
     trt_fakes.install(monkeypatch, "10.3.0")
-    with TrtBackend(Bundle.open(bundle)) as be:
+    with TrtBackend.from_bundle(Bundle.open(bundle)) as be:
         be.switch(1)
         refits = len(be.sub.engine.refits)
         with pytest.raises(SwitchError, match="still serving subclass network 1.*fc.bias"):

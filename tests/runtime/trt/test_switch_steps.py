@@ -5,7 +5,9 @@ The steps and their rollback are the product's own code: ``TrtBackend.switch`` /
 ``Backend._recover``, ``DeviceDeltaApplier.apply`` and ``PackedWeights``.  Only what needs a
 GPU is replaced, here in the test: device memory by host arrays, the CUDA copy calls by
 array copies, the add kernel by its numpy oracle (``reference_apply``), and the refitter by
-one that copies the weights it points at when it refits, as TensorRT does.  The tests on a
+one that copies the weights it points at when it refits, as TensorRT does.  The backend is built
+through its public constructor with trt_fakes' TensorRT module and cuda_fakes' pycuda and engine,
+so ``close`` is checked to free every buffer the runners allocated.  The tests on a
 real device are ``tests/test_faults.py::test_tensorrt_failed_switch_step_keeps_previous_network``.
 """
 
@@ -16,19 +18,25 @@ import numpy as np
 import pytest
 
 from edgetool.runtime.bundle import packed as weights_mod
-from edgetool.runtime.backends.base import BASE, Backend
+from edgetool.runtime.backends.base import BASE
 from edgetool.runtime.bundle.reader import Superclass
 from edgetool.runtime.errors import SwitchError
 from edgetool.runtime.bundle.sparse_codec import SparseDelta, decode_sparse, encode
 from edgetool.runtime.trt import delta_apply
 from edgetool.runtime.trt.backend import TrtBackend
 from edgetool.runtime.trt.delta_apply import VEC, DeviceDeltaApplier, launch_geometry, reference_apply
-from edgetool.runtime.bundle.packed import PackedWeights
 from edgetool.runtime.bundle.weights import PackedLayout, TensorSpec
+
+import cuda_fakes
+import trt_fakes
 
 
 class DeltaBundle:
-    """What a backend reads from a bundle: the layout, the hierarchy and decoded deltas."""
+    """What a backend reads from a bundle: the layout, the hierarchy, decoded deltas and the I/O names."""
+
+    input = {"name": "input", "shape": [1, 2, 3]}
+    output_name, head_width = "logits", 4
+    model = SimpleNamespace(changed=None)  # no recorded refit set: every tensor the engine can refit
 
     def __init__(self, layout, deltas):
         self.layout, self.deltas = layout, deltas
@@ -51,11 +59,17 @@ class HostCuda:
 
 
 class Refitter:
-    """Refitting copies the weights the engine was pointed at (device buffer or host arrays)."""
+    """Refitting copies the weights the engine was pointed at (device buffer or host arrays: *source*, set by the
+    test once the backend holds them)."""
 
-    def __init__(self, source):
-        self.source = source
-        self.engine = source().copy()
+    def __init__(self, engine, logger):
+        self.names, self.source, self.engine = engine.refittable, None, None
+
+    def get_all_weights(self):
+        return list(self.names)
+
+    def get_missing_weights(self):
+        return []
 
     def set_named_weights(self, name, w, location=None):
         return True
@@ -68,12 +82,30 @@ class Refitter:
         return True
 
 
+class HostApplier(DeviceDeltaApplier):
+    """The real applier's staging, copies and rollback on host arrays: HostCuda, the kernel's numpy oracle, and a
+    tensor's "pointer" its offset in the packed buffer."""
+
+    def __init__(self, layout, base, stream=None):
+        self.cuda, self.layout, self.stream, self.fn = HostCuda(), layout, stream, host_kernel
+        self.base, self.delta, self.weights = base.copy(), np.zeros_like(base), base.copy()
+        self.host_delta = np.zeros_like(base)
+        self.n_int8_vec = layout.int8_nbytes // VEC
+        self.n_vec, self.blocks = launch_geometry(layout.total_nbytes)
+
+    def pointer(self, name):
+        return self.layout.by_name[name].offset
+
+    def free(self):
+        self.freed = True
+
+
 def host_kernel(base, delta, out, n_int8_vec, n_vec, block, grid, stream):
     assert int(n_vec) * VEC == base.size
     out[...] = reference_apply(base, delta, int(n_int8_vec) * VEC)
 
 
-def make(device_weights, sparse, mode="one-engine", seed=0):
+def make(monkeypatch, device_weights, sparse, mode="one-engine", seed=0):
     layout = PackedLayout.build(
         [
             TensorSpec("c.weight", "weight", "int8", (16, 8, 3, 3), scale=[0.1] * 16),
@@ -93,33 +125,26 @@ def make(device_weights, sparse, mode="one-engine", seed=0):
         dense.append(d)
     deltas = [decode_sparse(encode(d.tobytes()), d.size) for d in dense] if sparse else dense
     assert all(isinstance(d, SparseDelta) == sparse for d in deltas)
-    be = TrtBackend.__new__(TrtBackend)
-    Backend.__init__(be, DeltaBundle(layout, deltas))
-    be.mode, be.device_weights, be.form = mode, device_weights, "int8"
-    be.base = base
-    be.stream = SimpleNamespace(handle=0, synchronize=lambda: None)
-    be.trt = SimpleNamespace(TensorLocation=SimpleNamespace(DEVICE="device"), Weights=lambda a: a)
-    be.companions, be.fixed, be.sub_loaded = {}, None, BASE
-    be.plan = [(t, t.name) for t in layout.tensors]
-    if device_weights:
-        a = DeviceDeltaApplier.__new__(DeviceDeltaApplier)
-        a.cuda, a.layout, a.stream, a.fn = HostCuda(), layout, None, host_kernel
-        a.base, a.delta, a.weights = base.copy(), np.zeros_like(base), base.copy()
-        a.host_delta = np.zeros_like(base)
-        a.n_int8_vec = layout.int8_nbytes // VEC
-        a.n_vec, a.blocks = launch_geometry(layout.total_nbytes)
-        be.applier = a
-        be.device_entries = [(t.name, None) for t in layout.tensors]
-        be.refitter = Refitter(lambda: a.weights)
-    else:
-        be.packed = PackedWeights(layout, base)
-        be.host = be.packed.buf
-        be.host_arrays = layout.views(be.host)
-        be.refitter = Refitter(lambda: be.host)
+    # TensorRT 10 with int8 weights refits from the device buffer; 8.6 from host arrays
+    trt = trt_fakes.fake_tensorrt("10.3.0" if device_weights else "8.6.1")
+    trt.Refitter = Refitter
+    cuda = cuda_fakes.Cuda()
+    monkeypatch.setattr(delta_apply, "DeviceDeltaApplier", HostApplier)
+    names = [t.name for t in layout.tensors]
+
+    def engine():  # an engine that runs (cuda_fakes) and can refit every packed tensor
+        e = cuda_fakes.Engine(cuda, (1, 2, 3), 4)
+        e.refittable = names
+        return e
+
+    be = TrtBackend(DeltaBundle(layout, deltas), trt, cuda, engine, {}, base, "int8", mode=mode)
+    monkeypatch.undo()
+    assert be.device_weights == device_weights and len(be.plan) == len(names)
+    be.refitter.source = (lambda: be.applier.weights) if device_weights else (lambda: be.host)
     expected = {BASE: base}
     for k, d in enumerate(dense):
         expected[k] = layout.apply_delta(base, d)
-    return be, expected
+    return be, expected, cuda
 
 
 def inject(monkeypatch, be, step):
@@ -193,7 +218,7 @@ HOST_STEPS = ["add", "set-weights", "refit"]
     ids=["device-" + s for s in DEVICE_STEPS] + ["host-" + s for s in HOST_STEPS],
 )
 def test_failed_step_keeps_previous_network_in_the_engine(monkeypatch, device_weights, step, sparse, start):
-    be, expected = make(device_weights, sparse)
+    be, expected, _ = make(monkeypatch, device_weights, sparse)
     be.switch(start, force=True)
     assert be.refitter.engine.tobytes() == expected[start].tobytes()
     inject(monkeypatch, be, step)
@@ -210,7 +235,7 @@ def test_failed_step_keeps_previous_network_in_the_engine(monkeypatch, device_we
 @pytest.mark.parametrize("step", ["copy", "refit"])
 def test_two_engine_mode_after_a_failed_switch(monkeypatch, step):
     """The fixed base engine's shortcut never claims a subclass network the refitted engine lacks."""
-    be, expected = make(True, True, mode="two-engine")
+    be, expected, _ = make(monkeypatch, True, True, mode="two-engine")
     be.switch(0)
     inject(monkeypatch, be, step)
     with pytest.raises(SwitchError):
@@ -221,3 +246,14 @@ def test_two_engine_mode_after_a_failed_switch(monkeypatch, step):
     assert be.refitter.engine.tobytes() == expected[0].tobytes()
     be.switch(1)
     assert be.sub_loaded == 1 and be.refitter.engine.tobytes() == expected[1].tobytes()
+
+
+@pytest.mark.parametrize("mode", ["one-engine", "two-engine"])
+def test_close_frees_every_buffer_the_runners_allocated(monkeypatch, mode):
+    be, expected, cuda = make(monkeypatch, True, False, mode=mode)
+    assert len(cuda.live()) == (4 if mode == "two-engine" else 2)  # input and logits per engine, while open
+    x = np.ones((2, 1, 2, 3), np.float32)
+    assert be.infer(x).shape == (2, 4)  # the backend's logits come from the runner's output by name
+    be.close()
+    assert cuda.live() == [] and len(cuda.freed) == len(cuda.allocated) and be.applier is None
+    assert all(r.context is None for r in be.runners())

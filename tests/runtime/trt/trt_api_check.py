@@ -25,8 +25,9 @@ import operator
 from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
 ROOTS = {"trt"}  # the module variable; names bound by ``import tensorrt [as x]`` are added per module
-# Parameters that hold TensorRT objects (the build steps of runtime/trt/loader.py take them).
-RECEIVERS = ("builder", "network", "config", "logger")
+# Parameters that hold TensorRT objects (the build steps of runtime/trt/loader.py take them; EngineRunner takes an
+# engine or a callable that makes one).
+RECEIVERS = ("builder", "network", "config", "logger", "engine_or_maker")
 # Set by the tensorrt package in Python, not registered by the bindings: used, never looked up.
 SPECIAL = {"__version__"}
 UNKNOWN = object()

@@ -19,6 +19,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from cuda_fakes import Runner
+
 BASE_FLAGS = ("INT8", "FP16", "REFIT", "GPU_FALLBACK")
 TEN = BASE_FLAGS + ("REFIT_INDIVIDUAL", "STRIP_PLAN")
 VERSIONS = {
@@ -204,24 +206,6 @@ class HostApplier:
 
     def free(self):
         pass
-
-
-class Runner:
-    """EngineRunner without a GPU: holds the deserialized engine and counts runs (zeros out); its inspector
-    is the real one's."""
-
-    def __init__(self, trt, cuda, plan, stream, input_name, output_name, input_shape, head, max_batch, static=False):
-        self.trt, self.static, self.head, self.runs = trt, static, head, 0
-        self.engine = trt.Runtime(None).deserialize_cuda_engine(plan)
-
-    def infer(self, batch, features=False):
-        self.runs += 1
-        return np.zeros((len(batch), self.head), dtype=np.float32)
-
-    def layer_names(self):
-        from edgetool.runtime.trt.runner import EngineRunner
-
-        return EngineRunner.layer_names(self)
 
 
 def install(monkeypatch, version, dla_cores=0, fused=None):
