@@ -192,7 +192,7 @@ def aggregate(dataset, out):
 
 def markdown(s):
     names = {
-        "lower": "flat fp32, 8 epochs (lower bound)",
+        "lower": "flat fp32, {} epochs (lower bound)".format(s["config"]["epochs"]),
         "control": "flat fp32, told the true superclass",
         "upper": "vanilla subclass networks, told the true superclass",
         "vanilla": "vanilla fp32 Super-Sub",
