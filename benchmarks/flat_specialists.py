@@ -11,8 +11,10 @@ control, fp32, before its QAT) is the starting point of every specialist:
   loss over k's classes only (AdamW, random flips as the run trains); for each superclass the
   (learning rate, epoch) with the best accuracy on k's validation images is kept, epoch 0 (the
   flat network itself) included, so on validation no specialist is worse than the flat network;
-* measured once on the full test split: the flat network alone, the routed specialists, and
-  both told the true superclass; the paired bootstrap pools the seeds.
+* measured once on the full test split: the flat network alone, the flat network read through
+  the same two stages (its implied superclass, then its best class inside it), the routed
+  specialists, and the flat network and the specialists told the true superclass; the paired
+  bootstrap pools the seeds.
 
 fp32, torch: whether the recipe can win at all, before it would be made int8 deltas.
 Writes benchmarks/results/fair/<dataset>/specialists.json.
@@ -115,8 +117,10 @@ def run_seed(path):
     routed = np.array([restricted_argmax(specialists[k][i : i + 1], members[k])[0] for i, k in enumerate(route)])
     told = np.array([restricted_argmax(specialists[k][i : i + 1], members[k])[0] for i, k in enumerate(true_k)])
     flat_told = np.array([restricted_argmax(flat_logits[i : i + 1], members[k])[0] for i, k in enumerate(true_k)])
+    flat_routed = np.array([restricted_argmax(flat_logits[i : i + 1], members[k])[0] for i, k in enumerate(route)])
     correct = {
         "flat": flat_logits.argmax(1) == yte,
+        "flat_routed": flat_routed == yte,
         "specialists": routed == yte,
         "flat_told_superclass": flat_told == yte,
         "specialists_told_superclass": told == yte,
