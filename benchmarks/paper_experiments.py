@@ -294,11 +294,16 @@ def aggregate(dataset, out, default_budget, machine):
     }
     if controls:
         summary["controls"] = {k: seeds[0]["controls"][k] for k in controls}
-    missing = [s["seed"] for s in seeds if set(s.get("controls", {})) < {"flat_budget", "flat_wide"}]
-    if missing:
+    lacking = {
+        str(s["seed"]): sorted({"flat_budget", "flat_wide"} - set(s.get("controls", {})))
+        for s in seeds
+        if not {"flat_budget", "flat_wide"} <= set(s.get("controls", {}))
+    }
+    if lacking:
         summary["controls_missing"] = {
-            "seeds": missing,
-            "why": "no flat control at equal training budget or cost was trained for these seeds; "
+            "seeds": [int(k) for k in lacking],
+            "lacking": lacking,
+            "why": "these flat controls were not trained for these seeds; "
             "`paper_experiments.py --controls` (with the seeds' --arch and data) trains them",
         }
     write_result(os.path.join(out, "summary.json"), summary)
