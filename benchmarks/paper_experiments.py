@@ -292,8 +292,9 @@ def aggregate(dataset, out, default_budget, machine):
         "pareto": budgets,
         "targets": targets,
     }
-    if controls:
-        summary["controls"] = {k: seeds[0]["controls"][k] for k in controls}
+    if controls:  # how each control was trained (the seeds share it); its accuracy is in mean and per_seed
+        shared = ("image_passes", "flops_per_image", "pipeline_image_passes", "width")
+        summary["controls"] = {k: {f: seeds[0]["controls"][k][f] for f in shared} for k in controls}
     lacking = {
         str(s["seed"]): sorted({"flat_budget", "flat_wide"} - set(s.get("controls", {})))
         for s in seeds
