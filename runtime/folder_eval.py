@@ -68,7 +68,7 @@ def measure(true: Sequence[int], pred: Sequence[int], pred_super: Sequence[int],
             holds[k, index[c]] = True
     conf = np.zeros((n, n), dtype=np.int64)
     np.add.at(conf, (t, p), 1)
-    primary = {c: s.name for s in reversed(bundle.superclasses) for c in s.subclasses if c not in s.overlap}
+    primary = {c: s.name for s in bundle.superclasses for c in s.subclasses if c not in s.overlap}  # once each
     per_class = []
     for c in range(n):
         images, correct = int(conf[c].sum()), int(conf[c, c])
