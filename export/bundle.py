@@ -69,6 +69,7 @@ def write_bundle(
     force: bool = False,
     flat_classes: Optional[Sequence[str]] = None,
     release: Optional[int] = None,
+    training: Optional[dict] = None,
 ) -> dict:
     """Write a bundle directory atomically (see :mod:`.atomic`) and return its manifest.
 
@@ -78,7 +79,8 @@ def write_bundle(
     class's superclass from the hierarchy.
 
     *release*: the manifest's release number, which devices never let fall (default: the export's
-    time in seconds since 1970, so a later export has a higher one)."""
+    time in seconds since 1970, so a later export has a higher one).  *training*: how the networks
+    were trained, as the manifest's ``training`` records it (``{"delta_budget": {...}}``)."""
     codecs.check_codec(codec)
     release = int(time.time()) if release is None else int(release)
     if not 0 <= release <= M.MAX_RELEASE:
@@ -90,6 +92,8 @@ def write_bundle(
     with staged_dir(out_dir, force) as tmp:
         manifest = _write_files(tmp, base_net, sub_nets, hierarchy, input_spec, codec, samples, flat_classes)
         manifest["release"] = release
+        if training:
+            manifest["training"] = dict(training)
         if extra:
             manifest.update(extra)
         try:  # the reader's own checks, before anything is published

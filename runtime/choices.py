@@ -31,6 +31,10 @@ WEIGHT_FORMS = ("int8", "qdq-float", "fp16")
 ENGINE_MODES = ("one-engine", "two-engine")
 DEFAULT_ENGINE_MODE = "one-engine"
 
+# Forms of the delta budget (`train --delta-budget`, toolchain/train/delta_budget.py); a
+# Super-Sub bundle's manifest records the one its deltas were trained with (training.delta_budget).
+BUDGET_MODES = ("dense", "prox", "topk", "grid", "patch")
+
 # What `edgetool export --model` writes: the Super-Sub bundle, or one of the flat controls
 # (toolchain/evaluate/bounds.py) as a single-network bundle (manifest "model": {"kind": "flat"}).
 FLAT_CONTROLS = {"flat": "budget", "flat-wide": "wide"}  # export --model -> the flat control's kind

@@ -193,6 +193,9 @@ def _summary(bundle, b):
         )
     if b.kind != "flat":
         click.echo("routing     topk: " + (b.routing or routing.DEFAULT).describe())
+        budget = b.model.delta_budget
+        shown = "not recorded" if budget is None else "{} (--delta-budget {})".format(budget[0], budget[2])
+        click.echo("budget      " + shown)
     click.echo("signature   " + _signature(b.root))
     click.echo("release     {}".format(b.model.release))
     click.echo("all files verified (sha256)")

@@ -145,6 +145,11 @@ CASES = [
     ("routing_k_beyond_superclasses", _set(("routing",), {"gate": 0.6, "k": 99}), "routing.k"),
     ("routing_beta_negative", _set(("routing",), {"gate": 0.6, "k": 2, "beta": -1}), "routing.beta"),
     ("routing_chosen_on_escape", _set(("routing",), {"gate": 0.6, "k": 2, "chosen_on": "\x1b[2J"}), "unprintable"),
+    ("training_not_object", _set(("training",), "30%"), "training"),
+    ("budget_unknown_mode", _set(("training", "delta_budget", "mode"), "lasso"), "training.delta_budget.mode"),
+    ("budget_value_negative", _set(("training", "delta_budget", "value"), -0.5), "training.delta_budget.value"),
+    ("budget_value_text", _set(("training", "delta_budget", "value"), "0.3"), "training.delta_budget.value"),
+    ("budget_text_escape", _set(("training", "delta_budget", "text"), "\x1b[2J"), "unprintable"),
 ]
 
 

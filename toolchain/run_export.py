@@ -39,4 +39,6 @@ def export_run(
         run, base, subs, data=routing_data, features=combiner_features
     )  # chosen on the validation split, if any
     args = (run.hier, run.input_spec, codec, run.samples(), extra, force)
-    return write_bundle(out_dir, base, subs, *args, release=release)
+    text = str(run.cfg.delta_budget).strip() or "dense"
+    training = {"delta_budget": run.cfg.budget().to_dict(text)}  # the budget these deltas were trained under
+    return write_bundle(out_dir, base, subs, *args, release=release, training=training)

@@ -78,6 +78,8 @@ class Manifest:
     release: int = 0  # only grows from one export to the next; devices refuse an older one (anti-rollback)
     # refit.changed: the packed tensors some delta changes, in layout order (None: an older bundle, not recorded)
     changed: Optional[Tuple[str, ...]] = None
+    # training.delta_budget: (mode, value, text) of the budget the deltas were trained under (None: not recorded)
+    delta_budget: Optional[Tuple[str, float, str]] = None
 
     def files(self) -> List[FileEntry]:
         out = [self.base] + list(self.deltas)
@@ -148,7 +150,10 @@ def parse(d: dict) -> Manifest:
         fail("model", "a flat bundle's head holds exactly its classes, and it has no routing")
     release = check(d.get("release", 0), "release", int, 0, MAX_RELEASE)
     model = (d, supers, head, shape, out_name, layout)
-    m = Manifest(*model, *files, over, routing, not_mine, kind, flat_classes, release, changed)
+    budget = _delta_budget(d)
+    if kind == "flat" and budget is not None:
+        fail("training.delta_budget", "a flat bundle has no deltas to train")
+    m = Manifest(*model, *files, over, routing, not_mine, kind, flat_classes, release, changed, budget)
     paths = [f.file for f in m.files()]
     if len(set(paths)) != len(paths) or MANIFEST in paths:
         fail("files", "two entries name the same file")
@@ -321,6 +326,20 @@ def _changed(r: dict, layout: PackedLayout) -> Optional[Tuple[str, ...]]:
     if at != sorted(set(at)):
         fail("refit.changed", "names a tensor twice, or not in the order of refit.tensors")
     return tuple(raw)
+
+
+def _delta_budget(d: dict) -> Optional[Tuple[str, float, str]]:
+    """The optional ``training.delta_budget``: {"mode", "value", "text"} as ``train --delta-budget``
+    parsed it (toolchain/train/delta_budget.py)."""
+    t = check(d.get("training", {}), "training", dict)
+    if "delta_budget" not in t:
+        return None
+    b = check(t["delta_budget"], "training.delta_budget", dict)
+    mode = b.get("mode")
+    if mode not in choices.BUDGET_MODES:
+        fail("training.delta_budget.mode", "{} is not one of {}".format(N.shown(mode), ", ".join(choices.BUDGET_MODES)))
+    value = check(b.get("value"), "training.delta_budget.value", float, 0.0)
+    return str(mode), value, N.printable(b.get("text"), "training.delta_budget.text", "text")
 
 
 def _deltas(raw: list, supers, layout: PackedLayout) -> Tuple[Delta, ...]:

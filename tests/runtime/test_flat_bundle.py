@@ -30,6 +30,7 @@ def test_manifest_says_flat_and_runtime_matches_torch(flat_bundle, tiny_run):
 
     m = json.load(open(os.path.join(flat_bundle, "manifest.json")))
     assert m["model"] == {"kind": "flat", "classes": list(tiny_run.train.classes)} and m["head_width"] == 10
+    assert "training" not in m  # no deltas, so no delta budget
     x = tiny_run.xte[:64]
     want = training.predict_logits(tiny_run.flat_control("budget"), x).argmax(1).numpy()
     with Bundle.open(flat_bundle) as b:
@@ -54,6 +55,7 @@ def test_flat_manifest_is_checked(flat_bundle, tmp_path):
         (lambda m: m["model"].update(kind="flatter"), "model.kind"),
         (lambda m: m["model"]["classes"].pop(), "model.classes"),
         (lambda m: m["model"]["classes"].__setitem__(0, m["model"]["classes"][1]), "model.classes"),
+        (lambda m: m.update(training={"delta_budget": {"mode": "dense", "value": 0, "text": "0"}}), "no deltas"),
     ):
         d = tmp_path / "b"
         if d.exists():

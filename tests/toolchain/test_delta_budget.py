@@ -26,6 +26,26 @@ def test_parse_budget():
     for bad in ("-1", "nan", "inf", "lots", "1e400", "0%", "150%", "x%", "%", "grid", "grid1", "grid0.5", "grid99"):
         with pytest.raises(ValueError, match="delta budget"):
             DB.parse_budget(bad)
+    b = DB.parse_budget("30%")
+    assert isinstance(b, DB.DeltaBudget) and (b.mode, b.value) == ("topk", 0.3)
+    assert b.to_dict("30%") == {"mode": "topk", "value": 0.3, "text": "30%"}
+    from edgetool.runtime.choices import BUDGET_MODES
+
+    assert {DB.parse_budget(t).mode for t in ("0", "0.05", "patch", "30%", "grid8")} == set(BUDGET_MODES)
+
+
+def test_the_bundle_records_the_budget_its_deltas_were_trained_under(tiny_run, tiny_bundle, run_cli):
+    """The manifest holds the parsed budget of the run that trained the deltas; inspect shows it."""
+    from edgetool.runtime.bundle.reader import Bundle
+
+    with Bundle.open(tiny_bundle) as b:
+        text = tiny_run.cfg.delta_budget
+        assert b.model.delta_budget == (tiny_run.cfg.budget().mode, tiny_run.cfg.budget().value, text)
+        assert b.model.raw["training"]["delta_budget"]["text"] == text
+    out = run_cli("inspect", tiny_bundle)
+    assert out.returncode == 0, out.stderr
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("budget")]
+    assert line == ["budget      {} (--delta-budget {})".format(tiny_run.cfg.budget().mode, text)], out.stdout
 
 
 def test_proximal_step_snaps_small_moves_back_exactly():

@@ -8,7 +8,7 @@ many distinct values the moves take, which is what the compressed delta costs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Tuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -16,9 +16,21 @@ if TYPE_CHECKING:
     from .qat import QATNet
 
 
-def parse_budget(budget) -> Tuple[str, float]:
-    """The delta budget knob: ``("dense", 0)``, ``("prox", tau)``, ``("topk", density)``, ``("grid", step)``
-    or ``("patch", 0)``.
+class DeltaBudget(NamedTuple):
+    """A parsed delta budget: its mode (one of :data:`edgetool.runtime.choices.BUDGET_MODES`) and
+    value (tau, a share of weights, or a grid step; 0 for dense and patch).  The bundle's manifest
+    records it (``training.delta_budget``)."""
+
+    mode: str
+    value: float
+
+    def to_dict(self, text: str) -> dict:
+        return {"mode": self.mode, "value": self.value, "text": text}
+
+
+def parse_budget(budget) -> DeltaBudget:
+    """The delta budget knob, as a :class:`DeltaBudget`: ``("dense", 0)``, ``("prox", tau)``,
+    ``("topk", density)``, ``("grid", step)`` or ``("patch", 0)``.
 
     ``0`` (or ``dense``) lets every weight move; a number tau > 0 is the threshold of the
     proximal step toward the base (in units of the step's learning rate); a percentage such as
@@ -30,9 +42,9 @@ def parse_budget(budget) -> Tuple[str, float]:
     """
     text = str(budget).strip().lower()
     if text in ("patch", "bn", "bn-patch"):
-        return "patch", 0.0
+        return DeltaBudget("patch", 0.0)
     if text in ("dense", "none", "", "100%"):
-        return "dense", 0.0
+        return DeltaBudget("dense", 0.0)
     if text.startswith("grid"):
         try:
             step = int(text[4:])
@@ -40,7 +52,7 @@ def parse_budget(budget) -> Tuple[str, float]:
             step = 0
         if not 2 <= step <= 64:
             raise ValueError("delta budget {!r}: a delta grid is grid2 ... grid64 (codes)".format(budget))
-        return "grid", float(step)
+        return DeltaBudget("grid", float(step))
     if text.endswith("%"):
         try:
             pct = float(text[:-1])
@@ -48,7 +60,7 @@ def parse_budget(budget) -> Tuple[str, float]:
             pct = float("nan")
         if not 0 < pct <= 100:
             raise ValueError("delta budget {!r}: a share of weights must be a percentage in (0, 100]".format(budget))
-        return "topk", pct / 100.0
+        return DeltaBudget("topk", pct / 100.0)
     try:
         tau = float(text)
     except ValueError:
@@ -58,7 +70,7 @@ def parse_budget(budget) -> Tuple[str, float]:
         )
     if not tau >= 0 or tau == float("inf"):
         raise ValueError("delta budget {!r}: tau must be a finite number >= 0".format(budget))
-    return ("prox", tau) if tau > 0 else ("dense", 0.0)
+    return DeltaBudget("prox", tau) if tau > 0 else DeltaBudget("dense", 0.0)
 
 
 def _int8_pairs(net: "QATNet", base: "QATNet"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import asdict, dataclass
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -16,6 +16,9 @@ from ..data import folders as datasets
 from ..hierarchy import spec as hierarchy
 from . import fit as training
 from ..config_check import check_types, read_json
+
+if TYPE_CHECKING:
+    from .delta_budget import DeltaBudget
 
 
 @dataclass
@@ -83,8 +86,8 @@ class TrainConfig:
         except ValueError as exc:
             raise UsageError("{}: {}".format(source, exc)) from None
 
-    def budget(self) -> Tuple[str, float]:
-        """The delta budget, parsed once from its text: (mode, value) as :func:`.delta_budget.parse_budget` says."""
+    def budget(self) -> "DeltaBudget":
+        """The delta budget, parsed once from its text (:func:`.delta_budget.parse_budget`)."""
         from .delta_budget import parse_budget
 
         return parse_budget(self.delta_budget)
