@@ -19,7 +19,6 @@ import argparse
 import copy
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -27,7 +26,6 @@ import torch
 import torch.nn as nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 from common import write_result  # noqa: E402
 
 

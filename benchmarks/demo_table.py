@@ -6,10 +6,8 @@ Usage: python benchmarks/demo_table.py [--out edgetool-out]   (resumes a finishe
 
 import argparse
 import os
-import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 from common import write_result  # noqa: E402
 
 

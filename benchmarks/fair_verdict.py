@@ -27,16 +27,14 @@ Usage:
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 from common import RESULTS, write_result  # noqa: E402
-from paper_experiments import mean_se  # noqa: E402
+from common import mean_se  # noqa: E402
 
 ROWS = ("lower", "control", "upper", "vanilla", "efficient", "flat_budget", "flat_wide")
 # The committed multi-seed benchmarks' settings (paper_experiments.py), plus a validation split.
@@ -57,7 +55,7 @@ def config(dataset, seed, work):
 
     data, hier = "sample", None
     if dataset != "sample":
-        from hierarchy_learning import data_source
+        from common.data import data_source
 
         data, hier = data_source(dataset, work)
     hier = LEARNED.get(dataset, hier)

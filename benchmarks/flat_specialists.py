@@ -27,13 +27,11 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 from common import RESULTS, write_result  # noqa: E402
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The long fuzz run: the CI fuzz targets (tests/fuzz_targets.py) for 200,000+ generated cases.
+"""The long fuzz run: the CI fuzz targets (tests/runtime/bundle/fuzz_targets.py) for 200,000+ generated cases.
 
 Targets: the manifest model (edited manifests and raw bytes), the zstd and 7z codecs (mutated
 frames and raw bytes), the tar reader (mutated archives, plain and gzip), the image loaders
@@ -26,11 +26,11 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-from common import RESULTS, write_result  # noqa: E402
+from common import RESULTS, load_file  # noqa: E402
+from common import write_result  # noqa: E402
 
-import fuzz_targets as F  # noqa: E402
+# The CI's own fuzz targets, loaded from their file: the long run fuzzes exactly what CI does.
+F = load_file(os.path.join(os.path.dirname(HERE), "tests", "runtime", "bundle", "fuzz_targets.py"))
 
 # cases per target per round (the expensive targets get fewer)
 ROUND = {

@@ -40,7 +40,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
@@ -49,9 +48,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "datasets")
 OUT = os.path.join(HERE, "results", "hierarchy")
-sys.path.insert(0, HERE)
 
 from common import write_result  # noqa: E402
+from common.data import data_source  # noqa: E402
+from common.runs import dict_cfg, open_run, share_flat, sibling  # noqa: E402
 
 PAPER_CALTECH = {"single CNN": 0.5512, "hierarchical model": 0.5157, "adaptive network selection": 0.5325}
 
@@ -85,35 +85,6 @@ SETTINGS = {
 }
 
 
-def caltech_dir(work):
-    """Caltech-101 as train/ and test/ image folders (symlinks), from the course split in splits/."""
-    src = os.path.join(SHARED, "caltech101")
-    dest = os.path.join(work, "data")
-    for split in ("train", "test"):
-        with open(os.path.join(src, "splits", "mldl2020_{}.txt".format(split))) as f:
-            rel = [line.strip() for line in f if line.strip().endswith(".jpg")]
-        for r in rel:
-            link = os.path.join(dest, split, r)
-            if not os.path.lexists(link):
-                os.makedirs(os.path.dirname(link), exist_ok=True)
-                os.symlink(os.path.join(src, "101_ObjectCategories", r), link)
-    return dest, None
-
-
-def data_source(name, work):
-    if name == "caltech101":
-        return caltech_dir(work)
-    from paper_experiments import dataset_dir
-
-    return dataset_dir(name, work)
-
-
-def open_run(path, cfg, progress):
-    from edgetool.toolchain.train.run import Run
-
-    return Run.open(path, copy.deepcopy(cfg), progress=progress)
-
-
 def learn_hierarchy(flat_path, name, theta, gamma, dataset, seed=0):
     """Learn from the flat network's validation confusion; write the file beside the runs and into results."""
     from edgetool.toolchain.hierarchy.cli import plot_dendrogram, run_confusion
@@ -136,21 +107,6 @@ def learn_hierarchy(flat_path, name, theta, gamma, dataset, seed=0):
     shutil.copy(path, stem + ".json")
     plot_dendrogram(z, classes, hier, theta, stem + ".png")
     return path, gamma
-
-
-def share_flat(src, path, files=("flat.pt",)):
-    """Copy the trained stages *files* of the run at *src* into the run folder *path*."""
-    os.makedirs(path, exist_ok=True)
-    for f in files:
-        if not os.path.isfile(os.path.join(path, f)):
-            shutil.copy(os.path.join(src, f), os.path.join(path, f))
-
-
-def sibling(run, suffix, progress, **cfg):
-    """A run beside *run* with the same flat and superclass networks and *cfg* changed."""
-    path = run.path.rstrip("/") + suffix
-    share_flat(run.path, path, ("flat.pt", "super.pt"))
-    return open_run(path, dict_cfg(run.cfg, **cfg), progress)
 
 
 def accuracies(topk, flat_acc, upper):
@@ -371,13 +327,6 @@ def seed_lines(ds: str, r0: dict) -> list:
             )
         )
     return lines + [""]
-
-
-def dict_cfg(cfg, **kw):
-    c = copy.deepcopy(cfg)
-    for k, v in kw.items():
-        setattr(c, k, v)
-    return c
 
 
 def single_network(cfg, run, work, result, args):

@@ -23,7 +23,6 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 from common import write_result  # noqa: E402
 
 

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, write_result  # noqa: E402
 
 CHILD = r"""

@@ -26,11 +26,8 @@ edgetool-out/bench-<dataset>) and resume where they stopped.
 import argparse
 import copy
 import json
-import math
 import os
 import shutil
-import sys
-import tarfile
 import time
 
 import numpy as np
@@ -38,36 +35,12 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "datasets")
-sys.path.insert(0, HERE)
 
-from common import write_result  # noqa: E402
+from common import mean_se, write_result  # noqa: E402
+from common.data import dataset_dir  # noqa: E402
 
 SWEEP = ["0", "0.05", "0.2", "patch", "0.1", "0.4"]  # delta budgets, in the order they are run
 SHARED_STAGES = ("flat.pt", "super.pt", "super_qat.pt", "timing.json")
-
-
-def dataset_dir(name, work, root=SHARED):
-    if name == "fashion-mnist":
-        return os.path.join(root, "fashion-mnist"), None
-    if name == "cifar10":
-        src = os.path.join(root, "cifar10-jpg")
-        dest = os.path.join(work, "data")
-        root = os.path.join(dest, "CIFAR-10-images")
-        if not os.path.isdir(os.path.join(root, "test")):
-            os.makedirs(dest, exist_ok=True)
-            with tarfile.open(os.path.join(src, "CIFAR-10-images.tar.gz")) as tar:
-                tar.extractall(dest, filter="data")
-        return root, os.path.join(src, "hierarchy.json")
-    raise SystemExit("unknown dataset {}".format(name))
-
-
-def mean_se(values):
-    """{"mean", "se", "n"}: the standard error is the sample standard deviation / sqrt(n) (null for n < 2)."""
-    v = [float(x) for x in values if x is not None]
-    if not v:
-        return {"mean": None, "se": None, "n": 0}
-    se = float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
-    return {"mean": float(np.mean(v)), "se": se, "n": len(v)}
 
 
 def run_point(args, seed, b, first, out):

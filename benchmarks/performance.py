@@ -21,9 +21,8 @@ import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 from common import write_result  # noqa: E402
-import perf_table  # noqa: E402
+from common import tables as perf_table  # noqa: E402
 
 README = os.path.join(os.path.dirname(HERE), "README.md")
 OUT = os.path.join(HERE, "results", "performance.json")
@@ -36,7 +35,7 @@ def progress(step: str) -> None:
 
 
 def demo_profile(bundle: str, iterations: int) -> dict:
-    from html_render import render
+    from common.browser import render
 
     from edgetool.runtime.profile.profile import run_profile
     from edgetool.runtime.profile.report import write_reports
@@ -52,7 +51,7 @@ def demo_profile(bundle: str, iterations: int) -> dict:
 
 
 def scaling_row(name: str, pct: int, work: str, iterations: int) -> dict:
-    import scaling_bundles
+    from common import bundles as scaling_bundles
 
     from edgetool.runtime.profile.profile import run_profile
     from edgetool.runtime.bundle.sparse_codec import DENSE_ABOVE

@@ -8,6 +8,7 @@ each point (EDGETOOL_FAULT_KILL) during `deploy --to DIR` and `rollback --to DIR
 Usage: python benchmarks/power_cut.py   ->  benchmarks/results/power_cut.json
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -15,12 +16,12 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 from common import RESULTS, write_result  # noqa: E402
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     from edgetool.runtime.machine import machine_name
 
     out = os.path.join(RESULTS, "power_cut.json")

@@ -31,22 +31,20 @@ Usage (after hierarchy_learning.py --dataset D --outliers 1 --work W):
 """
 
 import argparse
-import json
 import os
-import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 from common import write_result  # noqa: E402
-from routing_diagnosis import (  # noqa: E402
+from common.routing import (  # noqa: E402
     MAX_EXTRA,
     OUT,
+    across_seeds,
     add_run_args,
-    confusable_draw,
+    not_mine_networks,
     result_folder,
     run_path,
     softmax,
@@ -54,47 +52,6 @@ from routing_diagnosis import (  # noqa: E402
 )
 
 THRESHOLDS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
-
-
-def not_mine_networks(run, ratio, draw="uniform"):
-    """Subclass networks with one more head row, "not mine", trained on other superclasses'
-    images (the run's fine-tune recipe); cached in ``<run>-notmine<R>``.  *draw*: ``uniform``
-    (the run's outlier draw) or ``confusable`` (other superclasses' images drawn in proportion
-    to the superclass network's probability of the cluster, as routing_diagnosis.py does)."""
-    import torch
-
-    from edgetool.toolchain.train import fit as training
-    from edgetool.toolchain.train.checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
-
-    folder = run.path.rstrip("/") + "-notmine{}{:g}".format("" if draw == "uniform" else "-" + draw, ratio)
-    p_super = None
-    if draw == "confusable":
-        p_super = torch.softmax(training.predict_logits(run.superclass(), run.xtr, run.hier.n_super).double(), 1)
-    nets = []
-    for k in range(run.hier.n_super):
-        path = os.path.join(folder, "{}.pt".format(k))
-        if not os.path.isfile(path):
-            n = len(run.hier.subclasses[k])
-            sd = run.superclass().state_dict()
-            m = run.new_model(run.hier.head_width + 1)
-            with torch.no_grad():
-                m.load_state_dict({a: v for a, v in sd.items() if not a.startswith("fc.")}, strict=False)
-                m.fc.weight[: sd["fc.weight"].shape[0]] = sd["fc.weight"]
-                m.fc.bias[: sd["fc.bias"].shape[0]] = sd["fc.bias"]
-                m.fc.weight[n], m.fc.bias[n] = 0.0, 0.0
-            mask = run.sub_mask(k)
-            y = torch.from_numpy(run.data.local[k])[run.ytr[mask]]
-            pool = torch.nonzero(~mask).flatten()
-            if p_super is not None:
-                pool = confusable_draw(p_super, pool, k, ratio * int(mask.sum()), run.cfg.seed * 1009 + k)
-            x, y = training.with_outliers(run.xtr[mask], y, run.xtr, pool, ratio, run.cfg.seed * 1009 + k)
-            y = training.not_mine_labels(y, n)
-            recipe = run.recipe(run.cfg.ft_epochs, run.cfg.ft_lr, weight_decay=run.cfg.ft_weight_decay)
-            hooks = training.FitHooks("not-mine subclass [{}]".format(run.hier.superclasses[k]), run.progress)
-            training.fit(m, x, y, recipe, n_valid=n + 1, seed=run.cfg.seed + k + 1, hooks=hooks)
-            save_checkpoint(float_state(m), path)
-        nets.append(float_from_state(load_checkpoint(path)))
-    return nets
 
 
 def outputs(run, nets, x, extra):
@@ -216,45 +173,6 @@ def chosen(networks):
 ARBITER_CHOICES = "networks, arbiter, gate and threshold"
 
 
-def across_seeds(dataset, seeds=(1, 2), path_of=result_path, script="routing_arbiter.py", what=ARBITER_CHOICES):
-    """A markdown table of the router chosen on validation, seed 0 and ``<dataset>-seedN``, from
-    *script*'s results (read from ``path_of(name)``); *what* names what was chosen."""
-    rows, fracs, machines = [], [], set()
-    for seed in (0,) + tuple(seeds):
-        name = dataset if seed == 0 else "{}-seed{}".format(dataset, seed)
-        with open(path_of(name)) as f:
-            d = json.load(f)
-        c = d["chosen_on_validation"]
-        machines.add(d["machine"])
-        t = c["test"]
-        fracs.append(t["recovered_fraction"])
-        rows.append(
-            "| {seed} | {networks}, {router} | {recovered} of {stage1_errors} ({recovered_fraction:.1%}) | {lost} "
-            "| {accuracy:.2%} | {top1_accuracy:.2%} | {extra_switches_per_image:.3f} |".format(
-                seed=seed, networks=c["networks"], router=c["router"].replace("_", " "), **t
-            )
-        )
-    mean = float(np.mean(fracs))
-    se = float(np.std(fracs, ddof=1) / np.sqrt(len(fracs))) if len(fracs) > 1 else 0.0
-    return "\n".join(
-        [
-            "## {}: the router chosen on validation, per seed".format(dataset),
-            "",
-            "Written by `benchmarks/{} --across-seeds` from its per-seed results; measured on "
-            "{}. Each seed's {} are chosen on 30,000 training images that "
-            "seed's runs never used; the test set is the full 10,000 images.".format(
-                script, "; ".join(sorted(machines)), what
-            ),
-            "",
-            "| seed | networks, router | stage-1 errors recovered | right answers lost | accuracy | its top-1 "
-            "| extra switches / image |",
-            "|---:|---|---:|---:|---:|---:|---:|",
-        ]
-        + rows
-        + ["", "Recovered: {:.1%} ± {:.1%} (mean ± SE over {} seeds).".format(mean, se, len(fracs)), ""]
-    )
-
-
 def main():
     from edgetool.runtime.machine import machine_name
     from edgetool.toolchain.train.run import Run
@@ -279,7 +197,7 @@ def main():
     )
     args = ap.parse_args()
     if args.across_seeds:
-        text = across_seeds(args.dataset)
+        text = across_seeds(args.dataset, result_path, "routing_arbiter.py", ARBITER_CHOICES)
         with open(os.path.join(OUT, "routing-arbiter-seeds-{}.md".format(args.dataset)), "w") as f:
             f.write(text)
         print(text)

@@ -39,16 +39,15 @@ of runs measured without --efficient):
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 from common import write_result  # noqa: E402
-from routing_diagnosis import OUT, result_folder, run_path, unused_training_images  # noqa: E402
+from common.routing import OUT, result_folder, run_path, unused_training_images  # noqa: E402
+from common.runs import not_mine_run  # noqa: E402
 
 
 def classify_all(be, x, **kw):
@@ -119,24 +118,6 @@ def measure(run, bundle_dir: str, data=None, combiner_features: bool = True) -> 
             )
         out["bundle_routing"] = b.routing.to_dict() if b.routing else None
     return out
-
-
-def not_mine_run(path: str, ratio: float) -> str:
-    """A run like *path* whose subclass networks have a "not mine" row (``--ft-outliers ratio
-    --ft-not-mine``), at ``<path>-bundle-notmine<R>``; it shares the flat network, which the row
-    does not change, and trains the rest."""
-    import shutil
-
-    folder = "{}-bundle-notmine{:g}".format(path.rstrip("/"), ratio)
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(path, "config.json")) as f:
-            cfg = json.load(f)
-        cfg.update(ft_outliers=float(ratio), ft_not_mine=True)
-        shutil.copy(os.path.join(path, "flat.pt"), os.path.join(folder, "flat.pt"))
-        with open(os.path.join(folder, "config.json"), "w") as f:
-            json.dump(cfg, f, indent=1)
-    return folder
 
 
 def result_path(dataset: str, tag: str = "") -> str:

@@ -31,15 +31,20 @@ Usage (after hierarchy_learning.py --dataset D --work W):
 
 import argparse
 import os
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 from common import write_result  # noqa: E402
-from routing_arbiter import across_seeds, not_mine_networks  # noqa: E402
-from routing_diagnosis import OUT, add_run_args, result_folder, run_path, unused_training_images  # noqa: E402
+from common.routing import (  # noqa: E402
+    OUT,
+    across_seeds,
+    add_run_args,
+    not_mine_networks,
+    result_folder,
+    run_path,
+    unused_training_images,
+)
 
 
 def evidence(run, nets, x, y, extra):
@@ -80,7 +85,7 @@ def main():
     args = ap.parse_args()
     if args.across_seeds:
         what = "networks, gate, combiner and share of images gated"
-        text = across_seeds(args.dataset, path_of=result_path, script="routing_combiner.py", what=what)
+        text = across_seeds(args.dataset, result_path, "routing_combiner.py", what)
         with open(os.path.join(OUT, "routing-combiner-seeds-{}.md".format(args.dataset)), "w") as f:
             f.write(text)
         print(text)

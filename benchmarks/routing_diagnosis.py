@@ -28,35 +28,23 @@ Usage (after hierarchy_learning.py --dataset D --outliers 1 --work W):
 
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 from common import write_result  # noqa: E402
+from common.routing import (  # noqa: E402
+    MAX_EXTRA,
+    OUT,
+    confusable_draw,
+    run_path,
+    softmax,
+    unused_training_images,
+)
 
-OUT = os.path.join(HERE, "results", "hierarchy")
 BETAS = (0.0, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0)
-MAX_EXTRA = 0.2
-
-
-def result_folder(dataset: str) -> str:
-    """Where a routing benchmark writes *dataset*'s results: seeds/ for ``<dataset>-seedN``."""
-    return os.path.join(OUT, "seeds") if "-seed" in dataset else OUT
-
-
-def add_run_args(ap, val_images: int = 30000) -> None:
-    """The options every routing benchmark over hierarchy_learning.py's runs takes."""
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--work", default=os.path.join("edgetool-out", "bench-hierarchy"))
-    ap.add_argument("--val-images", type=int, default=val_images)
-
-
-def run_path(work, dataset, hierarchy):
-    return os.path.join(work, dataset, "flat" if hierarchy == "given" else hierarchy)
 
 
 def logits(run, nets, x):
@@ -68,39 +56,10 @@ def logits(run, nets, x):
     return lp, ls
 
 
-def softmax(z, t=1.0):
-    z = z / t
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
 def largest_gate(p, max_extra=MAX_EXTRA):
     from edgetool.toolchain.routing.search import GATES
 
     return max(g for g in GATES if float((p.max(1) < g).mean()) <= max_extra)
-
-
-def unused_training_images(run, n, seed=1234):
-    """(x, y) of *n* training images, stratified, that the run never used: ``limit_train`` kept a
-    stratified share of the training set, and the rest were neither trained on nor validated on.
-    A validation split this size holds hundreds of stage-1 errors to choose a routing rule on."""
-    import copy
-
-    from edgetool.toolchain.data import folders as datasets
-    from edgetool.toolchain.train import fit as training
-    from edgetool.toolchain.train.run_data import load_data
-
-    cfg = copy.deepcopy(run.cfg)
-    cfg.limit_train = 0
-    full, _, _ = load_data(cfg)
-    _, used = datasets.stratified_split(full.labels, min(1.0, run.cfg.limit_train / len(full)), run.cfg.seed)
-    assert len(used) == len(run.train) + len(run.data.val), "not the run's training images"
-    rest = np.setdiff1d(np.arange(len(full)), used)
-    if not len(rest):
-        raise SystemExit("--val-images: the run trained on every training image; none is left")
-    _, pick = datasets.stratified_split(full.labels[rest], min(1.0, n / len(rest)), seed)
-    ds = full.subset(rest[pick])
-    return training.to_tensor(ds, run.mean, run.std), np.asarray(ds.labels)
 
 
 def diagnose(run, nets, val=None):
@@ -182,23 +141,13 @@ def diagnose(run, nets, val=None):
     return out
 
 
-def confusable_draw(p_super, pool, k, n, seed):
-    """round(*n*) of the images *pool* (at most all), drawn without replacement in proportion to
-    the superclass network's probability *p_super* of cluster *k*: the images it confuses with it."""
-    import torch
-
-    n = min(len(pool), int(round(n)))
-    g = torch.Generator().manual_seed(seed)
-    return pool[torch.multinomial(p_super[pool, k] + 1e-3, n, replacement=False, generator=g)]
-
-
 def confusable_outliers(run, ratio):
     """Outlier exposure with outliers drawn in proportion to the superclass network's
     probability of the cluster; a sibling run sharing flat.pt and super.pt."""
     import torch
 
     from edgetool.toolchain.train import fit as training
-    from hierarchy_learning import sibling
+    from common.runs import sibling
 
     oe = sibling(run, "-confusable{:g}".format(ratio), False, ft_outliers=ratio)
     p = torch.softmax(training.predict_logits(oe.superclass(), oe.xtr, oe.hier.n_super).double(), 1)

@@ -35,22 +35,18 @@ Usage (after hierarchy_learning.py --dataset D --work W):
 """
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 
 from common import write_result  # noqa: E402
-from routing_arbiter import not_mine_networks  # noqa: E402
-from routing_bundle import not_mine_run  # noqa: E402
-from routing_diagnosis import add_run_args, result_folder, run_path, unused_training_images  # noqa: E402
+from common.routing import add_run_args, not_mine_networks, result_folder, run_path, unused_training_images  # noqa: E402
+from common.runs import not_mine_run  # noqa: E402
 
 
 def variant_run(nm_path: str, variant: str) -> str:
@@ -147,31 +143,16 @@ def pair_networks(run):
     return out
 
 
-class PairInputs:
-    """Within ``with``: routing_learn's combiners see, for pair (a, b), log p_super, the first
-    route's subclass output (the other route's block zero), which route came first, and the
-    pair network's log output, in place of both subclass networks' outputs.  The evidence
-    carries the pair networks' log outputs under ``"pair"`` (a dict of per-image arrays, which
-    routing_learn's ``subset`` splits like the rest)."""
-
-    def __enter__(self):
-        from edgetool.toolchain.routing import learn
-
-        self.saved = learn.pair_inputs
-
-        def pair_inputs(ev, idx, a, b):
-            first_a = (ev["r1"][idx] == a)[:, None]
-            qa = np.where(first_a, ev["lq"][a][idx], 0.0)
-            qb = np.where(first_a, 0.0, ev["lq"][b][idx])
-            return np.concatenate([ev["lp"][idx], first_a.astype(float), qa, qb, ev["pair"][(a, b)][idx]], 1)
-
-        learn.pair_inputs = pair_inputs
-        return self
-
-    def __exit__(self, *exc):
-        from edgetool.toolchain.routing import learn
-
-        learn.pair_inputs = self.saved
+def pair_net_inputs(ev, idx, a, b, features=False):
+    """The inputs routing_learn's combiners take in this experiment, for pair (a, b): log
+    p_super, the first route's subclass output (the other route's block zero), which route came
+    first, and the pair network's log output, in place of both subclass networks' outputs.  The
+    evidence carries the pair networks' log outputs under ``"pair"`` (a dict of per-image
+    arrays, which routing_learn's ``subset`` splits like the rest); no pooled features."""
+    first_a = (ev["r1"][idx] == a)[:, None]
+    qa = np.where(first_a, ev["lq"][a][idx], 0.0)
+    qb = np.where(first_a, 0.0, ev["lq"][b][idx])
+    return np.concatenate([ev["lp"][idx], first_a.astype(float), qa, qb, ev["pair"][(a, b)][idx]], 1)
 
 
 def with_pairs(ev, pairs, x):
@@ -205,12 +186,11 @@ def measure(run, base, nets, val, test, pairs=None) -> dict:
     )
     if pairs:
         ev_val, ev_test = with_pairs(ev_val, pairs, val[0]), with_pairs(ev_test, pairs, test[0])
-    with PairInputs() if pairs else contextlib.nullcontext():
-        best, _ = learn.choose(ev_val, beta=None)
-        router = learn.fit(
-            ev_val, learn.fit_gate(ev_val, best["gate"]), learn.COMBINERS[best["combiner"]], best["rate"]
-        )
-        pred, fire = learn.replay(router, ev_test, beta=None)
+    make = pair_net_inputs if pairs else learn.pair_inputs
+    best, _ = learn.choose(ev_val, beta=None, make_inputs=make)
+    gate, hidden = learn.fit_gate(ev_val, best["gate"]), learn.COMBINERS[best["combiner"]]
+    router = learn.fit(ev_val, gate, hidden, best["rate"], make_inputs=make)
+    pred, fire = learn.replay(router, ev_test, beta=None, make_inputs=make)
     fixable = ev_test["stage1"] & (ev_test.get("pair_answer", ev_test["second"]) == ev_test["y"])
     caught = fixable & fire
     return {

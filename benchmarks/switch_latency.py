@@ -22,14 +22,12 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 from common import write_result  # noqa: E402
 
 

@@ -15,51 +15,43 @@ import click
 
 from edgetool import __version__
 
-# command name -> (module, attribute, one-line help shown without importing the module)
+# command name -> (module, relative to edgetool, or absolute; attribute; one-line help shown without importing it)
 COMMANDS = {
-    "data": (
-        "edgetool.toolchain.data.cli",
-        "data",
-        "Download datasets (CIFAR-10/100 official archives, checksum-verified).",
-    ),
-    "demo": ("edgetool.toolchain.cli", "demo", "Train, export and run Super-Sub on the shipped sample (offline)."),
-    "train": ("edgetool.toolchain.cli", "train", "Train every network of a Super-Sub run (resumable)."),
+    "data": (".toolchain.data.cli", "data", "Download datasets (CIFAR-10/100 official archives, checksum-verified)."),
+    "demo": (".toolchain.cli", "demo", "Train, export and run Super-Sub on the shipped sample (offline)."),
+    "train": (".toolchain.cli", "train", "Train every network of a Super-Sub run (resumable)."),
     "hierarchy": (
-        "edgetool.toolchain.hierarchy.cli",
+        ".toolchain.hierarchy.cli",
         "hierarchy",
         "Learn a class hierarchy from a confusion matrix or a trained flat network.",
     ),
     "evaluate": (
-        "edgetool.toolchain.evaluate.cli",
+        ".toolchain.evaluate.cli",
         "evaluate",
         "Report bounds, vanilla vs efficient accuracy, deltas and storage.",
     ),
-    "export": (
-        "edgetool.toolchain.export_cli",
-        "export",
-        "Write a bundle (base.onnx + int8 deltas) from a training run.",
-    ),
-    "camera": ("edgetool.runtime.camera.cli", "camera", "Classify camera, stream, video or image-folder frames live."),
+    "export": (".toolchain.export_cli", "export", "Write a bundle (base.onnx + int8 deltas) from a training run."),
+    "camera": (".runtime.camera.cli", "camera", "Classify camera, stream, video or image-folder frames live."),
     "serve": (
-        "edgetool.runtime.camera.cli",
+        ".runtime.camera.cli",
         "serve_command",
         "The camera loop on what a deploy root serves, following its deploys and rollbacks.",
     ),
-    "classify": ("edgetool.runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
-    "inspect": ("edgetool.runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
-    "profile": ("edgetool.runtime.profile.cli", "profile", "Latency and memory reports of a bundle."),
-    "doctor": ("edgetool.runtime.cli", "doctor", "Check this device: GPU, CUDA kernel, TensorRT vs ONNX Runtime."),
+    "classify": (".runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
+    "inspect": (".runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
+    "profile": (".runtime.profile.cli", "profile", "Latency and memory reports of a bundle."),
+    "doctor": (".runtime.cli", "doctor", "Check this device: GPU, CUDA kernel, TensorRT vs ONNX Runtime."),
     "engine": (
-        "edgetool.runtime.trt.cli",
+        ".runtime.trt.cli",
         "engine",
         "TensorRT engine of a bundle: build it here, or write its model for trtexec/polygraphy.",
     ),
-    "devices": ("edgetool.runtime.deploy.cli", "devices", "List the device profiles (validated), with memory budgets."),
-    "keygen": ("edgetool.runtime.deploy.cli", "keygen", "Make an Ed25519 key pair for signing bundles."),
-    "deploy": ("edgetool.runtime.deploy.cli", "deploy", "Ship a bundle to devices over SSH: fit, verify, switch."),
-    "rollback": ("edgetool.runtime.deploy.cli", "rollback", "Switch devices back to their previous bundle version."),
-    "status": ("edgetool.runtime.deploy.cli", "status", "Bundle versions on devices: current, previous, doctor."),
-    "target": ("edgetool.runtime.deploy.target_cli", "target", "Device side of deploy: stage, install, trust."),
+    "devices": (".runtime.deploy.cli", "devices", "List the device profiles (validated), with memory budgets."),
+    "keygen": (".runtime.deploy.cli", "keygen", "Make an Ed25519 key pair for signing bundles."),
+    "deploy": (".runtime.deploy.cli", "deploy", "Ship a bundle to devices over SSH: fit, verify, switch."),
+    "rollback": (".runtime.deploy.cli", "rollback", "Switch devices back to their previous bundle version."),
+    "status": (".runtime.deploy.cli", "status", "Bundle versions on devices: current, previous, doctor."),
+    "target": (".runtime.target.cli", "target", "Device side of deploy: stage, install, trust."),
 }
 
 
@@ -72,7 +64,7 @@ class LazyGroup(click.Group):
             return None
         module, attr, _ = COMMANDS[name]
         try:
-            mod = importlib.import_module(module)
+            mod = importlib.import_module(module, "edgetool")
         except ImportError as exc:
             missing = getattr(exc, "module", None) or getattr(exc, "name", None) or str(exc)
             return _missing_command(name, missing)

@@ -1,5 +1,5 @@
 """The newcomer's dataset and run, shared by tests/test_newcomer_path.py and
-tests/toolchain/test_newcomer_report.py: 12x12 grayscale PNGs in train/ and test/ ImageFolder trees
+tests/toolchain/evaluate/test_newcomer_report.py: 12x12 grayscale PNGs in train/ and test/ ImageFolder trees
 (a bright bar per class, with noise), a three-superclass hierarchy, a tiny training run whose
 stderr went to a log file (not a terminal), and its exported bundle."""
 

@@ -29,7 +29,8 @@ PART_RANK = {
 # Inside a part: a module imports modules of its own rank or lower.  Every module of the runtime
 # and the toolchain has a rank (the longest matching key), and a new module must be given one.
 # The runtime: foundation < inputs < the bundle format < shared CLI options < backend interface <
-# backends < backend registry < classifier and device checks < applications.
+# backends < backend registry < classifier and device checks < applications < the workstation's
+# deploy driver (it prints the device's status text).
 RUNTIME_RANK = {
     "errors": 0,
     "choices": 0,
@@ -39,6 +40,7 @@ RUNTIME_RANK = {
     "signals": 0,
     "check_status": 0,
     "preprocess": 1,
+    "prediction": 1,
     "device_profiles": 1,
     "folder_eval": 1,
     "bundle": 2,
@@ -47,13 +49,15 @@ RUNTIME_RANK = {
     "backends.ort": 5,
     "trt": 5,
     "backends": 6,
+    "policies": 6,
     "classifier": 7,
     "doctor": 7,
     "doctor_trt": 7,
     "cli": 7,
     "camera": 8,
-    "deploy": 8,
     "profile": 8,
+    "target": 8,
+    "deploy": 9,
 }
 # The toolchain: data and hierarchies < training < evaluation and the router search < the run's
 # orchestration (its flat controls, its export, Run itself) < the commands.
@@ -113,6 +117,17 @@ def test_import_graph_has_no_cycles():
     graph = import_graph()
     assert "edgetool.runtime.trt.backend" in graph and "edgetool.toolchain.train.run" in graph
     assert cycles(graph) == []
+
+
+def test_the_two_sides_of_deploy_meet_only_in_the_status_text():
+    """The workstation's driver runs ``edgetool target`` on a device and reads its JSON: of the
+    device side it imports the status text alone, and the device side imports nothing of it."""
+    graph = import_graph()
+    drive = {m for m in graph if m.startswith("edgetool.runtime.deploy")}
+    device = {m for m in graph if m.startswith("edgetool.runtime.target")}
+    assert drive and device
+    assert {t for m in drive for t in graph[m] if t in device} == {"edgetool.runtime.target.status"}
+    assert not {t for m in device for t in graph[m] if t in drive}
 
 
 def test_cycle_finder_finds_a_cycle():

@@ -2,7 +2,7 @@
 hierarchy (tests/newcomer.py), trained, exported and classified from the CLI. One test per problem a
 newcomer met: the stream policy on a file set, flip by default, grayscale read as RGB, no progress
 in a log file, a misleading hierarchy error, classify's order and keys, export's size.
---help defaults, report JSON and plots are in tests/toolchain/test_newcomer_report.py."""
+--help defaults, report JSON and plots are in tests/toolchain/evaluate/test_newcomer_report.py."""
 
 import io
 import json

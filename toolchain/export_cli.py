@@ -60,7 +60,7 @@ def export(run_dir, out, codec, archive, sign_key, force, model, release):
         if not os.path.isfile(os.path.join(run_dir, f)):
             raise UsageError("{}: missing {}; run `edgetool train {}` first".format(run_dir, f, run_dir))
     if sign_key:
-        from edgetool.runtime.deploy.signing import load_private
+        from edgetool.runtime.bundle.signature import load_private
 
         load_private(sign_key)  # a bad key fails before any work
     run = Run.open(run_dir, progress=model != "super-sub")  # a flat control may train here: show it
@@ -83,7 +83,7 @@ def export(run_dir, out, codec, archive, sign_key, force, model, release):
         sizes = [len(s["subclasses"]) for s in m["hierarchy"]["superclasses"]]
         click.echo("routing: topk " + routing.parse(m["routing"], len(sizes), sizes).describe())
     if sign_key:
-        from edgetool.runtime.deploy.signing import sign_bundle
+        from edgetool.runtime.bundle.signature import sign_bundle
 
         click.echo("signed: manifest.sig (key {})".format(sign_bundle(out, sign_key)["key_id"]))
     if archive:

@@ -1,18 +1,23 @@
-"""The ``manifest.sig`` file a signed bundle carries: its name, its schema and a reader.
+"""Ed25519 signatures over a bundle's ``manifest.json``: the ``manifest.sig`` file, its reader,
+and keys, signing and verifying (those three need the ``cryptography`` package).
 
-Signing and verifying need the ``cryptography`` package and live with deploy
-(:mod:`edgetool.runtime.deploy.signing`); reading which key signed a bundle needs neither,
-so ``inspect`` can say it on any machine.
+``manifest.sig`` sits beside ``manifest.json`` and signs its exact bytes; the manifest in turn
+pins every other file by sha256, so one signature covers the whole bundle.  ``export --sign``
+signs on the workstation, ``keygen`` makes the key pair, the device verifies against its trusted
+keys (``edgetool target``); reading which key signed a bundle needs no crypto, so ``inspect``
+says it on any machine.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
-from typing import Optional
+from typing import Any, Dict, Optional
 
-from ..errors import SignatureError
+from ..errors import SignatureError, UsageError, require
+from ..files import write_bytes_atomic
 
 SIGNATURE = "manifest.sig"
 SCHEMA = "edgetool.signature/1"
@@ -37,3 +42,130 @@ def signature_key_id(bundle_dir: str) -> Optional[str]:
     the device's work.  A malformed file raises :class:`SignatureError`."""
     path = os.path.join(bundle_dir, SIGNATURE)
     return str(read_signature(path)["key_id"]) if os.path.isfile(path) else None
+
+
+def _crypto():
+    require("cryptography", "deploy")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return serialization, ed25519
+
+
+def key_id(public_key) -> str:
+    serialization, _ = _crypto()
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def keygen(prefix: str) -> Dict[str, str]:
+    """Write PREFIX.key (private, mode 0600) and PREFIX.pub; refuse to overwrite either."""
+    serialization, ed25519 = _crypto()
+    paths = {"private": prefix + ".key", "public": prefix + ".pub"}
+    for p in paths.values():
+        if os.path.exists(p):
+            raise UsageError("{}: exists; refusing to overwrite a key".format(p))
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    write_bytes_atomic(paths["private"], private, mode=0o600)
+    write_bytes_atomic(paths["public"], public)
+    return dict(paths, key_id=key_id(key.public_key()))
+
+
+def load_private(path: str):
+    return _load_key(path, private=True)
+
+
+def load_public(path: str):
+    return _load_key(path, private=False)
+
+
+def _load_key(path: str, private: bool):
+    """An Ed25519 key from a PEM file, or one UsageError line that says what is wrong with it."""
+    serialization, ed25519 = _crypto()
+    if private:
+        load, kind = (lambda b: serialization.load_pem_private_key(b, password=None)), "signing key"
+        pem, cls, hint = (
+            "an unencrypted PEM private key",
+            ed25519.Ed25519PrivateKey,
+            "key (make one with `edgetool keygen`)",
+        )
+    else:
+        load, kind = serialization.load_pem_public_key, "public key"
+        pem, cls, hint = "a PEM public key", ed25519.Ed25519PublicKey, "public key"
+    try:
+        with open(path, "rb") as f:
+            key = load(f.read())
+    except OSError as exc:
+        raise UsageError("{}: cannot read {} ({})".format(path, kind, exc.strerror)) from None
+    except (ValueError, TypeError) as exc:
+        raise UsageError("{}: not {} ({})".format(path, pem, exc)) from None
+    if not isinstance(key, cls):
+        raise UsageError("{}: not an Ed25519 {}".format(path, hint))
+    return key
+
+
+def sign_bundle(bundle_dir: str, key_path: str) -> dict:
+    """Sign BUNDLE_DIR/manifest.json with the private key at KEY_PATH; write manifest.sig."""
+    key = load_private(key_path)
+    with open(os.path.join(bundle_dir, "manifest.json"), "rb") as f:
+        data = f.read()
+    sig = {
+        "schema": SCHEMA,
+        "algorithm": "ed25519",
+        "key_id": key_id(key.public_key()),
+        "manifest_sha256": hashlib.sha256(data).hexdigest(),
+        "signature": base64.b64encode(key.sign(data)).decode("ascii"),
+    }
+    write_bytes_atomic(os.path.join(bundle_dir, SIGNATURE), (json.dumps(sig, indent=1) + "\n").encode("utf-8"))
+    return sig
+
+
+def trusted_keys(trust_dir: str) -> Dict[str, object]:
+    """key id -> public key, for every ``*.pub`` in TRUST_DIR."""
+    keys = {}
+    if os.path.isdir(trust_dir):
+        for name in sorted(os.listdir(trust_dir)):
+            if name.endswith(".pub"):
+                k = load_public(os.path.join(trust_dir, name))
+                keys[key_id(k)] = k
+    return keys
+
+
+def verify_bundle(bundle_dir: str, trust_dir: str, accept_unsigned: bool = False) -> Optional[str]:
+    """Check manifest.sig against the trusted keys; return the signer's key id (None: unsigned, accepted)."""
+    sig_path = os.path.join(bundle_dir, SIGNATURE)
+    if not os.path.isfile(sig_path):
+        if accept_unsigned:
+            return None
+        raise SignatureError(
+            "{}: bundle is unsigned and this device accepts only signed bundles "
+            "(sign it with `edgetool export --sign KEY`, and trust KEY.pub on the device with "
+            "`edgetool target trust ROOT KEY.pub`)".format(bundle_dir)
+        )
+    sig = read_signature(sig_path)
+    keys = trusted_keys(trust_dir)
+    key: Any = keys.get(str(sig.get("key_id")))
+    if key is None:
+        raise SignatureError(
+            "{}: signed by key {} which this device does not trust (trusted: {}); on the device: "
+            "`edgetool target trust ROOT KEY.pub`".format(
+                sig_path, sig.get("key_id"), ", ".join(sorted(keys)) or "none"
+            )
+        )
+    with open(os.path.join(bundle_dir, "manifest.json"), "rb") as f:
+        data = f.read()
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        key.verify(sig["raw"], data)
+    except InvalidSignature:
+        raise SignatureError(
+            "{}: signature does not match manifest.json (modified after signing?)".format(
+                os.path.join(bundle_dir, "manifest.json")
+            )
+        ) from None
+    return sig["key_id"]

@@ -2,8 +2,9 @@
 
 The stream classifier extends :class:`~edgetool.runtime.classifier.SuperSubClassifier` and
 keeps its stages and its ``per-image``, ``batched`` and ``topk`` policies.  Its ``sticky``
-policy is the classifier's sticky policy with hysteresis (the subclass network of the routed
-superclass stays loaded and classifies the next frames alone):
+policy (:class:`StickyStream`) is the classifier's sticky policy with hysteresis over runs of
+frames (the subclass network of the routed superclass stays loaded and classifies the next
+frames alone):
 
 * **enter** - a superclass pass moves to a *different* superclass only when the base network
   gives it p_super >= ``enter``; below that the loaded subclass network stays (at the start
@@ -27,7 +28,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..choices import STREAM_POLICIES
-from ..classifier import POLICIES, Prediction, SuperSubClassifier
+from ..classifier import POLICIES, SuperSubClassifier
+from ..policies import Policy
+from ..prediction import Prediction
 from ..errors import SwitchError, UsageError
 from ..bundle.routing import check_options
 
@@ -45,6 +48,64 @@ def check_settings(
     check_options(gate, k, beta)
 
 
+class StickyStream(Policy):
+    """The stream's sticky policy with hysteresis (``enter``, ``leave``, ``interval``, scene cuts),
+    over consecutive frames: ``__call__(nets, frames, cuts)``; ``routes`` counts superclass passes."""
+
+    def __init__(self, enter: float, leave: float, interval: int):
+        self.enter, self.leave, self.interval = float(enter), float(leave), int(interval)
+        self.routes = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.k: Optional[int] = None  # the loaded subclass network
+        self.p_super = 0.0  # its superclass probability when it was routed
+        self.since = 0  # frames served since routing
+        self.armed = False  # the loaded network has served a frame at or above leave
+
+    def __call__(self, nets, xs: np.ndarray, cuts: Sequence[bool] = ()) -> List[Prediction]:
+        n = len(xs)
+        cuts = list(cuts) or [False] * n
+        out: List[Optional[Prediction]] = [None] * n
+        i = 0
+        while i < n:
+            if cuts[i] and out[i] is None:
+                self.reset()
+            if self.k is None or self.since >= self.interval:
+                out[i] = self._route(nets, xs[i : i + 1])
+                i += 1
+                continue
+            j = i + 1  # frames [i, j) go through the loaded subclass network in one call
+            while j < n and not cuts[j] and j - i < self.interval - self.since:
+                j += 1
+            probs = nets.subclass_probs(xs[i:j], self.k)
+            for f in range(i, j):
+                p = nets.prediction(self.k, self.p_super, probs[f - i])
+                if p.label is None or (self.armed and p.p_sub < self.leave):
+                    self.since = self.interval  # frame f leaves: it is routed afresh
+                    break
+                self.armed = self.armed or p.p_sub >= self.leave
+                out[f] = p
+                self.since += 1
+                i = f + 1
+        return out  # type: ignore[return-value]
+
+    def _route(self, nets, x: np.ndarray) -> Prediction:
+        """A superclass pass; a different superclass is adopted only at p_super >= enter (hysteresis)."""
+        self.routes += 1
+        ps = nets.superclass_probs(x)[0]
+        k = int(np.argmax(ps))
+        if self.k is not None and k != self.k and ps[k] < self.enter:
+            k = self.k
+        p = nets.prediction(k, ps[k], nets.subclass_probs(x, k)[0])
+        if p.label is None:
+            self.reset()
+        else:
+            self.k, self.p_super, self.since = k, float(ps[k]), 1
+            self.armed = p.p_sub >= self.leave
+        return p
+
+
 class StreamClassifier(SuperSubClassifier):
     def __init__(
         self,
@@ -59,6 +120,7 @@ class StreamClassifier(SuperSubClassifier):
         on_error: Optional[Callable[[str], None]] = None,
     ):
         check_settings(policy, enter, leave, interval, k, gate, beta)
+        self.sticky = StickyStream(enter, leave, interval)
         super().__init__(
             backend, policy=policy if policy in POLICIES else "per-image", gate=gate, k=k, interval=interval, beta=beta
         )
@@ -66,7 +128,11 @@ class StreamClassifier(SuperSubClassifier):
         self.enter, self.leave = float(enter), float(leave)
         self.on_error = on_error or (lambda msg: None)
         self.failed: Dict[int, str] = {}  # subclass index -> the error, reported once
-        self.routes = 0  # superclass passes of the sticky policy
+
+    @property
+    def routes(self) -> int:
+        """Superclass passes of the sticky policy."""
+        return self.sticky.routes
 
     def settings(self) -> dict:
         s: Dict[str, Any] = {"policy": self.stream_policy}
@@ -87,67 +153,25 @@ class StreamClassifier(SuperSubClassifier):
                 self.on_error(str(exc))
         return np.zeros((len(batch), 0), dtype=np.float32)
 
-    def _pred(self, k: int, p_super: float, p_sub: np.ndarray) -> Prediction:
+    def prediction(self, k: int, p_super: float, p_sub: np.ndarray) -> Prediction:
         if p_sub.size == 0:
             return Prediction(k, self.bundle.superclasses[k].name, None, None, p_super, 1.0)
-        return super()._pred(k, p_super, p_sub)
+        return super().prediction(k, p_super, p_sub)
 
     # -- streams -------------------------------------------------------------------------------
     def classify_stream(self, batch: np.ndarray, cuts: Sequence[bool]) -> List[Prediction]:
         """Classify consecutive frames; ``cuts[i]`` marks a scene cut before frame i."""
         batch = np.asarray(batch, dtype=np.float32)
         if self.stream_policy == "sticky":
-            return self._sticky_frames(batch, cuts)
+            return self.sticky(self, batch, cuts)
         if self.stream_policy == "superclass":
             ps = self.superclass_probs(batch)
-            return [self._pred(int(k), p[int(k)], np.zeros(0, np.float32)) for k, p in zip(ps.argmax(axis=1), ps)]
+            return [self.prediction(int(k), p[int(k)], np.zeros(0, np.float32)) for k, p in zip(ps.argmax(axis=1), ps)]
         return self.classify(batch)
 
     def reset(self) -> None:
         super().reset()
-        self._armed = False
-
-    def _sticky_frames(self, xs: np.ndarray, cuts: Sequence[bool]) -> List[Prediction]:
-        n = len(xs)
-        out: List[Optional[Prediction]] = [None] * n
-        i = 0
-        while i < n:
-            if cuts[i] and out[i] is None:
-                self.reset()
-            if self._sticky_k is None or self._since >= self.interval:
-                out[i] = self._route(xs[i : i + 1])
-                i += 1
-                continue
-            j = i + 1  # frames [i, j) go through the loaded subclass network in one call
-            while j < n and not cuts[j] and j - i < self.interval - self._since:
-                j += 1
-            k, p_super = self._sticky_k, self._sticky_p
-            probs = self.subclass_probs(xs[i:j], k)
-            for f in range(i, j):
-                p = self._pred(k, p_super, probs[f - i])
-                if p.label is None or (self._armed and p.p_sub < self.leave):
-                    self._since = self.interval  # frame f leaves: it is routed afresh
-                    break
-                self._armed = self._armed or p.p_sub >= self.leave
-                out[f] = p
-                self._since += 1
-                i = f + 1
-        return out  # type: ignore[return-value]
-
-    def _route(self, x: np.ndarray) -> Prediction:
-        """A superclass pass; a different superclass is adopted only at p_super >= enter (hysteresis)."""
-        self.routes += 1
-        ps = self.superclass_probs(x)[0]
-        k = int(np.argmax(ps))
-        if self._sticky_k is not None and k != self._sticky_k and ps[k] < self.enter:
-            k = self._sticky_k
-        p = self._pred(k, ps[k], self.subclass_probs(x, k)[0])
-        if p.label is None:
-            self.reset()
-        else:
-            self._sticky_k, self._sticky_p, self._since = k, float(ps[k]), 1
-            self._armed = p.p_sub >= self.leave
-        return p
+        self.sticky.reset()
 
 
 class SceneCut:

@@ -1,6 +1,7 @@
-"""Deploy: device profiles and fit check, signed bundles, the device-side installer, SSH transport.
+"""The workstation's side of deploy: device profiles and the fit check, the SSH (or local)
+transport, shipping a bundle to many devices with canaries and waves, and the per-host summary.
 
-The device side keeps every version in ``ROOT/versions/<version>``, receives a new one in
-``ROOT/staging/<version>``, verifies it there (signature, then every checksum), and only then
-switches the ``ROOT/current`` link atomically; the previous version stays for rollback.
+It runs ``edgetool target`` on each device (:mod:`..target`) and reads its JSON replies, so it
+imports nothing of the device side but the status text; it is torch-free, so a device can deploy
+to others.
 """

@@ -47,7 +47,7 @@ def devices(as_json):
 def keygen(prefix):
     """Make an Ed25519 signing key pair: PREFIX.key (keep it secret) and PREFIX.pub (give it to devices)."""
     from ..files import check_output
-    from .signing import keygen as make
+    from ..bundle.signature import keygen as make
 
     for suffix in (".key", ".pub"):
         check_output(prefix + suffix, "keygen")
@@ -281,7 +281,7 @@ def rollback(version, **kw):
 @target_options
 def status(as_json, **kw):
     """Versions present, current, previous and the last doctor result of each target."""
-    from .report import format_status
+    from ..target.status import format_status
 
     results = remote_all(kw, "status")
     for r in results:

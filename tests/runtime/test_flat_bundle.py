@@ -100,7 +100,7 @@ def test_flat_bundle_through_camera_and_profile(flat_bundle, sample_pngs, tmp_pa
 
 
 def test_flat_bundle_deploys_to_a_local_target(flat_bundle, tmp_path):
-    from edgetool.runtime.deploy.target import Target
+    from edgetool.runtime.target.install import Target
 
     keys = tmp_path / "keys"
     keys.mkdir()
@@ -109,7 +109,7 @@ def test_flat_bundle_deploys_to_a_local_target(flat_bundle, tmp_path):
     import shutil
 
     shutil.copytree(flat_bundle, signed)
-    from edgetool.runtime.deploy.signing import sign_bundle
+    from edgetool.runtime.bundle.signature import sign_bundle
 
     sign_bundle(str(signed), str(keys / "k.key"))
     root = tmp_path / "device"

@@ -8,6 +8,7 @@ from edgetool.runtime.backends.fake import FakeBackend, ScriptedBundle
 from edgetool.runtime.choices import POLICIES
 from edgetool.runtime.classifier import SuperSubClassifier
 from edgetool.runtime.errors import SwitchError, UsageError
+from edgetool.runtime.prediction import Prediction
 
 HIERARCHY = [("vehicle", ["car", "truck", "ship"]), ("animal", ["cat", "dog"]), ("plant", ["tree", "rose", "fern"])]
 
@@ -124,3 +125,45 @@ def test_unknown_policy_and_bad_batch():
     clf, _ = classifier("batched")
     with pytest.raises(UsageError, match="expected a batch"):
         clf.classify(np.zeros((2, 5), np.float32))
+
+
+class Outputs:
+    """The networks' outputs as plain arrays, no backend: what a policy object is given, and a log
+    of which networks it asked for."""
+
+    def __init__(self, p_super, p_sub):
+        self.p_super, self.p_sub, self.asked = np.asarray(p_super, np.float32), p_sub, []
+        self.bundle = ScriptedBundle(HIERARCHY)
+
+    def superclass_probs(self, batch):
+        self.asked.append("base")
+        return np.repeat(self.p_super[None], len(batch), 0)
+
+    def subclass_probs(self, batch, k):
+        self.asked.append(k)
+        return np.repeat(np.asarray(self.p_sub[k], np.float32)[None], len(batch), 0)
+
+    def prediction(self, k, p_super, p_sub):
+        s = self.bundle.superclasses[k]
+        j = int(np.argmax(p_sub))
+        return Prediction(k, s.name, j, s.subclasses[j], p_super, p_sub[j])
+
+
+def test_a_policy_is_one_object_over_the_networks_outputs():
+    """Each policy takes the networks' outputs and returns the choice, with no classifier around it."""
+    from edgetool.runtime import policies
+    from edgetool.runtime.bundle import routing as R
+
+    subs = {0: [0.2, 0.5, 0.3], 1: [0.05, 0.95], 2: [0.9, 0.05, 0.05]}
+    x = np.zeros((1, 5, 1, 1), np.float32)
+    unsure = Outputs([0.5, 0.45, 0.05], subs)  # superclass 0 by a little; its network is unsure
+    (p,) = policies.PerImage()(unsure, x)
+    assert (p.superclass_name, p.label, unsure.asked) == ("vehicle", "truck", ["base", 0])
+    (p,) = policies.TopK(R.Routing(gate=0.6, k=2, beta=1.0))(unsure, x)  # 0.5 x 0.5 < 0.45 x 0.95
+    assert (p.superclass_name, p.label, unsure.asked[2:]) == ("animal", "dog", ["base", 0, 1])
+    sure = Outputs([0.9, 0.05, 0.05], subs)
+    (p,) = policies.TopK(R.Routing(gate=0.6, k=2, beta=1.0))(sure, x)
+    assert (p.label, sure.asked) == ("truck", ["base", 0])  # above the gate: one route
+    sticky = policies.Sticky(gate=0.4, interval=3)
+    labels = [sticky(sure, x)[0].label for _ in range(4)]
+    assert labels == ["truck"] * 4 and sure.asked[2:] == ["base", 0, 0, 0, "base", 0]  # re-routed every 3 frames

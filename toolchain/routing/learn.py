@@ -21,7 +21,7 @@ accuracy, then refitted on the whole split.  :func:`replay` runs the result exac
 from __future__ import annotations
 
 import itertools
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -171,8 +171,14 @@ def gate_scores(gate: Optional[Model], ev: dict) -> np.ndarray:
 
 
 def pair_inputs(ev: dict, idx, a: int, b: int, features: bool = False) -> np.ndarray:
+    """A pair combiner's inputs on images *idx*: the superclass log-probabilities and both
+    subclass networks' log outputs (and both pooled features, with *features*)."""
     parts = [ev["lp"][idx], ev["lq"][a][idx], ev["lq"][b][idx]]
     return np.concatenate(parts + ([ev["feat"][a][idx], ev["feat"][b][idx]] if features else []), 1)
+
+
+# (evidence, image indices, cluster a, cluster b, with features) -> a pair combiner's inputs
+PairInputs = Callable[[dict, np.ndarray, int, int, bool], np.ndarray]
 
 
 def inputs_of(ev: dict) -> Tuple[str, ...]:
@@ -184,8 +190,11 @@ def pair_of(ev: dict, a: int, b: int) -> np.ndarray:
     return ((ev["r1"] == a) & (ev["r2"] == b)) | ((ev["r1"] == b) & (ev["r2"] == a))
 
 
-def fit_combiners(ev: dict, fire: np.ndarray, hidden: int, features: bool = False) -> Dict[Tuple[int, int], Model]:
-    """One model per pair of clusters, fitted on the gated images whose class is in the pair."""
+def fit_combiners(
+    ev: dict, fire: np.ndarray, hidden: int, features: bool = False, make_inputs: PairInputs = pair_inputs
+) -> Dict[Tuple[int, int], Model]:
+    """One model per pair of clusters, fitted on the gated images whose class is in the pair
+    (its inputs made by *make_inputs*, :func:`pair_inputs` unless an experiment tries others)."""
     members, models = ev["members"], {}
     for a in range(len(members)):
         for b in range(a + 1, len(members)):
@@ -194,21 +203,30 @@ def fit_combiners(ev: dict, fire: np.ndarray, hidden: int, features: bool = Fals
             if len(idx) < MIN_PAIR:
                 continue
             t = np.array([cands.index(c) for c in ev["y"][idx]])
-            models[(a, b)] = fit_combiner(pair_inputs(ev, idx, a, b, features), t, len(cands), hidden)
+            models[(a, b)] = fit_combiner(make_inputs(ev, idx, a, b, features), t, len(cands), hidden)
     return models
 
 
-def fit(ev: dict, gate: Optional[Model], hidden: int, rate: float, features: bool = False) -> Learned:
+def fit(
+    ev: dict,
+    gate: Optional[Model],
+    hidden: int,
+    rate: float,
+    features: bool = False,
+    make_inputs: PairInputs = pair_inputs,
+) -> Learned:
     """The threshold firing on a share *rate* of *ev*'s images under *gate* (fitted on *ev*),
     and the combiners fitted on the images it fires on (taking in the features too, with
     *features*)."""
     s = gate_scores(gate, ev)
     threshold = float(np.quantile(s, 1.0 - rate))
     width = int(ev["feat"][0].shape[1]) if features else 0
-    return Learned(gate, threshold, fit_combiners(ev, s > threshold, hidden, features), width)
+    return Learned(gate, threshold, fit_combiners(ev, s > threshold, hidden, features, make_inputs), width)
 
 
-def replay(learned: Learned, ev: dict, beta: Optional[float]) -> Tuple[np.ndarray, np.ndarray]:
+def replay(
+    learned: Learned, ev: dict, beta: Optional[float], make_inputs: PairInputs = pair_inputs
+) -> Tuple[np.ndarray, np.ndarray]:
     """(answer, gate fired) per image, as the runtime's ``topk`` policy gives them; a pair without
     a combiner keeps equation 2 with *beta* (None: keeps the first answer)."""
     fire = gate_scores(learned.gate, ev) > learned.threshold
@@ -222,7 +240,7 @@ def replay(learned: Learned, ev: dict, beta: Optional[float]) -> Tuple[np.ndarra
     for (a, b), model in learned.pairs.items():
         idx = np.nonzero(fire & pair_of(ev, a, b))[0]
         if len(idx):
-            x = pair_inputs(ev, idx, a, b, learned.features > 0)
+            x = make_inputs(ev, idx, a, b, learned.features > 0)
             pred[idx] = np.concatenate([members[a], members[b]])[model(x).argmax(1)]
     return pred, fire
 
@@ -241,7 +259,9 @@ def outcome(ev: dict, fire: np.ndarray, pred: np.ndarray) -> dict:
     }
 
 
-def choose(ev: dict, beta: Optional[float], folds: int = 2, seed: int = 0) -> Tuple[dict, List[dict]]:
+def choose(
+    ev: dict, beta: Optional[float], folds: int = 2, seed: int = 0, make_inputs: PairInputs = pair_inputs
+) -> Tuple[dict, List[dict]]:
     """Every gate kind x combiner x combiner inputs x rate, scored by cross-fitted accuracy on
     *ev* (each fold's split and gate fitted once); (the best, the table)."""
     fold = np.random.default_rng(seed).permutation(len(ev["y"])) % folds
@@ -252,7 +272,8 @@ def choose(ev: dict, beta: Optional[float], folds: int = 2, seed: int = 0) -> Tu
         for (name, hidden), inputs, rate in itertools.product(COMBINERS.items(), inputs_of(ev), RATES):
             runs = []
             for (fit_on, held), g in zip(splits, gates):
-                pred, fire = replay(fit(fit_on, g, hidden, rate, inputs != INPUTS[0]), held, beta)
+                learned = fit(fit_on, g, hidden, rate, inputs != INPUTS[0], make_inputs)
+                pred, fire = replay(learned, held, beta, make_inputs)
                 runs.append((outcome(held, fire, pred), len(held["y"])))
             table.append(
                 {

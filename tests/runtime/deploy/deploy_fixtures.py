@@ -61,7 +61,7 @@ def tamper_one_byte(bundle_dir):
 def deploy_kit_fixture(tmp_path_factory):
     """Keys (trusted, untrusted) and signed bundles v1..v3, a v2 without samples, an oversized one."""
     pytest.importorskip("cryptography")
-    from edgetool.runtime.deploy.signing import keygen, sign_bundle
+    from edgetool.runtime.bundle.signature import keygen, sign_bundle
 
     d = tmp_path_factory.mktemp("deploykit")
     keys = {"good": keygen(str(d / "good")), "evil": keygen(str(d / "evil"))}

@@ -85,7 +85,7 @@ def test_fit_refuses_oversized_bundle_for_nano_and_accepts_it_for_agx_orin(deplo
 
 # -- signatures ----------------------------------------------------------------------------------------
 def test_keygen_and_signature_checks(deploy_kit, tmp_path):
-    from edgetool.runtime.deploy.signing import verify_bundle
+    from edgetool.runtime.bundle.signature import verify_bundle
     from edgetool.runtime.errors import SignatureError
 
     proc = run_cli("keygen", tmp_path / "k")
@@ -116,7 +116,7 @@ def test_keygen_and_signature_checks(deploy_kit, tmp_path):
 
 
 def test_export_sign(tiny_run, deploy_kit, tmp_path):
-    from edgetool.runtime.deploy.signing import verify_bundle
+    from edgetool.runtime.bundle.signature import verify_bundle
 
     out = tmp_path / "bundle"
     proc = run_cli("export", tiny_run.path, "--out", out, "--sign", deploy_kit["keys"]["good"]["private"])
@@ -135,7 +135,7 @@ def local_deploy(bundle, root, *extra):
 
 def status(root):
     """The target's status in-process (the CLI's own output is checked once, below)."""
-    from edgetool.runtime.deploy.target import Target
+    from edgetool.runtime.target.install import Target
 
     return Target(str(root)).status()
 
@@ -222,7 +222,7 @@ def test_failing_doctor_rolls_back_automatically(deploy_kit, device):
 
 
 def test_device_side_refuses_bad_names_and_short_uploads(tmp_path):
-    from edgetool.runtime.deploy.target import Target
+    from edgetool.runtime.target.install import Target
     from edgetool.runtime.errors import DeployError, UsageError
 
     with pytest.raises(DeployError, match="nothing deployed"):

@@ -15,7 +15,7 @@ pytest.importorskip("cryptography")
 @pytest.fixture(scope="module")
 def releases(deploy_kit, tmp_path_factory):
     """Signed bundles with releases 10 (old) and 20 (new)."""
-    from edgetool.runtime.deploy.signing import sign_bundle
+    from edgetool.runtime.bundle.signature import sign_bundle
 
     d = tmp_path_factory.mktemp("releases")
     out = {}
@@ -92,7 +92,7 @@ def test_an_unreadable_state_is_one_line(releases, root):
 
 
 def test_a_switch_cut_between_state_and_link_is_finished_next_time(releases, root):
-    from edgetool.runtime.deploy.target import Target
+    from edgetool.runtime.target.install import Target
 
     assert deploy(releases["old"], root).returncode == 0
     assert deploy(releases["new"], root).returncode == 0
@@ -165,7 +165,7 @@ def test_trust_is_checked_before_any_byte(deploy_kit, tmp_path):
 def test_a_failed_write_leaves_no_partial_file(tmp_path):
     import io
 
-    from edgetool.runtime.deploy.target import Target
+    from edgetool.runtime.target.install import Target
     from edgetool.runtime.errors import DeployError
 
     t = Target(str(tmp_path / "device"))

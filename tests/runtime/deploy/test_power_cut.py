@@ -56,7 +56,7 @@ def template(deploy_kit, tmp_path_factory):
 def consistent(root):
     """status agrees with the disk, and current is one whole version whose every file verifies."""
     from edgetool.runtime.bundle.reader import Bundle
-    from edgetool.runtime.deploy.target import Target
+    from edgetool.runtime.target.install import Target
 
     st = Target(str(root)).status()
     assert st["state_error"] is None, st["state_error"]

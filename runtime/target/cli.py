@@ -13,7 +13,7 @@ import click
 
 
 def _target(root):
-    from .target import Target
+    from .install import Target
 
     return Target(root)
 
@@ -94,7 +94,7 @@ def status(root, as_json):
     if as_json:
         _emit(st)
     else:
-        from .report import format_status
+        from .status import format_status
 
         click.echo(format_status(st))
 

@@ -1,15 +1,19 @@
 """Render a report page in headless Chromium: the DOM after load, and a screenshot.
 
-Used by the profile report test and by ``performance.py`` (which commits the screenshot).
-Debian's ``chromium`` package provides the browser (``.ci/run`` installs it).
+Used by ``performance.py`` (which commits the screenshot), and run as a script by the profile
+report test: ``python benchmarks/common/browser.py PAGE.html [SHOT.png]`` prints the counts as
+JSON, or exits 2 with the reason when no Chromium runs here.  Debian's ``chromium`` package
+provides the browser (``.ci/run`` installs it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from typing import Optional
 
@@ -63,3 +67,11 @@ def render(html_path: str, screenshot: Optional[str] = None, timeout: float = 12
         "rendered": int(rendered.group(1)) if rendered else 0,
         "figures": figures,
     }
+
+
+if __name__ == "__main__":
+    try:
+        print(json.dumps(render(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)))
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)

@@ -1,6 +1,6 @@
 """Property-based fuzz targets (hypothesis): only the project's own error types may come out.
 
-Shared by ``tests/test_fuzz.py`` (CI budget) and ``benchmarks/fuzz_long.py`` (the long run).
+Shared by ``tests/runtime/bundle/test_fuzz.py`` (CI budget) and ``benchmarks/fuzz_long.py`` (the long run).
 Each target counts the cases it ran in ``COUNTS``.
 """
 

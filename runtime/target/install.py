@@ -31,7 +31,7 @@ class Target(Receiver):
         return cfg
 
     def trust(self, pub_path: str) -> str:
-        from .signing import key_id, load_public
+        from ..bundle.signature import key_id, load_public
 
         key = load_public(pub_path)
         kid = key_id(key)
@@ -59,7 +59,7 @@ class Target(Receiver):
     def verify_staged(self, version: str) -> Dict:
         """Signature first, then every file against the manifest; nothing is moved on failure."""
         from ..bundle.reader import Bundle
-        from .signing import verify_bundle
+        from ..bundle.signature import verify_bundle
 
         staging = self.p("staging", version)
         signer = verify_bundle(staging, self.p("trust"), bool(self.config().get("accept_unsigned")))
