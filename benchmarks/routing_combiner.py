@@ -36,15 +36,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 from common import write_result  # noqa: E402
-from common.routing import (  # noqa: E402
-    OUT,
-    across_seeds,
-    add_run_args,
-    not_mine_networks,
-    result_folder,
-    run_path,
-    unused_training_images,
-)
+from common.routing import OUT, across_seeds, add_run_args, not_mine_networks  # noqa: E402
+from common.routing import result_folder, run_path, unused_training_images  # noqa: E402
 
 
 def evidence(run, nets, x, y, extra):
