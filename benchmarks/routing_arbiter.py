@@ -41,14 +41,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 from common import write_result  # noqa: E402
 from common.routing import (  # noqa: E402
     MAX_EXTRA,
-    OUT,
-    across_seeds,
     add_run_args,
     not_mine_networks,
     result_folder,
     run_path,
     softmax,
     unused_training_images,
+    write_across_seeds,
 )
 
 THRESHOLDS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
@@ -197,10 +196,7 @@ def main():
     )
     args = ap.parse_args()
     if args.across_seeds:
-        text = across_seeds(args.dataset, result_path, "routing_arbiter.py", ARBITER_CHOICES)
-        with open(os.path.join(OUT, "routing-arbiter-seeds-{}.md".format(args.dataset)), "w") as f:
-            f.write(text)
-        print(text)
+        write_across_seeds(args.dataset, result_path, "routing_arbiter.py", ARBITER_CHOICES, "routing-arbiter")
         return
     t0 = time.perf_counter()
     path = run_path(args.work, args.dataset, "given")

@@ -36,7 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 from common import write_result  # noqa: E402
-from common.routing import OUT, across_seeds, add_run_args, not_mine_networks  # noqa: E402
+from common.routing import add_run_args, not_mine_networks, write_across_seeds  # noqa: E402
 from common.routing import result_folder, run_path, unused_training_images  # noqa: E402
 
 
@@ -78,10 +78,7 @@ def main():
     args = ap.parse_args()
     if args.across_seeds:
         what = "networks, gate, combiner and share of images gated"
-        text = across_seeds(args.dataset, result_path, "routing_combiner.py", what)
-        with open(os.path.join(OUT, "routing-combiner-seeds-{}.md".format(args.dataset)), "w") as f:
-            f.write(text)
-        print(text)
+        write_across_seeds(args.dataset, result_path, "routing_combiner.py", what, "routing-combiner")
         return
     t0 = time.perf_counter()
     run = Run.open(run_path(args.work, args.dataset, "given"), None, progress=False)

@@ -3,37 +3,45 @@
 from __future__ import annotations
 
 import functools
+from typing import Dict, Optional
 
 import click
 
 from . import choices
 from .bundle import routing
 
-codec_option = click.option(
-    "--codec",
-    default=choices.DEFAULT_CODEC,
-    show_default=True,
-    type=click.Choice(list(choices.CODECS)),
-    help="Delta codec (zstd: decodes ~50x faster than 7z for ~5% more bytes, see "
+
+def helped(helps: Dict[str, str]):
+    """A ``click.option`` maker whose help text comes from *helps* by flag (one table of help per
+    command keeps each declaration on one line), its default shown unless *show_default* says
+    otherwise; *dest* names the parameter."""
+
+    def option(flag: str, default=None, dest: Optional[str] = None, **kw):
+        kw.setdefault("show_default", True)
+        decls = (flag, dest) if dest else (flag,)
+        if kw.get("is_flag"):
+            default = bool(default)
+        return click.option(*decls, default=default, help=helps[flag], **kw)
+
+    return option
+
+
+HELP = {
+    "--codec": "Delta codec (zstd: decodes ~50x faster than 7z for ~5% more bytes, see "
     "benchmarks/results/switch_latency.json; sparse: decodes faster on large networks with few changed "
     "codes, see benchmarks/results/performance.json).",
-)
-
-device_profile_option = click.option(
-    "--device-profile",
-    "profile_name",
-    default=None,
-    show_default="the detected Jetson, else desktop-gpu",
-    help="Device profile name or JSON file.",
-)
-
-backend_option = click.option(
-    "--backend",
-    default=choices.DEFAULT_BACKEND,
-    show_default=True,
-    type=click.Choice(list(choices.BACKENDS)),
-    help="onnxruntime (CPU, any machine) or tensorrt (the int8 engine on an NVIDIA GPU or Jetson).",
-)
+    "--device-profile": "Device profile name or JSON file.",
+    "--backend": "onnxruntime (CPU, any machine) or tensorrt (the int8 engine on an NVIDIA GPU or Jetson).",
+    "--policy": "Routing for a set of files: per-image (the paper's: superclass network, then its subclass network, "
+    "for every image), batched (one superclass pass per batch, one switch per predicted superclass; same "
+    "predictions), or topk (tries the --k best superclasses when the superclass confidence is below --gate). "
+    "Stream policies (sticky) are in `edgetool camera`.",
+    "--engine-mode": "one-engine: one refittable network, switched between the base and each subclass network "
+    "(the paper's); two-engine: a fixed base engine beside one refittable subclass engine.",
+    "--verify-switch": "On the first switch to each network, run the bundle's samples on this backend and in ONNX "
+    "Runtime; stop with one error line if they disagree (a line per network checked on stderr).",
+}
+_option = helped(HELP)
 
 
 class _FilePolicy(click.Choice):
@@ -53,33 +61,16 @@ class _FilePolicy(click.Choice):
         return super().convert(value, param, ctx)
 
 
-policy_option = click.option(
-    "--policy",
-    default=choices.DEFAULT_POLICY,
-    show_default=True,
-    type=_FilePolicy(list(choices.FILE_POLICIES)),
-    help="Routing for a set of files: per-image (the paper's: superclass network, then its subclass network, "
-    "for every image), batched (one superclass pass per batch, one switch per predicted superclass; same "
-    "predictions), or topk (tries the --k best superclasses when the superclass confidence is below --gate). "
-    "Stream policies (sticky) are in `edgetool camera`.",
+codec_option = _option("--codec", choices.DEFAULT_CODEC, type=click.Choice(list(choices.CODECS)))
+device_profile_option = _option(
+    "--device-profile", None, "profile_name", show_default="the detected Jetson, else desktop-gpu"
 )
-
-engine_mode_option = click.option(
-    "--engine-mode",
-    default=choices.DEFAULT_ENGINE_MODE,
-    show_default=True,
-    type=click.Choice(list(choices.ENGINE_MODES)),
-    help="one-engine: one refittable network, switched between the base and each subclass network (the paper's); "
-    "two-engine: a fixed base engine beside one refittable subclass engine.",
+backend_option = _option("--backend", choices.DEFAULT_BACKEND, type=click.Choice(list(choices.BACKENDS)))
+policy_option = _option("--policy", choices.DEFAULT_POLICY, type=_FilePolicy(list(choices.FILE_POLICIES)))
+engine_mode_option = _option(
+    "--engine-mode", choices.DEFAULT_ENGINE_MODE, type=click.Choice(list(choices.ENGINE_MODES))
 )
-
-
-verify_switch_option = click.option(
-    "--verify-switch",
-    is_flag=True,
-    help="On the first switch to each network, run the bundle's samples on this backend and in ONNX Runtime; "
-    "stop with one error line if they disagree (a line per network checked on stderr).",
-)
+verify_switch_option = _option("--verify-switch", is_flag=True, show_default=False)
 
 
 def weights_option(forms, help_text):

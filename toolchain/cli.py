@@ -34,12 +34,52 @@ _SHOWN = {
 }
 
 
+TRAIN_HELP = {  # the help of each training flag
+    "--data": "'sample' (shipped), an IDX folder, or an ImageFolder root with train/ and test/.",
+    "--hierarchy": "Hierarchy JSON ('single': all classes in one superclass, to learn one).",
+    "--config": "JSON config file; flags override it.",
+    "--image-size": "Resize ImageFolder images to this size.",
+    "--channels": "ImageFolder data: 1 (grayscale), 3 (RGB), or 0 (detect from the images).",
+    "--augment": "Training augmentation: random horizontal flip, or none (a mirror changes digits and text).",
+    "--pad": "Random-crop padding for augmentation (4 for CIFAR; 0 = no crop).",
+    "--limit-train": "Use at most this many training images (0 = all).",
+    "--limit-test": "Use at most this many test images (0 = all).",
+    "--val-fraction": "Hold out this fraction of the training images as the validation split. Every choice is made on "
+    "it: export's routing (gate and beta; a learned router from 2,000 images), --adaptive network "
+    "selection, the better flat control of the verdict, and `edgetool hierarchy learn`'s clustering. "
+    "0: no split (the runtime's default routing; the verdict then picks on test and says so).",
+    "--seed": "Random seed.",
+    "--arch": "Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50.",
+    "--width-mult": "Channel width multiplier.",
+    "--batch": "Batch size.",
+    "--epochs": "Epochs of the flat network (and of the superclass network with --base-init scratch).",
+    "--lr": "Learning rate of the flat and superclass networks (AdamW, cosine schedule).",
+    "--base-init": "Superclass (base) network: from the flat network's fine-label trunk, or from scratch (or "
+    "--pretrained).",
+    "--base-epochs": "Superclass epochs from the flat trunk.",
+    "--ft-epochs": "Epochs of every subclass fine-tune: the vanilla fp32 networks (also the upper bound, given the "
+    "true superclass) and the QAT int8 networks share one recipe.",
+    "--ft-lr": "Learning rate of every subclass fine-tune.",
+    "--ft-outliers": "Outlier exposure: every subclass fine-tune also sees this many images of other superclasses per "
+    "own image, trained toward an unsure output, so gated top-k routing can recover routing errors.",
+    "--ft-not-mine": "With --ft-outliers: those images train one more head row, 'not mine', instead of an unsure "
+    "output; each route's p_sub then falls on images that are not its own (the bundle records the "
+    "row).",
+    "--qat-epochs": "QAT epochs of the superclass network.",
+    "--qat-lr": "Learning rate of the superclass network's QAT (halved: it starts trained).",
+    "--delta-budget": "Delta budget: proximal threshold tau toward the base (0 = dense; larger = fewer changed int8 "
+    "codes), gridM (code moves rounded to multiples of M, e.g. grid8), a share of weights that may "
+    "move (e.g. 30%), or 'patch' (only BatchNorm scale/bias and the head change).",
+    "--qat-weight-grad": "QAT weight gradient beyond +-127 codes: none (clip) or straight through (ste).",
+}
+
+
 def config_options(f):
     """The training flags; each defaults to the run's config.json (when resuming) or TrainConfig,
     and --help shows that default (click's show_default)."""
 
-    def opt(flag, kind, text, dest=None):
-        key = flag.lstrip("-").replace("-", "_")
+    def opt(flag, kind, dest=None):
+        key, text = flag.lstrip("-").replace("-", "_"), TRAIN_HELP[flag]
         default = _default(key)
         decls = (flag, dest) if dest else (flag,)
         if kind is bool:  # --name/--no-name
@@ -55,84 +95,44 @@ def config_options(f):
 def _data_flags(opt) -> list:
     """The data and its split: what a run trains and chooses on."""
     return [
-        opt("--data", str, "'sample' (shipped), an IDX folder, or an ImageFolder root with train/ and test/."),
-        opt("--hierarchy", click.Path(), "Hierarchy JSON ('single': all classes in one superclass, to learn one)."),
-        opt("--config", click.Path(), "JSON config file; flags override it.", "config_file"),
-        opt("--image-size", int, "Resize ImageFolder images to this size."),
-        opt("--channels", int, "ImageFolder data: 1 (grayscale), 3 (RGB), or 0 (detect from the images)."),
-        opt(
-            "--augment",
-            click.Choice(["auto", "none", "flip"]),
-            "Training augmentation: random horizontal flip, or none (a mirror changes digits and text).",
-        ),
-        opt("--pad", int, "Random-crop padding for augmentation (4 for CIFAR; 0 = no crop)."),
-        opt("--limit-train", int, "Use at most this many training images (0 = all)."),
-        opt("--limit-test", int, "Use at most this many test images (0 = all)."),
-        opt(
-            "--val-fraction",
-            float,
-            "Hold out this fraction of the training images as the validation split. Every choice is made on it: "
-            "export's routing (gate and beta; a learned router from 2,000 images), --adaptive network selection, "
-            "the better flat control of the verdict, and `edgetool hierarchy learn`'s clustering. "
-            "0: no split (the runtime's default routing; the verdict then picks on test and says so).",
-        ),
-        opt("--seed", int, "Random seed."),
+        opt("--data", str),
+        opt("--hierarchy", click.Path()),
+        opt("--config", click.Path(), "config_file"),
+        opt("--image-size", int),
+        opt("--channels", int),
+        opt("--augment", click.Choice(["auto", "none", "flip"])),
+        opt("--pad", int),
+        opt("--limit-train", int),
+        opt("--limit-test", int),
+        opt("--val-fraction", float),
+        opt("--seed", int),
     ]
 
 
 def _network_flags(opt) -> list:
     """The networks and the flat and superclass networks' training."""
     return [
-        opt("--arch", str, "Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50."),
-        opt("--width-mult", float, "Channel width multiplier."),
-        opt("--batch", int, "Batch size."),
-        opt("--epochs", int, "Epochs of the flat network (and of the superclass network with --base-init scratch)."),
-        opt("--lr", float, "Learning rate of the flat and superclass networks (AdamW, cosine schedule)."),
-        opt(
-            "--base-init",
-            click.Choice(["flat", "scratch"]),
-            "Superclass (base) network: from the flat network's fine-label trunk, or from scratch (or --pretrained).",
-        ),
-        opt("--base-epochs", int, "Superclass epochs from the flat trunk."),
+        opt("--arch", str),
+        opt("--width-mult", float),
+        opt("--batch", int),
+        opt("--epochs", int),
+        opt("--lr", float),
+        opt("--base-init", click.Choice(["flat", "scratch"])),
+        opt("--base-epochs", int),
     ]
 
 
 def _fine_tune_flags(opt) -> list:
     """The subclass fine-tunes and QAT: the deltas' recipe and budget."""
     return [
-        opt(
-            "--ft-epochs",
-            int,
-            "Epochs of every subclass fine-tune: the vanilla fp32 networks (also the upper bound, given the true "
-            "superclass) and the QAT int8 networks share one recipe.",
-        ),
-        opt("--ft-lr", float, "Learning rate of every subclass fine-tune."),
-        opt(
-            "--ft-outliers",
-            float,
-            "Outlier exposure: every subclass fine-tune also sees this many images of other superclasses per "
-            "own image, trained toward an unsure output, so gated top-k routing can recover routing errors.",
-        ),
-        opt(
-            "--ft-not-mine",
-            bool,
-            "With --ft-outliers: those images train one more head row, 'not mine', instead of an unsure output; "
-            "each route's p_sub then falls on images that are not its own (the bundle records the row).",
-        ),
-        opt("--qat-epochs", int, "QAT epochs of the superclass network."),
-        opt("--qat-lr", float, "Learning rate of the superclass network's QAT (halved: it starts trained)."),
-        opt(
-            "--delta-budget",
-            str,
-            "Delta budget: proximal threshold tau toward the base (0 = dense; larger = fewer changed int8 codes), "
-            "gridM (code moves rounded to multiples of M, e.g. grid8), a share of weights that may move "
-            "(e.g. 30%), or 'patch' (only BatchNorm scale/bias and the head change).",
-        ),
-        opt(
-            "--qat-weight-grad",
-            click.Choice(["clip", "ste"]),
-            "QAT weight gradient beyond +-127 codes: none (clip) or straight through (ste).",
-        ),
+        opt("--ft-epochs", int),
+        opt("--ft-lr", float),
+        opt("--ft-outliers", float),
+        opt("--ft-not-mine", bool),
+        opt("--qat-epochs", int),
+        opt("--qat-lr", float),
+        opt("--delta-budget", str),
+        opt("--qat-weight-grad", click.Choice(["clip", "ste"])),
     ]
 
 

@@ -151,3 +151,11 @@ def across_seeds(dataset, path_of, script, what, seeds=(1, 2)):
         + rows
         + ["", "Recovered: {:.1%} ± {:.1%} (mean ± SE over {} seeds).".format(mean, se, len(fracs)), ""]
     )
+
+
+def write_across_seeds(dataset, path_of, script, what, stem):
+    """Write (and print) :func:`across_seeds`'s table to results/hierarchy/<stem>-seeds-<dataset>.md."""
+    text = across_seeds(dataset, path_of, script, what)
+    with open(os.path.join(OUT, "{}-seeds-{}.md".format(stem, dataset)), "w") as f:
+        f.write(text)
+    print(text)

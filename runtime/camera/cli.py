@@ -8,7 +8,7 @@ import click
 
 from ..choices import STREAM_POLICIES
 from ..errors import UsageError
-from ..options import backend_option, routing_options, verify_switch_option
+from ..options import backend_option, helped, routing_options, verify_switch_option
 from .frames import FLIPS
 from .outputs import CODECS
 
@@ -46,85 +46,64 @@ def build_outputs(output, headless, fps, video=None):
     return [VideoOut(path, fps, video.get("size"), video.get("codec"), video.get("bitrate") or 0)]
 
 
+HELP = {
+    "--input-width": "Capture width (0: the source's own).",
+    "--input-height": "Capture height (0: the source's own).",
+    "--input-rate": "Camera frame rate; for files and folders, replay at this rate (0: as fast as possible).",
+    "--policy": POLICY_HELP,
+    "--enter": "sticky: superclass confidence needed to move to a different superclass (> 1: only at scene cuts).",
+    "--leave": "sticky: re-route when the subclass confidence falls below this.",
+    "--interval": "sticky: superclass pass at least every N frames.",
+    "--scene-cut": "Mean absolute frame change (0..1) that counts as a scene cut (fresh superclass pass); 0: off.",
+    "--batch": "Frames classified together.",
+    "--smoothing": "Temporal label smoothing: frames (>= 1) or the newest frame's weight (0..1); 0: off.",
+    "--json-out": "Write the JSON lines to this file instead of stdout.",
+    "--max-frames": "Stop after this many frames (0: no limit).",
+    "--reconnect": "Reconnect attempts for a lost camera or stream.",
+    "--reconnect-delay": "First backoff in seconds (doubles, max 8 s).",
+    "--output-rate": "Output video frame rate when the source has none.",
+    "--input-flip": "Turn every input frame first (a camera mounted upside down: rotate-180).",
+    "--input-loop": "Play a video file or image folder this many more times after its end (-1: forever).",
+    "--output-width": "Output video width (0: the input frame's).",
+    "--output-height": "Output video height (0: the input frame's).",
+    "--output-codec": "Output video codec (what this OpenCV can encode varies; a codec it lacks is one error line).",
+    "--bitrate": "Output video bitrate in bits/s (0: the encoder's).",
+    "--threads": "onnxruntime: intra-op threads (0: its default).",
+}
+option = helped(HELP)
+CONTAINER_CODEC = "the container's: mp4v for .mp4, MJPG for .avi, XVID for .mkv"
+
+
 @click.command()
 @click.argument("bundle", type=click.Path())
 @click.argument("input_uri", metavar="INPUT")
 @click.argument("output", required=False)
 @backend_option
 @click.option("--headless", is_flag=True, help="No display window.")
-@click.option("--input-width", default=0, show_default=True, help="Capture width (0: the source's own).")
-@click.option("--input-height", default=0, show_default=True, help="Capture height (0: the source's own).")
-@click.option(
-    "--input-rate",
-    default=0.0,
-    show_default=True,
-    help="Camera frame rate; for files and folders, replay at this rate (0: as fast as possible).",
-)
-@click.option(
-    "--policy",
-    default="sticky",
-    show_default=True,
-    type=click.Choice(list(STREAM_POLICIES)),
-    help=POLICY_HELP,
-)
-@click.option(
-    "--enter",
-    default=0.6,
-    show_default=True,
-    help="sticky: superclass confidence needed to move to a different superclass (> 1: only at scene cuts).",
-)
-@click.option(
-    "--leave", default=0.4, show_default=True, help="sticky: re-route when the subclass confidence falls below this."
-)
-@click.option("--interval", default=30, show_default=True, help="sticky: superclass pass at least every N frames.")
-@click.option(
-    "--scene-cut",
-    default=0.08,
-    show_default=True,
-    help="Mean absolute frame change (0..1) that counts as a scene cut (fresh superclass pass); 0: off.",
-)
+@option("--input-width", 0)
+@option("--input-height", 0)
+@option("--input-rate", 0.0)
+@option("--policy", "sticky", type=click.Choice(list(STREAM_POLICIES)))
+@option("--enter", 0.6)
+@option("--leave", 0.4)
+@option("--interval", 30)
+@option("--scene-cut", 0.08)
 @routing_options
-@click.option("--batch", default=1, show_default=True, help="Frames classified together.")
-@click.option(
-    "--smoothing",
-    default=0.0,
-    show_default=True,
-    help="Temporal label smoothing: frames (>= 1) or the newest frame's weight (0..1); 0: off.",
-)
+@option("--batch", 1)
+@option("--smoothing", 0.0)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: one record per frame, then a summary.")
-@click.option(
-    "--json-out", type=click.Path(), show_default="none", help="Write the JSON lines to this file instead of stdout."
-)
-@click.option("--max-frames", default=0, show_default=True, help="Stop after this many frames (0: no limit).")
-@click.option("--reconnect", default=5, show_default=True, help="Reconnect attempts for a lost camera or stream.")
-@click.option("--reconnect-delay", default=0.5, show_default=True, help="First backoff in seconds (doubles, max 8 s).")
-@click.option(
-    "--output-rate", default=30.0, show_default=True, help="Output video frame rate when the source has none."
-)
-@click.option(
-    "--input-flip",
-    default="none",
-    show_default=True,
-    type=click.Choice(list(FLIPS)),
-    help="Turn every input frame first (a camera mounted upside down: rotate-180).",
-)
-@click.option(
-    "--input-loop",
-    default=0,
-    show_default=True,
-    help="Play a video file or image folder this many more times after its end (-1: forever).",
-)
-@click.option("--output-width", default=0, show_default=True, help="Output video width (0: the input frame's).")
-@click.option("--output-height", default=0, show_default=True, help="Output video height (0: the input frame's).")
-@click.option(
-    "--output-codec",
-    default=None,
-    type=click.Choice(sorted(CODECS)),
-    show_default="the container's: mp4v for .mp4, MJPG for .avi, XVID for .mkv",
-    help="Output video codec (what this OpenCV can encode varies; a codec it lacks is one error line).",
-)
-@click.option("--bitrate", default=0, show_default=True, help="Output video bitrate in bits/s (0: the encoder's).")
-@click.option("--threads", default=0, show_default=True, help="onnxruntime: intra-op threads (0: its default).")
+@option("--json-out", type=click.Path(), show_default="none")
+@option("--max-frames", 0)
+@option("--reconnect", 5)
+@option("--reconnect-delay", 0.5)
+@option("--output-rate", 30.0)
+@option("--input-flip", "none", type=click.Choice(list(FLIPS)))
+@option("--input-loop", 0)
+@option("--output-width", 0)
+@option("--output-height", 0)
+@option("--output-codec", type=click.Choice(sorted(CODECS)), show_default=CONTAINER_CODEC)
+@option("--bitrate", 0)
+@option("--threads", 0)
 @verify_switch_option
 def camera(bundle, input_uri, output, **o):
     """Classify frames from INPUT live with BUNDLE; show or write them to OUTPUT.

@@ -9,6 +9,7 @@ import sys
 import click
 
 from ..errors import DeployError, UsageError
+from ..options import helped
 
 
 @click.command()
@@ -57,50 +58,43 @@ def keygen(prefix):
     click.echo("copy {} to each device, then run there: edgetool target trust ROOT {}".format(k["public"], pub))
 
 
-def _ssh_file(flag, shown, text):
-    return click.option(flag, type=click.Path(dir_okay=False), default=None, show_default=shown, help=text)
+HELP = {
+    "--host": "[user@]host to reach over SSH (repeat for several).",
+    "--to": "Deploy root on this machine instead of SSH hosts (same device-side code; repeat for several).",
+    "--root": "Deploy root on each host (relative paths start at the login's home).",
+    "--remote-edgetool": "edgetool command on the device (e.g. /opt/venv/bin/edgetool).",
+    "--port": "SSH port.",
+    "--identity": "SSH private key file.",
+    "--known-hosts": "known_hosts file to check host keys against.",
+    "--ssh-config": "ssh_config file (ssh -F).",
+    "--accept-new-host-key": "Trust a host key seen for the first time (keys that changed are still refused).",
+    "--jobs": "Hosts handled in parallel.",
+    "--batch": "Batch size for the fit check.",
+    "--bwlimit": "Upload limit per host, KiB/s.",
+    "--canary": "Deploy to the first N hosts with their doctor check first; the rest follow only if all of them pass.",
+    "--max-failures": "After the canaries, hosts go in waves of --jobs; stop starting waves once more than K hosts "
+    "failed.",
+    "--report": "Write one JSON record per host (version, release, result, time, doctor) to this file.",
+    "--allow-downgrade": "Install even where the bundle's release is older than the highest the device installed "
+    "(anti-rollback; the device records the choice in its state and status).",
+}
+option = helped(HELP)
+A_FILE = click.Path(dir_okay=False)
 
 
 def target_options(f):
     """Where the targets are and how to reach them (shared by deploy, rollback and status)."""
     opts = [
-        click.option(
-            "--host",
-            "hosts",
-            multiple=True,
-            show_default="none: --to instead",
-            help="[user@]host to reach over SSH (repeat for several).",
-        ),
-        click.option(
-            "--to",
-            "to_dir",
-            type=click.Path(file_okay=False),
-            multiple=True,
-            show_default="none: --host",
-            help="Deploy root on this machine instead of SSH hosts (same device-side code; repeat for several).",
-        ),
-        click.option(
-            "--root",
-            default="edgetool-deploy",
-            show_default=True,
-            help="Deploy root on each host (relative paths start at the login's home).",
-        ),
-        click.option(
-            "--remote-edgetool",
-            default="edgetool",
-            show_default=True,
-            help="edgetool command on the device (e.g. /opt/venv/bin/edgetool).",
-        ),
-        click.option("--port", type=int, default=None, show_default="ssh's: 22 or ssh_config", help="SSH port."),
-        _ssh_file("--identity", "ssh's own keys", "SSH private key file."),
-        _ssh_file("--known-hosts", "~/.ssh/known_hosts", "known_hosts file to check host keys against."),
-        _ssh_file("--ssh-config", "~/.ssh/config", "ssh_config file (ssh -F)."),
-        click.option(
-            "--accept-new-host-key",
-            is_flag=True,
-            help="Trust a host key seen for the first time (keys that changed are still refused).",
-        ),
-        click.option("--jobs", default=8, show_default=True, help="Hosts handled in parallel."),
+        option("--host", None, "hosts", multiple=True, show_default="none: --to instead"),
+        option("--to", None, "to_dir", type=click.Path(file_okay=False), multiple=True, show_default="none: --host"),
+        option("--root", "edgetool-deploy"),
+        option("--remote-edgetool", "edgetool"),
+        option("--port", type=int, show_default="ssh's: 22 or ssh_config"),
+        option("--identity", type=A_FILE, show_default="ssh's own keys"),
+        option("--known-hosts", type=A_FILE, show_default="~/.ssh/known_hosts"),
+        option("--ssh-config", type=A_FILE, show_default="~/.ssh/config"),
+        option("--accept-new-host-key", is_flag=True, show_default=False),
+        option("--jobs", 8),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -151,41 +145,16 @@ def finish(results):
 @click.command()
 @click.argument("bundle", type=click.Path())
 @click.option("--device-profile", "profile_name", required=True, help="Profile of the targets (edgetool devices).")
-@click.option(
-    "--batch", type=int, default=None, show_default="the profile's max_batch", help="Batch size for the fit check."
-)
+@option("--batch", type=int, show_default="the profile's max_batch")
 @click.option("--force", is_flag=True, help="Deploy even when the fit check says the bundle does not fit.")
 @click.option("--engine-build", is_flag=True, help="Build the TensorRT engine on each device after the switch.")
 @click.option("--doctor", is_flag=True, help="Run edgetool doctor on each device after the switch.")
 @click.option("--keep", default=3, show_default=True, help="Versions kept per device (>= 2).")
-@click.option("--bwlimit", type=float, default=None, show_default="no limit", help="Upload limit per host, KiB/s.")
-@click.option(
-    "--canary",
-    default=0,
-    show_default="none",
-    help="Deploy to the first N hosts with their doctor check first; the rest follow only if all of them pass.",
-)
-@click.option(
-    "--max-failures",
-    default=None,
-    type=int,
-    show_default="no limit",
-    help="After the canaries, hosts go in waves of --jobs; stop starting waves once more than K hosts failed.",
-)
-@click.option(
-    "--report",
-    "report_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    show_default="none",
-    help="Write one JSON record per host (version, release, result, time, doctor) to this file.",
-)
-@click.option(
-    "--allow-downgrade",
-    is_flag=True,
-    help="Install even where the bundle's release is older than the highest the device installed "
-    "(anti-rollback; the device records the choice in its state and status).",
-)
+@option("--bwlimit", type=float, show_default="no limit")
+@option("--canary", 0, show_default="none")
+@option("--max-failures", type=int, show_default="no limit")
+@option("--report", None, "report_file", type=A_FILE, show_default="none")
+@option("--allow-downgrade", is_flag=True, show_default=False)
 @target_options
 def deploy(
     bundle,
