@@ -15,44 +15,51 @@ import click
 
 from edgetool import __version__
 
-# command name -> (module, relative to edgetool, or absolute; attribute; one-line help shown without importing it)
-COMMANDS = {
-    "data": (".toolchain.data.cli", "data", "Download datasets (CIFAR-10/100 official archives, checksum-verified)."),
-    "demo": (".toolchain.cli", "demo", "Train, export and run Super-Sub on the shipped sample (offline)."),
-    "train": (".toolchain.cli", "train", "Train every network of a Super-Sub run (resumable)."),
-    "hierarchy": (
-        ".toolchain.hierarchy.cli",
-        "hierarchy",
-        "Learn a class hierarchy from a confusion matrix or a trained flat network.",
-    ),
-    "evaluate": (
-        ".toolchain.evaluate.cli",
-        "evaluate",
-        "Report bounds, vanilla vs efficient accuracy, deltas and storage.",
-    ),
-    "export": (".toolchain.export_cli", "export", "Write a bundle (base.onnx + int8 deltas) from a training run."),
-    "camera": (".runtime.camera.cli", "camera", "Classify camera, stream, video or image-folder frames live."),
-    "serve": (
-        ".runtime.camera.cli",
-        "serve_command",
-        "The camera loop on what a deploy root serves, following its deploys and rollbacks.",
-    ),
-    "classify": (".runtime.cli", "classify", "Classify images with a bundle (two-stage)."),
-    "inspect": (".runtime.cli", "inspect_cmd", "Verify a bundle and print its manifest summary."),
-    "profile": (".runtime.profile.cli", "profile", "Latency and memory reports of a bundle."),
-    "doctor": (".runtime.cli", "doctor", "Check this device: GPU, CUDA kernel, TensorRT vs ONNX Runtime."),
-    "engine": (
-        ".runtime.trt.cli",
-        "engine",
-        "TensorRT engine of a bundle: build it here, or write its model for trtexec/polygraphy.",
-    ),
-    "devices": (".runtime.deploy.cli", "devices", "List the device profiles (validated), with memory budgets."),
-    "keygen": (".runtime.deploy.cli", "keygen", "Make an Ed25519 key pair for signing bundles."),
-    "deploy": (".runtime.deploy.cli", "deploy", "Ship a bundle to devices over SSH: fit, verify, switch."),
-    "rollback": (".runtime.deploy.cli", "rollback", "Switch devices back to their previous bundle version."),
-    "status": (".runtime.deploy.cli", "status", "Bundle versions on devices: current, previous, doctor."),
-    "target": (".runtime.target.cli", "target", "Device side of deploy: stage, install, trust."),
+# command name -> "module:attribute" (the module relative to edgetool, or absolute)
+ENTRY = {
+    "data": ".toolchain.data.cli:data",
+    "demo": ".toolchain.cli:demo",
+    "train": ".toolchain.cli:train",
+    "hierarchy": ".toolchain.hierarchy.cli:hierarchy",
+    "evaluate": ".toolchain.evaluate.cli:evaluate",
+    "export": ".toolchain.export_cli:export",
+    "camera": ".runtime.camera.cli:camera",
+    "serve": ".runtime.camera.cli:serve_command",
+    "classify": ".runtime.cli:classify",
+    "inspect": ".runtime.cli:inspect_cmd",
+    "profile": ".runtime.profile.cli:profile",
+    "doctor": ".runtime.cli:doctor",
+    "engine": ".runtime.trt.cli:engine",
+    "devices": ".runtime.deploy.cli:devices",
+    "keygen": ".runtime.deploy.cli:keygen",
+    "deploy": ".runtime.deploy.cli:deploy",
+    "rollback": ".runtime.deploy.cli:rollback",
+    "status": ".runtime.deploy.cli:status",
+    "target": ".runtime.target.cli:target",
 }
+# command name -> one line of help, shown without importing the command
+SUMMARY = {
+    "data": "Download datasets (CIFAR-10/100 official archives, checksum-verified).",
+    "demo": "Train, export and run Super-Sub on the shipped sample (offline).",
+    "train": "Train every network of a Super-Sub run (resumable).",
+    "hierarchy": "Learn a class hierarchy from a confusion matrix or a trained flat network.",
+    "evaluate": "Report bounds, vanilla vs efficient accuracy, deltas and storage.",
+    "export": "Write a bundle (base.onnx + int8 deltas) from a training run.",
+    "camera": "Classify camera, stream, video or image-folder frames live.",
+    "serve": "The camera loop on what a deploy root serves, following its deploys and rollbacks.",
+    "classify": "Classify images with a bundle (two-stage).",
+    "inspect": "Verify a bundle and print its manifest summary.",
+    "profile": "Latency and memory reports of a bundle.",
+    "doctor": "Check this device: GPU, CUDA kernel, TensorRT vs ONNX Runtime.",
+    "engine": "TensorRT engine of a bundle: build it here, or write its model for trtexec/polygraphy.",
+    "devices": "List the device profiles (validated), with memory budgets.",
+    "keygen": "Make an Ed25519 key pair for signing bundles.",
+    "deploy": "Ship a bundle to devices over SSH: fit, verify, switch.",
+    "rollback": "Switch devices back to their previous bundle version.",
+    "status": "Bundle versions on devices: current, previous, doctor.",
+    "target": "Device side of deploy: stage, install, trust.",
+}
+COMMANDS = {name: (*ENTRY[name].split(":"), SUMMARY[name]) for name in ENTRY}  # (module, attribute, help)
 
 
 class LazyGroup(click.Group):

@@ -78,7 +78,8 @@ def config_options(f):
     """The training flags; each defaults to the run's config.json (when resuming) or TrainConfig,
     and --help shows that default (click's show_default)."""
 
-    def opt(flag, kind, dest=None):
+    def opt(flag, kind):
+        kind, dest = kind if isinstance(kind, tuple) else (kind, None)
         key, text = flag.lstrip("-").replace("-", "_"), TRAIN_HELP[flag]
         default = _default(key)
         decls = (flag, dest) if dest else (flag,)
@@ -86,54 +87,45 @@ def config_options(f):
             return click.option("{0}/--no-{1}".format(flag, flag[2:]), default=default, help=text, show_default=True)
         return click.option(*decls, default=default, type=kind, help=text, show_default=_SHOWN.get(key, True))
 
-    opts = _data_flags(opt) + _network_flags(opt) + _fine_tune_flags(opt)
+    opts = [opt(flag, kind) for flags in (DATA_FLAGS, NETWORK_FLAGS, FINE_TUNE_FLAGS) for flag, kind in flags.items()]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def _data_flags(opt) -> list:
-    """The data and its split: what a run trains and chooses on."""
-    return [
-        opt("--data", str),
-        opt("--hierarchy", click.Path()),
-        opt("--config", click.Path(), "config_file"),
-        opt("--image-size", int),
-        opt("--channels", int),
-        opt("--augment", click.Choice(["auto", "none", "flip"])),
-        opt("--pad", int),
-        opt("--limit-train", int),
-        opt("--limit-test", int),
-        opt("--val-fraction", float),
-        opt("--seed", int),
-    ]
-
-
-def _network_flags(opt) -> list:
-    """The networks and the flat and superclass networks' training."""
-    return [
-        opt("--arch", str),
-        opt("--width-mult", float),
-        opt("--batch", int),
-        opt("--epochs", int),
-        opt("--lr", float),
-        opt("--base-init", click.Choice(["flat", "scratch"])),
-        opt("--base-epochs", int),
-    ]
-
-
-def _fine_tune_flags(opt) -> list:
-    """The subclass fine-tunes and QAT: the deltas' recipe and budget."""
-    return [
-        opt("--ft-epochs", int),
-        opt("--ft-lr", float),
-        opt("--ft-outliers", float),
-        opt("--ft-not-mine", bool),
-        opt("--qat-epochs", int),
-        opt("--qat-lr", float),
-        opt("--delta-budget", str),
-        opt("--qat-weight-grad", click.Choice(["clip", "ste"])),
-    ]
+# The training flags by meaning, each flag's type (and its parameter's name where it differs).
+DATA_FLAGS = {  # the data and its split: what a run trains and chooses on
+    "--data": str,
+    "--hierarchy": click.Path(),
+    "--config": (click.Path(), "config_file"),
+    "--image-size": int,
+    "--channels": int,
+    "--augment": click.Choice(["auto", "none", "flip"]),
+    "--pad": int,
+    "--limit-train": int,
+    "--limit-test": int,
+    "--val-fraction": float,
+    "--seed": int,
+}
+NETWORK_FLAGS = {  # the networks, and the flat and superclass networks' training
+    "--arch": str,
+    "--width-mult": float,
+    "--batch": int,
+    "--epochs": int,
+    "--lr": float,
+    "--base-init": click.Choice(["flat", "scratch"]),
+    "--base-epochs": int,
+}
+FINE_TUNE_FLAGS = {  # the subclass fine-tunes and QAT: the deltas' recipe and budget
+    "--ft-epochs": int,
+    "--ft-lr": float,
+    "--ft-outliers": float,
+    "--ft-not-mine": bool,
+    "--qat-epochs": int,
+    "--qat-lr": float,
+    "--delta-budget": str,
+    "--qat-weight-grad": click.Choice(["clip", "ste"]),
+}
 
 
 def _select_device(ctx, param, value):

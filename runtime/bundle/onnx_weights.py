@@ -79,17 +79,18 @@ def _tensor(buf: memoryview):
     return name, dims, dtype, raw
 
 
+def _messages(buf: memoryview, number: int):
+    """The embedded messages (length-delimited fields) numbered *number* of a message, in order."""
+    return (value for field, wire, value in _fields(buf) if field == number and wire == 2)
+
+
 def read_initializers(model_bytes: bytes, names: Optional[Iterable[str]] = None) -> Dict[str, np.ndarray]:
     """Return {name: array} for the initializers stored as raw_data (optionally only *names*)."""
     wanted = None if names is None else set(names)
     out = {}
     view = memoryview(model_bytes)
-    for field, wire, graph in _fields(view):
-        if field != 7 or wire != 2:
-            continue
-        for gfield, gwire, tensor in _fields(graph):
-            if gfield != 5 or gwire != 2:
-                continue
+    for graph in _messages(view, 7):  # ModelProto.graph
+        for tensor in _messages(graph, 5):  # GraphProto.initializer
             name, dims, dtype, raw = _tensor(tensor)
             if wanted is not None and name not in wanted:
                 continue
@@ -107,15 +108,9 @@ def _dims(value_info: memoryview):
         if field == 1 and wire == 2:
             name = bytes(value).decode("utf-8")
         elif field == 2 and wire == 2:
-            for tf, tw, tensor in _fields(value):
-                if tf != 1 or tw != 2:
-                    continue
-                for sf, sw, shape in _fields(tensor):
-                    if sf != 2 or sw != 2:
-                        continue
-                    for df, dw, dim in _fields(shape):
-                        if df == 1 and dw == 2:
-                            dims.append(_dim(dim))
+            for tensor in _messages(value, 1):
+                for shape in _messages(tensor, 2):
+                    dims += [_dim(dim) for dim in _messages(shape, 1)]
     return name, dims
 
 
@@ -132,9 +127,7 @@ def graph_io(model_bytes: bytes):
     """({input name: dims}, {output name: dims}) of the model's graph, without the onnx package."""
     inputs: Dict[str, list] = {}
     outputs: Dict[str, list] = {}
-    for field, wire, graph in _fields(memoryview(model_bytes)):
-        if field != 7 or wire != 2:
-            continue
+    for graph in _messages(memoryview(model_bytes), 7):
         for gfield, gwire, vi in _fields(graph):
             if gwire == 2 and gfield in (11, 12):
                 name, dims = _dims(vi)
@@ -198,7 +191,7 @@ def strip_initializer_inputs(model_bytes: bytes) -> bytes:
     """
 
     def keep(graph):
-        inits = {_tensor(tensor)[0] for gfield, gwire, tensor in _fields(graph) if gfield == 5 and gwire == 2}
+        inits = {_tensor(tensor)[0] for tensor in _messages(graph, 5)}
         return lambda gfield, gwire, gstart: (
             not (gfield == 11 and gwire == 2 and _value_info_name(_payload(graph, gstart)) in inits)
         )
