@@ -265,9 +265,19 @@ def aggregate(dataset, out, default_budget, machine):
         "pareto": budgets,
         "targets": targets,
     }
-    if controls:  # how each control was trained (the seeds share it); its accuracy is in mean and per_seed
-        shared = ("image_passes", "flops_per_image", "pipeline_image_passes", "width")
-        summary["controls"] = {k: {f: seeds[0]["controls"][k][f] for f in shared} for k in controls}
+    # Each flat control: how it was trained (the seeds share it), its accuracy and efficient - it (mean
+    # and standard error over the seeds, as under mean); null where a seed lacks it (controls_missing).
+    shared = ("image_passes", "flops_per_image", "pipeline_image_passes", "width")
+    summary["controls"] = {
+        k: dict(
+            {f: seeds[0]["controls"][k][f] for f in shared},
+            accuracy=mean["accuracy"][k],
+            efficient_minus_control=mean["efficient_minus_" + k],
+        )
+        if k in controls
+        else None
+        for k in ("flat_budget", "flat_wide")
+    }
     lacking = {
         str(s["seed"]): sorted({"flat_budget", "flat_wide"} - set(s.get("controls", {})))
         for s in seeds
