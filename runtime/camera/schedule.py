@@ -125,7 +125,6 @@ class StreamClassifier(SuperSubClassifier):
             backend, policy=policy if policy in POLICIES else "per-image", gate=gate, k=k, interval=interval, beta=beta
         )
         self.stream_policy = policy
-        self.enter, self.leave = float(enter), float(leave)
         self.on_error = on_error or (lambda msg: None)
         self.failed: Dict[int, str] = {}  # subclass index -> the error, reported once
 
@@ -137,7 +136,7 @@ class StreamClassifier(SuperSubClassifier):
     def settings(self) -> dict:
         s: Dict[str, Any] = {"policy": self.stream_policy}
         if self.stream_policy == "sticky":
-            s.update(enter=self.enter, leave=self.leave, interval=self.interval)
+            s.update(enter=self.sticky.enter, leave=self.sticky.leave, interval=self.sticky.interval)
         if self.stream_policy == "topk":
             s.update(gate=self.gate, k=self.k, beta=self.beta, routing=self.routing.chosen_on)
         return s
