@@ -17,7 +17,7 @@ from .backends.base import BASE, head_rows
 from .bundle import learned_routing, routing
 from .choices import POLICIES
 from .errors import UsageError
-from .prediction import Prediction, masked_softmax
+from .prediction import Prediction, masked_softmax, of_class
 
 __all__ = ["POLICIES", "Prediction", "SuperSubClassifier", "masked_softmax"]
 
@@ -99,9 +99,8 @@ class SuperSubClassifier:
 
     def prediction(self, k: int, p_super: float, p_sub: np.ndarray) -> Prediction:
         """Superclass *k*'s prediction: the class of *p_sub*'s largest probability."""
-        s = self.bundle.superclasses[k]
         j = int(np.argmax(p_sub))
-        return Prediction(k, s.name, j, s.subclasses[j], p_super, p_sub[j])
+        return of_class(self.bundle, k, j, p_super, p_sub[j])
 
     # -- policies --------------------------------------------------------------------------
     def classify(self, batch: np.ndarray) -> List[Prediction]:
