@@ -70,6 +70,7 @@ def write_bundle(
     flat_classes: Optional[Sequence[str]] = None,
     release: Optional[int] = None,
     training: Optional[dict] = None,
+    backbone: Optional[dict] = None,
 ) -> dict:
     """Write a bundle directory atomically (see :mod:`.atomic`) and return its manifest.
 
@@ -80,7 +81,8 @@ def write_bundle(
 
     *release*: the manifest's release number, which devices never let fall (default: the export's
     time in seconds since 1970, so a later export has a higher one).  *training*: how the networks
-    were trained, as the manifest's ``training`` records it (``{"delta_budget": {...}}``)."""
+    were trained, as the manifest's ``training`` records it (``{"delta_budget": {...}}``).
+    *backbone*: a pretrained backbone's name, weights and trunk split (``model.backbone``)."""
     codecs.check_codec(codec)
     release = int(time.time()) if release is None else int(release)
     if not 0 <= release <= M.MAX_RELEASE:
@@ -91,6 +93,8 @@ def write_bundle(
         check_frozen_scales(base_net, net, name)
     with staged_dir(out_dir, force) as tmp:
         manifest = _write_files(tmp, base_net, sub_nets, hierarchy, input_spec, codec, samples, flat_classes)
+        if backbone:
+            manifest["model"]["backbone"] = dict(backbone)
         manifest["release"] = release
         if training:
             manifest["training"] = dict(training)

@@ -176,6 +176,10 @@ def _summary(bundle, b):
         click.echo(
             "model       super-sub: {} subclass networks as int8 deltas of base.onnx".format(len(b.superclasses))
         )
+    if b.model.backbone is not None:
+        arch, weights, split = b.model.backbone
+        trunk = "trunk frozen up to {}".format(split) if split else "every layer trained"
+        click.echo("backbone    {} from {} weights; {}".format(arch, ascii(weights)[1:-1], trunk))
     note = ' (a "not mine" row after each subclass\'s classes)' if b.not_mine else ""
     click.echo("head width  {}{}".format(b.head_width, note))
     changed = b.model.changed

@@ -22,8 +22,16 @@ def normalize(images_hwc_uint8: np.ndarray, spec: dict) -> np.ndarray:
     return np.ascontiguousarray((x - m) / s, dtype=np.float32)
 
 
+RESIZE_MODES = ("squash", "shorter")
+
+
 def to_input_array(image: np.ndarray, spec: dict) -> np.ndarray:
-    """Resize and colour-convert one uint8 HxW or HxWxC array (RGB order) to the input size."""
+    """Resize and colour-convert one uint8 HxW or HxWxC array (RGB order) to the input size.
+
+    The spec's ``resize``: ``squash`` (the default) resizes straight to H x W; ``shorter`` resizes
+    the shorter side to ``round(min(H, W) / crop)`` keeping the aspect ratio, then takes the
+    centre H x W (``crop``, default 1.0: the share of the resized image the crop keeps).  Both
+    resample bilinearly with PIL."""
     c, h, w = spec["shape"]
     if image.ndim == 2:
         image = image[..., None]
@@ -36,9 +44,23 @@ def to_input_array(image: np.ndarray, spec: dict) -> np.ndarray:
         image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     elif c == 3 and image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
+    if spec.get("resize", "squash") == "shorter":
+        return shorter_side_crop(image, h, w, float(spec.get("crop", 1.0)))
     if image.shape[:2] != (h, w):
         image = resize(image, h, w)
     return image
+
+
+def shorter_side_crop(image: np.ndarray, h: int, w: int, crop: float = 1.0) -> np.ndarray:
+    """*image* with its shorter side resized to round(min(h, w) / crop), then its centre h x w."""
+    ih, iw = image.shape[:2]
+    short = int(round(min(h, w) / crop))
+    r = short / min(ih, iw)
+    nh, nw = max(h, int(round(ih * r))), max(w, int(round(iw * r)))
+    if (nh, nw) != (ih, iw):
+        image = resize(image, nh, nw)
+    top, left = (nh - h) // 2, (nw - w) // 2
+    return np.ascontiguousarray(image[top : top + h, left : left + w])
 
 
 def resize(image: np.ndarray, h: int, w: int) -> np.ndarray:

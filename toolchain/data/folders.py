@@ -126,7 +126,7 @@ def load_image_folder(
     """
     from edgetool.runtime.preprocess import load_image, to_input_array
 
-    samples, chosen = _folder_samples(root, classes)
+    samples, chosen = folder_samples(root, classes)
     taken = [0] * len(chosen)
     kept = []
     for path, label in samples:
@@ -142,12 +142,12 @@ def load_image_folder(
     if channels not in (1, 3):
         raise UsageError("channels must be 1 (grayscale), 3 (RGB) or 0 (detect), got {}".format(channels))
     spec = {"shape": [channels, size, size]}
-    images = _read_all([p for p, _ in kept], lambda p: to_input_array(load_image(p), spec))
+    images = read_all([p for p, _ in kept], lambda p: to_input_array(load_image(p), spec))
     labels = np.asarray([lab for _, lab in kept], dtype=np.int64)
     return ArrayDataset(np.stack(images), labels, chosen, name, channels_from=note)
 
 
-def _read_all(paths: Sequence[str], read) -> list:
+def read_all(paths: Sequence[str], read) -> list:
     """``[read(p) for p in paths]``, in order, on up to 8 threads (image decoding releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -158,7 +158,7 @@ def _read_all(paths: Sequence[str], read) -> list:
         return list(pool.map(read, paths))
 
 
-def _folder_samples(root: str, classes: Optional[Sequence[str]]):
+def folder_samples(root: str, classes: Optional[Sequence[str]]):
     """(path, label) of every image of an ImageFolder tree, in label order and file order within a class."""
     import inspect
 
@@ -205,7 +205,7 @@ def detect_channels(paths: Sequence[str]):
         except (OSError, ValueError, SyntaxError) as exc:
             raise UsageError("{}: cannot read image ({})".format(p, str(exc)[:160])) from None
 
-    modes = set(_read_all(paths, mode_of))
+    modes = set(read_all(paths, mode_of))
     if all(_gray_mode(m) for m in modes):
         return 1, "detected: all {} training images are stored grayscale (mode {})".format(
             len(paths), ", ".join(sorted(modes))

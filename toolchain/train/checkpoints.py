@@ -22,7 +22,7 @@ def load_checkpoint(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def float_state(model: models.ResNet) -> dict:
+def float_state(model: torch.nn.Module) -> dict:
     return {"config": model.config, "state_dict": model.state_dict()}
 
 

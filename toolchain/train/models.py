@@ -184,42 +184,45 @@ class ResNet(nn.Module):
         return ops, weights
 
 
-def build(arch: str, in_channels: int, head: int, width_mult: float = 1.0) -> ResNet:
+# Families: anything with a ``config`` and ``to_ir()``.  EfficientNet-Lite lives in :mod:`.efficientnet`.
+EDGE_ARCHS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+ALL_ARCHS = tuple(ARCHS) + EDGE_ARCHS
+
+
+def is_edge_backbone(arch: str) -> bool:
+    """An EfficientNet-Lite: trained from pretrained weights with a frozen trunk (:mod:`.transfer`)."""
+    return arch in EDGE_ARCHS
+
+
+def build(arch: str, in_channels: int, head: int, width_mult: float = 1.0):
+    if is_edge_backbone(arch):
+        from .efficientnet import build as build_lite
+
+        if width_mult != 1.0:
+            from edgetool.runtime.errors import UsageError
+
+            raise UsageError("{} has a fixed width; --width-mult applies to the ResNets".format(arch))
+        return build_lite(arch, in_channels, head)
     if arch not in ARCHS:
         from edgetool.runtime.errors import UsageError
 
-        raise UsageError("unknown model {!r}; choose one of {}".format(arch, ", ".join(ARCHS)))
+        raise UsageError("unknown model {!r}; choose one of {}".format(arch, ", ".join(ALL_ARCHS)))
     block, blocks, widths, stem = ARCHS[arch]
     return ResNet(in_channels, head, blocks, widths, stem, block, width_mult)
 
 
-def from_config(cfg: dict) -> ResNet:
+def from_config(cfg: dict):
+    if cfg.get("family") == "efficientnet-lite":
+        from .efficientnet import from_config as lite_from_config
+
+        return lite_from_config(cfg)
     block = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}[cfg["block"]]
     return ResNet(cfg["in_channels"], cfg["head"], cfg["blocks"], cfg["widths"], cfg["stem"], block)
 
 
 def load_torchvision_weights(model: ResNet, tv_state: Dict[str, torch.Tensor]) -> None:
-    """Copy a torchvision ResNet state_dict (ImageNet stem) into ours; the head is skipped."""
-    own = model.state_dict()
-    mapped = {}
-    for k, v in tv_state.items():
-        if k.startswith("fc."):
-            continue
-        nk = (
-            k.replace("conv1.weight", "stem.conv.weight").replace("bn1.", "stem.bn.")
-            if k.startswith(("conv1", "bn1"))
-            else k
-        )
-        if k.startswith("layer"):
-            parts = k.split(".")
-            si, bi, rest = int(parts[0][5:]) - 1, parts[1], parts[2:]
-            if rest[0].startswith("conv"):
-                nk = ".".join(["stages", str(si), bi, rest[0], "conv"] + rest[1:])
-            elif rest[0].startswith("bn"):
-                nk = ".".join(["stages", str(si), bi, "conv" + rest[0][2:], "bn"] + rest[1:])
-            elif rest[0] == "downsample":
-                sub = "conv" if rest[1] == "0" else "bn"
-                nk = ".".join(["stages", str(si), bi, "down", sub] + rest[2:])
-        if nk in own and own[nk].shape == v.shape:
-            mapped[nk] = v
-    model.load_state_dict(mapped, strict=False)
+    """Copy a torchvision ResNet state_dict (ImageNet stem) into ours, by name and shape; the
+    head is never taken (:func:`.pretrained.load_into` for the checked load)."""
+    from .pretrained import load_into, resnet_key
+
+    load_into(model, {k: v for k, v in tv_state.items() if not k.startswith("fc.")}, resnet_key, partial=True)

@@ -98,9 +98,9 @@ class Run:
         width = self.cfg.width_mult if width_mult is None else width_mult
         m = models.build(self.cfg.arch, self.train.channels, head, width)
         if self.cfg.pretrained and width == self.cfg.width_mult:  # a wider control has no such weights
-            from .pretrained import load_state
+            from .pretrained import load_pretrained
 
-            models.load_torchvision_weights(m, load_state(self.cfg.pretrained, self.cfg.arch))
+            load_pretrained(m, self.cfg.pretrained, self.cfg.arch, self.cfg.pretrained_partial)
         return m
 
     def stage(self, name: str, path: str, make: Callable[[], object]):
