@@ -26,13 +26,16 @@ def dataset_dir(name, work, root=SHARED):
     raise SystemExit("unknown dataset {}".format(name))
 
 
-def caltech_dir(work):
-    """Caltech-101 as train/ and test/ image folders (symlinks), from the course split in splits/."""
+def caltech_dir(work, background=True):
+    """Caltech-101 as train/ and test/ image folders (symlinks), from the course split in splits/;
+    *background* False leaves out BACKGROUND_Google (101 classes, as torchvision's Caltech101)."""
     src = os.path.join(SHARED, "caltech101")
     dest = os.path.join(work, "data")
     for split in ("train", "test"):
         with open(os.path.join(src, "splits", "mldl2020_{}.txt".format(split))) as f:
             rel = [line.strip() for line in f if line.strip().endswith(".jpg")]
+        if not background:
+            rel = [r for r in rel if not r.startswith("BACKGROUND_Google/")]
         for r in rel:
             link = os.path.join(dest, split, r)
             if not os.path.lexists(link):
