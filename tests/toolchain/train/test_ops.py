@@ -205,3 +205,20 @@ def test_edge_checkpoint_round_trip():
     with torch.no_grad():
         torch.testing.assert_close(back(x), net(x), rtol=0, atol=0)
     assert back.ops == net.ops
+
+
+def test_same_pad_is_tensorflows():
+    assert O.same_pad([224, 224], [3, 3], [2, 2]) == [0, 0, 1, 1]  # EfficientNet-Lite's stem
+    assert O.same_pad([56, 56], [5, 5], [2, 2]) == [1, 1, 2, 2]
+    assert O.same_pad([14, 14], [5, 5], [1, 1]) == [2, 2, 2, 2]  # stride 1: symmetric
+    assert O.same_pad([7, 8], [3, 3], [2, 2]) == [1, 0, 1, 1]
+    assert O.same_pad([1, 1], [1, 1], [2, 2]) == [0, 0, 0, 0]
+    ops, _ = NETS["mbconv"]()
+    assert ops[0]["pad"] == O.same_pad(SHAPE[1:], [3, 3], [2, 2]) and ops[2]["pad"] == O.same_pad(
+        [8, 8], [3, 3], [2, 2]
+    )
+    for n in range(1, 12):  # the output is ceil(n / stride), as TensorFlow's
+        for k in (1, 3, 5):
+            for s in (1, 2):
+                t, left, b, r = O.same_pad([n, n], [k, k], [s, s])
+                assert (n + t + b - k) // s + 1 == -(-n // s) and (t, b) == (left, r) and b - t in (0, 1)

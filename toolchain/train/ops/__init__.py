@@ -31,8 +31,9 @@ Op schema (keys not listed are refused; "[a, b]" lists may also be tuples):
   per tensor.  Deployed as int8 ``Conv`` (``pads`` in ONNX order [top, left, bottom, right],
   ``group`` when not 1), then the BatchNorm in eval form: ``Mul`` by ``<name>.scale`` and
   ``Add`` of ``<name>.bias`` (float32 [C_out, 1, 1]), then ``Relu`` or ``Clip(0, 6)``.  TF-style
-  'same' padding of a stride-2 conv is an asymmetric pad, e.g. 3x3/2 on an even size:
-  ``[0, 0, 1, 1]``; 5x5/2: ``[1, 1, 2, 2]``.  Refittable: ``.weight`` (int8), ``.scale``, ``.bias``.
+  'same' padding is :func:`same_pad` of the conv's input size: for a stride-2 conv on an even size
+  an asymmetric pad, e.g. 3x3/2 on 224: ``[0, 0, 1, 1]``; 5x5/2 on 56: ``[1, 1, 2, 2]``.
+  Refittable: ``.weight`` (int8), ``.scale``, ``.bias``.
 
 ``maxpool``: ``{"op": "maxpool", "x", "y", "k", "stride", "pad"}`` with ``k``, ``stride``
   (default 1) and ``pad`` (default 0) as for ``conv``; padding never wins the max.
@@ -59,11 +60,11 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 from edgetool.runtime.errors import UsageError
 
-from .base import ACTS, Env, Op, param_key, where
+from .base import ACTS, Env, Op, param_key, same_pad, where
 from .conv import Conv, MaxPool
 from .layers import Add, Fc, Gap
 
-__all__ = ["ACTS", "REGISTRY", "Env", "Op", "entry", "normalize", "normalize_all", "param_key"]
+__all__ = ["ACTS", "REGISTRY", "Env", "Op", "entry", "normalize", "normalize_all", "param_key", "same_pad"]
 
 REGISTRY: Dict[str, Op] = {e.kind: e for e in (Conv(), MaxPool(), Add(), Gap(), Fc())}
 

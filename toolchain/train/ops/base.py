@@ -24,6 +24,14 @@ def param_key(name: str) -> str:
     return name.replace(".", "__")
 
 
+def same_pad(size: Sequence[int], k: Sequence[int], stride: Sequence[int]) -> List[int]:
+    """TensorFlow's 'same' padding of a conv or pool on an input of *size* [h, w], as the ``pad``
+    [top, left, bottom, right] of an op: the output is ceil(size / stride), and the odd pixel of
+    padding, where there is one, goes to the bottom and the right."""
+    total = [max((-(-n // s) - 1) * s + kk - n, 0) for n, kk, s in zip(size, k, stride)]
+    return [total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2]
+
+
 class Env(Dict[str, torch.Tensor]):
     """The activations of one forward pass by tensor name, and the gap outputs in op order."""
 
