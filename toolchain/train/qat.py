@@ -7,13 +7,14 @@ TensorRT's explicit-quantization rules, exactly:
   every conv and fc (one Q/DQ pair per tensor, shared by its consumers).
 
 :class:`QATNet` runs an op list (:mod:`edgetool.toolchain.train.ops` defines every op type: its
-tensors, its forward pass, its ONNX nodes and its refittable tensors; QATNet only dispatches to
-it).  Each conv is an int8 convolution followed by its BatchNorm; BatchNorm trains in batch-statistics mode during
-QAT and is deployed as a per-channel float affine (``scale = gamma / sqrt(var + eps)``,
-``bias = beta - mean * scale``) after the int8 convolution.  The quantization scales are
-buffers: computed once for the superclass network (weights: max |w| per output channel;
-activations: max |x| over calibration batches) and **frozen** for every subclass
-fine-tune, so all networks share one int8 grid and deltas are exact in the code domain.
+tensors, its forward pass, its ONNX nodes and its refittable tensors; QATNet only dispatches
+to it).  Each conv is an int8 convolution followed by its BatchNorm; BatchNorm trains in
+batch-statistics mode during QAT and is deployed as a per-channel float affine
+(``scale = gamma / sqrt(var + eps)``, ``bias = beta - mean * scale``) after the int8
+convolution.  The quantization scales are buffers: computed once for the superclass network
+(weights: max |w| per output channel; activations: max |x| over calibration batches) and
+**frozen** for every subclass fine-tune, so all networks share one int8 grid and deltas are
+exact in the code domain.
 """
 
 from __future__ import annotations
