@@ -17,26 +17,16 @@ from edgetool.runtime.bundle.reader import MANIFEST, SCHEMA
 from edgetool.runtime.errors import UsageError
 from edgetool.runtime.files import slug, write_json_atomic
 from edgetool.runtime.bundle.names import FieldError
-from edgetool.runtime.bundle.weights import PackedLayout, TensorSpec, sha256_bytes
+from edgetool.runtime.bundle.weights import PackedLayout, sha256_bytes
 
 from .atomic import fault_point, staged_dir, write_archive
 from .onnx_export import from_qatnet
 
 
 def refit_layout(net) -> PackedLayout:
-    """The packed layout of a QATNet's refittable tensors, in op order."""
-    scales = net.weight_scales()
-    codes = net.int8_codes()
-    floats = net.float_tensors()
-    specs = []
-    for op in net.ops:
-        if op["op"] in ("conv", "fc"):
-            w = op["name"] + ".weight"
-            specs.append(TensorSpec(w, "weight", "int8", codes[w].shape, scale=scales[w].tolist(), axis=0))
-            for suffix, kind in ((".scale", "scale"), (".bias", "bias")):
-                if op["name"] + suffix in floats:
-                    specs.append(TensorSpec(op["name"] + suffix, kind, "float32", floats[op["name"] + suffix].shape))
-    return PackedLayout.build(specs)
+    """The packed layout of a QATNet's refittable tensors, in op order (each op's registry entry
+    names its own: ``net.refit_specs()``)."""
+    return PackedLayout.build(net.refit_specs())
 
 
 def packed(layout: PackedLayout, net) -> np.ndarray:

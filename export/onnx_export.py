@@ -11,14 +11,19 @@
 * two outputs: ``logits``, and ``features`` (:data:`FEATURES`), the pooled activations the
   fc layer reads, which a learned router's pair combiners may take in.
 
-The refittable initializers (every ``*.weight``, ``*.scale`` and ``*.bias``) are listed among the graph
-inputs too, as ONNX "overridable initializers": ONNX Runtime then lets the runtime bind
-them once and update them in place; TensorRT parses them as weights.
+This module holds the Q/DQ conventions (:class:`QDQGraph`); what each op type emits is its entry
+in the toolchain's op registry (``edgetool.toolchain.train.ops``), reached through the network:
+:func:`from_qatnet` hands ``net.emit_onnx`` to :func:`build_model`.
+
+The refittable initializers (every int8 weight and every per-channel float tensor) are listed
+among the graph inputs too, as ONNX "overridable initializers": ONNX Runtime then lets the runtime
+bind them once and update them in place; TensorRT parses them as weights.  Other constants (the
+Q/DQ scales, ReLU6's Clip bounds) stay plain initializers.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
 import numpy as np
 import onnx
@@ -30,23 +35,25 @@ OPSET = 13
 IR_VERSION = 8
 
 
-REFIT_SUFFIXES = (".weight", ".scale", ".bias")
-
-
-class _Graph:
-    """Nodes and initializers of the Q/DQ graph, emitted in op order."""
+class QDQGraph:
+    """Nodes and initializers of the Q/DQ graph, in emission order, and the primitives an op's
+    emitter builds from."""
 
     def __init__(self, codes, floats, wscales, ascales):
         self.codes, self.floats, self.wscales, self.ascales = codes, floats, wscales, ascales
         self.nodes: List[onnx.NodeProto] = []
         self.inits: List[onnx.TensorProto] = []
+        self.refittable: Set[str] = set()  # initializers that are also graph inputs
         self.dq_of: Dict[str, str] = {}
+        self.consts: Dict[str, float] = {}
         self.pooled: List[str] = []  # the gap outputs, in op order
+        self.features_width: Optional[int] = None
 
     def node(self, *args, **kwargs) -> None:
         self.nodes.append(helper.make_node(*args, **kwargs))
 
     def act_dq(self, t: str) -> str:
+        """Activation *t* through its per-tensor Q/DQ pair (one per tensor, shared by its readers)."""
         if t in self.dq_of:
             return self.dq_of[t]
         s, z = t + ".act_scale", t + ".act_zp"
@@ -58,57 +65,46 @@ class _Graph:
         return self.dq_of[t]
 
     def weight_dq(self, layer: str) -> str:
+        """``<layer>.weight``: refittable int8 codes, dequantized per output channel (axis 0)."""
         w = layer + ".weight"
         q = np.ascontiguousarray(self.codes[w], dtype=np.int8)
         sc = np.ascontiguousarray(self.wscales[w], dtype=np.float32)
         self.inits.append(numpy_helper.from_array(q, w))
+        self.refittable.add(w)
         self.inits.append(numpy_helper.from_array(sc, w + "_scale"))
         self.inits.append(numpy_helper.from_array(np.zeros(q.shape[0], dtype=np.int8), w + "_zp"))
         self.node("DequantizeLinear", [w, w + "_scale", w + "_zp"], [w + ".dq"], axis=0, name=w + ".dequant")
         return w + ".dq"
 
     def float_init(self, name: str) -> str:
+        """A refittable float32 tensor (a deployed BatchNorm's scale or bias, a bias)."""
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(self.floats[name], dtype=np.float32), name))
+        self.refittable.add(name)
         return name
 
-    def conv(self, op):
-        x, w, n, k = self.act_dq(op["x"]), self.weight_dq(op["name"]), op["name"], op["k"]
-        out = op["y"] + ".pre" if op["relu"] else op["y"]
-        self.node(
-            "Conv", [x, w], [n + ".conv"], name=n, kernel_shape=[k, k], strides=[op["stride"]] * 2, pads=[op["pad"]] * 4
-        )
-        self.node("Mul", [n + ".conv", self.float_init(n + ".scale")], [n + ".scaled"], name=n + ".bn_scale")
-        self.node("Add", [n + ".scaled", self.float_init(n + ".bias")], [out], name=n + ".bn_bias")
-        if op["relu"]:
-            self.node("Relu", [out], [op["y"]], name=op["name"] + ".relu")
+    def const(self, name: str, value: float) -> str:
+        """A float32 scalar constant (not refittable), written once per graph."""
+        if name in self.consts:
+            if self.consts[name] != value:
+                raise ValueError("constant {} is {} and {}".format(name, self.consts[name], value))
+            return name
+        self.consts[name] = value
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        return name
 
-    def maxpool(self, op):
-        self.node(
-            "MaxPool",
-            [op["x"]],
-            [op["y"]],
-            kernel_shape=[op["k"]] * 2,
-            strides=[op["stride"]] * 2,
-            pads=[op["pad"]] * 4,
-            name=op["y"] + ".maxpool",
-        )
+    def pooled_output(self, t: str) -> None:
+        """*t* is a global pooling's output; the first one is also the ``features`` output."""
+        if not self.pooled:
+            self.node("Identity", [t], [FEATURES], name=FEATURES)
+        self.pooled.append(t)
 
-    def add(self, op):
-        out = op["y"] + ".pre" if op["relu"] else op["y"]
-        self.node("Add", [op["a"], op["b"]], [out], name=op["y"] + ".add")
-        if op["relu"]:
-            self.node("Relu", [out], [op["y"]], name=op["y"] + ".relu")
+    def reads_features(self, t: str, weight: str) -> None:
+        """A layer with *weight* [out, in] reads *t*: if *t* is the features, their width is ``in``."""
+        if self.features_width is None and self.pooled and t == self.pooled[0]:
+            self.features_width = int(np.asarray(self.codes[weight]).shape[1])
 
-    def gap(self, op):
-        self.node("GlobalAveragePool", [op["x"]], [op["y"] + ".pool"], name=op["y"] + ".gap")
-        self.node("Flatten", [op["y"] + ".pool"], [op["y"]], axis=1, name=op["y"] + ".flatten")
-        if not self.pooled:  # one features output: the first pooling's
-            self.node("Identity", [op["y"]], [FEATURES], name=FEATURES)
-        self.pooled.append(op["y"])
 
-    def fc(self, op):
-        x, w = self.act_dq(op["x"]), self.weight_dq(op["name"])
-        self.node("Gemm", [x, w, self.float_init(op["name"] + ".bias")], [op["y"]], transB=1, name=op["name"])
+Emit = Callable[[QDQGraph, dict], None]
 
 
 def build_model(
@@ -119,29 +115,24 @@ def build_model(
     ascales: Dict[str, float],
     input_shape: Sequence[int],
     head: int,
+    emit: Emit,
     refit_inputs: bool = True,
     name: str = "edgetool",
 ) -> onnx.ModelProto:
-    g = _Graph(codes, floats, wscales, ascales)
-    emit = {"conv": g.conv, "maxpool": g.maxpool, "add": g.add, "gap": g.gap, "fc": g.fc}
+    """The ONNX model of *ops*; ``emit(graph, op)`` emits one op (its registry entry)."""
+    g = QDQGraph(codes, floats, wscales, ascales)
     for op in ops:
-        if op["op"] not in emit:
-            raise ValueError("unknown op {}".format(op["op"]))
-        emit[op["op"]](op)
-    nodes, inits = g.nodes, g.inits
+        emit(g, op)
     c, h, w = input_shape
     inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, h, w])]
     if refit_inputs:
-        for t in inits:
-            if t.name.endswith(REFIT_SUFFIXES):
+        for t in g.inits:
+            if t.name in g.refittable:
                 inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", head])]
-    for o in ops:  # the fc layer on the pooled activations: its input width is the features'
-        if o["op"] == "fc" and g.pooled and o["x"] == g.pooled[0]:
-            width = int(np.asarray(codes[o["name"] + ".weight"]).shape[1])
-            outputs.append(helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", width]))
-            break
-    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=inits)
+    if g.features_width is not None:  # a layer on the pooled activations gives the features' width
+        outputs.append(helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", g.features_width]))
+    graph = helper.make_graph(g.nodes, name, inputs, outputs, initializer=g.inits)
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION, producer_name="edgetool"
     )
@@ -159,5 +150,6 @@ def from_qatnet(net, input_shape, head, refit_inputs=True, codes=None, floats=No
         net.act_scales(),
         input_shape,
         head,
+        net.emit_onnx,
         refit_inputs,
     )

@@ -51,6 +51,8 @@ def check(model: onnx.ModelProto) -> List[str]:
             problems.append("node {}: BatchNormalization left in the graph (fold it before QAT)".format(name))
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             problems += _qdq_problems(n, name, inits, producers)
+        if n.op_type == "Clip":
+            problems += _clip_problems(n, name, inits)
     problems += _weight_problems(g, inits, producers)
     return problems
 
@@ -91,6 +93,20 @@ def _qdq_problems(n, name: str, inits, producers) -> List[str]:
             problems.append("node {}: {} weight scales for {} output channels".format(name, scale.size, w.shape[0]))
     if w.dtype == np.int8 and w.size and int(w.min()) == -128:
         problems.append("initializer {}: code -128 in symmetric weights (use [-127, 127])".format(src))
+    return problems
+
+
+def _clip_problems(n, name: str, inits) -> List[str]:
+    """A Clip (ReLU6) becomes a TensorRT activation, which TensorRT 8.x's ONNX parser builds only
+    from constant bounds: each given min/max must be a scalar initializer."""
+    problems = []
+    for bound, t in zip(("min", "max"), n.input[1:3]):
+        if not t:  # an omitted optional input
+            continue
+        if t not in inits:
+            problems.append("node {}: Clip {} {} is not a constant initializer".format(name, bound, t))
+        elif numpy_helper.to_array(inits[t]).size != 1:
+            problems.append("node {}: Clip {} {} is not a scalar".format(name, bound, t))
     return problems
 
 

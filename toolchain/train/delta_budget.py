@@ -180,9 +180,6 @@ def budget_step(net: "QATNet", base: "QATNet", budget, total_steps: int):
 
 def freeze_for_patch(net: "QATNet") -> None:
     """Patch mode: only BatchNorm (scale/bias and running statistics) and the fc head train."""
-    head = [op["name"] for op in net.ops if op["op"] == "fc"]
-    for op in net.ops:
-        if op["op"] == "conv":
-            net.weight(op["name"] + ".weight").requires_grad_(False)
-    for name in head:
-        net.weight(name + ".weight").requires_grad_(True)
+    head = net.head_layers()
+    for layer in net.layers:
+        net.weight(layer + ".weight").requires_grad_(layer in head)

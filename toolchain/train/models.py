@@ -5,13 +5,14 @@ flat op list plus the raw conv weights and BatchNorm states.  The op list is exe
 :class:`edgetool.toolchain.train.qat.QATNet` during QAT and emitted op by op by the ONNX
 exporter, so training and deployment run the very same graph.
 
-IR ops (dicts):
+The op schema (every key, its default, the tensors each op owns, and what it becomes in ONNX)
+is :mod:`edgetool.toolchain.train.ops`'s; a ResNet uses:
 
-* ``conv``: name, x, y, k, stride, pad, relu           tensors ``<name>.weight`` and the
-  BatchNorm ``<name>.bn.{weight,bias,running_mean,running_var}`` (deployed as a per-channel
-  float ``<name>.scale`` and ``<name>.bias``)
-* ``maxpool``: x, y, k, stride, pad
-* ``add``: a, b, y, relu
+* ``conv``: name, x, y, k, stride, pad (ints), act ("relu" or None), eps; tensors
+  ``<name>.weight`` and the BatchNorm ``<name>.bn.{weight,bias,running_mean,running_var}``
+  (deployed as a per-channel float ``<name>.scale`` and ``<name>.bias``)
+* ``maxpool``: x, y, k, stride, pad (the ImageNet stem)
+* ``add``: a, b, y, act ("relu")
 * ``gap``: x, y (global average pool + flatten)
 * ``fc``: name, x, y                                   weights ``<name>.weight/.bias``
 """
@@ -158,7 +159,8 @@ class ResNet(nn.Module):
             bn = m.bn
             for key in ("weight", "bias", "running_mean", "running_var"):
                 weights["{}.bn.{}".format(name, key)] = getattr(bn, key).detach().clone()
-            ops.append(dict(op="conv", name=name, x=x, y=y, k=m.k, stride=m.stride, pad=m.pad, relu=m.relu, eps=bn.eps))
+            act = "relu" if m.relu else None
+            ops.append(dict(op="conv", name=name, x=x, y=y, k=m.k, stride=m.stride, pad=m.pad, act=act, eps=bn.eps))
             return y
 
         x = conv("stem", self.stem, "input")
@@ -174,7 +176,7 @@ class ResNet(nn.Module):
                     h = conv("{}.{}".format(prefix, cname), m, h)
                 s = conv(prefix + ".down", blk.down, x) if blk.down is not None else x
                 y = tname()
-                ops.append(dict(op="add", a=h, b=s, y=y, relu=True))
+                ops.append(dict(op="add", a=h, b=s, y=y, act="relu"))
                 x = y
         y = tname()
         ops.append(dict(op="gap", x=x, y=y))

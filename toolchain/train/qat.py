@@ -6,62 +6,52 @@ TensorRT's explicit-quantization rules, exactly:
 * activations: per tensor, symmetric, zero-point 0, codes in [-128, 127], on the input of
   every conv and fc (one Q/DQ pair per tensor, shared by its consumers).
 
-:class:`QATNet` runs the op list of :mod:`edgetool.toolchain.train.models`.  Each conv is an int8
-convolution followed by its BatchNorm; BatchNorm trains in batch-statistics mode during
-QAT and is deployed as a per-channel float affine (``scale = gamma / sqrt(var + eps)``,
-``bias = beta - mean * scale``) after the int8 convolution.  The quantization scales are
-buffers: computed once for the superclass network (weights: max |w| per output channel;
-activations: max |x| over calibration batches) and **frozen** for every subclass
-fine-tune, so all networks share one int8 grid and deltas are exact in the code domain.
+:class:`QATNet` runs an op list (:mod:`edgetool.toolchain.train.ops` defines every op type: its
+tensors, its forward pass, its ONNX nodes and its refittable tensors; QATNet only dispatches
+to it).  Each conv is an int8 convolution followed by its BatchNorm; BatchNorm trains in
+batch-statistics mode during QAT and is deployed as a per-channel float affine
+(``scale = gamma / sqrt(var + eps)``, ``bias = beta - mean * scale``) after the int8
+convolution.  The quantization scales are buffers: computed once for the superclass network
+(weights: max |w| per output channel; activations: max |x| over calibration batches) and
+**frozen** for every subclass fine-tune, so all networks share one int8 grid and deltas are
+exact in the code domain.
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Dict, Iterable, List, Optional, cast
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from edgetool.runtime.bundle.weights import TensorSpec
+
+from . import ops as O
+from .ops import param_key
 
 W_QMIN, W_QMAX = -127, 127
 HEAD_HEADROOM = 2.0  # the fc head's weight grid spans twice the base head's largest weight
 A_QMIN, A_QMAX = -128, 127
 
 
-def param_key(name: str) -> str:
-    """The name of an ONNX-style weight (``layer.weight``) as a parameter or buffer key of the QAT net."""
-    return name.replace(".", "__")
-
-
 class QATNet(nn.Module):
     def __init__(self, ops: List[dict], tensors: Dict[str, torch.Tensor], config: dict):
         super().__init__()
-        self.ops = copy.deepcopy(ops)
+        self.ops = O.normalize_all(ops)  # canonical copies; legacy keys (relu: bool) read
         self.config = dict(config)
-        self.layers = [op["name"] for op in self.ops if op["op"] in ("conv", "fc")]
+        self.layers = [layer for layer in (O.entry(op).weight_layer(op) for op in self.ops) if layer is not None]
         self.params = nn.ParameterDict()
         self.bns = nn.ModuleDict()
         for op in self.ops:
-            if op["op"] == "conv":
-                w = tensors[op["name"] + ".weight"]
-                self.params[param_key(op["name"] + ".weight")] = nn.Parameter(w.clone().float())
-                bn = nn.BatchNorm2d(w.shape[0], eps=op.get("eps", 1e-5))
-                with torch.no_grad():
-                    for k in ("weight", "bias", "running_mean", "running_var"):
-                        getattr(bn, k).copy_(tensors["{}.bn.{}".format(op["name"], k)])
-                self.bns[param_key(op["name"])] = bn
-            elif op["op"] == "fc":
-                for k in ("weight", "bias"):
-                    t = tensors["{}.{}".format(op["name"], k)]
-                    self.params[param_key("{}.{}".format(op["name"], k))] = nn.Parameter(t.clone().float())
+            O.entry(op).build(self, op, tensors)
         for name in self.layers:
             self.register_buffer("ws_" + param_key(name), torch.ones(self.weight(name + ".weight").shape[0]))
         self.act_tensors: List[str] = []
         for op in self.ops:
-            if op["op"] in ("conv", "fc") and op["x"] not in self.act_tensors:
-                self.act_tensors.append(op["x"])
+            for t in O.entry(op).act_inputs(op):
+                if t not in self.act_tensors:
+                    self.act_tensors.append(t)
         for tensor in self.act_tensors:
             self.register_buffer("as_" + tensor, torch.ones(()))
         self.quantize = False
@@ -78,6 +68,10 @@ class QATNet(nn.Module):
 
     def ascale(self, tensor):
         return getattr(self, "as_" + tensor)
+
+    def head_layers(self) -> List[str]:
+        """The classifier head's layers (the fc layers), whose rows share one weight scale."""
+        return [op["name"] for op in self.ops if O.entry(op).head]
 
     @torch.no_grad()
     def set_delta_grid(self, base: "QATNet", step: int) -> None:
@@ -116,7 +110,7 @@ class QATNet(nn.Module):
         trained for a superclass must still have room to become a subclass's class row.  A
         per-row max would freeze such rows on a grid too fine for them, and a weight beyond
         the grid gets no gradient."""
-        fc = {op["name"] for op in self.ops if op["op"] == "fc"}
+        fc = self.head_layers()
         for layer in self.layers:
             w = self.weight(layer + ".weight")
             amax = w.abs().reshape(w.shape[0], -1).amax(1).clamp_min(1e-8)
@@ -167,29 +161,10 @@ class QATNet(nn.Module):
     def forward(self, x, features: bool = False):
         """Logits; with *features*, (logits, the first global-average pooling's output: the
         exported graph's ``features``)."""
-        env = {"input": x}
-        pooled = []
+        env = O.Env(x)
         for op in self.ops:
-            kind = op["op"]
-            if kind == "conv":
-                xin = self._fq_a(env[op["x"]], op["x"])
-                y = F.conv2d(xin, self._fq_w(op["name"]), None, op["stride"], op["pad"])
-                y = self.bns[param_key(op["name"])](y)
-                env[op["y"]] = F.relu(y) if op["relu"] else y
-            elif kind == "maxpool":
-                env[op["y"]] = F.max_pool2d(env[op["x"]], op["k"], op["stride"], op["pad"])
-            elif kind == "add":
-                y = env[op["a"]] + env[op["b"]]
-                env[op["y"]] = F.relu(y) if op["relu"] else y
-            elif kind == "gap":
-                env[op["y"]] = torch.flatten(F.adaptive_avg_pool2d(env[op["x"]], 1), 1)
-                pooled.append(env[op["y"]])
-            elif kind == "fc":
-                xin = self._fq_a(env[op["x"]], op["x"])
-                env[op["y"]] = F.linear(xin, self._fq_w(op["name"]), self.weight(op["name"] + ".bias"))
-            else:
-                raise ValueError("unknown op {}".format(kind))
-        return (env["logits"], pooled[0]) if features else env["logits"]
+            O.entry(op).forward(self, op, env)
+        return (env["logits"], env.pooled[0]) if features else env["logits"]
 
     # -- deployment tensors ---------------------------------------------------------------------
     @torch.no_grad()
@@ -210,18 +185,9 @@ class QATNet(nn.Module):
     @torch.no_grad()
     def float_tensors(self) -> Dict[str, np.ndarray]:
         """Per-channel float tensors: conv ``.scale``/``.bias`` ([C,1,1], BN in eval form), fc ``.bias``."""
-        out = {}
+        out: Dict[str, np.ndarray] = {}
         for op in self.ops:
-            if op["op"] == "conv":
-                bn = cast(nn.BatchNorm2d, self.bns[param_key(op["name"])])
-                running_mean = cast(torch.Tensor, bn.running_mean)  # BatchNorm2d(track_running_stats=True): never None
-                running_var = cast(torch.Tensor, bn.running_var)
-                scale = bn.weight / torch.sqrt(running_var + bn.eps)
-                bias = bn.bias - running_mean * scale
-                out[op["name"] + ".scale"] = scale.float().reshape(-1, 1, 1).cpu().numpy().copy()
-                out[op["name"] + ".bias"] = bias.float().reshape(-1, 1, 1).cpu().numpy().copy()
-            elif op["op"] == "fc":
-                out[op["name"] + ".bias"] = self.weight(op["name"] + ".bias").detach().float().cpu().numpy().copy()
+            out.update(O.entry(op).float_tensors(self, op))
         return out
 
     def weight_scales(self) -> Dict[str, np.ndarray]:
@@ -230,22 +196,25 @@ class QATNet(nn.Module):
     def act_scales(self) -> Dict[str, float]:
         return {t: float(self.ascale(t)) for t in self.act_tensors}
 
+    # -- what the export side asks for (it never imports the toolchain) -------------------------
+    def emit_onnx(self, graph, op: dict) -> None:
+        """Emit *op* (one of :attr:`ops`) into the exporter's Q/DQ *graph*."""
+        O.entry(op).emit(graph, op)
+
+    def refit_specs(self) -> List[TensorSpec]:
+        """Every refittable tensor, in op order (unplaced: :meth:`PackedLayout.build` places them)."""
+        codes, floats, scales = self.int8_codes(), self.float_tensors(), self.weight_scales()
+        return [spec for op in self.ops for spec in O.entry(op).refit_specs(op, codes, floats, scales)]
+
     def state(self) -> dict:
         return {"ops": self.ops, "config": self.config, "state_dict": self.state_dict(), "delta_step": self.delta_step}
 
     @classmethod
     def from_state(cls, state: dict) -> "QATNet":
         sd = state["state_dict"]
-        tensors = {}
-        for op in state["ops"]:
-            if op["op"] == "conv":
-                tensors[op["name"] + ".weight"] = sd["params." + param_key(op["name"] + ".weight")]
-                for k in ("weight", "bias", "running_mean", "running_var"):
-                    tensors["{}.bn.{}".format(op["name"], k)] = sd["bns.{}.{}".format(param_key(op["name"]), k)]
-            elif op["op"] == "fc":
-                for k in ("weight", "bias"):
-                    tensors["{}.{}".format(op["name"], k)] = sd["params." + param_key("{}.{}".format(op["name"], k))]
-        net = cls(state["ops"], tensors, state["config"])
+        ops = O.normalize_all(state["ops"])
+        tensors = {name: sd[key] for op in ops for name, key in O.entry(op).tensors(op)}
+        net = cls(ops, tensors, state["config"])
         net.delta_step = int(state.get("delta_step", 1))
         for layer in net.layers:
             if "qb_" + param_key(layer) in sd:

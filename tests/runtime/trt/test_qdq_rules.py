@@ -97,6 +97,26 @@ def _bad_float_weight(m):
     return "not quantized"
 
 
+def _clip_after_stem(m, bound):
+    """A ReLU6 (Clip) after the stem conv's BatchNorm, its upper bound *bound*."""
+    m.graph.initializer.append(numpy_helper.from_array(np.asarray(0.0, np.float32), "relu6.min"))
+    add = next(n for n in m.graph.node if n.name == "stem.bn_bias")
+    m.graph.node.append(
+        helper.make_node("Clip", [add.output[0], "relu6.min", bound], ["stem.clipped"], name="stem.relu6")
+    )
+
+
+def _bad_clip_bound(m):
+    m.graph.input.append(helper.make_tensor_value_info("clip.max", onnx.TensorProto.FLOAT, []))
+    _clip_after_stem(m, "clip.max")
+    return "Clip max clip.max is not a constant initializer"
+
+
+def _bad_clip_shape(m):
+    _clip_after_stem(m, "stem.weight_scale")
+    return "Clip max stem.weight_scale is not a scalar"
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -111,6 +131,8 @@ def _bad_float_weight(m):
         _bad_bn,
         _bad_qlinearconv,
         _bad_float_weight,
+        _bad_clip_bound,
+        _bad_clip_shape,
     ],
     ids=lambda f: f.__name__[5:],
 )
