@@ -51,32 +51,17 @@ def export(run_dir, out, codec, archive, sign_key, force, model, release):
     from edgetool.export.atomic import check_out
     from edgetool.runtime.errors import UsageError
 
-    from .train.run import Run
-
     check_out(out, force)
     if release is not None and release < 0:
         raise UsageError("--release must be >= 0, got {}".format(release))
-    for f in ("config.json", "super_qat.pt"):
-        if not os.path.isfile(os.path.join(run_dir, f)):
-            raise UsageError("{}: missing {}; run `edgetool train {}` first".format(run_dir, f, run_dir))
     if sign_key:
         from edgetool.runtime.bundle.signature import load_private
 
         load_private(sign_key)  # a bad key fails before any work
-    run = Run.open(run_dir, progress=model != "super-sub")  # a flat control may train here: show it
-    missing = [
-        os.path.join("qat", "{}.pt".format(k))
-        for k in range(run.hier.n_super)
-        if not os.path.isfile(run.file("qat", "{}.pt".format(k)))
-    ]
-    if missing and model == "super-sub":
-        raise UsageError(
-            "{}: missing {}; run `edgetool train {} --modes qat` first".format(run_dir, ", ".join(missing), run_dir)
-        )
-    m = run.export(out, codec, force=force, model=model, release=release)
-    click.echo(size_line(out, m, codec))
-    if model != "super-sub":
-        click.echo("model: {} (one network over {} classes; no switch)".format(model, len(m["model"]["classes"])))
+    if _is_transfer(run_dir):
+        m = _export_transfer(run_dir, out, codec, force, model, release)
+    else:
+        m = _export_super_sub(run_dir, out, codec, force, model, release)
     if "routing" in m:
         from edgetool.runtime.bundle import routing
 
@@ -91,6 +76,60 @@ def export(run_dir, out, codec, archive, sign_key, force, model, release):
 
         path = make_archive(out, os.path.normpath(out) + ".tar.gz", force=force)
         click.echo("archive: {}".format(path))
+
+
+def _is_transfer(run_dir: str) -> bool:
+    """A run of a pretrained edge backbone (config.json names one)."""
+    from .train.run_data import TrainConfig
+    from .train.transfer import is_transfer
+
+    path = os.path.join(run_dir, "config.json")
+    return os.path.isfile(path) and is_transfer(TrainConfig.load(path))
+
+
+def _export_transfer(run_dir, out, codec, force, model, release) -> dict:
+    from edgetool.runtime.errors import UsageError
+
+    from .train.transfer import TransferRun
+
+    if model not in (DEFAULT_EXPORT_MODEL, "flat"):
+        raise UsageError(
+            "{}: a pretrained-backbone run has one network; export it as it is (--model flat)".format(run_dir)
+        )
+    if not os.path.isfile(os.path.join(run_dir, "int8.pt")):
+        raise UsageError("{}: missing int8.pt; run `edgetool train {}` first".format(run_dir, run_dir))
+    run = TransferRun.load(run_dir)
+    m = run.export(out, codec, force=force, release=release)
+    click.echo(size_line(out, m, codec))
+    trunk = "trunk frozen up to {}".format(run.split) if run.split else "trained whole"
+    click.echo("model: flat (one network over {} classes; {} from {} weights, {})".format(
+        len(m["model"]["classes"]), run.arch, run.cfg.pretrained or "no", trunk))  # fmt: skip
+    return m
+
+
+def _export_super_sub(run_dir, out, codec, force, model, release) -> dict:
+    from edgetool.runtime.errors import UsageError
+
+    from .train.run import Run
+
+    for f in ("config.json", "super_qat.pt"):
+        if not os.path.isfile(os.path.join(run_dir, f)):
+            raise UsageError("{}: missing {}; run `edgetool train {}` first".format(run_dir, f, run_dir))
+    run = Run.open(run_dir, progress=model != "super-sub")  # a flat control may train here: show it
+    missing = [
+        os.path.join("qat", "{}.pt".format(k))
+        for k in range(run.hier.n_super)
+        if not os.path.isfile(run.file("qat", "{}.pt".format(k)))
+    ]
+    if missing and model == "super-sub":
+        raise UsageError(
+            "{}: missing {}; run `edgetool train {} --modes qat` first".format(run_dir, ", ".join(missing), run_dir)
+        )
+    m = run.export(out, codec, force=force, model=model, release=release)
+    click.echo(size_line(out, m, codec))
+    if model != "super-sub":
+        click.echo("model: {} (one network over {} classes; no switch)".format(model, len(m["model"]["classes"])))
+    return m
 
 
 def size_line(out: str, manifest: dict, codec: str) -> str:

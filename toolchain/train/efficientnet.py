@@ -147,8 +147,9 @@ class EfficientNetLite(nn.Module):
     @torch.no_grad()
     def to_ir(self) -> Tuple[List[dict], Dict[str, torch.Tensor]]:
         """(ops, tensors) in the op format of :mod:`.models`: convolutions with ``groups`` and
-        ``act`` ("relu6" or None), residual adds without activation, pooling, fc.  Each part's
-        last op carries ``part`` (its name), so a split point maps to the tensor it outputs."""
+        ``act`` ("relu6" or None), residual adds without activation, pooling, fc.  Layers are named
+        by their part (``stem``, ``blocks.3.dw``, ``head``), which is how :func:`split_ops` finds a
+        part's output."""
         ops: List[dict] = []
         weights: Dict[str, torch.Tensor] = {}
         counter = [0]
@@ -165,13 +166,12 @@ class EfficientNetLite(nn.Module):
             ops.append(
                 dict(
                     op="conv", name=name, x=x, y=y, k=m.k, stride=m.stride, pad=(m.k - 1) // 2,
-                    groups=m.groups, act="relu6" if m.act else None, relu=False, eps=m.bn.eps,
+                    groups=m.groups, act="relu6" if m.act else None, eps=m.bn.eps,
                 )
             )  # fmt: skip
             return y
 
         x = conv("stem", self.stem, "input")
-        ops[-1]["part"] = "stem"
         for i, blk in enumerate(cast(Iterable[MBConv], self.blocks)):
             prefix = "blocks.{}".format(i)
             h = x
@@ -179,12 +179,10 @@ class EfficientNetLite(nn.Module):
                 h = conv("{}.{}".format(prefix, cname), m, h)
             if blk.residual:
                 y = tname()
-                ops.append(dict(op="add", a=h, b=x, y=y, act=None, relu=False))
+                ops.append(dict(op="add", a=h, b=x, y=y, act=None))
                 h = y
-            ops[-1]["part"] = prefix
             x = h
         x = conv("head", self.head, x)
-        ops[-1]["part"] = "head"
         y = tname()
         ops.append(dict(op="gap", x=x, y=y))
         weights["fc.weight"] = self.fc.weight.detach().clone()
@@ -194,11 +192,15 @@ class EfficientNetLite(nn.Module):
 
 
 def split_ops(ops: Sequence[dict], after: str) -> Tuple[List[dict], List[dict], str]:
-    """(trunk ops, tail ops, the tensor between them) of an op list split after part *after*."""
-    for i, op in enumerate(ops):
-        if op.get("part") == after:
-            return list(ops[: i + 1]), list(ops[i + 1 :]), op["y"]
-    raise ValueError("no part {!r} in the op list".format(after))
+    """(trunk ops, tail ops, the tensor between them) of an op list split after part *after*: its
+    last layer (a block's projection, or the residual add that follows it)."""
+    mine = [i for i, op in enumerate(ops) if op.get("name") == after or str(op.get("name", "")).startswith(after + ".")]
+    if not mine:
+        raise ValueError("no part {!r} in the op list".format(after))
+    i = mine[-1]
+    if i + 1 < len(ops) and ops[i + 1]["op"] == "add" and ops[i + 1]["a"] == ops[i]["y"]:
+        i += 1  # the block's residual add
+    return list(ops[: i + 1]), list(ops[i + 1 :]), ops[i]["y"]
 
 
 def default_split(arch: str) -> str:

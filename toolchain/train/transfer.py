@@ -290,7 +290,7 @@ def train_tail(
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
             correct += int((out.detach().argmax(1) == y[idx]).sum())
             bar.step(epoch, float(loss))
         hist["loss"].append(loss_sum / steps)
@@ -397,6 +397,15 @@ class TransferRun:
             self.train_idx, self.val_idx = np.arange(len(train.paths)), np.zeros(0, dtype=np.int64)
         self.timing: Dict[str, float] = {}
         self.split: Optional[str] = None  # set by open(): the last part of the frozen trunk
+
+    @classmethod
+    def load(cls, path: str, progress: bool = True) -> "TransferRun":
+        """A finished (or started) run, as its config.json says; nothing is written."""
+        from .run_data import TrainConfig
+
+        run = cls(path, TrainConfig.load(os.path.join(path, "config.json")), progress)
+        run.split = resolve_split(run.arch, run.cfg.freeze, E.build(run.arch, 3, len(run.classes)))
+        return run
 
     @classmethod
     def open(cls, path: str, cfg, progress: bool = True, cache_dir: Optional[str] = None) -> "TransferRun":
@@ -548,7 +557,10 @@ class TransferRun:
             return hierarchy.load(h)
         return hierarchy.Hierarchy(["all"], [list(self.classes)])
 
-    def samples(self, n: int = 8) -> np.ndarray:
+    def samples(self, budget: int = 2_000_000) -> np.ndarray:
+        """The bundle's sample inputs (doctor's and --verify-switch's check): up to 8 test images,
+        as many as fit in *budget* bytes of float32 (3 at 224 px)."""
+        n = max(1, min(8, budget // (4 * int(np.prod(self.spec["shape"])))))
         return read_batch(self.test.paths[:n], self.spec).numpy()
 
     def export(self, out_dir: str, codec: str = "zstd", force: bool = False, release: Optional[int] = None) -> dict:

@@ -61,9 +61,14 @@ def test_the_op_list_is_the_network():
             m.running_var.uniform_(0.5, 1.5)
     ops, tensors = model.to_ir()
     assert sum(op["op"] == "conv" and op.get("groups", 1) > 1 for op in ops) == len(model.blocks)
-    assert [op["part"] for op in ops if "part" in op] == model.part_names()[:-1]
     trunk, tail, boundary = E.split_ops(ops, "blocks.14")
-    assert trunk[-1]["y"] == boundary and tail[0]["x"] == boundary
+    assert trunk[-1]["op"] == "add" and trunk[-1]["y"] == boundary and tail[0]["x"] == boundary
+    assert tail[0]["name"] == "blocks.15.expand" and E.split_ops(ops, "stem")[2] == ops[0]["y"]
+    from edgetool.toolchain.train import qat as Q
+
+    with torch.no_grad():  # the op list is the network, fake quantization off
+        torch.testing.assert_close(Q.QATNet(ops, tensors, model.config).eval()(torch.ones(1, 3, 32, 32)),
+                                   model(torch.ones(1, 3, 32, 32)), rtol=1e-4, atol=1e-4)  # fmt: skip
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         full = model(x)
