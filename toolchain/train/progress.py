@@ -50,11 +50,16 @@ class FitProgress:
     def epoch_done(self, epoch: int, loss: float, acc: float, seconds: float) -> None:
         if self.stream is None:
             return
-        line = epoch_line(self.desc, epoch, self.epochs, loss, acc, seconds)
+        self.line(epoch_line(self.desc, epoch, self.epochs, loss, acc, seconds))
+
+    def line(self, text: str) -> None:
+        """One kept line (above the bar on a terminal), unless progress is off."""
+        if self.stream is None:
+            return
         if self.bar is not None:
-            self.bar.write(line, file=self.stream)
+            self.bar.write(text, file=self.stream)
         else:
-            self.stream.write(line + "\n")
+            self.stream.write(text + "\n")
             self.stream.flush()
 
     def close(self) -> None:

@@ -139,14 +139,19 @@ def trunk_fingerprint(model: E.EfficientNetLite, split: str) -> str:
     return h.hexdigest()
 
 
-def reader_fingerprint() -> str:
-    """sha256 of the code that turns an image file into network inputs (a change recomputes the cache)."""
+def reader_fingerprint(spec: dict) -> str:
+    """sha256 of what the device's preprocessing makes of probe images of assorted sizes and aspect
+    ratios under *spec*, and of the decoder's code: a change in either recomputes the cache."""
     import inspect
 
     from edgetool.runtime import preprocess as P
 
-    funcs = (P.load_image, P.to_input_array, P.shorter_side_crop, P.resize, P.normalize)
-    return hashlib.sha256("\n".join(inspect.getsource(f) for f in funcs).encode()).hexdigest()
+    h = hashlib.sha256(inspect.getsource(P.load_image).encode())
+    rng = np.random.default_rng(0)
+    for shape in ((37, 53, 3), (480, 640, 3), (300, 200, 3), (224, 224, 3), (1001, 333, 3), (90, 120, 1)):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        h.update(P.normalize(P.to_input_array(image, spec)[None], spec).tobytes())
+    return h.hexdigest()
 
 
 def files_fingerprint(paths: Sequence[str]) -> str:
@@ -168,7 +173,7 @@ class TrunkCache:
 
     def key(self, images: Images, flip: bool) -> str:
         what = {
-            "reader": reader_fingerprint(),
+            "reader": reader_fingerprint(self.spec),
             "trunk": self.trunk_sha,
             "split": self.split,
             "spec": {k: self.spec[k] for k in sorted(self.spec)},
@@ -209,10 +214,11 @@ class TrunkCache:
             y = m.trunk_forward(x.contiguous(memory_format=torch.channels_last), self.split)
             chunks.append(y.contiguous().numpy().astype(np.float16))
             bar.step(0, 0.0)
+        seconds = time.perf_counter() - t0
+        bar.line("{}: {} images in {:.1f} s ({:.1f} images/s), cached".format(desc, n, seconds, n / max(seconds, 1e-9)))
         bar.close()
         self.model.to(memory_format=torch.contiguous_format)
-        self.seconds += time.perf_counter() - t0
-        log.info("%s: %d images in %.1f s", desc, n, time.perf_counter() - t0)
+        self.seconds += seconds
         return np.concatenate(chunks)
 
 
@@ -292,7 +298,7 @@ def train_tail(
             sched.step()
             loss_sum += float(loss.detach())
             correct += int((out.detach().argmax(1) == y[idx]).sum())
-            bar.step(epoch, float(loss))
+            bar.step(epoch, float(loss.detach()))
         hist["loss"].append(loss_sum / steps)
         hist["train_accuracy"].append(correct / len(y))
         if val is not None:
