@@ -123,7 +123,9 @@ def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **setting
     from .preprocess import load_images
 
     clf = SuperSubClassifier(be, policy=policy, **settings)
-    if policy == "topk":
+    if b.kind == "flat" and policy == "topk":
+        click.echo("routing: none (a flat bundle is one network; --policy topk has nothing to route)", err=True)
+    elif policy == "topk":
         click.echo("routing: topk " + clf.routing.describe(), err=True)
     names = [s.name for s in b.superclasses] + ["superclass"]
     classes = [c for s in b.superclasses for c in s.subclasses] + ["class"]
