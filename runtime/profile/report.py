@@ -34,7 +34,12 @@ def _ratio(v) -> str:
 
 
 def tables(r: dict) -> List[tuple]:
-    """(title, header, rows) of every table, shared by the Markdown and HTML writers."""
+    """(title, header, rows) of every table, shared by the Markdown and HTML writers (a flat bundle's:
+    its one network's, with no codecs, ratios of a switch or projections)."""
+    if r.get("model") == "flat":
+        return [_stage_table(r), _end_to_end_table(r), _throughput_table(r)] + (
+            [_memory_table(r)] if "memory" in r else []
+        )
     out = [_stage_table(r), _end_to_end_table(r), _throughput_table(r), _codec_table(r)]
     if "memory" in r:
         out.append(_memory_table(r))
@@ -56,6 +61,7 @@ def _stage_table(r: dict) -> tuple:
 def _end_to_end_table(r: dict) -> tuple:
     rows = []
     for mode, policies in r["end_to_end"].items():
+        reference = policies.get("per-image", {}).get("predictions")
         for policy, row in policies.items():
             s = row["per_image_ms"]
             rows.append(
@@ -68,25 +74,33 @@ def _end_to_end_table(r: dict) -> tuple:
                     _ms(s["p99"]),
                     _ms(s["max"]),
                     "{:.1f}".format(row["images_per_s"]),
+                    _agreement(row.get("predictions"), reference),
                 ]
             )
     return (
         "End to end per image [ms]",
-        ["engine mode", "policy", "mean", "median", "p90", "p99", "max", "images/s"],
+        ["engine mode", "policy", "mean", "median", "p90", "p99", "max", "images/s", "labels as per-image"],
         rows,
     )
 
 
+def _agreement(preds, reference) -> str:
+    """How many of the images a policy labelled as per-image did ("-" without both)."""
+    if not preds or not reference or len(preds) != len(reference):
+        return "-"
+    return "{}/{}".format(sum(list(p) == list(q) for p, q in zip(preds, reference)), len(preds))
+
+
 def _throughput_table(r: dict) -> tuple:
     t = r["throughput"]
-    return (
-        "Throughput at batch {}".format(r["settings"]["batch"]),
-        ["form", "images/s"],
-        [
+    if r.get("model") == "flat":
+        rows = [["flat network", "{:.1f}".format(t["flat_images_per_s"])]]
+    else:
+        rows = [
             ["two-stage (superclass-batched)", "{:.1f}".format(t["two_stage_images_per_s"])],
             ["single base network", "{:.1f}".format(t["single_throughput_images_per_s"])],
-        ],
-    )
+        ]
+    return ("Throughput at batch {}".format(r["settings"]["batch"]), ["form", "images/s"], rows)
 
 
 def _codec_table(r: dict) -> tuple:
@@ -131,6 +145,7 @@ def _memory_table(r: dict) -> tuple:
             _ratio(f[name]["resident_bytes"] / single),
         ]
         for name in ("single", "efficient", "vanilla")
+        if name in f
     ]
     return (
         "Memory (each form in a fresh process)",
@@ -139,23 +154,31 @@ def _memory_table(r: dict) -> tuple:
     )
 
 
-def header_lines(r: dict) -> List[str]:
+def bundle_line(r: dict) -> str:
     b = r["bundle"]
+    if r.get("model") == "flat":
+        return "bundle: {} (flat: one network over {} classes, no routing, no switch; {} on disk, base.onnx {})".format(
+            b["path"], b["classes"], _mib(b["bytes_on_disk"]), _mib(b["base_onnx_bytes"])
+        )
     changed = b.get("changed_codes_fraction")
+    return "bundle: {} ({} superclasses, codec {}, {} on disk, base.onnx {}, refit buffer {}{})".format(
+        b["path"],
+        b["superclasses"],
+        b["codec"],
+        _mib(b["bytes_on_disk"]),
+        _mib(b["base_onnx_bytes"]),
+        _mib(b["refit_bytes"]),
+        "" if changed is None else ", {:.0%} of codes changed".format(changed),
+    )
+
+
+def header_lines(r: dict) -> List[str]:
     return [
         "machine: {}".format(r["machine"]),
         "backend: {} ({}), Python {}, edgetool {}".format(
             r["backend"], ", ".join(r.get("providers") or []), r["python"], r["edgetool_version"]
         ),
-        "bundle: {} ({} superclasses, codec {}, {} on disk, base.onnx {}, refit buffer {}{})".format(
-            b["path"],
-            b["superclasses"],
-            b["codec"],
-            _mib(b["bytes_on_disk"]),
-            _mib(b["base_onnx_bytes"]),
-            _mib(b["refit_bytes"]),
-            "" if changed is None else ", {:.0%} of codes changed".format(changed),
-        ),
+        bundle_line(r),
         "settings: warm-up {warmup}, {iterations} iterations, batch {batch}".format(**r["settings"]),
         jetson_line(r["jetson"]),
     ]
@@ -186,13 +209,65 @@ def jetson_line(j: dict) -> str:
     return "jetson: " + "; ".join(parts)
 
 
-def to_markdown(r: dict) -> str:
-    lines = ["# edgetool profile", ""] + ["- " + h for h in header_lines(r)] + [""]
-    for title, head, rows in tables(r):
-        lines += ["## " + title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+COMPARISON = "edgetool.profile-comparison/1"
+
+
+def comparison_report(a: dict, b: dict) -> dict:
+    """The report of ``edgetool profile A B``: both profiles whole, and the side-by-side of :func:`.profile.compare`."""
+    from .profile import compare
+
+    return {"schema": COMPARISON, "comparison": compare(a, b), "reports": [a, b]}
+
+
+def comparison_table(c: dict) -> tuple:
+    """The side-by-side as (title, header, rows): A's figure, B's, and B over A."""
+    a, b, q = c["a"], c["b"], c["b_over_a"]
+
+    def row(label, key, shown):
+        both = [shown(x[key]) if x[key] is not None else "-" for x in (a, b)]
+        return [label] + both + [_ratio(q[key])]
+
+    rows = [
+        ["bundle", a["what"], b["what"], ""],
+        ["end-to-end row", a["end_to_end_row"], b["end_to_end_row"], ""],
+        row("end to end per image, median [ms]", "end_to_end_median_ms", _ms),
+        row("end to end per image, p99 [ms]", "end_to_end_p99_ms", _ms),
+        row("throughput at the batch [images/s]", "images_per_s_at_batch", "{:.1f}".format),
+        row("resident memory of what is deployed", "resident_bytes", _mib),
+        row("bytes on disk", "bytes_on_disk", _mib),
+    ]
+    same = c.get("same_labels")
+    if same:
+        rows.append(["same samples, same label", "{} of {} (A and B)".format(same["agree"], same["of"]), "", ""])
+    return ("A and B side by side", ["", "A", "B", "B / A"], rows)
+
+
+def comparison_lines(c: dict) -> List[str]:
+    """The side-by-side as aligned text lines (what ``edgetool profile A B`` prints)."""
+    _, head, rows = comparison_table(c)
+    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+    return ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in [head] + rows]
+
+
+def _md_tables(tabs, level: str) -> List[str]:
+    lines: List[str] = []
+    for title, head, rows in tabs:
+        lines += [level + " " + title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def to_markdown(r: dict) -> str:
+    if r.get("schema") == COMPARISON:
+        lines = ["# edgetool profile: two bundles side by side", ""]
+        lines += _md_tables([comparison_table(r["comparison"])], "##")
+        for tag, rep in zip("AB", r["reports"]):
+            lines += ["## {}: {}".format(tag, rep["bundle"]["path"]), ""] + ["- " + h for h in header_lines(rep)] + [""]
+            lines += _md_tables(tables(rep), "###")
+        return "\n".join(lines)
+    lines = ["# edgetool profile", ""] + ["- " + h for h in header_lines(r)] + [""]
+    return "\n".join(lines + _md_tables(tables(r), "##"))
 
 
 CHECK = """<script>
@@ -210,27 +285,41 @@ window.addEventListener('load', function () {
 </script>"""
 
 
-def to_html(r: dict, plot_format: str = "auto") -> str:
-    fmt = plot_format if plot_format != "auto" else ("png" if plots.have_matplotlib() else "svg")
-    e = html.escape
-    parts = (
-        [
-            "<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool profile</title>",
-            "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
-            "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-            "td:first-child{text-align:left}figure{display:inline-block;margin:0.5em}</style></head><body>",
-            "<h1>edgetool profile</h1><ul>",
-        ]
-        + ["<li>{}</li>".format(e(h)) for h in header_lines(r)]
-        + ["</ul>"]
-    )
-    for spec in plots.specs(r):
-        parts.append("<figure class='plot' id='plot-{}'>{}</figure>".format(spec["id"], plots.render(spec, fmt)))
-    for title, head, rows in tables(r):
+def _html_tables(tabs, tag: str) -> List[str]:
+    e, parts = html.escape, []
+    for title, head, rows in tabs:
         heads = "".join("<th>{}</th>".format(e(h)) for h in head)
-        parts.append("<h2>{}</h2><table><tr>{}</tr>".format(e(title), heads))
+        parts.append("<{0}>{1}</{0}><table><tr>{2}</tr>".format(tag, e(title), heads))
         parts += ["<tr>{}</tr>".format("".join("<td>{}</td>".format(e(c)) for c in row)) for row in rows]
         parts.append("</table>")
+    return parts
+
+
+def _html_report(r: dict, fmt: str, tag: str = "h2", prefix: str = "") -> List[str]:
+    """One report's header list, plots (ids ``plot-<prefix><id>``) and tables."""
+    parts = ["<ul>"] + ["<li>{}</li>".format(html.escape(h)) for h in header_lines(r)] + ["</ul>"]
+    for spec in plots.specs(r):
+        fig = "<figure class='plot' id='plot-{}{}'>{}</figure>"
+        parts.append(fig.format(prefix, spec["id"], plots.render(spec, fmt)))
+    return parts + _html_tables(tables(r), tag)
+
+
+def to_html(r: dict, plot_format: str = "auto") -> str:
+    fmt = plot_format if plot_format != "auto" else ("png" if plots.have_matplotlib() else "svg")
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool profile</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
+        "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "td:first-child{text-align:left}figure{display:inline-block;margin:0.5em}</style></head><body>",
+    ]
+    if r.get("schema") == COMPARISON:
+        parts.append("<h1>edgetool profile: two bundles side by side</h1>")
+        parts += _html_tables([comparison_table(r["comparison"])], "h2")
+        for tag, rep in zip("AB", r["reports"]):
+            parts.append("<h2>{}: {}</h2>".format(tag, html.escape(rep["bundle"]["path"])))
+            parts += _html_report(rep, fmt, "h3", tag.lower() + "-")
+    else:
+        parts += ["<h1>edgetool profile</h1>"] + _html_report(r, fmt)
     parts += [CHECK, "</body></html>"]
     return "\n".join(parts)
 
