@@ -169,7 +169,7 @@ def _summary(bundle, b):
     click.echo(
         "bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], ascii(m.get("toolchain_version")))
     )
-    click.echo("input       {} {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape)))
+    click.echo("input       {} {}; {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape), _resize(b)))
     if b.kind == "flat":
         click.echo(
             "model       flat: one network over {} classes; the deltas are zero, nothing switches".format(b.head_width)
@@ -201,6 +201,17 @@ def _summary(bundle, b):
     click.echo("signature   " + _signature(b.root))
     click.echo("release     {}".format(b.model.release))
     click.echo("all files verified (sha256)")
+
+
+def _resize(b) -> str:
+    """How the input spec resizes an image, in words (input.resize and input.crop)."""
+    from .preprocess import resize_mode
+
+    _, h, w = b.model.input_shape
+    mode, crop = resize_mode(b.input)
+    if mode == "shorter":
+        return "resize shorter: shorter side to {}, centre {}x{} (crop {:g})".format(int(round(h / crop)), w, h, crop)
+    return "resize squash: straight to {}x{}".format(w, h)
 
 
 def _signature(root: str) -> str:

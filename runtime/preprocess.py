@@ -1,4 +1,15 @@
-"""Image loading and normalisation as the bundle's input spec says (no torch)."""
+"""The one preprocessing of every image a network sees, as the bundle's input spec says (no torch).
+
+``classify``, ``camera`` (its frames, and the files of an image folder), ``serve`` and the
+toolchain's training and evaluation all go through it:
+
+* :func:`load_image` decodes a file (PIL; a .npy array) to uint8 RGB or grey;
+* :func:`to_input_array` turns one uint8 RGB (or grey) image into the network's H x W x C:
+  alpha dropped, colour converted (RGB to grey with 0.299 / 0.587 / 0.114, grey to RGB by
+  repetition), then resized as ``input.resize`` says (:data:`RESIZE_MODES`);
+* :func:`normalize` scales a uint8 batch and subtracts the mean, divides by the std, NCHW float32;
+* :func:`prepare` is both, for a list of images.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +17,22 @@ import os
 import struct
 import tokenize
 import warnings
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .choices import RESIZE_MODES
 from .errors import EdgetoolError, MissingDependencyError, UsageError
+
+# input.resize (RESIZE_MODES): "squash" (the default): straight to H x W, bilinear; "shorter": the shorter
+# side to round(min(H, W) / input.crop) keeping the aspect ratio, bilinear, then the centre H x W (the
+# evaluation transform of ImageNet-pretrained backbones, e.g. 256 then 224 for crop 0.875).
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's convert("L") and OpenCV's BGR2GRAY
+
+
+def resize_mode(spec: dict) -> Tuple[str, float]:
+    """(input.resize, input.crop) of *spec*, their defaults where absent."""
+    return str(spec.get("resize", "squash")), float(spec.get("crop", 1.0))
 
 
 def normalize(images_hwc_uint8: np.ndarray, spec: dict) -> np.ndarray:
@@ -22,8 +44,14 @@ def normalize(images_hwc_uint8: np.ndarray, spec: dict) -> np.ndarray:
     return np.ascontiguousarray((x - m) / s, dtype=np.float32)
 
 
+def prepare(images: Sequence[np.ndarray], spec: dict) -> np.ndarray:
+    """The network's input batch of uint8 RGB (or grey) images: :func:`to_input_array` each, then :func:`normalize`."""
+    return normalize(np.stack([to_input_array(im, spec) for im in images]), spec)
+
+
 def to_input_array(image: np.ndarray, spec: dict) -> np.ndarray:
-    """Resize and colour-convert one uint8 HxW or HxWxC array (RGB order) to the input size."""
+    """One uint8 HxW or HxWxC (C = 1, 3, 4) image in RGB(A) order -> uint8 H x W x C of the network's
+    input: alpha dropped, colour converted to the input's channels, resized as ``input.resize`` says."""
     c, h, w = spec["shape"]
     if image.ndim == 2:
         image = image[..., None]
@@ -32,16 +60,44 @@ def to_input_array(image: np.ndarray, spec: dict) -> np.ndarray:
     if image.shape[2] == 4:
         image = image[..., :3]
     if c == 1 and image.shape[2] == 3:
-        image = (image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+        image = (image.astype(np.float32) @ np.array(GREY_WEIGHTS, np.float32))[..., None]
         image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     elif c == 3 and image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
-    if image.shape[:2] != (h, w):
-        image = resize(image, h, w)
-    return image
+    mode, crop = resize_mode(spec)
+    if mode == "shorter":
+        return center_crop(_resized(image, *shorter_side_size(image.shape[0], image.shape[1], h, w, crop)), h, w)
+    if mode != "squash":
+        raise UsageError("input.resize {!r} is not one of {}".format(mode, ", ".join(RESIZE_MODES)))
+    return _resized(image, h, w)
+
+
+def shorter_side_size(ih: int, iw: int, h: int, w: int, crop: float) -> Tuple[int, int]:
+    """(height, width) an ih x iw image is resized to by ``resize: shorter``: its shorter side
+    round(min(h, w) / crop), the longer one in proportion (truncated, as torchvision's Resize)."""
+    if not 0.0 < crop <= 1.0:
+        raise UsageError("input.crop must be in (0, 1], got {}".format(crop))
+    side = int(round(min(h, w) / crop))
+    if ih <= iw:
+        return side, int(side * iw / ih)
+    return int(side * ih / iw), side
+
+
+def center_crop(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The centre h x w of *image* (the offsets rounded as torchvision's CenterCrop rounds them)."""
+    ih, iw = image.shape[:2]
+    if ih < h or iw < w:
+        raise UsageError("a {}x{} image cannot be centre-cropped to {}x{}".format(iw, ih, w, h))
+    top, left = int(round((ih - h) / 2.0)), int(round((iw - w) / 2.0))
+    return np.ascontiguousarray(image[top : top + h, left : left + w])
+
+
+def _resized(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    return image if image.shape[:2] == (h, w) else resize(image, h, w)
 
 
 def resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """*image* (uint8 HxWx1 or HxWx3) resized to h x w, PIL's bilinear filter."""
     try:
         from PIL import Image
     except ImportError:

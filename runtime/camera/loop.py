@@ -16,10 +16,10 @@ import numpy as np
 
 from ..backends.base import summarize
 from ..errors import SourceError
-from ..preprocess import normalize
-from .frames import flip_frame
+from ..preprocess import normalize, to_input_array
+from .frames import flip_frame, swap_rb
 from .outputs import canvas, draw_overlay
-from .sources import CORRUPT, END, OK, require_cv2
+from .sources import CORRUPT, END, OK
 
 STAGES = ("capture", "preprocess", "infer", "switch", "classify", "render")
 
@@ -149,18 +149,10 @@ class CameraLoop:
         return out
 
     def _preprocess(self, frames):
-        cv2 = require_cv2()
-        c, h, w = self.spec["shape"]
-        smalls = []
-        for frame, *_ in frames:
-            small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-            if small.ndim == 2:
-                small = small[..., None]
-            if c == 1:
-                small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)[..., None] if small.shape[2] == 3 else small[..., :1]
-            else:
-                small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB) if small.shape[2] == 3 else np.repeat(small, 3, axis=2)
-            smalls.append(small)
+        """The network's input of each BGR frame: swapped to RGB, then the one preprocessing ``classify``
+        uses (:func:`~..preprocess.to_input_array`, :func:`~..preprocess.normalize`); the scene cuts are
+        judged on the network-sized frames."""
+        smalls = [to_input_array(swap_rb(frame), self.spec) for frame, *_ in frames]
         cuts = [self.cut(s) if self.cut is not None else False for s in smalls]
         return normalize(np.stack(smalls), self.spec), cuts
 
