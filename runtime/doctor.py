@@ -12,6 +12,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from .check_status import FAIL, INFO, PASS, SKIP, Check
+from . import commands
 from .doctor_trt import compare_to_reference, trt_checks, uses_features  # noqa: F401  (callers use doctor.*)
 from .machine import platform_info
 
@@ -35,7 +36,7 @@ def run(
     gpu = platform_checks(add, platform_info())
     kernel_check(add, gpu)
     if bundle_path is None:
-        add("bundle", SKIP, "no bundle given (edgetool doctor BUNDLE checks a bundle end to end)")
+        add("bundle", SKIP, "no bundle given (`{}` checks a bundle end to end)".format(commands.doctor()))
         return checks
 
     opened = open_bundle(add, bundle_path)

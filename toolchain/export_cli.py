@@ -6,6 +6,7 @@ import os
 
 import click
 
+from edgetool.runtime import commands
 from edgetool.runtime.choices import DEFAULT_EXPORT_MODEL, EXPORT_MODELS
 from edgetool.runtime.options import codec_option
 
@@ -58,7 +59,7 @@ def export(run_dir, out, codec, archive, sign_key, force, model, release):
         raise UsageError("--release must be >= 0, got {}".format(release))
     for f in ("config.json", "super_qat.pt"):
         if not os.path.isfile(os.path.join(run_dir, f)):
-            raise UsageError("{}: missing {}; run `edgetool train {}` first".format(run_dir, f, run_dir))
+            raise UsageError("{}: missing {}; run `{}` first".format(run_dir, f, commands.train(run_dir)))
     if sign_key:
         from edgetool.runtime.bundle.signature import load_private
 
@@ -71,7 +72,7 @@ def export(run_dir, out, codec, archive, sign_key, force, model, release):
     ]
     if missing and model == "super-sub":
         raise UsageError(
-            "{}: missing {}; run `edgetool train {} --modes qat` first".format(run_dir, ", ".join(missing), run_dir)
+            "{}: missing {}; run `{}` first".format(run_dir, ", ".join(missing), commands.train(run_dir, "qat"))
         )
     m = run.export(out, codec, force=force, model=model, release=release)
     click.echo(size_line(out, m, codec))

@@ -20,11 +20,15 @@ What holds, cell by cell (the reference is ``classify --policy per-image``):
   and every image's superclass is one that the reference routed an image up to it to.
 * profile and doctor classify the bundle's samples, so they run on a copy of each bundle whose
   samples are these photos, preprocessed as classify preprocesses them.
+
+The flat bundles are written by running, as printed, the command the verdict prints.
 """
 
 import glob
 import json
 import os
+import re
+import shlex
 import shutil
 
 import pytest
@@ -54,10 +58,23 @@ def photos(tmp_path_factory):
     return str(d)
 
 
+def _verdict_command(run, kind):
+    """The command the verdict prints when flat control *kind* wins (`edgetool evaluate`, `demo`)."""
+    import numpy as np
+
+    from edgetool.toolchain.evaluate import verdict
+
+    wins = {"flat_budget": 0.9, "flat_wide": 0.1} if kind == "flat" else {"flat_budget": 0.1, "flat_wide": 0.9}
+    right, wrong = np.ones(20, bool), np.zeros(20, bool)
+    v = verdict.decide([wrong], {"flat_budget": [right], "flat_wide": [right]}, wins, run)
+    return re.search(r"ship it with `([^`]+)`", v["message"]).group(1)
+
+
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    """The three bundles of one cheap run (every network and both flat controls in well under a minute
-    of training), each exported by `edgetool export` as a user would."""
+    """The three bundles of one cheap run (every network and both flat controls in well under a minute of
+    training): the flat ones exported by running the verdict's printed command as printed, the Super-Sub
+    one by `edgetool export RUN --out BUNDLE`."""
     pytest.importorskip("torch")
     from edgetool.toolchain.train.run import Run, TrainConfig
 
@@ -67,11 +84,16 @@ def bundles(tmp_path_factory):
     )  # fmt: skip
     path = str(tmp_path_factory.mktemp("run") / "run")
     Run.open(path, cfg, progress=False).train_all(with_vanilla=False)
-    out = {}
-    for kind in KINDS:
-        out[kind] = str(tmp_path_factory.mktemp("bundle") / kind)
-        proc = run_cli("export", path, "--out", out[kind], "--model", kind)
+    out = {"super-sub": path + "-super-sub"}
+    proc = run_cli("export", path, "--out", out["super-sub"])
+    assert proc.returncode == 0, proc.stderr
+    for kind in ("flat", "flat-wide"):
+        argv = shlex.split(_verdict_command(path, kind))
+        assert argv[:2] == ["edgetool", "export"]
+        proc = run_cli(*argv[1:])
         assert proc.returncode == 0, proc.stderr
+        out[kind] = path + "-" + kind  # where the printed command writes it
+        assert json.load(open(os.path.join(out[kind], "manifest.json")))["model"]["kind"] == "flat"
     return out
 
 
