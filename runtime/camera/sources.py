@@ -159,10 +159,9 @@ class CaptureSource(Source):
 
 
 class FolderSource(Source):
-    """The image files under a folder in ``classify``'s order (sub-folders included), or one image
-    file; ``current`` names the file of the frame last read.  Each file is decoded as ``classify``
-    decodes it (:func:`~..preprocess.load_image`) and handed on in OpenCV's BGR order, which the
-    loop swaps back losslessly; a file that cannot be read is a corrupt frame (skipped, counted)."""
+    """The image files under a folder in ``classify``'s order (sub-folders included), or one image file,
+    decoded as ``classify`` decodes them and handed on in OpenCV's BGR order (an unreadable one: CORRUPT);
+    ``current`` names the file of the frame last read."""
 
     kind = "image folder"
 
@@ -191,9 +190,7 @@ class FolderSource(Source):
             frame = swap_rb(load_image(path))
         except UsageError:
             return CORRUPT, None
-        if not valid_frame(frame):
-            return CORRUPT, None
-        return OK, self.resize(frame)
+        return (OK, self.resize(frame)) if valid_frame(frame) else (CORRUPT, None)
 
 
 def open_source(uri: str, options: Options) -> Source:

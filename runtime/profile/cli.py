@@ -84,8 +84,8 @@ def profile(
     Writes profile.json, profile.md and profile.html (plots inline) into --out.
     """
     from ..bundle import codecs as codec_mod
-    from .profile import run_profile
-    from .report import comparison_lines, comparison_report, write_reports
+    from .compare import comparison_lines, comparison_report, write_comparison
+    from .report import write_reports
 
     if iterations < 1 or warmup < 0 or batch < 1 or threads < 0:
         raise UsageError("--iterations and --batch must be >= 1, --warmup and --threads >= 0")
@@ -105,43 +105,30 @@ def profile(
     from ..files import check_output
 
     check_output(out, "--out", folder=True)
-    kinds = [_kind(p) for p in paths]
-    steps = sum(_steps(kind, len(modes_l), memory) for kind in kinds)
-    with click.progressbar(
-        length=steps, label="profiling", file=click.get_text_stream("stderr"), item_show_func=lambda s: s
-    ) as bar:
-
-        def step(name):
-            bar.update(1, name)
-
-        reports = [
-            run_profile(
-                p,
-                backend=backend,
-                iterations=iterations,
-                warmup=warmup,
-                batch=batch,
-                threads=threads,
-                modes=modes_l,
-                policies=policies_l,
-                codecs=codecs_l,
-                memory=memory,
-                device_profile=profile_name,
-                step=step,
-            )
-            for p in paths
-        ]
+    settings = dict(backend=backend, iterations=iterations, warmup=warmup, batch=batch, threads=threads)
+    settings.update(modes=modes_l, policies=policies_l, codecs=codecs_l, memory=memory, device_profile=profile_name)
+    reports = _run_all(paths, settings)
     if len(reports) == 1:
         written = write_reports(reports[0], out, plots)
         _echo_summary(reports[0], memory)
     else:
         both = comparison_report(*reports)
-        written = write_reports(both, out, plots)
+        written = write_comparison(both, out, plots)
         for tag, r in zip("AB", reports):
             click.echo("{}: {}".format(tag, r["bundle"]["path"]))
             _echo_summary(r, memory, "  ")
         click.echo("\n".join(comparison_lines(both["comparison"])))
     click.echo("wrote {}".format(", ".join(written[k] for k in ("json", "md", "html"))))
+
+
+def _run_all(paths, settings: dict) -> list:
+    """Each bundle's profile report, measured in turn under one progress bar."""
+    from .profile import run_profile
+
+    steps = sum(_steps(_kind(p), len(settings["modes"]), settings["memory"]) for p in paths)
+    stream = click.get_text_stream("stderr")
+    with click.progressbar(length=steps, label="profiling", file=stream, item_show_func=lambda s: s) as bar:
+        return [run_profile(p, step=lambda name: bar.update(1, name), **settings) for p in paths]
 
 
 def _default_out(paths) -> str:

@@ -4,7 +4,7 @@ The dict is the JSON report (schema ``edgetool.profile/1``); the Markdown and HT
 are rendered from it.  A flat bundle (``"model": "flat"``) is one network: its report has the
 network's inference, cold load, end to end (one row, ``flat``), throughput and resident
 memory, and none of what only Super-Sub has (superclasses, switches, deltas and codecs,
-vanilla, projections of a switch).  :func:`compare` sets two reports side by side
+vanilla, projections of a switch).  :mod:`.compare` sets two reports side by side
 (``edgetool profile A B``).
 """
 
@@ -222,46 +222,3 @@ def _version(module: str):
 
 def _div(a, b):
     return (a / b) if (a is not None and b) else None
-
-
-def headline(r: dict) -> Dict[str, Any]:
-    """The figures :func:`compare` sets side by side, from one report: end to end per image (its first
-    engine mode, per-image routing where measured, else the first policy; a flat bundle's one row),
-    throughput, resident memory of what is deployed, bytes on disk."""
-    mode = next(iter(r["end_to_end"]))
-    rows = r["end_to_end"][mode]
-    policy = "flat" if "flat" in rows else ("per-image" if "per-image" in rows else next(iter(rows)))
-    forms = r.get("memory", {}).get("forms", {})
-    resident = forms.get("single" if r.get("model") == "flat" else "efficient", {}).get("resident_bytes")
-    b = r["bundle"]
-    return {
-        "model": "flat" if r.get("model") == "flat" else "super-sub",
-        "what": "flat: one network over {} classes".format(b["classes"])
-        if r.get("model") == "flat"
-        else "super-sub: {} superclasses".format(b["superclasses"]),
-        "end_to_end_row": "{} {}".format(mode, policy),
-        "end_to_end_median_ms": rows[policy]["per_image_ms"].get("median"),
-        "end_to_end_p99_ms": rows[policy]["per_image_ms"].get("p99"),
-        "images_per_s_at_batch": headline_throughput(r),
-        "resident_bytes": resident,
-        "bytes_on_disk": b["bytes_on_disk"],
-        "predictions": rows[policy].get("predictions"),
-    }
-
-
-def compare(a: dict, b: dict) -> dict:
-    """Two profile reports side by side: each one's headline figures, B over A for every number, and, where
-    both bundles carry the same samples, how many of them the two label alike."""
-    ha, hb = headline(a), headline(b)
-    numbers = ("end_to_end_median_ms", "end_to_end_p99_ms", "images_per_s_at_batch", "resident_bytes", "bytes_on_disk")
-    out: Dict[str, Any] = {
-        "a": {k: v for k, v in ha.items() if k != "predictions"},
-        "b": {k: v for k, v in hb.items() if k != "predictions"},
-        "b_over_a": {k: _div(hb[k], ha[k]) for k in numbers},
-        "same_labels": None,
-    }
-    same = a["bundle"].get("samples_sha256") and a["bundle"].get("samples_sha256") == b["bundle"].get("samples_sha256")
-    pa, pb = ha["predictions"], hb["predictions"]
-    if same and pa and pb and len(pa) == len(pb):
-        out["same_labels"] = {"agree": sum(x[1] == y[1] for x, y in zip(pa, pb)), "of": len(pa)}
-    return out

@@ -209,46 +209,6 @@ def jetson_line(j: dict) -> str:
     return "jetson: " + "; ".join(parts)
 
 
-COMPARISON = "edgetool.profile-comparison/1"
-
-
-def comparison_report(a: dict, b: dict) -> dict:
-    """The report of ``edgetool profile A B``: both profiles whole, and the side-by-side of :func:`.profile.compare`."""
-    from .profile import compare
-
-    return {"schema": COMPARISON, "comparison": compare(a, b), "reports": [a, b]}
-
-
-def comparison_table(c: dict) -> tuple:
-    """The side-by-side as (title, header, rows): A's figure, B's, and B over A."""
-    a, b, q = c["a"], c["b"], c["b_over_a"]
-
-    def row(label, key, shown):
-        both = [shown(x[key]) if x[key] is not None else "-" for x in (a, b)]
-        return [label] + both + [_ratio(q[key])]
-
-    rows = [
-        ["bundle", a["what"], b["what"], ""],
-        ["end-to-end row", a["end_to_end_row"], b["end_to_end_row"], ""],
-        row("end to end per image, median [ms]", "end_to_end_median_ms", _ms),
-        row("end to end per image, p99 [ms]", "end_to_end_p99_ms", _ms),
-        row("throughput at the batch [images/s]", "images_per_s_at_batch", "{:.1f}".format),
-        row("resident memory of what is deployed", "resident_bytes", _mib),
-        row("bytes on disk", "bytes_on_disk", _mib),
-    ]
-    same = c.get("same_labels")
-    if same:
-        rows.append(["same samples, same label", "{} of {} (A and B)".format(same["agree"], same["of"]), "", ""])
-    return ("A and B side by side", ["", "A", "B", "B / A"], rows)
-
-
-def comparison_lines(c: dict) -> List[str]:
-    """The side-by-side as aligned text lines (what ``edgetool profile A B`` prints)."""
-    _, head, rows = comparison_table(c)
-    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
-    return ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in [head] + rows]
-
-
 def _md_tables(tabs, level: str) -> List[str]:
     lines: List[str] = []
     for title, head, rows in tabs:
@@ -259,13 +219,6 @@ def _md_tables(tabs, level: str) -> List[str]:
 
 
 def to_markdown(r: dict) -> str:
-    if r.get("schema") == COMPARISON:
-        lines = ["# edgetool profile: two bundles side by side", ""]
-        lines += _md_tables([comparison_table(r["comparison"])], "##")
-        for tag, rep in zip("AB", r["reports"]):
-            lines += ["## {}: {}".format(tag, rep["bundle"]["path"]), ""] + ["- " + h for h in header_lines(rep)] + [""]
-            lines += _md_tables(tables(rep), "###")
-        return "\n".join(lines)
     lines = ["# edgetool profile", ""] + ["- " + h for h in header_lines(r)] + [""]
     return "\n".join(lines + _md_tables(tables(r), "##"))
 
@@ -304,31 +257,29 @@ def _html_report(r: dict, fmt: str, tag: str = "h2", prefix: str = "") -> List[s
     return parts + _html_tables(tables(r), tag)
 
 
-def to_html(r: dict, plot_format: str = "auto") -> str:
-    fmt = plot_format if plot_format != "auto" else ("png" if plots.have_matplotlib() else "svg")
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool profile</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
-        "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-        "td:first-child{text-align:left}figure{display:inline-block;margin:0.5em}</style></head><body>",
-    ]
-    if r.get("schema") == COMPARISON:
-        parts.append("<h1>edgetool profile: two bundles side by side</h1>")
-        parts += _html_tables([comparison_table(r["comparison"])], "h2")
-        for tag, rep in zip("AB", r["reports"]):
-            parts.append("<h2>{}: {}</h2>".format(tag, html.escape(rep["bundle"]["path"])))
-            parts += _html_report(rep, fmt, "h3", tag.lower() + "-")
-    else:
-        parts += ["<h1>edgetool profile</h1>"] + _html_report(r, fmt)
-    parts += [CHECK, "</body></html>"]
-    return "\n".join(parts)
+HEAD = (
+    "<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool profile</title>"
+    "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
+    "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "td:first-child{text-align:left}figure{display:inline-block;margin:0.5em}</style></head><body>"
+)
 
 
-def write_reports(r: dict, out_dir: str, plot_format: str = "auto") -> Dict[str, str]:
-    """Write profile.json, profile.md and profile.html into *out_dir*; return their paths."""
+def plot_format(requested: str) -> str:
+    return requested if requested != "auto" else ("png" if plots.have_matplotlib() else "svg")
+
+
+def to_html(r: dict, plot_format_: str = "auto") -> str:
+    parts = [HEAD, "<h1>edgetool profile</h1>"] + _html_report(r, plot_format(plot_format_))
+    return "\n".join(parts + [CHECK, "</body></html>"])
+
+
+def write_reports(r: dict, out_dir: str, plot_format: str = "auto", md=to_markdown, page=to_html) -> Dict[str, str]:
+    """Write profile.json, profile.md and profile.html (rendered by *md* and *page*) into *out_dir*; return
+    their paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, v) for k, v in FILES.items()}
     write_bytes_atomic(paths["json"], to_json(r).encode("utf-8"))
-    write_bytes_atomic(paths["md"], to_markdown(r).encode("utf-8"))
-    write_bytes_atomic(paths["html"], to_html(r, plot_format).encode("utf-8"))
+    write_bytes_atomic(paths["md"], md(r).encode("utf-8"))
+    write_bytes_atomic(paths["html"], page(r, plot_format).encode("utf-8"))
     return paths
