@@ -12,9 +12,10 @@ import sys
 
 from edgetool.runtime.backends import load_backend
 from edgetool.runtime.bundle.reader import Bundle
+from edgetool.runtime.camera.frames import swap_rb
 from edgetool.runtime.camera.sources import END, LOST, OK, Options, open_source
 from edgetool.runtime.camera.schedule import StreamClassifier
-from edgetool.runtime.preprocess import normalize, to_input_array
+from edgetool.runtime.preprocess import prepare
 
 
 def main(bundle_dir: str, uri: str, max_frames: int = 0) -> None:
@@ -31,7 +32,7 @@ def main(bundle_dir: str, uri: str, max_frames: int = 0) -> None:
                     break
                 if status != OK or frame is None:  # a corrupt frame: skip it
                     continue
-                x = normalize(to_input_array(frame[..., ::-1], bundle.input)[None], bundle.input)
+                x = prepare([swap_rb(frame)], bundle.input)  # RGB, then classify's own preprocessing
                 pred = clf.classify_stream(x, [False])[0]  # [True]: a scene cut before this frame
                 frames += 1
                 print(

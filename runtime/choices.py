@@ -15,6 +15,11 @@ FILE_POLICIES = ("per-image", "batched", "topk")
 # The policies of a stream (`edgetool camera`): "superclass" runs the base network alone.
 STREAM_POLICIES = ("sticky", "per-image", "batched", "topk", "superclass")
 
+# How the input spec resizes an image (runtime/preprocess.py; the manifest's input.resize, "squash" when
+# absent): "squash" straight to H x W; "shorter" the shorter side to round(min(H, W) / input.crop), then
+# the centre H x W (pretrained backbones' evaluation transform).
+RESIZE_MODES = ("squash", "shorter")
+
 # Inference backends (runtime/backends/), with the short names load_backend also takes.
 BACKENDS = ("onnxruntime", "tensorrt")
 BACKEND_ALIASES = {"ort": "onnxruntime", "trt": "tensorrt"}

@@ -123,7 +123,9 @@ def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **setting
     from .preprocess import load_images
 
     clf = SuperSubClassifier(be, policy=policy, **settings)
-    if policy == "topk":
+    if b.kind == "flat" and policy == "topk":
+        click.echo("routing: none (a flat bundle is one network; --policy topk has nothing to route)", err=True)
+    elif policy == "topk":
         click.echo("routing: topk " + clf.routing.describe(), err=True)
     names = [s.name for s in b.superclasses] + ["superclass"]
     classes = [c for s in b.superclasses for c in s.subclasses] + ["class"]
@@ -167,7 +169,7 @@ def _summary(bundle, b):
     click.echo(
         "bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], ascii(m.get("toolchain_version")))
     )
-    click.echo("input       {} {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape)))
+    click.echo("input       {} {}; {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape), _resize(b)))
     if b.kind == "flat":
         click.echo(
             "model       flat: one network over {} classes; the deltas are zero, nothing switches".format(b.head_width)
@@ -203,6 +205,17 @@ def _summary(bundle, b):
     click.echo("signature   " + _signature(b.root))
     click.echo("release     {}".format(b.model.release))
     click.echo("all files verified (sha256)")
+
+
+def _resize(b) -> str:
+    """How the input spec resizes an image, in words (input.resize and input.crop)."""
+    from .preprocess import resize_mode
+
+    _, h, w = b.model.input_shape
+    mode, crop = resize_mode(b.input)
+    if mode == "shorter":
+        return "resize shorter: shorter side to {}, centre {}x{} (crop {:g})".format(int(round(h / crop)), w, h, crop)
+    return "resize squash: straight to {}x{}".format(w, h)
 
 
 def _signature(root: str) -> str:

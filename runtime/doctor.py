@@ -12,6 +12,7 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from .check_status import FAIL, INFO, PASS, SKIP, Check
+from . import commands
 from .doctor_trt import compare_to_reference, trt_checks, uses_features  # noqa: F401  (callers use doctor.*)
 from .machine import platform_info
 
@@ -35,7 +36,7 @@ def run(
     gpu = platform_checks(add, platform_info())
     kernel_check(add, gpu)
     if bundle_path is None:
-        add("bundle", SKIP, "no bundle given (edgetool doctor BUNDLE checks a bundle end to end)")
+        add("bundle", SKIP, "no bundle given (`{}` checks a bundle end to end)".format(commands.doctor()))
         return checks
 
     opened = open_bundle(add, bundle_path)
@@ -43,6 +44,7 @@ def run(
         return checks
     bundle, samples = opened
     reference = ort_reference(add, bundle, samples)
+    classify_check(add, bundle, samples)
     weight_form_checks(add, bundle, samples, reference)
     trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode)
     return checks
@@ -170,6 +172,40 @@ def ort_reference(add, bundle, samples):
     except EdgetoolError as exc:
         add("onnxruntime", FAIL, str(exc))
         return None
+
+
+def classify_check(add, bundle, samples):
+    """The samples through the classifier as ``classify`` runs it (ONNX Runtime), under each policy for
+    files; ``--json`` carries the labels.  batched must label as per-image (one switch per superclass
+    instead of per image); topk may differ where it tries a second superclass.  A flat bundle has one
+    network and no routing: every policy must give the same labels."""
+    from .backends.ort import OrtBackend
+    from .choices import FILE_POLICIES
+    from .classifier import SuperSubClassifier
+    from .errors import EdgetoolError
+
+    labels = {}
+    try:
+        with OrtBackend(bundle) as be:
+            for policy in FILE_POLICIES:
+                preds = SuperSubClassifier(be, policy=policy).classify(samples)
+                labels[policy] = [[p.superclass_name, p.label] for p in preds]
+    except EdgetoolError as exc:
+        add("classify", FAIL, str(exc))
+        return
+    n = len(samples)
+    same = {p: sum(a == b for a, b in zip(labels[p], labels["per-image"])) for p in FILE_POLICIES}
+    if bundle.kind == "flat":
+        ok = all(v == n for v in same.values())
+        detail = "flat: one network, no routing; {}, batched and topk label {} of {} samples alike".format(
+            "per-image", min(same.values()), n
+        )
+    else:
+        ok = same["batched"] == n
+        detail = "{} samples: batched labels {} as per-image does, topk {} (it may try a second superclass)".format(
+            n, same["batched"], same["topk"]
+        )
+    add("classify", PASS if ok else FAIL, detail).labels = labels
 
 
 def kernel_check(add, gpu):

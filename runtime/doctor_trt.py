@@ -13,6 +13,7 @@ from typing import cast
 import numpy as np
 
 from .check_status import FAIL, INFO, PASS, SKIP
+from . import commands
 
 
 def trt_checks(add, bundle, samples, reference, gpu, refits, atol_rel, engine_mode):
@@ -161,8 +162,11 @@ def dla_report(add, be) -> None:
         "dla",
         INFO,
         "engine for DLA core {0} with GPU fallback, batch {1}; {2}; which layers run on the DLA: unverified (never "
-        "run on a DLA device; the trtexec command of edgetool engine onnx --dla-core {0}, with --dumpLayerInfo "
-        "--profilingVerbosity=detailed added, lists them)".format(
-            entry["dla_core"], entry.get("max_batch", "?"), listed
+        "run on a DLA device; the trtexec line `{3}` prints, with --dumpLayerInfo --profilingVerbosity=detailed "
+        "added, lists them)".format(
+            entry["dla_core"],
+            entry.get("max_batch", "?"),
+            listed,
+            commands.engine_onnx_dla("BUNDLE", entry["dla_core"]),
         ),
     )

@@ -8,6 +8,7 @@ from typing import Dict, Optional
 import click
 
 from . import choices
+from . import commands
 from .bundle import routing
 
 
@@ -54,8 +55,8 @@ class _FilePolicy(click.Choice):
             raise UsageError(
                 "--policy {0} is a stream policy: it keeps the previous image's subclass network and superclass "
                 "confidence for the next images, which holds only for consecutive frames of one scene; for files "
-                "use {1}, or run the stream loop: edgetool camera BUNDLE FOLDER --policy {0}".format(
-                    value, ", ".join(choices.FILE_POLICIES)
+                "use {1}, or run the stream loop: {2}".format(
+                    value, ", ".join(choices.FILE_POLICIES), commands.camera_folder(value)
                 )
             )
         return super().convert(value, param, ctx)

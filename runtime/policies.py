@@ -16,7 +16,11 @@ policy decides which networks run at all) and returns one :class:`Prediction` pe
   routing error of the superclass network;
 * :class:`Learned`   - gated top-2 with the bundle's learned gate and pair combiners
   (:mod:`.bundle.learned_routing`), equation 2 for a pair without a combiner;
-* :class:`Flat`      - a flat bundle: one pass of its one network, whatever the policy asked.
+* :class:`Flat`      - a flat bundle: one pass of its one network, whatever the policy asked
+  (``fine=False``: the superclass of its prediction alone, as the stream's ``superclass`` policy).
+
+Every policy also classifies consecutive frames (:meth:`Policy.stream`); only the stream's sticky
+policy (``camera/schedule.py``) carries anything from one frame to the next.
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ class Policy:
 
     def __call__(self, nets: Networks, batch: np.ndarray) -> List[Prediction]:
         raise NotImplementedError
+
+    def stream(self, nets: Networks, frames: np.ndarray, cuts: Sequence[bool] = ()) -> List[Prediction]:
+        """Consecutive *frames*; ``cuts[i]`` marks a scene cut before frame i, which only a policy that
+        carries something between frames needs."""
+        return self(nets, frames)
 
     def reset(self) -> None:
         pass
@@ -160,10 +169,12 @@ class Learned(Policy):
 
 class Flat(Policy):
     """A flat bundle: the superclass is the predicted class's (primary) one; p_super sums its
-    classes' probabilities, so p_super x p_sub is the class's probability."""
+    classes' probabilities, so p_super x p_sub is the class's probability.  With ``fine=False`` a
+    prediction names that superclass alone (no fine label, p_sub 1), as the stream's
+    ``superclass`` policy reports a Super-Sub bundle's base network."""
 
-    def __init__(self, route: Sequence[Tuple[int, int]]):
-        self.route = list(route)
+    def __init__(self, route: Sequence[Tuple[int, int]], fine: bool = True):
+        self.route, self.fine = list(route), bool(fine)
         self.sup = np.array([k for k, _ in self.route])
 
     def __call__(self, nets, batch):
@@ -172,5 +183,8 @@ class Flat(Policy):
             c = int(np.argmax(row))
             k, j = self.route[c]
             p_super = float(row[self.sup == k].sum())
-            out.append(of_class(nets.bundle, k, j, p_super, row[c] / p_super))
+            if self.fine:
+                out.append(of_class(nets.bundle, k, j, p_super, row[c] / p_super))
+            else:
+                out.append(Prediction(k, nets.bundle.superclasses[k].name, None, None, p_super, 1.0))
         return out

@@ -1,4 +1,15 @@
-"""Image loading and normalisation as the bundle's input spec says (no torch)."""
+"""The one preprocessing of every image a network sees, as the bundle's input spec says (no torch).
+
+``classify``, ``camera`` (its frames, and the files of an image folder), ``serve`` and the
+toolchain's training and evaluation all go through it:
+
+* :func:`load_image` decodes a file (PIL; a .npy array) to uint8 RGB or grey;
+* :func:`to_input_array` turns one uint8 RGB (or grey) image into the network's H x W x C:
+  alpha dropped, colour converted (RGB to grey with 0.299 / 0.587 / 0.114, grey to RGB by
+  repetition), then resized as ``input.resize`` says (:data:`RESIZE_MODES`);
+* :func:`normalize` scales a uint8 batch and subtracts the mean, divides by the std, NCHW float32;
+* :func:`prepare` is both, for a list of images.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +17,22 @@ import os
 import struct
 import tokenize
 import warnings
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .choices import RESIZE_MODES
 from .errors import EdgetoolError, MissingDependencyError, UsageError
+
+# input.resize (RESIZE_MODES): "squash" (the default): straight to H x W, bilinear; "shorter": the shorter
+# side to round(min(H, W) / input.crop) keeping the aspect ratio, bilinear, then the centre H x W (the
+# evaluation transform of ImageNet-pretrained backbones, e.g. 256 then 224 for crop 0.875).
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's convert("L") and OpenCV's BGR2GRAY
+
+
+def resize_mode(spec: dict) -> Tuple[str, float]:
+    """(input.resize, input.crop) of *spec*, their defaults where absent."""
+    return str(spec.get("resize", "squash")), float(spec.get("crop", 1.0))
 
 
 def normalize(images_hwc_uint8: np.ndarray, spec: dict) -> np.ndarray:
@@ -22,16 +44,14 @@ def normalize(images_hwc_uint8: np.ndarray, spec: dict) -> np.ndarray:
     return np.ascontiguousarray((x - m) / s, dtype=np.float32)
 
 
-RESIZE_MODES = ("squash", "shorter")
+def prepare(images: Sequence[np.ndarray], spec: dict) -> np.ndarray:
+    """The network's input batch of uint8 RGB (or grey) images: :func:`to_input_array` each, then :func:`normalize`."""
+    return normalize(np.stack([to_input_array(im, spec) for im in images]), spec)
 
 
 def to_input_array(image: np.ndarray, spec: dict) -> np.ndarray:
-    """Resize and colour-convert one uint8 HxW or HxWxC array (RGB order) to the input size.
-
-    The spec's ``resize``: ``squash`` (the default) resizes straight to H x W; ``shorter`` resizes
-    the shorter side to ``round(min(H, W) / crop)`` keeping the aspect ratio, then takes the
-    centre H x W (``crop``, default 1.0: the share of the resized image the crop keeps).  Both
-    resample bilinearly with PIL."""
+    """One uint8 HxW or HxWxC (C = 1, 3, 4) image in RGB(A) order -> uint8 H x W x C of the network's
+    input: alpha dropped, colour converted to the input's channels, resized as ``input.resize`` says."""
     c, h, w = spec["shape"]
     if image.ndim == 2:
         image = image[..., None]
@@ -40,19 +60,23 @@ def to_input_array(image: np.ndarray, spec: dict) -> np.ndarray:
     if image.shape[2] == 4:
         image = image[..., :3]
     if c == 1 and image.shape[2] == 3:
-        image = (image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+        image = (image.astype(np.float32) @ np.array(GREY_WEIGHTS, np.float32))[..., None]
         image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     elif c == 3 and image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
-    if spec.get("resize", "squash") == "shorter":
-        return shorter_side_crop(image, h, w, float(spec.get("crop", 1.0)))
-    if image.shape[:2] != (h, w):
-        image = resize(image, h, w)
-    return image
+    mode, crop = resize_mode(spec)
+    if mode == "shorter":
+        return shorter_side_crop(image, h, w, crop)
+    if mode != "squash":
+        raise UsageError("input.resize {!r} is not one of {}".format(mode, ", ".join(RESIZE_MODES)))
+    return _resized(image, h, w)
 
 
 def shorter_side_crop(image: np.ndarray, h: int, w: int, crop: float = 1.0) -> np.ndarray:
-    """*image* with its shorter side resized to round(min(h, w) / crop), then its centre h x w."""
+    """*image* with its shorter side resized to round(min(h, w) / crop) and the longer one in
+    proportion (rounded), bilinearly, then its centre h x w (offsets rounded down)."""
+    if not 0.0 < crop <= 1.0:
+        raise UsageError("input.crop must be in (0, 1], got {}".format(crop))
     ih, iw = image.shape[:2]
     short = int(round(min(h, w) / crop))
     r = short / min(ih, iw)
@@ -63,7 +87,12 @@ def shorter_side_crop(image: np.ndarray, h: int, w: int, crop: float = 1.0) -> n
     return np.ascontiguousarray(image[top : top + h, left : left + w])
 
 
+def _resized(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    return image if image.shape[:2] == (h, w) else resize(image, h, w)
+
+
 def resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """*image* (uint8 HxWx1 or HxWx3) resized to h x w, PIL's bilinear filter."""
     try:
         from PIL import Image
     except ImportError:

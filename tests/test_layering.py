@@ -34,6 +34,7 @@ PART_RANK = {
 RUNTIME_RANK = {
     "errors": 0,
     "choices": 0,
+    "commands": 0,
     "log": 0,
     "files": 0,
     "machine": 0,

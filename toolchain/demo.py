@@ -8,6 +8,7 @@ import time
 
 import click
 
+from edgetool.runtime import commands
 from edgetool.runtime.machine import machine_name
 
 from .evaluate import bounds, verdict
@@ -221,4 +222,5 @@ def print_table(r: dict, N: int) -> None:
     click.echo("")
     click.echo("bundle:  {}".format(r["bundle"]))
     click.echo("results: {}".format(os.path.join(os.path.dirname(r["bundle"]), "results.json")))
-    click.echo("try:     edgetool classify {} <image.png ...>".format(r["bundle"]))
+    click.echo("try:     {}    (the sample's test images as PNGs)".format(commands.data_sample_images("try/")))
+    click.echo("         {}".format(commands.classify("try/", r["bundle"])))

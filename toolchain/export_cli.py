@@ -6,6 +6,7 @@ import os
 
 import click
 
+from edgetool.runtime import commands
 from edgetool.runtime.choices import DEFAULT_EXPORT_MODEL, EXPORT_MODELS
 from edgetool.runtime.options import codec_option
 
@@ -97,7 +98,7 @@ def _export_transfer(run_dir, out, codec, force, model, release) -> dict:
             "{}: a pretrained-backbone run has one network; export it as it is (--model flat)".format(run_dir)
         )
     if not os.path.isfile(os.path.join(run_dir, "int8.pt")):
-        raise UsageError("{}: missing int8.pt; run `edgetool train {}` first".format(run_dir, run_dir))
+        raise UsageError("{}: missing int8.pt; run `{}` first".format(run_dir, commands.train(run_dir)))
     run = TransferRun.load(run_dir)
     m = run.export(out, codec, force=force, release=release)
     click.echo(size_line(out, m, codec))
@@ -114,7 +115,7 @@ def _export_super_sub(run_dir, out, codec, force, model, release) -> dict:
 
     for f in ("config.json", "super_qat.pt"):
         if not os.path.isfile(os.path.join(run_dir, f)):
-            raise UsageError("{}: missing {}; run `edgetool train {}` first".format(run_dir, f, run_dir))
+            raise UsageError("{}: missing {}; run `{}` first".format(run_dir, f, commands.train(run_dir)))
     run = Run.open(run_dir, progress=model != "super-sub")  # a flat control may train here: show it
     missing = [
         os.path.join("qat", "{}.pt".format(k))
@@ -123,7 +124,7 @@ def _export_super_sub(run_dir, out, codec, force, model, release) -> dict:
     ]
     if missing and model == "super-sub":
         raise UsageError(
-            "{}: missing {}; run `edgetool train {} --modes qat` first".format(run_dir, ", ".join(missing), run_dir)
+            "{}: missing {}; run `{}` first".format(run_dir, ", ".join(missing), commands.train(run_dir, "qat"))
         )
     m = run.export(out, codec, force=force, model=model, release=release)
     click.echo(size_line(out, m, codec))

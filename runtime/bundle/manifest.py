@@ -272,7 +272,23 @@ def _input(d) -> Tuple[int, int, int]:
         for i, v in enumerate(vals):
             check(v, "input.{}[{}]".format(key, i), float, lo, 1e6)
     N.name(spec.get("name", "input"), "input.name")
+    _resize(spec, h, w)
     return (c, h, w)
+
+
+def _resize(spec: dict, h: int, w: int) -> None:
+    """``input.resize`` (:data:`..choices.RESIZE_MODES`; "squash" when absent) and ``input.crop``
+    (in (0, 1], 1 when absent; only "shorter" crops, and it crops a square input)."""
+    mode = spec.get("resize", "squash")
+    if mode not in choices.RESIZE_MODES:
+        fail("input.resize", "{} is not one of {}".format(N.shown(mode), ", ".join(choices.RESIZE_MODES)))
+    crop = check(spec.get("crop", 1.0), "input.crop", float)
+    if not 0.0 < crop <= 1.0:
+        fail("input.crop", "{} is out of range: a fraction in (0, 1]".format(N.shown(spec.get("crop"))))
+    if mode == "squash" and crop != 1.0:
+        fail("input.crop", 'only input.resize "shorter" crops; "squash" resizes the whole image')
+    if mode == "shorter" and h != w:
+        fail("input.resize", '"shorter" centre-crops a square input; input.shape is {}x{}'.format(h, w))
 
 
 def _file(e: dict, where: str, cap: int, folder: Optional[str] = None) -> FileEntry:

@@ -16,6 +16,7 @@ import json
 import os
 from typing import Any, Dict, Optional
 
+from .. import commands
 from ..errors import SignatureError, UsageError, require
 from ..files import write_bytes_atomic
 
@@ -91,7 +92,7 @@ def _load_key(path: str, private: bool):
         pem, cls, hint = (
             "an unencrypted PEM private key",
             ed25519.Ed25519PrivateKey,
-            "key (make one with `edgetool keygen`)",
+            "key (make one with `{}`)".format(commands.keygen()),
         )
     else:
         load, kind = serialization.load_pem_public_key, "public key"
@@ -143,17 +144,17 @@ def verify_bundle(bundle_dir: str, trust_dir: str, accept_unsigned: bool = False
             return None
         raise SignatureError(
             "{}: bundle is unsigned and this device accepts only signed bundles "
-            "(sign it with `edgetool export --sign KEY`, and trust KEY.pub on the device with "
-            "`edgetool target trust ROOT KEY.pub`)".format(bundle_dir)
+            "(sign it with `{}`, and trust KEY.pub on the device with `{}`)".format(
+                bundle_dir, commands.export_signed(), commands.target_trust()
+            )
         )
     sig = read_signature(sig_path)
     keys = trusted_keys(trust_dir)
     key: Any = keys.get(str(sig.get("key_id")))
     if key is None:
         raise SignatureError(
-            "{}: signed by key {} which this device does not trust (trusted: {}); on the device: "
-            "`edgetool target trust ROOT KEY.pub`".format(
-                sig_path, sig.get("key_id"), ", ".join(sorted(keys)) or "none"
+            "{}: signed by key {} which this device does not trust (trusted: {}); on the device: `{}`".format(
+                sig_path, sig.get("key_id"), ", ".join(sorted(keys)) or "none", commands.target_trust()
             )
         )
     with open(os.path.join(bundle_dir, "manifest.json"), "rb") as f:

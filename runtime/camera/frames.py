@@ -1,4 +1,5 @@
-"""Input frame orientation (``camera --input-flip``), as jetson-inference's video options name it."""
+"""Input frames: orientation (``camera --input-flip``), as jetson-inference's video options name
+it, and the channel order (OpenCV delivers BGR; the network's preprocessing takes RGB)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,12 @@ def flip_frame(frame: np.ndarray, how: str) -> np.ndarray:
     if how == "counterclockwise":
         return np.ascontiguousarray(np.rot90(frame, k=1))
     raise ValueError("unknown flip {!r}; choose one of {}".format(how, ", ".join(FLIPS)))
+
+
+def swap_rb(frame: np.ndarray) -> np.ndarray:
+    """BGR(A) <-> RGB(A): the first and third channels swapped, nothing else touched (a lossless swap,
+    its own inverse); a grey frame is returned as it is."""
+    if frame.ndim == 3 and frame.shape[2] in (3, 4):
+        order = [2, 1, 0] + ([3] if frame.shape[2] == 4 else [])
+        return np.ascontiguousarray(frame[..., order])
+    return frame

@@ -16,10 +16,10 @@ import numpy as np
 
 from ..backends.base import summarize
 from ..errors import SourceError
-from ..preprocess import normalize
-from .frames import flip_frame
+from ..preprocess import normalize, to_input_array
+from .frames import flip_frame, swap_rb
 from .outputs import canvas, draw_overlay
-from .sources import CORRUPT, END, OK, require_cv2
+from .sources import CORRUPT, END, OK
 
 STAGES = ("capture", "preprocess", "infer", "switch", "classify", "render")
 
@@ -149,18 +149,10 @@ class CameraLoop:
         return out
 
     def _preprocess(self, frames):
-        cv2 = require_cv2()
-        c, h, w = self.spec["shape"]
-        smalls = []
-        for frame, *_ in frames:
-            small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-            if small.ndim == 2:
-                small = small[..., None]
-            if c == 1:
-                small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)[..., None] if small.shape[2] == 3 else small[..., :1]
-            else:
-                small = cv2.cvtColor(small, cv2.COLOR_BGR2RGB) if small.shape[2] == 3 else np.repeat(small, 3, axis=2)
-            smalls.append(small)
+        """The network's input of each BGR frame: swapped to RGB, then the one preprocessing ``classify``
+        uses (:func:`~..preprocess.to_input_array`, :func:`~..preprocess.normalize`); the scene cuts are
+        judged on the network-sized frames."""
+        smalls = [to_input_array(swap_rb(frame), self.spec) for frame, *_ in frames]
         cuts = [self.cut(s) if self.cut is not None else False for s in smalls]
         return normalize(np.stack(smalls), self.spec), cuts
 
@@ -200,7 +192,7 @@ class CameraLoop:
             record["frame_prediction"] = shown
         else:
             record.update(shown)
-        record["network"] = "base" if pred.label is None else "subclass:" + pred.superclass_name
+        record["network"] = _network(self.clf, pred)
         record.update(scene_cut=bool(cut), batch=n, batch_switches=switches)
         t = time.perf_counter()
         now = t - (st.t0 if st.t0 is not None else t)
@@ -253,7 +245,7 @@ class CameraLoop:
             "fps": st.frames / el if el > 0 else 0.0,
             "switches": clf.backend.switch_count,
             "superclass_changes": st.superclass_changes,
-            "superclass_passes": clf.routes if clf.stream_policy == "sticky" else None,
+            "superclass_passes": clf.routes,
             "scene_cuts": self.cut.cuts if self.cut is not None else 0,
             "dropped_frames": st.dropped,
             "errors": len(st.errors),
@@ -272,6 +264,24 @@ class CameraLoop:
         }
 
 
+def _network(clf, pred) -> str:
+    """The network that labelled a frame: a flat bundle's one network, else the base (a superclass
+    label) or the routed superclass's subclass network."""
+    if clf.bundle.kind == "flat":
+        return "flat"
+    return "base" if pred.label is None else "subclass:" + pred.superclass_name
+
+
+def policy_line(settings: dict) -> str:
+    """The policy and its settings in words; a flat bundle's says it has no routing."""
+    rest = ["{}={}".format(k, v) for k, v in settings.items() if k not in ("policy", "requested_policy")]
+    if settings.get("policy") != "flat":
+        return " ".join(["policy {}".format(settings.get("policy"))] + rest)
+    asked = settings.get("requested_policy")
+    note = "superclass labels only" if asked == "superclass" else "--policy {} has nothing to route".format(asked)
+    return " ".join(["policy flat (one network, no routing; {})".format(note)] + rest)
+
+
 def summary_lines(s: dict) -> List[str]:
     """The summary for people, a few lines."""
     lines = [
@@ -281,10 +291,7 @@ def summary_lines(s: dict) -> List[str]:
         "switches {}  superclass changes {}  scene cuts {}  dropped frames {}  errors {}  reconnects {}".format(
             s["switches"], s["superclass_changes"], s["scene_cuts"], s["dropped_frames"], s["errors"], s["reconnects"]
         ),
-        " ".join(
-            ["policy {}".format(s["settings"].get("policy"))]
-            + ["{}={}".format(k, v) for k, v in s["settings"].items() if k != "policy"]
-        ),
+        policy_line(s["settings"]),
     ]
     med = {k: v.get("median") for k, v in s["stages_ms"].items() if v.get("count")}
     if med:

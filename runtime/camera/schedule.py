@@ -1,7 +1,10 @@
 """Scheduling for streams: sticky superclass with hysteresis, scene cuts, label smoothing.
 
 The stream classifier extends :class:`~edgetool.runtime.classifier.SuperSubClassifier` and
-keeps its stages and its ``per-image``, ``batched`` and ``topk`` policies.  Its ``sticky``
+keeps its stages, its ``per-image``, ``batched`` and ``topk`` policies, and its choice of the
+policy object: a flat bundle gets :class:`~edgetool.runtime.policies.Flat` whatever the stream
+policy asked (one network, nothing to route; ``superclass`` reduces its prediction to the
+superclass), and its settings say ``flat``.  Its ``sticky``
 policy (:class:`StickyStream`) is the classifier's sticky policy with hysteresis over runs of
 frames (the subclass network of the routed superclass stays loaded and classifies the next
 frames alone):
@@ -16,7 +19,7 @@ frames alone):
 * **interval** - a fresh superclass pass at least every ``interval`` frames;
 * **scene cut** - a fresh superclass pass when the frame changes by more than a threshold.
 
-``superclass`` runs the base network alone (superclass labels, no switch).  A subclass
+``superclass`` (:class:`Superclass`) runs the base network alone (superclass labels, no switch).  A subclass
 network whose delta fails to load is reported once; its frames get superclass labels from
 the base network, which keeps serving.
 """
@@ -28,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..choices import STREAM_POLICIES
+from .. import policies
 from ..classifier import POLICIES, SuperSubClassifier
 from ..policies import Policy
 from ..prediction import Prediction
@@ -50,7 +54,7 @@ def check_settings(
 
 class StickyStream(Policy):
     """The stream's sticky policy with hysteresis (``enter``, ``leave``, ``interval``, scene cuts),
-    over consecutive frames: ``__call__(nets, frames, cuts)``; ``routes`` counts superclass passes."""
+    over consecutive frames: ``stream(nets, frames, cuts)``; ``routes`` counts superclass passes."""
 
     def __init__(self, enter: float, leave: float, interval: int):
         self.enter, self.leave, self.interval = float(enter), float(leave), int(interval)
@@ -63,7 +67,10 @@ class StickyStream(Policy):
         self.since = 0  # frames served since routing
         self.armed = False  # the loaded network has served a frame at or above leave
 
-    def __call__(self, nets, xs: np.ndarray, cuts: Sequence[bool] = ()) -> List[Prediction]:
+    def __call__(self, nets, batch: np.ndarray) -> List[Prediction]:
+        return self.stream(nets, batch)
+
+    def stream(self, nets, xs: np.ndarray, cuts: Sequence[bool] = ()) -> List[Prediction]:
         n = len(xs)
         cuts = list(cuts) or [False] * n
         out: List[Optional[Prediction]] = [None] * n
@@ -106,6 +113,14 @@ class StickyStream(Policy):
         return p
 
 
+class Superclass(Policy):
+    """The base network alone: each frame's top superclass, with no fine label and no switch."""
+
+    def __call__(self, nets, batch):
+        ps = nets.superclass_probs(batch)
+        return [nets.prediction(int(k), p[int(k)], np.zeros(0, np.float32)) for k, p in zip(ps.argmax(axis=1), ps)]
+
+
 class StreamClassifier(SuperSubClassifier):
     def __init__(
         self,
@@ -120,20 +135,37 @@ class StreamClassifier(SuperSubClassifier):
         on_error: Optional[Callable[[str], None]] = None,
     ):
         check_settings(policy, enter, leave, interval, k, gate, beta)
+        self.stream_policy = policy
         self.sticky = StickyStream(enter, leave, interval)
         super().__init__(
             backend, policy=policy if policy in POLICIES else "per-image", gate=gate, k=k, interval=interval, beta=beta
         )
-        self.stream_policy = policy
         self.on_error = on_error or (lambda msg: None)
         self.failed: Dict[int, str] = {}  # subclass index -> the error, reported once
 
+    def _policy(self) -> Policy:
+        """The policy object of the stream policy; a flat bundle's is always :class:`~..policies.Flat`."""
+        if self.bundle.kind == "flat":
+            return policies.Flat(self.bundle.flat_route, fine=self.stream_policy != "superclass")
+        if self.stream_policy == "sticky":
+            return self.sticky
+        if self.stream_policy == "superclass":
+            return Superclass()
+        return super()._policy()
+
     @property
-    def routes(self) -> int:
-        """Superclass passes of the sticky policy."""
-        return self.sticky.routes
+    def flat(self) -> bool:
+        """A flat bundle: one network, no routing policy (whatever ``--policy`` asked)."""
+        return self.bundle.kind == "flat"
+
+    @property
+    def routes(self) -> Optional[int]:
+        """Superclass passes of the sticky policy (None under any other, and for a flat bundle)."""
+        return self.sticky.routes if self.route is self.sticky else None
 
     def settings(self) -> dict:
+        if self.flat:  # nothing to route: say so, and what was asked (superclass still reduces the labels)
+            return {"policy": "flat", "requested_policy": self.stream_policy}
         s: Dict[str, Any] = {"policy": self.stream_policy}
         if self.stream_policy == "sticky":
             s.update(enter=self.sticky.enter, leave=self.sticky.leave, interval=self.sticky.interval)
@@ -159,18 +191,12 @@ class StreamClassifier(SuperSubClassifier):
 
     # -- streams -------------------------------------------------------------------------------
     def classify_stream(self, batch: np.ndarray, cuts: Sequence[bool]) -> List[Prediction]:
-        """Classify consecutive frames; ``cuts[i]`` marks a scene cut before frame i."""
+        """Classify consecutive frames through the policy object; ``cuts[i]`` marks a scene cut before frame i."""
         batch = np.asarray(batch, dtype=np.float32)
-        if self.stream_policy == "sticky":
-            return self.sticky(self, batch, cuts)
-        if self.stream_policy == "superclass":
-            ps = self.superclass_probs(batch)
-            return [self.prediction(int(k), p[int(k)], np.zeros(0, np.float32)) for k, p in zip(ps.argmax(axis=1), ps)]
-        return self.classify(batch)
-
-    def reset(self) -> None:
-        super().reset()
-        self.sticky.reset()
+        if batch.ndim != 4:
+            raise UsageError("expected a batch of shape (N, C, H, W), got {}".format(batch.shape))
+        self.images += len(batch)
+        return self.route.stream(self, batch, cuts)
 
 
 class SceneCut:

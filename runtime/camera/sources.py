@@ -4,7 +4,8 @@
 * ``/dev/videoN``, ``v4l2:///dev/videoN`` - a V4L2 (USB) camera;
 * ``rtsp://...``, ``http(s)://...`` - a network stream (FFmpeg, else a GStreamer pipeline);
 * ``file.mp4`` (or ``file://file.mp4``) - a video file;
-* a folder of images (sorted by name), or one image file - for replays.
+* a folder of images (sorted by name), or one image file - for replays, decoded as ``classify``
+  decodes them (:func:`~..preprocess.load_image`, PIL), so a file gives both the same input.
 
 A live source (camera or network stream) that stops delivering frames is *lost*; a file or
 a folder that runs out has *ended*.  :class:`ReconnectingSource` reopens lost sources.
@@ -19,11 +20,10 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..errors import MissingDependencyError, SourceError, UsageError
-from ..preprocess import IMAGE_EXTS as PREPROCESS_EXTS
-from ..preprocess import folder_images
+from ..preprocess import IMAGE_EXTS, folder_images, load_image
+from .frames import swap_rb
 
 OK, CORRUPT, END, LOST = "ok", "corrupt", "end", "lost"
-IMAGE_EXTS = tuple(e for e in PREPROCESS_EXTS if e != ".npy")  # what OpenCV reads: classify's, less .npy
 
 
 def require_cv2():
@@ -159,8 +159,9 @@ class CaptureSource(Source):
 
 
 class FolderSource(Source):
-    """The image files under a folder in ``classify``'s order (sub-folders included), or one image
-    file; ``current`` names the file of the frame last read."""
+    """The image files under a folder in ``classify``'s order (sub-folders included), or one image file,
+    decoded as ``classify`` decodes them and handed on in OpenCV's BGR order (an unreadable one: CORRUPT);
+    ``current`` names the file of the frame last read."""
 
     kind = "image folder"
 
@@ -182,14 +183,14 @@ class FolderSource(Source):
     def read(self):
         if self.pos >= len(self.files):
             return END, None
-        cv2 = require_cv2()
         self.pace()
         path = self.current = self.files[self.pos]
         self.pos += 1
-        frame = cv2.imread(path, cv2.IMREAD_COLOR)
-        if not valid_frame(frame):
+        try:
+            frame = swap_rb(load_image(path))
+        except UsageError:
             return CORRUPT, None
-        return OK, self.resize(frame)
+        return (OK, self.resize(frame)) if valid_frame(frame) else (CORRUPT, None)
 
 
 def open_source(uri: str, options: Options) -> Source:

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from .. import commands
 from ..errors import DeployError, UsageError
 from ..options import helped
 
@@ -55,7 +56,7 @@ def keygen(prefix):
     k = make(prefix)
     click.echo("private key {} (mode 0600), public key {}, key id {}".format(k["private"], k["public"], k["key_id"]))
     pub = os.path.basename(k["public"])
-    click.echo("copy {} to each device, then run there: edgetool target trust ROOT {}".format(k["public"], pub))
+    click.echo("copy {} to each device, then run there: {}".format(k["public"], commands.target_trust("ROOT", pub)))
 
 
 HELP = {

@@ -10,6 +10,7 @@ import re
 import time
 from typing import Callable, Dict, List, Optional
 
+from .. import commands
 from ..errors import DeployError, EdgetoolError
 from .report import Progress
 from ..errors import SignatureError
@@ -72,11 +73,13 @@ def acceptable(source: Source, policy: Dict, root: str, allow_downgrade: bool = 
     signature, signed by a key it does not trust, or an older release than it installed."""
     if not policy:  # an older device side that does not report its policy: it checks on install
         return
-    how = "on the device: `edgetool target trust {} KEY.pub`".format(root)
+    how = "on the device: `{}`".format(commands.target_trust(root))
     if not source.signed and not policy.get("accept_unsigned"):
         raise DeployError(
-            "the device accepts only signed bundles and this one is unsigned: sign it with "
-            "`edgetool export --sign KEY`; " + how
+            "the device accepts only signed bundles and this one is unsigned: sign it with `{}`; ".format(
+                commands.export_signed()
+            )
+            + how
         )
     trusted = policy.get("trusted_keys") or []
     if source.signed and source.key_id not in trusted:

@@ -5,6 +5,9 @@
 * memory: resident bytes of the single network, efficient and vanilla Super-Sub;
 * storage against N: one flat network, vanilla N+1 networks, efficient base + N deltas.
 
+A flat bundle's report has the first two (its one network's inference and end to end): it has
+no vanilla form to weigh its memory against and no N to grow its storage with.
+
 matplotlib comes with the ``train`` extra.  Where it is absent (a Jetson with the runtime
 only), the same plots are drawn as inline SVG by :mod:`.svg`, so the HTML page always
 holds every plot.
@@ -31,11 +34,14 @@ BREAKDOWN = (
     "switch_to_base",
     "superclass_inference",
     "subclass_inference",
+    "inference",
 )
 
 
 def specs(report: dict) -> List[dict]:
     out = [_breakdown(report), _cdfs(report)]
+    if report.get("model") == "flat":
+        return out
     if "memory" in report:
         forms = report["memory"]["forms"]
         out.append(
@@ -83,7 +89,7 @@ def _breakdown(report: dict) -> dict:
 
 def _cdfs(report: dict) -> dict:
     series = {}
-    for name in ("switch_to_subclass", "superclass_inference", "cold_load"):
+    for name in ("switch_to_subclass", "superclass_inference", "inference", "cold_load"):
         s = report["stages"].get(name, {})
         if s.get("cdf"):
             series[name] = s["cdf"]

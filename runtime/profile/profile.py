@@ -1,7 +1,11 @@
 """One profiling run: every measurement of :mod:`.stages`, memory, projections, one dict.
 
 The dict is the JSON report (schema ``edgetool.profile/1``); the Markdown and HTML reports
-are rendered from it.
+are rendered from it.  A flat bundle (``"model": "flat"``) is one network: its report has the
+network's inference, cold load, end to end (one row, ``flat``), throughput and resident
+memory, and none of what only Super-Sub has (superclasses, switches, deltas and codecs,
+vanilla, projections of a switch).  :mod:`.compare` sets two reports side by side
+(``edgetool profile A B``).
 """
 
 from __future__ import annotations
@@ -31,9 +35,21 @@ def bundle_summary(bundle, path: str) -> dict:
     sizes = bundle.stored_bytes()
     base = bundle.manifest["base"]
     int8 = int(base.get("int8_weight_bytes") or bundle.layout.int8_nbytes)
+    samples = (bundle.manifest.get("samples") or {}).get("sha256")
+    if bundle.kind == "flat":  # one network: no superclasses, no deltas worth a figure (they are zero)
+        return {
+            "path": path,
+            "classes": bundle.head_width,
+            "base_onnx_bytes": sizes["base"],
+            "bytes_on_disk": sizes["total"],
+            "refit_bytes": bundle.layout.total_nbytes,
+            "int8_weight_bytes": int8,
+            "samples_sha256": samples,
+        }
     changed = [d["changed_int8"] / int8 for d in bundle.deltas if "changed_int8" in d]
     return {
         "path": path,
+        "samples_sha256": samples,
         "superclasses": bundle.num_superclasses,
         "codec": bundle.deltas[0]["codec"],
         "base_onnx_bytes": sizes["base"],
@@ -54,11 +70,14 @@ def storage_vs_n(summary: dict, max_n: int = 20) -> list:
     ]
 
 
-def memory_section(path: str, threads: int, step: Callable[[str], None]) -> dict:
+def memory_section(path: str, threads: int, step: Callable[[str], None], flat: bool = False) -> dict:
+    """Resident memory of each form (a flat bundle: its one network, the ``single`` form, alone)."""
     forms = {}
-    for form in memprobe.FORMS:
+    for form in ("single",) if flat else memprobe.FORMS:
         step("memory: " + form)
         forms[form] = memprobe.measure(form, path, threads)
+    if flat:
+        return {"forms": forms, "gpu": gpu_memory()}
     single = max(1, forms["single"]["resident_bytes"])
     return {
         "forms": forms,
@@ -102,18 +121,48 @@ def run_profile(
             "settings": {"iterations": iterations, "warmup": warmup, "batch": batch, "threads": threads},
             "bundle": summary,
             "model": bundle.kind,
-            "storage": storage_vs_n(summary),
         }
-        report.update(_timings(bundle, backend, images, iterations, warmup, threads, modes, policies, codecs, step))
+        if bundle.kind == "flat":
+            report.update(_flat_timings(bundle, backend, images, iterations, warmup, threads, step))
+        else:
+            report["storage"] = storage_vs_n(summary)
+            report.update(_timings(bundle, backend, images, iterations, warmup, threads, modes, policies, codecs, step))
         if memory:
-            report["memory"] = memory_section(path, threads, step)
+            report["memory"] = memory_section(path, threads, step, flat=bundle.kind == "flat")
         telemetry = report.pop("telemetry", None)
-        report["jetson"] = jetson_figures(telemetry, report["throughput"]["two_stage_images_per_s"])
-        report["projections"] = project(report["stages"], summary["refit_bytes"], summary["codec"])
-        report["ratios"] = ratios(report)
+        report["jetson"] = jetson_figures(telemetry, headline_throughput(report))
+        if bundle.kind != "flat":
+            report["projections"] = project(report["stages"], summary["refit_bytes"], summary["codec"])
+            report["ratios"] = ratios(report)
         return report
     finally:
         bundle.close()
+
+
+def headline_throughput(r: dict) -> float:
+    """Images per second at the profile's batch: two-stage superclass-batched, or the flat network's."""
+    t = r["throughput"]
+    return t["flat_images_per_s"] if r.get("model") == "flat" else t["two_stage_images_per_s"]
+
+
+def _flat_timings(bundle, backend, images, iterations, warmup, threads, step) -> dict:
+    """A flat bundle's network: inference, end to end (once: no policy routes it), throughput, cold load."""
+    step("flat network")
+    be = open_backend(backend, bundle, "one-engine", threads)
+    try:
+        out: Dict[str, Any] = {"providers": list(getattr(be, "providers", [])) or None}
+        out["stages"] = stages.inference(be, images[:1], iterations, warmup)
+        with Sampler() as tegra:
+            ips = stages.throughput(be, bundle, len(images), iterations, warmup)
+        out["throughput"] = {"flat_images_per_s": ips}
+        out["telemetry"] = tegra.result
+        step("end to end, flat")
+        out["end_to_end"] = {"one-engine": stages.end_to_end(be, images, max(1, iterations // 4), 1)}
+    finally:
+        be.close()
+    step("cold load")
+    out["stages"].update(stages.cold_load(bundle, max(3, iterations // 2), threads))
+    return out
 
 
 def _timings(bundle, backend, images, iterations, warmup, threads, modes, policies, codecs, step) -> dict:

@@ -34,7 +34,12 @@ def _ratio(v) -> str:
 
 
 def tables(r: dict) -> List[tuple]:
-    """(title, header, rows) of every table, shared by the Markdown and HTML writers."""
+    """(title, header, rows) of every table, shared by the Markdown and HTML writers (a flat bundle's:
+    its one network's, with no codecs, ratios of a switch or projections)."""
+    if r.get("model") == "flat":
+        return [_stage_table(r), _end_to_end_table(r), _throughput_table(r)] + (
+            [_memory_table(r)] if "memory" in r else []
+        )
     out = [_stage_table(r), _end_to_end_table(r), _throughput_table(r), _codec_table(r)]
     if "memory" in r:
         out.append(_memory_table(r))
@@ -56,6 +61,7 @@ def _stage_table(r: dict) -> tuple:
 def _end_to_end_table(r: dict) -> tuple:
     rows = []
     for mode, policies in r["end_to_end"].items():
+        reference = policies.get("per-image", {}).get("predictions")
         for policy, row in policies.items():
             s = row["per_image_ms"]
             rows.append(
@@ -68,25 +74,33 @@ def _end_to_end_table(r: dict) -> tuple:
                     _ms(s["p99"]),
                     _ms(s["max"]),
                     "{:.1f}".format(row["images_per_s"]),
+                    _agreement(row.get("predictions"), reference),
                 ]
             )
     return (
         "End to end per image [ms]",
-        ["engine mode", "policy", "mean", "median", "p90", "p99", "max", "images/s"],
+        ["engine mode", "policy", "mean", "median", "p90", "p99", "max", "images/s", "labels as per-image"],
         rows,
     )
 
 
+def _agreement(preds, reference) -> str:
+    """How many of the images a policy labelled as per-image did ("-" without both)."""
+    if not preds or not reference or len(preds) != len(reference):
+        return "-"
+    return "{}/{}".format(sum(list(p) == list(q) for p, q in zip(preds, reference)), len(preds))
+
+
 def _throughput_table(r: dict) -> tuple:
     t = r["throughput"]
-    return (
-        "Throughput at batch {}".format(r["settings"]["batch"]),
-        ["form", "images/s"],
-        [
+    if r.get("model") == "flat":
+        rows = [["flat network", "{:.1f}".format(t["flat_images_per_s"])]]
+    else:
+        rows = [
             ["two-stage (superclass-batched)", "{:.1f}".format(t["two_stage_images_per_s"])],
             ["single base network", "{:.1f}".format(t["single_throughput_images_per_s"])],
-        ],
-    )
+        ]
+    return ("Throughput at batch {}".format(r["settings"]["batch"]), ["form", "images/s"], rows)
 
 
 def _codec_table(r: dict) -> tuple:
@@ -131,6 +145,7 @@ def _memory_table(r: dict) -> tuple:
             _ratio(f[name]["resident_bytes"] / single),
         ]
         for name in ("single", "efficient", "vanilla")
+        if name in f
     ]
     return (
         "Memory (each form in a fresh process)",
@@ -139,23 +154,31 @@ def _memory_table(r: dict) -> tuple:
     )
 
 
-def header_lines(r: dict) -> List[str]:
+def bundle_line(r: dict) -> str:
     b = r["bundle"]
+    if r.get("model") == "flat":
+        return "bundle: {} (flat: one network over {} classes, no routing, no switch; {} on disk, base.onnx {})".format(
+            b["path"], b["classes"], _mib(b["bytes_on_disk"]), _mib(b["base_onnx_bytes"])
+        )
     changed = b.get("changed_codes_fraction")
+    return "bundle: {} ({} superclasses, codec {}, {} on disk, base.onnx {}, refit buffer {}{})".format(
+        b["path"],
+        b["superclasses"],
+        b["codec"],
+        _mib(b["bytes_on_disk"]),
+        _mib(b["base_onnx_bytes"]),
+        _mib(b["refit_bytes"]),
+        "" if changed is None else ", {:.0%} of codes changed".format(changed),
+    )
+
+
+def header_lines(r: dict) -> List[str]:
     return [
         "machine: {}".format(r["machine"]),
         "backend: {} ({}), Python {}, edgetool {}".format(
             r["backend"], ", ".join(r.get("providers") or []), r["python"], r["edgetool_version"]
         ),
-        "bundle: {} ({} superclasses, codec {}, {} on disk, base.onnx {}, refit buffer {}{})".format(
-            b["path"],
-            b["superclasses"],
-            b["codec"],
-            _mib(b["bytes_on_disk"]),
-            _mib(b["base_onnx_bytes"]),
-            _mib(b["refit_bytes"]),
-            "" if changed is None else ", {:.0%} of codes changed".format(changed),
-        ),
+        bundle_line(r),
         "settings: warm-up {warmup}, {iterations} iterations, batch {batch}".format(**r["settings"]),
         jetson_line(r["jetson"]),
     ]
@@ -186,13 +209,18 @@ def jetson_line(j: dict) -> str:
     return "jetson: " + "; ".join(parts)
 
 
-def to_markdown(r: dict) -> str:
-    lines = ["# edgetool profile", ""] + ["- " + h for h in header_lines(r)] + [""]
-    for title, head, rows in tables(r):
-        lines += ["## " + title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def _md_tables(tabs, level: str) -> List[str]:
+    lines: List[str] = []
+    for title, head, rows in tabs:
+        lines += [level + " " + title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def to_markdown(r: dict) -> str:
+    lines = ["# edgetool profile", ""] + ["- " + h for h in header_lines(r)] + [""]
+    return "\n".join(lines + _md_tables(tables(r), "##"))
 
 
 CHECK = """<script>
@@ -210,36 +238,48 @@ window.addEventListener('load', function () {
 </script>"""
 
 
-def to_html(r: dict, plot_format: str = "auto") -> str:
-    fmt = plot_format if plot_format != "auto" else ("png" if plots.have_matplotlib() else "svg")
-    e = html.escape
-    parts = (
-        [
-            "<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool profile</title>",
-            "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
-            "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-            "td:first-child{text-align:left}figure{display:inline-block;margin:0.5em}</style></head><body>",
-            "<h1>edgetool profile</h1><ul>",
-        ]
-        + ["<li>{}</li>".format(e(h)) for h in header_lines(r)]
-        + ["</ul>"]
-    )
-    for spec in plots.specs(r):
-        parts.append("<figure class='plot' id='plot-{}'>{}</figure>".format(spec["id"], plots.render(spec, fmt)))
-    for title, head, rows in tables(r):
+def _html_tables(tabs, tag: str) -> List[str]:
+    e, parts = html.escape, []
+    for title, head, rows in tabs:
         heads = "".join("<th>{}</th>".format(e(h)) for h in head)
-        parts.append("<h2>{}</h2><table><tr>{}</tr>".format(e(title), heads))
+        parts.append("<{0}>{1}</{0}><table><tr>{2}</tr>".format(tag, e(title), heads))
         parts += ["<tr>{}</tr>".format("".join("<td>{}</td>".format(e(c)) for c in row)) for row in rows]
         parts.append("</table>")
-    parts += [CHECK, "</body></html>"]
-    return "\n".join(parts)
+    return parts
 
 
-def write_reports(r: dict, out_dir: str, plot_format: str = "auto") -> Dict[str, str]:
-    """Write profile.json, profile.md and profile.html into *out_dir*; return their paths."""
+def _html_report(r: dict, fmt: str, tag: str = "h2", prefix: str = "") -> List[str]:
+    """One report's header list, plots (ids ``plot-<prefix><id>``) and tables."""
+    parts = ["<ul>"] + ["<li>{}</li>".format(html.escape(h)) for h in header_lines(r)] + ["</ul>"]
+    for spec in plots.specs(r):
+        fig = "<figure class='plot' id='plot-{}{}'>{}</figure>"
+        parts.append(fig.format(prefix, spec["id"], plots.render(spec, fmt)))
+    return parts + _html_tables(tables(r), tag)
+
+
+HEAD = (
+    "<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgetool profile</title>"
+    "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;"
+    "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "td:first-child{text-align:left}figure{display:inline-block;margin:0.5em}</style></head><body>"
+)
+
+
+def plot_format(requested: str) -> str:
+    return requested if requested != "auto" else ("png" if plots.have_matplotlib() else "svg")
+
+
+def to_html(r: dict, plot_format_: str = "auto") -> str:
+    parts = [HEAD, "<h1>edgetool profile</h1>"] + _html_report(r, plot_format(plot_format_))
+    return "\n".join(parts + [CHECK, "</body></html>"])
+
+
+def write_reports(r: dict, out_dir: str, plot_format: str = "auto", md=to_markdown, page=to_html) -> Dict[str, str]:
+    """Write profile.json, profile.md and profile.html (rendered by *md* and *page*) into *out_dir*; return
+    their paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, v) for k, v in FILES.items()}
     write_bytes_atomic(paths["json"], to_json(r).encode("utf-8"))
-    write_bytes_atomic(paths["md"], to_markdown(r).encode("utf-8"))
-    write_bytes_atomic(paths["html"], to_html(r, plot_format).encode("utf-8"))
+    write_bytes_atomic(paths["md"], md(r).encode("utf-8"))
+    write_bytes_atomic(paths["html"], page(r, plot_format).encode("utf-8"))
     return paths

@@ -41,19 +41,31 @@ TOP = {
     "ratios": dict,
 }
 BUNDLE = ("superclasses", "codec", "base_onnx_bytes", "deltas_bytes", "bytes_on_disk", "refit_bytes")
+# A flat bundle is one network: no switch, deltas, codecs, vanilla comparison or switch projections.
+FLAT_TOP = {k: t for k, t in TOP.items() if k not in ("storage", "codecs", "projections", "ratios")}
+FLAT_STAGES = ("inference", "cold_load")
+FLAT_BUNDLE = ("classes", "base_onnx_bytes", "bytes_on_disk", "refit_bytes")
+ONLY_SUPER_SUB = ("storage", "codecs", "projections", "ratios")
 
 
 def problems(report: dict) -> List[str]:
     """Every way *report* departs from the schema (an empty list when it conforms)."""
-    out = ["{}: missing or not {}".format(k, t.__name__) for k, t in TOP.items() if not isinstance(report.get(k), t)]
+    flat = report.get("model") == "flat"
+    top = FLAT_TOP if flat else TOP
+    out = ["{}: missing or not {}".format(k, t.__name__) for k, t in top.items() if not isinstance(report.get(k), t)]
     if out:
         return out
     if report["schema"] != "edgetool.profile/1":
         out.append("schema: {!r}".format(report["schema"]))
-    out += ["bundle.{}: missing".format(k) for k in BUNDLE if k not in report["bundle"]]
+    out += ["bundle.{}: missing".format(k) for k in (FLAT_BUNDLE if flat else BUNDLE) if k not in report["bundle"]]
     stages = report["stages"]
-    out += ["stages.{}: missing".format(k) for k in STAGES if k not in stages]
-    if not any(k.startswith("decode_") for k in stages):
+    out += ["stages.{}: missing".format(k) for k in (FLAT_STAGES if flat else STAGES) if k not in stages]
+    if flat:
+        out += ["{}: a flat bundle has none".format(k) for k in ONLY_SUPER_SUB if k in report]
+        out += ["stages.{}: a flat bundle has no such stage".format(k) for k in stages if k not in FLAT_STAGES]
+        if set(report["end_to_end"].get("one-engine", {})) != {"flat"} or len(report["end_to_end"]) != 1:
+            out.append("end_to_end: a flat bundle has one row, one-engine flat")
+    elif not any(k.startswith("decode_") for k in stages):
         out.append("stages.decode_<codec>: missing")
     for name, s in stages.items():
         out += _stat_problems("stages." + name, s)
@@ -62,13 +74,13 @@ def problems(report: dict) -> List[str]:
             out += _stat_problems("end_to_end.{}.{}".format(mode, policy), row.get("per_image_ms", {}))
             if not row.get("images_per_s", 0) > 0:
                 out.append("end_to_end.{}.{}: images_per_s must be > 0".format(mode, policy))
-    for name, c in report["codecs"].items():
+    for name, c in report.get("codecs", {}).items():
         out += _stat_problems("codecs.{}.decode_ms".format(name), c.get("decode_ms", {}))
     if "memory" in report:
-        for form in ("single", "efficient", "vanilla"):
+        for form in ("single",) if flat else ("single", "efficient", "vanilla"):
             if not report["memory"]["forms"].get(form, {}).get("resident_bytes", -1) >= 0:
                 out.append("memory.forms.{}: no resident_bytes".format(form))
-    if not all(p.get("estimate") is True for p in report["projections"]):
+    if not all(p.get("estimate") is True for p in report.get("projections", [])):
         out.append("projections: every row must be labelled estimate")
     return out
 

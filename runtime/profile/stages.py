@@ -91,8 +91,10 @@ def switch_totals(backend, n: int, iterations: int, warmup: int) -> Dict[str, di
 
 
 def inference(backend, x: np.ndarray, iterations: int, warmup: int) -> Dict[str, dict]:
-    """Superclass (base) and subclass network inference on one batch."""
+    """Superclass (base) and subclass network inference on one batch; a flat bundle's one network's."""
     backend.switch(BASE)
+    if backend.bundle.kind == "flat":
+        return {"inference": stat(timed(lambda: backend.infer(x), iterations, warmup))}
     sup = timed(lambda: backend.infer(x), iterations, warmup)
     backend.switch(0)
     sub = timed(lambda: backend.infer(x), iterations, warmup)
@@ -101,27 +103,40 @@ def inference(backend, x: np.ndarray, iterations: int, warmup: int) -> Dict[str,
 
 
 def end_to_end(backend, images: np.ndarray, iterations: int, warmup: int, policies=POLICIES) -> Dict[str, dict]:
-    """Milliseconds per image and images per second, per routing policy.
+    """Milliseconds per image, images per second and the predictions of the last pass, per routing
+    policy; a flat bundle has no routing and is measured once, as ``flat``.
 
     per-image, sticky and topk classify one image per call (a camera's view); batched
-    classifies the whole set per call and each image is charged its share."""
+    classifies the whole set per call and each image is charged its share.  ``predictions``
+    are [superclass, class] per image, as ``classify --json`` names them."""
+    rows = [("flat", "per-image")] if backend.bundle.kind == "flat" else [(p, p) for p in policies]
     out = {}
-    for policy in policies:
+    for name, policy in rows:
         clf = SuperSubClassifier(backend, policy=policy)
+        preds: List[Any] = []
         if policy == "batched":
-            ms = timed(lambda: clf.classify(images), iterations, warmup)
+
+            def whole_set(clf=clf):
+                preds[:] = clf.classify(images)
+
+            ms = timed(whole_set, iterations, warmup)
             per_image = [m / len(images) for m in ms]
         else:
             per_image = []
             for it in range(warmup + iterations):
                 clf.reset()
+                preds.clear()
                 for i in range(len(images)):
                     t0 = time.perf_counter()
-                    clf.classify(images[i : i + 1])
+                    preds.extend(clf.classify(images[i : i + 1]))
                     if it >= warmup:
                         per_image.append((time.perf_counter() - t0) * 1e3)
         s = stat(per_image)
-        out[policy] = {"per_image_ms": s, "images_per_s": 1e3 / float(s["mean"])}  # type: ignore[arg-type]
+        out[name] = {
+            "per_image_ms": s,
+            "images_per_s": 1e3 / float(s["mean"]),  # type: ignore[arg-type]
+            "predictions": [[p.superclass_name, p.label] for p in preds],
+        }
     backend.switch(BASE)
     return out
 
@@ -143,11 +158,12 @@ def codec_compare(bundle, names, iterations: int) -> Dict[str, dict]:
 
 def cold_load(bundle, iterations: int, threads: int = 0) -> Dict[str, dict]:
     """A new session on a full subclass network (plain initializers) plus its first inference:
-    what switching costs without deltas, when only one network fits."""
+    what switching costs without deltas, when only one network fits.  A flat bundle's: its one
+    network, what loading it costs."""
     x = sample_batch(bundle, 1)
     ms = []
     for it in range(iterations + 1):
-        k = it % bundle.num_superclasses
+        k = BASE if bundle.kind == "flat" else it % bundle.num_superclasses
         t0 = time.perf_counter()
         s = PlainSessions(bundle, [k], threads=threads)
         s.infer(k, x)
@@ -188,7 +204,7 @@ def _vanilla_per_image(vanilla, images, iterations, warmup) -> List[float]:
 
 
 def throughput(backend, bundle, batch: int, iterations: int, warmup: int) -> float:
-    """Two-stage images per second at *batch*, superclass-batched routing."""
+    """Two-stage images per second at *batch*, superclass-batched routing (a flat bundle: its one network)."""
     clf = SuperSubClassifier(backend, policy="batched")
     xb = sample_batch(bundle, batch)
     ms = timed(lambda: clf.classify(xb), iterations, warmup)

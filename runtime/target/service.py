@@ -14,8 +14,10 @@ import shlex
 import sys
 from typing import Optional, Sequence
 
+from .. import commands
+
 UNIT = """[Unit]
-Description=edgetool serve {root}
+Description={description}
 After=network-online.target
 Wants=network-online.target
 
@@ -40,4 +42,5 @@ def unit_text(
     root = os.path.abspath(root)
     argv = [sys.executable, "-I", "-m", "edgetool", "serve", root, input_uri] + ([output] if output else [])
     command = " ".join(shlex.quote(a) for a in argv + list(serve_args))
-    return UNIT.format(root=root, user=user or getpass.getuser(), command=command)
+    description = commands.line("serve", root, input_uri, *([output] if output else []))
+    return UNIT.format(description=description, user=user or getpass.getuser(), command=command)

@@ -19,6 +19,7 @@ import re
 import time
 from typing import Dict, List, Optional
 
+from .. import commands
 from ..bundle.signature import signature_key_id
 from ..camera.served import serving
 from ..errors import DeployError, SignatureError, UsageError
@@ -73,15 +74,16 @@ class DeviceRoot:
         except (OSError, DeployError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else str(exc).split(": ", 1)[-1]
             raise DeployError(
-                "{}: cannot be used ({}); nothing was changed. `edgetool target repair {}` rebuilds it from "
-                "the versions on disk".format(path, why, self.root)
+                "{}: cannot be used ({}); nothing was changed. `{}` rebuilds it from the versions on disk".format(
+                    path, why, commands.target_repair(self.root)
+                )
             ) from None
         if st is None:
             return {}
         if not isinstance(st, dict) or not isinstance(st.get("history", []), list):
             raise DeployError(
-                "{}: not a deploy state; nothing was changed. `edgetool target repair {}` rebuilds it".format(
-                    path, self.root
+                "{}: not a deploy state; nothing was changed. `{}` rebuilds it".format(
+                    path, commands.target_repair(self.root)
                 )
             )
         return st

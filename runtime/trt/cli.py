@@ -17,7 +17,7 @@ import click
 
 from ..errors import UsageError, require
 from ..options import device_profile_option, weights_option
-from .commands import dla_batch, polygraphy_args, resolve_dla_core, trtexec_args
+from .commands import dla_batch, polygraphy_args, profile_tensorrt, resolve_dla_core, trtexec_args
 
 dla_option = click.option(
     "--dla-core",
@@ -89,7 +89,9 @@ def build(bundle, profile_name, max_batch, refit_individual, strip_weights, form
     batch = dla_batch(max_batch, profile, core)
     args = ("engine.onnx", b.input["name"], b.input["shape"], precision, batch, profile["workspace_mb"])
     typed = strongly_typed(trt, precision)
-    trtexec = trtexec_args(*args, strip_weights=strip_weights, strongly_typed=typed, dla_core=core)
+    trtexec = trtexec_args(
+        *args, strip_weights=strip_weights, strongly_typed=typed, dla_core=core, tensorrt=trt_version(trt)
+    )
     log.info("the same build with trtexec, on the model of edgetool engine onnx: %s", shlex.join(trtexec))
     t0 = time.perf_counter()
     plan = build_engine(
@@ -205,7 +207,20 @@ def onnx_cmd(bundle, out, profile_name, form, dla):
             out, len(model), form, b.input["name"], ["N"] + list(b.input["shape"])
         )
     )
-    _echo_commands(out, b.input, profile, precision, _strongly_typed_here(precision, form), core)
+    _echo_commands(
+        out, b.input, profile, precision, _strongly_typed_here(precision, form), core, _tensorrt_here(profile)
+    )
+
+
+def _tensorrt_here(profile: dict):
+    """This machine's TensorRT (major, minor), else the oldest the profile's JetPacks ship (None: unknown)."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return profile_tensorrt(profile)
+    from .loader import trt_version
+
+    return trt_version(trt)[:2]
 
 
 def _strongly_typed_here(precision: str, form: str) -> bool:
@@ -222,10 +237,18 @@ def _strongly_typed_here(precision: str, form: str) -> bool:
     return strongly_typed(trt, precision)
 
 
-def _echo_commands(out: str, model_input, profile, precision: str, typed: bool, core=None) -> None:
+def _echo_commands(out: str, model_input, profile, precision: str, typed: bool, core=None, tensorrt=None) -> None:
     name, shape, batch = model_input["name"], model_input["shape"], dla_batch(None, profile, core)
     trtexec = trtexec_args(
-        out, name, shape, precision, batch, profile["workspace_mb"], strongly_typed=typed, dla_core=core
+        out,
+        name,
+        shape,
+        precision,
+        batch,
+        profile["workspace_mb"],
+        strongly_typed=typed,
+        dla_core=core,
+        tensorrt=tensorrt,
     )
     click.echo("trtexec:    " + " ".join(shlex.quote(a) for a in trtexec))
     # the comparison runs on the GPU, DLA engine or not

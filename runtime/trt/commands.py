@@ -13,11 +13,29 @@ GPU (``GPU_FALLBACK``).  The DLA takes static shapes only, so a DLA engine has o
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from ..errors import UsageError
 
 DLA_BATCH = 1  # a DLA engine's batch unless --max-batch says otherwise
+# The TensorRT of each JetPack a device profile lists (NVIDIA's JetPack release notes): where no TensorRT is
+# installed, the trtexec line is written for the oldest TensorRT the profile's devices run.
+JETPACK_TENSORRT = {
+    "4.6": (8, 2),
+    "5.0": (8, 4),
+    "5.1": (8, 5),
+    "6.0": (8, 6),
+    "6.1": (10, 3),
+    "6.2": (10, 3),
+    "7.0": (10, 13),
+}
+MEMPOOL = (8, 4)  # trtexec's --memPoolSize arrived in TensorRT 8.4; before it, --workspace (MiB)
+
+
+def profile_tensorrt(profile: dict) -> Optional[Tuple[int, int]]:
+    """The oldest TensorRT among the JetPacks *profile* lists (None: a profile with none, e.g. desktop-gpu)."""
+    found = [JETPACK_TENSORRT[j] for j in profile.get("jetpack", []) if j in JETPACK_TENSORRT]
+    return min(found) if found else None
 
 
 def resolve_dla_core(value: Optional[str], profile: dict) -> Optional[int]:
@@ -64,9 +82,11 @@ def trtexec_args(
     strip_weights: bool = False,
     strongly_typed: bool = False,
     dla_core: Optional[int] = None,
+    tensorrt: Optional[Sequence[int]] = None,
 ) -> List[str]:
     """The trtexec command that builds the same refittable engine as ``engine build --refit-all``
-    (with *dla_core*: on that DLA core with GPU fallback, and the one batch *max_batch*)."""
+    (with *dla_core*: on that DLA core with GPU fallback, and the one batch *max_batch*), in the flags of
+    the trtexec of *tensorrt* (major, minor; None: 8.4 or newer)."""
     c, h, w = input_shape
     low = max_batch if dla_core is not None else 1
     shapes = {
@@ -80,7 +100,7 @@ def trtexec_args(
         "--minShapes=" + shapes["min"],
         "--optShapes=" + shapes["opt"],
         "--maxShapes=" + shapes["max"],
-        "--memPoolSize=workspace:{}".format(int(workspace_mb)),
+        _workspace(int(workspace_mb), tensorrt),
     ]
     args += _precision_args(precision, strongly_typed, "--stronglyTyped") + ["--refit"]
     if strip_weights:
@@ -88,6 +108,12 @@ def trtexec_args(
     if dla_core is not None:
         args += ["--useDLACore={}".format(int(dla_core)), "--allowGPUFallback"]
     return args
+
+
+def _workspace(mb: int, tensorrt: Optional[Sequence[int]]) -> str:
+    if tensorrt is not None and tuple(tensorrt)[:2] < MEMPOOL:
+        return "--workspace={}".format(mb)
+    return "--memPoolSize=workspace:{}".format(mb)
 
 
 def _precision_args(precision: str, strongly_typed: bool, typed_flag: str) -> List[str]:

@@ -14,6 +14,7 @@ import os
 import re
 from typing import Iterator, Mapping, Optional, Sequence
 
+from .. import commands
 from ..bundle import manifest as M
 from ..bundle import safeio
 from ..errors import BundleError, DeviceError, UsageError
@@ -45,8 +46,9 @@ def select_engine(
         "{} ({}, TensorRT {})".format(e.get("file"), e.get("device", "?"), e.get("tensorrt", "?")) for e in candidates
     )
     raise DeviceError(
-        "no engine in the bundle was built on this {} with TensorRT {} (it has: {}); run: "
-        "edgetool engine build {}".format(device, tensorrt, have, bundle)
+        "no engine in the bundle was built on this {} with TensorRT {} (it has: {}); run: {}".format(
+            device, tensorrt, have, commands.engine_build(bundle)
+        )
     )
 
 

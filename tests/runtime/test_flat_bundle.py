@@ -91,12 +91,65 @@ def test_flat_bundle_through_camera_and_profile(flat_bundle, sample_pngs, tmp_pa
     assert proc.returncode == 0, proc.stderr
     recs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len([r for r in recs if "class" in r]) == len(sample_pngs)
+    s = recs[-1]["settings"]
+    assert (s["policy"], s["requested_policy"]) == ("flat", "sticky") and "enter" not in s  # nothing routes
+    assert {r["network"] for r in recs if r["type"] == "frame"} == {"flat"}
+    assert "policy flat (one network, no routing; --policy sticky has nothing to route)" in proc.stderr
+
+
+def test_profile_describes_a_flat_bundle_as_one_network(flat_bundle, tmp_path):
+    """No superclasses, no switch, no deltas or codecs, no vanilla form: one network's inference, end to
+    end (one row, its labels), throughput and resident memory."""
+    from edgetool.runtime.profile.schema import problems
+
     out = tmp_path / "prof"
     proc = run_cli("profile", flat_bundle, "--out", out, "--iterations", "2", "--warmup", "1", "--batch", "2",
                    "--threads", "1", timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "model: flat" in proc.stdout
-    assert json.load(open(out / "profile.json"))["model"] == "flat"
+    assert proc.stdout.startswith("model: flat (one network over 10 classes; no routing, no switch, no vanilla")
+    assert "switch" not in proc.stdout.replace("no switch", "") and "vanilla" not in proc.stdout.replace(
+        "no vanilla", ""
+    )
+    r = json.load(open(out / "profile.json"))
+    assert r["model"] == "flat" and problems(r) == []
+    assert set(r["stages"]) == {"inference", "cold_load"} and list(r["memory"]["forms"]) == ["single"]
+    assert "superclasses" not in r["bundle"] and r["bundle"]["classes"] == 10
+    assert not {"storage", "codecs", "projections", "ratios"} & set(r)
+    row = r["end_to_end"]["one-engine"]["flat"]
+    assert list(r["end_to_end"]) == ["one-engine"] and len(row["predictions"]) == 2
+    md = (out / "profile.md").read_text()
+    assert "Codecs" not in md and "vanilla" not in md and "superclasses" not in md and "| one-engine | flat |" in md
+    broken = dict(r, codecs={})  # the schema check can fail on a flat report
+    assert problems(broken) == ["codecs: a flat bundle has none"]
+
+
+def test_profile_sets_two_bundles_side_by_side(flat_bundle, tiny_bundle, tmp_path):
+    """`edgetool profile A B`: both measured in one run; the text, JSON, Markdown and HTML hold the
+    side-by-side (latency, throughput, memory, storage; labels on the samples both bundles carry)."""
+    out = tmp_path / "cmp"
+    args = ["--iterations", "2", "--warmup", "0", "--batch", "4", "--threads", "1", "--modes", "one-engine"]
+    proc = run_cli("profile", flat_bundle, tiny_bundle, "--out", out, *args, "--codecs", "zstd", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "A: " + flat_bundle and any(line == "B: " + tiny_bundle for line in lines)
+    r = json.load(open(out / "profile.json"))
+    assert r["schema"] == "edgetool.profile-comparison/1" and [x["model"] for x in r["reports"]] == [
+        "flat",
+        "super-sub",
+    ]
+    c = r["comparison"]
+    assert (c["a"]["end_to_end_row"], c["b"]["end_to_end_row"]) == ("one-engine flat", "one-engine per-image")
+    for key in ("end_to_end_median_ms", "images_per_s_at_batch", "resident_bytes", "bytes_on_disk"):
+        assert c["a"][key] > 0 and c["b"][key] > 0 and c["b_over_a"][key] == pytest.approx(c["b"][key] / c["a"][key])
+    assert c["a"]["bytes_on_disk"] == json.load(open(out / "profile.json"))["reports"][0]["bundle"]["bytes_on_disk"]
+    same = c["same_labels"]  # one run's two bundles: the same samples
+    assert same["of"] == 4 and 0 <= same["agree"] <= 4
+    text = "\n".join(lines)
+    assert "end to end per image, median [ms]" in text and "bytes on disk" in text and "resident memory" in text
+    md, page = (out / "profile.md").read_text(), (out / "profile.html").read_text()
+    for doc in (md, page):
+        assert "A and B side by side" in doc and doc.count("End to end per image") == 2
+    assert "id='plot-a-cdf'" in page and "id='plot-b-storage'" in page  # each bundle's plots, apart
 
 
 def test_flat_bundle_deploys_to_a_local_target(flat_bundle, tmp_path):

@@ -7,6 +7,7 @@ import os
 import click
 import numpy as np
 
+from edgetool.runtime import commands
 from edgetool.runtime.files import slug
 
 
@@ -29,8 +30,8 @@ def download(name, dest, url, md5):
     path = fetch(name, dest, url=url, md5=md5)
     test, hier = load_archive(path, "test")
     click.echo(
-        "{}: {} test images, {} classes in {} superclasses; train with: edgetool train RUN --data {}".format(
-            path, len(test), len(test.classes), hier.n_super, path
+        "{}: {} test images, {} classes in {} superclasses; train with: {}".format(
+            path, len(test), len(test.classes), hier.n_super, commands.train_new_run(path)
         )
     )
 
@@ -62,6 +63,4 @@ def sample_images(out, per_class):
         for n, i in enumerate(np.nonzero(test.labels == c)[0][:per_class]):
             Image.fromarray(test.images[i, :, :, 0]).save(os.path.join(folder, "{:03d}.png".format(n)))
             written += 1
-    click.echo(
-        "{} images of {} classes in {}; try: edgetool classify BUNDLE {}".format(written, len(test.classes), out, out)
-    )
+    click.echo("{} images of {} classes in {}; try: {}".format(written, len(test.classes), out, commands.classify(out)))

@@ -12,6 +12,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from edgetool.runtime.choices import FLAT_CONTROLS
+from edgetool.runtime import commands
 
 CONTROLS = {"flat_" + kind: model for model, kind in FLAT_CONTROLS.items()}  # report row -> export --model
 KINDS = tuple(FLAT_CONTROLS.values())  # the flat controls: "budget", "wide"
@@ -57,7 +58,7 @@ def decide(
     numbers = "efficient - best flat control ({}) = {:+.2f} points (95% CI [{:+.2f}, {:+.2f}])".format(
         best, 100 * diff, 100 * lo, 100 * hi
     )
-    command = "edgetool export {} --model {}".format(run, CONTROLS[best])
+    command = commands.export_model(run, CONTROLS[best])
     if pays:
         message = "Super-Sub pays off on this data: " + numbers
     else:

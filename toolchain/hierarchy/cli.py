@@ -9,6 +9,7 @@ from typing import List, Optional, Sequence
 
 import click
 
+from edgetool.runtime import commands
 from edgetool.runtime.errors import UsageError, require
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def run_confusion(run_dir: str, split: str, counts: str = "soft"):
     if not os.path.isfile(os.path.join(run_dir, "config.json")):
         raise UsageError("{}: neither a confusion-matrix file nor a training run".format(run_dir))
     if not os.path.isfile(os.path.join(run_dir, "flat.pt")):
-        raise UsageError("{}: no flat network; run `edgetool train {} --modes flat` first".format(run_dir, run_dir))
+        raise UsageError("{}: no flat network; run `{}` first".format(run_dir, commands.train(run_dir, "flat")))
     run = Run.open(run_dir, progress=False)
     if split == "val":
         if run.data.val is None:

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgetool.runtime.preprocess import normalize
+
 from . import device as devices
 from ..data.folders import ArrayDataset
 
@@ -52,19 +54,13 @@ def set_threads() -> None:
 
 
 def to_tensor(ds: ArrayDataset, mean, std) -> torch.Tensor:
-    """uint8 NHWC -> normalised float32 NCHW."""
-    x = torch.from_numpy(np.ascontiguousarray(ds.images).copy()).permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
-    return ((x - m) / s).contiguous()
+    """uint8 NHWC -> normalised float32 NCHW, by the device's own :func:`~edgetool.runtime.preprocess.normalize`."""
+    return torch.from_numpy(preprocess_numpy(ds.images, mean, std))
 
 
 def preprocess_numpy(images: np.ndarray, mean, std) -> np.ndarray:
-    """Same as :func:`to_tensor` in numpy (used for bundle samples and runtime evaluation)."""
-    x = images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
-    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return np.ascontiguousarray((x - m) / s, dtype=np.float32)
+    """uint8 NHWC -> normalised float32 NCHW, as the device normalises (bundle samples, runtime evaluation)."""
+    return normalize(np.asarray(images), {"mean": list(mean), "std": list(std)})
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, flip=True, pad=0) -> torch.Tensor:

@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict
 from typing import Dict, List, Set
 
+from edgetool.runtime import commands
 from edgetool.runtime.errors import UsageError
 
 from .run_data import TrainConfig
@@ -86,8 +87,8 @@ def check_resume(path: str, cfg: "TrainConfig") -> None:
     if os.path.isfile(os.path.join(path, "super.pt")) and old.ft_not_mine != cfg.ft_not_mine:
         raise UsageError(
             '{}: trained {} a "not mine" row; --ft-not-mine cannot change on it: train into a new folder '
-            "(edgetool train NEW --from {} reuses its flat and superclass networks)".format(
-                path, "with" if old.ft_not_mine else "without", path
+            "(`{}` reuses its flat and superclass networks)".format(
+                path, "with" if old.ft_not_mine else "without", commands.train_from(path)
             )
         )
     changed = changed_settings(old, cfg)
@@ -96,8 +97,8 @@ def check_resume(path: str, cfg: "TrainConfig") -> None:
         what = ", ".join("{} {} -> {}".format(k, _shown(a), _shown(b)) for k, (a, b) in sorted(changed.items()))
         raise UsageError(
             "{}: {} changes networks this run already trained ({}); nothing was changed. Start a new run that "
-            "reuses the rest: edgetool train NEW --from {} (with the new settings)".format(
-                path, what, ", ".join(stale), path
+            "reuses the rest: `{}` (with the new settings)".format(
+                path, what, ", ".join(stale), commands.train_from(path)
             )
         )
 

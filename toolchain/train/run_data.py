@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from edgetool.runtime import commands
 from edgetool.runtime.errors import UsageError
 from edgetool.runtime.files import write_json_atomic
 
@@ -163,7 +164,7 @@ def _load_cifar(cfg: TrainConfig):
     archive = _cifar_archive(path)
     if archive is None:
         raise UsageError(
-            "{}: no CIFAR python archive here; run `edgetool data download cifar10 --dir {}`".format(path, path)
+            "{}: no CIFAR python archive here; run `{}`".format(path, commands.data_download("cifar10", path))
         )
     train, hier = cifar.load_archive(archive, "train")
     test, _ = cifar.load_archive(archive, "test")
@@ -208,7 +209,7 @@ def _hierarchy_path(cfg: TrainConfig) -> str:
     if not os.path.isfile(hpath):
         raise UsageError(
             "{}: no hierarchy.json in the data folder; pass --hierarchy FILE, or --hierarchy {} to train the flat "
-            "network and learn one (`edgetool hierarchy learn`)".format(cfg.data, SINGLE)
+            "network and learn one (`{}`)".format(cfg.data, SINGLE, commands.hierarchy_learn())
         )
     return hpath
 

@@ -3,6 +3,8 @@ from the working folder: through the CLI, on local targets."""
 
 import json
 import os
+import re
+import shlex
 
 import pytest
 
@@ -75,7 +77,8 @@ def test_a_corrupt_state_switches_nothing_and_repair_rebuilds_it(releases, root)
     assert "state.json: cannot be used" in out and "edgetool target repair" in out
     assert snapshot(root) == before  # nothing switched, the state left as it was for the operator
     assert "cannot be used" in run_cli("status", "--to", root).stdout
-    proc = run_cli("target", "repair", root)
+    printed = re.search(r"`(edgetool target repair [^`]+)`", out).group(1)  # run as the error prints it
+    proc = run_cli(*shlex.split(printed)[1:])
     assert proc.returncode == 0 and "highest release 10" in proc.stdout, proc.stderr
     assert status(root)["current"] == version_of(releases["old"])
     assert deploy(releases["new"], root).returncode == 0

@@ -148,9 +148,10 @@ def test_verdict_ship_flat_and_choice_on_validation():
     v = verdict.decide([base], {"flat_budget": [base], "flat_wide": [wide]}, {"flat_budget": 0.9, "flat_wide": 0.8})
     assert v["best_control"] == "flat_budget"  # ... but the validation split chose the other
     assert not v["pays_off"] and v["difference"] == 0.0 and v["ci95"] == [0.0, 0.0]
-    assert "ship it with `edgetool export RUN --model flat`" in v["message"]
+    assert "ship it with `edgetool export RUN --out RUN-flat --model flat`" in v["message"]
     v = verdict.decide([base], {"flat_budget": [base], "flat_wide": [wide]}, None)
-    assert v["best_control"] == "flat_wide" and v["command"] == "edgetool export RUN --model flat-wide"
+    assert v["best_control"] == "flat_wide"
+    assert v["command"] == "edgetool export RUN --out RUN-flat-wide --model flat-wide"
     assert "test split" in v["chosen_on"]
 
 
