@@ -64,6 +64,7 @@ RUNTIME_RANK = {
 # orchestration (its flat controls, its export, Run itself) < the commands.
 TOOLCHAIN_RANK = {
     "config_check": 0,
+    "train_help": 0,
     "hierarchy": 1,
     "hierarchy.spec": 0,
     "data": 1,

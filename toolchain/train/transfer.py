@@ -27,28 +27,26 @@ imagenet``) holds::
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
-import math
 import os
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from edgetool.runtime.errors import UsageError
-from edgetool.runtime.files import atomic_path, write_json_atomic
+from edgetool.runtime.files import write_json_atomic
 
 from . import efficientnet as E
 from . import qat
 from .checkpoints import float_state, load_checkpoint, save_checkpoint
+from .tail import Tail, TailTrainMode, accuracy, copy_weights, freeze_trunk, tail_qatnet, train_tail
+from .trunk_cache import TrunkCache, list_data, read_batch
 
 log = logging.getLogger(__name__)
+
 KIND = "transfer"
 CALIB_IMAGES = 256  # training images the activation scales are calibrated on
 
@@ -72,310 +70,6 @@ def input_spec(size: int) -> dict:
     return dict(
         name="input", shape=[3, size, size], layout="NCHW", dtype="float32", color="rgb", **copy.deepcopy(E.INPUT_SPEC)
     )
-
-
-@dataclass
-class Images:
-    """Image files and their labels."""
-
-    paths: List[str]
-    labels: np.ndarray
-
-    def subset(self, idx) -> "Images":
-        idx = np.asarray(idx, dtype=np.int64)
-        return Images([self.paths[i] for i in idx], self.labels[idx])
-
-
-def list_data(root: str, limit_train: int = 0, limit_test: int = 0, seed: int = 0):
-    """(train, test, classes) of an ImageFolder root with train/ and test/."""
-    from ..data.folders import folder_samples, stratified_split
-
-    if not (os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test"))):
-        raise UsageError("{}: a pretrained backbone trains on photos: give a folder with train/ and test/ "
-                         "image folders (one folder per class in each)".format(root))  # fmt: skip
-    tr, classes = folder_samples(os.path.join(root, "train"), None)
-    te, _ = folder_samples(os.path.join(root, "test"), classes)
-    train = Images([p for p, _ in tr], np.asarray([y for _, y in tr], dtype=np.int64))
-    test = Images([p for p, _ in te], np.asarray([y for _, y in te], dtype=np.int64))
-    if limit_train and limit_train < len(train.paths):
-        _, keep = stratified_split(train.labels, limit_train / len(train.paths), seed)
-        train = train.subset(np.sort(keep))
-    if limit_test and limit_test < len(test.paths):
-        _, keep = stratified_split(test.labels, limit_test / len(test.paths), seed)
-        test = test.subset(np.sort(keep))
-    if not train.paths or not test.paths:
-        raise UsageError("{}: no training or no test images".format(root))
-    return train, test, list(classes)
-
-
-def read_batch(paths: Sequence[str], spec: dict, flip: bool = False) -> torch.Tensor:
-    """The network inputs of *paths*, read as the device reads them (optionally mirrored)."""
-    from edgetool.runtime.preprocess import load_image, normalize, to_input_array
-
-    from ..data.folders import read_all
-
-    arrays = read_all(list(paths), lambda p: to_input_array(load_image(p), spec))
-    x = np.stack(arrays)
-    if flip:
-        x = np.ascontiguousarray(x[:, :, ::-1])
-    return torch.from_numpy(normalize(x, spec))
-
-
-def trunk_fingerprint(model: E.EfficientNetLite, split: str) -> str:
-    """sha256 of the trunk's tensors (names, shapes and bytes), up to and including *split*."""
-    h = hashlib.sha256()
-    names = model.part_names()
-    keep = names[: names.index(split) + 1]
-    for k, v in model.state_dict().items():
-        if k.split(".")[0] in ("stem", "head") and k.split(".")[0] not in keep:
-            continue
-        if k.startswith("blocks.") and ".".join(k.split(".")[:2]) not in keep:
-            continue
-        if k.startswith("fc."):
-            continue
-        h.update(k.encode())
-        h.update(str(tuple(v.shape)).encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def reader_fingerprint(spec: dict) -> str:
-    """sha256 of what the device's preprocessing makes of probe images of assorted sizes and aspect
-    ratios under *spec*, and of the decoder's code: a change in either recomputes the cache."""
-    import inspect
-
-    from edgetool.runtime import preprocess as P
-
-    h = hashlib.sha256(inspect.getsource(P.load_image).encode())
-    rng = np.random.default_rng(0)
-    for shape in ((37, 53, 3), (480, 640, 3), (300, 200, 3), (224, 224, 3), (1001, 333, 3), (90, 120, 1)):
-        image = rng.integers(0, 256, shape, dtype=np.uint8)
-        h.update(P.normalize(P.to_input_array(image, spec)[None], spec).tobytes())
-    return h.hexdigest()
-
-
-def files_fingerprint(paths: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        st = os.stat(p)
-        h.update("{}\0{}\0{}\n".format(os.path.abspath(p), st.st_size, st.st_mtime_ns).encode())
-    return h.hexdigest()
-
-
-class TrunkCache:
-    """The frozen trunk's outputs, computed once per image set and kept in float16 files."""
-
-    def __init__(self, folder: str, model: E.EfficientNetLite, split: str, spec: dict, batch: int, progress: bool):
-        self.folder, self.model, self.split, self.spec = folder, model, split, spec
-        self.batch, self.progress = batch, progress
-        self.trunk_sha = trunk_fingerprint(model, split)
-        self.seconds = 0.0  # spent computing (not reading) trunk outputs in this process
-
-    def key(self, images: Images, flip: bool) -> str:
-        what = {
-            "reader": reader_fingerprint(self.spec),
-            "trunk": self.trunk_sha,
-            "split": self.split,
-            "spec": {k: self.spec[k] for k in sorted(self.spec)},
-            "flip": flip,
-            "files": files_fingerprint(images.paths),
-        }
-        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
-
-    def get(self, images: Images, name: str, flip: bool = False) -> torch.Tensor:
-        path = os.path.join(self.folder, "{}{}-{}.npy".format(name, "-flip" if flip else "", self.key(images, flip)))
-        if os.path.isfile(path):
-            try:
-                a = np.load(path, mmap_mode="r", allow_pickle=False)
-                if a.shape[0] == len(images.paths) and a.dtype == np.float16:
-                    return torch.from_numpy(np.asarray(a, dtype=np.float32))
-            except (OSError, ValueError):
-                pass  # a damaged cache file is computed again
-            log.warning("trunk cache %s is unreadable; computing it again", path)
-        out = self._compute(images, "trunk pass: {}{}".format(name, " (mirrored)" if flip else ""), flip)
-        os.makedirs(self.folder, exist_ok=True)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, out, allow_pickle=False)
-        return torch.from_numpy(out.astype(np.float32))
-
-    @torch.no_grad()
-    def _compute(self, images: Images, desc: str, flip: bool) -> np.ndarray:
-        from .progress import FitProgress
-
-        t0 = time.perf_counter()
-        m = self.model.eval().to(memory_format=torch.channels_last)  # channels-last: faster depthwise convs on a CPU
-        n = len(images.paths)
-        steps = max(1, math.ceil(n / self.batch))
-        bar = FitProgress(desc, 1, 0, steps, self.progress)
-        chunks = []
-        for b in range(steps):
-            x = read_batch(images.paths[b * self.batch : (b + 1) * self.batch], self.spec, flip)
-            y = m.trunk_forward(x.contiguous(memory_format=torch.channels_last), self.split)
-            chunks.append(y.contiguous().numpy().astype(np.float16))
-            bar.step(0, 0.0)
-        seconds = time.perf_counter() - t0
-        bar.line("{}: {} images in {:.1f} s ({:.1f} images/s), cached".format(desc, n, seconds, n / max(seconds, 1e-9)))
-        bar.close()
-        self.model.to(memory_format=torch.contiguous_format)
-        self.seconds += seconds
-        return np.concatenate(chunks)
-
-
-class Tail(nn.Module):
-    """The layers of a network after its split (BatchNorm trains here), on cached trunk outputs."""
-
-    def __init__(self, model: E.EfficientNetLite, split: str):
-        super().__init__()
-        self.model, self.split = model, split
-
-    def forward(self, x):
-        return self.model.tail_forward(x, self.split)
-
-
-def freeze_trunk(model: E.EfficientNetLite, split: Optional[str]) -> None:
-    """No gradient for the trunk's parameters; the tail's train."""
-    for p in model.parameters():
-        p.requires_grad_(True)
-    if split is None:
-        return
-    names = model.part_names()
-    for name, m in model.parts():
-        if names.index(name) <= names.index(split):
-            for p in m.parameters():
-                p.requires_grad_(False)
-
-
-def param_groups(module: nn.Module, weight_decay: float):
-    """AdamW groups: weight decay on convolution and linear weights only (not on BatchNorm or biases)."""
-    decay = [p for p in module.parameters() if p.requires_grad and p.dim() > 1]
-    rest = [p for p in module.parameters() if p.requires_grad and p.dim() <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-
-
-def train_tail(
-    net: nn.Module,
-    feats: Sequence[torch.Tensor],
-    y: torch.Tensor,
-    val: Optional[Tuple[torch.Tensor, torch.Tensor]],
-    epochs: int,
-    lr: float,
-    batch: int,
-    seed: int,
-    desc: str,
-    progress: bool,
-    weight_decay: float = 1e-4,
-) -> dict:
-    """Train *net* on cached trunk outputs: each step takes every image in one of its *feats*
-    views (the image, its mirror), drawn at random.  With *val*, the epoch of the best validation
-    accuracy is kept.  Returns the history."""
-    from .progress import FitProgress
-
-    opt = torch.optim.AdamW(param_groups(net, weight_decay), lr=lr)
-    steps = max(1, math.ceil(len(y) / batch))
-    total = epochs * steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    gen = torch.Generator().manual_seed(seed)
-    bar = FitProgress(desc, epochs, 0, steps, progress)
-    hist: Dict[str, Any] = {"loss": [], "train_accuracy": [], "val_accuracy": []}
-    best, best_acc = None, -1.0
-    for epoch in range(epochs):
-        net.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(len(y), generator=gen)
-        view = torch.randint(0, len(feats), (len(y),), generator=gen)
-        loss_sum, correct = 0.0, 0
-        for b in range(steps):
-            idx = perm[b * batch : (b + 1) * batch]
-            xb = feats[0][idx]
-            if len(feats) > 1:  # each image as itself or as its mirror
-                xb = torch.where((view[idx] == 1).reshape(-1, 1, 1, 1), feats[1][idx], xb)
-            out = net(xb)
-            loss = F.cross_entropy(out, y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += float(loss.detach())
-            correct += int((out.detach().argmax(1) == y[idx]).sum())
-            bar.step(epoch, float(loss.detach()))
-        hist["loss"].append(loss_sum / steps)
-        hist["train_accuracy"].append(correct / len(y))
-        if val is not None:
-            acc = accuracy(net, *val)
-            hist["val_accuracy"].append(acc)
-            if acc > best_acc:
-                best, best_acc = copy.deepcopy(net.state_dict()), acc
-        bar.epoch_done(epoch + 1, hist["loss"][-1], hist["train_accuracy"][-1], time.perf_counter() - t0)
-    bar.close()
-    if best is not None:
-        net.load_state_dict(best)
-        hist["kept_epoch"] = int(np.argmax(hist["val_accuracy"])) + 1
-    else:
-        hist["kept_epoch"] = epochs
-    net.eval()
-    return hist
-
-
-@torch.no_grad()
-def logits_of(net: nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    net.eval()
-    return torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else torch.zeros(0)
-
-
-def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float((logits_of(net, x).argmax(1) == y).float().mean()) if len(y) else float("nan")
-
-
-# -- the int8 network ------------------------------------------------------------------------------
-def tail_qatnet(full: qat.QATNet, boundary: str) -> qat.QATNet:
-    """A QATNet of *full*'s ops after tensor *boundary* (renamed ``input``), sharing its settings."""
-    ops = [op for op in full.ops]
-    start = next(i for i, op in enumerate(ops) if op.get("y") == boundary) + 1
-    tail_ops = copy.deepcopy(ops[start:])
-    for op in tail_ops:
-        for key in ("x", "a", "b"):
-            if op.get(key) == boundary:
-                op[key] = "input"
-    tensors = named_tensors(full)
-    net = qat.QATNet(tail_ops, tensors, full.config)
-    copy_scales(full, net, {boundary: "input"})
-    net.quantize = True
-    return net
-
-
-def named_tensors(net: qat.QATNet) -> Dict[str, torch.Tensor]:
-    """The raw tensors a QATNet was built from (conv weights and BatchNorm states, fc), by IR name."""
-    sd = net.state_dict()
-    out = {}
-    for op in net.ops:
-        if op["op"] == "conv":
-            out[op["name"] + ".weight"] = sd["params." + qat.param_key(op["name"] + ".weight")]
-            for k in ("weight", "bias", "running_mean", "running_var"):
-                out["{}.bn.{}".format(op["name"], k)] = sd["bns.{}.{}".format(qat.param_key(op["name"]), k)]
-        elif op["op"] == "fc":
-            for k in ("weight", "bias"):
-                out["{}.{}".format(op["name"], k)] = sd["params." + qat.param_key("{}.{}".format(op["name"], k))]
-    return out
-
-
-@torch.no_grad()
-def copy_scales(src: qat.QATNet, dst: qat.QATNet, renamed: Dict[str, str]) -> None:
-    """Weight and activation scales of *src*'s layers and tensors into *dst* (tensor names mapped by *renamed*)."""
-    for layer in dst.layers:
-        dst.wscale(layer).copy_(src.wscale(layer))
-    back = {v: k for k, v in renamed.items()}
-    for t in dst.act_tensors:
-        dst.ascale(t).copy_(src.ascale(back.get(t, t)))
-
-
-@torch.no_grad()
-def copy_weights(src: qat.QATNet, dst: qat.QATNet) -> None:
-    """The parameters and BatchNorm states of *src*'s layers into the same layers of *dst*."""
-    dsd = dst.state_dict()
-    for k, v in src.state_dict().items():
-        if k.startswith(("params.", "bns.")) and k in dsd:
-            dsd[k].copy_(v)
 
 
 class TransferRun:
@@ -485,7 +179,7 @@ class TransferRun:
         for m in model.tail_modules(self.split):
             m.train()
         hist = train_tail(
-            _TailTrainMode(tail, model.tail_modules(self.split)),
+            TailTrainMode(tail, model.tail_modules(self.split)),
             views,
             ytr,
             (xval, yval) if len(yval) else None,
@@ -584,22 +278,6 @@ class TransferRun:
             out_dir, net, subs, hier, spec, codec, self.samples(), None, force,
             flat_classes=list(self.classes), release=release, backbone=backbone,
         )  # fmt: skip
-
-
-class _TailTrainMode(nn.Module):
-    """*tail* whose ``train()`` puts only *parts* (the tail's layers) into training mode."""
-
-    def __init__(self, tail: Tail, parts: List[nn.Module]):
-        super().__init__()
-        self.tail, self.parts = tail, parts
-
-    def train(self, mode: bool = True):
-        for p in self.parts:
-            p.train(mode)
-        return self
-
-    def forward(self, x):
-        return self.tail(x)
 
 
 def float_model(state: dict) -> E.EfficientNetLite:
