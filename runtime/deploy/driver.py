@@ -85,7 +85,16 @@ def acceptable(source: Source, policy: Dict, root: str, allow_downgrade: bool = 
                 source.key_id, ", ".join(trusted) or "none", how
             )
         )
-    highest = policy.get("highest_release", 0)
+    highest = policy.get("highest_release")
+    if type(highest) is not int or highest < 0:  # fail closed: a counter the device cannot vouch for
+        if allow_downgrade:
+            return
+        raise DeployError(
+            str(policy.get("counter_error") or "")
+            or "the device reports no usable anti-rollback counter (highest_release {}); refusing to "
+            "install, since an older release could slip in: on the device `edgetool target reset-counter "
+            "{}`, or deploy --allow-downgrade".format(repr(highest)[:40], root)
+        )
     if source.release < highest and not allow_downgrade:
         raise DeployError(
             "release {} is older than release {} installed on the device (a replayed old bundle?); "

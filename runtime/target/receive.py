@@ -35,12 +35,14 @@ class Receiver(DeviceRoot):
         Changes nothing on the device (``receive`` makes the folders)."""
         check_version(version)
         fault_point("target:prepare")
-        st = self.state() if os.path.isfile(self.p("state.json")) else {}
+        highest, lost = self.counter()  # a state that cannot be parsed stops it here
         policy = {
             "accept_unsigned": bool(self.config().get("accept_unsigned")),
             "trusted_keys": self.trusted(),
-            "highest_release": st.get("highest_release", 0),
+            "highest_release": highest,
         }
+        if lost:
+            policy["counter_error"] = str(self.counter_refusal(lost))
         if os.path.isdir(self.p("versions", version)) and not os.path.isdir(self.p("staging", version)):
             return {"version": version, "installed": True, "present": {}, "policy": policy}
         staging = self.p("staging", version)

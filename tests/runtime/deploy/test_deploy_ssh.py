@@ -243,3 +243,27 @@ def test_transfer_killed_midway_keeps_previous_and_rerun_completes(sshd, deploy_
     assert proc.returncode == 0, proc.stdout + proc.stderr
     st = remote_status(sshd, root)
     assert st["current"] == v2 and st["previous"] == v1 and st["staging"] == []
+
+
+def test_ssh_trusts_keys_by_content_and_refuses_a_lost_counter(sshd, deploy_kit, tmp_path):
+    """A key trusted as release.pub is trusted by both sides; a counter that is not a number stops
+    the deploy with one line (it used to trace back on the workstation), until reset-counter."""
+    root = tmp_path / "device"
+    (root / "trust").mkdir(parents=True)
+    shutil.copy(deploy_kit["keys"]["good"]["public"], str(root / "trust" / "release.pub"))
+    proc = ssh_cli(sshd, "deploy", deploy_kit["v1"], "--device-profile", "cpu", "--root", root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert remote_status(sshd, root)["trusted_keys"] == [deploy_kit["keys"]["good"]["key_id"]]
+    state = json.loads((root / "state.json").read_text())
+    state["highest_release"] = "20"
+    (root / "state.json").write_text(json.dumps(state))
+    before = snapshot(str(root))
+    proc = ssh_cli(sshd, "deploy", deploy_kit["v2"], "--device-profile", "cpu", "--root", root)
+    assert proc.returncode != 0 and proc.stderr.count("error: ") == 1, proc.stdout + proc.stderr
+    assert "anti-rollback counter" in proc.stdout and "reset-counter" in proc.stdout, proc.stdout
+    assert snapshot(str(root)) == before and os.listdir(root / "staging") == []
+    proc = ssh_cli(sshd, "status", "--root", root)
+    assert "anti-rollback counter unknown" in proc.stdout, proc.stdout
+    assert run_cli("target", "reset-counter", root).returncode == 0
+    proc = ssh_cli(sshd, "deploy", deploy_kit["v2"], "--device-profile", "cpu", "--root", root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
