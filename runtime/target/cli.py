@@ -206,6 +206,6 @@ def service(root, input_uri, output, unit_path, user, serve_args):
     except ValueError as exc:
         raise UsageError("--serve-args: {}".format(exc)) from None
     write_bytes_atomic(unit_path, unit_text(root, input_uri, output, extra, user).encode("utf-8"))
-    name = os.path.basename(unit_path)
+    name = shlex.quote(os.path.basename(unit_path))
     click.echo("wrote {}; to run it at boot: sudo cp {} /etc/systemd/system/ && sudo systemctl daemon-reload "
-               "&& sudo systemctl enable --now {}".format(unit_path, unit_path, name))  # fmt: skip
+               "&& sudo systemctl enable --now {}".format(unit_path, shlex.quote(unit_path), name))  # fmt: skip

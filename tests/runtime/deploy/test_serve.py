@@ -151,7 +151,7 @@ def test_target_service_writes_a_unit_systemd_accepts(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = unit.read_text()
     exec_start = [line for line in text.splitlines() if line.startswith("ExecStart=")]
-    serve = "serve {} /dev/video0 out.mp4 --headless --json-out '/var/log/edge labels.jsonl'".format(root)
+    serve = 'serve {} /dev/video0 out.mp4 --headless --json-out "/var/log/edge labels.jsonl"'.format(root)
     assert exec_start == ["ExecStart={} -I -m edgetool {}".format(sys.executable, serve)]
     assert "Restart=on-failure" in text and "WantedBy=multi-user.target" in text
     assert "sudo systemctl enable --now edgetool-serve.service" in proc.stdout
@@ -165,3 +165,57 @@ def test_target_service_writes_a_unit_systemd_accepts(tmp_path):
     broken = tmp_path / "broken.service"
     broken.write_text(text.replace("ExecStart=/", "ExecStart="))  # a relative path: systemd refuses it
     assert subprocess.run([analyze, "verify", str(broken)], capture_output=True).returncode != 0
+
+
+def systemd_argv(line):
+    """The argv systemd makes of an ExecStart= value (systemd.service "Command lines": words split at
+    blanks, double quotes with backslash escapes, %% and $$ for a literal % and $)."""
+    words, i = [], 0
+    while i < len(line):
+        if line[i] == " ":
+            i += 1
+            continue
+        word = ""
+        if line[i] == '"':
+            i += 1
+            while line[i] != '"':
+                if line[i] == "\\":
+                    i += 1
+                word += line[i]
+                i += 1
+            i += 1
+        else:
+            while i < len(line) and line[i] != " ":
+                word += line[i]
+                i += 1
+        words.append(word.replace("%%", "%").replace("$$", "$"))
+    return words
+
+
+def test_target_service_escapes_what_systemd_would_expand_and_refuses_newlines(tmp_path):
+    root = tmp_path / "r%z $HOME \"q\" 's' \\ ;"
+    root.mkdir()
+    unit = tmp_path / "u.service"
+    proc = run_cli("target", "service", root, "rtsp://h/p%41", "--out", unit, "--serve-args", "--json-out 'a $b%c'")
+    assert proc.returncode == 0, proc.stderr
+    text = unit.read_text()
+    exec_start = [ln[len("ExecStart=") :] for ln in text.splitlines() if ln.startswith("ExecStart=")]
+    assert len(exec_start) == 1
+    argv = systemd_argv(exec_start[0])
+    assert argv == [sys.executable, "-I", "-m", "edgetool", "serve", str(root), "rtsp://h/p%41", "--json-out", "a $b%c"]
+    analyze = shutil.which("systemd-analyze")
+    if analyze:
+        ok = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
+        assert ok.returncode == 0, ok.stdout + ok.stderr  # a bare %z is "Invalid slot" to systemd
+    marker = tmp_path / "pwned"
+    for evil, args in (
+        (tmp_path / "x\nExecStartPre=/bin/touch {}".format(marker), []),
+        (root, ["--serve-args", "--json-out 'a\nExecStartPre=/bin/touch {}'".format(marker)]),
+        (root, ["--user", "root\nExecStartPre=/bin/touch"]),
+    ):
+        evil.mkdir(parents=True, exist_ok=True)
+        bad = tmp_path / "bad.service"
+        proc = run_cli("target", "service", evil, "--out", bad, *args)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+        assert not bad.exists()
