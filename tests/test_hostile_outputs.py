@@ -141,3 +141,38 @@ def test_a_signal_as_a_command_ends_is_128_plus_n_without_traceback(tiny_run, tm
 
     with Bundle.open(str(tmp_path / "b")) as b:  # the export itself had finished
         assert b.files()
+
+
+SIGNAL_AT_EXIT = """
+import atexit, os, signal, sys
+from edgetool.cli import main
+# registered first, so it runs last: a signal while the interpreter runs its exit handlers
+atexit.register(lambda: os.kill(os.getpid(), signal.{sig}))
+sys.argv[0] = "edgetool"
+main()
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_interpreter_exits_ends_it_with_the_signal(sig, tiny_run, tmp_path):
+    """Ctrl-C as `export --archive` finishes: the process ends with the signal (130 to a shell), not
+    with "Exception ignored in atexit callback" and exit 0; the archive it had finished opens."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "b"
+    code = SIGNAL_AT_EXIT.format(sig=sig)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "export", tiny_run.path, "--out", str(out), "--archive"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=lambda: signal.signal(getattr(signal, sig), signal.SIG_DFL),
+    )
+    assert proc.returncode == -getattr(signal, sig), (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    from edgetool.runtime.bundle.reader import Bundle
+
+    with Bundle.open(str(out) + ".tar.gz") as b:
+        assert b.files()
