@@ -54,6 +54,11 @@ class MissingDependencyError(EdgetoolError):
         super().__init__("{} is not installed{}".format(module, "" if self.hint is None else "; " + self.hint))
 
 
+class OutputError(EdgetoolError):
+    """An output cannot be written (a full disk, a place where no file can be made, a folder in the
+    way); nothing half-written is left under the output's name."""
+
+
 class SourceError(EdgetoolError):
     """A camera, stream, video file or image folder cannot be opened, or was lost for good."""
 

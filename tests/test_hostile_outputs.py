@@ -70,6 +70,11 @@ def test_an_error_naming_a_hostile_file_stays_one_line(tiny_bundle, tmp_path):
         (["engine", "onnx", "{bundle}", "{tmp}/missing/e.onnx"], "does not exist"),
         (["engine", "onnx", "{bundle}", "{tmp}/ro/e.onnx"], "permission denied"),
         (["profile", "{bundle}", "--out", "{tmp}/ro/p"], "permission denied"),
+        # where no file can be made although every access check passes (root): refused first too
+        (["camera", "{bundle}", "{images}", "--headless", "--json-out", "/proc/edgetool-x.json"], "be written here ("),
+        (["camera", "{bundle}", "{images}", "/proc/edgetool-x.mp4", "--headless"], "be written here ("),
+        (["profile", "{bundle}", "--out", "/proc/edgetool-x"], "be written here ("),
+        (["engine", "onnx", "{bundle}", "/proc/edgetool-x.onnx", "--weights", "int8"], "be written here ("),
     ],
 )
 def test_output_paths_are_checked_first(tiny_bundle, sample_pngs, tmp_path, args, message):

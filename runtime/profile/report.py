@@ -10,7 +10,7 @@ import json
 import os
 from typing import Dict, List
 
-from ..files import write_bytes_atomic
+from ..files import cannot_write, write_bytes_atomic
 from . import plots
 
 COLUMNS = ("count", "mean", "median", "p90", "p95", "p99", "max")
@@ -237,7 +237,10 @@ def to_html(r: dict, plot_format: str = "auto") -> str:
 
 def write_reports(r: dict, out_dir: str, plot_format: str = "auto") -> Dict[str, str]:
     """Write profile.json, profile.md and profile.html into *out_dir*; return their paths."""
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(out_dir, exc) from None
     paths = {k: os.path.join(out_dir, v) for k, v in FILES.items()}
     write_bytes_atomic(paths["json"], to_json(r).encode("utf-8"))
     write_bytes_atomic(paths["md"], to_markdown(r).encode("utf-8"))
