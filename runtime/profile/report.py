@@ -172,6 +172,8 @@ def jetson_line(j: dict) -> str:
     if "reason" in t:
         return "jetson: " + "; ".join(parts + ["tegrastats: " + t["reason"]])
     parts.append("tegrastats {} samples in {:.1f} s".format(t["samples"], t["seconds"]))
+    if t.get("rejected_lines"):
+        parts.append("{} line(s) rejected ({})".format(t["rejected_lines"], t.get("rejected_because")))
     if t.get("ram_used_mb") is not None:
         parts.append("RAM {} / {} MB".format(t["ram_used_mb"], t["ram_total_mb"]))
     for key, label in (("gr3d_load_percent", "GPU"), ("emc_load_percent", "EMC")):
