@@ -128,14 +128,14 @@ class CameraLoop:
             complete = True
         finally:
             self.stats.t1 = time.perf_counter()
-            for s, h in handlers.items():
-                signal.signal(s, h)
             self.source.close()
-            for o in self.outputs:
+            for o in self.outputs:  # a signal meanwhile only sets the stop reason: the files finish
                 try:
                     o.close(complete)
                 except OutputError as exc:
                     self._output_failed(exc)
+            for s, h in handlers.items():
+                signal.signal(s, h)
             if self.status:
                 sys.stderr.write("\n")
         return self.summary()

@@ -219,3 +219,31 @@ def test_target_service_escapes_what_systemd_would_expand_and_refuses_newlines(t
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
         assert not bad.exists()
+
+
+def test_a_killed_serves_partial_output_is_removed_and_a_stopped_exports_temp_is_named(deploy_kit, tmp_path, video):
+    """SIGKILL leaves `serve`'s hidden .partial JSON lines: the next serve writing them removes
+    those whose process is gone and says so; `inspect` names what a stopped export left."""
+    root = tmp_path / "root"
+    assert run_cli("target", "trust", root, deploy_kit["keys"]["good"]["public"]).returncode == 0
+    local_deploy(deploy_kit["v1"], root)
+    labels = tmp_path / "labels.jsonl"
+    cmd = [sys.executable, "-m", "edgetool", "serve", str(root), video, "--headless", "--json-out", str(labels)]
+    proc = subprocess.Popen(cmd + ["--input-loop", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / ".labels.partial-{}.jsonl".format(proc.pid)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (partial.exists() and partial.stat().st_size > 0):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert partial.exists() and not labels.exists()
+    done = run_cli("serve", root, video, "--headless", "--json-out", labels, "--max-frames", "5")
+    assert done.returncode == 0, done.stderr
+    assert "removed {}".format(partial) in done.stderr and not partial.exists()
+    assert len(labels.read_text().splitlines()) == 6  # five frames and the summary
+    bundle = tmp_path / "b"
+    shutil.copytree(deploy_kit["v1"], str(bundle))
+    left = tmp_path / ".b.tmp-{}-x1y2".format(proc.pid)  # an export killed the same way
+    left.mkdir()
+    out = run_cli("inspect", bundle).stdout
+    assert "leftover    {} (left by a stopped export, pid {}".format(left, proc.pid) in out, out
