@@ -86,3 +86,7 @@ class DeployError(EdgetoolError):
 
 class SignatureError(DeployError):
     """A bundle is unsigned, wrongly signed, or signed by a key the device does not trust."""
+
+
+class StoppedError(DeployError):
+    """A host's deploy stopped by a signal before it changed anything there."""

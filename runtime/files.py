@@ -21,9 +21,15 @@ def slug(name: str) -> str:
 
 
 def fault_point(name: str) -> None:
-    """``EDGETOOL_FAULT_KILL=<name>`` kills the process here with SIGKILL (fault-injection tests)."""
+    """``EDGETOOL_FAULT_KILL=<name>`` kills the process here with SIGKILL; ``EDGETOOL_FAULT_SIGNAL_PARENT=
+    <name>=<SIGNAL>`` sends SIGNAL to its parent here (a deploy's driver, signalled while a device
+    step runs).  Fault-injection tests only."""
     if os.environ.get("EDGETOOL_FAULT_KILL") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    point, _, sig = os.environ.get("EDGETOOL_FAULT_SIGNAL_PARENT", "").partition("=")
+    if point == name and sig.startswith("SIG") and hasattr(signal, sig):
+        os.environ["EDGETOOL_FAULT_SIGNAL_PARENT"] = ""  # once per process, as one kill(1) would
+        os.kill(os.getppid(), getattr(signal, sig))
 
 
 def fsync_dir(path: str) -> None:

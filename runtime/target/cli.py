@@ -131,7 +131,8 @@ def reset_counter(root, release):
             res["highest_release"],
             res["was"],
             res["highest_release"],
-            "" if res["highest_release"] >= res["from_disk"]
+            ""
+            if res["highest_release"] >= res["from_disk"]
             else "; note: versions installed here carry release {}".format(res["from_disk"]),
         )
     )

@@ -60,7 +60,9 @@ class Target(Receiver):
                 os.remove(path)
             fsync_dir(self.p("trust"))
             if kid in trust_store(self.p("trust")):  # a copy appeared meanwhile: never claim it is gone
-                raise DeployError("{}: key {} is still trusted by another file; run untrust again".format(self.root, kid))
+                raise DeployError(
+                    "{}: key {} is still trusted by another file; untrust it again".format(self.root, kid)
+                )
         return {"key_id": kid, "removed": [os.path.basename(p) for p in files]}
 
     def verify_staged(self, version: str) -> Dict:
@@ -80,7 +82,7 @@ class Target(Receiver):
     def install(self, version: str, keep: int = 3, allow_downgrade: bool = False) -> Dict:
         check_version(version)
         self.init()
-        with Lock(self.p(".lock")):
+        with self.receiving(), Lock(self.p(".lock")):  # no upload writes into staging/ meanwhile
             fault_point("target:install:locked")
             highest, lost = self.counter()  # an unusable state stops it before any change
             self.heal()

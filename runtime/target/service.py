@@ -43,7 +43,7 @@ def _checked(value: str, what: str) -> str:
     """*value* as one unit-file value: a control character (a newline would start a new setting,
     ``ExecStartPre=`` say) is refused with one error line."""
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise UsageError("{} {!r}: a control character (newline, tab, ...) cannot go into a systemd unit".format(what, value))
+        raise UsageError("{} {!r}: a control character (newline, tab, ...) cannot go into a unit".format(what, value))
     return value
 
 

@@ -40,7 +40,7 @@ def format_status(st: Dict) -> str:
         )
     )
     if st.get("trust_error"):
-        lines.append("trust     {} (installs of signed bundles are refused until it is fixed)".format(st["trust_error"]))
+        lines.append("trust     {} (signed bundles are refused until it is fixed)".format(st["trust_error"]))
     if st.get("counter_error"):
         lines.append("release   anti-rollback counter unknown: installs are refused until "
                      "`edgetool target reset-counter ROOT` (or deploy --allow-downgrade)")  # fmt: skip

@@ -184,3 +184,114 @@ def test_a_key_is_trusted_by_its_content_whatever_its_file_name(deploy_kit, tmp_
     one_error_line(proc)
     assert "junk.pub: not a PEM public key" in proc.stdout
     assert "junk.pub: not a PEM public key" in run_cli("status", "--to", root).stdout
+
+
+def test_one_root_named_twice_is_refused(deploy_kit, tmp_path):
+    root = tmp_path / "device"
+    assert run_cli("target", "trust", root, deploy_kit["keys"]["good"]["public"]).returncode == 0
+    os.symlink(str(root), str(tmp_path / "alias"))
+    for other in (root, tmp_path / "alias"):
+        proc = run_cli("deploy", deploy_kit["v1"], "--to", root, "--to", other, "--device-profile", "cpu")
+        assert "give each target once" in one_error_line(proc)
+    assert not os.path.lexists(root / "current") and os.listdir(root / "staging") == []
+
+
+def test_two_uploads_into_one_root_do_not_race(deploy_kit, tmp_path):
+    """Two deploys of one bundle into one root at once (two workstations): the second upload waits
+    for the first instead of writing the same .part files; both end installed."""
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "device"
+    assert run_cli("target", "trust", root, deploy_kit["keys"]["good"]["public"]).returncode == 0
+    cmd = [sys.executable, "-m", "edgetool", "deploy", deploy_kit["v1"], "--to", str(root), "--device-profile", "cpu"]
+    slow = subprocess.Popen(cmd + ["--bwlimit", "32"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    staging = root / "staging" / version_of(deploy_kit["v1"])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (staging / "base.onnx.part").exists():
+        time.sleep(0.02)
+    assert slow.poll() is None, "the throttled upload ended before the second began"
+    fast = run_cli("deploy", deploy_kit["v1"], "--to", root, "--device-profile", "cpu")
+    out, err = slow.communicate(timeout=300)
+    assert slow.returncode == 0, out + err
+    assert fast.returncode == 0, fast.stdout + fast.stderr
+    st = status(root)
+    assert st["current"] == version_of(deploy_kit["v1"]) and st["staging"] == []
+
+
+def rollout_cmd(bundle, roots, report):
+    import sys
+
+    to = [a for r in roots for a in ("--to", str(r))]
+    return [sys.executable, "-m", "edgetool", "deploy", bundle, *to, "--device-profile", "cpu", "--report", str(report)]
+
+
+def fresh_roots(deploy_kit, tmp_path, n):
+    roots = []
+    for i in range(n):
+        r = tmp_path / "dev{}".format(i)
+        assert run_cli("target", "trust", r, deploy_kit["keys"]["good"]["public"]).returncode == 0
+        roots.append(r)
+    return roots
+
+
+def report_of(report):
+    assert sorted(f for f in os.listdir(report.parent) if f.startswith("." + report.name)) == []  # no temp left
+    return [json.loads(line) for line in report.read_text().splitlines()]
+
+
+def test_sigterm_during_the_uploads_of_a_rollout(deploy_kit, tmp_path):
+    """SIGTERM (three times) while two of four hosts upload: they stop at once (nothing installed,
+    what arrived stays staged), the other two never start; the summary and the report say so; 143."""
+    import signal
+    import subprocess
+    import time
+
+    roots = fresh_roots(deploy_kit, tmp_path, 4)
+    report = tmp_path / "report.jsonl"
+    cmd = rollout_cmd(deploy_kit["v1"], roots, report) + ["--jobs", "2", "--bwlimit", "16"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    version = version_of(deploy_kit["v1"])
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((r / "staging" / version / "base.onnx.part").exists() for r in roots):
+        time.sleep(0.02)
+    assert proc.poll() is None, "the uploads ended before the signal"
+    t0 = time.monotonic()
+    for _ in range(3):  # repeated, as an impatient operator does: the report is still written
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out + err
+    assert time.monotonic() - t0 < 10, "the stop waited for the uploads"
+    assert "Traceback" not in err and err.rstrip().endswith("terminated by SIGTERM"), err
+    assert "4 host(s): 0 ok, 0 failed, 2 stopped, 2 skipped" in out, out
+    recs = report_of(report)
+    assert [r["result"] for r in recs] == ["stopped", "stopped", "skipped", "skipped"], recs
+    assert all("SIGTERM" in r["error"] for r in recs)
+    time.sleep(1.0)  # nothing installs after the command ended
+    for r in roots:
+        assert not os.path.lexists(r / "current") and os.listdir(r / "versions") == []
+        assert not any(f.endswith(".part") for _, _, fs in os.walk(r / "staging") for f in fs)
+
+
+def test_sigterm_during_an_install_of_a_rollout(deploy_kit, tmp_path):
+    """SIGTERM while the first host installs: its install finishes (the switch is atomic) and is
+    reported ok; no other host starts after the signal; the summary and the report say so."""
+    import signal
+    import subprocess
+
+    roots = fresh_roots(deploy_kit, tmp_path, 4)
+    report = tmp_path / "report.jsonl"
+    env = dict(os.environ, EDGETOOL_FAULT_SIGNAL_PARENT="target:install:locked=SIGTERM")
+    cmd = rollout_cmd(deploy_kit["v1"], roots, report) + ["--jobs", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "4 host(s): 1 ok, 0 failed, 3 skipped" in proc.stdout, proc.stdout
+    recs = report_of(report)
+    assert [r["result"] for r in recs] == ["ok", "skipped", "skipped", "skipped"], recs
+    assert "not started: stopped by SIGTERM" in recs[1]["error"]
+    assert "the stop (SIGTERM) came during its install" in proc.stdout
+    assert os.path.realpath(roots[0] / "current") == str(roots[0] / "versions" / version_of(deploy_kit["v1"]))
+    for r in roots[1:]:
+        assert not os.path.lexists(r / "current") and os.listdir(r / "staging") == []
