@@ -4,6 +4,9 @@
 Runs tests/runtime/deploy/test_power_cut.py, which kills `edgetool target ...` with SIGKILL at
 each point (EDGETOOL_FAULT_KILL) during `deploy --to DIR` and `rollback --to DIR`, checks that
 `status` is consistent and `current` is one whole verified version, then re-runs the command.
+Its "rollout" table: SIGTERM to a three-host `deploy` while the first host is at each of eight
+device-side points (EDGETOOL_FAULT_SIGNAL_PARENT); the --report must agree with every host's disk,
+and the same command then completes everywhere.
 
 Usage: python benchmarks/power_cut.py   ->  benchmarks/results/power_cut.json
 """

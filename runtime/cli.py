@@ -161,6 +161,42 @@ def inspect_cmd(bundle):
     """Verify every file of BUNDLE against its manifest and summarise it."""
     with open_bundle(bundle) as b:
         _summary(bundle, b)
+    for line in _leftovers(bundle):
+        click.echo(line)
+
+
+def _leftovers(bundle: str):
+    """Notes on what a stopped export of *bundle* left beside it: its hidden temporaries whose
+    process is gone (the next export to the same name removes them)."""
+    from .bundle.names import escaped
+    from .files import TMP_TAG
+
+    folder, name = os.path.split(os.path.abspath(bundle))
+    prefix = "." + name + TMP_TAG
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    notes = []
+    for e in entries:
+        owner = e[len(prefix) :].split("-", 1)[0] if e.startswith(prefix) else ""
+        if owner.isdigit() and not _alive(int(owner)):
+            notes.append(
+                "leftover    {} (left by a stopped export, pid {}; the next export to {} removes it)".format(
+                    escaped(os.path.join(folder, e)), owner, escaped(name)
+                )
+            )
+    return notes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _summary(bundle, b):

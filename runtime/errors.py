@@ -54,6 +54,11 @@ class MissingDependencyError(EdgetoolError):
         super().__init__("{} is not installed{}".format(module, "" if self.hint is None else "; " + self.hint))
 
 
+class OutputError(EdgetoolError):
+    """An output cannot be written (a full disk, a place where no file can be made, a folder in the
+    way); nothing half-written is left under the output's name."""
+
+
 class SourceError(EdgetoolError):
     """A camera, stream, video file or image folder cannot be opened, or was lost for good."""
 
@@ -81,3 +86,7 @@ class DeployError(EdgetoolError):
 
 class SignatureError(DeployError):
     """A bundle is unsigned, wrongly signed, or signed by a key the device does not trust."""
+
+
+class StoppedError(DeployError):
+    """A host's deploy stopped by a signal before it changed anything there."""

@@ -21,9 +21,15 @@ def slug(name: str) -> str:
 
 
 def fault_point(name: str) -> None:
-    """``EDGETOOL_FAULT_KILL=<name>`` kills the process here with SIGKILL (fault-injection tests)."""
+    """``EDGETOOL_FAULT_KILL=<name>`` kills the process here with SIGKILL; ``EDGETOOL_FAULT_SIGNAL_PARENT=
+    <name>=<SIGNAL>`` sends SIGNAL to its parent here (a deploy's driver, signalled while a device
+    step runs).  Fault-injection tests only."""
     if os.environ.get("EDGETOOL_FAULT_KILL") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    point, _, sig = os.environ.get("EDGETOOL_FAULT_SIGNAL_PARENT", "").partition("=")
+    if point == name and sig.startswith("SIG") and hasattr(signal, sig):
+        os.environ["EDGETOOL_FAULT_SIGNAL_PARENT"] = ""  # once per process, as one kill(1) would
+        os.kill(os.getppid(), getattr(signal, sig))
 
 
 def fsync_dir(path: str) -> None:
@@ -52,24 +58,50 @@ def default_mode() -> int:
     return 0o666 & ~umask
 
 
+def cannot_write(path: str, exc: OSError):
+    """The :class:`~.errors.OutputError` for a write to *path* that failed with *exc*."""
+    from .errors import OutputError
+
+    why = exc.strerror or str(exc)
+    return OutputError("{}: cannot be written ({}); nothing was written under this name".format(path, why))
+
+
+def _mkstemp(path: str):
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        return tempfile.mkstemp(prefix=temp_prefix(name), dir=folder)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
+
+
+def _remove_quietly(tmp: str) -> None:
+    try:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+    except OSError:
+        pass
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, mode: Optional[int] = None) -> Iterator[str]:
     """The one atomic writer: yield a new temporary sibling of *path* for the caller to write by
     name (``torch.save``, a download, bytes); when the block ends it is flushed to disk, given
     *mode* (default: what ``open`` would give) and renamed over *path*, durably.  On an error or a
     signal (:mod:`.signals` turns SIGTERM and SIGHUP into exceptions) it is removed, and *path*
-    keeps its old content."""
-    folder, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(name), dir=folder)
+    keeps its old content.  A write that fails (a full disk, say) is one
+    :class:`~.errors.OutputError` naming *path*."""
+    fd, tmp = _mkstemp(path)
     os.close(fd)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, default_mode() if mode is None else mode)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise cannot_write(path, exc) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove_quietly(tmp)
         raise
     commit(tmp, path)
 
@@ -77,16 +109,18 @@ def atomic_path(path: str, mode: Optional[int] = None) -> Iterator[str]:
 def write_temp(path: str, data: bytes, mode: Optional[int] = None) -> str:
     """*data* in a new temporary sibling of *path*, flushed to disk; returns the sibling's path (for
     a writer that commits several files in an order of its own, with :func:`commit`)."""
-    folder, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(name), dir=folder)
+    fd, tmp = _mkstemp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, default_mode() if mode is None else mode)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise cannot_write(path, exc) from None
     except BaseException:
-        os.remove(tmp)
+        _remove_quietly(tmp)
         raise
     return tmp
 
@@ -95,9 +129,11 @@ def commit(tmp: str, path: str) -> None:
     """Rename the temporary sibling *tmp* over *path* and make the rename durable."""
     try:
         os.replace(tmp, path)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise cannot_write(path, exc) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove_quietly(tmp)
         raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
@@ -160,3 +196,9 @@ def check_output(path: str, what: str, folder: bool = False) -> None:
         raise UsageError("{} {}: {} is not a folder".format(what, path, parent))
     if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise UsageError("{} {}: cannot be written here (permission denied)".format(what, path))
+    try:  # root passes every access check: make (and remove) a file there, as the writer will
+        fd, probe = tempfile.mkstemp(prefix=temp_prefix(os.path.basename(path) or "probe"), dir=parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise UsageError("{} {}: cannot be written here ({})".format(what, path, exc.strerror or exc)) from None

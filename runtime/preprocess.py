@@ -210,10 +210,19 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".webp", ".tif", 
 
 def folder_images(folder: str, exts: Sequence[str] = IMAGE_EXTS) -> List[str]:
     """The image files under *folder* (sub-folders included), sorted by their path inside it, so the
-    order never depends on the filesystem; ``classify`` and ``camera`` read a folder in this order."""
+    order never depends on the filesystem; ``classify`` and ``camera`` read a folder in this order.
+    A sub-folder that is a symbolic link is read as any other (a class folder linked in from
+    elsewhere); a link back to a folder above it (a loop) is one error line."""
     found: List[str] = []
-    for root, dirs, files in os.walk(folder):
+    above = {folder: {os.path.realpath(folder)}}  # per folder: the real paths of the folders it is in
+    for root, dirs, files in os.walk(folder, followlinks=True):
         dirs.sort()
+        for d in dirs:
+            sub = os.path.join(root, d)
+            real = os.path.realpath(sub)
+            if real in above[root]:
+                raise UsageError("{}: a symbolic link to a folder it is in (a loop)".format(sub))
+            above[sub] = above[root] | {real}
         rel = os.path.relpath(root, folder)
         found.extend(os.path.normpath(os.path.join(rel, f)) for f in files if f.lower().endswith(tuple(exts)))
     return [os.path.join(folder, f) for f in sorted(found, key=lambda f: f.split(os.sep))]

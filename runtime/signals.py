@@ -50,11 +50,16 @@ def install() -> None:
 
 
 def restore() -> None:
-    """Give SIGTERM and SIGHUP back their default action (the process ends with the signal, as
+    """Give SIGINT, SIGTERM and SIGHUP their default action (the process ends with the signal, as
     128 + N to a shell) for the teardown after a command: a signal that arrives while the
-    interpreter exits then ends it at once instead of raising inside an exit handler."""
+    interpreter exits then ends it at once instead of raising inside an exit handler (which
+    Python reports as "Exception ignored in atexit callback" and then exits 0, as if nothing had
+    happened).  SIGINT's Python handler (``KeyboardInterrupt``) is given back too: Ctrl-C as a
+    command finishes is such a signal."""
     if threading.current_thread() is not threading.main_thread():
         return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     for name in ("SIGTERM", "SIGHUP"):
         sig = getattr(signal, name, None)
         if sig is not None and signal.getsignal(sig) is _raise:

@@ -92,3 +92,32 @@ def sample_pngs(tmp_path_factory):
         Image.fromarray(test.images[i, :, :, 0], "L").save(p)
         paths.append(str(p))
     return paths
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """``small_disk(kib)``: a new folder on a tmpfs of that size (a disk that fills up for real);
+    skips where tmpfs cannot be mounted (not root, or no mount permission).  Unmounted after the test."""
+    import shutil
+
+    mounted = []
+
+    def make(kib):
+        if os.geteuid() != 0 or not shutil.which("mount"):
+            pytest.skip("mounting a small tmpfs needs root")
+        d = tmp_path / "disk{}".format(len(mounted))
+        d.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size={}k,mode=0777".format(int(kib)), "tmpfs", str(d)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here: {}".format(proc.stderr.strip()))
+        mounted.append(d)
+        return d
+
+    yield make
+    for d in reversed(mounted):
+        if subprocess.run(["umount", str(d)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(d)], capture_output=True)

@@ -70,6 +70,11 @@ def test_an_error_naming_a_hostile_file_stays_one_line(tiny_bundle, tmp_path):
         (["engine", "onnx", "{bundle}", "{tmp}/missing/e.onnx"], "does not exist"),
         (["engine", "onnx", "{bundle}", "{tmp}/ro/e.onnx"], "permission denied"),
         (["profile", "{bundle}", "--out", "{tmp}/ro/p"], "permission denied"),
+        # where no file can be made although every access check passes (root): refused first too
+        (["camera", "{bundle}", "{images}", "--headless", "--json-out", "/proc/edgetool-x.json"], "be written here ("),
+        (["camera", "{bundle}", "{images}", "/proc/edgetool-x.mp4", "--headless"], "be written here ("),
+        (["profile", "{bundle}", "--out", "/proc/edgetool-x"], "be written here ("),
+        (["engine", "onnx", "{bundle}", "/proc/edgetool-x.onnx", "--weights", "int8"], "be written here ("),
     ],
 )
 def test_output_paths_are_checked_first(tiny_bundle, sample_pngs, tmp_path, args, message):
@@ -140,4 +145,39 @@ def test_a_signal_as_a_command_ends_is_128_plus_n_without_traceback(tiny_run, tm
     from edgetool.runtime.bundle.reader import Bundle
 
     with Bundle.open(str(tmp_path / "b")) as b:  # the export itself had finished
+        assert b.files()
+
+
+SIGNAL_AT_EXIT = """
+import atexit, os, signal, sys
+from edgetool.cli import main
+# registered first, so it runs last: a signal while the interpreter runs its exit handlers
+atexit.register(lambda: os.kill(os.getpid(), signal.{sig}))
+sys.argv[0] = "edgetool"
+main()
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_interpreter_exits_ends_it_with_the_signal(sig, tiny_run, tmp_path):
+    """Ctrl-C as `export --archive` finishes: the process ends with the signal (130 to a shell), not
+    with "Exception ignored in atexit callback" and exit 0; the archive it had finished opens."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "b"
+    code = SIGNAL_AT_EXIT.format(sig=sig)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "export", tiny_run.path, "--out", str(out), "--archive"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=lambda: signal.signal(getattr(signal, sig), signal.SIG_DFL),
+    )
+    assert proc.returncode == -getattr(signal, sig), (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    from edgetool.runtime.bundle.reader import Bundle
+
+    with Bundle.open(str(out) + ".tar.gz") as b:
         assert b.files()

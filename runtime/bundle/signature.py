@@ -53,10 +53,13 @@ def _crypto():
     return serialization, ed25519
 
 
-def key_id(public_key) -> str:
+def raw_bytes(public_key) -> bytes:
     serialization, _ = _crypto()
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(public_key) -> str:
+    return raw_key_id(raw_bytes(public_key))
 
 
 def keygen(prefix: str) -> Dict[str, str]:
@@ -125,15 +128,72 @@ def sign_bundle(bundle_dir: str, key_path: str) -> dict:
     return sig
 
 
-def trusted_keys(trust_dir: str) -> Dict[str, object]:
-    """key id -> public key, for every ``*.pub`` in TRUST_DIR."""
-    keys = {}
-    if os.path.isdir(trust_dir):
-        for name in sorted(os.listdir(trust_dir)):
-            if name.endswith(".pub"):
-                k = load_public(os.path.join(trust_dir, name))
-                keys[key_id(k)] = k
+# An Ed25519 SubjectPublicKeyInfo in DER is this fixed header and the 32 raw key bytes.
+_SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")
+_PEM_BEGIN, _PEM_END = "-----BEGIN PUBLIC KEY-----", "-----END PUBLIC KEY-----"
+MAX_KEY_FILE = 64 * 1024
+
+
+def raw_public_key(data: bytes, path: str) -> bytes:
+    """The 32 raw bytes of the Ed25519 public key in PEM *data* (what ``keygen`` writes); one
+    :class:`UsageError` naming *path* where it is anything else.  No crypto needed: this is how a
+    key file's fingerprint is read wherever it is stored, for trust, revocation and status alike."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise UsageError("{}: not a PEM public key (not text)".format(path)) from None
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if len(lines) < 3 or lines[0] != _PEM_BEGIN or lines[-1] != _PEM_END:
+        raise UsageError("{}: not a PEM public key (no {} block)".format(path, _PEM_BEGIN))
+    try:
+        der = base64.b64decode("".join(lines[1:-1]), validate=True)
+    except ValueError as exc:
+        raise UsageError("{}: not a PEM public key ({})".format(path, exc)) from None
+    if len(der) != len(_SPKI_ED25519) + 32 or not der.startswith(_SPKI_ED25519):
+        raise UsageError("{}: not an Ed25519 public key".format(path))
+    return der[len(_SPKI_ED25519) :]
+
+
+def raw_key_id(raw: bytes) -> str:
+    """A key's id: the first 16 hex digits of the sha256 of its 32 raw bytes (its fingerprint)."""
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def canonical_pem(raw: bytes) -> bytes:
+    body = base64.b64encode(_SPKI_ED25519 + raw).decode("ascii")
+    return "{}\n{}\n{}\n".format(_PEM_BEGIN, body, _PEM_END).encode("ascii")
+
+
+def trust_store(trust_dir: str) -> Dict[str, Dict[str, Any]]:
+    """key id -> {"raw": its 32 bytes, "files": every ``*.pub`` of TRUST_DIR that holds it}.
+
+    A key is trusted by its content, whatever its file is called, so every reader of the trust
+    folder (verifying, ``status``, ``prepare``, ``untrust``) goes through here and they agree.
+    A ``*.pub`` that is not an Ed25519 public key raises :class:`UsageError` naming it."""
+    keys: Dict[str, Dict[str, Any]] = {}
+    if not os.path.isdir(trust_dir):
+        return keys
+    for name in sorted(os.listdir(trust_dir)):
+        path = os.path.join(trust_dir, name)
+        if not name.endswith(".pub") or not os.path.isfile(path):
+            continue
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_KEY_FILE + 1)
+        except OSError as exc:
+            raise UsageError("{}: cannot read trusted key ({})".format(path, exc.strerror)) from None
+        if len(data) > MAX_KEY_FILE:
+            raise UsageError("{}: not a PEM public key (over {} bytes)".format(path, MAX_KEY_FILE))
+        raw = raw_public_key(data, path)
+        entry = keys.setdefault(raw_key_id(raw), {"raw": raw, "files": []})
+        entry["files"].append(path)
     return keys
+
+
+def trusted_keys(trust_dir: str) -> Dict[str, object]:
+    """key id -> public key object, for every key held by a ``*.pub`` in TRUST_DIR."""
+    _, ed25519 = _crypto()
+    return {kid: ed25519.Ed25519PublicKey.from_public_bytes(e["raw"]) for kid, e in trust_store(trust_dir).items()}
 
 
 def verify_bundle(bundle_dir: str, trust_dir: str, accept_unsigned: bool = False) -> Optional[str]:

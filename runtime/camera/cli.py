@@ -186,36 +186,52 @@ def _report(loop, summary, as_json):
 
     for line in summary_lines(summary):
         click.echo(line, err=as_json)
+    if loop.output_error is not None:
+        raise loop.output_error
     if loop.lost is not None:
         raise loop.lost
-    if loop.stop_reason == "SIGTERM":  # stopped cleanly, summary written: still say it was terminated (143)
+    if loop.stop_reason in ("SIGTERM", "SIGHUP"):  # stopped cleanly, summary written: still say it was terminated
         import signal
 
         from ..signals import Terminated
 
-        raise Terminated(signal.SIGTERM)
+        raise Terminated(getattr(signal, loop.stop_reason))
 
 
 def run_loop(served, source, loop_kw, output_spec, json_path):
     """Open the outputs and run the loop on what *served* serves; the JSON lines end with the summary."""
+    from ..errors import OutputError
     from .loop import CameraLoop
     from .outputs import JsonLines
 
     outputs = build_outputs(*output_spec)
     jl = None if json_path is None else JsonLines(None if json_path == "-" else json_path)
+    for o in outputs + ([jl] if jl is not None else []):
+        for p in getattr(o, "removed_stale", []):
+            click.echo("removed {}, left by a run that was stopped".format(p), err=True)
     smoother = served.smoother if served.smoother.active else None
     loop = CameraLoop(
         source, served.clf, served.bundle.input, outputs=outputs, json_out=jl, smoother=smoother, **loop_kw
     )
     loop.served, loop.version = served, served.version
     served.clf.on_error = loop.error
+    complete = False
     try:
         summary = loop.run()
         if jl is not None:
-            jl.write(summary)
+            try:
+                jl.write(summary)
+            except OutputError as exc:
+                loop._output_failed(exc)
+        complete = True
     finally:
         if jl is not None:
-            jl.close()
+            try:
+                jl.close(complete)
+            except OutputError as exc:
+                if not complete:
+                    raise
+                loop._output_failed(exc)
     return loop, summary
 
 

@@ -1,7 +1,9 @@
 """The capture -> classify -> render loop, with its statistics and clean stops.
 
-SIGINT and SIGTERM end the loop after the frame in hand; the outputs are closed and the
-summary (frames, FPS, switches, dropped frames, errors) is still produced.
+SIGINT, SIGTERM and SIGHUP end the loop after the frame in hand; the outputs are closed and the
+summary (frames, FPS, switches, dropped frames, errors) is still produced.  An output that
+cannot be written (a full disk) stops the loop the same way, counted as an error; the CLI then
+fails with its error line.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from ..backends.base import summarize
-from ..errors import SourceError
+from ..errors import OutputError, SourceError
 from ..preprocess import normalize, to_input_array
 from .frames import flip_frame, swap_rb
 from .outputs import canvas, draw_overlay
@@ -71,6 +73,7 @@ class CameraLoop:
         self.stats = Stats()
         self.stop_reason: Optional[str] = None
         self.lost: Optional[SourceError] = None
+        self.output_error: Optional[OutputError] = None
         self._status_at = 0.0
         if hasattr(source, "stopped"):
             source.stopped = self.stopped  # a reconnect backoff ends on SIGINT/SIGTERM too
@@ -91,11 +94,20 @@ class CameraLoop:
         self.stats.errors.append(msg)
         self.log("warning: " + msg)
 
+    def _output_failed(self, exc: OutputError) -> None:
+        if self.output_error is None:
+            self.output_error = exc  # the CLI's error line, after the summary
+        self.stop_reason = "output failed"
+        self.stats.errors.append(str(exc))
+
     def run(self) -> dict:
         handlers = {}
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                handlers[s] = signal.signal(s, self._on_signal)
+            for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+                s = getattr(signal, name, None)
+                if s is not None:
+                    handlers[s] = signal.signal(s, self._on_signal)
+        complete = False  # False: an unexpected error ends the loop, and no output is published
         try:  # the source is open already
             while not self.stopped():
                 if self.served is not None:
@@ -105,17 +117,25 @@ class CameraLoop:
                     self._process(frames)
                 if self.max_frames and self.stats.frames >= self.max_frames:
                     self.stop_reason = self.stop_reason or "max frames"
+            complete = True
         except SourceError as exc:
             self.lost = exc  # the CLI's error line; counted here, not logged twice
             self.stop_reason = "source lost"
             self.stats.errors.append(str(exc))
+            complete = True
+        except OutputError as exc:  # a full disk: the loop stops, the other outputs are finished
+            self._output_failed(exc)
+            complete = True
         finally:
             self.stats.t1 = time.perf_counter()
+            self.source.close()
+            for o in self.outputs:  # a signal meanwhile only sets the stop reason: the files finish
+                try:
+                    o.close(complete)
+                except OutputError as exc:
+                    self._output_failed(exc)
             for s, h in handlers.items():
                 signal.signal(s, h)
-            self.source.close()
-            for o in self.outputs:
-                o.close()
             if self.status:
                 sys.stderr.write("\n")
         return self.summary()

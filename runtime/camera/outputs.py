@@ -7,14 +7,17 @@ the final name.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import sys
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 
-from ..errors import SourceError, UsageError
+from ..errors import OutputError, SourceError, UsageError
+from ..files import cannot_write, check_output, fsync_dir
 from .sources import require_cv2
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
@@ -55,16 +58,77 @@ def draw_overlay(img: np.ndarray, lines) -> np.ndarray:
     return img
 
 
-def temp_sibling(path: str) -> str:
+def temp_sibling(path: str, pid: Optional[int] = None) -> str:
     d, name = os.path.split(os.path.abspath(path))
     stem, ext = os.path.splitext(name)
-    return os.path.join(d, ".{}.partial-{}{}".format(stem, os.getpid(), ext))
+    return os.path.join(d, ".{}.partial-{}{}".format(stem, os.getpid() if pid is None else pid, ext))
 
 
 def check_out_dir(path: str) -> None:
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d):
         raise UsageError("{}: no such folder for the output".format(d))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def stale_partials(path: str) -> List[str]:
+    """The hidden ``.partial`` siblings of *path* that a stopped run left (killed: its process is
+    gone); regular files only, never another live run's."""
+    d, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    pattern = re.compile(r"^\.{}\.partial-(\d+){}$".format(re.escape(stem), re.escape(ext)))
+    try:
+        entries = sorted(os.listdir(d))
+    except OSError:
+        return []
+    out = []
+    for e in entries:
+        m = pattern.match(e)
+        p = os.path.join(d, e)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            if os.path.isfile(p) and not os.path.islink(p):
+                out.append(p)
+    return out
+
+
+def remove_stale_partials(path: str) -> List[str]:
+    """Remove what :func:`stale_partials` finds; returns the paths removed."""
+    removed = []
+    for p in stale_partials(path):
+        try:
+            os.remove(p)
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+def _disk_full(folder: str) -> bool:
+    """True when the file system holding *folder* has no block left for this process (root may
+    use the reserved blocks).  False where the file system does not say (no blocks reported)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return st.f_blocks > 0 and free == 0
+
+
+def _no_space(path: str, frames: int) -> OutputError:
+    return OutputError(
+        "{}: cannot be written ({} after {} frames); nothing was written under this name".format(
+            path, os.strerror(errno.ENOSPC), frames
+        )
+    )
 
 
 class Display:
@@ -88,7 +152,7 @@ class Display:
         if key in (ord("q"), 27):
             self.closed = True
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         try:
             self.cv2.destroyWindow(self.name)
         except self.cv2.error:
@@ -97,7 +161,12 @@ class Display:
 
 class VideoOut:
     """An output video file with the overlay: at the input frame's size (never scaled up unasked), or
-    at *size*; *codec* (:data:`CODECS`) instead of the container's default, *bitrate* in bits/s."""
+    at *size*; *codec* (:data:`CODECS`) instead of the container's default, *bitrate* in bits/s.
+
+    Written to a hidden ``.partial`` sibling and renamed into place only when complete and checked:
+    OpenCV's writer reports no error, so a full disk is watched for after every frame and the file
+    is opened again before the rename; a failure is an :class:`OutputError` and the partial file is
+    removed."""
 
     def __init__(self, path: str, fps: float, size=None, codec: Optional[str] = None, bitrate: int = 0):
         ext = os.path.splitext(path)[1].lower()
@@ -108,15 +177,20 @@ class VideoOut:
                 )
             )
         check_out_dir(path)
+        check_output(path, "OUTPUT")
         self.path, self.tmp, self.fps, self.ext = path, temp_sibling(path), float(fps), ext
         self.fourcc = CODECS[codec] if codec else VIDEO_FOURCC[ext]
         self.params = _bitrate_params(bitrate)
         self.writer: Any = None
         self.size: Any = tuple(size) if size else None
         self.frames = 0
+        self.failed = False
+        self.removed_stale = remove_stale_partials(path)
 
     def write(self, img: np.ndarray, frame_size=None) -> None:
         cv2 = require_cv2()
+        if self.failed:
+            return
         if self.writer is None:
             self.size = self.size or tuple(frame_size or (img.shape[1], img.shape[0]))
             self.writer = self._open(cv2)
@@ -124,10 +198,14 @@ class VideoOut:
             img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(img)
         self.frames += 1
+        if self.tmp and _disk_full(os.path.dirname(self.tmp)):
+            self._abort()
+            raise _no_space(self.path, self.frames)
 
     def _open(self, cv2):
         writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size, self.params)
         if not writer.isOpened():
+            _remove(self.tmp)
             raise SourceError(
                 "{}: OpenCV cannot write {} video here (fourcc {}); try another --output-codec or container".format(
                     self.path, self.ext, self.fourcc
@@ -135,11 +213,62 @@ class VideoOut:
             )
         return writer
 
-    def close(self) -> None:
+    def _abort(self) -> None:
+        self.failed = True
         if self.writer is not None:
             self.writer.release()
             self.writer = None
+        _remove(self.tmp)
+
+    def close(self, complete: bool = True) -> None:
+        """Finish the file and rename it into place; *complete* False (the loop ended on an
+        unexpected error): remove it instead."""
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        if not complete:
+            _remove(self.tmp)
+            return
+        if _disk_full(os.path.dirname(self.tmp)):
+            _remove(self.tmp)
+            raise _no_space(self.path, self.frames)
+        held = self._frames_held()
+        if held is not None:
+            _remove(self.tmp)
+            raise OutputError(
+                "{}: the video written holds {} of {} frames (a full disk or a failed write); nothing was "
+                "written under this name".format(self.path, held, self.frames)
+            )
+        try:
             os.replace(self.tmp, str(self.path))
+        except OSError as exc:
+            _remove(self.tmp)
+            raise cannot_write(str(self.path), exc) from None
+        fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+
+    def _frames_held(self) -> Optional[str]:
+        """None when the written file opens and does not report fewer frames than were written
+        (a small tolerance: some backends estimate the count); else what it holds, in words."""
+        cv2 = require_cv2()
+        cap = cv2.VideoCapture(self.tmp)
+        try:
+            if not cap.isOpened():
+                return "none (it does not open)"
+            count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        finally:
+            cap.release()
+        if count == count and 0 <= count < self.frames - max(2, self.frames // 100):
+            return str(int(count))
+        return None
+
+
+def _remove(path: str) -> None:
+    try:
+        if path and os.path.lexists(path):
+            os.remove(path)
+    except OSError:
+        pass
 
 
 def _bitrate_params(bitrate: int) -> list:
@@ -169,7 +298,8 @@ class RtpOut(VideoOut):
         if not host or not port.isdigit():
             raise UsageError("{}: expected rtp://HOST:PORT".format(uri))
         kbps = max(1, int(bitrate) // 1000) if bitrate else 4000
-        self.path, self.tmp, self.fps, self.ext, self.frames = uri, "", float(fps), "", 0
+        self.path, self.tmp, self.fps, self.ext, self.frames = uri, "", float(fps), "", 0  # no file to watch
+        self.failed, self.removed_stale = False, []
         self.writer: Any = None
         self.size: Any = tuple(size) if size else None
         self.pipeline = (
@@ -183,32 +313,69 @@ class RtpOut(VideoOut):
             raise SourceError("{}: the GStreamer pipeline did not open: {}".format(self.path, self.pipeline))
         return writer
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
 
 
 class JsonLines:
-    """One JSON object per line, to stdout (``path`` None) or to a file (renamed into place at close)."""
+    """One JSON object per line, to stdout (``path`` None) or to a file: a hidden ``.partial``
+    sibling, flushed to disk and renamed into place when the run completes.  A write that fails
+    (a full disk) is an :class:`OutputError`; the partial file is then removed, and so is it when
+    the run ends on an unexpected error."""
 
     def __init__(self, path: Optional[str] = None):
         self.path = path
+        self.failed = False
+        self.removed_stale: List[str] = []
         if path is None:
             self.f, self.tmp = sys.stdout, None
         else:
             check_out_dir(path)
+            self.removed_stale = remove_stale_partials(path)
             self.tmp = temp_sibling(path)
-            self.f = open(self.tmp, "w")
+            try:
+                self.f = open(self.tmp, "w")
+            except OSError as exc:
+                raise cannot_write(path, exc) from None
 
     def write(self, record: dict) -> None:
-        self.f.write(json.dumps(record, allow_nan=False) + "\n")
+        if self.failed:
+            return
+        try:
+            self.f.write(json.dumps(record, allow_nan=False) + "\n")
+            if self.tmp is None:
+                self.f.flush()
+        except OSError as exc:
+            if self.tmp is None:
+                raise
+            self._abort()
+            raise cannot_write(str(self.path), exc) from None
+
+    def _abort(self) -> None:
+        self.failed = True
+        try:
+            self.f.close()
+        except OSError:
+            pass
+        _remove(str(self.tmp))
+
+    def close(self, complete: bool = True) -> None:
         if self.tmp is None:
             self.f.flush()
-
-    def close(self) -> None:
-        if self.tmp is not None and not self.f.closed:
+            return
+        if self.failed or self.f.closed:
+            return
+        if not complete:
+            self._abort()
+            return
+        try:
+            self.f.flush()
+            os.fsync(self.f.fileno())
             self.f.close()
             os.replace(self.tmp, str(self.path))
-        elif self.tmp is None:
-            self.f.flush()
+        except OSError as exc:
+            self._abort()
+            raise cannot_write(str(self.path), exc) from None
+        fsync_dir(os.path.dirname(os.path.abspath(str(self.path))))

@@ -110,6 +110,8 @@ def make_targets(kw):
         raise UsageError("give --host (one or more) or --to DIR, not both")
     if kw["jobs"] < 1:
         raise UsageError("--jobs must be >= 1")
+    _no_twice(to_dir, "--to", os.path.realpath)
+    _no_twice(hosts, "--host", lambda h: h)
     if to_dir:
         edgetool = kw["remote_edgetool"] if kw["remote_edgetool"] != "edgetool" else None
         if len(to_dir) == 1:
@@ -124,6 +126,18 @@ def make_targets(kw):
         accept_new_host_key=kw["accept_new_host_key"],
     )
     return [SSHTransport(h, **ssh) for h in hosts], kw["root"]
+
+
+def _no_twice(values, option, key) -> None:
+    """A target named twice would be deployed twice at once, racing itself: refused."""
+    seen: dict = {}
+    for v in values:
+        k = key(str(v))
+        if k in seen:
+            raise UsageError(
+                "{} {}: the same target as {} {}; give each target once".format(option, v, option, seen[k])
+            )
+        seen[k] = v
 
 
 def finish(results):
@@ -177,7 +191,7 @@ def deploy(
 
     from ..bundle.reader import Bundle
     from . import fit
-    from .driver import Source, deploy_one
+    from .driver import Source, Stop, deploy_one
     from .report import Progress
 
     targets, root = make_targets(kw)
@@ -201,15 +215,22 @@ def deploy(
         }
         live = sys.stderr.isatty() and len(targets) == 1
 
+        stop = Stop()
+
         def one(t, with_doctor=False):
             s = dict(steps, doctor=True) if with_doctor else steps
-            return deploy_one(t, t.root or root, source, s, keep, bwlimit, Progress(t.label, live=live))
+            return deploy_one(t, t.root or root, source, s, keep, bwlimit, Progress(t.label, live=live), stop)
 
         from .rollout import rollout, write_report
 
-        results = rollout(targets, one, canary, max_failures, kw["jobs"])
+        results = rollout(targets, one, canary, max_failures, kw["jobs"], stop)
     if report_file:
         write_report(report_file, results, source)
+    if stop.exc is not None:  # the summary and the report first, then end as the signal asked
+        from .report import format_summary
+
+        click.echo(format_summary(results))
+        raise stop.exc
     finish(results)
 
 

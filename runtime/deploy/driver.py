@@ -7,16 +7,59 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 from typing import Callable, Dict, List, Optional
 
 from .. import commands
-from ..errors import DeployError, EdgetoolError
-from .report import Progress
-from ..errors import SignatureError
 from ..bundle.signature import SIGNATURE, signature_key_id
+from ..errors import DeployError, EdgetoolError, SignatureError, StoppedError
+from .report import Progress
 
 CHUNK = 1 << 16
+
+
+class Stop:
+    """Shared by the hosts of a rollout: set when the command receives SIGINT, SIGTERM or SIGHUP.
+    A host checks it before its upload, between the chunks of its upload and before its install;
+    an install already running on the device is left to finish (the device's switch is atomic),
+    so a stop never leaves a host half-done, and every host's outcome is known."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self.exc: Optional[BaseException] = None
+        self.more: List[int] = []  # signals after the first
+
+    def defer(self) -> None:
+        """From the first signal on, later ones are only counted (the second stops the waiting
+        for hosts still running), so the summary and the report are always written."""
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                signal.signal(sig, lambda signum, frame: self.more.append(signum))
+
+    def set(self, exc: BaseException) -> None:
+        if self.exc is None:
+            self.exc = exc
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    @property
+    def name(self) -> str:
+        from ..signals import terminated_by
+
+        term = terminated_by(self.exc) if self.exc is not None else None
+        return term.args[0] if term is not None else "SIGINT"
+
+    def check(self, when: str) -> None:
+        if self.is_set():
+            raise StoppedError("stopped by {} {}".format(self.name, when))
 
 
 class Source:
@@ -82,18 +125,32 @@ def acceptable(source: Source, policy: Dict, root: str, allow_downgrade: bool = 
             + how
         )
     trusted = policy.get("trusted_keys") or []
+    if source.signed and policy.get("trust_error"):
+        raise DeployError("the device cannot read its trusted keys: {}".format(policy["trust_error"]))
     if source.signed and source.key_id not in trusted:
         raise DeployError(
             "the bundle is signed by key {} which the device does not trust (trusted: {}); {}".format(
                 source.key_id, ", ".join(trusted) or "none", how
             )
         )
-    highest = policy.get("highest_release", 0)
+    highest = policy.get("highest_release")
+    if type(highest) is not int or highest < 0:  # fail closed: a counter the device cannot vouch for
+        if allow_downgrade:
+            return
+        raise DeployError(
+            str(policy.get("counter_error") or "")
+            or "the device reports no usable anti-rollback counter (highest_release {}); refusing to "
+            "install, since an older release could slip in: on the device `edgetool target reset-counter "
+            "{}`, or deploy --allow-downgrade".format(repr(highest)[:40], root)
+        )
     if source.release < highest and not allow_downgrade:
         raise DeployError(
             "release {} is older than release {} installed on the device (a replayed old bundle?); "
             "deploy --allow-downgrade installs it anyway".format(source.release, highest)
         )
+
+
+NOTHING_CHANGED = "nothing changed on this host"
 
 
 def upload(
@@ -103,23 +160,26 @@ def upload(
     progress: Progress,
     bwlimit_kib: Optional[float] = None,
     allow_downgrade: bool = False,
+    stop: Optional[Stop] = None,
 ) -> int:
     """Send every file the target does not already hold, complete; return the bytes sent.  Nothing
     is sent to a device that would refuse the bundle (:func:`acceptable`)."""
+    stop = stop or Stop()
     state = run_json(transport, ["target", "prepare", root, source.version])
     acceptable(source, state.get("policy") or {}, root, allow_downgrade)
     if state.get("installed"):
         return 0
     present = state.get("present", {})
     todo = [f for f in source.files if present.get(f[0]) != f[2]]
+    stop.check("before its upload; " + NOTHING_CHANGED)
     progress.start(sum(f[1] for f in todo), len(todo))
     if todo:
-        _send(transport, root, source, todo, progress, bwlimit_kib)
+        _send(transport, root, source, todo, progress, bwlimit_kib, stop)
     progress.done()
     return progress.sent
 
 
-def _send(transport, root, source, todo, progress, bwlimit_kib) -> None:
+def _send(transport, root, source, todo, progress, bwlimit_kib, stop: Stop) -> None:
     """One ``target receive`` for all files: a header line per file, then its bytes."""
     proc = transport.popen(["target", "receive", root, source.version])
     t0, sent = time.monotonic(), 0
@@ -128,13 +188,20 @@ def _send(transport, root, source, todo, progress, bwlimit_kib) -> None:
             proc.stdin.write((json.dumps({"file": rel, "size": size, "sha256": sha}) + "\n").encode("utf-8"))
             with open(source.path(rel), "rb") as f:
                 for chunk in iter(lambda: f.read(CHUNK), b""):
+                    if stop.is_set():  # the end of input: the device drops the file in transfer, keeps the rest
+                        _end(proc)
+                        stop.check(
+                            "during its upload ({} of {}); nothing installed, the files received stay staged "
+                            "and a re-run sends the rest".format(_size(progress.sent), _size(progress.total))
+                        )
                     proc.stdin.write(chunk)
                     sent += len(chunk)
                     progress.update(len(chunk))
                     if bwlimit_kib:
                         ahead = sent / (bwlimit_kib * 1024.0) - (time.monotonic() - t0)
-                        if ahead > 0:
-                            time.sleep(ahead)
+                        while ahead > 0 and not stop.is_set():
+                            time.sleep(min(ahead, 0.1))
+                            ahead = sent / (bwlimit_kib * 1024.0) - (time.monotonic() - t0)
         proc.stdin.close()
     except BrokenPipeError:  # the target stopped reading: its error line says why
         pass
@@ -145,6 +212,24 @@ def _send(transport, root, source, todo, progress, bwlimit_kib) -> None:
         raise DeployError("upload failed: {}".format(_last_line(err) or "exit status {}".format(proc.returncode)))
 
 
+def _end(proc, wait: float = 15.0) -> None:
+    """Close the upload's input and let the device side end by itself (it removes its partial
+    file on the short read); killed only if it does not end within *wait* seconds."""
+    import subprocess
+
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=wait)  # it writes one error line at most: the pipes cannot fill
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        stream.close()
+
+
 def deploy_one(
     transport,
     root: str,
@@ -153,12 +238,16 @@ def deploy_one(
     keep: int = 3,
     bwlimit_kib: Optional[float] = None,
     progress: Optional[Progress] = None,
+    stop: Optional[Stop] = None,
 ) -> Dict:
     t0 = time.monotonic()
-    res = {"host": transport.label, "version": source.version}
+    stop = stop or Stop()
+    res: Dict = {"host": transport.label, "version": source.version}
     try:
+        stop.check("before it began; " + NOTHING_CHANGED)
         allow = bool(steps.get("allow_downgrade"))
-        sent = upload(transport, root, source, progress or Progress(transport.label), bwlimit_kib, allow)
+        sent = upload(transport, root, source, progress or Progress(transport.label), bwlimit_kib, allow, stop)
+        stop.check("before its install; the bundle is staged there, nothing switched")
         args = ["target", "install", root, source.version, "--keep", str(keep)]
         if steps.get("engine_profile"):
             args += ["--engine-build", steps["engine_profile"]]
@@ -173,12 +262,15 @@ def deploy_one(
             ok=True,
             previous=info.get("previous"),
             sent=sent,
-            detail="{} installed ({} sent){}".format(
+            detail="{} installed ({} sent){}{}".format(
                 source.version,
                 _size(sent),
                 "; previous {} kept".format(info["previous"]) if info.get("previous") else "",
+                "; the stop ({}) came during its install, which finished".format(stop.name) if stop.is_set() else "",
             ),
         )
+    except StoppedError as exc:
+        res.update(ok=False, stopped=True, error=str(exc), doctor=None)
     except (EdgetoolError, OSError) as exc:
         res.update(ok=False, error=str(exc), doctor=False if "doctor failed" in str(exc) else None)
     res["seconds"] = time.monotonic() - t0
@@ -189,8 +281,13 @@ def _size(n: int) -> str:
     return "{:.2f} MiB".format(n / 1048576.0) if n >= 1 << 20 else "{} bytes".format(n)
 
 
-def on_all(transports, fn: Callable, jobs: int = 8) -> List[Dict]:
-    """Run fn(transport) for every target in parallel; results in the order given."""
+def on_all(transports, fn: Callable, jobs: int = 8, stop: Optional[Stop] = None) -> List[Dict]:
+    """Run fn(transport) for every target in parallel; results in the order given.
+
+    With *stop*: a signal (KeyboardInterrupt, which :mod:`..signals` makes of SIGTERM and SIGHUP)
+    sets it instead of escaping; hosts not started are not started, running ones end at their next
+    check (an install on the device is waited for), and every host still gets its result.  A
+    second signal stops the waiting: a host still running is reported as unknown."""
 
     def guarded(t):
         t0 = time.monotonic()
@@ -201,8 +298,42 @@ def on_all(transports, fn: Callable, jobs: int = 8) -> List[Dict]:
         out.setdefault("seconds", time.monotonic() - t0)
         return out
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(jobs, len(transports)))) as pool:
-        return list(pool.map(guarded, transports))
+    if not transports:
+        return []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(jobs, len(transports))))
+    futures: List[concurrent.futures.Future] = []
+    try:
+        for t in transports:
+            futures.append(pool.submit(guarded, t))
+        concurrent.futures.wait(futures)
+    except KeyboardInterrupt as exc:
+        if stop is None:
+            pool.shutdown(wait=False)
+            raise
+        stop.set(exc)
+        stop.defer()
+        for f in futures:
+            f.cancel()  # those not started yet
+        while not stop.more and not all(f.done() for f in futures):
+            concurrent.futures.wait(futures, timeout=0.2)
+    pool.shutdown(wait=all(f.done() for f in futures))
+    results = []
+    for i, t in enumerate(transports):
+        if i >= len(futures) or futures[i].cancelled():
+            results.append(not_started(t.label, stop))
+        elif futures[i].done():
+            results.append(futures[i].result())
+        else:
+            why = "stopped by {} while it ran; what the device did is unknown: `edgetool status`".format(
+                stop.name if stop else "a signal"
+            )
+            results.append({"host": t.label, "ok": False, "stopped": True, "error": why, "seconds": 0.0})
+    return results
+
+
+def not_started(label: str, stop: Optional[Stop]) -> Dict:
+    why = "not started: stopped by {}".format(stop.name if stop else "a signal")
+    return {"host": label, "ok": False, "skipped": True, "error": why, "seconds": 0.0}
 
 
 def remote_call(transport, args: List[str]) -> Dict:

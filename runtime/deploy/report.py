@@ -63,13 +63,18 @@ def format_summary(results: List[Dict]) -> str:
             detail = r.get("detail", "")
         else:
             detail = r["error"]
-        result = "ok" if r["ok"] else ("skip" if r.get("skipped") else "FAILED")
+        result = "ok" if r["ok"] else ("skip" if r.get("skipped") else "STOP" if r.get("stopped") else "FAILED")
         lines.append("{:<{w}}  {:<6}  {:>5.1f}s  {}".format(r["host"], result, r.get("seconds", 0.0), detail, w=width))
-    failed = sum(not r["ok"] and not r.get("skipped") for r in results)
+    stopped = sum(bool(r.get("stopped")) for r in results)
+    failed = sum(not r["ok"] and not r.get("skipped") and not r.get("stopped") for r in results)
     skipped = sum(bool(r.get("skipped")) for r in results)
     lines.append(
-        "{} host(s): {} ok, {} failed{}".format(
-            len(results), len(results) - failed - skipped, failed, ", {} skipped".format(skipped) if skipped else ""
+        "{} host(s): {} ok, {} failed{}{}".format(
+            len(results),
+            len(results) - failed - skipped - stopped,
+            failed,
+            ", {} stopped".format(stopped) if stopped else "",
+            ", {} skipped".format(skipped) if skipped else "",
         )
     )
     return "\n".join(lines)

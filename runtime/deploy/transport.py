@@ -42,6 +42,9 @@ class Transport:
     def argv(self, args: Sequence[str]) -> List[str]:
         raise NotImplementedError
 
+    # Each command runs in a session of its own: Ctrl-C at the terminal (SIGINT to the whole
+    # foreground process group) reaches the driver only, which stops the hosts at safe points
+    # (driver.Stop) instead of the device side dying in the middle of a step.
     def run(self, args: Sequence[str], timeout: Optional[float] = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             self.argv(args),
@@ -50,10 +53,17 @@ class Transport:
             stderr=subprocess.PIPE,
             universal_newlines=True,
             timeout=timeout,
+            start_new_session=True,
         )
 
     def popen(self, args: Sequence[str]) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            self.argv(args),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
 
 
 class LocalTransport(Transport):

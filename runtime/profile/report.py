@@ -10,7 +10,7 @@ import json
 import os
 from typing import Dict, List
 
-from ..files import write_bytes_atomic
+from ..files import cannot_write, write_bytes_atomic
 from . import plots
 
 COLUMNS = ("count", "mean", "median", "p90", "p95", "p99", "max")
@@ -195,6 +195,8 @@ def jetson_line(j: dict) -> str:
     if "reason" in t:
         return "jetson: " + "; ".join(parts + ["tegrastats: " + t["reason"]])
     parts.append("tegrastats {} samples in {:.1f} s".format(t["samples"], t["seconds"]))
+    if t.get("rejected_lines"):
+        parts.append("{} line(s) rejected ({})".format(t["rejected_lines"], t.get("rejected_because")))
     if t.get("ram_used_mb") is not None:
         parts.append("RAM {} / {} MB".format(t["ram_used_mb"], t["ram_total_mb"]))
     for key, label in (("gr3d_load_percent", "GPU"), ("emc_load_percent", "EMC")):
@@ -277,7 +279,10 @@ def to_html(r: dict, plot_format_: str = "auto") -> str:
 def write_reports(r: dict, out_dir: str, plot_format: str = "auto", md=to_markdown, page=to_html) -> Dict[str, str]:
     """Write profile.json, profile.md and profile.html (rendered by *md* and *page*) into *out_dir*; return
     their paths."""
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(out_dir, exc) from None
     paths = {k: os.path.join(out_dir, v) for k, v in FILES.items()}
     write_bytes_atomic(paths["json"], to_json(r).encode("utf-8"))
     write_bytes_atomic(paths["md"], md(r).encode("utf-8"))

@@ -102,11 +102,38 @@ def status(root, as_json):
 @target.command()
 @click.argument("root")
 def repair(root):
-    """Rebuild ROOT/state.json from the versions on disk (after it was lost or damaged)."""
+    """Rebuild ROOT/state.json from the versions on disk (after it was lost or damaged); the
+    anti-rollback counter becomes the highest release installed (or the old counter, if readable
+    and higher)."""
     st = _target(root).repair()
     click.echo(
-        "{}: state rebuilt: current {}, previous {}, highest release {}".format(
-            root, st["current"], st["previous"], st["highest_release"]
+        "{}: state rebuilt: current {}, previous {}, highest release {} (the anti-rollback counter: "
+        "older releases are refused)".format(root, st["current"], st["previous"], st["highest_release"])
+    )
+
+
+@target.command("reset-counter")
+@click.argument("root")
+@click.option(
+    "--release",
+    type=int,
+    default=None,
+    show_default="the highest release of the versions installed here",
+    help="The value to set the anti-rollback counter to.",
+)
+def reset_counter(root, release):
+    """Set ROOT's anti-rollback counter (after state.json was lost or damaged): bundles with an older
+    release are refused from then on; a release between this value and a higher lost one is accepted."""
+    res = _target(root).reset_counter(release)
+    click.echo(
+        "{}: anti-rollback counter set to {} (was {}); releases below {} are refused from now on{}".format(
+            root,
+            res["highest_release"],
+            res["was"],
+            res["highest_release"],
+            ""
+            if res["highest_release"] >= res["from_disk"]
+            else "; note: versions installed here carry release {}".format(res["from_disk"]),
         )
     )
 
@@ -125,8 +152,8 @@ def trust(root, public_key):
 @click.argument("key_id")
 def untrust(root, key_id):
     """Revoke KEY_ID on this device: bundles it signed are refused from now on."""
-    _target(root).untrust(key_id)
-    click.echo("revoked key {} in {}".format(key_id, _target(root).p("trust")))
+    res = _target(root).untrust(key_id)
+    click.echo("revoked key {} in {} (removed {})".format(key_id, _target(root).p("trust"), ", ".join(res["removed"])))
 
 
 @target.command()
@@ -180,6 +207,6 @@ def service(root, input_uri, output, unit_path, user, serve_args):
     except ValueError as exc:
         raise UsageError("--serve-args: {}".format(exc)) from None
     write_bytes_atomic(unit_path, unit_text(root, input_uri, output, extra, user).encode("utf-8"))
-    name = os.path.basename(unit_path)
+    name = shlex.quote(os.path.basename(unit_path))
     click.echo("wrote {}; to run it at boot: sudo cp {} /etc/systemd/system/ && sudo systemctl daemon-reload "
-               "&& sudo systemctl enable --now {}".format(unit_path, unit_path, name))  # fmt: skip
+               "&& sudo systemctl enable --now {}".format(unit_path, shlex.quote(unit_path), name))  # fmt: skip

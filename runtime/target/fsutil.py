@@ -57,7 +57,9 @@ class Lock:
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
                     os.close(self.fd)
-                    raise DeployError("{}: another deploy holds the lock".format(self.path)) from None
+                    raise DeployError(
+                        "{}: another deploy holds the lock (waited {:.0f} s)".format(self.path, self.timeout)
+                    ) from None
                 time.sleep(0.2)
 
     def __exit__(self, *exc):

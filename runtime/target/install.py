@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional
 
 from ..errors import DeployError, EdgetoolError, UsageError
 from ..files import fault_point
-from ..files import write_bytes_atomic
+from ..files import fsync_dir, write_bytes_atomic
 from .fsutil import Lock, atomic_json, atomic_symlink
 from .receive import CHUNK, MAX_FILE, Receiver, check_rel
 from .state import VERSION_RE, DeviceRoot, check_version, now
@@ -31,30 +31,39 @@ class Target(Receiver):
         return cfg
 
     def trust(self, pub_path: str) -> str:
-        from ..bundle.signature import key_id, load_public
+        """Trust the Ed25519 key in PUB_PATH; it is stored as ``trust/<key id>.pub``, canonical PEM."""
+        from ..bundle.signature import canonical_pem, load_public, raw_bytes, raw_key_id
 
-        key = load_public(pub_path)
-        kid = key_id(key)
+        raw = raw_bytes(load_public(pub_path))  # any form the crypto library reads, or one error line
+        kid = raw_key_id(raw)
         self.init()
-        with open(pub_path, "rb") as f:
-            data = f.read()
-        write_bytes_atomic(self.p("trust", kid + ".pub"), data)
+        with Lock(self.p(".lock")):
+            write_bytes_atomic(self.p("trust", kid + ".pub"), canonical_pem(raw))
         return kid
 
-    def untrust(self, kid: str) -> str:
-        """Revoke key *kid*: bundles it signed are refused from now on (installed ones stay)."""
-        if not re.match(r"^[0-9a-f]{4,64}$", kid or ""):
-            raise UsageError("invalid key id {!r} (hex digits, as `edgetool target status` lists them)".format(kid))
-        path = self.p("trust", kid + ".pub")
-        if not os.path.isfile(path):
-            raise UsageError(
-                "{}: key {} is not trusted here (trusted: {})".format(
-                    self.root, kid, ", ".join(self.trusted()) or "none"
-                )
-            )
+    def untrust(self, kid: str) -> Dict:
+        """Revoke key *kid*: every ``*.pub`` in ``trust/`` that holds it (whatever its name) is
+        removed, so bundles it signed are refused from now on (installed ones stay)."""
+        from ..bundle.signature import trust_store
+
+        if not re.match(r"^[0-9a-f]{16}$", kid or ""):
+            raise UsageError("invalid key id {!r} (16 hex digits, as `edgetool target status` lists them)".format(kid))
+        self.init()
         with Lock(self.p(".lock")):
-            os.remove(path)
-        return kid
+            store = trust_store(self.p("trust"))
+            if kid not in store:
+                raise UsageError(
+                    "{}: key {} is not trusted here (trusted: {})".format(self.root, kid, ", ".join(store) or "none")
+                )
+            files = store[kid]["files"]
+            for path in files:
+                os.remove(path)
+            fsync_dir(self.p("trust"))
+            if kid in trust_store(self.p("trust")):  # a copy appeared meanwhile: never claim it is gone
+                raise DeployError(
+                    "{}: key {} is still trusted by another file; untrust it again".format(self.root, kid)
+                )
+        return {"key_id": kid, "removed": [os.path.basename(p) for p in files]}
 
     def verify_staged(self, version: str) -> Dict:
         """Signature first, then every file against the manifest; nothing is moved on failure."""
@@ -73,14 +82,16 @@ class Target(Receiver):
     def install(self, version: str, keep: int = 3, allow_downgrade: bool = False) -> Dict:
         check_version(version)
         self.init()
-        with Lock(self.p(".lock")):
+        with self.receiving(), Lock(self.p(".lock")):  # no upload writes into staging/ meanwhile
             fault_point("target:install:locked")
-            highest = self.state().get("highest_release", 0)  # an unusable state stops it before any change
+            highest, lost = self.counter()  # an unusable state stops it before any change
             self.heal()
             staged, final = self.p("staging", version), self.p("versions", version)
             info: Dict[str, Any] = {"version": version, "signer": None, "files": 0}
             if os.path.isdir(staged):
                 try:
+                    if lost and not allow_downgrade:
+                        raise self.counter_refusal(lost)
                     info.update(self.verify_staged(version))
                     fault_point("target:install:verified")
                     self._check_release(staged, highest, allow_downgrade)
@@ -95,41 +106,51 @@ class Target(Receiver):
             elif not os.path.isdir(final):
                 raise DeployError("{}: nothing staged for version {}".format(self.root, version))
             else:
+                if lost and not allow_downgrade:
+                    raise self.counter_refusal(lost)
                 self._check_release(final, highest, allow_downgrade)
             info["release"] = self.release_of(final)
-            extra = {"signer": info["signer"], "release": info["release"]}
-            if allow_downgrade and info["release"] < highest:
-                extra["downgrade_allowed"] = True
-            info["previous"] = self._switch(version, "install", extra)
+            extra: Dict[str, Any] = {"signer": info["signer"], "release": info["release"]}
+            if highest is None:  # allowed by the operator: the counter is rebuilt from what is installed
+                extra.update(downgrade_allowed=True, counter_lost=lost)
+                new_highest = max(info["release"], self.highest_on_disk())
+            else:
+                if allow_downgrade and info["release"] < highest:
+                    extra["downgrade_allowed"] = True
+                new_highest = max(info["release"], highest)
+            info["previous"] = self._switch(version, "install", extra, new_highest)
             fault_point("target:install:switched")
             info["pruned"] = self._prune(keep)
             fault_point("target:install:pruned")
         return info
 
-    def _check_release(self, folder: str, highest: int, allow_downgrade: bool) -> None:
+    def _check_release(self, folder: str, highest: Optional[int], allow_downgrade: bool) -> None:
         """Anti-rollback: a release lower than *highest*, the highest this device installed, is refused."""
         release = self.release_of(folder)
-        if release < highest and not allow_downgrade:
+        if highest is not None and release < highest and not allow_downgrade:
             raise DeployError(
                 "release {} is older than release {} installed here before (a replayed old bundle?); "
                 "deploy --allow-downgrade installs it anyway".format(release, highest)
             )
 
-    def _switch(self, version: str, action: str, extra: Optional[Dict] = None) -> Optional[str]:
-        """The new state is written first, then ``current`` is switched: a crash between the two
-        leaves a state that names the new version, which :meth:`heal` finishes on the next call."""
+    def _switch(
+        self, version: str, action: str, extra: Optional[Dict] = None, highest: Optional[int] = None
+    ) -> Optional[str]:
+        """The new state, with the anti-rollback counter *highest* where given, is written first, then
+        ``current`` is switched: a crash between the two leaves a state that names the new version,
+        which :meth:`heal` finishes on the next call."""
         st = self.state()
         old = self.current()
         if old != version:
             st["previous"] = old
         st["current"] = version
-        release = (extra or {}).get("release")
-        if isinstance(release, int):
-            st["highest_release"] = max(release, st.get("highest_release", 0))
+        if highest is not None:
+            st["highest_release"] = highest
+            st.pop("counter_lost", None)
         event = dict(extra or {}, action=action, version=version, at=now(), previous=old)
         st["history"] = (st.get("history", []) + [event])[-50:]
         fault_point("target:{}:before-state".format(action.split(":")[0]))
-        atomic_json(self.p("state.json"), st)
+        self.save_state(st)
         fault_point("target:{}:after-state".format(action.split(":")[0]))
         atomic_symlink(os.path.join("versions", version), self.p("current"))
         fault_point("target:{}:after-link".format(action.split(":")[0]))
@@ -161,7 +182,7 @@ class Target(Receiver):
             st.get("history", []) + [{"action": reason, "version": None, "at": now(), "previous": st.get("current")}]
         )[-50:]
         st["current"] = None
-        atomic_json(self.p("state.json"), st)
+        self.save_state(st)
         if os.path.islink(self.p("current")):
             os.unlink(self.p("current"))
 

@@ -11,11 +11,13 @@ from typing import BinaryIO, Dict, List
 
 from ..errors import DeployError, UsageError
 from ..files import fault_point, sha256_file
+from .fsutil import Lock
 from .state import DeviceRoot, check_version
 
 PART_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 CHUNK = 1 << 16
 MAX_FILE = 1 << 36  # 64 GiB: no bundle file comes near it
+RECEIVE_WAIT = 3600.0  # seconds a second upload of one version waits for the first
 
 
 def check_rel(rel: str) -> str:
@@ -35,12 +37,20 @@ class Receiver(DeviceRoot):
         Changes nothing on the device (``receive`` makes the folders)."""
         check_version(version)
         fault_point("target:prepare")
-        st = self.state() if os.path.isfile(self.p("state.json")) else {}
+        highest, lost = self.counter()  # a state that cannot be parsed stops it here
+        try:
+            trusted, trust_error = self.trusted(), None
+        except UsageError as exc:  # a *.pub that is no key: signed bundles are refused, named
+            trusted, trust_error = [], str(exc)
         policy = {
             "accept_unsigned": bool(self.config().get("accept_unsigned")),
-            "trusted_keys": self.trusted(),
-            "highest_release": st.get("highest_release", 0),
+            "trusted_keys": trusted,
+            "highest_release": highest,
         }
+        if trust_error:
+            policy["trust_error"] = trust_error
+        if lost:
+            policy["counter_error"] = str(self.counter_refusal(lost))
         if os.path.isdir(self.p("versions", version)) and not os.path.isdir(self.p("staging", version)):
             return {"version": version, "installed": True, "present": {}, "policy": policy}
         staging = self.p("staging", version)
@@ -99,8 +109,21 @@ class Receiver(DeviceRoot):
         """Files framed as one JSON header line ({"file", "size", "sha256"}) then SIZE bytes, until EOF.
 
         Each file is complete (renamed into place) as soon as it has arrived, so an interrupted
-        upload keeps what it finished and a re-run sends only the rest.
+        upload keeps what it finished and a re-run sends only the rest.  One upload into a root at
+        a time (``ROOT/.receive.lock``, which ``install`` takes too): a second (another workstation,
+        or the same root named twice) waits for the first to end, then writes the same checked
+        files again, so neither fails halfway.
         """
+        check_version(version)
+        self.init()
+        with self.receiving():
+            return self._receive_stream(version, stream)
+
+    def receiving(self) -> Lock:
+        """The lock of the staging folders: held by a receive, and by an install while it moves."""
+        return Lock(self.p(".receive.lock"), timeout=RECEIVE_WAIT)
+
+    def _receive_stream(self, version: str, stream: BinaryIO) -> Dict:
         done: List[str] = []
         while True:
             line = stream.readline(4096)

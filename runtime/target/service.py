@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import getpass
 import os
-import shlex
+import re
 import sys
 from typing import Optional, Sequence
 
-from .. import commands
+from ..errors import UsageError
 
 UNIT = """[Unit]
-Description={description}
+Description=edgetool serve {root}
 After=network-online.target
 Wants=network-online.target
 
@@ -35,12 +35,42 @@ WantedBy=multi-user.target
 """
 
 
+SAFE_WORD = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
+USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
+
+
+def _checked(value: str, what: str) -> str:
+    """*value* as one unit-file value: a control character (a newline would start a new setting,
+    ``ExecStartPre=`` say) is refused with one error line."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise UsageError("{} {!r}: a control character (newline, tab, ...) cannot go into a unit".format(what, value))
+    return value
+
+
+def systemd_word(arg: str) -> str:
+    """*arg* as one word of a systemd command line: double-quoted, with backslash and quote escaped,
+    ``%`` (a specifier) doubled and ``$`` (an environment variable) doubled, so systemd passes it
+    to the program exactly as given."""
+    if SAFE_WORD.match(arg):
+        return arg
+    body = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return '"' + body + '"'
+
+
 def unit_text(
     root: str, input_uri: str, output: Optional[str], serve_args: Sequence[str], user: Optional[str] = None
 ) -> str:
-    """The unit file's text; *serve_args*: more options of ``edgetool serve``."""
+    """The unit file's text; *serve_args*: more options of ``edgetool serve``.  Every value is
+    checked (no control characters) and escaped for systemd: ROOT, INPUT, OUTPUT and the options
+    reach ``edgetool serve`` byte for byte, whatever they hold (``%``, ``$``, quotes, spaces)."""
     root = os.path.abspath(root)
     argv = [sys.executable, "-I", "-m", "edgetool", "serve", root, input_uri] + ([output] if output else [])
-    command = " ".join(shlex.quote(a) for a in argv + list(serve_args))
-    description = commands.line("serve", root, input_uri, *([output] if output else []))
-    return UNIT.format(description=description, user=user or getpass.getuser(), command=command)
+    argv += list(serve_args)
+    for a in argv:
+        _checked(a, "ROOT" if a == root else "argument")
+    user = user or getpass.getuser()
+    if not USER_RE.match(user):
+        raise UsageError("--user {!r}: not a user name".format(user))
+    command = " ".join(systemd_word(a) for a in argv)
+    description = '"' + root.replace("%", "%%") + '"' if not SAFE_WORD.match(root) else root  # % only
+    return UNIT.format(root=description, user=user, command=command)

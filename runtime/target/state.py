@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .. import commands
 from ..bundle.signature import signature_key_id
@@ -32,6 +32,12 @@ def check_version(version: str) -> str:
     if not VERSION_RE.match(version or ""):
         raise UsageError("invalid version name {!r} (letters, digits, '.', '_', '-')".format(version))
     return version
+
+
+def _shown(value) -> str:
+    """A state value as a message quotes it: short, one line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def now() -> str:
@@ -61,10 +67,11 @@ class DeviceRoot:
         return os.path.basename(os.readlink(link))
 
     def trusted(self) -> List[str]:
-        try:
-            return sorted(f[:-4] for f in os.listdir(self.p("trust")) if f.endswith(".pub"))
-        except OSError:
-            return []
+        """The ids (fingerprints) of the keys the ``*.pub`` files in ``trust/`` hold, whatever their
+        names: what verifying a signature accepts.  A file that is no key raises UsageError."""
+        from ..bundle.signature import trust_store
+
+        return sorted(trust_store(self.p("trust")))
 
     def state(self) -> Dict:
         """ROOT/state.json, checked: one DeployError that names the way out when it cannot be used."""
@@ -88,6 +95,87 @@ class DeviceRoot:
             )
         return st
 
+    def installed(self) -> List[str]:
+        """The versions on disk (``ROOT/versions/*``), sorted."""
+        try:
+            return sorted(v for v in os.listdir(self.p("versions")) if VERSION_RE.match(v))
+        except OSError:
+            return []
+
+    def counter(self, st: Optional[Dict] = None) -> Tuple[Optional[int], Optional[str]]:
+        """The anti-rollback counter, ``(highest release, None)``, or ``(None, why)`` where it cannot
+        be trusted.  The rule (fail closed):
+
+        - a root never initialised (no ``state.json`` or no counter in it, no version installed, no
+          ``current``) has counter 0: its first install creates it;
+        - a counter that is missing while versions are installed was lost (a deleted or emptied
+          state): unknown;
+        - a counter that is not a non-negative integer (a string, a float, NaN, a boolean, a list,
+          null, a negative number) is corrupt: unknown.
+
+        An unknown counter refuses every install not explicitly allowed (``--allow-downgrade``, or
+        ``edgetool target reset-counter``).  A state that cannot be parsed at all raises, as
+        :meth:`state` does."""
+        st = self.state() if st is None else st
+        path = self.p("state.json")
+        if "counter_lost" in st:
+            return None, "{}: {}".format(path, st["counter_lost"])
+        if "highest_release" in st:
+            value = st["highest_release"]
+            if type(value) is int and value >= 0:
+                return value, None
+            return None, "{}: highest_release is {} (not a release number)".format(path, _shown(value))
+        installed = self.installed()
+        if installed or os.path.islink(self.p("current")):
+            return None, "{} {} while {} version(s) are installed (deleted or emptied?)".format(
+                path, "has no highest_release" if os.path.isfile(path) else "is missing", len(installed)
+            )
+        return 0, None
+
+    def counter_refusal(self, why: str) -> DeployError:
+        return DeployError(
+            "{}: the anti-rollback counter cannot be trusted ({}); refusing to install, since an older "
+            "release could slip in. `edgetool target reset-counter {}` sets it from the versions installed "
+            "here, or deploy --allow-downgrade installs this version anyway (recorded)".format(
+                self.root, why, self.root
+            )
+        )
+
+    def reset_counter(self, release: Optional[int] = None) -> Dict:
+        """Set the anti-rollback counter to *release* (default: the highest release of the versions
+        installed here); an operator's explicit choice, recorded in the history."""
+        if release is not None and (type(release) is not int or release < 0):
+            raise UsageError("--release must be an integer >= 0")
+        self.init()
+        with Lock(self.p(".lock")):
+            st = self.state()
+            was = _shown(st["highest_release"]) if "highest_release" in st else st.get("counter_lost", "missing")
+            disk = self.highest_on_disk()
+            value = disk if release is None else release
+            if "current" not in st:
+                st["current"] = self.current()
+            st["highest_release"] = value
+            st.pop("counter_lost", None)
+            event = {"action": "reset-counter", "version": st.get("current"), "at": now(), "previous": None}
+            event.update(release=value, was=was)
+            st["history"] = (st.get("history", []) + [event])[-50:]
+            self.save_state(st)
+        return {"root": self.root, "highest_release": value, "was": was, "from_disk": disk}
+
+    def highest_on_disk(self) -> int:
+        """The highest release among the versions installed here (0: none)."""
+        return max([self.release_of(self.p("versions", v)) for v in self.installed()] + [0])
+
+    def save_state(self, st: Dict) -> None:
+        """Write ROOT/state.json atomically.  A corrupt counter is not written back as it was (NaN
+        is not JSON): it is dropped, with what it held kept under ``counter_lost``, so it stays
+        unknown (refused) until an install allowed by the operator or ``reset-counter`` sets it."""
+        value = st.get("highest_release", 0)
+        if "highest_release" in st and not (type(value) is int and value >= 0):
+            st = dict(st)
+            st["counter_lost"] = "highest_release was {}".format(_shown(st.pop("highest_release")))
+        atomic_json(self.p("state.json"), st)
+
     def release_of(self, folder: str) -> int:
         """The release number in a verified bundle folder's manifest (0 where it has none)."""
         data = read_json(os.path.join(folder, "manifest.json"), {}) or {}
@@ -99,7 +187,11 @@ class DeviceRoot:
         newest version), the highest release from their manifests; the history starts anew."""
         self.init()
         with Lock(self.p(".lock")):
-            versions = sorted(v for v in os.listdir(self.p("versions")) if VERSION_RE.match(v))
+            try:  # a counter that can still be read is kept where it is higher than the versions'
+                kept, _ = self.counter()
+            except DeployError:
+                kept = None
+            versions = self.installed()
             current = self.current()
             if current not in versions:
                 current = versions[-1] if versions else None
@@ -110,10 +202,10 @@ class DeviceRoot:
             st = {
                 "current": current,
                 "previous": others[-1] if others else None,
-                "highest_release": max(releases) if releases else 0,
+                "highest_release": max(releases + [kept or 0]),
                 "history": [{"action": "repair", "version": current, "at": now(), "previous": None}],
             }
-            atomic_json(self.p("state.json"), st)
+            self.save_state(st)
         return st
 
     def heal(self) -> Optional[str]:
@@ -140,7 +232,7 @@ class DeviceRoot:
         with Lock(self.p(".lock")):
             st = self.state()
             st.setdefault("checks", {})[name] = {"version": version, "ok": ok, "detail": detail, "at": now()}
-            atomic_json(self.p("state.json"), st)
+            self.save_state(st)
 
     def status(self) -> Dict:
         try:
@@ -149,15 +241,17 @@ class DeviceRoot:
                     self.heal()  # a switch a power cut interrupted is finished before it is reported
             st = self.state()
             state_error = None
+            highest, counter_error = self.counter(st)
         except DeployError as exc:
             st, state_error = {}, str(exc)
-        versions = (
-            sorted(v for v in os.listdir(self.p("versions")) if VERSION_RE.match(v))
-            if os.path.isdir(self.p("versions"))
-            else []
-        )
+            highest, counter_error = None, state_error
+        versions = self.installed()
         staging = sorted(os.listdir(self.p("staging"))) if os.path.isdir(self.p("staging")) else []
-        trusted, current = self.trusted(), self.current()
+        try:
+            trusted, trust_error = self.trusted(), None
+        except UsageError as exc:
+            trusted, trust_error = [], str(exc)
+        current = self.current()
         return {
             "root": self.root,
             "current": current,
@@ -168,9 +262,11 @@ class DeviceRoot:
             "staging": staging,
             "checks": st.get("checks", {}),
             "trusted_keys": trusted,
+            "trust_error": trust_error,
             "accept_unsigned": bool(self.config().get("accept_unsigned")),
             "last": (st.get("history") or [None])[-1],
-            "highest_release": st.get("highest_release", 0),
+            "highest_release": highest,
+            "counter_error": counter_error,
             "downgrades": [e for e in st.get("history", []) if e.get("downgrade_allowed")],
             "state_error": state_error,
         }

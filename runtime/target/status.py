@@ -39,7 +39,13 @@ def format_status(st: Dict) -> str:
             ", ".join(st.get("trusted_keys", [])) or "none",
         )
     )
-    lines.append("release   highest installed here: {}".format(st.get("highest_release", 0)))
+    if st.get("trust_error"):
+        lines.append("trust     {} (signed bundles are refused until it is fixed)".format(st["trust_error"]))
+    if st.get("counter_error"):
+        lines.append("release   anti-rollback counter unknown: installs are refused until "
+                     "`edgetool target reset-counter ROOT` (or deploy --allow-downgrade)")  # fmt: skip
+    else:
+        lines.append("release   highest installed here: {}".format(st.get("highest_release", 0)))
     for e in st.get("downgrades", []):
         lines.append("downgrade {} (release {}) allowed at {}".format(e.get("version"), e.get("release"), e.get("at")))
     if st.get("state_error"):

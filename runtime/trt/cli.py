@@ -174,7 +174,7 @@ def onnx_cmd(bundle, out, profile_name, form, dla):
     """Write the model engine build gives TensorRT, and the trtexec/polygraphy commands for it."""
     from ..bundle.reader import Bundle
     from ..device_profiles import resolve
-    from ..files import check_output
+    from ..files import check_output, write_bytes_atomic
     from .weight_forms import engine_model, weight_form
 
     check_output(out, "engine onnx: OUT")
@@ -200,8 +200,7 @@ def onnx_cmd(bundle, out, profile_name, form, dla):
 
         form = weight_form(trt_version(trt), precision)
     model = engine_model(b.base_onnx(), form)
-    with open(out, "wb") as f:
-        f.write(model)
+    write_bytes_atomic(out, model)
     click.echo(
         "wrote {} ({} bytes, {} weights, input {} {})".format(
             out, len(model), form, b.input["name"], ["N"] + list(b.input["shape"])

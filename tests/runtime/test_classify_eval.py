@@ -83,3 +83,40 @@ def test_eval_bad_input_is_one_error_line(run_cli, tiny_bundle, labelled, tmp_pa
         assert proc.returncode != 0 and message in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "p.png").exists()
+
+
+def test_a_class_folder_that_is_a_symbolic_link_is_read(run_cli, tiny_bundle, labelled, tmp_path):
+    """A class folder linked in from elsewhere counts as any other (it used to be skipped silently)."""
+    import shutil
+
+    folder = tmp_path / "linked"
+    shutil.copytree(str(labelled), str(folder))
+    first = sorted(os.listdir(folder))[0]
+    shutil.move(str(folder / first), str(tmp_path / "elsewhere"))
+    os.symlink(str(tmp_path / "elsewhere"), str(folder / first))
+    proc = run_cli("classify", tiny_bundle, folder, "--eval", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["images"] == 40 and all(row["images"] == 4 for row in r["per_class"]), r["per_class"]
+    os.symlink(str(folder), str(tmp_path / "elsewhere" / "loop"))  # a link back up: a loop, one error line
+    proc = run_cli("classify", tiny_bundle, folder, "--eval")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: ") and "loop" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_the_plot_on_a_full_disk_is_one_error_line(run_cli, tiny_bundle, labelled, small_disk):
+    disk = small_disk(64)
+    fd = os.open(str(disk / "filler"), os.O_WRONLY | os.O_CREAT)  # fill the disk
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    plot = disk / "confusion.png"
+    proc = run_cli("classify", tiny_bundle, labelled, "--eval", "--plot", plot)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and str(plot) in errors[0], proc.stderr
+    assert os.listdir(disk) == ["filler"]

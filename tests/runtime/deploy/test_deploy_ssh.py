@@ -243,3 +243,56 @@ def test_transfer_killed_midway_keeps_previous_and_rerun_completes(sshd, deploy_
     assert proc.returncode == 0, proc.stdout + proc.stderr
     st = remote_status(sshd, root)
     assert st["current"] == v2 and st["previous"] == v1 and st["staging"] == []
+
+
+def test_ssh_trusts_keys_by_content_and_refuses_a_lost_counter(sshd, deploy_kit, tmp_path):
+    """A key trusted as release.pub is trusted by both sides; a counter that is not a number stops
+    the deploy with one line (it used to trace back on the workstation), until reset-counter."""
+    root = tmp_path / "device"
+    (root / "trust").mkdir(parents=True)
+    shutil.copy(deploy_kit["keys"]["good"]["public"], str(root / "trust" / "release.pub"))
+    proc = ssh_cli(sshd, "deploy", deploy_kit["v1"], "--device-profile", "cpu", "--root", root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert remote_status(sshd, root)["trusted_keys"] == [deploy_kit["keys"]["good"]["key_id"]]
+    state = json.loads((root / "state.json").read_text())
+    state["highest_release"] = "20"
+    (root / "state.json").write_text(json.dumps(state))
+    before = snapshot(str(root))
+    proc = ssh_cli(sshd, "deploy", deploy_kit["v2"], "--device-profile", "cpu", "--root", root)
+    assert proc.returncode != 0 and proc.stderr.count("error: ") == 1, proc.stdout + proc.stderr
+    assert "anti-rollback counter" in proc.stdout and "reset-counter" in proc.stdout, proc.stdout
+    assert snapshot(str(root)) == before and os.listdir(root / "staging") == []
+    proc = ssh_cli(sshd, "status", "--root", root)
+    assert "anti-rollback counter unknown" in proc.stdout, proc.stdout
+    assert run_cli("target", "reset-counter", root).returncode == 0
+    proc = ssh_cli(sshd, "deploy", deploy_kit["v2"], "--device-profile", "cpu", "--root", root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ssh_sigterm_mid_upload_stops_cleanly_with_a_report(sshd, deploy_kit, root, tmp_path):
+    """SIGTERM to deploy while it uploads over ssh: the upload ends at once (the device drops the
+    file in transfer), nothing switches, the summary and --report name the host as stopped, 143."""
+    v1, v2 = version_of(deploy_kit["v1"]), version_of(deploy_kit["v2"])
+    assert ssh_cli(sshd, "deploy", deploy_kit["v1"], "--device-profile", "cpu", "--root", root).returncode == 0
+    report = tmp_path / "report.jsonl"
+    cmd = [sys.executable, "-m", "edgetool", "deploy", deploy_kit["v2"], "--device-profile", "cpu"]
+    cmd += ["--root", str(root), "--bwlimit", "16", "--report", str(report), "--host", sshd["host"]] + sshd["args"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    staging = root / "staging" / v2
+    deadline = time.time() + 120
+    while time.time() < deadline and not (staging / "base.onnx.part").exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, "the throttled upload finished before the signal"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, out + err
+    assert "1 host(s): 0 ok, 0 failed, 1 stopped" in out, out
+    rec = json.loads(report.read_text())
+    assert rec["result"] == "stopped" and "during its upload" in rec["error"], rec
+    deadline = time.time() + 10  # the device side ends on the end of its input
+    while time.time() < deadline and (staging / "base.onnx.part").exists():
+        time.sleep(0.1)
+    assert not (staging / "base.onnx.part").exists() and (staging / "manifest.json").exists()
+    assert os.path.realpath(root / "current") == str(root / "versions" / v1)
+    assert ssh_cli(sshd, "deploy", deploy_kit["v2"], "--device-profile", "cpu", "--root", root).returncode == 0
+    assert remote_status(sshd, root)["current"] == v2

@@ -1,7 +1,8 @@
 """Power cuts on the device side: SIGKILL at every step of prepare, receive, install, the switch,
 prune, the doctor step and rollback.  After each, `status` is consistent, `current` is one whole
-verified version, and a re-run completes.  With EDGETOOL_POWER_CUT_TABLE=FILE the table of
-points and outcomes is written there (benchmarks/power_cut.py commits it)."""
+verified version, and a re-run completes.  SIGTERM to a three-host rollout at eight of those
+points: the --report agrees with every host's disk.  With EDGETOOL_POWER_CUT_TABLE=FILE the table
+of points and outcomes is written there (benchmarks/power_cut.py commits it)."""
 
 import json
 import os
@@ -39,7 +40,20 @@ ROLLBACK = [
     "target:rollback:after-state",
     "target:rollback:after-link",
 ]
+# SIGTERM to the workstation's deploy while the first host of a three-host rollout is at each of
+# these device-side points (EDGETOOL_FAULT_SIGNAL_PARENT: the device side signals its parent).
+ROLLOUT = [
+    "target:prepare",
+    "target:receive:header",
+    "target:receive:mid-file",
+    "target:install:locked",
+    "target:install:before-state",
+    "target:install:after-link",
+    "target:prune:before-remove",
+    "target:step:doctor",
+]
 TABLE = []
+ROLLOUT_TABLE = []
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +83,14 @@ def consistent(root):
 
 def record(point, killed, after, rerun):
     TABLE.append({"point": point, "killed": killed, "current_after_cut": after, "rerun": rerun})
+    dump()
+
+
+def dump():
     path = os.environ.get("EDGETOOL_POWER_CUT_TABLE")
     if path:
         with open(path, "w") as f:
-            json.dump({"points": TABLE}, f, indent=1, allow_nan=False)
+            json.dump({"points": TABLE, "rollout": ROLLOUT_TABLE}, f, indent=1, allow_nan=False)
 
 
 @pytest.mark.parametrize("point", INSTALL)
@@ -104,3 +122,37 @@ def test_a_cut_during_rollback_leaves_a_whole_version(point, template, deploy_ki
         assert run_cli("rollback", "--to", root).returncode == 0
     assert consistent(root) == v1
     record(point, True, "rolled back" if after == v1 else "not yet", "completed")
+
+
+@pytest.mark.parametrize("point", ROLLOUT)
+def test_a_signal_during_a_rollout_leaves_each_host_whole_and_reported(point, template, deploy_kit, tmp_path):
+    """SIGTERM to `deploy` while its first host is at POINT: exit 143 after the summary and the
+    --report; the report agrees with every host's disk (ok: the new version serves; stopped or
+    skipped: the previous one, untouched); the same command run again completes everywhere."""
+    import signal
+
+    roots = []
+    for i in range(3):
+        roots.append(tmp_path / "root{}".format(i))
+        shutil.copytree(template, roots[-1], symlinks=True)
+    v2, v3 = version_of(deploy_kit["v2"]), version_of(deploy_kit["v3"])
+    report = tmp_path / "report.jsonl"
+    to = [a for r in roots for a in ("--to", r)]
+    args = ["deploy", deploy_kit["v3"], *to, "--device-profile", "cpu", "--keep", "2", "--doctor", "--jobs", "1"]
+    proc = run_cli(*args, "--report", report, env={"EDGETOOL_FAULT_SIGNAL_PARENT": point + "=SIGTERM"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in out, (point, out)
+    assert "3 host(s):" in proc.stdout, (point, out)
+    recs = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [r["host"] for r in recs] == ["local:{}".format(r) for r in roots]
+    assert all(r["result"] == "skipped" for r in recs[1:]), recs
+    outcome = []
+    for r, rec in zip(roots, recs):
+        serving = consistent(r)
+        assert serving == (v3 if rec["result"] == "ok" else v2), (point, rec, serving)
+        outcome.append(rec["result"])
+    proc = run_cli(*args)
+    assert proc.returncode == 0, (point, proc.stdout, proc.stderr)
+    assert all(consistent(r) == v3 for r in roots)
+    ROLLOUT_TABLE.append({"signal_at": point, "hosts": outcome, "rerun": "completed"})
+    dump()

@@ -151,7 +151,7 @@ def test_target_service_writes_a_unit_systemd_accepts(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = unit.read_text()
     exec_start = [line for line in text.splitlines() if line.startswith("ExecStart=")]
-    serve = "serve {} /dev/video0 out.mp4 --headless --json-out '/var/log/edge labels.jsonl'".format(root)
+    serve = 'serve {} /dev/video0 out.mp4 --headless --json-out "/var/log/edge labels.jsonl"'.format(root)
     assert exec_start == ["ExecStart={} -I -m edgetool {}".format(sys.executable, serve)]
     assert "Restart=on-failure" in text and "WantedBy=multi-user.target" in text
     assert "sudo systemctl enable --now edgetool-serve.service" in proc.stdout
@@ -165,3 +165,85 @@ def test_target_service_writes_a_unit_systemd_accepts(tmp_path):
     broken = tmp_path / "broken.service"
     broken.write_text(text.replace("ExecStart=/", "ExecStart="))  # a relative path: systemd refuses it
     assert subprocess.run([analyze, "verify", str(broken)], capture_output=True).returncode != 0
+
+
+def systemd_argv(line):
+    """The argv systemd makes of an ExecStart= value (systemd.service "Command lines": words split at
+    blanks, double quotes with backslash escapes, %% and $$ for a literal % and $)."""
+    words, i = [], 0
+    while i < len(line):
+        if line[i] == " ":
+            i += 1
+            continue
+        word = ""
+        if line[i] == '"':
+            i += 1
+            while line[i] != '"':
+                if line[i] == "\\":
+                    i += 1
+                word += line[i]
+                i += 1
+            i += 1
+        else:
+            while i < len(line) and line[i] != " ":
+                word += line[i]
+                i += 1
+        words.append(word.replace("%%", "%").replace("$$", "$"))
+    return words
+
+
+def test_target_service_escapes_what_systemd_would_expand_and_refuses_newlines(tmp_path):
+    root = tmp_path / "r%z $HOME \"q\" 's' \\ ;"
+    root.mkdir()
+    unit = tmp_path / "u.service"
+    proc = run_cli("target", "service", root, "rtsp://h/p%41", "--out", unit, "--serve-args", "--json-out 'a $b%c'")
+    assert proc.returncode == 0, proc.stderr
+    text = unit.read_text()
+    exec_start = [ln[len("ExecStart=") :] for ln in text.splitlines() if ln.startswith("ExecStart=")]
+    assert len(exec_start) == 1
+    argv = systemd_argv(exec_start[0])
+    assert argv == [sys.executable, "-I", "-m", "edgetool", "serve", str(root), "rtsp://h/p%41", "--json-out", "a $b%c"]
+    analyze = shutil.which("systemd-analyze")
+    if analyze:
+        ok = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
+        assert ok.returncode == 0, ok.stdout + ok.stderr  # a bare %z is "Invalid slot" to systemd
+    marker = tmp_path / "pwned"
+    for evil, args in (
+        (tmp_path / "x\nExecStartPre=/bin/touch {}".format(marker), []),
+        (root, ["--serve-args", "--json-out 'a\nExecStartPre=/bin/touch {}'".format(marker)]),
+        (root, ["--user", "root\nExecStartPre=/bin/touch"]),
+    ):
+        evil.mkdir(parents=True, exist_ok=True)
+        bad = tmp_path / "bad.service"
+        proc = run_cli("target", "service", evil, "--out", bad, *args)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+        assert not bad.exists()
+
+
+def test_a_killed_serves_partial_output_is_removed_and_a_stopped_exports_temp_is_named(deploy_kit, tmp_path, video):
+    """SIGKILL leaves `serve`'s hidden .partial JSON lines: the next serve writing them removes
+    those whose process is gone and says so; `inspect` names what a stopped export left."""
+    root = tmp_path / "root"
+    assert run_cli("target", "trust", root, deploy_kit["keys"]["good"]["public"]).returncode == 0
+    local_deploy(deploy_kit["v1"], root)
+    labels = tmp_path / "labels.jsonl"
+    cmd = [sys.executable, "-m", "edgetool", "serve", str(root), video, "--headless", "--json-out", str(labels)]
+    proc = subprocess.Popen(cmd + ["--input-loop", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / ".labels.partial-{}.jsonl".format(proc.pid)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (partial.exists() and partial.stat().st_size > 0):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert partial.exists() and not labels.exists()
+    done = run_cli("serve", root, video, "--headless", "--json-out", labels, "--max-frames", "5")
+    assert done.returncode == 0, done.stderr
+    assert "removed {}".format(partial) in done.stderr and not partial.exists()
+    assert len(labels.read_text().splitlines()) == 6  # five frames and the summary
+    bundle = tmp_path / "b"
+    shutil.copytree(deploy_kit["v1"], str(bundle))
+    left = tmp_path / ".b.tmp-{}-x1y2".format(proc.pid)  # an export killed the same way
+    left.mkdir()
+    out = run_cli("inspect", bundle).stdout
+    assert "leftover    {} (left by a stopped export, pid {}".format(left, proc.pid) in out, out

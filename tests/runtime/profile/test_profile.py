@@ -243,3 +243,94 @@ def test_verified_delta_is_not_rehashed_and_a_changed_one_is_never_applied(bundl
     n = len(hashed)
     be.switch(0)
     assert len(hashed) > n and np.array_equal(be.infer(x), served)
+
+
+def fake_tegrastats(bin_dir, body):
+    """A `tegrastats` on PATH that runs the shell *body* (its --interval argument ignored)."""
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "tegrastats"
+    fake.write_text("#!/bin/sh\n" + body + "\n")
+    fake.chmod(0o755)
+    return "{}:{}".format(bin_dir, os.environ["PATH"])
+
+
+IMPOSSIBLE = "RAM 10000000000000000000000/0MB (lfb 1x4MB) EMC_FREQ 999%@2133 GR3D_FREQ 41%@[305] VDD_IN 4936mW/4936mW"
+GOOD = LINES["orin-nano-jp6"][0]
+
+
+def sample(monkeypatch, path, seconds=1.0):
+    """Run the Sampler for *seconds* with PATH; returns it and what a reader thread raised."""
+    import threading
+
+    from edgetool.runtime.profile.tegrastats import Sampler
+
+    raised = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    monkeypatch.setenv("PATH", path)
+    with Sampler(interval_ms=50) as t:
+        time.sleep(seconds)
+    return t, raised
+
+
+def test_tegrastats_binary_output_is_rejected_not_a_crash(monkeypatch, tmp_path):
+    body = "while true; do printf '\\377\\376RAM \\200\\201 garbage\\n'; sleep 0.05; done"
+    t, raised = sample(monkeypatch, fake_tegrastats(tmp_path / "bin", body))
+    assert raised == []
+    assert t.result is not None and "none a measurement (not text)" in t.result["reason"], t.result
+
+
+def test_tegrastats_impossible_figures_are_not_measurements(monkeypatch, tmp_path):
+    body = 'while true; do echo "{}"; sleep 0.05; done'.format(IMPOSSIBLE)
+    t, _ = sample(monkeypatch, fake_tegrastats(tmp_path / "bin", body))
+    assert "samples" not in t.result and "impossible figures: RAM" in t.result["reason"], t.result
+    body = 'while true; do echo "{}"; echo "{}"; sleep 0.05; done'.format(GOOD, IMPOSSIBLE.replace("RAM 1", "RAM 9"))
+    t, _ = sample(monkeypatch, fake_tegrastats(tmp_path / "bin2", body))
+    assert t.result["samples"] >= 1 and t.result["ram_used_mb"] == 2448 and t.result["emc_load_percent"] == 3
+    assert t.result["rejected_lines"] >= 1 and "impossible" in t.result["rejected_because"]
+    from edgetool.runtime.profile.tegrastats import Implausible, parse
+
+    for bad in ("EMC_FREQ 101%@2133", "GR3D_FREQ 250%@[305]", "RAM 9/8MB", "VDD_IN 5000000mW/5000000mW"):
+        with pytest.raises(Implausible):
+            parse(bad)
+
+
+READ_ENDLESS_LINE = """
+import os, resource, sys, time
+from edgetool.runtime.profile.tegrastats import Sampler
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with Sampler() as t:
+    time.sleep(float(sys.argv[1]))
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(grown // 1024, t.result)
+"""
+
+
+def test_tegrastats_line_without_end_keeps_memory_bounded(tmp_path):
+    """400 MB without a newline: the reader keeps at most one line's bound, and says so."""
+    path = fake_tegrastats(tmp_path / "bin", "head -c 400000000 /dev/zero | tr '\\\\0' x; sleep 30")
+    proc = subprocess.run(
+        [sys.executable, "-c", READ_ENDLESS_LINE, "6"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PATH=path),
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    grown_mb, result = proc.stdout.split(" ", 1)
+    assert int(grown_mb) < 64, proc.stdout
+    assert "a line over 65536 bytes" in result and "printed nothing" not in result, result
+
+
+def test_profile_with_a_broken_tegrastats_reports_no_figures(tiny_bundle, tmp_path):
+    body = "while true; do printf '\\377\\376\\n'; echo \"{}\"; sleep 0.05; done".format(IMPOSSIBLE)
+    path = fake_tegrastats(tmp_path / "bin", body)
+    out = tmp_path / "p"
+    args = ["profile", tiny_bundle, "--out", out, "--iterations", "3", "--warmup", "0", "--batch", "4"]
+    args += ["--modes", "one-engine", "--policies", "per-image", "--no-memory", "--threads", "1"]
+    p = run_cli(*args, env={"PATH": path}, timeout=900)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr and "Exception in thread" not in p.stderr, p.stderr
+    j = json.loads((out / "profile.json").read_text())["jetson"]
+    assert "none a measurement" in j["tegrastats"]["reason"] and "energy_mj_per_image" not in j, j
+    assert "ram_used_mb" not in j["tegrastats"]
+    assert "RAM 10000000000000000000000 /" not in (out / "profile.md").read_text()
