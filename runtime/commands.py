@@ -53,6 +53,11 @@ def target_trust(root: str = "ROOT", key: str = "KEY.pub") -> str:
 
 
 @_printed("/var/lib/edgetool")
+def target_reset_counter(root: str = "ROOT") -> str:
+    return line("target", "reset-counter", root)
+
+
+@_printed("/var/lib/edgetool")
 def target_repair(root: str) -> str:
     return line("target", "repair", root)
 

@@ -140,8 +140,8 @@ def acceptable(source: Source, policy: Dict, root: str, allow_downgrade: bool = 
         raise DeployError(
             str(policy.get("counter_error") or "")
             or "the device reports no usable anti-rollback counter (highest_release {}); refusing to "
-            "install, since an older release could slip in: on the device `edgetool target reset-counter "
-            "{}`, or deploy --allow-downgrade".format(repr(highest)[:40], root)
+            "install, since an older release could slip in: on the device `{}`, "
+            "or deploy --allow-downgrade".format(repr(highest)[:40], commands.target_reset_counter(root))
         )
     if source.release < highest and not allow_downgrade:
         raise DeployError(

@@ -14,10 +14,11 @@ import re
 import sys
 from typing import Optional, Sequence
 
+from .. import commands
 from ..errors import UsageError
 
 UNIT = """[Unit]
-Description=edgetool serve {root}
+Description={description}
 After=network-online.target
 Wants=network-online.target
 
@@ -72,5 +73,5 @@ def unit_text(
     if not USER_RE.match(user):
         raise UsageError("--user {!r}: not a user name".format(user))
     command = " ".join(systemd_word(a) for a in argv)
-    description = '"' + root.replace("%", "%%") + '"' if not SAFE_WORD.match(root) else root  # % only
-    return UNIT.format(root=description, user=user, command=command)
+    description = commands.line("serve", root).replace("%", "%%")  # control characters were refused above
+    return UNIT.format(description=description, user=user, command=command)

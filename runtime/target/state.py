@@ -135,9 +135,9 @@ class DeviceRoot:
     def counter_refusal(self, why: str) -> DeployError:
         return DeployError(
             "{}: the anti-rollback counter cannot be trusted ({}); refusing to install, since an older "
-            "release could slip in. `edgetool target reset-counter {}` sets it from the versions installed "
+            "release could slip in. `{}` sets it from the versions installed "
             "here, or deploy --allow-downgrade installs this version anyway (recorded)".format(
-                self.root, why, self.root
+                self.root, why, commands.target_reset_counter(self.root)
             )
         )
 

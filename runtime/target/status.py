@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Dict
 
+from .. import commands
+
 
 def _signed_by(key) -> str:
     """How the current version was signed, as status prints it after the version."""
@@ -43,7 +45,7 @@ def format_status(st: Dict) -> str:
         lines.append("trust     {} (signed bundles are refused until it is fixed)".format(st["trust_error"]))
     if st.get("counter_error"):
         lines.append("release   anti-rollback counter unknown: installs are refused until "
-                     "`edgetool target reset-counter ROOT` (or deploy --allow-downgrade)")  # fmt: skip
+                     "`{}` (or deploy --allow-downgrade)".format(commands.target_reset_counter()))  # fmt: skip
     else:
         lines.append("release   highest installed here: {}".format(st.get("highest_release", 0)))
     for e in st.get("downgrades", []):
