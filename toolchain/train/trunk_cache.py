@@ -93,11 +93,10 @@ def trunk_fingerprint(model: E.EfficientNetLite, split: str) -> str:
 def reader_fingerprint(spec: dict) -> str:
     """sha256 of what the device's preprocessing makes of probe images of assorted sizes and aspect
     ratios under *spec*, and of the decoder's code: a change in either recomputes the cache."""
-    import inspect
-
     from edgetool.runtime import preprocess as P
 
-    h = hashlib.sha256(inspect.getsource(P.load_image).encode())
+    code = P.load_image.__code__  # the decoder as loaded (its source file may change under a running process)
+    h = hashlib.sha256(code.co_code + repr(code.co_consts).encode())
     rng = np.random.default_rng(0)
     for shape in ((37, 53, 3), (480, 640, 3), (300, 200, 3), (224, 224, 3), (1001, 333, 3), (90, 120, 1)):
         image = rng.integers(0, 256, shape, dtype=np.uint8)
