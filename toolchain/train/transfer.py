@@ -220,6 +220,7 @@ class TransferRun:
         b = self.cfg.batch
         net.calibrate(read_batch(calib.paths[i : i + b], self.spec) for i in range(0, len(calib.paths), b))
         net.quantize = True
+        hist: Optional[dict] = None
         if self.cfg.qat_epochs and self.split is not None:
             _, _, boundary = E.split_ops(ops, self.split)
             tnet = tail_qatnet(net, boundary)
@@ -230,10 +231,10 @@ class TransferRun:
                 self.cfg.tail_lr / 10, self.cfg.batch, self.cfg.seed, "QAT tail", self.progress, weight_decay=0.0,
             )  # fmt: skip
             copy_weights(tnet, net)
-            self._metrics({"qat": hist})
         net.eval()
         save_checkpoint(net.state(), path)
         self.timing["int8"] = time.perf_counter() - t0
+        self._metrics({"qat": hist})  # with the stage's time
         return net
 
     def _metrics(self, update: dict) -> None:
