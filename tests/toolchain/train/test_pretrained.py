@@ -50,7 +50,7 @@ def test_imagenet_weights_offline_with_an_empty_cache_is_one_line(run_cli, tmp_p
 def test_an_architecture_without_imagenet_weights_is_refused_before_any_work(run_cli, tmp_path):
     proc = run_cli("train", tmp_path / "run", "--arch", "resnet8", "--pretrained", "imagenet", *TINY)
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1
-    assert "torchvision publishes no ImageNet weights for resnet8" in proc.stderr
+    assert "no ImageNet weights are published for resnet8" in proc.stderr
     missing = run_cli("train", tmp_path / "run2", "--pretrained", tmp_path / "nope.pth", *TINY)
     assert missing.returncode != 0 and "no such pretrained checkpoint" in missing.stderr
     assert not (tmp_path / "run" / "flat.pt").exists()
