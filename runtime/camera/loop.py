@@ -290,23 +290,3 @@ class CameraLoop:
             ),
             "stages_ms": {k: summarize(v) for k, v in st.stages.items()},
         }
-
-
-def summary_lines(s: dict) -> List[str]:
-    """The summary for people, a few lines."""
-    lines = [
-        "{} frames in {:.2f} s: {:.1f} FPS ({}; stopped: {})".format(
-            s["frames"], s["elapsed_s"], s["fps"], s["source"], s["stopped"]
-        ),
-        "switches {}  superclass changes {}  scene cuts {}  dropped frames {}  errors {}  reconnects {}".format(
-            s["switches"], s["superclass_changes"], s["scene_cuts"], s["dropped_frames"], s["errors"], s["reconnects"]
-        ),
-        " ".join(
-            ["policy {}".format(s["settings"].get("policy"))]
-            + ["{}={}".format(k, v) for k, v in s["settings"].items() if k != "policy"]
-        ),
-    ]
-    med = {k: v.get("median") for k, v in s["stages_ms"].items() if v.get("count")}
-    if med:
-        lines.append("median ms per frame: " + "  ".join("{} {:.3f}".format(k, v) for k, v in med.items()))
-    return lines
