@@ -8,6 +8,7 @@ import os
 import click
 
 from .bundle import routing
+from .bundle.manifest import backbone_line
 from .errors import UsageError
 from .files import check_output
 from .options import backend_option, engine_mode_option, policy_option, routing_options, verify_switch_option
@@ -214,10 +215,7 @@ def _summary(bundle, b):
         click.echo(
             "model       super-sub: {} subclass networks as int8 deltas of base.onnx".format(len(b.superclasses))
         )
-    if b.model.backbone is not None:
-        arch, weights, split = b.model.backbone
-        trunk = "trunk frozen up to {}".format(split) if split else "every layer trained"
-        click.echo("backbone    {} from {} weights; {}".format(arch, ascii(weights)[1:-1], trunk))
+    click.echo(backbone_line(*(ascii(v)[1:-1] for v in b.model.backbone))) if b.model.backbone else None
     note = ' (a "not mine" row after each subclass\'s classes)' if b.not_mine else ""
     click.echo("head width  {}{}".format(b.head_width, note))
     changed = b.model.changed

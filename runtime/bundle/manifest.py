@@ -198,6 +198,12 @@ def _backbone(d) -> Optional[Tuple[str, str, Optional[str]]]:
     return arch, pretrained, split
 
 
+def backbone_line(arch: str, weights: str, split: str) -> str:
+    """How ``inspect`` shows a bundle's ``model.backbone``."""
+    trunk = "trunk frozen up to {}".format(split) if split != "None" else "every layer trained"
+    return "backbone    {} from {} weights; {}".format(arch, weights, trunk)
+
+
 def flat_route(m: Manifest) -> List[Tuple[int, int]]:
     """A flat bundle's head rows as (superclass, index in it) of each class's primary superclass."""
     over = m.overlap or ((),) * len(m.superclasses)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import List
 
 import click
 
@@ -182,8 +183,6 @@ def _video_settings(width, height, codec, bitrate, loops) -> dict:
 
 def _report(loop, summary, as_json):
     """The summary on stderr (stdout carries the JSON lines with --json); a lost source fails the command."""
-    from .loop import summary_lines
-
     for line in summary_lines(summary):
         click.echo(line, err=as_json)
     if loop.output_error is not None:
@@ -202,7 +201,7 @@ def run_loop(served, source, loop_kw, output_spec, json_path):
     """Open the outputs and run the loop on what *served* serves; the JSON lines end with the summary."""
     from ..errors import OutputError
     from .loop import CameraLoop
-    from .outputs import JsonLines
+    from .writers import JsonLines
 
     outputs = build_outputs(*output_spec)
     jl = None if json_path is None else JsonLines(None if json_path == "-" else json_path)
@@ -246,3 +245,30 @@ serve_command = click.Command(
     ]
     + [p for p in camera.params if isinstance(p, click.Option)],
 )
+
+
+def summary_lines(s: dict) -> List[str]:
+    """The summary for people, a few lines."""
+    lines = [
+        "{} frames in {:.2f} s: {:.1f} FPS ({}; stopped: {})".format(
+            s["frames"], s["elapsed_s"], s["fps"], s["source"], s["stopped"]
+        ),
+        "switches {}  superclass changes {}  scene cuts {}  dropped frames {}  errors {}  reconnects {}".format(
+            s["switches"], s["superclass_changes"], s["scene_cuts"], s["dropped_frames"], s["errors"], s["reconnects"]
+        ),
+        policy_line(s["settings"]),
+    ]
+    med = {k: v.get("median") for k, v in s["stages_ms"].items() if v.get("count")}
+    if med:
+        lines.append("median ms per frame: " + "  ".join("{} {:.3f}".format(k, v) for k, v in med.items()))
+    return lines
+
+
+def policy_line(settings: dict) -> str:
+    """The policy and its settings in words; a flat bundle's says it has no routing."""
+    rest = ["{}={}".format(k, v) for k, v in settings.items() if k not in ("policy", "requested_policy")]
+    if settings.get("policy") != "flat":
+        return " ".join(["policy {}".format(settings.get("policy"))] + rest)
+    asked = settings.get("requested_policy")
+    note = "superclass labels only" if asked == "superclass" else "--policy {} has nothing to route".format(asked)
+    return " ".join(["policy flat (one network, no routing; {})".format(note)] + rest)

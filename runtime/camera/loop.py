@@ -290,30 +290,3 @@ def _network(clf, pred) -> str:
     if clf.bundle.kind == "flat":
         return "flat"
     return "base" if pred.label is None else "subclass:" + pred.superclass_name
-
-
-def policy_line(settings: dict) -> str:
-    """The policy and its settings in words; a flat bundle's says it has no routing."""
-    rest = ["{}={}".format(k, v) for k, v in settings.items() if k not in ("policy", "requested_policy")]
-    if settings.get("policy") != "flat":
-        return " ".join(["policy {}".format(settings.get("policy"))] + rest)
-    asked = settings.get("requested_policy")
-    note = "superclass labels only" if asked == "superclass" else "--policy {} has nothing to route".format(asked)
-    return " ".join(["policy flat (one network, no routing; {})".format(note)] + rest)
-
-
-def summary_lines(s: dict) -> List[str]:
-    """The summary for people, a few lines."""
-    lines = [
-        "{} frames in {:.2f} s: {:.1f} FPS ({}; stopped: {})".format(
-            s["frames"], s["elapsed_s"], s["fps"], s["source"], s["stopped"]
-        ),
-        "switches {}  superclass changes {}  scene cuts {}  dropped frames {}  errors {}  reconnects {}".format(
-            s["switches"], s["superclass_changes"], s["scene_cuts"], s["dropped_frames"], s["errors"], s["reconnects"]
-        ),
-        policy_line(s["settings"]),
-    ]
-    med = {k: v.get("median") for k, v in s["stages_ms"].items() if v.get("count")}
-    if med:
-        lines.append("median ms per frame: " + "  ".join("{} {:.3f}".format(k, v) for k, v in med.items()))
-    return lines

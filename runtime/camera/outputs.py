@@ -1,23 +1,22 @@
-"""Outputs of the camera loop: overlay, display window, video file, JSON lines.
+"""Outputs of the camera loop: overlay, display window, video file, RTP stream (the JSON lines
+are :mod:`.writers`').
 
-Files are written to a temporary sibling and renamed into place when the loop ends (also
-when it ends on an error or a signal), so a reader never sees a half-written file under
-the final name.
+Files are written to a hidden temporary sibling and renamed into place when the loop ends (on
+its own, on a signal or on a lost source), complete and checked, so a reader never sees a
+half-written file under the final name; a file that cannot be written is an OutputError, and a
+loop that ends on an unexpected error publishes nothing.
 """
 
 from __future__ import annotations
 
-import errno
-import json
 import os
-import re
-import sys
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from ..errors import OutputError, SourceError, UsageError
 from ..files import cannot_write, check_output, fsync_dir
+from .writers import check_out_dir, disk_full, no_space, remove_quietly, remove_stale_partials, temp_sibling
 from .sources import require_cv2
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
@@ -56,79 +55,6 @@ def draw_overlay(img: np.ndarray, lines) -> np.ndarray:
     for n, text in enumerate(lines):
         cv2.putText(img, text, (8, step * (n + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return img
-
-
-def temp_sibling(path: str, pid: Optional[int] = None) -> str:
-    d, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-    return os.path.join(d, ".{}.partial-{}{}".format(stem, os.getpid() if pid is None else pid, ext))
-
-
-def check_out_dir(path: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise UsageError("{}: no such folder for the output".format(d))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
-
-
-def stale_partials(path: str) -> List[str]:
-    """The hidden ``.partial`` siblings of *path* that a stopped run left (killed: its process is
-    gone); regular files only, never another live run's."""
-    d, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-    pattern = re.compile(r"^\.{}\.partial-(\d+){}$".format(re.escape(stem), re.escape(ext)))
-    try:
-        entries = sorted(os.listdir(d))
-    except OSError:
-        return []
-    out = []
-    for e in entries:
-        m = pattern.match(e)
-        p = os.path.join(d, e)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
-            if os.path.isfile(p) and not os.path.islink(p):
-                out.append(p)
-    return out
-
-
-def remove_stale_partials(path: str) -> List[str]:
-    """Remove what :func:`stale_partials` finds; returns the paths removed."""
-    removed = []
-    for p in stale_partials(path):
-        try:
-            os.remove(p)
-            removed.append(p)
-        except OSError:
-            pass
-    return removed
-
-
-def _disk_full(folder: str) -> bool:
-    """True when the file system holding *folder* has no block left for this process (root may
-    use the reserved blocks).  False where the file system does not say (no blocks reported)."""
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return False
-    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
-    return st.f_blocks > 0 and free == 0
-
-
-def _no_space(path: str, frames: int) -> OutputError:
-    return OutputError(
-        "{}: cannot be written ({} after {} frames); nothing was written under this name".format(
-            path, os.strerror(errno.ENOSPC), frames
-        )
-    )
 
 
 class Display:
@@ -198,14 +124,14 @@ class VideoOut:
             img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(img)
         self.frames += 1
-        if self.tmp and _disk_full(os.path.dirname(self.tmp)):
+        if self.tmp and disk_full(os.path.dirname(self.tmp)):
             self._abort()
-            raise _no_space(self.path, self.frames)
+            raise no_space(self.path, self.frames)
 
     def _open(self, cv2):
         writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size, self.params)
         if not writer.isOpened():
-            _remove(self.tmp)
+            remove_quietly(self.tmp)
             raise SourceError(
                 "{}: OpenCV cannot write {} video here (fourcc {}); try another --output-codec or container".format(
                     self.path, self.ext, self.fourcc
@@ -218,7 +144,7 @@ class VideoOut:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
-        _remove(self.tmp)
+        remove_quietly(self.tmp)
 
     def close(self, complete: bool = True) -> None:
         """Finish the file and rename it into place; *complete* False (the loop ended on an
@@ -228,14 +154,14 @@ class VideoOut:
         self.writer.release()
         self.writer = None
         if not complete:
-            _remove(self.tmp)
+            remove_quietly(self.tmp)
             return
-        if _disk_full(os.path.dirname(self.tmp)):
-            _remove(self.tmp)
-            raise _no_space(self.path, self.frames)
+        if disk_full(os.path.dirname(self.tmp)):
+            remove_quietly(self.tmp)
+            raise no_space(self.path, self.frames)
         held = self._frames_held()
         if held is not None:
-            _remove(self.tmp)
+            remove_quietly(self.tmp)
             raise OutputError(
                 "{}: the video written holds {} of {} frames (a full disk or a failed write); nothing was "
                 "written under this name".format(self.path, held, self.frames)
@@ -243,7 +169,7 @@ class VideoOut:
         try:
             os.replace(self.tmp, str(self.path))
         except OSError as exc:
-            _remove(self.tmp)
+            remove_quietly(self.tmp)
             raise cannot_write(str(self.path), exc) from None
         fsync_dir(os.path.dirname(os.path.abspath(self.path)))
 
@@ -261,14 +187,6 @@ class VideoOut:
         if count == count and 0 <= count < self.frames - max(2, self.frames // 100):
             return str(int(count))
         return None
-
-
-def _remove(path: str) -> None:
-    try:
-        if path and os.path.lexists(path):
-            os.remove(path)
-    except OSError:
-        pass
 
 
 def _bitrate_params(bitrate: int) -> list:
@@ -317,65 +235,3 @@ class RtpOut(VideoOut):
         if self.writer is not None:
             self.writer.release()
             self.writer = None
-
-
-class JsonLines:
-    """One JSON object per line, to stdout (``path`` None) or to a file: a hidden ``.partial``
-    sibling, flushed to disk and renamed into place when the run completes.  A write that fails
-    (a full disk) is an :class:`OutputError`; the partial file is then removed, and so is it when
-    the run ends on an unexpected error."""
-
-    def __init__(self, path: Optional[str] = None):
-        self.path = path
-        self.failed = False
-        self.removed_stale: List[str] = []
-        if path is None:
-            self.f, self.tmp = sys.stdout, None
-        else:
-            check_out_dir(path)
-            self.removed_stale = remove_stale_partials(path)
-            self.tmp = temp_sibling(path)
-            try:
-                self.f = open(self.tmp, "w")
-            except OSError as exc:
-                raise cannot_write(path, exc) from None
-
-    def write(self, record: dict) -> None:
-        if self.failed:
-            return
-        try:
-            self.f.write(json.dumps(record, allow_nan=False) + "\n")
-            if self.tmp is None:
-                self.f.flush()
-        except OSError as exc:
-            if self.tmp is None:
-                raise
-            self._abort()
-            raise cannot_write(str(self.path), exc) from None
-
-    def _abort(self) -> None:
-        self.failed = True
-        try:
-            self.f.close()
-        except OSError:
-            pass
-        _remove(str(self.tmp))
-
-    def close(self, complete: bool = True) -> None:
-        if self.tmp is None:
-            self.f.flush()
-            return
-        if self.failed or self.f.closed:
-            return
-        if not complete:
-            self._abort()
-            return
-        try:
-            self.f.flush()
-            os.fsync(self.f.fileno())
-            self.f.close()
-            os.replace(self.tmp, str(self.path))
-        except OSError as exc:
-            self._abort()
-            raise cannot_write(str(self.path), exc) from None
-        fsync_dir(os.path.dirname(os.path.abspath(str(self.path))))

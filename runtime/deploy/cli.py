@@ -140,10 +140,13 @@ def _no_twice(values, option, key) -> None:
         seen[k] = v
 
 
-def finish(results):
+def finish(results, stop=None):
+    """The per-host summary; then the command ends as a signal asked (*stop*), or fails if a host did."""
     from .report import format_summary
 
     click.echo(format_summary(results))
+    if stop is not None and stop.exc is not None:
+        raise stop.exc
     failed = [r["host"] for r in results if not r["ok"] and not r.get("skipped")]
     skipped = [r["host"] for r in results if r.get("skipped")]
     if failed or skipped:
@@ -191,7 +194,8 @@ def deploy(
 
     from ..bundle.reader import Bundle
     from . import fit
-    from .driver import Source, Stop, deploy_one
+    from .driver import Source, deploy_one
+    from .parallel import Stop
     from .report import Progress
 
     targets, root = make_targets(kw)
@@ -226,12 +230,7 @@ def deploy(
         results = rollout(targets, one, canary, max_failures, kw["jobs"], stop)
     if report_file:
         write_report(report_file, results, source)
-    if stop.exc is not None:  # the summary and the report first, then end as the signal asked
-        from .report import format_summary
-
-        click.echo(format_summary(results))
-        raise stop.exc
-    finish(results)
+    finish(results, stop)
 
 
 def _check_numbers(keep, batch, canary, max_failures, report_file) -> None:
@@ -247,7 +246,8 @@ def _check_numbers(keep, batch, canary, max_failures, report_file) -> None:
 
 def remote_all(kw, sub, extra=()):
     """``edgetool target SUB ROOT --json EXTRA`` on every target, as per-host results."""
-    from .driver import on_all, remote_call
+    from .driver import remote_call
+    from .parallel import on_all
 
     targets, root = make_targets(kw)
     return on_all(

@@ -9,8 +9,8 @@ import json
 def rollout(targets, one, canary: int, max_failures, jobs: int, stop=None):
     """Canaries first (with their doctor check); then the rest in waves of *jobs*, stopping once
     more than *max_failures* hosts failed.  Hosts never started are reported as skipped.  A signal
-    sets *stop* (:class:`.driver.Stop`): no host starts after it, and every host has its result."""
-    from .driver import Stop, not_started, on_all
+    sets *stop* (:class:`.parallel.Stop`): no host starts after it, and every host has its result."""
+    from .parallel import Stop, not_started, on_all
 
     stop = stop or Stop()
     results = []

@@ -44,7 +44,7 @@ class Transport:
 
     # Each command runs in a session of its own: Ctrl-C at the terminal (SIGINT to the whole
     # foreground process group) reaches the driver only, which stops the hosts at safe points
-    # (driver.Stop) instead of the device side dying in the middle of a step.
+    # (parallel.Stop) instead of the device side dying in the middle of a step.
     def run(self, args: Sequence[str], timeout: Optional[float] = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             self.argv(args),
