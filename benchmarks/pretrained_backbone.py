@@ -103,10 +103,8 @@ def run_seed(seed: int, size: int, epochs: int, qat_epochs: int) -> dict:
 
 def aggregate(size: int) -> dict:
     d = folder(size)
-    seeds = sorted(
-        json.load(open(os.path.join(d, f))) for f in os.listdir(d) if f.startswith("seed") and f.endswith(".json")
-    )
-    seeds = sorted(seeds, key=lambda r: r["seed"])
+    files = [f for f in os.listdir(d) if f.startswith("seed") and f.endswith(".json")]
+    seeds = sorted((json.load(open(os.path.join(d, f))) for f in files), key=lambda r: r["seed"])
     pct = lambda v: None if v is None else 100.0 * v  # noqa: E731
     fresh = [r for r in seeds if (r["train_seconds"]["trunk_passes"] or 0) > 0]
     scratch = os.path.join(RESULTS, "fair", "caltech101", "summary.json")
