@@ -118,6 +118,7 @@ def pair_networks(run):
     import torch
 
     from edgetool.toolchain.train import fit as training
+    from edgetool.toolchain.train import models
     from edgetool.toolchain.train.checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
 
     members, n = run.hier.members(run.train.classes), run.hier.n_super
@@ -129,7 +130,7 @@ def pair_networks(run):
             if not os.path.isfile(path):
                 m = run.new_model(len(cands))
                 sd = run.superclass().state_dict()
-                m.load_state_dict({k: v for k, v in sd.items() if not k.startswith("fc.")}, strict=False)
+                models.load_trunk(m, sd)
                 ytr = run.ytr.numpy()
                 mask = np.isin(ytr, cands)
                 y = torch.tensor([cands.index(c) for c in ytr[mask]])

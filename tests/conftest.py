@@ -21,6 +21,15 @@ def run_cli(*args, env=None, input=None, timeout=600):
     return subprocess.run(cmd, capture_output=True, text=True, env=e, input=input, timeout=timeout)
 
 
+def one_error_line(proc):
+    """The one ``error:`` line of a failed command (no traceback, exactly one such line)."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
 @pytest.fixture(scope="session", name="run_cli")
 def run_cli_fixture():
     """``run_cli(*args)``: the edgetool command in a subprocess (a CompletedProcess)."""

@@ -81,6 +81,7 @@ def not_mine_networks(run, ratio, draw="uniform"):
     import torch
 
     from edgetool.toolchain.train import fit as training
+    from edgetool.toolchain.train import models
     from edgetool.toolchain.train.checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
 
     folder = run.path.rstrip("/") + "-notmine{}{:g}".format("" if draw == "uniform" else "-" + draw, ratio)
@@ -95,7 +96,7 @@ def not_mine_networks(run, ratio, draw="uniform"):
             sd = run.superclass().state_dict()
             m = run.new_model(run.hier.head_width + 1)
             with torch.no_grad():
-                m.load_state_dict({a: v for a, v in sd.items() if not a.startswith("fc.")}, strict=False)
+                models.load_trunk(m, sd)
                 m.fc.weight[: sd["fc.weight"].shape[0]] = sd["fc.weight"]
                 m.fc.bias[: sd["fc.bias"].shape[0]] = sd["fc.bias"]
                 m.fc.weight[n], m.fc.bias[n] = 0.0, 0.0

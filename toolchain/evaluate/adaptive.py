@@ -24,6 +24,7 @@ import torch
 from edgetool.runtime.errors import UsageError
 
 from ..train import fit as training
+from ..train import models
 from ..train.checkpoints import float_from_state, float_state
 
 CANDIDATES = ("base-ft", "flat-ft", "flat")
@@ -49,8 +50,7 @@ def flat_finetune(run, k: int):
     def make():
         flat = run.flat()
         m = run.new_model(run.hier.head_width)
-        sd = {key: v for key, v in flat.state_dict().items() if not key.startswith("fc.")}
-        m.load_state_dict(sd, strict=False)
+        models.load_trunk(m, flat.state_dict())
         with torch.no_grad():
             rows = torch.from_numpy(members)
             m.fc.weight[: len(members)] = flat.fc.weight[rows]

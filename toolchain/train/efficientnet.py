@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .models import IRBuilder
+
 # (expansion, kernel, stride, output channels, repeats) of EfficientNet-B0's seven stages
 STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4))
 LAST_STAGE = (6, 3, 1, 320, 1)
@@ -150,45 +152,19 @@ class EfficientNetLite(nn.Module):
         ``act`` ("relu6" or None), residual adds without activation, pooling, fc.  Layers are named
         by their part (``stem``, ``blocks.3.dw``, ``head``), which is how :func:`split_ops` finds a
         part's output."""
-        ops: List[dict] = []
-        weights: Dict[str, torch.Tensor] = {}
-        counter = [0]
-
-        def tname() -> str:
-            counter[0] += 1
-            return "t{}".format(counter[0])
+        ir = IRBuilder()
 
         def conv(name: str, m: ConvBNAct, x: str) -> str:
-            y = tname()
-            weights[name + ".weight"] = m.conv.weight.detach().clone()
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                weights["{}.bn.{}".format(name, key)] = getattr(m.bn, key).detach().clone()
-            ops.append(
-                dict(
-                    op="conv", name=name, x=x, y=y, k=m.k, stride=m.stride, pad=(m.k - 1) // 2,
-                    groups=m.groups, act="relu6" if m.act else None, eps=m.bn.eps,
-                )
-            )  # fmt: skip
-            return y
+            act = "relu6" if m.act else None
+            return ir.conv(name, m.conv, m.bn, x, k=m.k, stride=m.stride, pad=(m.k - 1) // 2, groups=m.groups, act=act)
 
         x = conv("stem", self.stem, "input")
         for i, blk in enumerate(cast(Iterable[MBConv], self.blocks)):
-            prefix = "blocks.{}".format(i)
             h = x
             for cname, m in blk.convs():
-                h = conv("{}.{}".format(prefix, cname), m, h)
-            if blk.residual:
-                y = tname()
-                ops.append(dict(op="add", a=h, b=x, y=y, act=None))
-                h = y
-            x = h
-        x = conv("head", self.head, x)
-        y = tname()
-        ops.append(dict(op="gap", x=x, y=y))
-        weights["fc.weight"] = self.fc.weight.detach().clone()
-        weights["fc.bias"] = self.fc.bias.detach().clone()
-        ops.append(dict(op="fc", name="fc", x=y, y="logits"))
-        return ops, weights
+                h = conv("blocks.{}.{}".format(i, cname), m, h)
+            x = ir.op(op="add", a=h, b=x, act=None) if blk.residual else h
+        return ir.head(conv("head", self.head, x), self.fc)
 
 
 def split_ops(ops: Sequence[dict], after: str) -> Tuple[List[dict], List[dict], str]:

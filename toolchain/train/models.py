@@ -26,6 +26,41 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class IRBuilder:
+    """Builds an op list and its raw tensors: activations named t1, t2, ... in order, each layer's
+    tensors copied by name (the op format of :mod:`.ops`)."""
+
+    def __init__(self):
+        self.ops: List[dict] = []
+        self.weights: Dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def tensor(self) -> str:
+        self.count += 1
+        return "t{}".format(self.count)
+
+    def op(self, **op) -> str:
+        """Append *op* (its output named here unless given); return its output."""
+        op.setdefault("y", self.tensor())
+        self.ops.append(op)
+        return op["y"]
+
+    def conv(self, name: str, conv: nn.Conv2d, bn: nn.BatchNorm2d, x: str, **attrs) -> str:
+        """A convolution with its BatchNorm; *attrs*: k, stride, pad, groups, act."""
+        self.weights[name + ".weight"] = conv.weight.detach().clone()
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            self.weights["{}.bn.{}".format(name, key)] = getattr(bn, key).detach().clone()
+        return self.op(op="conv", name=name, x=x, eps=bn.eps, **attrs)
+
+    def head(self, x: str, fc: nn.Linear) -> Tuple[List[dict], Dict[str, torch.Tensor]]:
+        """Global average pooling and the classifier; the finished (ops, tensors)."""
+        y = self.op(op="gap", x=x)
+        self.weights["fc.weight"] = fc.weight.detach().clone()
+        self.weights["fc.bias"] = fc.bias.detach().clone()
+        self.op(op="fc", name="fc", x=y, y="logits")
+        return self.ops, self.weights
+
+
 class ConvBN(nn.Module):
     def __init__(self, cin, cout, k, stride, relu=True):
         super().__init__()
@@ -145,29 +180,15 @@ class ResNet(nn.Module):
     @torch.no_grad()
     def to_ir(self) -> Tuple[List[dict], Dict[str, torch.Tensor]]:
         """Return (ops, tensors): raw conv weights, BatchNorm states, fc weight and bias."""
-        ops: List[dict] = []
-        weights: Dict[str, torch.Tensor] = {}
-        counter = [0]
-
-        def tname():
-            counter[0] += 1
-            return "t{}".format(counter[0])
+        ir = IRBuilder()
 
         def conv(name, m: ConvBN, x):
-            y = tname()
-            weights[name + ".weight"] = m.conv.weight.detach().clone()
-            bn = m.bn
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                weights["{}.bn.{}".format(name, key)] = getattr(bn, key).detach().clone()
             act = "relu" if m.relu else None
-            ops.append(dict(op="conv", name=name, x=x, y=y, k=m.k, stride=m.stride, pad=m.pad, act=act, eps=bn.eps))
-            return y
+            return ir.conv(name, m.conv, m.bn, x, k=m.k, stride=m.stride, pad=m.pad, act=act)
 
         x = conv("stem", self.stem, "input")
         if self.pool is not None:
-            y = tname()
-            ops.append(dict(op="maxpool", x=x, y=y, k=3, stride=2, pad=1))
-            x = y
+            x = ir.op(op="maxpool", x=x, k=3, stride=2, pad=1)
         for si, st in enumerate(self.stages):
             for bi, blk in enumerate(cast(Iterable[Union[BasicBlock, Bottleneck]], st)):
                 prefix = "s{}.b{}".format(si + 1, bi + 1)
@@ -175,15 +196,8 @@ class ResNet(nn.Module):
                 for cname, m in blk.convs():
                     h = conv("{}.{}".format(prefix, cname), m, h)
                 s = conv(prefix + ".down", blk.down, x) if blk.down is not None else x
-                y = tname()
-                ops.append(dict(op="add", a=h, b=s, y=y, act="relu"))
-                x = y
-        y = tname()
-        ops.append(dict(op="gap", x=x, y=y))
-        weights["fc.weight"] = self.fc.weight.detach().clone()
-        weights["fc.bias"] = self.fc.bias.detach().clone()
-        ops.append(dict(op="fc", name="fc", x=y, y="logits"))
-        return ops, weights
+                x = ir.op(op="add", a=h, b=s, act="relu")
+        return ir.head(x, self.fc)
 
 
 # Families: anything with a ``config`` and ``to_ir()``.  EfficientNet-Lite lives in :mod:`.efficientnet`.
@@ -220,6 +234,16 @@ def from_config(cfg: dict):
         return lite_from_config(cfg)
     block = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}[cfg["block"]]
     return ResNet(cfg["in_channels"], cfg["head"], cfg["blocks"], cfg["widths"], cfg["stem"], block)
+
+
+def load_trunk(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> None:
+    """Every tensor of the state_dict *state* but its classifier (``fc.``) into *model*, which has
+    another head.  Anything else missing or left over is an error: a trunk loads whole or not at all."""
+    sd = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.load_state_dict(sd, strict=False)  # strict-ok: the head differs on purpose
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError("trunk mismatch: missing {}, unexpected {}".format(missing[:5], list(unexpected)[:5]))
 
 
 def load_torchvision_weights(model: ResNet, tv_state: Dict[str, torch.Tensor]) -> None:

@@ -188,8 +188,7 @@ class Run:
         the subclass networks train them)."""
         flat = self.flat()
         m = self.new_model(self.hier.head_width)
-        sd = {k: v for k, v in flat.state_dict().items() if not k.startswith("fc.")}
-        m.load_state_dict(sd, strict=False)
+        models.load_trunk(m, flat.state_dict())
         with torch.no_grad():
             for k in range(self.hier.n_super):
                 rows = torch.from_numpy(np.nonzero(self.sup_of == k)[0])

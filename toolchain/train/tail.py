@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,11 +20,19 @@ from . import qat
 
 
 class Tail(nn.Module):
-    """The layers of a network after its split (BatchNorm trains here), on cached trunk outputs."""
+    """The layers of a network after its split, on cached trunk outputs.  ``train()`` puts only
+    these layers into training mode: the trunk's BatchNorm keeps its eval form."""
 
     def __init__(self, model: E.EfficientNetLite, split: str):
         super().__init__()
         self.model, self.split = model, split
+        self.parts = model.tail_modules(split)
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        for p in self.parts:
+            p.train(mode)
+        return self
 
     def forward(self, x):
         return self.model.tail_forward(x, self.split)
@@ -124,9 +132,8 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 # -- the int8 network ------------------------------------------------------------------------------
 def tail_qatnet(full: qat.QATNet, boundary: str) -> qat.QATNet:
     """A QATNet of *full*'s ops after tensor *boundary* (renamed ``input``), sharing its settings."""
-    ops = [op for op in full.ops]
-    start = next(i for i, op in enumerate(ops) if op.get("y") == boundary) + 1
-    tail_ops = copy.deepcopy(ops[start:])
+    start = next(i for i, op in enumerate(full.ops) if op.get("y") == boundary) + 1
+    tail_ops = copy.deepcopy(full.ops[start:])
     for op in tail_ops:
         for key in ("x", "a", "b"):
             if op.get(key) == boundary:
@@ -170,19 +177,3 @@ def copy_weights(src: qat.QATNet, dst: qat.QATNet) -> None:
     for k, v in src.state_dict().items():
         if k.startswith(("params.", "bns.")) and k in dsd:
             dsd[k].copy_(v)
-
-
-class TailTrainMode(nn.Module):
-    """*tail* whose ``train()`` puts only *parts* (the tail's layers) into training mode."""
-
-    def __init__(self, tail: Tail, parts: List[nn.Module]):
-        super().__init__()
-        self.tail, self.parts = tail, parts
-
-    def train(self, mode: bool = True):
-        for p in self.parts:
-            p.train(mode)
-        return self
-
-    def forward(self, x):
-        return self.tail(x)

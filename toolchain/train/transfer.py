@@ -42,12 +42,11 @@ from edgetool.runtime.files import write_json_atomic
 from . import efficientnet as E
 from . import qat
 from .checkpoints import float_state, load_checkpoint, save_checkpoint
-from .tail import Tail, TailTrainMode, accuracy, copy_weights, freeze_trunk, tail_qatnet, train_tail
+from .tail import Tail, accuracy, copy_weights, freeze_trunk, tail_qatnet, train_tail
 from .trunk_cache import TrunkCache, list_data, read_batch
 
 log = logging.getLogger(__name__)
 
-KIND = "transfer"
 CALIB_IMAGES = 256  # training images the activation scales are calibrated on
 
 
@@ -174,12 +173,10 @@ class TransferRun:
         views, xval, xte = self.features(cache)
         ytr, yval, yte = self.labels()
         freeze_trunk(model, self.split)
-        model.eval()  # the trunk's BatchNorm stays in eval form; Tail.train() affects only the tail's parts
+        model.eval()  # the trunk's BatchNorm keeps its eval form; Tail.train() reaches only the tail
         tail = Tail(model, self.split)
-        for m in model.tail_modules(self.split):
-            m.train()
         hist = train_tail(
-            TailTrainMode(tail, model.tail_modules(self.split)),
+            tail,
             views,
             ytr,
             (xval, yval) if len(yval) else None,
@@ -224,7 +221,7 @@ class TransferRun:
         if self.cfg.qat_epochs and self.split is not None:
             _, _, boundary = E.split_ops(ops, self.split)
             tnet = tail_qatnet(net, boundary)
-            views, xval, _ = self.features(self.cache(self.new_model()))
+            views, xval, _ = self.features(self.cache(model))  # the trunk is frozen: the same cache
             ytr, yval, _ = self.labels()
             hist = train_tail(
                 tnet, views, ytr, (xval, yval) if len(yval) else None, self.cfg.qat_epochs,
@@ -253,8 +250,10 @@ class TransferRun:
     def hierarchy(self):
         from ..hierarchy import spec as hierarchy
 
-        h = os.path.join(self.cfg.data, "hierarchy.json") if not self.cfg.hierarchy else self.cfg.hierarchy
-        if self.cfg.hierarchy not in (None, "single") and os.path.isfile(h):
+        if self.cfg.hierarchy not in (None, "single"):
+            return hierarchy.load(self.cfg.hierarchy)
+        h = os.path.join(self.cfg.data, "hierarchy.json")
+        if self.cfg.hierarchy is None and os.path.isfile(h):
             return hierarchy.load(h)
         return hierarchy.Hierarchy(["all"], [list(self.classes)])
 

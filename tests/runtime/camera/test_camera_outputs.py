@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import run_cli
+from conftest import one_error_line, run_cli
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'edgetool[camera]')")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'edgetool[cpu]')")
@@ -18,14 +18,6 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 from camera_util import records, scenes_video_fixture  # noqa: E402,F401
 
 LOOP = ["--headless", "--input-loop", "4"]  # 3000 frames of 112 x 112
-
-
-def one_error_line(proc):
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".avi"])

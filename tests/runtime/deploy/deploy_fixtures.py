@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import run_cli
+
 SUPERS = ["a", "b"]
 SUBS = [["a1", "a2"], ["b1", "b2", "b3"]]
 
@@ -107,3 +109,13 @@ def edgetool_cmd():
     """The edgetool of this interpreter's environment, as the device side runs it."""
     exe = os.path.join(os.path.dirname(sys.executable), "edgetool")
     return exe if os.access(exe, os.X_OK) else "{} -m edgetool".format(sys.executable)
+
+
+def deploy(bundle, root, *extra):
+    return run_cli("deploy", bundle, "--to", root, "--device-profile", "cpu", *extra)
+
+
+def status(root):
+    proc = run_cli("status", "--to", root, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from conftest import run_cli
-from deploy_fixtures import deploy_kit_fixture, make_bundle, snapshot, version_of  # noqa: F401  (fixture)
+from conftest import one_error_line, run_cli
+from deploy_fixtures import deploy, deploy_kit_fixture, make_bundle, snapshot, status, version_of  # noqa: F401  (fixture)
 
 pytest.importorskip("cryptography")
 
@@ -48,24 +48,6 @@ def serving_new(releases, deploy_kit, tmp_path_factory):
     proc = deploy(releases["new"], root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return root
-
-
-def deploy(bundle, root, *extra):
-    return run_cli("deploy", bundle, "--to", root, "--device-profile", "cpu", *extra)
-
-
-def status(root):
-    proc = run_cli("status", "--to", root, "--json")
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def one_error_line(proc):
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, proc.stderr
-    return errors[0]
 
 
 def damaged(template, tmp_path, case):

@@ -9,7 +9,7 @@ import shlex
 import pytest
 
 from conftest import run_cli
-from deploy_fixtures import deploy_kit_fixture, make_bundle, snapshot, version_of  # noqa: F401  (fixture)
+from deploy_fixtures import deploy, deploy_kit_fixture, make_bundle, snapshot, status, version_of  # noqa: F401  (fixture)
 
 pytest.importorskip("cryptography")
 
@@ -32,16 +32,6 @@ def root(deploy_kit, tmp_path):
     r = tmp_path / "device"
     assert run_cli("target", "trust", r, deploy_kit["keys"]["good"]["public"]).returncode == 0
     return r
-
-
-def deploy(bundle, root, *extra):
-    return run_cli("deploy", bundle, "--to", root, "--device-profile", "cpu", *extra)
-
-
-def status(root):
-    proc = run_cli("status", "--to", root, "--json")
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_an_older_release_is_refused_unless_allowed(releases, root):
