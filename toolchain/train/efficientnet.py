@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import IRBuilder
+from .ops.builder import IRBuilder
 
 # (expansion, kernel, stride, output channels, repeats) of EfficientNet-B0's seven stages
 STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4))
