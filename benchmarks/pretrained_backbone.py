@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -61,17 +62,20 @@ def folder(size: int) -> str:
     return os.path.join(RESULTS, "pretrained", "caltech101-{}".format(size))
 
 
-def run_seed(seed: int, size: int, epochs: int, qat_epochs: int) -> dict:
+def run_seed(seed: int, size: int, epochs: int, qat_epochs: int, cache: str) -> dict:
     data, _ = caltech_dir(WORK, background=False)
     run = os.path.join(WORK, "s{}-seed{}".format(size, seed))
     load = os.getloadavg()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     cli(
         "train", run, "--data", data, "--arch", ARCH, "--pretrained", "imagenet", "--image-size", size,
         "--val-fraction", 0.15, "--augment", "flip", "--epochs", epochs, "--qat-epochs", qat_epochs,
-        "--seed", seed, "--cache", os.path.join(WORK, "cache"),
+        "--seed", seed, "--cache", os.path.join(WORK, cache),
     )  # fmt: skip
     wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     with open(os.path.join(run, "metrics.json")) as f:
         metrics = json.load(f)
     bundle = os.path.join(WORK, "bundle-s{}-seed{}".format(size, seed))
@@ -84,6 +88,7 @@ def run_seed(seed: int, size: int, epochs: int, qat_epochs: int) -> dict:
         "seed": seed,
         "machine": machine(),
         "load_average_at_start": [round(x, 2) for x in load],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "fp32": metrics["fp32"],
         "int8_runtime": {"test": ev["accuracy"], "images": ev.get("images"), "backend": "onnxruntime"},
         "int8_minus_fp32_points": 100.0 * (ev["accuracy"] - metrics["fp32"]["test"]),
@@ -94,6 +99,7 @@ def run_seed(seed: int, size: int, epochs: int, qat_epochs: int) -> dict:
             "trunk_passes": metrics.get("cache_seconds"),
             "total": sum(stages.values()),
             "this_invocation_wall": wall,  # 0-ish when the run had finished before
+            "this_invocation_cpu": cpu,  # user + system seconds of the train command, both cores together
         },
         "bundle_bytes": sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(bundle) for f in fs),
     }
@@ -178,11 +184,12 @@ def main():
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--qat-epochs", type=int, default=2)
+    ap.add_argument("--cache", default="cache", help="trunk cache folder in the work folder (new name: fresh run)")
     ap.add_argument("--aggregate", action="store_true", help="only the summary, from the seed files")
     a = ap.parse_args()
     if not a.aggregate:
         for seed in a.seeds:
-            run_seed(seed, a.size, a.epochs, a.qat_epochs)
+            run_seed(seed, a.size, a.epochs, a.qat_epochs, a.cache)
     aggregate(a.size)
 
 
