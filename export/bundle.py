@@ -61,6 +61,7 @@ def write_bundle(
     release: Optional[int] = None,
     training: Optional[dict] = None,
     backbone: Optional[dict] = None,
+    specialists: Optional[Sequence[str]] = None,
 ) -> dict:
     """Write a bundle directory atomically (see :mod:`.atomic`) and return its manifest.
 
@@ -72,7 +73,9 @@ def write_bundle(
     *release*: the manifest's release number, which devices never let fall (default: the export's
     time in seconds since 1970, so a later export has a higher one).  *training*: how the networks
     were trained, as the manifest's ``training`` records it (``{"delta_budget": {...}}``).
-    *backbone*: a pretrained backbone's name, weights and trunk split (``model.backbone``)."""
+    *backbone*: a pretrained backbone's name, weights and trunk split (``model.backbone``).
+    *specialists*: a flat bundle's superclasses whose network in *sub_nets* is a specialist
+    (``model.specialists``); the others' must be *base_net* itself (a zero delta)."""
     codecs.check_codec(codec)
     release = int(time.time()) if release is None else int(release)
     if not 0 <= release <= M.MAX_RELEASE:
@@ -85,6 +88,8 @@ def write_bundle(
         manifest = _write_files(tmp, base_net, sub_nets, hierarchy, input_spec, codec, samples, flat_classes)
         if backbone:
             manifest["model"]["backbone"] = dict(backbone)
+        if specialists:
+            manifest["model"]["specialists"] = list(specialists)
         manifest["release"] = release
         if training:
             manifest["training"] = dict(training)

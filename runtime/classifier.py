@@ -54,6 +54,10 @@ class SuperSubClassifier:
         return (self.passes - self.images) / self.images if self.images else 0.0
 
     def _policy(self) -> policies.Policy:
+        if self.bundle.kind == "flat" and self.bundle.specialists:
+            row = {c: i for i, c in enumerate(self.bundle.model.flat_classes)}
+            rows = [[row[c] for c in s.subclasses] for s in self.bundle.superclasses]
+            return policies.Specialists(self.bundle.flat_route, self.bundle.specialists, rows)
         if self.bundle.kind == "flat":
             return policies.Flat(self.bundle.flat_route)
         if self.policy == "batched":
@@ -77,6 +81,10 @@ class SuperSubClassifier:
 
     def base_logits(self, batch: np.ndarray) -> np.ndarray:
         return self._logits(batch, BASE)
+
+    def network_logits(self, batch: np.ndarray, k: int) -> np.ndarray:
+        """Network *k*'s whole head (a flat bundle's specialist: every class's row)."""
+        return self._logits(batch, k)
 
     def superclass_probs(self, batch: np.ndarray) -> np.ndarray:
         return masked_softmax(self._logits(batch, BASE), self.n_super)

@@ -207,7 +207,15 @@ def _summary(bundle, b):
         "bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], ascii(m.get("toolchain_version")))
     )
     click.echo("input       {} {}; {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape), _resize(b)))
-    if b.kind == "flat":
+    if b.kind == "flat" and b.specialists:
+        names = ", ".join(ascii(b.superclasses[k].name)[1:-1] for k in b.specialists)
+        click.echo(
+            "model       flat with specialists: one network over {} classes; {} of {} superclasses have a "
+            "specialist delta ({}), the others keep the base's answer".format(
+                b.head_width, len(b.specialists), len(b.superclasses), names
+            )
+        )
+    elif b.kind == "flat":
         click.echo(
             "model       flat: one network over {} classes; the deltas are zero, nothing switches".format(b.head_width)
         )
@@ -226,9 +234,10 @@ def _summary(bundle, b):
     click.echo("base.onnx   {} bytes".format(sizes["base"]))
     for d in b.model.deltas:
         s = b.superclasses[d.index]
+        base = "  (routes to the base)" if b.kind == "flat" and b.specialists and d.index not in b.specialists else ""
         click.echo(
-            "delta       {:<12} {:>3} classes  {:<5} {:>9} bytes (raw {})".format(
-                s.name, len(s.subclasses), d.codec, d.size, d.raw_size
+            "delta       {:<12} {:>3} classes  {:<5} {:>9} bytes (raw {}){}".format(
+                s.name, len(s.subclasses), d.codec, d.size, d.raw_size, base
             )
         )
     if b.kind != "flat":

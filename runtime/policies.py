@@ -17,7 +17,10 @@ policy decides which networks run at all) and returns one :class:`Prediction` pe
 * :class:`Learned`   - gated top-2 with the bundle's learned gate and pair combiners
   (:mod:`.bundle.learned_routing`), equation 2 for a pair without a combiner;
 * :class:`Flat`      - a flat bundle: one pass of its one network, whatever the policy asked
-  (``fine=False``: the superclass of its prediction alone, as the stream's ``superclass`` policy).
+  (``fine=False``: the superclass of its prediction alone, as the stream's ``superclass`` policy);
+* :class:`Specialists` - a flat bundle with specialists: the base over every class, then, for the
+  images whose predicted class is in a superclass with a specialist, one switch to it per such
+  superclass in the batch (the base's answer stands everywhere else).
 
 Every policy also classifies consecutive frames (:meth:`Policy.stream`); only the stream's sticky
 policy (``camera/schedule.py``) carries anything from one frame to the next.
@@ -48,6 +51,8 @@ class Networks(Protocol):
     def subclass_evidence(self, batch: np.ndarray, k: int, features: bool = False) -> Tuple[np.ndarray, Any]: ...
 
     def prediction(self, k: int, p_super: float, p_sub: np.ndarray) -> Prediction: ...
+
+    def network_logits(self, batch: np.ndarray, k: int) -> np.ndarray: ...
 
 
 class Policy:
@@ -188,3 +193,38 @@ class Flat(Policy):
             else:
                 out.append(Prediction(k, nets.bundle.superclasses[k].name, None, None, p_super, 1.0))
         return out
+
+
+class Specialists(Flat):
+    """A flat bundle with specialists (``model.specialists``): the base network over every class
+    routes each image to its predicted class's superclass; where that superclass has a specialist,
+    the specialist's logits of the superclass's classes decide the class (one switch per such
+    superclass in the batch), and p_sub is their softmax.  Elsewhere the base's prediction stands,
+    so a bundle without specialists predicts exactly what its base does."""
+
+    def __init__(self, route: Sequence[Tuple[int, int]], specialists: Sequence[int], rows: Sequence[Sequence[int]]):
+        """*rows*: per superclass, the head row of each of its classes, in the superclass's order."""
+        super().__init__(route)
+        self.specialists = set(int(k) for k in specialists)
+        self.rows = [list(r) for r in rows]
+
+    def __call__(self, nets, batch):
+        probs = masked_softmax(nets.base_logits(batch), len(self.route))
+        out: List[Optional[Prediction]] = [None] * len(batch)
+        groups: dict = {}
+        p_supers = []
+        for i, row in enumerate(probs):
+            c = int(np.argmax(row))
+            k, j = self.route[c]
+            p_super = float(row[self.sup == k].sum())
+            p_supers.append(p_super)
+            if k in self.specialists:
+                groups.setdefault(k, []).append(i)
+            else:
+                out[i] = of_class(nets.bundle, k, j, p_super, row[c] / p_super)
+        for k in sorted(groups):
+            idx = groups[k]
+            logits = nets.network_logits(batch[idx], k)[:, self.rows[k]]
+            for i, p in zip(idx, masked_softmax(logits, logits.shape[1])):
+                out[i] = nets.prediction(k, p_supers[i], p)
+        return [p for p in out if p is not None]

@@ -71,6 +71,7 @@ NETWORK_FLAGS = {  # the networks, and the flat and superclass networks' trainin
     "--base-epochs": int,
 }
 FINE_TUNE_FLAGS = {  # the subclass fine-tunes and QAT: the deltas' recipe and budget
+    "--specialists": int,
     "--ft-epochs": int,
     "--ft-lr": float,
     "--ft-outliers": float,

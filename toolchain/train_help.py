@@ -41,6 +41,10 @@ TRAIN_HELP = {  # the help of each training flag
     "--base-init": "Superclass (base) network: from the flat network's fine-label trunk, or from scratch (or "
     "--pretrained).",
     "--base-epochs": "Superclass epochs from the flat trunk.",
+    "--specialists": "A pretrained backbone: group the classes into this many superclasses (k-means of the trained "
+    "network's class features, or --hierarchy) and fine-tune the tail of each into a specialist over its classes "
+    "(--ft-epochs, a tenth of --tail-lr). A specialist ships only if it beats the network on held-out validation "
+    "images routed to its superclass (needs --val-fraction); 0: none.",
     "--ft-epochs": "Epochs of every subclass fine-tune: the vanilla fp32 networks (also the upper bound, given the "
     "true superclass) and the QAT int8 networks share one recipe.",
     "--ft-lr": "Learning rate of every subclass fine-tune.",

@@ -16,6 +16,8 @@ reads and decompressions by it.
 # size-limit: every field of the manifest and every relation between fields is checked in this one pass
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 from dataclasses import dataclass
@@ -82,6 +84,8 @@ class Manifest:
     delta_budget: Optional[Tuple[str, float, str]] = None
     # model.backbone: (architecture, the weights it started from, the part after which the trunk is split or None)
     backbone: Optional[Tuple[str, str, Optional[str]]] = None
+    # model.specialists: a flat bundle's superclasses whose delta is a specialist (the others route to the base)
+    specialists: Tuple[int, ...] = ()
 
     def files(self) -> List[FileEntry]:
         out = [self.base] + list(self.deltas)
@@ -156,7 +160,9 @@ def parse(d: dict) -> Manifest:
     if kind == "flat" and budget is not None:
         fail("training.delta_budget", "a flat bundle has no deltas to train")
     backbone = _backbone(d)
+    specialists = _specialists(d, supers, kind)
     m = Manifest(*model, *files, over, routing, not_mine, kind, flat_classes, release, changed, budget, backbone)
+    m = dataclasses.replace(m, specialists=specialists)
     paths = [f.file for f in m.files()]
     if len(set(paths)) != len(paths) or MANIFEST in paths:
         fail("files", "two entries name the same file")
@@ -196,6 +202,25 @@ def _backbone(d) -> Optional[Tuple[str, str, Optional[str]]]:
     if split is not None:
         split = N.name(split, "model.backbone.split_after", path=False)
     return arch, pretrained, split
+
+
+def _specialists(d, supers, kind) -> Tuple[int, ...]:
+    """The optional ``model.specialists``: the names of a flat bundle's superclasses whose delta turns
+    the base into that superclass's specialist.  An image whose predicted class is in one of them is
+    classified again by its specialist, among that superclass's classes; every other superclass's
+    delta is zero and its images keep the base's answer."""
+    raw = d.get("model", {}).get("specialists")
+    if raw is None:
+        return ()
+    names = [N.label(n, "model.specialists[{}]".format(i)) for i, n in enumerate(check(raw, "model.specialists", list))]
+    N.unique(names, "model.specialists")
+    if kind != "flat":
+        fail("model.specialists", "only a flat bundle (a base over every class) has specialists")
+    index = {n: k for k, (n, _) in enumerate(supers)}
+    for n in names:
+        if n not in index:
+            fail("model.specialists", "{!r} is not a superclass of the hierarchy".format(N.shown(n)))
+    return tuple(sorted(index[n] for n in names))
 
 
 def backbone_line(arch: str, weights: str, split: str) -> str:

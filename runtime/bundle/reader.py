@@ -79,6 +79,7 @@ class Bundle:
         self.routing = self.model.routing  # None: the runtime's defaults (runtime.routing)
         self.not_mine = self.model.not_mine  # a "not mine" head row after each subclass network's classes
         self.kind, self.flat_route = self.model.kind, M.flat_route(self.model)  # "flat": one network, no switch
+        self.specialists = list(self.model.specialists)  # a flat bundle's superclasses with a specialist delta
         self.input = dict(manifest["input"])
         self.output_name = self.model.output_name
         self.deltas = list(manifest["deltas"])

@@ -35,6 +35,7 @@ class TrainConfig:
     pretrained_partial: bool = False  # load a checkpoint that fills under 90% of the backbone anyway
     freeze: str = "auto"  # a pretrained EfficientNet-Lite: the part up to which the trunk is frozen ("none": none)
     tail_lr: float = 1e-3  # learning rate of a pretrained backbone's trainable tail
+    specialists: int = 0  # a pretrained backbone: tail specialists of this many superclasses (0: none)
     width_mult: float = 1.0
     image_size: Optional[int] = None  # resize for ImageFolder data
     channels: int = 0  # ImageFolder data: 1 (grayscale) or 3 (RGB); 0 detects it from the images
