@@ -82,6 +82,21 @@ class SuperSubClassifier:
     def base_logits(self, batch: np.ndarray) -> np.ndarray:
         return self._logits(batch, BASE)
 
+    @property
+    def trunk_once(self) -> bool:
+        return bool(self.backend.trunk_once)
+
+    def base_and_trunk(self, batch: np.ndarray):
+        """(the base's logits, the trunk's output): the trunk every network of the bundle shares."""
+        self.backend.switch(BASE)
+        return self.backend.infer_trunk(batch)
+
+    def tail_logits(self, trunk: np.ndarray, k: int) -> np.ndarray:
+        """Network *k*'s logits from the trunk's output: only its tail runs."""
+        self.passes += len(trunk)
+        self.backend.switch(k)
+        return self.backend.infer_tail(trunk)
+
     def network_logits(self, batch: np.ndarray, k: int) -> np.ndarray:
         """Network *k*'s whole head (a flat bundle's specialist: every class's row)."""
         return self._logits(batch, k)

@@ -209,7 +209,12 @@ class Specialists(Flat):
         self.rows = [list(r) for r in rows]
 
     def __call__(self, nets, batch):
-        probs = masked_softmax(nets.base_logits(batch), len(self.route))
+        trunk = None
+        if getattr(nets, "trunk_once", False):  # the trunk once per image; a specialist reruns its tail only
+            logits, trunk = nets.base_and_trunk(batch)
+        else:
+            logits = nets.base_logits(batch)
+        probs = masked_softmax(logits, len(self.route))
         out: List[Optional[Prediction]] = [None] * len(batch)
         groups: dict = {}
         p_supers = []
@@ -224,7 +229,8 @@ class Specialists(Flat):
                 out[i] = of_class(nets.bundle, k, j, p_super, row[c] / p_super)
         for k in sorted(groups):
             idx = groups[k]
-            logits = nets.network_logits(batch[idx], k)[:, self.rows[k]]
+            whole = nets.network_logits(batch[idx], k) if trunk is None else nets.tail_logits(trunk[idx], k)
+            logits = whole[:, self.rows[k]]
             for i, p in zip(idx, masked_softmax(logits, logits.shape[1])):
                 out[i] = nets.prediction(k, p_supers[i], p)
         return [p for p in out if p is not None]

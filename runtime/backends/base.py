@@ -99,6 +99,17 @@ class Backend:
     def close(self) -> None:
         pass
 
+    @property
+    def trunk_once(self) -> bool:
+        """Whether the backend runs a specialist's tail alone on the trunk's output (:meth:`infer_tail`)."""
+        return False
+
+    def infer_trunk(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        raise BackendError("{} reruns the whole network for a specialist".format(self.name))
+
+    def infer_tail(self, trunk: np.ndarray) -> np.ndarray:
+        raise BackendError("{} reruns the whole network for a specialist".format(self.name))
+
     # -- shared ------------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self._timed(self._infer, batch)

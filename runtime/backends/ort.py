@@ -12,12 +12,13 @@ its changed codes written), so no session is ever rebuilt.
 from __future__ import annotations
 
 import logging
-from typing import List, Optional
+from typing import Any, List, Optional
 
+import numpy as np
 
 from ..errors import BackendError, BundleError, require
 from ..bundle.learned_routing import FEATURES
-from ..bundle.onnx_weights import drop_initializers, read_initializers
+from ..bundle.onnx_weights import drop_initializers, read_initializers, tail_graph, with_outputs
 from ..bundle.packed import PackedWeights
 from .base import Backend
 
@@ -68,10 +69,13 @@ class OrtBackend(Backend):
                 "refit tensors do not match the manifest ({})".format(exc),
             ) from None
         self.providers = pick_providers(ort, providers)
+        names = [t.name for t in self.layout.tensors]
+        # A flat bundle with specialists and a recorded trunk: the trunk runs once per image, a
+        # specialist reruns only the tail (a second session on the same bound weights).
+        self.trunk = bundle.model.trunk_output if bundle.specialists else None
         try:
-            names = [t.name for t in self.layout.tensors]
             self.session = ort.InferenceSession(
-                drop_initializers(model, names),
+                drop_initializers(with_outputs(model, [self.trunk]) if self.trunk else model, names),
                 sess_options=session_options(ort, threads, mem_pattern=False),
                 providers=self.providers,
             )
@@ -101,6 +105,10 @@ class OrtBackend(Backend):
             self.ortvalues[name] = ov
             self.binding.bind_ortvalue_input(name, ov)
         self.binding.bind_output(bundle.output_name)
+        self.tail_session: Any = None
+        self.tail_binding: Any = None
+        if self.trunk:
+            self._tail_session(model, names, threads)
         log.info(
             "onnxruntime %s on %s: %d refittable tensors bound once (%s)",
             ort.__version__,
@@ -108,6 +116,46 @@ class OrtBackend(Backend):
             len(self.views),
             "shared host buffer" if self.shared else "copied",
         )
+
+    def _tail_session(self, model: bytes, names, threads: int) -> None:
+        ort = self.ort
+        assert self.trunk is not None
+        try:
+            self.tail_session = ort.InferenceSession(
+                drop_initializers(tail_graph(model, self.trunk), names),
+                sess_options=session_options(ort, threads, mem_pattern=False),
+                providers=self.providers,
+            )
+        except Exception as exc:  # ValueError from the split, onnxruntime's own types
+            raise BundleError(
+                self.bundle._display(self.bundle.manifest["base"]["file"]),
+                "cannot run the tail after {!r} on its own: {}".format(self.trunk, exc),
+            ) from None
+        self.tail_binding = self.tail_session.io_binding()
+        tail_inputs = [i.name for i in self.tail_session.get_inputs()]
+        for name in tail_inputs:
+            if name in self.ortvalues:  # the same OrtValues as the whole network's: one copy of the weights
+                self.tail_binding.bind_ortvalue_input(name, self.ortvalues[name])
+
+    @property
+    def trunk_once(self) -> bool:
+        return self.tail_session is not None
+
+    def infer_trunk(self, batch):
+        """(logits, trunk output) of the network now loaded."""
+        return self._timed(lambda b: tuple(self._run(b, [self.bundle.output_name, self.trunk])), batch)
+
+    def infer_tail(self, trunk):
+        """Logits of the tail of the network now loaded, from trunk outputs (:meth:`infer_trunk`)."""
+
+        def run(t):
+            self.tail_binding.bind_cpu_input(self.trunk, np.ascontiguousarray(t, dtype=np.float32))
+            self.tail_binding.clear_binding_outputs()
+            self.tail_binding.bind_output(self.bundle.output_name)
+            self.tail_session.run_with_iobinding(self.tail_binding)
+            return self.tail_binding.copy_outputs_to_cpu()[0]
+
+        return self._timed(run, trunk)
 
     def _apply(self, delta):
         self.packed.set(delta)

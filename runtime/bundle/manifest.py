@@ -86,6 +86,8 @@ class Manifest:
     backbone: Optional[Tuple[str, str, Optional[str]]] = None
     # model.specialists: a flat bundle's superclasses whose delta is a specialist (the others route to the base)
     specialists: Tuple[int, ...] = ()
+    # model.backbone.trunk_output: the tensor of base.onnx where the frozen trunk ends (None: not recorded)
+    trunk_output: Optional[str] = None
 
     def files(self) -> List[FileEntry]:
         out = [self.base] + list(self.deltas)
@@ -162,7 +164,10 @@ def parse(d: dict) -> Manifest:
     backbone = _backbone(d)
     specialists = _specialists(d, supers, kind)
     m = Manifest(*model, *files, over, routing, not_mine, kind, flat_classes, release, changed, budget, backbone)
-    m = dataclasses.replace(m, specialists=specialists)
+    trunk = d.get("model", {}).get("backbone", {}).get("trunk_output") if backbone else None
+    if trunk is not None:
+        trunk = N.name(trunk, "model.backbone.trunk_output", path=False)
+    m = dataclasses.replace(m, specialists=specialists, trunk_output=trunk)
     paths = [f.file for f in m.files()]
     if len(set(paths)) != len(paths) or MANIFEST in paths:
         fail("files", "two entries name the same file")

@@ -371,6 +371,8 @@ class TransferRun:
         hier, subs, names = self.specialist_nets(net)
         spec = dict(self.spec)
         backbone = {"arch": self.arch, "pretrained": self.cfg.pretrained or "none", "split_after": self.split}
+        if self.split is not None:  # the tensor where the trunk ends: a specialist reruns only what follows
+            backbone["trunk_output"] = E.split_ops(net.ops, self.split)[2]
         return write_bundle(
             out_dir, net, subs, hier, spec, codec, self.samples(), None, force,
             flat_classes=list(self.classes), release=release, backbone=backbone, specialists=names,

@@ -131,6 +131,12 @@ def test_a_shipped_specialist_runs_on_its_superclass_only(specialist_run, run_cl
         k = b.superclass_index("group-01")
         be.switch(k)
         spec = be.infer(x)
+        assert be.trunk_once  # the trunk runs once per image; a specialist reruns only the tail
+        be.switch(BASE)
+        base_again, trunk = be.infer_trunk(x)
+        be.switch(k)
+        np.testing.assert_allclose(be.infer_tail(trunk), spec, rtol=1e-5, atol=1e-5)
+        assert np.array_equal(base_again, base)
     routed = np.array([classes[i] in group1 for i in base.argmax(1)])
     assert clf.passes == int(routed.sum())  # one specialist run per image routed to it, none for the others
     rows = [classes.index(c) for c in group1]

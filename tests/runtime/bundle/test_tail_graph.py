@@ -1,0 +1,71 @@
+"""Cutting a model at a tensor, on the serialized bytes (no onnx package on the device): the tail
+runs alone on the trunk's output and gives the whole model's outputs; the model with the trunk's
+output added gives it beside the logits."""
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from edgetool.runtime.bundle.onnx_weights import drop_initializers, tail_graph, with_outputs  # noqa: E402
+
+
+def model(residual_over_cut: bool = False) -> bytes:
+    """x -> Relu -> h -> MatMul(W: refittable) -> Add(b) -> y, and Neg(h) -> z."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(3, 4)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.normal(size=(4,)).astype(np.float32), "b")
+    nodes = [
+        helper.make_node("Relu", ["x"], ["h"]),
+        helper.make_node("MatMul", ["h", "W"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["y0"]),
+        helper.make_node("Neg", ["h"], ["z"]),
+    ]
+    if residual_over_cut:  # the rest reads x again: h does not cut the graph
+        nodes.append(helper.make_node("Add", ["y0", "x_wide"], ["y"]))
+        nodes.insert(0, helper.make_node("MatMul", ["x", "W"], ["x_wide"]))
+    else:
+        nodes.append(helper.make_node("Identity", ["y0"], ["y"]))
+    f = TensorProto.FLOAT
+    g = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", f, ["N", 3]), helper.make_tensor_value_info("W", f, [3, 4])],
+        [helper.make_tensor_value_info("y", f, ["N", 4]), helper.make_tensor_value_info("z", f, ["N", 3])],
+        initializer=[w, b],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def session(data: bytes):
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+
+def test_the_tail_alone_gives_the_whole_models_outputs():
+    x = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+    whole = session(model())
+    y, z = whole.run(["y", "z"], {"x": x})
+    h = session(with_outputs(model(), ["h"])).run(["h"], {"x": x})[0]
+    np.testing.assert_array_equal(h, np.maximum(x, 0))
+    tail = session(tail_graph(model(), "h"))
+    assert [i.name for i in tail.get_inputs()] == ["h"]
+    assert [i.name for i in tail.get_overridable_initializers()] == ["W"]  # bindable, as in the whole model
+    assert [o.name for o in tail.get_outputs()] == ["y", "z"]
+    ty, tz = tail.run(["y", "z"], {"h": h})
+    np.testing.assert_array_equal(ty, y)
+    np.testing.assert_array_equal(tz, z)
+    w2 = np.ones((3, 4), np.float32)  # the refittable weight bound from outside, as a switch does
+    bound = session(drop_initializers(tail_graph(model(), "h"), ["W"]))
+    got = bound.run(["y"], {"h": h, "W": w2})[0]
+    np.testing.assert_allclose(got, whole.run(["y"], {"x": x, "W": w2})[0], rtol=1e-6)
+
+
+def test_a_tensor_that_does_not_cut_the_graph_is_refused():
+    with pytest.raises(ValueError, match="does not cut the graph: the rest also reads x"):
+        tail_graph(model(residual_over_cut=True), "h")
+    with pytest.raises(ValueError, match="no node reads tensor 'nowhere'"):
+        tail_graph(model(), "nowhere")
