@@ -1,0 +1,260 @@
+#!/usr/bin/env python
+"""Super-Sub on a pretrained backbone: tail specialists beside their own base, on Caltech-101 at 224 px.
+
+For each seed, the finished run of ``benchmarks/pretrained_backbone.py`` (EfficientNet-Lite0, tail
+after blocks.14, int8) is the base.  A copy of it trains ``--specialists K`` (k-means superclasses
+of the base's class features; each specialist the int8 tail fine-tuned on its superclass; shipped
+only if it beats the base on the held-out half of validation: the keep-base rule), then ``export``
+and, through the runtime (ONNX Runtime, int8), the test photos with both bundles: the base alone
+(the flat bundle of the seed) and the base with its specialists.  The test split is read once per
+bundle; nothing is chosen on it.
+
+Recorded per seed: which superclasses shipped (validation wins/losses and p), test accuracy of
+both and their paired difference, the stored bytes of each shipped delta against the base network
+under the same codec (x), the switch time to each shipped specialist (decode + apply, one thread),
+and the cost of the second stage: ONNX Runtime latency of base + tail against the base alone
+(batch 1 and 8, one thread, side by side) and the tail's share of the multiply-accumulates.
+
+Usage:
+  python benchmarks/tail_specialists.py --seeds 0 1 2 --superclasses 10 [--cache cache-fresh]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+from common import RESULTS, mean_se, write_result  # noqa: E402
+
+WORK = os.path.join(ROOT, "edgetool-out", "pretrained-caltech101")
+OUT = os.path.join(RESULTS, "pretrained", "specialists-224")
+
+
+def cli(*args):
+    cmd = [sys.executable, "-m", "edgetool"] + [str(a) for a in args]
+    print("$", " ".join(cmd[2:]), flush=True)
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise SystemExit("failed ({})".format(proc.returncode))
+
+
+def correct(bundle: str, paths, labels, batch: int = 32) -> np.ndarray:
+    from edgetool.runtime.backends import load_backend
+    from edgetool.runtime.bundle.reader import Bundle
+    from edgetool.runtime.classifier import SuperSubClassifier
+    from edgetool.runtime.preprocess import load_images
+
+    out = []
+    with Bundle.open(bundle) as b:
+        clf = SuperSubClassifier(load_backend("onnxruntime", b), policy="batched")
+        for i in range(0, len(paths), batch):
+            preds = clf.classify(load_images(paths[i : i + batch], b.input))
+            out += [p.label == y for p, y in zip(preds, labels[i : i + batch])]
+        passes = clf.passes
+    return np.array(out), passes
+
+
+def latency(bundle: str, reps: int = 30) -> dict:
+    """Median ms per batch, one thread: the base alone, and the base + one specialist's tail."""
+    from edgetool.runtime.backends import load_backend
+    from edgetool.runtime.backends.base import BASE
+    from edgetool.runtime.bundle.reader import Bundle
+
+    out = {}
+    with Bundle.open(bundle) as b:
+        be = load_backend("onnxruntime", b, threads=1)
+        k = b.specialists[0]
+        shape = b.input["shape"]
+        for n in (1, 8):
+            x = np.random.default_rng(0).normal(size=[n] + shape).astype(np.float32)
+            one, two = [], []
+            for _ in range(reps):  # interleaved, so both see the same machine
+                be.switch(BASE)
+                t0 = time.perf_counter()
+                be.infer(x)
+                one.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                _, trunk = be.infer_trunk(x)
+                t1 = time.perf_counter()
+                be.switch(k)  # (the switch is measured on its own: switch_ms)
+                t2 = time.perf_counter()
+                be.infer_tail(trunk)
+                two.append((t1 - t0) + (time.perf_counter() - t2))
+                be.switch(BASE)
+            out["batch{}".format(n)] = {
+                "one_network_ms": 1e3 * float(np.median(one)),
+                "base_plus_tail_ms": 1e3 * float(np.median(two)),
+                "ratio": float(np.median(two) / np.median(one)),
+            }
+    return out
+
+
+def switch_ms(bundle: str, reps: int = 50) -> dict:
+    """Median ms of a switch from the base to each shipped specialist (decode + apply), one thread."""
+    from edgetool.runtime.backends import load_backend
+    from edgetool.runtime.backends.base import BASE
+    from edgetool.runtime.bundle.reader import Bundle
+
+    out = {}
+    with Bundle.open(bundle) as b:
+        be = load_backend("onnxruntime", b, threads=1)
+        for k in b.specialists:
+            ts = []
+            for _ in range(reps):
+                be.switch(BASE)
+                t0 = time.perf_counter()
+                be.switch(k)
+                ts.append(time.perf_counter() - t0)
+            out[b.superclasses[k].name] = 1e3 * float(np.median(ts))
+    return out
+
+
+def macs(size: int) -> dict:
+    """Multiply-accumulates of EfficientNet-Lite0 at *size* px: the whole network and its tail after blocks.14."""
+    import torch
+
+    from edgetool.toolchain.train import efficientnet as E
+
+    m = E.build("efficientnet-lite0", 3, 101).eval()
+    counts = {}
+
+    def hook(name):
+        def f(mod, inp, out):
+            if isinstance(mod, torch.nn.Conv2d):
+                k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+                counts[name] = counts.get(name, 0) + out.numel() * k
+            elif isinstance(mod, torch.nn.Linear):
+                counts[name] = counts.get(name, 0) + mod.in_features * mod.out_features
+
+        return f
+
+    for name, mod in m.named_modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            mod.register_forward_hook(hook(name))
+    with torch.no_grad():
+        m(torch.zeros(1, 3, size, size))
+    total = sum(counts.values())
+    tail = sum(v for k, v in counts.items() if k.startswith(("blocks.15.", "head.", "fc")))
+    return {"network": total, "tail": tail, "two_stage_ratio": (total + tail) / total}
+
+
+def run_seed(seed: int, k: int, cache: str) -> dict:
+    from edgetool.runtime.bundle.reader import Bundle
+    from edgetool.toolchain.train.trunk_cache import list_data
+
+    src = os.path.join(WORK, "s224-seed{}".format(seed))
+    run = os.path.join(WORK, "s224-seed{}-spec{}".format(seed, k))
+    if not os.path.isdir(run):
+        os.makedirs(run)
+        for f in ("config.json", "data.json", "tail.pt", "int8.pt", "metrics.json"):
+            shutil.copy2(os.path.join(src, f), run)
+    t0 = time.perf_counter()
+    cli("train", run, "--specialists", k, "--cache", os.path.join(WORK, cache))
+    train_s = time.perf_counter() - t0
+    base_bundle = os.path.join(WORK, "bundle-s224-seed{}".format(seed))
+    bundle = os.path.join(WORK, "bundle-s224-seed{}-spec{}".format(seed, k))
+    cli("export", run, "--out", bundle, "--force")
+    if not os.path.isdir(base_bundle):
+        cli("export", src, "--out", base_bundle)
+    with open(os.path.join(run, "specialists.json")) as f:
+        rec = json.load(f)
+    _, test, classes = list_data(os.path.join(WORK, "data"), 0, 0, seed)
+    labels = [classes[i] for i in test.labels]
+    base_ok, _ = correct(base_bundle, test.paths, labels)
+    spec_ok, passes = correct(bundle, test.paths, labels)
+    diff = spec_ok.astype(float) - base_ok.astype(float)
+    with Bundle.open(bundle) as b:
+        stored = b.stored_bytes()
+        deltas = {d["superclass"]: d["size"] for d in b.manifest["deltas"]}
+        shipped = [b.superclasses[i].name for i in b.specialists]
+        changed = len(b.model.changed or ())
+    result = {
+        "seed": seed,
+        "superclasses": k,
+        "specialists_seconds": train_s,
+        "decisions": rec["superclasses"],
+        "shipped": shipped,
+        "test_images": int(len(base_ok)),
+        "test": {
+            "base": float(base_ok.mean()),
+            "with_specialists": float(spec_ok.mean()),
+            "paired_difference_points": 100 * float(diff.mean()),
+            "paired_95_interval_points": 100 * 1.96 * float(diff.std(ddof=1) / np.sqrt(len(diff))),
+            "images_rerouted_to_a_specialist": int(passes),
+        },
+        "storage": {
+            "base_onnx_bytes": stored["base"],
+            "delta_bytes": {n: deltas[n] for n in shipped},
+            "x_per_specialist": {n: deltas[n] / stored["base"] for n in shipped},
+            "refit_tensors_changed": changed,
+        },
+    }
+    if shipped:
+        result["switch_ms"] = switch_ms(bundle)
+        result["latency"] = latency(bundle)
+    write_result(os.path.join(OUT, "seed{}.json".format(seed)), result)
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    ap.add_argument("--superclasses", type=int, default=10)
+    ap.add_argument("--cache", default="cache-fresh", help="the trunk cache folder in the work folder")
+    a = ap.parse_args()
+    rows = [run_seed(s, a.superclasses, a.cache) for s in a.seeds]
+    summary = {
+        "arch": "efficientnet-lite0",
+        "image_size": 224,
+        "data": "Caltech-101, the course split without BACKGROUND_Google: 101 classes, 15% of train held out",
+        "seeds": [r["seed"] for r in rows],
+        "superclasses": a.superclasses,
+        "base_test": mean_se(100 * r["test"]["base"] for r in rows),
+        "with_specialists_test": mean_se(100 * r["test"]["with_specialists"] for r in rows),
+        "paired_difference_points": mean_se(r["test"]["paired_difference_points"] for r in rows),
+        "shipped_per_seed": [len(r["shipped"]) for r in rows],
+        "macs": macs(224),
+        "note": "± is the standard error over seeds; per seed, the paired 95% interval is over the test photos",
+    }
+    write_result(os.path.join(OUT, "summary.json"), summary)
+    lines = [
+        "# Tail specialists on EfficientNet-Lite0 (Caltech-101, 224 px, {} superclasses)".format(a.superclasses),
+        "",
+        "| seed | shipped | base (int8) | with specialists | paired diff (95%) | x per specialist |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        t = r["test"]
+        xs = ", ".join("{:.3f}".format(v) for v in r["storage"]["x_per_specialist"].values()) or "-"
+        lines.append(
+            "| {} | {} of {} | {:.2f}% | {:.2f}% | {:+.2f} ± {:.2f} | {} |".format(
+                r["seed"], len(r["shipped"]), r["superclasses"], 100 * t["base"], 100 * t["with_specialists"],
+                t["paired_difference_points"], t["paired_95_interval_points"], xs,
+            )
+        )  # fmt: skip
+    m = summary["macs"]
+    lines += ["", "Two-stage MACs with the trunk shared: {:.3f} x one network.".format(m["two_stage_ratio"])]
+    for r in rows:
+        for n, v in r.get("latency", {}).items():
+            lines.append(
+                "Seed {} {}: base + tail {:.1f} ms vs one network {:.1f} ms (x{:.2f}).".format(
+                    r["seed"], n, v["base_plus_tail_ms"], v["one_network_ms"], v["ratio"]
+                )
+            )
+        for n, v in r.get("switch_ms", {}).items():
+            lines.append("Seed {} switch to {}: {:.2f} ms (median, one thread).".format(r["seed"], n, v))
+    with open(os.path.join(OUT, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
