@@ -194,6 +194,7 @@ class TransferRun:
             },
             "history": hist,
             "cache_seconds": cache.seconds,
+            "test_pass_seconds": cache.seconds_of.get("test", 0.0),  # evaluation, not training
         }
         save_checkpoint(float_state(model), path)
         self.timing["tail"] = time.perf_counter() - t0

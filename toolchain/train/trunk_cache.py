@@ -12,7 +12,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -120,6 +120,7 @@ class TrunkCache:
         self.batch, self.progress = batch, progress
         self.trunk_sha = trunk_fingerprint(model, split)
         self.seconds = 0.0  # spent computing (not reading) trunk outputs in this process
+        self.seconds_of: Dict[str, float] = {}  # the same, per image set ("train", "test")
 
     def key(self, images: Images, flip: bool) -> str:
         what = {
@@ -142,7 +143,9 @@ class TrunkCache:
             except (OSError, ValueError):
                 pass  # a damaged cache file is computed again
             log.warning("trunk cache %s is unreadable; computing it again", path)
+        before = self.seconds
         out = self._compute(images, "trunk pass: {}{}".format(name, " (mirrored)" if flip else ""), flip)
+        self.seconds_of[name] = self.seconds_of.get(name, 0.0) + self.seconds - before
         os.makedirs(self.folder, exist_ok=True)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
