@@ -286,7 +286,9 @@ class CameraLoop:
 
 def _network(clf, pred) -> str:
     """The network that labelled a frame: a flat bundle's one network, else the base (a superclass
-    label) or the routed superclass's subclass network."""
+    label) or the routed superclass's subclass network; a flat bundle's specialist by its superclass."""
+    if clf.bundle.kind == "flat" and pred.superclass in clf.bundle.specialists and pred.label is not None:
+        return "specialist:" + pred.superclass_name
     if clf.bundle.kind == "flat":
         return "flat"
     return "base" if pred.label is None else "subclass:" + pred.superclass_name

@@ -144,7 +144,11 @@ class StreamClassifier(SuperSubClassifier):
         self.failed: Dict[int, str] = {}  # subclass index -> the error, reported once
 
     def _policy(self) -> Policy:
-        """The policy object of the stream policy; a flat bundle's is always :class:`~..policies.Flat`."""
+        """The policy object of the stream policy; a flat bundle's is :class:`~..policies.Flat`, or
+        :class:`~..policies.Specialists` when it has specialists (whatever ``--policy`` asked, but
+        ``superclass``)."""
+        if self.bundle.kind == "flat" and self.bundle.specialists and self.stream_policy != "superclass":
+            return super()._policy()
         if self.bundle.kind == "flat":
             return policies.Flat(self.bundle.flat_route, fine=self.stream_policy != "superclass")
         if self.stream_policy == "sticky":

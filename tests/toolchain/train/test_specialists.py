@@ -144,6 +144,15 @@ def test_a_shipped_specialist_runs_on_its_superclass_only(specialist_run, run_cl
         want = group1[int(np.argmax(sl[rows]))] if r else classes[int(np.argmax(bl))]
         assert p.label == want
     assert not np.array_equal(base, spec)  # the specialist's delta is not zero
+    listed = run_cli("classify", out, root / "test", "--json").stdout.splitlines()
+    labels = [json.loads(line)["class"] for line in listed]
+    assert sorted(labels) == sorted(p.label for p in preds)
+    cam = run_cli("camera", out, root / "test", "--headless", "--json")
+    assert cam.returncode == 0, cam.stderr
+    frames = [json.loads(line) for line in cam.stdout.splitlines() if '"type": "frame"' in line]
+    assert [f["class"] for f in frames] == labels  # the camera routes to the specialist as classify does
+    assert {f["network"] for f in frames} <= {"flat", "specialist:group-01"}
+    assert any(f["network"] == "specialist:group-01" for f in frames) == bool(routed.any())
 
     from edgetool.runtime.errors import BundleError
 
