@@ -51,7 +51,7 @@ def needs_client():
 class MenderDevice:
     """The scratch device: its Mender client, its deploy root (``self.root``) and its update module."""
 
-    def __init__(self, folder, trusted_pub):
+    def __init__(self, folder, trusted_pub, profile="cpu"):
         self.dir = str(folder)
         self.etc = os.path.join(self.dir, "etc-mender")
         self.modules = os.path.join(self.dir, "modules")
@@ -66,7 +66,7 @@ class MenderDevice:
         with open(os.path.join(self.etc, "mender.conf"), "w") as f:
             json.dump({"ModuleTimeoutSeconds": 600}, f)
         edgetool = [sys.executable, "-m", "edgetool"]
-        proc = self.ns(*edgetool, "mender", "install-module", self.root, "--device-profile", "cpu")
+        proc = self.ns(*edgetool, "mender", "install-module", self.root, "--device-profile", profile)
         assert proc.returncode == 0, proc.stderr
         self.install_output = proc.stdout
         proc = self.ns(*edgetool, "target", "trust", self.root, trusted_pub)

@@ -1,7 +1,8 @@
 """Bundles through the real Mender client (Debian's mender-client, standalone mode) and the update module
 `edgetool-bundle`, on a scratch device (mender_device.py): install, commit, a second artifact, rollback,
-refused artifacts (tampered, an older release, a relabelled one, corrupt bytes), a power cut between
-install and commit, a commit cut halfway, the client killed during install, and `serve` following it all.
+refused artifacts (tampered, signed by an untrusted key, an older release, a relabelled one, corrupt
+bytes, one that does not fit the device profile), a power cut between install and commit, a commit cut
+halfway, the client killed during install, and `serve` following it all.
 
 Each bad case ends with the client reporting failure and the previous bundle serving: the same
 `current`, versions, staging and state on disk, the same predictions, the same provides in Mender."""
@@ -61,6 +62,10 @@ def kit(tmp_path_factory):
     shutil.copytree(kit["v2"], tampered)
     tamper_one_byte(tampered)  # manifest.json changed after signing
     kit["tampered.mender"] = artifact(tampered, d / "tampered.mender")
+    untrusted = str(d / "untrusted")
+    shutil.copytree(kit["v2"], untrusted)
+    sign_bundle(untrusted, keygen(str(d / "other"))["private"])
+    kit["untrusted.mender"] = artifact(untrusted, d / "untrusted.mender")
     data = bytearray(open(kit["v2.mender"], "rb").read())
     data[len(data) // 2] ^= 0xFF  # inside the compressed payload
     kit["corrupt.mender"] = str(d / "corrupt.mender")
@@ -135,6 +140,7 @@ def test_install_commit_classify_install_v2_rollback_classify(kit, tmp_path, sam
     "bad, said",
     [
         ("tampered", "signature does not match manifest.json (modified after signing?)"),
+        ("untrusted", "which this device does not trust"),
         ("old", "release 5 is older than release 10 installed here before"),
         ("relabelled", "the artifact provides release 99 but the bundle's signed manifest says release 20; refused"),
         ("corrupt", None),  # the client's checksum or our receive, whichever sees it first
@@ -152,6 +158,21 @@ def test_a_refused_artifact_fails_the_deployment_and_the_previous_bundle_serves(
     agree(dev, kit, "v1")
     assert predictions(os.path.join(dev.root, "current"), sample_pngs) == predictions(kit["v1"], sample_pngs)
     assert dev.mender("commit").returncode == 2  # nothing in progress: the client reports the failure as final
+
+
+def test_a_bundle_that_does_not_fit_the_device_profile_is_refused_at_download(kit, tmp_path):
+    from edgetool.runtime import device_profiles
+
+    tight = dict(device_profiles.load("cpu"), name="tight", memory_budget_mb=310)  # the bundle needs 313 MiB
+    (tmp_path / "tight.json").write_text(json.dumps(tight))
+    dev = MenderDevice(tmp_path / "device", kit["key"]["public"], profile=str(tmp_path / "tight.json"))
+    before = dev.on_disk()
+    proc = dev.mender("install", kit["v1.mender"])
+    assert proc.returncode != 0 and "Download failed" in proc.stderr, proc.stderr
+    errors = [ln for ln in dev.module_lines(proc) if ln.startswith("error: ")]
+    assert len(errors) == 1 and "bundle does not fit tight: needs" in errors[0], proc.stderr
+    assert dev.on_disk() == before and before[0] is None
+    assert dev.mender("show-artifact").stdout.strip() == "factory-image"  # as the device came
 
 
 def test_a_power_cut_between_install_and_commit_leaves_the_previous_version_serving(kit, tmp_path, sample_pngs):
