@@ -36,6 +36,7 @@ ENTRY = {
     "rollback": ".runtime.deploy.cli:rollback",
     "status": ".runtime.deploy.cli:status",
     "target": ".runtime.target.cli:target",
+    "mender": ".runtime.mender.cli:mender",
 }
 # command name -> one line of help, shown without importing the command
 SUMMARY = {
@@ -58,6 +59,7 @@ SUMMARY = {
     "rollback": "Switch devices back to their previous bundle version.",
     "status": "Bundle versions on devices: current, previous, doctor.",
     "target": "Device side of deploy: stage, install, trust.",
+    "mender": "Ship bundles through Mender: artifacts, and the update module that installs them.",
 }
 COMMANDS = {name: (*ENTRY[name].split(":"), SUMMARY[name]) for name in ENTRY}  # (module, attribute, help)
 

@@ -67,6 +67,15 @@ NOT_FROM_EXTRAS = {
         "--system-site-packages)",
         "other": "TensorRT comes with JetPack on a Jetson (pip install tensorrt on an x86 machine with an NVIDIA GPU)",
     },
+    # Mender's own tools (`edgetool mender`), packaged by Debian (bookworm: mender-client 3.4, mender-artifact 3.9)
+    "mender-artifact": {
+        "jetson": "install the Debian package: sudo apt-get install mender-artifact",
+        "other": "install the Debian package: sudo apt-get install mender-artifact",
+    },
+    "mender-client": {
+        "jetson": "install the Debian package: sudo apt-get install mender-client",
+        "other": "install the Debian package: sudo apt-get install mender-client",
+    },
 }
 
 

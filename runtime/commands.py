@@ -62,6 +62,12 @@ def target_repair(root: str) -> str:
     return line("target", "repair", root)
 
 
+@_printed("/var/lib/edgetool", "orin-nano")
+def mender_install_module(root: str = "ROOT", profile: str = "PROFILE") -> str:
+    """Install the Mender update module on a device, for deploy root *root* and device *profile*."""
+    return line("mender", "install-module", root, "--device-profile", profile)
+
+
 @_printed()
 def keygen() -> str:
     return line("keygen", "KEY")

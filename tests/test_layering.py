@@ -59,6 +59,7 @@ RUNTIME_RANK = {
     "profile": 8,
     "target": 8,
     "deploy": 9,
+    "mender": 9,
 }
 # The toolchain: data and hierarchies < training < evaluation and the router search < the run's
 # orchestration (its flat controls, its export, Run itself) < the commands.

@@ -135,13 +135,18 @@ def upload(
     return progress.sent
 
 
+def file_header(rel: str, size: int, sha256: str) -> bytes:
+    """The line before a file's bytes in what ``edgetool target receive`` reads (a Mender payload too)."""
+    return (json.dumps({"file": rel, "size": size, "sha256": sha256}) + "\n").encode("utf-8")
+
+
 def _send(transport, root, source, todo, progress, bwlimit_kib, stop: Stop) -> None:
     """One ``target receive`` for all files: a header line per file, then its bytes."""
     proc = transport.popen(["target", "receive", root, source.version])
     t0, sent = time.monotonic(), 0
     try:
         for rel, size, sha in todo:
-            proc.stdin.write((json.dumps({"file": rel, "size": size, "sha256": sha}) + "\n").encode("utf-8"))
+            proc.stdin.write(file_header(rel, size, sha))
             with open(source.path(rel), "rb") as f:
                 for chunk in iter(lambda: f.read(CHUNK), b""):
                     if stop.is_set():  # the end of input: the device drops the file in transfer, keeps the rest

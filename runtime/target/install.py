@@ -80,49 +80,81 @@ class Target(Receiver):
             b.close()
 
     def install(self, version: str, keep: int = 3, allow_downgrade: bool = False) -> Dict:
+        """Check the staged VERSION, move it into ``versions/`` and switch ``current`` to it, under one
+        hold of the locks (the three steps an update manager drives one by one: :mod:`.phased`)."""
         check_version(version)
         self.init()
         with self.receiving(), Lock(self.p(".lock")):  # no upload writes into staging/ meanwhile
             fault_point("target:install:locked")
             highest, lost = self.counter()  # an unusable state stops it before any change
             self.heal()
-            staged, final = self.p("staging", version), self.p("versions", version)
             info: Dict[str, Any] = {"version": version, "signer": None, "files": 0}
-            if os.path.isdir(staged):
-                try:
-                    if lost and not allow_downgrade:
-                        raise self.counter_refusal(lost)
-                    info.update(self.verify_staged(version))
-                    fault_point("target:install:verified")
-                    self._check_release(staged, highest, allow_downgrade)
-                except EdgetoolError:
-                    shutil.rmtree(staged)  # refused: drop what was received, change nothing else
-                    raise
-                if os.path.isdir(final):  # a re-run of an installed version: keep the installed copy
-                    shutil.rmtree(staged)
-                else:
-                    os.replace(staged, final)
-                    fault_point("target:install:moved")
-            elif not os.path.isdir(final):
+            if os.path.isdir(self.p("staging", version)):
+                info.update(self._accept(version, highest, lost, allow_downgrade))
+                self._place(version)
+            elif not os.path.isdir(self.p("versions", version)):
                 raise DeployError("{}: nothing staged for version {}".format(self.root, version))
             else:
-                if lost and not allow_downgrade:
-                    raise self.counter_refusal(lost)
-                self._check_release(final, highest, allow_downgrade)
-            info["release"] = self.release_of(final)
-            extra: Dict[str, Any] = {"signer": info["signer"], "release": info["release"]}
-            if highest is None:  # allowed by the operator: the counter is rebuilt from what is installed
-                extra.update(downgrade_allowed=True, counter_lost=lost)
-                new_highest = max(info["release"], self.highest_on_disk())
-            else:
-                if allow_downgrade and info["release"] < highest:
-                    extra["downgrade_allowed"] = True
-                new_highest = max(info["release"], highest)
-            info["previous"] = self._switch(version, "install", extra, new_highest)
-            fault_point("target:install:switched")
-            info["pruned"] = self._prune(keep)
-            fault_point("target:install:pruned")
+                self._check_installed(version, highest, lost, allow_downgrade)
+            info.update(self._commit(version, info["signer"], highest, lost, allow_downgrade, keep))
         return info
+
+    def _accept(self, version: str, highest: Optional[int], lost: Optional[str], allow_downgrade: bool) -> Dict:
+        """The staged VERSION checked where it lies: the counter, the signature, every file, the release.
+        A refused version is dropped from ``staging/``; nothing else changes.  The locks are held."""
+        staged = self.p("staging", version)
+        try:
+            if lost and not allow_downgrade:
+                raise self.counter_refusal(lost)
+            info = self.verify_staged(version)
+            fault_point("target:install:verified")
+            self._check_release(staged, highest, allow_downgrade)
+        except EdgetoolError:
+            shutil.rmtree(staged)  # refused: drop what was received, change nothing else
+            raise
+        return info
+
+    def _place(self, version: str) -> bool:
+        """Move the accepted, staged VERSION into ``versions/`` (not current yet); False where that
+        version was installed already (a re-run: the installed copy is kept)."""
+        staged, final = self.p("staging", version), self.p("versions", version)
+        if os.path.isdir(final):
+            shutil.rmtree(staged)
+            return False
+        os.replace(staged, final)
+        fault_point("target:install:moved")
+        return True
+
+    def _check_installed(self, version: str, highest: Optional[int], lost: Optional[str], allow_downgrade: bool):
+        """An installed VERSION about to become current: the counter and its release, as for a staged one."""
+        if lost and not allow_downgrade:
+            raise self.counter_refusal(lost)
+        self._check_release(self.p("versions", version), highest, allow_downgrade)
+
+    def _commit(
+        self,
+        version: str,
+        signer: Optional[str],
+        highest: Optional[int],
+        lost: Optional[str],
+        allow_downgrade: bool,
+        keep: int,
+    ) -> Dict:
+        """Switch ``current`` to the installed, checked VERSION with the new counter, then prune."""
+        release = self.release_of(self.p("versions", version))
+        extra: Dict[str, Any] = {"signer": signer, "release": release}
+        if highest is None:  # allowed by the operator: the counter is rebuilt from what is installed
+            extra.update(downgrade_allowed=True, counter_lost=lost)
+            new_highest = max(release, self.highest_on_disk())
+        else:
+            if allow_downgrade and release < highest:
+                extra["downgrade_allowed"] = True
+            new_highest = max(release, highest)
+        previous = self._switch(version, "install", extra, new_highest)
+        fault_point("target:install:switched")
+        pruned = self._prune(keep)
+        fault_point("target:install:pruned")
+        return {"release": release, "previous": previous, "pruned": pruned}
 
     def _check_release(self, folder: str, highest: Optional[int], allow_downgrade: bool) -> None:
         """Anti-rollback: a release lower than *highest*, the highest this device installed, is refused."""

@@ -2,20 +2,18 @@
 frames; a version that fails to load leaves the old one serving; status shows what is served;
 `target service` writes a systemd unit."""
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 
-import numpy as np
 import pytest
 
 from conftest import run_cli
 from deploy_fixtures import deploy_kit_fixture, version_of  # noqa: F401  (fixture)
+from serve_util import Served, make_video
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'edgetool[camera]')")
 pytest.importorskip("onnxruntime")
@@ -29,63 +27,7 @@ def local_deploy(bundle, root):
 
 @pytest.fixture()
 def video(tmp_path):
-    path = str(tmp_path / "scene.avi")
-    w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30, (28, 28))
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        w.write(cv2.cvtColor(rng.integers(0, 256, (28, 28), dtype=np.uint8), cv2.COLOR_GRAY2BGR))
-    w.release()
-    return path
-
-
-class Served:
-    """`edgetool serve` in the background, its JSON lines collected as they come."""
-
-    def __init__(self, root, video):
-        env = dict(os.environ, EDGETOOL_THREADS="1")
-        args = [
-            root,
-            video,
-            "--headless",
-            "--json",
-            "--input-loop",
-            "-1",
-            "--input-rate",
-            "40",
-            "--policy",
-            "per-image",
-        ]
-        cmd = [sys.executable, "-m", "edgetool", "serve"] + [str(a) for a in args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        self.rows, self.err = [], []
-        self.threads = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.rows, True), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.err, False), daemon=True),
-        ]
-        for t in self.threads:
-            t.start()
-
-    @staticmethod
-    def _read(stream, into, as_json):
-        for line in stream:
-            into.append(json.loads(line) if as_json else line.rstrip("\n"))
-
-    def wait_for(self, version, frames=10, timeout=120):
-        """Until *frames* more frames came from *version*."""
-        start, t0 = len(self.rows), time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if sum(r.get("version") == version for r in self.rows[start:]) >= frames:
-                return
-            assert self.proc.poll() is None, "\n".join(self.err)
-            time.sleep(0.1)
-        pytest.fail("no frames from {} within {} s: {}".format(version, timeout, "\n".join(self.err[-5:])))
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=60)
-        for t in self.threads:
-            t.join(timeout=10)
-        return rc
+    return make_video(str(tmp_path / "scene.avi"))
 
 
 def test_serve_follows_deploys_and_rollbacks_between_frames(deploy_kit, tmp_path, video):
