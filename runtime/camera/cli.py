@@ -15,7 +15,8 @@ from .outputs import CODECS
 
 POLICY_HELP = (
     "Routing: sticky (subclass network stays loaded, with hysteresis), per-image (superclass "
-    "pass on every frame), batched, topk, or superclass (base network alone)."
+    "pass on every frame), batched, topk, or superclass (base network alone). A flat bundle has one "
+    "network and no routing: every policy gives its labels (superclass: their superclasses)."
 )
 
 
@@ -147,6 +148,8 @@ def _session(input_uri, output, o, make_served):
     clf_kw = {k: o[k] for k in ("policy", "enter", "leave", "interval", "gate", "beta")}
     clf_kw["k"] = o["topk"]
     served = make_served(o["backend"], kw, clf_kw, o["smoothing"])
+    if served.bundle.kind == "flat":  # say so at the start, not only in the summary
+        log(policy_line(served.clf.settings()))
     try:
         source.open()
         status = sys.stderr.isatty() and not o["as_json"]
