@@ -222,5 +222,6 @@ def print_table(r: dict, N: int) -> None:
     click.echo("")
     click.echo("bundle:  {}".format(r["bundle"]))
     click.echo("results: {}".format(os.path.join(os.path.dirname(r["bundle"]), "results.json")))
-    click.echo("try:     {}    (the sample's test images as PNGs)".format(commands.data_sample_images("try/")))
+    shown = commands.data_sample_images("try/")
+    click.echo("try:     {}    (3 test images of each class as PNGs; --per-class all: the test split)".format(shown))
     click.echo("         {}".format(commands.classify("try/", r["bundle"])))
