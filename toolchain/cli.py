@@ -50,6 +50,7 @@ DATA_FLAGS = {  # the data and its split: what a run trains and chooses on
     "--hierarchy": click.Path(),
     "--config": (click.Path(), "config_file"),
     "--image-size": int,
+    "--resize": click.Choice(["squash", "shorter"]),
     "--channels": int,
     "--augment": click.Choice(["auto", "none", "flip"]),
     "--pad": int,
@@ -114,6 +115,11 @@ def make_config(config_file=None, **flags):
         if v is not None:
             setattr(cfg, k, v)
     cfg.check(config_file or "config")
+    if cfg.resize != "squash" and cfg.arch.startswith("efficientnet"):
+        raise UsageError(
+            "--resize {}: a pretrained EfficientNet-Lite resizes as its weights were trained (shorter side, crop "
+            "0.875); leave --resize out".format(cfg.resize)
+        )
     for k in ("batch", "epochs", "base_epochs", "ft_epochs", "qat_epochs"):
         if getattr(cfg, k) < 1:
             raise UsageError("--{} must be >= 1, got {}".format(k.replace("_", "-"), getattr(cfg, k)))
