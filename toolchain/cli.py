@@ -89,6 +89,22 @@ def _select_device(ctx, param, value):
     select(value)  # before any work: a GPU torch does not see is one error line
 
 
+def _choose_threads(ctx, param, value):
+    from .train.device import choose_threads
+
+    choose_threads(value)
+
+
+threads_option = click.option(
+    "--threads",
+    type=int,
+    default=None,
+    expose_value=False,
+    callback=_choose_threads,
+    show_default="$EDGETOOL_THREADS, else every core",
+    help="Threads torch trains with. Every core is fastest on an idle machine; beside other jobs, fewer threads "
+    "than free cores keeps an epoch from waiting on the busiest core.",
+)
 device_option = click.option(
     "--device",
     default=None,
@@ -180,6 +196,7 @@ MODES = ("flat", "superclass", "vanilla", "qat")
     "weights share them).",
 )
 @device_option
+@threads_option
 @verbosity_options
 def train(run_dir, modes, config_file, from_run, cache_dir, **flags):
     """Train the networks of a Super-Sub run into RUN_DIR (resumes where it stopped).
@@ -237,6 +254,7 @@ def train(run_dir, modes, config_file, from_run, cache_dir, **flags):
 @click.option("--fresh", is_flag=True, help="Retrain even if the output folder holds a finished run.")
 @config_options
 @device_option
+@threads_option
 @verbosity_options
 def demo(out, codec, fresh, config_file, **flags):
     """Train, export and run Super-Sub on the shipped Fashion-MNIST sample, offline.

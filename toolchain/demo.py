@@ -12,6 +12,7 @@ from edgetool.runtime import commands
 from edgetool.runtime.machine import machine_name
 
 from .evaluate import bounds, verdict
+from .train.device import describe
 from .train.run import Run, TrainConfig
 from .evaluate.runtime_eval import evaluate_bundle
 
@@ -86,11 +87,12 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
     run = Run.open(os.path.join(out, "run"), cfg)
     hier = run.hier
     click.echo(
-        "edgetool demo: Super-Sub on {} ({} superclasses: {}), output in {}".format(
+        "edgetool demo: Super-Sub on {} ({} superclasses: {}), output in {}; training on {}".format(
             "the shipped Fashion-MNIST sample" if cfg.data == "sample" else cfg.data,
             hier.n_super,
             ", ".join(hier.superclasses),
             out,
+            describe(),
         ),
         err=True,
     )
