@@ -16,10 +16,10 @@ def main():
     ap.add_argument("--out", default="edgetool-out")
     ap.add_argument("--result", default=os.path.join(HERE, "results", "demo_fashion_mnist_sample.json"))
     args = ap.parse_args()
-    from edgetool.toolchain.demo import run_demo
+    from edgetool.toolchain.demo import demo_config, run_demo
     from edgetool.toolchain.train.run import TrainConfig
 
-    results = run_demo(args.out, TrainConfig())
+    results = run_demo(args.out, demo_config(TrainConfig()))
     write_result(args.result, results)
 
 

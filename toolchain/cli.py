@@ -25,9 +25,13 @@ def _default(name):
     return {f.name: f.default for f in fields(TrainConfig)}.get(name)
 
 
-def config_options(f):
+def config_options(f=None, shown=None):
     """The training flags; each defaults to the run's config.json (when resuming) or TrainConfig,
-    and --help shows that default (click's show_default)."""
+    and --help shows that default (click's show_default), or *shown*'s words for it (a command that
+    applies its own default, as the demo's training images)."""
+    if f is None:
+        return lambda g: config_options(g, shown)
+    shown = dict(SHOWN, **(shown or {}))
 
     def opt(flag, kind):
         kind, dest = kind if isinstance(kind, tuple) else (kind, None)
@@ -36,7 +40,7 @@ def config_options(f):
         decls = (flag, dest) if dest else (flag,)
         if kind is bool:  # --name/--no-name
             return click.option("{0}/--no-{1}".format(flag, flag[2:]), default=default, help=text, show_default=True)
-        return click.option(*decls, default=default, type=kind, help=text, show_default=SHOWN.get(key, True))
+        return click.option(*decls, default=default, type=kind, help=text, show_default=shown.get(key, True))
 
     opts = [opt(flag, kind) for flags in (DATA_FLAGS, NETWORK_FLAGS, FINE_TUNE_FLAGS) for flag, kind in flags.items()]
     for o in reversed(opts):
@@ -252,7 +256,7 @@ def train(run_dir, modes, config_file, from_run, cache_dir, **flags):
 @click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(), help="Output folder.")
 @codec_option
 @click.option("--fresh", is_flag=True, help="Retrain even if the output folder holds a finished run.")
-@config_options
+@config_options(shown={"limit_train": "3000 of the shipped sample's 6,000 (half the demo's time); other data: 0, all"})
 @device_option
 @threads_option
 @verbosity_options
@@ -266,12 +270,13 @@ def demo(out, codec, fresh, config_file, **flags):
     """
     import shutil
 
-    from .demo import run_demo
+    from .demo import demo_config, run_demo
 
     run_dir = os.path.join(out, "run")
     if fresh and os.path.isdir(run_dir):
         shutil.rmtree(run_dir)
-    cfg = make_config(config_file, **given(flags))
+    chosen = given(flags)
+    cfg = make_config(config_file, **chosen)
     if cfg.data is None:
         cfg.data = "sample"
-    run_demo(out, cfg, codec)
+    run_demo(out, demo_config(cfg, keep=config_file is not None or "limit_train" in chosen), codec)
