@@ -94,11 +94,7 @@ def storage_bytes(manifest: dict, N: int, sup, flat) -> dict:
     }
 
 
-def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
-    t0 = time.perf_counter()
-    os.makedirs(out, exist_ok=True)
-    run = Run.open(os.path.join(out, "run"), cfg)
-    hier = run.hier
+def _announce(cfg: TrainConfig, hier, out: str) -> None:
     click.echo(
         "edgetool demo: Super-Sub on {} ({} superclasses: {}), output in {}; training on {}".format(
             "the shipped Fashion-MNIST sample" if cfg.data == "sample" else cfg.data,
@@ -109,6 +105,14 @@ def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
         ),
         err=True,
     )
+
+
+def run_demo(out: str, cfg: TrainConfig, codec: str = "zstd") -> dict:
+    t0 = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    run = Run.open(os.path.join(out, "run"), cfg)
+    hier = run.hier
+    _announce(cfg, hier, out)
     N = hier.n_super
     steps = 2 * N + 6  # flat, superclass, N vanilla, QAT superclass, N QAT, controls, export, measure
     done = [0]

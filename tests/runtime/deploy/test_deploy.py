@@ -262,14 +262,13 @@ def test_device_side_refuses_bad_names_and_short_uploads(tmp_path):
 
 
 def test_deploy_commands_work_without_torch(deploy_kit, tmp_path):
-    """Each deploy command succeeds with torch blocked, and nothing on its way tries to import torch."""
     from test_layering import run_blocked
 
     root = tmp_path / "d"
     code = (
         "from edgetool.cli import main; import sys\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
-        "    assert TORCH_TRIED == [], TORCH_TRIED; raise\n"
+        "    assert TORCH_TRIED == [], TORCH_TRIED; raise\n"  # nothing on the way even tried to import torch
     )
     for args in (
         ["devices"],
