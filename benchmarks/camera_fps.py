@@ -48,7 +48,7 @@ class Rows:
 
     def write(self, r):
         if r["type"] == "frame":
-            self.labels.append(r["label"])
+            self.labels.append(r["class"])
 
 
 def make_video(path, scenes, hold, size=112):

@@ -123,7 +123,7 @@ class SuperSubClassifier:
     def prediction(self, k: int, p_super: float, p_sub: np.ndarray) -> Prediction:
         """Superclass *k*'s prediction: the class of *p_sub*'s largest probability."""
         j = int(np.argmax(p_sub))
-        return of_class(self.bundle, k, j, p_super, p_sub[j])
+        return of_class(self.bundle, k, j, p_super, p_sub[j], p_sub)
 
     # -- policies --------------------------------------------------------------------------
     def classify(self, batch: np.ndarray) -> List[Prediction]:

@@ -10,8 +10,9 @@ import click
 from .bundle import routing
 from .bundle.manifest import backbone_line
 from .errors import UsageError
-from .files import check_output
-from .options import backend_option, engine_mode_option, policy_option, routing_options, verify_switch_option
+from . import folder_eval as E
+from .options import backend_option, check_top, engine_mode_option, policy_option, routing_options, top_option
+from .options import verify_switch_option
 from .preprocess import expand_images
 
 
@@ -68,9 +69,10 @@ def make_backend(bundle, backend: str, verify_switch=None, **kw):
     show_default="none",
     help="With --eval: the confusion matrix as a PNG.",
 )
+@top_option
 @verify_switch_option
 def classify(
-    bundle, images, backend, policy, gate, topk, beta, batch, as_json, skip_errors, evaluate, plot, verify_switch
+    bundle, images, backend, policy, gate, topk, beta, batch, as_json, skip_errors, evaluate, plot, top, verify_switch
 ):
     """Classify IMAGES (files or folders) with BUNDLE: superclass, fine class, confidence.
 
@@ -81,58 +83,34 @@ def classify(
     if batch < 1:
         raise UsageError("--batch must be >= 1")
     routing.check_options(gate, topk, beta)  # one error line before the bundle is read
-    _check_eval(images, evaluate, plot)
+    check_top(top)
+    E.check_request(images, evaluate, plot)
     with open_bundle(bundle) as b:
         files = expand_images(images)
         report = (lambda line: click.echo(line, err=True)) if verify_switch else None
         with make_backend(b, backend, verify_switch=report) as be:
             show = None if evaluate else as_json
-            done = _classify(b, be, files, policy, batch, show, skip_errors, gate=gate, k=topk, beta=beta)
+            done = _classify(b, be, files, policy, batch, (show, top), skip_errors, gate=gate, k=topk, beta=beta)
         if evaluate:
-            _report_eval(b, images[0], done, as_json, plot)
+            click.echo(E.report(b, images[0], done, as_json, plot))
 
 
-def _check_eval(images, evaluate, plot) -> None:
-    if plot and not evaluate:
-        raise UsageError("--plot draws the confusion matrix of --eval; add --eval")
-    if plot:
-        check_output(plot, "--plot")
-    if evaluate and (len(images) != 1 or not os.path.isdir(images[0])):
-        raise UsageError("--eval takes one labelled folder (FOLDER/<class>/<image>), got {}".format(" ".join(images)))
-
-
-def _report_eval(b, folder, done, as_json, plot) -> None:
-    from . import folder_eval as E
-
-    classes = E.bundle_classes(b)
-    true = E.folder_labels(folder, [f for f, _ in done], classes)
-    index = {c: i for i, c in enumerate(classes)}
-    r = E.measure(true, [index[p.label] for _, p in done], [p.superclass for _, p in done], b, classes)
-    if plot:
-        E.plot_png(r, plot)
-    if as_json:
-        click.echo(json.dumps(r, allow_nan=False))
-    else:
-        click.echo("\n".join(E.text_lines(r)) + ("\nconfusion matrix plot: {}".format(plot) if plot else ""))
-
-
-def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **settings) -> list:
-    """Classify *files*; print a row (*as_json*: a JSON line) per image unless *as_json* is None.
-    Returns [(file, prediction)] of the images that could be read."""
+def _classify(b, be, files, policy, batch, shown, skip_errors=False, **settings) -> list:
+    """Classify *files*; *shown* = (as_json, top): print a row (as_json: a JSON line) per image unless
+    as_json is None, with the *top* most confident classes when top > 0.  Returns [(file, prediction)]
+    of the images that could be read."""
     from .classifier import SuperSubClassifier
-    from .bundle.names import escaped
     from .preprocess import load_images
 
+    as_json, top = shown
     clf = SuperSubClassifier(be, policy=policy, **settings)
     if b.kind == "flat" and policy == "topk":
         click.echo("routing: none (a flat bundle is one network; --policy topk has nothing to route)", err=True)
     elif policy == "topk":
         click.echo("routing: topk " + clf.routing.describe(), err=True)
-    names = [s.name for s in b.superclasses] + ["superclass"]
-    classes = [c for s in b.superclasses for c in s.subclasses] + ["class"]
-    row = "{{:<{}}}  {{:<{}}}  {{:>10}}  {{}}".format(max(map(len, names)), max(map(len, classes)))
+    row = _row_format(b)
     if as_json is False:
-        click.echo(row.format("superclass", "class", "confidence", "image"))
+        click.echo(row.format("superclass", "class", "confidence", "image", "  top {}".format(top) if top else ""))
     skipped: list = []
     done: list = []
     for i in range(0, len(files), batch):
@@ -143,17 +121,35 @@ def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **setting
         preds = clf.classify(x) if x is not None else []
         done.extend(zip(chunk, preds))
         for f, p in zip(chunk, preds) if as_json is not None else ():
-            if as_json:
-                click.echo(json.dumps(dict(image=f, **p.to_dict())))
-            else:
-                shown = (escaped(p.superclass_name), escaped(p.label), "{:.3f}".format(p.confidence), escaped(f))
-                click.echo(row.format(*shown))
+            click.echo(json.dumps(_record(f, p, top)) if as_json else row.format(*_cells(f, p, top)))
     if skipped:
         click.echo("skipped {} of {} images that could not be read; the first: {}".format(
             len(skipped), len(files), skipped[0][1]), err=True)  # fmt: skip
         if len(skipped) == len(files):
             raise UsageError("none of the {} images could be read".format(len(files)))
     return done
+
+
+def _row_format(b) -> str:
+    """The text table's row: superclass, class, confidence, image, then the top classes (with --topk)."""
+    names = [s.name for s in b.superclasses] + ["superclass"]
+    classes = [c for s in b.superclasses for c in s.subclasses] + ["class"]
+    return "{{:<{}}}  {{:<{}}}  {{:>10}}  {{}}{{}}".format(max(map(len, names)), max(map(len, classes)))
+
+
+def _record(f: str, p, top: int) -> dict:
+    record = dict(image=f, **p.to_dict())
+    if top:
+        record["topk"] = p.top(top)
+    return record
+
+
+def _cells(f: str, p, top: int) -> tuple:
+    from .bundle.names import escaped
+
+    ranked = ", ".join("{} ({:.3f})".format(escaped(t["class"]), t["confidence"]) for t in p.top(top))
+    shown = (escaped(p.superclass_name), escaped(p.label), "{:.3f}".format(p.confidence), escaped(f))
+    return shown + (("  " + ranked) if top else "",)
 
 
 @click.command("inspect")

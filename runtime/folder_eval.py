@@ -8,24 +8,53 @@ writes it).  Pure arithmetic on predictions, no torch: the device can run it.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Dict, List, Sequence
+import re
+from typing import List, Sequence
 
 import numpy as np
 
 from .errors import UsageError
-from .files import slug
+from .files import check_output, slug
 
 TEXT_MATRIX_MAX = 20  # classes up to which the text report prints the confusion matrix
+TEXT_WIDTH = 120  # ... when its rows, headed by the class names, fit this many characters
+TOP_CONFUSIONS = 20  # otherwise it lists this many of the most frequent confusions
+
+
+def check_request(images: Sequence[str], evaluate: bool, plot) -> None:
+    """One error line for --eval and --plot given wrongly, before the bundle is read."""
+    if plot and not evaluate:
+        raise UsageError("--plot draws the confusion matrix of --eval; add --eval")
+    if plot:
+        check_output(plot, "--plot")
+    if evaluate and (len(images) != 1 or not os.path.isdir(images[0])):
+        raise UsageError("--eval takes one labelled folder (FOLDER/<class>/<image>), got {}".format(" ".join(images)))
+
+
+def name_order(name: str) -> tuple:
+    """Sort key of a class name: by name, case-blind, numbers in it by value ("2" before "10")."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t), name
 
 
 def bundle_classes(bundle) -> List[str]:
-    """Every class of *bundle* once, in the order of its superclasses (a shared class at its first)."""
-    seen: Dict[str, None] = {}
-    for s in bundle.superclasses:
-        for c in s.subclasses:
-            seen.setdefault(c, None)
-    return list(seen)
+    """Every class of *bundle* once, ordered by name (:func:`name_order`), as the report lists them."""
+    return sorted({c for s in bundle.superclasses for c in s.subclasses}, key=name_order)
+
+
+def report(bundle, folder: str, done, as_json: bool, plot) -> str:
+    """The --eval report of *done* ([(file, prediction)] of the files under labelled *folder*): JSON or
+    text; with *plot*, the confusion matrix also as that PNG."""
+    classes = bundle_classes(bundle)
+    true = folder_labels(folder, [f for f, _ in done], classes)
+    index = {c: i for i, c in enumerate(classes)}
+    r = measure(true, [index[p.label] for _, p in done], [p.superclass for _, p in done], bundle, classes)
+    if plot:
+        plot_png(r, plot)
+    if as_json:
+        return json.dumps(r, allow_nan=False)
+    return "\n".join(text_lines(r)) + ("\nconfusion matrix plot: {}".format(plot) if plot else "")
 
 
 def folder_labels(folder: str, files: Sequence[str], classes: Sequence[str]) -> List[int]:
@@ -105,22 +134,34 @@ def text_lines(r: dict) -> List[str]:
                 row["class"], row["images"], row["correct"], pct(row["accuracy"]), w=w
             )
         )
-    n = len(r["classes"])
-    if n > TEXT_MATRIX_MAX:
-        return lines + ["", "confusion matrix: {} classes, in --json and --plot".format(n)]
-    lines += ["", "confusion matrix (rows: true class, columns: predicted, numbered as the rows)"]
-    cw = max(3, len(str(max(max(row) for row in r["confusion"]))))
-    lines.append(" " * (w + 5) + " ".join("{:>{cw}}".format(j, cw=cw) for j in range(n)))
-    for i, row in enumerate(r["confusion"]):
-        lines.append(
-            "{:>2} {:<{w}}  ".format(i, r["classes"][i], w=w) + " ".join("{:>{cw}}".format(v, cw=cw) for v in row)
+    return lines + [""] + matrix_lines(r["classes"], r["confusion"], w)
+
+
+def matrix_lines(classes: Sequence[str], conf: Sequence[Sequence[int]], w: int) -> List[str]:
+    """The confusion matrix, its rows and columns headed by the class names, while it fits
+    :data:`TEXT_WIDTH`; else the most frequent confusions, one per line."""
+    n = len(classes)
+    cw = [max(3, len(c), len(str(max(row[j] for row in conf)))) for j, c in enumerate(classes)]
+    if n <= TEXT_MATRIX_MAX and w + 2 + sum(cw) + 2 * (n - 1) <= TEXT_WIDTH:
+        cells = lambda values: "  ".join("{:>{}}".format(v, cw[j]) for j, v in enumerate(values))  # noqa: E731
+        lines = ["confusion matrix (rows: true class, columns: predicted class)", " " * (w + 2) + cells(classes)]
+        return lines + ["{:<{w}}  ".format(c, w=w) + cells(row) for c, row in zip(classes, conf)]
+    pairs = [(v, i, j) for i, row in enumerate(conf) for j, v in enumerate(row) if i != j and v]
+    pairs.sort(key=lambda t: (-t[0], t[1], t[2]))
+    lines = [
+        "most frequent confusions ({} of {}; the whole {}-class matrix is in --json and --plot)".format(
+            min(len(pairs), TOP_CONFUSIONS), len(pairs), n
         )
-    return lines
+    ]
+    lines += [
+        "  {} images of {} predicted as {}".format(v, classes[i], classes[j]) for v, i, j in pairs[:TOP_CONFUSIONS]
+    ]
+    return lines + (["  none"] if not pairs else [])
 
 
 def plot_png(r: dict, path: str) -> None:
-    """The confusion matrix as a PNG heat map (rows normalised: the share of each true class), with
-    the class names where the cells are large enough; written atomically."""
+    """The confusion matrix as a PNG heat map (rows normalised: the share of each true class), its rows
+    and columns headed by the class names where the cells are large enough; written atomically."""
     from PIL import Image, ImageDraw
 
     from .files import atomic_path
@@ -141,9 +182,11 @@ def plot_png(r: dict, path: str) -> None:
             color = (int(255 * (1 - v)), int(255 * (1 - 0.6 * v)), 255) if v > 0 else (255, 255, 255)
             x, y = margin + j * cell, top + i * cell
             draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=color, outline=(220, 220, 220))
-    if named:
+    if named:  # the class names head the rows, and the columns (turned upright)
         for i, c in enumerate(r["classes"]):
             draw.text((4, top + i * cell + max(0, (cell - 10) // 2)), c[:22], fill="black")
-            draw.text((margin + i * cell + 2, top - 12), str(i), fill="black")
+            label = Image.new("RGB", (margin - 8, 12), "white")
+            ImageDraw.Draw(label).text((0, 0), c[:22], fill="black")
+            img.paste(label.rotate(90, expand=True), (margin + i * cell + max(0, (cell - 12) // 2), top - margin))
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")

@@ -39,6 +39,10 @@ HELP = {
     "Stream policies (sticky) are in `edgetool camera`.",
     "--engine-mode": "one-engine: one refittable network, switched between the base and each subclass network "
     "(the paper's); two-engine: a fixed base engine beside one refittable subclass engine.",
+    "--topk": "Also give the K most confident classes with their confidences (the prediction first): each JSON record "
+    "gets 'topk', a list of {class, confidence}; classify's text table a column, camera's overlay a line each. A "
+    "Super-Sub bundle ranks the classes of the subclass network it ran (p_super x p_sub), a flat bundle all its "
+    "classes. 0: off.",
     "--verify-switch": "On the first switch to each network, run the bundle's samples on this backend and in ONNX "
     "Runtime; stop with one error line if they disagree (a line per network checked on stderr).",
 }
@@ -72,6 +76,15 @@ engine_mode_option = _option(
     "--engine-mode", choices.DEFAULT_ENGINE_MODE, type=click.Choice(list(choices.ENGINE_MODES))
 )
 verify_switch_option = _option("--verify-switch", is_flag=True, show_default=False)
+top_option = _option("--topk", 0, "top", type=int)
+
+
+def check_top(top: int) -> None:
+    """One error line for a --topk below 0."""
+    if top < 0:
+        from .errors import UsageError
+
+        raise UsageError("--topk must be >= 0 (the classes to list per image; 0: off), got {}".format(top))
 
 
 def weights_option(forms, help_text):

@@ -169,7 +169,7 @@ class Learned(Policy):
             s1, s2 = (self.beta * lp[r] + lq[r][0, : sizes[r]].max() for r in (r1, r2))
             return nets.prediction(r2, ps[r2], np.exp(lq[r2][0, : sizes[r2]])) if s2 > s1 else first
         k, j = pick
-        return of_class(nets.bundle, k, j, ps[k], np.exp(lq[k][0, j]))
+        return of_class(nets.bundle, k, j, ps[k], np.exp(lq[k][0, j]), np.exp(lq[k][0, : sizes[k]]))
 
 
 class Flat(Policy):
@@ -184,12 +184,14 @@ class Flat(Policy):
 
     def __call__(self, nets, batch):
         out = []
+        names = [nets.bundle.superclasses[k].subclasses[j] for k, j in self.route]  # the network's classes
         for row in masked_softmax(nets.base_logits(batch), len(self.route)):
             c = int(np.argmax(row))
             k, j = self.route[c]
             p_super = float(row[self.sup == k].sum())
             if self.fine:
-                out.append(of_class(nets.bundle, k, j, p_super, row[c] / p_super))
+                s = nets.bundle.superclasses[k]
+                out.append(Prediction(k, s.name, j, s.subclasses[j], p_super, row[c] / p_super, (names, row, 1.0, c)))
             else:
                 out.append(Prediction(k, nets.bundle.superclasses[k].name, None, None, p_super, 1.0))
         return out

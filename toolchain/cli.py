@@ -25,9 +25,13 @@ def _default(name):
     return {f.name: f.default for f in fields(TrainConfig)}.get(name)
 
 
-def config_options(f):
+def config_options(f=None, shown=None):
     """The training flags; each defaults to the run's config.json (when resuming) or TrainConfig,
-    and --help shows that default (click's show_default)."""
+    and --help shows that default (click's show_default), or *shown*'s words for it (a command that
+    applies its own default, as the demo's training images)."""
+    if f is None:
+        return lambda g: config_options(g, shown)
+    shown = dict(SHOWN, **(shown or {}))
 
     def opt(flag, kind):
         kind, dest = kind if isinstance(kind, tuple) else (kind, None)
@@ -36,7 +40,7 @@ def config_options(f):
         decls = (flag, dest) if dest else (flag,)
         if kind is bool:  # --name/--no-name
             return click.option("{0}/--no-{1}".format(flag, flag[2:]), default=default, help=text, show_default=True)
-        return click.option(*decls, default=default, type=kind, help=text, show_default=SHOWN.get(key, True))
+        return click.option(*decls, default=default, type=kind, help=text, show_default=shown.get(key, True))
 
     opts = [opt(flag, kind) for flags in (DATA_FLAGS, NETWORK_FLAGS, FINE_TUNE_FLAGS) for flag, kind in flags.items()]
     for o in reversed(opts):
@@ -50,6 +54,7 @@ DATA_FLAGS = {  # the data and its split: what a run trains and chooses on
     "--hierarchy": click.Path(),
     "--config": (click.Path(), "config_file"),
     "--image-size": int,
+    "--resize": click.Choice(["squash", "shorter"]),
     "--channels": int,
     "--augment": click.Choice(["auto", "none", "flip"]),
     "--pad": int,
@@ -89,6 +94,22 @@ def _select_device(ctx, param, value):
     select(value)  # before any work: a GPU torch does not see is one error line
 
 
+def _choose_threads(ctx, param, value):
+    from .train.device import choose_threads
+
+    choose_threads(value)
+
+
+threads_option = click.option(
+    "--threads",
+    type=int,
+    default=None,
+    expose_value=False,
+    callback=_choose_threads,
+    show_default="$EDGETOOL_THREADS, else every core",
+    help="Threads torch trains with. Every core is fastest on an idle machine; beside other jobs, fewer threads "
+    "than free cores keeps an epoch from waiting on the busiest core.",
+)
 device_option = click.option(
     "--device",
     default=None,
@@ -115,6 +136,11 @@ def make_config(config_file=None, **flags):
         if v is not None:
             setattr(cfg, k, v)
     cfg.check(config_file or "config")
+    if cfg.resize != "squash" and cfg.arch.startswith("efficientnet"):
+        raise UsageError(
+            "--resize {}: a pretrained EfficientNet-Lite resizes as its weights were trained (shorter side, crop "
+            "0.875); leave --resize out".format(cfg.resize)
+        )
     for k in ("batch", "epochs", "base_epochs", "ft_epochs", "qat_epochs"):
         if getattr(cfg, k) < 1:
             raise UsageError("--{} must be >= 1, got {}".format(k.replace("_", "-"), getattr(cfg, k)))
@@ -175,6 +201,7 @@ MODES = ("flat", "superclass", "vanilla", "qat")
     "weights share them).",
 )
 @device_option
+@threads_option
 @verbosity_options
 def train(run_dir, modes, config_file, from_run, cache_dir, **flags):
     """Train the networks of a Super-Sub run into RUN_DIR (resumes where it stopped).
@@ -230,8 +257,9 @@ def train(run_dir, modes, config_file, from_run, cache_dir, **flags):
 @click.option("--out", default=DEFAULT_OUT, show_default=True, type=click.Path(), help="Output folder.")
 @codec_option
 @click.option("--fresh", is_flag=True, help="Retrain even if the output folder holds a finished run.")
-@config_options
+@config_options(shown={"limit_train": "3000 of the shipped sample's 6,000 (half the demo's time); other data: 0, all"})
 @device_option
+@threads_option
 @verbosity_options
 def demo(out, codec, fresh, config_file, **flags):
     """Train, export and run Super-Sub on the shipped Fashion-MNIST sample, offline.
@@ -243,12 +271,13 @@ def demo(out, codec, fresh, config_file, **flags):
     """
     import shutil
 
-    from .demo import run_demo
+    from .demo import demo_config, run_demo
 
     run_dir = os.path.join(out, "run")
     if fresh and os.path.isdir(run_dir):
         shutil.rmtree(run_dir)
-    cfg = make_config(config_file, **given(flags))
+    chosen = given(flags)
+    cfg = make_config(config_file, **chosen)
     if cfg.data is None:
         cfg.data = "sample"
-    run_demo(out, cfg, codec)
+    run_demo(out, demo_config(cfg, keep=config_file is not None or "limit_train" in chosen), codec)

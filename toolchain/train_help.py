@@ -17,6 +17,10 @@ TRAIN_HELP = {  # the help of each training flag
     "--config": "JSON config file; flags override it.",
     "--image-size": "Resize ImageFolder images to this size (a pretrained backbone: the shorter side to size / 0.875, "
     "then a centre crop).",
+    "--resize": "How images reach --image-size, in training (ImageFolder data) and on the device (the bundle's "
+    "input.resize): squash, the whole image resized to the square, a photo's aspect ratio not kept (as "
+    "jetson-inference does); shorter, the shorter side resized to the size, then the centre square (the edges "
+    "cropped). A pretrained EfficientNet-Lite keeps its own (shorter, crop 0.875).",
     "--channels": "ImageFolder data: 1 (grayscale), 3 (RGB), or 0 (detect from the images).",
     "--augment": "Training augmentation: random horizontal flip, or none (a mirror changes digits and text).",
     "--pad": "Random-crop padding for augmentation (4 for CIFAR; 0 = no crop).",

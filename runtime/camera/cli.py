@@ -9,13 +9,14 @@ import click
 
 from ..choices import STREAM_POLICIES
 from ..errors import UsageError
-from ..options import backend_option, helped, routing_options, verify_switch_option
+from ..options import backend_option, check_top, helped, routing_options, top_option, verify_switch_option
 from .frames import FLIPS
 from .outputs import CODECS
 
 POLICY_HELP = (
     "Routing: sticky (subclass network stays loaded, with hysteresis), per-image (superclass "
-    "pass on every frame), batched, topk, or superclass (base network alone)."
+    "pass on every frame), batched, topk, or superclass (base network alone). A flat bundle has one "
+    "network and no routing: every policy gives its labels (superclass: their superclasses)."
 )
 
 
@@ -105,6 +106,7 @@ CONTAINER_CODEC = "the container's: mp4v for .mp4, MJPG for .avi, XVID for .mkv"
 @option("--output-codec", type=click.Choice(sorted(CODECS)), show_default=CONTAINER_CODEC)
 @option("--bitrate", 0)
 @option("--threads", 0)
+@top_option
 @verify_switch_option
 def camera(bundle, input_uri, output, **o):
     """Classify frames from INPUT live with BUNDLE; show or write them to OUTPUT.
@@ -136,6 +138,7 @@ def _session(input_uri, output, o, make_served):
     from .sources import Options, ReconnectingSource, open_source
 
     _check_options(o["batch"], o["max_frames"], o["output_rate"], o["as_json"], o["json_out"])
+    check_top(o["top"])
     video = _video_settings(o["output_width"], o["output_height"], o["output_codec"], o["bitrate"], o["input_loop"])
     check_settings(o["policy"], o["enter"], o["leave"], o["interval"], o["topk"], o["gate"], o["beta"])
     cut = SceneCut(o["scene_cut"])
@@ -147,11 +150,13 @@ def _session(input_uri, output, o, make_served):
     clf_kw = {k: o[k] for k in ("policy", "enter", "leave", "interval", "gate", "beta")}
     clf_kw["k"] = o["topk"]
     served = make_served(o["backend"], kw, clf_kw, o["smoothing"])
+    if served.bundle.kind == "flat":  # say so at the start, not only in the summary
+        log(policy_line(served.clf.settings()))
     try:
         source.open()
         status = sys.stderr.isatty() and not o["as_json"]
         loop_kw = dict(batch=o["batch"], cut=cut, max_frames=o["max_frames"], log=log, status=status)
-        loop_kw.update(flip=o["input_flip"], loops=o["input_loop"])
+        loop_kw.update(flip=o["input_flip"], loops=o["input_loop"], top=o["top"])
         fps = src.fps or o["input_rate"] or o["output_rate"]
         json_path = o["json_out"] if o["json_out"] else ("-" if o["as_json"] else None)
         loop, summary = run_loop(served, source, loop_kw, (output, o["headless"], fps, video), json_path)

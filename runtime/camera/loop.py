@@ -60,14 +60,15 @@ class CameraLoop:
         status=False,
         flip: str = "none",
         loops: int = 0,
+        top: int = 0,
     ):
         """*flip*: how each frame is turned first (:data:`.frames.FLIPS`); *loops*: how many more
-        times a file or folder is played after its end (-1: forever)."""
+        times a file or folder is played after its end (-1: forever); *top*: classes per record's ``topk``."""
         self.source, self.clf, self.spec = source, clf, spec
         self.outputs, self.json_out = list(outputs), json_out
         self.batch, self.cut, self.smoother = max(1, int(batch)), cut, smoother
         self.max_frames, self.log, self.status = int(max_frames), log, status
-        self.flip, self.loops = flip, int(loops)
+        self.flip, self.loops, self.top = flip, int(loops), int(top)
         self.served: Any = None  # what is served (.served.Served); polled between batches
         self.version: Optional[str] = None  # the deploy root's version being served (edgetool serve)
         self.stats = Stats()
@@ -213,6 +214,8 @@ class CameraLoop:
         else:
             record.update(shown)
         record["network"] = _network(self.clf, pred)
+        if self.top:  # the frame's own network output, with --smoothing too
+            record["topk"] = pred.top(self.top)
         record.update(scene_cut=bool(cut), batch=n, batch_switches=switches)
         t = time.perf_counter()
         now = t - (st.t0 if st.t0 is not None else t)
@@ -223,7 +226,8 @@ class CameraLoop:
                 [
                     "{} / {}  {:.2f}".format(record["superclass"], record["class"] or "-", record["confidence"]),
                     "{:.1f} FPS  {}".format(st.fps_now, record["network"]),
-                ],
+                ]
+                + ["{}  {:.2f}".format(t["class"], t["confidence"]) for t in record.get("topk", [])[1:]],
             )
             for o in self.outputs:
                 o.write(img, (frame.shape[1], frame.shape[0]))

@@ -187,11 +187,13 @@ def config(root, accept_unsigned):
     "--serve-args",
     default="--headless",
     show_default=True,
-    help='More options of edgetool serve, as one string (e.g. "--headless --json-out /var/log/labels.jsonl").',
+    help='More options of edgetool serve, as one string (e.g. "--headless --json-out /var/log/labels.jsonl"); '
+    "a relative path in them is taken from this directory, the service's working directory.",
 )
 def service(root, input_uri, output, unit_path, user, serve_args):
     """Write a systemd unit that runs `edgetool serve ROOT INPUT [OUTPUT]`, following every deploy
-    and rollback of ROOT; install and enable it yourself (the command says how)."""
+    and rollback of ROOT; install and enable it yourself (the command says how).  ROOT, and INPUT and
+    OUTPUT where they are local paths, are written absolute; the service runs in this directory."""
     import os
     import shlex
 

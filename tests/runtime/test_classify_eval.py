@@ -26,7 +26,8 @@ def test_eval_matches_the_per_image_predictions(run_cli, tiny_bundle, labelled, 
     from edgetool.runtime.files import slug
 
     b = Bundle.open(str(tiny_bundle))
-    classes = [c for s in b.superclasses for c in s.subclasses]
+    classes = sorted(c for s in b.superclasses for c in s.subclasses)  # the report lists them by name
+    assert classes != [c for s in b.superclasses for c in s.subclasses]  # (not in the hierarchy's order)
     ref = run_cli("classify", tiny_bundle, labelled, "--json")
     assert ref.returncode == 0, ref.stderr
     rows = [json.loads(line) for line in ref.stdout.splitlines()]
@@ -59,8 +60,37 @@ def test_eval_matches_the_per_image_predictions(run_cli, tiny_bundle, labelled, 
     lines = text.stdout.splitlines()
     assert lines[0] == "accuracy             {:.2f}% ({}/40 images)".format(100 * right / 40, right)
     assert lines[1] == "superclass accuracy  {:.2f}%".format(100 * super_right / 40)
-    assert "confusion matrix (rows: true class, columns: predicted, numbered as the rows)" in lines
-    assert len(lines) == 3 + 11 + 2 + 1 + 10
+    assert [ln.split()[0] for ln in lines[4:14]] == [c.split()[0] for c in classes]  # the per-class table by name
+    at = lines.index("confusion matrix (rows: true class, columns: predicted class)")
+    assert lines[at + 1].split() == " ".join(classes).split()  # the columns headed by the class names
+    for c, row, line in zip(classes, conf, lines[at + 2 :]):  # each row starts with its class name, no number
+        assert line.startswith(c + " ") and line[len(c) :].split() == [str(v) for v in row]
+    assert len(lines) == at + 2 + 10
+
+
+def test_the_text_matrix_names_its_classes_in_name_order():
+    """Digit class names are not mistaken for row numbers: no numbering, classes by name (2 before 10);
+    a matrix too wide for the text lists the most frequent confusions instead."""
+    from edgetool.runtime import folder_eval as E
+
+    assert sorted(["10", "2", "1", "b", "A", "a2", "a10"], key=E.name_order) == ["1", "2", "10", "A", "a2", "a10", "b"]
+    lines = E.matrix_lines(["1", "2", "10"], [[5, 1, 0], [0, 6, 0], [2, 0, 3]], 5)
+    assert lines[1:] == [
+        "         1    2   10",
+        "1        5    1    0",
+        "2        0    6    0",
+        "10       2    0    3",
+    ]
+    wide = ["class name number {}".format(i) for i in range(8)]
+    conf = [[9 if i == j else 0 for j in range(8)] for i in range(8)]
+    conf[3][5], conf[0][1], conf[6][2] = 4, 2, 4
+    lines = E.matrix_lines(wide, conf, 20)
+    assert lines == [
+        "most frequent confusions (3 of 3; the whole 8-class matrix is in --json and --plot)",
+        "  4 images of class name number 3 predicted as class name number 5",
+        "  4 images of class name number 6 predicted as class name number 2",
+        "  2 images of class name number 0 predicted as class name number 1",
+    ]
 
 
 def test_eval_bad_input_is_one_error_line(run_cli, tiny_bundle, labelled, tmp_path):

@@ -94,7 +94,8 @@ def test_flat_bundle_through_camera_and_profile(flat_bundle, sample_pngs, tmp_pa
     s = recs[-1]["settings"]
     assert (s["policy"], s["requested_policy"]) == ("flat", "sticky") and "enter" not in s  # nothing routes
     assert {r["network"] for r in recs if r["type"] == "frame"} == {"flat"}
-    assert "policy flat (one network, no routing; --policy sticky has nothing to route)" in proc.stderr
+    line = "policy flat (one network, no routing; --policy sticky has nothing to route)"
+    assert proc.stderr.startswith(line) and proc.stderr.count(line) == 2  # at the start and in the summary
 
 
 def test_profile_describes_a_flat_bundle_as_one_network(flat_bundle, tmp_path):

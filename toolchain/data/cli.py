@@ -38,10 +38,16 @@ def download(name, dest, url, md5):
 
 @data.command("sample-images")
 @click.argument("out", type=click.Path())
-@click.option("--per-class", default=3, show_default=True, help="Images of each class (1 to 150).")
+@click.option(
+    "--per-class",
+    default="3",
+    show_default=True,
+    help="Test images of each class: 1 to 150, or 'all' (the whole test split, 1,500 images: what the demo measures).",
+)
 def sample_images(out, per_class):
-    """Write test images of the shipped Fashion-MNIST sample as PNGs into OUT/<class>/, to try
-    `edgetool classify` (or `camera`) on images no network was trained on."""
+    """Write the first --per-class test images of each class of the shipped Fashion-MNIST sample as
+    PNGs into OUT/<class>/, to try `edgetool classify` (or `camera`) on images no network was trained
+    on; `edgetool classify BUNDLE OUT --eval` measures a bundle on them."""
     from edgetool.runtime.errors import UsageError, require
     from edgetool.runtime.files import check_output
 
@@ -50,9 +56,13 @@ def sample_images(out, per_class):
 
     from .folders import load_sample
 
-    if not 1 <= per_class <= 150:
+    text = str(per_class).strip().lower()
+    count = 150 if text == "all" else (int(text) if text.isdigit() else 0)
+    if not 1 <= count <= 150:
         raise UsageError(
-            "--per-class must be 1 to 150 (the sample has 150 test images of each class), got {}".format(per_class)
+            "--per-class must be 1 to 150 or 'all' (the sample has 150 test images of each class), got {}".format(
+                ascii(per_class)[:40]
+            )
         )
     check_output(out, "sample-images folder", folder=True)
     test = load_sample("test")
@@ -60,7 +70,7 @@ def sample_images(out, per_class):
     for c, name in enumerate(test.classes):
         folder = os.path.join(out, slug(name))
         os.makedirs(folder, exist_ok=True)
-        for n, i in enumerate(np.nonzero(test.labels == c)[0][:per_class]):
+        for n, i in enumerate(np.nonzero(test.labels == c)[0][:count]):
             Image.fromarray(test.images[i, :, :, 0]).save(os.path.join(folder, "{:03d}.png".format(n)))
             written += 1
     click.echo("{} images of {} classes in {}; try: {}".format(written, len(test.classes), out, commands.classify(out)))

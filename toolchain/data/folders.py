@@ -116,8 +116,11 @@ def load_image_folder(
     classes: Optional[Sequence[str]] = None,
     name="",
     limit_per_class: Optional[int] = None,
+    resize: str = "squash",
 ) -> ArrayDataset:
-    """An ImageFolder tree ``root/<class>/<image>`` (torchvision's ImageFolder), resized to size x size.
+    """An ImageFolder tree ``root/<class>/<image>`` (torchvision's ImageFolder), brought to size x size
+    as *resize* says: "squash", the whole image resized to the square (a photo's aspect ratio is not
+    kept); "shorter", its shorter side resized to size, then the centre square.
 
     *channels*: 1 (grayscale), 3 (RGB), or 0 to detect it from the images (:func:`detect_channels`).
     Images are read and converted exactly as the device reads them (``edgetool.runtime.preprocess``).
@@ -141,7 +144,7 @@ def load_image_folder(
         channels, note = detect_channels([p for p, _ in kept])
     if channels not in (1, 3):
         raise UsageError("channels must be 1 (grayscale), 3 (RGB) or 0 (detect), got {}".format(channels))
-    spec = {"shape": [channels, size, size]}
+    spec = {"shape": [channels, size, size], "resize": resize}
     images = read_all([p for p, _ in kept], lambda p: to_input_array(load_image(p), spec))
     labels = np.asarray([lab for _, lab in kept], dtype=np.int64)
     return ArrayDataset(np.stack(images), labels, chosen, name, channels_from=note)

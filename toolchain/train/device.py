@@ -1,5 +1,8 @@
 """Where the networks train and predict: the CPU, or a CUDA GPU that torch sees.
 
+``--threads`` (train, demo) or ``$EDGETOOL_THREADS`` sets how many threads torch trains with on the
+CPU (default: every core this process may run on).
+
 ``--device`` (train, demo, evaluate) or ``$EDGETOOL_DEVICE`` chooses: ``auto`` (a CUDA GPU when
 torch sees one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.  Under torchrun each process
 takes the GPU of its ``LOCAL_RANK``.  The device is a place, not part of the recipe: it is not
@@ -65,8 +68,37 @@ def current() -> torch.device:
 
 
 def describe(dev: Optional[torch.device] = None) -> str:
-    """'cpu' or 'cuda:0 (NVIDIA H200)' for logs and reports."""
+    """'cpu, 2 threads' or 'cuda:0 (NVIDIA H200)' for logs and reports."""
     dev = dev or current()
     if dev.type != "cuda":
-        return "cpu"
+        return "cpu, {} thread{}".format(torch.get_num_threads(), "s" if torch.get_num_threads() != 1 else "")
     return "{} ({})".format(dev, torch.cuda.get_device_name(dev))
+
+
+THREADS_ENV = "EDGETOOL_THREADS"
+_threads: Optional[int] = None  # --threads, once the CLI has read it
+
+
+def choose_threads(n: Optional[int]) -> None:
+    """``--threads N`` (train, demo): torch's threads for this process; None or 0 leaves the default."""
+    global _threads
+    if n is not None and n < 0:
+        raise UsageError("--threads must be >= 0 (0: every core), got {}".format(n))
+    _threads = n or None
+
+
+def threads() -> int:
+    """The threads torch trains with: ``--threads``, else ``$EDGETOOL_THREADS``, else every core this process
+    may run on (0 in either: every core)."""
+    if _threads:
+        return _threads
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if text and not text.isdigit():
+        raise UsageError("{}={}: not a whole number of threads (0: every core)".format(THREADS_ENV, ascii(text)[:40]))
+    if text and int(text):
+        return int(text)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def set_threads() -> None:
+    torch.set_num_threads(threads())

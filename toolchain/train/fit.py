@@ -48,11 +48,6 @@ def is_main() -> bool:
     return dist_info()[0] == 0
 
 
-def set_threads() -> None:
-    n = int(os.environ.get("EDGETOOL_THREADS", "0")) or (os.cpu_count() or 1)
-    torch.set_num_threads(n)
-
-
 def to_tensor(ds: ArrayDataset, mean, std) -> torch.Tensor:
     """uint8 NHWC -> normalised float32 NCHW, by the device's own :func:`~edgetool.runtime.preprocess.normalize`."""
     return torch.from_numpy(preprocess_numpy(ds.images, mean, std))

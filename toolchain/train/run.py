@@ -29,6 +29,7 @@ import torch
 from edgetool.runtime.errors import UsageError
 
 from . import delta_budget, models, qat, resume
+from . import device as devices
 from . import fit as training
 from .checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
 from .run_data import RunData, TrainConfig, load_data
@@ -62,7 +63,8 @@ class Run:
             cfg = TrainConfig.load(cpath)
         else:
             resume.check_resume(path, cfg)
-        training.set_threads()
+        devices.set_threads()
+        log.info("training on %s", devices.describe())
         torch.manual_seed(cfg.seed)
         data = RunData.load(cfg)
         # The inputs are valid: only now does the run folder take them (a bad --data never lands in config.json).

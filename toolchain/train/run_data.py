@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from edgetool.runtime import commands
+from edgetool.runtime.choices import RESIZE_MODES
 from edgetool.runtime.errors import UsageError
 from edgetool.runtime.files import write_json_atomic
 
@@ -38,6 +39,7 @@ class TrainConfig:
     specialists: int = 0  # a pretrained backbone: tail specialists of this many superclasses (0: none)
     width_mult: float = 1.0
     image_size: Optional[int] = None  # resize for ImageFolder data
+    resize: str = "squash"  # how images reach the network's size: whole image to the square, or "shorter" + centre crop
     channels: int = 0  # ImageFolder data: 1 (grayscale) or 3 (RGB); 0 detects it from the images
     epochs: int = 8  # flat network (and the superclass network with base_init="scratch")
     lr: float = 3e-3
@@ -78,6 +80,10 @@ class TrainConfig:
         if self.augment not in AUGMENTS:
             shown = ascii(self.augment)[:40]
             raise UsageError("{}: augment = {} is not one of {}".format(source, shown, ", ".join(AUGMENTS)))
+        if self.resize not in RESIZE_MODES:
+            raise UsageError(
+                "{}: resize = {} is not one of {}".format(source, ascii(self.resize)[:40], ", ".join(RESIZE_MODES))
+            )
         if self.channels not in (0, 1, 3):
             raise UsageError("{}: channels = {} is not 0 (detect), 1 or 3".format(source, self.channels))
         if self.pad < 0:
@@ -192,9 +198,9 @@ def _load_folder(cfg: TrainConfig):
         train, test = datasets.load_idx_dir(root, "train", classes), datasets.load_idx_dir(root, "test", classes)
         train.channels_from = "IDX files hold grayscale images"
     elif os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test")):
-        size = cfg.image_size or 32
-        train = datasets.load_image_folder(os.path.join(root, "train"), size, cfg.channels, classes)
-        test = datasets.load_image_folder(os.path.join(root, "test"), size, train.channels, train.classes)
+        size, how = cfg.image_size or 32, cfg.resize
+        train = datasets.load_image_folder(os.path.join(root, "train"), size, cfg.channels, classes, resize=how)
+        test = datasets.load_image_folder(os.path.join(root, "test"), size, train.channels, train.classes, resize=how)
     else:
         raise UsageError("{}: neither IDX files nor train/ and test/ image folders".format(root))
     return train, test, hierarchy.load(hpath)
@@ -221,9 +227,9 @@ SINGLE = "single"  # --hierarchy single: one superclass holding every class (no 
 def _single(root: str, cfg: TrainConfig):
     if not (os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test"))):
         raise UsageError("{}: --hierarchy {} needs train/ and test/ image folders".format(root, SINGLE))
-    size = cfg.image_size or 32
-    train = datasets.load_image_folder(os.path.join(root, "train"), size, cfg.channels)
-    test = datasets.load_image_folder(os.path.join(root, "test"), size, train.channels, train.classes)
+    size, how = cfg.image_size or 32, cfg.resize
+    train = datasets.load_image_folder(os.path.join(root, "train"), size, cfg.channels, resize=how)
+    test = datasets.load_image_folder(os.path.join(root, "test"), size, train.channels, train.classes, resize=how)
     return train, test, hierarchy.Hierarchy(["all"], [list(train.classes)])
 
 
@@ -261,12 +267,14 @@ class RunData:
 
     def record(self) -> dict:
         """What the run's data.json holds: the input spec and the augmentation it trained with."""
-        return dict(self.input_spec, augmentation=self.augmentation)
+        return dict(self.input_spec, resize=self.input_spec.get("resize", "squash"), augmentation=self.augmentation)
 
     @classmethod
     def load(cls, cfg: TrainConfig) -> "RunData":
         train, test, hier = load_data(cfg)
         train, val = hold_out(train, cfg)
         data = cls(train, test, hier, val)
+        if cfg.resize != "squash":  # the device brings its images to the network's size the same way
+            data.input_spec["resize"] = cfg.resize
         data.augmentation = resolve_augment(cfg, data.train)
         return data

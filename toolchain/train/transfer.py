@@ -108,9 +108,9 @@ class TransferRun:
 
     @classmethod
     def open(cls, path: str, cfg, progress: bool = True, cache_dir: Optional[str] = None) -> "TransferRun":
-        from . import fit as training
+        from .device import set_threads
 
-        training.set_threads()
+        set_threads()
         torch.manual_seed(cfg.seed)
         run = cls(path, cfg, progress, cache_dir)
         model = run.new_model()  # the weights load (or fail) before the run folder takes the settings

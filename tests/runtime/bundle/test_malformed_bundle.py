@@ -183,7 +183,3 @@ def test_malformed_manifest_refused(bundle_copy, private_tmp, capsys, name, muta
         after = {k: v for k, v in after.items() if not k.startswith(private_tmp) or "edgetool" in k}
         before = {k: v for k, v in before.items() if not k.startswith(private_tmp) or "edgetool" in k}
     assert after == before
-
-
-def test_case_count():
-    assert len(CASES) >= 40

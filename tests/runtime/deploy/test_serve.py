@@ -93,8 +93,10 @@ def test_target_service_writes_a_unit_systemd_accepts(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = unit.read_text()
     exec_start = [line for line in text.splitlines() if line.startswith("ExecStart=")]
-    serve = 'serve {} /dev/video0 out.mp4 --headless --json-out "/var/log/edge labels.jsonl"'.format(root)
+    out = os.path.abspath("out.mp4")  # a relative OUTPUT, made absolute (run_cli runs in this directory)
+    serve = 'serve {} /dev/video0 {} --headless --json-out "/var/log/edge labels.jsonl"'.format(root, out)
     assert exec_start == ["ExecStart={} -I -m edgetool {}".format(sys.executable, serve)]
+    assert "WorkingDirectory={}".format(os.getcwd()) in text.splitlines()
     assert "Restart=on-failure" in text and "WantedBy=multi-user.target" in text
     assert "sudo systemctl enable --now edgetool-serve.service" in proc.stdout
     bad = run_cli("target", "service", tmp_path / "nope", "--out", tmp_path / "x.service")
@@ -107,6 +109,34 @@ def test_target_service_writes_a_unit_systemd_accepts(tmp_path):
     broken = tmp_path / "broken.service"
     broken.write_text(text.replace("ExecStart=/", "ExecStart="))  # a relative path: systemd refuses it
     assert subprocess.run([analyze, "verify", str(broken)], capture_output=True).returncode != 0
+
+
+def test_target_service_writes_local_paths_absolute_and_runs_where_it_was_written(tmp_path):
+    """A relative INPUT or OUTPUT would be read from / (systemd's default directory): they are written
+    absolute, camera URIs as given, and the unit's WorkingDirectory is where the command ran, for the
+    relative paths left in --serve-args."""
+    from edgetool.runtime.errors import UsageError
+    from edgetool.runtime.target.service import local_path, unit_text
+
+    here = str(tmp_path / "site")
+    for given, want in (
+        ("frames", os.path.abspath("frames")),
+        ("file://clip.mp4", "file://" + os.path.abspath("clip.mp4")),
+        ("/dev/video0", "/dev/video0"),
+        ("csi://0", "csi://0"),
+        ("v4l2:///dev/video1", "v4l2:///dev/video1"),
+        ("rtp://10.0.0.2:5000", "rtp://10.0.0.2:5000"),
+    ):
+        assert local_path(given) == want
+    text = unit_text("root", "frames", "out.mp4", ["--json-out", "labels.jsonl"], "edge", workdir=here)
+    lines = text.splitlines()
+    assert "WorkingDirectory=" + here in lines
+    argv = systemd_argv(next(ln for ln in lines if ln.startswith("ExecStart="))[len("ExecStart=") :])
+    assert argv[5:] == [os.path.abspath(p) for p in ("root", "frames", "out.mp4")] + ["--json-out", "labels.jsonl"]
+    assert "WorkingDirectory=/a/100%%" in unit_text("/r", "csi://0", None, [], "edge", workdir="/a/100%").splitlines()
+    for bad in ("/a\nExecStartPre=/bin/true", "/a/b "):
+        with pytest.raises(UsageError, match="working directory"):
+            unit_text("/r", "csi://0", None, [], "edge", workdir=bad)
 
 
 def systemd_argv(line):

@@ -26,12 +26,24 @@ def test_sample_images_are_the_shipped_test_images_and_classify_reads_them(run_c
     assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 20, proc.stderr
 
 
+def test_sample_images_all_is_the_whole_test_split(run_cli, tmp_path):
+    """--per-class all writes the 1,500 test images the demo measures, 150 of each class."""
+    out = tmp_path / "test"
+    proc = run_cli("data", "sample-images", out, "--per-class", "all")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("1500 images of 10 classes in ")
+    assert sorted(len(os.listdir(out / d)) for d in os.listdir(out)) == [150] * 10
+
+
 def test_sample_images_refuses_a_file_and_a_bad_count(run_cli, tmp_path):
+    from conftest import one_error_line
+
     (tmp_path / "f").write_text("x")
     for args, message in (
         ([tmp_path / "f"], "exists and is not a folder"),
-        ([tmp_path / "d", "--per-class", "0"], "0"),
+        ([tmp_path / "d", "--per-class", "0"], "got '0'"),
+        ([tmp_path / "d", "--per-class", "151"], "got '151'"),
+        ([tmp_path / "d", "--per-class", "some"], "--per-class must be 1 to 150 or 'all'"),
     ):
-        proc = run_cli("data", "sample-images", *args)
-        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert message in one_error_line(run_cli("data", "sample-images", *args))
     assert not (tmp_path / "d").exists()
