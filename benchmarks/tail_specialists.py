@@ -48,7 +48,25 @@ def cli(*args):
         raise SystemExit("failed ({})".format(proc.returncode))
 
 
-def correct(bundle: str, paths, labels, batch: int = 32) -> np.ndarray:
+def correct(bundle: str, paths, labels, batch: int = 32):
+    """(right or wrong per test photo, specialist runs) through the runtime; kept beside the bundle
+    (keyed by its manifest's hash), so a re-run reads it."""
+    import hashlib
+
+    with open(os.path.join(bundle, "manifest.json"), "rb") as f:
+        key = hashlib.sha256(f.read()).hexdigest()[:16]
+    memo = "{}-correct-{}.json".format(bundle, key)
+    if os.path.isfile(memo):
+        with open(memo) as f:
+            d = json.load(f)
+        return np.array(d["correct"], bool), d["passes"]
+    ok, passes = _correct(bundle, paths, labels, batch)
+    with open(memo, "w") as f:
+        json.dump({"correct": ok.tolist(), "passes": passes}, f)
+    return ok, passes
+
+
+def _correct(bundle: str, paths, labels, batch: int = 32):
     from edgetool.runtime.backends import load_backend
     from edgetool.runtime.bundle.reader import Bundle
     from edgetool.runtime.classifier import SuperSubClassifier
@@ -175,7 +193,7 @@ def run_seed(seed: int, k: int, cache: str) -> dict:
     diff = spec_ok.astype(float) - base_ok.astype(float)
     with Bundle.open(bundle) as b:
         stored = b.stored_bytes()
-        deltas = {d["superclass"]: d["size"] for d in b.manifest["deltas"]}
+        deltas = {d["superclass"]: d["stored_size"] for d in b.manifest["deltas"]}
         shipped = [b.superclasses[i].name for i in b.specialists]
         changed = len(b.model.changed or ())
     result = {
@@ -215,7 +233,7 @@ def run_seed(seed: int, k: int, cache: str) -> dict:
     all_ok, all_passes = correct(all_bundle, test.paths, labels)
     d_all = all_ok.astype(float) - base_ok.astype(float)
     with Bundle.open(all_bundle) as b:
-        sizes = {d["superclass"]: d["size"] for d in b.manifest["deltas"]}
+        sizes = {d["superclass"]: d["stored_size"] for d in b.manifest["deltas"]}
         base_stored = b.stored_bytes()["base"]
         all_changed = len(b.model.changed or ())
     result["every_specialist_shipped"] = {
