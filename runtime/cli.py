@@ -159,10 +159,15 @@ def _classify(b, be, files, policy, batch, as_json, skip_errors=False, **setting
 @click.command("inspect")
 @click.argument("bundle", type=click.Path())
 def inspect_cmd(bundle):
-    """Verify every file of BUNDLE against its manifest and summarise it."""
-    with open_bundle(bundle) as b:
-        _summary(bundle, b)
-    for line in _leftovers(bundle):
+    """Verify every file of BUNDLE (or of an update bundle) against its manifest and summarise it."""
+    from .bundle.update import inspect_update, provenance
+
+    lines = inspect_update(bundle)  # an update bundle: what it applies to, ships and reuses
+    if lines is None:
+        with open_bundle(bundle) as b:
+            _summary(bundle, b)
+        lines = provenance(bundle) + _leftovers(bundle)
+    for line in lines:
         click.echo(line)
 
 
@@ -207,14 +212,9 @@ def _summary(bundle, b):
         "bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], ascii(m.get("toolchain_version")))
     )
     click.echo("input       {} {}; {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape), _resize(b)))
-    if b.kind == "flat":
-        click.echo(
-            "model       flat: one network over {} classes; the deltas are zero, nothing switches".format(b.head_width)
-        )
-    else:
-        click.echo(
-            "model       super-sub: {} subclass networks as int8 deltas of base.onnx".format(len(b.superclasses))
-        )
+    flat = "flat: one network over {} classes; the deltas are zero, nothing switches".format(b.head_width)
+    subs = "super-sub: {} subclass networks as int8 deltas of base.onnx".format(len(b.superclasses))
+    click.echo("model       " + (flat if b.kind == "flat" else subs))
     click.echo(backbone_line(*(ascii(v)[1:-1] for v in b.model.backbone))) if b.model.backbone else None
     note = ' (a "not mine" row after each subclass\'s classes)' if b.not_mine else ""
     click.echo("head width  {}{}".format(b.head_width, note))
@@ -223,7 +223,7 @@ def _summary(bundle, b):
     click.echo(
         "refit       {} tensors, {} bytes packed{}".format(len(b.layout.tensors), b.layout.total_nbytes, changed)
     )
-    click.echo("base.onnx   {} bytes".format(sizes["base"]))
+    click.echo("base.onnx   {} bytes, sha256 {} (what updates name)".format(sizes["base"], b.model.base.sha256[:12]))
     for d in b.model.deltas:
         s = b.superclasses[d.index]
         click.echo(

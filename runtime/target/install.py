@@ -16,6 +16,7 @@ from ..files import fsync_dir, write_bytes_atomic
 from .fsutil import Lock, atomic_json, atomic_symlink
 from .receive import CHUNK, MAX_FILE, Receiver, check_rel
 from .state import VERSION_RE, DeviceRoot, check_version, now
+from .update import APPLY, build, staged_update
 
 __all__ = ["Target", "DeviceRoot", "check_version", "check_rel", "now", "CHUNK", "MAX_FILE"]
 
@@ -73,6 +74,9 @@ class Target(Receiver):
         staging = self.p("staging", version)
         signer = verify_bundle(staging, self.p("trust"), bool(self.config().get("accept_unsigned")))
         fault_point("target:verify:signed")
+        update = staged_update(staging)
+        if update is not None:  # its files are checked as the update is applied (_apply_staged)
+            return {"signer": signer, "files": len(update.files()) + 1}
         b = Bundle.open(staging)
         try:
             return {"signer": signer, "files": len(b.files()) + 1}
@@ -95,14 +99,17 @@ class Target(Receiver):
                     info.update(self.verify_staged(version))
                     fault_point("target:install:verified")
                     self._check_release(staged, highest, allow_downgrade)
+                    ready = self._apply_staged(version, staged, info)
                 except EdgetoolError:
                     shutil.rmtree(staged)  # refused: drop what was received, change nothing else
                     raise
                 if os.path.isdir(final):  # a re-run of an installed version: keep the installed copy
-                    shutil.rmtree(staged)
+                    shutil.rmtree(ready)
                 else:
-                    os.replace(staged, final)
+                    os.replace(ready, final)
                     fault_point("target:install:moved")
+                if os.path.isdir(staged):  # an update: what was received, now applied
+                    shutil.rmtree(staged)
             elif not os.path.isdir(final):
                 raise DeployError("{}: nothing staged for version {}".format(self.root, version))
             else:
@@ -123,6 +130,16 @@ class Target(Receiver):
             info["pruned"] = self._prune(keep)
             fault_point("target:install:pruned")
         return info
+
+    def _apply_staged(self, version: str, staged: str, info: Dict[str, Any]) -> str:
+        """The folder to install: *staged* itself, or for an update the full bundle it gives
+        (:func:`.update.build`, which says what it rebuilt, shipped and reused in ``info["update"]``)."""
+        update = staged_update(staged)
+        if update is None:
+            return staged
+        shutil.rmtree(self.p(APPLY), ignore_errors=True)  # what an interrupted apply left
+        work, info["update"] = build(self, version, staged, update)
+        return work
 
     def _check_release(self, folder: str, highest: Optional[int], allow_downgrade: bool) -> None:
         """Anti-rollback: a release lower than *highest*, the highest this device installed, is refused."""
