@@ -33,9 +33,16 @@ def test_an_update_gives_the_full_bundle_bit_for_bit(update_kit, tmp_path):
     from edgetool.runtime.bundle.reader import Bundle
 
     root = trusted_root(update_kit, tmp_path, "v1")
-    proc = deploy(update_kit["u2"], root)
+    report = tmp_path / "report.jsonl"
+    proc = deploy(update_kit["u2"], root, "--report", report)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "update of base" in proc.stdout and "applied in" in proc.stdout, proc.stdout
+    rec = json.loads(report.read_text())
+    assert rec["update"]["update_of"] == version_of(update_kit["v1"]) and rec["update"]["reused"] == [
+        "deltas/a.zst",
+        "samples.npy",
+    ]
+    assert rec["update"]["apply_seconds"] < 1.0
     current = os.path.join(root, "current")
     with Bundle.open(current) as got, Bundle.open(update_kit["full2"]) as want:
         assert [(f.file, f.sha256) for f in got.model.files()] == [(f.file, f.sha256) for f in want.model.files()]
