@@ -13,6 +13,7 @@ import pytest
 from conftest import run_cli
 from trt_fakes import install
 
+# the update kit and the staging helper live with the deploy tests
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy"))
 from deploy_fixtures import deploy_kit_fixture  # noqa: E402, F401  (fixture)
 from test_update import stage  # noqa: E402
