@@ -58,6 +58,8 @@ def test_an_update_gives_the_full_bundle_bit_for_bit(update_kit, tmp_path):
     assert [u["version"] for u in st["model"]["updates"]] == [os.path.basename(os.readlink(current))]
     text = run_cli("status", "--to", root).stdout
     assert "model     base " in text and "+ 1 update" in text, text
+    shown = run_cli("inspect", current).stdout
+    assert "updated     from version {}".format(version_of(update_kit["v1"])) in shown, shown
 
 
 def test_an_update_classifies_as_the_full_bundle(update_kit, tmp_path):
@@ -192,6 +194,18 @@ def test_the_device_checks_an_update_on_its_own(case, update_kit, tmp_path):
         Target(root).install(version)
     assert snapshot(root) == before
     assert not os.listdir(os.path.join(root, "staging")) and not os.path.exists(os.path.join(root, ".apply", version))
+
+
+def test_the_device_refuses_an_update_of_a_base_it_does_not_hold(update_kit, tmp_path):
+    from edgetool.runtime.errors import DeployError
+    from edgetool.runtime.target.install import Target
+
+    root = trusted_root(update_kit, tmp_path, "v1")
+    version = stage(root, update_kit["u_other"])
+    before = snapshot(root)
+    with pytest.raises(DeployError, match="which is not installed .*installed here: .* base .*current"):
+        Target(root).install(version)
+    assert snapshot(root) == before and not os.listdir(os.path.join(root, "staging"))
 
 
 def test_a_damaged_installed_base_refuses_the_update(update_kit, tmp_path):
