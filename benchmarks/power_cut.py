@@ -6,7 +6,10 @@ each point (EDGETOOL_FAULT_KILL) during `deploy --to DIR` and `rollback --to DIR
 `status` is consistent and `current` is one whole verified version, then re-runs the command.
 Its "rollout" table: SIGTERM to a three-host `deploy` while the first host is at each of eight
 device-side points (EDGETOOL_FAULT_SIGNAL_PARENT); the --report must agree with every host's disk,
-and the same command then completes everywhere.
+and the same command then completes everywhere.  Its "update " points: SIGKILL while the device
+applies an update bundle (receiving it, after its signature, decoding the base delta, building and
+verifying the full bundle, the move and the switch); the base or the whole new version serves, and
+the same deploy then completes.
 
 Usage: python benchmarks/power_cut.py   ->  benchmarks/results/power_cut.json
 """

@@ -32,16 +32,24 @@ MARK = ".edgetool-partial"
 
 
 def is_bundle(path: str) -> bool:
-    """True when *path* is a folder whose manifest.json is an edgetool manifest."""
+    """True when *path* is a folder whose manifest.json is an edgetool manifest (a bundle's or an update's)."""
     mpath = os.path.join(path, M.MANIFEST)
     if os.path.islink(path) or os.path.islink(mpath) or not os.path.isfile(mpath):
         return False
+    from edgetool.runtime.bundle import update
+
     try:
         with open(mpath, "rb") as f:
-            M.loads(f.read(M.MAX_MANIFEST_BYTES + 1))
-        return True
-    except (OSError, M.ManifestError):
+            data = f.read(M.MAX_MANIFEST_BYTES + 1)
+    except OSError:
         return False
+    for loads in (M.loads, update.loads):  # a full bundle or an update bundle
+        try:
+            loads(data)
+            return True
+        except M.ManifestError:
+            pass
+    return False
 
 
 def check_out(out: str, force: bool = False) -> None:

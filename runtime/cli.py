@@ -155,10 +155,15 @@ def _cells(f: str, p, top: int) -> tuple:
 @click.command("inspect")
 @click.argument("bundle", type=click.Path())
 def inspect_cmd(bundle):
-    """Verify every file of BUNDLE against its manifest and summarise it."""
-    with open_bundle(bundle) as b:
-        _summary(bundle, b)
-    for line in _leftovers(bundle):
+    """Verify every file of BUNDLE (or of an update bundle) against its manifest and summarise it."""
+    from .bundle.update import inspect_update, provenance
+
+    lines = inspect_update(bundle)  # an update bundle: what it applies to, ships and reuses
+    if lines is None:
+        with open_bundle(bundle) as b:
+            _summary(bundle, b)
+        lines = provenance(bundle) + _leftovers(bundle)
+    for line in lines:
         click.echo(line)
 
 
@@ -227,7 +232,7 @@ def _summary(bundle, b):
     click.echo(
         "refit       {} tensors, {} bytes packed{}".format(len(b.layout.tensors), b.layout.total_nbytes, changed)
     )
-    click.echo("base.onnx   {} bytes".format(sizes["base"]))
+    click.echo("base.onnx   {} bytes, sha256 {} (what updates name)".format(sizes["base"], b.model.base.sha256[:12]))
     for d in b.model.deltas:
         s = b.superclasses[d.index]
         base = "  (routes to the base)" if b.kind == "flat" and b.specialists and d.index not in b.specialists else ""

@@ -192,6 +192,16 @@ MODES = ("flat", "superclass", "vanilla", "qat")
     "superclass network).",
 )
 @click.option(
+    "--update-of",
+    "update_of",
+    default=None,
+    type=click.Path(),
+    show_default="none",
+    help="Start RUN_DIR as an update of this deployed run: its settings, with the flags given now on top (more "
+    "images, another --data), and its int8 networks trained on from their weights with the scales frozen, under "
+    "--delta-budget toward them; `edgetool export` with --update-of then ships only a small delta.",
+)
+@click.option(
     "--cache",
     "cache_dir",
     default=None,
@@ -203,7 +213,7 @@ MODES = ("flat", "superclass", "vanilla", "qat")
 @device_option
 @threads_option
 @verbosity_options
-def train(run_dir, modes, config_file, from_run, cache_dir, **flags):
+def train(run_dir, modes, config_file, from_run, update_of, cache_dir, **flags):
     """Train the networks of a Super-Sub run into RUN_DIR (resumes where it stopped).
 
     Progress: a bar on a terminal; one line per epoch (stage, epoch, loss, accuracy, time) on
@@ -220,7 +230,14 @@ def train(run_dir, modes, config_file, from_run, cache_dir, **flags):
     if bad or not chosen:
         raise UsageError("unknown mode(s) {}; choose from {}".format(", ".join(bad) or "(none)", ", ".join(MODES)))
     cfg_path = os.path.join(run_dir, "config.json")
-    if from_run is not None:
+    if update_of is not None:
+        from .train.update import start_update
+
+        if from_run is not None:
+            raise UsageError("--from and --update-of: give one (--update-of continues from the run's weights)")
+        cfg = start_update(update_of, run_dir, lambda path: make_config(config_file or path, **given(flags)))
+        chosen = ["qat"]  # an update ships the int8 networks only
+    elif from_run is not None:
         from .train.resume import start_from
 
         cfg = start_from(from_run, run_dir, lambda path: make_config(config_file or path, **given(flags)))

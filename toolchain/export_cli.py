@@ -42,7 +42,17 @@ from edgetool.runtime.options import codec_option
     help="Release number in the signed manifest. Devices refuse a bundle whose release is lower than the "
     "highest they installed, unless deploy is given --allow-downgrade.",
 )
-def export(run_dir, out, codec, archive, sign_key, force, model, release):
+@click.option(
+    "--update-of",
+    "update_of",
+    default=None,
+    type=click.Path(),
+    show_default="none: a full bundle",
+    help="Write an update bundle instead: the new weights as an exact int8 delta against this deployed "
+    "bundle's base, and only the files whose bytes changed. Devices apply it in place of a full bundle; "
+    "refused when the graph or the scales differ (train with --update-of to keep them).",
+)
+def export(run_dir, out, codec, archive, sign_key, force, model, release, update_of):
     """Write a bundle (base.onnx, int8 deltas, manifest) from the training run RUN_DIR.
 
     The bundle is written to a temporary sibling of OUT and renamed into place when complete;
@@ -59,7 +69,11 @@ def export(run_dir, out, codec, archive, sign_key, force, model, release):
         from edgetool.runtime.bundle.signature import load_private
 
         load_private(sign_key)  # a bad key fails before any work
-    if _is_transfer(run_dir):
+    if update_of is not None:
+        if archive:
+            raise UsageError("--archive: an update bundle ships as a folder (deploy sends its few files)")
+        m = export_update(run_dir, out, codec, model, release, update_of, force)
+    elif _is_transfer(run_dir):
         m = _export_transfer(run_dir, out, codec, force, model, release)
     else:
         m = _export_super_sub(run_dir, out, codec, force, model, release)
@@ -88,7 +102,15 @@ def _is_transfer(run_dir: str) -> bool:
     return os.path.isfile(path) and is_transfer(TrainConfig.load(path))
 
 
-def _export_transfer(run_dir, out, codec, force, model, release) -> dict:
+def write_run_bundle(run_dir, out, codec, force, model, release) -> dict:
+    """The run's bundle at *out* (a transfer run's flat network, or the Super-Sub networks or a
+    flat control), after checking that the run holds what it needs; prints nothing."""
+    if _is_transfer(run_dir):
+        return _transfer_run(run_dir, model).export(out, codec, force=force, release=release)
+    return _super_sub_run(run_dir, model).export(out, codec, force=force, model=model, release=release)
+
+
+def _transfer_run(run_dir, model):
     from edgetool.runtime.errors import UsageError
 
     from .train.transfer import TransferRun
@@ -99,7 +121,11 @@ def _export_transfer(run_dir, out, codec, force, model, release) -> dict:
         )
     if not os.path.isfile(os.path.join(run_dir, "int8.pt")):
         raise UsageError("{}: missing int8.pt; run `{}` first".format(run_dir, commands.train(run_dir)))
-    run = TransferRun.load(run_dir)
+    return TransferRun.load(run_dir)
+
+
+def _export_transfer(run_dir, out, codec, force, model, release) -> dict:
+    run = _transfer_run(run_dir, model)
     m = run.export(out, codec, force=force, release=release)
     click.echo(size_line(out, m, codec))
     trunk = "trunk frozen up to {}".format(run.split) if run.split else "trained whole"
@@ -109,6 +135,14 @@ def _export_transfer(run_dir, out, codec, force, model, release) -> dict:
 
 
 def _export_super_sub(run_dir, out, codec, force, model, release) -> dict:
+    m = _super_sub_run(run_dir, model).export(out, codec, force=force, model=model, release=release)
+    click.echo(size_line(out, m, codec))
+    if model != "super-sub":
+        click.echo("model: {} (one network over {} classes; no switch)".format(model, len(m["model"]["classes"])))
+    return m
+
+
+def _super_sub_run(run_dir, model):
     from edgetool.runtime.errors import UsageError
 
     from .train.run import Run
@@ -126,11 +160,7 @@ def _export_super_sub(run_dir, out, codec, force, model, release) -> dict:
         raise UsageError(
             "{}: missing {}; run `{}` first".format(run_dir, ", ".join(missing), commands.train(run_dir, "qat"))
         )
-    m = run.export(out, codec, force=force, model=model, release=release)
-    click.echo(size_line(out, m, codec))
-    if model != "super-sub":
-        click.echo("model: {} (one network over {} classes; no switch)".format(model, len(m["model"]["classes"])))
-    return m
+    return run
 
 
 def size_line(out: str, manifest: dict, codec: str) -> str:
@@ -141,3 +171,61 @@ def size_line(out: str, manifest: dict, codec: str) -> str:
     return "bundle: {} ({} bytes in all: base.onnx {}, {} deltas {} ({}), manifest and samples {})".format(
         out, total, base, len(manifest["deltas"]), deltas, codec, total - base - deltas
     )
+
+
+def export_update(run_dir, out, codec, model, release, deployed, force=False) -> dict:
+    """``export RUN --update-of DEPLOYED``: the run's full bundle, written to a temporary folder, as an
+    update bundle of *deployed* at *out* (:func:`edgetool.export.update.write_update`); prints what
+    it ships and what the device reuses.  Returns the resulting bundle's manifest."""
+    import tempfile
+
+    from edgetool.export.update import write_update
+    from edgetool.runtime.bundle import update as U
+    from edgetool.runtime.errors import UsageError
+
+    if not os.path.exists(deployed):
+        raise UsageError("--update-of {}: no such bundle".format(deployed))
+    if U.is_update(_json(os.path.join(deployed, "manifest.json"))):
+        raise UsageError(
+            "--update-of {}: an update bundle; give the full bundle of the network the devices run "
+            "(export that run without --update-of)".format(deployed)
+        )
+    with tempfile.TemporaryDirectory(prefix="edgetool-update-") as tmp:
+        full = os.path.join(tmp, "bundle")
+        write_run_bundle(run_dir, full, codec, False, model, release)
+        total = _folder_bytes(full)
+        m = write_update(full, deployed, out, codec, force)
+    shipped = _folder_bytes(out)
+    click.echo("update: {} ({} bytes to ship, {:.1f}% of the full bundle's {})".format(
+        out, shipped, 100.0 * shipped / max(total, 1), total))  # fmt: skip
+    click.echo(update_lines(U.parse(m), deployed))
+    return m["result"]
+
+
+def update_lines(u, deployed: str) -> str:
+    """What an update re-encodes and what it reuses, as export and inspect print it."""
+    b = u.base_delta
+    re_encoded = [e.file for e in u.shipped if e.file.startswith("deltas/")]
+    other = [e.file for e in u.shipped if not e.file.startswith("deltas/")]
+    return "\n".join([
+        "applies to: base {} of {} (release {}); release {}".format(
+            u.base_sha256[:12], deployed, "?" if u.base_release is None else u.base_release, u.release),
+        "re-encoded: base.onnx as an exact delta {} ({} bytes, {}; {} tensor(s) changed); specialist deltas: {}".format(
+            b.file, b.size, b.codec, len(u.changed), ", ".join(re_encoded) or "none"),
+        "shipped as they are: {}; reused from the installed version: {}".format(
+            ", ".join(other) or "nothing", ", ".join(u.reused) or "nothing"),
+    ])  # fmt: skip
+
+
+def _json(path: str):
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read(16 << 20))
+    except (OSError, ValueError):
+        return None
+
+
+def _folder_bytes(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)

@@ -8,7 +8,7 @@ for the fields edgetool's exporter writes: ModelProto.graph (7) -> GraphProto.in
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Tuple, Union
+from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -313,3 +313,52 @@ def tail_graph(model_bytes: bytes, start: str) -> bytes:
         return bytes(out)
 
     return _with_graph(model_bytes, make)
+
+
+def _payload_start(buf: memoryview, start: int) -> int:
+    """Where the bytes of the length-delimited field starting at *start* begin."""
+    _, pos = _varint(buf, start)
+    _, pos = _varint(buf, pos)
+    return pos
+
+
+def initializer_spans(model_bytes: bytes) -> Dict[str, Tuple[int, int]]:
+    """{name: (start, end)}: where each initializer's raw_data lies in *model_bytes*."""
+    view = memoryview(model_bytes)
+    out: Dict[str, Tuple[int, int]] = {}
+    for field, wire, start, end in _raw_fields(view):
+        if field != 7 or wire != 2:
+            continue
+        g0 = _payload_start(view, start)
+        graph = view[g0:end]
+        for gfield, gwire, gstart, gend in _raw_fields(graph):
+            if gfield != 5 or gwire != 2:
+                continue
+            t0 = g0 + _payload_start(graph, gstart)
+            tensor = view[t0 : g0 + gend]
+            name, raw = None, None
+            for tfield, twire, tstart, tend in _raw_fields(tensor):
+                if tfield == 8 and twire == 2:
+                    name = bytes(_payload(tensor, tstart)).decode("utf-8")
+                elif tfield == 9 and twire == 2:
+                    raw = (t0 + _payload_start(tensor, tstart), t0 + tend)
+            if name is not None and raw is not None:
+                out[name] = raw
+    return out
+
+
+def with_initializers(model_bytes: bytes, arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The model with the raw_data of the initializers *arrays* names replaced by their bytes
+    (little-endian, each exactly as long as the bytes it replaces): every other byte stays."""
+    spans = initializer_spans(model_bytes)
+    out = bytearray(model_bytes)
+    for name, a in arrays.items():
+        if name not in spans:
+            raise ValueError("no initializer {!r} stored as raw_data".format(name))
+        start, end = spans[name]
+        arr = np.ascontiguousarray(a)
+        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        if len(data) != end - start:
+            raise ValueError("initializer {!r} holds {} bytes, not {}".format(name, end - start, len(data)))
+        out[start:end] = data
+    return bytes(out)

@@ -207,6 +207,28 @@ class PackedLayout:
         np.add(base[f].view(np.float32), delta[f].view(np.float32), out=out[f].view(np.float32))
         return out
 
+    # -- exact deltas (updates): the float region as uint32 bit patterns, so base + delta is bit-exact --
+    def make_exact_delta(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """(new - old) mod 256 in the int8 region (as :meth:`make_delta`) and the float32 tensors' bit
+        patterns subtracted as uint32, mod 2**32: :meth:`apply_exact_delta` gives back *new* byte for byte."""
+        delta = self.empty()
+        n = self.int8_nbytes
+        np.subtract(new[:n], old[:n], out=delta[:n])
+        f = slice(n, self.total_nbytes)
+        np.subtract(new[f].view(np.uint32), old[f].view(np.uint32), out=delta[f].view(np.uint32))
+        return delta
+
+    def apply_exact_delta(self, old: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """old + delta with every byte exact (the inverse of :meth:`make_exact_delta`)."""
+        if delta.dtype != np.uint8 or delta.size != self.total_nbytes:
+            raise ValueError("delta must be uint8[{}], got {}[{}]".format(self.total_nbytes, delta.dtype, delta.size))
+        out = self.empty()
+        n = self.int8_nbytes
+        np.add(old[:n], delta[:n], out=out[:n])
+        f = slice(n, self.total_nbytes)
+        np.add(old[f].view(np.uint32), delta[f].view(np.uint32), out=out[f].view(np.uint32))
+        return out
+
     def dequantize(self, buf: np.ndarray) -> Dict[str, np.ndarray]:
         """Float32 weights (codes x per-channel scale) and biases, for fp16-only devices."""
         out = {}

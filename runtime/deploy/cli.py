@@ -192,26 +192,17 @@ def deploy(
     """Ship BUNDLE to each --host (or --to DIR): stage, verify, switch atomically, roll back on failure."""
     from edgetool.runtime import device_profiles
 
-    from ..bundle.reader import Bundle
-    from . import fit
-    from .driver import Source, deploy_one
+    from .driver import deploy_one
     from .parallel import Stop
     from .report import Progress
+    from .sources import opened
 
     targets, root = make_targets(kw)
     profile = device_profiles.load(profile_name)
     if engine_build and not profile["gpu"]:
         raise UsageError("profile {} has no GPU: --engine-build needs TensorRT on a GPU device".format(profile["name"]))
     _check_numbers(keep, batch, canary, max_failures, report_file)
-    with Bundle.open(bundle) as b:
-        est = fit.check(b, profile, batch, force=force)
-        click.echo("fit: {}{}".format(fit.describe(est), "" if est["fits"] else " -- DOES NOT FIT (--force)"))
-        source = Source(b)
-        click.echo(
-            "version {} ({}, {} files, release {})".format(
-                source.version, "signed" if source.signed else "unsigned", len(source.files), b.model.release
-            )
-        )
+    with opened(bundle, profile, batch, force) as source:
         steps = {
             "engine_profile": profile["name"] if engine_build else None,
             "doctor": doctor,
@@ -272,7 +263,7 @@ def rollback(version, **kw):
 @target_options
 def status(as_json, **kw):
     """Versions present, current, previous and the last doctor result of each target."""
-    from ..target.status import format_status
+    from ..target.status import format_status, model_summary
 
     results = remote_all(kw, "status")
     for r in results:
@@ -280,7 +271,10 @@ def status(as_json, **kw):
             click.echo(json.dumps(dict(r.get("reply", {}), host=r["host"], ok=r["ok"], error=r.get("error"))))
         elif r["ok"]:
             click.echo("== {}\n{}".format(r["host"], format_status(r["reply"])))
-        r["detail"] = "current {}".format(r["reply"]["current"]) if r["ok"] else ""
+        model = model_summary(r["reply"].get("model")) if r["ok"] else ""
+        r["detail"] = ""
+        if r["ok"]:
+            r["detail"] = "current {}{}".format(r["reply"]["current"], " ({})".format(model) if model else "")
     if as_json:
         failed = [r["host"] for r in results if not r["ok"]]
         if failed:

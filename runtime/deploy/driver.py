@@ -7,7 +7,7 @@ import json
 import os
 import re
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .. import commands
 from ..bundle.signature import SIGNATURE, signature_key_id
@@ -19,18 +19,33 @@ CHUNK = 1 << 16
 
 
 class Source:
-    """A verified bundle and the files to ship: manifest, signature, and every file the manifest lists."""
+    """A verified bundle and the files to ship: manifest, signature, and every file the manifest lists
+    (or, for an update bundle, :meth:`of_update`: the files it ships)."""
+
+    update: Optional[Any] = None  # an update bundle's parsed manifest (runtime.bundle.update.Update)
 
     def __init__(self, bundle):
         self.bundle = bundle
-        root = bundle.root
+        self._setup(bundle.root, bundle.model.release, bundle.files(), bundle.manifest)
+
+    @classmethod
+    def of_update(cls, root: str, update) -> "Source":
+        """An update bundle folder: its manifest, signature, base delta and the files it ships."""
+        src = cls.__new__(cls)
+        src.update, src.root = update, root
+        files = [{"file": e.file, "size": e.size, "sha256": e.sha256} for e in update.files()]
+        src._setup(root, update.release, files, update.raw)
+        return src
+
+    def _setup(self, root: str, release: int, entries, manifest: dict) -> None:
+        self.root = root
         with open(os.path.join(root, "manifest.json"), "rb") as f:
             data = f.read()
         self.files = [("manifest.json", len(data), hashlib.sha256(data).hexdigest())]
         sig = os.path.join(root, SIGNATURE)
         self.signed = os.path.isfile(sig)
         self.key_id: Optional[str] = None
-        self.release = bundle.model.release
+        self.release = release
         if self.signed:
             with open(sig, "rb") as f:
                 s = f.read()
@@ -39,13 +54,13 @@ class Source:
                 self.key_id = signature_key_id(root)
             except SignatureError:
                 self.key_id = None  # the device's own check names what is wrong with it
-        for e in bundle.files():
+        for e in entries:
             self.files.append((e["file"], int(e.get("stored_size", e.get("size"))), e["sha256"]))
-        created = re.sub(r"[^0-9TZ]", "", str(bundle.manifest.get("created", "")))[:16] or "bundle"
+        created = re.sub(r"[^0-9TZ]", "", str(manifest.get("created", "")))[:16] or "bundle"
         self.version = "{}-{}".format(created, hashlib.sha256(data).hexdigest()[:12])
 
     def path(self, rel: str) -> str:
-        return os.path.join(self.bundle.root, rel)
+        return os.path.join(self.root, rel)
 
 
 def run_json(transport, args: List[str], timeout: Optional[float] = None) -> Dict:
@@ -103,6 +118,13 @@ def acceptable(source: Source, policy: Dict, root: str, allow_downgrade: bool = 
         raise DeployError(
             "release {} is older than release {} installed on the device (a replayed old bundle?); "
             "deploy --allow-downgrade installs it anyway".format(source.release, highest)
+        )
+    bases = policy.get("installed_bases")
+    if source.update is not None and isinstance(bases, dict) and source.update.base_sha256 not in bases:
+        have = ", ".join("{} base {}".format(v, sha[:12]) for sha, v in sorted(bases.items())) or "no version"
+        raise DeployError(
+            "the update applies to base {}, which the device does not have (it has {}); deploy a full "
+            "bundle instead".format(source.update.base_sha256[:12], have)
         )
 
 
@@ -218,14 +240,19 @@ def deploy_one(
             args.append("--allow-downgrade")
         info = run_json(transport, args)
         doctor = [s for s in info.get("steps", []) if s.get("step") == "doctor"]
+        upd = info.get("update") or {}
+        applied = "; update of {} (base {}) applied in {} s".format(upd.get("update_of"), upd.get("base"),
+                                                                   upd.get("apply_seconds")) if upd else ""  # fmt: skip
         res.update(
             doctor=doctor[0]["ok"] if doctor else None,
             ok=True,
             previous=info.get("previous"),
             sent=sent,
-            detail="{} installed ({} sent){}{}".format(
+            update=upd or None,
+            detail="{} installed ({} sent{}){}{}".format(
                 source.version,
                 _size(sent),
+                applied,
                 "; previous {} kept".format(info["previous"]) if info.get("previous") else "",
                 "; the stop ({}) came during its install, which finished".format(stop.name) if stop.is_set() else "",
             ),

@@ -56,6 +56,7 @@ def report_text(results, source) -> str:
             "seconds": round(r.get("seconds", 0.0), 3),
             "doctor": r.get("doctor"),
             "error": r.get("error"),
+            "update": r.get("update"),  # an update bundle: the version it was applied to, what was reused
         }
         lines.append(json.dumps(rec, sort_keys=True) + "\n")
     return "".join(lines)

@@ -16,6 +16,7 @@ from ..files import fsync_dir, write_bytes_atomic
 from .fsutil import Lock, atomic_json, atomic_symlink
 from .receive import CHUNK, MAX_FILE, Receiver, check_rel
 from .state import VERSION_RE, DeviceRoot, check_version, now
+from .update import APPLY, build, staged_update
 
 __all__ = ["Target", "DeviceRoot", "check_version", "check_rel", "now", "CHUNK", "MAX_FILE"]
 
@@ -73,6 +74,9 @@ class Target(Receiver):
         staging = self.p("staging", version)
         signer = verify_bundle(staging, self.p("trust"), bool(self.config().get("accept_unsigned")))
         fault_point("target:verify:signed")
+        update = staged_update(staging)
+        if update is not None:  # its files are checked as the update is applied (_apply_staged)
+            return {"signer": signer, "files": len(update.files()) + 1}
         b = Bundle.open(staging)
         try:
             return {"signer": signer, "files": len(b.files()) + 1}
@@ -91,7 +95,7 @@ class Target(Receiver):
             info: Dict[str, Any] = {"version": version, "signer": None, "files": 0}
             if os.path.isdir(self.p("staging", version)):
                 info.update(self._accept(version, highest, lost, allow_downgrade))
-                self._place(version)
+                self._place(version, info)
             elif not os.path.isdir(self.p("versions", version)):
                 raise DeployError("{}: nothing staged for version {}".format(self.root, version))
             else:
@@ -114,16 +118,26 @@ class Target(Receiver):
             raise
         return info
 
-    def _place(self, version: str) -> bool:
-        """Move the accepted, staged VERSION into ``versions/`` (not current yet); False where that
-        version was installed already (a re-run: the installed copy is kept)."""
+    def _place(self, version: str, info: Optional[Dict[str, Any]] = None) -> bool:
+        """Move the accepted, staged VERSION into ``versions/`` (not current yet); an update bundle is
+        applied first into the full bundle it gives (:meth:`_apply_staged`; refused: dropped, nothing
+        else changed).  False where that version was installed already (a re-run: the installed copy
+        is kept)."""
         staged, final = self.p("staging", version), self.p("versions", version)
-        if os.path.isdir(final):
+        try:
+            ready = self._apply_staged(version, staged, info if info is not None else {})
+        except EdgetoolError:
+            shutil.rmtree(staged)  # refused: drop what was received, change nothing else
+            raise
+        placed = not os.path.isdir(final)
+        if placed:
+            os.replace(ready, final)
+            fault_point("target:install:moved")
+        else:
+            shutil.rmtree(ready)
+        if os.path.isdir(staged):  # an update: what was received, now applied
             shutil.rmtree(staged)
-            return False
-        os.replace(staged, final)
-        fault_point("target:install:moved")
-        return True
+        return placed
 
     def _check_installed(self, version: str, highest: Optional[int], lost: Optional[str], allow_downgrade: bool):
         """An installed VERSION about to become current: the counter and its release, as for a staged one."""
@@ -155,6 +169,16 @@ class Target(Receiver):
         pruned = self._prune(keep)
         fault_point("target:install:pruned")
         return {"release": release, "previous": previous, "pruned": pruned}
+
+    def _apply_staged(self, version: str, staged: str, info: Dict[str, Any]) -> str:
+        """The folder to install: *staged* itself, or for an update the full bundle it gives
+        (:func:`.update.build`, which says what it rebuilt, shipped and reused in ``info["update"]``)."""
+        update = staged_update(staged)
+        if update is None:
+            return staged
+        shutil.rmtree(self.p(APPLY), ignore_errors=True)  # what an interrupted apply left
+        work, info["update"] = build(self, version, staged, update)
+        return work
 
     def _check_release(self, folder: str, highest: Optional[int], allow_downgrade: bool) -> None:
         """Anti-rollback: a release lower than *highest*, the highest this device installed, is refused."""

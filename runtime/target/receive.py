@@ -49,6 +49,9 @@ class Receiver(DeviceRoot):
         }
         if trust_error:
             policy["trust_error"] = trust_error
+        from .update import installed_bases
+
+        policy["installed_bases"] = installed_bases(self)  # base.onnx sha256 -> version: what updates apply to
         if lost:
             policy["counter_error"] = str(self.counter_refusal(lost))
         if os.path.isdir(self.p("versions", version)) and not os.path.isdir(self.p("staging", version)):

@@ -252,9 +252,12 @@ class DeviceRoot:
         except UsageError as exc:
             trusted, trust_error = [], str(exc)
         current = self.current()
+        from .update import lineage
+
         return {
             "root": self.root,
             "current": current,
+            "model": lineage(self.p("versions", current), current) if current else None,
             "current_signed_by": self.signer(current),
             "serving": serving(self.root),
             "previous": st.get("previous"),

@@ -19,6 +19,28 @@ def _serving_line(s) -> str:
     return "serving   {} (edgetool serve, pid {}, since {})".format(s.get("version"), s.get("pid"), s.get("since"))
 
 
+def model_summary(model) -> str:
+    """Which base a device runs and how many updates on top of it, in a few words ("" when unknown)."""
+    if not isinstance(model, dict) or not isinstance(model.get("base"), dict):
+        return ""
+    n = len(model.get("updates") or [])
+    sha = str(model["base"].get("sha256") or "?")[:12]
+    return "base {}{}".format(sha, " + {} update{}".format(n, "s" if n > 1 else "") if n else "")
+
+
+def _model_line(model) -> str:
+    """The base the current version runs (the full bundle it came with) and the updates applied on it."""
+    words = model_summary(model)
+    if not words:
+        return "model     unknown"
+    base = model["base"]
+    text = "model     {} (full bundle {}, release {})".format(words, base.get("version"), base.get("release"))
+    ups = model.get("updates") or []
+    if ups:
+        text += ": " + ", ".join("{} (release {})".format(u.get("version"), u.get("release")) for u in ups)
+    return text
+
+
 def format_status(st: Dict) -> str:
     lines = [
         "root      {}".format(st["root"]),
@@ -26,6 +48,8 @@ def format_status(st: Dict) -> str:
         "previous  {}".format(st.get("previous") or "none"),
         _serving_line(st.get("serving")),
     ]
+    if st.get("current"):
+        lines.append(_model_line(st.get("model")))
     for v in st.get("versions", []):
         mark = "*" if v == st.get("current") else " "
         lines.append("version {} {}".format(mark, v))

@@ -183,3 +183,14 @@ def freeze_for_patch(net: "QATNet") -> None:
     head = net.head_layers()
     for layer in net.layers:
         net.weight(layer + ".weight").requires_grad_(layer in head)
+
+
+def apply_budget(net: "QATNet", base: "QATNet", budget, total_steps: int):
+    """Set *net* up to train under *budget* toward *base* (patch: only BatchNorm and the head train;
+    gridM: code moves on the grid) and return the after-step callable that enforces the rest."""
+    mode, value = budget if isinstance(budget, tuple) else parse_budget(budget)
+    if mode == "patch":
+        freeze_for_patch(net)
+    if mode == "grid":
+        net.set_delta_grid(base, int(value))
+    return budget_step(net, base, (mode, value), total_steps)

@@ -42,6 +42,7 @@ _SHAPES = {
     "calib_batches": ("super_qat",),
     "qat_weight_grad": ("qat",),
     "delta_budget": ("qat",),
+    "update_of": ("super_qat",),
 }
 
 

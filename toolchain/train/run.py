@@ -28,7 +28,7 @@ import torch
 
 from edgetool.runtime.errors import UsageError
 
-from . import delta_budget, models, qat, resume
+from . import delta_budget, models, qat, resume, update
 from . import device as devices
 from . import fit as training
 from .checkpoints import float_from_state, float_state, load_checkpoint, save_checkpoint
@@ -244,6 +244,8 @@ class Run:
     def super_qat(self) -> qat.QATNet:
         def make():
             ys = torch.from_numpy(self.sup_of)[self.ytr]
+            if self.cfg.update_of:
+                return update.update_base(self, ys).state()
             return self.quantize(self.superclass(), ys, self.hier.n_super, "QAT superclass network").state()
 
         return qat.QATNet.from_state(self.stage("super_qat", self.file("super_qat.pt"), make))
@@ -261,16 +263,11 @@ class Run:
 
         def make():
             base = self.super_qat()
-            net = copy.deepcopy(base)
+            net = update.deployed(self, "qat", "{}.pt".format(k)) if self.cfg.update_of else copy.deepcopy(base)
             net.weight_grad = self.cfg.qat_weight_grad
-            mode, value = budget = self.cfg.budget()
-            if mode == "patch":
-                delta_budget.freeze_for_patch(net)
-            if mode == "grid":
-                net.set_delta_grid(base, int(value))
             data = self.fine_tune_data(k)
             steps = self.cfg.ft_epochs * max(1, math.ceil(len(data[1]) / self.cfg.batch))
-            step = delta_budget.budget_step(net, base, budget, steps)
+            step = delta_budget.apply_budget(net, base, self.cfg.budget(), steps)
             self.fine_tune(net, k, "QAT subclass [{}]".format(name), after_step=step, data=data)
             return net.state()
 

@@ -62,6 +62,7 @@ class TrainConfig:
     limit_train: int = 0  # keep at most this many training images (0 = all)
     limit_test: int = 0
     val_fraction: float = 0.0  # hold this stratified fraction of the training images out (edgetool hierarchy learn)
+    update_of: Optional[str] = None  # a finished run: the int8 networks continue from its weights, scales frozen
 
     def save(self, path):
         write_json_atomic(path, asdict(self))
@@ -242,9 +243,9 @@ def _cifar_archive(path):
 class RunData:
     """The data of a run, as arrays and tensors: images, labels, hierarchy maps, input spec."""
 
-    def __init__(self, train, test, hier, val=None):
+    def __init__(self, train, test, hier, val=None, stats=None):
         self.train, self.test, self.hier, self.val = train, test, hier, val
-        self.mean, self.std = train.stats()
+        self.mean, self.std = stats or train.stats()  # stats: (mean, std) kept from a deployed run
         self.sup_of, self.loc_of = hier.mapping(train.classes)
         self.augmentation = {"augment": "none", "flip": False, "pad": 0, "why": "not set"}
         self.local = hier.local_index(train.classes)  # (N, classes): subclass output of each class, or -1
@@ -273,8 +274,19 @@ class RunData:
     def load(cls, cfg: TrainConfig) -> "RunData":
         train, test, hier = load_data(cfg)
         train, val = hold_out(train, cfg)
-        data = cls(train, test, hier, val)
+        data = cls(train, test, hier, val, stats=deployed_stats(cfg))
         if cfg.resize != "squash":  # the device brings its images to the network's size the same way
             data.input_spec["resize"] = cfg.resize
         data.augmentation = resolve_augment(cfg, data.train)
         return data
+
+
+def deployed_stats(cfg: TrainConfig):
+    """An update's input normalisation: the deployed run's (mean, std), which its bundle's input spec
+    holds (None for a run that is no update)."""
+    if not cfg.update_of:
+        return None
+    from ..config_check import read_json
+
+    d = read_json(os.path.join(cfg.update_of, "data.json"), "run record")
+    return d["mean"], d["std"]

@@ -70,10 +70,11 @@ def train_tail(
     desc: str,
     progress: bool,
     weight_decay: float = 1e-4,
+    after_step=None,
 ) -> dict:
-    """Train *net* on cached trunk outputs: each step takes every image in one of its *feats*
-    views (the image, its mirror), drawn at random.  With *val*, the epoch of the best validation
-    accuracy is kept.  Returns the history."""
+    """Train *net* on cached trunk outputs: each step takes every image in one of its *feats* views (the
+    image, its mirror), drawn at random; then *after_step(lr)* (a delta budget).  With *val*, the epoch
+    of the best validation accuracy is kept.  Returns the history."""
     from .progress import FitProgress
 
     opt = torch.optim.AdamW(param_groups(net, weight_decay), lr=lr)
@@ -95,11 +96,11 @@ def train_tail(
             xb = feats[0][idx]
             if len(feats) > 1:  # each image as itself or as its mirror
                 xb = torch.where((view[idx] == 1).reshape(-1, 1, 1, 1), feats[1][idx], xb)
-            out = net(xb)
-            loss = F.cross_entropy(out, y[idx])
+            loss = F.cross_entropy(out := net(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            (after_step or _no_step)(opt.param_groups[0]["lr"])
             sched.step()
             loss_sum, correct = loss_sum + float(loss.detach()), correct + int((out.detach().argmax(1) == y[idx]).sum())
             bar.step(epoch, float(loss.detach()))
@@ -117,6 +118,10 @@ def train_tail(
     hist["kept_epoch"] = int(np.argmax(hist["val_accuracy"])) + 1 if best is not None else epochs
     net.eval()
     return hist
+
+
+def _no_step(lr: float) -> None:
+    """No delta budget: nothing after a step."""
 
 
 @torch.no_grad()

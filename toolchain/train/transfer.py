@@ -207,6 +207,10 @@ class TransferRun:
         path = self.file("int8.pt")
         if os.path.isfile(path):
             return qat.QATNet.from_state(load_checkpoint(path))
+        if self.cfg.update_of:  # the deployed run's int8 network, its tail trained on (:mod:`.update`)
+            from .update import update_tail
+
+            return update_tail(self)
         model = self.tail()
         t0 = time.perf_counter()
         ops, tensors = model.to_ir()

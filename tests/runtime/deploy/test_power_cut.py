@@ -1,8 +1,9 @@
 """Power cuts on the device side: SIGKILL at every step of prepare, receive, install, the switch,
-prune, the doctor step and rollback.  After each, `status` is consistent, `current` is one whole
-verified version, and a re-run completes.  SIGTERM to a three-host rollout at eight of those
-points: the --report agrees with every host's disk.  With EDGETOOL_POWER_CUT_TABLE=FILE the table
-of points and outcomes is written there (benchmarks/power_cut.py commits it)."""
+prune, the doctor step and rollback, and while an update bundle is applied.  After each, `status`
+is consistent, `current` is one whole verified version, and a re-run completes.  SIGTERM to a
+three-host rollout at eight of those points: the --report agrees with every host's disk.  With
+EDGETOOL_POWER_CUT_TABLE=FILE the table of points and outcomes is written there
+(benchmarks/power_cut.py commits it)."""
 
 import json
 import os
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import run_cli
 from deploy_fixtures import deploy_kit_fixture, version_of  # noqa: F401  (fixture)
+from update_fixtures import update_kit_fixture  # noqa: F401  (fixture)
 
 pytest.importorskip("cryptography")
 
@@ -51,6 +53,18 @@ ROLLOUT = [
     "target:install:after-link",
     "target:prune:before-remove",
     "target:step:doctor",
+]
+# An update bundle's install: the same steps, and the apply (decode the base delta, rebuild the full
+# bundle in ROOT/.apply/<version>, verify it) between the signature and the move into versions/.
+UPDATE = [
+    "target:receive:mid-file",
+    "target:verify:signed",
+    "target:update:decoded",
+    "target:update:built",
+    "target:update:verified",
+    "target:install:moved",
+    "target:install:after-state",
+    "target:install:switched",
 ]
 TABLE = []
 ROLLOUT_TABLE = []
@@ -156,3 +170,36 @@ def test_a_signal_during_a_rollout_leaves_each_host_whole_and_reported(point, te
     assert all(consistent(r) == v3 for r in roots)
     ROLLOUT_TABLE.append({"signal_at": point, "hosts": outcome, "rerun": "completed"})
     dump()
+
+
+@pytest.fixture(scope="module")
+def update_template(update_kit, tmp_path_factory):
+    """A device root serving v1 of the update kit: what an update applies to."""
+    root = tmp_path_factory.mktemp("cut-update") / "root"
+    assert run_cli("target", "trust", root, update_kit["keys"]["good"]["public"]).returncode == 0
+    proc = run_cli("deploy", update_kit["v1"], "--to", root, "--device-profile", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    return root
+
+
+@pytest.mark.parametrize("point", UPDATE)
+def test_a_cut_while_an_update_applies_leaves_a_whole_version(point, update_template, update_kit, tmp_path):
+    """SIGKILL while the device applies an update: the base keeps serving or the whole new version does
+    (its base.onnx the full bundle's, byte for byte), and the same deploy then completes."""
+    from test_update import version_of_update
+
+    root = tmp_path / "root"
+    shutil.copytree(update_template, root, symlinks=True)
+    v1, v2 = version_of(update_kit["v1"]), version_of_update(update_kit["u2"])
+    args = ["deploy", update_kit["u2"], "--to", root, "--device-profile", "cpu"]
+    proc = run_cli(*args, env={"EDGETOOL_FAULT_KILL": point})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, (point, proc.stdout, proc.stderr)
+    after = consistent(root)
+    assert after in (v1, v2), point
+    proc = run_cli(*args)
+    assert proc.returncode == 0, (point, proc.stdout, proc.stderr)
+    assert consistent(root) == v2
+    want = open(os.path.join(update_kit["full2"], "base.onnx"), "rb").read()
+    assert open(os.path.join(str(root), "current", "base.onnx"), "rb").read() == want
+    assert not os.listdir(os.path.join(str(root), "staging"))
+    record("update " + point, True, "new" if after == v2 else "previous", "completed")

@@ -14,6 +14,7 @@ import pytest
 from conftest import run_cli
 from deploy_fixtures import deploy_kit_fixture, version_of  # noqa: F401  (fixture)
 from serve_util import Served, make_video
+from update_fixtures import update_kit_fixture  # noqa: F401  (fixture)
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'edgetool[camera]')")
 pytest.importorskip("onnxruntime")
@@ -67,6 +68,28 @@ def test_serve_follows_deploys_and_rollbacks_between_frames(deploy_kit, tmp_path
     assert any("serving {} (was {})".format(v2, v1) in e for e in served.err)
     assert not (root / "serving.json").exists()  # removed when the loop ends
     assert "serving   nothing" in run_cli("status", "--to", root).stdout
+
+
+def test_serve_picks_up_an_update_between_frames(update_kit, tmp_path, video):
+    """An update bundle installs a whole version like a full bundle does: serve takes it over between frames."""
+    from test_update import version_of_update
+
+    root = tmp_path / "root"
+    assert run_cli("target", "trust", root, update_kit["keys"]["good"]["public"]).returncode == 0
+    local_deploy(update_kit["v1"], root)
+    v1, v2 = version_of(update_kit["v1"]), version_of_update(update_kit["u2"])
+    served = Served(root, video)
+    try:
+        served.wait_for(v1)
+        local_deploy(update_kit["u2"], root)
+        served.wait_for(v2)
+    finally:
+        rc = served.stop()
+    assert rc == 143, "\n".join(served.err)
+    frames = [r for r in served.rows if r["type"] == "frame"]
+    assert [r["frame"] for r in frames] == list(range(len(frames)))
+    runs = [frames[0]["version"]] + [b["version"] for a, b in zip(frames, frames[1:]) if a["version"] != b["version"]]
+    assert runs == [v1, v2]
 
 
 def test_serve_refuses_an_empty_root(tmp_path, video):
