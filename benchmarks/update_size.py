@@ -130,7 +130,11 @@ def main():
     int8 = [t for t in layout["tensors"] if t["dtype"] == "int8"]
     full_bytes, update_bytes = folder_bytes(out["full2"]), folder_bytes(out["update"])
     test = os.path.join(json.load(open(os.path.join(deployed, "config.json")))["data"], "test")
+    from edgetool.runtime.machine import machine_name
+
     result = {
+        "machine": machine_name(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "deployed_run": a.run,
         "retrain": "train --update-of DEPLOYED --val-fraction 0.05 --qat-epochs {}".format(a.qat_epochs),
         "bytes_over_the_wire": {
@@ -159,7 +163,7 @@ def main():
             "engine": "none on the CPU path: nothing is built; a stored TensorRT engine is refitted (unverified here)",
             "base_onnx_equals_full_bundle": same,
         },
-        "retrain_seconds": train_seconds,
+        "retrain_seconds": dict(train_seconds, trunk_passes=qat.get("cache_seconds")),
         "deployed_train_seconds": json.load(open(os.path.join(deployed, "metrics.json"))).get("timing"),
         "qat_fake_quant_test_accuracy": qat.get("test_accuracy"),
         "export_output": export_text.strip().splitlines(),
