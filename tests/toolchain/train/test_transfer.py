@@ -75,14 +75,16 @@ def test_bundle_runs_in_every_device_command(transfer_run, photos, tmp_path, run
     proc = run_cli("export", transfer_run, "--out", bundle)
     assert proc.returncode == 0, proc.stderr
     m = json.loads((bundle / "manifest.json").read_text())
+    trunk = m["model"]["backbone"].pop("trunk_output")  # the tensor where the frozen trunk ends
     assert m["model"]["kind"] == "flat" and m["model"]["backbone"] == {
         "arch": "efficientnet-lite0",
         "pretrained": "imagenet",
         "split_after": "blocks.14",
     }
-    assert m["input"]["shape"] == [3, 96, 96] and m["input"]["resize"] == "shorter" and m["input"]["crop"] == 0.875
     import onnx
 
+    assert trunk in {o for n in onnx.load(str(bundle / "base.onnx")).graph.node for o in n.output}
+    assert m["input"]["shape"] == [3, 96, 96] and m["input"]["resize"] == "shorter" and m["input"]["crop"] == 0.875
     from edgetool.runtime.trt.qdq_rules import check
 
     model = onnx.load(str(bundle / "base.onnx"))
