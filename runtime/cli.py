@@ -204,26 +204,15 @@ def _alive(pid: int) -> bool:
 def _summary(bundle, b):
     m = b.manifest
     sizes = b.stored_bytes()
-    click.echo(
-        "bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], ascii(m.get("toolchain_version")))
-    )
+    click.echo("bundle      {} (schema {}, toolchain {})".format(bundle, m["schema"], ascii(m.get("toolchain_version"))))  # noqa: E501  # fmt: skip
     click.echo("input       {} {}; {}".format(m["input"].get("layout", "NCHW"), list(b.model.input_shape), _resize(b)))
-    if b.kind == "flat" and b.specialists:
-        names = ", ".join(ascii(b.superclasses[k].name)[1:-1] for k in b.specialists)
-        click.echo(
-            "model       flat with specialists: one network over {} classes; {} of {} superclasses have a "
-            "specialist delta ({}), the others keep the base's answer".format(
-                b.head_width, len(b.specialists), len(b.superclasses), names
-            )
-        )
-    elif b.kind == "flat":
-        click.echo(
-            "model       flat: one network over {} classes; the deltas are zero, nothing switches".format(b.head_width)
-        )
-    else:
-        click.echo(
-            "model       super-sub: {} subclass networks as int8 deltas of base.onnx".format(len(b.superclasses))
-        )
+    sub = "super-sub: {} subclass networks as int8 deltas of base.onnx".format(len(b.superclasses))
+    flat = "flat: one network over {} classes; ".format(b.head_width) + (
+        "{} of {} superclasses have a specialist delta ({}), the others keep the base's answer".format(
+            len(b.specialists), len(b.superclasses), ", ".join(ascii(b.superclasses[k].name)[1:-1] for k in b.specialists)  # noqa: E501
+        ) if b.specialists else "the deltas are zero, nothing switches"
+    )  # fmt: skip
+    click.echo("model       " + ((flat.replace("flat:", "flat with specialists:", 1) if b.specialists else flat) if b.kind == "flat" else sub))  # noqa: E501  # fmt: skip
     click.echo(backbone_line(*(ascii(v)[1:-1] for v in b.model.backbone))) if b.model.backbone else None
     note = ' (a "not mine" row after each subclass\'s classes)' if b.not_mine else ""
     click.echo("head width  {}{}".format(b.head_width, note))

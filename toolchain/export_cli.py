@@ -96,7 +96,7 @@ def export(run_dir, out, codec, archive, sign_key, force, model, release, update
 def _is_transfer(run_dir: str) -> bool:
     """A run of a pretrained edge backbone (config.json names one)."""
     from .train.run_data import TrainConfig
-    from .train.transfer import is_transfer
+    from .train.models import is_transfer
 
     path = os.path.join(run_dir, "config.json")
     return os.path.isfile(path) and is_transfer(TrainConfig.load(path))

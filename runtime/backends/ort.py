@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import BackendError, BundleError, require
 from ..bundle.learned_routing import FEATURES
-from ..bundle.onnx_weights import drop_initializers, read_initializers, tail_graph, with_outputs
+from ..bundle.onnx_graph import tail_graph, with_outputs
+from ..bundle.onnx_weights import drop_initializers, read_initializers
 from ..bundle.packed import PackedWeights
 from .base import Backend
 
@@ -92,23 +93,7 @@ class OrtBackend(Backend):
             )
         self.input_name = bundle.input.get("name") or [n for n in inputs if n not in self.layout.by_name][0]
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.packed = PackedWeights(self.layout, self.base)
-        self.weights = self.packed.buf  # the packed buffer the session reads
-        self.views = self.layout.views(self.weights)
-        self.binding = self.session.io_binding()
-        self.ortvalues = {}
-        self.shared = True
-        for name, view in self.views.items():
-            ov = ort.OrtValue.ortvalue_from_numpy(view)
-            if ov.data_ptr() != view.ctypes.data:
-                self.shared = False
-            self.ortvalues[name] = ov
-            self.binding.bind_ortvalue_input(name, ov)
-        self.binding.bind_output(bundle.output_name)
-        self.tail_session: Any = None
-        self.tail_binding: Any = None
-        if self.trunk:
-            self._tail_session(model, names, threads)
+        self._bind(model, names, threads)
         log.info(
             "onnxruntime %s on %s: %d refittable tensors bound once (%s)",
             ort.__version__,
@@ -116,6 +101,27 @@ class OrtBackend(Backend):
             len(self.views),
             "shared host buffer" if self.shared else "copied",
         )
+
+    def _bind(self, model: bytes, names, threads: int) -> None:
+        """Bind every refittable tensor once to a view of one packed buffer (and the tail's session,
+        where the trunk runs once, to the same views)."""
+        self.packed = PackedWeights(self.layout, self.base)
+        self.weights = self.packed.buf  # the packed buffer the session reads
+        self.views = self.layout.views(self.weights)
+        self.binding = self.session.io_binding()
+        self.ortvalues = {}
+        self.shared = True
+        for name, view in self.views.items():
+            ov = self.ort.OrtValue.ortvalue_from_numpy(view)
+            if ov.data_ptr() != view.ctypes.data:
+                self.shared = False
+            self.ortvalues[name] = ov
+            self.binding.bind_ortvalue_input(name, ov)
+        self.binding.bind_output(self.bundle.output_name)
+        self.tail_session: Any = None
+        self.tail_binding: Any = None
+        if self.trunk:
+            self._tail_session(model, names, threads)
 
     def _tail_session(self, model: bytes, names, threads: int) -> None:
         ort = self.ort

@@ -219,3 +219,8 @@ def load_torchvision_weights(model: ResNet, tv_state: Dict[str, torch.Tensor]) -
     from .pretrained import load_into, resnet_key
 
     load_into(model, {k: v for k, v in tv_state.items() if not k.startswith("fc.")}, resnet_key, partial=True)
+
+
+def is_transfer(cfg) -> bool:
+    """A run of a pretrained edge backbone (:mod:`.transfer`)."""
+    return is_edge_backbone(cfg.arch)

@@ -19,6 +19,7 @@ bundle never predicts worse than its base on what validation can tell.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -26,9 +27,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+
 from . import efficientnet as E
 from . import qat
 from .tail import copy_weights, logits_of, tail_qatnet, train_tail
+
+log = logging.getLogger(__name__)
 
 MIN_IMAGES = 20  # fold-B images routed to a superclass below which its specialist is not shipped
 ALPHA = 0.05  # one-sided sign test: the specialist's wins over the base must be this unlikely by chance

@@ -42,6 +42,7 @@ from edgetool.runtime.files import write_json_atomic
 from . import efficientnet as E
 from . import qat
 from .checkpoints import float_state, load_checkpoint, save_checkpoint
+from .models import is_transfer  # noqa: F401  (the CLI asks here)
 from .tail import Tail, accuracy, copy_weights, freeze_trunk, tail_qatnet, train_tail
 from .trunk_cache import TrunkCache, list_data, read_batch
 
@@ -249,106 +250,11 @@ class TransferRun:
         m.setdefault("timing", {}).update(self.timing)
         write_json_atomic(path, m)
 
-    def specialists(self) -> Optional[dict]:
-        """Tail specialists (:mod:`.specialists`) of ``cfg.specialists`` superclasses, with the
-        keep-base decision of each (``specialists.json``; each specialist in ``specialists/``).
-        None when the run trains none."""
-        from edgetool.runtime.files import slug
-
-        from . import specialists as S
-
-        if not self.cfg.specialists:
-            return None
-        path = self.file("specialists.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
-        if not len(self.val_idx):
-            raise UsageError("--specialists needs a validation split (--val-fraction): it decides which ship")
-        base = self.int8()
-        model = self.tail()
-        t0 = time.perf_counter()
-        assert self.split is not None  # tail() refuses a run without a split
-        _, _, boundary = E.split_ops(model.to_ir()[0], self.split)
-        views, xval, _ = self.features(self.cache(model))
-        ytr, yval, _ = self.labels()
-        hier = self._specialist_hierarchy(model, views[0], ytr)
-        sup, rows = S.superclass_of_class(hier, self.classes), S.rows_of(hier, self.classes)
-        fold_a, fold_b = S.folds(yval.numpy(), self.cfg.seed + 2)
-        base_tail = tail_qatnet(base, boundary).eval()
-        decisions = {}
-        os.makedirs(self.file("specialists"), exist_ok=True)
-        for k, name in enumerate(hier.superclasses):
-            ckpt = self.file("specialists", slug(name) + ".pt")
-            if os.path.isfile(ckpt):
-                net = qat.QATNet.from_state(load_checkpoint(ckpt))
-            else:
-                local = {c: j for j, c in enumerate(rows[k])}
-                mine = np.isin(ytr.numpy(), rows[k])
-                ya = yval[fold_a]
-                a_mine = np.nonzero(np.isin(ya.numpy(), rows[k]))[0]
-                val = None
-                if len(a_mine):
-                    val = (xval[fold_a][a_mine], torch.as_tensor([local[int(c)] for c in ya[a_mine]]))
-                net, _ = S.train_specialist(
-                    base, boundary, rows[k], [v[mine] for v in views],
-                    torch.as_tensor([local[int(c)] for c in ytr[mine]]), val, self.cfg.ft_epochs,
-                    self.cfg.tail_lr * S.LR_FACTOR, self.cfg.batch, self.cfg.seed + k,
-                    "specialist [{}]".format(name), self.progress,
-                )  # fmt: skip
-                save_checkpoint(net.state(), ckpt)
-            spec_tail = tail_qatnet(net, boundary).eval()
-            decisions[name] = S.decide(base_tail, spec_tail, xval[fold_b], yval[fold_b], sup, k, rows[k])
-        out = {
-            "hierarchy": hier.to_dict(),
-            "validation": {"choose": int(len(fold_a)), "decide": int(len(fold_b))},
-            "rule": {"min_images": S.MIN_IMAGES, "alpha": S.ALPHA},
-            "superclasses": decisions,
-        }
-        write_json_atomic(path, out)
-        self.timing["specialists"] = time.perf_counter() - t0
-        self._metrics({})
-        log.info("%s", S.summary(decisions))
-        return out
-
-    def _specialist_hierarchy(self, model: E.EfficientNetLite, train_feats, ytr):
-        """The given hierarchy, or k-means of the float network's per-class mean features."""
-        from . import specialists as S
-
-        if self.cfg.hierarchy not in (None, "single") or (
-            self.cfg.hierarchy is None and os.path.isfile(os.path.join(self.cfg.data, "hierarchy.json"))
-        ):
-            return self.hierarchy()
-        k = int(self.cfg.specialists)
-        if not 2 <= k <= len(self.classes):
-            raise UsageError("--specialists {}: between 2 and {} superclasses".format(k, len(self.classes)))
-        assert self.split is not None
-        emb = S.class_embeddings(S.pooled_features(model, train_feats, self.split), ytr.numpy(), len(self.classes))
-        return S.embedding_hierarchy(emb, self.classes, k, self.cfg.seed)
-
-    def specialist_nets(self, net: qat.QATNet):
-        """(hierarchy, the network of each superclass, the names with a specialist) for export."""
-        from edgetool.runtime.files import slug
-
-        from ..hierarchy import spec as hierarchy
-
-        rec = self.specialists()
-        if rec is None:
-            hier = self.hierarchy()
-            return hier, [net] * hier.n_super, []
-        hier = hierarchy.from_dict(rec["hierarchy"], self.file("specialists.json"))
-        subs, names = [], []
-        for name in hier.superclasses:
-            if rec["superclasses"][name]["ship"]:
-                subs.append(qat.QATNet.from_state(load_checkpoint(self.file("specialists", slug(name) + ".pt"))))
-                names.append(name)
-            else:
-                subs.append(net)
-        return hier, subs, names
-
     def train_all(self) -> None:
+        from .specialist_run import train_run
+
         self.int8()
-        self.specialists()
+        train_run(self)
 
     def hierarchy(self):
         from ..hierarchy import spec as hierarchy
@@ -373,7 +279,9 @@ class TransferRun:
 
         check_out(out_dir, force)
         net = self.int8()
-        hier, subs, names = self.specialist_nets(net)
+        from .specialist_run import bundle_nets
+
+        hier, subs, names = bundle_nets(self, net)
         spec = dict(self.spec)
         backbone = {"arch": self.arch, "pretrained": self.cfg.pretrained or "none", "split_after": self.split}
         if self.split is not None:  # the tensor where the trunk ends: a specialist reruns only what follows
@@ -389,9 +297,3 @@ def float_model(state: dict) -> E.EfficientNetLite:
     m.load_state_dict(state["state_dict"])
     m.eval()
     return m
-
-
-def is_transfer(cfg) -> bool:
-    from .models import is_edge_backbone
-
-    return is_edge_backbone(cfg.arch)

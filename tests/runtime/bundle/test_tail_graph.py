@@ -10,7 +10,8 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgetool.runtime.bundle.onnx_weights import drop_initializers, tail_graph, with_outputs  # noqa: E402
+from edgetool.runtime.bundle.onnx_graph import tail_graph, with_outputs  # noqa: E402
+from edgetool.runtime.bundle.onnx_weights import drop_initializers  # noqa: E402
 
 
 def model(residual_over_cut: bool = False) -> bytes:

@@ -116,8 +116,7 @@ def test_a_shipped_specialist_runs_on_its_superclass_only(specialist_run, run_cl
     assert m["model"]["specialists"] == ["group-01"]
     changed = m["refit"]["changed"]
     assert changed and all(t.startswith(("blocks.15.", "head.", "fc.")) for t in changed), changed  # the tail only
-    proc = run_cli("inspect", out)
-    assert "flat with specialists" in proc.stdout and "(routes to the base)" in proc.stdout
+    assert "(routes to the base)" in run_cli("inspect", out).stdout
 
     _, test, classes = list_data(str(root), 0, 0, 0)
     x = read_batch(test.paths, json.loads((forced / "data.json").read_text())).numpy()
@@ -154,6 +153,13 @@ def test_a_shipped_specialist_runs_on_its_superclass_only(specialist_run, run_cl
     assert {f["network"] for f in frames} <= {"flat", "specialist:group-01"}
     assert any(f["network"] == "specialist:group-01" for f in frames) == bool(routed.any())
 
+    _tampered_specialists_are_refused(out, test.paths[:1], run_cli, tmp_path)
+
+
+def _tampered_specialists_are_refused(out, images, run_cli, tmp_path):
+    import shutil
+
+    from edgetool.runtime.bundle.reader import Bundle
     from edgetool.runtime.errors import BundleError
 
     for change, message in (
@@ -171,5 +177,5 @@ def test_a_shipped_specialist_runs_on_its_superclass_only(specialist_run, run_cl
         (bad / "manifest.json").write_text(json.dumps(mb))
         with pytest.raises(BundleError, match=message):
             Bundle.open(str(bad))
-        proc = run_cli("classify", bad, *test.paths[:1])
+        proc = run_cli("classify", bad, *images)
         assert proc.returncode != 0 and proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr

@@ -1,0 +1,91 @@
+"""Cutting a model at a tensor on its serialized bytes (no ``onnx`` package on the device): the
+trunk's output read beside the logits (:func:`with_outputs`), and the tail after it as a model of
+its own (:func:`tail_graph`)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .onnx_weights import _encode_varint, _fields, _messages, _payload, _raw_fields, _tensor, _value_info_name
+
+
+def _strings(buf: memoryview, number: int):
+    return [bytes(v).decode("utf-8") for f, w, v in _fields(buf) if f == number and w == 2]
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _encode_varint((number << 3) | 2) + _encode_varint(len(payload)) + payload
+
+
+def _float_value_info(name: str) -> bytes:
+    """ValueInfoProto {name, type: tensor(float)} with no shape."""
+    tensor_type = _encode_varint((1 << 3) | 0) + _encode_varint(1)  # TypeProto.Tensor.elem_type = FLOAT
+    return _field(1, name.encode("utf-8")) + _field(2, _field(1, tensor_type))
+
+
+def _with_graph(model_bytes: bytes, make) -> bytes:
+    """The model with its graph replaced by *make(graph)* (bytes of a GraphProto)."""
+    view = memoryview(model_bytes)
+    out = bytearray()
+    for field, wire, start, end in _raw_fields(view):
+        out += _field(7, make(_payload(view, start))) if field == 7 and wire == 2 else view[start:end]
+    return bytes(out)
+
+
+def with_outputs(model_bytes: bytes, names: Iterable[str]) -> bytes:
+    """The model with intermediate tensors *names* as extra graph outputs (float, shape left to the
+    runtime): a trunk's output read beside the logits."""
+    extra = b"".join(_field(12, _float_value_info(n)) for n in names)
+    return _with_graph(model_bytes, lambda graph: bytes(graph) + extra)
+
+
+def _slice(nodes, outputs, start: str, constants) -> list:
+    """Indices of the *nodes* that *outputs* need, back to tensor *start* and the *constants*
+    (initializers); ValueError when they need anything else (the graph's data input)."""
+    producer = {o: i for i, n in enumerate(nodes) for o in _strings(n, 2)}
+    marked, stack, stray = set(), list(outputs), set()
+    while stack:
+        t = stack.pop()
+        if not t or t == start or t in constants:
+            continue
+        if t not in producer:
+            stray.add(t)
+        elif producer[t] not in marked:
+            marked.add(producer[t])
+            stack.extend(_strings(nodes[producer[t]], 1))
+    if stray:
+        raise ValueError("tensor {!r} does not cut the graph: the rest also reads {}".format(start, sorted(stray)[0]))
+    return sorted(marked)
+
+
+def tail_graph(model_bytes: bytes, start: str) -> bytes:
+    """The part of the model after tensor *start*: a model whose one data input is *start* (float)
+    and whose outputs are the original outputs computed from it, each node that computes them kept
+    (with the initializers they read; a refittable one stays a graph input too, for binding).
+    ValueError when no node reads *start*, or when the rest of the graph reads more than *start*
+    and initializers."""
+
+    def make(graph: memoryview) -> bytes:
+        nodes = list(_messages(graph, 1))
+        inits = {_tensor(t)[0]: t for t in _messages(graph, 5)}
+        inputs = {_value_info_name(v): v for v in _messages(graph, 11)}
+        if not any(start in _strings(n, 1) for n in nodes):
+            raise ValueError("no node reads tensor {!r}".format(start))
+        downstream = {start}
+        for n in nodes:  # the tensors computed from start
+            if any(i in downstream for i in _strings(n, 1)):
+                downstream.update(_strings(n, 2))
+        kept = [v for v in _messages(graph, 12) if _value_info_name(v) in downstream]
+        if not kept:
+            raise ValueError("no graph output is computed from tensor {!r}".format(start))
+        tail = [nodes[i] for i in _slice(nodes, [_value_info_name(v) for v in kept], start, inits)]
+        made = {o for n in tail for o in _strings(n, 2)}
+        reads = list(dict.fromkeys(i for n in tail for i in _strings(n, 1) if i and i not in made and i != start))
+        out = bytearray(b"".join(_field(1, bytes(n)) for n in tail) + _field(2, b"tail"))
+        out += b"".join(_field(5, bytes(inits[name])) for name in reads)
+        out += _field(11, _float_value_info(start))
+        out += b"".join(_field(11, bytes(inputs[name])) for name in reads if name in inputs)
+        out += b"".join(_field(12, bytes(v)) for v in kept)
+        return bytes(out)
+
+    return _with_graph(model_bytes, make)
