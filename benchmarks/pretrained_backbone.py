@@ -23,7 +23,6 @@ Usage:
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,21 +31,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-from common import RESULTS, mean_se, write_result  # noqa: E402
+from common import RESULTS, machine, mean_se, write_result  # noqa: E402
 from common.data import caltech_dir  # noqa: E402
 
 WORK = os.path.join(ROOT, "edgetool-out", "pretrained-caltech101")
 ARCH = "efficientnet-lite0"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return "{}, {} cores, {}".format(cpu, os.cpu_count(), platform.system())
 
 
 def cli(*args, capture=False):

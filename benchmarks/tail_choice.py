@@ -23,7 +23,6 @@ Usage:
 import argparse
 import copy
 import os
-import platform
 import sys
 import time
 
@@ -33,7 +32,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-from common import RESULTS, mean_se, write_result  # noqa: E402
+from common import RESULTS, machine, mean_se, write_result  # noqa: E402
 from common.data import caltech_dir  # noqa: E402
 
 from edgetool.toolchain.data.folders import stratified_split  # noqa: E402
@@ -48,16 +47,6 @@ from edgetool.toolchain.train.trunk_cache import TrunkCache, list_data  # noqa: 
 WORK = os.path.join(ROOT, "edgetool-out", "pretrained-caltech101")
 ARCH = "efficientnet-lite0"
 CANDIDATES = ["blocks.15", "blocks.14", "blocks.12"]  # the earliest last: its cache feeds the others
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return "{}, {} cores, {}".format(cpu, os.cpu_count(), platform.system())
 
 
 @torch.no_grad()

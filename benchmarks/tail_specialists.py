@@ -270,6 +270,8 @@ def main():
         "shipped_per_seed": [len(r["shipped"]) for r in rows],
         "every_specialist_shipped_test": mean_se(100 * r["every_specialist_shipped"]["test"] for r in rows),
         "macs": macs(224),
+        "controls": "none yet: the comparison is with the specialists' own base; a flat network trained for the "
+        "specialists' extra image passes (equal training budget) and one at equal inference cost are not run",
         "note": "± is the standard error over seeds; per seed, the paired 95% interval is over the test photos",
     }
     write_result(os.path.join(OUT, "summary.json"), summary)
@@ -289,6 +291,8 @@ def main():
             )
         )  # fmt: skip
     m = summary["macs"]
+    lines += ["", "No flat control at equal training budget or equal inference cost is run yet: the comparison is "
+              "with the specialists' own base."]  # fmt: skip
     lines += ["", "Two-stage MACs with the trunk shared: {:.3f} x one network.".format(m["two_stage_ratio"])]
     for r in rows:
         e = r["every_specialist_shipped"]

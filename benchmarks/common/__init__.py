@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import platform
 
 import numpy as np
 
@@ -35,3 +36,14 @@ def load_file(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def machine() -> str:
+    """The CPU model, its core count and the OS: the machine a result names."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return "{}, {} cores, {}".format(cpu, os.cpu_count(), platform.system())
