@@ -132,7 +132,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from edgetool.runtime.bundle.reader import Bundle
-    from edgetool.toolchain.cli import machine_name
+    from edgetool.runtime.machine import machine_name
 
     bundle = Bundle.open(args.bundle)
     runs = {name: [] for name, _, _ in MODES}

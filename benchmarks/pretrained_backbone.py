@@ -24,27 +24,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 from common import RESULTS, machine, mean_se, write_result  # noqa: E402
 from common.data import caltech_dir  # noqa: E402
-
-WORK = os.path.join(ROOT, "edgetool-out", "pretrained-caltech101")
-ARCH = "efficientnet-lite0"
-
-
-def cli(*args, capture=False):
-    cmd = [sys.executable, "-m", "edgetool"] + [str(a) for a in args]
-    print("$", " ".join(cmd[2:]), flush=True)
-    proc = subprocess.run(cmd, capture_output=capture, text=True)
-    if proc.returncode != 0:
-        raise SystemExit("failed ({}): {}".format(proc.returncode, proc.stderr if capture else ""))
-    return proc.stdout if capture else ""
+from common.pretrained import ARCH, WORK, cli  # noqa: E402
 
 
 def folder(size: int) -> str:

@@ -29,23 +29,19 @@ import time
 import numpy as np
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-
 from common import RESULTS, machine, mean_se, write_result  # noqa: E402
 from common.data import caltech_dir  # noqa: E402
+from common.pretrained import ARCH, WORK  # noqa: E402
 
 from edgetool.toolchain.data.folders import stratified_split  # noqa: E402
 from edgetool.toolchain.train import efficientnet as E  # noqa: E402
-from edgetool.toolchain.train.fit import set_threads  # noqa: E402
+from edgetool.toolchain.train.device import set_threads  # noqa: E402
 from edgetool.toolchain.train.pretrained import load_pretrained  # noqa: E402
 from edgetool.toolchain.train.run_data import TrainConfig  # noqa: E402
 from edgetool.toolchain.train.tail import Tail, freeze_trunk, train_tail  # noqa: E402
 from edgetool.toolchain.train.transfer import input_spec  # noqa: E402
 from edgetool.toolchain.train.trunk_cache import TrunkCache, list_data  # noqa: E402
 
-WORK = os.path.join(ROOT, "edgetool-out", "pretrained-caltech101")
-ARCH = "efficientnet-lite0"
 CANDIDATES = ["blocks.15", "blocks.14", "blocks.12"]  # the earliest last: its cache feeds the others
 
 

@@ -25,61 +25,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 from common import RESULTS, mean_se, write_result  # noqa: E402
+from common.pretrained import WORK, cli, correct, macs  # noqa: E402
 
-WORK = os.path.join(ROOT, "edgetool-out", "pretrained-caltech101")
 OUT = os.path.join(RESULTS, "pretrained", "specialists-224")
-
-
-def cli(*args):
-    cmd = [sys.executable, "-m", "edgetool"] + [str(a) for a in args]
-    print("$", " ".join(cmd[2:]), flush=True)
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0:
-        raise SystemExit("failed ({})".format(proc.returncode))
-
-
-def correct(bundle: str, paths, labels, batch: int = 32):
-    """(right or wrong per test photo, specialist runs) through the runtime; kept beside the bundle
-    (keyed by its manifest's hash), so a re-run reads it."""
-    import hashlib
-
-    with open(os.path.join(bundle, "manifest.json"), "rb") as f:
-        key = hashlib.sha256(f.read()).hexdigest()[:16]
-    memo = "{}-correct-{}.json".format(bundle, key)
-    if os.path.isfile(memo):
-        with open(memo) as f:
-            d = json.load(f)
-        return np.array(d["correct"], bool), d["passes"]
-    ok, passes = _correct(bundle, paths, labels, batch)
-    with open(memo, "w") as f:
-        json.dump({"correct": ok.tolist(), "passes": passes}, f)
-    return ok, passes
-
-
-def _correct(bundle: str, paths, labels, batch: int = 32):
-    from edgetool.runtime.backends import load_backend
-    from edgetool.runtime.bundle.reader import Bundle
-    from edgetool.runtime.classifier import SuperSubClassifier
-    from edgetool.runtime.preprocess import load_images
-
-    out = []
-    with Bundle.open(bundle) as b:
-        clf = SuperSubClassifier(load_backend("onnxruntime", b), policy="batched")
-        for i in range(0, len(paths), batch):
-            preds = clf.classify(load_images(paths[i : i + batch], b.input))
-            out += [p.label == y for p, y in zip(preds, labels[i : i + batch])]
-        passes = clf.passes
-    return np.array(out), passes
 
 
 def latency(bundle: str, reps: int = 30) -> dict:
@@ -135,35 +89,6 @@ def switch_ms(bundle: str, reps: int = 50) -> dict:
                 ts.append(time.perf_counter() - t0)
             out[b.superclasses[k].name] = 1e3 * float(np.median(ts))
     return out
-
-
-def macs(size: int) -> dict:
-    """Multiply-accumulates of EfficientNet-Lite0 at *size* px: the whole network and its tail after blocks.14."""
-    import torch
-
-    from edgetool.toolchain.train import efficientnet as E
-
-    m = E.build("efficientnet-lite0", 3, 101).eval()
-    counts = {}
-
-    def hook(name):
-        def f(mod, inp, out):
-            if isinstance(mod, torch.nn.Conv2d):
-                k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-                counts[name] = counts.get(name, 0) + out.numel() * k
-            elif isinstance(mod, torch.nn.Linear):
-                counts[name] = counts.get(name, 0) + mod.in_features * mod.out_features
-
-        return f
-
-    for name, mod in m.named_modules():
-        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
-            mod.register_forward_hook(hook(name))
-    with torch.no_grad():
-        m(torch.zeros(1, 3, size, size))
-    total = sum(counts.values())
-    tail = sum(v for k, v in counts.items() if k.startswith(("blocks.15.", "head.", "fc")))
-    return {"network": total, "tail": tail, "two_stage_ratio": (total + tail) / total}
 
 
 def run_seed(seed: int, k: int, cache: str) -> dict:

@@ -80,3 +80,35 @@ qat.INPUTS = 3
         "uses sys.path",
         "uses the",
     ], found
+
+
+def missing_names(tree):
+    """The `from edgetool... import NAME` of *tree* (at any depth, inside functions too) that do
+    not resolve: a module without that name, or a module that is not there."""
+    import importlib
+
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "edgetool":
+            try:
+                module = importlib.import_module(node.module)
+            except ImportError:
+                out.append((node.lineno, node.module))
+                continue
+            for a in node.names:
+                if not hasattr(module, a.name):
+                    try:
+                        importlib.import_module(node.module + "." + a.name)
+                    except ImportError:
+                        out.append((node.lineno, node.module + "." + a.name))
+    return out
+
+
+def test_every_product_name_a_benchmark_imports_exists():
+    found = ["{}:{}: {}".format(rel, line, name) for rel, tree in _sources() for line, name in missing_names(tree)]
+    assert found == []
+
+
+def test_the_name_check_finds_a_moved_name():
+    code = "def f():\n    from edgetool.runtime.machine import machine_name, gone\n    from edgetool.nowhere import x\n"
+    assert missing_names(ast.parse(code)) == [(2, "edgetool.runtime.machine.gone"), (3, "edgetool.nowhere")]
