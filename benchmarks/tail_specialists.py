@@ -25,6 +25,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -32,6 +34,8 @@ import numpy as np
 
 from common import RESULTS, mean_se, write_result  # noqa: E402
 from common.pretrained import WORK, cli, correct, macs  # noqa: E402
+
+from edgetool.toolchain.evaluate.bounds import same_codec_x  # noqa: E402
 
 OUT = os.path.join(RESULTS, "pretrained", "specialists-224")
 
@@ -91,6 +95,59 @@ def switch_ms(bundle: str, reps: int = 50) -> dict:
     return out
 
 
+def _rss_kib() -> dict:
+    with open("/proc/self/status") as f:
+        v = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
+    return {k: int(x.split()[0]) for k, x in v.items()}
+
+
+def probe(bundle: str, mode: str) -> dict:
+    """In this (fresh) process: resident KiB with the runtime imported and the bundle open but no
+    network loaded ("none"), then after loading the ONNX Runtime backend and classifying one image
+    with the base alone ("one") or with the base's trunk + a specialist's tail ("two")."""
+    from edgetool.runtime.backends import load_backend
+    from edgetool.runtime.backends.base import BASE
+    from edgetool.runtime.bundle.reader import Bundle
+
+    with Bundle.open(bundle) as b:
+        x = np.random.default_rng(0).normal(size=[1] + b.input["shape"]).astype(np.float32)
+        before = _rss_kib()
+        if mode == "none":
+            return {"before": before, "after": before}
+        be = load_backend("onnxruntime", b, threads=1)
+        if mode == "one":
+            for _ in range(3):
+                be.infer(x)
+        else:
+            for _ in range(3):
+                _, trunk = be.infer_trunk(x)
+                be.switch(b.specialists[0])
+                be.infer_tail(trunk)
+                be.switch(BASE)
+        return {"before": before, "after": _rss_kib()}
+
+
+def resident(base_bundle: str, all_bundle: str) -> dict:
+    """Resident memory of one network (the flat base bundle) against the two-stage path (the base's
+    trunk + a specialist's tail, its switch included), each in its own fresh process, side by side."""
+    out = {}
+    for name, bundle, mode in (("one_network", base_bundle, "one"), ("two_stage", all_bundle, "two")):
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--probe", bundle, mode],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    one = out["one_network"]["after"]["VmRSS"] - out["one_network"]["before"]["VmRSS"]
+    two = out["two_stage"]["after"]["VmRSS"] - out["two_stage"]["before"]["VmRSS"]
+    return {
+        "processes_kib": out,
+        "network_kib": {"one_network": one, "two_stage": two},
+        "ratio_networks": two / one,  # what loading the network(s) added to the process
+        "ratio_processes": out["two_stage"]["after"]["VmRSS"] / out["one_network"]["after"]["VmRSS"],
+        "ratio_peak": out["two_stage"]["after"]["VmHWM"] / out["one_network"]["after"]["VmHWM"],
+    }
+
+
 def run_seed(seed: int, k: int, cache: str) -> dict:
     from edgetool.runtime.bundle.reader import Bundle
     from edgetool.toolchain.train.trunk_cache import list_data
@@ -106,7 +163,8 @@ def run_seed(seed: int, k: int, cache: str) -> dict:
     train_s = time.perf_counter() - t0
     base_bundle = os.path.join(WORK, "bundle-s224-seed{}".format(seed))
     bundle = os.path.join(WORK, "bundle-s224-seed{}-spec{}".format(seed, k))
-    cli("export", run, "--out", bundle, "--force")
+    if not os.path.isfile(os.path.join(bundle, "manifest.json")):
+        cli("export", run, "--out", bundle, "--force")
     if not os.path.isdir(base_bundle):
         cli("export", src, "--out", base_bundle)
     with open(os.path.join(run, "specialists.json")) as f:
@@ -154,13 +212,15 @@ def run_seed(seed: int, k: int, cache: str) -> dict:
     with open(os.path.join(every, "specialists.json"), "w") as f:
         json.dump(forced, f, indent=1)
     all_bundle = bundle + "-all"
-    cli("export", every, "--out", all_bundle, "--force")
+    if not os.path.isfile(os.path.join(all_bundle, "manifest.json")):
+        cli("export", every, "--out", all_bundle, "--force")
     all_ok, all_passes = correct(all_bundle, test.paths, labels)
     d_all = all_ok.astype(float) - base_ok.astype(float)
     with Bundle.open(all_bundle) as b:
         sizes = {d["superclass"]: d["stored_size"] for d in b.manifest["deltas"]}
         base_stored = b.stored_bytes()["base"]
         all_changed = len(b.model.changed or ())
+        codec_x = same_codec_x(all_bundle, b.manifest)
     result["every_specialist_shipped"] = {
         "test": float(all_ok.mean()),
         "paired_difference_points": 100 * float(d_all.mean()),
@@ -168,9 +228,15 @@ def run_seed(seed: int, k: int, cache: str) -> dict:
         "images_rerouted_to_a_specialist": int(all_passes),
         "delta_bytes": sizes,
         "x_per_specialist": {n: v / base_stored for n, v in sizes.items()},
+        "x_same_codec": {
+            "codec": codec_x["codec"],
+            "base_stored": codec_x["base_stored"],
+            "per_specialist": dict(zip(sizes, codec_x["per_superclass"])),
+        },
         "refit_tensors_changed": all_changed,
         "switch_ms": switch_ms(all_bundle),
         "latency": latency(all_bundle),
+        "resident_memory": resident(base_bundle, all_bundle),
     }
     write_result(os.path.join(OUT, "seed{}.json".format(seed)), result)
     return result
@@ -181,7 +247,11 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     ap.add_argument("--superclasses", type=int, default=10)
     ap.add_argument("--cache", default="cache-fresh", help="the trunk cache folder in the work folder")
+    ap.add_argument("--probe", nargs=2, metavar=("BUNDLE", "MODE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.probe:
+        print(json.dumps(probe(*a.probe)))
+        return
     rows = [run_seed(s, a.superclasses, a.cache) for s in a.seeds]
     summary = {
         "arch": "efficientnet-lite0",
@@ -195,8 +265,8 @@ def main():
         "shipped_per_seed": [len(r["shipped"]) for r in rows],
         "every_specialist_shipped_test": mean_se(100 * r["every_specialist_shipped"]["test"] for r in rows),
         "macs": macs(224),
-        "controls": "none yet: the comparison is with the specialists' own base; a flat network trained for the "
-        "specialists' extra image passes (equal training budget) and one at equal inference cost are not run",
+        "controls": "benchmarks/pretrained_verdict.py: flat networks at equal training budget and equal inference "
+        "cost (benchmarks/results/pretrained/verdict-224/)",
         "note": "± is the standard error over seeds; per seed, the paired 95% interval is over the test photos",
     }
     write_result(os.path.join(OUT, "summary.json"), summary)
@@ -216,18 +286,36 @@ def main():
             )
         )  # fmt: skip
     m = summary["macs"]
-    lines += ["", "No flat control at equal training budget or equal inference cost is run yet: the comparison is "
-              "with the specialists' own base."]  # fmt: skip
+    lines += ["", "Against the base here; against flat controls at equal training budget and equal inference cost: "
+              "[verdict-224](../verdict-224/summary.md)."]  # fmt: skip
     lines += ["", "Two-stage MACs with the trunk shared: {:.3f} x one network.".format(m["two_stage_ratio"])]
     for r in rows:
         e = r["every_specialist_shipped"]
         lines.append(
             "Seed {}, every specialist shipped (keep-base set aside): {:.2f}% ({:+.2f} ± {:.2f} against the base); "
-            "x per specialist {:.3f} to {:.3f}.".format(
+            "x per specialist {:.3f} to {:.3f} (over the raw base.onnx).".format(
                 r["seed"], 100 * e["test"], e["paired_difference_points"], e["paired_95_interval_points"],
                 min(e["x_per_specialist"].values()), max(e["x_per_specialist"].values()),
             )
         )  # fmt: skip
+        if "x_same_codec" in e:
+            xs = list(e["x_same_codec"]["per_specialist"].values())
+            lines.append(
+                "Seed {}: x with base.onnx under the same codec ({}): {:.3f} to {:.3f}, median {:.3f}; "
+                "{} of {} at most 0.05.".format(
+                    r["seed"], e["x_same_codec"]["codec"], min(xs), max(xs), float(np.median(xs)),
+                    sum(x <= 0.05 for x in xs), len(xs),
+                )
+            )  # fmt: skip
+        if "resident_memory" in e:
+            mem = e["resident_memory"]
+            lines.append(
+                "Seed {} resident memory, two-stage vs one network (ONNX Runtime, fresh processes): networks "
+                "{:,} vs {:,} KiB (x{:.3f}); whole process x{:.3f}; peak x{:.3f}.".format(
+                    r["seed"], mem["network_kib"]["two_stage"], mem["network_kib"]["one_network"],
+                    mem["ratio_networks"], mem["ratio_processes"], mem["ratio_peak"],
+                )
+            )  # fmt: skip
         for n, v in e["latency"].items():
             lines.append(
                 "Seed {} {}: base + tail {:.1f} ms vs one network {:.1f} ms (x{:.2f}).".format(
