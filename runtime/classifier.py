@@ -31,9 +31,11 @@ class SuperSubClassifier:
         k: Optional[int] = None,
         interval: int = 15,
         beta: Optional[float] = None,
+        specialists: bool = True,
     ):
         """``gate``, ``k``, ``beta``: None takes the bundle's ``routing`` for ``topk`` (else the
-        defaults of :mod:`.routing`)."""
+        defaults of :mod:`.routing`).  ``specialists`` False: a flat bundle's base network alone, its
+        specialists unused (what they add is measured against that)."""
         if policy not in POLICIES:
             raise UsageError("unknown policy {!r}; choose one of {}".format(policy, ", ".join(POLICIES)))
         self.backend = backend
@@ -43,6 +45,7 @@ class SuperSubClassifier:
         self.routing = routing.resolve(stored, gate, k, beta)
         self.gate, self.k, self.beta = self.routing.gate, self.routing.k, self.routing.beta
         self.interval = int(interval)
+        self.use_specialists = bool(specialists)
         self.n_super = self.bundle.num_superclasses
         self.route = self._policy()
         self.images = 0  # images classified
@@ -54,7 +57,7 @@ class SuperSubClassifier:
         return (self.passes - self.images) / self.images if self.images else 0.0
 
     def _policy(self) -> policies.Policy:
-        if self.bundle.kind == "flat" and self.bundle.specialists:
+        if self.bundle.kind == "flat" and self.bundle.specialists and self.use_specialists:
             row = {c: i for i, c in enumerate(self.bundle.model.flat_classes)}
             rows = [[row[c] for c in s.subclasses] for s in self.bundle.superclasses]
             return policies.Specialists(self.bundle.flat_route, self.bundle.specialists, rows)

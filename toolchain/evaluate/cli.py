@@ -35,13 +35,28 @@ from ..cli import device_option
 @verbosity_options
 def evaluate(run_dir, bundle, out, adaptive):
     """Report (Markdown, HTML, JSON, PNG plots): bounds, control, vanilla vs efficient, routing, deltas, storage x,
-    and the verdict against two flat int8 controls (equal training budget, equal inference cost)."""
+    and the verdict against two flat int8 controls (equal training budget, equal inference cost).
+
+    A pretrained-backbone run (--pretrained): the bundle's int8 accuracy on the test photos through the
+    runtime, each specialist's keep-base decision, and what the shipped ones add over their base
+    (report.json, report.md)."""
     from .adaptive import CANDIDATES
     from .report import evaluate as run_eval
     from ..train.run import Run
 
     if not os.path.isfile(os.path.join(run_dir, "config.json")):
         raise UsageError("{}: not a training run (no config.json); run `edgetool train` first".format(run_dir))
+    out = out or os.path.join(run_dir, "report")
+    if _is_transfer(run_dir):
+        from .transfer_report import evaluate_transfer, summary_line as transfer_line
+
+        if adaptive is not None:
+            raise UsageError("--adaptive chooses among Super-Sub's subclass networks; {} is a pretrained-backbone run "
+                             "(evaluate it without --adaptive)".format(run_dir))  # fmt: skip
+        rep = evaluate_transfer(run_dir, bundle, out)
+        click.echo(transfer_line(rep))
+        click.echo("report: {}".format(os.path.join(out, "report.md")))
+        return
     cands = [c.strip() for c in adaptive.split(",") if c.strip()] if adaptive is not None else []
     bad = [c for c in cands if c not in CANDIDATES]
     if bad or (adaptive is not None and not cands):
@@ -53,10 +68,16 @@ def evaluate(run_dir, bundle, out, adaptive):
     run = Run.open(run_dir, progress=True)
     if cands and run.data.val is None:
         raise UsageError("{}: --adaptive needs a validation split; train the run with --val-fraction".format(run_dir))
-    out = out or os.path.join(run_dir, "report")
     rep = run_eval(run, bundle, out, cands)
     click.echo(summary_line(rep))
     click.echo("report: {}".format(os.path.join(out, "report.html")))
+
+
+def _is_transfer(run_dir: str) -> bool:
+    from ..train.run_data import TrainConfig
+    from ..train.transfer import is_transfer
+
+    return is_transfer(TrainConfig.load(os.path.join(run_dir, "config.json")))
 
 
 def summary_line(rep: dict) -> str:

@@ -85,6 +85,12 @@ def test_few_validation_images_keep_the_base(specialist_run, run_cli, tmp_path):
     assert rec["rule"] == {"min_images": S.MIN_IMAGES, "alpha": S.ALPHA}
     for name, d in rec["superclasses"].items():
         assert d["images"] < S.MIN_IMAGES and d["ship"] is False, name
+    ev = run_cli("evaluate", run, "--out", tmp_path / "report")  # exports its own bundle
+    assert ev.returncode == 0, ev.stderr
+    assert "no specialist beat the base" in ev.stdout and "Traceback" not in ev.stderr
+    rep = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert rep["specialists"]["shipped"] == [] and rep["paired_difference"]["points"] == 0
+    assert rep["accuracy"]["int8_runtime"] == rep["accuracy"]["base_int8_runtime"]
     out = tmp_path / "bundle"
     proc = run_cli("export", run, "--out", out)
     assert proc.returncode == 0, proc.stderr
@@ -154,6 +160,29 @@ def test_a_shipped_specialist_runs_on_its_superclass_only(specialist_run, run_cl
     assert any(f["network"] == "specialist:group-01" for f in frames) == bool(routed.any())
 
     _tampered_specialists_are_refused(out, test.paths[:1], run_cli, tmp_path)
+    _evaluate_measures_the_specialists_against_their_base(forced, out, preds, base, classes, test, run_cli, tmp_path)
+
+
+def _evaluate_measures_the_specialists_against_their_base(run, out, preds, base, classes, test, run_cli, tmp_path):
+    """`evaluate` of a pretrained run with a shipped specialist: the bundle's accuracy and its base's
+    on the same test photos through the runtime, paired, with the keep-base decisions."""
+    proc = run_cli("evaluate", run, "--bundle", out, "--out", tmp_path / "report")
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads((tmp_path / "report" / "report.json").read_text())
+    truth = [classes[i] for i in test.labels]
+    want = np.mean([p.label == t for p, t in zip(preds, truth)])
+    want_base = np.mean([classes[int(i)] == t for i, t in zip(base.argmax(1), truth)])
+    assert rep["kind"] == "transfer" and rep["test_images"] == len(truth)
+    assert rep["accuracy"]["int8_runtime"] == pytest.approx(want)
+    assert rep["accuracy"]["base_int8_runtime"] == pytest.approx(want_base)
+    assert rep["paired_difference"]["points"] == pytest.approx(100 * (want - want_base))
+    assert rep["specialists"]["shipped"] == ["group-01"] and rep["specialists"]["trained"] == ["group-01", "group-02"]
+    assert (
+        "1 of 2 specialists shipped" in proc.stdout
+        and "| group-01 |" in (tmp_path / "report" / "report.md").read_text()
+    )
+    bad = run_cli("evaluate", run, "--adaptive", "--out", tmp_path / "r2")
+    assert bad.returncode != 0 and bad.stderr.count("error:") == 1 and "pretrained-backbone run" in bad.stderr
 
 
 def _tampered_specialists_are_refused(out, images, run_cli, tmp_path):
