@@ -35,8 +35,6 @@ import numpy as np
 from common import RESULTS, mean_se, write_result  # noqa: E402
 from common.pretrained import WORK, cli, correct, macs  # noqa: E402
 
-from edgetool.toolchain.evaluate.bounds import same_codec_x  # noqa: E402
-
 OUT = os.path.join(RESULTS, "pretrained", "specialists-224")
 
 
@@ -102,9 +100,11 @@ def _rss_kib() -> dict:
 
 
 def probe(bundle: str, mode: str) -> dict:
-    """In this (fresh) process: resident KiB with the runtime imported and the bundle open but no
-    network loaded ("none"), then after loading the ONNX Runtime backend and classifying one image
-    with the base alone ("one") or with the base's trunk + a specialist's tail ("two")."""
+    """In this (fresh) process: resident KiB with the runtime and ONNX Runtime imported and the bundle
+    open but no network loaded ("none"), then after loading the ONNX Runtime backend and classifying
+    one image with the base alone ("one") or with the base's trunk + a specialist's tail ("two")."""
+    import onnxruntime  # noqa: F401  (the library's own pages are not the network's)
+
     from edgetool.runtime.backends import load_backend
     from edgetool.runtime.backends.base import BASE
     from edgetool.runtime.bundle.reader import Bundle
@@ -150,6 +150,7 @@ def resident(base_bundle: str, all_bundle: str) -> dict:
 
 def run_seed(seed: int, k: int, cache: str) -> dict:
     from edgetool.runtime.bundle.reader import Bundle
+    from edgetool.toolchain.evaluate.bounds import same_codec_x
     from edgetool.toolchain.train.trunk_cache import list_data
 
     src = os.path.join(WORK, "s224-seed{}".format(seed))
