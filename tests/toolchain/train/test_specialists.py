@@ -158,7 +158,6 @@ def test_a_shipped_specialist_runs_on_its_superclass_only(specialist_run, run_cl
     assert [f["class"] for f in frames] == labels  # the camera routes to the specialist as classify does
     assert {f["network"] for f in frames} <= {"flat", "specialist:group-01"}
     assert any(f["network"] == "specialist:group-01" for f in frames) == bool(routed.any())
-
     _tampered_specialists_are_refused(out, test.paths[:1], run_cli, tmp_path)
     _evaluate_measures_the_specialists_against_their_base(forced, out, preds, base, classes, test, run_cli, tmp_path)
 
