@@ -15,6 +15,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from edgetool.runtime import commands
 from edgetool.runtime.errors import UsageError
 from edgetool.runtime.files import write_json_atomic
 
@@ -30,8 +31,9 @@ def evaluate_transfer(run_dir: str, bundle_dir: Optional[str], out_dir: str, pro
 
     run = TransferRun.load(run_dir, progress)
     if not os.path.isfile(run.file("int8.pt")) or not os.path.isfile(run.file("metrics.json")):
-        raise UsageError("{}: the run has not finished (no int8 network); run `edgetool train {}` again".format(
-            run_dir, run_dir))  # fmt: skip
+        raise UsageError(
+            "{}: the run has not finished (no int8 network); run `{}` again".format(run_dir, commands.train(run_dir))
+        )
     if bundle_dir is None:
         with tempfile.TemporaryDirectory(prefix="edgetool-eval-") as tmp:
             path = os.path.join(tmp, "bundle")
