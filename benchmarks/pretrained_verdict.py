@@ -10,8 +10,8 @@ EfficientNet-Lite0 (ImageNet weights) on Caltech-101 (the course split without B
   validation photos).  Its training: about 22 epochs of tail passes over the training images.
 - flat_budget: the same flat network with its tail trained for 20 epochs + 2 of QAT: the
   pipeline's tail passes (equal training budget), one network's inference cost.
-- flat_cost: the same, with 240 px inputs: 1.15x the multiply-accumulates of one 224 px network,
-  at least the two-stage cost (1.13x); equal training budget too.
+- flat_cost: the same, with 240 px inputs: 1.20x the multiply-accumulates of one 224 px network,
+  above the two-stage cost (1.13x for a photo a specialist reruns); equal training budget too.
 
 Every network is int8 and measured through the runtime (ONNX Runtime) on the test photos, read
 once per bundle.  The better control is chosen on validation (int8 accuracy of the kept epoch);
@@ -131,9 +131,14 @@ def aggregate() -> dict:
         d, lo, hi = paired_interval([bits(r, "efficient") for r in seeds], [bits(r, k) for r in seeds])
         diffs[k] = {"points": 100 * d, "ci95": [100 * lo, 100 * hi]}
     net = macs(224)
+    rerun = []  # the share of test photos a shipped specialist reran (its tail), per seed
+    for r in seeds:
+        with open(os.path.join(SPECIALISTS, "seed{}.json".format(r["seed"]))) as f:
+            t = json.load(f)["test"]
+        rerun.append(t["images_rerouted_to_a_specialist"] / r["test_images"])
     cost = {
         "base": 1.0,
-        "efficient": net["two_stage_ratio"],
+        "efficient": 1.0 + (net["two_stage_ratio"] - 1.0) * float(np.mean(rerun)),  # as measured on test
         "flat_budget": 1.0,
         "flat_cost": macs(240)["network"] / net["network"],
     }
@@ -148,6 +153,8 @@ def aggregate() -> dict:
         "test_percent": {k: mean_se(100 * r["rows"][k]["test"] for r in seeds) for k in names},
         "validation_int8_percent": {k: 100 * v for k, v in val.items()},
         "macs_per_image_relative": cost,
+        "two_stage_macs_relative": net["two_stage_ratio"],  # a photo that a specialist reruns
+        "test_photos_rerun_by_a_specialist": float(np.mean(rerun)),
         "training": {
             "efficient": "tail 10 epochs + 2 QAT at 224 px, then specialists: 10 epochs over each superclass's images",
             "flat_budget": "tail 20 epochs + 2 QAT at 224 px",
@@ -186,8 +193,9 @@ def aggregate() -> dict:
         lines.append("| {} | {} | {:.2f}x | {:.2f}%{} | {} |".format(k, what[k], cost[k], t["mean"], se(t), gap))
     lines += [
         "",
-        "Specialists shipped per seed (of 10): {}.".format(
-            ", ".join(map(str, summary["shipped_specialists_per_seed"]))
+        "Specialists shipped per seed (of 10): {}. MACs per image are the test photos' mean: a photo a specialist "
+        "reruns costs {:.2f}x ({:.1%} of test photos were rerun).".format(
+            ", ".join(map(str, summary["shipped_specialists_per_seed"])), net["two_stage_ratio"], float(np.mean(rerun))
         ),
         "Control chosen on validation: {} ({}).".format(
             best, ", ".join("{} {:.2f}%".format(k, 100 * v) for k, v in sorted(val.items()))
