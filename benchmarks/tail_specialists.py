@@ -243,6 +243,25 @@ def run_seed(seed: int, k: int, cache: str) -> dict:
     return result
 
 
+def controls() -> dict:
+    """The flat controls at equal training budget and equal inference cost, as
+    ``benchmarks/pretrained_verdict.py`` measured them against these bundles (its summary)."""
+    path = os.path.join(RESULTS, "pretrained", "verdict-224", "summary.json")
+    if not os.path.isfile(path):
+        return {"missing": "run benchmarks/pretrained_verdict.py: it trains the flat controls"}
+    with open(path) as f:
+        v = json.load(f)
+    return {
+        "source": "benchmarks/results/pretrained/verdict-224/summary.json",
+        "seeds": v["seeds"],
+        "training": {k: v["training"][k] for k in ("flat_budget", "flat_cost")},
+        "test_percent": {k: v["test_percent"][k] for k in ("flat_budget", "flat_cost")},
+        "macs_per_image_relative": {k: v["macs_per_image_relative"][k] for k in ("flat_budget", "flat_cost")},
+        "best_control": v["best_control"],
+        "with_specialists_minus_control": v["efficient_minus"],
+    }
+
+
 def memory_again(seed: int, k: int) -> dict:
     """A finished seed's result with its resident memory measured again (nothing else rerun)."""
     path = os.path.join(OUT, "seed{}.json".format(seed))
@@ -281,8 +300,7 @@ def main():
         "shipped_per_seed": [len(r["shipped"]) for r in rows],
         "every_specialist_shipped_test": mean_se(100 * r["every_specialist_shipped"]["test"] for r in rows),
         "macs": macs(224),
-        "controls": "benchmarks/pretrained_verdict.py: flat networks at equal training budget and equal inference "
-        "cost (benchmarks/results/pretrained/verdict-224/)",
+        "controls": controls(),
         "note": "± is the standard error over seeds; per seed, the paired 95% interval is over the test photos",
     }
     write_result(os.path.join(OUT, "summary.json"), summary)
@@ -302,8 +320,19 @@ def main():
             )
         )  # fmt: skip
     m = summary["macs"]
-    lines += ["", "Against the base here; against flat controls at equal training budget and equal inference cost: "
-              "[verdict-224](../verdict-224/summary.md)."]  # fmt: skip
+    c = summary["controls"]
+    if "missing" in c:
+        lines += ["", "Flat controls: not measured yet ({}).".format(c["missing"])]
+    else:
+        lines += ["", "Flat controls, the same training budget (seeds {}):".format(", ".join(map(str, c["seeds"])))]
+        for k in ("flat_budget", "flat_cost"):
+            t, d = c["test_percent"][k], c["with_specialists_minus_control"][k]
+            lines.append(
+                "- {}, {:.2f}x MACs: {:.2f}%; with specialists − it {:+.2f} (95% CI [{:+.2f}, {:+.2f}]).".format(
+                    c["training"][k], c["macs_per_image_relative"][k], t["mean"], d["points"], *d["ci95"]
+                )
+            )
+        lines.append("Chosen on validation: {} ([verdict-224](../verdict-224/summary.md)).".format(c["best_control"]))
     lines += ["", "Two-stage MACs with the trunk shared: {:.3f} x one network.".format(m["two_stage_ratio"])]
     for r in rows:
         e = r["every_specialist_shipped"]

@@ -25,26 +25,16 @@ import json
 import os
 import resource
 import shutil
-import subprocess
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 from common import RESULTS, write_result  # noqa: E402
+from common.pretrained import cli  # noqa: E402
 
 MAIN = os.path.join(os.path.dirname(ROOT), "main", "edgetool-out", "pretrained-caltech101")
 WORK = os.path.join(ROOT, "edgetool-out", "update-caltech101")
-
-
-def cli(*args, capture=False):
-    cmd = [sys.executable, "-m", "edgetool"] + [str(a) for a in args]
-    print("$", " ".join(cmd[2:]), flush=True)
-    proc = subprocess.run(cmd, capture_output=capture, text=True)
-    if proc.returncode != 0:
-        raise SystemExit("failed ({}): {}".format(proc.returncode, proc.stderr if capture else ""))
-    return proc.stdout if capture else ""
 
 
 def folder_bytes(path):
