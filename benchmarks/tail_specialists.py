@@ -38,15 +38,17 @@ from common.pretrained import WORK, cli, correct, macs  # noqa: E402
 OUT = os.path.join(RESULTS, "pretrained", "specialists-224")
 
 
-def latency(bundle: str, reps: int = 30) -> dict:
-    """Median ms per batch, one thread: the base alone, and the base + one specialist's tail."""
+def latency(base_bundle: str, bundle: str, reps: int = 30) -> dict:
+    """Median ms per batch, one thread: one network (the flat base bundle), and the base + one
+    specialist's tail (the bundle with specialists: its trunk once, then the specialist's tail)."""
     from edgetool.runtime.backends import load_backend
     from edgetool.runtime.backends.base import BASE
     from edgetool.runtime.bundle.reader import Bundle
 
     out = {}
-    with Bundle.open(bundle) as b:
+    with Bundle.open(bundle) as b, Bundle.open(base_bundle) as flat:
         be = load_backend("onnxruntime", b, threads=1)
+        single = load_backend("onnxruntime", flat, threads=1)
         k = b.specialists[0]
         shape = b.input["shape"]
         for n in (1, 8):
@@ -55,7 +57,7 @@ def latency(bundle: str, reps: int = 30) -> dict:
             for _ in range(reps):  # interleaved, so both see the same machine
                 be.switch(BASE)
                 t0 = time.perf_counter()
-                be.infer(x)
+                single.infer(x)
                 one.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 _, trunk = be.infer_trunk(x)
@@ -236,7 +238,7 @@ def run_seed(seed: int, k: int, cache: str) -> dict:
         },
         "refit_tensors_changed": all_changed,
         "switch_ms": switch_ms(all_bundle),
-        "latency": latency(all_bundle),
+        "latency": latency(base_bundle, all_bundle),
         "resident_memory": resident(base_bundle, all_bundle),
     }
     write_result(os.path.join(OUT, "seed{}.json".format(seed)), result)
@@ -262,14 +264,21 @@ def controls() -> dict:
     }
 
 
-def memory_again(seed: int, k: int) -> dict:
-    """A finished seed's result with its resident memory measured again (nothing else rerun)."""
+def measure_again(seed: int, k: int, what) -> dict:
+    """A finished seed's result with the runtime's costs *what* (of ``memory``, ``latency``,
+    ``switch``) measured again on its bundles (nothing trained or evaluated again)."""
     path = os.path.join(OUT, "seed{}.json".format(seed))
     with open(path) as f:
         result = json.load(f)
     base_bundle = os.path.join(WORK, "bundle-s224-seed{}".format(seed))
     all_bundle = os.path.join(WORK, "bundle-s224-seed{}-spec{}-all".format(seed, k))
-    result["every_specialist_shipped"]["resident_memory"] = resident(base_bundle, all_bundle)
+    costs = result["every_specialist_shipped"]
+    if "memory" in what:
+        costs["resident_memory"] = resident(base_bundle, all_bundle)
+    if "latency" in what:
+        costs["latency"] = latency(base_bundle, all_bundle)
+    if "switch" in what:
+        costs["switch_ms"] = switch_ms(all_bundle)
     write_result(path, result)
     return result
 
@@ -280,14 +289,19 @@ def main():
     ap.add_argument("--superclasses", type=int, default=10)
     ap.add_argument("--cache", default="cache-fresh", help="the trunk cache folder in the work folder")
     ap.add_argument(
-        "--memory-only", action="store_true", help="measure resident memory again into the finished seeds' results"
+        "--again",
+        nargs="+",
+        choices=("memory", "latency", "switch"),
+        help="measure only these runtime costs again, into the finished seeds' results",
     )
     ap.add_argument("--probe", nargs=2, metavar=("BUNDLE", "MODE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.probe:
         print(json.dumps(probe(*a.probe)))
         return
-    rows = [memory_again(s, a.superclasses) if a.memory_only else run_seed(s, a.superclasses, a.cache) for s in a.seeds]
+    rows = [
+        measure_again(s, a.superclasses, a.again) if a.again else run_seed(s, a.superclasses, a.cache) for s in a.seeds
+    ]
     summary = {
         "arch": "efficientnet-lite0",
         "image_size": 224,

@@ -74,7 +74,6 @@ class Backend:
         self.layout = bundle.layout
         self.current: int = BASE
         self.serving = True  # False: a failed switch could not restore any network
-        self._delta: Optional[Delta] = None  # the decoded delta now applied (None: base)
         self.timings = Timings()
         self.switch_count = 0
 
@@ -163,8 +162,7 @@ class Backend:
             raise err from None
         t2 = time.perf_counter()
         self.current = target
-        self._delta = delta
-        self.serving = True
+        self.serving = True  # the decoded delta is not kept: a recovery reads it again
         self.switch_count += 1
         self.timings.add("decode", (t1 - t0) * 1e3)
         self.timings.add("apply", (t2 - t1) * 1e3)
@@ -180,16 +178,16 @@ class Backend:
         self._weights_unknown()
         if self.serving:
             try:
-                self._apply(self._delta)
+                self._apply(None if self.current == BASE else self.bundle.read_delta(self.current, sparse=True))
                 return SwitchError("{}; still serving {}".format(what, previous))
             except Exception:
                 pass
         try:
             self._apply(None)
-            self.current, self._delta, self.serving = BASE, None, True
+            self.current, self.serving = BASE, True
             return SwitchError("{}; {} could not be restored, so the base network serves now".format(what, previous))
         except Exception as again:
-            self.current, self._delta, self.serving = BASE, None, False
+            self.current, self.serving = BASE, False
             return BackendError(
                 "{}; restoring the base network failed too ({}); no network serves".format(what, str(again)[:200])
             )

@@ -12,18 +12,20 @@ its changed codes written), so no session is ever rebuilt.
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
 from ..errors import BackendError, BundleError, require
 from ..bundle.learned_routing import FEATURES
-from ..bundle.onnx_graph import tail_graph, with_outputs
+from ..bundle.onnx_graph import trunk_or_given
 from ..bundle.onnx_weights import drop_initializers, read_initializers
 from ..bundle.packed import PackedWeights
 from .base import Backend
 
 log = logging.getLogger(__name__)
+
+GIVEN, RUN_TRUNK = "edgetool_trunk_given", "edgetool_run_trunk"  # the inputs of the second pass
 
 
 def session_options(ort, threads: int = 0, mem_pattern: bool = True):
@@ -72,11 +74,13 @@ class OrtBackend(Backend):
         self.providers = pick_providers(ort, providers)
         names = [t.name for t in self.layout.tensors]
         # A flat bundle with specialists and a recorded trunk: the trunk runs once per image, a
-        # specialist reruns only the tail (a second session on the same bound weights).
+        # specialist reruns only the tail.  One session serves both passes (the trunk inside an
+        # ``If``), so the network has one graph, one set of kernels and one arena.
         self.trunk = bundle.model.trunk_output if bundle.specialists else None
+        graph = drop_initializers(self._graph(model), names)
         try:
             self.session = ort.InferenceSession(
-                drop_initializers(with_outputs(model, [self.trunk]) if self.trunk else model, names),
+                graph,
                 sess_options=session_options(ort, threads, mem_pattern=False),
                 providers=self.providers,
             )
@@ -91,9 +95,12 @@ class OrtBackend(Backend):
                 bundle._display(bundle.manifest["base"]["file"]),
                 "refit tensors are not graph inputs: {}".format(", ".join(missing[:5])),
             )
-        self.input_name = bundle.input.get("name") or [n for n in inputs if n not in self.layout.by_name][0]
+        self.input_name = (
+            bundle.input.get("name")
+            or [n for n in inputs if n not in self.layout.by_name and n not in (GIVEN, RUN_TRUNK)][0]
+        )
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self._bind(model, names, threads)
+        self._bind()
         log.info(
             "onnxruntime %s on %s: %d refittable tensors bound once (%s)",
             ort.__version__,
@@ -102,9 +109,19 @@ class OrtBackend(Backend):
             "shared host buffer" if self.shared else "copied",
         )
 
-    def _bind(self, model: bytes, names, threads: int) -> None:
-        """Bind every refittable tensor once to a view of one packed buffer (and the tail's session,
-        where the trunk runs once, to the same views)."""
+    def _graph(self, model: bytes) -> bytes:
+        if not self.trunk:
+            return model
+        try:
+            return trunk_or_given(model, self.trunk, GIVEN, RUN_TRUNK)
+        except ValueError as exc:
+            raise BundleError(
+                self.bundle._display(self.bundle.manifest["base"]["file"]),
+                "cannot run the tail after {!r} on its own: {}".format(self.trunk, exc),
+            ) from None
+
+    def _bind(self) -> None:
+        """Bind every refittable tensor once to a view of one packed buffer."""
         self.packed = PackedWeights(self.layout, self.base)
         self.weights = self.packed.buf  # the packed buffer the session reads
         self.views = self.layout.views(self.weights)
@@ -118,34 +135,13 @@ class OrtBackend(Backend):
             self.ortvalues[name] = ov
             self.binding.bind_ortvalue_input(name, ov)
         self.binding.bind_output(self.bundle.output_name)
-        self.tail_session: Any = None
-        self.tail_binding: Any = None
-        if self.trunk:
-            self._tail_session(model, names, threads)
-
-    def _tail_session(self, model: bytes, names, threads: int) -> None:
-        ort = self.ort
-        assert self.trunk is not None
-        try:
-            self.tail_session = ort.InferenceSession(
-                drop_initializers(tail_graph(model, self.trunk), names),
-                sess_options=session_options(ort, threads, mem_pattern=False),
-                providers=self.providers,
-            )
-        except Exception as exc:  # ValueError from the split, onnxruntime's own types
-            raise BundleError(
-                self.bundle._display(self.bundle.manifest["base"]["file"]),
-                "cannot run the tail after {!r} on its own: {}".format(self.trunk, exc),
-            ) from None
-        self.tail_binding = self.tail_session.io_binding()
-        tail_inputs = [i.name for i in self.tail_session.get_inputs()]
-        for name in tail_inputs:
-            if name in self.ortvalues:  # the same OrtValues as the whole network's: one copy of the weights
-                self.tail_binding.bind_ortvalue_input(name, self.ortvalues[name])
+        if self.trunk:  # the first pass of each batch computes the trunk
+            self.binding.bind_cpu_input(GIVEN, np.zeros((0,), np.float32))
+            self.binding.bind_cpu_input(RUN_TRUNK, np.array(True))
 
     @property
     def trunk_once(self) -> bool:
-        return self.tail_session is not None
+        return self.trunk is not None
 
     def infer_trunk(self, batch):
         """(logits, trunk output) of the network now loaded."""
@@ -155,11 +151,18 @@ class OrtBackend(Backend):
         """Logits of the tail of the network now loaded, from trunk outputs (:meth:`infer_trunk`)."""
 
         def run(t):
-            self.tail_binding.bind_cpu_input(self.trunk, np.ascontiguousarray(t, dtype=np.float32))
-            self.tail_binding.clear_binding_outputs()
-            self.tail_binding.bind_output(self.bundle.output_name)
-            self.tail_session.run_with_iobinding(self.tail_binding)
-            return self.tail_binding.copy_outputs_to_cpu()[0]
+            b = self.binding
+            b.bind_cpu_input(self.input_name, np.zeros([0] + list(self.bundle.input["shape"]), np.float32))
+            b.bind_cpu_input(GIVEN, np.ascontiguousarray(t, dtype=np.float32))
+            b.bind_cpu_input(RUN_TRUNK, np.array(False))
+            try:
+                b.clear_binding_outputs()
+                b.bind_output(self.bundle.output_name)
+                self.session.run_with_iobinding(b)
+                return b.copy_outputs_to_cpu()[0]
+            finally:  # back to the first pass's inputs
+                b.bind_cpu_input(GIVEN, np.zeros((0,), np.float32))
+                b.bind_cpu_input(RUN_TRUNK, np.array(True))
 
         return self._timed(run, trunk)
 

@@ -89,3 +89,80 @@ def tail_graph(model_bytes: bytes, start: str) -> bytes:
         return bytes(out)
 
     return _with_graph(model_bytes, make)
+
+
+def _node(op: str, inputs, outputs, name: str, attributes: bytes = b"") -> bytes:
+    out = b"".join(_field(1, i.encode("utf-8")) for i in inputs)
+    out += b"".join(_field(2, o.encode("utf-8")) for o in outputs)
+    return out + _field(3, name.encode("utf-8")) + _field(4, op.encode("utf-8")) + attributes
+
+
+def _graph_attribute(name: str, graph: bytes) -> bytes:
+    """NodeProto.attribute {name, g: graph, type: GRAPH}."""
+    return _field(5, _field(1, name.encode("utf-8")) + _field(6, graph) + _encode_varint(20 << 3) + _encode_varint(5))
+
+
+def _renamed_output(node: memoryview, old: str, new: str) -> bytes:
+    out = bytearray()
+    for field, wire, start, end in _raw_fields(node):
+        if field == 2 and wire == 2 and bytes(_payload(node, start)).decode("utf-8") == old:
+            out += _field(2, new.encode("utf-8"))
+        else:
+            out += node[start:end]
+    return bytes(out)
+
+
+def _bool_scalar_info(name: str) -> bytes:
+    """ValueInfoProto {name, type: tensor(bool), shape []}."""
+    tensor_type = _encode_varint((1 << 3) | 0) + _encode_varint(9) + _field(2, b"")
+    return _field(1, name.encode("utf-8")) + _field(2, _field(1, tensor_type))
+
+
+def trunk_or_given(model_bytes: bytes, start: str, given: str, run_trunk: str) -> bytes:
+    """One model that serves both passes of two-stage inference: when boolean input *run_trunk* is
+    true, it computes tensor *start* (the trunk's output) from the image as before; when false, it
+    takes *start* from float input *given* and runs only the rest.  The trunk's nodes move into an
+    ``If``; the nodes that read only initializers stay outside, so every weight is bound once.
+    *start* is also an output (the trunk's output, for the second pass).  ValueError when the rest
+    of the graph reads any trunk tensor but *start*."""
+
+    def make(graph: memoryview) -> bytes:
+        nodes = list(_messages(graph, 1))
+        inits = {_tensor(t)[0] for t in _messages(graph, 5)}
+        data = {_value_info_name(v) for v in _messages(graph, 11)} - inits
+        producer = {o: i for i, n in enumerate(nodes) for o in _strings(n, 2)}
+        if start not in producer:
+            raise ValueError("no node computes tensor {!r}".format(start))
+        live = set(data)  # the tensors computed from the image
+        for n in nodes:
+            if any(i in live for i in _strings(n, 1)):
+                live.update(_strings(n, 2))
+        if start not in live:
+            raise ValueError("tensor {!r} is not computed from the image".format(start))
+        trunk = [i for i in _slice(nodes, [start], "", inits | data) if set(_strings(nodes[i], 2)) & live]
+        inside = {o for i in trunk for o in _strings(nodes[i], 2)}
+        outside = [i for i in range(len(nodes)) if i not in set(trunk)]
+        leaks = {t for i in outside for t in _strings(nodes[i], 1) if t in inside and t != start}
+        leaks |= {_value_info_name(v) for v in _messages(graph, 12)} & (inside - {start})
+        if leaks:
+            raise ValueError(
+                "tensor {!r} does not cut the graph: the rest also reads {}".format(start, sorted(leaks)[0])
+            )
+        ran, taken = start + "/computed", start + "/given"
+        then = b"".join(_field(1, _renamed_output(nodes[i], start, ran)) for i in trunk)
+        then += _field(2, b"trunk") + _field(12, _float_value_info(ran))
+        other = _field(1, _node("Identity", [given], [taken], "given_trunk")) + _field(2, b"given")
+        other += _field(12, _float_value_info(taken))
+        branch = _node("If", [run_trunk], [start], "trunk_or_given", _graph_attribute("then_branch", then))
+        branch += _graph_attribute("else_branch", other)
+        at = producer[start]
+        out = bytearray(b"".join(_field(1, bytes(nodes[i])) for i in outside if i < at))
+        out += _field(1, branch) + b"".join(_field(1, bytes(nodes[i])) for i in outside if i > at)
+        for field, wire, begin, end in _raw_fields(graph):
+            moved = field == 13 and wire == 2 and _value_info_name(_payload(graph, begin)) in inside
+            if not (field == 1 and wire == 2) and not moved:  # the shapes of tensors now in the branch go
+                out += graph[begin:end]
+        out += _field(11, _float_value_info(given)) + _field(11, _bool_scalar_info(run_trunk))
+        return bytes(out + _field(12, _float_value_info(start)))
+
+    return _with_graph(model_bytes, make)
