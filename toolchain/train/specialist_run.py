@@ -35,7 +35,14 @@ def train_run(self) -> Optional[dict]:
     path = self.file("specialists.json")
     if os.path.isfile(path):
         with open(path) as f:
-            return json.load(f)
+            rec = json.load(f)
+        trained = rec.get("delta_budget", self.cfg.delta_budget)
+        if str(trained) != str(self.cfg.delta_budget):
+            raise UsageError(
+                "{}: its specialists were trained under --delta-budget {}, not {}; train them in a "
+                "new run folder".format(self.path, trained, self.cfg.delta_budget)
+            )
+        return rec
     if not len(self.val_idx):
         raise UsageError("--specialists needs a validation split (--val-fraction): it decides which ship")
     base = self.int8()
@@ -67,7 +74,7 @@ def train_run(self) -> Optional[dict]:
                 base, boundary, rows[k], [v[mine] for v in views],
                 torch.as_tensor([local[int(c)] for c in ytr[mine]]), val, self.cfg.ft_epochs,
                 self.cfg.tail_lr * LR_FACTOR, self.cfg.batch, self.cfg.seed + k,
-                "specialist [{}]".format(name), self.progress,
+                "specialist [{}]".format(name), self.progress, self.cfg.budget(),
             )  # fmt: skip
             save_checkpoint(net.state(), ckpt)
         spec_tail = tail_qatnet(net, boundary).eval()
@@ -76,6 +83,7 @@ def train_run(self) -> Optional[dict]:
         "hierarchy": hier.to_dict(),
         "validation": {"choose": int(len(fold_a)), "decide": int(len(fold_b))},
         "rule": {"min_images": MIN_IMAGES, "alpha": ALPHA},
+        "delta_budget": self.cfg.delta_budget,
         "superclasses": decisions,
     }
     write_json_atomic(path, out)

@@ -157,12 +157,31 @@ def train_specialist(
     seed: int,
     desc: str,
     progress: bool,
+    budget=None,
 ) -> Tuple[qat.QATNet, dict]:
     """The whole int8 network with its tail fine-tuned on these images (labels *y* local to *rows*),
-    scales frozen: the base's trunk bit for bit, so its delta covers only the tail."""
+    scales frozen: the base's trunk bit for bit, so its delta covers only the tail; under delta
+    *budget* (:func:`.delta_budget.parse_budget`'s form or text, None: dense) toward the base's tail."""
+    from .delta_budget import apply_budget
+
     tnet = tail_qatnet(base, boundary)
+    steps = epochs * max(1, math.ceil(len(y) / batch))
+    step = apply_budget(tnet, copy.deepcopy(tnet), budget, steps) if budget is not None else None
     torch.manual_seed(seed)
-    hist = train_tail(Restricted(tnet, rows), views, y, val, epochs, lr, batch, seed, desc, progress, weight_decay=0.0)
+    hist = train_tail(
+        Restricted(tnet, rows),
+        views,
+        y,
+        val,
+        epochs,
+        lr,
+        batch,
+        seed,
+        desc,
+        progress,
+        weight_decay=0.0,
+        after_step=step,
+    )
     full = qat.QATNet.from_state(copy.deepcopy(base.state()))
     copy_weights(tnet, full)
     full.eval()

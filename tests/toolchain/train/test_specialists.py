@@ -207,3 +207,39 @@ def _tampered_specialists_are_refused(out, images, run_cli, tmp_path):
             Bundle.open(str(bad))
         proc = run_cli("classify", bad, *images)
         assert proc.returncode != 0 and proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_specialist_keeps_to_the_runs_delta_budget(specialist_run, run_cli, tmp_path):
+    """Under ``--delta-budget 10%`` at most a tenth of the tail's int8 weights move from the base's
+    (the rest stay bit for bit, so their delta bytes are zero); trained dense, most of them move.
+    A run whose specialists were trained under another budget refuses to reuse them."""
+    from edgetool.toolchain.train import efficientnet as E
+    from edgetool.toolchain.train.delta_budget import parse_budget
+    from edgetool.toolchain.train.tail import tail_qatnet
+    from edgetool.toolchain.train.transfer import TransferRun
+
+    run_dir, _ = specialist_run
+    run = TransferRun.load(str(run_dir), progress=False)
+    base, model = run.int8(), run.tail()
+    _, _, boundary = E.split_ops(model.to_ir()[0], run.split)
+    views, _, _ = run.features(run.cache(model))
+    ytr = run.labels()[0]
+    mine = np.isin(ytr.numpy(), [0, 1])
+    ref = tail_qatnet(base, boundary)
+
+    def moved(budget) -> float:
+        net, _ = S.train_specialist(
+            base, boundary, [0, 1], [v[mine] for v in views], ytr[mine], None, 2, 1e-3, 8, 0, "t", False, budget
+        )
+        tail = tail_qatnet(net, boundary)
+        pairs = [(tail.weight(n + ".weight"), ref.weight(n + ".weight")) for n in tail.layers]
+        return sum(int((a != b).sum()) for a, b in pairs) / sum(a.numel() for a, _ in pairs)
+
+    assert moved(parse_budget("10%")) <= 0.1 + 1e-3
+    assert moved(None) > 0.5
+    assert json.loads((run_dir / "specialists.json").read_text())["delta_budget"] == "0.05"  # the default
+    other = tmp_path / "run"
+    shutil.copytree(run_dir, other, symlinks=True)
+    proc = run_cli("train", other, "--delta-budget", "10%")
+    assert proc.returncode != 0
+    assert "trained under --delta-budget 0.05, not 10%" in proc.stderr and "Traceback" not in proc.stderr
