@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """A pretrained edge backbone on real photos: EfficientNet-Lite0 from its ImageNet weights on
-Caltech-101, the tail fine-tuned on a CPU, int8 through the runtime, over seeds.
+Caltech-101 (or, with ``--dataset cifar10``, CIFAR-10 upscaled to 128 px: see
+``common/pretrained.py``), the tail fine-tuned on a CPU, int8 through the runtime, over seeds.
 
 For each seed: ``edgetool train`` (the course split without BACKGROUND_Google: 101 classes,
 5,784 training and 2,893 test images; 15% of the training images held out for validation; the
@@ -12,11 +13,12 @@ images (the run's metrics.json).  Training time is the run's own wall clock per 
 passes included); seeds share the trunk cache, so only the first seed of a fresh cache pays for
 it, and the summary names which seed did.
 
-Writes benchmarks/results/pretrained/caltech101-<size>/seed<N>.json, summary.json and summary.md.
+Writes benchmarks/results/pretrained/<dataset>-<size>/seed<N>.json, summary.json and summary.md.
 
 Usage:
   python benchmarks/pretrained_backbone.py --seeds 0 1 2            # 224 px
   python benchmarks/pretrained_backbone.py --size 160 --seeds 0 1 2
+  python benchmarks/pretrained_backbone.py --dataset cifar10 --seeds 0 1 2
   python benchmarks/pretrained_backbone.py --aggregate
 """
 
@@ -28,31 +30,31 @@ import time
 
 
 from common import RESULTS, machine, mean_se, write_result  # noqa: E402
-from common.data import caltech_dir  # noqa: E402
-from common.pretrained import ARCH, WORK, cli  # noqa: E402
+import common.pretrained as P  # noqa: E402
+from common.pretrained import ARCH, cli  # noqa: E402
 
 
 def folder(size: int) -> str:
-    return os.path.join(RESULTS, "pretrained", "caltech101-{}".format(size))
+    return os.path.join(RESULTS, "pretrained", "{}-{}".format(P.DS.name, size))
 
 
 def run_seed(seed: int, size: int, epochs: int, qat_epochs: int, cache: str) -> dict:
-    data, _ = caltech_dir(WORK, background=False)
-    run = os.path.join(WORK, "s{}-seed{}".format(size, seed))
+    data = P.DS.data_dir()
+    run = os.path.join(P.WORK, "s{}-seed{}".format(size, seed))
     load = os.getloadavg()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     cli(
         "train", run, "--data", data, "--arch", ARCH, "--pretrained", "imagenet", "--image-size", size,
         "--val-fraction", 0.15, "--augment", "flip", "--epochs", epochs, "--qat-epochs", qat_epochs,
-        "--seed", seed, "--cache", os.path.join(WORK, cache),
+        "--seed", seed, "--cache", os.path.join(P.WORK, cache),
     )  # fmt: skip
     wall = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     with open(os.path.join(run, "metrics.json")) as f:
         metrics = json.load(f)
-    bundle = os.path.join(WORK, "bundle-s{}-seed{}".format(size, seed))
+    bundle = os.path.join(P.WORK, "bundle-s{}-seed{}".format(size, seed))
     cli("export", run, "--out", bundle, "--force")
     ev = json.loads(cli("classify", bundle, os.path.join(data, "test"), "--eval", "--json", capture=True))
     stages = metrics.get("timing", {})
@@ -90,7 +92,7 @@ def aggregate(size: int) -> dict:
     fresh = [r for r in seeds if (r["train_seconds"]["trunk_passes"] or 0) > 0]
     scratch = os.path.join(RESULTS, "fair", "caltech101", "summary.json")
     beside = None
-    if os.path.isfile(scratch):
+    if P.DS.name == "caltech101" and os.path.isfile(scratch):
         with open(scratch) as f:
             s = json.load(f)
         beside = {
@@ -101,7 +103,7 @@ def aggregate(size: int) -> dict:
     summary = {
         "arch": ARCH,
         "image_size": size,
-        "data": "Caltech-101, the course split without BACKGROUND_Google: 101 classes, 15% of train held out",
+        "data": P.DS.data,
         "machine": seeds[0]["machine"] if seeds else None,
         "seeds": [r["seed"] for r in seeds],
         "fp32_test": mean_se(pct(r["fp32"]["test"]) for r in seeds),
@@ -131,7 +133,7 @@ def aggregate(size: int) -> dict:
     }
     write_result(os.path.join(d, "summary.json"), summary)
     lines = [
-        "# EfficientNet-Lite0 (ImageNet weights) on Caltech-101, {} px".format(size),
+        "# EfficientNet-Lite0 (ImageNet weights) on {}, {} px".format(P.DS.title, size),
         "",
         "Machine: {}. Seeds: {}.".format(summary["machine"], ", ".join(map(str, summary["seeds"]))),
         "",
@@ -162,12 +164,15 @@ def aggregate(size: int) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
-    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--size", type=int, help="input size in px (default: the dataset's, 224 for Caltech-101)")
+    P.add_dataset_option(ap)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--qat-epochs", type=int, default=2)
     ap.add_argument("--cache", default="cache", help="trunk cache folder in the work folder (new name: fresh run)")
     ap.add_argument("--aggregate", action="store_true", help="only the summary, from the seed files")
     a = ap.parse_args()
+    ds = P.use(a.dataset)
+    a.size = a.size or ds.size
     if not a.aggregate:
         for seed in a.seeds:
             run_seed(seed, a.size, a.epochs, a.qat_epochs, a.cache)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Super-Sub on a pretrained backbone: tail specialists beside their own base, on Caltech-101 at 224 px.
+"""Super-Sub on a pretrained backbone: tail specialists beside their own base, on Caltech-101 at 224 px
+(or, with ``--dataset cifar10``, CIFAR-10 upscaled to 128 px: ``common/pretrained.py``).
 
 For each seed, the finished run of ``benchmarks/pretrained_backbone.py`` (EfficientNet-Lite0, tail
 after blocks.14, int8) is the base.  A copy of it trains ``--specialists K`` (k-means superclasses
@@ -18,7 +19,7 @@ The costs are measured on a second bundle that ships every specialist (the keep-
 aside), whose test accuracy is recorded too: what the rule protects from.
 
 Usage:
-  python benchmarks/tail_specialists.py --seeds 0 1 2 --superclasses 10 [--cache cache-fresh]
+  python benchmarks/tail_specialists.py --seeds 0 1 2 --superclasses 10 [--cache cache-fresh] [--delta-budget 20%]
 """
 
 import argparse
@@ -33,9 +34,12 @@ import numpy as np
 
 
 from common import RESULTS, mean_se, write_result  # noqa: E402
-from common.pretrained import WORK, cli, correct, macs  # noqa: E402
+import common.pretrained as P  # noqa: E402
+from common.pretrained import cli, correct, macs  # noqa: E402
 
-OUT = os.path.join(RESULTS, "pretrained", "specialists-224")
+
+def out_dir() -> str:
+    return os.path.join(RESULTS, "pretrained", P.DS.specialists)
 
 
 def latency(base_bundle: str, bundle: str, reps: int = 30) -> dict:
@@ -150,29 +154,38 @@ def resident(base_bundle: str, all_bundle: str) -> dict:
     }
 
 
-def run_seed(seed: int, k: int, cache: str) -> dict:
+def spec_name(seed: int, k: int, budget) -> str:
+    """The work folder's name of a seed's specialists run (under delta budget *budget*, None: the
+    run's default); its bundles are ``bundle-`` + that name (+ ``-all``: every specialist shipped)."""
+    tag = "" if budget is None else "-b" + str(budget).replace("%", "pct").replace(".", "p")
+    return "s{}-seed{}-spec{}{}".format(P.DS.size, seed, k, tag)
+
+
+def run_seed(seed: int, k: int, cache: str, budget=None) -> dict:
     from edgetool.runtime.bundle.reader import Bundle
     from edgetool.toolchain.evaluate.bounds import same_codec_x
     from edgetool.toolchain.train.trunk_cache import list_data
 
-    src = os.path.join(WORK, "s224-seed{}".format(seed))
-    run = os.path.join(WORK, "s224-seed{}-spec{}".format(seed, k))
+    src = os.path.join(P.WORK, "s{}-seed{}".format(P.DS.size, seed))
+    name = spec_name(seed, k, budget)
+    run = os.path.join(P.WORK, name)
     if not os.path.isdir(run):
         os.makedirs(run)
         for f in ("config.json", "data.json", "tail.pt", "int8.pt", "metrics.json"):
             shutil.copy2(os.path.join(src, f), run)
     t0 = time.perf_counter()
-    cli("train", run, "--specialists", k, "--cache", os.path.join(WORK, cache))
+    extra = [] if budget is None else ["--delta-budget", budget]
+    cli("train", run, "--specialists", k, "--cache", os.path.join(P.WORK, cache), *extra)
     train_s = time.perf_counter() - t0
-    base_bundle = os.path.join(WORK, "bundle-s224-seed{}".format(seed))
-    bundle = os.path.join(WORK, "bundle-s224-seed{}-spec{}".format(seed, k))
+    base_bundle = os.path.join(P.WORK, "bundle-s{}-seed{}".format(P.DS.size, seed))
+    bundle = os.path.join(P.WORK, "bundle-" + name)
     if not os.path.isfile(os.path.join(bundle, "manifest.json")):
         cli("export", run, "--out", bundle, "--force")
     if not os.path.isdir(base_bundle):
         cli("export", src, "--out", base_bundle)
     with open(os.path.join(run, "specialists.json")) as f:
         rec = json.load(f)
-    _, test, classes = list_data(os.path.join(WORK, "data"), 0, 0, seed)
+    _, test, classes = list_data(P.DS.data_dir(), 0, 0, seed)
     labels = [classes[i] for i in test.labels]
     base_ok, _ = correct(base_bundle, test.paths, labels)
     spec_ok, passes = correct(bundle, test.paths, labels)
@@ -185,6 +198,8 @@ def run_seed(seed: int, k: int, cache: str) -> dict:
     result = {
         "seed": seed,
         "superclasses": k,
+        "delta_budget": rec.get("delta_budget", "dense"),
+        "bundle": "bundle-" + name,
         "specialists_seconds": train_s,
         "decisions": rec["superclasses"],
         "shipped": shipped,
@@ -241,20 +256,20 @@ def run_seed(seed: int, k: int, cache: str) -> dict:
         "latency": latency(base_bundle, all_bundle),
         "resident_memory": resident(base_bundle, all_bundle),
     }
-    write_result(os.path.join(OUT, "seed{}.json".format(seed)), result)
+    write_result(os.path.join(out_dir(), "seed{}.json".format(seed)), result)
     return result
 
 
 def controls() -> dict:
     """The flat controls at equal training budget and equal inference cost, as
     ``benchmarks/pretrained_verdict.py`` measured them against these bundles (its summary)."""
-    path = os.path.join(RESULTS, "pretrained", "verdict-224", "summary.json")
+    path = os.path.join(RESULTS, "pretrained", P.DS.verdict, "summary.json")
     if not os.path.isfile(path):
         return {"missing": "run benchmarks/pretrained_verdict.py: it trains the flat controls"}
     with open(path) as f:
         v = json.load(f)
     return {
-        "source": "benchmarks/results/pretrained/verdict-224/summary.json",
+        "source": "benchmarks/results/pretrained/{}/summary.json".format(P.DS.verdict),
         "seeds": v["seeds"],
         "training": {k: v["training"][k] for k in ("flat_budget", "flat_cost")},
         "test_percent": {k: v["test_percent"][k] for k in ("flat_budget", "flat_cost")},
@@ -264,14 +279,14 @@ def controls() -> dict:
     }
 
 
-def measure_again(seed: int, k: int, what) -> dict:
+def measure_again(seed: int, k: int, what, budget=None) -> dict:
     """A finished seed's result with the runtime's costs *what* (of ``memory``, ``latency``,
     ``switch``) measured again on its bundles (nothing trained or evaluated again)."""
-    path = os.path.join(OUT, "seed{}.json".format(seed))
+    path = os.path.join(out_dir(), "seed{}.json".format(seed))
     with open(path) as f:
         result = json.load(f)
-    base_bundle = os.path.join(WORK, "bundle-s224-seed{}".format(seed))
-    all_bundle = os.path.join(WORK, "bundle-s224-seed{}-spec{}-all".format(seed, k))
+    base_bundle = os.path.join(P.WORK, "bundle-s{}-seed{}".format(P.DS.size, seed))
+    all_bundle = os.path.join(P.WORK, "bundle-{}-all".format(spec_name(seed, k, budget)))
     costs = result["every_specialist_shipped"]
     if "memory" in what:
         costs["resident_memory"] = resident(base_bundle, all_bundle)
@@ -286,7 +301,8 @@ def measure_again(seed: int, k: int, what) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
-    ap.add_argument("--superclasses", type=int, default=10)
+    ap.add_argument("--superclasses", type=int, help="k-means superclasses (default: 10, 4 on CIFAR-10)")
+    P.add_dataset_option(ap)
     ap.add_argument("--cache", default="cache-fresh", help="the trunk cache folder in the work folder")
     ap.add_argument(
         "--again",
@@ -294,32 +310,44 @@ def main():
         choices=("memory", "latency", "switch"),
         help="measure only these runtime costs again, into the finished seeds' results",
     )
+    ap.add_argument(
+        "--delta-budget",
+        help="train the specialists under this delta budget (edgetool train --delta-budget; default: the run's)",
+    )
     ap.add_argument("--probe", nargs=2, metavar=("BUNDLE", "MODE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
+    a.superclasses = a.superclasses or P.use(a.dataset).superclasses
+    P.use(a.dataset)
     if a.probe:
         print(json.dumps(probe(*a.probe)))
         return
     rows = [
-        measure_again(s, a.superclasses, a.again) if a.again else run_seed(s, a.superclasses, a.cache) for s in a.seeds
+        measure_again(s, a.superclasses, a.again, a.delta_budget)
+        if a.again
+        else run_seed(s, a.superclasses, a.cache, a.delta_budget)
+        for s in a.seeds
     ]
     summary = {
         "arch": "efficientnet-lite0",
-        "image_size": 224,
-        "data": "Caltech-101, the course split without BACKGROUND_Google: 101 classes, 15% of train held out",
+        "image_size": P.DS.size,
+        "data": P.DS.data,
         "seeds": [r["seed"] for r in rows],
         "superclasses": a.superclasses,
+        "delta_budget": rows[0].get("delta_budget", "dense"),
         "base_test": mean_se(100 * r["test"]["base"] for r in rows),
         "with_specialists_test": mean_se(100 * r["test"]["with_specialists"] for r in rows),
         "paired_difference_points": mean_se(r["test"]["paired_difference_points"] for r in rows),
         "shipped_per_seed": [len(r["shipped"]) for r in rows],
         "every_specialist_shipped_test": mean_se(100 * r["every_specialist_shipped"]["test"] for r in rows),
-        "macs": macs(224),
+        "macs": macs(P.DS.size),
         "controls": controls(),
         "note": "± is the standard error over seeds; per seed, the paired 95% interval is over the test photos",
     }
-    write_result(os.path.join(OUT, "summary.json"), summary)
+    write_result(os.path.join(out_dir(), "summary.json"), summary)
     lines = [
-        "# Tail specialists on EfficientNet-Lite0 (Caltech-101, 224 px, {} superclasses)".format(a.superclasses),
+        "# Tail specialists on EfficientNet-Lite0 ({}, {} px, {} superclasses)".format(
+            P.DS.title, P.DS.size, a.superclasses
+        ),
         "",
         "| seed | shipped | base (int8) | with specialists | paired diff (95%) | x per specialist |",
         "|---:|---:|---:|---:|---:|---|",
@@ -346,7 +374,7 @@ def main():
                     c["training"][k], c["macs_per_image_relative"][k], t["mean"], d["points"], *d["ci95"]
                 )
             )
-        lines.append("Chosen on validation: {} ([verdict-224](../verdict-224/summary.md)).".format(c["best_control"]))
+        lines.append("Chosen on validation: {} ([{v}](../{v}/summary.md)).".format(c["best_control"], v=P.DS.verdict))
     lines += ["", "Two-stage MACs with the trunk shared: {:.3f} x one network.".format(m["two_stage_ratio"])]
     for r in rows:
         e = r["every_specialist_shipped"]
@@ -387,7 +415,7 @@ def main():
                 r["seed"], float(np.median(sw)), max(sw)
             )
         )
-    with open(os.path.join(OUT, "summary.md"), "w") as f:
+    with open(os.path.join(out_dir(), "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -49,3 +49,20 @@ def data_source(name, work):
     if name == "caltech101":
         return caltech_dir(work)
     return dataset_dir(name, work)
+
+
+def cifar10_subset(work, n_train, n_test):
+    """A fixed, class-balanced part of CIFAR-10 (the first *n*/10 images of each class, in the
+    official order) as symlinked train/ and test/ folders in WORK/data-<n_train>-<n_test>: every
+    seed trains and tests on the same photos, so one trunk cache serves them all."""
+    full, _ = dataset_dir("cifar10", work)
+    dest = os.path.join(work, "data-{}-{}".format(n_train, n_test))
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c in sorted(os.listdir(os.path.join(full, split))):
+            files = sorted(os.listdir(os.path.join(full, split, c)))[: n // 10]
+            os.makedirs(os.path.join(dest, split, c), exist_ok=True)
+            for f in files:
+                link = os.path.join(dest, split, c, f)
+                if not os.path.lexists(link):
+                    os.symlink(os.path.join(full, split, c, f), link)
+    return dest

@@ -1,5 +1,6 @@
-"""Shared by the pretrained-backbone benchmarks (EfficientNet-Lite0 on Caltech-101): the work
-folder, running the CLI, each test photo right or wrong through the runtime, and multiply-accumulates."""
+"""Shared by the pretrained-backbone benchmarks (EfficientNet-Lite0 on Caltech-101, or CIFAR-10
+upscaled): the dataset and its work folder, running the CLI, each test photo right or wrong through
+the runtime, and multiply-accumulates."""
 
 from __future__ import annotations
 
@@ -8,12 +9,71 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-WORK = os.path.join(ROOT, "edgetool-out", "pretrained-caltech101")
 ARCH = "efficientnet-lite0"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset of the pretrained benchmarks: its photos, input size, controls and folders."""
+
+    name: str
+    title: str
+    data: str  # the sentence the results give for the data
+    size: int  # the base's input size (px)
+    cost_size: int  # the equal-inference-cost control's input size (px)
+    classes: int
+    superclasses: int  # tail specialists' k-means superclasses
+    results: str  # results folder names: pretrained/<backbone>, <specialists>, <verdict>
+    backbone: str
+    specialists: str
+    verdict: str
+
+    @property
+    def work(self) -> str:
+        return os.path.join(ROOT, "edgetool-out", "pretrained-" + self.name)
+
+    def data_dir(self) -> str:
+        from common.data import caltech_dir, cifar10_subset
+
+        if self.name == "cifar10":
+            return cifar10_subset(self.work, CIFAR_TRAIN, CIFAR_TEST)
+        return caltech_dir(self.work, background=False)[0]
+
+
+CIFAR_TRAIN, CIFAR_TEST = 10000, 3000
+DATASETS = {
+    "caltech101": Dataset(
+        "caltech101", "Caltech-101",
+        "Caltech-101, the course split without BACKGROUND_Google: 101 classes, 15% of train held out",
+        224, 240, 101, 10, "pretrained", "caltech101-224", "specialists-224", "verdict-224",
+    ),
+    "cifar10": Dataset(
+        "cifar10", "CIFAR-10 (32 px photos upscaled)",
+        "CIFAR-10 upscaled to 128 px: the first {} training and {} test photos of the official split, "
+        "balanced over its 10 classes; 15% of train held out".format(CIFAR_TRAIN, CIFAR_TEST),
+        128, 144, 10, 4, "pretrained", "cifar10-128", "specialists-cifar10-128", "verdict-cifar10-128",
+    ),
+}  # fmt: skip
+DS = DATASETS["caltech101"]
+WORK = DS.work
+
+
+def use(name: str) -> Dataset:
+    """Make *name* the dataset of this benchmark run (``DS`` and ``WORK``, read as ``P.DS``)."""
+    global DS, WORK
+    DS = DATASETS[name]
+    WORK = DS.work
+    os.makedirs(WORK, exist_ok=True)
+    return DS
+
+
+def add_dataset_option(ap) -> None:
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="caltech101", help="(default: caltech101)")
 
 
 def cli(*args, capture=False):
@@ -58,14 +118,15 @@ def _correct(bundle: str, paths, labels, batch: int):
     return np.array(out), passes
 
 
-def macs(size: int, tail_from: str = "blocks.15.") -> dict:
-    """Multiply-accumulates of EfficientNet-Lite0 at *size* px: the whole network, and its tail
-    (the parts from *tail_from* on: the last block, the head convolution and the classifier)."""
+def macs(size: int, tail_from: str = "blocks.15.", classes: int = 0) -> dict:
+    """Multiply-accumulates of EfficientNet-Lite0 at *size* px over *classes* (default: the
+    dataset's): the whole network, and its tail (the parts from *tail_from* on: the last block, the
+    head convolution and the classifier)."""
     import torch
 
     from edgetool.toolchain.train import efficientnet as E
 
-    m = E.build(ARCH, 3, 101).eval()
+    m = E.build(ARCH, 3, classes or DS.classes).eval()
     counts = {}
 
     def hook(name):
