@@ -105,10 +105,18 @@ def _rss_kib() -> dict:
     return {k: int(x.split()[0]) for k, x in v.items()}
 
 
+def _settled_kib() -> dict:
+    """Resident KiB once freed heap memory is handed back (as ``edgetool profile`` reads it)."""
+    from edgetool.runtime.profile.memprobe import settled
+
+    return {k: v // 1024 for k, v in settled().items() if k in ("VmRSS", "VmHWM")}
+
+
 def probe(bundle: str, mode: str) -> dict:
     """In this (fresh) process: resident KiB with the runtime and ONNX Runtime imported and the bundle
     open but no network loaded ("none"), then after loading the ONNX Runtime backend and classifying
-    one image with the base alone ("one") or with the base's trunk + a specialist's tail ("two")."""
+    one image with the base alone ("one") or with the base's trunk + a specialist's tail ("two"):
+    as the kernel reports it ("after"), then once freed heap memory is handed back ("settled")."""
     import onnxruntime  # noqa: F401  (the library's own pages are not the network's)
 
     from edgetool.runtime.backends import load_backend
@@ -117,7 +125,7 @@ def probe(bundle: str, mode: str) -> dict:
 
     with Bundle.open(bundle) as b:
         x = np.random.default_rng(0).normal(size=[1] + b.input["shape"]).astype(np.float32)
-        before = _rss_kib()
+        before = _settled_kib()
         if mode == "none":
             return {"before": before, "after": before}
         be = load_backend("onnxruntime", b, threads=1)
@@ -130,7 +138,8 @@ def probe(bundle: str, mode: str) -> dict:
                 be.switch(b.specialists[0])
                 be.infer_tail(trunk)
                 be.switch(BASE)
-        return {"before": before, "after": _rss_kib()}
+        after = _rss_kib()
+        return {"before": before, "after": after, "settled": _settled_kib()}
 
 
 def resident(base_bundle: str, all_bundle: str) -> dict:
@@ -145,10 +154,14 @@ def resident(base_bundle: str, all_bundle: str) -> dict:
         out[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     one = out["one_network"]["after"]["VmRSS"] - out["one_network"]["before"]["VmRSS"]
     two = out["two_stage"]["after"]["VmRSS"] - out["two_stage"]["before"]["VmRSS"]
+    live = {k: out[k]["settled"]["VmRSS"] - out[k]["before"]["VmRSS"] for k in out}
     return {
         "processes_kib": out,
         "network_kib": {"one_network": one, "two_stage": two},
         "ratio_networks": two / one,  # what loading the network(s) added to the process
+        # the same, freed heap memory handed back first (glibc malloc_trim): what the networks hold
+        "network_kib_settled": live,
+        "ratio_networks_settled": live["two_stage"] / live["one_network"],
         "ratio_processes": out["two_stage"]["after"]["VmRSS"] / out["one_network"]["after"]["VmRSS"],
         "ratio_peak": out["two_stage"]["after"]["VmHWM"] / out["one_network"]["after"]["VmHWM"],
     }
@@ -396,11 +409,16 @@ def main():
             )  # fmt: skip
         if "resident_memory" in e:
             mem = e["resident_memory"]
+            held = ""
+            if "ratio_networks_settled" in mem:
+                held = "; held once freed heap memory is handed back (as edgetool profile counts) {:,} vs {:,} KiB"
+                held = held.format(mem["network_kib_settled"]["two_stage"], mem["network_kib_settled"]["one_network"])
+                held += " (x{:.3f})".format(mem["ratio_networks_settled"])
             lines.append(
                 "Seed {} resident memory, two-stage vs one network (ONNX Runtime, fresh processes): networks "
-                "{:,} vs {:,} KiB (x{:.3f}); whole process x{:.3f}; peak x{:.3f}.".format(
+                "{:,} vs {:,} KiB (x{:.3f}); whole process x{:.3f}; peak x{:.3f}{}.".format(
                     r["seed"], mem["network_kib"]["two_stage"], mem["network_kib"]["one_network"],
-                    mem["ratio_networks"], mem["ratio_processes"], mem["ratio_peak"],
+                    mem["ratio_networks"], mem["ratio_processes"], mem["ratio_peak"], held,
                 )
             )  # fmt: skip
         for n, v in e["latency"].items():

@@ -24,7 +24,7 @@ from .system import proc_status
 FORMS = ("single", "efficient", "vanilla")
 
 
-def _settled() -> Dict[str, int]:
+def settled() -> Dict[str, int]:
     """proc_status() after garbage collection and glibc's malloc_trim (where present)."""
     import ctypes
     import gc
@@ -51,7 +51,7 @@ def _probe(form: str, bundle_path: str, threads: int) -> Dict[str, Any]:
         x = __import__("numpy").zeros([1] + list(bundle.input["shape"]), dtype="float32")
     x = x[:1]
     bundle.base_onnx()
-    before = _settled()
+    before = settled()
     n = bundle.num_superclasses
     if form == "efficient":
         be = OrtBackend(bundle, threads=threads)
@@ -65,7 +65,7 @@ def _probe(form: str, bundle_path: str, threads: int) -> Dict[str, Any]:
         for k in targets:
             sessions.infer(k, x)
         weights = sessions.weight_bytes()
-    after = _settled()
+    after = settled()
     return {
         "form": form,
         "baseline_rss_bytes": before.get("VmRSS", 0),
