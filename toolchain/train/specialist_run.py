@@ -34,15 +34,7 @@ def train_run(self) -> Optional[dict]:
         return None
     path = self.file("specialists.json")
     if os.path.isfile(path):
-        with open(path) as f:
-            rec = json.load(f)
-        trained = rec.get("delta_budget", self.cfg.delta_budget)
-        if str(trained) != str(self.cfg.delta_budget):
-            raise UsageError(
-                "{}: its specialists were trained under --delta-budget {}, not {}; train them in a "
-                "new run folder".format(self.path, trained, self.cfg.delta_budget)
-            )
-        return rec
+        return _recorded(self, path)
     if not len(self.val_idx):
         raise UsageError("--specialists needs a validation split (--val-fraction): it decides which ship")
     base = self.int8()
@@ -91,6 +83,20 @@ def train_run(self) -> Optional[dict]:
     self._metrics({})
     log.info("%s", summary(decisions))
     return out
+
+
+def _recorded(self, path: str) -> dict:
+    """The specialists this run trained before, if they were trained under its delta budget."""
+    with open(path) as f:
+        rec = json.load(f)
+    trained = rec.get("delta_budget", self.cfg.delta_budget)
+    if str(trained) != str(self.cfg.delta_budget):
+        raise UsageError(
+            "{}: its specialists were trained under --delta-budget {}, not {}; train them in a new run folder".format(
+                self.path, trained, self.cfg.delta_budget
+            )
+        )
+    return rec
 
 
 def _hierarchy(self, model: E.EfficientNetLite, train_feats, ytr):
