@@ -121,8 +121,9 @@ def _bool_scalar_info(name: str) -> bytes:
 def trunk_or_given(model_bytes: bytes, start: str, given: str, run_trunk: str) -> bytes:
     """One model that serves both passes of two-stage inference: when boolean input *run_trunk* is
     true, it computes tensor *start* (the trunk's output) from the image as before; when false, it
-    takes *start* from float input *given* and runs only the rest.  The trunk's nodes move into an
-    ``If``; the nodes that read only initializers stay outside, so every weight is bound once.
+    takes *start* from float input *given* and runs only the rest.  The nodes only the trunk needs
+    (its weights' dequantization too) move into an ``If``; what both parts need stays outside, and
+    every weight stays a graph input of the one model, bound once.
     *start* is also an output (the trunk's output, for the second pass).  ValueError when the rest
     of the graph reads any trunk tensor but *start*."""
 
@@ -139,11 +140,14 @@ def trunk_or_given(model_bytes: bytes, start: str, given: str, run_trunk: str) -
                 live.update(_strings(n, 2))
         if start not in live:
             raise ValueError("tensor {!r} is not computed from the image".format(start))
-        trunk = [i for i in _slice(nodes, [start], "", inits | data) if set(_strings(nodes[i], 2)) & live]
+        keep, outs = inits | data, [_value_info_name(v) for v in _messages(graph, 12)]
+        needs = set(_slice(nodes, [start], "", keep))  # every node the trunk's output needs
+        rest = set(_slice(nodes, [o for o in outs if o != start], start, keep))  # and the outputs, past it
+        trunk = sorted(needs - rest)  # into the branch: the weights' dequantization too, run only there
         inside = {o for i in trunk for o in _strings(nodes[i], 2)}
         outside = [i for i in range(len(nodes)) if i not in set(trunk)]
-        leaks = {t for i in outside for t in _strings(nodes[i], 1) if t in inside and t != start}
-        leaks |= {_value_info_name(v) for v in _messages(graph, 12)} & (inside - {start})
+        leaks = {o for i in needs & rest for o in _strings(nodes[i], 2) if o in live}  # image work both need
+        leaks |= {t for i in outside for t in _strings(nodes[i], 1) if t in inside and t != start}
         if leaks:
             raise ValueError(
                 "tensor {!r} does not cut the graph: the rest also reads {}".format(start, sorted(leaks)[0])
