@@ -75,7 +75,8 @@ def test_a_tensor_that_does_not_cut_the_graph_is_refused():
 
 def two_part_model(residual_over_cut: bool = False) -> bytes:
     """x -> MatMul(W1) -> Mul(scale) -> Relu -> h -> MatMul(W) -> Mul(scale) -> y; scale comes from a
-    node that reads only an initializer and serves both parts (it stays outside the trunk)."""
+    node that reads only an initializer and serves both parts (it stays outside the trunk); W1 passes
+    through a node only the trunk needs (it moves inside)."""
     rng = np.random.default_rng(2)
     inits = [
         numpy_helper.from_array(rng.normal(size=(3, 5)).astype(np.float32), "W1"),
@@ -84,7 +85,8 @@ def two_part_model(residual_over_cut: bool = False) -> bytes:
     ]
     nodes = [
         helper.make_node("Abs", ["s"], ["scale"]),
-        helper.make_node("MatMul", ["x", "W1"], ["a"]),
+        helper.make_node("Identity", ["W1"], ["W1q"]),  # a weight's preparation (dequantization), trunk only
+        helper.make_node("MatMul", ["x", "W1q"], ["a"]),
         helper.make_node("Mul", ["a", "scale"], ["a2"]),
         helper.make_node("Relu", ["a2"], ["h"]),
         helper.make_node("MatMul", ["h", "W"], ["m"]),
@@ -114,6 +116,10 @@ def test_one_model_runs_the_whole_network_or_only_the_rest_after_a_given_trunk()
     whole = session(with_outputs(two_part_model(), ["h"]))
     y, h = whole.run(["y", "h"], {"x": x})
     both = trunk_or_given(two_part_model(), "h", "h_given", "run_trunk")
+    graph = onnx.load_from_string(both).graph
+    assert [n.op_type for n in graph.node] == ["Abs", "If", "MatMul", "Mul", "Identity"]
+    then = next(a.g for a in graph.node[1].attribute if a.name == "then_branch")
+    assert [n.op_type for n in then.node] == ["Identity", "MatMul", "Mul", "Relu"]  # the second pass skips them
     # every weight stays a bindable graph input, held once by whoever binds it
     s = session(drop_initializers(both, ["W1", "W"]))
     assert {i.name for i in s.get_inputs()} == {"x", "W1", "W", "h_given", "run_trunk"}
