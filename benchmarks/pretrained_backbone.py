@@ -129,6 +129,11 @@ def aggregate(size: int) -> dict:
         ],
         "bundle_bytes": seeds[0]["bundle_bytes"] if seeds else None,
         "from_scratch": beside,
+        # the flat controls given the Super-Sub pipeline's training (equal budget; and at a larger
+        # input), trained and measured by pretrained_verdict.py at this dataset's size
+        "flat_controls": P.flat_controls()
+        if size == P.DS.size
+        else {"missing": "pretrained_verdict.py trains its controls at {} px".format(P.DS.size)},
         "note": "± is the standard error over seeds; train seconds are the run's wall clock per stage",
     }
     write_result(os.path.join(d, "summary.json"), summary)
@@ -155,6 +160,16 @@ def aggregate(size: int) -> dict:
             f["mean"], se(f), q["mean"], se(q), g["mean"], se(g)
         ),
     ]
+    c = summary["flat_controls"]
+    if "missing" in c:
+        lines += ["", "Flat controls at equal training budget: not measured ({}).".format(c["missing"])]
+    else:
+        lines += ["", "Flat controls, trained for the Super-Sub pipeline's tail passes (seeds {}; {}):".format(
+            ", ".join(map(str, c["seeds"])), c["source"])]  # fmt: skip
+        for k in ("flat_budget", "flat_cost"):
+            t = c["test_percent"][k]
+            lines.append("- {}, {:.2f}x MACs: {:.2f}%{}.".format(
+                c["training"][k], c["macs_per_image_relative"][k], t["mean"], se(t)))  # fmt: skip
     with open(os.path.join(d, "summary.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -273,25 +273,6 @@ def run_seed(seed: int, k: int, cache: str, budget=None) -> dict:
     return result
 
 
-def controls() -> dict:
-    """The flat controls at equal training budget and equal inference cost, as
-    ``benchmarks/pretrained_verdict.py`` measured them against these bundles (its summary)."""
-    path = os.path.join(RESULTS, "pretrained", P.DS.verdict, "summary.json")
-    if not os.path.isfile(path):
-        return {"missing": "run benchmarks/pretrained_verdict.py: it trains the flat controls"}
-    with open(path) as f:
-        v = json.load(f)
-    return {
-        "source": "benchmarks/results/pretrained/{}/summary.json".format(P.DS.verdict),
-        "seeds": v["seeds"],
-        "training": {k: v["training"][k] for k in ("flat_budget", "flat_cost")},
-        "test_percent": {k: v["test_percent"][k] for k in ("flat_budget", "flat_cost")},
-        "macs_per_image_relative": {k: v["macs_per_image_relative"][k] for k in ("flat_budget", "flat_cost")},
-        "best_control": v["best_control"],
-        "with_specialists_minus_control": v["efficient_minus"],
-    }
-
-
 def measure_again(seed: int, k: int, what, budget=None) -> dict:
     """A finished seed's result with the runtime's costs *what* (of ``memory``, ``latency``,
     ``switch``) measured again on its bundles (nothing trained or evaluated again)."""
@@ -329,8 +310,8 @@ def main():
     )
     ap.add_argument("--probe", nargs=2, metavar=("BUNDLE", "MODE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
-    a.superclasses = a.superclasses or P.use(a.dataset).superclasses
-    P.use(a.dataset)
+    ds = P.use(a.dataset)
+    a.superclasses = a.superclasses or ds.superclasses
     if a.probe:
         print(json.dumps(probe(*a.probe)))
         return
@@ -353,7 +334,7 @@ def main():
         "shipped_per_seed": [len(r["shipped"]) for r in rows],
         "every_specialist_shipped_test": mean_se(100 * r["every_specialist_shipped"]["test"] for r in rows),
         "macs": macs(P.DS.size),
-        "controls": controls(),
+        "controls": P.flat_controls(),
         "note": "± is the standard error over seeds; per seed, the paired 95% interval is over the test photos",
     }
     write_result(os.path.join(out_dir(), "summary.json"), summary)

@@ -28,9 +28,7 @@ class Dataset:
     cost_size: int  # the equal-inference-cost control's input size (px)
     classes: int
     superclasses: int  # tail specialists' k-means superclasses
-    results: str  # results folder names: pretrained/<backbone>, <specialists>, <verdict>
-    backbone: str
-    specialists: str
+    specialists: str  # results folder names under benchmarks/results/pretrained/
     verdict: str
 
     @property
@@ -38,25 +36,31 @@ class Dataset:
         return os.path.join(ROOT, "edgetool-out", "pretrained-" + self.name)
 
     def data_dir(self) -> str:
-        from common.data import caltech_dir, cifar10_subset
+        """The photos' train/ and test/ folder, made (linked) once per process."""
+        if self.name not in _DATA:
+            from common.data import caltech_dir, cifar10_subset
 
-        if self.name == "cifar10":
-            return cifar10_subset(self.work, CIFAR_TRAIN, CIFAR_TEST)
-        return caltech_dir(self.work, background=False)[0]
+            if self.name == "cifar10":
+                _DATA[self.name] = cifar10_subset(self.work, CIFAR_TRAIN, CIFAR_TEST)
+            else:
+                _DATA[self.name] = caltech_dir(self.work, background=False)[0]
+        return _DATA[self.name]
 
+
+_DATA: dict = {}
 
 CIFAR_TRAIN, CIFAR_TEST = 10000, 3000
 DATASETS = {
     "caltech101": Dataset(
         "caltech101", "Caltech-101",
         "Caltech-101, the course split without BACKGROUND_Google: 101 classes, 15% of train held out",
-        224, 240, 101, 10, "pretrained", "caltech101-224", "specialists-224", "verdict-224",
+        224, 240, 101, 10, "specialists-224", "verdict-224",
     ),
     "cifar10": Dataset(
         "cifar10", "CIFAR-10 (32 px photos upscaled)",
         "CIFAR-10 upscaled to 128 px: the first {} training and {} test photos of the official split, "
         "balanced over its 10 classes; 15% of train held out".format(CIFAR_TRAIN, CIFAR_TEST),
-        128, 144, 10, 4, "pretrained", "cifar10-128", "specialists-cifar10-128", "verdict-cifar10-128",
+        128, 144, 10, 4, "specialists-cifar10-128", "verdict-cifar10-128",
     ),
 }  # fmt: skip
 DS = DATASETS["caltech101"]
@@ -74,6 +78,28 @@ def use(name: str) -> Dataset:
 
 def add_dataset_option(ap) -> None:
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="caltech101", help="(default: caltech101)")
+
+
+def flat_controls() -> dict:
+    """The flat controls of this dataset at equal training budget and at (at least) the two-stage
+    inference cost, as ``benchmarks/pretrained_verdict.py`` measured them (its summary)."""
+    from common import RESULTS
+
+    path = os.path.join(RESULTS, "pretrained", DS.verdict, "summary.json")
+    if not os.path.isfile(path):
+        return {"missing": "run benchmarks/pretrained_verdict.py: it trains the flat controls"}
+    with open(path) as f:
+        v = json.load(f)
+    keys = ("flat_budget", "flat_cost")
+    return {
+        "source": "benchmarks/results/pretrained/{}/summary.json".format(DS.verdict),
+        "seeds": v["seeds"],
+        "training": {k: v["training"][k] for k in keys},
+        "test_percent": {k: v["test_percent"][k] for k in keys},
+        "macs_per_image_relative": {k: v["macs_per_image_relative"][k] for k in keys},
+        "best_control": v["best_control"],
+        "with_specialists_minus_control": v["efficient_minus"],
+    }
 
 
 def cli(*args, capture=False):
