@@ -135,9 +135,10 @@ class OrtBackend(Backend):
             self.ortvalues[name] = ov
             self.binding.bind_ortvalue_input(name, ov)
         self.binding.bind_output(self.bundle.output_name)
-        if self.trunk:  # the first pass of each batch computes the trunk
-            self.binding.bind_cpu_input(GIVEN, np.zeros((0,), np.float32))
-            self.binding.bind_cpu_input(RUN_TRUNK, np.array(True))
+        # the unused input of each pass is empty: no image on the second, no trunk output on the first
+        self._no_image = np.zeros([0] + list(self.bundle.input["shape"]), np.float32)
+        self._no_trunk = np.zeros((0,), np.float32)
+        self._flags = {True: np.array(True), False: np.array(False)}
 
     @property
     def trunk_once(self) -> bool:
@@ -151,18 +152,8 @@ class OrtBackend(Backend):
         """Logits of the tail of the network now loaded, from trunk outputs (:meth:`infer_trunk`)."""
 
         def run(t):
-            b = self.binding
-            b.bind_cpu_input(self.input_name, np.zeros([0] + list(self.bundle.input["shape"]), np.float32))
-            b.bind_cpu_input(GIVEN, np.ascontiguousarray(t, dtype=np.float32))
-            b.bind_cpu_input(RUN_TRUNK, np.array(False))
-            try:
-                b.clear_binding_outputs()
-                b.bind_output(self.bundle.output_name)
-                self.session.run_with_iobinding(b)
-                return b.copy_outputs_to_cpu()[0]
-            finally:  # back to the first pass's inputs
-                b.bind_cpu_input(GIVEN, np.zeros((0,), np.float32))
-                b.bind_cpu_input(RUN_TRUNK, np.array(True))
+            given = np.ascontiguousarray(t, dtype=np.float32)
+            return self._bound_run(self._no_image, given, False, [self.bundle.output_name])[0]
 
         return self._timed(run, trunk)
 
@@ -195,12 +186,21 @@ class OrtBackend(Backend):
                     tuple(batch.shape), ", ".join(str(d) for d in shape)
                 )
             )
-        self.binding.bind_cpu_input(self.input_name, batch)
-        self.binding.clear_binding_outputs()
+        return self._bound_run(batch, self._no_trunk, True, outputs)
+
+    def _bound_run(self, image, given, run_trunk: bool, outputs):
+        """One run of the session: the image (the first pass) or the trunk's output (*given*, the
+        second pass, where the graph has one), the weights bound once."""
+        b = self.binding
+        b.bind_cpu_input(self.input_name, image)
+        if self.trunk:
+            b.bind_cpu_input(GIVEN, given)
+            b.bind_cpu_input(RUN_TRUNK, self._flags[run_trunk])
+        b.clear_binding_outputs()
         for name in outputs:  # fresh outputs: the batch size varies
-            self.binding.bind_output(name)
-        self.session.run_with_iobinding(self.binding)
-        return self.binding.copy_outputs_to_cpu()
+            b.bind_output(name)
+        self.session.run_with_iobinding(b)
+        return b.copy_outputs_to_cpu()
 
     def memory(self):
         out = {"packed_weights_bytes": int(self.weights.nbytes), "base_copy_bytes": int(self.base.nbytes)}

@@ -1,10 +1,9 @@
-"""Cutting a model at a tensor on its serialized bytes (no ``onnx`` package on the device): the
-trunk's output read beside the logits (:func:`with_outputs`), and the tail after it as a model of
-its own (:func:`tail_graph`)."""
+"""Cutting a model at a tensor on its serialized bytes (no ``onnx`` package on the device): one model
+that runs either the whole network, its trunk's output read beside the logits, or, given that
+output, only the rest (:func:`trunk_or_given`)."""
 
 from __future__ import annotations
 
-from typing import Iterable
 
 from .onnx_weights import _encode_varint, _fields, _messages, _payload, _raw_fields, _tensor, _value_info_name
 
@@ -32,13 +31,6 @@ def _with_graph(model_bytes: bytes, make) -> bytes:
     return bytes(out)
 
 
-def with_outputs(model_bytes: bytes, names: Iterable[str]) -> bytes:
-    """The model with intermediate tensors *names* as extra graph outputs (float, shape left to the
-    runtime): a trunk's output read beside the logits."""
-    extra = b"".join(_field(12, _float_value_info(n)) for n in names)
-    return _with_graph(model_bytes, lambda graph: bytes(graph) + extra)
-
-
 def _slice(nodes, outputs, start: str, constants) -> list:
     """Indices of the *nodes* that *outputs* need, back to tensor *start* and the *constants*
     (initializers); ValueError when they need anything else (the graph's data input)."""
@@ -56,39 +48,6 @@ def _slice(nodes, outputs, start: str, constants) -> list:
     if stray:
         raise ValueError("tensor {!r} does not cut the graph: the rest also reads {}".format(start, sorted(stray)[0]))
     return sorted(marked)
-
-
-def tail_graph(model_bytes: bytes, start: str) -> bytes:
-    """The part of the model after tensor *start*: a model whose one data input is *start* (float)
-    and whose outputs are the original outputs computed from it, each node that computes them kept
-    (with the initializers they read; a refittable one stays a graph input too, for binding).
-    ValueError when no node reads *start*, or when the rest of the graph reads more than *start*
-    and initializers."""
-
-    def make(graph: memoryview) -> bytes:
-        nodes = list(_messages(graph, 1))
-        inits = {_tensor(t)[0]: t for t in _messages(graph, 5)}
-        inputs = {_value_info_name(v): v for v in _messages(graph, 11)}
-        if not any(start in _strings(n, 1) for n in nodes):
-            raise ValueError("no node reads tensor {!r}".format(start))
-        downstream = {start}
-        for n in nodes:  # the tensors computed from start
-            if any(i in downstream for i in _strings(n, 1)):
-                downstream.update(_strings(n, 2))
-        kept = [v for v in _messages(graph, 12) if _value_info_name(v) in downstream]
-        if not kept:
-            raise ValueError("no graph output is computed from tensor {!r}".format(start))
-        tail = [nodes[i] for i in _slice(nodes, [_value_info_name(v) for v in kept], start, inits)]
-        made = {o for n in tail for o in _strings(n, 2)}
-        reads = list(dict.fromkeys(i for n in tail for i in _strings(n, 1) if i and i not in made and i != start))
-        out = bytearray(b"".join(_field(1, bytes(n)) for n in tail) + _field(2, b"tail"))
-        out += b"".join(_field(5, bytes(inits[name])) for name in reads)
-        out += _field(11, _float_value_info(start))
-        out += b"".join(_field(11, bytes(inputs[name])) for name in reads if name in inputs)
-        out += b"".join(_field(12, bytes(v)) for v in kept)
-        return bytes(out)
-
-    return _with_graph(model_bytes, make)
 
 
 def _node(op: str, inputs, outputs, name: str, attributes: bytes = b"") -> bytes:
